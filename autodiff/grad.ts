@@ -1,0 +1,190 @@
+/** JAX-style transformations: vjp, grad, valueAndGrad, customVjp. */
+import { isFloat } from "../tensor/dtype.ts";
+import { fmt, shapesEqual } from "../tensor/shape.ts";
+import { bind1, type Node } from "../tensor/prims.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { add, cast } from "../tensor/ops/elementwise.ts";
+import { onesLike, zerosLike } from "../tensor/ops/create.ts";
+import { closeTrace, markLeaf, openTrace, record, type Tape, untraced } from "./trace.ts";
+import { vjpRule } from "./rules.ts";
+import { treeFlatten, treeLeaves, treeUnflatten } from "./tree.ts";
+
+const tensorLeaves = (tree: unknown): Tensor[] => treeLeaves(tree).filter((x): x is Tensor => x instanceof Tensor);
+
+/** Propagate output cotangents back through a tape; returns one cotangent (or null) per leaf. */
+function backward(tape: Tape, outputs: Tensor[], cts: Tensor[], who: string): (Tensor | null)[] {
+  const acc = new Map<Tensor, Tensor>();
+  const put = (x: Tensor, g: Tensor, what: string) => {
+    if (!shapesEqual(g.shape, x.shape)) throw new Error(`${who}: ${what} returned a cotangent of shape ${fmt(g.shape)} for an input of shape ${fmt(x.shape)}`);
+    const gc = g.dtype === x.dtype || !isFloat(x.dtype) ? g : cast(g, x.dtype);
+    const prev = acc.get(x);
+    acc.set(x, prev ? add(prev, gc) : gc);
+  };
+  outputs.forEach((o, i) => put(o, cts[i], "the seed"));
+  const isLeaf = new Set(tape.leaves);
+  for (let s = tape.steps.length - 1; s >= 0; s--) {
+    const { node, live } = tape.steps[s];
+    const outCts = node.outputs.map((o) => acc.get(o) ?? null);
+    if (outCts.every((g) => g === null)) continue;
+    for (const o of node.outputs) if (!isLeaf.has(o)) acc.delete(o);
+    const inCts = vjpRule(node)(outCts, node);
+    node.inputs.forEach((x, j) => {
+      const g = inCts[j];
+      if (live[j] && g) put(x, g, `the VJP of ${node.prim === "custom" ? (node as Node<"custom">).params.name : node.prim}`);
+    });
+  }
+  return tape.leaves.map((l) => acc.get(l) ?? null);
+}
+
+interface Traced {
+  out: unknown;
+  tape: Tape;
+  /** For each argument: its flattened leaves, with traced aliases where differentiated. */
+  args: { leaves: unknown[]; def: ReturnType<typeof treeFlatten>[1]; traced: boolean[] }[];
+}
+
+/** Run f with the float tensor leaves of the chosen arguments as fresh leaves of a new trace. */
+function traceCall(who: string, f: (...args: any[]) => unknown, args: unknown[], argnums: number[], outOf: (r: unknown) => unknown): Traced {
+  const trace = openTrace();
+  const leaves: Tensor[] = [];
+  const flat = args.map((a, i) => {
+    const [ls, def] = treeFlatten(a);
+    const diff = argnums.includes(i);
+    const traced = ls.map((l) => diff && l instanceof Tensor && isFloat(l.dtype));
+    const wrapped = ls.map((l, j) => {
+      if (!traced[j]) return l;
+      const alias = bind1("alias", [l as Tensor], {});
+      markLeaf(trace, alias);
+      leaves.push(alias);
+      return alias;
+    });
+    return { leaves: wrapped, def, traced };
+  });
+  let out: unknown;
+  try {
+    out = f(...flat.map((a) => treeUnflatten(a.def, a.leaves)));
+  } catch (e) {
+    closeTrace(trace, leaves, []);
+    throw e;
+  }
+  if (out instanceof Promise) {
+    closeTrace(trace, leaves, []);
+    throw new TypeError(`${who}: the function must be synchronous (readback with await belongs outside it)`);
+  }
+  const tape = closeTrace(trace, leaves, tensorLeaves(outOf(out)), tensorLeaves(out));
+  return { out, tape, args: flat };
+}
+
+/** Cotangent records shaped like each differentiated argument (null for non-float leaves). */
+function gradsOf(t: Traced, argnums: number[], leafCts: (Tensor | null)[]): unknown[] {
+  let k = 0;
+  const perArg = t.args.map((a) =>
+    treeUnflatten(a.def, a.leaves.map((l, j) => {
+      if (!a.traced[j]) return null;
+      const g = leafCts[k++];
+      return g ?? zerosLike(l as Tensor);
+    }))
+  );
+  return argnums.map((i) => perArg[i]);
+}
+
+function normArgnums(who: string, argnums: number | readonly number[] | undefined, n: number): number[] {
+  const list = argnums === undefined ? [0] : typeof argnums === "number" ? [argnums] : [...argnums];
+  for (const a of list) if (!Number.isInteger(a) || a < 0 || a >= n) throw new RangeError(`${who}: argnums ${a} is out of range for ${n} argument(s)`);
+  return list;
+}
+
+/**
+ * vjp(f, ...primals) → [f(...primals), vjpFn]; vjpFn(cotangent shaped like the output) returns
+ * one cotangent record per primal. vjpFn may be called more than once.
+ */
+export function vjp<R>(f: (...args: any[]) => R, ...primals: unknown[]): [R, (ct: unknown) => unknown[]] {
+  const argnums = primals.map((_, i) => i);
+  const t = traceCall("vjp", f, primals, argnums, (r) => r);
+  const outs = tensorLeaves(t.out);
+  const fn = (ct: unknown) => {
+    const cts = tensorLeaves(ct);
+    if (cts.length !== outs.length) throw new TypeError(`vjp: the cotangent has ${cts.length} tensors, the output ${outs.length}`);
+    return gradsOf(t, argnums, backward(t.tape, outs, cts, "vjp"));
+  };
+  return [t.out as R, fn];
+}
+
+export interface GradOptions {
+  /** f returns [value, aux]; aux is passed through undifferentiated. */
+  hasAux?: boolean;
+  /** Which positional arguments to differentiate (default 0); an array gives a tuple of grads. */
+  argnums?: number | readonly number[];
+}
+
+function scalarValue(who: string, v: unknown): Tensor {
+  if (!(v instanceof Tensor)) throw new TypeError(`${who}: the function must return a scalar Tensor${who.includes("Aux") ? "" : " (use hasAux to return [value, aux])"}, got ${typeof v}`);
+  if (v.size !== 1 || !isFloat(v.dtype)) throw new TypeError(`${who}: the function must return a one-element float tensor, got ${v.describe()}`);
+  return v;
+}
+
+/**
+ * valueAndGrad(f)(params, ...args) → [value, grads], grads shaped like params. With hasAux,
+ * f returns [value, aux] and the result is [[value, aux], grads].
+ */
+export function valueAndGrad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => [any, any] {
+  return (...args: A) => {
+    const argnums = normArgnums("valueAndGrad", opts.argnums, args.length);
+    const valueOf = (r: unknown) => (opts.hasAux ? (r as unknown[])[0] : r);
+    if (opts.hasAux) {
+      const probe = (r: unknown) => {
+        if (!Array.isArray(r) || r.length !== 2) throw new TypeError("valueAndGrad: with hasAux the function must return [value, aux]");
+        return r[0];
+      };
+      const t = traceCall("valueAndGrad", f as (...a: unknown[]) => unknown, args, argnums, probe);
+      const v = scalarValue("valueAndGrad", valueOf(t.out));
+      const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], "valueAndGrad"));
+      return [t.out, typeof opts.argnums === "object" ? grads : grads[0]];
+    }
+    const t = traceCall("valueAndGrad", f as (...a: unknown[]) => unknown, args, argnums, (r) => r);
+    const v = scalarValue("valueAndGrad", t.out);
+    const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], "valueAndGrad"));
+    return [v, typeof opts.argnums === "object" ? grads : grads[0]];
+  };
+}
+
+/** grad(f)(params, ...args) → grads shaped like params ([grads, aux] with hasAux). */
+export function grad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => any {
+  const vg = valueAndGrad(f, opts);
+  return (...args: A) => {
+    const [v, g] = vg(...args);
+    return opts.hasAux ? [g, (v as unknown[])[1]] : g;
+  };
+}
+
+/**
+ * A function with a hand-written backward rule. `forward` returns [output, residuals];
+ * `backward(residuals, outputCotangent)` returns one cotangent per input (null for none).
+ * The forward pass is not traced, so only `backward` decides the gradient.
+ */
+export function customVjp<Args extends Tensor[], O extends Tensor | Tensor[], R>(
+  forward: (...args: Args) => [O, R],
+  backward: (residuals: R, ct: O) => (Tensor | null)[],
+  name = forward.name || "customVjp",
+): (...args: Args) => O {
+  return (...args: Args) => {
+    const [out, res] = untraced(() => forward(...args));
+    const outs = (Array.isArray(out) ? out : [out]) as Tensor[];
+    const aliased = outs.map((o) => new Tensor(o.storage, o.shape, o.dtype, o.strides, o.offset));
+    record({
+      prim: "custom",
+      inputs: args,
+      outputs: aliased,
+      params: {
+        name,
+        backward: (cts) => {
+          const full = cts.map((g, i) => g ?? zerosLike(aliased[i]));
+          const r = backward(res, (Array.isArray(out) ? full : full[0]) as O);
+          if (r.length !== args.length) throw new Error(`${name}: backward returned ${r.length} cotangents for ${args.length} inputs`);
+          return r;
+        },
+      },
+    });
+    return (Array.isArray(out) ? aliased : aliased[0]) as O;
+  };
+}

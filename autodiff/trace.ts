@@ -1,0 +1,106 @@
+/**
+ * Tracing for reverse mode. Each `grad`/`vjp` opens a Trace; a primitive whose inputs are live
+ * in an open trace is recorded there (its outputs become live too). Traces nest: the backward
+ * pass of an inner trace runs while outer traces are still open, so it is itself recorded and
+ * can be differentiated again (grad of grad). Constants closed over are simply not live.
+ */
+import type { Node } from "../tensor/prims.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+export class Trace {
+  open = true;
+}
+
+const stack: Trace[] = [];
+
+/** @internal called by `bind` after every primitive. */
+export function record(node: Node): void {
+  if (stack.length === 0) return;
+  let traces: Set<Trace> | undefined;
+  for (const x of node.inputs) {
+    const tape = x._tape;
+    if (!tape) continue;
+    for (const t of tape.traces as Set<Trace>) if (t.open) (traces ??= new Set()).add(t);
+  }
+  if (!traces) return;
+  for (const o of node.outputs) o._tape = { traces, producer: node };
+}
+
+/** Open a trace and make `leaf` live in it (leaves must be fresh aliases the caller owns). */
+export function openTrace(): Trace {
+  const t = new Trace();
+  stack.push(t);
+  return t;
+}
+
+export function markLeaf(trace: Trace, leaf: Tensor): void {
+  if (leaf._tape) (leaf._tape.traces as Set<Trace>).add(trace);
+  else leaf._tape = { traces: new Set([trace]), producer: undefined };
+}
+
+/** Run `fn` with no trace recording (the forward pass of a customVjp function). */
+export function untraced<T>(fn: () => T): T {
+  const saved = stack.splice(0, stack.length);
+  try {
+    return fn();
+  } finally {
+    stack.push(...saved);
+  }
+}
+
+/** The recorded graph between a trace's leaves and its outputs, in topological order. */
+export interface Tape {
+  steps: { node: Node; live: boolean[] }[];
+  leaves: Tensor[];
+}
+
+/**
+ * Close `trace`: collect the nodes that lead from `leaves` to `outputs`, then forget the trace on
+ * every tensor (and on `alsoForget`, e.g. aux outputs) so nothing keeps the graph alive once the
+ * tape is dropped.
+ */
+export function closeTrace(trace: Trace, leaves: Tensor[], outputs: Tensor[], alsoForget: Tensor[] = []): Tape {
+  const i = stack.lastIndexOf(trace);
+  if (i >= 0) stack.splice(i, 1);
+  trace.open = false;
+  const isLeaf = new Set(leaves);
+  const liveIn = (x: Tensor) => (x._tape?.traces as Set<Trace> | undefined)?.has(trace) ?? false;
+  const seen = new Set<Node>();
+  const order: Node[] = [];
+  // Iterative post-order DFS: deep graphs (long loops inside a loss) must not overflow the stack.
+  const todo: { node: Node; expanded: boolean }[] = [];
+  const push = (x: Tensor) => {
+    if (isLeaf.has(x) || !liveIn(x)) return;
+    const n = x._tape!.producer as Node | undefined;
+    if (n && !seen.has(n)) {
+      seen.add(n);
+      todo.push({ node: n, expanded: false });
+    }
+  };
+  for (const o of outputs) push(o);
+  while (todo.length) {
+    const top = todo[todo.length - 1];
+    if (top.expanded) {
+      todo.pop();
+      order.push(top.node);
+    } else {
+      top.expanded = true;
+      for (const x of top.node.inputs) push(x);
+    }
+  }
+  const steps = order.map((node) => ({ node, live: node.inputs.map(liveIn) }));
+  for (const { node } of steps) forget(node.outputs, trace);
+  forget(leaves, trace);
+  forget(outputs, trace);
+  forget(alsoForget, trace);
+  return { steps, leaves };
+}
+
+function forget(xs: Tensor[], trace: Trace): void {
+  for (const x of xs) {
+    const traces = x._tape?.traces as Set<Trace> | undefined;
+    if (!traces) continue;
+    traces.delete(trace);
+    if (traces.size === 0) x._tape = undefined;
+  }
+}

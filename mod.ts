@@ -1,0 +1,23 @@
+/** sparsecoder: purely functional tensors with reverse-mode autodiff. Re-exports only. */
+export { Tensor } from "./tensor/tensor.ts";
+export type { NestedArray } from "./tensor/tensor.ts";
+export type { DataArray, DType } from "./tensor/dtype.ts";
+export { promote } from "./tensor/dtype.ts";
+export type { Shape } from "./tensor/shape.ts";
+export { ShapeError } from "./tensor/shape.ts";
+export type { Backend, View } from "./tensor/backend.ts";
+export { availableBackends, backendInfo, getBackend, registerBackend, useBackend } from "./tensor/registry.ts";
+export { dispose, keep, tidy } from "./tensor/scope.ts";
+export * from "./tensor/ops/create.ts";
+export * from "./tensor/ops/elementwise.ts";
+export * from "./tensor/ops/reduce.ts";
+export * from "./tensor/ops/shape.ts";
+export * from "./tensor/ops/index.ts";
+export * from "./tensor/ops/linalg.ts";
+export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
+export type { GradOptions } from "./autodiff/grad.ts";
+export * from "./autodiff/tree.ts";
+export * from "./autodiff/optim.ts";
+export * from "./autodiff/schedule.ts";
+export * as random from "./tensor/random.ts";
+export { PRNGKey } from "./tensor/random.ts";

@@ -1,0 +1,69 @@
+/**
+ * The backend contract: storage and primitive kernels. Every op in `tensor/ops` is defined once
+ * over these primitives; a backend supplies kernels and nothing else. Inputs arrive as strided
+ * views (broadcasts are stride 0, transposes are permuted strides), so a backend never needs
+ * materialised broadcasts. Every kernel returns a fresh contiguous buffer of the stated size.
+ */
+import type { DType, StorageArray } from "./dtype.ts";
+import type { Shape } from "./shape.ts";
+
+/** A backend's opaque buffer handle. */
+export type Buf = unknown;
+
+/** A strided window onto a buffer: element (i0..in) lives at offset + Σ i_d·strides[d]. */
+export interface View {
+  readonly buf: Buf;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | "neg" | "abs" | "sign" | "exp" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "tanh" | "erf"
+  | "relu" | "step" | "sin" | "cos" | "floor" | "ceil" | "not" | "copy";
+
+export type BinaryOp =
+  | "add" | "sub" | "mul" | "div" | "pow" | "max" | "min"
+  | "gt" | "ge" | "lt" | "le" | "eq" | "ne" | "and" | "or";
+
+export type ReduceOp = "sum" | "max" | "min";
+export type ArgReduceOp = "argmax" | "argmin";
+
+export interface Backend {
+  readonly name: string;
+  /** True when buffers live in JS memory: the GC reclaims them and `readSync` works. */
+  readonly hostMemory: boolean;
+  /** One line that says what this backend runs on (e.g. which BLAS). */
+  info(): string;
+
+  alloc(dtype: DType, size: number): Buf;
+  free(buf: Buf): void;
+  /** Upload `data` (storage form: raw 16-bit words for f16/bf16) into a new buffer. */
+  fromHost(dtype: DType, data: StorageArray): Buf;
+  /** Read `size` elements of a contiguous buffer back in storage form. */
+  read(buf: Buf, dtype: DType, size: number): Promise<StorageArray>;
+  readSync?(buf: Buf, dtype: DType, size: number): StorageArray;
+
+  /** Elementwise ops; `outShape` is the broadcast shape that all input views already have. */
+  unary(op: UnaryOp, x: View, outDtype: DType): Buf;
+  binary(op: BinaryOp, a: View, b: View, outDtype: DType): Buf;
+  where(cond: View, a: View, b: View, outDtype: DType): Buf;
+  cast(x: View, dtype: DType): Buf;
+  /** Reduce `axes` (sorted, unique) away; the output has the remaining axes in order. */
+  reduce(op: ReduceOp, x: View, axes: readonly number[], outDtype: DType): Buf;
+  /** Index (i32) of the extreme value along `axis` (first on ties); the axis is removed. */
+  argReduce(op: ArgReduceOp, x: View, axis: number): Buf;
+  /** a [...batch, M, K] @ b [...batch, K, N], batch dims already broadcast to `batch`. */
+  matmul(a: View, b: View, outDtype: DType): Buf;
+  /** take_along_axis: out[i] = x[i with i_axis := idx[i]]; idx (i32) has out's shape. */
+  gather(x: View, idx: View, axis: number): Buf;
+  /** out = base; out[i with i_axis := idx[i]] += upd[i]. */
+  scatterAdd(base: View, idx: View, upd: View, axis: number): Buf;
+  /** The k largest along the last axis, sorted descending (lower index first on ties). */
+  topk(x: View, k: number): [values: Buf, indices: Buf];
+  cumsum(x: View, axis: number, reverse: boolean): Buf;
+  concat(xs: readonly View[], axis: number, outShape: Shape): Buf;
+  /** Zero padding: widths[d] = [before, after]. */
+  pad(x: View, widths: readonly (readonly [number, number])[], outShape: Shape): Buf;
+}

@@ -1,0 +1,154 @@
+/** The CPU backend: TypeScript kernels on typed arrays, matmul through OpenBLAS when found. */
+import type { Backend, BinaryOp, UnaryOp, View } from "../backend.ts";
+import { allocStorage, type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
+import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
+import { mapStrided } from "./strided.ts";
+import * as K from "./kernels.ts";
+import { loadBlas } from "./blas.ts";
+
+type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
+
+const UNARY: Record<UnaryOp, string> = {
+  neg: "-a",
+  abs: "Math.abs(a)",
+  sign: "(a > 0 ? 1 : a < 0 ? -1 : a)",
+  exp: "Math.exp(a)",
+  log: "Math.log(a)",
+  sqrt: "Math.sqrt(a)",
+  rsqrt: "1 / Math.sqrt(a)",
+  sigmoid: "1 / (1 + Math.exp(-a))",
+  tanh: "Math.tanh(a)",
+  erf: "H.erf(a)",
+  relu: "(a > 0 ? a : a === a ? 0 : a)",
+  step: "(a > 0 ? 1 : 0)",
+  sin: "Math.sin(a)",
+  cos: "Math.cos(a)",
+  floor: "Math.floor(a)",
+  ceil: "Math.ceil(a)",
+  not: "(a ? 0 : 1)",
+  copy: "a",
+};
+
+const BINARY: Record<BinaryOp, string> = {
+  add: "a + b",
+  sub: "a - b",
+  mul: "a * b",
+  div: "a / b",
+  pow: "Math.pow(a, b)",
+  max: "(a > b || a !== a ? a : b)",
+  min: "(a < b || a !== a ? a : b)",
+  gt: "(a > b ? 1 : 0)",
+  ge: "(a >= b ? 1 : 0)",
+  lt: "(a < b ? 1 : 0)",
+  le: "(a <= b ? 1 : 0)",
+  eq: "(a === b ? 1 : 0)",
+  ne: "(a !== b ? 1 : 0)",
+  and: "(a && b ? 1 : 0)",
+  or: "(a || b ? 1 : 0)",
+};
+
+const is16 = (d: DType): d is "f16" | "bf16" => d === "f16" || d === "bf16";
+
+/** A view whose array holds computable numbers: 16-bit floats are decoded to f32 first. */
+function num(v: View): K.NumView {
+  const arr = v.buf as StorageArray;
+  return { arr: is16(v.dtype) ? decode16(v.dtype as "f16" | "bf16", arr as Uint16Array) : arr as Num, shape: v.shape, strides: v.strides, offset: v.offset };
+}
+
+/** Run `fill` into a computable array for `dtype`, then return storage (encoding 16-bit floats). */
+function produce(dtype: DType, size: number, fill: (out: Num) => void): StorageArray {
+  if (is16(dtype)) {
+    const tmp = new Float32Array(size);
+    fill(tmp);
+    return encode16(dtype, tmp);
+  }
+  const out = allocStorage(dtype, size) as Num;
+  fill(out);
+  return out;
+}
+
+function castExpr(from: DType, to: DType): string {
+  if (to === "i32" && from !== "i32" && from !== "bool") return "(a !== a ? 0 : Math.trunc(a))";
+  if (to === "bool") return "(a !== 0 ? 1 : 0)";
+  return "a";
+}
+
+function map(expr: string, shape: Shape, dtype: DType, views: View[]): StorageArray {
+  const n = sizeOf(shape);
+  const args = views.map(num).map((v) => ({ arr: v.arr, strides: v.strides, offset: v.offset }));
+  return produce(dtype, n, (out) => mapStrided(expr, shape, out, contiguousStrides(shape), 0, args));
+}
+
+export const cpu: Backend = {
+  name: "cpu",
+  hostMemory: true,
+  info() {
+    const s = loadBlas();
+    return s.blas ? `cpu: matmul through OpenBLAS (${s.blas.path})` : `cpu: matmul in TypeScript (${s.reason})`;
+  },
+  alloc: (dtype, size) => allocStorage(dtype, size),
+  free: () => {},
+  fromHost: (_dtype, data) => data,
+  read: (buf, _dtype, size) => Promise.resolve((buf as StorageArray).slice(0, size)),
+  readSync: (buf, _dtype, size) => (buf as StorageArray).slice(0, size),
+
+  unary: (op, x, outDtype) => map(UNARY[op], x.shape, outDtype, [x]),
+  binary: (op, a, b, outDtype) => map(BINARY[op], a.shape, outDtype, [a, b]),
+  where: (c, a, b, outDtype) => map("(a ? b : c)", a.shape, outDtype, [c, a, b]),
+  cast: (x, dtype) => map(castExpr(x.dtype, dtype), x.shape, dtype, [x]),
+
+  reduce(op, x, axes, outDtype) {
+    const n = sizeOf(x.shape.filter((_, d) => !axes.includes(d)));
+    return produce(outDtype, n, (out) => K.reduce(op, num(x), axes, out));
+  },
+  argReduce(op, x, axis) {
+    const out = new Int32Array(sizeOf(x.shape) / (x.shape[axis] || 1));
+    K.argReduce(op, num(x), axis, out);
+    return out;
+  },
+  matmul(a, b, outDtype) {
+    const r = a.shape.length;
+    const outShape = [...a.shape.slice(0, r - 1), b.shape[r - 1]];
+    const wide = outDtype === "f64" || outDtype === "i32" ? "f64" : "f32";
+    const asFloat = (v: View): K.NumView & { arr: Float32Array | Float64Array } => {
+      const nv = num(v);
+      if (nv.arr instanceof Float32Array && wide === "f32") return nv as K.NumView & { arr: Float32Array };
+      if (nv.arr instanceof Float64Array) return nv as K.NumView & { arr: Float64Array };
+      return { ...nv, arr: wide === "f64" ? Float64Array.from(nv.arr) : Float32Array.from(nv.arr) };
+    };
+    const n = sizeOf(outShape);
+    const res = wide === "f64" ? new Float64Array(n) : new Float32Array(n);
+    K.matmul(asFloat(a), asFloat(b), res);
+    return outDtype === "f32" || outDtype === "f64" ? res : produce(outDtype, n, (out) => out.set(res));
+  },
+  gather(x, idx, axis) {
+    return produce(x.dtype, sizeOf(idx.shape), (out) => K.gather(num(x), num(idx), axis, out));
+  },
+  scatterAdd(base, idx, upd, axis) {
+    return produce(base.dtype, sizeOf(base.shape), (out) => {
+      K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
+      K.scatterAdd(out, base.shape, num(idx), num(upd), axis);
+    });
+  },
+  topk(x, k) {
+    const rows = sizeOf(x.shape) / (x.shape[x.shape.length - 1] || 1);
+    const idx = new Int32Array(rows * k);
+    const vals = produce(x.dtype, rows * k, (out) => K.topk(num(x), k, out, idx));
+    return [vals, idx];
+  },
+  cumsum(x, axis, reverse) {
+    return produce(x.dtype, sizeOf(x.shape), (out) => K.cumsum(num(x), axis, reverse, out));
+  },
+  concat(xs, axis, outShape) {
+    return produce(xs[0].dtype, sizeOf(outShape), (out) => {
+      let at = 0;
+      for (const x of xs) {
+        K.copyInto(out, outShape, outShape.map((_, d) => (d === axis ? at : 0)), num(x));
+        at += x.shape[axis];
+      }
+    });
+  },
+  pad(x, widths, outShape) {
+    return produce(x.dtype, sizeOf(outShape), (out) => K.copyInto(out, outShape, widths.map((w) => w[0]), num(x)));
+  },
+};

@@ -1,0 +1,235 @@
+/** CPU kernels beyond plain elementwise maps: reductions, indexing, top-k, scans, matmul. */
+import type { Shape } from "../shape.ts";
+import { contiguousStrides } from "../shape.ts";
+import { mapStrided, type StridedArg } from "./strided.ts";
+import { type FloatArray, gemmTs } from "./gemm.ts";
+import { loadBlas } from "./blas.ts";
+
+type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
+
+export interface NumView {
+  arr: Num;
+  shape: Shape;
+  strides: readonly number[];
+  offset: number;
+}
+
+function prod(s: Shape): number {
+  let n = 1;
+  for (const d of s) n *= d;
+  return n;
+}
+
+/** Element offsets of a strided view, in row-major order of its shape. */
+export function stridedOffsets(shape: Shape, strides: readonly number[], offset: number): Float64Array {
+  const n = prod(shape);
+  const out = new Float64Array(n);
+  if (n === 0) return out;
+  const nd = shape.length;
+  if (nd === 0) {
+    out[0] = offset;
+    return out;
+  }
+  const idx = new Int32Array(nd);
+  let o = offset;
+  const last = shape[nd - 1], sl = strides[nd - 1];
+  for (let i = 0; i < n;) {
+    for (let j = 0; j < last; j++, i++) out[i] = o + j * sl;
+    for (let d = nd - 2; d >= 0; d--) {
+      idx[d]++;
+      o += strides[d];
+      if (idx[d] < shape[d]) break;
+      idx[d] = 0;
+      o -= strides[d] * shape[d];
+    }
+  }
+  return out;
+}
+
+/** Base offsets of every line along `axis` (the other axes in row-major order). */
+function lineOffsets(v: { shape: Shape; strides: readonly number[]; offset: number }, axis: number): Float64Array {
+  const shape = v.shape.filter((_, d) => d !== axis);
+  const strides = v.strides.filter((_, d) => d !== axis);
+  return stridedOffsets(shape, strides, v.offset);
+}
+
+const arg = (v: NumView): StridedArg => ({ arr: v.arr, strides: v.strides, offset: v.offset });
+
+export function reduce(op: "sum" | "max" | "min", x: NumView, axes: readonly number[], out: Num): void {
+  const outShape = x.shape.filter((_, d) => !axes.includes(d));
+  const cs = contiguousStrides(outShape);
+  const virt: number[] = [];
+  let k = 0;
+  x.shape.forEach((_, d) => virt.push(axes.includes(d) ? 0 : cs[k++]));
+  const acc = new Float64Array(prod(outShape));
+  const init = op === "sum" ? 0 : op === "max" ? -Infinity : Infinity;
+  acc.fill(init);
+  const expr = op === "sum" ? "out[po] + a"
+    : op === "max" ? "(a > out[po] || a !== a ? a : out[po])"
+    : "(a < out[po] || a !== a ? a : out[po])";
+  mapStrided(expr, x.shape, acc, virt, 0, [arg(x)]);
+  out.set(acc);
+}
+
+export function argReduce(op: "argmax" | "argmin", x: NumView, axis: number, out: Int32Array): void {
+  const n = x.shape[axis], s = x.strides[axis], a = x.arr;
+  const bases = lineOffsets(x, axis);
+  const max = op === "argmax";
+  for (let r = 0; r < bases.length; r++) {
+    let best = 0, bv = a[bases[r]];
+    for (let j = 1; j < n && bv === bv; j++) {
+      const v = a[bases[r] + j * s];
+      if (v !== v || (max ? v > bv : v < bv)) {
+        best = j;
+        bv = v;
+      }
+    }
+    out[r] = best;
+  }
+}
+
+function checkIndex(op: string, i: number, n: number): void {
+  if (!(i >= 0 && i < n)) throw new RangeError(`${op}: index ${i} is out of range for an axis of size ${n}`);
+}
+
+export function gather(x: NumView, idx: NumView, axis: number, out: Num): void {
+  const xs = x.strides.map((s, d) => (d === axis ? 0 : s));
+  const xo = stridedOffsets(idx.shape, xs, x.offset);
+  const io = stridedOffsets(idx.shape, idx.strides, idx.offset);
+  const n = x.shape[axis], sa = x.strides[axis];
+  for (let i = 0; i < xo.length; i++) {
+    const j = idx.arr[io[i]];
+    checkIndex("gather", j, n);
+    out[i] = x.arr[xo[i] + j * sa];
+  }
+}
+
+/** `out` already holds a contiguous copy of base. */
+export function scatterAdd(out: Num, outShape: Shape, idx: NumView, upd: NumView, axis: number): void {
+  const os = contiguousStrides(outShape);
+  const oo = stridedOffsets(idx.shape, os.map((s, d) => (d === axis ? 0 : s)), 0);
+  const io = stridedOffsets(idx.shape, idx.strides, idx.offset);
+  const uo = stridedOffsets(upd.shape, upd.strides, upd.offset);
+  const n = outShape[axis], sa = os[axis];
+  for (let i = 0; i < oo.length; i++) {
+    const j = idx.arr[io[i]];
+    checkIndex("scatterAdd", j, n);
+    out[oo[i] + j * sa] += upd.arr[uo[i]];
+  }
+}
+
+/** Top-k per line of the last axis with a size-k min-heap: O(n log k) per row. */
+export function topk(x: NumView, k: number, values: Num, indices: Int32Array): void {
+  const axis = x.shape.length - 1;
+  const n = x.shape[axis], s = x.strides[axis], a = x.arr;
+  const bases = lineOffsets(x, axis);
+  const hv = new Float64Array(k), hi = new Int32Array(k);
+  // "worse(i, j)": heap slot i ranks below slot j. NaN ranks highest; ties go to the lower index.
+  const below = (va: number, ia: number, vb: number, ib: number) =>
+    va !== va ? (vb !== vb && ia > ib) : vb !== vb || va < vb || (va === vb && ia > ib);
+  for (let r = 0; r < bases.length; r++) {
+    const b = bases[r];
+    let size = 0;
+    for (let j = 0; j < n; j++) {
+      const v = a[b + j * s];
+      if (size < k) {
+        let c = size++;
+        while (c > 0) {
+          const p = (c - 1) >> 1;
+          if (!below(v, j, hv[p], hi[p])) break;
+          hv[c] = hv[p], hi[c] = hi[p], c = p;
+        }
+        hv[c] = v, hi[c] = j;
+      } else if (below(hv[0], hi[0], v, j)) {
+        let c = 0;
+        for (;;) {
+          const l = 2 * c + 1;
+          if (l >= k) break;
+          const m = l + 1 < k && below(hv[l + 1], hi[l + 1], hv[l], hi[l]) ? l + 1 : l;
+          if (!below(hv[m], hi[m], v, j)) break;
+          hv[c] = hv[m], hi[c] = hi[m], c = m;
+        }
+        hv[c] = v, hi[c] = j;
+      }
+    }
+    // Pop the min repeatedly to fill the row from the back.
+    for (let t = k - 1; t >= 0; t--) {
+      values[r * k + t] = hv[0];
+      indices[r * k + t] = hi[0];
+      const v = hv[t], j = hi[t];
+      let c = 0;
+      for (;;) {
+        const l = 2 * c + 1;
+        if (l >= t) break;
+        const m = l + 1 < t && below(hv[l + 1], hi[l + 1], hv[l], hi[l]) ? l + 1 : l;
+        if (!below(hv[m], hi[m], v, j)) break;
+        hv[c] = hv[m], hi[c] = hi[m], c = m;
+      }
+      hv[c] = v, hi[c] = j;
+    }
+  }
+}
+
+export function cumsum(x: NumView, axis: number, reverse: boolean, out: Num): void {
+  const n = x.shape[axis], s = x.strides[axis];
+  const os = contiguousStrides(x.shape);
+  const bases = lineOffsets(x, axis);
+  const obases = lineOffsets({ shape: x.shape, strides: os, offset: 0 }, axis);
+  const so = os[axis];
+  for (let r = 0; r < bases.length; r++) {
+    let acc = 0;
+    for (let t = 0; t < n; t++) {
+      const j = reverse ? n - 1 - t : t;
+      acc += x.arr[bases[r] + j * s];
+      out[obases[r] + j * so] = acc;
+    }
+  }
+}
+
+/** Copy `x` into the window of a contiguous `out` of `outShape` starting at `start`. */
+export function copyInto(out: Num, outShape: Shape, start: readonly number[], x: NumView): void {
+  const os = contiguousStrides(outShape);
+  let off = 0;
+  start.forEach((v, d) => (off += v * os[d]));
+  mapStrided("a", x.shape, out, os, off, [arg(x)]);
+}
+
+// ---- matmul ----
+
+/** How a matrix view maps onto a GEMM operand: transposed or not, with its leading dimension. */
+function gemmLayout(sRow: number, sCol: number, rows: number, cols: number): { trans: boolean; ld: number } | null {
+  if ((sCol === 1 || cols === 1) && (rows === 1 || sRow >= cols)) return { trans: false, ld: rows === 1 ? Math.max(cols, 1) : sRow };
+  if ((sRow === 1 || rows === 1) && (cols === 1 || sCol >= rows)) return { trans: true, ld: cols === 1 ? Math.max(rows, 1) : sCol };
+  return null;
+}
+
+/** Smaller products than this skip the FFI call, whose fixed cost dominates there. */
+const BLAS_MIN_WORK = 32 * 32 * 32;
+
+export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: FloatArray }, out: FloatArray, forceTs = false): void {
+  const r = a.shape.length;
+  const M = a.shape[r - 2], K = a.shape[r - 1], N = b.shape[r - 1];
+  const batch = a.shape.slice(0, r - 2);
+  const la = gemmLayout(a.strides[r - 2], a.strides[r - 1], M, K);
+  const lb = gemmLayout(b.strides[r - 2], b.strides[r - 1], K, N);
+  if (!la || !lb) {
+    const cA = la ? a : contiguousCopy(a);
+    const cB = lb ? b : contiguousCopy(b);
+    return matmul(cA, cB, out, forceTs);
+  }
+  const ao = stridedOffsets(batch, a.strides.slice(0, r - 2), a.offset);
+  const bo = stridedOffsets(batch, b.strides.slice(0, r - 2), b.offset);
+  const blas = forceTs || M * N * K < BLAS_MIN_WORK ? null : loadBlas().blas;
+  for (let i = 0; i < ao.length; i++) {
+    const args = [la.trans, lb.trans, M, N, K, 1, a.arr, ao[i], la.ld, b.arr, bo[i], lb.ld, 0, out, i * M * N, N] as const;
+    if (blas && out instanceof Float32Array) blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));
+    else if (blas && out instanceof Float64Array) blas.dgemm(...(args as unknown as Parameters<typeof blas.dgemm>));
+    else gemmTs(...args);
+  }
+}
+
+function contiguousCopy<T extends NumView & { arr: FloatArray }>(v: T): T {
+  const arr = new (v.arr.constructor as Float32ArrayConstructor)(prod(v.shape));
+  copyInto(arr, v.shape, v.shape.map(() => 0), v);
+  return { ...v, arr, strides: contiguousStrides(v.shape), offset: 0 };
+}

@@ -1,0 +1,97 @@
+/**
+ * Strided loops for the CPU backend. Each elementwise kernel is generated once per expression
+ * (new Function), so the hot loop is monomorphic and V8/JSC compile it to tight code; a
+ * closure per element would be many times slower.
+ */
+import type { Shape } from "../shape.ts";
+import { erf } from "./special.ts";
+
+type Arr = Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
+
+export interface StridedArg {
+  arr: Arr;
+  strides: readonly number[];
+  offset: number;
+}
+
+/**
+ * Merge adjacent axes that are contiguous for every operand and drop size-1 axes, so the common
+ * cases (all contiguous; a row broadcast) become one or two loops.
+ */
+export function coalesce(shape: Shape, strides: (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const keep = shape.map((d, i) => [d, i] as const).filter(([d]) => d !== 1);
+  const outShape: number[] = [];
+  const outStrides: number[][] = strides.map(() => []);
+  for (const [d, i] of keep) {
+    const last = outShape.length - 1;
+    if (last >= 0 && strides.every((s, k) => outStrides[k][last] === s[i] * d)) {
+      outShape[last] *= d;
+      strides.forEach((s, k) => (outStrides[k][last] = s[i]));
+    } else {
+      outShape.push(d);
+      strides.forEach((s, k) => outStrides[k].push(s[i]));
+    }
+  }
+  return { shape: outShape, strides: outStrides };
+}
+
+const NAMES = ["a", "b", "c"];
+
+/** Helpers visible to generated kernels. */
+const H = { erf };
+
+type Kernel = (out: Arr, outStr: number[], outOff: number, shape: number[], args: StridedArg[], strs: number[][]) => void;
+const cache = new Map<string, Kernel>();
+
+function build(expr: string, arity: number): Kernel {
+  const names = NAMES.slice(0, arity);
+  const lines: string[] = [];
+  lines.push("const nd = shape.length;");
+  names.forEach((n, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
+  lines.push("if (nd === 0) {");
+  names.forEach((n, k) => lines.push(`const ${n} = A${k}[args[${k}].offset];`));
+  lines.push(`out[outOff] = ${expr}; return; }`);
+  lines.push("const last = shape[nd - 1]; const so = outStr[nd - 1];");
+  names.forEach((_, k) => lines.push(`const s${k} = S${k}[nd - 1]; let o${k} = args[${k}].offset;`));
+  lines.push("let oo = outOff; const idx = new Int32Array(nd); let rows = 1;");
+  lines.push("for (let d = 0; d < nd - 1; d++) rows *= shape[d];");
+  lines.push("for (let r = 0; r < rows; r++) {");
+  const ptrs = names.map((_, k) => `p${k} = o${k}`).join(", ");
+  const steps = names.map((_, k) => `p${k} += s${k}`).join(", ");
+  lines.push(`  for (let j = 0, po = oo, ${ptrs}; j < last; j++, po += so, ${steps}) {`);
+  names.forEach((n, k) => lines.push(`    const ${n} = A${k}[p${k}];`));
+  lines.push(`    out[po] = ${expr};`);
+  lines.push("  }");
+  lines.push("  for (let d = nd - 2; d >= 0; d--) {");
+  lines.push("    idx[d]++; oo += outStr[d];");
+  names.forEach((_, k) => lines.push(`    o${k} += S${k}[d];`));
+  lines.push("    if (idx[d] < shape[d]) break;");
+  lines.push("    idx[d] = 0; oo -= outStr[d] * shape[d];");
+  names.forEach((_, k) => lines.push(`    o${k} -= S${k}[d] * shape[d];`));
+  lines.push("  }");
+  lines.push("}");
+  const body = lines.join("\n");
+  return new Function("H", `return function kernel(out, outStr, outOff, shape, args, strs) {\n${body}\n};`)(H) as Kernel;
+}
+
+/**
+ * out[view] = expr(a, b, c) over `shape`, with every operand (the output included) strided.
+ * `expr` is a JS expression in the operands' values a, b, c and helpers H.
+ */
+export function mapStrided(
+  expr: string,
+  shape: Shape,
+  out: Arr,
+  outStrides: readonly number[],
+  outOffset: number,
+  args: StridedArg[],
+): void {
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (n === 0) return;
+  const key = `${args.length}|${expr}`;
+  let k = cache.get(key);
+  if (!k) cache.set(key, (k = build(expr, args.length)));
+  const c = coalesce(shape, [outStrides, ...args.map((a) => a.strides)]);
+  k(out, c.strides[0], outOffset, c.shape, args, c.strides);
+}

@@ -1,0 +1,38 @@
+/** The chosen backend: the library's one piece of global state. */
+import type { Backend } from "./backend.ts";
+import { cpu } from "./cpu/backend.ts";
+import { readEnv } from "./env.ts";
+
+const backends = new Map<string, Backend>([["cpu", cpu]]);
+let current: Backend | null = null;
+
+export function registerBackend(b: Backend): void {
+  backends.set(b.name, b);
+}
+
+export function availableBackends(): string[] {
+  return [...backends.keys()];
+}
+
+/** Select a backend by name for all tensors created from now on. */
+export function useBackend(name: string): Backend {
+  const b = backends.get(name);
+  if (!b) throw new Error(`useBackend: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
+  current = b;
+  return b;
+}
+
+/** The explicit choice, else $SPARSECODER_BACKEND, else cpu. */
+export function getBackend(): Backend {
+  if (current) return current;
+  const env = readEnv("SPARSECODER_BACKEND");
+  return useBackend(env ?? "cpu");
+}
+
+/** What runs where, in one line per backend. */
+export function backendInfo(): { current: string; backends: Record<string, string> } {
+  return {
+    current: getBackend().name,
+    backends: Object.fromEntries([...backends].map(([n, b]) => [n, b.info()])),
+  };
+}

@@ -1,0 +1,166 @@
+/** The Tensor value: shape, dtype and a strided view onto reference-counted backend storage. */
+import type { Backend, Buf, View } from "./backend.ts";
+import { type DataArray, type DType, decode16, type StorageArray } from "./dtype.ts";
+import { contiguousStrides, fmt, type Shape, sizeOf } from "./shape.ts";
+import { track } from "./scope.ts";
+
+/**
+ * Device memory is not seen by the GC, so storage is reference counted: each Tensor holds one
+ * reference, `dispose()` (or `using`, or leaving a `tidy` scope) drops it, and the buffer is
+ * freed when the last view goes. A FinalizationRegistry frees what was forgotten, as a safety net.
+ */
+export class Storage {
+  refs = 0;
+  constructor(readonly backend: Backend, public buf: Buf | null) {}
+  retain(): void {
+    this.refs++;
+  }
+  release(): void {
+    if (--this.refs === 0 && this.buf !== null) {
+      this.backend.free(this.buf);
+      this.buf = null;
+    }
+  }
+}
+
+const forgotten = new FinalizationRegistry<Storage>((s) => s.release());
+
+/** Set by autodiff: which traces a tensor is live in and the op that made it. */
+export interface TapeInfo {
+  traces: ReadonlySet<object>;
+  producer: unknown;
+}
+
+export class Tensor {
+  /** @internal autodiff bookkeeping; undefined outside any trace. */
+  _tape?: TapeInfo;
+  #disposed = false;
+
+  constructor(
+    readonly storage: Storage,
+    readonly shape: Shape,
+    readonly dtype: DType,
+    readonly strides: readonly number[] = contiguousStrides(shape),
+    readonly offset = 0,
+  ) {
+    storage.retain();
+    if (!storage.backend.hostMemory) forgotten.register(this, storage, this);
+    track(this);
+  }
+
+  get size(): number {
+    return sizeOf(this.shape);
+  }
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get backend(): Backend {
+    return this.storage.backend;
+  }
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** The strided view kernels consume. */
+  view(): View {
+    if (this.#disposed || this.storage.buf === null) throw new Error(`tensor ${this.describe()} was used after dispose()`);
+    return { buf: this.storage.buf, dtype: this.dtype, shape: this.shape, strides: this.strides, offset: this.offset };
+  }
+
+  isContiguous(): boolean {
+    if (this.offset !== 0) return false;
+    const cs = contiguousStrides(this.shape);
+    return this.shape.every((d, i) => d === 1 || cs[i] === this.strides[i]);
+  }
+
+  /** A contiguous buffer with exactly this tensor's elements, and whether it is a fresh copy. */
+  #compact(): { buf: Buf; fresh: boolean } {
+    const v = this.view();
+    if (this.isContiguous()) return { buf: v.buf, fresh: false };
+    return { buf: this.backend.unary("copy", v, this.dtype), fresh: true };
+  }
+
+  #decode(raw: StorageArray): DataArray<DType> {
+    return (this.dtype === "f16" || this.dtype === "bf16" ? decode16(this.dtype, raw as Uint16Array) : raw) as DataArray<DType>;
+  }
+
+  /** Read the values back (row-major); the only asynchronous step. f16/bf16 come back as f32. */
+  async data(): Promise<DataArray<DType>> {
+    const { buf, fresh } = this.#compact();
+    try {
+      return this.#decode(await this.backend.read(buf, this.dtype, this.size));
+    } finally {
+      if (fresh) this.backend.free(buf);
+    }
+  }
+
+  /** Synchronous readback; only backends whose memory is on the host have it. */
+  dataSync(): DataArray<DType> {
+    const b = this.backend;
+    if (!b.readSync) throw new Error(`dataSync: the ${b.name} backend cannot read synchronously; use await t.data()`);
+    const { buf, fresh } = this.#compact();
+    try {
+      return this.#decode(b.readSync(buf, this.dtype, this.size));
+    } finally {
+      if (fresh) b.free(buf);
+    }
+  }
+
+  /** Nested arrays of numbers (booleans as 0/1). */
+  async toArray(): Promise<NestedArray> {
+    return nest(Array.from(await this.data()), this.shape);
+  }
+
+  /** The value of a one-element tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item: tensor has shape ${fmt(this.shape)}, not one element`);
+    return (await this.data())[0];
+  }
+
+  describe(): string {
+    return `Tensor(${fmt(this.shape)}, ${this.dtype}, ${this.backend.name})`;
+  }
+
+  /** Values are shown when they can be read synchronously (host backends), shape and dtype always. */
+  toString(): string {
+    if (this.#disposed) return `${this.describe()} <disposed>`;
+    if (!this.backend.readSync) return this.describe();
+    return `${this.describe()}\n${formatValues(Array.from(this.dataSync()), this.shape, this.dtype)}`;
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (!this.storage.backend.hostMemory) forgotten.unregister(this);
+    this.storage.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+export type NestedArray = number | NestedArray[];
+
+function nest(flat: number[], shape: Shape): NestedArray {
+  if (shape.length === 0) return flat[0];
+  const [d, ...rest] = shape;
+  const step = sizeOf(rest);
+  return Array.from({ length: d }, (_, i) => nest(flat.slice(i * step, (i + 1) * step), rest));
+}
+
+const MAX_SHOWN = 6;
+
+function formatValues(flat: number[], shape: Shape, dtype: DType): string {
+  const f = (v: number) => dtype === "bool" ? (v ? "true" : "false") : dtype === "i32" ? String(v) : Number(v.toPrecision(6)).toString();
+  const go = (off: number, dims: Shape, indent: string): string => {
+    if (dims.length === 0) return f(flat[off]);
+    const [d, ...rest] = dims;
+    const step = sizeOf(rest);
+    const items: string[] = [];
+    const show = d > MAX_SHOWN ? [0, 1, 2, -1, d - 3, d - 2, d - 1] : [...Array(d).keys()];
+    for (const i of show) items.push(i < 0 ? "..." : go(off + i * step, rest, indent + " "));
+    return rest.length === 0 ? `[${items.join(", ")}]` : `[${items.join(`,\n${indent} `)}]`;
+  };
+  return go(0, shape, "");
+}
