@@ -8,7 +8,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { isFloat } from "../tensor/dtype.ts";
 import { zeros } from "../tensor/ops/create.ts";
 import {
-  add, cast, cos, div, eq, exp, gt, log, mul, neg, pow, sign, sin, square, sub, where,
+  add, cast, cos, div, eq, exp, gt, log, mul, neg, pow, sign, sin, square, step, sub, where,
 } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { broadcastTo, mT, pad, reshape, slice, transpose } from "../tensor/ops/shape.ts";
@@ -41,7 +41,7 @@ function unaryRule(op: Node<"unary">["params"]["op"], g: Tensor, x: Tensor, y: T
     case "erf":
       return mul(g, mul(TWO_OVER_SQRT_PI, exp(neg(square(x)))));
     case "relu":
-      return where(gt(x, 0), g, 0);
+      return mul(g, step(x));
     case "sin":
       return mul(g, cos(x));
     case "cos":

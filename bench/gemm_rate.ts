@@ -31,7 +31,11 @@ function rate(
     best = Math.min(best, performance.now() - t0);
   }
   const gflops = (2 * n * n * n) / (best * 1e6);
-  console.log(`${label.padEnd(34)} ${String(n).padStart(5)}^3  ${gflops.toFixed(2).padStart(7)} GFLOP/s  (${best.toFixed(1)} ms)`);
+  console.log(
+    `${label.padEnd(34)} ${String(n).padStart(5)}^3  ${gflops.toFixed(2).padStart(7)} GFLOP/s  (${
+      best.toFixed(1)
+    } ms)`,
+  );
 }
 
 /** Textbook i-j-p loop, no blocking or packing (ignores trans flags; only run untransposed). */
@@ -46,7 +50,9 @@ const naive: Gemm = (_tA, _tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta,
   }
 };
 
-const runtime = "Deno" in globalThis ? `deno ${(globalThis as any).Deno.version.deno}` : `bun ${(globalThis as any).Bun.version}`;
+const runtime = "Deno" in globalThis
+  ? `deno ${(globalThis as any).Deno.version.deno}`
+  : `bun ${(globalThis as any).Bun.version}`;
 console.log(`runtime: ${runtime}`);
 
 rate("naive f32", naive, Float32Array, 512, false, false, 2);

@@ -77,8 +77,22 @@ function makeCase(
     for (let i = 0; i < M; i++) c.X.fill(cFill, c.off + i * c.ld, c.off + i * c.ld + N);
   }
   return {
-    transA, transB, M, N, K, alpha, beta,
-    A: a.X, aOff: a.off, lda: a.ld, B: b.X, bOff: b.off, ldb: b.ld, C: c.X, cOff: c.off, ldc: c.ld,
+    transA,
+    transB,
+    M,
+    N,
+    K,
+    alpha,
+    beta,
+    A: a.X,
+    aOff: a.off,
+    lda: a.ld,
+    B: b.X,
+    bOff: b.off,
+    ldb: b.ld,
+    C: c.X,
+    cOff: c.off,
+    ldc: c.ld,
   };
 }
 
@@ -108,7 +122,24 @@ function reference(c: Case): { want: Float64Array; scale: Float64Array } {
 }
 
 function run(fn: typeof gemmTs, c: Case, C: FloatArray): void {
-  fn(c.transA, c.transB, c.M, c.N, c.K, c.alpha, c.A, c.aOff, c.lda, c.B, c.bOff, c.ldb, c.beta, C, c.cOff, c.ldc);
+  fn(
+    c.transA,
+    c.transB,
+    c.M,
+    c.N,
+    c.K,
+    c.alpha,
+    c.A,
+    c.aOff,
+    c.lda,
+    c.B,
+    c.bOff,
+    c.ldb,
+    c.beta,
+    C,
+    c.cOff,
+    c.ldc,
+  );
 }
 
 function label(c: Case): string {
@@ -117,9 +148,16 @@ function label(c: Case): string {
 }
 
 /** Every element (including padding, which must be untouched) within tol * scale. */
-function expectClose(got: FloatArray, want: Float64Array, scale: Float64Array, tol: number, what: string): void {
+function expectClose(
+  got: FloatArray,
+  want: Float64Array,
+  scale: Float64Array,
+  tol: number,
+  what: string,
+): void {
   for (let i = 0; i < want.length; i++) {
-    const ok = scale[i] === 0 ? Object.is(got[i], want[i]) || got[i] === want[i]
+    const ok = scale[i] === 0
+      ? Object.is(got[i], want[i]) || got[i] === want[i]
       : Math.abs(got[i] - want[i]) <= tol * scale[i];
     if (!ok) throw new Error(`${what}: C[${i}] = ${got[i]}, want ${want[i]} (scale ${scale[i]})`);
   }
@@ -128,7 +166,11 @@ function expectClose(got: FloatArray, want: Float64Array, scale: Float64Array, t
 const BOOLS = [false, true];
 const SIZES = [0, 1, 3, 17, 33, 65];
 // Shapes that cross the packing/blocking boundaries (MR/NR edges, KC=256, MC=128, NC=2048).
-const BIG: [number, number, number][] = [[130, 70, 300], [200, 37, 513], [5, 2050, 20], [64, 64, 64], [7, 9, 600]];
+const BIG: [number, number, number][] = [[130, 70, 300], [200, 37, 513], [5, 2050, 20], [
+  64,
+  64,
+  64,
+], [7, 9, 600]];
 const SCALARS: [number, number][] = [[1, 0], [0.5, -1.5], [-2, 1], [0, 2], [1.25, 0.75]];
 const TYPES: [Ctor, number][] = [[Float32Array, 1e-6], [Float64Array, 1e-13]];
 
@@ -162,7 +204,9 @@ for (const [T, tol] of TYPES) {
     for (const tA of BOOLS) {
       for (const tB of BOOLS) {
         for (const [M, N, K] of BIG) {
-          for (const [alpha, beta] of SCALARS) checkTs(makeCase(T, rand, tA, tB, M, N, K, alpha, beta), tol);
+          for (const [alpha, beta] of SCALARS) {
+            checkTs(makeCase(T, rand, tA, tB, M, N, K, alpha, beta), tol);
+          }
         }
       }
     }
@@ -204,7 +248,24 @@ t("gemmTs: out-of-range arguments throw RangeError", () => {
   }
   // Exact fit is fine; zero-size calls accept empty arrays.
   gemmTs(false, false, 2, 2, 3, 1, A, 0, 3, B, 0, 2, 0, C, 0, 2);
-  gemmTs(false, false, 0, 0, 0, 1, new Float32Array(0), 0, 1, new Float32Array(0), 0, 1, 0, new Float32Array(0), 0, 1);
+  gemmTs(
+    false,
+    false,
+    0,
+    0,
+    0,
+    1,
+    new Float32Array(0),
+    0,
+    1,
+    new Float32Array(0),
+    0,
+    1,
+    0,
+    new Float32Array(0),
+    0,
+    1,
+  );
 });
 
 // ---- BLAS ----
@@ -224,7 +285,11 @@ if (!blas) {
 
   t(`BLAS (${status.reason}, threads=${b.threads()}): sgemm matches gemmTs`, () => {
     const rand = rng(4);
-    const shapes: [number, number, number][] = [...BIG, [1, 1, 1], [3, 17, 33], [65, 1, 17], [33, 65, 3]];
+    const shapes: [number, number, number][] = [...BIG, [1, 1, 1], [3, 17, 33], [65, 1, 17], [
+      33,
+      65,
+      3,
+    ]];
     let n = 0;
     for (const tA of BOOLS) {
       for (const tB of BOOLS) {
@@ -255,8 +320,24 @@ if (!blas) {
             return big.subarray(3);
           };
           const C = view(c.C);
-          b.dgemm(tA, tB, M, N, K, c.alpha, view(c.A) as Float64Array, c.aOff, c.lda, view(c.B) as Float64Array,
-            c.bOff, c.ldb, c.beta, C, c.cOff, c.ldc);
+          b.dgemm(
+            tA,
+            tB,
+            M,
+            N,
+            K,
+            c.alpha,
+            view(c.A) as Float64Array,
+            c.aOff,
+            c.lda,
+            view(c.B) as Float64Array,
+            c.bOff,
+            c.ldb,
+            c.beta,
+            C,
+            c.cOff,
+            c.ldc,
+          );
           expectClose(C, want, scale, 1e-12, `dgemm ${label(c)}`);
         }
       }
@@ -274,12 +355,63 @@ if (!blas) {
     }
     // K = 0 with empty A/B: handled in TS, C = beta*C.
     const C = new Float32Array([1, 2, 3, 4]);
-    b.sgemm(false, false, 2, 2, 0, 1, new Float32Array(0), 0, 1, new Float32Array(0), 0, 2, 3, C, 0, 2);
+    b.sgemm(
+      false,
+      false,
+      2,
+      2,
+      0,
+      1,
+      new Float32Array(0),
+      0,
+      1,
+      new Float32Array(0),
+      0,
+      2,
+      3,
+      C,
+      0,
+      2,
+    );
     if (C.join() !== "3,6,9,12") throw new Error(`K=0: ${C.join()}`);
-    b.sgemm(false, false, 0, 0, 0, 1, new Float32Array(0), 0, 1, new Float32Array(0), 0, 1, 0, new Float32Array(0), 0, 1);
+    b.sgemm(
+      false,
+      false,
+      0,
+      0,
+      0,
+      1,
+      new Float32Array(0),
+      0,
+      1,
+      new Float32Array(0),
+      0,
+      1,
+      0,
+      new Float32Array(0),
+      0,
+      1,
+    );
     let threw = false;
     try {
-      b.sgemm(false, false, 2, 2, 3, 1, new Float32Array(5), 0, 3, new Float32Array(6), 0, 2, 0, C, 0, 2);
+      b.sgemm(
+        false,
+        false,
+        2,
+        2,
+        3,
+        1,
+        new Float32Array(5),
+        0,
+        3,
+        new Float32Array(6),
+        0,
+        2,
+        0,
+        C,
+        0,
+        2,
+      );
     } catch (e) {
       threw = e instanceof RangeError;
     }

@@ -3,6 +3,7 @@ import type { Backend, BinaryOp, UnaryOp, View } from "../backend.ts";
 import { allocStorage, type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
+import { giveArray, takeArray } from "./pool.ts";
 import * as K from "./kernels.ts";
 import { loadBlas } from "./blas.ts";
 
@@ -11,7 +12,7 @@ type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
 const UNARY: Record<UnaryOp, string> = {
   neg: "-a",
   abs: "Math.abs(a)",
-  sign: "(a > 0 ? 1 : a < 0 ? -1 : a)",
+  sign: "(a !== a ? a : +(a > 0) - +(a < 0))",
   exp: "Math.exp(a)",
   log: "Math.log(a)",
   sqrt: "Math.sqrt(a)",
@@ -19,13 +20,14 @@ const UNARY: Record<UnaryOp, string> = {
   sigmoid: "1 / (1 + Math.exp(-a))",
   tanh: "Math.tanh(a)",
   erf: "H.erf(a)",
-  relu: "(a > 0 ? a : a === a ? 0 : a)",
-  step: "(a > 0 ? 1 : 0)",
+  // Comparisons as +(cond) compile branch-free; a data-dependent ternary mispredicts half the time.
+  relu: "(a === -Infinity ? 0 : +(a > 0) * a + 0)",
+  step: "+(a > 0)",
   sin: "Math.sin(a)",
   cos: "Math.cos(a)",
   floor: "Math.floor(a)",
   ceil: "Math.ceil(a)",
-  not: "(a ? 0 : 1)",
+  not: "+(a === 0)",
   copy: "a",
 };
 
@@ -37,14 +39,15 @@ const BINARY: Record<BinaryOp, string> = {
   pow: "Math.pow(a, b)",
   max: "(a > b || a !== a ? a : b)",
   min: "(a < b || a !== a ? a : b)",
-  gt: "(a > b ? 1 : 0)",
-  ge: "(a >= b ? 1 : 0)",
-  lt: "(a < b ? 1 : 0)",
-  le: "(a <= b ? 1 : 0)",
-  eq: "(a === b ? 1 : 0)",
-  ne: "(a !== b ? 1 : 0)",
-  and: "(a && b ? 1 : 0)",
-  or: "(a || b ? 1 : 0)",
+  gt: "+(a > b)",
+  ge: "+(a >= b)",
+  lt: "+(a < b)",
+  le: "+(a <= b)",
+  eq: "+(a === b)",
+  ne: "+(a !== b)",
+  // Operands of and/or are already cast to bool (0/1).
+  and: "(a & b)",
+  or: "(a | b)",
 };
 
 const is16 = (d: DType): d is "f16" | "bf16" => d === "f16" || d === "bf16";
@@ -62,7 +65,7 @@ function produce(dtype: DType, size: number, fill: (out: Num) => void): StorageA
     fill(tmp);
     return encode16(dtype, tmp);
   }
-  const out = allocStorage(dtype, size) as Num;
+  const out = takeArray(dtype, size) as Num;
   fill(out);
   return out;
 }
@@ -87,7 +90,7 @@ export const cpu: Backend = {
     return s.blas ? `cpu: matmul through OpenBLAS (${s.blas.path})` : `cpu: matmul in TypeScript (${s.reason})`;
   },
   alloc: (dtype, size) => allocStorage(dtype, size),
-  free: () => {},
+  free: (buf) => giveArray(buf as StorageArray),
   fromHost: (_dtype, data) => data,
   read: (buf, _dtype, size) => Promise.resolve((buf as StorageArray).slice(0, size)),
   readSync: (buf, _dtype, size) => (buf as StorageArray).slice(0, size),
@@ -117,7 +120,7 @@ export const cpu: Backend = {
       return { ...nv, arr: wide === "f64" ? Float64Array.from(nv.arr) : Float32Array.from(nv.arr) };
     };
     const n = sizeOf(outShape);
-    const res = wide === "f64" ? new Float64Array(n) : new Float32Array(n);
+    const res = takeArray(wide, n) as Float32Array | Float64Array;
     K.matmul(asFloat(a), asFloat(b), res);
     return outDtype === "f32" || outDtype === "f64" ? res : produce(outDtype, n, (out) => out.set(res));
   },
@@ -149,6 +152,9 @@ export const cpu: Backend = {
     });
   },
   pad(x, widths, outShape) {
-    return produce(x.dtype, sizeOf(outShape), (out) => K.copyInto(out, outShape, widths.map((w) => w[0]), num(x)));
+    return produce(x.dtype, sizeOf(outShape), (out) => {
+      out.fill(0);
+      K.copyInto(out, outShape, widths.map((w) => w[0]), num(x));
+    });
   },
 };

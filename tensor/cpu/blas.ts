@@ -63,7 +63,12 @@ const DEFAULT_PATHS = [
   "libcblas.so.3",
 ];
 
-// Native signature: (order, transA, transB, M, N, K, alpha, A*, lda, B*, ldb, beta, C*, ldc).
+/** Native argument types of cblas_[sd]gemm, in the FFI's spelling of a float and a pointer. */
+function gemmSig(f: string, p: string): string[] {
+  // (order, transA, transB, M, N, K, alpha, A*, lda, B*, ldb, beta, C*, ldc)
+  return ["i32", "i32", "i32", "i32", "i32", "i32", f, p, "i32", p, "i32", f, p, "i32"];
+}
+
 // blasint is 32-bit in the standard (non-ILP64) OpenBLAS/CBLAS builds.
 type RawGemm = (
   order: number,
@@ -121,12 +126,7 @@ function errText(e: unknown): string {
 }
 
 function openDeno(path: string): RawLib {
-  const gemmDef = (f: "f32" | "f64") => ({
-    parameters: [
-      "i32", "i32", "i32", "i32", "i32", "i32", f, "buffer", "i32", "buffer", "i32", f, "buffer", "i32",
-    ],
-    result: "void",
-  });
+  const gemmDef = (f: string) => ({ parameters: gemmSig(f, "buffer"), result: "void" });
   const lib = g.Deno.dlopen(path, {
     cblas_sgemm: gemmDef("f32"),
     cblas_dgemm: gemmDef("f64"),
@@ -149,10 +149,7 @@ function openBun(path: string): RawLib {
   // tries to resolve or type-check "bun:ffi".
   const req = (import.meta as any).require ?? g.require;
   const ffi = req("bun" + ":ffi");
-  const gemmDef = (f: string) => ({
-    args: ["i32", "i32", "i32", "i32", "i32", "i32", f, "ptr", "i32", "ptr", "i32", f, "ptr", "i32"],
-    returns: "void",
-  });
+  const gemmDef = (f: string) => ({ args: gemmSig(f, "ptr"), returns: "void" });
   const lib = ffi.dlopen(path, { cblas_sgemm: gemmDef("f32"), cblas_dgemm: gemmDef("f64") });
   let threads: (() => number) | null = null;
   try {
@@ -167,8 +164,10 @@ function openBun(path: string): RawLib {
     sgemm: lib.symbols.cblas_sgemm,
     dgemm: lib.symbols.cblas_dgemm,
     threads,
-    // ptr(view, byteOffset) is relative to the view's own start; no subarray allocation.
-    arg: (x, off) => ptr(x, off * x.BYTES_PER_ELEMENT),
+    // A typed array passed as "ptr" is converted natively (honouring its
+    // byteOffset; ~2x cheaper than ptr()); ptr(view, bytes) is relative to the
+    // view's start and avoids allocating a subarray. ptr() rejects empty views.
+    arg: (x, off) => (off === 0 ? x : ptr(x, off * x.BYTES_PER_ELEMENT)),
   };
 }
 

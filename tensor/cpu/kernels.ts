@@ -1,7 +1,7 @@
 /** CPU kernels beyond plain elementwise maps: reductions, indexing, top-k, scans, matmul. */
 import type { Shape } from "../shape.ts";
 import { contiguousStrides } from "../shape.ts";
-import { mapStrided, type StridedArg } from "./strided.ts";
+import { mapStrided, reduceStrided, type StridedArg } from "./strided.ts";
 import { type FloatArray, gemmTs } from "./gemm.ts";
 import { loadBlas } from "./blas.ts";
 
@@ -64,10 +64,8 @@ export function reduce(op: "sum" | "max" | "min", x: NumView, axes: readonly num
   const acc = new Float64Array(prod(outShape));
   const init = op === "sum" ? 0 : op === "max" ? -Infinity : Infinity;
   acc.fill(init);
-  const expr = op === "sum" ? "out[po] + a"
-    : op === "max" ? "(a > out[po] || a !== a ? a : out[po])"
-    : "(a < out[po] || a !== a ? a : out[po])";
-  mapStrided(expr, x.shape, acc, virt, 0, [arg(x)]);
+  const expr = op === "sum" ? "acc + a" : op === "max" ? "(a > acc || a !== a ? a : acc)" : "(a < acc || a !== a ? a : acc)";
+  reduceStrided(expr, x.shape, acc, virt, arg(x));
   out.set(acc);
 }
 
@@ -204,7 +202,7 @@ function gemmLayout(sRow: number, sCol: number, rows: number, cols: number): { t
 }
 
 /** Smaller products than this skip the FFI call, whose fixed cost dominates there. */
-const BLAS_MIN_WORK = 32 * 32 * 32;
+const BLAS_MIN_WORK = 64;
 
 export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: FloatArray }, out: FloatArray, forceTs = false): void {
   const r = a.shape.length;

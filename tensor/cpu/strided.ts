@@ -43,12 +43,19 @@ const H = { erf };
 type Kernel = (out: Arr, outStr: number[], outOff: number, shape: number[], args: StridedArg[], strs: number[][]) => void;
 const cache = new Map<string, Kernel>();
 
-function build(expr: string, arity: number): Kernel {
+/**
+ * With `acc` (an expression in `acc` and `a`), the kernel folds `a` into the output instead: a
+ * reduction. Where the innermost axis is reduced (output stride 0) it folds into a local, since a
+ * read-modify-write of the same slot each element serialises on memory.
+ */
+function build(expr: string, arity: number, acc?: string): Kernel {
   const names = NAMES.slice(0, arity);
   const lines: string[] = [];
   lines.push("const nd = shape.length;");
   names.forEach((n, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
-  lines.push("if (nd === 0) {");
+  // po names the output slot in the loop below; expressions may read it (reductions do), so the
+  // scalar path (everything coalesced away) must define it too.
+  lines.push("if (nd === 0) { const po = outOff;");
   names.forEach((n, k) => lines.push(`const ${n} = A${k}[args[${k}].offset];`));
   lines.push(`out[outOff] = ${expr}; return; }`);
   lines.push("const last = shape[nd - 1]; const so = outStr[nd - 1];");
@@ -58,6 +65,16 @@ function build(expr: string, arity: number): Kernel {
   lines.push("for (let r = 0; r < rows; r++) {");
   const ptrs = names.map((_, k) => `p${k} = o${k}`).join(", ");
   const steps = names.map((_, k) => `p${k} += s${k}`).join(", ");
+  if (acc) {
+    lines.push("  if (so === 0) {");
+    lines.push(`    let acc = out[oo];`);
+    lines.push(`    for (let j = 0, ${ptrs}; j < last; j++, ${steps}) {`);
+    names.forEach((n, k) => lines.push(`      const ${n} = A${k}[p${k}];`));
+    lines.push(`      acc = ${acc};`);
+    lines.push("    }");
+    lines.push("    out[oo] = acc;");
+    lines.push("  } else");
+  }
   lines.push(`  for (let j = 0, po = oo, ${ptrs}; j < last; j++, po += so, ${steps}) {`);
   names.forEach((n, k) => lines.push(`    const ${n} = A${k}[p${k}];`));
   lines.push(`    out[po] = ${expr};`);
@@ -92,6 +109,24 @@ export function mapStrided(
   const key = `${args.length}|${expr}`;
   let k = cache.get(key);
   if (!k) cache.set(key, (k = build(expr, args.length)));
+  run(k, shape, out, outStrides, outOffset, args);
+}
+
+/**
+ * Fold x into `out` (already holding the identity) along the axes where `outStrides` is 0:
+ * out[slot] = acc(out[slot], a). `acc` is an expression in `acc` and `a`.
+ */
+export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: readonly number[], x: StridedArg): void {
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (n === 0) return;
+  const key = `R|${acc}`;
+  let k = cache.get(key);
+  if (!k) cache.set(key, (k = build(acc.replaceAll("acc", "out[po]"), 1, acc)));
+  run(k, shape, out, outStrides, 0, [x]);
+}
+
+function run(k: Kernel, shape: Shape, out: Arr, outStrides: readonly number[], outOffset: number, args: StridedArg[]): void {
   const c = coalesce(shape, [outStrides, ...args.map((a) => a.strides)]);
   k(out, c.strides[0], outOffset, c.shape, args, c.strides);
 }
