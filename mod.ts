@@ -1,5 +1,5 @@
 /** sparsecoder: purely functional tensors with reverse-mode autodiff. Re-exports only. */
-export { Tensor } from "./tensor/tensor.ts";
+export { memoryStats, Tensor } from "./tensor/tensor.ts";
 export type { NestedArray } from "./tensor/tensor.ts";
 export type { DataArray, DType } from "./tensor/dtype.ts";
 export { promote } from "./tensor/dtype.ts";

@@ -3,8 +3,8 @@
  * Every public op is a composition of these. `bind` runs one and records it on the active traces.
  */
 import type { ArgReduceOp, Backend, BinaryOp, Buf, ReduceOp, UnaryOp } from "./backend.ts";
-import type { DType } from "./dtype.ts";
-import { contiguousStrides, fmt, type Shape, ShapeError, shapesEqual } from "./shape.ts";
+import { byteSize, type DType } from "./dtype.ts";
+import { contiguousStrides, fmt, type Shape, ShapeError, shapesEqual, sizeOf } from "./shape.ts";
 import { Storage, Tensor } from "./tensor.ts";
 import { record } from "../autodiff/trace.ts";
 
@@ -41,7 +41,7 @@ export interface Node<P extends Prim = Prim> {
 const COMPARE = new Set<BinaryOp>(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
 
 export function wrap(backend: Backend, buf: Buf, shape: Shape, dtype: DType): Tensor {
-  return new Tensor(new Storage(backend, buf), shape, dtype);
+  return new Tensor(new Storage(backend, buf, sizeOf(shape) * byteSize(dtype)), shape, dtype);
 }
 
 function viewOf(x: Tensor, shape: Shape, strides: readonly number[], offset: number): Tensor {

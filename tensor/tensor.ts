@@ -11,7 +11,10 @@ import { track } from "./scope.ts";
  */
 export class Storage {
   refs = 0;
-  constructor(readonly backend: Backend, public buf: Buf | null) {}
+  constructor(readonly backend: Backend, public buf: Buf | null, readonly bytes: number) {
+    live.buffers++;
+    live.bytes += bytes;
+  }
   retain(): void {
     this.refs++;
   }
@@ -19,8 +22,18 @@ export class Storage {
     if (--this.refs === 0 && this.buf !== null) {
       this.backend.free(this.buf);
       this.buf = null;
+      live.buffers--;
+      live.bytes -= this.bytes;
     }
   }
+}
+
+/** Buffers allocated and not yet released (GC'd host buffers that were never disposed included). */
+const live = { buffers: 0, bytes: 0 };
+
+/** Live storage counts: flat across the steps of a training loop when tensors are released. */
+export function memoryStats(): { liveBuffers: number; liveBytes: number } {
+  return { liveBuffers: live.buffers, liveBytes: live.bytes };
 }
 
 const forgotten = new FinalizationRegistry<Storage>((s) => s.release());
