@@ -7,7 +7,10 @@ import { Tensor } from "../tensor/tensor.ts";
 import { add, div, minimum, mul, sqrt, square, sub } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { zerosLike } from "../tensor/ops/create.ts";
-import { treeLeaves, treeMap } from "./tree.ts";
+import { treeFlatten, treeLeaves, treeMap, treeUnflatten } from "./tree.ts";
+import type { AdamHyper } from "../tensor/backend.ts";
+import { wrap } from "../tensor/prims.ts";
+import { shapesEqual } from "../tensor/shape.ts";
 import type { Schedule } from "./schedule.ts";
 
 export interface GradientTransformation<S = unknown> {
@@ -78,16 +81,32 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
       if (wd && params === undefined) throw new TypeError("adam: weightDecay needs params passed to update");
       const t = state.count + 1;
       const lr = rate(o.lr, state.count);
-      const mu = mapTensors((m, g) => add(mul(m, b1), mul(g, 1 - b1)), state.mu, grads);
-      const nu = mapTensors((v, g) => add(mul(v, b2), mul(square(g), 1 - b2)), state.nu, grads);
-      const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
-      const step = (m: Tensor, v: Tensor) => mul(div(m, add(sqrt(div(v, c2)), eps)), -lr / c1);
-      const updates = wd
-        ? mapTensors((m, v, p) => sub(step(m, v), mul(p, lr * wd)), mu, nu, params)
-        : mapTensors(step, mu, nu);
-      return [updates as typeof grads, { count: t, mu, nu }];
+      const h: AdamHyper = { b1, b2, eps, c2: 1 - b2 ** t, scale: -lr / (1 - b1 ** t), decay: lr * wd };
+      const [gl, def] = treeFlatten(grads);
+      const ml = treeLeaves(state.mu), vl = treeLeaves(state.nu), pl = wd ? treeLeaves(params) : [];
+      if (ml.length !== gl.length || (wd && pl.length !== gl.length)) {
+        throw new TypeError(`adam: gradients have ${gl.length} leaves, the optimizer state ${ml.length}${wd ? `, params ${pl.length}` : ""}`);
+      }
+      const res = gl.map((g, i) => g instanceof Tensor ? adamLeaf(g, ml[i] as Tensor, vl[i] as Tensor, wd ? pl[i] as Tensor : null, h) : [g, ml[i], vl[i]]);
+      const part = (j: number) => treeUnflatten(def, res.map((r) => r[j]));
+      return [part(0) as typeof grads, { count: t, mu: part(1), nu: part(2) }];
     },
   };
+}
+
+/** One leaf's Adam step: the backend's fused kernel when it has one and nothing is traced. */
+function adamLeaf(g: Tensor, m: Tensor, v: Tensor, p: Tensor | null, h: AdamHyper): [Tensor, Tensor, Tensor] {
+  const fused = g.backend.fused?.adam;
+  const plain = (x: Tensor) =>
+    x.backend === g.backend && x.dtype === g.dtype && x.isContiguous() && !x._tape && shapesEqual(x.shape, g.shape);
+  if (fused && (g.dtype === "f32" || g.dtype === "f64") && [g, m, v, p].every((x) => !x || plain(x))) {
+    const [u, m2, v2] = fused(g.view(), m.view(), v.view(), p?.view() ?? null, h);
+    return [wrap(g.backend, u, g.shape, g.dtype), wrap(g.backend, m2, g.shape, g.dtype), wrap(g.backend, v2, g.shape, g.dtype)];
+  }
+  const m2 = add(mul(m, h.b1), mul(g, 1 - h.b1));
+  const v2 = add(mul(v, h.b2), mul(square(g), 1 - h.b2));
+  const u = mul(div(m2, add(sqrt(div(v2, h.c2)), h.eps)), h.scale);
+  return [p ? sub(u, mul(p, h.decay)) : u, m2, v2];
 }
 
 export const adamw = (o: AdamOptions): GradientTransformation<AdamState> => adam({ ...o, weightDecay: o.weightDecay ?? 1e-2 });

@@ -66,4 +66,23 @@ export interface Backend {
   concat(xs: readonly View[], axis: number, outShape: Shape): Buf;
   /** Zero padding: widths[d] = [before, after]. */
   pad(x: View, widths: readonly (readonly [number, number])[], outShape: Shape): Buf;
+
+  /**
+   * Optional fused kernels. The generic layer uses one when present and falls back to the
+   * composition of primitives otherwise, so a backend may skip any of them.
+   */
+  fused?: {
+    /** One Adam step over contiguous float views of one shape: [update, mu', nu']. */
+    adam?(g: View, mu: View, nu: View, param: View | null, h: AdamHyper): [update: Buf, mu: Buf, nu: Buf];
+  };
+}
+
+/** update = scale·mu'/(sqrt(nu'/c2) + eps) − decay·param, with mu' and nu' the new moments. */
+export interface AdamHyper {
+  b1: number;
+  b2: number;
+  eps: number;
+  c2: number;
+  scale: number;
+  decay: number;
 }

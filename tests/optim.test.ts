@@ -115,3 +115,20 @@ test("fitting a least-squares problem with valueAndGrad and Adam converges", asy
   }
   assertClose(await p.w.data(), [1.5, -2, 0.25], { atol: 1e-3 });
 });
+
+test("adam: the backend's fused kernel and the composite path agree", async () => {
+  const [k1, k2] = t.random.split(t.random.key(3));
+  const g = t.random.normal(k1, [7, 5]), p = t.random.normal(k2, [7, 5]);
+  const opt = t.adamw({ lr: 0.01, weightDecay: 0.1 });
+  // A transposed view is not contiguous, so this call takes the composite path.
+  const asView = (x: t.Tensor) => t.transpose(t.tensor(t.transpose(x).dataSync() as Float32Array, { shape: [5, 7] }));
+  const gT = asView(g), pT = asView(p);
+  let sa = opt.init({ w: p }), sb = opt.init({ w: pT });
+  for (let i = 0; i < 3; i++) {
+    const [ua, sa2] = opt.update({ w: g }, sa, { w: p });
+    const [ub, sb2] = opt.update({ w: gT }, sb, { w: pT });
+    assertClose(await ub.w.data(), await ua.w.data(), { rtol: 1e-5, atol: 1e-7 });
+    [sa, sb] = [sa2, sb2];
+  }
+  assert(!gT.isContiguous() && g.isContiguous(), "the two calls take different paths");
+});

@@ -151,6 +151,24 @@ export const cpu: Backend = {
       }
     });
   },
+  fused: {
+    adam(g, mu, nu, param, h) {
+      const n = sizeOf(g.shape);
+      const G = g.buf as Float32Array, M = mu.buf as Float32Array, V = nu.buf as Float32Array;
+      const P = param ? param.buf as Float32Array : null;
+      const U = takeArray(g.dtype, n) as Float32Array, M2 = takeArray(g.dtype, n) as Float32Array, V2 = takeArray(g.dtype, n) as Float32Array;
+      const { b1, b2, eps, c2, scale, decay } = h;
+      for (let i = 0; i < n; i++) {
+        const gi = G[i];
+        const m = b1 * M[i] + (1 - b1) * gi;
+        const v = b2 * V[i] + (1 - b2) * gi * gi;
+        M2[i] = m;
+        V2[i] = v;
+        U[i] = (scale * m) / (Math.sqrt(v / c2) + eps) - (P ? decay * P[i] : 0);
+      }
+      return [U, M2, V2];
+    },
+  },
   pad(x, widths, outShape) {
     return produce(x.dtype, sizeOf(outShape), (out) => {
       out.fill(0);
