@@ -52,7 +52,7 @@ function build(expr: string, arity: number, acc?: string): Kernel {
   const names = NAMES.slice(0, arity);
   const lines: string[] = [];
   lines.push("const nd = shape.length;");
-  names.forEach((n, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
+  names.forEach((_, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
   // po names the output slot in the loop below; expressions may read it (reductions do), so the
   // scalar path (everything coalesced away) must define it too.
   lines.push("if (nd === 0) { const po = outOff;");
