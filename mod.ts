@@ -14,6 +14,7 @@ export * from "./tensor/ops/reduce.ts";
 export * from "./tensor/ops/shape.ts";
 export * from "./tensor/ops/index.ts";
 export * from "./tensor/ops/linalg.ts";
+export * from "./tensor/ops/sparse.ts";
 export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
 export type { GradOptions } from "./autodiff/grad.ts";
 export * from "./autodiff/tree.ts";

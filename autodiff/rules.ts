@@ -14,6 +14,7 @@ import { sum } from "../tensor/ops/reduce.ts";
 import { broadcastTo, mT, pad, reshape, slice, transpose } from "../tensor/ops/shape.ts";
 import { gather, scatterAdd } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
+import { sddmm, spmm, spmmT } from "../tensor/ops/sparse.ts";
 import { bind1 } from "../tensor/prims.ts";
 
 type Rule<P extends Prim> = (cts: (Tensor | null)[], node: Node<P>) => (Tensor | null)[];
@@ -125,6 +126,17 @@ export const RULES: { [P in Prim]: Rule<P> } = {
   },
   slice: ([g], { inputs: [x], params: { starts, ends } }) => [pad(g!, starts.map((s, i) => [s, x.shape[i] - ends[i]] as const))],
   alias: ([g]) => [g],
+  // S@T, Sᵀ@G and the sampled product are closed under differentiation (ops/sparse.ts).
+  spmm: ([g], { inputs: [r, c, v, m], params: { transpose } }) => {
+    const coo = { rows: r, cols: c, values: v };
+    return transpose
+      ? [null, null, sddmm(m, g!, r, c), spmm(coo, g!, m.shape[0])]
+      : [null, null, sddmm(g!, m, r, c), spmmT(coo, g!, m.shape[0])];
+  },
+  sddmm: ([g], { inputs: [a, b, r, c] }) => {
+    const coo = { rows: r, cols: c, values: g! };
+    return [spmm(coo, b, a.shape[0]), spmmT(coo, a, b.shape[0]), null, null];
+  },
   custom: (cts, { params: { backward } }) => backward(cts),
 };
 

@@ -68,6 +68,15 @@ export interface Backend {
   pad(x: View, widths: readonly (readonly [number, number])[], outShape: Shape): Buf;
 
   /**
+   * Sparse-dense products for a sparse matrix S [B, F] in COO form (rows, cols i32 and vals, n
+   * entries; repeated positions add up), all operands contiguous:
+   * transpose false: S @ dense [F, d] → [B, d]; true: Sᵀ @ dense [B, d] → [F, d] (`outRows` = F).
+   */
+  spmm(rows: View, cols: View, vals: View, dense: View, transpose: boolean, outRows: number): Buf;
+  /** Sampled dense-dense product: out[i] = a[rows[i]] · b[cols[i]] for a [B, d], b [F, d]. */
+  sddmm(a: View, b: View, rows: View, cols: View): Buf;
+
+  /**
    * Optional fused kernels. The generic layer uses one when present and falls back to the
    * composition of primitives otherwise, so a backend may skip any of them.
    */

@@ -27,6 +27,8 @@ export interface PrimParams {
   broadcastTo: { shape: Shape };
   slice: { starts: readonly number[]; ends: readonly number[] };
   alias: Record<string, never>;
+  spmm: { transpose: boolean; outRows: number };
+  sddmm: Record<string, never>;
   custom: { name: string; backward: (cts: (Tensor | null)[]) => (Tensor | null)[] };
 }
 export type Prim = keyof PrimParams;
@@ -105,6 +107,11 @@ const IMPLS: { [P in Prim]: Impl<P> } = {
     return [viewOf(x, shape, x.strides, off)];
   },
   alias: ([x]) => [viewOf(x, x.shape, x.strides, x.offset)],
+  spmm: ([r, c, v, m], { transpose, outRows }, b) => {
+    const shape = [outRows, m.shape[1]];
+    return [wrap(b, b.spmm(r.view(), c.view(), v.view(), m.view(), transpose, outRows), shape, m.dtype)];
+  },
+  sddmm: ([x, y, r, c], _, b) => [wrap(b, b.sddmm(x.view(), y.view(), r.view(), c.view()), r.shape, x.dtype)],
   custom: () => {
     throw new Error("custom nodes are recorded by customVjp, not bound");
   },

@@ -5,6 +5,7 @@ import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
 import { giveArray, takeArray } from "./pool.ts";
 import * as K from "./kernels.ts";
+import * as S from "./sparse.ts";
 import { loadBlas } from "./blas.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
@@ -150,6 +151,16 @@ export const cpu: Backend = {
         at += x.shape[axis];
       }
     });
+  },
+  spmm(rows, cols, vals, dense, transpose, outRows) {
+    const d = dense.shape[1];
+    return produce(dense.dtype, outRows * d, (out) => {
+      out.fill(0);
+      S.spmm(num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr, d, transpose, outRows, out as Float32Array);
+    });
+  },
+  sddmm(a, b, rows, cols) {
+    return produce(a.dtype, sizeOf(rows.shape), (out) => S.sddmm(num(a).arr, num(b).arr, num(rows).arr, num(cols).arr, a.shape[1], out as Float32Array));
   },
   fused: {
     adam(g, mu, nu, param, h) {

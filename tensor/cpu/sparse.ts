@@ -1,0 +1,37 @@
+/** Sparse-dense kernels over COO entries; operands are contiguous row-major arrays. */
+type Arr = ArrayLike<number> & { [i: number]: number };
+
+function check(op: string, i: number, n: number): void {
+  if (!(i >= 0 && i < n)) throw new RangeError(`${op}: index ${i} is out of range for ${n} rows`);
+}
+
+/**
+ * transpose false: out[rows[i]] += vals[i]·dense[cols[i]] (S @ dense);
+ * transpose true:  out[cols[i]] += vals[i]·dense[rows[i]] (Sᵀ @ dense). `out` starts zeroed.
+ */
+export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr): void {
+  const inRows = dense.length / (d || 1);
+  const [dst, src] = transpose ? [cols, rows] : [rows, cols];
+  for (let i = 0; i < vals.length; i++) {
+    const o = dst[i], s = src[i], w = vals[i];
+    check("spmm", o, outRows);
+    check("spmm", s, inRows);
+    if (w === 0) continue;
+    const ob = o * d, sb = s * d;
+    for (let c = 0; c < d; c++) out[ob + c] += w * dense[sb + c];
+  }
+}
+
+/** out[i] = a[rows[i]] · b[cols[i]]. */
+export function sddmm(a: Arr, b: Arr, rows: Arr, cols: Arr, d: number, out: Arr): void {
+  const na = a.length / (d || 1), nb = b.length / (d || 1);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i], c = cols[i];
+    check("sddmm", r, na);
+    check("sddmm", c, nb);
+    const ab = r * d, bb = c * d;
+    let s = 0;
+    for (let j = 0; j < d; j++) s += a[ab + j] * b[bb + j];
+    out[i] = s;
+  }
+}
