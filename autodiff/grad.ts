@@ -27,7 +27,7 @@ function backward(tape: Tape, outputs: Tensor[], cts: Tensor[], who: string): (T
     const outCts = node.outputs.map((o) => acc.get(o) ?? null);
     if (outCts.every((g) => g === null)) continue;
     for (const o of node.outputs) if (!isLeaf.has(o)) acc.delete(o);
-    const inCts = vjpRule(node)(outCts, node);
+    const inCts = vjpRule(node)(outCts, node, live);
     node.inputs.forEach((x, j) => {
       const g = inCts[j];
       if (live[j] && g) put(x, g, `the VJP of ${node.prim === "custom" ? (node as Node<"custom">).params.name : node.prim}`);
@@ -128,29 +128,34 @@ function scalarValue(who: string, v: unknown): Tensor {
  * f returns [value, aux] and the result is [[value, aux], grads].
  */
 export function valueAndGrad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => [any, any] {
+  return valueAndGradAs("valueAndGrad", f, opts);
+}
+
+/** valueAndGrad whose errors carry the public name the user called (grad or valueAndGrad). */
+function valueAndGradAs<A extends unknown[]>(who: string, f: (...args: A) => unknown, opts: GradOptions): (...args: A) => [any, any] {
   return (...args: A) => {
-    const argnums = normArgnums("valueAndGrad", opts.argnums, args.length);
+    const argnums = normArgnums(who, opts.argnums, args.length);
     const valueOf = (r: unknown) => (opts.hasAux ? (r as unknown[])[0] : r);
     if (opts.hasAux) {
       const probe = (r: unknown) => {
-        if (!Array.isArray(r) || r.length !== 2) throw new TypeError("valueAndGrad: with hasAux the function must return [value, aux]");
+        if (!Array.isArray(r) || r.length !== 2) throw new TypeError(`${who}: with hasAux the function must return [value, aux]`);
         return r[0];
       };
-      const t = traceCall("valueAndGrad", f as (...a: unknown[]) => unknown, args, argnums, probe);
-      const v = scalarValue("valueAndGrad", valueOf(t.out));
-      const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], "valueAndGrad"));
+      const t = traceCall(who, f as (...a: unknown[]) => unknown, args, argnums, probe);
+      const v = scalarValue(`${who} (hasAux)`, valueOf(t.out));
+      const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], who));
       return [t.out, typeof opts.argnums === "object" ? grads : grads[0]];
     }
-    const t = traceCall("valueAndGrad", f as (...a: unknown[]) => unknown, args, argnums, (r) => r);
-    const v = scalarValue("valueAndGrad", t.out);
-    const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], "valueAndGrad"));
+    const t = traceCall(who, f as (...a: unknown[]) => unknown, args, argnums, (r) => r);
+    const v = scalarValue(who, t.out);
+    const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], who));
     return [v, typeof opts.argnums === "object" ? grads : grads[0]];
   };
 }
 
 /** grad(f)(params, ...args) → grads shaped like params ([grads, aux] with hasAux). */
 export function grad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => any {
-  const vg = valueAndGrad(f, opts);
+  const vg = valueAndGradAs("grad", f, opts);
   return (...args: A) => {
     const [v, g] = vg(...args);
     return opts.hasAux ? [g, (v as unknown[])[1]] : g;
@@ -159,12 +164,13 @@ export function grad<A extends unknown[]>(f: (...args: A) => unknown, opts: Grad
 
 /**
  * A function with a hand-written backward rule. `forward` returns [output, residuals];
- * `backward(residuals, outputCotangent)` returns one cotangent per input (null for none).
+ * `backward(residuals, outputCotangent, needs)` returns one cotangent per input (null for none);
+ * `needs[j]` says whether input j needs one at all, so costly unused cotangents can be skipped.
  * The forward pass is not traced, so only `backward` decides the gradient.
  */
 export function customVjp<Args extends Tensor[], O extends Tensor | Tensor[], R>(
   forward: (...args: Args) => [O, R],
-  backward: (residuals: R, ct: O) => (Tensor | null)[],
+  backward: (residuals: R, ct: O, needs: boolean[]) => (Tensor | null)[],
   name = forward.name || "customVjp",
 ): (...args: Args) => O {
   return (...args: Args) => {
@@ -177,9 +183,9 @@ export function customVjp<Args extends Tensor[], O extends Tensor | Tensor[], R>
       outputs: aliased,
       params: {
         name,
-        backward: (cts) => {
+        backward: (cts, live) => {
           const full = cts.map((g, i) => g ?? zerosLike(aliased[i]));
-          const r = backward(res, (Array.isArray(out) ? full : full[0]) as O);
+          const r = backward(res, (Array.isArray(out) ? full : full[0]) as O, live);
           if (r.length !== args.length) throw new Error(`${name}: backward returned ${r.length} cotangents for ${args.length} inputs`);
           return r;
         },

@@ -17,7 +17,8 @@ import { matmul } from "../tensor/ops/linalg.ts";
 import { sddmm, spmm, spmmT } from "../tensor/ops/sparse.ts";
 import { bind1 } from "../tensor/prims.ts";
 
-type Rule<P extends Prim> = (cts: (Tensor | null)[], node: Node<P>) => (Tensor | null)[];
+/** `live[j]`: whether input j needs a cotangent (rules may skip work for the others). */
+type Rule<P extends Prim> = (cts: (Tensor | null)[], node: Node<P>, live: boolean[]) => (Tensor | null)[];
 
 const TWO_OVER_SQRT_PI = 1.1283791670955126;
 
@@ -137,7 +138,7 @@ export const RULES: { [P in Prim]: Rule<P> } = {
     const coo = { rows: r, cols: c, values: g! };
     return [spmm(coo, b, a.shape[0]), spmmT(coo, a, b.shape[0]), null, null];
   },
-  custom: (cts, { params: { backward } }) => backward(cts),
+  custom: (cts, { params: { backward } }, live) => backward(cts, live),
 };
 
 export function vjpRule(node: Node): Rule<Prim> {

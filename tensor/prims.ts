@@ -29,7 +29,7 @@ export interface PrimParams {
   alias: Record<string, never>;
   spmm: { transpose: boolean; outRows: number };
   sddmm: Record<string, never>;
-  custom: { name: string; backward: (cts: (Tensor | null)[]) => (Tensor | null)[] };
+  custom: { name: string; backward: (cts: (Tensor | null)[], live: boolean[]) => (Tensor | null)[] };
 }
 export type Prim = keyof PrimParams;
 

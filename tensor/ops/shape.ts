@@ -25,6 +25,11 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 
 export const flatten = (x: Tensor): Tensor => reshape(x, [-1]);
 
+/** The same values in a fresh row-major buffer (a copy only when x is a strided view). */
+export function contiguous(x: Tensor): Tensor {
+  return x.isContiguous() ? x : bind1("unary", [x], { op: "copy" });
+}
+
 /** Reorder axes; the default reverses them. A view: no data moves. */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const p = perm ? perm.map((a) => normAxis("transpose", a, x.ndim, x.shape)) : [...Array(x.ndim).keys()].reverse();

@@ -8,7 +8,7 @@ import { bind1 } from "../prims.ts";
 import type { Tensor } from "../tensor.ts";
 import { arange } from "./create.ts";
 import { broadcastTo, cast } from "./elementwise.ts";
-import { reshape } from "./shape.ts";
+import { contiguous, reshape } from "./shape.ts";
 
 /** A sparse [B, F] matrix: entry i is values[i] at (rows[i], cols[i]); repeats add up. */
 export interface Coo {
@@ -17,7 +17,6 @@ export interface Coo {
   values: Tensor;
 }
 
-const contiguous = (x: Tensor): Tensor => (x.isContiguous() ? x : bind1("unary", [x], { op: "copy" }));
 
 function checkCoo(op: string, s: Coo): void {
   const n = s.values.size;
