@@ -130,6 +130,8 @@ export function topk(x: NumView, k: number, values: Num, indices: Int32Array): v
     let size = 0;
     for (let j = 0; j < n; j++) {
       const v = a[b + j * s];
+      // Most entries lose to the current k-th best outright: one comparison, no call.
+      if (size === k && v < hv[0]) continue;
       if (size < k) {
         let c = size++;
         while (c > 0) {

@@ -30,8 +30,15 @@ export function sddmm(a: Arr, b: Arr, rows: Arr, cols: Arr, d: number, out: Arr)
     check("sddmm", r, na);
     check("sddmm", c, nb);
     const ab = r * d, bb = c * d;
-    let s = 0;
-    for (let j = 0; j < d; j++) s += a[ab + j] * b[bb + j];
-    out[i] = s;
+    // Four partial sums break the add-latency chain of a single accumulator.
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, j = 0;
+    for (; j + 3 < d; j += 4) {
+      s0 += a[ab + j] * b[bb + j];
+      s1 += a[ab + j + 1] * b[bb + j + 1];
+      s2 += a[ab + j + 2] * b[bb + j + 2];
+      s3 += a[ab + j + 3] * b[bb + j + 3];
+    }
+    for (; j < d; j++) s0 += a[ab + j] * b[bb + j];
+    out[i] = (s0 + s1) + (s2 + s3);
   }
 }
