@@ -8,7 +8,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { isFloat } from "../tensor/dtype.ts";
 import { zeros } from "../tensor/ops/create.ts";
 import {
-  add, cast, cos, div, eq, exp, gt, log, mul, neg, pow, sign, sin, square, step, sub, where,
+  add, cast, cos, div, eq, exp, floor, gt, log, mul, neg, pow, sign, sin, square, step, sub, where,
 } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { broadcastTo, mT, pad, reshape, slice, transpose } from "../tensor/ops/shape.ts";
@@ -81,6 +81,8 @@ export const RULES: { [P in Prim]: Rule<P> } = {
         return [div(g!, y), neg(div(mul(g!, z), y))];
       case "pow":
         return [mul(g!, mul(y, pow(x, sub(y, 1)))), mul(g!, mul(z, log(where(gt(x, 0), x, 1))))];
+      case "mod":
+        return [g, neg(mul(g!, floor(div(x, y))))];
       case "max":
         return extremum(g!, x, y, "gt");
       case "min":

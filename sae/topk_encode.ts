@@ -1,19 +1,19 @@
 /**
- * The TopK encoder with a sparse backward pass. Forward: pre = (x − b_dec)·W_enc + b_enc, keep
- * the k largest per row, ReLU. Only k entries per row carry gradient, so the backward pass is
- * COO products costing O(B·k·d) instead of the dense O(B·F·d) matmul a plain VJP would run.
- * Taking top-k before the ReLU picks the same values (ties among zeros may pick other indices,
- * which carry zero value and zero gradient), and saves a pass over [B, F].
+ * TopK and BatchTopK encoders with a sparse backward pass. Forward: pre = (x − b_dec)·W_enc + b_enc,
+ * keep the k largest per row (TopK) or the k·B largest of the batch (BatchTopK), ReLU. Only the
+ * kept entries carry gradient, so the backward pass is COO products costing O(n·d) for n kept
+ * entries, not the dense O(B·F·d) matmul a plain VJP would run. Taking top-k before the ReLU
+ * picks the same values (ties among zeros may pick other indices, which carry zero value and zero
+ * gradient) and saves a pass over [B, F].
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { customVjp } from "../autodiff/grad.ts";
 import { zeros } from "../tensor/ops/create.ts";
-import { add, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
-import { topk } from "../tensor/ops/index.ts";
+import { add, floorDiv, mod, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
+import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { contiguous, reshape, transpose } from "../tensor/ops/shape.ts";
-import { cooFromRows, spmm, spmmT } from "../tensor/ops/sparse.ts";
-import { scatterAdd } from "../tensor/ops/index.ts";
+import { type Coo, cooFromRows, spmm, spmmT } from "../tensor/ops/sparse.ts";
 
 export interface TopKCode {
   /** [B, k] activations (≥ 0) and their feature indices (i32), largest first. */
@@ -26,35 +26,55 @@ export function preActivations(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: T
   return add(matmul(b_dec ? sub(x, b_dec) : x, W_enc), b_enc);
 }
 
-/** Sparse-backward gradient of the encoder given the cotangent of the kept pre-activations. */
-function encoderBackward(xin: Tensor, W_enc: Tensor, idx: Tensor, dpre: Tensor, needs: boolean[], withBDec: boolean): (Tensor | null)[] {
+/** Gradients of (x, W_enc, b_enc[, b_dec]) from the cotangent `dpre` of the kept pre-activations. */
+function encoderBackward(xin: Tensor, W_enc: Tensor, dpre: Coo, needs: boolean[], withBDec: boolean): (Tensor | null)[] {
   const [B] = xin.shape;
   const F = W_enc.shape[1];
-  const coo = cooFromRows(idx, dpre);
-  const dW = needs[1] ? contiguous(transpose(spmmT(coo, xin, F))) : null;
-  const db = needs[2] || (withBDec && needs[3]) ? scatterAdd(zeros([F], dpre.dtype, dpre.backend), reshape(idx, [-1]), reshape(dpre, [-1]), 0) : null;
-  const dx = needs[0] ? spmm(coo, contiguous(transpose(W_enc)), B) : null;
+  const dW = needs[1] ? contiguous(transpose(spmmT(dpre, xin, F))) : null;
+  const db = needs[2] || (withBDec && needs[3]) ? scatterAdd(zeros([F], dpre.values.dtype, dpre.values.backend), dpre.cols, dpre.values, 0) : null;
+  const dx = needs[0] ? spmm(dpre, contiguous(transpose(W_enc)), B) : null;
   // Σ_b ∂xin[b] = W_enc · Σ_b ∂pre[b] = W_enc · ∂b_enc, so b_dec's gradient is a mat-vec.
   const dbDec = withBDec && needs[3] ? neg(matmul(W_enc, db!)) : null;
   return withBDec ? [dx, dW, needs[2] ? db : null, dbDec] : [dx, dW, needs[2] ? db : null];
 }
 
-/** TopK code of x; differentiable in x, W_enc, b_enc and (when given) b_dec. */
-export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, k: number): TopKCode {
+type Residuals = { xin: Tensor; W: Tensor; coo: Coo };
+
+/** Shared shape of both encoders: `select` turns pre-activations into kept COO entries. */
+function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, select: (pre: Tensor) => Coo): Coo {
   const withBDec = b_dec !== null;
   const f = customVjp(
     (...args: Tensor[]) => {
       const [xx, W, b, bd] = args;
       const xin = withBDec ? sub(xx, bd) : xx;
-      const [v, idx] = topk(add(matmul(xin, W), b), k);
-      const vals = relu(v);
-      return [[vals, idx], { xin, idx, vals, W }] as [Tensor[], { xin: Tensor; idx: Tensor; vals: Tensor; W: Tensor }];
+      const coo = select(add(matmul(xin, W), b));
+      return [[coo.values, coo.rows, coo.cols], { xin, W, coo }] as [Tensor[], Residuals];
     },
-    (r, [dvals], needs) => encoderBackward(r.xin, r.W, r.idx, mul(dvals, step(r.vals)), needs, withBDec),
-    "topkEncode",
+    (r, [dvals], needs) => encoderBackward(r.xin, r.W, { ...r.coo, values: mul(dvals, step(r.coo.values)) }, needs, withBDec),
+    name,
   );
-  const [values, indices] = withBDec ? f(x, W_enc, b_enc, b_dec!) : f(x, W_enc, b_enc);
-  return { values, indices };
+  const [values, rows, cols] = withBDec ? f(x, W_enc, b_enc, b_dec!) : f(x, W_enc, b_enc);
+  return { rows, cols, values };
+}
+
+/** TopK code of x: k features per row. Differentiable in x, W_enc, b_enc and (when given) b_dec. */
+export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, k: number): TopKCode {
+  const coo = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, (pre) => {
+    const [v, idx] = topk(pre, k);
+    return cooFromRows(idx, relu(v));
+  });
+  // The COO entries are the row-major [B, k] code; reshaping keeps the values on the tape.
+  const [B] = x.shape;
+  return { values: reshape(coo.values, [B, k]), indices: reshape(coo.cols, [B, k]) };
+}
+
+/** BatchTopK code: the `total` largest activations of the whole batch, as COO entries. */
+export function batchTopkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, total: number): Coo {
+  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, (pre) => {
+    const F = pre.shape[1];
+    const [v, flat] = topk(reshape(pre, [-1]), total);
+    return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(v) };
+  });
 }
 
 /** x̂ = Σ_j values[b, j]·W_dec[indices[b, j]] + b_dec, in O(B·k·d). */

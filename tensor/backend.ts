@@ -24,7 +24,7 @@ export type UnaryOp =
   | "relu" | "step" | "sin" | "cos" | "floor" | "ceil" | "not" | "copy";
 
 export type BinaryOp =
-  | "add" | "sub" | "mul" | "div" | "pow" | "max" | "min"
+  | "add" | "sub" | "mul" | "div" | "pow" | "max" | "min" | "floordiv" | "mod"
   | "gt" | "ge" | "lt" | "le" | "eq" | "ne" | "and" | "or";
 
 export type ReduceOp = "sum" | "max" | "min";

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { assertClose, assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
-import { sparseDecode, topkEncode } from "../sae/topk_encode.ts";
+import { batchTopkEncode, sparseDecode, topkEncode } from "../sae/topk_encode.ts";
 import { checkGrads } from "../autodiff/check.ts";
 
 /** The dense formulation the Python references use: mask the ReLU code to its top k, decode with a matmul. */
@@ -51,4 +51,28 @@ test("topkEncode gradients match finite differences; exactly k entries per row",
   const code = topkEncode(x, p.W_enc, p.b_enc, p.b_dec, 3);
   assertEquals(code.values.shape, [4, 3]);
   assertEquals(new Set(Array.from(code.indices.dataSync()).slice(0, 3)).size, 3);
+});
+
+test("batchTopkEncode equals the dense batch-masked formulation, values and gradients", () => {
+  fc.assert(fc.property(shapes, ({ s: { B, d, F, seed, bDecIn }, k }) => {
+    const { x, p } = setup(seed, B, d, F);
+    const total = Math.min(k * B, B * F);
+    const sparse = (q: typeof p) => {
+      const coo = batchTopkEncode(x, q.W_enc, q.b_enc, bDecIn ? q.b_dec : null, total);
+      return t.add(t.spmm(coo, q.W_dec, B), q.b_dec);
+    };
+    const dense = (q: typeof p) => {
+      const pre = t.add(t.matmul(bDecIn ? t.sub(x, q.b_dec) : x, q.W_enc), q.b_enc);
+      const [, flat] = t.topk(t.reshape(pre, [-1]), total);
+      const mask = t.stopGradient(t.reshape(t.cast(t.gt(t.sum(t.oneHot(flat, B * F), 0), 0), "f64"), [B, F]));
+      return t.add(t.matmul(t.mul(t.relu(pre), mask), q.W_dec), q.b_dec);
+    };
+    assertClose(sparse(p).dataSync(), dense(p).dataSync(), { rtol: 1e-12, atol: 1e-12 });
+    const w = t.random.normal(t.random.key(seed + 9), [B, d], { dtype: "f64" });
+    const gs = t.grad((q: typeof p) => t.sum(t.mul(sparse(q), w)))(p);
+    const gd = t.grad((q: typeof p) => t.sum(t.mul(dense(q), w)))(p);
+    for (const name of ["W_enc", "b_enc", "W_dec", "b_dec"] as const) {
+      assertClose(gs[name].dataSync(), gd[name].dataSync(), { rtol: 1e-10, atol: 1e-10, msg: name });
+    }
+  }), { numRuns: 30 });
 });

@@ -38,6 +38,9 @@ const BINARY: Record<BinaryOp, string> = {
   mul: "a * b",
   div: "a / b",
   pow: "Math.pow(a, b)",
+  floordiv: "Math.floor(a / b)",
+  // Python's sign convention: the result takes the divisor's sign.
+  mod: "(a - b * Math.floor(a / b))",
   max: "(a > b || a !== a ? a : b)",
   min: "(a < b || a !== a ? a : b)",
   gt: "+(a > b)",

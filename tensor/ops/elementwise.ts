@@ -47,6 +47,10 @@ export const mul = (a: TensorLike, b: TensorLike): Tensor => binary("mul", a, b,
 /** True division: integers divide as f32. */
 export const div = (a: TensorLike, b: TensorLike): Tensor => binary("div", a, b, floating);
 export const pow = (a: TensorLike, b: TensorLike): Tensor => binary("pow", a, b, floating);
+/** floor(a / b), in the operands' dtype (exact for i32). */
+export const floorDiv = (a: TensorLike, b: TensorLike): Tensor => binary("floordiv", a, b, arith);
+/** a − b·floor(a / b): the remainder with the divisor's sign, as in Python. */
+export const mod = (a: TensorLike, b: TensorLike): Tensor => binary("mod", a, b, arith);
 export const maximum = (a: TensorLike, b: TensorLike): Tensor => binary("max", a, b);
 export const minimum = (a: TensorLike, b: TensorLike): Tensor => binary("min", a, b);
 export const gt = (a: TensorLike, b: TensorLike): Tensor => binary("gt", a, b);

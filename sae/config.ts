@@ -1,0 +1,95 @@
+/** Dictionary configuration: one record for every architecture, with per-architecture defaults. */
+
+export type ArchName = "relu" | "gated" | "topk" | "batchtopk" | "jumprelu" | "matryoshka" | "transcoder" | "mlsae";
+export const ARCHS: readonly ArchName[] = ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder", "mlsae"];
+
+export interface SaeConfig {
+  arch: ArchName;
+  d_in: number;
+  d_sae: number;
+  /** Output width (transcoders decode to another space); d_in otherwise. */
+  d_out: number;
+  /** Active features per row (TopK family; BatchTopK keeps k·B per batch). */
+  k: number;
+  /** λ of the sparsity penalty (ReLU, Gated, JumpReLU). */
+  l1_coefficient: number;
+  /** ReLU: "plain" λ·mean‖f‖₁ (dictionary_learning "standard") or "decoder_norm" λ·mean Σ fᵢ‖W_dec[i]‖ (SAELens, DL April update). */
+  l1_variant: "plain" | "decoder_norm";
+  /** Subtract b_dec from the input before encoding (false for JumpReLU after DL, and transcoders). */
+  apply_b_dec_to_input: boolean;
+  /** JumpReLU: straight-through bandwidth ε (DL 0.001, SAELens 0.05), initial threshold, target L0. */
+  jumprelu_bandwidth: number;
+  jumprelu_init_threshold: number;
+  jumprelu_target_l0: number;
+  /** Matryoshka: sizes of the nested feature groups (sum d_sae) and their loss weights. */
+  matryoshka_groups: number[];
+  matryoshka_weights: number[];
+  /** AuxK (TopK family): coefficient α and k_aux (DL: 1/32 and d_in/2). */
+  auxk_alpha: number;
+  auxk_k: number;
+  /** Unknown fields of a loaded cfg.json, kept so a round trip loses nothing. */
+  extra: Record<string, unknown>;
+}
+
+export type SaeConfigInput = Partial<SaeConfig> & Pick<SaeConfig, "arch" | "d_in" | "d_sae">;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function posInt(field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ConfigError(`sae config: ${field} must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Fill defaults (one reference per architecture, named in the README) and validate. */
+export function resolveConfig(c: SaeConfigInput): SaeConfig {
+  if (!ARCHS.includes(c.arch)) throw new ConfigError(`sae config: arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(c.arch)}`);
+  const d_in = posInt("d_in", c.d_in), d_sae = posInt("d_sae", c.d_sae);
+  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(c.arch);
+  const k = c.k ?? (topkFamily ? Math.min(32, d_sae) : 0);
+  if (topkFamily && (posInt("k", k) > d_sae)) throw new ConfigError(`sae config: k = ${k} exceeds d_sae = ${d_sae}`);
+  const groups = c.matryoshka_groups ?? (c.arch === "matryoshka" ? defaultGroups(d_sae) : []);
+  if (c.arch === "matryoshka") {
+    groups.forEach((g, i) => posInt(`matryoshka_groups[${i}]`, g));
+    if (groups.reduce((a, b) => a + b, 0) !== d_sae) throw new ConfigError(`sae config: matryoshka_groups ${JSON.stringify(groups)} must sum to d_sae = ${d_sae}`);
+  }
+  const weights = c.matryoshka_weights ?? groups.map(() => 1 / Math.max(groups.length, 1));
+  if (weights.length !== groups.length) throw new ConfigError(`sae config: matryoshka_weights has ${weights.length} entries for ${groups.length} groups`);
+  const cfg: SaeConfig = {
+    arch: c.arch,
+    d_in,
+    d_sae,
+    d_out: posInt("d_out", c.d_out ?? d_in),
+    k,
+    l1_coefficient: c.l1_coefficient ?? (c.arch === "jumprelu" ? 1 : c.arch === "gated" ? 1 : 0.1),
+    l1_variant: c.l1_variant ?? "plain",
+    apply_b_dec_to_input: c.apply_b_dec_to_input ?? !(c.arch === "jumprelu" || c.arch === "transcoder"),
+    jumprelu_bandwidth: c.jumprelu_bandwidth ?? 0.001,
+    jumprelu_init_threshold: c.jumprelu_init_threshold ?? 0.001,
+    jumprelu_target_l0: c.jumprelu_target_l0 ?? 20,
+    matryoshka_groups: groups,
+    matryoshka_weights: weights,
+    auxk_alpha: c.auxk_alpha ?? 1 / 32,
+    auxk_k: c.auxk_k ?? Math.max(1, Math.floor(d_in / 2)),
+    extra: c.extra ?? {},
+  };
+  if (c.arch === "transcoder" && cfg.apply_b_dec_to_input && cfg.d_out !== d_in) {
+    throw new ConfigError(`sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`);
+  }
+  if (!(cfg.jumprelu_bandwidth > 0)) throw new ConfigError(`sae config: jumprelu_bandwidth must be > 0, got ${cfg.jumprelu_bandwidth}`);
+  return cfg;
+}
+
+/** Doubling group sizes (F/2^m … F/4, F/2 reversed: small groups first) as in the Matryoshka papers' defaults. */
+function defaultGroups(F: number): number[] {
+  const out: number[] = [];
+  let size = Math.max(1, Math.floor(F / 16)), used = 0;
+  while (used + size < F) {
+    out.push(size);
+    used += size;
+    size *= 2;
+  }
+  out.push(F - used);
+  return out;
+}
