@@ -12,7 +12,7 @@ import { zeros } from "../tensor/ops/create.ts";
 import { add, floorDiv, mod, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
-import { contiguous, reshape, transpose } from "../tensor/ops/shape.ts";
+import { concat, contiguous, reshape, transpose } from "../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../tensor/ops/sparse.ts";
 
 export interface TopKCode {
@@ -38,31 +38,41 @@ function encoderBackward(xin: Tensor, W_enc: Tensor, dpre: Coo, needs: boolean[]
   return withBDec ? [dx, dW, needs[2] ? db : null, dbDec] : [dx, dW, needs[2] ? db : null];
 }
 
-type Residuals = { xin: Tensor; W: Tensor; coo: Coo };
+type Residuals = { xin: Tensor; W: Tensor; coos: Coo[] };
 
-/** Shared shape of both encoders: `select` turns pre-activations into kept COO entries. */
-function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, select: (pre: Tensor) => Coo): Coo {
+/**
+ * One dense matmul, then each `select` keeps some pre-activations as COO entries (values after
+ * ReLU). Several selections share the matmul (the main code and AuxK's dead-feature code); their
+ * cotangents are concatenated into one sparse backward pass.
+ */
+export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, selects: ((pre: Tensor) => Coo)[]): Coo[] {
   const withBDec = b_dec !== null;
   const f = customVjp(
     (...args: Tensor[]) => {
       const [xx, W, b, bd] = args;
       const xin = withBDec ? sub(xx, bd) : xx;
-      const coo = select(add(matmul(xin, W), b));
-      return [[coo.values, coo.rows, coo.cols], { xin, W, coo }] as [Tensor[], Residuals];
+      const pre = add(matmul(xin, W), b);
+      const coos = selects.map((s) => s(pre));
+      return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [Tensor[], Residuals];
     },
-    (r, [dvals], needs) => encoderBackward(r.xin, r.W, { ...r.coo, values: mul(dvals, step(r.coo.values)) }, needs, withBDec),
+    (r, cts, needs) => {
+      const part = (i: number) => mul(cts[3 * i], step(r.coos[i].values));
+      const dpre: Coo = r.coos.length === 1 ? { ...r.coos[0], values: part(0) } : {
+        rows: concat(r.coos.map((c) => c.rows)),
+        cols: concat(r.coos.map((c) => c.cols)),
+        values: concat(r.coos.map((_, i) => part(i))),
+      };
+      return encoderBackward(r.xin, r.W, dpre, needs, withBDec);
+    },
     name,
   );
-  const [values, rows, cols] = withBDec ? f(x, W_enc, b_enc, b_dec!) : f(x, W_enc, b_enc);
-  return { rows, cols, values };
+  const out = withBDec ? f(x, W_enc, b_enc, b_dec!) : f(x, W_enc, b_enc);
+  return selects.map((_, i) => ({ values: out[3 * i], rows: out[3 * i + 1], cols: out[3 * i + 2] }));
 }
 
 /** TopK code of x: k features per row. Differentiable in x, W_enc, b_enc and (when given) b_dec. */
 export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, k: number): TopKCode {
-  const coo = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, (pre) => {
-    const [v, idx] = topk(pre, k);
-    return cooFromRows(idx, relu(v));
-  });
+  const [coo] = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, [(pre) => topkSelect(pre, k)]);
   // The COO entries are the row-major [B, k] code; reshaping keeps the values on the tape.
   const [B] = x.shape;
   return { values: reshape(coo.values, [B, k]), indices: reshape(coo.cols, [B, k]) };
@@ -70,11 +80,20 @@ export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tenso
 
 /** BatchTopK code: the `total` largest activations of the whole batch, as COO entries. */
 export function batchTopkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, total: number): Coo {
-  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, (pre) => {
-    const F = pre.shape[1];
-    const [v, flat] = topk(reshape(pre, [-1]), total);
-    return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(v) };
-  });
+  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, [(pre) => batchTopkSelect(pre, total)])[0];
+}
+
+/** The k largest pre-activations of each row, ReLU'd, as COO entries (row-major [B, k]). */
+export function topkSelect(pre: Tensor, k: number): Coo {
+  const [v, idx] = topk(pre, k);
+  return cooFromRows(idx, relu(v));
+}
+
+/** The `total` largest pre-activations of the whole batch, ReLU'd, as COO entries. */
+export function batchTopkSelect(pre: Tensor, total: number): Coo {
+  const F = pre.shape[1];
+  const [v, flat] = topk(reshape(pre, [-1]), total);
+  return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(v) };
 }
 
 /** x̂ = Σ_j values[b, j]·W_dec[indices[b, j]] + b_dec, in O(B·k·d). */

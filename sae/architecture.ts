@@ -1,0 +1,39 @@
+/** The interface every dictionary architecture implements, as pure functions over its params. */
+import type { Tensor } from "../tensor/tensor.ts";
+import type { Code } from "./code.ts";
+import type { SaeConfig } from "./config.ts";
+import type { SaeParams } from "./params.ts";
+
+/** A training batch: inputs, and the targets when they differ (transcoders). */
+export interface Batch {
+  x: Tensor;
+  y?: Tensor;
+}
+
+/** Training state the loss reads. */
+export interface LossContext {
+  /** Sparsity warmup factor s(t) ∈ [0, 1] multiplying λ (default 1). */
+  l1Scale?: number;
+  /** Dead features (bool [d_sae]) and their count, for AuxK; none dead means no AuxK term. */
+  dead?: Tensor | null;
+  numDead?: number;
+}
+
+/** Loss terms returned beside the total (all scalars but `code` and `xhat`). */
+export interface LossAux {
+  recon: Tensor;
+  sparsity?: Tensor;
+  auxk?: Tensor;
+  gatedAux?: Tensor;
+  code: Code;
+  xhat: Tensor;
+}
+
+export interface Architecture {
+  /** The training-time code (BatchTopK selects over the batch). */
+  encode(p: SaeParams, x: Tensor, cfg: SaeConfig): Code;
+  /** The inference code; BatchTopK and Matryoshka use the learned threshold θ instead. */
+  encodeInference(p: SaeParams, x: Tensor, cfg: SaeConfig, threshold?: number): Code;
+  decode(p: SaeParams, code: Code, cfg: SaeConfig): Tensor;
+  loss(p: SaeParams, batch: Batch, cfg: SaeConfig, ctx: LossContext): [Tensor, LossAux];
+}
