@@ -17,6 +17,8 @@ export interface LossContext {
   /** Dead features (bool [d_sae]) and their count, for AuxK; none dead means no AuxK term. */
   dead?: Tensor | null;
   numDead?: number;
+  /** Add the ghost-grads term for dead features (ReLU SAEs). */
+  ghost?: boolean;
 }
 
 /** Loss terms returned beside the total (all scalars but `code` and `xhat`). */
@@ -25,6 +27,7 @@ export interface LossAux {
   sparsity?: Tensor;
   auxk?: Tensor;
   gatedAux?: Tensor;
+  ghost?: Tensor;
   code: Code;
   xhat: Tensor;
 }

@@ -28,6 +28,15 @@ export function dispose(tree: unknown): void {
   for (const t of disposables(tree)) t.dispose();
 }
 
+/**
+ * Dispose the tensors of `old` that `current` no longer holds: the way to retire a previous
+ * state when the new one reuses some of its tensors.
+ */
+export function disposeReplaced(old: unknown, current: unknown): void {
+  const live = new Set(disposables(current));
+  for (const t of disposables(old)) if (!live.has(t)) t.dispose();
+}
+
 export function tidy<T>(fn: () => T): T {
   const scope = new Set<Disposable>();
   scopes.push(scope);

@@ -1,0 +1,219 @@
+/**
+ * The training step as a function of (state, batch): loss and gradients, constrained Adam, dead
+ * feature tracking in tokens, AuxK/ghost grads inputs, BatchTopK threshold, resampling, k
+ * annealing. The only I/O is reading back a few scalars (dead count, θ statistic, metrics).
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import type { PRNGKey } from "../tensor/random.ts";
+import * as random from "../tensor/random.ts";
+import { zeros } from "../tensor/ops/create.ts";
+import { add, cast, div, ge, gt, minimum, mul, square, sub, where } from "../tensor/ops/elementwise.ts";
+import { mean, min, sum, variance } from "../tensor/ops/reduce.ts";
+import { scatterAdd } from "../tensor/ops/index.ts";
+import { reshape } from "../tensor/ops/shape.ts";
+import { dispose, keep, tidy } from "../tensor/scope.ts";
+import { valueAndGrad } from "../autodiff/grad.ts";
+import { adam, applyUpdates, chain, clipByGlobalNorm, type GradientTransformation } from "../autodiff/optim.ts";
+import { warmupDecaySchedule } from "../autodiff/schedule.ts";
+import type { Batch, LossAux, LossContext } from "./architecture.ts";
+import { architecture } from "./architectures.ts";
+import { asCoo, type Code, l0PerRow } from "./code.ts";
+import type { SaeConfig } from "./config.ts";
+import { initParams, type SaeParams, unitRows } from "./params.ts";
+import type { TrainConfig } from "./train_config.ts";
+import { geometricMedian } from "./geometric_median.ts";
+import { standardize } from "./mlsae.ts";
+import { resampleDead } from "./resample.ts";
+
+export interface TrainState {
+  step: number;
+  params: SaeParams;
+  opt: unknown;
+  /** Tokens since each feature last fired, clamped at dead_tokens (f32 [d_sae]). */
+  sinceFired: Tensor;
+  numDead: number;
+  /** BatchTopK/Matryoshka inference threshold θ (−1 until first set under "dl"). */
+  threshold: number;
+  /** Inputs (and targets) are divided by these while training; folded into saved weights. */
+  scale: number;
+  scaleOut: number;
+  key: PRNGKey;
+}
+
+export interface StepMetrics {
+  step: number;
+  lr: number;
+  k: number;
+  loss: number;
+  recon: number;
+  fvu: number;
+  l0: number;
+  deadFraction: number;
+  sparsity?: number;
+  auxk?: number;
+  ghost?: number;
+  gatedAux?: number;
+  threshold?: number;
+  resampled?: number;
+}
+
+const usesThreshold = (cfg: SaeConfig) => cfg.arch === "batchtopk" || cfg.arch === "matryoshka";
+
+export function lrAt(t: TrainConfig, step: number): number {
+  return warmupDecaySchedule({ peak: t.lr, warmupSteps: t.warmup_steps, totalSteps: t.steps, decayStart: t.decay_start ?? undefined })(step);
+}
+
+export function kAt(cfg: SaeConfig, t: TrainConfig, step: number): number {
+  if (t.k_anneal_steps <= 0 || t.k_start === null) return cfg.k;
+  return Math.round(t.k_start + (cfg.k - t.k_start) * Math.min(step / t.k_anneal_steps, 1));
+}
+
+function optimizer(t: TrainConfig): GradientTransformation<unknown> {
+  const a = adam({ lr: (s) => lrAt(t, s), b1: t.b1, b2: t.b2, eps: t.eps }) as GradientTransformation<unknown>;
+  return t.grad_clip === null ? a : chain(clipByGlobalNorm(t.grad_clip), a) as GradientTransformation<unknown>;
+}
+
+/** Inputs as the model sees them during training (scaled; MLSAE standardises per token itself). */
+function scaled(batch: Batch, s: TrainState): Batch {
+  return { x: s.scale === 1 ? batch.x : div(batch.x, s.scale), y: batch.y && (s.scaleOut === 1 ? batch.y : div(batch.y, s.scaleOut)) };
+}
+
+/**
+ * A fresh training state. `first` is a batch (or several) used to estimate the normalisation
+ * scale √(mean‖x‖²) and the geometric-median b_dec, as dictionary_learning does.
+ */
+export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfig, first: Batch[]): Promise<TrainState> {
+  const [kInit, kRun] = random.split(key);
+  const params = initParams(kInit, cfg);
+  const rms = async (xs: Tensor[]) => Math.sqrt((await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce((a, b) => a + b, 0) / xs.length);
+  const normalize = t.normalize_activations && cfg.arch !== "mlsae";
+  const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
+  const scaleOut = normalize && first[0]?.y ? await rms(first.map((b) => b.y!)) : scale;
+  const state: TrainState = {
+    step: 0,
+    params,
+    opt: optimizer(t).init(params),
+    sinceFired: zeros([cfg.d_sae]),
+    numDead: 0,
+    threshold: t.threshold_ema === "dl" ? -1 : 0,
+    scale: scale > 0 ? scale : 1,
+    scaleOut: scaleOut > 0 ? scaleOut : 1,
+    key: kRun,
+  };
+  if (t.geometric_median_init && first.length) {
+    const b = scaled(first[0], state);
+    const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    const median = await geometricMedian(target);
+    params.b_dec.dispose();
+    params.b_dec = median;
+  }
+  return state;
+}
+
+/** Features that fired at least once in the batch (bool [d_sae]). */
+function firedFeatures(code: Code, F: number): Tensor {
+  if (code.kind === "dense") return gt(sum(cast(gt(code.f, 0), "f32"), 0), 0);
+  const coo = asCoo(code)!;
+  return gt(scatterAdd(zeros([F]), coo.cols, cast(gt(coo.values, 0), "f32"), 0), 0);
+}
+
+/** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
+function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
+  const u = unitRows(W_dec);
+  return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
+}
+
+/** One training step. Returns the new state (the old one is left to the caller to dispose). */
+export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig, t: TrainConfig): Promise<{ state: TrainState; metrics: StepMetrics }> {
+  const arch = architecture(cfg.arch);
+  const k = kAt(cfg, t, state.step);
+  const stepCfg: SaeConfig = k === cfg.k ? cfg : { ...cfg, k };
+  const B = batch.x.shape[0] * (cfg.arch === "mlsae" ? batch.x.shape[1] : 1);
+  const constrained = t.optimizer === "constrained_adam";
+  const opt = optimizer(t);
+  const out = tidy(() => {
+    const b = scaled(batch, state);
+    const dead = state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null;
+    const ctx: LossContext = {
+      l1Scale: t.sparsity_warmup_steps > 0 ? Math.min(state.step / t.sparsity_warmup_steps, 1) : 1,
+      dead,
+      numDead: state.numDead,
+      ghost: t.ghost_grads,
+    };
+    const lossFn = (p: SaeParams) => arch.loss(p, b, stepCfg, ctx);
+    const [[loss, aux], grads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [[Tensor, LossAux], SaeParams];
+    if (constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
+    const [updates, optState] = opt.update(grads, state.opt, state.params);
+    const params = applyUpdates(state.params, updates) as SaeParams;
+    if (constrained) params.W_dec = unitRows(params.W_dec);
+    const fired = firedFeatures(aux.code, cfg.d_sae);
+    const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), t.dead_tokens));
+    const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    const residualVar = sum(variance(sub(target, aux.xhat), 0));
+    const fvu = div(residualVar, sum(variance(target, 0)));
+    const coo = asCoo(aux.code);
+    const minPositive = coo ? min(where(gt(coo.values, 0), coo.values, Infinity)) : null;
+    const scalars: Record<string, Tensor> = {
+      loss, recon: aux.recon, fvu, l0: mean(l0PerRow(aux.code)), numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
+    };
+    for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) if (aux[key]) scalars[key] = aux[key]!;
+    if (minPositive && usesThreshold(cfg)) scalars.minPositive = minPositive;
+    return { params, optState, sinceFired, scalars, xhat: keep(aux.xhat), target: keep(target) };
+  });
+  const host: Record<string, number> = {};
+  for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
+  dispose(out.scalars);
+
+  let threshold = state.threshold;
+  if (usesThreshold(cfg) && Number.isFinite(host.minPositive)) {
+    const m = host.minPositive;
+    if (t.threshold_ema === "saelens") threshold = 0.99 * threshold + 0.01 * m;
+    else if (state.step >= t.threshold_start_step) threshold = threshold < 0 ? m : 0.999 * threshold + 0.001 * m;
+  }
+  let next: TrainState = {
+    ...state,
+    step: state.step + 1,
+    params: out.params,
+    opt: out.optState,
+    sinceFired: out.sinceFired,
+    numDead: host.numDead,
+    threshold,
+  };
+  let resampled: number | undefined;
+  if (t.resample_steps && state.step % t.resample_steps === t.resample_steps - 1) {
+    const r = await resampleDead(next, out.target, out.xhat, t.resample_steps / 2 * B, B);
+    next = r.state;
+    resampled = r.count;
+  }
+  dispose([out.xhat, out.target]);
+  const metrics: StepMetrics = {
+    step: state.step,
+    lr: lrAt(t, state.step),
+    k,
+    loss: host.loss,
+    recon: host.recon,
+    fvu: host.fvu,
+    l0: host.l0,
+    deadFraction: host.numDead / cfg.d_sae,
+  };
+  for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) if (key in host) metrics[key] = host[key];
+  if (usesThreshold(cfg)) metrics.threshold = threshold;
+  if (resampled !== undefined) metrics.resampled = resampled;
+  return { state: next, metrics };
+}
+
+/** The state's tensors, for dispose() once a newer state replaces it. */
+export function stateTensors(s: TrainState): unknown[] {
+  return [s.params, s.opt, s.sinceFired];
+}
+
+/** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */
+export function foldScale(p: SaeParams, cfg: SaeConfig, scale: number, scaleOut: number): SaeParams {
+  if (scale === 1 && scaleOut === 1) return p;
+  return {
+    ...p,
+    W_enc: div(p.W_enc, scale),
+    W_dec: mul(p.W_dec, scaleOut),
+    b_dec: mul(p.b_dec, scaleOut),
+  };
+}
