@@ -1,0 +1,240 @@
+/**
+ * The `sae` command: train, eval, info. Runs under Deno (`deno run -A sae/cli.ts …`, the `sae`
+ * task) and Bun (`bun sae/cli.ts …`). Bad arguments print a message and exit with code 2.
+ */
+import process from "node:process";
+import { readFile } from "node:fs/promises";
+import * as t from "../mod.ts";
+import { ARCHS, type ArchName, ConfigError, resolveConfig } from "./config.ts";
+import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
+import { runTraining } from "./driver.ts";
+import { arrayData, type DataSource, syntheticData } from "./sources.ts";
+import { loadSae } from "./io.ts";
+import { evaluate, formatMetricsTable } from "./metrics.ts";
+import type { Batch } from "./architecture.ts";
+import { makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
+import { loadNpy } from "../data/npy.ts";
+
+class UsageError extends Error {}
+
+type Flags = Record<string, string | true>;
+
+function parseArgs(argv: string[]): { positional: string[]; flags: Flags } {
+  const positional: string[] = [], flags: Flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("--")) {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf("=");
+    if (eq > 0) flags[a.slice(2, eq)] = a.slice(eq + 1);
+    else if (i + 1 < argv.length && !argv[i + 1].startsWith("--")) flags[a.slice(2)] = argv[++i];
+    else flags[a.slice(2)] = true;
+  }
+  return { positional, flags };
+}
+
+function num(flags: Flags, name: string, opts: { int?: boolean; min?: number } = {}): number | undefined {
+  const v = flags[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v === true || !Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+    throw new UsageError(`--${name} must be ${opts.int ? "an integer" : "a number"}${opts.min !== undefined ? ` >= ${opts.min}` : ""}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function str(flags: Flags, name: string): string | undefined {
+  const v = flags[name];
+  if (v === true) throw new UsageError(`--${name} needs a value`);
+  return v;
+}
+
+function checkKnown(flags: Flags, known: string[], cmd: string): void {
+  for (const f of Object.keys(flags)) if (!known.includes(f)) throw new UsageError(`sae ${cmd}: unknown option --${f} (see sae ${cmd} --help)`);
+}
+
+const TRAIN_HELP = `sae train: train a dictionary
+
+  --arch NAME        ${ARCHS.join(" | ")} (default topk)
+  --d-sae N          dictionary size, or --expansion R (d_sae = R·d_in; default 8)
+  --k N              active features (TopK family; default 32, or d_sae if smaller)
+  --l1 X             sparsity coefficient λ (ReLU, Gated, JumpReLU)
+  --lr X             learning rate (default per architecture, dictionary_learning's)
+  --steps N          training steps (default 1000)
+  --batch N          batch size in rows (default 2048)
+  --data PATH        .npy of shape [N, d] or [N, L, d] (f32/f16/f64); default: synthetic superposition
+  --targets PATH     .npy of targets [N, d_out] (transcoders)
+  --synthetic-d N, --synthetic-features N, --synthetic-active X   the synthetic data's width, true features, mean active
+  --seed N           seed for initialisation and data order (default 0)
+  --out DIR          run folder (default runs/<arch>-<seed>)
+  --resume           continue from DIR/checkpoint
+  --backend NAME     backend to use (default: $SPARSECODER_BACKEND or cpu)
+  --quiet            no progress bar
+
+Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
+DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.`;
+
+const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
+
+  --data PATH        .npy to evaluate on (default: held-out batches of the run's synthetic data)
+  --targets PATH     .npy targets for transcoders
+  --batches N        number of batches (default 8)   --batch N   rows per batch (default 2048)
+  --json             print JSON instead of a table`;
+
+const INFO_HELP = `sae info DIR: summarise a saved dictionary (architecture, sizes, decoder norms, threshold, saved metrics)`;
+
+const MAIN_HELP = `usage: sae <command> [options]
+
+commands:
+  train    train a dictionary (default data: synthetic superposition)
+  eval     evaluate a saved dictionary
+  info     summarise a saved dictionary
+
+sae <command> --help for options.`;
+
+async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number): Promise<{ data: DataSource; describe: unknown }> {
+  const path = str(flags, "data");
+  if (path) {
+    if (!path.endsWith(".npy")) throw new UsageError(`--data: only .npy files are read so far, got ${path}`);
+    const x = await loadNpy(path);
+    const tp = str(flags, "targets");
+    const y = tp ? await loadNpy(tp) : undefined;
+    const cast = (a: t.Tensor) => (a.dtype === "f32" ? a : t.cast(a, "f32"));
+    return { data: arrayData(cast(x), { y: y && cast(y), seed, name: path }), describe: { kind: "npy", path, targets: tp ?? null } };
+  }
+  const src = makeSynthetic(syn!);
+  return { data: syntheticData(src), describe: { kind: "synthetic", config: src.config } };
+}
+
+async function train(flags: Flags): Promise<void> {
+  checkKnown(flags, ["arch", "d-sae", "expansion", "k", "l1", "lr", "steps", "batch", "data", "targets", "synthetic-d", "synthetic-features", "synthetic-active", "seed", "out", "resume", "backend", "quiet"], "train");
+  const arch = (str(flags, "arch") ?? "topk") as ArchName;
+  if (!ARCHS.includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
+  const backend = str(flags, "backend");
+  if (backend) t.useBackend(backend);
+  const seed = num(flags, "seed", { int: true, min: 0 }) ?? 0;
+  const synD = num(flags, "synthetic-d", { int: true, min: 1 }) ?? 64;
+  const syn: SyntheticConfig = {
+    d: synD,
+    nFeatures: num(flags, "synthetic-features", { int: true, min: 1 }) ?? synD * 4,
+    meanActive: num(flags, "synthetic-active", { min: 0 }) ?? 5,
+    seed,
+    ...(arch === "mlsae" ? { layers: 4 } : {}),
+  };
+  const { data, describe } = await dataFrom(flags, syn, seed);
+  if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) throw new UsageError("--arch transcoder needs --data and --targets (input and output activations)");
+  const d_in = data.width;
+  if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
+  const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ?? Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
+  const k = num(flags, "k", { int: true, min: 1 });
+  const l1 = num(flags, "l1", { min: 0 });
+  const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}) });
+  const tin: TrainConfigInput = { seed };
+  for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
+    const v = num(flags, flag, { int: true, min: 1 });
+    if (v !== undefined) tin[field] = v;
+  }
+  const lr = num(flags, "lr", { min: 0 });
+  if (lr !== undefined) tin.lr = lr;
+  const tcfg = resolveTrainConfig(cfg, tin);
+  const out = str(flags, "out") ?? `runs/${arch}-${seed}`;
+  const quiet = flags.quiet === true;
+  if (!quiet) process.stderr.write(`training ${arch} d_in=${d_in} d_sae=${d_sae}${cfg.k ? ` k=${cfg.k}` : ""} for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${t.getBackend().info()}) → ${out}\n`);
+  await t.ensureDir(out);
+  await t.writeJsonAtomic(`${out}/data.json`, describe);
+  const res = await runTraining({ cfg, train: tcfg, data, out, resume: flags.resume === true, progress: !quiet });
+  const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), res.state.threshold >= 0 ? { threshold: res.state.threshold } : {});
+  await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined });
+  console.log(formatMetricsTable(m));
+}
+
+/** Batches far past anything training reads (synthetic sources are infinite; arrays wrap around). */
+function* heldOut(data: DataSource, size: number, n: number, offset: number): Generator<Batch> {
+  for (let i = 0; i < n; i++) yield data.batch(offset + i, size);
+}
+
+async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
+  checkKnown(flags, ["data", "targets", "batches", "batch", "json", "backend"], "eval");
+  if (!dir) throw new UsageError("sae eval: missing the dictionary folder (sae eval DIR)");
+  const backend = str(flags, "backend");
+  if (backend) t.useBackend(backend);
+  const saved = await loadSae(dir);
+  let syn: SyntheticConfig | null = null;
+  if (!str(flags, "data")) {
+    const describe = JSON.parse(await readFile(`${dir}/data.json`, "utf8").catch(() => {
+      throw new UsageError(`sae eval: ${dir}/data.json not found; pass --data PATH`);
+    }));
+    if (describe.kind !== "synthetic") throw new UsageError(`sae eval: ${dir} was trained on ${describe.path}; pass --data PATH`);
+    syn = describe.config;
+  }
+  const { data } = await dataFrom(flags, syn, 0);
+  const batches = num(flags, "batches", { int: true, min: 1 }) ?? 8;
+  const size = num(flags, "batch", { int: true, min: 1 }) ?? 2048;
+  const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), saved.threshold !== undefined ? { threshold: saved.threshold } : {});
+  console.log(flags.json ? JSON.stringify({ ...m, feature_density: undefined }) : formatMetricsTable(m));
+}
+
+async function info(dir: string | undefined, flags: Flags): Promise<void> {
+  checkKnown(flags, ["json"], "info");
+  if (!dir) throw new UsageError("sae info: missing the dictionary folder (sae info DIR)");
+  const { params, cfg, threshold, metrics } = await loadSae(dir);
+  const norms = await t.norm(params.W_dec, -1).data();
+  const sorted = Float64Array.from(norms).sort();
+  const nParams = Object.values(params).reduce((n, x) => n + (x ? x.size : 0), 0);
+  const evalJson = await readFile(`${dir}/eval.json`, "utf8").then(JSON.parse, () => metrics ?? null);
+  const summary = {
+    folder: dir,
+    architecture: cfg.arch,
+    d_in: cfg.d_in,
+    d_sae: cfg.d_sae,
+    ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
+    ...(cfg.k ? { k: cfg.k } : {}),
+    ...(threshold !== undefined ? { threshold } : {}),
+    dtype: params.W_enc.dtype,
+    parameters: nParams,
+    decoder_norm: { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
+    apply_b_dec_to_input: cfg.apply_b_dec_to_input,
+    evaluation: evalJson ? Object.fromEntries(Object.entries(evalJson).filter(([, v]) => typeof v === "number")) : null,
+  };
+  if (flags.json) console.log(JSON.stringify(summary));
+  else {
+    for (const [k, v] of Object.entries(summary)) {
+      if (v && typeof v === "object") console.log(`${k}:\n${Object.entries(v).map(([a, b]) => `  ${a.padEnd(30)} ${typeof b === "number" ? Number(b.toPrecision(6)) : b}`).join("\n")}`);
+      else console.log(`${k.padEnd(32)} ${v}`);
+    }
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const { positional, flags } = parseArgs(rest);
+  try {
+    if (!cmd || cmd === "--help" || cmd === "help") {
+      console.log(MAIN_HELP);
+      return cmd ? 0 : 2;
+    }
+    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
+    if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
+    if (flags.help) {
+      console.log(help);
+      return 0;
+    }
+    if (cmd === "train") {
+      if (positional.length) throw new UsageError(`sae train: unexpected argument ${JSON.stringify(positional[0])}`);
+      await train(flags);
+    } else if (cmd === "eval") await evalCmd(positional[0], flags);
+    else await info(positional[0], flags);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      console.error(`sae: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+const g = globalThis as { Deno?: { args: string[] } };
+if (import.meta.main) process.exitCode = await main(g.Deno ? g.Deno.args : process.argv.slice(2));

@@ -1,0 +1,129 @@
+/**
+ * Dictionaries on disk in the SAELens layout: a folder with cfg.json and sae_weights.safetensors
+ * (W_enc [d_in, d_sae], W_dec [d_sae, d_out], b_enc, b_dec, and threshold / b_gate, b_mag, r_mag
+ * where the architecture has them). Our own full config rides along under "sparsecoder"; fields
+ * we do not know are kept. Folders written by SAELens itself load too.
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import { full } from "../tensor/ops/create.ts";
+import { cast } from "../tensor/ops/elementwise.ts";
+import { fmt, shapesEqual } from "../tensor/shape.ts";
+import { ensureDir, readFileBytes, writeJsonAtomic } from "../data/atomic.ts";
+import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
+import { type ArchName, ConfigError, resolveConfig, type SaeConfig, type SaeConfigInput } from "./config.ts";
+import type { SaeParams } from "./params.ts";
+
+export const CFG_FILE = "cfg.json";
+export const WEIGHTS_FILE = "sae_weights.safetensors";
+
+export interface SavedSae {
+  params: SaeParams;
+  cfg: SaeConfig;
+  /** BatchTopK/Matryoshka inference threshold, when one was saved. */
+  threshold?: number;
+  /** Evaluation metrics stored beside the weights, if any. */
+  metrics?: Record<string, unknown>;
+}
+
+/** SAELens architecture names for ours (BatchTopK is saved as JumpReLU with a uniform θ, as SAELens does). */
+const SAELENS_ARCH: Record<ArchName, string> = {
+  relu: "standard",
+  gated: "gated",
+  topk: "topk",
+  batchtopk: "jumprelu",
+  matryoshka: "jumprelu",
+  jumprelu: "jumprelu",
+  transcoder: "topk",
+  mlsae: "topk",
+};
+
+const FROM_SAELENS: Record<string, ArchName> = { standard: "relu", gated: "gated", jumprelu: "jumprelu", topk: "topk" };
+
+const join = (dir: string, f: string) => (dir.endsWith("/") ? dir + f : `${dir}/${f}`);
+
+/** Write the dictionary atomically (each file via a temporary file and rename). */
+export async function saveSae(dir: string, s: SavedSae): Promise<void> {
+  const { params: p, cfg } = s;
+  await ensureDir(dir);
+  const tensors: Record<string, Tensor> = { W_enc: p.W_enc, W_dec: p.W_dec, b_dec: p.b_dec };
+  if (p.b_enc) tensors.b_enc = p.b_enc;
+  for (const k of ["b_gate", "b_mag", "r_mag", "threshold"] as const) if (p[k]) tensors[k] = p[k]!;
+  const thresholdArch = cfg.arch === "batchtopk" || cfg.arch === "matryoshka";
+  if (thresholdArch && s.threshold !== undefined && s.threshold >= 0) tensors.threshold = full([cfg.d_sae], s.threshold, p.W_enc.dtype, p.W_enc.backend);
+  await saveSafetensors(join(dir, WEIGHTS_FILE), tensors, { format: "pt" });
+  if (thresholdArch) tensors.threshold?.dispose();
+  const { extra, ...ours } = cfg;
+  const json: Record<string, unknown> = {
+    ...extra,
+    architecture: SAELENS_ARCH[cfg.arch],
+    d_in: cfg.d_in,
+    d_sae: cfg.d_sae,
+    ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
+    dtype: p.W_enc.dtype === "f64" ? "float64" : p.W_enc.dtype === "bf16" ? "bfloat16" : p.W_enc.dtype === "f16" ? "float16" : "float32",
+    apply_b_dec_to_input: cfg.apply_b_dec_to_input,
+    ...(["topk", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
+    normalize_activations: "none",
+    sparsecoder: { ...ours, ...(s.threshold !== undefined ? { threshold: s.threshold } : {}) },
+    ...(s.metrics ? { metrics: s.metrics } : {}),
+  };
+  await writeJsonAtomic(join(dir, CFG_FILE), json);
+}
+
+function need(cond: unknown, msg: string): asserts cond {
+  if (!cond) throw new ConfigError(msg);
+}
+
+/** Load a dictionary written by saveSae or by SAELens. */
+export async function loadSae(dir: string): Promise<SavedSae> {
+  const cfgPath = join(dir, CFG_FILE), wPath = join(dir, WEIGHTS_FILE);
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(await readFileBytes(cfgPath)));
+  } catch (e) {
+    throw new ConfigError(`${cfgPath}: ${(e as Error).message}`);
+  }
+  need(raw && typeof raw === "object" && !Array.isArray(raw), `${cfgPath}: expected a JSON object`);
+  const ours = raw.sparsecoder as (SaeConfigInput & { threshold?: number }) | undefined;
+  const { tensors } = await loadSafetensors(wPath);
+  let cfg: SaeConfig;
+  const known = new Set(["architecture", "d_in", "d_sae", "d_out", "dtype", "apply_b_dec_to_input", "k", "normalize_activations", "sparsecoder", "metrics"]);
+  const extra = Object.fromEntries(Object.entries(raw).filter(([k]) => !known.has(k)));
+  if (ours) {
+    const { threshold: _t, ...c } = ours;
+    cfg = resolveConfig({ ...c, extra: { ...(c.extra ?? {}), ...extra } });
+  } else {
+    const arch = FROM_SAELENS[String(raw.architecture ?? "standard")];
+    need(arch, `${cfgPath}: architecture ${JSON.stringify(raw.architecture)} is not one of ${Object.keys(FROM_SAELENS).join(", ")}`);
+    const k = raw.k ?? (raw.activation_fn_kwargs as Record<string, unknown> | undefined)?.k;
+    cfg = resolveConfig({
+      arch,
+      d_in: raw.d_in as number,
+      d_sae: raw.d_sae as number,
+      ...(raw.d_out !== undefined ? { d_out: raw.d_out as number } : {}),
+      ...(k !== undefined ? { k: k as number } : {}),
+      apply_b_dec_to_input: raw.apply_b_dec_to_input === undefined ? arch !== "jumprelu" : Boolean(raw.apply_b_dec_to_input),
+      extra,
+    });
+  }
+  const expect: Record<string, number[]> = {
+    W_enc: [cfg.d_in, cfg.d_sae],
+    W_dec: [cfg.d_sae, cfg.d_out],
+    b_dec: [cfg.d_out],
+    ...(cfg.arch === "gated" ? { b_gate: [cfg.d_sae], b_mag: [cfg.d_sae], r_mag: [cfg.d_sae] } : { b_enc: [cfg.d_sae] }),
+    ...(cfg.arch === "jumprelu" ? { threshold: [cfg.d_sae] } : {}),
+  };
+  for (const [name, shape] of Object.entries(expect)) {
+    const t = tensors[name];
+    need(t, `${wPath}: missing tensor "${name}" for a ${cfg.arch} dictionary (has ${Object.keys(tensors).join(", ")})`);
+    need(shapesEqual(t.shape, shape), `${wPath}: tensor "${name}" has shape ${fmt(t.shape)}, expected ${fmt(shape)} from ${CFG_FILE}`);
+  }
+  // Storage dtypes (f16/bf16) compute in f32, as everywhere else.
+  const toF32 = (t: Tensor) => (t.dtype === "f16" || t.dtype === "bf16" ? cast(t, "f32") : t);
+  const params: SaeParams = { W_enc: toF32(tensors.W_enc), W_dec: toF32(tensors.W_dec), b_dec: toF32(tensors.b_dec) };
+  for (const k of ["b_enc", "b_gate", "b_mag", "r_mag"] as const) if (tensors[k]) params[k] = toF32(tensors[k]);
+  if (cfg.arch === "jumprelu") params.threshold = toF32(tensors.threshold);
+  let threshold = ours?.threshold;
+  if (threshold === undefined && (cfg.arch === "batchtopk" || cfg.arch === "matryoshka") && tensors.threshold) threshold = (await tensors.threshold.data())[0];
+  else if (cfg.arch !== "jumprelu") tensors.threshold?.dispose();
+  return { params, cfg, ...(threshold !== undefined ? { threshold } : {}), ...(raw.metrics ? { metrics: raw.metrics as Record<string, unknown> } : {}) };
+}
