@@ -11,7 +11,7 @@ import { add, cast, div, ge, gt, minimum, mul, square, sub, where } from "../ten
 import { mean, min, sum, variance } from "../tensor/ops/reduce.ts";
 import { scatterAdd } from "../tensor/ops/index.ts";
 import { reshape } from "../tensor/ops/shape.ts";
-import { dispose, keep, tidy } from "../tensor/scope.ts";
+import { dispose, disposeReplaced, keep, tidy } from "../tensor/scope.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { adam, applyUpdates, chain, clipByGlobalNorm, type GradientTransformation } from "../autodiff/optim.ts";
 import { warmupDecaySchedule } from "../autodiff/schedule.ts";
@@ -185,7 +185,7 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     next = r.state;
     resampled = r.count;
   }
-  dispose([out.xhat, out.target]);
+  disposeReplaced([out.xhat, out.target], batch); // the target may be the caller's own batch.x
   const metrics: StepMetrics = {
     step: state.step,
     lr: lrAt(t, state.step),
