@@ -12,7 +12,7 @@ import { arrayData, type DataSource, syntheticData } from "./sources.ts";
 import { loadSae } from "./io.ts";
 import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
-import { makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
+import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { loadNpy } from "../data/npy.ts";
 
 class UsageError extends Error {}
@@ -94,7 +94,7 @@ commands:
 
 sae <command> --help for options.`;
 
-async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number): Promise<{ data: DataSource; describe: unknown }> {
+async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number): Promise<{ data: DataSource; describe: unknown; truth?: t.Tensor }> {
   const path = str(flags, "data");
   if (path) {
     if (!path.endsWith(".npy")) throw new UsageError(`--data: only .npy files are read so far, got ${path}`);
@@ -105,7 +105,8 @@ async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number)
     return { data: arrayData(cast(x), { y: y && cast(y), seed, name: path }), describe: { kind: "npy", path, targets: tp ?? null } };
   }
   const src = makeSynthetic(syn!);
-  return { data: syntheticData(src), describe: { kind: "synthetic", config: src.config } };
+  const truth = src.features.ndim === 2 ? src.features : undefined;
+  return { data: syntheticData(src), describe: { kind: "synthetic", config: src.config }, ...(truth ? { truth } : {}) };
 }
 
 async function train(flags: Flags): Promise<void> {
@@ -123,7 +124,7 @@ async function train(flags: Flags): Promise<void> {
     seed,
     ...(arch === "mlsae" ? { layers: 4 } : {}),
   };
-  const { data, describe } = await dataFrom(flags, syn, seed);
+  const { data, describe, truth } = await dataFrom(flags, syn, seed);
   if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) throw new UsageError("--arch transcoder needs --data and --targets (input and output activations)");
   const d_in = data.width;
   if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
@@ -146,8 +147,20 @@ async function train(flags: Flags): Promise<void> {
   await t.writeJsonAtomic(`${out}/data.json`, describe);
   const res = await runTraining({ cfg, train: tcfg, data, out, resume: flags.resume === true, progress: !quiet });
   const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), res.state.threshold >= 0 ? { threshold: res.state.threshold } : {});
-  await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined });
+  const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
+  await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined, ...(recovery ?? {}) });
   console.log(formatMetricsTable(m));
+  if (recovery) console.log(recoveryLine(recovery));
+}
+
+/** Ground-truth recovery on synthetic data: true features matched by a decoder row with cosine > 0.9, and MMCS. */
+async function recoveryOf(truth: t.Tensor, W_dec: t.Tensor): Promise<{ true_features_recovered: number; true_features: number; recovery_mmcs: number }> {
+  const r = await featureRecovery(truth, W_dec, 0.9);
+  return { true_features_recovered: r.recovered, true_features: truth.shape[0], recovery_mmcs: r.mmcs };
+}
+
+function recoveryLine(r: { true_features_recovered: number; true_features: number; recovery_mmcs: number }): string {
+  return `true features recovered (cos > 0.9): ${r.true_features_recovered}/${r.true_features} (${(100 * r.true_features_recovered / r.true_features).toFixed(1)}%), MMCS ${r.recovery_mmcs.toFixed(4)}`;
 }
 
 /** Batches far past anything training reads (synthetic sources are infinite; arrays wrap around). */
@@ -169,11 +182,16 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
     if (describe.kind !== "synthetic") throw new UsageError(`sae eval: ${dir} was trained on ${describe.path}; pass --data PATH`);
     syn = describe.config;
   }
-  const { data } = await dataFrom(flags, syn, 0);
+  const { data, truth } = await dataFrom(flags, syn, 0);
   const batches = num(flags, "batches", { int: true, min: 1 }) ?? 8;
   const size = num(flags, "batch", { int: true, min: 1 }) ?? 2048;
   const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), saved.threshold !== undefined ? { threshold: saved.threshold } : {});
-  console.log(flags.json ? JSON.stringify({ ...m, feature_density: undefined }) : formatMetricsTable(m));
+  const recovery = truth ? await recoveryOf(truth, saved.params.W_dec) : null;
+  if (flags.json) console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
+  else {
+    console.log(formatMetricsTable(m));
+    if (recovery) console.log(recoveryLine(recovery));
+  }
 }
 
 async function info(dir: string | undefined, flags: Flags): Promise<void> {
