@@ -16,6 +16,8 @@ export * from "./tensor/ops/index.ts";
 export * from "./tensor/ops/linalg.ts";
 export * from "./tensor/ops/sparse.ts";
 export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
+export { checkGrads, numericalGrad } from "./autodiff/check.ts";
+export type { CheckGradsOptions } from "./autodiff/check.ts";
 export type { GradOptions } from "./autodiff/grad.ts";
 export * from "./autodiff/tree.ts";
 export * from "./autodiff/optim.ts";

@@ -65,24 +65,28 @@ export function closeTrace(trace: Trace, leaves: Tensor[], outputs: Tensor[], al
   trace.open = false;
   const isLeaf = new Set(leaves);
   const liveIn = (x: Tensor) => (x._tape?.traces as Set<Trace> | undefined)?.has(trace) ?? false;
-  const seen = new Set<Node>();
+  const done = new Set<Node>();
   const order: Node[] = [];
   // Iterative post-order DFS: deep graphs (long loops inside a loss) must not overflow the stack.
+  // A node is marked when it is emitted, not when pushed: a node reached again from a later
+  // consumer is pushed again and expanded there, so it is emitted before every consumer (a
+  // push-time mark let a consumer be emitted before its producer, and the backward pass then
+  // dropped that consumer's cotangent). Stale duplicates are skipped when they surface.
   const todo: { node: Node; expanded: boolean }[] = [];
   const push = (x: Tensor) => {
     if (isLeaf.has(x) || !liveIn(x)) return;
     const n = x._tape!.producer as Node | undefined;
-    if (n && !seen.has(n)) {
-      seen.add(n);
-      todo.push({ node: n, expanded: false });
-    }
+    if (n && !done.has(n)) todo.push({ node: n, expanded: false });
   };
   for (const o of outputs) push(o);
   while (todo.length) {
     const top = todo[todo.length - 1];
     if (top.expanded) {
       todo.pop();
+      done.add(top.node);
       order.push(top.node);
+    } else if (done.has(top.node)) {
+      todo.pop();
     } else {
       top.expanded = true;
       for (const x of top.node.inputs) push(x);

@@ -180,6 +180,13 @@ for (const c of BINARY) {
   });
 }
 
+test("forward: argmax/argmin pick the first NaN, as NumPy does", () => {
+  assertEquals(Array.from(t.argmax(t.tensor([1, NaN, 3, NaN])).dataSync()), [1]);
+  assertEquals(Array.from(t.argmin(t.tensor([NaN, -1])).dataSync()), [0]);
+  assertEquals(Array.from(t.argmax(t.tensor([[1, 5], [NaN, 0]]), 0).dataSync()), [1, 0]);
+  assertClose(t.max(t.tensor([1, NaN, 3]), 0).dataSync(), [NaN]);
+});
+
 test("forward: maximum/minimum propagate NaN; comparisons with NaN are false (ne true)", () => {
   const a = t.tensor([NaN, 1, NaN], { dtype: "f64" }), b = t.tensor([1, NaN, NaN], { dtype: "f64" });
   assertClose(t.maximum(a, b).dataSync(), [NaN, NaN, NaN]);
@@ -381,6 +388,26 @@ test("forward: matmul of sizes large enough for BLAS, with transposed operands",
   }
 });
 
+test("forward: BLAS-sized matmul of offset slices (leading dimension > columns) and broadcast batches", () => {
+  const rnd = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.cos(i * 3.7 + seed) * 2);
+  for (const dt of FLOATS) {
+    const big: Nd = { shape: [45, 50], data: rnd(45 * 50, 3) };
+    const bigB: Nd = { shape: [50, 44], data: rnd(50 * 44, 4) };
+    // Rows 3..40, columns 5..46 of A; a view with offset and row stride 50.
+    const a = t.slice(T(big, dt), [3, 5], [40, 46]);
+    const b = t.slice(T(bigB, dt), [2, 1], [43, 40]);
+    const aRef = fromFn([37, 41], ([i, j]) => big.data[(i + 3) * 50 + j + 5]);
+    const bRef = fromFn([41, 39], ([i, j]) => bigB.data[(i + 2) * 44 + j + 1]);
+    const o = dt === "f32" ? { rtol: 1e-4, atol: 1e-4 } : tol("f64", 100);
+    expectNd(t.matmul(a, b), matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), { dtype: dt, ...o, msg: "offset slices" });
+    expectNd(t.matmul(t.mT(b), t.mT(a)), transposeRef(matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), [1, 0]), { dtype: dt, ...o, msg: "transposed offset slices" });
+    // [2, 1, M, K] @ [3, K, N]: batch dims broadcast (stride-0 views of A).
+    const a4: Nd = { shape: [2, 1, 33, 34], data: rnd(2 * 33 * 34, 5) };
+    const b3: Nd = { shape: [3, 34, 35], data: rnd(3 * 34 * 35, 6) };
+    expectNd(t.matmul(T(a4, dt), T(b3, dt)), matmulRef(nd(T(a4, dt)), nd(T(b3, dt))), { dtype: dt, ...o, msg: "broadcast batch" });
+  }
+});
+
 prop("forward: integer matmul is exact i32", fc.tuple(dimArb, dimArb, dimArb).chain(([M, K, N]) => fc.tuple(ndOf([M, K], { int: true, min: -9, max: 9 }), ndOf([K, N], { int: true, min: -9, max: 9 }))), ([a, b]) => {
   expectNd(t.matmul(I32(a), I32(b)), matmulRef(a, b), { dtype: "i32", rtol: 0, atol: 0 });
 });
@@ -564,18 +591,20 @@ prop(
     fc.tuple(
       fc.constant(a),
       fc.integer({ min: -a.shape.length, max: a.shape.length - 1 }),
-      fc.array(fc.boolean(), { minLength: a.shape.length, maxLength: a.shape.length }),
+      fc.array(fc.constantFrom("both", "x1", "idx1"), { minLength: a.shape.length, maxLength: a.shape.length }),
       fc.integer({ min: 0, max: 4 }),
-    ).chain(([a, ax, ones, m]) => {
-      const p = normAx(ax, a.shape.length);
-      const is = a.shape.map((d, i) => (i === p ? m : ones[i] ? 1 : d));
-      return fc.tuple(fc.constant(a), fc.constant(ax), ndOf(is, { int: true, min: 0, max: a.shape[p] - 1 }));
+    ).chain(([a0, ax, ones, m]) => {
+      const p = normAx(ax, a0.shape.length);
+      // Off the axis, either side may have size 1 and is broadcast to the other (a stride-0 view).
+      const xs = a0.shape.map((d, i) => (i !== p && ones[i] === "x1" ? 1 : d));
+      const is = a0.shape.map((d, i) => (i === p ? m : ones[i] === "idx1" ? 1 : d));
+      return fc.tuple(ndOf(xs), fc.constant(ax), ndOf(is, { int: true, min: 0, max: a0.shape[p] - 1 }));
     })
   ),
   ([a, ax, idx]) => {
     const p = normAx(ax, a.shape.length);
     const shape = a.shape.map((d, i) => (i === p ? idx.shape[p] : Math.max(d, idx.shape[i])));
-    const want = fromFn(shape, (i) => at(a, i.map((v, d) => (d === p ? bat(idx, i) : v))));
+    const want = fromFn(shape, (i) => at(a, i.map((v, d) => (d === p ? bat(idx, i) : a.shape[d] === 1 ? 0 : v))));
     for (const dt of FLOATS) {
       expectNd(t.takeAlongAxis(T(a, dt), I32(idx), ax), dt === "f32" ? map(want, Math.fround) : want, { dtype: dt, rtol: 0, atol: 0 });
       expectNd(t.gather(T(a, dt), I32(idx), ax), dt === "f32" ? map(want, Math.fround) : want, { dtype: dt, rtol: 0, atol: 0 });
@@ -643,6 +672,21 @@ prop(
       expectNd(v, wv, { dtype: dt, rtol: 0, atol: 0, msg: `topk values ${dt}` });
       expectNd(i, wi, { dtype: "i32", rtol: 0, atol: 0, msg: `topk indices ${dt}` });
     }
+  },
+);
+
+prop(
+  "forward: topk on long rows (heap paths), strided input",
+  fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 60 })).chain(([r, n]) =>
+    fc.tuple(ndOf([n, r], { int: true, min: -6, max: 6 }), fc.integer({ min: 0, max: n }))
+  ),
+  ([a, k]) => {
+    // The rows are the columns of a: topk reads a transposed (strided) view.
+    const rows = transposeRef(a, [1, 0]);
+    const order = (line: number[]) => line.map((v, i) => [v, i]).sort((p, q) => q[0] - p[0] || p[1] - q[1]).slice(0, k);
+    const [v, i] = t.topk(t.transpose(T(a)), k);
+    expectNd(v, alongAxis(rows, 1, (l) => order(l).map((p) => p[0]), k), { rtol: 0, atol: 0 });
+    expectNd(i, alongAxis(rows, 1, (l) => order(l).map((p) => p[1]), k), { rtol: 0, atol: 0, dtype: "i32" });
   },
 );
 
@@ -765,12 +809,16 @@ prop("forward: f16/bf16 storage round trip rounds to nearest even", fc.array(wid
   if (f16round) vals.forEach((v, i) => assertEquals(got16[i], f16round(Math.fround(v)), `f16 of ${v} vs Math.f16round`));
 });
 
-test("forward: f16/bf16 special values and limits", () => {
+test("forward: f16/bf16 special values and limits (async data() too)", async () => {
   const vals = [NaN, Infinity, -Infinity, -0, 65504, 65519, 65520, 2 ** -24, 2 ** -25, 2 ** -25 * 1.5, 1 + 2 ** -11, 3e38, 3.4e38];
   const f16 = t.tensor(vals, { dtype: "f16" }).dataSync(), bf16 = t.tensor(vals, { dtype: "bf16" }).dataSync();
   assertClose(f16, [NaN, Infinity, -Infinity, 0, 65504, 65504, Infinity, 2 ** -24, 0, 2 ** -24, 1, Infinity, Infinity], { rtol: 0, atol: 0 });
   assert(Object.is(f16[3], -0) && Object.is(bf16[3], -0), "-0 survives");
   assertClose(bf16, vals.map(bf16Ref), { rtol: 0, atol: 0 });
+  const viaData = await t.tensor(vals, { dtype: "f16" }).data();
+  assert(viaData instanceof Float32Array, "data() widens f16 to f32");
+  assertClose(viaData, f16, { rtol: 0, atol: 0 });
+  assertClose(await t.transpose(t.tensor([[1.5, 2.25], [3, 1e-3]], { dtype: "bf16" })).data(), [1.5, 3, 2.25, bf16Ref(1e-3)], { rtol: 0, atol: 0 });
 });
 
 const DTYPES: t.DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];

@@ -13,7 +13,14 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const y = b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b;
   const K = x.shape[x.ndim - 1];
   if (y.shape[y.ndim - 2] !== K) throw new ShapeError(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} do not align (${K} vs ${y.shape[y.ndim - 2]})`);
-  const batch = broadcastShapes("matmul", x.shape.slice(0, -2), y.shape.slice(0, -2));
+  // Broadcast the batch dims, but report the operands' full shapes: the batch shapes alone confuse.
+  const ba = x.shape.slice(0, -2), bb = y.shape.slice(0, -2);
+  let batch: number[];
+  try {
+    batch = broadcastShapes("matmul", ba, bb);
+  } catch {
+    throw new ShapeError(`matmul: batch dimensions of ${fmt(a.shape)} and ${fmt(b.shape)} cannot be broadcast together (${fmt(ba)} vs ${fmt(bb)})`);
+  }
   let dt = promote(x.dtype, y.dtype);
   if (!isFloat(dt)) dt = dt === "bool" ? "i32" : dt;
   const M = x.shape[x.ndim - 2], N = y.shape[y.ndim - 1];

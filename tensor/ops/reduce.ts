@@ -24,20 +24,21 @@ export const sum = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => re
 export const max = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => reduce("max", "max", x, axes, o.keepdims ?? false);
 export const min = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => reduce("min", "min", x, axes, o.keepdims ?? false);
 
-function count(x: Tensor, axes: Axes | undefined): number {
-  return normAxes("mean", axes, x.shape).reduce((n, a) => n * x.shape[a], 1);
+/** Elements per reduced line; also validates the axes under the public op's name. */
+function count(op: string, x: Tensor, axes: Axes | undefined): number {
+  return normAxes(op, axes, x.shape).reduce((n, a) => n * x.shape[a], 1);
 }
 
 export function mean(x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor {
-  const s = sum(isFloat(x.dtype) ? x : cast(x, "f32"), axes, o);
-  return div(s, count(x, axes));
+  const n = count("mean", x, axes);
+  return div(sum(isFloat(x.dtype) ? x : cast(x, "f32"), axes, o), n);
 }
 
 /** Variance; `ddof: 1` gives the unbiased estimate. */
 export function variance(x: Tensor, axes?: Axes, o: ReduceOptions & { ddof?: number } = {}): Tensor {
+  const n = count("variance", x, axes);
   const xf = isFloat(x.dtype) ? x : cast(x, "f32");
   const c = sub(xf, mean(xf, axes, { keepdims: true }));
-  const n = count(x, axes);
   return div(sum(square(c), axes, o), n - (o.ddof ?? 0));
 }
 export { variance as var };
@@ -45,6 +46,7 @@ export { variance as var };
 /** Vector norm over `axes`: ord 2 (default), 1 or Infinity. */
 export function norm(x: Tensor, axes?: Axes, o: ReduceOptions & { ord?: 1 | 2 | typeof Infinity } = {}): Tensor {
   const ord = o.ord ?? 2;
+  normAxes("norm", axes, x.shape); // errors name norm, not the sum/max it is built from
   if (ord === 1) return sum(abs(x), axes, o);
   if (ord === Infinity) return max(abs(x), axes, o);
   if (ord !== 2) throw new RangeError(`norm: ord must be 1, 2 or Infinity, got ${ord}`);
@@ -65,19 +67,22 @@ export const argmin = (x: Tensor, axis?: number, o: ReduceOptions = {}): Tensor 
 
 /** log Σ exp(x), shifted by the (gradient-free) max so large inputs do not overflow. */
 export function logsumexp(x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor {
+  const ax = normAxes("logsumexp", axes, x.shape); // errors name logsumexp, not max
   const m = stopGradient(max(x, axes, { keepdims: true }));
   const shift = where(isFinite(m), m, 0);
   const s = log(sum(exp(sub(x, shift)), axes, { keepdims: true }));
   const r = add(s, shift);
-  return o.keepdims ? r : reshape(r, reducedShape(x.shape, normAxes("logsumexp", axes, x.shape), false));
+  return o.keepdims ? r : reshape(r, reducedShape(x.shape, ax, false));
 }
 
 export function softmax(x: Tensor, axis = -1): Tensor {
+  normAxis("softmax", axis, x.ndim, x.shape);
   const e = exp(sub(x, stopGradient(max(x, axis, { keepdims: true }))));
   return div(e, sum(e, axis, { keepdims: true }));
 }
 
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  normAxis("logSoftmax", axis, x.ndim, x.shape);
   return sub(x, logsumexp(x, axis, { keepdims: true }));
 }
 
