@@ -9,10 +9,14 @@ export function reconstruction(x: Tensor, xhat: Tensor): Tensor {
   return mean(sum(square(sub(x, xhat)), -1));
 }
 
-/** mean‖f‖₁, or with decoder-norm weighting mean Σᵢ fᵢ‖W_dec[i]‖. */
-export function l1Penalty(f: Tensor, W_dec: Tensor, variant: "plain" | "decoder_norm"): Tensor {
-  if (variant === "plain") return mean(sum(abs(f), -1));
-  return mean(sum(mul(abs(f), norm(W_dec, -1)), -1));
+/**
+ * mean‖f‖₁, or with decoder-norm weighting mean Σᵢ fᵢ‖W_dec[i]‖. Codes known to be non-negative
+ * (ReLU outputs) skip the abs, saving a forward and a backward pass over [B, F].
+ */
+export function l1Penalty(f: Tensor, W_dec: Tensor, variant: "plain" | "decoder_norm", nonNegative = false): Tensor {
+  const a = nonNegative ? f : abs(f);
+  if (variant === "plain") return mean(sum(a, -1));
+  return mean(sum(mul(a, norm(W_dec, -1)), -1));
 }
 
 /**

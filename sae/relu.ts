@@ -29,7 +29,7 @@ export const reluSae: Architecture = {
     const f = relu(a);
     const xhat = decodeWith({ kind: "dense", f }, p.W_dec, p.b_dec);
     const recon = reconstruction(target, xhat);
-    const sparsity = l1Penalty(f, p.W_dec, cfg.l1_variant);
+    const sparsity = l1Penalty(f, p.W_dec, cfg.l1_variant, true);
     const loss = add(recon, mul(sparsity, cfg.l1_coefficient * (ctx.l1Scale ?? 1)));
     if (!(ctx.ghost && ctx.dead && (ctx.numDead ?? 0) > 0)) return [loss, { recon, sparsity, code: { kind: "dense", f }, xhat }];
     const ghost = ghostLoss(a, sub(target, xhat), p.W_dec, ctx.dead, recon);

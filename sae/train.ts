@@ -7,7 +7,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { PRNGKey } from "../tensor/random.ts";
 import * as random from "../tensor/random.ts";
 import { zeros } from "../tensor/ops/create.ts";
-import { add, cast, div, ge, gt, minimum, mul, square, sub, where } from "../tensor/ops/elementwise.ts";
+import { add, cast, div, ge, gt, minimum, mul, square, step, sub, where } from "../tensor/ops/elementwise.ts";
 import { mean, min, sum, variance } from "../tensor/ops/reduce.ts";
 import { scatterAdd } from "../tensor/ops/index.ts";
 import { reshape } from "../tensor/ops/shape.ts";
@@ -110,11 +110,15 @@ export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfi
   return state;
 }
 
-/** Features that fired at least once in the batch (bool [d_sae]). */
-function firedFeatures(code: Code, F: number): Tensor {
-  if (code.kind === "dense") return gt(sum(cast(gt(code.f, 0), "f32"), 0), 0);
+/** Which features fired at least once in the batch (bool [d_sae]) and the mean L0, from one pass over the code. */
+function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
+  if (code.kind === "dense") {
+    const active = step(code.f);
+    return { fired: gt(sum(active, 0), 0), l0: mean(sum(active, -1)) };
+  }
   const coo = asCoo(code)!;
-  return gt(scatterAdd(zeros([F]), coo.cols, cast(gt(coo.values, 0), "f32"), 0), 0);
+  const active = step(coo.values);
+  return { fired: gt(scatterAdd(zeros([F]), coo.cols, active, 0), 0), l0: mean(l0PerRow(code)) };
 }
 
 /** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
@@ -146,7 +150,7 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     const [updates, optState] = opt.update(grads, state.opt, state.params);
     const params = applyUpdates(state.params, updates) as SaeParams;
     if (constrained) params.W_dec = unitRows(params.W_dec);
-    const fired = firedFeatures(aux.code, cfg.d_sae);
+    const { fired, l0 } = activity(aux.code, cfg.d_sae);
     const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), t.dead_tokens));
     const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
     const residualVar = sum(variance(sub(target, aux.xhat), 0));
@@ -154,7 +158,7 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     const coo = asCoo(aux.code);
     const minPositive = coo ? min(where(gt(coo.values, 0), coo.values, Infinity)) : null;
     const scalars: Record<string, Tensor> = {
-      loss, recon: aux.recon, fvu, l0: mean(l0PerRow(aux.code)), numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
+      loss, recon: aux.recon, fvu, l0, numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
     };
     for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) if (aux[key]) scalars[key] = aux[key]!;
     if (minPositive && usesThreshold(cfg)) scalars.minPositive = minPositive;

@@ -128,18 +128,21 @@ export function topk(x: NumView, k: number, values: Num, indices: Int32Array): v
   for (let r = 0; r < bases.length; r++) {
     const b = bases[r];
     let size = 0;
-    for (let j = 0; j < n; j++) {
-      const v = a[b + j * s];
-      // Most entries lose to the current k-th best outright: one comparison, no call.
-      if (size === k && v < hv[0]) continue;
+    // Once the heap is full, most entries lose to its root (the k-th best) outright: one
+    // comparison against a local, no call. Kept in sync whenever the root changes.
+    let root = -Infinity;
+    for (let j = 0, p = b; j < n; j++, p += s) {
+      const v = a[p];
+      if (v < root) continue;
       if (size < k) {
         let c = size++;
         while (c > 0) {
-          const p = (c - 1) >> 1;
-          if (!below(v, j, hv[p], hi[p])) break;
-          hv[c] = hv[p], hi[c] = hi[p], c = p;
+          const up = (c - 1) >> 1;
+          if (!below(v, j, hv[up], hi[up])) break;
+          hv[c] = hv[up], hi[c] = hi[up], c = up;
         }
         hv[c] = v, hi[c] = j;
+        if (size === k) root = hv[0];
       } else if (below(hv[0], hi[0], v, j)) {
         let c = 0;
         for (;;) {
@@ -150,6 +153,7 @@ export function topk(x: NumView, k: number, values: Num, indices: Int32Array): v
           hv[c] = hv[m], hi[c] = hi[m], c = m;
         }
         hv[c] = v, hi[c] = j;
+        root = hv[0];
       }
     }
     // Pop the min repeatedly to fill the row from the back.

@@ -18,7 +18,14 @@ export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, tra
     check("spmm", s, inRows);
     if (w === 0) continue;
     const ob = o * d, sb = s * d;
-    for (let c = 0; c < d; c++) out[ob + c] += w * dense[sb + c];
+    let c = 0;
+    for (; c + 3 < d; c += 4) {
+      out[ob + c] += w * dense[sb + c];
+      out[ob + c + 1] += w * dense[sb + c + 1];
+      out[ob + c + 2] += w * dense[sb + c + 2];
+      out[ob + c + 3] += w * dense[sb + c + 3];
+    }
+    for (; c < d; c++) out[ob + c] += w * dense[sb + c];
   }
 }
 
