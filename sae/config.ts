@@ -24,7 +24,12 @@ export interface SaeConfig {
   /** Matryoshka: sizes of the nested feature groups (sum d_sae) and their loss weights. */
   matryoshka_groups: number[];
   matryoshka_weights: number[];
-  /** AuxK (TopK family): coefficient α and k_aux (DL: 1/32 and d_in/2). */
+  /**
+   * AuxK (TopK family): "dl" (dictionary_learning, default: post-ReLU dead code, bias-free decode,
+   * normalised by the residual's variance, α = 1/32) or "saelens" (pre-activation code, decoded
+   * with b_dec, scaled by min(#dead/k_aux, 1), not normalised, α = 1); k_aux defaults to d_in/2.
+   */
+  auxk_variant: "dl" | "saelens";
   auxk_alpha: number;
   auxk_k: number;
   /** Unknown fields of a loaded cfg.json, kept so a round trip loses nothing. */
@@ -70,13 +75,15 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     jumprelu_target_l0: c.jumprelu_target_l0 ?? 20,
     matryoshka_groups: groups,
     matryoshka_weights: weights,
-    auxk_alpha: c.auxk_alpha ?? 1 / 32,
+    auxk_variant: c.auxk_variant ?? "dl",
+    auxk_alpha: c.auxk_alpha ?? (c.auxk_variant === "saelens" ? 1 : 1 / 32),
     auxk_k: c.auxk_k ?? Math.max(1, Math.floor(d_in / 2)),
     extra: c.extra ?? {},
   };
   if (c.arch === "transcoder" && cfg.apply_b_dec_to_input && cfg.d_out !== d_in) {
     throw new ConfigError(`sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`);
   }
+  if (cfg.auxk_variant !== "dl" && cfg.auxk_variant !== "saelens") throw new ConfigError(`sae config: auxk_variant must be "dl" or "saelens", got ${JSON.stringify(cfg.auxk_variant)}`);
   if (!(cfg.jumprelu_bandwidth > 0)) throw new ConfigError(`sae config: jumprelu_bandwidth must be > 0, got ${cfg.jumprelu_bandwidth}`);
   return cfg;
 }

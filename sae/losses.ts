@@ -1,6 +1,6 @@
 /** Loss terms shared by the architectures (definitions in ../shared/SAE-REFERENCE.md). */
 import type { Tensor } from "../tensor/tensor.ts";
-import { abs, div, isFinite, mul, square, sub, where } from "../tensor/ops/elementwise.ts";
+import { abs, add, div, isFinite, mul, square, sub, where } from "../tensor/ops/elementwise.ts";
 import { mean, norm, sum } from "../tensor/ops/reduce.ts";
 import { type Coo, spmm } from "../tensor/ops/sparse.ts";
 
@@ -30,4 +30,10 @@ export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Tensor): Tensor {
   const denom = mean(sum(square(sub(residual, mean(residual, 0, { keepdims: true }))), -1));
   const r = div(err, denom);
   return where(isFinite(r), r, 0);
+}
+
+/** SAELens's AuxK: the dead code decoded with b_dec against the residual, scaled by min(#dead/k_aux, 1). */
+export function auxkLossSaeLens(residual: Tensor, aux: Coo, W_dec: Tensor, b_dec: Tensor, scale: number): Tensor {
+  const ehat = add(spmm(aux, W_dec, residual.shape[0]), b_dec);
+  return mul(mean(sum(square(sub(ehat, residual)), -1)), scale);
 }

@@ -11,8 +11,7 @@ import { reshape } from "../tensor/ops/shape.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Architecture } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
-import { auxkLoss } from "./losses.ts";
-import { topkSae, encodeWithAux } from "./topk.ts";
+import { auxTerm, encodeWithAux, topkSae } from "./topk.ts";
 import { topkSelect } from "./topk_encode.ts";
 import type { SaeConfig } from "./config.ts";
 
@@ -48,7 +47,7 @@ export const mlsae: Architecture = {
     const xhat = decodeWith(code, p.W_dec, p.b_dec);
     const recon = mean(layerFvu(reshape(xs, [B, L, d]), reshape(xhat, [B, L, d])));
     if (!aux) return [recon, { recon, code, xhat }];
-    const auxk = auxkLoss(stopGradient(sub(xs, xhat)), aux, p.W_dec);
+    const auxk = auxTerm(p, cfg, ctx, stopGradient(sub(xs, xhat)), aux);
     return [add(recon, mul(auxk, cfg.auxk_alpha)), { recon, auxk, code, xhat }];
   },
 };

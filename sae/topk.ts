@@ -10,9 +10,9 @@ import type { Coo } from "../tensor/ops/sparse.ts";
 import type { Architecture, LossContext } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
-import { auxkLoss, reconstruction } from "./losses.ts";
+import { auxkLoss, auxkLossSaeLens, reconstruction } from "./losses.ts";
 import type { SaeParams } from "./params.ts";
-import { sparseEncoder, topkSelect } from "./topk_encode.ts";
+import { type SelectedCoo, sparseEncoder, topkSelect } from "./topk_encode.ts";
 
 const inputBias = (p: SaeParams, cfg: SaeConfig) => (cfg.apply_b_dec_to_input ? p.b_dec : null);
 
@@ -20,10 +20,18 @@ const inputBias = (p: SaeParams, cfg: SaeConfig) => (cfg.apply_b_dec_to_input ? 
 export function encodeWithAux(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: LossContext, selectMain: (pre: Tensor) => Coo): { main: Coo; aux: Coo | null } {
   const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
   const withAux = cfg.auxk_alpha > 0 && kAux > 0 && ctx.dead != null;
-  const selects = [selectMain];
-  if (withAux) selects.push((pre) => topkSelect(where(ctx.dead!, pre, -Infinity), kAux));
+  const selects: ((pre: Tensor) => SelectedCoo)[] = [selectMain];
+  const dl = cfg.auxk_variant === "dl";
+  if (withAux) selects.push((pre) => topkSelect(where(ctx.dead!, pre, -Infinity), kAux, dl));
   const [main, aux] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), selects);
   return { main, aux: aux ?? null };
+}
+
+/** The AuxK term in the configured variant. */
+export function auxTerm(p: SaeParams, cfg: SaeConfig, ctx: LossContext, residual: Tensor, aux: Coo): Tensor {
+  if (cfg.auxk_variant === "dl") return auxkLoss(residual, aux, p.W_dec);
+  const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
+  return auxkLossSaeLens(residual, aux, p.W_dec, p.b_dec, Math.min((ctx.numDead ?? 0) / cfg.auxk_k, 1) * (kAux > 0 ? 1 : 0));
 }
 
 /** Reconstruction + α·AuxK for any TopK-family selection; `decodeMain` may weight prefixes (Matryoshka). */
@@ -43,7 +51,7 @@ export function topkFamilyLoss(
   const code: Code = { kind: "coo", coo: main, batch: x.shape[0] };
   const r = recon(code, target);
   if (!aux) return [r.recon, { recon: r.recon, code, xhat: r.xhat }] as [Tensor, { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor }];
-  const auxk = auxkLoss(stopGradient(sub(target, r.xhat)), aux, p.W_dec);
+  const auxk = auxTerm(p, cfg, ctx, stopGradient(sub(target, r.xhat)), aux);
   return [add(r.recon, mul(auxk, cfg.auxk_alpha)), { recon: r.recon, auxk, code, xhat: r.xhat }] as [Tensor, { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor }];
 }
 

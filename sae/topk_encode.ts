@@ -38,14 +38,17 @@ function encoderBackward(xin: Tensor, W_enc: Tensor, dpre: Coo, needs: boolean[]
   return withBDec ? [dx, dW, needs[2] ? db : null, dbDec] : [dx, dW, needs[2] ? db : null];
 }
 
-type Residuals = { xin: Tensor; W: Tensor; coos: Coo[] };
+/** Kept entries; `linear` ones were taken without a ReLU, so all of them pass gradient. */
+export type SelectedCoo = Coo & { linear?: boolean };
+
+type Residuals = { xin: Tensor; W: Tensor; coos: SelectedCoo[] };
 
 /**
  * One dense matmul, then each `select` keeps some pre-activations as COO entries (values after
  * ReLU). Several selections share the matmul (the main code and AuxK's dead-feature code); their
  * cotangents are concatenated into one sparse backward pass.
  */
-export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, selects: ((pre: Tensor) => Coo)[]): Coo[] {
+export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, selects: ((pre: Tensor) => SelectedCoo)[]): Coo[] {
   const withBDec = b_dec !== null;
   const f = customVjp(
     (...args: Tensor[]) => {
@@ -56,7 +59,7 @@ export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Ten
       return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [Tensor[], Residuals];
     },
     (r, cts, needs) => {
-      const part = (i: number) => mul(cts[3 * i], step(r.coos[i].values));
+      const part = (i: number) => (r.coos[i].linear ? cts[3 * i] : mul(cts[3 * i], step(r.coos[i].values)));
       const dpre: Coo = r.coos.length === 1 ? { ...r.coos[0], values: part(0) } : {
         rows: concat(r.coos.map((c) => c.rows)),
         cols: concat(r.coos.map((c) => c.cols)),
@@ -84,9 +87,9 @@ export function batchTopkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: 
 }
 
 /** The k largest pre-activations of each row, ReLU'd, as COO entries (row-major [B, k]). */
-export function topkSelect(pre: Tensor, k: number): Coo {
+export function topkSelect(pre: Tensor, k: number, applyRelu = true): SelectedCoo {
   const [v, idx] = topk(pre, k);
-  return cooFromRows(idx, relu(v));
+  return applyRelu ? cooFromRows(idx, relu(v)) : { ...cooFromRows(idx, v), linear: true };
 }
 
 /** The `total` largest pre-activations of the whole batch, ReLU'd, as COO entries. */
