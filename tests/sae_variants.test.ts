@@ -1,7 +1,8 @@
-import { assertClose, test } from "./harness.ts";
+import { assert, assertClose, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { topkSae } from "../sae/topk.ts";
+import { reluSae } from "../sae/relu.ts";
 
 /** SAELens's TopK AuxK written densely: dead pre-activations (no ReLU), decoded with b_dec, scaled, α = 1. */
 function denseSaeLensLoss(p: Record<string, t.Tensor>, x: t.Tensor, k: number, dead: t.Tensor, numDead: number, kAuxCfg: number): t.Tensor {
@@ -39,5 +40,48 @@ test("AuxK, SAELens variant: loss and gradients equal the dense formulation", ()
     const [vd, gd] = t.valueAndGrad((q: typeof p) => denseSaeLensLoss(q, x, k, dead, 5, auxk_k))(p);
     assertClose(vo.dataSync(), vd.dataSync(), { rtol: 1e-12 });
     for (const n of ["W_enc", "b_enc", "W_dec", "b_dec"] as const) assertClose(go[n].dataSync(), gd[n].dataSync(), { rtol: 1e-10, atol: 1e-12, msg: n });
+  }
+});
+
+test("ghost grads: added only with dead features, and only dead encoder columns receive its gradient", async () => {
+  const ks = t.random.split(t.random.key(5), 5);
+  const d = 5, F = 8, B = 6;
+  const p = {
+    W_enc: t.random.normal(ks[0], [d, F], { dtype: "f64" }),
+    b_enc: t.random.normal(ks[1], [F], { dtype: "f64", std: 0.1 }),
+    W_dec: t.random.normal(ks[2], [F, d], { dtype: "f64" }),
+    b_dec: t.random.normal(ks[3], [d], { dtype: "f64", std: 0.1 }),
+  };
+  const x = t.random.normal(ks[4], [B, d], { dtype: "f64" });
+  const cfg = resolveConfig({ arch: "relu", d_in: d, d_sae: F, l1_coefficient: 0 });
+  const deadFlags = [0, 1, 0, 0, 1, 0, 0, 0];
+  const dead = t.tensor(deadFlags, { dtype: "bool" });
+  const plain = (q: typeof p) => reluSae.loss(q, { x }, cfg, {})[0];
+  const ghosted = (q: typeof p) => reluSae.loss(q, { x }, cfg, { ghost: true, dead, numDead: 2 });
+  // No dead features: no ghost term.
+  assertClose(reluSae.loss(p, { x }, cfg, { ghost: true, dead, numDead: 0 })[0].dataSync(), plain(p).dataSync());
+  // The reference formula, written out: exp(pre) of dead features, decoded, rescaled to half the residual norm.
+  const pre = t.add(t.matmul(t.sub(x, p.b_dec), p.W_enc), p.b_enc);
+  const xhat = t.add(t.matmul(t.relu(pre), p.W_dec), p.b_dec);
+  const e = await t.sub(x, xhat).data();
+  const xg = await t.matmul(t.mul(t.exp(pre), t.cast(dead, "f64")), p.W_dec).data();
+  let ghostMse = 0, mse = 0;
+  for (let b = 0; b < B; b++) {
+    let ne = 0, ng = 0;
+    for (let j = 0; j < d; j++) (ne += e[b * d + j] ** 2), (ng += xg[b * d + j] ** 2);
+    const s = Math.sqrt(ne) / (2 * Math.sqrt(ng) + 1e-6);
+    for (let j = 0; j < d; j++) ghostMse += (xg[b * d + j] * s - e[b * d + j]) ** 2;
+    mse += ne;
+  }
+  ghostMse /= B, mse /= B;
+  const [, aux] = ghosted(p);
+  assertClose(aux.ghost!.dataSync(), [ghostMse * (mse / (ghostMse + 1e-6))], { rtol: 1e-10 });
+  // Gradient of the ghost term alone reaches only dead features' encoder columns and biases.
+  const g = t.grad((q: typeof p) => ghosted(q)[1].ghost!)(p);
+  const gW = await g.W_enc.data(), gb = await g.b_enc.data();
+  for (let f = 0; f < F; f++) {
+    const colNorm = Math.hypot(...Array.from({ length: d }, (_, j) => gW[j * F + f]));
+    if (deadFlags[f]) assert(colNorm > 0 && gb[f] !== 0, `dead feature ${f} gets ghost gradient`);
+    else assert(colNorm === 0 && gb[f] === 0, `alive feature ${f} gets none`);
   }
 });
