@@ -59,7 +59,7 @@ const TRAIN_HELP = `sae train: train a dictionary
 
   --arch NAME        ${ARCHS.join(" | ")} (default topk)
   --d-sae N          dictionary size, or --expansion R (d_sae = R·d_in; default 8)
-  --k N              active features (TopK family; default 32, or d_sae if smaller)
+  --k N              active features (TopK family; default 32, 8 on the synthetic default data)
   --l1 X             sparsity coefficient λ (ReLU, Gated, JumpReLU)
   --lr X             learning rate (default per architecture, dictionary_learning's)
   --steps N          training steps (default 1000)
@@ -129,7 +129,8 @@ async function train(flags: Flags): Promise<void> {
   const d_in = data.width;
   if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
   const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ?? Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
-  const k = num(flags, "k", { int: true, min: 1 });
+  // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
+  const k = num(flags, "k", { int: true, min: 1 }) ?? (str(flags, "data") ? undefined : 8);
   const l1 = num(flags, "l1", { min: 0 });
   const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}) });
   const tin: TrainConfigInput = { seed };
