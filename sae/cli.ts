@@ -130,7 +130,8 @@ async function train(flags: Flags): Promise<void> {
   if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
   const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ?? Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
   // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
-  const k = num(flags, "k", { int: true, min: 1 }) ?? (str(flags, "data") ? undefined : 8);
+  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(arch);
+  const k = num(flags, "k", { int: true, min: 1 }) ?? (str(flags, "data") || !topkFamily ? undefined : 8);
   const l1 = num(flags, "l1", { min: 0 });
   const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}) });
   const tin: TrainConfigInput = { seed };
