@@ -28,3 +28,4 @@ export * from "./data/atomic.ts";
 export * from "./data/safetensors.ts";
 export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
+export * as sae from "./sae/mod.ts";

@@ -1,0 +1,20 @@
+/** The dictionary-learning API, re-exported by ../mod.ts as `sae`. Re-exports only. */
+export * from "./config.ts";
+export * from "./train_config.ts";
+export type * from "./architecture.ts";
+export { architecture, ARCHITECTURES } from "./architectures.ts";
+export * from "./params.ts";
+export * from "./code.ts";
+export * from "./losses.ts";
+export { batchTopkEncode, preActivations, sparseDecode, sparseEncoder, topkEncode } from "./topk_encode.ts";
+export type { TopKCode } from "./topk_encode.ts";
+export { jumpRelu, jumpStep } from "./jumprelu.ts";
+export { layerFvu, standardize } from "./mlsae.ts";
+export { geometricMedian } from "./geometric_median.ts";
+export { ghostLoss } from "./ghost.ts";
+export * from "./train.ts";
+export * from "./driver.ts";
+export * from "./sources.ts";
+export * from "./checkpoint.ts";
+export * from "./io.ts";
+export * from "./metrics.ts";
