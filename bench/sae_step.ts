@@ -51,7 +51,8 @@ let torch: { tokens_per_s: number; ms_per_step: number; threads: number } | null
 let why = "";
 const py = "/usr/bin/python3";
 if (existsSync(py)) {
-  const r = spawnSync(py, [new URL("./sae_step_torch.py", import.meta.url).pathname, String(d), String(F), String(B), String(steps)], { encoding: "utf8" });
+  const script = new URL("./sae_train_torch.py", import.meta.url).pathname;
+  const r = spawnSync(py, [script, String(d), String(F), String(B), "0", String(steps), "dense"], { encoding: "utf8" });
   if (r.status === 0) torch = JSON.parse(r.stdout.trim().split("\n").pop()!);
   else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
@@ -63,7 +64,7 @@ if (json) {
   console.log(`dense SAE step d=${d} F=${F} batch=${B} (${runtime}, ${t.getBackend().info()})`);
   console.log(`  ours:    ${ours.tokens_per_s.toFixed(0)} tokens/s (${ms.toFixed(0)} ms/step)`);
   if (torch) {
-    console.log(`  pytorch: ${torch.tokens_per_s.toFixed(0)} tokens/s (${torch.ms_per_step.toFixed(0)} ms/step, ${torch.threads} threads)`);
+    console.log(`  pytorch: ${torch.tokens_per_s.toFixed(0)} tokens/s (${torch.ms_per_step.toFixed(0)} ms/step, ${torch.threads} threads, torch ${torch.torch})`);
     console.log(`  ratio ours/pytorch: ${(ours.tokens_per_s / torch.tokens_per_s).toFixed(2)}x`);
   } else console.log(`  pytorch: not run (${why})`);
 }

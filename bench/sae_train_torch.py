@@ -1,6 +1,7 @@
 """One training step of TopK, BatchTopK and ReLU SAEs in PyTorch on the CPU, written densely as
 the Python references (dictionary_learning, SAELens) do: encoder matmul, activation (top-k
 scattered into a dense code), dense decoder matmul, MSE (+ L1 for ReLU), backward, Adam.
+"dense" is the ReLU step without the L1 term (bench/sae_step.ts's SAE-like function).
 
 Prints one JSON line per architecture: {"arch", "tokens_per_s", "ms_per_step", "threads"}.
 Usage: python3 bench/sae_train_torch.py [d] [F] [batch] [k] [steps] [archs,comma,separated]
@@ -34,7 +35,7 @@ def make():
 def encode(p, x, arch):
     pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
     acts = torch.relu(pre)
-    if arch == "relu":
+    if arch in ("relu", "dense"):
         return acts
     if arch == "topk":
         v, i = acts.topk(k, dim=-1, sorted=False)
@@ -64,4 +65,4 @@ for arch in archs:
     for _ in range(steps):
         step()
     dt = (time.perf_counter() - t0) / steps
-    print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "threads": torch.get_num_threads()}))
+    print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "threads": torch.get_num_threads(), "torch": torch.__version__}))

@@ -4,6 +4,18 @@ import { resolveConfig } from "../sae/config.ts";
 import { topkSae } from "../sae/topk.ts";
 import { reluSae } from "../sae/relu.ts";
 
+/** f64 SAE parameters and inputs from one seed. */
+function randomSae(seed: number, d: number, F: number, B: number) {
+  const ks = t.random.split(t.random.key(seed), 5);
+  const p = {
+    W_enc: t.random.normal(ks[0], [d, F], { dtype: "f64" }),
+    b_enc: t.random.normal(ks[1], [F], { dtype: "f64", std: 0.1 }),
+    W_dec: t.random.normal(ks[2], [F, d], { dtype: "f64" }),
+    b_dec: t.random.normal(ks[3], [d], { dtype: "f64", std: 0.1 }),
+  };
+  return { p, x: t.random.normal(ks[4], [B, d], { dtype: "f64" }) };
+}
+
 /** SAELens's TopK AuxK written densely: dead pre-activations (no ReLU), decoded with b_dec, scaled, α = 1. */
 function denseSaeLensLoss(p: Record<string, t.Tensor>, x: t.Tensor, k: number, dead: t.Tensor, numDead: number, kAuxCfg: number): t.Tensor {
   const F = p.W_enc.shape[1];
@@ -23,15 +35,8 @@ function denseSaeLensLoss(p: Record<string, t.Tensor>, x: t.Tensor, k: number, d
 }
 
 test("AuxK, SAELens variant: loss and gradients equal the dense formulation", () => {
-  const ks = t.random.split(t.random.key(11), 5);
   const d = 6, F = 12, B = 5, k = 3;
-  const p = {
-    W_enc: t.random.normal(ks[0], [d, F], { dtype: "f64" }),
-    b_enc: t.random.normal(ks[1], [F], { dtype: "f64", std: 0.1 }),
-    W_dec: t.random.normal(ks[2], [F, d], { dtype: "f64" }),
-    b_dec: t.random.normal(ks[3], [d], { dtype: "f64", std: 0.1 }),
-  };
-  const x = t.random.normal(ks[4], [B, d], { dtype: "f64" });
+  const { p, x } = randomSae(11, d, F, B);
   const dead = t.tensor([1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0], { dtype: "bool" });
   for (const auxk_k of [3, 8]) {
     const cfg = resolveConfig({ arch: "topk", d_in: d, d_sae: F, k, auxk_variant: "saelens", auxk_k });
@@ -44,15 +49,8 @@ test("AuxK, SAELens variant: loss and gradients equal the dense formulation", ()
 });
 
 test("ghost grads: added only with dead features, and only dead encoder columns receive its gradient", async () => {
-  const ks = t.random.split(t.random.key(5), 5);
   const d = 5, F = 8, B = 6;
-  const p = {
-    W_enc: t.random.normal(ks[0], [d, F], { dtype: "f64" }),
-    b_enc: t.random.normal(ks[1], [F], { dtype: "f64", std: 0.1 }),
-    W_dec: t.random.normal(ks[2], [F, d], { dtype: "f64" }),
-    b_dec: t.random.normal(ks[3], [d], { dtype: "f64", std: 0.1 }),
-  };
-  const x = t.random.normal(ks[4], [B, d], { dtype: "f64" });
+  const { p, x } = randomSae(5, d, F, B);
   const cfg = resolveConfig({ arch: "relu", d_in: d, d_sae: F, l1_coefficient: 0 });
   const deadFlags = [0, 1, 0, 0, 1, 0, 0, 0];
   const dead = t.tensor(deadFlags, { dtype: "bool" });
