@@ -86,16 +86,25 @@ export async function loadSae(dir: string): Promise<SavedSae> {
   const ours = raw.sparsecoder as (SaeConfigInput & { threshold?: number }) | undefined;
   const { tensors } = await loadSafetensors(wPath);
   let cfg: SaeConfig;
+  // Config errors (a missing or invalid d_sae, k, ...) should say which file they came from.
+  const resolveFrom = (c: SaeConfigInput): SaeConfig => {
+    try {
+      return resolveConfig(c);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new ConfigError(`${cfgPath}: ${e.message}`);
+      throw e;
+    }
+  };
   const known = new Set(["architecture", "d_in", "d_sae", "d_out", "dtype", "apply_b_dec_to_input", "k", "normalize_activations", "sparsecoder", "metrics"]);
   const extra = Object.fromEntries(Object.entries(raw).filter(([k]) => !known.has(k)));
   if (ours) {
     const { threshold: _t, ...c } = ours;
-    cfg = resolveConfig({ ...c, extra: { ...(c.extra ?? {}), ...extra } });
+    cfg = resolveFrom({ ...c, extra: { ...(c.extra ?? {}), ...extra } });
   } else {
     const arch = FROM_SAELENS[String(raw.architecture ?? "standard")];
     need(arch, `${cfgPath}: architecture ${JSON.stringify(raw.architecture)} is not one of ${Object.keys(FROM_SAELENS).join(", ")}`);
     const k = raw.k ?? (raw.activation_fn_kwargs as Record<string, unknown> | undefined)?.k;
-    cfg = resolveConfig({
+    cfg = resolveFrom({
       arch,
       d_in: raw.d_in as number,
       d_sae: raw.d_sae as number,

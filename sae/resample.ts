@@ -52,7 +52,10 @@ function zeroMoments(opt: unknown, cols: Tensor): unknown {
 
 /** Resample features silent for at least `deadTokens` tokens; returns the new state and how many. */
 export async function resampleDead(state: TrainState, x: Tensor, xhat: Tensor, deadTokens: number, batch: number): Promise<{ state: TrainState; count: number }> {
-  const deadFlags = await ge(state.sinceFired, deadTokens).data();
+  // Under tidy: outside it the comparison's scalar operand would stay allocated after every resample.
+  const deadMask = tidy(() => ge(state.sinceFired, deadTokens));
+  const deadFlags = await deadMask.data();
+  deadMask.dispose();
   const deadIdx = [...deadFlags.keys()].filter((i) => deadFlags[i]);
   const n = Math.min(deadIdx.length, batch);
   if (n === 0) return { state, count: 0 };

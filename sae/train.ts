@@ -19,7 +19,9 @@ import type { Batch, LossAux, LossContext } from "./architecture.ts";
 import { architecture } from "./architectures.ts";
 import { asCoo, type Code, l0PerRow } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
-import { initParams, type SaeParams, unitRows } from "./params.ts";
+import { fusable, initParams, type SaeParams, unitRows } from "./params.ts";
+import { wrap } from "../tensor/prims.ts";
+import { shapesEqual } from "../tensor/shape.ts";
 import type { TrainConfig } from "./train_config.ts";
 import { geometricMedian } from "./geometric_median.ts";
 import { standardize } from "./mlsae.ts";
@@ -29,7 +31,7 @@ export interface TrainState {
   step: number;
   params: SaeParams;
   opt: unknown;
-  /** Tokens since each feature last fired, clamped at dead_tokens (f32 [d_sae]). */
+  /** Tokens since each feature last fired, clamped at dead_tokens (or the resampling window if longer) (f32 [d_sae]). */
   sinceFired: Tensor;
   numDead: number;
   /** BatchTopK/Matryoshka inference threshold θ (−1 until first set under "dl"). */
@@ -122,7 +124,9 @@ function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
 }
 
 /** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
-function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
+export function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
+  const k = g.backend.fused?.projectOutRows;
+  if (k && fusable(g, W_dec) && shapesEqual(g.shape, W_dec.shape)) return wrap(g.backend, k(g.view(), W_dec.view()), g.shape, g.dtype);
   const u = unitRows(W_dec);
   return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
 }
@@ -135,6 +139,10 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
   const B = batch.x.shape[0] * (cfg.arch === "mlsae" ? batch.x.shape[1] : 1);
   const constrained = t.optimizer === "constrained_adam";
   const opt = optimizer(t);
+  // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
+  // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
+  const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
+  const cap = Math.max(t.dead_tokens, resampleWindow);
   const out = tidy(() => {
     const b = scaled(batch, state);
     const dead = state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null;
@@ -151,7 +159,7 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     const params = applyUpdates(state.params, updates) as SaeParams;
     if (constrained) params.W_dec = unitRows(params.W_dec);
     const { fired, l0 } = activity(aux.code, cfg.d_sae);
-    const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), t.dead_tokens));
+    const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), cap));
     const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
     const residualVar = sum(variance(sub(target, aux.xhat), 0));
     const fvu = div(residualVar, sum(variance(target, 0)));
@@ -185,9 +193,15 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
   };
   let resampled: number | undefined;
   if (t.resample_steps && state.step % t.resample_steps === t.resample_steps - 1) {
-    const r = await resampleDead(next, out.target, out.xhat, t.resample_steps / 2 * B, B);
+    const r = await resampleDead(next, out.target, out.xhat, resampleWindow, B);
     next = r.state;
     resampled = r.count;
+    if (r.count > 0) {
+      // resampleDead counts features past its window; numDead is defined by dead_tokens.
+      const n = tidy(() => sum(cast(ge(next.sinceFired, t.dead_tokens), "f32")));
+      next = { ...next, numDead: await n.item() };
+      n.dispose();
+    }
   }
   disposeReplaced([out.xhat, out.target], batch); // the target may be the caller's own batch.x
   const metrics: StepMetrics = {

@@ -3,6 +3,8 @@ import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { topkSae } from "../sae/topk.ts";
 import { reluSae } from "../sae/relu.ts";
+import { unitRows } from "../sae/params.ts";
+import { projectDecoderGrad } from "../sae/train.ts";
 
 /** f64 SAE parameters and inputs from one seed. */
 function randomSae(seed: number, d: number, F: number, B: number) {
@@ -81,5 +83,21 @@ test("ghost grads: added only with dead features, and only dead encoder columns 
     const colNorm = Math.hypot(...Array.from({ length: d }, (_, j) => gW[j * F + f]));
     if (deadFlags[f]) assert(colNorm > 0 && gb[f] !== 0, `dead feature ${f} gets ghost gradient`);
     else assert(colNorm === 0 && gb[f] === 0, `alive feature ${f} gets none`);
+  }
+});
+
+test("fused row kernels (unit rows, decoder-gradient projection) equal their compositions", () => {
+  const [k1, k2] = t.random.split(t.random.key(4));
+  for (const dtype of ["f32", "f64"] as const) {
+    const w = t.random.normal(k1, [7, 5], { dtype }), g = t.random.normal(k2, [7, 5], { dtype });
+    // A transposed copy read back through a transpose is the same matrix as a strided view: not fusable.
+    const view = (x: t.Tensor) => t.transpose(t.contiguous(t.transpose(x)));
+    const tol = dtype === "f32" ? { rtol: 1e-5, atol: 1e-6 } : { rtol: 1e-12, atol: 1e-14 };
+    assert(!view(w).isContiguous(), "the view takes the composite path");
+    assertClose(unitRows(w).dataSync(), unitRows(view(w)).dataSync(), tol);
+    assertClose(projectDecoderGrad(w, g).dataSync(), projectDecoderGrad(view(w), view(g)).dataSync(), tol);
+    // The projection leaves no component along the rows.
+    const along = t.sum(t.mul(projectDecoderGrad(w, g), w), -1).dataSync();
+    assertClose(along, new Array(7).fill(0), { atol: dtype === "f32" ? 1e-5 : 1e-12 });
   }
 });

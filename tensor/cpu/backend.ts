@@ -166,6 +166,30 @@ export const cpu: Backend = {
     return produce(a.dtype, sizeOf(rows.shape), (out) => S.sddmm(num(a).arr, num(b).arr, num(rows).arr, num(cols).arr, a.shape[1], out as Float32Array));
   },
   fused: {
+    unitRows(w) {
+      const [R, C] = w.shape;
+      const W = w.buf as Float32Array;
+      const out = takeArray(w.dtype, R * C) as Float32Array;
+      for (let r = 0, o = 0; r < R; r++, o += C) {
+        let s = 0;
+        for (let c = 0; c < C; c++) s += W[o + c] * W[o + c];
+        const inv = 1 / Math.sqrt(s);
+        for (let c = 0; c < C; c++) out[o + c] = W[o + c] * inv;
+      }
+      return out;
+    },
+    projectOutRows(g, w) {
+      const [R, C] = w.shape;
+      const G = g.buf as Float32Array, W = w.buf as Float32Array;
+      const out = takeArray(g.dtype, R * C) as Float32Array;
+      for (let r = 0, o = 0; r < R; r++, o += C) {
+        let ww = 0, gw = 0;
+        for (let c = 0; c < C; c++) (ww += W[o + c] * W[o + c]), (gw += G[o + c] * W[o + c]);
+        const s = gw / ww; // (g·w)/‖w‖² = (g·ŵ)/‖w‖
+        for (let c = 0; c < C; c++) out[o + c] = G[o + c] - s * W[o + c];
+      }
+      return out;
+    },
     adam(g, mu, nu, param, h) {
       const n = sizeOf(g.shape);
       const G = g.buf as Float32Array, M = mu.buf as Float32Array, V = nu.buf as Float32Array;
