@@ -187,7 +187,8 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   const { data, truth } = await dataFrom(flags, syn, 0);
   const batches = num(flags, "batches", { int: true, min: 1 }) ?? 8;
   const size = num(flags, "batch", { int: true, min: 1 }) ?? 2048;
-  const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), saved.threshold !== undefined ? { threshold: saved.threshold } : {});
+  const theta = saved.threshold;
+  const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), theta !== undefined && theta >= 0 ? { threshold: theta } : {});
   const recovery = truth ? await recoveryOf(truth, saved.params.W_dec) : null;
   if (flags.json) console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
   else {

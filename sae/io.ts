@@ -63,7 +63,7 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
     ...(["topk", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
     normalize_activations: "none",
-    sparsecoder: { ...ours, ...(s.threshold !== undefined ? { threshold: s.threshold } : {}) },
+    sparsecoder: { ...ours, ...(s.threshold !== undefined && s.threshold >= 0 ? { threshold: s.threshold } : {}) },
     ...(s.metrics ? { metrics: s.metrics } : {}),
   };
   await writeJsonAtomic(join(dir, CFG_FILE), json);
@@ -101,6 +101,9 @@ export async function loadSae(dir: string): Promise<SavedSae> {
     const { threshold: _t, ...c } = ours;
     cfg = resolveFrom({ ...c, extra: { ...(c.extra ?? {}), ...extra } });
   } else {
+    // SAELens folds these into its own forward pass; encoding without them would be silently wrong.
+    const norm = raw.normalize_activations;
+    need(norm === undefined || norm === null || norm === "none", `${cfgPath}: normalize_activations ${JSON.stringify(norm)} is not supported (only "none")`);
     const arch = FROM_SAELENS[String(raw.architecture ?? "standard")];
     need(arch, `${cfgPath}: architecture ${JSON.stringify(raw.architecture)} is not one of ${Object.keys(FROM_SAELENS).join(", ")}`);
     const k = raw.k ?? (raw.activation_fn_kwargs as Record<string, unknown> | undefined)?.k;
