@@ -44,6 +44,8 @@ export interface Blas {
   ): void;
   /** openblas_get_num_threads() if the library has it, else -1. */
   threads(): number;
+  /** openblas_set_num_threads(n) if the library has it; otherwise nothing. */
+  setThreads(n: number): void;
 }
 
 export interface BlasStatus {
@@ -91,6 +93,7 @@ interface RawLib {
   sgemm: RawGemm;
   dgemm: RawGemm;
   threads: (() => number) | null;
+  setThreads: ((n: number) => void) | null;
   /** Turns (typed array, element offset) into what the raw functions accept as a pointer. */
   arg: (x: Float32Array | Float64Array, off: number) => unknown;
 }
@@ -132,12 +135,14 @@ function openDeno(path: string): RawLib {
     cblas_dgemm: gemmDef("f64"),
     // Optional: absent (null) in non-OpenBLAS CBLAS libraries.
     openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
+    openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   });
   const s = lib.symbols;
   return {
     sgemm: s.cblas_sgemm,
     dgemm: s.cblas_dgemm,
     threads: s.openblas_get_num_threads ?? null,
+    setThreads: s.openblas_set_num_threads ?? null,
     // "buffer" takes a view and passes the address of its first element, so a
     // subarray is how an offset is expressed.
     arg: (x, off) => (off === 0 ? x : x.subarray(off)),
@@ -152,10 +157,15 @@ function openBun(path: string): RawLib {
   const gemmDef = (f: string) => ({ args: gemmSig(f, "ptr"), returns: "void" });
   const lib = ffi.dlopen(path, { cblas_sgemm: gemmDef("f32"), cblas_dgemm: gemmDef("f64") });
   let threads: (() => number) | null = null;
+  let setThreads: ((n: number) => void) | null = null;
   try {
     // bun:ffi has no optional symbols; probe separately (dlopen is refcounted).
-    threads = ffi.dlopen(path, { openblas_get_num_threads: { args: [], returns: "i32" } }).symbols
-      .openblas_get_num_threads;
+    const s = ffi.dlopen(path, {
+      openblas_get_num_threads: { args: [], returns: "i32" },
+      openblas_set_num_threads: { args: ["i32"], returns: "void" },
+    }).symbols;
+    threads = s.openblas_get_num_threads;
+    setThreads = s.openblas_set_num_threads;
   } catch {
     threads = null;
   }
@@ -164,6 +174,7 @@ function openBun(path: string): RawLib {
     sgemm: lib.symbols.cblas_sgemm,
     dgemm: lib.symbols.cblas_dgemm,
     threads,
+    setThreads,
     // A typed array passed as "ptr" is converted natively (honouring its
     // byteOffset; ~2x cheaper than ptr()); ptr(view, bytes) is relative to the
     // view's start and avoids allocating a subarray. ptr() rejects empty views.
@@ -221,6 +232,7 @@ function makeBlas(path: string, raw: RawLib): Blas {
     sgemm: call<Float32Array>(raw.sgemm),
     dgemm: call<Float64Array>(raw.dgemm),
     threads: () => (raw.threads ? Number(raw.threads()) : -1),
+    setThreads: (n: number) => raw.setThreads?.(n),
   };
 }
 

@@ -209,6 +209,22 @@ function gemmLayout(sRow: number, sCol: number, rows: number, cols: number): { t
 
 /** Smaller products than this skip the FFI call, whose fixed cost dominates there. */
 const BLAS_MIN_WORK = 64;
+/**
+ * Below this many multiply-adds OpenBLAS runs single-threaded: waking its workers costs more than
+ * they save, and idle workers spin in sched_yield, which showed up as most of the system time of a
+ * training run with small matrices.
+ */
+const BLAS_THREAD_WORK = 1 << 22;
+let blasThreads = 0, maxThreads = 0;
+
+function threadsFor(blas: NonNullable<ReturnType<typeof loadBlas>["blas"]>, work: number): void {
+  if (maxThreads === 0) maxThreads = blasThreads = Math.max(1, blas.threads());
+  const want = work >= BLAS_THREAD_WORK ? maxThreads : 1;
+  if (want !== blasThreads) {
+    blas.setThreads(want);
+    blasThreads = want;
+  }
+}
 
 export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: FloatArray }, out: FloatArray, forceTs = false): void {
   const r = a.shape.length;
@@ -224,6 +240,7 @@ export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: Flo
   const ao = stridedOffsets(batch, a.strides.slice(0, r - 2), a.offset);
   const bo = stridedOffsets(batch, b.strides.slice(0, r - 2), b.offset);
   const blas = forceTs || M * N * K < BLAS_MIN_WORK ? null : loadBlas().blas;
+  if (blas) threadsFor(blas, M * N * K);
   for (let i = 0; i < ao.length; i++) {
     const args = [la.trans, lb.trans, M, N, K, 1, a.arr, ao[i], la.ld, b.arr, bo[i], lb.ld, 0, out, i * M * N, N] as const;
     if (blas && out instanceof Float32Array) blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));
