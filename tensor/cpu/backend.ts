@@ -6,6 +6,10 @@ import { mapStrided } from "./strided.ts";
 import { giveArray, takeArray } from "./pool.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
+import { adamLoop, projectOutRowsLoop, unitRowsLoop } from "./fused.ts";
+import { perType, typeKey } from "./specialize.ts";
+
+type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
@@ -134,13 +138,17 @@ export const cpu: Backend = {
   scatterAdd(base, idx, upd, axis) {
     return produce(base.dtype, sizeOf(base.shape), (out) => {
       K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
-      K.scatterAdd(out, base.shape, num(idx), num(upd), axis);
+      const u = num(upd);
+      perType(K.scatterAdd, typeKey(out, u.arr), { stridedOffsets: K.stridedOffsets, checkIndex: K.checkIndex, contiguousStrides })(out, base.shape, num(idx), u, axis);
     });
   },
   topk(x, k) {
     const rows = sizeOf(x.shape) / (x.shape[x.shape.length - 1] || 1);
     const idx = new Int32Array(rows * k);
-    const vals = produce(x.dtype, rows * k, (out) => K.topk(num(x), k, out, idx));
+    const vals = produce(x.dtype, rows * k, (out) => {
+      const nx = num(x);
+      perType(K.topk, typeKey(nx.arr, out), { lineOffsets: K.lineOffsets })(nx, k, out, idx);
+    });
     return [vals, idx];
   },
   cumsum(x, axis, reverse) {
@@ -159,51 +167,34 @@ export const cpu: Backend = {
     const d = dense.shape[1];
     return produce(dense.dtype, outRows * d, (out) => {
       out.fill(0);
-      S.spmm(num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr, d, transpose, outRows, out as Float32Array);
+      const args = [num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr] as const;
+      perType(S.spmm, typeKey(...args, out), { check: S.check })(...args, d, transpose, outRows, out as F);
     });
   },
   sddmm(a, b, rows, cols) {
-    return produce(a.dtype, sizeOf(rows.shape), (out) => S.sddmm(num(a).arr, num(b).arr, num(rows).arr, num(cols).arr, a.shape[1], out as Float32Array));
+    return produce(a.dtype, sizeOf(rows.shape), (out) => {
+      const args = [num(a).arr, num(b).arr, num(rows).arr, num(cols).arr] as const;
+      perType(S.sddmm, typeKey(...args, out), { check: S.check })(...args, a.shape[1], out as F);
+    });
   },
   fused: {
     unitRows(w) {
       const [R, C] = w.shape;
-      const W = w.buf as Float32Array;
-      const out = takeArray(w.dtype, R * C) as Float32Array;
-      for (let r = 0, o = 0; r < R; r++, o += C) {
-        let s = 0;
-        for (let c = 0; c < C; c++) s += W[o + c] * W[o + c];
-        const inv = 1 / Math.sqrt(s);
-        for (let c = 0; c < C; c++) out[o + c] = W[o + c] * inv;
-      }
+      const W = w.buf as F, out = takeArray(w.dtype, R * C) as F;
+      perType(unitRowsLoop, typeKey(W, out))(W, out, R, C);
       return out;
     },
     projectOutRows(g, w) {
       const [R, C] = w.shape;
-      const G = g.buf as Float32Array, W = w.buf as Float32Array;
-      const out = takeArray(g.dtype, R * C) as Float32Array;
-      for (let r = 0, o = 0; r < R; r++, o += C) {
-        let ww = 0, gw = 0;
-        for (let c = 0; c < C; c++) (ww += W[o + c] * W[o + c]), (gw += G[o + c] * W[o + c]);
-        const s = gw / ww; // (g·w)/‖w‖² = (g·ŵ)/‖w‖
-        for (let c = 0; c < C; c++) out[o + c] = G[o + c] - s * W[o + c];
-      }
+      const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;
+      perType(projectOutRowsLoop, typeKey(G, W, out))(G, W, out, R, C);
       return out;
     },
     adam(g, mu, nu, param, h) {
       const n = sizeOf(g.shape);
-      const G = g.buf as Float32Array, M = mu.buf as Float32Array, V = nu.buf as Float32Array;
-      const P = param ? param.buf as Float32Array : null;
-      const U = takeArray(g.dtype, n) as Float32Array, M2 = takeArray(g.dtype, n) as Float32Array, V2 = takeArray(g.dtype, n) as Float32Array;
-      const { b1, b2, eps, c2, scale, decay } = h;
-      for (let i = 0; i < n; i++) {
-        const gi = G[i];
-        const m = b1 * M[i] + (1 - b1) * gi;
-        const v = b2 * V[i] + (1 - b2) * gi * gi;
-        M2[i] = m;
-        V2[i] = v;
-        U[i] = (scale * m) / (Math.sqrt(v / c2) + eps) - (P ? decay * P[i] : 0);
-      }
+      const G = g.buf as F, M = mu.buf as F, V = nu.buf as F, P = param ? param.buf as F : null;
+      const U = takeArray(g.dtype, n) as F, M2 = takeArray(g.dtype, n) as F, V2 = takeArray(g.dtype, n) as F;
+      perType(adamLoop, typeKey(G, U) + (P ? ",decay" : ""))(G, M, V, P, U, M2, V2, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay);
       return [U, M2, V2];
     },
   },

@@ -47,7 +47,7 @@ export function stridedOffsets(shape: Shape, strides: readonly number[], offset:
 }
 
 /** Base offsets of every line along `axis` (the other axes in row-major order). */
-function lineOffsets(v: { shape: Shape; strides: readonly number[]; offset: number }, axis: number): Float64Array {
+export function lineOffsets(v: { shape: Shape; strides: readonly number[]; offset: number }, axis: number): Float64Array {
   const shape = v.shape.filter((_, d) => d !== axis);
   const strides = v.strides.filter((_, d) => d !== axis);
   return stridedOffsets(shape, strides, v.offset);
@@ -86,7 +86,7 @@ export function argReduce(op: "argmax" | "argmin", x: NumView, axis: number, out
   }
 }
 
-function checkIndex(op: string, i: number, n: number): void {
+export function checkIndex(op: string, i: number, n: number): void {
   if (!(i >= 0 && i < n)) throw new RangeError(`${op}: index ${i} is out of range for an axis of size ${n}`);
 }
 

@@ -1,7 +1,7 @@
 /** Sparse-dense kernels over COO entries; operands are contiguous row-major arrays. */
 type Arr = ArrayLike<number> & { [i: number]: number };
 
-function check(op: string, i: number, n: number): void {
+export function check(op: string, i: number, n: number): void {
   if (!(i >= 0 && i < n)) throw new RangeError(`${op}: index ${i} is out of range for ${n} rows`);
 }
 

@@ -48,7 +48,7 @@ const cache = new Map<string, Kernel>();
  * reduction. Where the innermost axis is reduced (output stride 0) it folds into a local, since a
  * read-modify-write of the same slot each element serialises on memory.
  */
-function build(expr: string, arity: number, acc?: string): Kernel {
+function build(key: string, expr: string, arity: number, acc?: string): Kernel {
   const names = NAMES.slice(0, arity);
   const lines: string[] = [];
   lines.push("const nd = shape.length;");
@@ -88,7 +88,20 @@ function build(expr: string, arity: number, acc?: string): Kernel {
   lines.push("  }");
   lines.push("}");
   const body = lines.join("\n");
-  return new Function("H", `return function kernel(out, outStr, outOff, shape, args, strs) {\n${body}\n};`)(H) as Kernel;
+  // The key in a comment makes the source text unique: JavaScriptCore shares compiled code (and
+  // its type profile) between functions of identical source, which would undo the per-type split.
+  return new Function("H", `return function kernel(out, outStr, outOff, shape, args, strs) {\n// ${key}\n${body}\n};`)(H) as Kernel;
+}
+
+/**
+ * One compiled kernel per combination of array types: a kernel fed Float32Array and Float64Array
+ * alike turns polymorphic, and JavaScriptCore (Bun) then runs the f32 loop 4x slower for the rest
+ * of the process (a training run slowed 10x after the op tests had run in the same process).
+ */
+function typesOf(out: Arr, args: StridedArg[]): string {
+  let s = out.constructor.name;
+  for (const a of args) s += "," + a.arr.constructor.name;
+  return s;
 }
 
 /**
@@ -106,9 +119,9 @@ export function mapStrided(
   let n = 1;
   for (const d of shape) n *= d;
   if (n === 0) return;
-  const key = `${args.length}|${expr}`;
+  const key = `${typesOf(out, args)}|${expr}`;
   let k = cache.get(key);
-  if (!k) cache.set(key, (k = build(expr, args.length)));
+  if (!k) cache.set(key, (k = build(key, expr, args.length)));
   run(k, shape, out, outStrides, outOffset, args);
 }
 
@@ -120,9 +133,9 @@ export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: r
   let n = 1;
   for (const d of shape) n *= d;
   if (n === 0) return;
-  const key = `R|${acc}`;
+  const key = `R|${typesOf(out, [x])}|${acc}`;
   let k = cache.get(key);
-  if (!k) cache.set(key, (k = build(acc.replaceAll("acc", "out[po]"), 1, acc)));
+  if (!k) cache.set(key, (k = build(key, acc.replaceAll("acc", "out[po]"), 1, acc)));
   run(k, shape, out, outStrides, 0, [x]);
 }
 
