@@ -52,6 +52,19 @@ function build(key: string, expr: string, arity: number, acc?: string): Kernel {
   const names = NAMES.slice(0, arity);
   const lines: string[] = [];
   lines.push("const nd = shape.length;");
+  if (!acc) {
+    // Everything contiguous (the common case): one flat loop, with no stride bookkeeping for the
+    // compiler to specialise and later deoptimise on (seen: a 6x slower ReLU inside training).
+    const flat = names.map((_, k) => `strs[${k + 1}][0] === 1`).join(" && ");
+    lines.push(`if (nd === 1 && outStr[0] === 1${flat ? " && " + flat : ""}) {`);
+    names.forEach((_, k) => lines.push(`  const F${k} = args[${k}].arr, f${k} = args[${k}].offset;`));
+    lines.push("  for (let i = 0, n = shape[0]; i < n; i++) {");
+    names.forEach((n, k) => lines.push(`    const ${n} = F${k}[f${k} + i];`));
+    lines.push(`    out[outOff + i] = ${expr};`);
+    lines.push("  }");
+    lines.push("  return;");
+    lines.push("}");
+  }
   names.forEach((_, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
   // po names the output slot in the loop below; expressions may read it (reductions do), so the
   // scalar path (everything coalesced away) must define it too.
