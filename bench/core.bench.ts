@@ -33,7 +33,7 @@ group("1M elements f32", () => {
 
 const s1 = t.tensor([1, 2, 3]), s2 = t.tensor([4, 5, 6]);
 group("per-op overhead, 3 elements", () => {
-  bench("add", () => t.tidy(() => do_not_optimize(t.add(s1, s2))));
+  bench("tiny add", () => t.tidy(() => do_not_optimize(t.add(s1, s2))));
   bench("matmul 1x3 @ 3x1", () => t.tidy(() => do_not_optimize(t.matmul(t.reshape(s1, [1, 3]), t.reshape(s2, [3, 1])))));
 });
 
@@ -54,6 +54,7 @@ const summary = {
   matmul_ts_gflops: ts,
   add_1m_us: (avg("add") ?? NaN) / 1e3,
   sum_1m_us: (avg("sum") ?? NaN) / 1e3,
+  tiny_add_us: (avg("tiny add") ?? NaN) / 1e3,
 };
 if (json) console.log(JSON.stringify(summary));
 else {

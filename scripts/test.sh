@@ -8,7 +8,7 @@ export NO_COLOR=1
 out=$(mktemp -d)
 
 echo "== deno test =="
-node_modules/.bin/deno test -A tests/ 2>&1 | tee "$out/deno.log"
+node_modules/.bin/deno test -A --v8-flags=--no-maglev tests/ 2>&1 | tee "$out/deno.log"
 deno_rc=${PIPESTATUS[0]}
 echo "== bun test =="
 node_modules/.bin/bun test tests/ 2>&1 | tee "$out/bun.log"
