@@ -47,7 +47,7 @@ for (let i = 0; i < steps; i++) step();
 const ms = (performance.now() - t0) / steps;
 const ours = { tokens_per_s: (B * 1000) / ms, ms_per_step: ms };
 
-let torch: { tokens_per_s: number; ms_per_step: number; threads: number } | null = null;
+let torch: { tokens_per_s: number; ms_per_step: number; threads: number; torch: string } | null = null;
 let why = "";
 const py = "/usr/bin/python3";
 if (existsSync(py)) {

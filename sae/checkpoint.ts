@@ -40,7 +40,7 @@ interface StateJson {
   data: Checkpoint["data"];
 }
 
-async function exists(p: string): Promise<boolean> {
+function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
 }
 

@@ -102,7 +102,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
   }
   if (o.progress === true && isTty()) process.stderr.write("\n");
-  const params = foldScale(state.params, cfg, state.scale, state.scaleOut);
+  const params = foldScale(state.params, state.scale, state.scaleOut);
   if (o.out && state.step === t.steps) {
     await saveSae(o.out, { params, cfg, ...(cfg.arch === "batchtopk" || cfg.arch === "matryoshka" ? { threshold: state.threshold } : {}) });
   }

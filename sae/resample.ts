@@ -8,7 +8,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import * as random from "../tensor/random.ts";
 import { ones, tensor, zeros } from "../tensor/ops/create.ts";
 import { add, cast, div, ge, gt, log, maximum, mul, sub, where } from "../tensor/ops/elementwise.ts";
-import { mean, norm, sum } from "../tensor/ops/reduce.ts";
+import { norm, sum } from "../tensor/ops/reduce.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { broadcastTo, reshape, take, transpose } from "../tensor/ops/shape.ts";
 import { disposeReplaced, tidy } from "../tensor/scope.ts";

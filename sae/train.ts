@@ -226,7 +226,7 @@ export function stateTensors(s: TrainState): unknown[] {
 }
 
 /** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */
-export function foldScale(p: SaeParams, cfg: SaeConfig, scale: number, scaleOut: number): SaeParams {
+export function foldScale(p: SaeParams, scale: number, scaleOut: number): SaeParams {
   if (scale === 1 && scaleOut === 1) return p;
   return {
     ...p,

@@ -408,7 +408,7 @@ test("activation normalisation: folded weights on raw inputs = unfolded model on
     const s = await train(cfg, tc, 3, { batchScale: 7 });
     assert(Math.abs(s.scale - 1) > 1, `${arch}: scale ${s.scale} should be far from 1`);
     if (arch === "transcoder") assert(Math.abs(s.scaleOut / s.scale - 1) > 0.1, `transcoder: scaleOut ${s.scaleOut} vs scale ${s.scale}`);
-    const folded = foldScale(s.params, cfg, s.scale, s.scaleOut);
+    const folded = foldScale(s.params, s.scale, s.scaleOut);
     const a = ARCHITECTURES[arch];
     const raw = batchFor(cfg, 1000, B, 7);
     const codeRaw = a.encode(folded, raw.x, cfg);
