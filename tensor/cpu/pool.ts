@@ -3,11 +3,17 @@
  * first touch, which costs more than the kernel that fills it (seen: 35 ms to negate 16M floats
  * into new memory); a training loop that reuses its buffers avoids that entirely.
  */
+import { totalmem } from "node:os";
 import { allocStorage, byteSize, type DType, type StorageArray } from "../dtype.ts";
 
 const MIN_BYTES = 1 << 16;
-const MAX_POOLED_BYTES = 1 << 30;
-const PER_SIZE = 8;
+/**
+ * Large enough to hold a training step's working set (a d=512, F=8192, batch-2048 SAE step
+ * releases ~1 GB of [2048, 8192] buffers; with a 1 GiB cap it re-faulted ~100 MB a step), and
+ * bounded by a quarter of the machine's memory.
+ */
+const MAX_POOLED_BYTES = Math.min(4 * 2 ** 30, Math.floor(totalmem() / 4));
+const PER_SIZE = 16;
 
 const pools = new Map<string, StorageArray[]>();
 let pooled = 0;
