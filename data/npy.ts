@@ -11,7 +11,7 @@ import { storageFrom } from "../tensor/ops/create.ts";
 import { cast } from "../tensor/ops/elementwise.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { readFileBytes, writeFileAtomic } from "./atomic.ts";
-import { adoptHostArray, tensorBytes } from "./safetensors.ts";
+import { adoptHostArray, gatherStrided, tensorBytes } from "./safetensors.ts";
 
 export class NpyError extends Error {
   override name = "NpyError";
@@ -173,18 +173,7 @@ function fortranToC<T extends Host>(src: T, shape: readonly number[]): T {
     strides[d] = acc;
     acc *= shape[d];
   }
-  const idx = new Array<number>(nd).fill(0);
-  let pos = 0;
-  for (let i = 0; i < out.length; i++) {
-    out[i] = src[pos];
-    for (let d = nd - 1; d >= 0; d--) {
-      idx[d]++;
-      pos += strides[d];
-      if (idx[d] < shape[d]) break;
-      pos -= strides[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  gatherStrided(src, out, shape, strides, 0);
   return out;
 }
 

@@ -292,7 +292,8 @@ export async function tensorBytes(t: Tensor): Promise<Uint8Array> {
   return bytes;
 }
 
-function gatherStrided(src: Uint16Array, out: Uint16Array, shape: readonly number[], strides: readonly number[], offset: number): void {
+/** out[i] = src[element i of the strided view] in row-major order; for host arrays of any type. */
+export function gatherStrided<T extends { [i: number]: number; length: number }>(src: T, out: T, shape: readonly number[], strides: readonly number[], offset: number): void {
   const nd = shape.length;
   const idx = new Array<number>(nd).fill(0);
   let pos = offset;

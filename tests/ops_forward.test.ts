@@ -20,27 +20,19 @@ import {
   ndArb,
   ndOf,
   normAx,
-  RUNS,
-  runs,
   reduceRef,
   size,
   T,
   tol,
   transposeRef,
   zip,
+  BOOL,
+  I32,
+  prop,
 } from "./ref.ts";
 
 type Tensor = t.Tensor;
 
-/** A fast-check property as one test; each run inside tidy so nothing outlives it. */
-function prop<A>(name: string, arb: fc.Arbitrary<A>, fn: (v: A) => void, numRuns = RUNS.numRuns): void {
-  test(name, () => {
-    fc.assert(fc.property(arb, (v) => t.tidy(() => fn(v))), { numRuns: runs(numRuns) });
-  });
-}
-
-const I32 = (a: Nd): Tensor => T(a, "i32");
-const BOOL = (a: Nd): Tensor => T(a, "bool");
 
 // ---------------------------------------------------------------- unary
 

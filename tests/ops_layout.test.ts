@@ -22,8 +22,6 @@ import {
   ndOf,
   normAx,
   permArb,
-  RUNS,
-  runs,
   reduceRef,
   shapeArb,
   size,
@@ -32,19 +30,13 @@ import {
   transposeRef,
   unravel,
   zip,
+  BOOL,
+  I32,
+  prop,
 } from "./ref.ts";
 
 type Tensor = t.Tensor;
 
-/** A fast-check property as one test; each run inside tidy so nothing outlives it. */
-function prop<A>(name: string, arb: fc.Arbitrary<A>, fn: (v: A) => void, numRuns = RUNS.numRuns): void {
-  test(name, () => {
-    fc.assert(fc.property(arb, (v) => t.tidy(() => fn(v))), { numRuns: runs(numRuns) });
-  });
-}
-
-const I32 = (a: Nd): Tensor => T(a, "i32");
-const BOOL = (a: Nd): Tensor => T(a, "bool");
 
 const sumOf = (v: number[]) => v.reduce((p, q) => p + q, 0);
 

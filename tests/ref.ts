@@ -5,6 +5,7 @@
 import fc from "fast-check";
 import * as t from "../mod.ts";
 import { readEnv } from "../tensor/env.ts";
+import { test } from "./harness.ts";
 
 export type Tensor = t.Tensor;
 
@@ -284,3 +285,13 @@ export const RUNS = { numRuns: envRuns > 0 ? envRuns : 60 };
 /** Scale a per-property default run count by FC_RUNS / 60. */
 export const runs = (n: number): number => (envRuns > 0 ? Math.max(1, Math.round((n * envRuns) / 60)) : n);
 if (envSeed !== undefined) fc.configureGlobal({ seed: Number(envSeed) });
+
+/** A fast-check property as one test; each run inside tidy so nothing outlives it. */
+export function prop<A>(name: string, arb: fc.Arbitrary<A>, fn: (v: A) => void, numRuns = RUNS.numRuns): void {
+  test(name, () => {
+    fc.assert(fc.property(arb, (v) => t.tidy(() => fn(v))), { numRuns: runs(numRuns) });
+  });
+}
+
+export const I32 = (a: Nd): t.Tensor => T(a, "i32");
+export const BOOL = (a: Nd): t.Tensor => T(a, "bool");
