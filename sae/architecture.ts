@@ -3,6 +3,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { Code } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
 import type { SaeParams } from "./params.ts";
+import type { PRNGKey } from "../tensor/random.ts";
 
 /** A training batch: inputs, and the targets when they differ (transcoders). */
 export interface Batch {
@@ -33,6 +34,8 @@ export interface LossAux {
 }
 
 export interface Architecture {
+  /** Fresh parameters (dictionary_learning's initialisation, see params.ts). */
+  init(key: PRNGKey, cfg: SaeConfig): SaeParams;
   /** The training-time code (BatchTopK selects over the batch). */
   encode(p: SaeParams, x: Tensor, cfg: SaeConfig): Code;
   /** The inference code; BatchTopK and Matryoshka use the learned threshold θ instead. */

@@ -9,8 +9,10 @@ import { type Code, decodeWith } from "./code.ts";
 import { preActivations } from "./topk_encode.ts";
 import { batchTopkEncode, batchTopkSelect } from "./topk_encode.ts";
 import { topkFamilyLoss } from "./topk.ts";
+import { initParams } from "./params.ts";
 
 export const batchTopkSae: Architecture = {
+  init: initParams,
   encode(p, x, cfg): Code {
     const coo = batchTopkEncode(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null, cfg.k * x.shape[0]);
     return { kind: "coo", coo, batch: x.shape[0] };

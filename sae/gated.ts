@@ -11,7 +11,7 @@ import type { Architecture } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
 import { l1Penalty, reconstruction } from "./losses.ts";
-import type { SaeParams } from "./params.ts";
+import { initParams, type SaeParams } from "./params.ts";
 
 function paths(p: SaeParams, x: Tensor, cfg: SaeConfig): { gate: Tensor; f: Tensor } {
   const z = matmul(cfg.apply_b_dec_to_input ? sub(x, p.b_dec) : x, p.W_enc);
@@ -21,6 +21,7 @@ function paths(p: SaeParams, x: Tensor, cfg: SaeConfig): { gate: Tensor; f: Tens
 }
 
 export const gatedSae: Architecture = {
+  init: initParams,
   encode: (p, x, cfg): Code => ({ kind: "dense", f: paths(p, x, cfg).f }),
   encodeInference: (p, x, cfg): Code => ({ kind: "dense", f: paths(p, x, cfg).f }),
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

@@ -13,6 +13,7 @@ import type { Architecture } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import { reconstruction } from "./losses.ts";
 import { preActivations } from "./topk_encode.ts";
+import { initParams } from "./params.ts";
 
 /** rect((pre − θ)/ε): 1 strictly inside the window of half-width ε/2 around θ. */
 const rect = (pre: Tensor, theta: Tensor, eps: number) => cast(lt(abs(div(sub(pre, theta), eps)), 0.5), pre.dtype);
@@ -35,6 +36,7 @@ export function jumpStep(pre: Tensor, theta: Tensor, eps: number): Tensor {
 }
 
 export const jumpReluSae: Architecture = {
+  init: initParams,
   encode(p, x, cfg): Code {
     const pre = preActivations(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null);
     return { kind: "dense", f: jumpRelu(pre, p.threshold!, cfg.jumprelu_bandwidth) };

@@ -12,8 +12,10 @@ import { reconstruction } from "./losses.ts";
 import { batchTopkSae } from "./batchtopk.ts";
 import { batchTopkSelect } from "./topk_encode.ts";
 import { topkFamilyLoss } from "./topk.ts";
+import { initParams } from "./params.ts";
 
 export const matryoshkaSae: Architecture = {
+  init: initParams,
   encode: batchTopkSae.encode,
   encodeInference: batchTopkSae.encodeInference,
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

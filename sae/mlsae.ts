@@ -14,6 +14,7 @@ import { type Code, decodeWith } from "./code.ts";
 import { auxTerm, encodeWithAux, topkSae } from "./topk.ts";
 import { topkSelect } from "./topk_encode.ts";
 import type { SaeConfig } from "./config.ts";
+import { initParams } from "./params.ts";
 
 const LN_EPS = 1e-5;
 
@@ -36,6 +37,7 @@ export function layerFvu(x: Tensor, xhat: Tensor): Tensor {
 }
 
 export const mlsae: Architecture = {
+  init: initParams,
   encode: (p, x, cfg): Code => topkSae.encode(p, flatTokens(x, cfg), cfg),
   encodeInference: (p, x, cfg): Code => topkSae.encode(p, flatTokens(x, cfg), cfg),
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

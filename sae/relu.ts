@@ -9,7 +9,7 @@ import { ghostLoss } from "./ghost.ts";
 import type { Architecture } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import { l1Penalty, reconstruction } from "./losses.ts";
-import type { SaeParams } from "./params.ts";
+import { initParams, type SaeParams } from "./params.ts";
 import { preActivations } from "./topk_encode.ts";
 import type { SaeConfig } from "./config.ts";
 
@@ -20,6 +20,7 @@ export function reluCode(p: SaeParams, x: Tensor, cfg: SaeConfig): Tensor {
 }
 
 export const reluSae: Architecture = {
+  init: initParams,
   encode: (p, x, cfg): Code => ({ kind: "dense", f: reluCode(p, x, cfg) }),
   encodeInference: (p, x, cfg): Code => ({ kind: "dense", f: reluCode(p, x, cfg) }),
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

@@ -11,7 +11,7 @@ import type { Architecture, LossContext } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
 import { auxkLoss, auxkLossSaeLens, reconstruction } from "./losses.ts";
-import type { SaeParams } from "./params.ts";
+import { initParams, type SaeParams } from "./params.ts";
 import { type SelectedCoo, sparseEncoder, topkSelect } from "./topk_encode.ts";
 
 const inputBias = (p: SaeParams, cfg: SaeConfig) => (cfg.apply_b_dec_to_input ? p.b_dec : null);
@@ -56,6 +56,7 @@ export function topkFamilyLoss(
 }
 
 export const topkSae: Architecture = {
+  init: initParams,
   encode(p, x, cfg): Code {
     const [coo] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), [(pre) => topkSelect(pre, cfg.k)]);
     return { kind: "coo", coo, batch: x.shape[0] };

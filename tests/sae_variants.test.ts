@@ -5,6 +5,7 @@ import { topkSae } from "../sae/topk.ts";
 import { reluSae } from "../sae/relu.ts";
 import { unitRows } from "../sae/params.ts";
 import { projectDecoderGrad } from "../sae/train.ts";
+import { ARCHITECTURES } from "../sae/architectures.ts";
 
 /** f64 SAE parameters and inputs from one seed. */
 function randomSae(seed: number, d: number, F: number, B: number) {
@@ -99,5 +100,14 @@ test("fused row kernels (unit rows, decoder-gradient projection) equal their com
     // The projection leaves no component along the rows.
     const along = t.sum(t.mul(projectDecoderGrad(w, g), w), -1).dataSync();
     assertClose(along, new Array(7).fill(0), { atol: dtype === "f32" ? 1e-5 : 1e-12 });
+  }
+});
+
+test("every architecture has init, encode, encodeInference, decode and loss", () => {
+  for (const [name, a] of Object.entries(ARCHITECTURES)) {
+    for (const f of ["init", "encode", "encodeInference", "decode", "loss"] as const) assert(typeof a[f] === "function", `${name}.${f}`);
+    const cfg = resolveConfig({ arch: name as keyof typeof ARCHITECTURES, d_in: 4, d_sae: 6, k: 2, ...(name === "transcoder" ? { d_out: 3 } : {}) });
+    const p = a.init(t.random.key(0), cfg);
+    assert(p.W_enc.shape.join() === "4,6" && p.W_dec.shape.join() === `6,${cfg.d_out}`, `${name}.init shapes`);
   }
 });
