@@ -11,7 +11,7 @@ import { storageFrom } from "../tensor/ops/create.ts";
 import { cast } from "../tensor/ops/elementwise.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { readFileBytes, writeFileAtomic } from "./atomic.ts";
-import { adoptHostArray, gatherStrided, tensorBytes } from "./safetensors.ts";
+import { adoptHostArray, gatherStrided, swapBytes, tensorBytes } from "./safetensors.ts";
 
 export class NpyError extends Error {
   override name = "NpyError";
@@ -152,15 +152,6 @@ function latin1(b: Uint8Array): string {
   return s;
 }
 
-function swapBytes(b: Uint8Array, itemsize: number): void {
-  for (let i = 0; i < b.length; i += itemsize) {
-    for (let lo = i, hi = i + itemsize - 1; lo < hi; lo++, hi--) {
-      const t = b[lo];
-      b[lo] = b[hi];
-      b[hi] = t;
-    }
-  }
-}
 
 type Host = Float32Array | Float64Array | Uint16Array | Int32Array | Uint8Array;
 

@@ -180,7 +180,8 @@ function alignedLE(src: Uint8Array, itemsize: number): ArrayBuffer {
   return copy.buffer;
 }
 
-function swapBytes(b: Uint8Array, itemsize: number): void {
+/** Reverse the bytes of each `itemsize`-byte element in place (endianness conversion). */
+export function swapBytes(b: Uint8Array, itemsize: number): void {
   for (let i = 0; i < b.length; i += itemsize) {
     for (let lo = i, hi = i + itemsize - 1; lo < hi; lo++, hi--) {
       const t = b[lo];
