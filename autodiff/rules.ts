@@ -20,6 +20,9 @@ import { bind1 } from "../tensor/prims.ts";
 /** `live[j]`: whether input j needs a cotangent (rules may skip work for the others). */
 type Rule<P extends Prim> = (cts: (Tensor | null)[], node: Node<P>, live: boolean[]) => (Tensor | null)[];
 
+/** A cotangent computed only for an input that needs one (skips e.g. ∂x of x·W with x data). */
+const when = (live: boolean, f: () => Tensor): Tensor | null => (live ? f() : null);
+
 const TWO_OVER_SQRT_PI = 1.1283791670955126;
 
 function unaryRule(op: Node<"unary">["params"]["op"], g: Tensor, x: Tensor, y: Tensor): Tensor | null {
@@ -69,18 +72,18 @@ function extremum(g: Tensor, x: Tensor, y: Tensor, op: "gt" | "lt"): [Tensor, Te
 
 export const RULES: { [P in Prim]: Rule<P> } = {
   unary: ([g], { inputs: [x], outputs: [y], params: { op } }) => [unaryRule(op, g!, x, y)],
-  binary: ([g], { inputs: [x, y], outputs: [z], params: { op } }) => {
+  binary: ([g], { inputs: [x, y], outputs: [z], params: { op } }, live) => {
     switch (op) {
       case "add":
         return [g, g];
       case "sub":
         return [g, neg(g!)];
       case "mul":
-        return [mul(g!, y), mul(g!, x)];
+        return [when(live[0], () => mul(g!, y)), when(live[1], () => mul(g!, x))];
       case "div":
-        return [div(g!, y), neg(div(mul(g!, z), y))];
+        return [when(live[0], () => div(g!, y)), when(live[1], () => neg(div(mul(g!, z), y)))];
       case "pow":
-        return [mul(g!, mul(y, pow(x, sub(y, 1)))), mul(g!, mul(z, log(where(gt(x, 0), x, 1))))];
+        return [when(live[0], () => mul(g!, mul(y, pow(x, sub(y, 1))))), when(live[1], () => mul(g!, mul(z, log(where(gt(x, 0), x, 1)))))];
       case "mod":
         return [g, neg(mul(g!, floor(div(x, y))))];
       case "max":
@@ -91,7 +94,7 @@ export const RULES: { [P in Prim]: Rule<P> } = {
         return [null, null];
     }
   },
-  where: ([g], { inputs: [c] }) => [null, where(c, g!, 0), where(c, 0, g!)],
+  where: ([g], { inputs: [c] }, live) => [null, when(live[1], () => where(c, g!, 0)), when(live[2], () => where(c, 0, g!))],
   cast: ([g], { inputs: [x] }) => [isFloat(x.dtype) ? cast(g!, x.dtype) : null],
   reduce: ([g], { inputs: [x], outputs: [y], params: { op, axes } }) => {
     const keep = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
@@ -101,7 +104,7 @@ export const RULES: { [P in Prim]: Rule<P> } = {
     return [div(mul(gk, hit), broadcastTo(sum(hit, axes, { keepdims: true }), x.shape))];
   },
   argReduce: () => [null],
-  matmul: ([g], { inputs: [a, b] }) => [matmul(g!, mT(b)), matmul(mT(a), g!)],
+  matmul: ([g], { inputs: [a, b] }, live) => [when(live[0], () => matmul(g!, mT(b))), when(live[1], () => matmul(mT(a), g!))],
   gather: ([g], { inputs: [x, idx], params: { axis } }) => [scatterAdd(zeros(x.shape, g!.dtype, g!.backend), idx, g!, axis), null],
   scatterAdd: ([g], { inputs: [, idx], params: { axis } }) => [g, null, gather(g!, idx, axis)],
   topk: ([g], { inputs: [x], outputs: [, idx] }) => [g ? scatterAdd(zeros(x.shape, g.dtype, g.backend), idx, g, -1) : null],
@@ -130,15 +133,15 @@ export const RULES: { [P in Prim]: Rule<P> } = {
   slice: ([g], { inputs: [x], params: { starts, ends } }) => [pad(g!, starts.map((s, i) => [s, x.shape[i] - ends[i]] as const))],
   alias: ([g]) => [g],
   // S@T, Sᵀ@G and the sampled product are closed under differentiation (ops/sparse.ts).
-  spmm: ([g], { inputs: [r, c, v, m], params: { transpose } }) => {
+  spmm: ([g], { inputs: [r, c, v, m], params: { transpose } }, live) => {
     const coo = { rows: r, cols: c, values: v };
     return transpose
-      ? [null, null, sddmm(m, g!, r, c), spmm(coo, g!, m.shape[0])]
-      : [null, null, sddmm(g!, m, r, c), spmmT(coo, g!, m.shape[0])];
+      ? [null, null, when(live[2], () => sddmm(m, g!, r, c)), when(live[3], () => spmm(coo, g!, m.shape[0]))]
+      : [null, null, when(live[2], () => sddmm(g!, m, r, c)), when(live[3], () => spmmT(coo, g!, m.shape[0]))];
   },
-  sddmm: ([g], { inputs: [a, b, r, c] }) => {
+  sddmm: ([g], { inputs: [a, b, r, c] }, live) => {
     const coo = { rows: r, cols: c, values: g! };
-    return [spmm(coo, b, a.shape[0]), spmmT(coo, a, b.shape[0]), null, null];
+    return [when(live[0], () => spmm(coo, b, a.shape[0])), when(live[1], () => spmmT(coo, a, b.shape[0])), null, null];
   },
   custom: (cts, { params: { backward } }, live) => backward(cts, live),
 };

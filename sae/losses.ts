@@ -2,6 +2,8 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs, add, div, isFinite, mul, square, sub, where } from "../tensor/ops/elementwise.ts";
 import { mean, norm, sum } from "../tensor/ops/reduce.ts";
+import { matmul } from "../tensor/ops/linalg.ts";
+import { expandDims, squeeze } from "../tensor/ops/shape.ts";
 import { type Coo, spmm } from "../tensor/ops/sparse.ts";
 
 /** Mean over the batch of Σ_d (x − x̂)² (dictionary_learning and SAELens). */
@@ -16,7 +18,8 @@ export function reconstruction(x: Tensor, xhat: Tensor): Tensor {
 export function l1Penalty(f: Tensor, W_dec: Tensor, variant: "plain" | "decoder_norm", nonNegative = false): Tensor {
   const a = nonNegative ? f : abs(f);
   if (variant === "plain") return mean(sum(a, -1));
-  return mean(sum(mul(a, norm(W_dec, -1)), -1));
+  // Σᵢ fᵢ‖W_dec[i]‖ per row is a mat-vec: one BLAS read of f forward and backward.
+  return mean(squeeze(matmul(a, expandDims(norm(W_dec, -1), 1)), 1));
 }
 
 /**

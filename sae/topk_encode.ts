@@ -12,7 +12,7 @@ import { zeros } from "../tensor/ops/create.ts";
 import { add, floorDiv, mod, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
-import { concat, contiguous, reshape, transpose } from "../tensor/ops/shape.ts";
+import { concat, contiguous, expandDims, reshape, squeeze, transpose } from "../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../tensor/ops/sparse.ts";
 
 export interface TopKCode {
@@ -23,7 +23,10 @@ export interface TopKCode {
 
 /** Pre-activations before the top-k selection: (x − b_dec)·W_enc + b_enc. */
 export function preActivations(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null): Tensor {
-  return add(matmul(b_dec ? sub(x, b_dec) : x, W_enc), b_enc);
+  // (x − b_dec)·W_enc + b_enc, with b_dec folded into the bias: b_dec's gradient is then a
+  // mat-vec (W_enc·Σ∂pre) instead of a dense [B, F]·[F, d] product for ∂(x − b_dec).
+  if (!b_dec) return add(matmul(x, W_enc), b_enc);
+  return add(matmul(x, W_enc), sub(b_enc, squeeze(matmul(expandDims(b_dec, 0), W_enc), 0)));
 }
 
 /** Gradients of (x, W_enc, b_enc[, b_dec]) from the cotangent `dpre` of the kept pre-activations. */
