@@ -1,9 +1,10 @@
 /** The CPU backend: TypeScript kernels on typed arrays, matmul through OpenBLAS when found. */
 import type { Backend, BinaryOp, UnaryOp, View } from "../backend.ts";
-import { allocStorage, type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
+import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
-import { giveArray, takeArray } from "./pool.ts";
+import { allocShared, giveArray, takeArray } from "./pool.ts";
+import { allShared, ranges, runJobs, threads } from "./threads.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
 import { adamLoop, projectOutRowsLoop, unitRowsLoop } from "./fused.ts";
@@ -90,6 +91,17 @@ function map(expr: string, shape: Shape, dtype: DType, views: View[]): StorageAr
   return produce(dtype, n, (out) => mapStrided(expr, shape, out, contiguousStrides(shape), 0, args));
 }
 
+/** Below this much work (elements, or multiply-adds) a kernel runs on one thread. */
+const PARALLEL_MIN = 1 << 18;
+
+const contiguous = (v: View) => v.strides.every((s, i) => s === contiguousStrides(v.shape)[i]);
+
+/** A row-wise kernel fn(...arrays, R, C, ...rest) over contiguous [R, C] arrays, rows split among threads. */
+function rowJobs(fn: "unitRows" | "projectOutRows", key: string, R: number, C: number, arrays: F[], rest: unknown[]): void {
+  const parts = R * C >= PARALLEL_MIN && allShared(...arrays) ? ranges(R, threads()) : [[0, R] as [number, number]];
+  runJobs(parts.map(([lo, hi]) => ({ fn, key, args: [...arrays.map((a) => a.subarray(lo * C, hi * C)), hi - lo, C, ...rest] })));
+}
+
 export const cpu: Backend = {
   name: "cpu",
   hostMemory: true,
@@ -97,7 +109,7 @@ export const cpu: Backend = {
     const s = loadBlas();
     return s.blas ? `cpu: matmul through OpenBLAS (${s.blas.path})` : `cpu: matmul in TypeScript (${s.reason})`;
   },
-  alloc: (dtype, size) => allocStorage(dtype, size),
+  alloc: (dtype, size) => allocShared(dtype, size),
   free: (buf) => giveArray(buf as StorageArray),
   fromHost: (_dtype, data) => data,
   read: (buf, _dtype, size) => Promise.resolve((buf as StorageArray).slice(0, size)),
@@ -143,11 +155,20 @@ export const cpu: Backend = {
     });
   },
   topk(x, k) {
-    const rows = sizeOf(x.shape) / (x.shape[x.shape.length - 1] || 1);
-    const idx = new Int32Array(rows * k);
+    const n = x.shape[x.shape.length - 1] || 1, rows = sizeOf(x.shape) / n;
+    const idx = takeArray("i32", rows * k) as Int32Array;
     const vals = produce(x.dtype, rows * k, (out) => {
       const nx = num(x);
-      perType(K.topk, typeKey(nx.arr, out), { lineOffsets: K.lineOffsets })(nx, k, out, idx);
+      const key = typeKey(nx.arr, out);
+      // Rows of a contiguous input go to threads as row ranges.
+      const flat = contiguous(x) && rows >= 2 && allShared(nx.arr, out, idx) && sizeOf(x.shape) >= PARALLEL_MIN;
+      const parts = flat ? ranges(rows, threads()) : [[0, rows] as [number, number]];
+      if (parts.length === 1) return perType(K.topk, key, { lineOffsets: K.lineOffsets })(nx, k, out, idx);
+      runJobs(parts.map(([lo, hi]) => ({
+        fn: "topk",
+        key,
+        args: [{ arr: nx.arr, shape: [hi - lo, n], strides: [n, 1], offset: nx.offset + lo * n }, k, out.subarray(lo * k, hi * k), idx.subarray(lo * k, hi * k)],
+      })));
     });
     return [vals, idx];
   },
@@ -168,33 +189,45 @@ export const cpu: Backend = {
     return produce(dense.dtype, outRows * d, (out) => {
       out.fill(0);
       const args = [num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr] as const;
-      perType(S.spmm, typeKey(...args, out), { check: S.check })(...args, d, transpose, outRows, out as F);
+      const key = typeKey(...args, out);
+      // Threads take column ranges: every slice touches only its own columns of `out`.
+      const parts = args[2].length * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(d, threads(), 4) : [[0, d] as [number, number]];
+      runJobs(parts.map(([c0, c1]) => ({ fn: "spmm", key, args: [...args, d, transpose, outRows, out, c0, c1] })));
     });
   },
   sddmm(a, b, rows, cols) {
     return produce(a.dtype, sizeOf(rows.shape), (out) => {
       const args = [num(a).arr, num(b).arr, num(rows).arr, num(cols).arr] as const;
-      perType(S.sddmm, typeKey(...args, out), { check: S.check })(...args, a.shape[1], out as F);
+      const key = typeKey(...args, out), d = a.shape[1], m = out.length;
+      const parts = m * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(m, threads()) : [[0, m] as [number, number]];
+      runJobs(parts.map(([lo, hi]) => ({ fn: "sddmm", key, args: [args[0], args[1], args[2].subarray(lo, hi), args[3].subarray(lo, hi), d, out.subarray(lo, hi)] })));
     });
   },
   fused: {
     unitRows(w) {
       const [R, C] = w.shape;
       const W = w.buf as F, out = takeArray(w.dtype, R * C) as F;
-      perType(unitRowsLoop, typeKey(W, out))(W, out, R, C);
+      rowJobs("unitRows", typeKey(W, out), R, C, [W, out], []);
       return out;
     },
     projectOutRows(g, w) {
       const [R, C] = w.shape;
       const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;
-      perType(projectOutRowsLoop, typeKey(G, W, out))(G, W, out, R, C);
+      rowJobs("projectOutRows", typeKey(G, W, out), R, C, [G, W, out], []);
       return out;
     },
     adam(g, mu, nu, param, h) {
       const n = sizeOf(g.shape);
       const G = g.buf as F, M = mu.buf as F, V = nu.buf as F, P = param ? param.buf as F : null;
       const U = takeArray(g.dtype, n) as F, M2 = takeArray(g.dtype, n) as F, V2 = takeArray(g.dtype, n) as F;
-      perType(adamLoop, typeKey(G, U) + (P ? ",decay" : ""))(G, M, V, P, U, M2, V2, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay);
+      const key = typeKey(G, U) + (P ? ",decay" : "");
+      const parts = n >= PARALLEL_MIN && allShared(G, M, V, P, U, M2, V2) ? ranges(n, threads(), 16) : [[0, n] as [number, number]];
+      const cut = (a: F | null, lo: number, hi: number) => a && a.subarray(lo, hi);
+      runJobs(parts.map(([lo, hi]) => ({
+        fn: "adam",
+        key,
+        args: [...[G, M, V, P, U, M2, V2].map((a) => cut(a, lo, hi)), h.b1, h.b2, h.eps, h.c2, h.scale, h.decay],
+      })));
       return [U, M2, V2];
     },
   },

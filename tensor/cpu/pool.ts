@@ -31,7 +31,14 @@ export function takeArray(dtype: DType, n: number): StorageArray {
       return a;
     }
   }
-  return allocStorage(dtype, n);
+  return allocShared(dtype, n);
+}
+
+/** A zeroed array; large ones in shared memory so worker threads can fill them (threads.ts). */
+export function allocShared(dtype: DType, n: number): StorageArray {
+  if (n * byteSize(dtype) < MIN_BYTES) return allocStorage(dtype, n);
+  const Ctor = allocStorage(dtype, 0).constructor as new (b: SharedArrayBuffer) => StorageArray;
+  return new Ctor(new SharedArrayBuffer(n * byteSize(dtype)));
 }
 
 /** Hand back an array nothing references any more. */

@@ -8,8 +8,9 @@ export function check(op: string, i: number, n: number): void {
 /**
  * transpose false: out[rows[i]] += vals[i]·dense[cols[i]] (S @ dense);
  * transpose true:  out[cols[i]] += vals[i]·dense[rows[i]] (Sᵀ @ dense). `out` starts zeroed.
+ * Only columns [c0, c1) are computed, so threads can share the work without sharing a slot.
  */
-export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr): void {
+export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr, c0 = 0, c1 = d): void {
   const inRows = dense.length / (d || 1);
   const [dst, src] = transpose ? [cols, rows] : [rows, cols];
   for (let i = 0; i < vals.length; i++) {
@@ -18,14 +19,14 @@ export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, tra
     check("spmm", s, inRows);
     if (w === 0) continue;
     const ob = o * d, sb = s * d;
-    let c = 0;
-    for (; c + 3 < d; c += 4) {
+    let c = c0;
+    for (; c + 3 < c1; c += 4) {
       out[ob + c] += w * dense[sb + c];
       out[ob + c + 1] += w * dense[sb + c + 1];
       out[ob + c + 2] += w * dense[sb + c + 2];
       out[ob + c + 3] += w * dense[sb + c + 3];
     }
-    for (; c < d; c++) out[ob + c] += w * dense[sb + c];
+    for (; c < c1; c++) out[ob + c] += w * dense[sb + c];
   }
 }
 

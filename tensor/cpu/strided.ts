@@ -5,6 +5,7 @@
  */
 import type { Shape } from "../shape.ts";
 import { erf } from "./special.ts";
+import { allShared, ranges, runJobs, threads } from "./threads.ts";
 
 type Arr = Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
 
@@ -121,6 +122,17 @@ function typesOf(out: Arr, args: StridedArg[]): string {
  * out[view] = expr(a, b, c) over `shape`, with every operand (the output included) strided.
  * `expr` is a JS expression in the operands' values a, b, c and helpers H.
  */
+/** The compiled kernel for `key` (built on first use; worker threads build their own copy). */
+export function stridedKernel(key: string, expr: string, arity: number, acc?: string): Kernel {
+  let k = cache.get(key);
+  if (!k) cache.set(key, (k = build(key, acc ? acc.replaceAll("acc", "out[po]") : expr, arity, acc)));
+  return k;
+}
+
+/**
+ * out[view] = expr(a, b, c) over `shape`, with every operand (the output included) strided.
+ * `expr` is a JS expression in the operands' values a, b, c and helpers H.
+ */
 export function mapStrided(
   expr: string,
   shape: Shape,
@@ -129,13 +141,7 @@ export function mapStrided(
   outOffset: number,
   args: StridedArg[],
 ): void {
-  let n = 1;
-  for (const d of shape) n *= d;
-  if (n === 0) return;
-  const key = `${typesOf(out, args)}|${expr}`;
-  let k = cache.get(key);
-  if (!k) cache.set(key, (k = build(key, expr, args.length)));
-  run(k, shape, out, outStrides, outOffset, args);
+  run(`${typesOf(out, args)}|${expr}`, expr, undefined, shape, out, outStrides, outOffset, args);
 }
 
 /**
@@ -143,16 +149,27 @@ export function mapStrided(
  * out[slot] = acc(out[slot], a). `acc` is an expression in `acc` and `a`.
  */
 export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: readonly number[], x: StridedArg): void {
+  run(`R|${typesOf(out, [x])}|${acc}`, acc, acc, shape, out, outStrides, 0, [x]);
+}
+
+/** Below this many elements a kernel runs on one thread: posting a job costs ~0.1 ms. */
+const PARALLEL_MIN = 1 << 18;
+
+function run(key: string, expr: string, acc: string | undefined, shape: Shape, out: Arr, outStrides: readonly number[], outOffset: number, args: StridedArg[]): void {
   let n = 1;
   for (const d of shape) n *= d;
   if (n === 0) return;
-  const key = `R|${typesOf(out, [x])}|${acc}`;
-  let k = cache.get(key);
-  if (!k) cache.set(key, (k = build(key, acc.replaceAll("acc", "out[po]"), 1, acc)));
-  run(k, shape, out, outStrides, 0, [x]);
-}
-
-function run(k: Kernel, shape: Shape, out: Arr, outStrides: readonly number[], outOffset: number, args: StridedArg[]): void {
+  const k = stridedKernel(key, expr, args.length, acc);
   const c = coalesce(shape, [outStrides, ...args.map((a) => a.strides)]);
-  k(out, c.strides[0], outOffset, c.shape, args, c.strides);
+  const T = n >= PARALLEL_MIN ? threads() : 1;
+  // Slices along an axis the output does not reduce over write disjoint slots, so they can run
+  // at once; the outermost such axis long enough to share out keeps the slices contiguous.
+  const axis = T > 1 && allShared(out, ...args.map((a) => a.arr)) ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T) : -1;
+  if (axis < 0) return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
+  runJobs(ranges(c.shape[axis], T).map(([lo, hi]) => {
+    const sub = c.shape.slice();
+    sub[axis] = hi - lo;
+    const subArgs = args.map((a, i) => ({ arr: a.arr, strides: a.strides, offset: a.offset + lo * c.strides[i + 1][axis] }));
+    return { fn: "strided", key, args: [expr, args.length, acc, out, c.strides[0], outOffset + lo * c.strides[0][axis], sub, subArgs, c.strides] };
+  }));
 }

@@ -1,0 +1,75 @@
+/**
+ * The CPU backend's worker threads: every threaded kernel gives the same bits as on one thread
+ * (each slice runs the same per-type loop on disjoint outputs), and an error raised in a
+ * worker's slice reaches the caller with its message.
+ */
+import { assertEquals, assertThrows, test } from "./harness.ts";
+import * as t from "../mod.ts";
+import { setThreads, threadsReady } from "../tensor/cpu/threads.ts";
+import { unitRows } from "../sae/params.ts";
+import { projectDecoderGrad } from "../sae/train.ts";
+
+/** Results of `f` with threads, then on one thread; the threaded run must have used them. */
+async function bothWays(f: () => t.Tensor[]): Promise<[Float32Array[] | Float64Array[], Float32Array[] | Float64Array[]]> {
+  const n = await threadsReady();
+  if (n < 2) console.log(`threads.test: ${n} thread on this machine; the comparison runs one-threaded both ways`);
+  const many = f().map((x) => x.dataSync() as Float32Array);
+  const prev = setThreads(1);
+  try {
+    return [many, f().map((x) => x.dataSync() as Float32Array)];
+  } finally {
+    setThreads(prev);
+  }
+}
+
+function assertSameBits(a: ArrayLike<number>[], b: ArrayLike<number>[], what: string): void {
+  assertEquals(a.length, b.length, what);
+  for (let i = 0; i < a.length; i++) {
+    assertEquals(a[i].length, b[i].length, `${what}[${i}] length`);
+    for (let j = 0; j < a[i].length; j++) {
+      if (!Object.is(a[i][j], b[i][j])) throw new Error(`${what}[${i}][${j}]: threaded ${a[i][j]}, one thread ${b[i][j]}`);
+    }
+  }
+}
+
+const key = t.random.key(7);
+const [k1, k2, k3, k4] = t.random.split(key, 4);
+
+test("threaded elementwise kernels and reductions match one thread bit for bit", async () => {
+  const x = t.random.normal(k1, [1024, 640]);
+  const row = t.random.normal(k2, [640]);
+  const [a, b] = await bothWays(() => [
+    t.add(x, row), // row broadcast
+    t.mul(t.transpose(x), 3), // strided input
+    t.relu(x),
+    t.sum(x, 0), // reduced over the outer axis: slices take column ranges
+    t.sum(x, 1),
+    t.max(x, 0),
+    t.exp(t.cast(x, "f64")),
+  ]);
+  assertSameBits(a, b, "elementwise");
+});
+
+test("threaded sparse products, top-k and fused kernels match one thread bit for bit", async () => {
+  const B = 512, F = 2048, d = 256, k = 16;
+  const pre = t.random.normal(k1, [B, F]);
+  const W = t.random.normal(k2, [F, d]), G = t.random.normal(k3, [B, d]);
+  const [many, one] = await bothWays(() => {
+    const [v, idx] = t.topk(pre, k);
+    const coo = t.cooFromRows(idx, v);
+    const g = t.random.normal(k4, [F, d]);
+    const opt = t.adamw({ lr: 1e-3 });
+    const [u, s] = opt.update(g, opt.update(W, opt.init(W), W)[1], W);
+    const st = s as { mu: t.Tensor; nu: t.Tensor };
+    return [v, t.cast(idx, "f32"), t.spmm(coo, W, B), t.spmmT(coo, G, F), t.sddmm(G, W, coo.rows, coo.cols), unitRows(W), projectDecoderGrad(g, W), u, st.mu, st.nu];
+  });
+  assertSameBits(many, one, "sparse/top-k/fused");
+});
+
+test("an index error inside a worker's slice reaches the caller", async () => {
+  await threadsReady();
+  const W = t.random.normal(k2, [64, 4096]);
+  const rows = t.tensor(Array.from({ length: 128 }, (_, i) => (i === 127 ? 999 : i % 32)), { dtype: "i32" });
+  const cols = t.tensor(Array.from({ length: 128 }, (_, i) => i % 64), { dtype: "i32" });
+  assertThrows(() => t.sddmm(t.random.normal(k3, [32, 4096]), W, rows, cols).dataSync(), "999 is out of range");
+});
