@@ -7,6 +7,7 @@ export type { Shape } from "./tensor/shape.ts";
 export { ShapeError } from "./tensor/shape.ts";
 export type { Backend, View } from "./tensor/backend.ts";
 export { availableBackends, backendInfo, getBackend, registerBackend, useBackend } from "./tensor/registry.ts";
+export { setThreads as setCpuThreads, threadsReady as cpuThreadsReady } from "./tensor/cpu/threads.ts";
 export { dispose, disposeReplaced, keep, tidy } from "./tensor/scope.ts";
 export * from "./tensor/ops/create.ts";
 export * from "./tensor/ops/elementwise.ts";

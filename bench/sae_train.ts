@@ -23,6 +23,7 @@ async function ours(arch: (typeof archs)[number]): Promise<number> {
   const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
   const x = t.random.normal(t.random.key(1), [B, d]);
   let state = await initTrainState(t.random.key(0), cfg, tc, []);
+  await t.cpuThreadsReady();
   const one = async () => {
     const { state: next } = await trainStep(state, { x }, cfg, tc);
     t.disposeReplaced(stateTensors(state), stateTensors(next));

@@ -33,6 +33,7 @@ const WANT = configured();
 let cap = WANT;
 const workers: Worker[] = [];
 let ready = 0;
+let failed = false;
 let idle: ReturnType<typeof setTimeout> | undefined;
 /** [jobs finished, jobs failed]: written by workers, waited on here. */
 const ctl = new Int32Array(new SharedArrayBuffer(8));
@@ -41,6 +42,12 @@ function start(): void {
   for (let i = 0; i < WANT - 1; i++) {
     const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
     w.onmessage = () => ready++;
+    // A worker that fails to load leaves `ready` short, so kernels stay on this thread.
+    w.onerror = (e) => {
+      e.preventDefault();
+      if (!failed) console.warn(`sparsecoder: CPU worker threads unavailable (${e.message}); kernels run on one thread`);
+      failed = true;
+    };
     (w as { unref?: () => void }).unref?.();
     workers.push(w);
   }
@@ -63,7 +70,7 @@ function keepAlive(): void {
 
 /** How many slices a kernel may be cut into now (1 until workers are ready, or with threads off). */
 export function threads(): number {
-  if (cap === 1) return 1;
+  if (cap === 1 || failed) return 1;
   if (workers.length === 0) start();
   keepAlive();
   // Only the workers that have said they are ready: one that is still loading would stall us.
@@ -80,7 +87,7 @@ export function setThreads(n: number): number {
 
 /** Resolves once the worker threads serve (at once with threads off); kernels never wait for this. */
 export async function threadsReady(): Promise<number> {
-  if (threads() === 1 && cap > 1) while (ready < workers.length) await new Promise((r) => setTimeout(r, 5));
+  if (threads() === 1 && cap > 1) while (ready < workers.length && !failed) await new Promise((r) => setTimeout(r, 5));
   return threads();
 }
 
