@@ -73,3 +73,17 @@ test("an index error inside a worker's slice reaches the caller", async () => {
   const cols = t.tensor(Array.from({ length: 128 }, (_, i) => i % 64), { dtype: "i32" });
   assertThrows(() => t.sddmm(t.random.normal(k3, [32, 4096]), W, rows, cols).dataSync(), "999 is out of range");
 });
+
+test("top-k of a few long rows (BatchTopK) splits columns and merges to the one-thread answer", async () => {
+  // Repeated values and NaNs exercise the merge's tie rule (lower index first, NaN highest).
+  const x = t.floor(t.mul(t.random.normal(k1, [2, 300_000]), 4));
+  const withNan = t.where(t.eq(t.mod(t.arange(600_000), 99991), 5), NaN, t.reshape(x, [-1]));
+  for (const k of [1, 100, 5000]) {
+    const [many, one] = await bothWays(() => {
+      const [v, i] = t.topk(withNan, k);
+      const [v2, i2] = t.topk(x, k);
+      return [v, t.cast(i, "f32"), v2, t.cast(i2, "f32")];
+    });
+    assertSameBits(many, one, `topk k=${k}`);
+  }
+});

@@ -102,6 +102,33 @@ function rowJobs(fn: "unitRows" | "projectOutRows", key: string, R: number, C: n
   runJobs(parts.map(([lo, hi]) => ({ fn, key, args: [...arrays.map((a) => a.subarray(lo * C, hi * C)), hi - lo, C, ...rest] })));
 }
 
+/**
+ * The top k of one long row from T column ranges: each range's top k (sorted, ties by lower
+ * index) on its own thread, then a merge that prefers the larger value, NaN first, and on ties
+ * the earlier range — whose indices are lower — so the result equals the one-thread kernel's.
+ */
+function topkMerged(key: string, slice: (lo: number, hi: number) => K.NumView, n: number, k: number, T: number, out: Num, idx: Int32Array): void {
+  const parts = ranges(n, T);
+  const cand = parts.map(() => ({ v: allocShared(out instanceof Float64Array ? "f64" : "f32", k, true) as Float32Array | Float64Array, i: allocShared("i32", k, true) as Int32Array }));
+  runJobs(parts.map(([lo, hi], p) => ({ fn: "topk", key: typeKey(slice(lo, hi).arr, cand[p].v), args: [slice(lo, hi), k, cand[p].v, cand[p].i] })));
+  const at = parts.map(() => 0);
+  for (let j = 0; j < k; j++) {
+    let best = -1;
+    for (let p = 0; p < parts.length; p++) {
+      if (at[p] >= k) continue;
+      const v = cand[p].v[at[p]];
+      if (best < 0) best = p;
+      else {
+        const b = cand[best].v[at[best]];
+        if ((v !== v && b === b) || v > b) best = p;
+      }
+    }
+    out[j] = cand[best].v[at[best]];
+    idx[j] = cand[best].i[at[best]] + parts[best][0];
+    at[best]++;
+  }
+}
+
 export const cpu: Backend = {
   name: "cpu",
   hostMemory: true,
@@ -160,15 +187,19 @@ export const cpu: Backend = {
     const vals = produce(x.dtype, rows * k, (out) => {
       const nx = num(x);
       const key = typeKey(nx.arr, out);
-      // Rows of a contiguous input go to threads as row ranges.
-      const flat = contiguous(x) && rows >= 2 && allShared(nx.arr, out, idx) && sizeOf(x.shape) >= PARALLEL_MIN;
-      const parts = flat ? ranges(rows, threads()) : [[0, rows] as [number, number]];
-      if (parts.length === 1) return perType(K.topk, key, { lineOffsets: K.lineOffsets })(nx, k, out, idx);
-      runJobs(parts.map(([lo, hi]) => ({
-        fn: "topk",
-        key,
-        args: [{ arr: nx.arr, shape: [hi - lo, n], strides: [n, 1], offset: nx.offset + lo * n }, k, out.subarray(lo * k, hi * k), idx.subarray(lo * k, hi * k)],
-      })));
+      const T = contiguous(x) && sizeOf(x.shape) >= PARALLEL_MIN && allShared(nx.arr, out, idx) ? threads() : 1;
+      const line = (lo: number, hi: number, at: number, len: number) => ({ arr: nx.arr, shape: [hi - lo, len], strides: [n, 1], offset: nx.offset + lo * n + at });
+      if (T > 1 && rows >= T) {
+        // Many rows: threads take row ranges.
+        return runJobs(ranges(rows, T).map(([lo, hi]) => ({ fn: "topk", key, args: [line(lo, hi, 0, n), k, out.subarray(lo * k, hi * k), idx.subarray(lo * k, hi * k)] })));
+      }
+      if (T > 1 && n >= 4 * k * T) {
+        // Few long rows (BatchTopK's flattened batch): each thread takes the top k of a column
+        // range, and the sorted lists merge into the row's top k.
+        for (let r = 0; r < rows; r++) topkMerged(key, (lo, hi) => line(r, r + 1, lo, hi - lo), n, k, T, out.subarray(r * k, (r + 1) * k), idx.subarray(r * k, (r + 1) * k));
+        return;
+      }
+      perType(K.topk, key, { lineOffsets: K.lineOffsets })(nx, k, out, idx);
     });
     return [vals, idx];
   },

@@ -35,8 +35,8 @@ export function takeArray(dtype: DType, n: number): StorageArray {
 }
 
 /** A zeroed array; large ones in shared memory so worker threads can fill them (threads.ts). */
-export function allocShared(dtype: DType, n: number): StorageArray {
-  if (n * byteSize(dtype) < MIN_BYTES) return allocStorage(dtype, n);
+export function allocShared(dtype: DType, n: number, always = false): StorageArray {
+  if (!always && n * byteSize(dtype) < MIN_BYTES) return allocStorage(dtype, n);
   const Ctor = allocStorage(dtype, 0).constructor as new (b: SharedArrayBuffer) => StorageArray;
   return new Ctor(new SharedArrayBuffer(n * byteSize(dtype)));
 }
