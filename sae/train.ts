@@ -6,11 +6,12 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import type { PRNGKey } from "../tensor/random.ts";
 import * as random from "../tensor/random.ts";
-import { zeros } from "../tensor/ops/create.ts";
+import { ones, zeros } from "../tensor/ops/create.ts";
+import { matmul } from "../tensor/ops/linalg.ts";
 import { add, cast, div, ge, gt, minimum, mul, square, step, sub, where } from "../tensor/ops/elementwise.ts";
 import { mean, min, sum, variance } from "../tensor/ops/reduce.ts";
 import { scatterAdd } from "../tensor/ops/index.ts";
-import { reshape } from "../tensor/ops/shape.ts";
+import { reshape, squeeze } from "../tensor/ops/shape.ts";
 import { dispose, disposeReplaced, keep, tidy } from "../tensor/scope.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { adam, applyUpdates, chain, clipByGlobalNorm, type GradientTransformation } from "../autodiff/optim.ts";
@@ -115,8 +116,12 @@ export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfi
 /** Which features fired at least once in the batch (bool [d_sae]) and the mean L0, from one pass over the code. */
 function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
   if (code.kind === "dense") {
+    // Counts of 0/1 entries are exact in f32, so BLAS mat-vecs with a ones vector (one
+    // multi-threaded read of [B, F] each) replace the strided column and row sums.
     const active = step(code.f);
-    return { fired: gt(sum(active, 0), 0), l0: mean(sum(active, -1)) };
+    const [B, Fd] = active.shape;
+    const perFeature = squeeze(matmul(ones([1, B], active.dtype, active.backend), active), 0);
+    return { fired: gt(perFeature, 0), l0: mean(matmul(active, ones([Fd, 1], active.dtype, active.backend))) };
   }
   const coo = asCoo(code)!;
   const active = step(coo.values);
