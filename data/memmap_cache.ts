@@ -110,25 +110,27 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number } =
     caches,
     rowShape: L === 1 ? [d] : [L, d],
     rows: c0.rows,
-    dtype: c0.dtype,
+    dtype: caches.every((c) => c.dtype === c0.dtype) ? c0.dtype : caches.map((c) => c.dtype).join(","),
     format: L === 1 ? "dictionary_learning-cache" : "dictionary_learning-cache (lockstep)",
     path: dirs.join(","),
     *open(): Generator<RowChunk> {
       for (let s = 0; s < c0.shards.length; s++) {
         const fds = caches.map((c) => openSync(c.shards[s].file, "r"));
         try {
-          const raw = new Uint8Array(chunkRows * d * c0.itemsize);
+          const raw = new Uint8Array(chunkRows * d * 8);
           for (let r = 0; r < c0.shards[s].rows; r += chunkRows) {
             const n = Math.min(chunkRows, c0.shards[s].rows - r);
             const out = new Float32Array(n * L * d);
             for (let l = 0; l < L; l++) {
-              const want = n * d * c0.itemsize, part = raw.subarray(0, want);
+              // Caches read together may differ in dtype (e.g. f32 and bf16 layers).
+              const { itemsize, dtype } = caches[l];
+              const want = n * d * itemsize, part = raw.subarray(0, want);
               for (let done = 0; done < want;) {
-                const k = readSync(fds[l], part, done, want - done, r * d * c0.itemsize + done);
-                if (k <= 0) throw new MemmapCacheError(`${caches[l].shards[s].file}: ended early at byte ${r * d * c0.itemsize + done}`);
+                const k = readSync(fds[l], part, done, want - done, r * d * itemsize + done);
+                if (k <= 0) throw new MemmapCacheError(`${caches[l].shards[s].file}: ended early at byte ${r * d * itemsize + done}`);
                 done += k;
               }
-              const vals = decode(part, c0.dtype);
+              const vals = decode(part, dtype);
               if (L === 1) out.set(vals);
               else for (let i = 0; i < n; i++) out.set(vals.subarray(i * d, (i + 1) * d), (i * L + l) * d);
             }
