@@ -169,6 +169,48 @@ for sub, dtype in [("resid_out", torch.float32), ("mlp_out", torch.bfloat16)]:
 torch.save(tokens, os.path.join(cache, "tokens.pt"))
 expected["dl_cache/tokens"] = tokens.tolist()
 
+
+# ---- hostile torch files, pickled by Python's own pickler into a stored zip as torch lays it out:
+# a tensor view reaching past its 4-element storage, and a __reduce__ that would run os.system.
+import collections  # noqa: E402
+import io  # noqa: E402
+import pickle  # noqa: E402
+import zipfile  # noqa: E402
+
+
+class _Storage:
+    pass
+
+
+class _BadView:
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (_STORAGE, 0, (100,), (1,), False, collections.OrderedDict()))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+_STORAGE = _Storage()
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return ("storage", torch.FloatStorage, "0", "cpu", 4) if obj is _STORAGE else None
+
+
+def hostile(name, obj):
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(os.path.join(OUT, name), "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/data/0", struct.pack("<4f", 1, 2, 3, 4))
+
+
+hostile("bad_view.pt", {"w": _BadView()})
+hostile("evil.pt", {"w": _Evil()})
+
 with open(os.path.join(OUT, "expected.json"), "w") as fh:
     json.dump(expected, fh, indent=1)
 print("wrote", OUT)
