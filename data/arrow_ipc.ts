@@ -11,6 +11,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import * as A from "apache-arrow";
+import { verifyMessage } from "./arrow_verify.ts";
 
 export class ArrowIpcError extends Error {
   override name = "ArrowIpcError";
@@ -76,6 +77,12 @@ export interface MessageFrame {
 }
 
 function decodeMessage(meta: Uint8Array, src: ByteSource, at: number): A.Message {
+  // apache-arrow trusts the flatbuffer's offsets and lengths; check them first.
+  try {
+    verifyMessage(meta);
+  } catch (e) {
+    throw new ArrowIpcError(`${src.name}: message at byte ${at}: corrupt metadata: ${(e as Error).message}`);
+  }
   try {
     const m = A.Message.decode(meta);
     // Touch the fields we rely on, so that a corrupt flatbuffer fails here rather than later.
