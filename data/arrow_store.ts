@@ -98,7 +98,7 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
   for (const c of columns) if (!EXTRA_COLUMNS.includes(c)) throw new ArrowStoreError(`createStoreWriter: unknown column ${JSON.stringify(c)}; optional columns are ${EXTRA_COLUMNS.join(", ")}`);
   const size = prod(o.rowShape);
   const rowBytes = size * BYTES[dtype] + 4 * columns.length;
-  const rowsPerBatch = o.rowsPerBatch ?? Math.max(1, Math.floor((4 << 20) / rowBytes));
+  const rowsPerBatch = o.rowsPerBatch ?? Math.min(Math.max(1, Math.floor((4 << 20) / rowBytes)), o.rowsPerShard ?? Infinity);
   const rowsPerShard = o.rowsPerShard ?? Math.max(rowsPerBatch, Math.floor((128 << 20) / rowBytes / rowsPerBatch) * rowsPerBatch);
   if (!(rowsPerBatch >= 1 && rowsPerShard >= rowsPerBatch)) throw new ArrowStoreError(`createStoreWriter: need 1 <= rowsPerBatch (${rowsPerBatch}) <= rowsPerShard (${rowsPerShard})`);
 
