@@ -258,8 +258,11 @@ export function readManifest(dir: string): Manifest {
 }
 
 export interface StoreReadOptions {
-  /** Check each shard's sha256 as it streams (default true). */
-  verify?: boolean;
+  /**
+   * Check each shard's sha256 as it streams: true (default) on the first pass over each shard of
+   * this stream only, "always" on every pass (epoch), false never.
+   */
+  verify?: boolean | "always";
   /** Also return token ids when the store has them. */
   tokenIds?: boolean;
 }
@@ -267,6 +270,7 @@ export interface StoreReadOptions {
 /** The store as a RowStream: shard by shard, record batch by record batch. */
 export function storeStream(dir: string, opts: StoreReadOptions = {}): RowStream & { manifest: Manifest } {
   const manifest = readManifest(dir);
+  const verified = new Set<string>();
   return {
     manifest,
     rowShape: manifest.row_shape,
@@ -275,7 +279,11 @@ export function storeStream(dir: string, opts: StoreReadOptions = {}): RowStream
     format: "arrow-store",
     path: dir,
     *open() {
-      for (const s of manifest.shards) yield* readShard(join(dir, s.file), manifest, s, opts);
+      for (const s of manifest.shards) {
+        const verify = opts.verify === "always" || (opts.verify !== false && !verified.has(s.file));
+        yield* readShard(join(dir, s.file), manifest, s, { ...opts, verify });
+        if (verify) verified.add(s.file);
+      }
     },
   };
 }

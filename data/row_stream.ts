@@ -33,8 +33,10 @@ export function toF32(values: ArrayLike<number>, dtype: string, decodeF16: (h: n
   if (dtype === "f32" && values instanceof Float32Array) return values;
   const out = new Float32Array(values.length);
   if (dtype === "bf16") {
+    // Widen the words into place, then shift: both loops stay on one array type.
     const w = new Uint32Array(out.buffer);
-    for (let i = 0; i < values.length; i++) w[i] = (values[i] & 0xffff) << 16;
+    w.set(values as Uint16Array);
+    for (let i = 0; i < w.length; i++) w[i] <<= 16;
   } else if (dtype === "f16") {
     for (let i = 0; i < values.length; i++) out[i] = decodeF16(values[i]);
   } else {

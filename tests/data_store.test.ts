@@ -120,12 +120,23 @@ test("store: a changed shard fails its checksum (streaming and verifyStore); ver
     const m = await writeStore(dir, values(40 * 4), { rowShape: [4], rowsPerBatch: 10 });
     const path = join(dir, m.shards[0].file);
     const bytes = await readFile(path);
+    const good = bytes.slice();
     // Flip a bit inside the last batch's body: the data still decodes, only the hash can tell.
     bytes[bytes.length - 40] ^= 1;
     await writeFile(path, bytes);
     assertThrows(() => readAll(dir), "sha256", "does not match", path);
     assertThrows(() => verifyStore(dir), "sha256", path);
     assertEquals(readAll(dir, { verify: false }).x.length, 160);
+    // Default: each shard is checked on a stream's first pass only; "always" checks every pass.
+    await writeFile(path, good);
+    const drainOnce = (s: ReturnType<typeof storeStream>) => {
+      for (let it = s.open(), r = it.next(); !r.done; r = it.next());
+    };
+    const once = storeStream(dir), always = storeStream(dir, { verify: "always" });
+    drainOnce(once), drainOnce(always);
+    await writeFile(path, bytes);
+    drainOnce(once);
+    assertThrows(() => drainOnce(always), "sha256");
     await writeFile(path, bytes.subarray(0, bytes.length - 3));
     assertThrows(() => readAll(dir), `${path}: file is ${bytes.length - 3} bytes but the manifest says ${bytes.length}`);
   } finally {
