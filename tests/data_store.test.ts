@@ -120,7 +120,7 @@ test("store: a changed shard fails its checksum (streaming and verifyStore); ver
     const m = await writeStore(dir, values(40 * 4), { rowShape: [4], rowsPerBatch: 10 });
     const path = join(dir, m.shards[0].file);
     const bytes = await readFile(path);
-    const good = bytes.slice();
+    const good = Uint8Array.from(bytes); // Buffer.slice would be a view
     // Flip a bit inside the last batch's body: the data still decodes, only the hash can tell.
     bytes[bytes.length - 40] ^= 1;
     await writeFile(path, bytes);
