@@ -28,7 +28,7 @@ const runtime = "Deno" in globalThis ? "deno" : "bun";
 const out: Record<string, unknown>[] = [];
 const report = (r: Record<string, unknown>) => {
   out.push(r);
-  if (!json) console.log("  " + Object.entries(r).map(([a, b]) => `${a} ${typeof b === "number" ? Number(b.toPrecision(4)) : b}`).join("  "));
+  if (!json) console.log("  " + Object.entries(r).map(([a, b]) => `${a} ${typeof b === "number" && !Number.isInteger(b) ? Number(b.toPrecision(4)) : b}`).join("  "));
 };
 
 const dir = mkdtempSync(join(tmpdir(), "sc-bench-"));

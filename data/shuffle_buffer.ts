@@ -55,6 +55,8 @@ export class ShuffleBuffer {
   readonly size: number;
   readonly capacity: number;
   private readonly buf: Float32Array;
+  /** Slots holding unread rows (the first `count`), then free slots: serving a row moves an index, not the row. */
+  private readonly slots: Int32Array;
   private count = 0;
   private readonly next32: () => number;
   private it: Iterator<{ x: Float32Array; rows: number }> | null = null;
@@ -74,6 +76,7 @@ export class ShuffleBuffer {
     this.epochs = o.epochs ?? Infinity;
     if (!(this.epochs >= 1)) throw new RangeError(`ShuffleBuffer: epochs must be >= 1, got ${o.epochs}`);
     this.buf = new Float32Array(this.capacity * this.size);
+    this.slots = Int32Array.from({ length: this.capacity }, (_, i) => i);
     this.next32 = rng(o.seed ?? 0);
   }
 
@@ -98,14 +101,17 @@ export class ShuffleBuffer {
     if (this.count * 2 <= this.capacity || this.count < n) this.refill();
     const rows = Math.min(n, this.count);
     if (rows === 0) return null;
-    const size = this.size, buf = this.buf;
+    const size = this.size, buf = this.buf, slots = this.slots;
     const out = new Float32Array(rows * size);
     for (let j = 0; j < rows; j++) {
       // Uniform in [0, count): multiply-high of a 32-bit draw (bias below count/2^32).
       const r = Math.floor((this.next32() * this.count) / 4294967296);
-      out.set(buf.subarray(r * size, (r + 1) * size), j * size);
+      const slot = slots[r];
+      out.set(buf.subarray(slot * size, (slot + 1) * size), j * size);
+      // Swap the served slot to the free region just past the unread ones.
       const last = --this.count;
-      if (r !== last) buf.copyWithin(r * size, last * size, (last + 1) * size);
+      slots[r] = slots[last];
+      slots[last] = slot;
     }
     this.served += rows;
     return { x: out, rows, epoch: this.epoch };
@@ -119,7 +125,11 @@ export class ShuffleBuffer {
         continue;
       }
       const take = Math.min(this.capacity - this.count, this.chunk.rows - this.chunkAt);
-      this.buf.set(this.chunk.x.subarray(this.chunkAt * size, (this.chunkAt + take) * size), this.count * size);
+      // Free slots follow the unread ones in `slots`; rows land wherever those slots are.
+      for (let i = 0; i < take; i++) {
+        const slot = this.slots[this.count + i], src = (this.chunkAt + i) * size;
+        this.buf.set(this.chunk.x.subarray(src, src + size), slot * size);
+      }
       this.chunkAt += take;
       this.count += take;
     }
