@@ -321,6 +321,8 @@ function* readShard(path: string, m: Manifest, entry: ShardEntry, opts: StoreRea
     }
   } catch (e) {
     if (e instanceof ArrowIpcError) throw new ArrowStoreError(e.message);
+    // apache-arrow's decoded objects can be malformed in ways no check above anticipated.
+    if (e instanceof TypeError || e instanceof RangeError) throw new ArrowStoreError(`${path}: corrupt shard (${e.message})`);
     throw e;
   } finally {
     src.close();
@@ -332,7 +334,7 @@ function checkSchema(schema: A.Schema, m: Manifest, path: string): void {
   if (names.join() !== m.columns.join()) throw new ArrowStoreError(`${path}: schema columns [${names}] differ from the manifest's [${m.columns}]`);
   const t = schema.fields[0].type;
   const size = prod(m.row_shape);
-  if (!(t instanceof A.FixedSizeList) || t.listSize !== size) throw new ArrowStoreError(`${path}: column activation is ${t}, expected FixedSizeList<${size}>`);
+  if (!(t instanceof A.FixedSizeList) || t.listSize !== size || !t.children?.[0]) throw new ArrowStoreError(`${path}: column activation is ${t}, expected FixedSizeList<${size}>`);
   const want = valueType(m.dtype);
   if (!A.util.compareTypes(t.children[0].type, want)) throw new ArrowStoreError(`${path}: activation values are ${t.children[0].type}, but the manifest's dtype ${m.dtype} needs ${want}`);
   for (const f of schema.fields.slice(1)) if (!A.util.compareTypes(f.type, new A.Int32())) throw new ArrowStoreError(`${path}: column ${f.name} is ${f.type}, expected Int32`);

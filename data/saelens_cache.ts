@@ -72,8 +72,9 @@ function activationColumn(schema: A.Schema, file: string, want?: string): Column
   const candidates = schema.fields.filter((f) => {
     const t = f.type;
     if (f.name === "token_ids") return false;
-    if (t instanceof A.List || A.DataType.isList(t)) return A.DataType.isList(t.children[0].type) && A.DataType.isFloat(t.children[0].type.children[0].type);
-    return A.DataType.isFixedSizeList(t) && A.DataType.isFloat(t.children[0].type);
+    const inner = t?.children?.[0]?.type;
+    if (A.DataType.isList(t)) return A.DataType.isList(inner) && A.DataType.isFloat(inner.children?.[0]?.type);
+    return A.DataType.isFixedSizeList(t) && A.DataType.isFloat(inner);
   });
   const names = schema.fields.map((f) => f.name).join(", ");
   const field = want ? schema.fields.find((f) => f.name === want) : candidates.length === 1 ? candidates[0] : undefined;
@@ -113,7 +114,9 @@ export function saelensCacheStream(path: string, opts: { column?: string; tokenI
     col = activationColumn(readSchema(first).schema, files[0], opts.column);
     if (col.nested && col.context < 0) col = learnShape(files[0], col);
   } catch (e) {
-    throw e instanceof ArrowIpcError ? new SaelensCacheError(e.message) : e;
+    if (e instanceof ArrowIpcError) throw new SaelensCacheError(e.message);
+    if (e instanceof TypeError || e instanceof RangeError) throw new SaelensCacheError(`${files[0]}: corrupt Arrow data (${e.message})`);
+    throw e;
   } finally {
     first.close();
   }
@@ -137,7 +140,10 @@ export function saelensCacheStream(path: string, opts: { column?: string; tokenI
             yield rowsOf(batch, col, file, f.offset, opts.tokenIds === true);
           }
         } catch (e) {
-          throw e instanceof ArrowIpcError ? new SaelensCacheError(e.message) : e;
+          if (e instanceof ArrowIpcError) throw new SaelensCacheError(e.message);
+          // apache-arrow's decoded objects can be malformed in ways no check above anticipated.
+          if (e instanceof TypeError || e instanceof RangeError) throw new SaelensCacheError(`${file}: corrupt Arrow data (${e.message})`);
+          throw e;
         } finally {
           src.close();
         }

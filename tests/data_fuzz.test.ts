@@ -146,3 +146,24 @@ test("fuzz: mutated dictionary_learning cache metadata and shards give a MemmapC
     await rm(dir, { recursive: true });
   }
 });
+
+test("fuzz (exhaustive): every single-byte overwrite of a shard's schema message is an error or a read", async () => {
+  // The region where fuzzing found apache-arrow exhausting memory on a corrupt vector length.
+  const dir = await mkdtemp(join(tmpdir(), "sc-fuzz-"));
+  try {
+    const m = await writeStore(dir, Float32Array.from({ length: 8 * 3 }, (_, i) => i), { rowShape: [3], rowsPerBatch: 4 });
+    const path = join(dir, m.shards[0].file);
+    const good = new Uint8Array(await readFile(path));
+    const schemaEnd = 8 + new DataView(good.buffer).getInt32(4, true);
+    for (let i = 0; i < schemaEnd; i++) {
+      for (const v of [0x00, 0x7f, 0xff]) {
+        const bad = good.slice();
+        bad[i] = v;
+        await writeFile(path, bad);
+        ours(() => drain(storeStream(dir, { verify: false })), [ArrowStoreError], path);
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
