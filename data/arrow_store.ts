@@ -112,7 +112,8 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
   const shards: ShardEntry[] = [];
   let total = welfordInit(size);
   let finished = false;
-  let ready = ensureDir(dir);
+  const ready = ensureDir(dir);
+  ready.catch(() => {}); // surfaces where it is awaited (flush, finish), never as an unhandled rejection
 
   function fresh() {
     return { values: [] as (Float32Array | Uint16Array)[], extras: Object.fromEntries(columns.map((c) => [c, [] as Int32Array[]])), rows: 0 };
