@@ -31,6 +31,8 @@ function summarise(m: Moments) {
     min_variance: Math.min(...m.variance),
     max_variance: Math.max(...m.variance),
     total_variance: m.variance.reduce((a, b) => a + b, 0),
+    // E‖x‖² = Σ_d (var_d + mean_d²): what normalisation to mean‖x‖² = 1 divides by.
+    mean_squared_norm: m.variance.reduce((a, v, j) => a + v + m.mean[j] ** 2, 0),
   };
 }
 

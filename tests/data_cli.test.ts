@@ -94,6 +94,9 @@ test("sae inspect: activations (statistics, checksums) and dictionaries, text an
     assertEquals([j.format, j.rows, j.row_shape, j.shards, j.model], ["arrow-store", 100, [4], 3, "m"]);
     assert(j.checksums.includes("3 shards verified"), j.checksums);
     assertClose([j.statistics.mean_of_means], [1.5 + 0.3], { rtol: 0.01 });
+    let sq = 0;
+    for (const v of x) sq += v * v;
+    assertClose([j.statistics.mean_squared_norm], [sq / 100], { rtol: 1e-9 });
     r = await run("inspect", `${fx("dl_cache/resid_out")},${fx("dl_cache/mlp_out")}`, "--json");
     assertEquals(JSON.parse(r.out).row_shape, [2, 5]);
     r = await run("inspect", fx("dl_gated"));
