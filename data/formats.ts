@@ -117,7 +117,9 @@ export async function openActivations(spec: string, opts: OpenOptions = {}): Pro
       return s;
     }
   }
-  throw new DataFormatError(existsSync(path) ? `${path}: not activation data we recognise; expected ${KNOWN}` : `${path}: no such file or folder`);
+  // A missing file with a known extension is just missing; anything else gets the list of formats.
+  const knownExt = /\.(npy|safetensors|arrows?)$/.test(path);
+  throw new DataFormatError(!existsSync(path) && (knownExt || !/\.\w+$/.test(path)) ? `${path}: no such file or folder` : `${path}: not activation data we recognise; expected ${KNOWN}`);
 }
 
 export interface ActivationDataOptions extends OpenOptions {
