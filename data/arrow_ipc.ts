@@ -100,14 +100,24 @@ function decodeMessage(meta: Uint8Array, src: ByteSource, at: number): A.Message
  */
 export function* walkFrames(src: ByteSource): Generator<MessageFrame> {
   const head = new Uint8Array(8);
-  let pos = 0;
+  let pos = 0, end = src.size;
   if (src.size >= 8) {
     src.readAt(0, head);
-    if (FILE_MAGIC.every((b, i) => head[i] === b)) pos = 8;
+    if (FILE_MAGIC.every((b, i) => head[i] === b)) {
+      pos = 8;
+      // The file format ends with the footer, its int32 length and the magic: stop before them
+      // even if a writer left out the end-of-stream marker.
+      if (src.size >= 18) {
+        const tail = new Uint8Array(10);
+        src.readAt(src.size - 10, tail);
+        const footer = new DataView(tail.buffer).getInt32(0, true);
+        if (FILE_MAGIC.every((b, i) => tail[4 + i] === b) && footer > 0 && footer <= src.size - 18) end = src.size - 10 - footer;
+      }
+    }
   }
   const pre = new Uint8Array(8);
   const dv = new DataView(pre.buffer);
-  while (pos < src.size) {
+  while (pos < end) {
     if (pos + 4 > src.size) throw new ArrowIpcError(`${src.name}: ${src.size - pos} stray bytes at byte ${pos}, too few for a message length`);
     src.readAt(pos, pre.subarray(0, Math.min(8, src.size - pos)));
     let prefix = 8, metaLen: number;

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as A from "apache-arrow";
 import * as t from "../mod.ts";
+import { bytesSource, walkFrames } from "../data/arrow_ipc.ts";
 import { ArrowStoreError, createStoreWriter, readManifest, shardStats, storeStream, verifyStore, writeStore } from "../data/arrow_store.ts";
 import { welfordFinish, welfordInit, welfordMerge } from "../data/welford.ts";
 import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from "../tensor/dtype.ts";
@@ -186,4 +187,20 @@ test("store: manifest errors name the field; writer refuses bad options and exis
   } finally {
     await rm(dir, { recursive: true });
   }
+});
+
+test("IPC framing: the file format stops at its footer even without an end-of-stream marker", () => {
+  const stream = A.tableToIPC(A.tableFromArrays({ a: Float32Array.from([1, 2, 3]) }), "stream");
+  const body = stream.subarray(0, stream.length - 8); // drop the end marker
+  const footer = new Uint8Array(16).fill(7); // bytes a message walk must never reach
+  const f = new Uint8Array(8 + body.length + footer.length + 10);
+  f.set([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31, 0, 0]);
+  f.set(body, 8);
+  f.set(footer, 8 + body.length);
+  new DataView(f.buffer).setInt32(8 + body.length + 16, 16, true);
+  f.set([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31], f.length - 6);
+  assertEquals([...walkFrames(bytesSource(f, "x.arrow"))].map((m) => m.type), ["schema", "recordbatch"]);
+  // Without the footer bound the walk would read the footer's bytes as a message length.
+  const noFooter = f.subarray(0, 8 + body.length + 16);
+  assertThrows(() => [...walkFrames(bytesSource(noFooter, "y.arrow"))], "y.arrow", "at byte");
 });
