@@ -7,7 +7,7 @@
  *   file.arrow                             an Arrow IPC stream with an activation column
  *   folder with config.json + shard_0.memmap   a dictionary_learning cache (memmap_cache.ts)
  *   DIR1,DIR2,…                            caches read in lockstep → rows [L, d] (crosscoders)
- *   file.npy                               [N, d] or [N, L, d] (read whole)
+ *   file.npy[#bf16]                        [N, d] or [N, L, d] (read whole; #bf16: '<u2' words are bf16)
  *   file.safetensors[#tensor]              one [N, d] / [N, L, d] tensor (read whole)
  * A "#name" suffix names the column (SAELens hook) or tensor to read.
  */
@@ -65,7 +65,11 @@ export async function loadActivationArray(spec: string, opts: OpenOptions = {}):
   const { path, name } = splitSpec(spec);
   const fmt = detectActivations(path);
   let x: Tensor;
-  if (fmt === "npy") x = await loadNpy(path, { bf16: opts.bf16 });
+  if (fmt === "npy") {
+    // NumPy has no bf16: "PATH.npy#bf16" reads '<u2' words as bf16 (as opts.bf16 does).
+    if (name !== undefined && name !== "bf16") throw new DataFormatError(`${spec}: an .npy holds one array; the only suffix is #bf16 (read '<u2' words as bf16)`);
+    x = await loadNpy(path, { bf16: opts.bf16 || name === "bf16" });
+  }
   else if (fmt === "safetensors") {
     const { tensors } = await loadSafetensors(path);
     const names = Object.keys(tensors);

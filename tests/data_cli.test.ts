@@ -12,6 +12,12 @@ import { loadSae } from "../sae/io.ts";
 import { main } from "../sae/cli.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 
+const readAll = (dir: string) => {
+  const xs: number[] = [];
+  const s = storeStream(dir);
+  for (let it = s.open(), r = it.next(); !r.done; r = it.next()) xs.push(...r.value.x);
+  return xs;
+};
 const fx = (p: string) => fileURLToPath(new URL(`./fixtures/data/${p}`, import.meta.url));
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -125,6 +131,20 @@ test("sae train --data: an Arrow store (streamed through the shuffle buffer) and
     const saved = await loadSae(join(dir, "run"));
     assertEquals([saved.cfg.d_in, saved.cfg.d_sae], [8, 16]);
     t.dispose(saved.params);
+    r = await run("eval", join(dir, "run"), "--data", join(dir, "s"), "--json", "--batches", "2", "--batch", "100");
+    assertEquals(r.code, 0, r.err);
+    assertEquals(JSON.parse(r.out).tokens, 200);
+    // bf16 words in an .npy (NumPy has no bf16) with the #bf16 suffix.
+    const words = t.cast(t.random.normal(t.random.key(4), [64, 8]), "bf16");
+    const npy = join(dir, "w.npy");
+    await t.saveNpy(npy, words);
+    r = await run("convert", `${npy}#bf16`, join(dir, "w"), "--dtype", "bf16");
+    assertEquals(r.code, 0, r.err);
+    assertEquals(Array.from(await words.data()), readAll(join(dir, "w")));
+    words.dispose();
+    r = await run("convert", npy, join(dir, "w2"));
+    assertEquals(r.code, 1);
+    assert(r.err.includes("must be floating point, got i32"), r.err);
     r = await run("train", "--arch", "mlsae", "--data", `${fx("dl_cache/resid_out")},${fx("dl_cache/mlp_out")}`, "--steps", "3", "--batch", "4", "--d-sae", "8", "--k", "2", "--out", join(dir, "ml"), "--quiet");
     assertEquals(r.code, 0, r.err);
     r = await run("train", "--data", join(dir, "missing"), "--quiet");
