@@ -82,10 +82,15 @@ export async function inspectPath(spec: string, o: InspectOptions = {}): Promise
   const size = rowSize(stream);
   let st = welfordInit(size), rows = 0;
   const limit = o.maxRows ?? Infinity;
-  for (let it = stream.open(), r = it.next(); !r.done && rows < limit; r = it.next()) {
-    const take = Math.min(r.value.rows, limit - rows);
-    st = welfordMerge(st, welfordOf(r.value.x, take, size));
-    rows += take;
+  const it = stream.open();
+  try {
+    for (let r = it.next(); !r.done && rows < limit; r = it.next()) {
+      const take = Math.min(r.value.rows, limit - rows);
+      st = welfordMerge(st, welfordOf(r.value.x, take, size));
+      rows += take;
+    }
+  } finally {
+    it.return?.(); // --max-rows may stop mid-pass: close the file
   }
   base.rows = stream.rows ?? rows;
   base.statistics = { ...summarise(welfordFinish(st)), ...(rows < (stream.rows ?? rows) ? { over_first_rows: rows } : {}) };

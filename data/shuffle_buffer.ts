@@ -94,6 +94,15 @@ export class ShuffleBuffer {
     return this.count;
   }
 
+  /** Stop reading: close the stream's current pass (its file), keep nothing. Idempotent. */
+  close(): void {
+    this.it?.return?.(undefined);
+    this.it = null;
+    this.chunk = null;
+    this.exhausted = true;
+    this.count = 0;
+  }
+
   /** Up to `n` rows; fewer only when the last epoch runs out; null when nothing is left. */
   next(n: number): ShuffleBatch | null {
     if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`ShuffleBuffer.next: batch size must be a positive integer, got ${n}`);

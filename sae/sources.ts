@@ -87,23 +87,29 @@ export function streamData(stream: RowStream, opts: StreamDataOptions = {}): Dat
   const evalRows = (index: number, n: number): Float32Array => {
     // Rows [(index - HELD_OUT_START)·n, …) of the stream in file order, wrapping around.
     const out = new Float32Array(n * size);
-    let skip = (index - HELD_OUT_START) * n, got = 0, pass = 0;
+    let skip = (index - HELD_OUT_START) * n, got = 0, seen = 0;
+    if (stream.rows) skip %= stream.rows;
     while (got < n) {
-      let any = false;
-      for (let it = stream.open(), r = it.next(); !r.done && got < n; r = it.next()) {
-        any = true;
-        const c = r.value;
-        if (skip >= c.rows) {
-          skip -= c.rows;
-          continue;
+      seen = 0;
+      const it = stream.open();
+      try {
+        for (let r = it.next(); !r.done && got < n; r = it.next()) {
+          const c = r.value;
+          seen += c.rows;
+          if (skip >= c.rows) {
+            skip -= c.rows;
+            continue;
+          }
+          const take = Math.min(c.rows - skip, n - got);
+          out.set(c.x.subarray(skip * size, (skip + take) * size), got * size);
+          got += take;
+          skip = 0;
         }
-        const take = Math.min(c.rows - skip, n - got);
-        out.set(c.x.subarray(skip * size, (skip + take) * size), got * size);
-        got += take;
-        skip = 0;
+      } finally {
+        it.return?.(); // close the reader's file even when stopping mid-pass
       }
-      if (!any) throw new RangeError(`streamData: ${stream.path} holds no rows`);
-      if (++pass > 1 && skip > 0 && stream.rows) skip %= stream.rows;
+      if (seen === 0) throw new RangeError(`streamData: ${stream.path} holds no rows`);
+      skip %= seen;
     }
     return out;
   };
@@ -114,6 +120,7 @@ export function streamData(stream: RowStream, opts: StreamDataOptions = {}): Dat
       else {
         const want = Math.max(opts.bufferRows ?? Math.max(4096, 16 * n), n);
         if (!buf || index < nextIndex || capacity !== want) {
+          buf?.close();
           buf = new ShuffleBuffer(stream, { capacity: want, seed });
           capacity = want;
           nextIndex = 0;

@@ -24,8 +24,11 @@ function indexStream(n: number, d: number, chunk: number): RowStream & { live: (
         const x = new Float32Array(k * d);
         for (let i = 0; i < k; i++) x.fill(r + i, i * d, (i + 1) * d);
         live++;
-        yield { x, rows: k };
-        live--;
+        try {
+          yield { x, rows: k }; // like a file reader: the chunk (its file) is released in finally
+        } finally {
+          live--;
+        }
       }
     },
     live: () => live,
@@ -154,11 +157,18 @@ test("streamData: batches are tensors of the row shape; a resumed source replays
     b.x.dispose();
   }
   const e = a.batch(HELD_OUT_START + 1, 10);
+  assert(s.live() <= 1, "an evaluation batch leaves no pass open besides the buffer's");
   assertEquals(Array.from(await e.x.data()).filter((_, j) => j % 3 === 0), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
   e.x.dispose();
   const wrap = a.batch(HELD_OUT_START + 49, 11); // rows 539.. wrap to 39..
   assertEquals((await wrap.x.data())[0], 39);
   wrap.x.dispose();
+  a.buffer()!.close();
+  assertEquals(s.live(), 0, "closing the buffer closes its pass");
+  const far = a.batch(HELD_OUT_START + 10_000, 7); // 70000 % 500 = 0: wraps without a wasted pass
+  assertEquals((await far.x.data())[0], 0);
+  far.x.dispose();
+  assertEquals(s.live(), 0);
   const ml = streamData({ ...indexStream(10, 6, 4), rowShape: [2, 3] }, {});
   assertEquals([ml.width, ml.layers, rowSize({ ...s, rowShape: [2, 3] })], [3, 2, 6]);
 });
