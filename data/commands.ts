@@ -18,7 +18,7 @@ export const CONVERT_HELP = `sae convert IN OUT: convert activations or a dictio
   --dtype f32|f16|bf16    store dtype (default: the input's)
   --rows-per-shard N      rows per store shard (default: ~128 MiB shards)
   --model NAME, --hook-point NAME   recorded in the store's manifest
-  --token-ids             also store token ids (from stores and SAELens caches that have them)`;
+  --token-ids             also store token ids (from stores, SAELens caches, dictionary_learning tokens.pt)`;
 
 export const INSPECT_HELP = `sae inspect PATH: print what PATH holds
 

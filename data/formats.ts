@@ -56,7 +56,7 @@ export interface OpenOptions {
   verify?: boolean;
   /** Read npy '<u2' as bf16 words. */
   bf16?: boolean;
-  /** Return token ids with each chunk where the format stores them (Arrow store, SAELens). */
+  /** Return token ids with each chunk where the format stores them (Arrow store, SAELens, dictionary_learning tokens.pt). */
   tokenIds?: boolean;
 }
 
@@ -100,7 +100,7 @@ export async function openActivations(spec: string, opts: OpenOptions = {}): Pro
   if (spec.includes(",")) {
     const dirs = spec.split(",").filter(Boolean);
     for (const d of dirs) if (detectActivations(d) !== "dictionary_learning-cache") throw new DataFormatError(`${d}: only dictionary_learning caches can be joined with commas (lockstep [L, d] rows)`);
-    return memmapCacheStream(dirs);
+    return memmapCacheStream(dirs, { tokenIds: opts.tokenIds });
   }
   const { path, name } = splitSpec(spec);
   const fmt = detectActivations(path);
@@ -111,7 +111,7 @@ export async function openActivations(spec: string, opts: OpenOptions = {}): Pro
     case "arrow":
       return saelensCacheStream(path, { column: name, tokenIds: opts.tokenIds });
     case "dictionary_learning-cache":
-      return memmapCacheStream([path]);
+      return memmapCacheStream([path], { tokenIds: opts.tokenIds });
     case "npy":
     case "safetensors": {
       const x = await loadActivationArray(spec, opts);

@@ -14,6 +14,7 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } fr
 import { dirname, join } from "node:path";
 import { f16ToF32 } from "../tensor/dtype.ts";
 import type { RowChunk, RowStream } from "./row_stream.ts";
+import { isTensorRef, parseTorch } from "./torch_pt.ts";
 import { toF32 } from "./row_stream.ts";
 
 export class MemmapCacheError extends Error {
@@ -95,8 +96,28 @@ export function openMemmapCache(dir: string): MemmapCache {
   return { dir, d, dtype, itemsize, rows, shards, config };
 }
 
+/** Token ids of a cache (tokens.pt beside it, one per row, in row order), as i32. */
+export function cacheTokens(dir: string, rows: number): Int32Array {
+  const p = tokensPath(dir);
+  if (!p) throw new MemmapCacheError(`${dir}: no tokens.pt in its parent folder (collect with store_tokens=True)`);
+  // Read the storage directly (no tensor, so no backend is involved): a 1-D int64/int32 view.
+  const v = parseTorch(readFileSync(p), p);
+  if (!isTensorRef(v)) throw new MemmapCacheError(`${p}: expected one tensor of token ids`);
+  const { storage, shape, stride, offset } = v.value;
+  const ints = storage.type === "LongStorage" ? new BigInt64Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel)
+    : storage.type === "IntStorage" ? new Int32Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel) : null;
+  if (!ints || shape.length !== 1 || shape[0] !== rows) throw new MemmapCacheError(`${p}: token ids are [${shape}] ${storage.type}, expected [${rows}] integers (LongStorage or IntStorage)`);
+  const out = new Int32Array(rows);
+  for (let i = 0; i < rows; i++) {
+    const x = Number(ints[offset + i * stride[0]]);
+    if (x > 2147483647 || x < -2147483648) throw new MemmapCacheError(`${p}: token id ${i} is ${x}, outside the i32 range`);
+    out[i] = x;
+  }
+  return out;
+}
+
 /** Rows of one or several (lockstep) caches as a stream of f32 chunks of up to `chunkRows` rows. */
-export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number } = {}): RowStream & { caches: MemmapCache[] } {
+export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number; tokenIds?: boolean } = {}): RowStream & { caches: MemmapCache[] } {
   if (dirs.length === 0) throw new MemmapCacheError("memmapCacheStream: no cache folders given");
   const caches = dirs.map(openMemmapCache);
   const c0 = caches[0];
@@ -106,6 +127,7 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number } =
   }
   const L = caches.length, d = c0.d;
   const chunkRows = opts.chunkRows ?? Math.max(1, Math.floor((4 << 20) / (L * d * c0.itemsize)));
+  const tokens = opts.tokenIds ? cacheTokens(dirs[0], c0.rows) : null;
   return {
     caches,
     rowShape: L === 1 ? [d] : [L, d],
@@ -114,6 +136,7 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number } =
     format: L === 1 ? "dictionary_learning-cache" : "dictionary_learning-cache (lockstep)",
     path: dirs.join(","),
     *open(): Generator<RowChunk> {
+      let row = 0;
       for (let s = 0; s < c0.shards.length; s++) {
         const fds = caches.map((c) => openSync(c.shards[s].file, "r"));
         try {
@@ -134,7 +157,8 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number } =
               if (L === 1) out.set(vals);
               else for (let i = 0; i < n; i++) out.set(vals.subarray(i * d, (i + 1) * d), (i * L + l) * d);
             }
-            yield { x: out, rows: n };
+            yield tokens ? { x: out, rows: n, tokenIds: tokens.subarray(row, row + n) } : { x: out, rows: n };
+            row += n;
           }
         } finally {
           for (const fd of fds) closeSync(fd);

@@ -96,6 +96,8 @@ test("dictionary_learning caches: f32 and bf16 (int16 words) shards, lockstep [N
     assertEquals(xs.slice(i * 10, i * 10 + 5), a.slice(i * 5, i * 5 + 5));
     assertEquals(xs.slice(i * 10 + 5, i * 10 + 10), b.slice(i * 5, i * 5 + 5));
   }
+  const withIds = memmapCacheStream([fx("dl_cache/resid_out"), fx("dl_cache/mlp_out")], { chunkRows: 5, tokenIds: true });
+  assertEquals(all(withIds, true).ids, expected["dl_cache/tokens"]);
   const tp = tokensPath(fx("dl_cache/resid_out"));
   assert(tp !== null, "tokens.pt is found beside the cache");
   const tok = await loadTorch(tp!);
