@@ -29,4 +29,5 @@ export * from "./data/atomic.ts";
 export * from "./data/safetensors.ts";
 export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
+export * as data from "./data/mod.ts";
 export * as sae from "./sae/mod.ts";

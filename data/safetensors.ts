@@ -15,6 +15,7 @@ import { getBackend } from "../tensor/registry.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { readFileBytes, writeFileAtomic } from "./atomic.ts";
+import { decodeF8 } from "./float8.ts";
 
 export class SafetensorsError extends Error {
   override name = "SafetensorsError";
@@ -41,6 +42,7 @@ const ITEMSIZE = new Map<string, number>([
   ["F64", 8], ["F32", 4], ["F16", 2], ["BF16", 2],
   ["I64", 8], ["I32", 4], ["I16", 2], ["I8", 1], ["U8", 1], ["BOOL", 1],
   ["U16", 2], ["U32", 4], ["U64", 8], // read-only: we never write these
+  ["F8_E4M3", 1], ["F8_E5M2", 1], // read-only, decoded to f32 (data/float8.ts)
 ]);
 
 const WRITE_DTYPE: Record<DType, string> = { f64: "F64", f32: "F32", f16: "F16", bf16: "BF16", i32: "I32", bool: "BOOL" };
@@ -246,6 +248,9 @@ export function toTensor(entry: SafetensorsEntry, opts: ToTensorOptions = {}): T
       return make(Int32Array.from(new Int16Array(buf)), "i32");
     case "U16":
       return make(Int32Array.from(new Uint16Array(buf)), "i32");
+    case "F8_E4M3":
+    case "F8_E5M2":
+      return make(decodeF8(new Uint8Array(buf), dtype), "f32");
   }
   // U32/I64/U64 may not fit i32; a float target takes them directly, with no range check needed.
   const src = dtype === "U32" ? new Uint32Array(buf) : dtype === "I64" ? new BigInt64Array(buf) : new BigUint64Array(buf);

@@ -8,12 +8,13 @@ import * as t from "../mod.ts";
 import { ARCHS, type ArchName, ConfigError, resolveConfig } from "./config.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
 import { runTraining } from "./driver.ts";
-import { arrayData, type DataSource, syntheticData } from "./sources.ts";
+import { type DataSource, syntheticData } from "./sources.ts";
 import { loadSae } from "./io.ts";
 import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
-import { loadNpy } from "../data/npy.ts";
+import { activationData } from "../data/formats.ts";
+import { dataCommand } from "../data/commands.ts";
 
 class UsageError extends Error {}
 
@@ -64,8 +65,10 @@ const TRAIN_HELP = `sae train: train a dictionary
   --lr X             learning rate (default per architecture, dictionary_learning's)
   --steps N          training steps (default 1000)
   --batch N          batch size in rows (default 2048)
-  --data PATH        .npy of shape [N, d] or [N, L, d] (f32/f16/f64); default: synthetic superposition
-  --targets PATH     .npy of targets [N, d_out] (transcoders)
+  --data PATH        activations: an Arrow store, a SAELens or dictionary_learning cache (DIR1,DIR2
+                     for [N, L, d]), .npy or .safetensors ([N, d] or [N, L, d]); see sae convert --help.
+                     Stores and caches stream through a shuffle buffer. Default: synthetic superposition
+  --targets PATH     .npy/.safetensors of targets [N, d_out] (transcoders)
   --synthetic-d N, --synthetic-features N, --synthetic-active X   the synthetic data's width, true features, mean active
   --seed N           seed for initialisation and data order (default 0)
   --out DIR          run folder (default runs/<arch>-<seed>)
@@ -78,8 +81,8 @@ DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.`;
 
 const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
 
-  --data PATH        .npy to evaluate on (default: held-out batches of the run's synthetic data)
-  --targets PATH     .npy targets for transcoders
+  --data PATH        activations to evaluate on, any format --data of train reads (default: held-out batches of the run's synthetic data)
+  --targets PATH     .npy/.safetensors targets for transcoders
   --batches N        number of batches (default 8)   --batch N   rows per batch (default 2048)
   --json             print JSON instead of a table`;
 
@@ -91,18 +94,19 @@ commands:
   train    train a dictionary (default data: synthetic superposition)
   eval     evaluate a saved dictionary
   info     summarise a saved dictionary
+  convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
+  inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
 
 sae <command> --help for options.`;
 
 async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number): Promise<{ data: DataSource; describe: unknown; truth?: t.Tensor }> {
   const path = str(flags, "data");
   if (path) {
-    if (!path.endsWith(".npy")) throw new UsageError(`--data: only .npy files are read so far, got ${path}`);
-    const x = await loadNpy(path);
-    const tp = str(flags, "targets");
-    const y = tp ? await loadNpy(tp) : undefined;
-    const cast = (a: t.Tensor) => (a.dtype === "f32" ? a : t.cast(a, "f32"));
-    return { data: arrayData(cast(x), { y: y && cast(y), seed, name: path }), describe: { kind: "npy", path, targets: tp ?? null } };
+    // Any supported format: Arrow store, SAELens / dictionary_learning caches, .npy, .safetensors (data/formats.ts).
+    const { data, describe } = await activationData(path, { targets: str(flags, "targets"), seed }).catch((e) => {
+      throw new UsageError(`--data: ${(e as Error).message}`);
+    });
+    return { data, describe };
   }
   const src = makeSynthetic(syn!);
   const truth = src.features.ndim === 2 ? src.features : undefined;
@@ -236,6 +240,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(MAIN_HELP);
       return cmd ? 0 : 2;
     }
+    if (cmd === "convert" || cmd === "inspect") return await dataCommand(cmd, positional, flags);
     const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {

@@ -8,6 +8,9 @@ import { tensor } from "../tensor/ops/create.ts";
 import { take } from "../tensor/ops/shape.ts";
 import type { SyntheticSource } from "../data/synthetic.ts";
 import type { Batch } from "./architecture.ts";
+import type { RowStream } from "../data/row_stream.ts";
+import { ShuffleBuffer } from "../data/shuffle_buffer.ts";
+import { adoptHostArray } from "../data/safetensors.ts";
 
 export interface DataSource {
   batch(index: number, size: number): Batch;
@@ -54,5 +57,87 @@ export function arrayData(x: Tensor, opts: { y?: Tensor; seed?: number; name?: s
     width: x.shape[x.ndim - 1],
     ...(x.ndim === 3 ? { layers: x.shape[1] } : {}),
     ...(opts.y ? { targetWidth: opts.y.shape[opts.y.ndim - 1] } : {}),
+  };
+}
+
+/** Batch indices from here on are evaluation batches (see streamData). */
+export const HELD_OUT_START = 1_000_000;
+
+export interface StreamDataOptions {
+  /** Rows the shuffle buffer holds (default: 16 batches' worth, at least 4096 rows). */
+  bufferRows?: number;
+  seed?: number;
+  /** Shown by describe(). */
+  name?: string;
+}
+
+/**
+ * Training batches from an on-disk stream (an Arrow store, a memmap cache, …) through a shuffle
+ * buffer. Batches are served in index order; asking for an earlier or later index replays the
+ * buffer from the start (the same seed gives the same batches, so a resumed run continues
+ * exactly, at the cost of re-reading what came before). Indices from HELD_OUT_START on, which
+ * the evaluation after training uses, are read in file order from a separate pass, unshuffled:
+ * keep a separate store for a truly held-out evaluation.
+ */
+export function streamData(stream: RowStream, opts: StreamDataOptions = {}): DataSource & { buffer(): ShuffleBuffer | null } {
+  const shape = stream.rowShape;
+  const size = shape.reduce((a, b) => a * b, 1);
+  const seed = opts.seed ?? 0;
+  let buf: ShuffleBuffer | null = null, nextIndex = 0, capacity = 0;
+  const evalRows = (index: number, n: number): Float32Array => {
+    // Rows [(index - HELD_OUT_START)·n, …) of the stream in file order, wrapping around.
+    const out = new Float32Array(n * size);
+    let skip = (index - HELD_OUT_START) * n, got = 0, seen = 0;
+    if (stream.rows) skip %= stream.rows;
+    while (got < n) {
+      seen = 0;
+      const it = stream.open();
+      try {
+        for (let r = it.next(); !r.done && got < n; r = it.next()) {
+          const c = r.value;
+          seen += c.rows;
+          if (skip >= c.rows) {
+            skip -= c.rows;
+            continue;
+          }
+          const take = Math.min(c.rows - skip, n - got);
+          out.set(c.x.subarray(skip * size, (skip + take) * size), got * size);
+          got += take;
+          skip = 0;
+        }
+      } finally {
+        it.return?.(); // close the reader's file even when stopping mid-pass
+      }
+      if (seen === 0) throw new RangeError(`streamData: ${stream.path} holds no rows`);
+      skip %= seen;
+    }
+    return out;
+  };
+  return {
+    batch(index, n) {
+      let x: Float32Array;
+      if (index >= HELD_OUT_START) x = evalRows(index, n);
+      else {
+        const want = Math.max(opts.bufferRows ?? Math.max(4096, 16 * n), n);
+        if (!buf || index < nextIndex || capacity !== want) {
+          buf?.close();
+          buf = new ShuffleBuffer(stream, { capacity: want, seed });
+          capacity = want;
+          nextIndex = 0;
+        }
+        while (nextIndex < index) {
+          buf.next(n);
+          nextIndex++;
+        }
+        const b = buf.next(n)!;
+        nextIndex++;
+        x = b.x;
+      }
+      return { x: adoptHostArray(x, "f32", [n, ...shape]) };
+    },
+    describe: () => `${opts.name ?? stream.path} (${stream.format}, ${stream.rows ?? "?"} rows of ${shape.join("×")} ${stream.dtype})`,
+    width: shape[shape.length - 1],
+    ...(shape.length === 2 ? { layers: shape[0] } : {}),
+    buffer: () => buf,
   };
 }
