@@ -29,3 +29,4 @@ export * from "./data/safetensors.ts";
 export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
 export * as sae from "./sae/mod.ts";
+export * as testing from "./testing/mod.ts";
