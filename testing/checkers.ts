@@ -29,7 +29,7 @@ function masksOf(mask: ZeroMask, like: Tensor): Record<string, Tensor | undefine
  * Every masked entry of the record's named leaves is exactly zero (+0 or −0; NaN fails). Returns
  * how many masked entries were checked.
  */
-export async function assertMaskedZero(record: Record<string, unknown>, mask: ZeroMask, what = "record"): Promise<number> {
+export async function assertMaskedZero(record: object, mask: ZeroMask, what = "record"): Promise<number> {
   const first = treeLeaves(record).find((x): x is Tensor => x instanceof Tensor);
   if (!first) throw new TestFailure(`${what}: no tensors to check`);
   const masks = masksOf(mask, first);
@@ -38,7 +38,7 @@ export async function assertMaskedZero(record: Record<string, unknown>, mask: Ze
   try {
     for (const [name, m] of Object.entries(masks)) {
       if (!m) continue;
-      const leaf = record[name];
+      const leaf = (record as Record<string, unknown>)[name];
       if (!(leaf instanceof Tensor)) throw new TestFailure(`${what}: mask names "${name}" but the record has no such tensor`);
       const full = tidy(() => broadcastTo(m, leaf.shape));
       const [mv, lv] = [await full.data(), await leaf.data()];
@@ -59,7 +59,7 @@ export async function assertMaskedZero(record: Record<string, unknown>, mask: Ze
  * The gradient of `lossFn` at `params` — after `transform`, e.g. the DFC's maskGradients — is
  * exactly zero on every masked entry. Returns the gradient record (caller disposes) and the count.
  */
-export async function assertGradMask<P extends Record<string, unknown>>(
+export async function assertGradMask<P extends object>(
   lossFn: (p: P) => Tensor,
   params: P,
   mask: ZeroMask,
@@ -81,7 +81,7 @@ export async function assertMomentsMasked(opt: unknown, mask: ZeroMask): Promise
       for (let i = 0; i < o.length; i++) await visit(o[i], `${at}[${i}]`);
     } else if (o && typeof o === "object" && "mu" in o && "nu" in o) {
       found++;
-      const s = o as { mu: Record<string, unknown>; nu: Record<string, unknown> };
+      const s = o as { mu: object; nu: object };
       checked += await assertMaskedZero(s.mu, mask, `${at}.mu`);
       checked += await assertMaskedZero(s.nu, mask, `${at}.nu`);
     }
