@@ -27,3 +27,4 @@ export * from "./grad_mask.ts";
 export * from "./crosscoder_io.ts";
 export * from "./crosscoder_eval.ts";
 export * from "./diffing.ts";
+export { pairedData } from "./paired_source.ts";
