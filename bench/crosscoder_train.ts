@@ -16,7 +16,7 @@ import { resolveConfig } from "../sae/config.ts";
 import { dfcPartition } from "../sae/crosscoder_config.ts";
 import { maskGradients } from "../sae/grad_mask.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { msPerTrainStep } from "./train_timer.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const json = argv.includes("--json");
@@ -29,17 +29,8 @@ async function ours(arch: (typeof archs)[number]): Promise<{ tps: number; ms: nu
   const cfg = resolveConfig({ arch, d_in: d, d_sae: F, k, n_inputs: L, dfc_shares: [share, share] });
   const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
   const x = t.random.normal(t.random.key(1), [B, L, d]);
-  let state = await initTrainState(t.random.key(0), cfg, tc, []);
-  const one = async () => {
-    const { state: next } = await trainStep(state, { x }, cfg, tc);
-    t.disposeReplaced(stateTensors(state), stateTensors(next));
-    state = next;
-  };
-  for (let i = 0; i < WARMUP; i++) await one();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await one();
-  const ms = (performance.now() - t0) / steps;
-  t.dispose([stateTensors(state), x]);
+  const ms = await msPerTrainStep(cfg, tc, x, { warmup: WARMUP, steps });
+  x.dispose();
   return { tps: (B * 1000) / ms, ms };
 }
 

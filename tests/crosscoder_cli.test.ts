@@ -5,21 +5,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { main } from "../sae/cli.ts";
+import { runCli } from "./cli_run.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const [log, error] = [console.log, console.error];
-  console.log = (...a: unknown[]) => void out.push(a.map(String).join(" "));
-  console.error = (...a: unknown[]) => void err.push(a.map(String).join(" "));
-  try {
-    return { code: await main(argv), out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const run = runCli;
 
 const TINY = ["--steps", "12", "--batch", "64", "--d-sae", "40", "--k", "4", "--synthetic-d", "8", "--synthetic-features", "20", "--synthetic-active", "2", "--quiet"];
 

@@ -19,14 +19,13 @@ tests/crosscoder_arch.test.ts. Rerun: `/usr/bin/python3 tests/golden/crosscoder_
   DFC:                F = A-only [0, nA) | B-only [nA, nA+nB) | shared, n = floor(F p);
                       forbidden W_enc[l][:, other's exclusive] and W_dec[l][other's exclusive] = 0
 """
-import json
 import math
-import os
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "fixtures")
+# Only the fixture format (array encoding, file writer) is shared with the SAE reference.
+from sae_reference import arr, write_fixture
+
 F64 = torch.float64
 MARGIN = 1e-3
 
@@ -192,11 +191,6 @@ def resolved(cfg_in):
     return c
 
 
-def arr(t):
-    t = t.detach().to(F64)
-    return {"shape": list(t.shape), "data": [float(v) for v in t.reshape(-1).tolist()]}
-
-
 REFERENCES = {
     "crosscoder_l1": "crosscoder_learning CrossCoder: ReLU code, crosscoder code norm sum_l |W_dec[l,i]|, squared recon, lambda 0.1",
     "crosscoder_l1_sae_unsquared": "CrossCoder with the 'sae' code norm and crosscoder_learning's unsquared L2 reconstruction",
@@ -219,16 +213,8 @@ CASES = [
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
     for name, seed, cfg, B, dead_every in CASES:
-        fx = make_case(name, seed, cfg, B, dead_every)
-        with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
-            fh.write("{\n")
-            items = list(fx.items())
-            for i, (k, v) in enumerate(items):
-                fh.write(f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'), allow_nan=False)}{',' if i < len(items) - 1 else ''}\n")
-            fh.write("}\n")
-        print(f"wrote {name}.json")
+        write_fixture(name, make_case(name, seed, cfg, B, dead_every))
 
 
 if __name__ == "__main__":
