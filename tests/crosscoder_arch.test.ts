@@ -129,3 +129,35 @@ test("crosscoder evaluation: perfect reconstruction has FVU 0 per input; L0 and 
   const [, aux] = ARCHITECTURES.crosscoder.loss(p, { x }, cfg, {}) as [t.Tensor, LossAux];
   assertClose(await aux.recon.data(), [0], { atol: 1e-6 });
 });
+
+test("crosscoder training state: b_dec starts at each input's geometric median; k anneals; θ tracks the smallest kept f·w", async () => {
+  const cfg = resolveConfig({ arch: "batchtopk-crosscoder", d_in: 4, d_sae: 16, k: 2, n_inputs: 3 });
+  const tc = t.sae.resolveTrainConfig(cfg, { steps: 10, batch_size: 32, k_start: 6, k_anneal_steps: 4, threshold_start_step: 0, normalize_activations: false });
+  const batch = (i: number) => ({ x: t.add(t.random.normal(t.random.key(10 + i), [32, 3, 4]), t.reshape(t.tensor([0, 0, 0, 0, 5, 5, 5, 5, -3, 1, 0, 2]), [3, 4])) });
+  let s = await t.sae.initTrainState(t.random.key(0), cfg, tc, [batch(0)]);
+  assertEquals(s.params.b_dec.shape, [3, 4]);
+  const x0 = batch(0).x;
+  for (let l = 0; l < 3; l++) {
+    const xl = t.contiguous(t.reshape(t.sliceAxis(x0, 1, l, l + 1), [32, 4]));
+    const med = await t.sae.geometricMedian(xl);
+    assertClose(await t.reshape(t.sliceAxis(s.params.b_dec, 0, l, l + 1), [4]).data(), await med.data(), { rtol: 1e-5, atol: 1e-6, msg: `input ${l}` });
+  }
+  const ks: number[] = [], l0s: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const b = batch(i + 1);
+    const r = await t.sae.trainStep(s, b, cfg, tc);
+    // θ after the first step is exactly the batch's smallest kept f·w (DL: the first update copies).
+    if (i === 0) {
+      const code = ARCHITECTURES[cfg.arch].encode(s.params, b.x, { ...cfg, k: 6 });
+      const coo = (code as { coo: t.Coo }).coo;
+      const sv = t.mul(coo.values, t.take(codeWeights(s.params.W_dec, cfg), coo.cols, 0));
+      assertClose([r.metrics.threshold!], [await t.min(t.where(t.gt(sv, 0), sv, Infinity)).item()], { rtol: 1e-6 });
+    }
+    ks.push(r.metrics.k);
+    l0s.push(r.metrics.l0);
+    t.disposeReplaced(t.sae.stateTensors(s), t.sae.stateTensors(r.state));
+    s = r.state;
+  }
+  assertEquals(ks, [6, 5, 4, 3, 2, 2]);
+  assertEquals(l0s, ks, "BatchTopK keeps k·B entries: mean L0 = k");
+});
