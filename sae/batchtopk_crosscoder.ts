@@ -20,11 +20,16 @@ import { topkFamilyLoss } from "./topk.ts";
 import { codeWeights, crosscoderRecon, decodeCrosscoder, flatInput, flatParams, initCrosscoder } from "./crosscoder.ts";
 import { decodeWith } from "./code.ts";
 
-/** The `total` entries of the batch with the largest f·w, keeping f = ReLU(pre) as the values. */
+/**
+ * The `total` entries of the batch with the largest f·w, keeping f = ReLU(pre) as the values.
+ * With w ≥ 0, ranking pre·w picks the same positive entries as ReLU(pre)·w (ties among
+ * non-positive ones may pick other indices, which carry zero value and zero gradient) and saves
+ * a pass over [B, F].
+ */
 export function scaledBatchTopkSelect(pre: Tensor, w: Tensor, total: number): Coo {
   const F = pre.shape[1];
   const flatPre = reshape(pre, [-1]);
-  const [, flat] = topk(reshape(mul(relu(pre), w), [-1]), total);
+  const [, flat] = topk(reshape(mul(pre, w), [-1]), total);
   return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(take(flatPre, flat, 0)) };
 }
 
