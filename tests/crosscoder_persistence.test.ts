@@ -123,3 +123,22 @@ test("dfc training run: the saved dictionary keeps its partition and θ is folde
     assert(differ <= 2, `${differ} entries change on/off after folding (rounding at θ only)`);
   });
 });
+
+test("dfc checkpoint: a run stopped and resumed ends bit-identical to an uninterrupted one", async () => {
+  await withDir(async (dir) => {
+    const src = t.synthetic.makePairedSynthetic({ d: 6, nFeatures: 16, exclusive: 2, seed: 8 });
+    const cfg = resolveConfig({ arch: "dfc", d_in: 6, d_sae: 20, k: 2, n_inputs: 2, dfc_shares: [0.15, 0.15] });
+    const train = resolveTrainConfig(cfg, { steps: 16, batch_size: 32, dead_tokens: 64, threshold_start_step: 0 });
+    const whole = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "a") });
+    await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), stopAfter: 7, checkpointEvery: 100 });
+    const resumed = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), resume: true });
+    for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
+    assertEquals(resumed.state.threshold, whole.state.threshold, "θ");
+    await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
+  });
+});
+
+test("evaluate (the SAE metrics) points crosscoders to evaluateCrosscoder", async () => {
+  const cfg = cfgOf("dfc");
+  await rejects(t.sae.evaluate(randomParams("dfc", 1), cfg, []), "use evaluateCrosscoder");
+});
