@@ -27,11 +27,11 @@ import { dfcPartition } from "./crosscoder_config.ts";
 import { maskParams } from "./grad_mask.ts";
 import { reconstruction } from "./losses.ts";
 
-const L_ = (cfg: SaeConfig) => cfg.n_inputs ?? 1;
+const inputsOf = (cfg: SaeConfig) => cfg.n_inputs ?? 1;
 
 /** Parameter shapes of a crosscoder config. */
 export function crosscoderShapes(cfg: SaeConfig): Record<"W_enc" | "W_dec" | "b_enc" | "b_dec", number[]> {
-  const L = L_(cfg), d = cfg.d_in, F = cfg.d_sae;
+  const L = inputsOf(cfg), d = cfg.d_in, F = cfg.d_sae;
   return { W_enc: [L, d, F], W_dec: [L, F, d], b_enc: [F], b_dec: [L, d] };
 }
 
@@ -41,7 +41,7 @@ export function crosscoderShapes(cfg: SaeConfig): Record<"W_enc" | "W_dec" | "b_
  * norm_init_scale), the encoder their transpose, zero biases; a DFC's forbidden entries zeroed.
  */
 export function initCrosscoder(key: PRNGKey, cfg: SaeConfig): SaeParams {
-  const [L, d, F] = [L_(cfg), cfg.d_in, cfg.d_sae];
+  const [L, d, F] = [inputsOf(cfg), cfg.d_in, cfg.d_sae];
   const scale = cfg.arch === "crosscoder" ? 0.1 : 1;
   let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
   let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
@@ -52,7 +52,7 @@ export function initCrosscoder(key: PRNGKey, cfg: SaeConfig): SaeParams {
 
 /** x [B, L, d] → [B, L·d], with an error naming the expected shape. */
 export function flatInput(x: Tensor, cfg: SaeConfig, op = "crosscoder"): Tensor {
-  const L = L_(cfg);
+  const L = inputsOf(cfg);
   if (x.ndim !== 3 || x.shape[1] !== L || x.shape[2] !== cfg.d_in) {
     throw new ShapeError(`${op}: inputs must be [batch, ${L}, ${cfg.d_in}] (batch, inputs, d_in), got ${fmt(x.shape)}`);
   }

@@ -42,8 +42,8 @@ export async function evaluateCrosscoder(p: SaeParams, cfg: SaeConfig, batches: 
   let tokens = 0, l0 = 0;
   for await (const b of batches) {
     const B = b.x.shape[0];
-    flatInput(b.x, cfg, "evaluateCrosscoder");
     const out = tidy(() => {
+      flatInput(b.x, cfg, "evaluateCrosscoder"); // shape check with a message naming [batch, L, d]
       const code = arch.encodeInference(p, b.x, cfg, opts.threshold);
       const xhat = arch.decode(p, code, cfg);
       const x = cast(b.x, "f32"), r = sub(x, xhat);

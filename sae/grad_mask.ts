@@ -44,7 +44,8 @@ function checkLeaf(name: string, x: unknown, mask: Tensor, axisF: number): Tenso
 
 /** Zero the forbidden entries of W_enc and W_dec in any record that has them (gradients, params, moments). */
 export function maskGradients<T extends { W_enc: unknown; W_dec: unknown }>(g: T, mask: Partition | PartitionMasks): T {
-  const m = asMasks(mask, g.W_enc as Tensor);
+  if (!(g.W_enc instanceof Tensor)) throw new PartitionError(`maskGradients: W_enc must be a tensor, got ${g.W_enc === null ? "null" : typeof g.W_enc}`);
+  const m = asMasks(mask, g.W_enc);
   const enc = checkLeaf("W_enc", g.W_enc, m.enc, 2), dec = checkLeaf("W_dec", g.W_dec, m.dec, 1);
   const out = { ...g, W_enc: where(m.enc, 0, enc), W_dec: where(m.dec, 0, dec) };
   if (!("enc" in mask)) {
