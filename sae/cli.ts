@@ -15,7 +15,7 @@ import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { loadNpy } from "../data/npy.ts";
 import { isCrosscoderArch } from "./crosscoder_config.ts";
-import { CROSSCODER_FLAGS, CROSSCODER_HELP, crosscoderFlags, crosscoderReport, pairedConfig, pairedSource } from "./crosscoder_cli.ts";
+import { CROSSCODER_FLAGS, CROSSCODER_HELP, crosscoderFlags, crosscoderInfo, crosscoderReport, pairedConfig, pairedSource } from "./crosscoder_cli.ts";
 import type { PairedConfig } from "../data/synthetic.ts";
 
 class UsageError extends Error {}
@@ -231,6 +231,7 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
     d_sae: cfg.d_sae,
     ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
     ...(cfg.k ? { k: cfg.k } : {}),
+    ...(isCrosscoderArch(cfg.arch) ? crosscoderInfo(cfg) : {}),
     ...(threshold !== undefined ? { threshold } : {}),
     dtype: params.W_enc.dtype,
     parameters: nParams,

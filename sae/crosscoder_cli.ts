@@ -8,6 +8,7 @@ import type { Batch } from "./architecture.ts";
 import type { SaeParams } from "./params.ts";
 import { CODE_NORMS, type CodeNorm, dfcPartition } from "./crosscoder_config.ts";
 import { evaluateCrosscoder } from "./crosscoder_eval.ts";
+import { partitionSizes } from "./partition.ts";
 import { exclusiveCounts, histogram, partitionUsage, relativeDecoderNorms } from "./diffing.ts";
 import { makePairedSynthetic, type PairedConfig, type SyntheticConfig } from "../data/synthetic.ts";
 import { pairedData } from "./paired_source.ts";
@@ -69,6 +70,17 @@ export function pairedConfig(syn: SyntheticConfig, models: number, exclusive?: n
 /** A data source from a saved data.json config: paired configs have "models". */
 export function pairedSource(c: PairedConfig): DataSource {
   return pairedData(makePairedSynthetic(c));
+}
+
+/** Crosscoder fields for `sae info`: inputs, code norm, and a DFC's partition sizes. */
+export function crosscoderInfo(cfg: SaeConfig): Record<string, unknown> {
+  const part = dfcPartition(cfg);
+  const sizes = part && partitionSizes(part);
+  return {
+    n_inputs: cfg.n_inputs,
+    code_norm: cfg.code_norm,
+    ...(sizes ? { partition: `exclusive ${sizes.exclusive.join(" + ")}, shared ${sizes.shared}` } : {}),
+  };
 }
 
 /** Evaluation table plus model-diffing views; `json` is what eval.json / --json hold. */

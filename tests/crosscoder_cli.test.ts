@@ -31,7 +31,8 @@ test("sae train --arch dfc: paired synthetic data, partition in cfg.json, report
     assertEquals([j.tokens, j.fvu_per_input.length], [128, 2]);
     const info = await run("info", out, "--json");
     assertEquals(info.code, 0, info.err);
-    assertEquals(JSON.parse(info.out).architecture, "dfc");
+    const summary = JSON.parse(info.out);
+    assertEquals([summary.architecture, summary.n_inputs, summary.code_norm, summary.partition], ["dfc", 2, "sae", "exclusive 4 + 6, shared 30"]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
