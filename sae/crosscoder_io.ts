@@ -38,3 +38,22 @@ export async function checkLoadedCrosscoder(raw: Record<string, unknown>, cfg: S
     fail(`${wPath}: weights break the partition in ${cfgPath}: forbidden entries are not zero (${bad.join("; ")})`);
   }
 }
+
+/** A resumed DFC training state must keep its partition in the weights and in every Adam moment; report the first break. */
+export async function checkResumedDfc(params: SaeParams, opt: unknown, cfg: SaeConfig, where: string): Promise<void> {
+  const p = dfcPartition(cfg);
+  if (!p) return;
+  const records: [string, SaeParams][] = [["params", params]];
+  const visit = (o: unknown, at: string): void => {
+    if (Array.isArray(o)) o.forEach((x, i) => visit(x, `${at}[${i}]`));
+    else if (o && typeof o === "object" && "mu" in o && "nu" in o) {
+      const s = o as { mu: SaeParams; nu: SaeParams };
+      records.push([`${at}.mu`, s.mu], [`${at}.nu`, s.nu]);
+    }
+  };
+  visit(opt, "opt");
+  for (const [name, r] of records) {
+    const rep = await verifyPartitionIntegrity(r, p);
+    if (!rep.ok) throw new PartitionError(`${where}: ${name} breaks the DFC partition (max |forbidden entry| ${rep.max}); refusing to resume`);
+  }
+}

@@ -13,6 +13,7 @@ import { foldedThreshold, foldScale, initTrainState, type StepMetrics, stateTens
 import type { DataSource } from "./sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
+import { checkResumedDfc } from "./crosscoder_io.ts";
 import type { SaeParams } from "./params.ts";
 
 export interface RunOptions {
@@ -67,6 +68,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       throw new Error(`resume: ${ckptDir} was written with a different configuration; start a new run folder or pass the same options`);
     }
     state = resumed.state;
+    await checkResumedDfc(state.params, state.opt, cfg, ckptDir!);
     nextBatch = resumed.data.nextBatch;
   } else {
     const first = [data.batch(0, t.batch_size)];

@@ -12,6 +12,7 @@ import { CROSSCODER_ARCHS, dfcPartition } from "../sae/crosscoder_config.ts";
 import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io.ts";
 import { maskParams } from "../sae/grad_mask.ts";
 import { runTraining } from "../sae/driver.ts";
+import { loadCheckpoint, saveCheckpoint } from "../sae/checkpoint.ts";
 import { pairedData } from "../sae/paired_source.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { verifyPartitionIntegrity } from "../sae/partition.ts";
@@ -135,6 +136,15 @@ test("dfc checkpoint: a run stopped and resumed ends bit-identical to an uninter
     for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
     assertEquals(resumed.state.threshold, whole.state.threshold, "θ");
     await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
+    // A checkpoint whose forbidden second moment is non-zero is refused, not resumed.
+    const ck = await loadCheckpoint(join(dir, "b", "checkpoint"));
+    const opt = ck.state.opt as unknown[];
+    const adamAt = opt.findIndex((o) => o && typeof o === "object" && "nu" in (o as object));
+    const adamState = opt[adamAt] as { nu: { W_dec: t.Tensor } };
+    const polluted = [...opt];
+    polluted[adamAt] = { ...adamState, nu: { ...adamState.nu, W_dec: t.add(adamState.nu.W_dec, 1e-20) } };
+    await saveCheckpoint(join(dir, "c", "checkpoint"), { ...ck, state: { ...ck.state, opt: polluted }, data: ck.data });
+    await rejects(runTraining({ cfg, train, data: pairedData(src), out: join(dir, "c"), resume: true }), "opt[1].nu breaks the DFC partition", "refusing to resume");
   });
 });
 
