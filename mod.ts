@@ -31,3 +31,4 @@ export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
 export * as data from "./data/mod.ts";
 export * as sae from "./sae/mod.ts";
+export * as testing from "./testing/mod.ts";

@@ -11,7 +11,7 @@ import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { msPerTrainStep } from "./train_timer.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const json = argv.includes("--json");
@@ -22,19 +22,9 @@ async function ours(arch: (typeof archs)[number]): Promise<number> {
   const cfg = resolveConfig({ arch, d_in: d, d_sae: F, k });
   const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
   const x = t.random.normal(t.random.key(1), [B, d]);
-  let state = await initTrainState(t.random.key(0), cfg, tc, []);
-  await t.cpuThreadsReady();
-  const one = async () => {
-    const { state: next } = await trainStep(state, { x }, cfg, tc);
-    t.disposeReplaced(stateTensors(state), stateTensors(next));
-    state = next;
-  };
-  // Warm-up: the kernels' long loops reach the optimising JIT tier only after a few steps.
-  for (let i = 0; i < WARMUP; i++) await one();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await one();
-  t.dispose([stateTensors(state), x]);
-  return (B * steps * 1000) / (performance.now() - t0);
+  const ms = await msPerTrainStep(cfg, tc, x, { warmup: WARMUP, steps });
+  x.dispose();
+  return (B * 1000) / ms;
 }
 
 const torch = new Map<string, number>();

@@ -31,6 +31,8 @@ export interface LossAux {
   ghost?: Tensor;
   code: Code;
   xhat: Tensor;
+  /** The kept entries' values as the inference threshold compares them (crosscoders: f·w); default the code's values. */
+  thresholdValues?: Tensor;
 }
 
 export interface Architecture {

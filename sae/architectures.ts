@@ -9,6 +9,9 @@ import { jumpReluSae } from "./jumprelu.ts";
 import { matryoshkaSae } from "./matryoshka.ts";
 import { transcoder } from "./transcoder.ts";
 import { mlsae } from "./mlsae.ts";
+import { crosscoder } from "./crosscoder.ts";
+import { batchTopkCrosscoder } from "./batchtopk_crosscoder.ts";
+import { dfc } from "./dfc.ts";
 
 export const ARCHITECTURES: Record<ArchName, Architecture> = {
   relu: reluSae,
@@ -19,6 +22,9 @@ export const ARCHITECTURES: Record<ArchName, Architecture> = {
   matryoshka: matryoshkaSae,
   transcoder,
   mlsae,
+  crosscoder,
+  "batchtopk-crosscoder": batchTopkCrosscoder,
+  dfc,
 };
 
 export function architecture(name: ArchName): Architecture {

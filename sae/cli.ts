@@ -15,6 +15,9 @@ import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
 import { dataCommand } from "../data/commands.ts";
+import { isCrosscoderArch } from "./crosscoder_config.ts";
+import { CROSSCODER_FLAGS, CROSSCODER_HELP, crosscoderFlags, crosscoderInfo, crosscoderReport, pairedConfig, pairedSource } from "./crosscoder_cli.ts";
+import type { PairedConfig } from "../data/synthetic.ts";
 
 class UsageError extends Error {}
 
@@ -77,7 +80,8 @@ const TRAIN_HELP = `sae train: train a dictionary
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
-DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.`;
+DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.
+${CROSSCODER_HELP}`;
 
 const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
 
@@ -108,13 +112,14 @@ async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number)
     });
     return { data, describe };
   }
+  if (syn && "models" in syn) return { data: pairedSource(syn as PairedConfig), describe: { kind: "synthetic", config: syn } };
   const src = makeSynthetic(syn!);
   const truth = src.features.ndim === 2 ? src.features : undefined;
   return { data: syntheticData(src), describe: { kind: "synthetic", config: src.config }, ...(truth ? { truth } : {}) };
 }
 
 async function train(flags: Flags): Promise<void> {
-  checkKnown(flags, ["arch", "d-sae", "expansion", "k", "l1", "lr", "steps", "batch", "data", "targets", "synthetic-d", "synthetic-features", "synthetic-active", "seed", "out", "resume", "backend", "quiet"], "train");
+  checkKnown(flags, ["arch", "d-sae", "expansion", "k", "l1", "lr", "steps", "batch", "data", "targets", "synthetic-d", "synthetic-features", "synthetic-active", "seed", "out", "resume", "backend", "quiet", ...CROSSCODER_FLAGS], "train");
   const arch = (str(flags, "arch") ?? "topk") as ArchName;
   if (!ARCHS.includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
   const backend = str(flags, "backend");
@@ -128,16 +133,19 @@ async function train(flags: Flags): Promise<void> {
     seed,
     ...(arch === "mlsae" ? { layers: 4 } : {}),
   };
-  const { data, describe, truth } = await dataFrom(flags, syn, seed);
+  const cross = isCrosscoderArch(arch) ? crosscoderFlags(flags, undefined, (m) => { throw new UsageError(m); }) : null;
+  const exclusive = num(flags, "synthetic-exclusive", { int: true, min: 0 });
+  const { data, describe, truth } = await dataFrom(flags, cross ? pairedConfig(syn, cross.n_inputs ?? 2, exclusive) as unknown as SyntheticConfig : syn, seed);
+  if (cross && str(flags, "data")) Object.assign(cross, crosscoderFlags(flags, data.layers ?? 1, (m) => { throw new UsageError(m); }));
   if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) throw new UsageError("--arch transcoder needs --data and --targets (input and output activations)");
   const d_in = data.width;
   if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
   const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ?? Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
   // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
-  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(arch);
+  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(arch);
   const k = num(flags, "k", { int: true, min: 1 }) ?? (str(flags, "data") || !topkFamily ? undefined : 8);
   const l1 = num(flags, "l1", { min: 0 });
-  const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}) });
+  const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}), ...(cross ?? {}) });
   const tin: TrainConfigInput = { seed };
   for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
     const v = num(flags, flag, { int: true, min: 1 });
@@ -152,6 +160,12 @@ async function train(flags: Flags): Promise<void> {
   await t.ensureDir(out);
   await t.writeJsonAtomic(`${out}/data.json`, describe);
   const res = await runTraining({ cfg, train: tcfg, data, out, resume: flags.resume === true, progress: !quiet });
+  if (cross) {
+    const r = await crosscoderReport(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), t.sae.foldedThreshold(res.state, cfg));
+    await t.writeJsonAtomic(`${out}/eval.json`, r.json);
+    console.log(r.text);
+    return;
+  }
   const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), res.state.threshold >= 0 ? { threshold: res.state.threshold } : {});
   const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
   await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined, ...(recovery ?? {}) });
@@ -192,6 +206,11 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   const batches = num(flags, "batches", { int: true, min: 1 }) ?? 8;
   const size = num(flags, "batch", { int: true, min: 1 }) ?? 2048;
   const theta = saved.threshold;
+  if (isCrosscoderArch(saved.cfg.arch)) {
+    const r = await crosscoderReport(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), theta);
+    console.log(flags.json ? JSON.stringify(r.json) : r.text);
+    return;
+  }
   const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), theta !== undefined && theta >= 0 ? { threshold: theta } : {});
   const recovery = truth ? await recoveryOf(truth, saved.params.W_dec) : null;
   if (flags.json) console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
@@ -216,6 +235,7 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
     d_sae: cfg.d_sae,
     ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
     ...(cfg.k ? { k: cfg.k } : {}),
+    ...(isCrosscoderArch(cfg.arch) ? crosscoderInfo(cfg) : {}),
     ...(threshold !== undefined ? { threshold } : {}),
     dtype: params.W_enc.dtype,
     parameters: nParams,

@@ -1,9 +1,12 @@
 /** Dictionary configuration: one record for every architecture, with per-architecture defaults. */
 
-export type ArchName = "relu" | "gated" | "topk" | "batchtopk" | "jumprelu" | "matryoshka" | "transcoder" | "mlsae";
-export const ARCHS: readonly ArchName[] = ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder", "mlsae"];
+import { type CrosscoderFields, isCrosscoderArch, resolveCrosscoderFields } from "./crosscoder_config.ts";
 
-export interface SaeConfig {
+export type ArchName = "relu" | "gated" | "topk" | "batchtopk" | "jumprelu" | "matryoshka" | "transcoder" | "mlsae" | "crosscoder" | "batchtopk-crosscoder" | "dfc";
+export const ARCHS: readonly ArchName[] = ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder", "mlsae", "crosscoder", "batchtopk-crosscoder", "dfc"];
+
+/** Crosscoders (crosscoder_config.ts) add their fields; the other architectures leave them unset. */
+export interface SaeConfig extends Partial<CrosscoderFields> {
   arch: ArchName;
   d_in: number;
   d_sae: number;
@@ -51,7 +54,7 @@ function posInt(field: string, v: unknown): number {
 export function resolveConfig(c: SaeConfigInput): SaeConfig {
   if (!ARCHS.includes(c.arch)) throw new ConfigError(`sae config: arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(c.arch)}`);
   const d_in = posInt("d_in", c.d_in), d_sae = posInt("d_sae", c.d_sae);
-  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(c.arch);
+  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(c.arch);
   const k = c.k ?? (topkFamily ? Math.min(32, d_sae) : 0);
   if (topkFamily && (posInt("k", k) > d_sae)) throw new ConfigError(`sae config: k = ${k} exceeds d_sae = ${d_sae}`);
   const groups = c.matryoshka_groups ?? (c.arch === "matryoshka" ? defaultGroups(d_sae) : []);
@@ -69,7 +72,7 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     k,
     l1_coefficient: c.l1_coefficient ?? (c.arch === "jumprelu" ? 1 : c.arch === "gated" ? 1 : 0.1),
     l1_variant: c.l1_variant ?? "plain",
-    apply_b_dec_to_input: c.apply_b_dec_to_input ?? !(c.arch === "jumprelu" || c.arch === "transcoder"),
+    apply_b_dec_to_input: c.apply_b_dec_to_input ?? !(c.arch === "jumprelu" || c.arch === "transcoder" || isCrosscoderArch(c.arch)),
     jumprelu_bandwidth: c.jumprelu_bandwidth ?? 0.001,
     jumprelu_init_threshold: c.jumprelu_init_threshold ?? 0.001,
     jumprelu_target_l0: c.jumprelu_target_l0 ?? 20,
@@ -79,6 +82,7 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     auxk_alpha: c.auxk_alpha ?? (c.auxk_variant === "saelens" ? 1 : 1 / 32),
     auxk_k: c.auxk_k ?? Math.max(1, Math.floor(d_in / 2)),
     extra: c.extra ?? {},
+    ...(isCrosscoderArch(c.arch) ? resolveCrosscoderFields(c, (m) => { throw new ConfigError(m); }) : {}),
   };
   if (c.arch === "transcoder" && cfg.apply_b_dec_to_input && cfg.d_out !== d_in) {
     throw new ConfigError(`sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`);

@@ -9,10 +9,11 @@ import { disposeReplaced } from "../tensor/scope.ts";
 import { ensureDir } from "../data/atomic.ts";
 import type { SaeConfig } from "./config.ts";
 import type { TrainConfig } from "./train_config.ts";
-import { foldScale, initTrainState, type StepMetrics, stateTensors, trainStep, type TrainState } from "./train.ts";
+import { foldedThreshold, foldScale, initTrainState, type StepMetrics, stateTensors, trainStep, type TrainState, usesThreshold } from "./train.ts";
 import type { DataSource } from "./sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
+import { checkResumedDfc } from "./crosscoder_io.ts";
 import type { SaeParams } from "./params.ts";
 
 export interface RunOptions {
@@ -67,6 +68,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       throw new Error(`resume: ${ckptDir} was written with a different configuration; start a new run folder or pass the same options`);
     }
     state = resumed.state;
+    await checkResumedDfc(state.params, state.opt, cfg, ckptDir!);
     nextBatch = resumed.data.nextBatch;
   } else {
     const first = [data.batch(0, t.batch_size)];
@@ -104,7 +106,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   if (o.progress === true && isTty()) process.stderr.write("\n");
   const params = foldScale(state.params, state.scale, state.scaleOut);
   if (o.out && state.step === t.steps) {
-    await saveSae(o.out, { params, cfg, ...(cfg.arch === "batchtopk" || cfg.arch === "matryoshka" ? { threshold: state.threshold } : {}) });
+    await saveSae(o.out, { params, cfg, ...(usesThreshold(cfg) ? { threshold: foldedThreshold(state, cfg) } : {}) });
   }
   return { state, params, last };
 }

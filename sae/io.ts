@@ -12,6 +12,10 @@ import { ensureDir, readFileBytes, writeJsonAtomic } from "../data/atomic.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
 import { type ArchName, ConfigError, resolveConfig, type SaeConfig, type SaeConfigInput } from "./config.ts";
 import type { SaeParams } from "./params.ts";
+import { crosscoderShapes } from "./crosscoder.ts";
+import { isCrosscoder } from "./crosscoder_config.ts";
+import { checkLoadedCrosscoder, crosscoderJson } from "./crosscoder_io.ts";
+import { usesThreshold } from "./train.ts";
 
 export const CFG_FILE = "cfg.json";
 export const WEIGHTS_FILE = "sae_weights.safetensors";
@@ -35,6 +39,9 @@ const SAELENS_ARCH: Record<ArchName, string> = {
   jumprelu: "jumprelu",
   transcoder: "topk",
   mlsae: "topk",
+  crosscoder: "crosscoder",
+  "batchtopk-crosscoder": "batchtopk_crosscoder",
+  dfc: "dfc",
 };
 
 const FROM_SAELENS: Record<string, ArchName> = { standard: "relu", gated: "gated", jumprelu: "jumprelu", topk: "topk" };
@@ -48,7 +55,7 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
   const tensors: Record<string, Tensor> = { W_enc: p.W_enc, W_dec: p.W_dec, b_dec: p.b_dec };
   if (p.b_enc) tensors.b_enc = p.b_enc;
   for (const k of ["b_gate", "b_mag", "r_mag", "threshold"] as const) if (p[k]) tensors[k] = p[k]!;
-  const thresholdArch = cfg.arch === "batchtopk" || cfg.arch === "matryoshka";
+  const thresholdArch = usesThreshold(cfg);
   if (thresholdArch && s.threshold !== undefined && s.threshold >= 0) tensors.threshold = full([cfg.d_sae], s.threshold, p.W_enc.dtype, p.W_enc.backend);
   await saveSafetensors(join(dir, WEIGHTS_FILE), tensors, { format: "pt" });
   if (thresholdArch) tensors.threshold?.dispose();
@@ -62,6 +69,7 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
     dtype: p.W_enc.dtype === "f64" ? "float64" : p.W_enc.dtype === "bf16" ? "bfloat16" : p.W_enc.dtype === "f16" ? "float16" : "float32",
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
     ...(["topk", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
+    ...(isCrosscoder(cfg) ? crosscoderJson(cfg) : {}),
     normalize_activations: "none",
     sparsecoder: { ...ours, ...(s.threshold !== undefined && s.threshold >= 0 ? { threshold: s.threshold } : {}) },
     ...(s.metrics ? { metrics: s.metrics } : {}),
@@ -95,7 +103,7 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       throw e;
     }
   };
-  const known = new Set(["architecture", "d_in", "d_sae", "d_out", "dtype", "apply_b_dec_to_input", "k", "normalize_activations", "sparsecoder", "metrics"]);
+  const known = new Set(["architecture", "d_in", "d_sae", "d_out", "dtype", "apply_b_dec_to_input", "k", "normalize_activations", "sparsecoder", "metrics", "n_inputs", "partition"]);
   const extra = Object.fromEntries(Object.entries(raw).filter(([k]) => !known.has(k)));
   if (ours) {
     const { threshold: _t, ...c } = ours;
@@ -117,7 +125,7 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       extra,
     });
   }
-  const expect: Record<string, number[]> = {
+  const expect: Record<string, number[]> = isCrosscoder(cfg) ? crosscoderShapes(cfg) : {
     W_enc: [cfg.d_in, cfg.d_sae],
     W_dec: [cfg.d_sae, cfg.d_out],
     b_dec: [cfg.d_out],
@@ -134,8 +142,9 @@ export async function loadSae(dir: string): Promise<SavedSae> {
   const params: SaeParams = { W_enc: toF32(tensors.W_enc), W_dec: toF32(tensors.W_dec), b_dec: toF32(tensors.b_dec) };
   for (const k of ["b_enc", "b_gate", "b_mag", "r_mag"] as const) if (tensors[k]) params[k] = toF32(tensors[k]);
   if (cfg.arch === "jumprelu") params.threshold = toF32(tensors.threshold);
+  if (isCrosscoder(cfg)) await checkLoadedCrosscoder(raw, cfg, params, cfgPath, wPath, (m) => need(false, m) as never);
   let threshold = ours?.threshold;
-  if (threshold === undefined && (cfg.arch === "batchtopk" || cfg.arch === "matryoshka") && tensors.threshold) threshold = (await tensors.threshold.data())[0];
+  if (threshold === undefined && usesThreshold(cfg) && tensors.threshold) threshold = (await tensors.threshold.data())[0];
   else if (cfg.arch !== "jumprelu") tensors.threshold?.dispose();
   return { params, cfg, ...(threshold !== undefined ? { threshold } : {}), ...(raw.metrics ? { metrics: raw.metrics as Record<string, unknown> } : {}) };
 }

@@ -35,6 +35,7 @@ import { dispose, tidy } from "../tensor/scope.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Batch } from "./architecture.ts";
 import { architecture } from "./architectures.ts";
+import { isCrosscoder } from "./crosscoder_config.ts";
 import { asCoo, type Code, l0PerRow, toDense } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
 import { standardize } from "./mlsae.ts";
@@ -245,6 +246,7 @@ function histogram(freq: Float64Array): { edges: number[]; counts: number[] } {
  * how the data are batched.
  */
 export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Iterable<Batch> | AsyncIterable<Batch>, opts: EvalOptions = {}): Promise<EvalMetrics> {
+  if (isCrosscoder(cfg)) throw new TypeError(`evaluate: ${cfg.arch} reads [batch, inputs, d] data; use evaluateCrosscoder (sae/crosscoder_eval.ts)`);
   checkParams(params, cfg);
   const denseThreshold = opts.denseThreshold ?? DEFAULT_DENSE_THRESHOLD;
   if (!(denseThreshold >= 0 && denseThreshold <= 1)) throw new RangeError(`evaluate: denseThreshold must be in [0, 1], got ${denseThreshold}`);

@@ -20,13 +20,16 @@ import type { Batch, LossAux, LossContext } from "./architecture.ts";
 import { architecture } from "./architectures.ts";
 import { asCoo, type Code, l0PerRow } from "./code.ts";
 import type { SaeConfig } from "./config.ts";
-import { fusable, initParams, type SaeParams, unitRows } from "./params.ts";
+import { fusable, type SaeParams, unitRows } from "./params.ts";
 import { wrap } from "../tensor/prims.ts";
 import { shapesEqual } from "../tensor/shape.ts";
 import type { TrainConfig } from "./train_config.ts";
 import { geometricMedian } from "./geometric_median.ts";
 import { standardize } from "./mlsae.ts";
 import { resampleDead } from "./resample.ts";
+import { dfcPartition, isCrosscoder } from "./crosscoder_config.ts";
+import { perInputGeometricMedian } from "./crosscoder.ts";
+import { maskGradients } from "./grad_mask.ts";
 
 export interface TrainState {
   step: number;
@@ -60,7 +63,8 @@ export interface StepMetrics {
   resampled?: number;
 }
 
-const usesThreshold = (cfg: SaeConfig) => cfg.arch === "batchtopk" || cfg.arch === "matryoshka";
+/** Architectures whose inference uses a tracked threshold θ (saved beside the weights). */
+export const usesThreshold = (cfg: SaeConfig) => ["batchtopk", "matryoshka", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
 
 export function lrAt(t: TrainConfig, step: number): number {
   return warmupDecaySchedule({ peak: t.lr, warmupSteps: t.warmup_steps, totalSteps: t.steps, decayStart: t.decay_start ?? undefined })(step);
@@ -87,7 +91,7 @@ function scaled(batch: Batch, s: TrainState): Batch {
  */
 export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfig, first: Batch[]): Promise<TrainState> {
   const [kInit, kRun] = random.split(key);
-  const params = initParams(kInit, cfg);
+  const params = architecture(cfg.arch).init(kInit, cfg);
   const rms = async (xs: Tensor[]) => Math.sqrt((await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce((a, b) => a + b, 0) / xs.length);
   const normalize = t.normalize_activations && cfg.arch !== "mlsae";
   const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
@@ -106,7 +110,7 @@ export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfi
   if (t.geometric_median_init && first.length) {
     const b = scaled(first[0], state);
     const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
-    const median = await geometricMedian(target);
+    const median = isCrosscoder(cfg) ? await perInputGeometricMedian(target) : await geometricMedian(target);
     params.b_dec.dispose();
     params.b_dec = median;
   }
@@ -148,6 +152,7 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
   // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
   const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
   const cap = Math.max(t.dead_tokens, resampleWindow);
+  const partition = dfcPartition(cfg);
   const out = tidy(() => {
     const b = scaled(batch, state);
     const dead = state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null;
@@ -158,7 +163,9 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
       ghost: t.ghost_grads,
     };
     const lossFn = (p: SaeParams) => arch.loss(p, b, stepCfg, ctx);
-    const [[loss, aux], grads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [[Tensor, LossAux], SaeParams];
+    const [[loss, aux], rawGrads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [[Tensor, LossAux], SaeParams];
+    // DFC: forbidden entries get exactly zero gradient, so they and their Adam moments stay zero.
+    const grads = partition ? maskGradients(rawGrads, partition) : rawGrads;
     if (constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
     const [updates, optState] = opt.update(grads, state.opt, state.params);
     const params = applyUpdates(state.params, updates) as SaeParams;
@@ -169,7 +176,8 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     const residualVar = sum(variance(sub(target, aux.xhat), 0));
     const fvu = div(residualVar, sum(variance(target, 0)));
     const coo = asCoo(aux.code);
-    const minPositive = coo ? min(where(gt(coo.values, 0), coo.values, Infinity)) : null;
+    const kept = aux.thresholdValues ?? coo?.values;
+    const minPositive = kept ? min(where(gt(kept, 0), kept, Infinity)) : null;
     const scalars: Record<string, Tensor> = {
       loss, recon: aux.recon, fvu, l0, numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
     };
@@ -228,6 +236,14 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
 /** The state's tensors, for dispose() once a newer state replaces it. */
 export function stateTensors(s: TrainState): unknown[] {
   return [s.params, s.opt, s.sinceFired];
+}
+
+/**
+ * θ for the saved (folded) weights: crosscoders compare f·w with θ, and folding scales the decoder
+ * norms w by scaleOut while f is unchanged; SAE codes are unchanged, so their θ is too.
+ */
+export function foldedThreshold(s: TrainState, cfg: SaeConfig): number {
+  return isCrosscoder(cfg) && s.threshold >= 0 ? s.threshold * s.scaleOut : s.threshold;
 }
 
 /** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */

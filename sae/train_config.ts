@@ -1,5 +1,6 @@
 /** Training hyperparameters, with dictionary_learning's defaults per architecture. */
 import { ConfigError, type SaeConfig } from "./config.ts";
+import { isCrosscoder } from "./crosscoder_config.ts";
 
 export interface TrainConfig {
   steps: number;
@@ -42,7 +43,8 @@ export type TrainConfigInput = Partial<TrainConfig>;
 export const topkLr = (F: number) => 2e-4 / Math.sqrt(F / 2 ** 14);
 
 export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): TrainConfig {
-  const topk = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(cfg.arch);
+  const topk = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
+  const cross = isCrosscoder(cfg);
   const steps = t.steps ?? 1000;
   const out: TrainConfig = {
     steps,
@@ -51,7 +53,8 @@ export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): Tr
     lr: t.lr ?? (topk ? topkLr(cfg.d_sae) : cfg.arch === "gated" ? 5e-5 : cfg.arch === "jumprelu" ? 7e-5 : 1e-3),
     warmup_steps: t.warmup_steps ?? Math.min(1000, Math.floor(steps / 10)),
     decay_start: t.decay_start === undefined ? Math.floor(steps * 0.8) : t.decay_start,
-    optimizer: t.optimizer ?? (cfg.arch === "relu" && cfg.l1_variant === "decoder_norm" ? "adam" : "constrained_adam"),
+    // Crosscoders weight their code by decoder norms instead of constraining them (crosscoder_learning).
+    optimizer: t.optimizer ?? ((cfg.arch === "relu" && cfg.l1_variant === "decoder_norm") || cross ? "adam" : "constrained_adam"),
     b1: t.b1 ?? (cfg.arch === "gated" || cfg.arch === "jumprelu" ? 0 : 0.9),
     b2: t.b2 ?? 0.999,
     eps: t.eps ?? 1e-8,
@@ -74,6 +77,8 @@ export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): Tr
   if (out.decay_start !== null && !(out.decay_start >= out.warmup_steps && out.decay_start < out.steps)) {
     throw new ConfigError(`train config: need warmup_steps <= decay_start < steps, got ${out.warmup_steps}, ${out.decay_start}, ${out.steps}`);
   }
+  if (cross && out.optimizer === "constrained_adam") throw new ConfigError(`train config: ${cfg.arch} trains with plain adam (decoder norms weight the code; a unit-norm constraint would fight it)`);
+  if (cross && out.resample_steps) throw new ConfigError(`train config: resampling is not implemented for ${cfg.arch}; dead features are handled by AuxK`);
   if (out.ghost_grads && cfg.arch !== "relu") throw new ConfigError(`train config: ghost_grads applies to relu SAEs, not ${cfg.arch}`);
   if (out.k_anneal_steps > 0 && !(out.k_start !== null && out.k_start >= cfg.k)) {
     throw new ConfigError(`train config: k annealing needs k_start >= k (${out.k_start} vs ${cfg.k})`);

@@ -5,23 +5,10 @@ import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { main } from "../sae/cli.ts";
+import { runCli } from "./cli_run.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
-/** Run main(argv) with console.log / console.error captured. */
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const [log, error] = [console.log, console.error];
-  console.log = (...a: unknown[]) => void out.push(a.map(String).join(" "));
-  console.error = (...a: unknown[]) => void err.push(a.map(String).join(" "));
-  try {
-    const code = await main(argv);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const run = runCli;
 
 const tempDir = () => mkdtemp(join(tmpdir(), "sae-cli-"));
 const TINY = ["--steps", "12", "--batch", "64", "--d-sae", "32", "--k", "4", "--synthetic-d", "16", "--synthetic-features", "24", "--synthetic-active", "2", "--quiet"];

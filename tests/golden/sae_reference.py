@@ -480,18 +480,21 @@ CASES = [
 ]
 
 
-def main():
+def write_fixture(name, fx):
+    """fixtures/<name>.json with repr-exact floats; one top-level key per line keeps diffs readable."""
     os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
+        fh.write("{\n")
+        items = list(fx.items())
+        for i, (k, v) in enumerate(items):
+            fh.write(f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'), allow_nan=False)}{',' if i < len(items) - 1 else ''}\n")
+        fh.write("}\n")
+    print(f"wrote {name}.json")
+
+
+def main():
     for name, seed in CASES:
-        fx = make_case(name, seed)
-        with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
-            # repr-exact floats; one top-level key per line keeps diffs readable
-            fh.write("{\n")
-            items = list(fx.items())
-            for i, (k, v) in enumerate(items):
-                fh.write(f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'), allow_nan=False)}{',' if i < len(items) - 1 else ''}\n")
-            fh.write("}\n")
-        print(f"wrote {name}.json")
+        write_fixture(name, make_case(name, seed))
 
 
 if __name__ == "__main__":

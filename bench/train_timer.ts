@@ -1,0 +1,22 @@
+/** Milliseconds per call of the library's real trainStep on one fixed batch, after warm-up steps. */
+import * as t from "../mod.ts";
+import type { SaeConfig } from "../sae/config.ts";
+import type { TrainConfig } from "../sae/train_config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+
+export async function msPerTrainStep(cfg: SaeConfig, tc: TrainConfig, x: t.Tensor, o: { warmup: number; steps: number }): Promise<number> {
+  let state = await initTrainState(t.random.key(0), cfg, tc, []);
+  await t.cpuThreadsReady();
+  const one = async () => {
+    const { state: next } = await trainStep(state, { x }, cfg, tc);
+    t.disposeReplaced(stateTensors(state), stateTensors(next));
+    state = next;
+  };
+  // Warm-up: the kernels' long loops reach the optimising JIT tier only after a few steps.
+  for (let i = 0; i < o.warmup; i++) await one();
+  const t0 = performance.now();
+  for (let i = 0; i < o.steps; i++) await one();
+  const ms = (performance.now() - t0) / o.steps;
+  t.dispose(stateTensors(state));
+  return ms;
+}

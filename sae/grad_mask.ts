@@ -1,0 +1,69 @@
+/**
+ * Gradient masks for dedicated-feature crosscoders, as pure transforms of records: the forbidden
+ * encoder columns W_enc[l, :, i] and decoder rows W_dec[l, i, :] (see partition.ts) get exactly
+ * zero gradient. With zero weights, zero gradients and zero Adam moments, Adam's update of those
+ * entries is 0·…/(0 + ε) = 0, so they stay exactly zero forever; `maskMoments` restores that
+ * invariant for an optimizer state that did not start at zero (e.g. a crosscoder turned into a
+ * DFC mid-training — the reference tries this before Adam has state, which does nothing).
+ * `where`, not a multiplication by 0/1, so NaN or ∞ gradients (‖·‖' at a zero row) become 0 too.
+ */
+import { Tensor } from "../tensor/tensor.ts";
+import { tensor } from "../tensor/ops/create.ts";
+import { where } from "../tensor/ops/elementwise.ts";
+import { fmt } from "../tensor/shape.ts";
+import type { Backend } from "../tensor/backend.ts";
+import { featureOwner, type Partition, PartitionError } from "./partition.ts";
+
+/** Boolean masks, true where forbidden: encoder [L, 1, F] and decoder [L, F, 1] (broadcast, never materialised). */
+export interface PartitionMasks {
+  enc: Tensor;
+  dec: Tensor;
+}
+
+/** The forbidden-entry masks of a partition. The caller disposes them (or builds them inside tidy). */
+export function partitionMasks(p: Partition, backend?: Backend): PartitionMasks {
+  const L = p.exclusive.length, F = p.features;
+  const owner = featureOwner(p);
+  const forbidden = new Uint8Array(L * F);
+  for (let l = 0; l < L; l++) for (let i = 0; i < F; i++) forbidden[l * F + i] = owner[i] >= 0 && owner[i] !== l ? 1 : 0;
+  const mk = (shape: number[]) => tensor(forbidden, { dtype: "bool", shape, ...(backend ? { backend } : {}) });
+  return { enc: mk([L, 1, F]), dec: mk([L, F, 1]) };
+}
+
+const asMasks = (m: Partition | PartitionMasks, like: Tensor): PartitionMasks =>
+  "enc" in m ? m : partitionMasks(m, like.backend);
+
+function checkLeaf(name: string, x: unknown, mask: Tensor, axisF: number): Tensor {
+  if (!(x instanceof Tensor)) throw new PartitionError(`maskGradients: ${name} must be a tensor, got ${x === null ? "null" : typeof x}`);
+  const [L, F] = [mask.shape[0], mask.shape[axisF]];
+  if (x.ndim !== 3 || x.shape[0] !== L || x.shape[axisF] !== F) {
+    throw new PartitionError(`maskGradients: ${name} has shape ${fmt(x.shape)}, expected ${axisF === 2 ? `[${L}, d, ${F}]` : `[${L}, ${F}, d]`} for the partition`);
+  }
+  return x;
+}
+
+/** Zero the forbidden entries of W_enc and W_dec in any record that has them (gradients, params, moments). */
+export function maskGradients<T extends { W_enc: unknown; W_dec: unknown }>(g: T, mask: Partition | PartitionMasks): T {
+  if (!(g.W_enc instanceof Tensor)) throw new PartitionError(`maskGradients: W_enc must be a tensor, got ${g.W_enc === null ? "null" : typeof g.W_enc}`);
+  const m = asMasks(mask, g.W_enc);
+  const enc = checkLeaf("W_enc", g.W_enc, m.enc, 2), dec = checkLeaf("W_dec", g.W_dec, m.dec, 1);
+  const out = { ...g, W_enc: where(m.enc, 0, enc), W_dec: where(m.dec, 0, dec) };
+  if (!("enc" in mask)) {
+    m.enc.dispose();
+    m.dec.dispose();
+  }
+  return out;
+}
+
+/** The same transform applied to parameters: forbidden weights set to zero (DFC initialisation). */
+export const maskParams = maskGradients;
+
+/** Zero the forbidden moments of every Adam state inside an optimizer state (a chain's array too). */
+export function maskMoments(opt: unknown, mask: Partition | PartitionMasks): unknown {
+  if (Array.isArray(opt)) return opt.map((o) => maskMoments(o, mask));
+  if (opt && typeof opt === "object" && "mu" in opt && "nu" in opt) {
+    const s = opt as { mu: { W_enc: Tensor; W_dec: Tensor }; nu: { W_enc: Tensor; W_dec: Tensor } };
+    return { ...s, mu: maskGradients(s.mu, mask), nu: maskGradients(s.nu, mask) };
+  }
+  return opt;
+}

@@ -1,0 +1,8 @@
+/**
+ * Property-based testing helpers for users of the library (re-exported by ../mod.ts as `testing`):
+ * fast-check arbitraries for tensors, dictionary configs and parameter records, DFC partitions;
+ * checkers for gradient masks, optimizer moments and partition integrity. Re-exports only.
+ */
+export * from "./arbitraries.ts";
+export * from "./checkers.ts";
+export { assertPartitionIntact, verifyPartitionIntegrity } from "../sae/partition.ts";
