@@ -14,6 +14,7 @@ import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { loadNpy } from "../data/npy.ts";
+import { SERVE_HELP, serveCommand } from "../server/command.ts";
 
 class UsageError extends Error {}
 
@@ -91,6 +92,7 @@ commands:
   train    train a dictionary (default data: synthetic superposition)
   eval     evaluate a saved dictionary
   info     summarise a saved dictionary
+  serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
 
@@ -236,7 +238,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(MAIN_HELP);
       return cmd ? 0 : 2;
     }
-    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
+    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP, serve: SERVE_HELP }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {
       console.log(help);
@@ -245,7 +247,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === "train") {
       if (positional.length) throw new UsageError(`sae train: unexpected argument ${JSON.stringify(positional[0])}`);
       await train(flags);
-    } else if (cmd === "eval") await evalCmd(positional[0], flags);
+    } else if (cmd === "serve") await serveCommand(positional[0], flags);
+    else if (cmd === "eval") await evalCmd(positional[0], flags);
     else await info(positional[0], flags);
     return 0;
   } catch (e) {
