@@ -116,16 +116,16 @@ function listColumn(rows: number[][], ints: boolean): Vector {
   return makeVector(makeData({ type: new List(new Field("item", child.type, false)), length: rows.length, nullCount: 0, valueOffsets: offsets, child }));
 }
 
-function toIpc(columns: [string, Vector][], metadata?: Record<string, string>): Uint8Array {
+function toIpc(columns: [string, Vector][], metadata?: Record<string, string>): Uint8Array<ArrayBuffer> {
   const t = new Table(Object.fromEntries(columns));
   const withMeta = metadata ? new Table(new Schema(t.schema.fields, new Map(Object.entries(metadata))), t.batches) : t;
-  return tableToIPC(withMeta, "stream");
+  return tableToIPC(withMeta, "stream") as Uint8Array<ArrayBuffer>;
 }
 
-export function arrowSparseResponse(rows: SparseRow[]): Uint8Array {
+export function arrowSparseResponse(rows: SparseRow[]): Uint8Array<ArrayBuffer> {
   return toIpc([["indices", listColumn(rows.map((r) => r.indices), true)], ["values", listColumn(rows.map((r) => r.values), false)]]);
 }
 
-export function arrowMatrixResponse(name: string, data: Float32Array, width: number, metadata?: Record<string, string>): Uint8Array {
+export function arrowMatrixResponse(name: string, data: Float32Array, width: number, metadata?: Record<string, string>): Uint8Array<ArrayBuffer> {
   return toIpc([fixedList(name, data, width)], metadata);
 }

@@ -74,3 +74,12 @@ export function decodeRef(f: Fixture, idx: number[], vals: number[]): number[] {
 export function row(f: Fixture, seed: number): number[] {
   return Array.from({ length: f.d_in }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 1.5);
 }
+
+/** Something that answers requests: the app's fetch handler, or fetch against a live socket. */
+export type Client = (path: string, init?: RequestInit) => Promise<Response>;
+
+export const viaApp = (app: { fetch: (r: Request) => Response | Promise<Response> }): Client => async (path, init) => await app.fetch(new Request(`http://localhost${path}`, init));
+export const viaSocket = (url: string): Client => (path, init) => fetch(url + path, init);
+
+export const postJson = (c: Client, path: string, body: unknown, headers: Record<string, string> = {}) =>
+  c(path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
