@@ -13,8 +13,10 @@ import { Field, FixedSizeList, Float32, Int32, List, makeData, makeVector, Schem
 import type { Data, Vector } from "apache-arrow";
 import type { SparseRow } from "./dictionary.ts";
 import { HttpError, type Limits } from "./validate.ts";
+import { checkArrowStream } from "./arrow_guard.ts";
 
-function readTable(bytes: Uint8Array): Table {
+function readTable(bytes: Uint8Array, limits: Limits, width: number): Table {
+  checkArrowStream(bytes, limits.maxRows, limits.maxRows * width);
   let t: Table;
   try {
     t = tableFromIPC(bytes);
@@ -45,7 +47,7 @@ function noNulls(d: Data, what: string): void {
 
 /** A FixedSizeList<float>[width] column as row-major f32; every value must be finite. */
 export function arrowMatrix(bytes: Uint8Array, name: string, width: number, limits: Limits): { n: number; data: Float32Array } {
-  const t = readTable(bytes);
+  const t = readTable(bytes, limits, width);
   const col = column(t, name);
   const n = rowCount(t, limits);
   const type = col.type as { typeId: Type; listSize?: number };
@@ -70,7 +72,7 @@ export function arrowMatrix(bytes: Uint8Array, name: string, width: number, limi
 
 /** Two List columns "indices" (Int32) and "values" (float) as sparse rows. */
 export function arrowSparseRows(bytes: Uint8Array, d_sae: number, limits: Limits): SparseRow[] {
-  const t = readTable(bytes);
+  const t = readTable(bytes, limits, d_sae);
   const n = rowCount(t, limits);
   const idx = column(t, "indices"), val = column(t, "values");
   if (idx.type.typeId !== Type.List || idx.data[0].children[0].type.typeId !== Type.Int) throw new HttpError(400, "wrong_type", `column "indices" must be List<Int32>, got ${String(idx.type)}`);
