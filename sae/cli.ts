@@ -15,6 +15,7 @@ import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { loadNpy } from "../data/npy.ts";
 import { SERVE_HELP, serveCommand } from "../server/command.ts";
+import { writeRunExtras } from "./report.ts";
 
 class UsageError extends Error {}
 
@@ -75,7 +76,9 @@ const TRAIN_HELP = `sae train: train a dictionary
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
-DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.`;
+DIR/checkpoint/, DIR/data.json, DIR/eval.json, DIR/report.html (curves and density histogram,
+readable offline), DIR/feature_density.npy and DIR/sample_inputs.npy (for sae serve's dashboard),
+and prints the evaluation.`;
 
 const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
 
@@ -153,6 +156,7 @@ async function train(flags: Flags): Promise<void> {
   const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), res.state.threshold >= 0 ? { threshold: res.state.threshold } : {});
   const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
   await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined, ...(recovery ?? {}) });
+  await writeRunExtras(out, m, data.batch(3_000_000, 32));
   console.log(formatMetricsTable(m));
   if (recovery) console.log(recoveryLine(recovery));
 }

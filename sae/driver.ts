@@ -14,6 +14,7 @@ import type { DataSource } from "./sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
 import type { SaeParams } from "./params.ts";
+import { writeReportQuietly } from "./report.ts";
 
 export interface RunOptions {
   cfg: SaeConfig;
@@ -99,12 +100,14 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     if (ckptDir && (state.step % ckptEvery === 0 || state.step === end)) {
       await saveCheckpoint(ckptDir, { state, cfg, train: t, data: { nextBatch } });
+      await writeReportQuietly(o.out!);
     }
   }
   if (o.progress === true && isTty()) process.stderr.write("\n");
   const params = foldScale(state.params, state.scale, state.scaleOut);
   if (o.out && state.step === t.steps) {
     await saveSae(o.out, { params, cfg, ...(cfg.arch === "batchtopk" || cfg.arch === "matryoshka" ? { threshold: state.threshold } : {}) });
+    await writeReportQuietly(o.out);
   }
   return { state, params, last };
 }
