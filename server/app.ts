@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { cors } from "hono/cors";
+import { memoryStats } from "../tensor/tensor.ts";
 import type { Assets } from "./assets.ts";
 import { checkBearer } from "./auth.ts";
 import { createBatcher } from "./batcher.ts";
@@ -158,7 +159,7 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     });
   });
 
-  app.get("/v1/stats", (c) => c.json({ uptime_s: (Date.now() - started) / 1000, encode: encoder.stats(), decode: decoder.stats() }));
+  app.get("/v1/stats", (c) => c.json({ uptime_s: (Date.now() - started) / 1000, encode: encoder.stats(), decode: decoder.stats(), tensors: memoryStats() }));
 
   app.get("/v1/density", (c) => {
     const h = densityHistogram(dict);

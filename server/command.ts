@@ -70,15 +70,16 @@ export async function serveCommand(dir: string | undefined, flags: Flags, opts: 
     assets: await loadAssets(),
   });
   const server = startServer(app.fetch, { port, hostname: value(flags, "host") ?? "127.0.0.1", maxBodyBytes });
-  const { cfg } = dict.saved;
-  console.error(`sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}; listening on ${server.url} (auth ${token ? `on, token from $${tokenVar}` : "off"})`);
-  opts.onListen?.(server.url);
   const stop = (why: string) => {
     console.error(`sae serve: ${why}: finishing in-flight requests, then stopping`);
     void server.stop();
   };
+  // Handlers go in before "listening" is printed: a supervisor may signal as soon as it reads it.
   const removeSignals = onShutdownSignal(stop);
   opts.signal?.addEventListener("abort", () => stop("stop requested"), { once: true });
+  const { cfg } = dict.saved;
+  console.error(`sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}; listening on ${server.url} (auth ${token ? `on, token from $${tokenVar}` : "off"})`);
+  opts.onListen?.(server.url);
   try {
     await server.finished;
   } finally {
