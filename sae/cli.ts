@@ -14,7 +14,6 @@ import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { loadNpy } from "../data/npy.ts";
-import { SERVE_HELP, serveCommand } from "../server/command.ts";
 import { writeRunExtras } from "./report.ts";
 
 class UsageError extends Error {}
@@ -242,7 +241,14 @@ export async function main(argv: string[]): Promise<number> {
       console.log(MAIN_HELP);
       return cmd ? 0 : 2;
     }
-    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP, serve: SERVE_HELP }[cmd];
+    if (cmd === "serve") {
+      // Loaded on demand: the server's dependencies (Hono, apache-arrow) cost ~1 s of startup elsewhere.
+      const serve = await import("../server/command.ts");
+      if (flags.help) console.log(serve.SERVE_HELP);
+      else await serve.serveCommand(positional[0], flags);
+      return 0;
+    }
+    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {
       console.log(help);
@@ -251,8 +257,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === "train") {
       if (positional.length) throw new UsageError(`sae train: unexpected argument ${JSON.stringify(positional[0])}`);
       await train(flags);
-    } else if (cmd === "serve") await serveCommand(positional[0], flags);
-    else if (cmd === "eval") await evalCmd(positional[0], flags);
+    } else if (cmd === "eval") await evalCmd(positional[0], flags);
     else await info(positional[0], flags);
     return 0;
   } catch (e) {

@@ -227,6 +227,15 @@ test("sae serve: serves a folder until told to stop; usage errors exit with 2", 
       assertEquals((await fetch(`${url}/`)).status, 200, "dashboard served");
       ctl.abort();
       await running;
+      const log = console.log;
+      let help = "";
+      console.log = (m: string) => (help += m);
+      try {
+        assertEquals(await main(["serve", "--help"]), 0, "sae serve --help");
+      } finally {
+        console.log = log;
+      }
+      assert(help.includes("--token-env"), "help lists the options");
       for (const argv of [["serve"], ["serve", f.dir, "--port", "x"], ["serve", f.dir, "--bogus", "1"], ["serve", `${f.dir}/missing`]]) {
         assertEquals(await main(argv), 2, `exit code of sae ${argv.join(" ")}`);
       }
