@@ -34,6 +34,8 @@ export interface AppOptions {
   maxRows?: number;
   /** A request taking longer answers 503 "timeout" (default 30 s). */
   requestTimeoutMs?: number;
+  /** Most values in a dense-codes answer (rows × d_sae; default 4M): JSON for more runs to hundreds of MB. */
+  maxDenseValues?: number;
   /** Micro-batching: longest wait for other requests (default 2 ms) and most rows per backend call (default 256). */
   batchWaitMs?: number;
   maxBatchRows?: number;
@@ -45,7 +47,7 @@ export interface AppOptions {
   assets?: Assets;
 }
 
-export const DEFAULTS = { maxBodyBytes: 16 << 20, maxRows: 1024, requestTimeoutMs: 30_000, batchWaitMs: 2, maxBatchRows: 256 };
+export const DEFAULTS = { maxBodyBytes: 16 << 20, maxRows: 1024, maxDenseValues: 1 << 22, requestTimeoutMs: 30_000, batchWaitMs: 2, maxBatchRows: 256 };
 
 const ROUTES: Record<string, string[]> = {
   "/healthz": ["GET"],
@@ -154,7 +156,7 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
       apply_b_dec_to_input: cfg.apply_b_dec_to_input,
       metrics: Object.keys(metrics).length ? metrics : null,
       files: { feature_density: dict.density !== null, top_examples: dict.topExamples !== null, sample_inputs: dict.samples?.rows ?? 0 },
-      limits: { max_body_bytes: limits.maxBodyBytes, max_rows: limits.maxRows, request_timeout_ms: o.requestTimeoutMs },
+      limits: { max_body_bytes: limits.maxBodyBytes, max_rows: limits.maxRows, max_dense_values: o.maxDenseValues, request_timeout_ms: o.requestTimeoutMs },
       auth: Boolean(o.token),
     });
   });
@@ -181,6 +183,9 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     const req = kind === "json"
       ? parseEncode(parseJsonObject(bytes), d_in, limits)
       : (({ n, data }) => ({ n, x: data, dense: c.req.query("dense") === "true", topK: queryTopK(c.req.query("top_k")) }))(arrowMatrix(bytes, "inputs", d_in, limits));
+    if (req.dense && req.n * d_sae > o.maxDenseValues) {
+      throw new HttpError(413, "dense_too_large", `dense codes for ${req.n} rows would be ${req.n * d_sae} values; the limit is ${o.maxDenseValues} (send fewer rows or use the sparse answer)`);
+    }
     let rows = await timed(encoder.submit({ n: req.n, x: req.x }, req.n));
     if (req.topK !== undefined) rows = rows.map((r) => ({ indices: r.indices.slice(0, req.topK), values: r.values.slice(0, req.topK) }));
     if (wantsArrow(c.req.raw, kind)) return arrowResponse(req.dense ? arrowMatrixResponse("codes", denseCodes(rows, d_sae), d_sae) : arrowSparseResponse(rows));

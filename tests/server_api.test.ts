@@ -132,6 +132,22 @@ test("server: concurrent requests are micro-batched into fewer backend calls, an
   }
 });
 
+test("server: BatchTopK without a saved θ (batch-dependent codes) never merges requests", async () => {
+  const f = await makeFixture({ arch: "batchtopk", extras: false });
+  try {
+    assertEquals(f.dict.rowIndependent, false);
+    const c = viaApp(createApp(f.dict, { batchWaitMs: 20 }));
+    const xs = Array.from({ length: 6 }, (_, i) => [row(f, 40 + i), row(f, 50 + i)]);
+    const alone = [];
+    for (const x of xs) alone.push((await (await postJson(c, "/v1/encode", { inputs: x })).json()).features);
+    const together = await Promise.all(xs.map((x) => postJson(c, "/v1/encode", { inputs: x }).then((r) => r.json())));
+    assertEquals(together.map((r) => r.features), alone, "the same answers as one at a time");
+    assertEquals((await (await c("/v1/stats")).json()).encode.largest, 1, "one request per backend call");
+  } finally {
+    await f.cleanup();
+  }
+});
+
 test("server: a dense-code architecture (ReLU) lists its non-zero features largest first", async () => {
   const f = await makeFixture({ arch: "relu", extras: false });
   try {

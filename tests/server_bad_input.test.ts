@@ -11,7 +11,7 @@ import { runs } from "./ref.ts";
 import { type Client, type Fixture, makeFixture, postJson, row, viaApp, viaSocket } from "./server_fixture.ts";
 
 const ARROW = "application/vnd.apache.arrow.stream";
-const LIMITS = { maxBodyBytes: 4096, maxRows: 4, token: "tok-123" };
+const LIMITS = { maxBodyBytes: 4096, maxRows: 4, maxDenseValues: 64, token: "tok-123" };
 const AUTH = { authorization: "Bearer tok-123" };
 
 /** A valid 2-row Arrow body for the fixture's width (8) with bytes replaced: mutate(at, value, ...). */
@@ -55,6 +55,7 @@ const CASES: Case[] = [
   ["1e400 (parses to Infinity)", (c, f) => post("/v1/encode", `{"inputs": [[${withRow(f, 3, 0).map((v, j) => (j === 3 ? "1e400" : v)).join(",")}]]}`)(c), 422, "non_finite"],
   ["1e39 (overflows f32)", (c, f) => enc({ inputs: [withRow(f, 3, 1e39)] })(c), 422, "non_finite"],
   ["too many rows", (c, f) => enc({ inputs: Array.from({ length: 5 }, (_, i) => row(f, i)) })(c), 413, "too_many_rows"],
+  ["dense answer over the limit", (c, f) => enc({ inputs: [row(f, 1), row(f, 2), row(f, 3)], dense: true })(c), 413, "dense_too_large"],
   ["oversized body", (c, f) => enc({ inputs: [row(f, 1)], pad: "x".repeat(5000) })(c), 413, "payload_too_large"],
   ["text/plain", (c, f) => post("/v1/encode", JSON.stringify({ inputs: [row(f, 1)] }), "text/plain")(c), 415, "unsupported_media_type"],
   ["no content type", (c, f) => post("/v1/encode", JSON.stringify({ inputs: [row(f, 1)] }), null)(c), 415, "unsupported_media_type"],

@@ -76,7 +76,7 @@ async function loadDensity() {
   let h;
   try {
     h = await api("/v1/density");
-  } catch (e) {
+  } catch {
     el.textContent = "No density data in this folder (feature_density.npy or eval.json).";
     el.dataset.bins = "0";
     return;
