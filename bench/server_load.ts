@@ -4,7 +4,7 @@
  * so autocannon, in this process, does not share its event loop. Each scenario is bounded in
  * time and requests; reported: requests/s, p50/p99 latency, errors and non-2xx answers, the
  * server's resident memory before and after, and how many requests the micro-batcher merged.
- *   deno run -A bench/server_load.ts [--runtime deno|bun|both] [--seconds 8] [--json]
+ *   deno run -A bench/server_load.ts [--runtime deno|bun|both] [--seconds 8] [--json]   (or bun bench/server_load.ts …)
  */
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";

@@ -7,6 +7,7 @@ import { createApp } from "../server/app.ts";
 import { loadAssets } from "../server/assets.ts";
 import { serveCommand } from "../server/command.ts";
 import { startServer } from "../server/serve.ts";
+import { createBatcher } from "../server/batcher.ts";
 import { arrowMatrixResponse, arrowSparseResponse } from "../server/arrow_body.ts";
 import { main } from "../sae/cli.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
@@ -130,6 +131,28 @@ test("server: concurrent requests are micro-batched into fewer backend calls, an
   } finally {
     await f.cleanup();
   }
+});
+
+test("batcher: batches stay within maxRows, answers go back in order, a failed batch fails only its own requests", async () => {
+  const seen: number[][] = [];
+  const b = createBatcher<number, string>(async (items) => {
+    seen.push(items);
+    await new Promise((r) => setTimeout(r, 5));
+    if (items.includes(13)) throw new Error("boom");
+    return items.map((i) => `r${i}`);
+  }, { maxWaitMs: 5, maxRows: 8 });
+  const ids = Array.from({ length: 20 }, (_, i) => i);
+  const out = await Promise.allSettled(ids.map((i) => b.submit(i, 3)));
+  assert(seen.every((batch) => batch.length * 3 <= 8), `rows per batch within 8: ${JSON.stringify(seen)}`);
+  assertEquals(seen.flat(), ids, "every request once, in arrival order");
+  const failed = seen.find((batch) => batch.includes(13))!;
+  out.forEach((o, i) => {
+    if (failed.includes(i)) assert(o.status === "rejected" && String(o.reason).includes("boom"), `request ${i} shares the failed batch`);
+    else assertEquals(o.status === "fulfilled" && o.value, `r${i}`, `request ${i}`);
+  });
+  assertEquals(b.stats().requests, 20);
+  await b.idle();
+  assertEquals(await b.submit(99, 100), "r99", "a request over maxRows runs alone");
 });
 
 test("server: BatchTopK without a saved θ (batch-dependent codes) never merges requests", async () => {
