@@ -15,7 +15,7 @@ import { main } from "../sae/cli.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, topkRef } from "./server_fixture.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) console.log(`server_browser: skipped: ${CHROMIUM} not found (apt-get install -y chromium; .ci/run installs it)`);
 // Screenshots go under the system temp dir (or $TEST_OUTPUT), never into the repository.
@@ -88,6 +88,27 @@ if (haveChromium) {
       await page.screenshot({ path: shot, fullPage: true });
       assert((await stat(shot)).size > 20_000, "screenshot written");
       console.log(`server_browser: screenshot ${shot}`);
+    } finally {
+      await browser.close();
+      await s.stop();
+      await f.cleanup();
+    }
+  }, 120_000);
+
+  test("dashboard: with auth on, the page asks for the token and loads once it is given", async () => {
+    const f = await makeFixture();
+    const s = startServer(createApp(f.dict, { assets: await loadAssets(), token: "dash-token" }).fetch, { port: 0, hostname: "127.0.0.1", maxBodyBytes: 1 << 20 });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      await page.goto(s.url + "/");
+      await page.waitForSelector("#error:not([hidden])");
+      assert((await page.textContent("#error"))!.includes("401 unauthorized"), "the 401 is shown");
+      await page.fill("#token", "dash-token");
+      await page.dispatchEvent("#token", "change");
+      await page.waitForSelector("body[data-ready=true]");
+      assertEquals(await page.$eval("#density-chart", (e) => (e as HTMLElement).dataset.bins), "50", "loaded with the token");
+      assert(await page.isHidden("#error"), "error cleared");
     } finally {
       await browser.close();
       await s.stop();
