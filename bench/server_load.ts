@@ -24,7 +24,9 @@ const json = argv.includes("--json");
 const seconds = Number(opt("seconds", "8"));
 const runtimes = opt("runtime", "both") === "both" ? ["deno", "bun"] : [opt("runtime", "deno")];
 const d = 512, F = 16384, k = 32;
+// One client first: the batcher has nothing to merge, so the 16-client row shows what merging buys.
 const SCENARIOS = [
+  { rows: 1, connections: 1, maxRequests: 200_000 },
   { rows: 1, connections: 16, maxRequests: 200_000 },
   { rows: 64, connections: 8, maxRequests: 20_000 },
 ];
