@@ -4,7 +4,7 @@
  * so autocannon, in this process, does not share its event loop. Each scenario is bounded in
  * time and requests; reported: requests/s, p50/p99 latency, errors and non-2xx answers, the
  * server's resident memory before and after, and how many requests the micro-batcher merged.
- *   deno run -A bench/server_load.ts [--runtime deno|bun|both] [--seconds 8] [--json]   (or bun bench/server_load.ts …)
+ *   deno run -A bench/server_load.ts [--runtime deno|bun|both] [--seconds 8] [--repeat 1] [--json]   (or bun bench/server_load.ts …)
  */
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -21,6 +21,8 @@ const opt = (name: string, dflt: string) => {
   return i >= 0 && argv[i + 1] ? argv[i + 1] : dflt;
 };
 const json = argv.includes("--json");
+// --repeat N runs each scenario N times back to back: memory that plateaus is a pool, one that climbs a leak.
+const repeat = Number(opt("repeat", "1"));
 const seconds = Number(opt("seconds", "8"));
 const runtimes = opt("runtime", "both") === "both" ? ["deno", "bun"] : [opt("runtime", "deno")];
 const d = 512, F = 16384, k = 32;
@@ -72,7 +74,7 @@ try {
   for (const runtime of runtimes) {
     const server = await startServer(runtime, dir);
     try {
-      for (const s of SCENARIOS) {
+      for (const s of SCENARIOS.flatMap((sc) => Array(repeat).fill(sc) as typeof SCENARIOS)) {
         const body = JSON.stringify({ inputs: rows(s.rows) });
         if (!json) console.error(`${runtime}: ${s.rows} row(s) per request, ${s.connections} connections, ${seconds} s`);
         await load(server.url, body, 2, 100, 2); // warm-up: JIT tiers, BLAS threads, buffer pool
