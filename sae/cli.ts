@@ -18,6 +18,7 @@ import { dataCommand } from "../data/commands.ts";
 import { isCrosscoderArch } from "./crosscoder_config.ts";
 import { CROSSCODER_FLAGS, CROSSCODER_HELP, crosscoderFlags, crosscoderInfo, crosscoderReport, pairedConfig, pairedSource } from "./crosscoder_cli.ts";
 import type { PairedConfig } from "../data/synthetic.ts";
+import { writeRunExtras } from "./report.ts";
 
 class UsageError extends Error {}
 
@@ -80,7 +81,9 @@ const TRAIN_HELP = `sae train: train a dictionary
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
-DIR/checkpoint/, DIR/data.json, DIR/eval.json, and prints the evaluation.
+DIR/checkpoint/, DIR/data.json, DIR/eval.json, DIR/report.html (curves and density histogram,
+readable offline), DIR/feature_density.npy and DIR/sample_inputs.npy (for sae serve's dashboard),
+and prints the evaluation.
 ${CROSSCODER_HELP}`;
 
 const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
@@ -100,6 +103,7 @@ commands:
   info     summarise a saved dictionary
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
+  serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
 
@@ -169,6 +173,7 @@ async function train(flags: Flags): Promise<void> {
   const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), res.state.threshold >= 0 ? { threshold: res.state.threshold } : {});
   const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
   await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined, ...(recovery ?? {}) });
+  await writeRunExtras(out, m, data.batch(3_000_000, 32));
   console.log(formatMetricsTable(m));
   if (recovery) console.log(recoveryLine(recovery));
 }
@@ -261,6 +266,13 @@ export async function main(argv: string[]): Promise<number> {
       return cmd ? 0 : 2;
     }
     if (cmd === "convert" || cmd === "inspect") return await dataCommand(cmd, positional, flags);
+    if (cmd === "serve") {
+      // Loaded on demand: the server's dependencies (Hono, apache-arrow) cost ~1 s of startup elsewhere.
+      const serve = await import("../server/command.ts");
+      if (flags.help) console.log(serve.SERVE_HELP);
+      else await serve.serveCommand(positional[0], flags);
+      return 0;
+    }
     const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {

@@ -15,6 +15,7 @@ import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
 import { checkResumedDfc } from "./crosscoder_io.ts";
 import type { SaeParams } from "./params.ts";
+import { writeReportQuietly } from "./report.ts";
 
 export interface RunOptions {
   cfg: SaeConfig;
@@ -101,12 +102,14 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     if (ckptDir && (state.step % ckptEvery === 0 || state.step === end)) {
       await saveCheckpoint(ckptDir, { state, cfg, train: t, data: { nextBatch } });
+      await writeReportQuietly(o.out!);
     }
   }
   if (o.progress === true && isTty()) process.stderr.write("\n");
   const params = foldScale(state.params, state.scale, state.scaleOut);
   if (o.out && state.step === t.steps) {
     await saveSae(o.out, { params, cfg, ...(usesThreshold(cfg) ? { threshold: foldedThreshold(state, cfg) } : {}) });
+    await writeReportQuietly(o.out);
   }
   return { state, params, last };
 }

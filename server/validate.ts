@@ -1,0 +1,199 @@
+/**
+ * Request validation: every way a body can be wrong maps to one status and a message naming the
+ * field. Statuses: 400 malformed (not JSON, wrong types, unknown fields), 413 too large (bytes or
+ * rows), 415 wrong content type, 422 well-formed but unusable (wrong width, non-finite values, no
+ * rows, feature index out of range). Parsing never allocates more than the byte limit allows.
+ */
+import type { SparseRow } from "./dictionary.ts";
+
+export class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export const JSON_TYPE = "application/json";
+export const ARROW_TYPE = "application/vnd.apache.arrow.stream";
+
+export interface Limits {
+  /** Largest accepted body in bytes. */
+  maxBodyBytes: number;
+  /** Most rows in one request. */
+  maxRows: number;
+}
+
+/** The media type of a Content-Type header, lower-cased, without parameters. */
+export function mediaType(header: string | null | undefined): string {
+  return (header ?? "").split(";")[0].trim().toLowerCase();
+}
+
+/** JSON or Arrow, from the Content-Type header; anything else is 415. */
+export function bodyKind(req: Request): "json" | "arrow" {
+  const t = mediaType(req.headers.get("content-type"));
+  if (t === JSON_TYPE) return "json";
+  if (t === ARROW_TYPE) return "arrow";
+  throw new HttpError(415, "unsupported_media_type", `Content-Type must be ${JSON_TYPE} or ${ARROW_TYPE}, got ${t ? JSON.stringify(t) : "none"}`);
+}
+
+/** The body as bytes, refusing (413) as soon as it passes the limit, declared or streamed. */
+export async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) {
+    throw new HttpError(413, "payload_too_large", `body of ${declared} bytes exceeds the limit of ${maxBytes} bytes`);
+  }
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new HttpError(413, "payload_too_large", `body exceeds the limit of ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.byteLength;
+  }
+  return out;
+}
+
+/** Parse a JSON object body (400 if not JSON or not an object). */
+export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    throw new HttpError(400, "malformed_json", `body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new HttpError(400, "malformed_json", `body must be a JSON object, got ${describe(v)}`);
+  return v as Record<string, unknown>;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "string" ? `a string` : `a ${typeof v}`;
+}
+
+function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
+  for (const k of Object.keys(body)) {
+    if (!allowed.includes(k)) throw new HttpError(400, "unknown_field", `unknown field ${JSON.stringify(k)}; expected ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+  }
+}
+
+// Strings a client might send for values JSON cannot carry: reported as non-finite, not as a type error.
+const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
+
+/** A list of rows of exactly `width` finite numbers, as row-major f32. */
+export function parseMatrix(v: unknown, field: string, width: number, limits: Limits): { n: number; data: Float32Array } {
+  if (!Array.isArray(v)) throw new HttpError(400, "wrong_type", `"${field}" must be an array of rows (arrays of numbers), got ${describe(v)}`);
+  if (v.length === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
+  if (v.length > limits.maxRows) throw new HttpError(413, "too_many_rows", `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`);
+  const data = new Float32Array(v.length * width);
+  v.forEach((row, i) => {
+    if (!Array.isArray(row)) throw new HttpError(400, "wrong_type", `${field}[${i}] must be an array of numbers, got ${describe(row)}`);
+    if (row.length !== width) throw new HttpError(422, "wrong_width", `${field}[${i}] has ${row.length} values; expected ${width}`);
+    for (let j = 0; j < width; j++) {
+      const x = row[j];
+      if (typeof x !== "number") {
+        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) throw new HttpError(422, "non_finite", `${field}[${i}][${j}] is ${JSON.stringify(x)}; values must be finite`);
+        throw new HttpError(400, "wrong_type", `${field}[${i}][${j}] must be a number, got ${describe(x)}`);
+      }
+      const f = Math.fround(x);
+      // 1e400 parses to Infinity; 1e39 is finite in f64 but overflows the f32 we compute in.
+      if (!Number.isFinite(f)) throw new HttpError(422, "non_finite", `${field}[${i}][${j}] = ${x} is not a finite f32 value`);
+      data[i * width + j] = f;
+    }
+  });
+  return { n: v.length, data };
+}
+
+function optionalInt(body: Record<string, unknown>, field: string, min: number): number | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new HttpError(400, "wrong_type", `"${field}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optionalBool(body: Record<string, unknown>, field: string): boolean {
+  const v = body[field];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== "boolean") throw new HttpError(400, "wrong_type", `"${field}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+export interface EncodeRequest {
+  n: number;
+  x: Float32Array;
+  topK?: number;
+  dense: boolean;
+}
+
+export function parseEncode(body: Record<string, unknown>, d_in: number, limits: Limits): EncodeRequest {
+  onlyFields(body, ["inputs", "top_k", "dense"]);
+  if (body.inputs === undefined) throw new HttpError(400, "missing_field", `"inputs" is required: an array of rows of ${d_in} numbers`);
+  const topK = optionalInt(body, "top_k", 1);
+  const dense = optionalBool(body, "dense");
+  const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
+  return { n, x: data, dense, ...(topK !== undefined ? { topK } : {}) };
+}
+
+export function parseReconstruct(body: Record<string, unknown>, d_in: number, limits: Limits): { n: number; x: Float32Array } {
+  onlyFields(body, ["inputs"]);
+  if (body.inputs === undefined) throw new HttpError(400, "missing_field", `"inputs" is required: an array of rows of ${d_in} numbers`);
+  const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
+  return { n, x: data };
+}
+
+/** Sparse rows: each {indices: int[], values: number[]} of one length, indices in [0, d_sae). */
+export function parseSparseRows(v: unknown, d_sae: number, limits: Limits): SparseRow[] {
+  if (!Array.isArray(v)) throw new HttpError(400, "wrong_type", `"features" must be an array of {"indices", "values"} objects, got ${describe(v)}`);
+  if (v.length === 0) throw new HttpError(422, "empty_input", `"features" has no rows`);
+  if (v.length > limits.maxRows) throw new HttpError(413, "too_many_rows", `"features" has ${v.length} rows; the limit is ${limits.maxRows}`);
+  return v.map((r, i) => {
+    if (!r || typeof r !== "object" || Array.isArray(r)) throw new HttpError(400, "wrong_type", `features[${i}] must be an object {"indices", "values"}, got ${describe(r)}`);
+    const { indices, values, ...rest } = r as Record<string, unknown>;
+    const extra = Object.keys(rest)[0];
+    if (extra !== undefined) throw new HttpError(400, "unknown_field", `features[${i}]: unknown field ${JSON.stringify(extra)}`);
+    if (!Array.isArray(indices) || !Array.isArray(values)) throw new HttpError(400, "wrong_type", `features[${i}] needs "indices" and "values" arrays`);
+    if (indices.length !== values.length) throw new HttpError(422, "length_mismatch", `features[${i}]: ${indices.length} indices but ${values.length} values`);
+    if (indices.length > d_sae) throw new HttpError(422, "wrong_width", `features[${i}] has ${indices.length} entries; at most d_sae = ${d_sae}`);
+    indices.forEach((j, k) => {
+      if (typeof j !== "number" || !Number.isInteger(j)) throw new HttpError(400, "wrong_type", `features[${i}].indices[${k}] must be an integer, got ${JSON.stringify(j)}`);
+      if (j < 0 || j >= d_sae) throw new HttpError(422, "index_out_of_range", `features[${i}].indices[${k}] = ${j} is not a feature in [0, ${d_sae})`);
+    });
+    const vals = values.map((x, k) => {
+      if (typeof x !== "number") {
+        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) throw new HttpError(422, "non_finite", `features[${i}].values[${k}] is ${JSON.stringify(x)}; values must be finite`);
+        throw new HttpError(400, "wrong_type", `features[${i}].values[${k}] must be a number, got ${describe(x)}`);
+      }
+      if (!Number.isFinite(Math.fround(x))) throw new HttpError(422, "non_finite", `features[${i}].values[${k}] = ${x} is not a finite f32 value`);
+      return Math.fround(x);
+    });
+    return { indices: indices as number[], values: vals };
+  });
+}
+
+/** Decode takes either sparse "features" or dense "codes" [n, d_sae]. */
+export function parseDecode(body: Record<string, unknown>, d_sae: number, limits: Limits): { rows?: SparseRow[]; codes?: { n: number; data: Float32Array } } {
+  onlyFields(body, ["features", "codes"]);
+  const hasF = body.features !== undefined, hasC = body.codes !== undefined;
+  if (hasF === hasC) throw new HttpError(400, "missing_field", `give exactly one of "features" (sparse rows) or "codes" (dense rows of ${d_sae})`);
+  return hasF ? { rows: parseSparseRows(body.features, d_sae, limits) } : { codes: parseMatrix(body.codes, "codes", d_sae, limits) };
+}
+
+/** A feature id from the URL: 400 if not a non-negative integer, 404 if past the dictionary. */
+export function parseFeatureId(raw: string, d_sae: number): number {
+  if (!/^\d{1,10}$/.test(raw)) throw new HttpError(400, "bad_feature_id", `feature id must be a non-negative integer, got ${JSON.stringify(raw.slice(0, 40))}`);
+  const id = Number(raw);
+  if (id >= d_sae) throw new HttpError(404, "unknown_feature", `feature ${id} does not exist; this dictionary has features 0..${d_sae - 1}`);
+  return id;
+}
