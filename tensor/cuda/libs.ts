@@ -55,6 +55,8 @@ export function libraryCandidates(lib: CudaLib, env: (name: string) => string | 
   return out;
 }
 
+const LABEL: Record<CudaLib, string> = { driver: "NVIDIA driver library libcuda.so.1", nvrtc: "NVRTC (libnvrtc.so)", cublas: "cuBLAS (libcublas.so)" };
+
 export interface Opened {
   lib: FfiLib | null;
   /** "loaded <path>", or why nothing could be opened (each path tried and its error). */
@@ -79,7 +81,10 @@ export function openFirst(ffi: Ffi, lib: CudaLib, candidates: readonly string[],
       errors.push(`${path}: ${errText(e)}`);
     }
   }
-  // The full list is long; the first few errors say enough (usually "cannot open shared object file").
-  const shown = errors.slice(0, 3).join("; ") + (errors.length > 3 ? `; … ${errors.length - 3} more paths` : "");
-  return { lib: null, reason: `${lib} library not found (${shown})` };
+  // "No such file" for every path is the common case: say so once, with the paths tried.
+  const missing = errors.filter((e) => /cannot open shared object|No such file|not found/i.test(e));
+  const other = errors.filter((e) => !missing.includes(e));
+  const tried = candidates.length > 4 ? `${candidates.slice(0, 4).join(", ")} and ${candidates.length - 4} more` : candidates.join(", ");
+  const what = `${LABEL[lib]} not found`;
+  return { lib: null, reason: other.length ? `${what}: ${other.slice(0, 2).join("; ")}` : `${what} (tried ${tried}; set ${PATH_ENV[lib]} or SPARSECODER_CUDA_LIBDIRS)` };
 }
