@@ -82,7 +82,7 @@ export function openFirst(ffi: Ffi, lib: CudaLib, candidates: readonly string[],
     }
   }
   // "No such file" for every path is the common case: say so once, with the paths tried.
-  const missing = errors.filter((e) => /cannot open shared object|No such file|not found/i.test(e));
+  const missing = errors.filter((e) => /cannot open shared object|No such file/i.test(e));
   const other = errors.filter((e) => !missing.includes(e));
   const tried = candidates.length > 4 ? `${candidates.slice(0, 4).join(", ")} and ${candidates.length - 4} more` : candidates.join(", ");
   const what = `${LABEL[lib]} not found`;
