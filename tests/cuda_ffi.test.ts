@@ -82,7 +82,7 @@ test("cuda errors: a failing status becomes an error naming the call, the status
 test("cuda libs: search order, forced paths, and a reason naming what failed", () => {
   const env = (m: Record<string, string>) => (n: string) => m[n];
   const plain = libraryCandidates("nvrtc", env({}));
-  assertEquals(plain.slice(0, 3), ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]);
+  assertEquals(plain.slice(0, 4), ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"]);
   assert(plain.includes("/usr/local/cuda/lib64/libnvrtc.so.13"));
   assert(plain.includes("/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13"), "pip wheel folder");
   assertEquals(new Set(plain).size, plain.length, "no duplicates");
@@ -101,6 +101,8 @@ test("cuda nvrtc: a cubin for a known architecture, PTX for the newest older one
   assertEquals(targetFor(90, [75, 80, 86, 89, 90]), { option: "--gpu-architecture=sm_90", kind: "cubin", target: "sm_90" });
   assertEquals(targetFor(120, [75, 80, 90]), { option: "--gpu-architecture=compute_90", kind: "ptx", target: "compute_90" });
   assertEquals(targetFor(90, []).kind, "cubin");
+  assertEquals(targetFor(90, [75, 90], true), { option: "--gpu-architecture=compute_90", kind: "ptx", target: "compute_90" });
+  assertEquals(targetFor(86, [], true).target, "compute_86");
 });
 
 test("cuda cublas: entry point and types per dtype and precision", () => {

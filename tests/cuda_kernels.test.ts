@@ -15,29 +15,9 @@ import type { Driver } from "../tensor/cuda/driver.ts";
 import type { Cublas, GemmCall } from "../tensor/cuda/cublas.ts";
 import type { KernelArg } from "../tensor/cuda/params.ts";
 import { mainSource } from "../tensor/cuda/kernels/main.ts";
-import { BINARY_C, castC, type EwSpec, ewKernels, ewKey, UNARY_C, WHERE_C } from "../tensor/cuda/kernels/elementwise.ts";
+import { everySpec, ewKernels, ewKey } from "../tensor/cuda/kernels/elementwise.ts";
 import { PRELUDE } from "../tensor/cuda/kernels/prelude.ts";
 import { join, removeDir, run, skip, tempDir, which, writeText } from "./cuda_tools.ts";
-
-const ALL: DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];
-const NUMERIC: DType[] = ["f32", "f64", "f16", "bf16", "i32"];
-const COMPARE = new Set(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
-
-/** Every elementwise spec the backend can ask for. */
-function allSpecs(): EwSpec[] {
-  const specs: EwSpec[] = [];
-  for (const dt of NUMERIC) {
-    for (const [op, expr] of Object.entries(UNARY_C)) specs.push({ expr, inputs: [dt], out: op === "not" ? "bool" : dt });
-    for (const [op, expr] of Object.entries(BINARY_C)) specs.push({ expr, inputs: [dt, dt], out: COMPARE.has(op) ? "bool" : dt });
-  }
-  for (const dt of ALL) {
-    specs.push({ expr: WHERE_C, inputs: ["bool", dt, dt], out: dt });
-    specs.push({ expr: UNARY_C.not, inputs: [dt], out: "bool" });
-    for (const to of ALL) specs.push({ expr: castC(dt, to), inputs: [dt], out: to });
-  }
-  const seen = new Map(specs.map((s) => [ewKey(s), s]));
-  return [...seen.values()];
-}
 
 /** Entry name → PTX parameter types (".u64", ".f32", ".b8[64]", …). */
 function ptxEntries(ptx: string): Map<string, string[]> {
@@ -154,7 +134,7 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
   } finally {
     installRuntime(null);
   }
-  const specs = allSpecs();
+  const specs = everySpec();
   const prefix = new Map(specs.map((s, i) => [ewKey(s), `k${i}`]));
   const dir = tempDir();
   try {

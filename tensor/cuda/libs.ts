@@ -18,8 +18,8 @@ export const PATH_ENV: Record<CudaLib, string> = {
 
 const SONAMES: Record<CudaLib, string[]> = {
   driver: ["libcuda.so.1"],
-  nvrtc: ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
-  cublas: ["libcublas.so.13", "libcublas.so.12", "libcublas.so"],
+  nvrtc: ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"],
+  cublas: ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"],
 };
 
 const SYSTEM_DIRS = ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"];

@@ -3,7 +3,7 @@
  * the exact sm_XY when this NVRTC knows the architecture, PTX for the newest one it knows
  * otherwise (the driver JIT-compiles PTX forward). A failed compile throws with the log.
  */
-import { cStringArray, cStringBuf, type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "./ffi.ts";
+import { cStringArray, cStringBuf, type Ffi, type FfiFn, type FfiLib, type FfiSig, outI32, outU64 } from "./ffi.ts";
 import { makeCheck } from "./errors.ts";
 import { type CudaLib, libraryCandidates, openFirst } from "./libs.ts";
 
@@ -40,14 +40,15 @@ export interface Nvrtc {
   version: [number, number];
   /** Architectures this NVRTC can target (e.g. [75, 80, ..., 120]); empty if it cannot say. */
   archs: number[];
-  compile(source: string, name: string, cc: number, extraOptions?: readonly string[]): Compiled;
+  /** `ptx`: stop at PTX for compute_XY (no machine code; the driver JIT-compiles it when loaded). */
+  compile(source: string, name: string, cc: number, opts?: { ptx?: boolean; options?: readonly string[] }): Compiled;
 }
 
 /** The option list and artifact kind for compute capability `cc` (e.g. 90). */
-export function targetFor(cc: number, archs: readonly number[]): { option: string; kind: "cubin" | "ptx"; target: string } {
-  if (archs.length === 0 || archs.includes(cc)) return { option: `--gpu-architecture=sm_${cc}`, kind: "cubin", target: `sm_${cc}` };
+export function targetFor(cc: number, archs: readonly number[], ptx = false): { option: string; kind: "cubin" | "ptx"; target: string } {
+  if (!ptx && (archs.length === 0 || archs.includes(cc))) return { option: `--gpu-architecture=sm_${cc}`, kind: "cubin", target: `sm_${cc}` };
   const older = archs.filter((a) => a <= cc);
-  const best = older.length ? Math.max(...older) : Math.min(...archs);
+  const best = archs.length === 0 ? cc : older.length ? Math.max(...older) : Math.min(...archs);
   return { option: `--gpu-architecture=compute_${best}`, kind: "ptx", target: `compute_${best}` };
 }
 
@@ -69,13 +70,13 @@ export function makeNvrtc(ffi: Ffi, path: string, fns: Record<string, FfiFn | nu
     path,
     version: [maj[0], min[0]],
     archs,
-    compile(source, name, cc, extraOptions = []) {
+    compile(source, name, cc, { ptx = false, options = [] } = {}) {
       const prog = outU64();
       check("nvrtcCreateProgram", f.nvrtcCreateProgram(prog, cStringBuf(source), cStringBuf(name), 0, null, null), () => name);
       const p = prog[0];
       try {
-        const t = targetFor(cc, archs);
-        const opts = cStringArray(ffi, [t.option, "--std=c++17", ...extraOptions]);
+        const t = targetFor(cc, archs, ptx);
+        const opts = cStringArray(ffi, [t.option, "--std=c++17", ...options]);
         const status = f.nvrtcCompileProgram(p, opts.keep.length, opts.ptrs);
         check("nvrtcGetProgramLogSize", f.nvrtcGetProgramLogSize(p, size));
         const logBuf = new Uint8Array(new ArrayBuffer(Math.max(1, Number(size[0]))));
@@ -94,6 +95,27 @@ export function makeNvrtc(ffi: Ffi, path: string, fns: Record<string, FfiFn | nu
   };
 }
 
+/**
+ * NVRTC dlopens its builtins library by soname at compile time, which fails when NVRTC was found
+ * in a folder outside the loader's path. Opening the sibling first makes that lookup succeed
+ * (a loaded library answers to its soname). Best effort: absent siblings are left to the loader.
+ */
+const preloaded: FfiLib[] = [];
+
+function preloadBuiltins(ffi: Ffi, path: string, [major, minor]: [number, number]): void {
+  const slash = path.lastIndexOf("/");
+  if (slash < 0) return;
+  for (const name of [`libnvrtc-builtins.so.${major}.${minor}`, `libnvrtc-builtins.so.${major}`]) {
+    try {
+      // bun:ffi wants one symbol at least: libc's strlen resolves through the library's dependencies.
+      preloaded.push(ffi.open(`${path.slice(0, slash)}/${name}`, { strlen: { args: ["u64"], ret: "u64" } }));
+      return;
+    } catch {
+      // try the next spelling
+    }
+  }
+}
+
 export interface NvrtcStatus {
   nvrtc: Nvrtc | null;
   reason: string;
@@ -104,7 +126,9 @@ export function loadNvrtc(ffi: Ffi, env: (n: string) => string | undefined): Nvr
   const o = openFirst(ffi, lib, libraryCandidates(lib, env), NVRTC_SIGS);
   if (!o.lib) return { nvrtc: null, reason: o.reason };
   try {
-    return { nvrtc: makeNvrtc(ffi, o.lib.path, o.lib.fns), reason: o.reason };
+    const nvrtc = makeNvrtc(ffi, o.lib.path, o.lib.fns);
+    preloadBuiltins(ffi, o.lib.path, nvrtc.version);
+    return { nvrtc, reason: o.reason };
   } catch (e) {
     return { nvrtc: null, reason: `${o.lib.path}: ${(e as Error).message}` };
   }

@@ -115,3 +115,22 @@ extern "C" __global__ void ${prefix}_flat(ll n, int nd, Dims shape, Dims so, ll 
 export function ewSource(s: EwSpec): string {
   return PRELUDE + ewKernels(s);
 }
+
+const ALL: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];
+const NUMERIC: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32"];
+const COMPARE = new Set(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
+
+/** Every elementwise spec the backend can generate (for compile checks and warm-up). */
+export function everySpec(): EwSpec[] {
+  const specs: EwSpec[] = [];
+  for (const dt of NUMERIC) {
+    for (const [op, expr] of Object.entries(UNARY_C)) specs.push({ expr, inputs: [dt], out: op === "not" ? "bool" : dt });
+    for (const [op, expr] of Object.entries(BINARY_C)) specs.push({ expr, inputs: [dt, dt], out: COMPARE.has(op) ? "bool" : dt });
+  }
+  for (const dt of ALL) {
+    specs.push({ expr: WHERE_C, inputs: ["bool", dt, dt], out: dt });
+    specs.push({ expr: UNARY_C.not, inputs: [dt], out: "bool" });
+    for (const to of ALL) specs.push({ expr: castC(dt, to), inputs: [dt], out: to });
+  }
+  return [...new Map(specs.map((s) => [ewKey(s), s])).values()];
+}
