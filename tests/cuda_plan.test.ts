@@ -218,3 +218,20 @@ test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memo
 test("cuda top-k: index digits cover every row length", () => {
   assertEquals([1, 256, 257, 65536, 65537, 2 ** 24, 2 ** 24 + 1, 2 ** 31 - 1].map(indexDigits), [1, 1, 2, 2, 3, 3, 4, 4]);
 });
+
+test("cuda module cache: keys differ with the source, entries round-trip, a bad folder only misses", async () => {
+  const { cacheGet, cachePut, hash64, cacheDir } = await import("../tensor/cuda/module_cache.ts");
+  const { tempDir, removeDir } = await import("./cuda_tools.ts");
+  assert(hash64("a") !== hash64("b") && hash64("x").length === 16, "distinct 64-bit keys");
+  assertEquals(cacheDir((n) => (n === "SPARSECODER_CUDA_CACHE" ? "0" : undefined)), null);
+  const dir = tempDir();
+  try {
+    assertEquals(cacheGet(dir, "k.bin"), null);
+    cachePut(dir, "k.bin", new Uint8Array([1, 2, 3]));
+    assertEquals([...cacheGet(dir, "k.bin")!], [1, 2, 3]);
+    cachePut("/proc/no/such/dir", "k.bin", new Uint8Array([1]));
+    assertEquals(cacheGet("/proc/no/such/dir", "k.bin"), null);
+  } finally {
+    removeDir(dir);
+  }
+});

@@ -13,6 +13,7 @@ import { type Allocator, type Block, cachingAllocator } from "./allocator.ts";
 import { CudaError } from "./errors.ts";
 import { type KernelArg, packParams } from "./params.ts";
 import { mainSource } from "./kernels/main.ts";
+import { cacheDir, cacheGet, cachePut, hash64 } from "./module_cache.ts";
 
 export interface CudaRuntime {
   driver: Driver;
@@ -77,11 +78,18 @@ function open(): Probe {
   const errWord = allocator.alloc(16);
   driver.memsetD8(errWord.ptr, 0, 16, stream);
   const modules = new Map<string, { module: bigint; fns: Map<string, bigint> }>();
+  const disk = cacheDir(env);
   const getFn = (source: () => string, key: string, fname: string): bigint => {
     let m = modules.get(key);
     if (!m) {
-      const compiled = nvrtc.compile(source(), `${key.slice(0, 40)}.cu`, cc);
-      m = { module: driver.loadModule(compiled.image), fns: new Map() };
+      const src = source();
+      const diskKey = `${hash64(`${nvrtc.version.join(".")}|sm_${cc}|${src}`)}.bin`;
+      let image = cacheGet(disk, diskKey);
+      if (!image) {
+        image = nvrtc.compile(src, `${key.slice(0, 40).replace(/[^\w.-]/g, "_")}.cu`, cc).image;
+        cachePut(disk, diskKey, image);
+      }
+      m = { module: driver.loadModule(image), fns: new Map() };
       modules.set(key, m);
     }
     let f = m.fns.get(fname);
