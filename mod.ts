@@ -29,5 +29,5 @@ export * from "./data/safetensors.ts";
 export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
 export * as sae from "./sae/mod.ts";
-export { cudaMemoryStats, cudaReleaseCached, setCudaMatmulPrecision } from "./tensor/cuda/backend.ts";
+export { cudaMemoryStats, cudaReleaseCached, cudaSynchronize, setCudaMatmulPrecision } from "./tensor/cuda/backend.ts";
 export { cudaUnavailableReason } from "./tensor/cuda/runtime.ts";

@@ -367,3 +367,9 @@ export function cudaMemoryStats(): { inUse: number; cached: number; peak: number
 export function cudaReleaseCached(): void {
   cudaRuntime()?.allocator.releaseCached();
 }
+
+/** Wait for every queued kernel (for timing; readback already waits). */
+export function cudaSynchronize(): void {
+  const r = cudaRuntime();
+  r?.driver.streamSync(r.stream);
+}
