@@ -22,17 +22,18 @@ if [ $rt = deno ]; then test_cmd=("$bin" test -A --v8-flags=--no-maglev); run_cm
 nvidia-smi -L 2>&1 | tee "$out/$rt-gpu.log"
 echo "libraries: $SPARSECODER_CUDA_LIBDIRS" | tee -a "$out/$rt-gpu.log"
 status=()
-step() { # name log command...
-  local name=$1 log=$2
-  shift 2
+# Each step has its own time limit so one hang leaves time for the rest (the call has 600 s).
+step() { # name log seconds command...
+  local name=$1 log=$2 limit=$3
+  shift 3
   echo "== $name =="
-  timeout 540 "$@" 2>&1 | tee "$out/$log"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$log"
   local rc=${PIPESTATUS[0]}
   status+=("$name: $([ "$rc" = 0 ] && echo ok || echo "FAILED (exit $rc)")")
 }
-step "cuda tests" "$rt-cuda-tests.log" "${test_cmd[@]}" tests/cuda_backend.test.ts tests/cuda_vs_cpu.test.ts tests/cuda_ffi.test.ts tests/cuda_plan.test.ts
-step "op suite on cuda" "$rt-op-suite.log" env SPARSECODER_BACKEND=cuda "${test_cmd[@]}" tests/ops_forward.test.ts tests/ops_layout.test.ts tests/ops_grad.test.ts tests/sparse.test.ts tests/topk_encode.test.ts tests/optim.test.ts tests/sae_golden.test.ts tests/sae_invariants.test.ts
-step "training check" "$rt-train.log" "${run_cmd[@]}" bench/cuda_train_check.ts
-step "benchmarks" "$rt-bench.log" "${run_cmd[@]}" bench/cuda_bench.ts
+step "cuda tests" "$rt-cuda-tests.log" 120 "${test_cmd[@]}" tests/cuda_backend.test.ts tests/cuda_vs_cpu.test.ts tests/cuda_ffi.test.ts tests/cuda_plan.test.ts
+step "op suite on cuda" "$rt-op-suite.log" 200 env SPARSECODER_BACKEND=cuda "${test_cmd[@]}" tests/ops_forward.test.ts tests/ops_layout.test.ts tests/ops_grad.test.ts tests/sparse.test.ts tests/topk_encode.test.ts tests/optim.test.ts tests/sae_golden.test.ts tests/sae_invariants.test.ts
+step "training check" "$rt-train.log" 120 "${run_cmd[@]}" bench/cuda_train_check.ts
+step "benchmarks" "$rt-bench.log" 130 "${run_cmd[@]}" bench/cuda_bench.ts
 echo "== summary ($rt) =="
 printf '%s\n' "${status[@]}" | tee "$out/$rt-summary.log"
