@@ -12,6 +12,22 @@ const { sae } = t;
 /** |cuda − cpu| ≤ ABS + REL·|cpu| for FVU, MSE, cosine and the fraction of live features. */
 const ABS = 0.01, REL = 0.05;
 
+type Sae = typeof sae;
+type State = Awaited<ReturnType<Sae["initTrainState"]>>;
+
+/** Steps 1..steps on data batches of size B; `each` sees the step number after it ran. */
+async function runSteps(state: State, data: ReturnType<Sae["syntheticData"]>, cfg: ReturnType<Sae["resolveConfig"]>, tc: ReturnType<Sae["resolveTrainConfig"]>, steps: number, B: number, each?: (i: number) => void): Promise<State> {
+  for (let i = 1; i <= steps; i++) {
+    const batch = data.batch(i, B);
+    const { state: next } = await sae.trainStep(state, batch, cfg, tc);
+    t.disposeReplaced(sae.stateTensors(state), sae.stateTensors(next));
+    t.dispose(batch);
+    state = next;
+    each?.(i);
+  }
+  return state;
+}
+
 async function train(backend: string, steps: number, d: number, F: number, B: number, k: number) {
   t.useBackend(backend);
   const data = sae.syntheticData(t.synthetic.makeSynthetic({ d, nFeatures: F / 2 }));
@@ -19,13 +35,7 @@ async function train(backend: string, steps: number, d: number, F: number, B: nu
   const tc = sae.resolveTrainConfig(cfg, { steps, batch_size: B });
   let state = await sae.initTrainState(t.random.key(0), cfg, tc, [data.batch(0, B)]);
   const t0 = performance.now();
-  for (let i = 1; i <= steps; i++) {
-    const batch = data.batch(i, B);
-    const { state: next } = await sae.trainStep(state, batch, cfg, tc);
-    t.disposeReplaced(sae.stateTensors(state), sae.stateTensors(next));
-    t.dispose(batch);
-    state = next;
-  }
+  state = await runSteps(state, data, cfg, tc, steps, B);
   const ms = performance.now() - t0;
   const held = [0, 1, 2].map((i) => data.batch(1_000_000 + i, 2048));
   const m = await sae.evaluate(state.params, cfg, held);
@@ -56,14 +66,9 @@ console.log(`  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms 
   let state = await sae.initTrainState(t.random.key(1), cfg, tc, [data.batch(0, B2)]);
   let after100: ReturnType<typeof t.cudaMemoryStats> = null, live100 = 0;
   const t0 = performance.now();
-  for (let i = 1; i <= total; i++) {
-    const batch = data.batch(i, B2);
-    const { state: next } = await sae.trainStep(state, batch, cfg, tc);
-    t.disposeReplaced(sae.stateTensors(state), sae.stateTensors(next));
-    t.dispose(batch);
-    state = next;
+  state = await runSteps(state, data, cfg, tc, total, B2, (i) => {
     if (i === 100) (after100 = t.cudaMemoryStats()), (live100 = t.memoryStats().liveBuffers);
-  }
+  });
   t.cudaSynchronize();
   const end = t.cudaMemoryStats()!;
   const flat = end.driverAllocs === after100!.driverAllocs && end.inUse === after100!.inUse && t.memoryStats().liveBuffers === live100;

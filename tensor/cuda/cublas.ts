@@ -5,7 +5,7 @@
  */
 import { type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "./ffi.ts";
 import { makeCheck } from "./errors.ts";
-import { type CudaLib, libraryCandidates, openFirst } from "./libs.ts";
+import { loadLibrary } from "./libs.ts";
 import type { GemmPlan } from "./gemm_plan.ts";
 
 const I = "i32", P = "u64", B = "buf", L = "i64";
@@ -113,19 +113,8 @@ export function makeCublas(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
   };
 }
 
-export interface CublasStatus {
-  cublas: Cublas | null;
-  reason: string;
-}
-
 /** Open cuBLAS and create a handle bound to `stream` (needs a current context); never throws. */
-export function loadCublas(ffi: Ffi, env: (n: string) => string | undefined, stream: bigint): CublasStatus {
-  const lib: CudaLib = "cublas";
-  const o = openFirst(ffi, lib, libraryCandidates(lib, env), CUBLAS_SIGS);
-  if (!o.lib) return { cublas: null, reason: o.reason };
-  try {
-    return { cublas: makeCublas(ffi, o.lib.path, o.lib.fns, stream), reason: o.reason };
-  } catch (e) {
-    return { cublas: null, reason: `${o.lib.path}: ${(e as Error).message}` };
-  }
+export function loadCublas(ffi: Ffi, env: (n: string) => string | undefined, stream: bigint): { cublas: Cublas | null; reason: string } {
+  const r = loadLibrary(ffi, "cublas", env, CUBLAS_SIGS, (path, fns) => makeCublas(ffi, path, fns, stream));
+  return { cublas: r.value, reason: r.reason };
 }

@@ -5,7 +5,7 @@
  */
 import { cStringBuf, type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "./ffi.ts";
 import { makeCheck } from "./errors.ts";
-import { type CudaLib, libraryCandidates, openFirst } from "./libs.ts";
+import { loadLibrary } from "./libs.ts";
 import type { PackedParams } from "./params.ts";
 
 const I = "i32", U = "u32", P = "u64", B = "buf";
@@ -154,15 +154,8 @@ export function makeDriver(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
   };
 }
 
-export interface DriverStatus {
-  driver: Driver | null;
-  reason: string;
-}
-
-/** Open libcuda; never throws. */
-export function loadDriver(ffi: Ffi, env: (n: string) => string | undefined): DriverStatus {
-  const lib: CudaLib = "driver";
-  const o = openFirst(ffi, lib, libraryCandidates(lib, env), DRIVER_SIGS);
-  if (!o.lib) return { driver: null, reason: o.reason };
-  return { driver: makeDriver(ffi, o.lib.path, o.lib.fns), reason: o.reason };
+/** Open libcuda; never throws (`driver` null and `reason` saying why). */
+export function loadDriver(ffi: Ffi, env: (n: string) => string | undefined): { driver: Driver | null; reason: string } {
+  const r = loadLibrary(ffi, "driver", env, DRIVER_SIGS, (path, fns) => makeDriver(ffi, path, fns));
+  return { driver: r.value, reason: r.reason };
 }

@@ -5,7 +5,7 @@
  * install folders: the toolkit, the driver mounts of container images, and the NVIDIA wheels
  * that PyTorch installs.
  */
-import { denoGranted, type Ffi, type FfiLib, type FfiSig } from "./ffi.ts";
+import { denoGranted, type Ffi, type FfiFn, type FfiLib, type FfiSig } from "./ffi.ts";
 
 export type CudaLib = "driver" | "nvrtc" | "cublas";
 
@@ -87,4 +87,24 @@ export function openFirst(ffi: Ffi, lib: CudaLib, candidates: readonly string[],
   const tried = candidates.length > 4 ? `${candidates.slice(0, 4).join(", ")} and ${candidates.length - 4} more` : candidates.join(", ");
   const what = `${LABEL[lib]} not found`;
   return { lib: null, reason: other.length ? `${what}: ${other.slice(0, 2).join("; ")}` : `${what} (tried ${tried}; set ${PATH_ENV[lib]} or SPARSECODER_CUDA_LIBDIRS)` };
+}
+
+/**
+ * Open one library and wrap it (`make` may call into it and throw); never throws: `value` is null
+ * and `reason` says why when either step fails.
+ */
+export function loadLibrary<T>(
+  ffi: Ffi,
+  lib: CudaLib,
+  env: (n: string) => string | undefined,
+  sigs: Record<string, FfiSig>,
+  make: (path: string, fns: Record<string, FfiFn | null>) => T,
+): { value: T | null; reason: string } {
+  const o = openFirst(ffi, lib, libraryCandidates(lib, env), sigs);
+  if (!o.lib) return { value: null, reason: o.reason };
+  try {
+    return { value: make(o.lib.path, o.lib.fns), reason: o.reason };
+  } catch (e) {
+    return { value: null, reason: `${o.lib.path}: ${(e as Error).message}` };
+  }
 }

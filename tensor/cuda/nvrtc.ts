@@ -5,7 +5,7 @@
  */
 import { cStringArray, cStringBuf, type Ffi, type FfiFn, type FfiLib, type FfiSig, outI32, outU64 } from "./ffi.ts";
 import { makeCheck } from "./errors.ts";
-import { type CudaLib, libraryCandidates, openFirst } from "./libs.ts";
+import { loadLibrary } from "./libs.ts";
 
 const I = "i32", P = "u64", B = "buf";
 const sig = (args: FfiSig["args"], optional = false): FfiSig => ({ args, ret: I, optional });
@@ -116,20 +116,12 @@ function preloadBuiltins(ffi: Ffi, path: string, [major, minor]: [number, number
   }
 }
 
-export interface NvrtcStatus {
-  nvrtc: Nvrtc | null;
-  reason: string;
-}
-
-export function loadNvrtc(ffi: Ffi, env: (n: string) => string | undefined): NvrtcStatus {
-  const lib: CudaLib = "nvrtc";
-  const o = openFirst(ffi, lib, libraryCandidates(lib, env), NVRTC_SIGS);
-  if (!o.lib) return { nvrtc: null, reason: o.reason };
-  try {
-    const nvrtc = makeNvrtc(ffi, o.lib.path, o.lib.fns);
-    preloadBuiltins(ffi, o.lib.path, nvrtc.version);
-    return { nvrtc, reason: o.reason };
-  } catch (e) {
-    return { nvrtc: null, reason: `${o.lib.path}: ${(e as Error).message}` };
-  }
+/** Open NVRTC; never throws (`nvrtc` null and `reason` saying why). */
+export function loadNvrtc(ffi: Ffi, env: (n: string) => string | undefined): { nvrtc: Nvrtc | null; reason: string } {
+  const r = loadLibrary(ffi, "nvrtc", env, NVRTC_SIGS, (path, fns) => {
+    const nvrtc = makeNvrtc(ffi, path, fns);
+    preloadBuiltins(ffi, path, nvrtc.version);
+    return nvrtc;
+  });
+  return { nvrtc: r.value, reason: r.reason };
 }

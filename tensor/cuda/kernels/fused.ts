@@ -4,7 +4,7 @@
  * decoder row removed. One block per row for the row kernels (256 threads, f64 sums).
  */
 import type { DType } from "../../dtype.ts";
-import { instantiate } from "./prelude.ts";
+import { instantiateAll } from "./prelude.ts";
 
 export const FUSED_DTYPES: readonly DType[] = ["f32", "f64"];
 
@@ -63,11 +63,9 @@ __device__ void project_out_rows_impl(ll R, ll C, const T* g, const T* w, T* out
 `;
 
 export function fusedSource(): string {
-  let s = BODY;
-  for (const dt of FUSED_DTYPES) {
-    s += instantiate("adam", "ll n, const T* g, const T* mu, const T* nu, const T* p, T* u, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay", "adam_impl<T>(n, g, mu, nu, p, u, mu2, nu2, b1, b2, eps, c2, scale, decay)", dt);
-    s += instantiate("unit_rows", "ll R, ll C, const T* w, T* out", "unit_rows_impl<T>(R, C, w, out)", dt);
-    s += instantiate("project_out_rows", "ll R, ll C, const T* g, const T* w, T* out", "project_out_rows_impl<T>(R, C, g, w, out)", dt);
-  }
-  return s;
+  return BODY + instantiateAll(FUSED_DTYPES, [
+    ["adam", "ll n, const T* g, const T* mu, const T* nu, const T* p, T* u, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay", "adam_impl<T>(n, g, mu, nu, p, u, mu2, nu2, b1, b2, eps, c2, scale, decay)"],
+    ["unit_rows", "ll R, ll C, const T* w, T* out", "unit_rows_impl<T>(R, C, w, out)"],
+    ["project_out_rows", "ll R, ll C, const T* g, const T* w, T* out", "project_out_rows_impl<T>(R, C, g, w, out)"],
+  ]);
 }

@@ -5,7 +5,7 @@
  * throw; the element is skipped (gather writes 0).
  */
 import type { DType } from "../../dtype.ts";
-import { instantiate } from "./prelude.ts";
+import { instantiateAll } from "./prelude.ts";
 
 export const GATHER_DTYPES: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];
 export const SCATTER_DTYPES: readonly DType[] = ["f32", "f64", "i32"];
@@ -49,12 +49,9 @@ __device__ void scatter_add_impl(ll n, int nd, Dims shape, Dims istr, ll ioff, c
 `;
 
 export function indexSource(): string {
-  let s = BODY;
-  for (const dt of GATHER_DTYPES) {
-    s += instantiate("gather", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims xstr, ll xoff, int axis, ll axisLen, const T* x, T* out, int* err", "gather_impl<T>(n, nd, shape, istr, ioff, idx, xstr, xoff, axis, axisLen, x, out, err)", dt);
-  }
-  for (const dt of SCATTER_DTYPES) {
-    s += instantiate("scatter_add", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims ustr, ll uoff, const T* upd, Dims ostr, int axis, ll axisLen, T* out, int* err", "scatter_add_impl<T>(n, nd, shape, istr, ioff, idx, ustr, uoff, upd, ostr, axis, axisLen, out, err)", dt);
-  }
-  return s;
+  return BODY + instantiateAll(GATHER_DTYPES, [
+    ["gather", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims xstr, ll xoff, int axis, ll axisLen, const T* x, T* out, int* err", "gather_impl<T>(n, nd, shape, istr, ioff, idx, xstr, xoff, axis, axisLen, x, out, err)"],
+  ]) + instantiateAll(SCATTER_DTYPES, [
+    ["scatter_add", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims ustr, ll uoff, const T* upd, Dims ostr, int axis, ll axisLen, T* out, int* err", "scatter_add_impl<T>(n, nd, shape, istr, ioff, idx, ustr, uoff, upd, ostr, axis, axisLen, out, err)"],
+  ]);
 }

@@ -61,3 +61,11 @@ export function instantiate(name: string, params: string, call: string, dt: DTyp
   const T = CTYPE[dt];
   return `extern "C" __global__ void ${name}_${SUFFIX[dt]}(${params.replaceAll("T*", `${T}*`)}) { ${call.replaceAll("<T>", `<${T}>`)}; }\n`;
 }
+
+/** [kernel name, parameter list with T, call with <T>] for a family of templated kernels. */
+export type KernelTemplate = readonly [name: string, params: string, call: string];
+
+/** Every template instantiated for every dtype of the family. */
+export function instantiateAll(dtypes: readonly DType[], templates: readonly KernelTemplate[]): string {
+  return dtypes.map((dt) => templates.map(([n, p, c]) => instantiate(n, p, c, dt)).join("")).join("");
+}

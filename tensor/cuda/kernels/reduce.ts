@@ -6,7 +6,7 @@
  * Also argmax/argmin along one axis and cumsum (a block-wide scan per line).
  */
 import type { DType } from "../../dtype.ts";
-import { instantiate } from "./prelude.ts";
+import { instantiateAll } from "./prelude.ts";
 
 export const REDUCE_DTYPES: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];
 
@@ -106,12 +106,10 @@ const RP = "int op, ll nOut, int nk, Dims kshape, Dims kstr, int nr, Dims rshape
 const RA = "op, nOut, nk, kshape, kstr, nr, rshape, rstr, rn, off, x, out";
 
 export function reduceSource(): string {
-  let s = BODY;
-  for (const dt of REDUCE_DTYPES) {
-    s += instantiate("reduce_warp", RP, `reduce_warp<T>(${RA})`, dt);
-    s += instantiate("reduce_thread", RP, `reduce_thread<T>(${RA})`, dt);
-    s += instantiate("arg_reduce", "int isMax, ll nOut, int nk, Dims kshape, Dims kstr, ll n, ll sa, ll off, const T* x, int* out", "arg_reduce<T>(isMax, nOut, nk, kshape, kstr, n, sa, off, x, out)", dt);
-    s += instantiate("cumsum", "ll lines, int nk, Dims kshape, Dims kstr, Dims ostr, ll n, ll sa, ll so, int reverse, ll off, const T* x, T* out", "cumsum_lines<T>(lines, nk, kshape, kstr, ostr, n, sa, so, reverse, off, x, out)", dt);
-  }
-  return s;
+  return BODY + instantiateAll(REDUCE_DTYPES, [
+    ["reduce_warp", RP, `reduce_warp<T>(${RA})`],
+    ["reduce_thread", RP, `reduce_thread<T>(${RA})`],
+    ["arg_reduce", "int isMax, ll nOut, int nk, Dims kshape, Dims kstr, ll n, ll sa, ll off, const T* x, int* out", "arg_reduce<T>(isMax, nOut, nk, kshape, kstr, n, sa, off, x, out)"],
+    ["cumsum", "ll lines, int nk, Dims kshape, Dims kstr, Dims ostr, ll n, ll sa, ll so, int reverse, ll off, const T* x, T* out", "cumsum_lines<T>(lines, nk, kshape, kstr, ostr, n, sa, so, reverse, off, x, out)"],
+  ]);
 }

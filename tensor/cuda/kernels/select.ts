@@ -9,7 +9,7 @@
  * the winners with a larger key: no sort network, any k.
  */
 import type { DType } from "../../dtype.ts";
-import { instantiate } from "./prelude.ts";
+import { instantiateAll } from "./prelude.ts";
 
 export const TOPK_DTYPES: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32"];
 
@@ -144,11 +144,9 @@ extern "C" __global__ void topk_pick(int pass, int vd, int id, int rows, TopkSta
 `;
 
 export function selectSource(): string {
-  let s = BODY;
-  for (const dt of TOPK_DTYPES) {
-    s += instantiate("topk_hist", "int pass, int vd, int id, int rows, ll n, int blocksPerRow, const T* x, const TopkState* state, unsigned* hist", "topk_hist<T>(pass, vd, id, rows, n, blocksPerRow, x, state, hist)", dt);
-    s += instantiate("topk_collect", "int rows, ll n, int k, int blocksPerRow, const T* x, const TopkState* state, int* count, int* sel", "topk_collect<T>(rows, n, k, blocksPerRow, x, state, count, sel)", dt);
-    s += instantiate("topk_rank", "int rows, ll n, int k, const T* x, const int* sel, T* values, int* indices", "topk_rank<T>(rows, n, k, x, sel, values, indices)", dt);
-  }
-  return s;
+  return BODY + instantiateAll(TOPK_DTYPES, [
+    ["topk_hist", "int pass, int vd, int id, int rows, ll n, int blocksPerRow, const T* x, const TopkState* state, unsigned* hist", "topk_hist<T>(pass, vd, id, rows, n, blocksPerRow, x, state, hist)"],
+    ["topk_collect", "int rows, ll n, int k, int blocksPerRow, const T* x, const TopkState* state, int* count, int* sel", "topk_collect<T>(rows, n, k, blocksPerRow, x, state, count, sel)"],
+    ["topk_rank", "int rows, ll n, int k, const T* x, const int* sel, T* values, int* indices", "topk_rank<T>(rows, n, k, x, sel, values, indices)"],
+  ]);
 }

@@ -6,7 +6,7 @@
  * (f64 accumulation, like the CPU backend). f32 and f64; 16-bit floats are widened by the backend.
  */
 import type { DType } from "../../dtype.ts";
-import { instantiate } from "./prelude.ts";
+import { instantiateAll } from "./prelude.ts";
 
 export const SPARSE_DTYPES: readonly DType[] = ["f32", "f64"];
 
@@ -47,10 +47,8 @@ __device__ void sddmm_impl(ll nnz, ll d, ll aRows, ll bRows, const T* a, const T
 `;
 
 export function sparseSource(): string {
-  let s = BODY;
-  for (const dt of SPARSE_DTYPES) {
-    s += instantiate("spmm", "ll nnz, ll d, int transpose, ll srcRows, ll outRows, const int* rows, const int* cols, const T* vals, const T* dense, T* out, int* err", "spmm_impl<T>(nnz, d, transpose, srcRows, outRows, rows, cols, vals, dense, out, err)", dt);
-    s += instantiate("sddmm", "ll nnz, ll d, ll aRows, ll bRows, const T* a, const T* b, const int* rows, const int* cols, T* out, int* err", "sddmm_impl<T>(nnz, d, aRows, bRows, a, b, rows, cols, out, err)", dt);
-  }
-  return s;
+  return BODY + instantiateAll(SPARSE_DTYPES, [
+    ["spmm", "ll nnz, ll d, int transpose, ll srcRows, ll outRows, const int* rows, const int* cols, const T* vals, const T* dense, T* out, int* err", "spmm_impl<T>(nnz, d, transpose, srcRows, outRows, rows, cols, vals, dense, out, err)"],
+    ["sddmm", "ll nnz, ll d, ll aRows, ll bRows, const T* a, const T* b, const int* rows, const int* cols, T* out, int* err", "sddmm_impl<T>(nnz, d, aRows, bRows, a, b, rows, cols, out, err)"],
+  ]);
 }
