@@ -17,7 +17,7 @@ import type { KernelArg } from "../tensor/cuda/params.ts";
 import { mainSource } from "../tensor/cuda/kernels/main.ts";
 import { everySpec, ewKernels, ewKey } from "../tensor/cuda/kernels/elementwise.ts";
 import { PRELUDE } from "../tensor/cuda/kernels/prelude.ts";
-import { join, removeDir, run, skip, tempDir, which, writeText } from "./cuda_tools.ts";
+import { join, removeDir, run, runAsync, skip, tempDir, which, writeText } from "./cuda_tools.ts";
 
 /** Entry name → PTX parameter types (".u64", ".f32", ".b8[64]", …). */
 function ptxEntries(ptx: string): Map<string, string[]> {
@@ -123,7 +123,7 @@ function exercise(): void {
   cuda.fused!.projectOutRows!(x, x);
 }
 
-test("cuda kernels: every source compiles with nvcc, and every launch matches its kernel's parameters", () => {
+test("cuda kernels: every source compiles with nvcc, and every launch matches its kernel's parameters", async () => {
   const nvcc = which("nvcc");
   if (!nvcc) return skip("nvcc compile check", "nvcc not on PATH (install the CUDA toolkit to run it)");
   const version = run(nvcc, ["--version"]).stdout.match(/release ([\d.]+)/)?.[1] ?? "?";
@@ -140,12 +140,11 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
   try {
     writeText(join(dir, "main.cu"), mainSource());
     writeText(join(dir, "ew.cu"), PRELUDE + specs.map((s) => ewKernels(s, prefix.get(ewKey(s))!)).join(""));
-    const ptx: Map<string, string[]>[] = [];
-    for (const f of ["main", "ew"]) {
-      const r = run(nvcc, ["--ptx", "-arch=sm_90", "-o", join(dir, `${f}.ptx`), join(dir, `${f}.cu`)]);
-      assert(r.code === 0, `nvcc ${version} failed on ${f}.cu:\n${r.stderr.slice(0, 4000)}`);
-      ptx.push(ptxEntries(run("cat", [join(dir, `${f}.ptx`)]).stdout));
-    }
+    // The two translation units compile side by side.
+    const files = ["main", "ew"];
+    const results = await Promise.all(files.map((f) => runAsync(nvcc, ["--ptx", "-arch=sm_90", "-o", join(dir, `${f}.ptx`), join(dir, `${f}.cu`)])));
+    results.forEach((r, i) => assert(r.code === 0, `nvcc ${version} failed on ${files[i]}.cu:\n${r.stderr.slice(0, 4000)}`));
+    const ptx = files.map((f) => ptxEntries(run("cat", [join(dir, `${f}.ptx`)]).stdout));
     const [main, ew] = ptx;
     assertEquals(ew.size, specs.length * 3, "three kernels per elementwise spec");
     console.log(`nvcc ${version}: ${main.size} fixed kernels and ${ew.size} elementwise kernels (${specs.length} specs) compiled for sm_90; ${rec.launches.length} launches checked`);

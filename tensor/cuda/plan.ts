@@ -53,7 +53,8 @@ export function planElementwise(shape: readonly number[], out: StridedPart, inpu
   if (c.shape.length > MAX_DIMS) throw new RangeError(`cuda: a view of ${shape.length} dimensions that do not merge exceeds the kernels' limit of ${MAX_DIMS}`);
   const parts = [out, ...inputs].map((v, i) => ({ strides: c.strides[i], offset: v.offset }));
   const flat = c.shape.length <= 1 && parts.every((p) => c.shape.length === 0 || p.strides[0] === 1);
-  const small = n <= I32_LIMIT && parts.every((p) => extent(c.shape, p.strides, p.offset) <= I32_LIMIT);
+  // 32-bit loop counters must not overflow when a thread steps past n by one grid stride.
+  const small = n <= I32_LIMIT - 2 ** 24 && parts.every((p) => extent(c.shape, p.strides, p.offset) <= I32_LIMIT);
   return { kernel: flat ? "ew_flat" : small ? "ew_strided32" : "ew_strided64", n, shape: c.shape, out: parts[0], inputs: parts.slice(1) };
 }
 
