@@ -117,13 +117,12 @@ export function ewSource(s: EwSpec): string {
 }
 
 const ALL: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32", "bool"];
-const NUMERIC: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32"];
 const COMPARE = new Set(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
 
 /** Every elementwise spec the backend can generate (for compile checks and warm-up). */
 export function everySpec(): EwSpec[] {
   const specs: EwSpec[] = [];
-  for (const dt of NUMERIC) {
+  for (const dt of ALL) {
     for (const [op, expr] of Object.entries(UNARY_C)) specs.push({ expr, inputs: [dt], out: op === "not" ? "bool" : dt });
     for (const [op, expr] of Object.entries(BINARY_C)) specs.push({ expr, inputs: [dt, dt], out: COMPARE.has(op) ? "bool" : dt });
   }
