@@ -32,7 +32,7 @@ function filled(shape: number[], seed: number, dtype: t.DType = "f32"): t.Tensor
   return c;
 }
 
-async function timed(fn: () => void, warm: number, reps: number): Promise<number> {
+function timed(fn: () => void, warm: number, reps: number): number {
   for (let i = 0; i < warm; i++) fn();
   t.cudaSynchronize();
   const t0 = performance.now();
@@ -47,7 +47,7 @@ for (const mode of ["f32", "tf32", "bf16"] as const) {
   t.setCudaMatmulPrecision(mode === "tf32" ? "tf32" : "f32");
   const dt = mode === "bf16" ? "bf16" : "f32";
   const a = filled([n, n], 1, dt), b = filled([n, n], 2, dt);
-  const s = await timed(() => t.matmul(a, b).dispose(), 3, 10);
+  const s = timed(() => t.matmul(a, b).dispose(), 3, 10);
   ours[mode] = (2 * n ** 3) / s / 1e12;
   t.dispose([a, b]);
 }
