@@ -11,6 +11,7 @@ import { collapse, planElementwise, planReduce } from "../tensor/cuda/plan.ts";
 import { cachingAllocator, roundSize } from "../tensor/cuda/allocator.ts";
 import { indexDigits } from "../tensor/cuda/kernels/select.ts";
 import { CudaError } from "../tensor/cuda/errors.ts";
+import { colMajorGemm } from "./cuda_emu/gemm.ts";
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
@@ -27,22 +28,6 @@ function offsets(shape: readonly number[], strides: readonly number[], offset: n
     out.push(o);
   }
   return out;
-}
-
-/** cublas<t>gemmStridedBatched semantics on host arrays (column-major, op(X) per trans flag). */
-function colMajorGemm(p: ReturnType<typeof planGemm> & { plan: unknown }, A: Float64Array, B: Float64Array, C: Float64Array): void {
-  const { plan } = p as { plan: import("../tensor/cuda/gemm_plan.ts").GemmPlan };
-  const at = (X: Float64Array, o: { trans: boolean; ld: number; offset: number; batchStride: number }, b: number, i: number, j: number) =>
-    X[o.offset + b * o.batchStride + (o.trans ? j + i * o.ld : i + j * o.ld)];
-  for (let b = 0; b < plan.batch; b++) {
-    for (let i = 0; i < plan.m; i++) {
-      for (let j = 0; j < plan.n; j++) {
-        let s = 0;
-        for (let l = 0; l < plan.k; l++) s += at(B, plan.first, b, i, l) * at(A, plan.second, b, l, j);
-        C[b * plan.strideC + i + j * plan.ldc] = s;
-      }
-    }
-  }
 }
 
 /** A random view of logical shape `shape` inside a larger buffer: permuted storage, broadcast batch, offset. */
@@ -77,7 +62,7 @@ test("cuda gemm plan: the column-major call computes the row-major product of an
           return;
         }
         const C = new Float64Array(prod(batch) * M * N);
-        colMajorGemm(p, A, B, C);
+        colMajorGemm(p.plan, A, B, C);
         const ao = offsets(a.shape, a.strides, a.offset), bo = offsets(b.shape, b.strides, b.offset);
         for (let t = 0; t < prod(batch); t++) {
           for (let i = 0; i < M; i++) {

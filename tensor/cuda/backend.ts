@@ -274,7 +274,8 @@ export const cuda: Backend = {
     return `cuda: ${r.device.name} (sm_${r.device.cc}, ${r.device.sms} SMs), driver API ${v(r.driver.version)}, NVRTC ${r.nvrtc.version.join(".")}, cuBLAS ${r.cublas.version}; matmul ${precisionOverride ?? r.precision}`;
   },
   alloc: (dtype, size) => allocZero(dtype, size),
-  free: (buf) => rt().allocator.free(blk(buf)),
+  // A finalizer may free a buffer after its runtime is gone (a test's emulated one): nothing to do then.
+  free: (buf) => cudaRuntime()?.allocator.free(blk(buf)),
   fromHost(dtype, data) {
     const r = rt(), b = allocRaw(dtype, data.length);
     if (data.length > 0) r.driver.copyHtoD(b.ptr, data, r.stream);

@@ -22,8 +22,10 @@ struct Dims { ll d[MAX_DIMS]; };
 struct f16_t { unsigned short x; };
 struct bf16_t { unsigned short x; };
 
+#ifndef SC_HOST_EMULATION  // the tests' CPU emulation of these kernels brings its own conversions
 __device__ __forceinline__ float h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#endif
 __device__ __forceinline__ float b2f(unsigned short b) { return __uint_as_float(((unsigned)b) << 16); }
 // Round to nearest even; NaN stays a quiet NaN (as tensor/dtype.ts does on the host).
 __device__ __forceinline__ unsigned short f2b(float f) {
