@@ -1,15 +1,17 @@
 // A CPU emulation of the small part of CUDA our kernels use, so tests can run the real kernel
-// sources (and the backend's real launches) on a machine without a GPU. Blocks run one after
-// another; the threads of a block run concurrently as std::threads, so __syncthreads is a block
-// barrier and warp shuffles exchange through per-warp slots between two warp barriers. Atomics
-// are std::atomic_ref. Not fast and not a model of timing: a check of what the kernels compute.
+// sources (and the backend's real launches) on a machine without a GPU. One OS thread: the threads
+// of a block are fibers (ucontext) run in turn; __syncthreads parks a fiber until every live fiber
+// of the block has reached it, and a warp shuffle exchanges values through per-thread slots between
+// two such waits among the warp's fibers. Blocks run one after another. Deterministic, light on a
+// shared machine, and no model of timing or of the memory model: a check of what kernels compute.
 #pragma once
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <thread>
+#include <cstdio>
+#include <cstdlib>
+#include <ucontext.h>
 #include <vector>
 #include <algorithm>
 using namespace std;
@@ -21,26 +23,36 @@ using namespace std;
 #define __shared__ static
 
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
-inline thread_local emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
+inline emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-struct EmuBlock {
-  std::barrier<>* block;
-  std::vector<std::barrier<>*> warps;
+enum EmuState { EMU_RUN, EMU_BLOCK_WAIT, EMU_WARP_WAIT, EMU_DONE };
+struct EmuFiber { ucontext_t ctx; EmuState state; };
+struct EmuSched {
+  ucontext_t main;
+  std::vector<EmuFiber> fibers;
+  std::vector<std::vector<char>> stacks;
   std::vector<long long> slots;  // one 8-byte slot per thread for shuffles
+  unsigned cur = 0;
+  const std::function<void()>* body = nullptr;
 };
-inline thread_local EmuBlock* emu_block = nullptr;
+inline EmuSched emu_s;
 
-inline void __syncthreads() { emu_block->block->arrive_and_wait(); }
+inline void emu_wait(EmuState why) {
+  EmuFiber& f = emu_s.fibers[emu_s.cur];
+  f.state = why;
+  swapcontext(&f.ctx, &emu_s.main);
+}
+inline void __syncthreads() { emu_wait(EMU_BLOCK_WAIT); }
 
 template <class V>
 inline V __shfl_xor_sync(unsigned, V v, int lane_mask) {
   static_assert(sizeof(V) <= 8, "shuffle of at most 8 bytes");
-  unsigned t = threadIdx.x, w = t / 32, base = w * 32, other = base + ((t - base) ^ (unsigned)lane_mask);
-  std::memcpy(&emu_block->slots[t], &v, sizeof(V));
-  emu_block->warps[w]->arrive_and_wait();
+  unsigned t = threadIdx.x, base = t & ~31u, other = base + ((t - base) ^ (unsigned)lane_mask);
+  std::memcpy(&emu_s.slots[t], &v, sizeof(V));
+  emu_wait(EMU_WARP_WAIT);
   V r;
-  std::memcpy(&r, &emu_block->slots[other], sizeof(V));
-  emu_block->warps[w]->arrive_and_wait();
+  std::memcpy(&r, &emu_s.slots[other], sizeof(V));
+  emu_wait(EMU_WARP_WAIT);
   return r;
 }
 
@@ -75,28 +87,68 @@ inline unsigned short f2h(float f) {
   return (unsigned short)(s | (exp << 10) | mant);
 }
 
-// Run a kernel body over the grid: blockDim.x threads, blocks in order.
-inline void emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, const std::function<void()>& body) {
-  std::barrier<> block((std::ptrdiff_t)bx);
-  std::vector<std::barrier<>*> warps;
-  for (unsigned w = 0; w < (bx + 31) / 32; w++) warps.push_back(new std::barrier<>((std::ptrdiff_t)std::min(32u, bx - w * 32)));
-  EmuBlock shared{&block, warps, std::vector<long long>(bx)};
-  std::vector<std::thread> threads;
+inline void emu_entry() {
+  (*emu_s.body)();
+  emu_s.fibers[emu_s.cur].state = EMU_DONE;  // returning resumes uc_link, the scheduler
+}
+
+// Run one block's fibers until all finish, releasing barriers when every live fiber waits at one.
+inline void emu_block(unsigned bx) {
   for (unsigned t = 0; t < bx; t++) {
-    threads.emplace_back([&, t] {
-      emu_block = &shared;
-      threadIdx = {t, 0, 0};
-      blockDim = {bx, 1, 1};
-      gridDim = {gx, gy, gz};
-      for (unsigned z = 0; z < gz; z++)
-        for (unsigned y = 0; y < gy; y++)
-          for (unsigned x = 0; x < gx; x++) {
-            blockIdx = {x, y, z};
-            body();
-            block.arrive_and_wait();  // __shared__ statics are reused by the next block
-          }
-    });
+    EmuFiber& f = emu_s.fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = emu_s.stacks[t].data();
+    f.ctx.uc_stack.ss_size = emu_s.stacks[t].size();
+    f.ctx.uc_link = &emu_s.main;
+    makecontext(&f.ctx, emu_entry, 0);
+    f.state = EMU_RUN;
   }
-  for (auto& th : threads) th.join();
-  for (auto* w : warps) delete w;
+  for (;;) {
+    for (unsigned t = 0; t < bx; t++) {
+      if (emu_s.fibers[t].state != EMU_RUN) continue;
+      emu_s.cur = t;
+      threadIdx = {t, 0, 0};
+      swapcontext(&emu_s.main, &emu_s.fibers[t].ctx);
+    }
+    bool allDone = true, blockWait = true, released = false;
+    for (unsigned t = 0; t < bx; t++) {
+      EmuState st = emu_s.fibers[t].state;
+      if (st != EMU_DONE) allDone = false;
+      if (st == EMU_WARP_WAIT) blockWait = false;
+    }
+    if (allDone) return;
+    if (blockWait) {
+      for (auto& f : emu_s.fibers) if (f.state == EMU_BLOCK_WAIT) f.state = EMU_RUN, released = true;
+    } else {
+      for (unsigned w = 0; w * 32 < bx; w++) {
+        bool all = true, any = false;
+        for (unsigned t = w * 32; t < std::min(bx, w * 32 + 32); t++) {
+          EmuState st = emu_s.fibers[t].state;
+          if (st == EMU_WARP_WAIT) any = true;
+          else if (st != EMU_DONE) all = false;
+        }
+        if (all && any) {
+          for (unsigned t = w * 32; t < std::min(bx, w * 32 + 32); t++) if (emu_s.fibers[t].state == EMU_WARP_WAIT) emu_s.fibers[t].state = EMU_RUN;
+          released = true;
+        }
+      }
+    }
+    if (!released) { fprintf(stderr, "emulator: threads of a block wait at different barriers (deadlock)\n"); abort(); }
+  }
+}
+
+// Run a kernel body over the grid: blockDim.x fibers per block, blocks in order.
+inline void emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, const std::function<void()>& body) {
+  emu_s.fibers.resize(bx);
+  while (emu_s.stacks.size() < bx) emu_s.stacks.emplace_back(64 * 1024);
+  emu_s.slots.assign(bx, 0);
+  emu_s.body = &body;
+  blockDim = {bx, 1, 1};
+  gridDim = {gx, gy, gz};
+  for (unsigned z = 0; z < gz; z++)
+    for (unsigned y = 0; y < gy; y++)
+      for (unsigned x = 0; x < gx; x++) {
+        blockIdx = {x, y, z};
+        emu_block(bx);
+      }
 }

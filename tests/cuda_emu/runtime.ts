@@ -43,7 +43,7 @@ function build(source: string, opt: string): string {
   run("mkdir", ["-p", CACHE]);
   const src = `${lib}.cc`;
   writeText(src, full);
-  const r = run("g++", ["-std=c++20", opt, "-pthread", "-shared", "-fPIC", "-w", "-include", join(HERE, "emu.h"), "-o", `${lib}.tmp`, src]);
+  const r = run("g++", ["-std=c++20", opt, "-shared", "-fPIC", "-w", "-include", join(HERE, "emu.h"), "-o", `${lib}.tmp`, src]);
   if (r.code !== 0) throw new Error(`g++ failed on the emulated kernels:\n${r.stderr.slice(0, 3000)}`);
   run("mv", [`${lib}.tmp`, lib]);
   return lib;
