@@ -3,12 +3,15 @@
  * cpu and cuda backends, evaluated on held-out batches; the metrics must agree within the stated
  * tolerance (runs diverge at the level of float rounding, so statistics are compared, not weights);
  * (2) a 10,000-step training loop on cuda whose device memory stays flat after warm-up.
- * Exit status 1 when a check fails.   deno run -A bench/cuda_train_check.ts   |   bun bench/cuda_train_check.ts
+ * Exit status 1 when a check fails.
+ *   deno run -A bench/cuda_train_check.ts [--steps 400] [--loop 10000]   |   bun bench/cuda_train_check.ts
  */
 import process from "node:process";
 import * as t from "../mod.ts";
 
 const { sae } = t;
+const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const opt = (name: string, d: number) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : d);
 /** |cuda − cpu| ≤ ABS + REL·|cpu| for FVU, MSE, cosine and the fraction of live features. */
 const ABS = 0.01, REL = 0.05;
 
@@ -44,7 +47,7 @@ async function train(backend: string, steps: number, d: number, F: number, B: nu
 }
 
 let failed = false;
-const steps = 400, [d, F, B, k] = [64, 512, 512, 8];
+const steps = opt("--steps", 400), [d, F, B, k] = [64, 512, 512, 8];
 console.log(`TopK SAE d=${d} F=${F} batch=${B} k=${k}, ${steps} steps, cpu vs cuda (${t.backendInfo().backends.cuda})`);
 const cpu = await train("cpu", steps, d, F, B, k);
 const gpu = await train("cuda", steps, d, F, B, k);
@@ -59,7 +62,7 @@ console.log(`  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms 
 // Flat memory over 10,000 steps: no new driver allocations and the same bytes in use after warm-up.
 {
   t.useBackend("cuda");
-  const [d2, F2, B2, k2, total] = [32, 128, 64, 4, 10_000];
+  const [d2, F2, B2, k2, total] = [32, 128, 64, 4, opt("--loop", 10_000)];
   const data = sae.syntheticData(t.synthetic.makeSynthetic({ d: d2, nFeatures: 64 }));
   const cfg = sae.resolveConfig({ arch: "topk", d_in: d2, d_sae: F2, k: k2 });
   const tc = sae.resolveTrainConfig(cfg, { steps: total, batch_size: B2 });
@@ -73,7 +76,7 @@ console.log(`  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms 
   const end = t.cudaMemoryStats()!;
   const flat = end.driverAllocs === after100!.driverAllocs && end.inUse === after100!.inUse && t.memoryStats().liveBuffers === live100;
   failed ||= !flat;
-  console.log(`10,000-step loop on cuda (${((performance.now() - t0) / total).toFixed(2)} ms/step): after step 100 ${after100!.inUse} B in use, ${after100!.driverAllocs} driver allocations, ${live100} live buffers; after step ${total} ${end.inUse} B, ${end.driverAllocs}, ${t.memoryStats().liveBuffers} → ${flat ? "flat" : "NOT FLAT"}`);
+  console.log(`${total}-step loop on cuda (${((performance.now() - t0) / total).toFixed(2)} ms/step): after step 100 ${after100!.inUse} B in use, ${after100!.driverAllocs} driver allocations, ${live100} live buffers; after step ${total} ${end.inUse} B, ${end.driverAllocs}, ${t.memoryStats().liveBuffers} → ${flat ? "flat" : "NOT FLAT"}`);
   t.dispose(sae.stateTensors(state));
 }
 process.exit(failed ? 1 : 0);
