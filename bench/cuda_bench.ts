@@ -4,7 +4,8 @@
  * the library's real trainStep — at d=2304 F=65536 B=4096 k=64 and d=512 F=8192 B=2048 k=32
  * (target ≥ 1.5× PyTorch's dense step), with the floor: our step's dense FLOPs (the encoder
  * matmul, 2·B·d·F) over the f32 matmul rate measured here.
- *   deno run -A --v8-flags=--no-maglev bench/cuda_bench.ts [--n 8192] [--json]   |   bun bench/cuda_bench.ts
+ *   deno run -A --v8-flags=--no-maglev bench/cuda_bench.ts [--n 8192] [--json] [--small]   |   bun bench/cuda_bench.ts
+ * (--small: tiny sizes, to check the script itself, e.g. on the CPU emulation of the kernels)
  */
 import { spawnSync } from "node:child_process";
 import process from "node:process";
@@ -15,8 +16,9 @@ import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const json = argv.includes("--json");
-const n = Number(argv[argv.indexOf("--n") + 1] ?? 8192) || 8192;
-const CONFIGS = [[2304, 65536, 4096, 64], [512, 8192, 2048, 32]] as const;
+const small = argv.includes("--small");
+const n = small ? 128 : Number(argv[argv.indexOf("--n") + 1] ?? 8192) || 8192;
+const CONFIGS: readonly (readonly [number, number, number, number])[] = small ? [[32, 256, 64, 8]] : [[2304, 65536, 4096, 64], [512, 8192, 2048, 32]];
 const runtime = "Deno" in globalThis ? "deno" : "bun";
 t.useBackend("cuda");
 
