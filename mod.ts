@@ -32,3 +32,5 @@ export * as synthetic from "./data/synthetic.ts";
 export * as data from "./data/mod.ts";
 export * as sae from "./sae/mod.ts";
 export * as testing from "./testing/mod.ts";
+export { cudaMemoryStats, cudaReleaseCached, cudaSynchronize, setCudaMatmulPrecision } from "./tensor/cuda/backend.ts";
+export { cudaUnavailableReason } from "./tensor/cuda/runtime.ts";
