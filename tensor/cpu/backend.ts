@@ -199,7 +199,7 @@ export const cpu: Backend = {
         for (let r = 0; r < rows; r++) topkMerged(key, (lo, hi) => line(r, r + 1, lo, hi - lo), n, k, T, out.subarray(r * k, (r + 1) * k), idx.subarray(r * k, (r + 1) * k));
         return;
       }
-      perType(K.topk, key, { lineOffsets: K.lineOffsets })(nx, k, out, idx);
+      perType(K.topk, key, K.TOPK_DEPS)(nx, k, out, idx);
     });
     return [vals, idx];
   },

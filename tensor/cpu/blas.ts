@@ -236,10 +236,27 @@ function makeBlas(path: string, raw: RawLib): Blas {
   };
 }
 
+/**
+ * OpenBLAS's idle threads spin for 2^28 cycles after each call by default, holding the core that
+ * our worker threads need next (top-k right after the encoder matmul ran at half speed, 44 ms
+ * against 23 ms); 2^4 cycles lets them sleep at once. OpenBLAS reads this when it loads, so it is
+ * set before dlopen; a value the user set wins.
+ */
+function quietBlasThreads(): void {
+  if (readEnv("OPENBLAS_THREAD_TIMEOUT") !== undefined) return;
+  try {
+    if (!g.Deno) g.process.env.OPENBLAS_THREAD_TIMEOUT = "4";
+    else if (denoGranted({ name: "env" })) g.Deno.env.set("OPENBLAS_THREAD_TIMEOUT", "4");
+  } catch {
+    // Without env access the library keeps its default.
+  }
+}
+
 function tryLoad(): BlasStatus {
   if (readEnv("SPARSECODER_NO_BLAS") === "1") {
     return { blas: null, reason: "disabled by SPARSECODER_NO_BLAS=1" };
   }
+  quietBlasThreads();
   const open = g.Deno?.dlopen ? openDeno : g.Bun ? openBun : null;
   if (!open) return { blas: null, reason: "no FFI: runtime is neither Deno nor Bun" };
 

@@ -19,16 +19,19 @@ export interface Job {
 // deno-lint-ignore no-explicit-any
 type Fn = (...args: any[]) => void;
 
-const TABLE = {
+// Built on first use: kernels.ts and strided.ts import this module's importers, so at load
+// time their exports may not exist yet.
+const table = () => ({
   adam: [adamLoop, {}],
   unitRows: [unitRowsLoop, {}],
   projectOutRows: [projectOutRowsLoop, {}],
   spmm: [S.spmm, { check: S.check }],
   sddmm: [S.sddmm, { check: S.check }],
-  topk: [K.topk, { lineOffsets: K.lineOffsets }],
-} as const satisfies Record<string, readonly [Fn, Record<string, unknown>]>;
+  topk: [K.topk, K.TOPK_DEPS],
+}) as const satisfies Record<string, readonly [Fn, Record<string, unknown>]>;
+let TABLE: ReturnType<typeof table> | undefined;
 
-export type JobName = keyof typeof TABLE | "strided";
+export type JobName = keyof ReturnType<typeof table> | "strided";
 
 /** Run one job on this thread. */
 export function runJob(job: Job): void {
@@ -37,6 +40,6 @@ export function runJob(job: Job): void {
     (stridedKernel(job.key, expr, arity, acc) as Fn)(...rest);
     return;
   }
-  const [fn, deps] = TABLE[job.fn];
+  const [fn, deps] = (TABLE ??= table())[job.fn];
   perType(fn as Fn, job.key, deps)(...job.args);
 }

@@ -152,6 +152,17 @@ export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: r
   run(`R|${typesOf(out, [x])}|${acc}`, acc, acc, shape, out, outStrides, 0, [x]);
 }
 
+/**
+ * A small operand outside shared memory (a bias vector, an uploaded constant) copied into it, so
+ * a broadcast against it can still be split across threads; large ones are left alone (null).
+ */
+function sharedCopy(a: Arr): Arr | null {
+  if (a.length > 1 << 16) return null;
+  const c = new (a.constructor as new (b: SharedArrayBuffer) => Arr)(new SharedArrayBuffer(a.byteLength));
+  c.set(a as never);
+  return c;
+}
+
 /** Below this many elements a kernel runs on one thread: posting a job costs ~0.1 ms. */
 const PARALLEL_MIN = 1 << 18;
 
@@ -164,6 +175,7 @@ function run(key: string, expr: string, acc: string | undefined, shape: Shape, o
   const T = n >= PARALLEL_MIN ? threads() : 1;
   // Slices along an axis the output does not reduce over write disjoint slots, so they can run
   // at once; the outermost such axis long enough to share out keeps the slices contiguous.
+  if (T > 1) args = args.map((a) => (a.arr.buffer instanceof SharedArrayBuffer ? a : { ...a, arr: sharedCopy(a.arr) ?? a.arr }));
   const axis = T > 1 && allShared(out, ...args.map((a) => a.arr)) ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T) : -1;
   if (axis < 0) return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
   runJobs(ranges(c.shape[axis], T).map(([lo, hi]) => {
