@@ -29,3 +29,5 @@ export * from "./data/safetensors.ts";
 export * from "./data/npy.ts";
 export * as synthetic from "./data/synthetic.ts";
 export * as sae from "./sae/mod.ts";
+export { initWebGPU, selectBackend } from "./tensor/webgpu/mod.ts";
+export type { WebGPUBackend } from "./tensor/webgpu/mod.ts";

@@ -5,9 +5,16 @@ import { readEnv } from "./env.ts";
 
 const backends = new Map<string, Backend>([["cpu", cpu]]);
 let current: Backend | null = null;
+/** Why a known backend cannot be used (yet); shown by useBackend and backendInfo. */
+const unavailable = new Map<string, string>([["webgpu", "not initialised: await initWebGPU() or selectBackend(\"webgpu\") first (finding a device is asynchronous), or set SPARSECODER_BACKEND=webgpu"]]);
+
+export function markUnavailable(name: string, reason: string): void {
+  unavailable.set(name, reason);
+}
 
 export function registerBackend(b: Backend): void {
   backends.set(b.name, b);
+  unavailable.delete(b.name);
 }
 
 export function availableBackends(): string[] {
@@ -17,6 +24,7 @@ export function availableBackends(): string[] {
 /** Select a backend by name for all tensors created from now on. */
 export function useBackend(name: string): Backend {
   const b = backends.get(name);
+  if (!b && unavailable.has(name)) throw new Error(`useBackend: backend "${name}" is unavailable: ${unavailable.get(name)}`);
   if (!b) throw new Error(`useBackend: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
   current = b;
   return b;
@@ -33,6 +41,6 @@ export function getBackend(): Backend {
 export function backendInfo(): { current: string; backends: Record<string, string> } {
   return {
     current: getBackend().name,
-    backends: Object.fromEntries([...backends].map(([n, b]) => [n, b.info()])),
+    backends: Object.fromEntries([...[...backends].map(([n, b]) => [n, b.info()]), ...[...unavailable].map(([n, r]) => [n, `unavailable: ${r}`])]),
   };
 }
