@@ -41,15 +41,17 @@ function unaryExpr(op: UnaryOp, t: Ty): string {
 
 function binaryExpr(op: BinaryOp, t: Ty): string {
   const f = t === "f32";
-  const cmp = (c: string) => `select(0u, 1u, ${c})`;
+  // Compilers may assume floats are never NaN; spell the IEEE answers out with bit tests.
+  const ord = f ? " && !isnan_(a) && !isnan_(b)" : "";
+  const cmp = (c: string) => `select(0u, 1u, ${c}${c.includes("!=") ? "" : ord})`;
   switch (op) {
     case "add": return "a + b";
     case "sub": return "a - b";
     case "mul": return "a * b";
     case "div": return f ? "a / b" : `select(${zero(t)}, a / b, b != ${zero(t)})`;
     case "pow": return "pow_(a, b)";
-    case "max": return f ? "select(select(b, a, a > b), a, isnan_(a))" : "max(a, b)";
-    case "min": return f ? "select(select(b, a, a < b), a, isnan_(a))" : "min(a, b)";
+    case "max": return f ? "select(select(b, a, a > b && !isnan_(b)), a, isnan_(a))" : "max(a, b)";
+    case "min": return f ? "select(select(b, a, a < b && !isnan_(b)), a, isnan_(a))" : "min(a, b)";
     case "floordiv": return f ? "floor(a / b)" : "floordiv_(a, b)";
     case "mod": return f ? "a - b * floor(a / b)" : "mod_(a, b)";
     case "gt": return cmp("a > b");
@@ -57,7 +59,7 @@ function binaryExpr(op: BinaryOp, t: Ty): string {
     case "lt": return cmp("a < b");
     case "le": return cmp("a <= b");
     case "eq": return cmp("a == b");
-    case "ne": return cmp("a != b");
+    case "ne": return f ? "select(0u, 1u, a != b || isnan_(a) || isnan_(b))" : cmp("a != b");
     case "and": return "(a & b)";
     case "or": return "(a | b)";
   }

@@ -31,7 +31,7 @@ function identity(op: ReduceOp, t: string): string {
 function fold(op: ReduceOp, t: string, acc: string, a: string): string {
   if (op === "sum") return `${acc} + ${a}`;
   const cmp = op === "max" ? ">" : "<";
-  return t === "f32" ? `select(${acc}, ${a}, ${a} ${cmp} ${acc} || isnan_(${a}))` : `${op}(${acc}, ${a})`;
+  return t === "f32" ? `select(${acc}, ${a}, (${a} ${cmp} ${acc} && !isnan_(${acc})) || isnan_(${a}))` : `${op}(${acc}, ${a})`;
 }
 
 // meta: [nOut, nKeep, nRed, redSize, offset, keepShape, keepStrides, redShape, redStrides]
