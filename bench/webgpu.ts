@@ -2,7 +2,9 @@
  * The webgpu backend: matmul GFLOP/s (f32, square) and the TopK SAE training step (d=512,
  * F=8192, batch 2048, k=32; the library's real trainStep), each timed to completion by a readback.
  * On a software adapter (Mesa's llvmpipe) only correctness matters; `--quick` keeps it short there.
- *   deno run -A --v8-flags=--no-maglev bench/webgpu.ts [--quick] [--json]
+ * `--memory N` instead runs N steps of a small TopK SAE (d=32, F=128, batch 256) and reports live
+ * buffers and device bytes after the first and the last step (flat = no leak, the pool reuses).
+ *   deno run -A --v8-flags=--no-maglev bench/webgpu.ts [--quick] [--json] [--memory N]
  */
 import process from "node:process";
 import * as t from "../mod.ts";
@@ -21,6 +23,26 @@ if (!r.ok) {
 t.useBackend("webgpu");
 const out = (o: Record<string, unknown>, text: string) => console.log(json ? JSON.stringify(o) : text);
 if (!json) console.log(r.backend.info());
+
+const memIdx = argv.indexOf("--memory");
+if (memIdx >= 0) {
+  const steps = Number(argv[memIdx + 1] ?? 1000);
+  const cfg = resolveConfig({ arch: "topk", d_in: 32, d_sae: 128, k: 4 });
+  const tc = resolveTrainConfig(cfg, { steps, batch_size: 256, geometric_median_init: false, normalize_activations: false });
+  const x = t.random.normal(t.random.key(1), [256, 32]);
+  let state = await initTrainState(t.random.key(0), cfg, tc, []);
+  const samples: number[][] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const { state: next } = await trainStep(state, { x }, cfg, tc);
+    t.disposeReplaced(stateTensors(state), stateTensors(next));
+    state = next;
+    if (i === 0 || i === steps - 1) samples.push([t.memoryStats().liveBuffers, r.backend.gpuMemory().allocatedBytes]);
+  }
+  const s = (performance.now() - t0) / 1000;
+  out({ bench: "memory", steps, first: samples[0], last: samples[1], seconds: s }, `${steps} TopK steps (${(s / steps * 1000).toFixed(1)} ms/step): live buffers ${samples[0][0]} → ${samples[1][0]}, device bytes ${samples[0][1]} → ${samples[1][1]}`);
+  process.exit(0);
+}
 
 for (const n of quick ? [256, 512] : [512, 1024, 2048, 4096]) {
   const a = t.random.normal(t.random.key(1), [n, n]), b = t.random.normal(t.random.key(2), [n, n]);

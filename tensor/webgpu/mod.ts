@@ -6,7 +6,7 @@
  * CI has is slower than the CPU backend.
  */
 import type { Backend } from "../backend.ts";
-import { getBackend, markUnavailable, registerBackend, useBackend } from "../registry.ts";
+import { markUnavailable, registerBackend, useBackend } from "../registry.ts";
 import { readEnv } from "../env.ts";
 import { acquireDevice } from "./device.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./backend.ts";
@@ -44,5 +44,4 @@ export async function selectBackend(name: string): Promise<Backend> {
 const env = readEnv("SPARSECODER_BACKEND");
 if (env === "webgpu" || env === "auto") {
   await selectBackend(env).catch(() => undefined); // getBackend() reports the reason on first use
-  if (env === "auto") getBackend();
 }
