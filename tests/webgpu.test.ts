@@ -58,7 +58,7 @@ if (!r.ok) {
   }, 600_000);
 
   // Rows with ties, NaN and ±0, as the CPU orders them (descending, lower index first on ties).
-  function rowsWithTies(rows: number, n: number): Float32Array {
+  const rowsWithTies = (rows: number, n: number): Float32Array => {
     const a = new Float32Array(rows * n);
     let s = 12345;
     for (let i = 0; i < a.length; i++) {
@@ -68,7 +68,7 @@ if (!r.ok) {
     a[3] = NaN;
     a[5] = -0;
     return a;
-  }
+  };
 
   for (const [rows, n, k] of [[3, 3000, ROW_K_MAX], [5, 700, 33], [2, 5000, 1500], [1, 2048, 2048]] as const) {
     test(`webgpu: topk k=${k} of ${rows}×${n} (${k <= ROW_K_MAX ? "workgroup radix select" : "global bitonic sort"}) equals the cpu's`, async () => {

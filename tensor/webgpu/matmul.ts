@@ -14,6 +14,12 @@ const TILE = 64, BK = 16;
 // meta: [M, N, K, nb, batches, offA, offB, saM, saK, sbK, sbN, batchShape, batchStridesA, batchStridesB]
 function shader(dt: DType, outDtype: DType): string {
   const t = wty(dt);
+  // The 4×4 block is unrolled into scalars: indexed local arrays can end up in memory.
+  const ij = [0, 1, 2, 3].flatMap((i) => [0, 1, 2, 3].map((j) => [i, j]));
+  const decl = ij.map(([i, j]) => `  var c${i}${j} = ${t}(0);`).join("\n");
+  const body = [0, 1, 2, 3].map((i) => `      let a${i} = As[kk * ${TILE}u + ty * 4u + ${i}u];\n      let b${i} = Bs[kk * ${TILE}u + tx * 4u + ${i}u];`).join("\n") + "\n" +
+    ij.map(([i, j]) => `      c${i}${j} = c${i}${j} + a${i} * b${j};`).join("\n");
+  const store = ij.map(([i, j]) => `  if (m0 + ty * 4u + ${i}u < M && n0 + tx * 4u + ${j}u < N) { out0[ob + (m0 + ty * 4u + ${i}u) * N + n0 + tx * 4u + ${j}u] = ${convert(`c${i}${j}`, dt, outDtype)}; }`).join("\n");
   return `${bindings([dt, dt], [outDtype])}
 var<workgroup> As: array<${t}, ${TILE * BK}>;
 var<workgroup> Bs: array<${t}, ${TILE * BK}>;
@@ -40,8 +46,7 @@ fn main(${ENTRY_ARGS}) {
     }
   }
   let tx = lid.x % 16u; let ty = lid.x / 16u;
-  var acc: array<${t}, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = ${t}(0); }
+${decl}
   for (var k0 = 0u; k0 < K; k0 = k0 + ${BK}u) {
     for (var l = 0u; l < 4u; l++) {
       let e = lid.x + l * 256u;
@@ -58,26 +63,12 @@ fn main(${ENTRY_ARGS}) {
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${BK}u; kk++) {
-      var a: array<${t}, 4>;
-      var b: array<${t}, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        a[i] = As[kk * ${TILE}u + ty * 4u + i];
-        b[i] = Bs[kk * ${TILE}u + tx * 4u + i];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = acc[i * 4u + j] + a[i] * b[j]; }
-      }
+${body}
     }
     workgroupBarrier();
   }
   let ob = bi * M * N;
-  for (var i = 0u; i < 4u; i++) {
-    let r = m0 + ty * 4u + i;
-    for (var j = 0u; j < 4u; j++) {
-      let c = n0 + tx * 4u + j;
-      if (r < M && c < N) { out0[ob + r * N + c] = ${convert("acc[i * 4u + j]", dt, outDtype)}; }
-    }
-  }
+${store}
 }`;
 }
 
