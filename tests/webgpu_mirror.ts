@@ -101,11 +101,11 @@ export function createMirror(gpu: WebGPUBackend): Mirror {
       const dtype: DType = method === "topk" && k === 1 ? "i32" : outDtype;
       const g = gouts[k];
       compared++;
-      pending.push(rt.read(g, r.length).then((raw) => {
+      pending.push(gpu.read(g, dtype, r.length).then((raw) => {
         rt.free(g);
-        const got: ArrayLike<number> = dtype === "i32" ? new Int32Array(raw) : dtype === "bool" ? new Uint32Array(raw) : new Float32Array(raw);
-        const want: ArrayLike<number> = dtype === "f16" || dtype === "bf16" ? decode16(dtype, r as Uint16Array) : r;
         const small = dtype === "f16" || dtype === "bf16";
+        const got: ArrayLike<number> = small ? decode16(dtype, raw as Uint16Array) : raw;
+        const want: ArrayLike<number> = small ? decode16(dtype, r as Uint16Array) : r;
         const [rtol, atol] = tier === "exact" ? [small ? 1e-2 : 0, 0] : tier === "ulp" ? [small ? 1e-2 : 2e-6, 1e-30] : tier === "fn" ? [small ? 1e-2 : 1e-5, 1e-6] : [small ? 1e-2 : 1e-5, 2e-6 * bound + 1e-30];
         for (let i = 0; i < want.length; i++) {
           const a = got[i], e = want[i];

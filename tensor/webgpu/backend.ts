@@ -9,7 +9,7 @@ import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
 import { sizeOf } from "../shape.ts";
 import type { DeviceInfo } from "./device.ts";
 import { type GBuf, Runtime } from "./runtime.ts";
-import { wty } from "./wgsl.ts";
+import { elemBytes, setHalfStorage, sty, wty } from "./wgsl.ts";
 import * as E from "./elementwise.ts";
 import * as R from "./reduce.ts";
 import { matmul } from "./matmul.ts";
@@ -26,15 +26,16 @@ export interface WebGPUBackend extends Backend {
   trimPool(): void;
 }
 
-/** Host storage → device words (one 32-bit word per element). */
-function toWords(dtype: DType, data: StorageArray): Float32Array | Int32Array | Uint32Array {
-  wty(dtype); // refuses f64 with the reason
+/** Host storage → device layout (32-bit words; raw f16 words where the device stores f16). */
+function toWords(dtype: DType, data: StorageArray): Float32Array | Int32Array | Uint32Array | Uint16Array {
+  if (sty(dtype) === "f16") return data as Uint16Array;
   if (dtype === "f16" || dtype === "bf16") return decode16(dtype, data as Uint16Array);
   if (dtype === "bool") return Uint32Array.from(data as Uint8Array);
   return data as Float32Array | Int32Array;
 }
 
 function fromWords(dtype: DType, raw: ArrayBuffer, size: number): StorageArray {
+  if (sty(dtype) === "f16") return new Uint16Array(raw, 0, size);
   switch (dtype) {
     case "f32":
       return new Float32Array(raw, 0, size);
@@ -56,6 +57,7 @@ function check(op: string, ...views: (View | null)[]): void {
 }
 
 export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: number } = {}): WebGPUBackend {
+  setHalfStorage(info.f16);
   const rt = new Runtime(info.device, opts.maxPooledBytes);
   // Validation and shader errors arrive asynchronously; make them visible rather than silent zeros.
   info.device.addEventListener?.("uncapturederror", (e: { error: { message: string } }) => console.error(`webgpu error: ${e.error.message}`));
@@ -64,19 +66,22 @@ export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: n
     hostMemory: false,
     runtime: rt,
     device: info,
-    info: () => `webgpu: ${info.description}${info.fallback ? " (software fallback adapter)" : ""} via ${info.via}; shader-f16 ${info.f16 ? "available" : "absent"}; f16/bf16 stored in 32-bit words, computed in f32; no f64`,
+    info: () => `webgpu: ${info.description}${info.fallback ? " (software fallback adapter)" : ""} via ${info.via}; ${info.f16 ? "f16 stored as WGSL f16 (shader-f16)" : "f16 in 32-bit words (no shader-f16)"}, bf16 in 32-bit words, both computed in f32; no f64`,
     gpuMemory: () => ({ allocatedBytes: rt.pool.allocated, pooledBytes: rt.pool.pooled, pipelines: rt.pipelines }),
     trimPool: () => rt.pool.clear(),
 
     alloc(dtype, size) {
       wty(dtype);
-      return rt.zeros(size);
+      return rt.zeros(size, dtype);
     },
     free: (buf) => rt.free(buf as GBuf),
-    fromHost: (dtype, data) => rt.upload(toWords(dtype, data)),
+    fromHost(dtype, data) {
+      wty(dtype); // refuses f64 with the reason
+      return rt.upload(toWords(dtype, data));
+    },
     async read(buf, dtype, size) {
       wty(dtype);
-      return fromWords(dtype, await rt.read(buf as GBuf, size), size);
+      return fromWords(dtype, await rt.read(buf as GBuf, size * elemBytes(dtype)), size);
     },
 
     unary(op, x, outDtype) {
@@ -125,7 +130,7 @@ export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: n
     },
     concat(xs, axis, outShape) {
       check("concat", ...xs);
-      const out = rt.alloc(sizeOf(outShape));
+      const out = rt.alloc(sizeOf(outShape), xs[0].dtype);
       let at = 0;
       for (const x of xs) {
         E.copyInto(rt, x, out, outShape, outShape.map((_, d) => (d === axis ? at : 0)));
@@ -135,7 +140,7 @@ export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: n
     },
     pad(x, widths, outShape) {
       check("pad", x);
-      const out = rt.zeros(sizeOf(outShape));
+      const out = rt.zeros(sizeOf(outShape), x.dtype);
       E.copyInto(rt, x, out, outShape, widths.map((w) => w[0]));
       return out;
     },

@@ -8,7 +8,7 @@ import type { DType } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { coalesce } from "../cpu/strided.ts";
 import { ENTRY_ARGS, type GBuf, GROUP_ID, type Runtime, WG } from "./runtime.ts";
-import { bindings, convert, SPECIAL, wty } from "./wgsl.ts";
+import { bindings, convert, ld, SPECIAL, wty } from "./wgsl.ts";
 
 type Ty = "f32" | "i32" | "u32";
 
@@ -102,7 +102,7 @@ function shader(expr: string, ins: DType[], exprDtype: DType, outDtype: DType): 
   lines.push("    oo = oo + c * prm[3u + ud];");
   ins.forEach((_, k) => lines.push(`    o${k} = o${k} + c * prm[b${k} + 1u + ud];`));
   lines.push("  }");
-  ins.forEach((_, k) => lines.push(`  let ${NAMES[k]} = in${k}[o${k}];`));
+  ins.forEach((d, k) => lines.push(`  let ${NAMES[k]} = ${ld(d, `in${k}[o${k}]`)};`));
   lines.push(`  out0[oo] = ${convert(`(${expr})`, exprDtype, outDtype)};`);
   lines.push("}");
   return lines.join("\n");
@@ -134,7 +134,7 @@ export function mapInto(
 }
 
 function map(rt: Runtime, expr: string, exprDtype: DType, views: readonly View[], outDtype: DType, shape: Shape): GBuf {
-  const out = rt.alloc(sizeOf(shape));
+  const out = rt.alloc(sizeOf(shape), outDtype);
   mapInto(rt, expr, exprDtype, views, outDtype, out, contiguousStrides(shape), 0);
   return out;
 }
@@ -159,9 +159,9 @@ export function cast(rt: Runtime, x: View, dtype: DType): GBuf {
   return map(rt, "a", x.dtype, [x], dtype, x.shape);
 }
 
-/** Copy `x` into the window of contiguous `out` (of `outShape`) that starts at `start`. */
-export function copyInto(rt: Runtime, x: View, out: GBuf, outShape: Shape, start: readonly number[]): void {
+/** Copy `x` into the window of contiguous `out` (of `outShape`, stored as `outDtype`) that starts at `start`. */
+export function copyInto(rt: Runtime, x: View, out: GBuf, outShape: Shape, start: readonly number[], outDtype = x.dtype): void {
   const os = contiguousStrides(outShape);
   const off = start.reduce((s, v, d) => s + v * os[d], 0);
-  mapInto(rt, "a", x.dtype, [x], x.dtype, out, os, off);
+  mapInto(rt, "a", x.dtype, [x], outDtype, out, os, off);
 }

@@ -8,7 +8,7 @@ import type { View } from "../backend.ts";
 import type { DType } from "../dtype.ts";
 import { contiguousStrides, sizeOf } from "../shape.ts";
 import { ENTRY_ARGS, type GBuf, GROUP_ID, type Runtime, WG } from "./runtime.ts";
-import { bindings, convert, wty } from "./wgsl.ts";
+import { bindings, convert, ld, sty, wty } from "./wgsl.ts";
 import { cast, copyInto } from "./elementwise.ts";
 
 /** WGSL statement adding `v` (a value of the storage type) to atomic slot `out0[at]`. */
@@ -50,7 +50,7 @@ const WALK = `
 
 export function gather(rt: Runtime, x: View, idx: View, axis: number): GBuf {
   const n = sizeOf(idx.shape);
-  const out = rt.alloc(n);
+  const out = rt.alloc(n, x.dtype);
   if (n === 0) return out;
   const xs = x.strides.map((s, d) => (d === axis ? 0 : s));
   // o1 walks idx, o2 walks x with the gathered axis held at 0; o0 is unused (contiguous output).
@@ -59,7 +59,7 @@ export function gather(rt: Runtime, x: View, idx: View, axis: number): GBuf {
 @compute @workgroup_size(${WG})
 fn main(${ENTRY_ARGS}) {${WALK}
   let j = in1[o1];
-  var v = ${wty(x.dtype)}(0);
+  var v = ${sty(x.dtype)}(0);
   if (j >= 0 && u32(j) < alen) { v = in0[o2 + u32(j) * prm[5]]; }
   out0[i] = v;
 }`;
@@ -69,8 +69,8 @@ fn main(${ENTRY_ARGS}) {${WALK}
 
 export function scatterAdd(rt: Runtime, base: View, idx: View, upd: View, axis: number): GBuf {
   const outDtype = base.dtype === "f16" || base.dtype === "bf16" ? "f32" : base.dtype;
-  const out = rt.alloc(sizeOf(base.shape));
-  copyInto(rt, { ...base }, out, base.shape, base.shape.map(() => 0));
+  const out = rt.alloc(sizeOf(base.shape), outDtype);
+  copyInto(rt, base, out, base.shape, base.shape.map(() => 0), outDtype);
   const n = sizeOf(idx.shape);
   if (n > 0) {
     const os = contiguousStrides(base.shape);
@@ -81,7 +81,7 @@ fn main(${ENTRY_ARGS}) {${WALK}
   let j = in0[o1];
   if (j < 0 || u32(j) >= alen) { return; }
   let at = o0 + u32(j) * prm[5];
-  let v = in1[o2];
+  let v = ${ld(upd.dtype, "in1[o2]")};
   ${atomicAdd(outDtype, "at", "v")}
 }`;
     rt.dispatch(code, [idx.buf as GBuf, upd.buf as GBuf, out], meta, Math.ceil(n / WG));
@@ -105,9 +105,9 @@ fn main(${ENTRY_ARGS}) {
   let e = t / d; let c = t % d;
   let o = ${dst}[prm[4] + e]; let s = ${src}[prm[5] + e];
   if (o < 0 || u32(o) >= prm[2] || s < 0 || u32(s) >= prm[3]) { return; }
-  let w = in2[prm[6] + e];
+  let w = ${ld(vals.dtype, "in2[prm[6] + e]")};
   if (w == ${wty(vals.dtype)}(0)) { return; }
-  let v = w * in3[prm[7] + u32(s) * d + c];
+  let v = w * ${ld(dense.dtype, "in3[prm[7] + u32(s) * d + c]")};
   let at = u32(o) * d + c;
   ${atomicAdd(acc, "at", "v")}
 }`;
@@ -119,7 +119,7 @@ fn main(${ENTRY_ARGS}) {
 
 export function sddmm(rt: Runtime, a: View, b: View, rows: View, cols: View): GBuf {
   const n = sizeOf(rows.shape), d = a.shape[1];
-  const out = rt.alloc(n);
+  const out = rt.alloc(n, a.dtype);
   if (n === 0) return out;
   const t = wty(a.dtype);
   const code = `${bindings([a.dtype, b.dtype, "i32", "i32"], [a.dtype])}
@@ -132,7 +132,7 @@ fn main(${ENTRY_ARGS}) {
   var s = ${t}(0);
   if (r >= 0 && u32(r) < prm[2] && c >= 0 && u32(c) < prm[3]) {
     let ab = prm[6] + u32(r) * d; let bb = prm[7] + u32(c) * d;
-    for (var j = 0u; j < d; j++) { s = s + in0[ab + j] * in1[bb + j]; }
+    for (var j = 0u; j < d; j++) { s = s + ${ld(a.dtype, "in0[ab + j]")} * ${ld(b.dtype, "in1[bb + j]")}; }
   }
   out0[i] = ${convert("s", a.dtype, a.dtype)};
 }`;

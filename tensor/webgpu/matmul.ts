@@ -7,7 +7,7 @@
 import type { View } from "../backend.ts";
 import type { DType } from "../dtype.ts";
 import { ENTRY_ARGS, type GBuf, GROUP_ID, type Runtime } from "./runtime.ts";
-import { bindings, convert, wty } from "./wgsl.ts";
+import { bindings, convert, ld, wty } from "./wgsl.ts";
 
 const TILE = 64, BK = 16;
 
@@ -53,12 +53,12 @@ ${decl}
       let am = e / ${BK}u; let ak = e % ${BK}u;
       let gm = m0 + am; let gk = k0 + ak;
       var va = ${t}(0);
-      if (gm < M && gk < K) { va = in0[offA + gm * saM + gk * saK]; }
+      if (gm < M && gk < K) { va = ${ld(dt, "in0[offA + gm * saM + gk * saK]")}; }
       As[ak * ${TILE}u + am] = va;
       let bk = e / ${TILE}u; let bn = e % ${TILE}u;
       let hk = k0 + bk; let gn = n0 + bn;
       var vb = ${t}(0);
-      if (hk < K && gn < N) { vb = in1[offB + hk * sbK + gn * sbN]; }
+      if (hk < K && gn < N) { vb = ${ld(dt, "in1[offB + hk * sbK + gn * sbN]")}; }
       Bs[bk * ${TILE}u + bn] = vb;
     }
     workgroupBarrier();
@@ -77,11 +77,11 @@ export function matmul(rt: Runtime, a: View, b: View, outDtype: DType): GBuf {
   const M = a.shape[r - 2], K = a.shape[r - 1], N = b.shape[r - 1];
   const batch = a.shape.slice(0, r - 2);
   const batches = batch.reduce((s, d) => s * d, 1);
-  const out = rt.alloc(batches * M * N);
+  const out = rt.alloc(batches * M * N, outDtype);
   if (batches * M * N === 0) return out;
   if (K === 0) {
     rt.free(out);
-    return rt.zeros(batches * M * N);
+    return rt.zeros(batches * M * N, outDtype);
   }
   const meta = [
     M, N, K, batch.length, batches, a.offset, b.offset,

@@ -7,7 +7,7 @@ import type { ArgReduceOp, ReduceOp, View } from "../backend.ts";
 import type { DType } from "../dtype.ts";
 import { contiguousStrides, sizeOf } from "../shape.ts";
 import { ENTRY_ARGS, type GBuf, GROUP_ID, type Runtime, WG } from "./runtime.ts";
-import { bindings, convert, wty } from "./wgsl.ts";
+import { bindings, convert, ld, wty } from "./wgsl.ts";
 
 /** WGSL that turns `idx` (row-major over meta's shape at `at`, `nd` axes) into an offset `off`. */
 function unravel(idx: string, nd: string, shapeAt: string, stridesAt: string, off: string): string {
@@ -52,7 +52,7 @@ fn main(${ENTRY_ARGS}) {
   for (var j = ${perGroup ? "lid.x" : "0u"}; j < total; j = j + ${perGroup ? `${WG}u` : "1u"}) {
     var off = base;
     ${unravel("j", "nr", RS, RT, "off")}
-    let a = in0[off];
+    let a = ${ld(dt, "in0[off]")};
     acc = ${fold(op, t, "acc", "a")};
   }`;
   if (!perGroup) return `${head}\n  out0[o] = ${convert("acc", dt, outDtype)};\n}`;
@@ -71,7 +71,7 @@ export function reduce(rt: Runtime, op: ReduceOp, x: View, axes: readonly number
   const keep = x.shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const nOut = sizeOf(keep.map((d) => x.shape[d]));
   const total = sizeOf(axes.map((d) => x.shape[d]));
-  const out = rt.alloc(nOut);
+  const out = rt.alloc(nOut, outDtype);
   if (nOut === 0) return out;
   const meta = [
     nOut, keep.length, axes.length, total, x.offset,
@@ -113,17 +113,17 @@ const LINE_HEAD = `
 
 export function argReduce(rt: Runtime, op: ArgReduceOp, x: View, axis: number): GBuf {
   const meta = lineMeta(x, axis);
-  const out = rt.alloc(meta[0]);
+  const out = rt.alloc(meta[0], "i32");
   const t = wty(x.dtype), cmp = op === "argmax" ? ">" : "<";
   const nan = t === "f32" ? "isnan_(v)" : "false";
   const code = `${bindings([x.dtype], ["i32"])}
 @compute @workgroup_size(64)
 fn main(${ENTRY_ARGS}) {${LINE_HEAD}
   var best = 0u;
-  var bv = in0[base];
+  var bv = ${ld(x.dtype, "in0[base]")};
   if (!${nan.replace("v", "bv")}) {
     for (var j = 1u; j < len; j++) {
-      let v = in0[base + j * st];
+      let v = ${ld(x.dtype, "in0[base + j * st]")};
       if (${nan} || v ${cmp} bv) { best = j; bv = v; if (${nan}) { break; } }
     }
   }
@@ -135,7 +135,7 @@ fn main(${ENTRY_ARGS}) {${LINE_HEAD}
 
 export function cumsum(rt: Runtime, x: View, axis: number, reverse: boolean): GBuf {
   const meta = lineMeta(x, axis);
-  const out = rt.alloc(sizeOf(x.shape));
+  const out = rt.alloc(sizeOf(x.shape), x.dtype);
   const t = wty(x.dtype);
   const code = `${bindings([x.dtype], [x.dtype])}
 @compute @workgroup_size(64)
@@ -143,7 +143,7 @@ fn main(${ENTRY_ARGS}) {${LINE_HEAD}
   var acc = ${t}(0);
   for (var s = 0u; s < len; s++) {
     let j = ${reverse ? "len - 1u - s" : "s"};
-    acc = acc + in0[base + j * st];
+    acc = acc + ${ld(x.dtype, "in0[base + j * st]")};
     out0[ob + j * ost] = ${convert("acc", x.dtype, x.dtype)};
   }
 }`;

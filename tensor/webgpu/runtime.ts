@@ -1,23 +1,24 @@
 /**
  * The GPU side of the backend: buffers (pooled), the pipeline cache, dispatch and readback.
- * Every element occupies one 32-bit word on the device (f32, i32, bool as u32, and f16/bf16 as
- * f32 values rounded to the 16-bit type), so every kernel indexes by element.
+ * Elements are 32-bit words (f32, i32, bool as u32, bf16 as f32 values rounded to bf16), except
+ * f16 on devices with `shader-f16` (2 bytes); kernels index by element either way.
  */
+import type { DType } from "../dtype.ts";
 import type { Gpu } from "./device.ts";
+import { elemBytes } from "./wgsl.ts";
 
 // GPUBufferUsage / GPUMapMode bits, spelled out so no runtime globals are needed.
 const MAP_READ = 1, COPY_SRC = 4, COPY_DST = 8, STORAGE = 128;
 
-/** A device buffer of `words` 32-bit elements; `buffer` is null once released. */
+/** A device buffer; `buffer` is null once released. */
 export interface GBuf {
   buffer: Gpu;
-  words: number;
   /** Capacity in bytes (pool bucket). */
   bytes: number;
 }
 
-/** One word per element; never zero-sized (WebGPU rejects empty bindings). */
-const bucket = (words: number) => Math.max(16, Math.ceil((words * 4) / 256) * 256);
+/** Rounded up to 256 bytes; never zero-sized (WebGPU rejects empty bindings). */
+const bucket = (bytes: number) => Math.max(16, Math.ceil(bytes / 256) * 256);
 
 /**
  * Released buffers wait here for the next allocation of the same size. Queue order makes reuse
@@ -67,9 +68,10 @@ export class Runtime {
     this.pool = new Pool(maxPooledBytes);
   }
 
-  alloc(words: number): GBuf {
-    const bytes = bucket(words);
-    return { buffer: this.pool.take(this.device, bytes), words, bytes };
+  /** Room for `n` elements of `dtype` (contents undefined). */
+  alloc(n: number, dtype: DType = "f32"): GBuf {
+    const bytes = bucket(n * elemBytes(dtype));
+    return { buffer: this.pool.take(this.device, bytes), bytes };
   }
 
   free(b: GBuf): void {
@@ -78,41 +80,38 @@ export class Runtime {
     b.buffer = null;
   }
 
-  upload(words: Uint32Array | Int32Array | Float32Array): GBuf {
-    const b = this.alloc(words.length);
-    if (words.length > 0) this.device.queue.writeBuffer(b.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
+  upload(data: Uint32Array | Int32Array | Float32Array | Uint16Array): GBuf {
+    const b = this.alloc(Math.ceil(data.byteLength / 4));
+    // writeBuffer wants a multiple of 4 bytes: an odd count of 16-bit words gets one of padding.
+    const src = data.byteLength % 4 === 0 ? data : (() => {
+      const p = new Uint16Array(data.length + 1);
+      p.set(data as Uint16Array);
+      return p;
+    })();
+    if (src.byteLength > 0) this.device.queue.writeBuffer(b.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
     return b;
   }
 
-  /** Fill with a 32-bit pattern (zeros by clearBuffer). */
-  zeros(words: number): GBuf {
-    const b = this.alloc(words);
+  /** `n` zeroed elements of `dtype`. */
+  zeros(n: number, dtype: DType = "f32"): GBuf {
+    const b = this.alloc(n, dtype);
     const enc = this.device.createCommandEncoder();
     enc.clearBuffer(b.buffer, 0, b.bytes);
     this.device.queue.submit([enc.finish()]);
     return b;
   }
 
-  /** Copy `words` elements of a buffer into a new one. */
-  clone(src: GBuf, words: number): GBuf {
-    const b = this.alloc(words);
-    if (words > 0) {
-      const enc = this.device.createCommandEncoder();
-      enc.copyBufferToBuffer(src.buffer, 0, b.buffer, 0, words * 4);
-      this.device.queue.submit([enc.finish()]);
-    }
-    return b;
-  }
-
-  async read(b: GBuf, words: number): Promise<ArrayBuffer> {
-    if (words === 0) return new ArrayBuffer(0);
+  /** The first `bytes` bytes of a buffer. */
+  async read(b: GBuf, bytes: number): Promise<ArrayBuffer> {
+    if (bytes === 0) return new ArrayBuffer(0);
     if (b.buffer === null) throw new Error("webgpu: read of a released buffer");
-    const staging = this.device.createBuffer({ size: words * 4, usage: MAP_READ | COPY_DST });
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ size, usage: MAP_READ | COPY_DST });
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(b.buffer, 0, staging, 0, words * 4);
+    enc.copyBufferToBuffer(b.buffer, 0, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     await staging.mapAsync(1);
-    const out = staging.getMappedRange().slice(0);
+    const out = staging.getMappedRange().slice(0, bytes);
     staging.unmap();
     staging.destroy();
     return out;

@@ -10,7 +10,7 @@ import type { View } from "../backend.ts";
 import type { DType } from "../dtype.ts";
 import { sizeOf } from "../shape.ts";
 import { ENTRY_ARGS, type GBuf, GROUP_ID, type Runtime, WG } from "./runtime.ts";
-import { bindings, wty } from "./wgsl.ts";
+import { bindings, ld, wty } from "./wgsl.ts";
 
 export const ROW_K_MAX = 1024;
 
@@ -67,7 +67,7 @@ fn main(${ENTRY_ARGS}) {
     atomicStore(&hist[lid.x], 0u);
     workgroupBarrier();
     for (var j = lid.x; j < n; j = j + ${WG}u) {
-      let key = key_(in0[base + j * st]);
+      let key = key_(${ld(dt, "in0[base + j * st]")});
       if ((key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
     }
     workgroupBarrier();
@@ -96,7 +96,7 @@ fn main(${ENTRY_ARGS}) {
   let lo = min(n, lid.x * chunk); let hi = min(n, lo + chunk);
   var eq = 0u;
   for (var j = lo; j < hi; j++) {
-    let key = key_(in0[base + j * st]);
+    let key = key_(${ld(dt, "in0[base + j * st]")});
     if (key > prefix) { let s = atomicAdd(&cnt, 1u); skey[s] = key; sidx[s] = j; }
     if (key == prefix) { eq = eq + 1u; }
   }
@@ -110,7 +110,7 @@ fn main(${ENTRY_ARGS}) {
   var rank = scan[lid.x];
   let above = k - want;
   for (var j = lo; j < hi && rank < want; j++) {
-    let key = key_(in0[base + j * st]);
+    let key = key_(${ld(dt, "in0[base + j * st]")});
     if (key == prefix) { skey[above + rank] = key; sidx[above + rank] = j; rank = rank + 1u; }
   }
   workgroupBarrier();
@@ -147,7 +147,7 @@ fn main(${ENTRY_ARGS}) {
   if (t >= prm[0] * P) { return; }
   let row = t / P; let j = t % P;
   ${ROW_BASE}
-  if (j < n) { out0[t] = key_(in0[base + j * st]); out1[t] = j; } else { out0[t] = 0u; out1[t] = 0xffffffffu; }
+  if (j < n) { out0[t] = key_(${ld(dt, "in0[base + j * st]")}); out1[t] = j; } else { out0[t] = 0u; out1[t] = 0xffffffffu; }
   _ = k;
 }`;
 }
@@ -190,7 +190,7 @@ fn main(${ENTRY_ARGS}) {
 export function topk(rt: Runtime, x: View, k: number): [GBuf, GBuf] {
   const meta = headMeta(x, k);
   const rows = meta[0], n = meta[1];
-  const vals = rt.alloc(rows * k), idx = rt.alloc(rows * k);
+  const vals = rt.alloc(rows * k, x.dtype), idx = rt.alloc(rows * k, "i32");
   if (rows * k === 0) return [vals, idx];
   if (k <= ROW_K_MAX) {
     const k2 = Math.max(2, 2 ** Math.ceil(Math.log2(k)));

@@ -5,11 +5,28 @@
  */
 import type { DType } from "../dtype.ts";
 
-/** The WGSL element type a dtype is stored and computed in on the device. */
+/** The WGSL type a dtype is computed in on the device (16-bit floats compute in f32). */
 export function wty(d: DType): "f32" | "i32" | "u32" {
   if (d === "f64") throw new TypeError("webgpu: f64 is not supported (WGSL has no 64-bit floats); use f32, or the cpu backend for f64");
   return d === "i32" ? "i32" : d === "bool" ? "u32" : "f32";
 }
+
+/** Whether f16 tensors are stored as WGSL f16 (the device has `shader-f16`); one device per process. */
+let half = false;
+export function setHalfStorage(on: boolean): void {
+  half = on;
+}
+
+/** The WGSL type a dtype is stored in: f16 as f16 where the device allows, else one 32-bit word. */
+export function sty(d: DType): "f32" | "i32" | "u32" | "f16" {
+  return d === "f16" && half ? "f16" : wty(d);
+}
+
+/** Bytes per element on the device. */
+export const elemBytes = (d: DType): number => (sty(d) === "f16" ? 2 : 4);
+
+/** A loaded element `e` of dtype `d` as its computed type. */
+export const ld = (d: DType, e: string): string => (sty(d) === "f16" ? `f32(${e})` : e);
 
 /** Expression converting a value `v` of computed type `from` into storable `to` (rounded). */
 export function convert(v: string, from: DType, to: DType): string {
@@ -18,7 +35,8 @@ export function convert(v: string, from: DType, to: DType): string {
   if (tt === "i32") return ft === "f32" ? `select(i32(${v}), 0, isnan_(${v}))` : `i32(${v})`;
   // to a float
   const f = ft === "f32" ? v : `f32(${v})`;
-  return to === "f16" ? `rf16(${f})` : to === "bf16" ? `rbf16(${f})` : f;
+  // rf16 rounds to nearest even first, so the conversion to WGSL f16 is exact.
+  return to === "f16" ? (sty(to) === "f16" ? `f16(rf16(${f}))` : `rf16(${f})`) : to === "bf16" ? `rbf16(${f})` : f;
 }
 
 /** Rounds an f32 result to f16 or bf16 (nearest even), as the CPU backend stores them. */
@@ -113,9 +131,10 @@ fn pow_(a: f32, b: f32) -> f32 {
 /** Declarations of storage bindings: inputs read-only, then the outputs, then `prm` (u32 parameters). */
 export function bindings(inputs: DType[], outputs: DType[], atomicOut = false): string {
   const lines: string[] = [];
-  inputs.forEach((d, i) => lines.push(`@group(0) @binding(${i}) var<storage, read> in${i}: array<${wty(d)}>;`));
+  if ([...inputs, ...outputs].some((d) => sty(d) === "f16")) lines.push("enable f16;");
+  inputs.forEach((d, i) => lines.push(`@group(0) @binding(${i}) var<storage, read> in${i}: array<${sty(d)}>;`));
   outputs.forEach((d, i) => {
-    const ty = atomicOut ? `atomic<${d === "i32" ? "i32" : "u32"}>` : wty(d);
+    const ty = atomicOut ? `atomic<${d === "i32" ? "i32" : "u32"}>` : sty(d);
     lines.push(`@group(0) @binding(${inputs.length + i}) var<storage, read_write> out${i}: array<${ty}>;`);
   });
   lines.push(`@group(0) @binding(${inputs.length + outputs.length}) var<storage, read> prm: array<u32>;`);
