@@ -134,25 +134,33 @@ export class Runtime {
   /**
    * Run `code` over `groups` workgroups (spread over a 2-D grid when above the per-dimension
    * limit; shaders recover the linear id with `groupId`). Bindings are `bufs` in order, then
-   * `meta` (u32 parameters) as the last binding.
+   * `prm` (u32 parameters) as the last binding.
    */
   dispatch(code: string, bufs: GBuf[], meta: ArrayLike<number>, groups: number): void {
-    if (groups <= 0) return;
-    const pipe = this.pipeline(code);
-    const m = new Uint32Array(Math.max(meta.length, 1));
-    for (let i = 0; i < meta.length; i++) m[i] = meta[i] >>> 0;
-    const mb = this.upload(m);
-    const entries = [...bufs, mb].map((b, i) => ({ binding: i, resource: { buffer: b.buffer } }));
-    const bind = this.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+    this.dispatchAll([{ code, bufs, meta, groups }]);
+  }
+
+  /** Several dispatches in one compute pass and one submission, in order (each sees the last's writes). */
+  dispatchAll(jobs: { code: string; bufs: GBuf[]; meta: ArrayLike<number>; groups: number }[]): void {
     const enc = this.device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    pass.setPipeline(pipe);
-    pass.setBindGroup(0, bind);
-    const y = Math.ceil(groups / MAX_GROUPS);
-    pass.dispatchWorkgroups(Math.ceil(groups / y), y);
+    const metas: GBuf[] = [];
+    for (const { code, bufs, meta, groups } of jobs) {
+      if (groups <= 0) continue;
+      const pipe = this.pipeline(code);
+      const m = new Uint32Array(Math.max(meta.length, 1));
+      for (let i = 0; i < meta.length; i++) m[i] = meta[i] >>> 0;
+      const mb = this.upload(m);
+      metas.push(mb);
+      const entries = [...bufs, mb].map((b, i) => ({ binding: i, resource: { buffer: b.buffer } }));
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, this.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries }));
+      const y = Math.ceil(groups / MAX_GROUPS);
+      pass.dispatchWorkgroups(Math.ceil(groups / y), y);
+    }
     pass.end();
     this.device.queue.submit([enc.finish()]);
-    this.free(mb);
+    for (const mb of metas) this.free(mb);
   }
 }
 

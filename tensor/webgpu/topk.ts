@@ -200,11 +200,11 @@ export function topk(rt: Runtime, x: View, k: number): [GBuf, GBuf] {
   const P = 2 ** Math.ceil(Math.log2(n));
   const keys = rt.alloc(rows * P), ids = rt.alloc(rows * P);
   rt.dispatch(initShader(x.dtype), [x.buf as GBuf, keys, ids], [...meta, P], Math.ceil((rows * P) / WG));
+  const steps = [];
   for (let size = 2; size <= P; size *= 2) {
-    for (let stride = size / 2; stride > 0; stride /= 2) {
-      rt.dispatch(STEP, [keys, ids], [rows, P, size, stride], Math.ceil((rows * P) / 2 / WG));
-    }
+    for (let stride = size / 2; stride > 0; stride /= 2) steps.push({ code: STEP, bufs: [keys, ids], meta: [rows, P, size, stride], groups: Math.ceil((rows * P) / 2 / WG) });
   }
+  rt.dispatchAll(steps);
   rt.dispatch(writeShader(x.dtype), [x.buf as GBuf, ids, vals, idx], [...meta, P], Math.ceil((rows * k) / WG));
   rt.free(keys);
   rt.free(ids);
