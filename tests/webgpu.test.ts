@@ -120,6 +120,11 @@ if (!r.ok) {
     });
   });
 
+  test("webgpu: the device reported no validation or shader errors in this file", async () => {
+    await on("webgpu", async () => void (await t.sum(t.ones([4])).data())); // let pending reports arrive
+    assertEquals(gpu.errors, []);
+  });
+
   test("webgpu: selection by name, auto, and backendInfo", async () => {
     assertEquals((await t.selectBackend("auto")).name, "webgpu");
     t.useBackend("cpu");

@@ -128,7 +128,8 @@ export function createMirror(gpu: WebGPUBackend): Mirror {
     async settle() {
       await Promise.all(pending);
       pending = [];
-      const f = failures;
+      // Errors are reported asynchronously; a readback above has let them arrive.
+      const f = [...failures, ...gpu.errors.splice(0).map((e) => `webgpu device error: ${e}`)];
       failures = [];
       return f;
     },

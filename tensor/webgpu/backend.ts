@@ -24,6 +24,8 @@ export interface WebGPUBackend extends Backend {
   gpuMemory(): { allocatedBytes: number; pooledBytes: number; pipelines: number };
   /** Destroy the pooled (released) buffers. */
   trimPool(): void;
+  /** Validation/shader errors the device reported so far (also printed); tests assert none. */
+  readonly errors: string[];
 }
 
 /** Host storage → device layout (32-bit words; raw f16 words where the device stores f16). */
@@ -60,15 +62,23 @@ export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: n
   setHalfStorage(info.f16);
   const rt = new Runtime(info.device, opts.maxPooledBytes);
   // Validation and shader errors arrive asynchronously; make them visible rather than silent zeros.
-  info.device.addEventListener?.("uncapturederror", (e: { error: { message: string } }) => console.error(`webgpu error: ${e.error.message}`));
+  const errors: string[] = [];
+  info.device.addEventListener?.("uncapturederror", (e: { error: { message: string } }) => {
+    errors.push(e.error.message);
+    console.error(`webgpu error: ${e.error.message}`);
+  });
   return {
     name: "webgpu",
     hostMemory: false,
     runtime: rt,
     device: info,
+    errors,
     info: () => `webgpu: ${info.description}${info.fallback ? " (software fallback adapter)" : ""} via ${info.via}; ${info.f16 ? "f16 stored as WGSL f16 (shader-f16)" : "f16 in 32-bit words (no shader-f16)"}, bf16 in 32-bit words, both computed in f32; no f64`,
     gpuMemory: () => ({ allocatedBytes: rt.pool.allocated, pooledBytes: rt.pool.pooled, pipelines: rt.pipelines }),
-    trimPool: () => rt.pool.clear(),
+    trimPool: () => {
+      rt.flush();
+      rt.pool.clear();
+    },
 
     alloc(dtype, size) {
       wty(dtype);
