@@ -1,8 +1,9 @@
 /**
  * The webgpu backend: the backend contract over a WebGPU device. Kernels are generated WGSL
  * (elementwise.ts, reduce.ts, matmul.ts, indexing.ts, topk.ts, fused.ts), compiled once per
- * source text and cached; every call submits its work at once and returns its output buffer,
- * so the only waiting is in `read`. f64 is refused with a clear error: WGSL has no f64.
+ * source text and cached; every call records its work (runtime.ts submits it in batches) and
+ * returns its output buffer at once, so the only waiting is in `read`. f64 is refused with a
+ * clear error: WGSL has no f64.
  */
 import type { Backend, View } from "../backend.ts";
 import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
