@@ -78,7 +78,11 @@ export function reduce(rt: Runtime, op: ReduceOp, x: View, axes: readonly number
     ...keep.map((d) => x.shape[d]), ...keep.map((d) => x.strides[d]),
     ...axes.map((d) => x.shape[d]), ...axes.map((d) => x.strides[d]),
   ];
-  const perGroup = total > 64;
+  // A workgroup per output for long reductions, unless there are many outputs and the reduced
+  // axis is not the contiguous one (a column sum): there one invocation per output reads
+  // neighbouring addresses across invocations.
+  const innerReduced = x.strides[axes[axes.length - 1]] === 1;
+  const perGroup = total > 64 && (nOut < 4096 || innerReduced);
   rt.dispatch(reduceShader(op, x.dtype, outDtype, perGroup), [x.buf as GBuf, out], meta, perGroup ? nOut : Math.ceil(nOut / 64));
   return out;
 }
