@@ -3,6 +3,8 @@
  * package (Dawn). Acquisition is asynchronous, so it happens once, before the backend is used;
  * every failure is turned into a one-line reason that `backendInfo()` and errors can show.
  */
+import { readEnv } from "../env.ts";
+
 // WebGPU objects are typed loosely: the runtimes ship different (or no) WebGPU declarations.
 // deno-lint-ignore no-explicit-any
 export type Gpu = any;
@@ -15,21 +17,58 @@ export interface DeviceInfo {
   fallback: boolean;
   /** Whether the device was created with `shader-f16`. */
   f16: boolean;
-  /** Which implementation: "deno" (wgpu) or "dawn" (the webgpu npm package). */
+  /** Which implementation: "deno" (wgpu) or "dawn…" (the webgpu npm package). */
   via: string;
 }
 
 export type Acquired = { ok: true; info: DeviceInfo } | { ok: false; reason: string };
 
-async function gpuEntry(): Promise<{ gpu: Gpu; via: string } | { reason: string }> {
+interface Entry {
+  gpu: Gpu;
+  via: string;
+  options?: Record<string, unknown>;
+}
+
+/**
+ * Mesa's EGL picks its platform from EGL_PLATFORM when the display opens; without a window
+ * system only "surfaceless" works. Bun's process.env does not reach the C environment, so the
+ * variable is set through libc, before Dawn starts.
+ */
+async function surfacelessEgl(): Promise<void> {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  if (!env || env.EGL_PLATFORM || env.WAYLAND_DISPLAY || env.DISPLAY) return;
+  try {
+    const ffi = await import("bun" + ":ffi");
+    const libc = ffi.dlopen("libc.so.6", { setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" } });
+    const cstr = (s: string) => ffi.ptr(new TextEncoder().encode(s + "\0"));
+    libc.symbols.setenv(cstr("EGL_PLATFORM"), cstr("surfaceless"), 0);
+    env.EGL_PLATFORM = "surfaceless";
+  } catch {
+    // not Bun, or no libc.so.6: Dawn's OpenGL ES adapter is then found only if EGL already works
+  }
+}
+
+/**
+ * Deno's built-in `navigator.gpu`; else the `webgpu` npm package (Dawn): its default (Vulkan,
+ * Metal, D3D12) adapter, then its OpenGL ES adapter in compatibility mode, which is how Dawn
+ * runs on Mesa's software renderer (it rejects Mesa's software Vulkan).
+ */
+async function gpuEntries(): Promise<Entry[] | { reason: string }> {
   const nav = (globalThis as { navigator?: { gpu?: Gpu } }).navigator;
-  if (nav?.gpu) return { gpu: nav.gpu, via: "deno" };
+  if (nav?.gpu) return [{ gpu: nav.gpu, via: "deno" }];
   try {
     // A computed specifier: Deno must not try to resolve the Node addon.
     const mod = await import("web" + "gpu");
     const create = mod.create ?? mod.default?.create;
     if (typeof create !== "function") return { reason: "the webgpu package has no create()" };
-    return { gpu: create([]), via: "dawn" };
+    const entries: Entry[] = [{ gpu: create([]), via: "dawn" }];
+    // Opt-in: on Mesa (llvmpipe) this adapter computes correctly, but Bun aborts ("Owner died")
+    // once its garbage collector frees Dawn's OpenGL objects, so it is no default.
+    if (readEnv("SPARSECODER_DAWN_GL") === "1") {
+      await surfacelessEgl();
+      entries.push({ gpu: create(["backend=opengles"]), via: "dawn (OpenGL ES, compatibility mode)", options: { featureLevel: "compatibility" } });
+    }
+    return entries;
   } catch (e) {
     return { reason: `no navigator.gpu and the webgpu package did not load (${(e as Error).message.split("\n")[0]})` };
   }
@@ -39,19 +78,23 @@ async function gpuEntry(): Promise<{ gpu: Gpu; via: string } | { reason: string 
 const LIMITS = ["maxStorageBufferBindingSize", "maxBufferSize", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupStorageSize", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX"];
 
 export async function acquireDevice(): Promise<Acquired> {
-  const entry = await gpuEntry();
-  if ("reason" in entry) return { ok: false, reason: entry.reason };
-  let adapter: Gpu;
-  try {
-    adapter = await entry.gpu.requestAdapter();
-  } catch (e) {
-    return { ok: false, reason: `requestAdapter failed: ${(e as Error).message}` };
+  const entries = await gpuEntries();
+  if ("reason" in entries) return { ok: false, reason: entries.reason };
+  let adapter: Gpu = null, entry = entries[0];
+  for (const e of entries) {
+    try {
+      adapter = await e.gpu.requestAdapter(e.options);
+    } catch (err) {
+      return { ok: false, reason: `requestAdapter failed: ${(err as Error).message}` };
+    }
+    entry = e;
+    if (adapter) break;
   }
   if (!adapter) {
-    const hint = entry.via === "dawn"
-      ? "Dawn found no adapter it accepts (it rejects Mesa's software Vulkan, which lacks shaderUniformArrayDynamicIndexing)"
+    const hint = entry.via.startsWith("dawn")
+      ? "Dawn found no adapter it accepts (it rejects Mesa's software Vulkan, which lacks shaderUniformArrayDynamicIndexing; its OpenGL ES adapter, SPARSECODER_DAWN_GL=1, works on Mesa but Bun aborts when its GC frees Dawn's OpenGL objects)"
       : "no WebGPU adapter (install a Vulkan driver, e.g. apt-get install mesa-vulkan-drivers)";
-    return { ok: false, reason: `${entry.via}: ${hint}` };
+    return { ok: false, reason: `${entry.via.split(" ")[0]}: ${hint}` };
   }
   const f16 = adapter.features.has("shader-f16");
   const requiredLimits: Record<string, number> = {};

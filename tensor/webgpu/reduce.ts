@@ -23,7 +23,7 @@ function unravel(idx: string, nd: string, shapeAt: string, stridesAt: string, of
 
 function identity(op: ReduceOp, t: string): string {
   if (op === "sum") return `${t}(0)`;
-  if (t === "f32") return op === "max" ? "bitcast<f32>(0xff800000u)" : "bitcast<f32>(0x7f800000u)";
+  if (t === "f32") return op === "max" ? "-inf_()" : "inf_()";
   if (t === "i32") return op === "max" ? "i32(-2147483647 - 1)" : "2147483647";
   return op === "max" ? "0u" : "0xffffffffu";
 }

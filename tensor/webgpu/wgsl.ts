@@ -41,6 +41,11 @@ export function convert(v: string, from: DType, to: DType): string {
 
 /** Rounds an f32 result to f16 or bf16 (nearest even), as the CPU backend stores them. */
 export const ROUND16 = /* wgsl */ `
+// NaN and infinity from private variables: Tint rejects constant expressions that evaluate to them.
+var<private> BITS_NAN: u32 = 0x7fc00000u;
+var<private> BITS_INF: u32 = 0x7f800000u;
+fn nan_() -> f32 { return bitcast<f32>(BITS_NAN); }
+fn inf_() -> f32 { return bitcast<f32>(BITS_INF); }
 fn isnan_(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn rbf16(x: f32) -> f32 {
   let b = bitcast<u32>(x);
@@ -113,16 +118,16 @@ fn tanh_(x: f32) -> f32 {
 fn isint_(b: f32) -> bool { return floor(b) == b && abs(b) < 3.4e38; }
 fn pow_(a: f32, b: f32) -> f32 {
   if (b == 0.0) { return 1.0; }
-  if (isnan_(a) || isnan_(b)) { return bitcast<f32>(0x7fc00000u); }
+  if (isnan_(a) || isnan_(b)) { return nan_(); }
   if (a == 0.0) {
     let odd = isint_(b) && abs(b) < 16777216.0 && (i32(b) & 1) == 1;
     if (b > 0.0) { return select(0.0, a, odd); }
-    let inf = bitcast<f32>(0x7f800000u);
+    let inf = inf_();
     return select(inf, select(inf, -inf, bitcast<u32>(a) == 0x80000000u), odd);
   }
   let r = exp2(b * log2(abs(a)));
   if (a > 0.0) { return r; }
-  if (!isint_(b)) { return bitcast<f32>(0x7fc00000u); }
+  if (!isint_(b)) { return nan_(); }
   let odd = abs(b) < 16777216.0 && (i32(b) & 1) == 1;
   return select(r, -r, odd);
 }
