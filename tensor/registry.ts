@@ -21,13 +21,18 @@ export function availableBackends(): string[] {
   return [...backends.keys()];
 }
 
+/** A registered backend by name (without selecting it); the reason when it cannot be used. */
+export function findBackend(name: string, where = "useBackend"): Backend {
+  const b = backends.get(name);
+  if (!b && unavailable.has(name)) throw new Error(`${where}: backend "${name}" is unavailable: ${unavailable.get(name)}`);
+  if (!b) throw new Error(`${where}: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
+  return b;
+}
+
 /** Select a backend by name for all tensors created from now on. */
 export function useBackend(name: string): Backend {
-  const b = backends.get(name);
-  if (!b && unavailable.has(name)) throw new Error(`useBackend: backend "${name}" is unavailable: ${unavailable.get(name)}`);
-  if (!b) throw new Error(`useBackend: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
-  current = b;
-  return b;
+  current = findBackend(name);
+  return current;
 }
 
 /** The explicit choice, else $SPARSECODER_BACKEND, else cpu. */

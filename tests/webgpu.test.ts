@@ -120,6 +120,23 @@ if (!r.ok) {
     });
   });
 
+  test("webgpu: toBackend moves every dtype to webgpu and back unchanged; f64 is refused there", async () => {
+    const cases: [t.DType, number[]][] = [["f32", [1.5, -0, NaN, Infinity]], ["i32", [7, -3, 2147483647, 0]], ["bool", [1, 0, 1, 1]], ["f16", [0.5, -65504, 6e-8, 3.140625]], ["bf16", [1, -2.5, 1e30, 0]]];
+    for (const [dtype, vals] of cases) {
+      const x = t.tensor(vals, { dtype });
+      const g = await t.toBackend(x, "webgpu");
+      assertEquals(g.backend.name, "webgpu");
+      const back = await t.toBackend(dtype === "bool" ? t.logicalNot(t.logicalNot(g)) : t.neg(t.neg(g)), "cpu");
+      assertClose(back.dataSync(), x.dataSync(), { rtol: 0, atol: 0, msg: dtype });
+      assertEquals(back.dtype, dtype);
+    }
+    const x = t.tensor([1], { dtype: "f64" });
+    let err = "";
+    await t.toBackend(x, "webgpu").catch((e) => (err = e.message));
+    assert(err.includes("f64"), err);
+    assert(await t.toBackend(x, "cpu") === x, "same backend: the tensor itself");
+  });
+
   test("webgpu: the device reported no validation or shader errors in this file", async () => {
     await on("webgpu", async () => void (await t.sum(t.ones([4])).data())); // let pending reports arrive
     assertEquals(gpu.errors, []);
