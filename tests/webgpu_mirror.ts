@@ -57,6 +57,22 @@ function accBound(method: string, views: View[]): number {
   }
 }
 
+/** The dtype of a kernel's (first) output, from its arguments as the contract defines them. */
+function outputDtype(method: string, args: unknown[]): DType {
+  const v = (i: number) => args[i] as View;
+  switch (method) {
+    case "unary": case "binary": return args[2 + (method === "binary" ? 1 : 0)] as DType;
+    case "where": return args[3] as DType;
+    case "cast": return args[1] as DType;
+    case "reduce": return args[3] as DType;
+    case "matmul": return args[2] as DType;
+    case "argReduce": return "i32";
+    case "concat": return (args[0] as View[])[0].dtype;
+    case "spmm": return v(3).dtype;
+    default: return v(0).dtype; // gather, scatterAdd, topk values, cumsum, pad, sddmm, fused
+  }
+}
+
 export interface Mirror extends Backend {
   /** Wait for every pending comparison; the mismatches since the last call (empty when all agree). */
   settle(): Promise<string[]>;
@@ -64,7 +80,7 @@ export interface Mirror extends Backend {
   readonly compared: number;
 }
 
-export function createMirror(gpu: WebGPUBackend): Mirror {
+export function createMirror(gpu: WebGPUBackend, name = "webgpu-mirror"): Mirror {
   const rt = gpu.runtime;
   let pending: Promise<void>[] = [];
   let failures: string[] = [];
@@ -90,8 +106,7 @@ export function createMirror(gpu: WebGPUBackend): Mirror {
     const gargs = narrowed.map((a) => (isView(a) ? up(a) : Array.isArray(a) && a.length > 0 && a.every(isView) ? a.map(up) : a));
     const gout = gpuFn(...gargs);
     for (const u of uploads) rt.free(u);
-    const outDtype = (narrowed.find((a) => typeof a === "string" && ["f32", "f16", "bf16", "i32", "bool"].includes(a)) as DType | undefined) ??
-      (method === "argReduce" ? "i32" : (narrowed.flatMap((a) => (isView(a) ? [a] : Array.isArray(a) && a.every(isView) ? a : [])) as View[])[method === "scatterAdd" || method === "spmm" ? (method === "spmm" ? 3 : 0) : 0].dtype);
+    const outDtype = outputDtype(method, narrowed);
     const refs = (Array.isArray(ref) ? ref : [ref]) as StorageArray[];
     const gouts = (Array.isArray(gout) ? gout : [gout]) as GBuf[];
     const tier = tierOf(method, args);
@@ -122,7 +137,7 @@ export function createMirror(gpu: WebGPUBackend): Mirror {
   const kernels = ["unary", "binary", "where", "cast", "reduce", "argReduce", "matmul", "gather", "scatterAdd", "topk", "cumsum", "concat", "pad", "spmm", "sddmm"];
   const b: Record<string, unknown> = {
     ...cpu,
-    name: "webgpu-mirror",
+    name,
     info: () => `webgpu-mirror: cpu results, every kernel compared with ${gpu.info()}`,
     fused: Object.fromEntries(["adam", "unitRows", "projectOutRows"].map((m) => [m, (...a: unknown[]) => run(m, a)])),
     async settle() {

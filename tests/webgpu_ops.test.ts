@@ -32,6 +32,19 @@ if (!r.ok) {
   }]);
   for (const f of FILES) await import(f);
   wrapTests(null);
+  test("webgpu op suite: the comparison catches a wrong kernel", async () => {
+    // exp computed as sin on the GPU side only: the mirror must name the op and the element.
+    const broken = { ...r.backend, unary: (op: string, x: unknown, d: string) => (r.backend.unary as (...a: unknown[]) => unknown)(op === "exp" ? "sin" : op, x, d) };
+    registerBackend(createMirror(broken as typeof r.backend, "webgpu-broken") as t.Backend);
+    t.useBackend("webgpu-broken");
+    try {
+      t.exp(t.tensor([0.5, 1, 2]));
+    } finally {
+      t.useBackend("cpu");
+    }
+    const bad = await (t.findBackend("webgpu-broken") as ReturnType<typeof createMirror>).settle();
+    if (!(bad.length === 1 && bad[0].includes("unary exp") && bad[0].includes("element 0"))) throw new AssertionError(`expected one mismatch, got ${JSON.stringify(bad)}`);
+  });
   test("webgpu op suite: kernels were compared", () => {
     if (kernels < 1000) throw new AssertionError(`only ${kernels} kernels were compared`);
     console.log(`${kernels} webgpu kernel runs compared with the cpu`);
