@@ -125,7 +125,10 @@ fn pow_(a: f32, b: f32) -> f32 {
     let inf = inf_();
     return select(inf, select(inf, -inf, bitcast<u32>(a) == 0x80000000u), odd);
   }
-  let r = exp2(b * log2(abs(a)));
+  // log2 of a subnormal from its integer mantissa: llvmpipe's log2 stops near -127 there.
+  let ab = bitcast<u32>(a) & 0x7fffffffu;
+  let la = select(log2(abs(a)), log2(f32(ab)) - 149.0, ab < 0x00800000u);
+  let r = exp2(b * la);
   if (a > 0.0) { return r; }
   if (!isint_(b)) { return nan_(); }
   let odd = abs(b) < 16777216.0 && (i32(b) & 1) == 1;
