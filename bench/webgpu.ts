@@ -38,6 +38,10 @@ if (memIdx >= 0) {
     t.disposeReplaced(stateTensors(state), stateTensors(next));
     state = next;
     if (i === 0 || i === steps - 1) samples.push([t.memoryStats().liveBuffers, r.backend.gpuMemory().allocatedBytes]);
+    // Progress lines, so a long run cut short still shows the trend.
+    if (!json && (i + 1) % Math.max(1, Math.floor(steps / 10)) === 0) {
+      console.log(`  step ${i + 1}: live buffers ${t.memoryStats().liveBuffers}, device bytes ${r.backend.gpuMemory().allocatedBytes}, ${((performance.now() - t0) / (i + 1)).toFixed(1)} ms/step`);
+    }
   }
   const s = (performance.now() - t0) / 1000;
   out({ bench: "memory", steps, first: samples[0], last: samples[1], seconds: s }, `${steps} TopK steps (${(s / steps * 1000).toFixed(1)} ms/step): live buffers ${samples[0][0]} → ${samples[1][0]}, device bytes ${samples[0][1]} → ${samples[1][1]}`);
