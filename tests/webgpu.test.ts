@@ -10,6 +10,11 @@ import { evaluate } from "../sae/metrics.ts";
 import { syntheticData } from "../sae/sources.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { featureRecovery, makeSynthetic } from "../data/synthetic.ts";
+import { main } from "../sae/cli.ts";
+import { loadSae } from "../sae/io.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { assert, assertClose, assertEquals, assertThrows, runtime, test } from "./harness.ts";
 
 const r = await initWebGPU();
@@ -135,6 +140,29 @@ if (!r.ok) {
     await t.toBackend(x, "webgpu").catch((e) => (err = e.message));
     assert(err.includes("f64"), err);
     assert(await t.toBackend(x, "cpu") === x, "same backend: the tensor itself");
+  });
+
+  test("webgpu: sae train --backend webgpu writes a run that loads on cpu", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sae-webgpu-"));
+    try {
+      const argv = ["train", "--backend", "webgpu", "--steps", "12", "--batch", "64", "--d-sae", "32", "--k", "4", "--synthetic-d", "16", "--synthetic-features", "24", "--synthetic-active", "2", "--quiet", "--out", dir];
+      const log = console.log;
+      console.log = () => {};
+      let code: number;
+      try {
+        code = await main(argv);
+      } finally {
+        console.log = log;
+        t.useBackend("cpu");
+      }
+      assertEquals(code, 0);
+      const saved = await loadSae(dir);
+      assertEquals(saved.params.W_dec.backend.name, "cpu");
+      assertEquals(saved.params.W_dec.shape, [32, 16]);
+      assert(Array.from(saved.params.W_dec.dataSync()).every(Number.isFinite), "finite weights");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("webgpu: the device reported no validation or shader errors in this file", async () => {
