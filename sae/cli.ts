@@ -77,7 +77,7 @@ const TRAIN_HELP = `sae train: train a dictionary
   --seed N           seed for initialisation and data order (default 0)
   --out DIR          run folder (default runs/<arch>-<seed>)
   --resume           continue from DIR/checkpoint
-  --backend NAME     backend to use (default: $SPARSECODER_BACKEND or cpu)
+  --backend NAME     cpu | webgpu | auto (webgpu when an adapter is found; default: $SPARSECODER_BACKEND or cpu)
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
@@ -127,7 +127,7 @@ async function train(flags: Flags): Promise<void> {
   const arch = (str(flags, "arch") ?? "topk") as ArchName;
   if (!ARCHS.includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
   const backend = str(flags, "backend");
-  if (backend) t.useBackend(backend);
+  if (backend) await t.selectBackend(backend);
   const seed = num(flags, "seed", { int: true, min: 0 }) ?? 0;
   const synD = num(flags, "synthetic-d", { int: true, min: 1 }) ?? 64;
   const syn: SyntheticConfig = {
@@ -197,7 +197,7 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   checkKnown(flags, ["data", "targets", "batches", "batch", "json", "backend"], "eval");
   if (!dir) throw new UsageError("sae eval: missing the dictionary folder (sae eval DIR)");
   const backend = str(flags, "backend");
-  if (backend) t.useBackend(backend);
+  if (backend) await t.selectBackend(backend);
   const saved = await loadSae(dir);
   let syn: SyntheticConfig | null = null;
   if (!str(flags, "data")) {

@@ -6,12 +6,23 @@ import { cuda } from "./cuda/backend.ts";
 import { cudaUnavailableReason } from "./cuda/runtime.ts";
 
 const backends = new Map<string, Backend>([["cpu", cpu], ["cuda", cuda]]);
-/** Backends that may be missing on a machine: why they cannot run (null when they can). */
-const unavailable = new Map<string, () => string | null>([["cuda", cudaUnavailableReason]]);
+/**
+ * Why a known backend cannot be used here (null when it can): cuda checks its libraries and
+ * device; webgpu is registered only once a device is found (asynchronously), until then it says how.
+ */
+const unavailable = new Map<string, () => string | null>([
+  ["cuda", cudaUnavailableReason],
+  ["webgpu", () => "not initialised: await initWebGPU() or selectBackend(\"webgpu\") first (finding a device is asynchronous), or set SPARSECODER_BACKEND=webgpu"],
+]);
 let current: Backend | null = null;
+
+export function markUnavailable(name: string, reason: string): void {
+  unavailable.set(name, () => reason);
+}
 
 export function registerBackend(b: Backend): void {
   backends.set(b.name, b);
+  unavailable.delete(b.name);
 }
 
 /** Backends that can run here. */
@@ -19,14 +30,19 @@ export function availableBackends(): string[] {
   return [...backends.keys()].filter((n) => !unavailable.get(n)?.());
 }
 
+/** A registered backend by name (without selecting it); the reason when it cannot be used. */
+export function findBackend(name: string, where = "useBackend"): Backend {
+  const b = backends.get(name);
+  const why = unavailable.get(name)?.();
+  if (why) throw new Error(`${where}: the ${name} backend is unavailable here: ${why}`);
+  if (!b) throw new Error(`${where}: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
+  return b;
+}
+
 /** Select a backend by name for all tensors created from now on. */
 export function useBackend(name: string): Backend {
-  const b = backends.get(name);
-  if (!b) throw new Error(`useBackend: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
-  const why = unavailable.get(name)?.();
-  if (why) throw new Error(`useBackend: the ${name} backend is unavailable here: ${why}`);
-  current = b;
-  return b;
+  current = findBackend(name);
+  return current;
 }
 
 /** The explicit choice, else $SPARSECODER_BACKEND, else cpu. */
@@ -36,10 +52,14 @@ export function getBackend(): Backend {
   return useBackend(env ?? "cpu");
 }
 
-/** What runs where, in one line per backend. */
+/** What runs where, in one line per backend (with the reason for those that cannot run). */
 export function backendInfo(): { current: string; backends: Record<string, string> } {
+  const names = new Set([...backends.keys(), ...unavailable.keys()]);
   return {
     current: getBackend().name,
-    backends: Object.fromEntries([...backends].map(([n, b]) => [n, b.info()])),
+    backends: Object.fromEntries([...names].map((n) => {
+      const why = unavailable.get(n)?.();
+      return [n, why ? `unavailable: ${why}` : backends.get(n)!.info()];
+    })),
   };
 }

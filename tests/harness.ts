@@ -9,8 +9,15 @@ const bunTest: ((name: string, fn: Fn, timeoutMs?: number) => void) | undefined 
 
 export const runtime: "deno" | "bun" = g.Deno ? "deno" : "bun";
 
+/** Set by a file that re-registers other files' tests (tests/webgpu_ops.test.ts): wraps each body. */
+let wrapper: ((name: string, fn: Fn) => [string, Fn]) | null = null;
+export function wrapTests(w: typeof wrapper): void {
+  wrapper = w;
+}
+
 /** Register a test; `timeoutMs` applies under Bun (Deno has no per-test timeout). */
 export function test(name: string, fn: Fn, timeoutMs = 120_000): void {
+  if (wrapper) [name, fn] = wrapper(name, fn);
   if (g.Deno) g.Deno.test(name, fn);
   else bunTest!(name, fn, timeoutMs);
 }

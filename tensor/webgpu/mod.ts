@@ -1,0 +1,47 @@
+/**
+ * Setting up the webgpu backend. Finding a device is asynchronous while backend selection is
+ * not, so the device is acquired here, once: by `await initWebGPU()`, by `await selectBackend()`,
+ * or at import when SPARSECODER_BACKEND is "webgpu" or "auto" (a top-level await). The default
+ * stays cpu: probing a GPU on every import would cost every program, and the software adapter
+ * CI has is slower than the CPU backend.
+ */
+import type { Backend } from "../backend.ts";
+import { markUnavailable, registerBackend, useBackend } from "../registry.ts";
+import { readEnv } from "../env.ts";
+import { acquireDevice } from "./device.ts";
+import { createWebGPUBackend, type WebGPUBackend } from "./backend.ts";
+
+export type { WebGPUBackend } from "./backend.ts";
+
+let pending: Promise<{ ok: true; backend: WebGPUBackend } | { ok: false; reason: string }> | null = null;
+
+/** Acquire the device and register the "webgpu" backend; the reason when there is none. */
+export function initWebGPU(): Promise<{ ok: true; backend: WebGPUBackend } | { ok: false; reason: string }> {
+  pending ??= acquireDevice().then((a) => {
+    if (!a.ok) {
+      markUnavailable("webgpu", a.reason);
+      return { ok: false as const, reason: a.reason };
+    }
+    const backend = createWebGPUBackend(a.info);
+    registerBackend(backend);
+    return { ok: true as const, backend };
+  });
+  return pending;
+}
+
+/**
+ * useBackend that can wait for a device: "webgpu" (an error with the reason when no adapter is
+ * found), "auto" (webgpu when an adapter is present, else cpu), or any registered name.
+ */
+export async function selectBackend(name: string): Promise<Backend> {
+  if (name === "webgpu" || name === "auto") {
+    const r = await initWebGPU();
+    if (name === "auto") return useBackend(r.ok ? "webgpu" : "cpu");
+  }
+  return useBackend(name);
+}
+
+const env = readEnv("SPARSECODER_BACKEND");
+if (env === "webgpu" || env === "auto") {
+  await selectBackend(env).catch(() => undefined); // getBackend() reports the reason on first use
+}
