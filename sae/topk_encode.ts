@@ -8,7 +8,7 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { customVjp } from "../autodiff/grad.ts";
-import { zeros } from "../tensor/ops/create.ts";
+import { ones, zeros } from "../tensor/ops/create.ts";
 import { add, floorDiv, mod, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
@@ -27,6 +27,16 @@ export function preActivations(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: T
   // mat-vec (W_enc·Σ∂pre) instead of a dense [B, F]·[F, d] product for ∂(x − b_dec).
   if (!b_dec) return add(matmul(x, W_enc), b_enc);
   return add(matmul(x, W_enc), sub(b_enc, squeeze(matmul(expandDims(b_dec, 0), W_enc), 0)));
+}
+
+/**
+ * x·W + b as one GEMM over [x, 1]·[W; b]: the bias rides in the BLAS call instead of a second
+ * pass over the [B, F] result (8 ms of an 80 ms encoder matmul at d=512, F=8192, B=2048).
+ * Forward only (the sparse encoder's backward is its own), so nothing differentiates the concat.
+ */
+function affine(x: Tensor, W: Tensor, b: Tensor): Tensor {
+  const [B] = x.shape;
+  return matmul(concat([x, ones([B, 1], x.dtype, x.backend)], 1), concat([W, expandDims(b, 0)], 0));
 }
 
 /** Gradients of (x, W_enc, b_enc[, b_dec]) from the cotangent `dpre` of the kept pre-activations. */
@@ -57,7 +67,7 @@ export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Ten
     (...args: Tensor[]) => {
       const [xx, W, b, bd] = args;
       const xin = withBDec ? sub(xx, bd) : xx;
-      const pre = add(matmul(xin, W), b);
+      const pre = affine(xin, W, b);
       const coos = selects.map((s) => s(pre));
       return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [Tensor[], Residuals];
     },
