@@ -223,7 +223,8 @@ export const cpu: Backend = {
       const key = typeKey(...args, out);
       // Threads take column ranges: every slice touches only its own columns of `out`.
       const parts = args[2].length * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(d, threads(), 4) : [[0, d] as [number, number]];
-      runJobs(parts.map(([c0, c1]) => ({ fn: "spmm", key, args: [...args, d, transpose, outRows, out, c0, c1] })));
+      const order = transpose ? S.byRow(args[1], args[2].length, outRows) : null;
+      runJobs(parts.map(([c0, c1]) => ({ fn: "spmm", key, args: [...args, d, transpose, outRows, out, c0, c1, order] })));
     });
   },
   sddmm(a, b, rows, cols) {

@@ -9,11 +9,13 @@ export function check(op: string, i: number, n: number): void {
  * transpose false: out[rows[i]] += vals[i]·dense[cols[i]] (S @ dense);
  * transpose true:  out[cols[i]] += vals[i]·dense[rows[i]] (Sᵀ @ dense). `out` starts zeroed.
  * Only columns [c0, c1) are computed, so threads can share the work without sharing a slot.
+ * `order` visits the entries in another order (grouped by output row: see byRow).
  */
-export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr, c0 = 0, c1 = d): void {
+export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr, c0 = 0, c1 = d, order: Int32Array | null = null): void {
   const inRows = dense.length / (d || 1);
   const [dst, src] = transpose ? [cols, rows] : [rows, cols];
-  for (let i = 0; i < vals.length; i++) {
+  for (let q = 0; q < vals.length; q++) {
+    const i = order ? order[q] : q;
     const o = dst[i], s = src[i], w = vals[i];
     check("spmm", o, outRows);
     check("spmm", s, inRows);
@@ -49,4 +51,26 @@ export function sddmm(a: Arr, b: Arr, rows: Arr, cols: Arr, d: number, out: Arr)
     for (; j < d; j++) s0 += a[ab + j] * b[bb + j];
     out[i] = (s0 + s1) + (s2 + s3);
   }
+}
+
+/**
+ * The entries' indices grouped by output row (stable counting sort), or null when they are
+ * already in order. Visiting Sᵀ's entries this way keeps each output row in cache while it is
+ * summed (TopK codes come row-major in the batch, so by feature they are scattered).
+ */
+export function byRow(dst: Arr, n: number, outRows: number): Int32Array | null {
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) if (dst[i] < dst[i - 1]) sorted = false;
+  if (sorted) return null;
+  const start = new Int32Array(outRows + 1);
+  for (let i = 0; i < n; i++) {
+    const o = dst[i];
+    if (o >= 0 && o < outRows) start[o + 1]++;
+    // Out-of-range rows are left to the kernel's check, which names them.
+    else return null;
+  }
+  for (let r = 0; r < outRows; r++) start[r + 1] += start[r];
+  const order = new Int32Array(new SharedArrayBuffer(4 * n));
+  for (let i = 0; i < n; i++) order[start[dst[i]]++] = i;
+  return order;
 }
