@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import statistics
 import time
 
 import torch
@@ -69,8 +70,11 @@ for arch in ("batchtopk-crosscoder", "dfc"):
     for _ in range(4):  # the same warm-up as the TypeScript side
         step()
     mask_s[0] = 0.0
-    t0 = time.perf_counter()
+    # The median step, as on the TypeScript side (bench/train_timer.ts).
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    dt = (time.perf_counter() - t0) / steps
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
     print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "mask_ms": mask_s[0] / steps * 1e3, "threads": torch.get_num_threads(), "torch": torch.__version__}))

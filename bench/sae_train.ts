@@ -15,7 +15,7 @@ import { msPerTrainStep } from "./train_timer.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const json = argv.includes("--json");
-const d = 512, F = 8192, B = 2048, k = 32, steps = 5, WARMUP = 4;
+const d = 512, F = 8192, B = 2048, k = 32, steps = 9, WARMUP = 4;
 const archs = ["topk", "batchtopk", "relu"] as const;
 
 async function ours(arch: (typeof archs)[number]): Promise<number> {

@@ -9,6 +9,7 @@ Usage: python3 bench/sae_train_torch.py [d] [F] [batch] [k] [steps] [archs,comma
 import json
 import os
 import sys
+import statistics
 import time
 
 import torch
@@ -61,8 +62,11 @@ for arch in archs:
 
     for _ in range(4):  # the same warm-up as the TypeScript side
         step()
-    t0 = time.perf_counter()
+    # The median step, as on the TypeScript side: robust to a step disturbed by the machine.
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    dt = (time.perf_counter() - t0) / steps
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
     print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "threads": torch.get_num_threads(), "torch": torch.__version__}))

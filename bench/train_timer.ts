@@ -1,4 +1,4 @@
-/** Milliseconds per call of the library's real trainStep on one fixed batch, after warm-up steps. */
+/** Median milliseconds per call of the library's real trainStep on one fixed batch, after warm-up steps. */
 import * as t from "../mod.ts";
 import type { SaeConfig } from "../sae/config.ts";
 import type { TrainConfig } from "../sae/train_config.ts";
@@ -14,9 +14,16 @@ export async function msPerTrainStep(cfg: SaeConfig, tc: TrainConfig, x: t.Tenso
   };
   // Warm-up: the kernels' long loops reach the optimising JIT tier only after a few steps.
   for (let i = 0; i < o.warmup; i++) await one();
-  const t0 = performance.now();
-  for (let i = 0; i < o.steps; i++) await one();
-  const ms = (performance.now() - t0) / o.steps;
+  // The median step: robust to a step disturbed by the machine (the PyTorch scripts do the same).
+  const times: number[] = [];
+  for (let i = 0; i < o.steps; i++) {
+    const t0 = performance.now();
+    await one();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  const m = times.length >> 1;
+  const ms = times.length % 2 ? times[m] : (times[m - 1] + times[m]) / 2;
   t.dispose(stateTensors(state));
   return ms;
 }
