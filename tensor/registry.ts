@@ -58,8 +58,8 @@ export function backendInfo(): { current: string; backends: Record<string, strin
   return {
     current: getBackend().name,
     backends: Object.fromEntries([...names].map((n) => {
-      const why = unavailable.get(n)?.();
-      return [n, why ? `unavailable: ${why}` : backends.get(n)!.info()];
+      const b = backends.get(n);
+      return [n, b ? b.info() : `unavailable: ${unavailable.get(n)!()}`];
     })),
   };
 }
