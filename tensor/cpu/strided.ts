@@ -118,10 +118,6 @@ function typesOf(out: Arr, args: StridedArg[]): string {
   return s;
 }
 
-/**
- * out[view] = expr(a, b, c) over `shape`, with every operand (the output included) strided.
- * `expr` is a JS expression in the operands' values a, b, c and helpers H.
- */
 /** The compiled kernel for `key` (built on first use; worker threads build their own copy). */
 export function stridedKernel(key: string, expr: string, arity: number, acc?: string): Kernel {
   let k = cache.get(key);
