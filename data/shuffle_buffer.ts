@@ -2,8 +2,10 @@
  * A shuffle buffer over a row stream, with dictionary_learning's ActivationBuffer behaviour: it
  * holds up to `capacity` rows, serves batches of rows drawn uniformly at random without
  * replacement from those not yet served, and refills from the stream once half of it has been
- * read. When the stream ends it starts the next epoch (a fresh pass), so every row is served
- * exactly once per epoch and rows of neighbouring epochs mix only near the boundary.
+ * read. When the stream ends, the next epoch (a fresh pass) starts once fewer than a batch of
+ * rows is left, so every row is served exactly once per epoch, rows of neighbouring epochs mix
+ * only near the boundary, and no row is served a third time while another awaits its second
+ * (even with a capacity above the dataset's size).
  *
  * Memory: `capacity` rows plus the stream's current chunk. Deterministic: the draws come from
  * our own integer generator (xoshiro128**, seeded by splitmix32), identical under Deno and Bun.
@@ -107,7 +109,7 @@ export class ShuffleBuffer {
   next(n: number): ShuffleBatch | null {
     if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`ShuffleBuffer.next: batch size must be a positive integer, got ${n}`);
     if (n > this.capacity) throw new RangeError(`ShuffleBuffer.next: batch of ${n} rows exceeds the buffer capacity of ${this.capacity}`);
-    if (this.count * 2 <= this.capacity || this.count < n) this.refill();
+    if (this.count * 2 <= this.capacity || this.count < n) this.refill(n);
     const rows = Math.min(n, this.count);
     if (rows === 0) return null;
     const size = this.size, buf = this.buf, slots = this.slots;
@@ -126,11 +128,16 @@ export class ShuffleBuffer {
     return { x: out, rows, epoch: this.epoch };
   }
 
-  private refill(): void {
+  /**
+   * Fill free slots from the stream. A new pass (epoch) starts only when fewer than `need` rows
+   * are left: otherwise a capacity above the dataset's size would load several epochs at once and
+   * serve a row again before the others had their turn in the current epoch.
+   */
+  private refill(need: number): void {
     const size = this.size;
     while (this.count < this.capacity && !this.exhausted) {
       if (!this.chunk || this.chunkAt >= this.chunk.rows) {
-        if (!this.nextChunk()) break;
+        if (!this.nextChunk(this.count < need)) break;
         continue;
       }
       const take = Math.min(this.capacity - this.count, this.chunk.rows - this.chunkAt);
@@ -144,7 +151,7 @@ export class ShuffleBuffer {
     }
   }
 
-  private nextChunk(): boolean {
+  private nextChunk(mayStartPass: boolean): boolean {
     for (;;) {
       if (this.it) {
         const r = this.it.next();
@@ -162,6 +169,7 @@ export class ShuffleBuffer {
         this.exhausted = true;
         return false;
       }
+      if (!mayStartPass && this.epochsStarted > 0) return false;
       this.it = this.stream.open();
       this.epochsStarted++;
       this.rowsThisPass = 0;

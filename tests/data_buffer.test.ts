@@ -36,6 +36,20 @@ function indexStream(n: number, d: number, chunk: number): RowStream & { live: (
   };
 }
 
+test("buffer: a capacity above the dataset's size still serves epoch by epoch (fast-check's counterexample)", () => {
+  // 27 rows, capacity 62: the buffer must not load three epochs at once and serve a row thrice early.
+  const n = 27, s = indexStream(n, 1, 1);
+  const b = new ShuffleBuffer(s, { capacity: 62, seed: 558586119, epochs: 3 });
+  const counts = new Array(n).fill(0);
+  let served = 0;
+  for (let r = b.next(23); r; r = b.next(23)) {
+    for (let i = 0; i < r.rows; i++) counts[r.x[i]]++;
+    served += r.rows;
+    assert(Math.max(...counts) <= Math.floor(served / n) + 2, `after ${served} rows a row was served ${Math.max(...counts)} times`);
+  }
+  assert(counts.every((c) => c === 3), "each row served 3 times");
+});
+
 test("buffer: every row is served exactly once per epoch, memory stays at the capacity", () => {
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 3 }), fc.nat(), (n, d, chunk, batch, epochs, seed) => {
