@@ -10,8 +10,9 @@ import json
 import math
 import os
 import sys
-import statistics
 import time
+
+from median_step import median_step_seconds
 
 import torch
 
@@ -70,11 +71,5 @@ for arch in ("batchtopk-crosscoder", "dfc"):
     for _ in range(4):  # the same warm-up as the TypeScript side
         step()
     mask_s[0] = 0.0
-    # The median step, as on the TypeScript side (bench/train_timer.ts).
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    dt = statistics.median(times)
+    dt = median_step_seconds(step, steps, warmup=0)
     print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "mask_ms": mask_s[0] / steps * 1e3, "threads": torch.get_num_threads(), "torch": torch.__version__}))

@@ -9,8 +9,8 @@ Usage: python3 bench/sae_train_torch.py [d] [F] [batch] [k] [steps] [archs,comma
 import json
 import os
 import sys
-import statistics
-import time
+
+from median_step import median_step_seconds
 
 import torch
 
@@ -60,13 +60,5 @@ for arch in archs:
         loss.backward()
         opt.step()
 
-    for _ in range(4):  # the same warm-up as the TypeScript side
-        step()
-    # The median step, as on the TypeScript side: robust to a step disturbed by the machine.
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    dt = statistics.median(times)
+    dt = median_step_seconds(step, steps)  # four warm-up steps, as on the TypeScript side
     print(json.dumps({"arch": arch, "tokens_per_s": B / dt, "ms_per_step": dt * 1e3, "threads": torch.get_num_threads(), "torch": torch.__version__}))

@@ -3,7 +3,7 @@ import type { Backend, BinaryOp, UnaryOp, View } from "../backend.ts";
 import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
-import { allocShared, giveArray, takeArray } from "./pool.ts";
+import { allocShared, giveArray, takeArray, takeShared } from "./pool.ts";
 import { allShared, ranges, runJobs, threads } from "./threads.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
@@ -109,7 +109,7 @@ function rowJobs(fn: "unitRows" | "projectOutRows", key: string, R: number, C: n
  */
 function topkMerged(key: string, slice: (lo: number, hi: number) => K.NumView, n: number, k: number, T: number, out: Num, idx: Int32Array): void {
   const parts = ranges(n, T);
-  const cand = parts.map(() => ({ v: allocShared(out instanceof Float64Array ? "f64" : "f32", k, true) as Float32Array | Float64Array, i: allocShared("i32", k, true) as Int32Array }));
+  const cand = parts.map(() => ({ v: takeShared(out instanceof Float64Array ? "f64" : "f32", k) as Float32Array | Float64Array, i: takeShared("i32", k) as Int32Array }));
   runJobs(parts.map(([lo, hi], p) => ({ fn: "topk", key: typeKey(slice(lo, hi).arr, cand[p].v), args: [slice(lo, hi), k, cand[p].v, cand[p].i] })));
   const at = parts.map(() => 0);
   for (let j = 0; j < k; j++) {
@@ -127,6 +127,7 @@ function topkMerged(key: string, slice: (lo: number, hi: number) => K.NumView, n
     idx[j] = cand[best].i[at[best]] + parts[best][0];
     at[best]++;
   }
+  for (const c of cand) giveArray(c.v), giveArray(c.i);
 }
 
 export const cpu: Backend = {

@@ -41,6 +41,11 @@ export function allocShared(dtype: DType, n: number, always = false): StorageArr
   return new Ctor(new SharedArrayBuffer(n * byteSize(dtype)));
 }
 
+/** An array in shared memory whatever its size (pooled when large enough); give it back when done. */
+export function takeShared(dtype: DType, n: number): StorageArray {
+  return n * byteSize(dtype) >= MIN_BYTES ? takeArray(dtype, n) : allocShared(dtype, n, true);
+}
+
 /** Hand back an array nothing references any more. */
 export function giveArray(a: StorageArray): void {
   if (a.byteLength < MIN_BYTES || pooled + a.byteLength > MAX_POOLED_BYTES) return;

@@ -171,9 +171,9 @@ function run(key: string, expr: string, acc: string | undefined, shape: Shape, o
   const T = n >= PARALLEL_MIN ? threads() : 1;
   // Slices along an axis the output does not reduce over write disjoint slots, so they can run
   // at once; the outermost such axis long enough to share out keeps the slices contiguous.
-  if (T > 1) args = args.map((a) => (a.arr.buffer instanceof SharedArrayBuffer ? a : { ...a, arr: sharedCopy(a.arr) ?? a.arr }));
-  const axis = T > 1 && allShared(out, ...args.map((a) => a.arr)) ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T) : -1;
-  if (axis < 0) return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
+  const axis = T > 1 && allShared(out) ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T) : -1;
+  if (axis >= 0) args = args.map((a) => (a.arr.buffer instanceof SharedArrayBuffer ? a : { ...a, arr: sharedCopy(a.arr) ?? a.arr }));
+  if (axis < 0 || !allShared(...args.map((a) => a.arr))) return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
   runJobs(ranges(c.shape[axis], T).map(([lo, hi]) => {
     const sub = c.shape.slice();
     sub[axis] = hi - lo;

@@ -35,6 +35,7 @@ const workers: Worker[] = [];
 let ready = 0;
 let failed = false;
 let idle: ReturnType<typeof setTimeout> | undefined;
+let lastUse = 0;
 /** [jobs finished, jobs failed]: written by workers, waited on here. */
 const ctl = new Int32Array(new SharedArrayBuffer(8));
 
@@ -57,12 +58,22 @@ function stop(): void {
   for (const w of workers) w.terminate();
   workers.length = 0;
   ready = 0;
+  if (idle !== undefined) clearTimeout(idle);
   idle = undefined;
 }
 
+/** Note a use; one timer (not one per kernel call) stops the workers after IDLE_MS without one. */
 function keepAlive(): void {
-  if (idle !== undefined) clearTimeout(idle);
-  idle = setTimeout(stop, IDLE_MS);
+  lastUse = performance.now();
+  if (idle === undefined) scheduleStop(IDLE_MS);
+}
+
+function scheduleStop(ms: number): void {
+  idle = setTimeout(() => {
+    const quiet = performance.now() - lastUse;
+    if (quiet >= IDLE_MS) stop();
+    else scheduleStop(IDLE_MS - quiet);
+  }, ms);
   const d = (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
   if (d) d.unrefTimer(idle as unknown as number);
   else (idle as { unref?: () => void }).unref?.();
