@@ -289,8 +289,18 @@ export function storeStream(dir: string, opts: StoreReadOptions = {}): RowStream
   };
 }
 
+function openShard(path: string) {
+  try {
+    return fileSource(path);
+  } catch (e) {
+    // A manifest naming a shard that is not there is the store's fault, not the IPC reader's.
+    if (e instanceof ArrowIpcError) throw new ArrowStoreError(`${e.message} (named in the store's ${MANIFEST})`);
+    throw e;
+  }
+}
+
 function* readShard(path: string, m: Manifest, entry: ShardEntry, opts: StoreReadOptions): Generator<RowChunk> {
-  const src = fileSource(path);
+  const src = openShard(path);
   try {
     if (src.size !== entry.bytes) throw new ArrowStoreError(`${path}: file is ${src.size} bytes but the manifest says ${entry.bytes}`);
     const verify = opts.verify ?? true;
@@ -366,7 +376,7 @@ export function verifyStore(dir: string): { shards: number; bytes: number } {
   const buf = new Uint8Array(8 << 20);
   for (const s of m.shards) {
     const path = join(dir, s.file);
-    const src: ByteSource = fileSource(path);
+    const src: ByteSource = openShard(path);
     try {
       if (src.size !== s.bytes) throw new ArrowStoreError(`${path}: file is ${src.size} bytes but the manifest says ${s.bytes}`);
       const h = createHash("sha256");
@@ -388,7 +398,7 @@ export function verifyStore(dir: string): { shards: number; bytes: number } {
 /** Statistics of one shard, from its schema metadata (no data read). */
 export function shardStats(dir: string, entry: ShardEntry, size: number): WelfordState {
   const path = join(dir, entry.file);
-  const src = fileSource(path);
+  const src = openShard(path);
   try {
     const { schema } = readSchema(src);
     const raw = schema.metadata.get("sparsecoder:stats");

@@ -174,6 +174,14 @@ test("store: manifest errors name the field; writer refuses bad options and exis
     m.shards[0].rows = 19, m.rows = 19;
     await writeFile(mpath, JSON.stringify(m));
     assertThrows(() => readAll(dir, { verify: false }), "brings the rows past the manifest's 19");
+    // A shard the manifest names but the folder lacks (a fuzzed manifest found this in CI).
+    const gone = structuredClone(good);
+    gone.shards[0].file = "-hard-00000.arrow";
+    await writeFile(mpath, JSON.stringify(gone));
+    for (const f of [() => readAll(dir), () => verifyStore(dir)]) {
+      const e = assertThrows(f, "cannot open", "-hard-00000.arrow", "named in the store's manifest.json");
+      assert(e instanceof ArrowStoreError, `${(e as Error).name}`);
+    }
     await writeFile(mpath, JSON.stringify(good));
     assertThrows(() => createStoreWriter(dir, { rowShape: [3] }), "already holds a store");
     assertThrows(() => createStoreWriter(dir + "x", { rowShape: [0] }), "rowShape must be");
