@@ -6,19 +6,42 @@
 import { assertEquals, assertThrows, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { setThreads, threadsReady } from "../tensor/cpu/threads.ts";
+import { loadNative, setNativeKernels } from "../tensor/cpu/native.ts";
 import { unitRows } from "../sae/params.ts";
 import { projectDecoderGrad } from "../sae/train.ts";
 
-/** Results of `f` with threads, then on one thread; the threaded run must have used them. */
+/**
+ * Results of `f` with threads, then on one thread, in the TypeScript kernels; then (when the
+ * native kernels load) with the native kernels on threads and on one thread, which must give
+ * the same bits again. The threaded TypeScript run must have used the workers.
+ */
 async function bothWays(f: () => t.Tensor[]): Promise<[Float32Array[] | Float64Array[], Float32Array[] | Float64Array[]]> {
   const n = await threadsReady();
   if (n < 2) console.log(`threads.test: ${n} thread on this machine; the comparison runs one-threaded both ways`);
-  const many = f().map((x) => x.dataSync() as Float32Array);
-  const prev = setThreads(1);
+  const read = () => f().map((x) => x.dataSync() as Float32Array);
+  const nativeWas = setNativeKernels(false);
   try {
-    return [many, f().map((x) => x.dataSync() as Float32Array)];
+    const many = read();
+    const prev = setThreads(1);
+    let one: Float32Array[];
+    try {
+      one = read();
+    } finally {
+      setThreads(prev);
+    }
+    if (loadNative().native) {
+      setNativeKernels(true);
+      assertSameBits(read(), one, "native kernels on threads against TypeScript");
+      setThreads(1);
+      try {
+        assertSameBits(read(), one, "native kernels on one thread against TypeScript");
+      } finally {
+        setThreads(prev);
+      }
+    } else console.log(`threads.test: native kernels absent (${loadNative().reason}); TypeScript kernels only`);
+    return [many, one];
   } finally {
-    setThreads(prev);
+    setNativeKernels(nativeWas);
   }
 }
 
@@ -61,7 +84,10 @@ test("threaded sparse products, top-k and fused kernels match one thread bit for
     const opt = t.adamw({ lr: 1e-3 });
     const [u, s] = opt.update(g, opt.update(W, opt.init(W), W)[1], W);
     const st = s as { mu: t.Tensor; nu: t.Tensor };
-    return [v, t.cast(idx, "f32"), t.spmm(coo, W, B), t.spmmT(coo, G, F), t.sddmm(G, W, coo.rows, coo.cols), unitRows(W), projectDecoderGrad(g, W), u, st.mu, st.nu];
+    // f64 too: there a different summation order would show in the last bits.
+    const [G64, W64] = [t.cast(G, "f64"), t.cast(W, "f64")];
+    const wide = [t.spmm(coo, W64, B), t.spmmT(coo, G64, F), t.sddmm(G64, W64, coo.rows, coo.cols), t.topk(t.cast(pre, "f64"), k)[0]];
+    return [v, t.cast(idx, "f32"), t.spmm(coo, W, B), t.spmmT(coo, G, F), t.sddmm(G, W, coo.rows, coo.cols), unitRows(W), projectDecoderGrad(g, W), u, st.mu, st.nu, ...wide];
   });
   assertSameBits(many, one, "sparse/top-k/fused");
 });
@@ -71,7 +97,17 @@ test("an index error inside a worker's slice reaches the caller", async () => {
   const W = t.random.normal(k2, [64, 4096]);
   const rows = t.tensor(Array.from({ length: 128 }, (_, i) => (i === 127 ? 999 : i % 32)), { dtype: "i32" });
   const cols = t.tensor(Array.from({ length: 128 }, (_, i) => i % 64), { dtype: "i32" });
-  assertThrows(() => t.sddmm(t.random.normal(k3, [32, 4096]), W, rows, cols).dataSync(), "999 is out of range");
+  const call = () => t.sddmm(t.random.normal(k3, [32, 4096]), W, rows, cols).dataSync();
+  const was = setNativeKernels(false);
+  try {
+    assertThrows(call, "999 is out of range");
+  } finally {
+    setNativeKernels(was);
+  }
+  // The native kernels check indices up front and raise the same error.
+  assertThrows(call, "sddmm: index 999 is out of range for 32 rows");
+  const coo = { rows, cols, values: t.ones([128]) };
+  assertThrows(() => t.spmm(coo as never, W, 32).dataSync(), "spmm: index 999 is out of range for 32 rows");
 });
 
 test("top-k of a few long rows (BatchTopK) splits columns and merges to the one-thread answer", async () => {

@@ -4,7 +4,8 @@ import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
 import { allocShared, giveArray, takeArray, takeShared } from "./pool.ts";
-import { allShared, ranges, runJobs, threads } from "./threads.ts";
+import { allShared, ranges, runJobs, threadCap, threads } from "./threads.ts";
+import { loadNative, native } from "./native.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
 import { adamLoop, projectOutRowsLoop, unitRowsLoop } from "./fused.ts";
@@ -94,6 +95,12 @@ function map(expr: string, shape: Shape, dtype: DType, views: View[]): StorageAr
 /** Below this much work (elements, or multiply-adds) a kernel runs on one thread. */
 const PARALLEL_MIN = 1 << 18;
 
+const isFloat = (a: unknown): a is F => a instanceof Float32Array || a instanceof Float64Array;
+/** Whether every array is a float array of one width (the native kernels take f32 or f64). */
+const sameFloat = (first: unknown, ...rest: unknown[]) => isFloat(first) && rest.every((a) => a?.constructor === first.constructor);
+/** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
+const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
+
 const contiguous = (v: View) => v.strides.every((s, i) => s === contiguousStrides(v.shape)[i]);
 
 /** A row-wise kernel fn(...arrays, R, C, ...rest) over contiguous [R, C] arrays, rows split among threads. */
@@ -134,8 +141,9 @@ export const cpu: Backend = {
   name: "cpu",
   hostMemory: true,
   info() {
-    const s = loadBlas();
-    return s.blas ? `cpu: matmul through OpenBLAS (${s.blas.path})` : `cpu: matmul in TypeScript (${s.reason})`;
+    const s = loadBlas(), n = loadNative();
+    const mm = s.blas ? `matmul through OpenBLAS (${s.blas.path})` : `matmul in TypeScript (${s.reason})`;
+    return `cpu: ${mm}; ${n.native ? `native sparse/top-k/Adam kernels (${n.native.path})` : `TypeScript kernels only (${n.reason})`}`;
   },
   alloc: (dtype, size) => allocShared(dtype, size),
   free: (buf) => giveArray(buf as StorageArray),
@@ -188,6 +196,11 @@ export const cpu: Backend = {
     const vals = produce(x.dtype, rows * k, (out) => {
       const nx = num(x);
       const key = typeKey(nx.arr, out);
+      const nat = native();
+      if (nat && isFloat(nx.arr) && nx.arr.constructor === out.constructor && contiguous(x) && k >= 1 && k <= n && nx.arr.length < 2 ** 31) {
+        const base = nx.offset === 0 ? nx.arr : nx.arr.subarray(nx.offset);
+        if (nat.topk(base, rows, n, k, out as F, idx, nativeThreads(sizeOf(x.shape))) === -1) return;
+      }
       const T = contiguous(x) && sizeOf(x.shape) >= PARALLEL_MIN && allShared(nx.arr, out, idx) ? threads() : 1;
       const line = (lo: number, hi: number, at: number, len: number) => ({ arr: nx.arr, shape: [hi - lo, len], strides: [n, 1], offset: nx.offset + lo * n + at });
       if (T > 1 && rows >= T) {
@@ -219,8 +232,16 @@ export const cpu: Backend = {
   spmm(rows, cols, vals, dense, transpose, outRows) {
     const d = dense.shape[1];
     return produce(dense.dtype, outRows * d, (out) => {
-      out.fill(0);
       const args = [num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr] as const;
+      const nat = native();
+      if (nat && args[2].length > 0 && d > 0 && sameFloat(out, args[2], args[3])) {
+        const [dst, src] = (transpose ? [args[1], args[0]] : [args[0], args[1]]) as Int32Array[];
+        const inRows = args[3].length / d;
+        const bad = nat.spmm(dst, src, args[2] as F, args[3] as F, inRows, d, out as F, outRows, nativeThreads(args[2].length * d));
+        if (bad >= 0) S.check("spmm", dst[bad], outRows), S.check("spmm", src[bad], inRows);
+        if (bad === -1) return;
+      }
+      out.fill(0);
       const key = typeKey(...args, out);
       // Threads take column ranges: every slice touches only its own columns of `out`.
       const parts = args[2].length * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(d, threads(), 4) : [[0, d] as [number, number]];
@@ -232,6 +253,13 @@ export const cpu: Backend = {
     return produce(a.dtype, sizeOf(rows.shape), (out) => {
       const args = [num(a).arr, num(b).arr, num(rows).arr, num(cols).arr] as const;
       const key = typeKey(...args, out), d = a.shape[1], m = out.length;
+      const nat = native();
+      if (nat && m > 0 && d > 0 && sameFloat(out, args[0], args[1])) {
+        const [R, C] = [args[2], args[3]] as Int32Array[], na = args[0].length / d, nb = args[1].length / d;
+        const bad = nat.sddmm(args[0] as F, na, args[1] as F, nb, R, C, d, out as F, nativeThreads(m * d));
+        if (bad >= 0) S.check("sddmm", R[bad], na), S.check("sddmm", C[bad], nb);
+        if (bad === -1) return;
+      }
       const parts = m * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(m, threads()) : [[0, m] as [number, number]];
       runJobs(parts.map(([lo, hi]) => ({ fn: "sddmm", key, args: [args[0], args[1], args[2].subarray(lo, hi), args[3].subarray(lo, hi), d, out.subarray(lo, hi)] })));
     });
@@ -253,6 +281,11 @@ export const cpu: Backend = {
       const n = sizeOf(g.shape);
       const G = g.buf as F, M = mu.buf as F, V = nu.buf as F, P = param ? param.buf as F : null;
       const U = takeArray(g.dtype, n) as F, M2 = takeArray(g.dtype, n) as F, V2 = takeArray(g.dtype, n) as F;
+      const nat = native();
+      if (nat && n > 0 && sameFloat(G, M, V, U, ...(P ? [P] : []))) {
+        nat.adam(G, M, V, P, U, M2, V2, h, nativeThreads(n));
+        return [U, M2, V2];
+      }
       const key = typeKey(G, U) + (P ? ",decay" : "");
       const parts = n >= PARALLEL_MIN && allShared(G, M, V, P, U, M2, V2) ? ranges(n, threads(), 16) : [[0, n] as [number, number]];
       const cut = (a: F | null, lo: number, hi: number) => a && a.subarray(lo, hi);

@@ -104,7 +104,7 @@ const g = globalThis as any;
  * Whether Deno already holds a permission. Checked before use because an
  * ungranted Deno.env.get/Deno.dlopen would prompt on an interactive terminal.
  */
-function denoGranted(desc: Record<string, string>): boolean {
+export function denoGranted(desc: Record<string, string>): boolean {
   try {
     return g.Deno.permissions.querySync(desc).state === "granted";
   } catch {
@@ -112,7 +112,7 @@ function denoGranted(desc: Record<string, string>): boolean {
   }
 }
 
-function readEnv(name: string): string | undefined {
+export function readEnv(name: string): string | undefined {
   if (g.Deno) {
     if (!denoGranted({ name: "env", variable: name })) return undefined;
     try {
@@ -124,7 +124,7 @@ function readEnv(name: string): string | undefined {
   return g.process?.env?.[name];
 }
 
-function errText(e: unknown): string {
+export function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 

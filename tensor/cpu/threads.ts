@@ -88,6 +88,11 @@ export function threads(): number {
   return ready === workers.length ? cap : 1;
 }
 
+/** The thread cap alone, for native kernels that bring their own threads (no workers started). */
+export function threadCap(): number {
+  return cap;
+}
+
 /** Cap the threads kernels use (1: this thread only); returns the previous cap. */
 export function setThreads(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new Error(`setThreads: expected a positive integer, got ${n}`);

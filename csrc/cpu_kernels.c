@@ -1,0 +1,294 @@
+// Native kernels of the CPU backend, called through FFI (tensor/cpu/native.ts compiles this file
+// on first use with the machine's C compiler and caches the library).
+//
+// Each kernel gives the same bits as its TypeScript twin in tensor/cpu/ (sparse.ts, kernels.ts,
+// fused.ts): arithmetic is done in double exactly where JavaScript does it, in the same order,
+// and the file is compiled with -ffp-contract=off so no multiply-add is fused behind our back.
+// The TypeScript kernels stay the reference; these are the same loops where the compiler may use
+// SIMD and there is no bounds check per element (indices are checked once, up front).
+//
+// Kernels that take `threads` split their work over that many POSIX threads (the first slice
+// runs on the calling thread). Index errors are returned, never acted on: -1 means success,
+// otherwise the position of the first bad entry, so the caller can raise a clear error.
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_THREADS 64
+
+typedef void *(*task_fn)(void *);
+
+// Run task(jobs[t]) for t < n, jobs[0] on this thread. A thread that cannot start runs here.
+static void run_tasks(task_fn task, void *jobs, size_t size, int n) {
+  pthread_t th[MAX_THREADS];
+  int started[MAX_THREADS] = {0};
+  for (int t = 1; t < n; t++) started[t] = pthread_create(&th[t], 0, task, (char *)jobs + t * size) == 0;
+  task(jobs);
+  for (int t = 1; t < n; t++) {
+    if (started[t]) pthread_join(th[t], 0);
+    else task((char *)jobs + t * size);
+  }
+}
+
+static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
+
+// ---- Sparse × dense: out[dst[i]] += vals[i] · dense[src[i]] --------------------------------
+// The entries are visited grouped by output row, in their original order within a row (a stable
+// counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows.
+
+#define SPMM(T, NAME)                                                                              \
+  typedef struct {                                                                                 \
+    const int32_t *src, *order;                                                                    \
+    const int64_t *start;                                                                          \
+    const T *vals, *dense;                                                                         \
+    T *out;                                                                                        \
+    int32_t d, lo, hi;                                                                             \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t d = j->d;                                                                        \
+    for (int32_t r = j->lo; r < j->hi; r++) {                                                      \
+      T *o = j->out + r * d;                                                                       \
+      for (int64_t q = j->start[r]; q < j->start[r + 1]; q++) {                                    \
+        const int32_t i = j->order[q];                                                             \
+        const double w = j->vals[i];                                                               \
+        if (w == 0) continue;                                                                      \
+        const T *s = j->dense + j->src[i] * d;                                                     \
+        for (int64_t c = 0; c < d; c++) o[c] = (T)((double)o[c] + w * (double)s[c]);               \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const int32_t *dst, const int32_t *src, const T *vals, int32_t nnz, const T *dense, \
+               int32_t inRows, int32_t d, T *out, int32_t outRows, int32_t threads) {              \
+    for (int32_t i = 0; i < nnz; i++)                                                              \
+      if ((uint32_t)dst[i] >= (uint32_t)outRows || (uint32_t)src[i] >= (uint32_t)inRows) return i; \
+    memset(out, 0, sizeof(T) * (size_t)outRows * (size_t)d);                                       \
+    int64_t *start = calloc((size_t)outRows + 1, sizeof(int64_t));                                 \
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));                            \
+    if (!start || !order) {                                                                        \
+      free(start), free(order);                                                                    \
+      return -2;                                                                                   \
+    }                                                                                              \
+    for (int32_t i = 0; i < nnz; i++) start[dst[i] + 1]++;                                         \
+    for (int32_t r = 0; r < outRows; r++) start[r + 1] += start[r];                                \
+    for (int32_t i = 0; i < nnz; i++) order[start[dst[i]]++] = i;                                  \
+    for (int32_t r = outRows; r > 0; r--) start[r] = start[r - 1];                                 \
+    start[0] = 0;                                                                                  \
+    int n = clamp_threads(threads);                                                                \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    int32_t r0 = 0;                                                                                \
+    for (int t = 0; t < n; t++) {                                                                  \
+      /* Equal shares of entries, not of rows: a few rows may hold most of them. */               \
+      const int64_t want = (int64_t)nnz * (t + 1) / n;                                             \
+      int32_t r1 = r0;                                                                             \
+      while (r1 < outRows && start[r1 + 1] <= want) r1++;                                          \
+      if (t == n - 1) r1 = outRows;                                                                \
+      jobs[t] = (NAME##_job){src, order, start, vals, dense, out, d, r0, r1};                      \
+      r0 = r1;                                                                                     \
+    }                                                                                              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), n);                                           \
+    free(start), free(order);                                                                      \
+    return -1;                                                                                     \
+  }
+
+SPMM(float, sc_spmm_f32)
+SPMM(double, sc_spmm_f64)
+
+// ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
+// Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does.
+
+#define SDDMM(T, NAME)                                                                             \
+  typedef struct {                                                                                 \
+    const T *a, *b;                                                                                \
+    const int32_t *rows, *cols;                                                                    \
+    T *out;                                                                                        \
+    int32_t d, lo, hi;                                                                             \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t d = j->d;                                                                        \
+    for (int32_t i = j->lo; i < j->hi; i++) {                                                      \
+      const T *x = j->a + j->rows[i] * d, *y = j->b + j->cols[i] * d;                              \
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                       \
+      int64_t c = 0;                                                                               \
+      for (; c + 3 < d; c += 4) {                                                                  \
+        s0 += (double)x[c] * (double)y[c];                                                         \
+        s1 += (double)x[c + 1] * (double)y[c + 1];                                                 \
+        s2 += (double)x[c + 2] * (double)y[c + 2];                                                 \
+        s3 += (double)x[c + 3] * (double)y[c + 3];                                                 \
+      }                                                                                            \
+      for (; c < d; c++) s0 += (double)x[c] * (double)y[c];                                        \
+      j->out[i] = (T)((s0 + s1) + (s2 + s3));                                                      \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *a, int32_t na, const T *b, int32_t nb, const int32_t *rows,                \
+               const int32_t *cols, int32_t nnz, int32_t d, T *out, int32_t threads) {             \
+    for (int32_t i = 0; i < nnz; i++)                                                              \
+      if ((uint32_t)rows[i] >= (uint32_t)na || (uint32_t)cols[i] >= (uint32_t)nb) return i;        \
+    int n = clamp_threads(threads);                                                                \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < n; t++)                                                                    \
+      jobs[t] = (NAME##_job){a, b, rows, cols, out, d, (int32_t)((int64_t)nnz * t / n),            \
+                             (int32_t)((int64_t)nnz * (t + 1) / n)};                               \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), n);                                           \
+    return -1;                                                                                     \
+  }
+
+SDDMM(float, sc_sddmm_f32)
+SDDMM(double, sc_sddmm_f64)
+
+// ---- Top-k per row -------------------------------------------------------------------------
+// A size-k min-heap of (value, index) ranked as kernels.ts ranks them: NaN highest, then larger,
+// ties to the lower index. The order is total, so the k best and their sorted order are unique:
+// any split of a row's columns, merged, gives the same output as one scan.
+
+static inline int ranks_below(double va, int64_t ia, double vb, int64_t ib) {
+  return va != va ? (vb != vb && ia > ib) : (vb != vb || va < vb || (va == vb && ia > ib));
+}
+
+static void heap_push(double *hv, int64_t *hi, int64_t size, double v, int64_t i) {
+  int64_t c = size;
+  while (c > 0) {
+    const int64_t up = (c - 1) >> 1;
+    if (!ranks_below(v, i, hv[up], hi[up])) break;
+    hv[c] = hv[up], hi[c] = hi[up], c = up;
+  }
+  hv[c] = v, hi[c] = i;
+}
+
+static void heap_replace_root(double *hv, int64_t *hi, int64_t size, double v, int64_t i) {
+  int64_t c = 0;
+  for (;;) {
+    const int64_t l = 2 * c + 1;
+    if (l >= size) break;
+    const int64_t m = l + 1 < size && ranks_below(hv[l + 1], hi[l + 1], hv[l], hi[l]) ? l + 1 : l;
+    if (!ranks_below(hv[m], hi[m], v, i)) break;
+    hv[c] = hv[m], hi[c] = hi[m], c = m;
+  }
+  hv[c] = v, hi[c] = i;
+}
+
+// Offer (v, i) to a full heap of k entries: it enters if the root ranks below it.
+static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int64_t i) {
+  if (ranks_below(hv[0], hi[0], v, i)) heap_replace_root(hv, hi, k, v, i);
+}
+
+#define TOPK(T, NAME)                                                                              \
+  typedef struct {                                                                                 \
+    const T *x;                                                                                    \
+    int64_t n, k, rows, c0, c1;                                                                    \
+    double *hv;                                                                                    \
+    int64_t *hi;                                                                                   \
+    T *values;                                                                                     \
+    int32_t *indices;                                                                              \
+  } NAME##_job;                                                                                    \
+  /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t k = j->k;                                                                        \
+    for (int64_t r = 0; r < j->rows; r++) {                                                        \
+      const T *a = j->x + r * j->n;                                                                \
+      int64_t c = j->c0;                                                                           \
+      for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                    \
+      double root = j->hv[0];                                                                      \
+      for (; c < j->c1; c++) {                                                                     \
+        const double v = a[c];                                                                     \
+        /* A later index loses ties, and nothing beats a NaN root. */                             \
+        if (v <= root || root != root) continue;                                                   \
+        heap_replace_root(j->hv, j->hi, k, v, c);                                                  \
+        root = j->hv[0];                                                                           \
+      }                                                                                            \
+      if (!j->values) continue;                                                                    \
+      for (int64_t t = k - 1; t >= 0; t--) {                                                       \
+        j->values[r * k + t] = (T)j->hv[0];                                                        \
+        j->indices[r * k + t] = (int32_t)j->hi[0];                                                 \
+        heap_replace_root(j->hv, j->hi, t, j->hv[t], j->hi[t]);                                    \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  /* x: [rows, n] contiguous; values/indices: [rows, k], each row sorted best first. */            \
+  int32_t NAME(const T *x, int32_t rows, int32_t n, int32_t k, T *values, int32_t *indices,       \
+               int32_t threads) {                                                                  \
+    if (k < 1 || k > n) return -3;                                                                 \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    double *hv = malloc(sizeof(double) * (size_t)k * nt);                                          \
+    int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
+    if (!hv || !hi) {                                                                              \
+      free(hv), free(hi);                                                                          \
+      return -2;                                                                                   \
+    }                                                                                              \
+    if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
+      /* Rows split among threads. */                                                              \
+      if (nt > rows) nt = rows > 0 ? rows : 1;                                                     \
+      for (int t = 0; t < nt; t++) {                                                               \
+        const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
+        jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
+                               values + r0 * k, indices + r0 * k};                                 \
+      }                                                                                            \
+      run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
+    } else {                                                                                       \
+      /* Few long rows: each thread takes the top k of a column range; the heaps then merge. */    \
+      for (int64_t r = 0; r < rows; r++) {                                                         \
+        for (int t = 0; t < nt; t++)                                                               \
+          jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
+                                 hv + k * t, hi + k * t, 0, 0};                                    \
+        run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
+        for (int t = 1; t < nt; t++)                                                               \
+          for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
+        for (int64_t t = k - 1; t >= 0; t--) {                                                     \
+          values[r * k + t] = (T)hv[0];                                                            \
+          indices[r * k + t] = (int32_t)hi[0];                                                     \
+          heap_replace_root(hv, hi, t, hv[t], hi[t]);                                              \
+        }                                                                                          \
+      }                                                                                            \
+    }                                                                                              \
+    free(hv), free(hi);                                                                            \
+    return -1;                                                                                     \
+  }
+
+TOPK(float, sc_topk_f32)
+TOPK(double, sc_topk_f64)
+
+// ---- Adam, one leaf ------------------------------------------------------------------------
+// The update of fused.ts's adamLoop, in double, term for term.
+
+#define ADAM(T, NAME)                                                                              \
+  typedef struct {                                                                                 \
+    const T *g, *m, *v, *p;                                                                        \
+    T *u, *m2, *v2;                                                                                \
+    double b1, b2, eps, c2, scale, decay;                                                          \
+    int64_t lo, hi;                                                                                \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const double b1 = j->b1, b2 = j->b2, eps = j->eps, c2 = j->c2, scale = j->scale;              \
+    for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
+      const double gi = j->g[i];                                                                   \
+      const double m = b1 * (double)j->m[i] + (1 - b1) * gi;                                       \
+      const double v = b2 * (double)j->v[i] + (1 - b2) * gi * gi;                                  \
+      j->m2[i] = (T)m;                                                                             \
+      j->v2[i] = (T)v;                                                                             \
+      j->u[i] = (T)((scale * m) / (sqrt(v / c2) + eps) - (j->p ? j->decay * (double)j->p[i] : 0));  \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *m, const T *v, const T *p, T *u, T *m2, T *v2, int64_t n,         \
+            double b1, double b2, double eps, double c2, double scale, double decay,              \
+            int32_t threads) {                                                                     \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g, m, v, p, u, m2, v2, b1, b2, eps, c2, scale, decay,                 \
+                             n * t / nt / 16 * 16, t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16};  \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+ADAM(float, sc_adam_f32)
+ADAM(double, sc_adam_f64)

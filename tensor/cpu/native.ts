@@ -1,0 +1,177 @@
+/**
+ * The CPU backend's native kernels (csrc/cpu_kernels.c) through FFI, like OpenBLAS: the sparse
+ * products, top-k and Adam, bit for bit the same as their TypeScript twins but with SIMD and
+ * no per-element bounds checks. On first use the C file is compiled with the machine's compiler
+ * (`cc`, or SPARSECODER_CC) for this CPU and cached under a key of its source, flags and CPU;
+ * later processes only open the cached library. Loading never throws: without a compiler, FFI
+ * or permissions the TypeScript kernels run, and `loadNative().reason` says why.
+ *   SPARSECODER_NATIVE=0        use the TypeScript kernels only
+ *   SPARSECODER_CACHE_DIR=dir   where the compiled library is kept (default ~/.cache/sparsecoder)
+ */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { denoGranted, errText, readEnv } from "./blas.ts";
+
+type F = Float32Array | Float64Array;
+
+export interface AdamArgs {
+  b1: number;
+  b2: number;
+  eps: number;
+  c2: number;
+  scale: number;
+  decay: number;
+}
+
+/** Each returns -1 on success or the position of the first entry whose index is out of range. */
+export interface Native {
+  /** The compiled library that was opened. */
+  path: string;
+  /** out = 0; out[dst[i]] += vals[i]·dense[src[i]] (rows of width d). */
+  spmm(dst: Int32Array, src: Int32Array, vals: F, dense: F, inRows: number, d: number, out: F, outRows: number, threads: number): number;
+  /** out[i] = a[rows[i]] · b[cols[i]] (rows of width d). */
+  sddmm(a: F, na: number, b: F, nb: number, rows: Int32Array, cols: Int32Array, d: number, out: F, threads: number): number;
+  /** The k best of each contiguous row of x [rows, n], best first. */
+  topk(x: F, rows: number, n: number, k: number, values: F, indices: Int32Array, threads: number): number;
+  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, h: AdamArgs, threads: number): void;
+}
+
+export interface NativeStatus {
+  native: Native | null;
+  /** "loaded <path>" (and "compiled" when this process built it), or why the kernels are absent. */
+  reason: string;
+}
+
+const FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"];
+
+// Argument types in one spelling; "ptr" becomes Deno's "buffer".
+const SIGS: Record<string, [string[], string]> = {
+  spmm: [["ptr", "ptr", "ptr", "i32", "ptr", "i32", "i32", "ptr", "i32", "i32"], "i32"],
+  sddmm: [["ptr", "i32", "ptr", "i32", "ptr", "ptr", "i32", "i32", "ptr", "i32"], "i32"],
+  topk: [["ptr", "i32", "i32", "i32", "ptr", "ptr", "i32"], "i32"],
+  adam: [["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32"], "void"],
+};
+
+const g = globalThis as any;
+
+function defaultCacheDir(): string {
+  const set = readEnv("SPARSECODER_CACHE_DIR");
+  if (set) return set;
+  const xdg = readEnv("XDG_CACHE_HOME");
+  if (xdg) return join(xdg, "sparsecoder");
+  try {
+    return join(homedir(), ".cache", "sparsecoder");
+  } catch {
+    return join(tmpdir(), "sparsecoder-cache");
+  }
+}
+
+/** What the compiled code depends on besides its source: -march=native builds for this CPU. */
+function cpuKey(): string {
+  try {
+    const info = readFileSync("/proc/cpuinfo", "utf8");
+    return [/^model name.*$/m, /^flags.*$/m].map((re) => info.match(re)?.[0] ?? "").join("\n");
+  } catch {
+    return `${g.process?.arch ?? g.Deno?.build?.arch ?? "?"}`;
+  }
+}
+
+/** The cached library for this source, compiler flags and CPU, compiled now if missing. */
+function build(cc: string, dir: string): { path: string; compiled: boolean } {
+  const src = fileURLToPath(new URL("../../csrc/cpu_kernels.c", import.meta.url));
+  const text = readFileSync(src, "utf8");
+  const key = createHash("sha256").update(text).update(FLAGS.join(" ")).update(cpuKey()).digest("hex").slice(0, 16);
+  const path = join(dir, `libsparsecoder-cpu-${key}.so`);
+  if (existsSync(path)) return { path, compiled: false };
+  mkdirSync(dir, { recursive: true });
+  // Compile to a private name, then rename: a concurrent process never opens a half-written file.
+  const tmp = `${path}.${g.process?.pid ?? 0}.${Math.random().toString(36).slice(2)}.tmp`;
+  const r = spawnSync(cc, [...FLAGS, "-o", tmp, src, "-lm"], { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    rmSync(tmp, { force: true });
+    const why = r.error ? errText(r.error) : (r.stderr || "").trim().split("\n").slice(-3).join(" | ");
+    throw new Error(`${cc} could not compile ${src}: ${why}`);
+  }
+  renameSync(tmp, path);
+  return { path, compiled: true };
+}
+
+type Raw = Record<keyof typeof SIGS, (...a: unknown[]) => unknown>;
+
+function open(path: string): Raw {
+  if (g.Deno) {
+    const defs = Object.fromEntries(Object.entries(SIGS).map(([n, [args, ret]]) => [
+      n,
+      { name: `sc_${n}`, parameters: args.map((a) => (a === "ptr" ? "buffer" : a)), result: ret },
+    ]));
+    // Deno binds one name per symbol: register each width under its own key.
+    const lib = g.Deno.dlopen(path, Object.fromEntries(Object.entries(defs).flatMap(([n, d]) => ["f32", "f64"].map((w) => [`${n}_${w}`, { ...d, name: `${d.name}_${w}` }]))));
+    return lib.symbols;
+  }
+  const req = (import.meta as any).require ?? g.require;
+  const ffi = req("bun" + ":ffi");
+  const defs = Object.fromEntries(Object.entries(SIGS).flatMap(([n, [args, ret]]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, { args, returns: ret }])));
+  const s = ffi.dlopen(path, defs).symbols;
+  return Object.fromEntries(Object.keys(defs).map((name) => [name.slice(3), s[name]])) as Raw;
+}
+
+function bind(path: string, raw: Raw): Native {
+  const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
+  const fn = (name: string, x: F) => raw[`${name}_${w(x)}` as keyof Raw];
+  return {
+    path,
+    spmm: (dst, src, vals, dense, inRows, d, out, outRows, threads) =>
+      fn("spmm", dense)(dst, src, vals, vals.length, dense, inRows, d, out, outRows, threads) as number,
+    sddmm: (a, na, b, nb, rows, cols, d, out, threads) => fn("sddmm", a)(a, na, b, nb, rows, cols, rows.length, d, out, threads) as number,
+    topk: (x, rows, n, k, values, indices, threads) => fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
+    adam: (gr, m, v, p, u, m2, v2, h, threads) =>
+      void fn("adam", gr)(gr, m, v, p, u, m2, v2, gr.length, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay, threads),
+  };
+}
+
+export interface NativeOptions {
+  /** The C compiler (default SPARSECODER_CC, else `cc`). */
+  cc?: string;
+  /** Where compiled libraries are kept (default SPARSECODER_CACHE_DIR, else ~/.cache/sparsecoder). */
+  cacheDir?: string;
+}
+
+/** Compile (if not cached) and open the native kernels now, uncached; never throws. */
+export function openNative(o: NativeOptions = {}): NativeStatus {
+  try {
+    if (readEnv("SPARSECODER_NATIVE") === "0") return { native: null, reason: "disabled by SPARSECODER_NATIVE=0" };
+    if (!g.Deno?.dlopen && !g.Bun) return { native: null, reason: "no FFI: runtime is neither Deno nor Bun" };
+    if (g.Deno) {
+      const missing = ["ffi", "run", "read", "write"].filter((name) => !denoGranted({ name }));
+      if (missing.length) return { native: null, reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}` };
+    }
+    const { path, compiled } = build(o.cc ?? readEnv("SPARSECODER_CC") ?? "cc", o.cacheDir ?? defaultCacheDir());
+    return { native: bind(path, open(path)), reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}` };
+  } catch (e) {
+    return { native: null, reason: errText(e) };
+  }
+}
+
+let cached: NativeStatus | undefined;
+let enabled = true;
+
+/** Compiles or opens the native kernels once (synchronously) and caches the outcome; never throws. */
+export function loadNative(): NativeStatus {
+  return cached ??= openNative();
+}
+
+/** The native kernels if loaded and switched on, else null (the TypeScript kernels run). */
+export function native(): Native | null {
+  return enabled ? loadNative().native : null;
+}
+
+/** Switch the native kernels on or off for this process (tests compare both); returns the old setting. */
+export function setNativeKernels(on: boolean): boolean {
+  const prev = enabled;
+  enabled = on;
+  return prev;
+}

@@ -1,0 +1,156 @@
+/**
+ * The native kernels (csrc/cpu_kernels.c through FFI) against their TypeScript twins, bit for
+ * bit, on random shapes, indices and values (fast-check): sparse products, sampled dot products,
+ * top-k with ties and NaNs (rows split or one long row merged), and Adam; f32 and f64; one
+ * thread and several. Also the compile cache and the error for a missing compiler.
+ */
+import fc from "fast-check";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { assert, assertEquals, test } from "./harness.ts";
+import { loadNative, type Native, openNative } from "../tensor/cpu/native.ts";
+import * as S from "../tensor/cpu/sparse.ts";
+import { topk as topkTs } from "../tensor/cpu/kernels.ts";
+import { adamLoop } from "../tensor/cpu/fused.ts";
+import { readEnv } from "../tensor/env.ts";
+import { runs } from "./ref.ts";
+
+const status = loadNative();
+if (!status.native) {
+  if (readEnv("REQUIRE_NATIVE") === "1") throw new Error(`REQUIRE_NATIVE=1 but the native kernels did not load: ${status.reason}`);
+  console.log(`skip: native-vs-TypeScript kernel comparison: ${status.reason}`);
+}
+const nat = status.native as Native;
+
+type F = Float32Array | Float64Array;
+const widths = [Float32Array, Float64Array] as const;
+/** An f32 or f64 array of n values fn(i). */
+const make = (f64: boolean, n: number, fn: (i: number) => number): F => (f64 ? Float64Array.from({ length: n }, (_, i) => fn(i)) : Float32Array.from({ length: n }, (_, i) => fn(i)));
+
+function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
+  assertEquals(a.length, b.length, `${what} length`);
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) throw new Error(`${what}[${i}]: native ${a[i]}, TypeScript ${b[i]}`);
+}
+
+/** Values with repeats (ties), zeros, signed zeros and the odd NaN or infinity. */
+const value = fc.oneof(
+  { weight: 6, arbitrary: fc.double({ min: -4, max: 4, noNaN: true }) },
+  { weight: 2, arbitrary: fc.integer({ min: -3, max: 3 }).map((v) => v) },
+  { weight: 1, arbitrary: fc.constantFrom(0, -0, NaN, Infinity, -Infinity) },
+);
+
+test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 0, max: 60 }),
+      fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (R, C, d, nnz, threads, f64, seed) => {
+        const W = widths[+f64];
+        let s = seed;
+        const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+        const fill = (n: number) => make(f64, n, () => (rnd() < 0.05 ? 0 : (rnd() - 0.5) * 8));
+        const rows = Int32Array.from({ length: nnz }, () => Math.floor(rnd() * R));
+        const cols = Int32Array.from({ length: nnz }, () => Math.floor(rnd() * C));
+        const vals = fill(nnz);
+        for (const transpose of [false, true]) {
+          const [outRows, inRows] = transpose ? [C, R] : [R, C];
+          const dense = fill(inRows * d);
+          const want = new W(outRows * d), got = new W(outRows * d).fill(7);
+          S.spmm(rows, cols, vals, dense, d, transpose, outRows, want, 0, d, transpose ? S.byRow(cols, nnz, outRows) : null);
+          const [dst, src] = transpose ? [cols, rows] : [rows, cols];
+          assertEquals(nat.spmm(dst, src, vals, dense, inRows, d, got, outRows, threads), -1);
+          sameBits(got, want, `spmm transpose=${transpose}`);
+        }
+        const a = fill(R * d), b = fill(C * d);
+        const want = new W(nnz), got = new W(nnz);
+        S.sddmm(a, b, rows, cols, d, want);
+        assertEquals(nat.sddmm(a, R, b, C, rows, cols, d, got, threads), -1);
+        sameBits(got, want, "sddmm");
+      },
+    ),
+    { numRuns: runs(150) },
+  );
+});
+
+test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs, long rows merged)", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 4 }), fc.boolean(),
+      fc.array(value, { minLength: 1, maxLength: 64 }), fc.integer({ min: 1, max: 300 }),
+      (rows, n, threads, f64, pool, kRaw) => {
+        const W = widths[+f64];
+        const k = 1 + (kRaw % n);
+        // Cycling a small pool of values makes ties common.
+        const x = make(f64, rows * n, (i) => pool[(i * 7919) % pool.length]);
+        const wantV = new W(rows * k), wantI = new Int32Array(rows * k), gotV = new W(rows * k), gotI = new Int32Array(rows * k);
+        topkTs({ arr: x, shape: [rows, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
+        assertEquals(nat.topk(x, rows, n, k, gotV, gotI, threads), -1);
+        sameBits(gotV, wantV, "topk values");
+        sameBits(gotI, wantI, "topk indices");
+      },
+    ),
+    { numRuns: runs(200) },
+  );
+  // One long row with few k per thread takes the split-and-merge path.
+  const n = 50_000, x = Float32Array.from({ length: n }, (_, i) => (i % 97 === 3 ? NaN : Math.floor(Math.sin(i) * 20)));
+  for (const k of [1, 77, 3000]) {
+    const wantV = new Float32Array(k), wantI = new Int32Array(k), gotV = new Float32Array(k), gotI = new Int32Array(k);
+    topkTs({ arr: x, shape: [1, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
+    assertEquals(nat.topk(x, 1, n, k, gotV, gotI, 2), -1);
+    sameBits(gotV, wantV, `long row k=${k} values`);
+    sameBits(gotI, wantI, `long row k=${k} indices`);
+  }
+});
+
+test("native Adam gives the TypeScript loop's bits, with and without weight decay", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 200 }), fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.boolean(), fc.integer({ min: 1, max: 1000 }),
+      fc.array(value, { minLength: 3, maxLength: 30 }),
+      (n, threads, f64, decay, step, pool) => {
+        const W = widths[+f64];
+        const pick = (o: number) => make(f64, n, (i) => pool[(i * 31 + o) % pool.length]);
+        const G = pick(0), M = pick(1), V = pick(2).map(Math.abs) as F, P = decay ? pick(3) : null;
+        const h = { b1: 0.9, b2: 0.999, eps: 1e-8, c2: 1 - 0.999 ** step, scale: -1e-3 / (1 - 0.9 ** step), decay: decay ? 1e-5 : 0 };
+        const want = [new W(n), new W(n), new W(n)] as F[], got = [new W(n), new W(n), new W(n)] as F[];
+        adamLoop(G, M, V, P, want[0], want[1], want[2], h.b1, h.b2, h.eps, h.c2, h.scale, h.decay);
+        nat.adam(G, M, V, P, got[0], got[1], got[2], h, threads);
+        ["update", "m", "v"].forEach((w, i) => sameBits(got[i], want[i], `adam ${w}`));
+      },
+    ),
+    { numRuns: runs(100) },
+  );
+});
+
+test("native kernels report the first out-of-range index instead of reading past an array", () => {
+  if (!nat) return;
+  const rows = Int32Array.from([0, 1, 5, -1]), cols = Int32Array.from([0, 0, 0, 0]), vals = new Float32Array(4).fill(1);
+  const dense = new Float32Array(3 * 2), out = new Float32Array(2 * 2);
+  assertEquals(nat.spmm(rows, cols, vals, dense, 3, 2, out, 2, 1), 2);
+  assertEquals(nat.sddmm(dense, 3, dense, 3, Int32Array.from([0, 2, 3]), Int32Array.from([0, 1, 1]), 2, new Float32Array(3), 1), 2);
+});
+
+test("native kernels: compiled once into the cache, atomically; a missing compiler is a clear reason", async () => {
+  if (!nat) return;
+  const dir = await mkdtemp(join(tmpdir(), "sc-native-"));
+  try {
+    const first = openNative({ cacheDir: dir });
+    assert(first.native && first.reason.startsWith("compiled and loaded"), first.reason);
+    const again = openNative({ cacheDir: dir });
+    assert(again.native && again.reason.startsWith("loaded "), again.reason);
+    const files = await readdir(dir);
+    assertEquals(files.length, 1, `cache holds ${files}`);
+    assert(files[0].endsWith(".so"), files[0]);
+    const none = await mkdtemp(join(tmpdir(), "sc-native-"));
+    const bad = openNative({ cc: "/nonexistent/cc", cacheDir: none });
+    assert(bad.native === null && bad.reason.includes("/nonexistent/cc could not compile"), bad.reason);
+    assertEquals((await readdir(none)).length, 0, "no half-written library is left");
+    await rm(none, { recursive: true });
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
