@@ -292,3 +292,108 @@ TOPK(double, sc_topk_f64)
 
 ADAM(float, sc_adam_f32)
 ADAM(double, sc_adam_f64)
+
+// ---- Elementwise: relu and its gradient ----------------------------------------------------
+// relu as the backend's expression (a == -inf ? 0 : (a > 0)·a + 0: NaN stays NaN, -0 becomes 0);
+// the gradient as the rule's g·step(x), so g·0 keeps its sign and NaN·0 is NaN.
+
+#define ELEMENTWISE(T, NAME, EXPR)                                                                 \
+  typedef struct {                                                                                 \
+    const T *x, *y;                                                                                \
+    T *out;                                                                                        \
+    int64_t lo, hi;                                                                                \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *x = j->x, *y = j->y;                                                                  \
+    T *out = j->out;                                                                               \
+    (void)y;                                                                                       \
+    for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
+      const double a = x[i];                                                                       \
+      out[i] = (T)(EXPR);                                                                          \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const T *y, T *out, int64_t n, int32_t threads) {                          \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, y, out, n * t / nt / 16 * 16, t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+#define RELU_EXPR (a == -INFINITY ? 0.0 : (double)(a > 0) * a + 0.0)
+// x is the cotangent g here and y the relu's input.
+#define RELU_GRAD_EXPR (a * (double)((double)y[i] > 0))
+ELEMENTWISE(float, sc_relu_f32, RELU_EXPR)
+ELEMENTWISE(double, sc_relu_f64, RELU_EXPR)
+ELEMENTWISE(float, sc_relu_grad_f32, RELU_GRAD_EXPR)
+ELEMENTWISE(double, sc_relu_grad_f64, RELU_GRAD_EXPR)
+
+// ---- Sum over the middle axis of a contiguous [outer, n, inner] ----------------------------
+// Each output is accumulated in double in index order and rounded once, as kernels.ts's reduce
+// does; independent outputs are interleaved (columns side by side, or eight rows at a time) so
+// the adds do not wait on each other.
+
+#define SUM(T, NAME)                                                                               \
+  typedef struct {                                                                                 \
+    const T *x;                                                                                    \
+    T *out;                                                                                        \
+    int64_t n, inner, o0, o1, i0, i1;                                                              \
+    double *acc;                                                                                   \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t n = j->n, inner = j->inner;                                                      \
+    if (inner == 1) {                                                                              \
+      int64_t o = j->o0;                                                                           \
+      for (; o + 8 <= j->o1; o += 8) {                                                             \
+        double s[8] = {0};                                                                         \
+        for (int64_t k = 0; k < n; k++)                                                            \
+          for (int r = 0; r < 8; r++) s[r] += j->x[(o + r) * n + k];                               \
+        for (int r = 0; r < 8; r++) j->out[o + r] = (T)s[r];                                       \
+      }                                                                                            \
+      for (; o < j->o1; o++) {                                                                     \
+        double s = 0;                                                                              \
+        for (int64_t k = 0; k < n; k++) s += j->x[o * n + k];                                      \
+        j->out[o] = (T)s;                                                                          \
+      }                                                                                            \
+      return 0;                                                                                    \
+    }                                                                                              \
+    double *acc = j->acc;                                                                          \
+    const int64_t w = j->i1 - j->i0;                                                               \
+    for (int64_t o = j->o0; o < j->o1; o++) {                                                      \
+      const T *x = j->x + o * n * inner + j->i0;                                                   \
+      for (int64_t i = 0; i < w; i++) acc[i] = 0;                                                  \
+      for (int64_t k = 0; k < n; k++, x += inner)                                                  \
+        for (int64_t i = 0; i < w; i++) acc[i] += x[i];                                            \
+      for (int64_t i = 0; i < w; i++) j->out[o * inner + j->i0 + i] = (T)acc[i];                   \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *x, int64_t outer, int64_t n, int64_t inner, T *out, int32_t threads) {     \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    double *acc = inner > 1 ? malloc(sizeof(double) * (size_t)inner) : 0;                          \
+    if (inner > 1 && !acc) return -2;                                                              \
+    const int split_outer = inner == 1 || outer >= nt;                                             \
+    for (int t = 0; t < nt; t++) {                                                                 \
+      int64_t o0 = 0, o1 = outer, i0 = 0, i1 = inner;                                              \
+      if (split_outer) o0 = outer * t / nt, o1 = outer * (t + 1) / nt;                             \
+      else i0 = inner * t / nt / 8 * 8, i1 = t == nt - 1 ? inner : inner * (t + 1) / nt / 8 * 8;  \
+      jobs[t] = (NAME##_job){x, out, n, inner, o0, o1, i0, i1, acc ? acc + (split_outer ? 0 : i0) : 0}; \
+    }                                                                                              \
+    if (split_outer && inner > 1) {                                                                \
+      /* Each thread needs its own accumulator row. */                                             \
+      free(acc);                                                                                   \
+      acc = malloc(sizeof(double) * (size_t)inner * nt);                                           \
+      if (!acc) return -2;                                                                         \
+      for (int t = 0; t < nt; t++) jobs[t].acc = acc + inner * t;                                  \
+    }                                                                                              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    free(acc);                                                                                     \
+    return -1;                                                                                     \
+  }
+
+SUM(float, sc_sum_f32)
+SUM(double, sc_sum_f64)

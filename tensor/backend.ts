@@ -83,6 +83,8 @@ export interface Backend {
   fused?: {
     /** One Adam step over contiguous float views of one shape: [update, mu', nu']. */
     adam?(g: View, mu: View, nu: View, param: View | null, h: AdamHyper): [update: Buf, mu: Buf, nu: Buf];
+    /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
+    reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */
     unitRows?(w: View): Buf;
     /** g − (g·ŵ)ŵ row by row, ŵ the unit rows of w (both contiguous, one shape). */

@@ -13,6 +13,8 @@ import { loadNative, type Native, openNative } from "../tensor/cpu/native.ts";
 import * as S from "../tensor/cpu/sparse.ts";
 import { topk as topkTs } from "../tensor/cpu/kernels.ts";
 import { adamLoop } from "../tensor/cpu/fused.ts";
+import * as t from "../mod.ts";
+import { setNativeKernels } from "../tensor/cpu/native.ts";
 import { readEnv } from "../tensor/env.ts";
 import { runs } from "./ref.ts";
 
@@ -123,6 +125,37 @@ test("native Adam gives the TypeScript loop's bits, with and without weight deca
       },
     ),
     { numRuns: runs(100) },
+  );
+});
+
+test("native relu, its gradient and sums over axes give the TypeScript ops' bits", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 3 }), fc.boolean(), fc.array(value, { minLength: 1, maxLength: 50 }),
+      fc.nat(), fc.nat(),
+      (shape, f64, pool, a0, a1) => {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const dtype = f64 ? "f64" : "f32";
+        const x = t.reshape(t.tensor(make(f64, n, (i) => pool[(i * 13) % pool.length]), { dtype }), shape);
+        const g = t.reshape(t.tensor(make(f64, n, (i) => pool[(i * 7 + 3) % pool.length]), { dtype }), shape);
+        const lo = a0 % shape.length, hi = lo + (a1 % (shape.length - lo));
+        const axes = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+        const run = () => {
+          const [y, dx] = t.vjp((z: t.Tensor) => t.relu(z), x);
+          return [y, dx(g)[0] as t.Tensor, t.sum(x, axes), t.sum(x, 0), t.sum(x, -1)].map((r) => r.dataSync());
+        };
+        const was = setNativeKernels(false);
+        let want: ArrayLike<number>[];
+        try {
+          want = run();
+        } finally {
+          setNativeKernels(was);
+        }
+        run().forEach((got, i) => sameBits(got, want[i], ["relu", "relu grad", `sum ${axes}`, "sum 0", "sum -1"][i]));
+      },
+    ),
+    { numRuns: runs(150) },
   );
 });
 

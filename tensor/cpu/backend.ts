@@ -101,6 +101,9 @@ const sameFloat = (first: unknown, ...rest: unknown[]) => isFloat(first) && rest
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
 
+/** A contiguous float view's elements as one array (its offset applied). */
+const dense = (v: View): F => (v.offset === 0 ? v.buf as F : (v.buf as F).subarray(v.offset));
+
 const contiguous = (v: View) => v.strides.every((s, i) => s === contiguousStrides(v.shape)[i]);
 
 /** A row-wise kernel fn(...arrays, R, C, ...rest) over contiguous [R, C] arrays, rows split among threads. */
@@ -151,13 +154,30 @@ export const cpu: Backend = {
   read: (buf, _dtype, size) => Promise.resolve((buf as StorageArray).slice(0, size)),
   readSync: (buf, _dtype, size) => (buf as StorageArray).slice(0, size),
 
-  unary: (op, x, outDtype) => map(UNARY[op], x.shape, outDtype, [x]),
+  unary(op, x, outDtype) {
+    const nat = op === "relu" ? native() : null;
+    if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf)) {
+      const n = sizeOf(x.shape), out = takeArray(x.dtype, n) as F;
+      if (n > 0) nat.relu(dense(x), out, nativeThreads(n));
+      return out;
+    }
+    return map(UNARY[op], x.shape, outDtype, [x]);
+  },
   binary: (op, a, b, outDtype) => map(BINARY[op], a.shape, outDtype, [a, b]),
   where: (c, a, b, outDtype) => map("(a ? b : c)", a.shape, outDtype, [c, a, b]),
   cast: (x, dtype) => map(castExpr(x.dtype, dtype), x.shape, dtype, [x]),
 
   reduce(op, x, axes, outDtype) {
     const n = sizeOf(x.shape.filter((_, d) => !axes.includes(d)));
+    const nat = op === "sum" ? native() : null;
+    const sorted = [...axes].sort((a, b) => a - b);
+    if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf) && n > 0 && sorted.every((a, i) => i === 0 || a === sorted[i - 1] + 1)) {
+      // A contiguous run of axes: the array is [outer, reduced, inner].
+      const outer = sizeOf(x.shape.slice(0, sorted[0] ?? 0)), inner = sizeOf(x.shape.slice((sorted.at(-1) ?? -1) + 1));
+      const out = takeArray(x.dtype, n) as F;
+      if (nat.sum(dense(x), outer, sizeOf(x.shape) / (outer * inner), inner, out, nativeThreads(sizeOf(x.shape))) === -1) return out;
+      giveArray(out);
+    }
     return produce(outDtype, n, (out) => K.reduce(op, num(x), axes, out));
   },
   argReduce(op, x, axis) {
@@ -265,6 +285,14 @@ export const cpu: Backend = {
     });
   },
   fused: {
+    reluGrad(g, x) {
+      const nat = native();
+      // Without the native kernel, the rule's g·step(x) as one pass.
+      if (!nat) return map("a * +(b > 0)", g.shape, g.dtype, [g, x]);
+      const n = sizeOf(g.shape), out = takeArray(g.dtype, n) as F;
+      if (n > 0) nat.reluGrad(dense(g), dense(x), out, nativeThreads(n));
+      return out;
+    },
     unitRows(w) {
       const [R, C] = w.shape;
       const W = w.buf as F, out = takeArray(w.dtype, R * C) as F;

@@ -1,6 +1,6 @@
 /**
  * The CPU backend's native kernels (csrc/cpu_kernels.c) through FFI, like OpenBLAS: the sparse
- * products, top-k and Adam, bit for bit the same as their TypeScript twins but with SIMD and
+ * products, top-k, Adam, relu and sums, bit for bit the same as their TypeScript twins but with SIMD and
  * no per-element bounds checks. On first use the C file is compiled with the machine's compiler
  * (`cc`, or SPARSECODER_CC) for this CPU and cached under a key of its source, flags and CPU;
  * later processes only open the cached library. Loading never throws: without a compiler, FFI
@@ -38,6 +38,12 @@ export interface Native {
   /** The k best of each contiguous row of x [rows, n], best first. */
   topk(x: F, rows: number, n: number, k: number, values: F, indices: Int32Array, threads: number): number;
   adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, h: AdamArgs, threads: number): void;
+  /** out = relu(x), elementwise over contiguous arrays. */
+  relu(x: F, out: F, threads: number): void;
+  /** out = g·step(x): the relu's cotangent. */
+  reluGrad(g: F, x: F, out: F, threads: number): void;
+  /** Sums over the middle axis of a contiguous [outer, n, inner] into out [outer, inner]. */
+  sum(x: F, outer: number, n: number, inner: number, out: F, threads: number): number;
 }
 
 export interface NativeStatus {
@@ -54,6 +60,9 @@ const SIGS: Record<string, [string[], string]> = {
   sddmm: [["ptr", "i32", "ptr", "i32", "ptr", "ptr", "i32", "i32", "ptr", "i32"], "i32"],
   topk: [["ptr", "i32", "i32", "i32", "ptr", "ptr", "i32"], "i32"],
   adam: [["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32"], "void"],
+  relu: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
+  relu_grad: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
+  sum: [["ptr", "i64", "i64", "i64", "ptr", "i32"], "i32"],
 };
 
 const g = globalThis as any;
@@ -130,6 +139,10 @@ function bind(path: string, raw: Raw): Native {
     topk: (x, rows, n, k, values, indices, threads) => fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
     adam: (gr, m, v, p, u, m2, v2, h, threads) =>
       void fn("adam", gr)(gr, m, v, p, u, m2, v2, gr.length, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay, threads),
+    // The unused second operand of relu is passed as x itself (any valid pointer).
+    relu: (x, out, threads) => void fn("relu", x)(x, x, out, out.length, threads),
+    reluGrad: (gr, x, out, threads) => void fn("relu_grad", gr)(gr, x, out, out.length, threads),
+    sum: (x, outer, n, inner, out, threads) => fn("sum", x)(x, outer, n, inner, out, threads) as number,
   };
 }
 
