@@ -62,13 +62,13 @@ test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
           const want = new W(outRows * d), got = new W(outRows * d).fill(7);
           S.spmm(rows, cols, vals, dense, d, transpose, outRows, want, 0, d, transpose ? S.byRow(cols, nnz, outRows) : null);
           const [dst, src] = transpose ? [cols, rows] : [rows, cols];
-          assertEquals(nat.spmm(dst, src, vals, dense, inRows, d, got, outRows, threads), -1);
+          assertEquals(nat.spmm(dst, src, vals, nnz, dense, inRows, d, got, outRows, threads), -1);
           sameBits(got, want, `spmm transpose=${transpose}`);
         }
         const a = fill(R * d), b = fill(C * d);
         const want = new W(nnz), got = new W(nnz);
         S.sddmm(a, b, rows, cols, d, want);
-        assertEquals(nat.sddmm(a, R, b, C, rows, cols, d, got, threads), -1);
+        assertEquals(nat.sddmm(a, R, b, C, rows, cols, nnz, d, got, threads), -1);
         sameBits(got, want, "sddmm");
       },
     ),
@@ -120,7 +120,7 @@ test("native Adam gives the TypeScript loop's bits, with and without weight deca
         const h = { b1: 0.9, b2: 0.999, eps: 1e-8, c2: 1 - 0.999 ** step, scale: -1e-3 / (1 - 0.9 ** step), decay: decay ? 1e-5 : 0 };
         const want = [new W(n), new W(n), new W(n)] as F[], got = [new W(n), new W(n), new W(n)] as F[];
         adamLoop(G, M, V, P, want[0], want[1], want[2], h.b1, h.b2, h.eps, h.c2, h.scale, h.decay);
-        nat.adam(G, M, V, P, got[0], got[1], got[2], h, threads);
+        nat.adam(G, M, V, P, got[0], got[1], got[2], n, h, threads);
         ["update", "m", "v"].forEach((w, i) => sameBits(got[i], want[i], `adam ${w}`));
       },
     ),
@@ -159,12 +159,36 @@ test("native relu, its gradient and sums over axes give the TypeScript ops' bits
   );
 });
 
+test("native kernels on tensors whose buffer is longer than they are (leading slices) stop at the tensor", () => {
+  if (!nat) return;
+  // A leading slice is contiguous at offset 0 over a longer buffer; the kernels must take their
+  // sizes from the shape (writing to the buffer's length would run past the output's end).
+  const big = t.random.normal(t.random.key(3), [513, 640]);
+  const g = t.slice(big, [0, 0], [512, 640]);
+  assert(g.isContiguous() && (g.view().buf as Float32Array).length > 512 * 640, "the slice is a view over the longer buffer");
+  const run = () => {
+    const opt = t.adam({ lr: 1e-3 });
+    const [u] = opt.update(g, opt.init(g));
+    const idx = t.slice(t.tensor(Array.from({ length: 600 }, (_, i) => i % 512), { dtype: "i32" }), [0], [300]);
+    const coo = { rows: idx, cols: idx, values: t.slice(t.ones([600]), [0], [300]) };
+    return [u as t.Tensor, t.relu(g), t.vjp((z: t.Tensor) => t.relu(z), g)[1](g)[0] as t.Tensor, t.sddmm(g, g, idx, idx), t.spmm(coo as never, g, 512)].map((r) => r.dataSync());
+  };
+  const was = setNativeKernels(false);
+  let want: ArrayLike<number>[];
+  try {
+    want = run();
+  } finally {
+    setNativeKernels(was);
+  }
+  run().forEach((got, i) => sameBits(got, want[i], ["adam", "relu", "relu grad", "sddmm", "spmm"][i]));
+});
+
 test("native kernels report the first out-of-range index instead of reading past an array", () => {
   if (!nat) return;
   const rows = Int32Array.from([0, 1, 5, -1]), cols = Int32Array.from([0, 0, 0, 0]), vals = new Float32Array(4).fill(1);
   const dense = new Float32Array(3 * 2), out = new Float32Array(2 * 2);
-  assertEquals(nat.spmm(rows, cols, vals, dense, 3, 2, out, 2, 1), 2);
-  assertEquals(nat.sddmm(dense, 3, dense, 3, Int32Array.from([0, 2, 3]), Int32Array.from([0, 1, 1]), 2, new Float32Array(3), 1), 2);
+  assertEquals(nat.spmm(rows, cols, vals, 4, dense, 3, 2, out, 2, 1), 2);
+  assertEquals(nat.sddmm(dense, 3, dense, 3, Int32Array.from([0, 2, 3]), Int32Array.from([0, 1, 1]), 3, 2, new Float32Array(3), 1), 2);
 });
 
 test("native kernels: compiled once into the cache, atomically; a missing compiler is a clear reason", async () => {

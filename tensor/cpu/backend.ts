@@ -101,6 +101,12 @@ const sameFloat = (first: unknown, ...rest: unknown[]) => isFloat(first) && rest
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
 
+/** A contiguous view's n elements as an array of exactly that length. */
+const own = (v: View, n: number): Num => {
+  const { arr, offset } = num(v);
+  return offset === 0 && arr.length === n ? arr : arr.subarray(offset, offset + n);
+};
+
 /** A contiguous float view's elements as one array (its offset applied). */
 const dense = (v: View): F => (v.offset === 0 ? v.buf as F : (v.buf as F).subarray(v.offset));
 
@@ -158,7 +164,7 @@ export const cpu: Backend = {
     const nat = op === "relu" ? native() : null;
     if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf)) {
       const n = sizeOf(x.shape), out = takeArray(x.dtype, n) as F;
-      if (n > 0) nat.relu(dense(x), out, nativeThreads(n));
+      if (n > 0) nat.relu(dense(x), out, n, nativeThreads(n));
       return out;
     }
     return map(UNARY[op], x.shape, outDtype, [x]);
@@ -252,12 +258,14 @@ export const cpu: Backend = {
   spmm(rows, cols, vals, dense, transpose, outRows) {
     const d = dense.shape[1];
     return produce(dense.dtype, outRows * d, (out) => {
-      const args = [num(rows).arr, num(cols).arr, num(vals).arr, num(dense).arr] as const;
+      // Each array cut to its tensor's size: a leading slice's buffer runs on past it.
+      const nnz = sizeOf(vals.shape);
+      const args = [own(rows, nnz), own(cols, nnz), own(vals, nnz), own(dense, sizeOf(dense.shape))] as const;
       const nat = native();
-      if (nat && args[2].length > 0 && d > 0 && sameFloat(out, args[2], args[3])) {
+      if (nat && nnz > 0 && d > 0 && sameFloat(out, args[2], args[3])) {
         const [dst, src] = (transpose ? [args[1], args[0]] : [args[0], args[1]]) as Int32Array[];
-        const inRows = args[3].length / d;
-        const bad = nat.spmm(dst, src, args[2] as F, args[3] as F, inRows, d, out as F, outRows, nativeThreads(args[2].length * d));
+        const inRows = sizeOf(dense.shape) / d;
+        const bad = nat.spmm(dst, src, args[2] as F, nnz, args[3] as F, inRows, d, out as F, outRows, nativeThreads(nnz * d));
         if (bad >= 0) S.check("spmm", dst[bad], outRows), S.check("spmm", src[bad], inRows);
         if (bad === -1) return;
       }
@@ -271,12 +279,12 @@ export const cpu: Backend = {
   },
   sddmm(a, b, rows, cols) {
     return produce(a.dtype, sizeOf(rows.shape), (out) => {
-      const args = [num(a).arr, num(b).arr, num(rows).arr, num(cols).arr] as const;
+      const args = [own(a, sizeOf(a.shape)), own(b, sizeOf(b.shape)), num(rows).arr, num(cols).arr] as const;
       const key = typeKey(...args, out), d = a.shape[1], m = out.length;
       const nat = native();
       if (nat && m > 0 && d > 0 && sameFloat(out, args[0], args[1])) {
-        const [R, C] = [args[2], args[3]] as Int32Array[], na = args[0].length / d, nb = args[1].length / d;
-        const bad = nat.sddmm(args[0] as F, na, args[1] as F, nb, R, C, d, out as F, nativeThreads(m * d));
+        const [R, C] = [args[2], args[3]] as Int32Array[], na = sizeOf(a.shape) / d, nb = sizeOf(b.shape) / d;
+        const bad = nat.sddmm(args[0] as F, na, args[1] as F, nb, R, C, m, d, out as F, nativeThreads(m * d));
         if (bad >= 0) S.check("sddmm", R[bad], na), S.check("sddmm", C[bad], nb);
         if (bad === -1) return;
       }
@@ -290,7 +298,7 @@ export const cpu: Backend = {
       // Without the native kernel, the rule's g·step(x) as one pass.
       if (!nat) return map("a * +(b > 0)", g.shape, g.dtype, [g, x]);
       const n = sizeOf(g.shape), out = takeArray(g.dtype, n) as F;
-      if (n > 0) nat.reluGrad(dense(g), dense(x), out, nativeThreads(n));
+      if (n > 0) nat.reluGrad(dense(g), dense(x), out, n, nativeThreads(n));
       return out;
     },
     unitRows(w) {
@@ -311,7 +319,7 @@ export const cpu: Backend = {
       const U = takeArray(g.dtype, n) as F, M2 = takeArray(g.dtype, n) as F, V2 = takeArray(g.dtype, n) as F;
       const nat = native();
       if (nat && n > 0 && sameFloat(G, M, V, U, ...(P ? [P] : []))) {
-        nat.adam(G, M, V, P, U, M2, V2, h, nativeThreads(n));
+        nat.adam(G, M, V, P, U, M2, V2, n, h, nativeThreads(n));
         return [U, M2, V2];
       }
       const key = typeKey(G, U) + (P ? ",decay" : "");

@@ -31,17 +31,20 @@ export interface AdamArgs {
 export interface Native {
   /** The compiled library that was opened. */
   path: string;
-  /** out = 0; out[dst[i]] += vals[i]·dense[src[i]] (rows of width d). */
-  spmm(dst: Int32Array, src: Int32Array, vals: F, dense: F, inRows: number, d: number, out: F, outRows: number, threads: number): number;
-  /** out[i] = a[rows[i]] · b[cols[i]] (rows of width d). */
-  sddmm(a: F, na: number, b: F, nb: number, rows: Int32Array, cols: Int32Array, d: number, out: F, threads: number): number;
+  // Counts are passed, never taken from array lengths: a tensor's buffer may be longer than the
+  // tensor (a leading slice), and native code writing past an array corrupts the heap.
+  /** out = 0; out[dst[i]] += vals[i]·dense[src[i]] for i < nnz (rows of width d). */
+  spmm(dst: Int32Array, src: Int32Array, vals: F, nnz: number, dense: F, inRows: number, d: number, out: F, outRows: number, threads: number): number;
+  /** out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). */
+  sddmm(a: F, na: number, b: F, nb: number, rows: Int32Array, cols: Int32Array, nnz: number, d: number, out: F, threads: number): number;
   /** The k best of each contiguous row of x [rows, n], best first. */
   topk(x: F, rows: number, n: number, k: number, values: F, indices: Int32Array, threads: number): number;
-  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, h: AdamArgs, threads: number): void;
-  /** out = relu(x), elementwise over contiguous arrays. */
-  relu(x: F, out: F, threads: number): void;
-  /** out = g·step(x): the relu's cotangent. */
-  reluGrad(g: F, x: F, out: F, threads: number): void;
+  /** One Adam step over the first n elements. */
+  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, n: number, h: AdamArgs, threads: number): void;
+  /** out = relu(x) over the first n elements. */
+  relu(x: F, out: F, n: number, threads: number): void;
+  /** out = g·step(x), the relu's cotangent, over the first n elements. */
+  reluGrad(g: F, x: F, out: F, n: number, threads: number): void;
   /** Sums over the middle axis of a contiguous [outer, n, inner] into out [outer, inner]. */
   sum(x: F, outer: number, n: number, inner: number, out: F, threads: number): number;
 }
@@ -133,15 +136,15 @@ function bind(path: string, raw: Raw): Native {
   const fn = (name: string, x: F) => raw[`${name}_${w(x)}` as keyof Raw];
   return {
     path,
-    spmm: (dst, src, vals, dense, inRows, d, out, outRows, threads) =>
-      fn("spmm", dense)(dst, src, vals, vals.length, dense, inRows, d, out, outRows, threads) as number,
-    sddmm: (a, na, b, nb, rows, cols, d, out, threads) => fn("sddmm", a)(a, na, b, nb, rows, cols, rows.length, d, out, threads) as number,
+    spmm: (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) =>
+      fn("spmm", dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number,
+    sddmm: (a, na, b, nb, rows, cols, nnz, d, out, threads) => fn("sddmm", a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number,
     topk: (x, rows, n, k, values, indices, threads) => fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
-    adam: (gr, m, v, p, u, m2, v2, h, threads) =>
-      void fn("adam", gr)(gr, m, v, p, u, m2, v2, gr.length, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay, threads),
+    adam: (gr, m, v, p, u, m2, v2, n, h, threads) =>
+      void fn("adam", gr)(gr, m, v, p, u, m2, v2, n, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay, threads),
     // The unused second operand of relu is passed as x itself (any valid pointer).
-    relu: (x, out, threads) => void fn("relu", x)(x, x, out, out.length, threads),
-    reluGrad: (gr, x, out, threads) => void fn("relu_grad", gr)(gr, x, out, out.length, threads),
+    relu: (x, out, n, threads) => void fn("relu", x)(x, x, out, n, threads),
+    reluGrad: (gr, x, out, n, threads) => void fn("relu_grad", gr)(gr, x, out, n, threads),
     sum: (x, outer, n, inner, out, threads) => fn("sum", x)(x, outer, n, inner, out, threads) as number,
   };
 }
