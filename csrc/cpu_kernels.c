@@ -35,6 +35,9 @@ static void run_tasks(task_fn task, void *jobs, size_t size, int n) {
 
 static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
 
+// Where slice t of nt over [0, n) starts: multiples of 16 elements, so slices share no cache line.
+static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * t / nt / 16 * 16; }
+
 // ---- Sparse × dense: out[dst[i]] += vals[i] · dense[src[i]] --------------------------------
 // The entries are visited grouped by output row, in their original order within a row (a stable
 // counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows.
@@ -173,6 +176,14 @@ static void heap_replace_root(double *hv, int64_t *hi, int64_t size, double v, i
   hv[c] = v, hi[c] = i;
 }
 
+// Pop the heap's lowest-ranked entry repeatedly, filling values/indices [0, k) from the back.
+#define HEAP_DRAIN(hv, hi, k, values, indices)                                                     \
+  for (int64_t t_ = (k) - 1; t_ >= 0; t_--) {                                                      \
+    (values)[t_] = (hv)[0];                                                                        \
+    (indices)[t_] = (int32_t)(hi)[0];                                                              \
+    heap_replace_root(hv, hi, t_, (hv)[t_], (hi)[t_]);                                             \
+  }
+
 // Offer (v, i) to a full heap of k entries: it enters if the root ranks below it.
 static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int64_t i) {
   if (ranks_below(hv[0], hi[0], v, i)) heap_replace_root(hv, hi, k, v, i);
@@ -203,12 +214,7 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
         heap_replace_root(j->hv, j->hi, k, v, c);                                                  \
         root = j->hv[0];                                                                           \
       }                                                                                            \
-      if (!j->values) continue;                                                                    \
-      for (int64_t t = k - 1; t >= 0; t--) {                                                       \
-        j->values[r * k + t] = (T)j->hv[0];                                                        \
-        j->indices[r * k + t] = (int32_t)j->hi[0];                                                 \
-        heap_replace_root(j->hv, j->hi, t, j->hv[t], j->hi[t]);                                    \
-      }                                                                                            \
+      if (j->values) HEAP_DRAIN(j->hv, j->hi, k, j->values + r * k, j->indices + r * k);           \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -242,11 +248,7 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
         for (int t = 1; t < nt; t++)                                                               \
           for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
-        for (int64_t t = k - 1; t >= 0; t--) {                                                     \
-          values[r * k + t] = (T)hv[0];                                                            \
-          indices[r * k + t] = (int32_t)hi[0];                                                     \
-          heap_replace_root(hv, hi, t, hv[t], hi[t]);                                              \
-        }                                                                                          \
+        HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
       }                                                                                            \
     }                                                                                              \
     free(hv), free(hi);                                                                            \
@@ -286,7 +288,7 @@ TOPK(double, sc_topk_f64)
     NAME##_job jobs[MAX_THREADS];                                                                  \
     for (int t = 0; t < nt; t++)                                                                   \
       jobs[t] = (NAME##_job){g, m, v, p, u, m2, v2, b1, b2, eps, c2, scale, decay,                 \
-                             n * t / nt / 16 * 16, t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16};  \
+                             slice_start(n, t, nt), slice_start(n, t + 1, nt)};                    \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
 
@@ -307,9 +309,9 @@ ADAM(double, sc_adam_f64)
     NAME##_job *j = p;                                                                             \
     const T *x = j->x, *y = j->y;                                                                  \
     T *out = j->out;                                                                               \
-    (void)y;                                                                                       \
     for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
       const T a = x[i], b = y[i];                                                                  \
+      (void)b; /* relu has one operand */                                                          \
       out[i] = (EXPR);                                                                             \
     }                                                                                              \
     return 0;                                                                                      \
@@ -318,7 +320,7 @@ ADAM(double, sc_adam_f64)
     int nt = clamp_threads(threads);                                                               \
     NAME##_job jobs[MAX_THREADS];                                                                  \
     for (int t = 0; t < nt; t++)                                                                   \
-      jobs[t] = (NAME##_job){x, y, out, n * t / nt / 16 * 16, t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16}; \
+      jobs[t] = (NAME##_job){x, y, out, slice_start(n, t, nt), slice_start(n, t + 1, nt)};         \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
 

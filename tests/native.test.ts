@@ -35,6 +35,18 @@ function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): voi
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) throw new Error(`${what}[${i}]: native ${a[i]}, TypeScript ${b[i]}`);
 }
 
+/** `run`'s results with the native kernels must equal its results with them switched off. */
+function sameAsTypeScript(run: () => ArrayLike<number>[], names: string[]): void {
+  const was = setNativeKernels(false);
+  let want: ArrayLike<number>[];
+  try {
+    want = run();
+  } finally {
+    setNativeKernels(was);
+  }
+  run().forEach((got, i) => sameBits(got, want[i], names[i]));
+}
+
 /** Values with repeats (ties), zeros, signed zeros and the odd NaN or infinity. */
 const value = fc.oneof(
   { weight: 6, arbitrary: fc.double({ min: -4, max: 4, noNaN: true }) },
@@ -145,14 +157,7 @@ test("native relu, its gradient and sums over axes give the TypeScript ops' bits
           const [y, dx] = t.vjp((z: t.Tensor) => t.relu(z), x);
           return [y, dx(g)[0] as t.Tensor, t.sum(x, axes), t.sum(x, 0), t.sum(x, -1)].map((r) => r.dataSync());
         };
-        const was = setNativeKernels(false);
-        let want: ArrayLike<number>[];
-        try {
-          want = run();
-        } finally {
-          setNativeKernels(was);
-        }
-        run().forEach((got, i) => sameBits(got, want[i], ["relu", "relu grad", `sum ${axes}`, "sum 0", "sum -1"][i]));
+        sameAsTypeScript(run, ["relu", "relu grad", `sum ${axes}`, "sum 0", "sum -1"]);
       },
     ),
     { numRuns: runs(150) },
@@ -173,14 +178,7 @@ test("native kernels on tensors whose buffer is longer than they are (leading sl
     const coo = { rows: idx, cols: idx, values: t.slice(t.ones([600]), [0], [300]) };
     return [u as t.Tensor, t.relu(g), t.vjp((z: t.Tensor) => t.relu(z), g)[1](g)[0] as t.Tensor, t.sddmm(g, g, idx, idx), t.spmm(coo as never, g, 512)].map((r) => r.dataSync());
   };
-  const was = setNativeKernels(false);
-  let want: ArrayLike<number>[];
-  try {
-    want = run();
-  } finally {
-    setNativeKernels(was);
-  }
-  run().forEach((got, i) => sameBits(got, want[i], ["adam", "relu", "relu grad", "sddmm", "spmm"][i]));
+  sameAsTypeScript(run, ["adam", "relu", "relu grad", "sddmm", "spmm"]);
 });
 
 test("native kernels report the first out-of-range index instead of reading past an array", () => {

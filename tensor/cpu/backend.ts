@@ -107,9 +107,6 @@ const own = (v: View, n: number): Num => {
   return offset === 0 && arr.length === n ? arr : arr.subarray(offset, offset + n);
 };
 
-/** A contiguous float view's elements as one array (its offset applied). */
-const dense = (v: View): F => (v.offset === 0 ? v.buf as F : (v.buf as F).subarray(v.offset));
-
 const contiguous = (v: View) => v.strides.every((s, i) => s === contiguousStrides(v.shape)[i]);
 
 /** A row-wise kernel fn(...arrays, R, C, ...rest) over contiguous [R, C] arrays, rows split among threads. */
@@ -164,7 +161,7 @@ export const cpu: Backend = {
     const nat = op === "relu" ? native() : null;
     if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf)) {
       const n = sizeOf(x.shape), out = takeArray(x.dtype, n) as F;
-      if (n > 0) nat.relu(dense(x), out, n, nativeThreads(n));
+      if (n > 0) nat.relu(own(x, n) as F, out, n, nativeThreads(n));
       return out;
     }
     return map(UNARY[op], x.shape, outDtype, [x]);
@@ -181,7 +178,7 @@ export const cpu: Backend = {
       // A contiguous run of axes: the array is [outer, reduced, inner].
       const outer = sizeOf(x.shape.slice(0, sorted[0] ?? 0)), inner = sizeOf(x.shape.slice((sorted.at(-1) ?? -1) + 1));
       const out = takeArray(x.dtype, n) as F;
-      if (nat.sum(dense(x), outer, sizeOf(x.shape) / (outer * inner), inner, out, nativeThreads(sizeOf(x.shape))) === -1) return out;
+      if (nat.sum(own(x, sizeOf(x.shape)) as F, outer, sizeOf(x.shape) / (outer * inner), inner, out, nativeThreads(sizeOf(x.shape))) === -1) return out;
       giveArray(out);
     }
     return produce(outDtype, n, (out) => K.reduce(op, num(x), axes, out));
@@ -298,7 +295,7 @@ export const cpu: Backend = {
       // Without the native kernel, the rule's g·step(x) as one pass.
       if (!nat) return map("a * +(b > 0)", g.shape, g.dtype, [g, x]);
       const n = sizeOf(g.shape), out = takeArray(g.dtype, n) as F;
-      if (n > 0) nat.reluGrad(dense(g), dense(x), out, n, nativeThreads(n));
+      if (n > 0) nat.reluGrad(own(g, n) as F, own(x, n) as F, out, n, nativeThreads(n));
       return out;
     },
     unitRows(w) {

@@ -14,18 +14,10 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { AdamHyper } from "../backend.ts";
 import { denoGranted, errText, readEnv } from "./blas.ts";
 
 type F = Float32Array | Float64Array;
-
-export interface AdamArgs {
-  b1: number;
-  b2: number;
-  eps: number;
-  c2: number;
-  scale: number;
-  decay: number;
-}
 
 /** Each returns -1 on success or the position of the first entry whose index is out of range. */
 export interface Native {
@@ -40,7 +32,7 @@ export interface Native {
   /** The k best of each contiguous row of x [rows, n], best first. */
   topk(x: F, rows: number, n: number, k: number, values: F, indices: Int32Array, threads: number): number;
   /** One Adam step over the first n elements. */
-  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, n: number, h: AdamArgs, threads: number): void;
+  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, n: number, h: AdamHyper, threads: number): void;
   /** out = relu(x) over the first n elements. */
   relu(x: F, out: F, n: number, threads: number): void;
   /** out = g·step(x), the relu's cotangent, over the first n elements. */
