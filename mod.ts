@@ -6,8 +6,18 @@ export { promote } from "./tensor/dtype.ts";
 export type { Shape } from "./tensor/shape.ts";
 export { ShapeError } from "./tensor/shape.ts";
 export type { Backend, View } from "./tensor/backend.ts";
-export { availableBackends, backendInfo, findBackend, getBackend, registerBackend, useBackend } from "./tensor/registry.ts";
-export { setThreads as setCpuThreads, threadsReady as cpuThreadsReady } from "./tensor/cpu/threads.ts";
+export {
+  availableBackends,
+  backendInfo,
+  findBackend,
+  getBackend,
+  registerBackend,
+  useBackend,
+} from "./tensor/registry.ts";
+export {
+  setThreads as setCpuThreads,
+  threadsReady as cpuThreadsReady,
+} from "./tensor/cpu/threads.ts";
 export { dispose, disposeReplaced, keep, tidy } from "./tensor/scope.ts";
 export * from "./tensor/ops/create.ts";
 export * from "./tensor/ops/elementwise.ts";
@@ -32,7 +42,12 @@ export * as synthetic from "./data/synthetic.ts";
 export * as data from "./data/mod.ts";
 export * as sae from "./sae/mod.ts";
 export * as testing from "./testing/mod.ts";
-export { cudaMemoryStats, cudaReleaseCached, cudaSynchronize, setCudaMatmulPrecision } from "./tensor/cuda/backend.ts";
+export {
+  cudaMemoryStats,
+  cudaReleaseCached,
+  cudaSynchronize,
+  setCudaMatmulPrecision,
+} from "./tensor/cuda/backend.ts";
 export { cudaUnavailableReason } from "./tensor/cuda/runtime.ts";
 export { initWebGPU, selectBackend } from "./tensor/webgpu/mod.ts";
 export type { WebGPUBackend } from "./tensor/webgpu/mod.ts";

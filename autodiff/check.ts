@@ -13,7 +13,11 @@ import { grad } from "./grad.ts";
 
 function scalarOf(who: string, y: Tensor): number {
   if (!(y instanceof Tensor) || y.size !== 1) {
-    throw new TypeError(`${who}: the function must return a one-element tensor, got ${y instanceof Tensor ? y.describe() : typeof y}`);
+    throw new TypeError(
+      `${who}: the function must return a one-element tensor, got ${
+        y instanceof Tensor ? y.describe() : typeof y
+      }`,
+    );
   }
   return Number(y.dataSync()[0]);
 }
@@ -26,7 +30,11 @@ function withElement(x: Tensor, base: Float64Array, j: number, v: number): Tenso
 
 /** ∂f/∂x by central differences (f(x + eps·e_j) − f(x − eps·e_j)) / 2eps, one element at a time. */
 export function numericalGrad(f: (x: Tensor) => Tensor, x: Tensor, eps = 1e-6): Tensor {
-  if (x.dtype !== "f64") throw new TypeError(`numericalGrad: x must be f64 for meaningful differences, got ${x.describe()}`);
+  if (x.dtype !== "f64") {
+    throw new TypeError(
+      `numericalGrad: x must be f64 for meaningful differences, got ${x.describe()}`,
+    );
+  }
   const base = Float64Array.from(x.dataSync());
   const out = new Float64Array(base.length);
   for (let j = 0; j < base.length; j++) {
@@ -69,27 +77,52 @@ function weights(seed: number, n: number): Float64Array {
  * so every output element takes part. Float inputs are cast to f64; other inputs (indices) are
  * passed through unchecked. Throws naming the input, element, and both values on mismatch.
  */
-export function checkGrads(f: (...xs: Tensor[]) => Tensor, xs: Tensor[], opts: CheckGradsOptions = {}): void {
+export function checkGrads(
+  f: (...xs: Tensor[]) => Tensor,
+  xs: Tensor[],
+  opts: CheckGradsOptions = {},
+): void {
   const eps = opts.eps ?? 1e-6, rtol = opts.rtol ?? 1e-5, atol = opts.atol ?? 1e-6;
   const args = xs.map((x) => (isFloat(x.dtype) ? cast(x, "f64") : x));
   const y0 = f(...args);
-  if (!(y0 instanceof Tensor)) throw new TypeError(`checkGrads: the function must return a Tensor, got ${typeof y0}`);
-  if (!isFloat(y0.dtype)) throw new TypeError(`checkGrads: the function must return a float tensor, got ${y0.describe()}`);
-  const w = tensor(weights(opts.seed ?? 0, y0.size), { shape: y0.shape, dtype: "f64", backend: y0.backend });
+  if (!(y0 instanceof Tensor)) {
+    throw new TypeError(`checkGrads: the function must return a Tensor, got ${typeof y0}`);
+  }
+  if (!isFloat(y0.dtype)) {
+    throw new TypeError(
+      `checkGrads: the function must return a float tensor, got ${y0.describe()}`,
+    );
+  }
+  const w = tensor(weights(opts.seed ?? 0, y0.size), {
+    shape: y0.shape,
+    dtype: "f64",
+    backend: y0.backend,
+  });
   const projected = (...a: Tensor[]) => sum(mul(cast(f(...a), "f64"), w));
-  const analytic = grad(projected, { argnums: args.map((_, i) => i) })(...args) as (Tensor | null)[];
+  const analytic = grad(projected, { argnums: args.map((_, i) => i) })(
+    ...args,
+  ) as (Tensor | null)[];
 
   args.forEach((x, i) => {
     if (!isFloat(x.dtype)) return;
     const g = analytic[i];
-    if (!(g instanceof Tensor)) throw new Error(`checkGrads: no gradient for input ${i} ${x.describe()}`);
-    if (g.shape.join() !== x.shape.join()) throw new Error(`checkGrads: input ${i}: gradient shape ${fmt(g.shape)} vs input shape ${fmt(x.shape)}`);
+    if (!(g instanceof Tensor)) {
+      throw new Error(`checkGrads: no gradient for input ${i} ${x.describe()}`);
+    }
+    if (g.shape.join() !== x.shape.join()) {
+      throw new Error(
+        `checkGrads: input ${i}: gradient shape ${fmt(g.shape)} vs input shape ${fmt(x.shape)}`,
+      );
+    }
     const a = g.dataSync();
-    const n = numericalGrad((xi) => projected(...args.map((o, k) => (k === i ? xi : o))), x, eps).dataSync();
+    const n = numericalGrad((xi) => projected(...args.map((o, k) => (k === i ? xi : o))), x, eps)
+      .dataSync();
     for (let j = 0; j < n.length; j++) {
       if (!(Math.abs(a[j] - n[j]) <= atol + rtol * Math.abs(n[j]))) {
         throw new Error(
-          `checkGrads: input ${i} (shape ${fmt(x.shape)}), element ${j}: analytic ${a[j]} vs numeric ${n[j]} ` +
+          `checkGrads: input ${i} (shape ${fmt(x.shape)}), element ${j}: analytic ${
+            a[j]
+          } vs numeric ${n[j]} ` +
             `(|diff| ${Math.abs(a[j] - n[j]).toExponential(3)}, rtol ${rtol}, atol ${atol})`,
         );
       }

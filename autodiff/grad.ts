@@ -9,13 +9,20 @@ import { closeTrace, markLeaf, openTrace, record, type Tape, untraced } from "./
 import { vjpRule } from "./rules.ts";
 import { treeFlatten, treeLeaves, treeUnflatten } from "./tree.ts";
 
-const tensorLeaves = (tree: unknown): Tensor[] => treeLeaves(tree).filter((x): x is Tensor => x instanceof Tensor);
+const tensorLeaves = (tree: unknown): Tensor[] =>
+  treeLeaves(tree).filter((x): x is Tensor => x instanceof Tensor);
 
 /** Propagate output cotangents back through a tape; returns one cotangent (or null) per leaf. */
 function backward(tape: Tape, outputs: Tensor[], cts: Tensor[], who: string): (Tensor | null)[] {
   const acc = new Map<Tensor, Tensor>();
   const put = (x: Tensor, g: Tensor, what: string) => {
-    if (!shapesEqual(g.shape, x.shape)) throw new Error(`${who}: ${what} returned a cotangent of shape ${fmt(g.shape)} for an input of shape ${fmt(x.shape)}`);
+    if (!shapesEqual(g.shape, x.shape)) {
+      throw new Error(
+        `${who}: ${what} returned a cotangent of shape ${fmt(g.shape)} for an input of shape ${
+          fmt(x.shape)
+        }`,
+      );
+    }
     const gc = g.dtype === x.dtype || !isFloat(x.dtype) ? g : cast(g, x.dtype);
     const prev = acc.get(x);
     acc.set(x, prev ? add(prev, gc) : gc);
@@ -30,7 +37,13 @@ function backward(tape: Tape, outputs: Tensor[], cts: Tensor[], who: string): (T
     const inCts = vjpRule(node)(outCts, node, live);
     node.inputs.forEach((x, j) => {
       const g = inCts[j];
-      if (live[j] && g) put(x, g, `the VJP of ${node.prim === "custom" ? (node as Node<"custom">).params.name : node.prim}`);
+      if (live[j] && g) {
+        put(
+          x,
+          g,
+          `the VJP of ${node.prim === "custom" ? (node as Node<"custom">).params.name : node.prim}`,
+        );
+      }
     });
   }
   return tape.leaves.map((l) => acc.get(l) ?? null);
@@ -44,7 +57,13 @@ interface Traced {
 }
 
 /** Run f with the float tensor leaves of the chosen arguments as fresh leaves of a new trace. */
-function traceCall(who: string, f: (...args: any[]) => unknown, args: unknown[], argnums: number[], outOf: (r: unknown) => unknown): Traced {
+function traceCall(
+  who: string,
+  f: (...args: any[]) => unknown,
+  args: unknown[],
+  argnums: number[],
+  outOf: (r: unknown) => unknown,
+): Traced {
   const trace = openTrace();
   const leaves: Tensor[] = [];
   const flat = args.map((a, i) => {
@@ -69,7 +88,9 @@ function traceCall(who: string, f: (...args: any[]) => unknown, args: unknown[],
   }
   if (out instanceof Promise) {
     closeTrace(trace, leaves, []);
-    throw new TypeError(`${who}: the function must be synchronous (readback with await belongs outside it)`);
+    throw new TypeError(
+      `${who}: the function must be synchronous (readback with await belongs outside it)`,
+    );
   }
   const tape = closeTrace(trace, leaves, tensorLeaves(outOf(out)), tensorLeaves(out));
   return { out, tape, args: flat };
@@ -79,18 +100,29 @@ function traceCall(who: string, f: (...args: any[]) => unknown, args: unknown[],
 function gradsOf(t: Traced, argnums: number[], leafCts: (Tensor | null)[]): unknown[] {
   let k = 0;
   const perArg = t.args.map((a) =>
-    treeUnflatten(a.def, a.leaves.map((l, j) => {
-      if (!a.traced[j]) return null;
-      const g = leafCts[k++];
-      return g ?? zerosLike(l as Tensor);
-    }))
+    treeUnflatten(
+      a.def,
+      a.leaves.map((l, j) => {
+        if (!a.traced[j]) return null;
+        const g = leafCts[k++];
+        return g ?? zerosLike(l as Tensor);
+      }),
+    )
   );
   return argnums.map((i) => perArg[i]);
 }
 
-function normArgnums(who: string, argnums: number | readonly number[] | undefined, n: number): number[] {
+function normArgnums(
+  who: string,
+  argnums: number | readonly number[] | undefined,
+  n: number,
+): number[] {
   const list = argnums === undefined ? [0] : typeof argnums === "number" ? [argnums] : [...argnums];
-  for (const a of list) if (!Number.isInteger(a) || a < 0 || a >= n) throw new RangeError(`${who}: argnums ${a} is out of range for ${n} argument(s)`);
+  for (const a of list) {
+    if (!Number.isInteger(a) || a < 0 || a >= n) {
+      throw new RangeError(`${who}: argnums ${a} is out of range for ${n} argument(s)`);
+    }
+  }
   return list;
 }
 
@@ -98,13 +130,20 @@ function normArgnums(who: string, argnums: number | readonly number[] | undefine
  * vjp(f, ...primals) → [f(...primals), vjpFn]; vjpFn(cotangent shaped like the output) returns
  * one cotangent record per primal. vjpFn may be called more than once.
  */
-export function vjp<R>(f: (...args: any[]) => R, ...primals: unknown[]): [R, (ct: unknown) => unknown[]] {
+export function vjp<R>(
+  f: (...args: any[]) => R,
+  ...primals: unknown[]
+): [R, (ct: unknown) => unknown[]] {
   const argnums = primals.map((_, i) => i);
   const t = traceCall("vjp", f, primals, argnums, (r) => r);
   const outs = tensorLeaves(t.out);
   const fn = (ct: unknown) => {
     const cts = tensorLeaves(ct);
-    if (cts.length !== outs.length) throw new TypeError(`vjp: the cotangent has ${cts.length} tensors, the output ${outs.length}`);
+    if (cts.length !== outs.length) {
+      throw new TypeError(
+        `vjp: the cotangent has ${cts.length} tensors, the output ${outs.length}`,
+      );
+    }
     return gradsOf(t, argnums, backward(t.tape, outs, cts, "vjp"));
   };
   return [t.out as R, fn];
@@ -118,8 +157,18 @@ export interface GradOptions {
 }
 
 function scalarValue(who: string, v: unknown): Tensor {
-  if (!(v instanceof Tensor)) throw new TypeError(`${who}: the function must return a scalar Tensor${who.includes("Aux") ? "" : " (use hasAux to return [value, aux])"}, got ${typeof v}`);
-  if (v.size !== 1 || !isFloat(v.dtype)) throw new TypeError(`${who}: the function must return a one-element float tensor, got ${v.describe()}`);
+  if (!(v instanceof Tensor)) {
+    throw new TypeError(
+      `${who}: the function must return a scalar Tensor${
+        who.includes("Aux") ? "" : " (use hasAux to return [value, aux])"
+      }, got ${typeof v}`,
+    );
+  }
+  if (v.size !== 1 || !isFloat(v.dtype)) {
+    throw new TypeError(
+      `${who}: the function must return a one-element float tensor, got ${v.describe()}`,
+    );
+  }
   return v;
 }
 
@@ -127,18 +176,27 @@ function scalarValue(who: string, v: unknown): Tensor {
  * valueAndGrad(f)(params, ...args) → [value, grads], grads shaped like params. With hasAux,
  * f returns [value, aux] and the result is [[value, aux], grads].
  */
-export function valueAndGrad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => [any, any] {
+export function valueAndGrad<A extends unknown[]>(
+  f: (...args: A) => unknown,
+  opts: GradOptions = {},
+): (...args: A) => [any, any] {
   return valueAndGradAs("valueAndGrad", f, opts);
 }
 
 /** valueAndGrad whose errors carry the public name the user called (grad or valueAndGrad). */
-function valueAndGradAs<A extends unknown[]>(who: string, f: (...args: A) => unknown, opts: GradOptions): (...args: A) => [any, any] {
+function valueAndGradAs<A extends unknown[]>(
+  who: string,
+  f: (...args: A) => unknown,
+  opts: GradOptions,
+): (...args: A) => [any, any] {
   return (...args: A) => {
     const argnums = normArgnums(who, opts.argnums, args.length);
     const valueOf = (r: unknown) => (opts.hasAux ? (r as unknown[])[0] : r);
     if (opts.hasAux) {
       const probe = (r: unknown) => {
-        if (!Array.isArray(r) || r.length !== 2) throw new TypeError(`${who}: with hasAux the function must return [value, aux]`);
+        if (!Array.isArray(r) || r.length !== 2) {
+          throw new TypeError(`${who}: with hasAux the function must return [value, aux]`);
+        }
         return r[0];
       };
       const t = traceCall(who, f as (...a: unknown[]) => unknown, args, argnums, probe);
@@ -154,7 +212,10 @@ function valueAndGradAs<A extends unknown[]>(who: string, f: (...args: A) => unk
 }
 
 /** grad(f)(params, ...args) → grads shaped like params ([grads, aux] with hasAux). */
-export function grad<A extends unknown[]>(f: (...args: A) => unknown, opts: GradOptions = {}): (...args: A) => any {
+export function grad<A extends unknown[]>(
+  f: (...args: A) => unknown,
+  opts: GradOptions = {},
+): (...args: A) => any {
   const vg = valueAndGradAs("grad", f, opts);
   return (...args: A) => {
     const [v, g] = vg(...args);
@@ -186,7 +247,11 @@ export function customVjp<Args extends Tensor[], O extends Tensor | Tensor[], R>
         backward: (cts, live) => {
           const full = cts.map((g, i) => g ?? zerosLike(aliased[i]));
           const r = backward(res, (Array.isArray(out) ? full : full[0]) as O, live);
-          if (r.length !== args.length) throw new Error(`${name}: backward returned ${r.length} cotangents for ${args.length} inputs`);
+          if (r.length !== args.length) {
+            throw new Error(
+              `${name}: backward returned ${r.length} cotangents for ${args.length} inputs`,
+            );
+          }
           return r;
         },
       },

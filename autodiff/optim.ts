@@ -24,7 +24,11 @@ const rate = (lr: LearningRate, step: number): number => (typeof lr === "number"
 
 /** Map over tensor leaves only; other leaves (null for non-float params) pass through. */
 function mapTensors<T>(fn: (...xs: Tensor[]) => Tensor, tree: T, ...rest: unknown[]): T {
-  return treeMap((x: unknown, ...ys: unknown[]) => (x instanceof Tensor ? fn(x, ...(ys as Tensor[])) : x), tree, ...rest);
+  return treeMap(
+    (x: unknown, ...ys: unknown[]) => (x instanceof Tensor ? fn(x, ...(ys as Tensor[])) : x),
+    tree,
+    ...rest,
+  );
 }
 
 export function applyUpdates<T>(params: T, updates: T): T {
@@ -43,16 +47,26 @@ export interface SgdState {
   momentum: unknown;
 }
 
-export function sgd(o: { lr: LearningRate; momentum?: number; nesterov?: boolean }): GradientTransformation<SgdState> {
+export function sgd(
+  o: { lr: LearningRate; momentum?: number; nesterov?: boolean },
+): GradientTransformation<SgdState> {
   const beta = o.momentum ?? 0;
   return {
-    init: (params) => ({ count: 0, momentum: beta ? mapTensors((p) => zerosLike(p), params) : null }),
+    init: (params) => ({
+      count: 0,
+      momentum: beta ? mapTensors((p) => zerosLike(p), params) : null,
+    }),
     update(grads, state) {
       const lr = rate(o.lr, state.count);
-      if (!beta) return [mapTensors((g) => mul(g, -lr), grads), { count: state.count + 1, momentum: null }];
+      if (!beta) {
+        return [mapTensors((g) => mul(g, -lr), grads), { count: state.count + 1, momentum: null }];
+      }
       const m = mapTensors((mi, g) => add(mul(mi, beta), g), state.momentum, grads);
       const dir = o.nesterov ? mapTensors((mi, g) => add(g, mul(mi, beta)), m, grads) : m;
-      return [mapTensors((d) => mul(d, -lr), dir) as typeof grads, { count: state.count + 1, momentum: m }];
+      return [mapTensors((d) => mul(d, -lr), dir) as typeof grads, {
+        count: state.count + 1,
+        momentum: m,
+      }];
     },
   };
 }
@@ -76,18 +90,39 @@ export interface AdamOptions {
 export function adam(o: AdamOptions): GradientTransformation<AdamState> {
   const b1 = o.b1 ?? 0.9, b2 = o.b2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
   return {
-    init: (params) => ({ count: 0, mu: mapTensors((p) => zerosLike(p), params), nu: mapTensors((p) => zerosLike(p), params) }),
+    init: (params) => ({
+      count: 0,
+      mu: mapTensors((p) => zerosLike(p), params),
+      nu: mapTensors((p) => zerosLike(p), params),
+    }),
     update(grads, state, params) {
-      if (wd && params === undefined) throw new TypeError("adam: weightDecay needs params passed to update");
+      if (wd && params === undefined) {
+        throw new TypeError("adam: weightDecay needs params passed to update");
+      }
       const t = state.count + 1;
       const lr = rate(o.lr, state.count);
-      const h: AdamHyper = { b1, b2, eps, c2: 1 - b2 ** t, scale: -lr / (1 - b1 ** t), decay: lr * wd };
+      const h: AdamHyper = {
+        b1,
+        b2,
+        eps,
+        c2: 1 - b2 ** t,
+        scale: -lr / (1 - b1 ** t),
+        decay: lr * wd,
+      };
       const [gl, def] = treeFlatten(grads);
       const ml = treeLeaves(state.mu), vl = treeLeaves(state.nu), pl = wd ? treeLeaves(params) : [];
       if (ml.length !== gl.length || (wd && pl.length !== gl.length)) {
-        throw new TypeError(`adam: gradients have ${gl.length} leaves, the optimizer state ${ml.length}${wd ? `, params ${pl.length}` : ""}`);
+        throw new TypeError(
+          `adam: gradients have ${gl.length} leaves, the optimizer state ${ml.length}${
+            wd ? `, params ${pl.length}` : ""
+          }`,
+        );
       }
-      const res = gl.map((g, i) => g instanceof Tensor ? adamLeaf(g, ml[i] as Tensor, vl[i] as Tensor, wd ? pl[i] as Tensor : null, h) : [g, ml[i], vl[i]]);
+      const res = gl.map((g, i) =>
+        g instanceof Tensor
+          ? adamLeaf(g, ml[i] as Tensor, vl[i] as Tensor, wd ? pl[i] as Tensor : null, h)
+          : [g, ml[i], vl[i]]
+      );
       const part = (j: number) => treeUnflatten(def, res.map((r) => r[j]));
       return [part(0) as typeof grads, { count: t, mu: part(1), nu: part(2) }];
     },
@@ -95,13 +130,26 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
 }
 
 /** One leaf's Adam step: the backend's fused kernel when it has one and nothing is traced. */
-function adamLeaf(g: Tensor, m: Tensor, v: Tensor, p: Tensor | null, h: AdamHyper): [Tensor, Tensor, Tensor] {
+function adamLeaf(
+  g: Tensor,
+  m: Tensor,
+  v: Tensor,
+  p: Tensor | null,
+  h: AdamHyper,
+): [Tensor, Tensor, Tensor] {
   const fused = g.backend.fused?.adam;
   const plain = (x: Tensor) =>
-    x.backend === g.backend && x.dtype === g.dtype && x.isContiguous() && !x._tape && shapesEqual(x.shape, g.shape);
-  if (fused && (g.dtype === "f32" || g.dtype === "f64") && [g, m, v, p].every((x) => !x || plain(x))) {
+    x.backend === g.backend && x.dtype === g.dtype && x.isContiguous() && !x._tape &&
+    shapesEqual(x.shape, g.shape);
+  if (
+    fused && (g.dtype === "f32" || g.dtype === "f64") && [g, m, v, p].every((x) => !x || plain(x))
+  ) {
     const [u, m2, v2] = fused(g.view(), m.view(), v.view(), p?.view() ?? null, h);
-    return [wrap(g.backend, u, g.shape, g.dtype), wrap(g.backend, m2, g.shape, g.dtype), wrap(g.backend, v2, g.shape, g.dtype)];
+    return [
+      wrap(g.backend, u, g.shape, g.dtype),
+      wrap(g.backend, m2, g.shape, g.dtype),
+      wrap(g.backend, v2, g.shape, g.dtype),
+    ];
   }
   const m2 = add(mul(m, h.b1), mul(g, 1 - h.b1));
   const v2 = add(mul(v, h.b2), mul(square(g), 1 - h.b2));
@@ -109,7 +157,8 @@ function adamLeaf(g: Tensor, m: Tensor, v: Tensor, p: Tensor | null, h: AdamHype
   return [p ? sub(u, mul(p, h.decay)) : u, m2, v2];
 }
 
-export const adamw = (o: AdamOptions): GradientTransformation<AdamState> => adam({ ...o, weightDecay: o.weightDecay ?? 1e-2 });
+export const adamw = (o: AdamOptions): GradientTransformation<AdamState> =>
+  adam({ ...o, weightDecay: o.weightDecay ?? 1e-2 });
 
 /** Scale all gradients down together when their global norm exceeds `maxNorm` (no readback). */
 export function clipByGlobalNorm(maxNorm: number): GradientTransformation<null> {

@@ -8,7 +8,24 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { isFloat } from "../tensor/dtype.ts";
 import { zeros } from "../tensor/ops/create.ts";
 import {
-  add, cast, cos, div, eq, exp, floor, gt, log, mul, neg, pow, sign, sin, square, step, sub, where,
+  add,
+  cast,
+  cos,
+  div,
+  eq,
+  exp,
+  floor,
+  gt,
+  log,
+  mul,
+  neg,
+  pow,
+  sign,
+  sin,
+  square,
+  step,
+  sub,
+  where,
 } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { broadcastTo, mT, pad, reshape, slice, transpose } from "../tensor/ops/shape.ts";
@@ -19,14 +36,23 @@ import { bind1, wrap } from "../tensor/prims.ts";
 import { shapesEqual } from "../tensor/shape.ts";
 
 /** `live[j]`: whether input j needs a cotangent (rules may skip work for the others). */
-type Rule<P extends Prim> = (cts: (Tensor | null)[], node: Node<P>, live: boolean[]) => (Tensor | null)[];
+type Rule<P extends Prim> = (
+  cts: (Tensor | null)[],
+  node: Node<P>,
+  live: boolean[],
+) => (Tensor | null)[];
 
 /** A cotangent computed only for an input that needs one (skips e.g. ∂x of x·W with x data). */
 const when = (live: boolean, f: () => Tensor): Tensor | null => (live ? f() : null);
 
 const TWO_OVER_SQRT_PI = 1.1283791670955126;
 
-function unaryRule(op: Node<"unary">["params"]["op"], g: Tensor, x: Tensor, y: Tensor): Tensor | null {
+function unaryRule(
+  op: Node<"unary">["params"]["op"],
+  g: Tensor,
+  x: Tensor,
+  y: Tensor,
+): Tensor | null {
   switch (op) {
     case "neg":
       return neg(g);
@@ -49,8 +75,12 @@ function unaryRule(op: Node<"unary">["params"]["op"], g: Tensor, x: Tensor, y: T
     case "relu": {
       // One pass where the backend fuses it and nothing is traced (no grad of this grad).
       const k = g.backend.fused?.reluGrad;
-      const plain = (v: Tensor) => v.isContiguous() && !v._tape && (v.dtype === "f32" || v.dtype === "f64") && v.backend === g.backend;
-      if (k && plain(g) && plain(x) && g.dtype === x.dtype && shapesEqual(g.shape, x.shape)) return wrap(g.backend, k(g.view(), x.view()), g.shape, g.dtype);
+      const plain = (v: Tensor) =>
+        v.isContiguous() && !v._tape && (v.dtype === "f32" || v.dtype === "f64") &&
+        v.backend === g.backend;
+      if (k && plain(g) && plain(x) && g.dtype === x.dtype && shapesEqual(g.shape, x.shape)) {
+        return wrap(g.backend, k(g.view(), x.view()), g.shape, g.dtype);
+      }
       return mul(g, step(x));
     }
     case "sin":
@@ -89,7 +119,10 @@ export const RULES: { [P in Prim]: Rule<P> } = {
       case "div":
         return [when(live[0], () => div(g!, y)), when(live[1], () => neg(div(mul(g!, z), y)))];
       case "pow":
-        return [when(live[0], () => mul(g!, mul(y, pow(x, sub(y, 1))))), when(live[1], () => mul(g!, mul(z, log(where(gt(x, 0), x, 1)))))];
+        return [
+          when(live[0], () => mul(g!, mul(y, pow(x, sub(y, 1))))),
+          when(live[1], () => mul(g!, mul(z, log(where(gt(x, 0), x, 1))))),
+        ];
       case "mod":
         return [g, neg(mul(g!, floor(div(x, y))))];
       case "max":
@@ -100,7 +133,11 @@ export const RULES: { [P in Prim]: Rule<P> } = {
         return [null, null];
     }
   },
-  where: ([g], { inputs: [c] }, live) => [null, when(live[1], () => where(c, g!, 0)), when(live[2], () => where(c, 0, g!))],
+  where: (
+    [g],
+    { inputs: [c] },
+    live,
+  ) => [null, when(live[1], () => where(c, g!, 0)), when(live[2], () => where(c, 0, g!))],
   cast: ([g], { inputs: [x] }) => [isFloat(x.dtype) ? cast(g!, x.dtype) : null],
   reduce: ([g], { inputs: [x], outputs: [y], params: { op, axes } }) => {
     const keep = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
@@ -110,11 +147,24 @@ export const RULES: { [P in Prim]: Rule<P> } = {
     return [div(mul(gk, hit), broadcastTo(sum(hit, axes, { keepdims: true }), x.shape))];
   },
   argReduce: () => [null],
-  matmul: ([g], { inputs: [a, b] }, live) => [when(live[0], () => matmul(g!, mT(b))), when(live[1], () => matmul(mT(a), g!))],
-  gather: ([g], { inputs: [x, idx], params: { axis } }) => [scatterAdd(zeros(x.shape, g!.dtype, g!.backend), idx, g!, axis), null],
+  matmul: (
+    [g],
+    { inputs: [a, b] },
+    live,
+  ) => [when(live[0], () => matmul(g!, mT(b))), when(live[1], () => matmul(mT(a), g!))],
+  gather: (
+    [g],
+    { inputs: [x, idx], params: { axis } },
+  ) => [scatterAdd(zeros(x.shape, g!.dtype, g!.backend), idx, g!, axis), null],
   scatterAdd: ([g], { inputs: [, idx], params: { axis } }) => [g, null, gather(g!, idx, axis)],
-  topk: ([g], { inputs: [x], outputs: [, idx] }) => [g ? scatterAdd(zeros(x.shape, g.dtype, g.backend), idx, g, -1) : null],
-  cumsum: ([g], { params: { axis, reverse } }) => [bind1("cumsum", [g!], { axis, reverse: !reverse })],
+  topk: (
+    [g],
+    { inputs: [x], outputs: [, idx] },
+  ) => [g ? scatterAdd(zeros(x.shape, g.dtype, g.backend), idx, g, -1) : null],
+  cumsum: (
+    [g],
+    { params: { axis, reverse } },
+  ) => [bind1("cumsum", [g!], { axis, reverse: !reverse })],
   concat: ([g], { inputs, params: { axis } }) => {
     let at = 0;
     return inputs.map((x) => {
@@ -124,7 +174,10 @@ export const RULES: { [P in Prim]: Rule<P> } = {
       return slice(g!, starts, ends);
     });
   },
-  pad: ([g], { inputs: [x], params: { widths } }) => [slice(g!, widths.map((w) => w[0]), widths.map((w, i) => w[0] + x.shape[i]))],
+  pad: (
+    [g],
+    { inputs: [x], params: { widths } },
+  ) => [slice(g!, widths.map((w) => w[0]), widths.map((w, i) => w[0] + x.shape[i]))],
   reshape: ([g], { inputs: [x] }) => [reshape(g!, x.shape)],
   permute: ([g], { params: { perm } }) => {
     const inv = new Array<number>(perm.length);
@@ -133,21 +186,42 @@ export const RULES: { [P in Prim]: Rule<P> } = {
   },
   broadcastTo: ([g], { inputs: [x], params: { shape } }) => {
     const lead = shape.length - x.ndim;
-    const axes = shape.flatMap((d, i) => (i < lead || (x.shape[i - lead] === 1 && d !== 1) ? [i] : []));
+    const axes = shape.flatMap((
+      d,
+      i,
+    ) => (i < lead || (x.shape[i - lead] === 1 && d !== 1) ? [i] : []));
     return [reshape(sum(g!, axes), x.shape)];
   },
-  slice: ([g], { inputs: [x], params: { starts, ends } }) => [pad(g!, starts.map((s, i) => [s, x.shape[i] - ends[i]] as const))],
+  slice: (
+    [g],
+    { inputs: [x], params: { starts, ends } },
+  ) => [pad(g!, starts.map((s, i) => [s, x.shape[i] - ends[i]] as const))],
   alias: ([g]) => [g],
   // S@T, Sᵀ@G and the sampled product are closed under differentiation (ops/sparse.ts).
   spmm: ([g], { inputs: [r, c, v, m], params: { transpose } }, live) => {
     const coo = { rows: r, cols: c, values: v };
     return transpose
-      ? [null, null, when(live[2], () => sddmm(m, g!, r, c)), when(live[3], () => spmm(coo, g!, m.shape[0]))]
-      : [null, null, when(live[2], () => sddmm(g!, m, r, c)), when(live[3], () => spmmT(coo, g!, m.shape[0]))];
+      ? [
+        null,
+        null,
+        when(live[2], () => sddmm(m, g!, r, c)),
+        when(live[3], () => spmm(coo, g!, m.shape[0])),
+      ]
+      : [
+        null,
+        null,
+        when(live[2], () => sddmm(g!, m, r, c)),
+        when(live[3], () => spmmT(coo, g!, m.shape[0])),
+      ];
   },
   sddmm: ([g], { inputs: [a, b, r, c] }, live) => {
     const coo = { rows: r, cols: c, values: g! };
-    return [when(live[0], () => spmm(coo, b, a.shape[0])), when(live[1], () => spmmT(coo, a, b.shape[0])), null, null];
+    return [
+      when(live[0], () => spmm(coo, b, a.shape[0])),
+      when(live[1], () => spmmT(coo, a, b.shape[0])),
+      null,
+      null,
+    ];
   },
   custom: (cts, { params: { backward } }, live) => backward(cts, live),
 };

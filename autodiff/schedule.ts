@@ -25,20 +25,28 @@ export function cosineDecaySchedule(init: number, steps: number, alpha = 0): Sch
  * Linear warmup from 0 to `peak` over `warmupSteps`, constant, then (if `decayStart` is given)
  * linear decay to 0 at `totalSteps`: dictionary_learning's get_lr_schedule shape.
  */
-export function warmupDecaySchedule(o: { peak: number; warmupSteps: number; totalSteps: number; decayStart?: number }): Schedule {
+export function warmupDecaySchedule(
+  o: { peak: number; warmupSteps: number; totalSteps: number; decayStart?: number },
+): Schedule {
   const { peak, warmupSteps, totalSteps, decayStart } = o;
   if (decayStart !== undefined && !(decayStart >= warmupSteps && decayStart < totalSteps)) {
-    throw new RangeError(`warmupDecaySchedule: need warmupSteps <= decayStart < totalSteps, got ${warmupSteps}, ${decayStart}, ${totalSteps}`);
+    throw new RangeError(
+      `warmupDecaySchedule: need warmupSteps <= decayStart < totalSteps, got ${warmupSteps}, ${decayStart}, ${totalSteps}`,
+    );
   }
   return (t) => {
     if (t < warmupSteps) return (peak * t) / warmupSteps;
-    if (decayStart !== undefined && t >= decayStart) return (peak * Math.max(totalSteps - t, 0)) / (totalSteps - decayStart);
+    if (decayStart !== undefined && t >= decayStart) {
+      return (peak * Math.max(totalSteps - t, 0)) / (totalSteps - decayStart);
+    }
     return peak;
   };
 }
 
 /** Linear warmup to `peak`, then cosine decay to `end` at `totalSteps`. */
-export function warmupCosineSchedule(o: { peak: number; warmupSteps: number; totalSteps: number; end?: number }): Schedule {
+export function warmupCosineSchedule(
+  o: { peak: number; warmupSteps: number; totalSteps: number; end?: number },
+): Schedule {
   const cos = cosineDecaySchedule(o.peak, o.totalSteps - o.warmupSteps, (o.end ?? 0) / o.peak);
   return (t) => (t < o.warmupSteps ? (o.peak * t) / o.warmupSteps : cos(t - o.warmupSteps));
 }

@@ -59,7 +59,12 @@ export interface Tape {
  * every tensor (and on `alsoForget`, e.g. aux outputs) so nothing keeps the graph alive once the
  * tape is dropped.
  */
-export function closeTrace(trace: Trace, leaves: Tensor[], outputs: Tensor[], alsoForget: Tensor[] = []): Tape {
+export function closeTrace(
+  trace: Trace,
+  leaves: Tensor[],
+  outputs: Tensor[],
+  alsoForget: Tensor[] = [],
+): Tape {
   const i = stack.lastIndexOf(trace);
   if (i >= 0) stack.splice(i, 1);
   trace.open = false;

@@ -36,14 +36,20 @@ export function treeUnflatten<T = unknown>(def: TreeDef, leaves: readonly unknow
   let i = 0;
   const go = (d: TreeDef): unknown => {
     if (d.kind === "leaf") {
-      if (i >= leaves.length) throw new RangeError(`treeUnflatten: the structure needs more than ${leaves.length} leaves`);
+      if (i >= leaves.length) {
+        throw new RangeError(
+          `treeUnflatten: the structure needs more than ${leaves.length} leaves`,
+        );
+      }
       return leaves[i++];
     }
     if (d.kind === "array") return d.children.map(go);
     return Object.fromEntries(d.keys.map((k, j) => [k, go(d.children[j])]));
   };
   const out = go(def);
-  if (i !== leaves.length) throw new RangeError(`treeUnflatten: got ${leaves.length} leaves for a structure of ${i}`);
+  if (i !== leaves.length) {
+    throw new RangeError(`treeUnflatten: got ${leaves.length} leaves for a structure of ${i}`);
+  }
   return out as T;
 }
 
@@ -56,10 +62,16 @@ function sameDef(a: TreeDef, b: TreeDef, path: string): void {
     throw new TypeError(`tree structures differ at ${path || "the root"}: ${why}`);
   };
   if (a.kind !== b.kind) fail(`${a.kind} vs ${b.kind}`);
-  if (a.kind === "object" && b.kind === "object" && a.keys.join() !== b.keys.join()) fail(`keys {${a.keys}} vs {${b.keys}}`);
+  if (a.kind === "object" && b.kind === "object" && a.keys.join() !== b.keys.join()) {
+    fail(`keys {${a.keys}} vs {${b.keys}}`);
+  }
   if (a.kind !== "leaf" && b.kind !== "leaf") {
-    if (a.children.length !== b.children.length) fail(`${a.children.length} vs ${b.children.length} children`);
-    a.children.forEach((c, i) => sameDef(c, b.children[i], `${path}${a.kind === "object" ? "." + a.keys[i] : `[${i}]`}`));
+    if (a.children.length !== b.children.length) {
+      fail(`${a.children.length} vs ${b.children.length} children`);
+    }
+    a.children.forEach((c, i) =>
+      sameDef(c, b.children[i], `${path}${a.kind === "object" ? "." + a.keys[i] : `[${i}]`}`)
+    );
   }
 }
 
@@ -85,8 +97,9 @@ export function treePaths(tree: unknown): [path: string, leaf: unknown][] {
   const out: [string, unknown][] = [];
   const go = (t: unknown, p: string) => {
     if (Array.isArray(t)) t.forEach((x, i) => go(x, `${p}[${i}]`));
-    else if (isPlainObject(t)) for (const k of Object.keys(t).sort()) go(t[k], p ? `${p}.${k}` : k);
-    else out.push([p, t]);
+    else if (isPlainObject(t)) {
+      for (const k of Object.keys(t).sort()) go(t[k], p ? `${p}.${k}` : k);
+    } else out.push([p, t]);
   };
   go(tree, "");
   return out;

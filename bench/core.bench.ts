@@ -21,7 +21,12 @@ const blas = loadBlas().blas;
 
 group("matmul 1024x1024x1024 f32", () => {
   bench("op matmul (BLAS path)", () => t.tidy(() => do_not_optimize(t.matmul(A, B))));
-  if (blas) bench("raw OpenBLAS sgemm", () => blas.sgemm(false, false, n, n, n, 1, a, 0, n, b, 0, n, 0, c, 0, n));
+  if (blas) {
+    bench(
+      "raw OpenBLAS sgemm",
+      () => blas.sgemm(false, false, n, n, n, 1, a, 0, n, b, 0, n, 0, c, 0, n),
+    );
+  }
   bench("TypeScript gemm", () => gemmTs(false, false, n, n, n, 1, a, 0, n, b, 0, n, 0, c, 0, n));
 });
 
@@ -34,17 +39,26 @@ group("1M elements f32", () => {
 const s1 = t.tensor([1, 2, 3]), s2 = t.tensor([4, 5, 6]);
 group("per-op overhead, 3 elements", () => {
   bench("tiny add", () => t.tidy(() => do_not_optimize(t.add(s1, s2))));
-  bench("matmul 1x3 @ 3x1", () => t.tidy(() => do_not_optimize(t.matmul(t.reshape(s1, [1, 3]), t.reshape(s2, [3, 1])))));
+  bench(
+    "matmul 1x3 @ 3x1",
+    () => t.tidy(() => do_not_optimize(t.matmul(t.reshape(s1, [1, 3]), t.reshape(s2, [3, 1])))),
+  );
 });
 
 const res = await run({ format: json ? "quiet" : "mitata" } as Parameters<typeof run>[0]);
 const avg = (name: string): number | undefined => {
-  for (const bm of (res as unknown as { benchmarks: { alias: string; runs: { stats?: { avg: number } }[] }[] }).benchmarks) {
+  for (
+    const bm of (res as unknown as {
+      benchmarks: { alias: string; runs: { stats?: { avg: number } }[] }[];
+    }).benchmarks
+  ) {
     if (bm.alias === name) return bm.runs[0]?.stats?.avg;
   }
 };
 const gflops = (ns?: number) => (ns ? (2 * n ** 3) / ns : NaN);
-const op = gflops(avg("op matmul (BLAS path)")), raw = gflops(avg("raw OpenBLAS sgemm")), ts = gflops(avg("TypeScript gemm"));
+const op = gflops(avg("op matmul (BLAS path)")),
+  raw = gflops(avg("raw OpenBLAS sgemm")),
+  ts = gflops(avg("TypeScript gemm"));
 const summary = {
   runtime: "Deno" in globalThis ? "deno" : "bun",
   blas: loadBlas().reason,
@@ -58,5 +72,9 @@ const summary = {
 };
 if (json) console.log(JSON.stringify(summary));
 else {
-  console.log(`\nmatmul 1024³ f32: op ${op.toFixed(1)} GFLOP/s, raw OpenBLAS ${raw.toFixed(1)} GFLOP/s (op/raw ${(op / raw).toFixed(3)}), TypeScript ${ts.toFixed(2)} GFLOP/s`);
+  console.log(
+    `\nmatmul 1024³ f32: op ${op.toFixed(1)} GFLOP/s, raw OpenBLAS ${
+      raw.toFixed(1)
+    } GFLOP/s (op/raw ${(op / raw).toFixed(3)}), TypeScript ${ts.toFixed(2)} GFLOP/s`,
+  );
 }

@@ -18,7 +18,9 @@ const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process
 const json = argv.includes("--json");
 const small = argv.includes("--small");
 const n = small ? 128 : Number(argv[argv.indexOf("--n") + 1] ?? 8192) || 8192;
-const CONFIGS: readonly (readonly [number, number, number, number])[] = small ? [[32, 256, 64, 8]] : [[2304, 65536, 4096, 64], [512, 8192, 2048, 32]];
+const CONFIGS: readonly (readonly [number, number, number, number])[] = small
+  ? [[32, 256, 64, 8]]
+  : [[2304, 65536, 4096, 64], [512, 8192, 2048, 32]];
 const runtime = "Deno" in globalThis ? "deno" : "bun";
 t.useBackend("cuda");
 
@@ -26,7 +28,9 @@ t.useBackend("cuda");
 function filled(shape: number[], seed: number, dtype: t.DType = "f32"): t.Tensor {
   const a = new Float32Array(shape.reduce((x, y) => x * y, 1));
   let s = seed >>> 0;
-  for (let i = 0; i < a.length; i++) (s = (Math.imul(s, 1664525) + 1013904223) >>> 0), (a[i] = (s >>> 8) / 2 ** 24 - 0.5);
+  for (let i = 0; i < a.length; i++) {
+    (s = (Math.imul(s, 1664525) + 1013904223) >>> 0), (a[i] = (s >>> 8) / 2 ** 24 - 0.5);
+  }
   const x = t.tensor(a, { shape });
   if (dtype === "f32") return x;
   const c = t.cast(x, dtype);
@@ -58,7 +62,12 @@ t.setCudaMatmulPrecision("f32");
 const saeOurs: number[] = [];
 for (const [d, F, B, k] of CONFIGS) {
   const cfg = resolveConfig({ arch: "topk", d_in: d, d_sae: F, k });
-  const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
+  const tc = resolveTrainConfig(cfg, {
+    steps: 1000,
+    batch_size: B,
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
   const x = filled([B, d], 3);
   let state = await initTrainState(t.random.key(0), cfg, tc, []);
   const one = async () => {
@@ -78,11 +87,18 @@ for (const [d, F, B, k] of CONFIGS) {
 
 const torch = new Map<string, number>();
 let why = "";
-const py = spawnSync("python3", [new URL("./cuda_bench_torch.py", import.meta.url).pathname, String(n), ...CONFIGS.map((c) => c.join(","))], { encoding: "utf8" });
+const py = spawnSync("python3", [
+  new URL("./cuda_bench_torch.py", import.meta.url).pathname,
+  String(n),
+  ...CONFIGS.map((c) => c.join(",")),
+], { encoding: "utf8" });
 if (py.status === 0) {
   for (const line of py.stdout.trim().split("\n")) {
     const r = JSON.parse(line);
-    torch.set(r.what === "matmul" ? r.mode : `${r.d},${r.F}`, r.what === "matmul" ? r.tflops : r.tokens_per_s);
+    torch.set(
+      r.what === "matmul" ? r.mode : `${r.d},${r.F}`,
+      r.what === "matmul" ? r.tflops : r.tokens_per_s,
+    );
   }
 } else why = `PyTorch failed: ${(py.stderr || String(py.error)).trim().split("\n").pop()}`;
 
@@ -90,13 +106,50 @@ const pct = (a: number, b?: number) => (b ? `${((100 * a) / b).toFixed(1)}%` : w
 if (!json) console.log(`CUDA benchmarks (${runtime}; ${t.backendInfo().backends.cuda})`);
 for (const mode of ["f32", "tf32", "bf16"]) {
   const pt = torch.get(mode);
-  if (json) console.log(JSON.stringify({ what: "matmul", n, mode, tflops: ours[mode], torch_tflops: pt ?? null, share: pt ? ours[mode] / pt : null, runtime }));
-  else console.log(`  matmul ${n}³ ${mode.padEnd(4)} ours ${ours[mode].toFixed(1).padStart(6)} TFLOP/s   PyTorch ${pt ? pt.toFixed(1).padStart(6) : "   n/a"} TFLOP/s   ${pct(ours[mode], pt)} (target ≥ 90%)`);
+  if (json) {
+    console.log(
+      JSON.stringify({
+        what: "matmul",
+        n,
+        mode,
+        tflops: ours[mode],
+        torch_tflops: pt ?? null,
+        share: pt ? ours[mode] / pt : null,
+        runtime,
+      }),
+    );
+  } else {console.log(
+      `  matmul ${n}³ ${mode.padEnd(4)} ours ${
+        ours[mode].toFixed(1).padStart(6)
+      } TFLOP/s   PyTorch ${pt ? pt.toFixed(1).padStart(6) : "   n/a"} TFLOP/s   ${
+        pct(ours[mode], pt)
+      } (target ≥ 90%)`,
+    );}
 }
 CONFIGS.forEach(([d, F, B, k], i) => {
   const pt = torch.get(`${d},${F}`), tps = saeOurs[i];
   // Our step's only dense work is the encoder matmul; everything else is O(B·k·d) or O(F·d).
   const floorTps = B / ((2 * B * d * F) / (ours.f32 * 1e12));
-  if (json) console.log(JSON.stringify({ what: "sae_topk_step", d, F, B, k, tokens_per_s: tps, torch_tokens_per_s: pt ?? null, ratio: pt ? tps / pt : null, floor_tokens_per_s: floorTps, runtime }));
-  else console.log(`  TopK SAE step d=${d} F=${F} B=${B} k=${k}: ours ${tps.toFixed(0)} tok/s   PyTorch ${pt ? pt.toFixed(0) : "n/a"} tok/s   ${pt ? (tps / pt).toFixed(2) + "×" : why} (target ≥ 1.5×)   floor ${floorTps.toFixed(0)} tok/s (2·B·d·F at the f32 rate above)`);
+  if (json) {
+    console.log(
+      JSON.stringify({
+        what: "sae_topk_step",
+        d,
+        F,
+        B,
+        k,
+        tokens_per_s: tps,
+        torch_tokens_per_s: pt ?? null,
+        ratio: pt ? tps / pt : null,
+        floor_tokens_per_s: floorTps,
+        runtime,
+      }),
+    );
+  } else {console.log(
+      `  TopK SAE step d=${d} F=${F} B=${B} k=${k}: ours ${tps.toFixed(0)} tok/s   PyTorch ${
+        pt ? pt.toFixed(0) : "n/a"
+      } tok/s   ${pt ? (tps / pt).toFixed(2) + "×" : why} (target ≥ 1.5×)   floor ${
+        floorTps.toFixed(0)
+      } tok/s (2·B·d·F at the f32 rate above)`,
+    );}
 });

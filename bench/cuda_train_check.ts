@@ -11,7 +11,10 @@ import * as t from "../mod.ts";
 
 const { sae } = t;
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
-const opt = (name: string, d: number) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : d);
+const opt = (
+  name: string,
+  d: number,
+) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : d);
 /** |cuda − cpu| ≤ ABS + REL·|cpu| for FVU, MSE, cosine and the fraction of live features. */
 const ABS = 0.01, REL = 0.05;
 
@@ -19,7 +22,15 @@ type Sae = typeof sae;
 type State = Awaited<ReturnType<Sae["initTrainState"]>>;
 
 /** Steps 1..steps on data batches of size B; `each` sees the step number after it ran. */
-async function runSteps(state: State, data: ReturnType<Sae["syntheticData"]>, cfg: ReturnType<Sae["resolveConfig"]>, tc: ReturnType<Sae["resolveTrainConfig"]>, steps: number, B: number, each?: (i: number) => void): Promise<State> {
+async function runSteps(
+  state: State,
+  data: ReturnType<Sae["syntheticData"]>,
+  cfg: ReturnType<Sae["resolveConfig"]>,
+  tc: ReturnType<Sae["resolveTrainConfig"]>,
+  steps: number,
+  B: number,
+  each?: (i: number) => void,
+): Promise<State> {
   for (let i = 1; i <= steps; i++) {
     const batch = data.batch(i, B);
     const { state: next } = await sae.trainStep(state, batch, cfg, tc);
@@ -48,16 +59,24 @@ async function train(backend: string, steps: number, d: number, F: number, B: nu
 
 let failed = false;
 const steps = opt("--steps", 400), [d, F, B, k] = [64, 512, 512, 8];
-console.log(`TopK SAE d=${d} F=${F} batch=${B} k=${k}, ${steps} steps, cpu vs cuda (${t.backendInfo().backends.cuda})`);
+console.log(
+  `TopK SAE d=${d} F=${F} batch=${B} k=${k}, ${steps} steps, cpu vs cuda (${t.backendInfo().backends.cuda})`,
+);
 const cpu = await train("cpu", steps, d, F, B, k);
 const gpu = await train("cuda", steps, d, F, B, k);
 for (const key of ["fvu", "mse", "cosine", "frac_alive", "l0"] as const) {
   const a = cpu.m[key], b = gpu.m[key];
   const ok = Math.abs(b - a) <= ABS + REL * Math.abs(a);
   failed ||= !ok;
-  console.log(`  ${key.padEnd(11)} cpu ${a.toFixed(5)}  cuda ${b.toFixed(5)}  ${ok ? "ok" : `MISMATCH (tolerance ${ABS} + ${REL}·|cpu|)`}`);
+  console.log(
+    `  ${key.padEnd(11)} cpu ${a.toFixed(5)}  cuda ${b.toFixed(5)}  ${
+      ok ? "ok" : `MISMATCH (tolerance ${ABS} + ${REL}·|cpu|)`
+    }`,
+  );
 }
-console.log(`  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms / steps).toFixed(2)} ms/step`);
+console.log(
+  `  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms / steps).toFixed(2)} ms/step`,
+);
 
 // Flat memory over 10,000 steps: no new driver allocations and the same bytes in use after warm-up.
 {
@@ -74,9 +93,18 @@ console.log(`  time: cpu ${(cpu.ms / steps).toFixed(2)} ms/step, cuda ${(gpu.ms 
   });
   t.cudaSynchronize();
   const end = t.cudaMemoryStats()!;
-  const flat = end.driverAllocs === after100!.driverAllocs && end.inUse === after100!.inUse && t.memoryStats().liveBuffers === live100;
+  const flat = end.driverAllocs === after100!.driverAllocs && end.inUse === after100!.inUse &&
+    t.memoryStats().liveBuffers === live100;
   failed ||= !flat;
-  console.log(`${total}-step loop on cuda (${((performance.now() - t0) / total).toFixed(2)} ms/step): after step 100 ${after100!.inUse} B in use, ${after100!.driverAllocs} driver allocations, ${live100} live buffers; after step ${total} ${end.inUse} B, ${end.driverAllocs}, ${t.memoryStats().liveBuffers} → ${flat ? "flat" : "NOT FLAT"}`);
+  console.log(
+    `${total}-step loop on cuda (${
+      ((performance.now() - t0) / total).toFixed(2)
+    } ms/step): after step 100 ${after100!.inUse} B in use, ${
+      after100!.driverAllocs
+    } driver allocations, ${live100} live buffers; after step ${total} ${end.inUse} B, ${end.driverAllocs}, ${t.memoryStats().liveBuffers} → ${
+      flat ? "flat" : "NOT FLAT"
+    }`,
+  );
   t.dispose(sae.stateTensors(state));
 }
 process.exit(failed ? 1 : 0);

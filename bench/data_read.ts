@@ -28,12 +28,23 @@ const runtime = "Deno" in globalThis ? "deno" : "bun";
 const out: Record<string, unknown>[] = [];
 const report = (r: Record<string, unknown>) => {
   out.push(r);
-  if (!json) console.log("  " + Object.entries(r).map(([a, b]) => `${a} ${typeof b === "number" && !Number.isInteger(b) ? Number(b.toPrecision(4)) : b}`).join("  "));
+  if (!json) {
+    console.log(
+      "  " +
+        Object.entries(r).map(([a, b]) =>
+          `${a} ${typeof b === "number" && !Number.isInteger(b) ? Number(b.toPrecision(4)) : b}`
+        ).join("  "),
+    );
+  }
 };
 
 const dir = mkdtempSync(join(tmpdir(), "sc-bench-"));
 try {
-  if (!json) console.log(`activation store, ${N} rows × d=${d} (${runtime}; machine shared: figures as measured)`);
+  if (!json) {
+    console.log(
+      `activation store, ${N} rows × d=${d} (${runtime}; machine shared: figures as measured)`,
+    );
+  }
   // Rows of a fixed pattern: the content does not matter for throughput.
   const x = new Float32Array(N * d);
   for (let i = 0; i < x.length; i++) x[i] = ((i * 2654435761) >>> 0) / 2 ** 32 - 0.5;
@@ -43,7 +54,12 @@ try {
     const m = await writeStore(path, x, { rowShape: [d], dtype });
     const writeS = (performance.now() - t0) / 1000;
     const bytes = m.shards.reduce((a, s) => a + s.bytes, 0);
-    report({ what: `write ${dtype}`, shards: m.shards.length, MB: bytes / 1e6, GBps: bytes / 1e9 / writeS });
+    report({
+      what: `write ${dtype}`,
+      shards: m.shards.length,
+      MB: bytes / 1e6,
+      GBps: bytes / 1e9 / writeS,
+    });
     for (const verify of [true, false]) {
       const read = () => {
         const s = storeStream(path, { verify });
@@ -56,25 +72,42 @@ try {
       t0 = performance.now();
       for (let i = 0; i < reps; i++) if (read() !== N) throw new Error("row count");
       const s = (performance.now() - t0) / 1000 / reps;
-      report({ what: `read ${dtype}${verify ? " +sha256" : ""}`, file_GBps: bytes / 1e9 / s, f32_GBps: (N * d * 4) / 1e9 / s, ms_per_pass: s * 1000 });
+      report({
+        what: `read ${dtype}${verify ? " +sha256" : ""}`,
+        file_GBps: bytes / 1e9 / s,
+        f32_GBps: (N * d * 4) / 1e9 / s,
+        ms_per_pass: s * 1000,
+      });
     }
   }
 
   // The buffer's cost per batch: draw + copy + refills from the store + the tensor's creation,
   // over more than one pass of the store (the first pass also checks sha256).
   const bufferMs = (dtype: "f32" | "bf16", verify: boolean | "always") => {
-    const buf = new ShuffleBuffer(storeStream(join(dir, dtype), { verify }), { capacity: 16 * B, seed: 0 });
+    const buf = new ShuffleBuffer(storeStream(join(dir, dtype), { verify }), {
+      capacity: 16 * B,
+      seed: 0,
+    });
     for (let i = 0; i < 4; i++) buf.next(B); // warm-up
     const batches = Math.ceil((1.5 * N) / B);
     const t0 = performance.now();
     for (let i = 0; i < batches; i++) adoptHostArray(buf.next(B)!.x, "f32", [B, d]).dispose();
     return (performance.now() - t0) / batches;
   };
-  const buffers = (["f32", "bf16"] as const).flatMap((dt) => ([["first pass", true], ["every pass", "always"], ["off", false]] as const).map(([v, verify]) => ({ dt, v, ms: bufferMs(dt, verify) })));
+  const buffers = (["f32", "bf16"] as const).flatMap((dt) =>
+    ([["first pass", true], ["every pass", "always"], ["off", false]] as const).map((
+      [v, verify],
+    ) => ({ dt, v, ms: bufferMs(dt, verify) }))
+  );
   let t0 = performance.now();
 
   const cfg = resolveConfig({ arch: "topk", d_in: d, d_sae: F, k });
-  const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
+  const tc = resolveTrainConfig(cfg, {
+    steps: 1000,
+    batch_size: B,
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
   const xb = t.random.normal(t.random.key(1), [B, d]);
   let state = await initTrainState(t.random.key(0), cfg, tc, []);
   const step = async () => {
@@ -89,8 +122,16 @@ try {
   const stepMs = (performance.now() - t0) / steps;
   t.dispose([stateTensors(state), xb]);
   report({ what: "topk train step", d, F, batch: B, k, ms: stepMs });
-  for (const b of buffers) report({ what: `shuffle buffer per batch, ${b.dt} store, sha256 ${b.v}`, capacity_rows: 16 * B, ms: b.ms, share_of_step_pct: (100 * b.ms) / stepMs, target_pct: 5 });
-  if (json) for (const r of out) console.log(JSON.stringify({ ...r, runtime }));
+  for (const b of buffers) {
+    report({
+      what: `shuffle buffer per batch, ${b.dt} store, sha256 ${b.v}`,
+      capacity_rows: 16 * B,
+      ms: b.ms,
+      share_of_step_pct: (100 * b.ms) / stepMs,
+      target_pct: 5,
+    });
+  }
+  if (json) { for (const r of out) console.log(JSON.stringify({ ...r, runtime })); }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -28,8 +28,12 @@ function instrument(obj: Table, prefix: string): void {
       const r = f.apply(this, args);
       const dt = performance.now() - t0;
       const shapes = args.filter((a): a is t.View => !!a && typeof a === "object" && "shape" in a)
-        .map((v) => v.shape.join("x") + (v.strides.length && v.strides[v.strides.length - 1] !== 1 ? "T" : ""));
-      const key = `${prefix}${name}${typeof args[0] === "string" ? ":" + args[0] : ""} ${shapes.join(",")}`;
+        .map((v) =>
+          v.shape.join("x") + (v.strides.length && v.strides[v.strides.length - 1] !== 1 ? "T" : "")
+        );
+      const key = `${prefix}${name}${typeof args[0] === "string" ? ":" + args[0] : ""} ${
+        shapes.join(",")
+      }`;
       const e = times.get(key) ?? [0, 0];
       e[0] += dt, e[1]++;
       times.set(key, e);
@@ -42,7 +46,12 @@ instrument(backend, "");
 if (backend.fused) instrument(backend.fused, "fused.");
 
 const cfg = resolveConfig({ arch: arch as ArchName, d_in: d, d_sae: F, k });
-const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
+const tc = resolveTrainConfig(cfg, {
+  steps: 1000,
+  batch_size: B,
+  geometric_median_init: false,
+  normalize_activations: false,
+});
 const x = t.random.normal(t.random.key(1), [B, d]);
 let state = await initTrainState(t.random.key(0), cfg, tc, []);
 await t.cpuThreadsReady();
@@ -55,11 +64,21 @@ for (let i = 0; i < WARMUP + steps; i++) {
   state = next;
   if (i >= WARMUP) total += performance.now() - t0;
 }
-console.log(`${arch} step, d=${d} F=${F} batch=${B} k=${k}: ${(total / steps).toFixed(1)} ms (${t.getBackend().info()})`);
+console.log(
+  `${arch} step, d=${d} F=${F} batch=${B} k=${k}: ${
+    (total / steps).toFixed(1)
+  } ms (${t.getBackend().info()})`,
+);
 let kernels = 0;
 for (const [key, [ms, n]] of [...times].sort((a, b) => b[1][0] - a[1][0])) {
   kernels += ms;
-  if (ms / steps >= 0.5) console.log(`${(ms / steps).toFixed(1).padStart(8)} ms  x${String(n / steps).padStart(3)}  ${key}`);
+  if (ms / steps >= 0.5) {
+    console.log(
+      `${(ms / steps).toFixed(1).padStart(8)} ms  x${String(n / steps).padStart(3)}  ${key}`,
+    );
+  }
 }
-console.log(`kernels ${(kernels / steps).toFixed(1)} ms of ${(total / steps).toFixed(1)} ms per step`);
+console.log(
+  `kernels ${(kernels / steps).toFixed(1)} ms of ${(total / steps).toFixed(1)} ms per step`,
+);
 t.dispose([stateTensors(state), x]);

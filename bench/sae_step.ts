@@ -47,24 +47,42 @@ for (let i = 0; i < steps; i++) step();
 const ms = (performance.now() - t0) / steps;
 const ours = { tokens_per_s: (B * 1000) / ms, ms_per_step: ms };
 
-let torch: { tokens_per_s: number; ms_per_step: number; threads: number; torch: string } | null = null;
+let torch: { tokens_per_s: number; ms_per_step: number; threads: number; torch: string } | null =
+  null;
 let why = "";
 const py = "/usr/bin/python3";
 if (existsSync(py)) {
   const script = new URL("./sae_train_torch.py", import.meta.url).pathname;
-  const r = spawnSync(py, [script, String(d), String(F), String(B), "0", String(steps), "dense"], { encoding: "utf8" });
+  const r = spawnSync(py, [script, String(d), String(F), String(B), "0", String(steps), "dense"], {
+    encoding: "utf8",
+  });
   if (r.status === 0) torch = JSON.parse(r.stdout.trim().split("\n").pop()!);
   else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
 
 const runtime = "Deno" in globalThis ? "deno" : "bun";
 if (json) {
-  console.log(JSON.stringify({ bench: "dense_sae_step", runtime, d, F, batch: B, ...ours, torch, ratio: torch ? ours.tokens_per_s / torch.tokens_per_s : null }));
+  console.log(
+    JSON.stringify({
+      bench: "dense_sae_step",
+      runtime,
+      d,
+      F,
+      batch: B,
+      ...ours,
+      torch,
+      ratio: torch ? ours.tokens_per_s / torch.tokens_per_s : null,
+    }),
+  );
 } else {
   console.log(`dense SAE step d=${d} F=${F} batch=${B} (${runtime}, ${t.getBackend().info()})`);
   console.log(`  ours:    ${ours.tokens_per_s.toFixed(0)} tokens/s (${ms.toFixed(0)} ms/step)`);
   if (torch) {
-    console.log(`  pytorch: ${torch.tokens_per_s.toFixed(0)} tokens/s (${torch.ms_per_step.toFixed(0)} ms/step, ${torch.threads} threads, torch ${torch.torch})`);
+    console.log(
+      `  pytorch: ${torch.tokens_per_s.toFixed(0)} tokens/s (${
+        torch.ms_per_step.toFixed(0)
+      } ms/step, ${torch.threads} threads, torch ${torch.torch})`,
+    );
     console.log(`  ratio ours/pytorch: ${(ours.tokens_per_s / torch.tokens_per_s).toFixed(2)}x`);
   } else console.log(`  pytorch: not run (${why})`);
 }

@@ -20,7 +20,12 @@ const archs = ["topk", "batchtopk", "relu"] as const;
 
 async function ours(arch: (typeof archs)[number]): Promise<number> {
   const cfg = resolveConfig({ arch, d_in: d, d_sae: F, k });
-  const tc = resolveTrainConfig(cfg, { steps: 1000, batch_size: B, geometric_median_init: false, normalize_activations: false });
+  const tc = resolveTrainConfig(cfg, {
+    steps: 1000,
+    batch_size: B,
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
   const x = t.random.normal(t.random.key(1), [B, d]);
   const ms = await msPerTrainStep(cfg, tc, x, { warmup: WARMUP, steps });
   x.dispose();
@@ -30,16 +35,44 @@ async function ours(arch: (typeof archs)[number]): Promise<number> {
 const torch = new Map<string, number>();
 let why = "";
 if (existsSync("/usr/bin/python3")) {
-  const r = spawnSync("/usr/bin/python3", [new URL("./sae_train_torch.py", import.meta.url).pathname, String(d), String(F), String(B), String(k), String(steps), archs.join(",")], { encoding: "utf8" });
-  if (r.status === 0) for (const line of r.stdout.trim().split("\n")) torch.set(JSON.parse(line).arch, JSON.parse(line).tokens_per_s);
-  else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
+  const r = spawnSync("/usr/bin/python3", [
+    new URL("./sae_train_torch.py", import.meta.url).pathname,
+    String(d),
+    String(F),
+    String(B),
+    String(k),
+    String(steps),
+    archs.join(","),
+  ], { encoding: "utf8" });
+  if (r.status === 0) {
+    for (const line of r.stdout.trim().split("\n")) {
+      torch.set(JSON.parse(line).arch, JSON.parse(line).tokens_per_s);
+    }
+  } else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
 
 const runtime = "Deno" in globalThis ? "deno" : "bun";
-if (!json) console.log(`SAE training step, d=${d} F=${F} batch=${B} k=${k} (${runtime}; ${t.getBackend().info()})`);
+if (!json) {
+  console.log(
+    `SAE training step, d=${d} F=${F} batch=${B} k=${k} (${runtime}; ${t.getBackend().info()})`,
+  );
+}
 for (const arch of archs) {
   const tps = await ours(arch);
   const pt = torch.get(arch);
-  if (json) console.log(JSON.stringify({ arch, tokens_per_s: tps, torch_tokens_per_s: pt ?? null, ratio: pt ? tps / pt : null, runtime }));
-  else console.log(`  ${arch.padEnd(10)} ours ${tps.toFixed(0).padStart(6)} tok/s   pytorch ${pt ? pt.toFixed(0).padStart(6) : "   n/a"} tok/s   ratio ${pt ? (tps / pt).toFixed(2) + "x" : why}`);
+  if (json) {
+    console.log(
+      JSON.stringify({
+        arch,
+        tokens_per_s: tps,
+        torch_tokens_per_s: pt ?? null,
+        ratio: pt ? tps / pt : null,
+        runtime,
+      }),
+    );
+  } else {console.log(
+      `  ${arch.padEnd(10)} ours ${tps.toFixed(0).padStart(6)} tok/s   pytorch ${
+        pt ? pt.toFixed(0).padStart(6) : "   n/a"
+      } tok/s   ratio ${pt ? (tps / pt).toFixed(2) + "x" : why}`,
+    );}
 }

@@ -38,9 +38,16 @@ const rssMiB = (pid: number) => {
   return m ? Number(m[1]) / 1024 : NaN;
 };
 
-function startServer(runtime: string, dir: string): Promise<{ url: string; pid: number; stop: () => Promise<boolean> }> {
-  const cmd = runtime === "deno" ? ["node_modules/.bin/deno", "run", "-A", "--v8-flags=--no-maglev", "sae/cli.ts"] : ["node_modules/.bin/bun", "sae/cli.ts"];
-  const child = spawn(cmd[0], [...cmd.slice(1), "serve", dir, "--port", "0", "--max-rows", "64"], { stdio: ["ignore", "ignore", "pipe"] });
+function startServer(
+  runtime: string,
+  dir: string,
+): Promise<{ url: string; pid: number; stop: () => Promise<boolean> }> {
+  const cmd = runtime === "deno"
+    ? ["node_modules/.bin/deno", "run", "-A", "--v8-flags=--no-maglev", "sae/cli.ts"]
+    : ["node_modules/.bin/bun", "sae/cli.ts"];
+  const child = spawn(cmd[0], [...cmd.slice(1), "serve", dir, "--port", "0", "--max-rows", "64"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   const exited = new Promise<void>((r) => child.on("exit", () => r()));
   let err = "";
   return new Promise((resolve, reject) => {
@@ -49,16 +56,37 @@ function startServer(runtime: string, dir: string): Promise<{ url: string; pid: 
       const m = /listening on (http:\/\/\S+)/.exec(err);
       // Graceful shutdown is judged by the server's own "stopped" line: Deno's child_process
       // reports the signal it sent as the exit status even when the child exits normally.
-      if (m) resolve({ url: m[1], pid: child.pid!, stop: () => (child.kill("SIGTERM"), exited.then(() => err.includes("sae serve: stopped"))) });
+      if (m) {
+        resolve({
+          url: m[1],
+          pid: child.pid!,
+          stop: () => (child.kill("SIGTERM"),
+            exited.then(() => err.includes("sae serve: stopped"))),
+        });
+      }
     });
     exited.then(() => reject(new Error(`server exited early: ${err}`)));
   });
 }
 
 /** Runs until `duration` seconds pass or `maxRequests` are answered, whichever comes first. */
-function load(url: string, body: string, connections: number, maxRequests: number, duration = seconds): Promise<autocannon.Result> {
+function load(
+  url: string,
+  body: string,
+  connections: number,
+  maxRequests: number,
+  duration = seconds,
+): Promise<autocannon.Result> {
   return new Promise((resolve, reject) => {
-    autocannon({ url: `${url}/v1/encode`, method: "POST", headers: { "content-type": "application/json" }, body, connections, duration, maxOverallRequests: maxRequests }, (e: Error | null, r: autocannon.Result) => (e ? reject(e) : resolve(r)));
+    autocannon({
+      url: `${url}/v1/encode`,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+      connections,
+      duration,
+      maxOverallRequests: maxRequests,
+    }, (e: Error | null, r: autocannon.Result) => (e ? reject(e) : resolve(r)));
   });
 }
 
@@ -67,7 +95,10 @@ try {
   const cfg = t.sae.resolveConfig({ arch: "topk", d_in: d, d_sae: F, k });
   const params = t.sae.architecture("topk").init(t.random.key(0), cfg);
   await t.sae.saveSae(dir, { params, cfg });
-  const x = Array.from(await t.random.normal(t.random.key(1), [64, d]).data(), (v) => Number(v.toFixed(5)));
+  const x = Array.from(
+    await t.random.normal(t.random.key(1), [64, d]).data(),
+    (v) => Number(v.toFixed(5)),
+  );
   const rows = (n: number) => Array.from({ length: n }, (_, i) => x.slice(i * d, (i + 1) * d));
   if (!json) console.error("dictionary saved");
   const results = [];
@@ -76,14 +107,19 @@ try {
     try {
       for (const s of SCENARIOS.flatMap((sc) => Array(repeat).fill(sc) as typeof SCENARIOS)) {
         const body = JSON.stringify({ inputs: rows(s.rows) });
-        if (!json) console.error(`${runtime}: ${s.rows} row(s) per request, ${s.connections} connections, ${seconds} s`);
+        if (!json) {
+          console.error(
+            `${runtime}: ${s.rows} row(s) per request, ${s.connections} connections, ${seconds} s`,
+          );
+        }
         await load(server.url, body, 2, 100, 2); // warm-up: JIT tiers, BLAS threads, buffer pool
         const before = rssMiB(server.pid);
         const stats0 = await (await fetch(`${server.url}/v1/stats`)).json();
         const r = await load(server.url, body, s.connections, s.maxRequests);
         const stats1 = await (await fetch(`${server.url}/v1/stats`)).json();
         const after = rssMiB(server.pid);
-        const reqs = stats1.encode.requests - stats0.encode.requests, batches = stats1.encode.batches - stats0.encode.batches;
+        const reqs = stats1.encode.requests - stats0.encode.requests,
+          batches = stats1.encode.batches - stats0.encode.batches;
         results.push({
           runtime,
           rows: s.rows,
@@ -103,15 +139,34 @@ try {
         });
       }
     } finally {
-      if (!(await server.stop())) console.error(`warning: the ${runtime} server did not report a graceful stop after SIGTERM`);
+      if (!(await server.stop())) {
+        console.error(
+          `warning: the ${runtime} server did not report a graceful stop after SIGTERM`,
+        );
+      }
     }
   }
-  if (json) for (const r of results) console.log(JSON.stringify({ bench: "server_load", d, F, k, seconds, ...r }));
-  else {
-    console.log(`/v1/encode, TopK d=${d} F=${F} k=${k}, ${seconds} s per scenario, loopback`);
-    console.log("runtime rows conns   req/s  rows/s  p50 ms  p99 ms  errors  non-2xx  req/batch  tensors before→after  RSS MiB before→after");
+  if (json) {
     for (const r of results) {
-      console.log(`${r.runtime.padEnd(7)} ${String(r.rows).padStart(4)} ${String(r.connections).padStart(5)} ${String(r.req_per_s).padStart(7)} ${String(r.rows_per_s).padStart(7)} ${String(r.p50_ms).padStart(7)} ${String(r.p99_ms).padStart(7)} ${String(r.errors).padStart(7)} ${String(r.non_2xx).padStart(8)} ${String(r.requests_per_batch).padStart(10)}  ${String(`${r.live_tensors_before}→${r.live_tensors_after}`).padStart(21)}  ${r.rss_before_mib}→${r.rss_after_mib}`);
+      console.log(JSON.stringify({ bench: "server_load", d, F, k, seconds, ...r }));
+    }
+  } else {
+    console.log(`/v1/encode, TopK d=${d} F=${F} k=${k}, ${seconds} s per scenario, loopback`);
+    console.log(
+      "runtime rows conns   req/s  rows/s  p50 ms  p99 ms  errors  non-2xx  req/batch  tensors before→after  RSS MiB before→after",
+    );
+    for (const r of results) {
+      console.log(
+        `${r.runtime.padEnd(7)} ${String(r.rows).padStart(4)} ${
+          String(r.connections).padStart(5)
+        } ${String(r.req_per_s).padStart(7)} ${String(r.rows_per_s).padStart(7)} ${
+          String(r.p50_ms).padStart(7)
+        } ${String(r.p99_ms).padStart(7)} ${String(r.errors).padStart(7)} ${
+          String(r.non_2xx).padStart(8)
+        } ${String(r.requests_per_batch).padStart(10)}  ${
+          String(`${r.live_tensors_before}→${r.live_tensors_after}`).padStart(21)
+        }  ${r.rss_before_mib}→${r.rss_after_mib}`,
+      );
     }
   }
 } finally {

@@ -4,7 +4,12 @@ import type { SaeConfig } from "../sae/config.ts";
 import type { TrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
 
-export async function msPerTrainStep(cfg: SaeConfig, tc: TrainConfig, x: t.Tensor, o: { warmup: number; steps: number }): Promise<number> {
+export async function msPerTrainStep(
+  cfg: SaeConfig,
+  tc: TrainConfig,
+  x: t.Tensor,
+  o: { warmup: number; steps: number },
+): Promise<number> {
   let state = await initTrainState(t.random.key(0), cfg, tc, []);
   await t.cpuThreadsReady();
   const one = async () => {

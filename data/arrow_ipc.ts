@@ -46,7 +46,13 @@ export function fileSource(path: string): ByteSource {
       let done = 0;
       while (done < into.length) {
         const n = readSync(fd, into, done, into.length - done, pos + done);
-        if (n <= 0) throw new ArrowIpcError(`${path}: unexpected end of file at byte ${pos + done} (wanted ${into.length} bytes from ${pos})`);
+        if (n <= 0) {
+          throw new ArrowIpcError(
+            `${path}: unexpected end of file at byte ${
+              pos + done
+            } (wanted ${into.length} bytes from ${pos})`,
+          );
+        }
         done += n;
       }
     },
@@ -59,7 +65,11 @@ export function bytesSource(bytes: Uint8Array, name = "<bytes>"): ByteSource {
     size: bytes.length,
     name,
     readAt(pos, into) {
-      if (pos + into.length > bytes.length) throw new ArrowIpcError(`${name}: unexpected end of data at byte ${bytes.length} (wanted ${into.length} bytes from ${pos})`);
+      if (pos + into.length > bytes.length) {
+        throw new ArrowIpcError(
+          `${name}: unexpected end of data at byte ${bytes.length} (wanted ${into.length} bytes from ${pos})`,
+        );
+      }
       into.set(bytes.subarray(pos, pos + into.length));
     },
     close() {},
@@ -81,7 +91,9 @@ function decodeMessage(meta: Uint8Array, src: ByteSource, at: number): A.Message
   try {
     verifyMessage(meta);
   } catch (e) {
-    throw new ArrowIpcError(`${src.name}: message at byte ${at}: corrupt metadata: ${(e as Error).message}`);
+    throw new ArrowIpcError(
+      `${src.name}: message at byte ${at}: corrupt metadata: ${(e as Error).message}`,
+    );
   }
   try {
     const m = A.Message.decode(meta);
@@ -90,7 +102,9 @@ function decodeMessage(meta: Uint8Array, src: ByteSource, at: number): A.Message
     void m.version;
     return m;
   } catch (e) {
-    throw new ArrowIpcError(`${src.name}: message metadata at byte ${at} is corrupt (${(e as Error).message})`);
+    throw new ArrowIpcError(
+      `${src.name}: message metadata at byte ${at} is corrupt (${(e as Error).message})`,
+    );
   }
 }
 
@@ -111,18 +125,28 @@ export function* walkFrames(src: ByteSource): Generator<MessageFrame> {
         const tail = new Uint8Array(10);
         src.readAt(src.size - 10, tail);
         const footer = new DataView(tail.buffer).getInt32(0, true);
-        if (FILE_MAGIC.every((b, i) => tail[4 + i] === b) && footer > 0 && footer <= src.size - 18) end = src.size - 10 - footer;
+        if (
+          FILE_MAGIC.every((b, i) => tail[4 + i] === b) && footer > 0 && footer <= src.size - 18
+        ) end = src.size - 10 - footer;
       }
     }
   }
   const pre = new Uint8Array(8);
   const dv = new DataView(pre.buffer);
   while (pos < end) {
-    if (pos + 4 > src.size) throw new ArrowIpcError(`${src.name}: ${src.size - pos} stray bytes at byte ${pos}, too few for a message length`);
+    if (pos + 4 > src.size) {
+      throw new ArrowIpcError(
+        `${src.name}: ${src.size - pos} stray bytes at byte ${pos}, too few for a message length`,
+      );
+    }
     src.readAt(pos, pre.subarray(0, Math.min(8, src.size - pos)));
     let prefix = 8, metaLen: number;
     if (dv.getUint32(0, true) === 0xffffffff) {
-      if (pos + 8 > src.size) throw new ArrowIpcError(`${src.name}: message at byte ${pos} is cut off after its continuation marker`);
+      if (pos + 8 > src.size) {
+        throw new ArrowIpcError(
+          `${src.name}: message at byte ${pos} is cut off after its continuation marker`,
+        );
+      }
       metaLen = dv.getInt32(4, true);
     } else {
       // Pre-1.0 streams have no continuation marker: the length comes first.
@@ -130,18 +154,34 @@ export function* walkFrames(src: ByteSource): Generator<MessageFrame> {
       metaLen = dv.getInt32(0, true);
     }
     if (metaLen === 0) return; // end-of-stream marker (a file's footer follows it)
-    if (metaLen < 0 || metaLen > MAX_METADATA_BYTES) throw new ArrowIpcError(`${src.name}: message at byte ${pos}: metadata length ${metaLen} is outside 1..${MAX_METADATA_BYTES}`);
-    if (pos + prefix + metaLen > src.size) throw new ArrowIpcError(`${src.name}: message at byte ${pos}: metadata length ${metaLen} runs past the end of the file (${src.size} bytes)`);
+    if (metaLen < 0 || metaLen > MAX_METADATA_BYTES) {
+      throw new ArrowIpcError(
+        `${src.name}: message at byte ${pos}: metadata length ${metaLen} is outside 1..${MAX_METADATA_BYTES}`,
+      );
+    }
+    if (pos + prefix + metaLen > src.size) {
+      throw new ArrowIpcError(
+        `${src.name}: message at byte ${pos}: metadata length ${metaLen} runs past the end of the file (${src.size} bytes)`,
+      );
+    }
     const meta = new Uint8Array(metaLen);
     src.readAt(pos + prefix, meta);
     const message = decodeMessage(meta, src, pos);
     const bodyLength = Number(message.bodyLength);
     const end = pos + prefix + metaLen + bodyLength;
     if (!Number.isSafeInteger(bodyLength) || bodyLength < 0 || end > src.size) {
-      throw new ArrowIpcError(`${src.name}: message at byte ${pos}: body length ${message.bodyLength} runs past the end of the file (${src.size} bytes)`);
+      throw new ArrowIpcError(
+        `${src.name}: message at byte ${pos}: body length ${message.bodyLength} runs past the end of the file (${src.size} bytes)`,
+      );
     }
     const t = message.headerType;
-    const type = t === A.MessageHeader.Schema ? "schema" : t === A.MessageHeader.RecordBatch ? "recordbatch" : t === A.MessageHeader.DictionaryBatch ? "dictionary" : "other";
+    const type = t === A.MessageHeader.Schema
+      ? "schema"
+      : t === A.MessageHeader.RecordBatch
+      ? "recordbatch"
+      : t === A.MessageHeader.DictionaryBatch
+      ? "dictionary"
+      : "other";
     yield { offset: pos, headerBytes: prefix + metaLen, bodyLength, type, message };
     pos = end;
   }
@@ -158,7 +198,12 @@ export function readFrame(src: ByteSource, f: MessageFrame): Uint8Array {
  * Decode one record batch: apache-arrow reads [schema frame][batch frame][end marker]. The batch
  * is read straight into its place in that buffer, so its body is copied exactly once.
  */
-export function decodeBatch(src: ByteSource, schemaFrame: Uint8Array, f: MessageFrame, onBytes?: (frame: Uint8Array) => void): A.RecordBatch {
+export function decodeBatch(
+  src: ByteSource,
+  schemaFrame: Uint8Array,
+  f: MessageFrame,
+  onBytes?: (frame: Uint8Array) => void,
+): A.RecordBatch {
   const n = f.headerBytes + f.bodyLength;
   // Keep the batch 8-aligned inside the buffer: apache-arrow makes typed views onto the body.
   const lead = Math.ceil(schemaFrame.length / 8) * 8;
@@ -176,7 +221,9 @@ export function decodeBatch(src: ByteSource, schemaFrame: Uint8Array, f: Message
     return r.value as A.RecordBatch;
   } catch (e) {
     if (e instanceof ArrowIpcError) throw e;
-    throw new ArrowIpcError(`${src.name}: record batch at byte ${f.offset} is corrupt (${(e as Error).message})`);
+    throw new ArrowIpcError(
+      `${src.name}: record batch at byte ${f.offset} is corrupt (${(e as Error).message})`,
+    );
   }
 }
 
@@ -188,12 +235,16 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 /** The schema of a stream (its first message), decoded by apache-arrow, and its raw frame. */
-export function readSchema(src: ByteSource): { schema: A.Schema; frame: Uint8Array; frames: Generator<MessageFrame> } {
+export function readSchema(
+  src: ByteSource,
+): { schema: A.Schema; frame: Uint8Array; frames: Generator<MessageFrame> } {
   const frames = walkFrames(src);
   const first = frames.next();
   if (first.done) throw new ArrowIpcError(`${src.name}: no Arrow IPC messages (empty stream)`);
   if (first.value.type !== "schema") {
-    throw new ArrowIpcError(`${src.name}: the first message (byte ${first.value.offset}) is a ${first.value.type}, not a schema; Arrow files whose schema is only in the footer are not streamed`);
+    throw new ArrowIpcError(
+      `${src.name}: the first message (byte ${first.value.offset}) is a ${first.value.type}, not a schema; Arrow files whose schema is only in the footer are not streamed`,
+    );
   }
   const frame = readFrame(src, first.value);
   let schema: A.Schema;
@@ -202,17 +253,35 @@ export function readSchema(src: ByteSource): { schema: A.Schema; frame: Uint8Arr
     if (!(schema instanceof A.Schema)) throw new Error("not a schema");
     void schema.fields.length;
   } catch (e) {
-    throw new ArrowIpcError(`${src.name}: schema message at byte ${first.value.offset} is corrupt (${(e as Error).message})`);
+    throw new ArrowIpcError(
+      `${src.name}: schema message at byte ${first.value.offset} is corrupt (${
+        (e as Error).message
+      })`,
+    );
   }
   return { schema, frame, frames };
 }
 
 /** The values of a primitive column chunk (no nulls allowed), as a typed view. */
-export type Numeric = Float32Array | Float64Array | Uint16Array | Int16Array | Int32Array | Uint32Array | Uint8Array | Int8Array;
+export type Numeric =
+  | Float32Array
+  | Float64Array
+  | Uint16Array
+  | Int16Array
+  | Int32Array
+  | Uint32Array
+  | Uint8Array
+  | Int8Array;
 
 export function primitiveValues(data: A.Data, what: string, source: string): Numeric {
-  if (data.nullCount > 0) throw new ArrowIpcError(`${source}: ${what} has ${data.nullCount} nulls; activations must not be null`);
+  if (data.nullCount > 0) {
+    throw new ArrowIpcError(
+      `${source}: ${what} has ${data.nullCount} nulls; activations must not be null`,
+    );
+  }
   const v = data.values as Numeric;
-  if (!ArrayBuffer.isView(v) || v instanceof BigInt64Array || v instanceof BigUint64Array) throw new ArrowIpcError(`${source}: ${what} is not a numeric column of 8- to 32-bit values`);
+  if (!ArrayBuffer.isView(v) || v instanceof BigInt64Array || v instanceof BigUint64Array) {
+    throw new ArrowIpcError(`${source}: ${what} is not a numeric column of 8- to 32-bit values`);
+  }
   return v.subarray(data.offset, data.offset + data.length);
 }

@@ -21,10 +21,26 @@ import * as A from "apache-arrow";
 import { encode16, f16ToF32 } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
-import { ArrowIpcError, type ByteSource, decodeBatch, fileSource, primitiveValues, readSchema } from "./arrow_ipc.ts";
+import {
+  ArrowIpcError,
+  type ByteSource,
+  decodeBatch,
+  fileSource,
+  primitiveValues,
+  readSchema,
+} from "./arrow_ipc.ts";
 import type { RowChunk, RowStream } from "./row_stream.ts";
 import { toF32 } from "./row_stream.ts";
-import { type Moments, welfordFinish, welfordFromJson, welfordInit, welfordMerge, welfordOf, type WelfordState, welfordToJson } from "./welford.ts";
+import {
+  type Moments,
+  welfordFinish,
+  welfordFromJson,
+  welfordInit,
+  welfordMerge,
+  welfordOf,
+  type WelfordState,
+  welfordToJson,
+} from "./welford.ts";
 
 export class ArrowStoreError extends Error {
   override name = "ArrowStoreError";
@@ -90,25 +106,67 @@ function valueType(dtype: StoreDType): A.DataType {
  */
 export function createStoreWriter(dir: string, o: StoreWriterOptions) {
   const dtype = o.dtype ?? "f32";
-  if (!(dtype in BYTES)) throw new ArrowStoreError(`createStoreWriter: dtype must be f32, f16 or bf16, got ${JSON.stringify(dtype)}`);
-  if (!Array.isArray(o.rowShape) || o.rowShape.length < 1 || o.rowShape.length > 2 || !o.rowShape.every((v) => Number.isSafeInteger(v) && v > 0)) {
-    throw new ArrowStoreError(`createStoreWriter: rowShape must be [d] or [L, d] of positive integers, got ${JSON.stringify(o.rowShape)}`);
+  if (!(dtype in BYTES)) {
+    throw new ArrowStoreError(
+      `createStoreWriter: dtype must be f32, f16 or bf16, got ${JSON.stringify(dtype)}`,
+    );
+  }
+  if (
+    !Array.isArray(o.rowShape) || o.rowShape.length < 1 || o.rowShape.length > 2 ||
+    !o.rowShape.every((v) => Number.isSafeInteger(v) && v > 0)
+  ) {
+    throw new ArrowStoreError(
+      `createStoreWriter: rowShape must be [d] or [L, d] of positive integers, got ${
+        JSON.stringify(o.rowShape)
+      }`,
+    );
   }
   const columns = [...(o.columns ?? [])];
-  for (const c of columns) if (!EXTRA_COLUMNS.includes(c)) throw new ArrowStoreError(`createStoreWriter: unknown column ${JSON.stringify(c)}; optional columns are ${EXTRA_COLUMNS.join(", ")}`);
+  for (const c of columns) {
+    if (!EXTRA_COLUMNS.includes(c)) {
+      throw new ArrowStoreError(
+        `createStoreWriter: unknown column ${JSON.stringify(c)}; optional columns are ${
+          EXTRA_COLUMNS.join(", ")
+        }`,
+      );
+    }
+  }
   const size = prod(o.rowShape);
   const rowBytes = size * BYTES[dtype] + 4 * columns.length;
-  const rowsPerBatch = o.rowsPerBatch ?? Math.min(Math.max(1, Math.floor((4 << 20) / rowBytes)), o.rowsPerShard ?? Infinity);
-  const rowsPerShard = o.rowsPerShard ?? Math.max(rowsPerBatch, Math.floor((128 << 20) / rowBytes / rowsPerBatch) * rowsPerBatch);
-  if (!(rowsPerBatch >= 1 && rowsPerShard >= rowsPerBatch)) throw new ArrowStoreError(`createStoreWriter: need 1 <= rowsPerBatch (${rowsPerBatch}) <= rowsPerShard (${rowsPerShard})`);
+  const rowsPerBatch = o.rowsPerBatch ??
+    Math.min(Math.max(1, Math.floor((4 << 20) / rowBytes)), o.rowsPerShard ?? Infinity);
+  const rowsPerShard = o.rowsPerShard ??
+    Math.max(rowsPerBatch, Math.floor((128 << 20) / rowBytes / rowsPerBatch) * rowsPerBatch);
+  if (!(rowsPerBatch >= 1 && rowsPerShard >= rowsPerBatch)) {
+    throw new ArrowStoreError(
+      `createStoreWriter: need 1 <= rowsPerBatch (${rowsPerBatch}) <= rowsPerShard (${rowsPerShard})`,
+    );
+  }
 
-  if (existsSync(join(dir, MANIFEST))) throw new ArrowStoreError(`createStoreWriter: ${dir} already holds a store (${MANIFEST}); choose a new folder`);
-  const activationField = new A.Field("activation", new A.FixedSizeList(size, new A.Field("item", valueType(dtype), false)), false);
+  if (existsSync(join(dir, MANIFEST))) {
+    throw new ArrowStoreError(
+      `createStoreWriter: ${dir} already holds a store (${MANIFEST}); choose a new folder`,
+    );
+  }
+  const activationField = new A.Field(
+    "activation",
+    new A.FixedSizeList(size, new A.Field("item", valueType(dtype), false)),
+    false,
+  );
   const fields = [activationField, ...columns.map((c) => new A.Field(c, new A.Int32(), false))];
-  const storeMeta = JSON.stringify({ row_shape: o.rowShape, dtype, model: o.model ?? null, hook_point: o.hookPoint ?? null });
+  const storeMeta = JSON.stringify({
+    row_shape: o.rowShape,
+    dtype,
+    model: o.model ?? null,
+    hook_point: o.hookPoint ?? null,
+  });
 
   // The pending shard: stored-dtype values and extra columns, grown by appends.
-  let pending: { values: (Float32Array | Uint16Array)[]; extras: Record<string, Int32Array[]>; rows: number } = fresh();
+  let pending: {
+    values: (Float32Array | Uint16Array)[];
+    extras: Record<string, Int32Array[]>;
+    rows: number;
+  } = fresh();
   const shards: ShardEntry[] = [];
   let total = welfordInit(size);
   let finished = false;
@@ -116,27 +174,57 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
   ready.catch(() => {}); // surfaces where it is awaited (flush, finish), never as an unhandled rejection
 
   function fresh() {
-    return { values: [] as (Float32Array | Uint16Array)[], extras: Object.fromEntries(columns.map((c) => [c, [] as Int32Array[]])), rows: 0 };
+    return {
+      values: [] as (Float32Array | Uint16Array)[],
+      extras: Object.fromEntries(columns.map((c) => [c, [] as Int32Array[]])),
+      rows: 0,
+    };
   }
 
   async function flushShard(): Promise<void> {
     if (pending.rows === 0) return;
     const rows = pending.rows;
     const values = concatTyped(pending.values, rows * size);
-    const extras = Object.fromEntries(columns.map((c) => [c, concatTyped(pending.extras[c], rows) as Int32Array]));
+    const extras = Object.fromEntries(
+      columns.map((c) => [c, concatTyped(pending.extras[c], rows) as Int32Array]),
+    );
     pending = fresh();
     const f32 = dtype === "f32" ? values as Float32Array : toF32(values, dtype, f16ToF32);
     const stats = welfordOf(f32, rows, size);
     total = welfordMerge(total, stats);
-    const schema = new A.Schema(fields, new Map([["sparsecoder:store", storeMeta], ["sparsecoder:stats", JSON.stringify(welfordToJson(stats))]]));
+    const schema = new A.Schema(
+      fields,
+      new Map([["sparsecoder:store", storeMeta], [
+        "sparsecoder:stats",
+        JSON.stringify(welfordToJson(stats)),
+      ]]),
+    );
     const w = new A.RecordBatchStreamWriter();
     let batches = 0;
     for (let r = 0; r < rows; r += rowsPerBatch) {
       const n = Math.min(rowsPerBatch, rows - r);
-      const child = A.makeData({ type: valueType(dtype), length: n * size, data: values.subarray(r * size, (r + n) * size) } as never);
+      const child = A.makeData(
+        {
+          type: valueType(dtype),
+          length: n * size,
+          data: values.subarray(r * size, (r + n) * size),
+        } as never,
+      );
       const act = A.makeData({ type: activationField.type, length: n, nullCount: 0, child });
-      const extra = columns.map((c) => A.makeData({ type: new A.Int32(), length: n, data: extras[c].subarray(r, r + n) }));
-      w.write(new A.RecordBatch(schema, A.makeData({ type: new A.Struct(fields), length: n, nullCount: 0, children: [act, ...extra] })));
+      const extra = columns.map((c) =>
+        A.makeData({ type: new A.Int32(), length: n, data: extras[c].subarray(r, r + n) })
+      );
+      w.write(
+        new A.RecordBatch(
+          schema,
+          A.makeData({
+            type: new A.Struct(fields),
+            length: n,
+            nullCount: 0,
+            children: [act, ...extra],
+          }),
+        ),
+      );
       batches++;
     }
     w.finish();
@@ -144,7 +232,13 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
     const file = `shard-${String(shards.length).padStart(5, "0")}.arrow`;
     await ready;
     await writeFileAtomic(join(dir, file), bytes);
-    shards.push({ file, rows, bytes: bytes.length, batches, sha256: createHash("sha256").update(bytes).digest("hex") });
+    shards.push({
+      file,
+      rows,
+      bytes: bytes.length,
+      batches,
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+    });
   }
 
   return {
@@ -154,13 +248,27 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
     async append(x: Float32Array | Tensor, extras: AppendExtras = {}): Promise<void> {
       if (finished) throw new ArrowStoreError(`append: the store ${dir} is already finished`);
       const data = x instanceof Float32Array ? x : await tensorRows(x, o.rowShape);
-      if (data.length % size !== 0) throw new ArrowStoreError(`append: ${data.length} values are not a whole number of rows of ${o.rowShape.join("×")}`);
+      if (data.length % size !== 0) {
+        throw new ArrowStoreError(
+          `append: ${data.length} values are not a whole number of rows of ${o.rowShape.join("×")}`,
+        );
+      }
       const rows = data.length / size;
       for (const c of columns) {
         const v = extras[c];
-        if (!(v instanceof Int32Array) || v.length !== rows) throw new ArrowStoreError(`append: column ${c} needs an Int32Array of ${rows} values, got ${v ? v.length + " values" : "none"}`);
+        if (!(v instanceof Int32Array) || v.length !== rows) {
+          throw new ArrowStoreError(
+            `append: column ${c} needs an Int32Array of ${rows} values, got ${
+              v ? v.length + " values" : "none"
+            }`,
+          );
+        }
       }
-      for (const k of Object.keys(extras)) if (!columns.includes(k as ExtraColumn)) throw new ArrowStoreError(`append: column ${k} was not declared in the writer's columns`);
+      for (const k of Object.keys(extras)) {
+        if (!columns.includes(k as ExtraColumn)) {
+          throw new ArrowStoreError(`append: column ${k} was not declared in the writer's columns`);
+        }
+      }
       let r = 0;
       while (r < rows) {
         const n = Math.min(rows - r, rowsPerShard - pending.rows);
@@ -198,7 +306,11 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
 
 async function tensorRows(x: Tensor, rowShape: number[]): Promise<Float32Array> {
   const tail = x.shape.slice(1);
-  if (tail.length !== rowShape.length || tail.some((v, i) => v !== rowShape[i])) throw new ArrowStoreError(`append: tensor of shape [${x.shape}] does not hold rows of shape [${rowShape}]`);
+  if (tail.length !== rowShape.length || tail.some((v, i) => v !== rowShape[i])) {
+    throw new ArrowStoreError(
+      `append: tensor of shape [${x.shape}] does not hold rows of shape [${rowShape}]`,
+    );
+  }
   const d = await x.data();
   return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
 }
@@ -215,7 +327,11 @@ function concatTyped<T extends Float32Array | Uint16Array | Int32Array>(parts: T
 }
 
 /** Write a whole array as a store (convenience over createStoreWriter). */
-export async function writeStore(dir: string, x: Tensor | Float32Array, o: StoreWriterOptions & { extras?: AppendExtras }): Promise<Manifest> {
+export async function writeStore(
+  dir: string,
+  x: Tensor | Float32Array,
+  o: StoreWriterOptions & { extras?: AppendExtras },
+): Promise<Manifest> {
   const w = createStoreWriter(dir, o);
   await w.append(x, o.extras);
   return await w.finish();
@@ -238,23 +354,53 @@ export function readManifest(dir: string): Manifest {
     throw new ArrowStoreError(`${path}: ${field} ${msg}`);
   };
   if (typeof m !== "object" || m === null || Array.isArray(m)) fail("", "is not a JSON object");
-  if (m.format !== STORE_FORMAT) fail("format", `must be ${JSON.stringify(STORE_FORMAT)}, got ${JSON.stringify(m.format)}`);
-  if (m.version !== 1) fail("version", `${JSON.stringify(m.version)} is not supported (this reader knows version 1)`);
+  if (m.format !== STORE_FORMAT) {
+    fail("format", `must be ${JSON.stringify(STORE_FORMAT)}, got ${JSON.stringify(m.format)}`);
+  }
+  if (m.version !== 1) {
+    fail("version", `${JSON.stringify(m.version)} is not supported (this reader knows version 1)`);
+  }
   const shape = m.row_shape as number[];
-  if (!Array.isArray(shape) || shape.length < 1 || shape.length > 2 || !shape.every((v) => isInt(v, 1))) fail("row_shape", `must be [d] or [L, d] of positive integers, got ${JSON.stringify(shape)}`);
-  if (typeof m.dtype !== "string" || !(m.dtype in BYTES)) fail("dtype", `must be f32, f16 or bf16, got ${JSON.stringify(m.dtype)}`);
-  if (!Array.isArray(m.columns) || m.columns[0] !== "activation" || !m.columns.slice(1).every((c) => EXTRA_COLUMNS.includes(c))) fail("columns", `must be ["activation", ...${EXTRA_COLUMNS.join("|")}], got ${JSON.stringify(m.columns)}`);
+  if (
+    !Array.isArray(shape) || shape.length < 1 || shape.length > 2 ||
+    !shape.every((v) => isInt(v, 1))
+  ) fail("row_shape", `must be [d] or [L, d] of positive integers, got ${JSON.stringify(shape)}`);
+  if (typeof m.dtype !== "string" || !(m.dtype in BYTES)) {
+    fail("dtype", `must be f32, f16 or bf16, got ${JSON.stringify(m.dtype)}`);
+  }
+  if (
+    !Array.isArray(m.columns) || m.columns[0] !== "activation" ||
+    !m.columns.slice(1).every((c) => EXTRA_COLUMNS.includes(c))
+  ) {
+    fail(
+      "columns",
+      `must be ["activation", ...${EXTRA_COLUMNS.join("|")}], got ${JSON.stringify(m.columns)}`,
+    );
+  }
   if (!Array.isArray(m.shards)) fail("shards", "must be an array");
   let rows = 0;
   (m.shards as ShardEntry[]).forEach((s, i) => {
     const f = `shards[${i}]`;
     if (typeof s !== "object" || s === null) fail(f, "is not an object");
-    if (typeof s.file !== "string" || !/^[\w.-]+\.arrow$/.test(s.file) || s.file.startsWith(".")) fail(`${f}.file`, `must be a plain file name ending in .arrow (no folders), got ${JSON.stringify(s.file)}`);
-    for (const k of ["rows", "bytes", "batches"] as const) if (!isInt(s[k])) fail(`${f}.${k}`, `must be a non-negative integer, got ${JSON.stringify(s[k])}`);
-    if (typeof s.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`${f}.sha256`, `must be 64 hex digits, got ${JSON.stringify(s.sha256)}`);
+    if (typeof s.file !== "string" || !/^[\w.-]+\.arrow$/.test(s.file) || s.file.startsWith(".")) {
+      fail(
+        `${f}.file`,
+        `must be a plain file name ending in .arrow (no folders), got ${JSON.stringify(s.file)}`,
+      );
+    }
+    for (const k of ["rows", "bytes", "batches"] as const) {
+      if (!isInt(s[k])) {
+        fail(`${f}.${k}`, `must be a non-negative integer, got ${JSON.stringify(s[k])}`);
+      }
+    }
+    if (typeof s.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(s.sha256)) {
+      fail(`${f}.sha256`, `must be 64 hex digits, got ${JSON.stringify(s.sha256)}`);
+    }
     rows += s.rows;
   });
-  if (!isInt(m.rows) || m.rows !== rows) fail("rows", `is ${JSON.stringify(m.rows)} but the shards hold ${rows}`);
+  if (!isInt(m.rows) || m.rows !== rows) {
+    fail("rows", `is ${JSON.stringify(m.rows)} but the shards hold ${rows}`);
+  }
   return m as unknown as Manifest;
 }
 
@@ -273,10 +419,17 @@ export interface StoreReadOptions {
 }
 
 /** Each optional store column and the RowChunk field (and read option) that carries it. */
-const CHUNK_FIELDS: [ExtraColumn, "tokenIds" | "sequenceIds" | "positions"][] = [["token_id", "tokenIds"], ["sequence_id", "sequenceIds"], ["position", "positions"]];
+const CHUNK_FIELDS: [ExtraColumn, "tokenIds" | "sequenceIds" | "positions"][] = [
+  ["token_id", "tokenIds"],
+  ["sequence_id", "sequenceIds"],
+  ["position", "positions"],
+];
 
 /** The store as a RowStream: shard by shard, record batch by record batch. */
-export function storeStream(dir: string, opts: StoreReadOptions = {}): RowStream & { manifest: Manifest } {
+export function storeStream(
+  dir: string,
+  opts: StoreReadOptions = {},
+): RowStream & { manifest: Manifest } {
   const manifest = readManifest(dir);
   const verified = new Set<string>();
   return {
@@ -301,15 +454,26 @@ function openShard(path: string) {
     return fileSource(path);
   } catch (e) {
     // A manifest naming a shard that is not there is the store's fault, not the IPC reader's.
-    if (e instanceof ArrowIpcError) throw new ArrowStoreError(`${e.message} (named in the store's ${MANIFEST})`);
+    if (e instanceof ArrowIpcError) {
+      throw new ArrowStoreError(`${e.message} (named in the store's ${MANIFEST})`);
+    }
     throw e;
   }
 }
 
-function* readShard(path: string, m: Manifest, entry: ShardEntry, opts: StoreReadOptions): Generator<RowChunk> {
+function* readShard(
+  path: string,
+  m: Manifest,
+  entry: ShardEntry,
+  opts: StoreReadOptions,
+): Generator<RowChunk> {
   const src = openShard(path);
   try {
-    if (src.size !== entry.bytes) throw new ArrowStoreError(`${path}: file is ${src.size} bytes but the manifest says ${entry.bytes}`);
+    if (src.size !== entry.bytes) {
+      throw new ArrowStoreError(
+        `${path}: file is ${src.size} bytes but the manifest says ${entry.bytes}`,
+      );
+    }
     const verify = opts.verify ?? true;
     const hash = verify ? createHash("sha256") : null;
     const { schema, frame, frames } = readSchema(src);
@@ -318,29 +482,49 @@ function* readShard(path: string, m: Manifest, entry: ShardEntry, opts: StoreRea
     checkSchema(schema, m, path);
     let rows = 0, end = frame.length;
     for (const f of frames) {
-      if (f.type !== "recordbatch") throw new ArrowStoreError(`${path}: unexpected ${f.type} message at byte ${f.offset}; a store shard holds only record batches`);
+      if (f.type !== "recordbatch") {
+        throw new ArrowStoreError(
+          `${path}: unexpected ${f.type} message at byte ${f.offset}; a store shard holds only record batches`,
+        );
+      }
       const batch = decodeBatch(src, frame, f, (b) => hash?.update(b));
       end = f.offset + f.headerBytes + f.bodyLength;
       const n = batch.numRows;
-      if (rows + n > entry.rows) throw new ArrowStoreError(`${path}: record batch at byte ${f.offset} brings the rows past the manifest's ${entry.rows}`);
+      if (rows + n > entry.rows) {
+        throw new ArrowStoreError(
+          `${path}: record batch at byte ${f.offset} brings the rows past the manifest's ${entry.rows}`,
+        );
+      }
       const x = activationValues(batch, size, m.dtype, path, f.offset);
       const chunk: RowChunk = { x, rows: n };
-      for (const [col, field] of CHUNK_FIELDS) if (opts[field] && m.columns.includes(col)) chunk[field] = int32Column(batch, col, n, path, f.offset);
+      for (const [col, field] of CHUNK_FIELDS) {
+        if (opts[field] && m.columns.includes(col)) {
+          chunk[field] = int32Column(batch, col, n, path, f.offset);
+        }
+      }
       rows += n;
       yield chunk;
     }
-    if (rows !== entry.rows) throw new ArrowStoreError(`${path}: holds ${rows} rows but the manifest says ${entry.rows}`);
+    if (rows !== entry.rows) {
+      throw new ArrowStoreError(`${path}: holds ${rows} rows but the manifest says ${entry.rows}`);
+    }
     if (hash) {
       const rest = new Uint8Array(src.size - end);
       src.readAt(end, rest);
       hash.update(rest);
       const got = hash.digest("hex");
-      if (got !== entry.sha256) throw new ArrowStoreError(`${path}: sha256 ${got} does not match the manifest's ${entry.sha256} (the shard changed or is corrupt)`);
+      if (got !== entry.sha256) {
+        throw new ArrowStoreError(
+          `${path}: sha256 ${got} does not match the manifest's ${entry.sha256} (the shard changed or is corrupt)`,
+        );
+      }
     }
   } catch (e) {
     if (e instanceof ArrowIpcError) throw new ArrowStoreError(e.message);
     // apache-arrow's decoded objects can be malformed in ways no check above anticipated.
-    if (e instanceof TypeError || e instanceof RangeError) throw new ArrowStoreError(`${path}: corrupt shard (${e.message})`);
+    if (e instanceof TypeError || e instanceof RangeError) {
+      throw new ArrowStoreError(`${path}: corrupt shard (${e.message})`);
+    }
     throw e;
   } finally {
     src.close();
@@ -349,30 +533,75 @@ function* readShard(path: string, m: Manifest, entry: ShardEntry, opts: StoreRea
 
 function checkSchema(schema: A.Schema, m: Manifest, path: string): void {
   const names = schema.fields.map((f) => f.name);
-  if (names.join() !== m.columns.join()) throw new ArrowStoreError(`${path}: schema columns [${names}] differ from the manifest's [${m.columns}]`);
+  if (names.join() !== m.columns.join()) {
+    throw new ArrowStoreError(
+      `${path}: schema columns [${names}] differ from the manifest's [${m.columns}]`,
+    );
+  }
   const t = schema.fields[0].type;
   const size = prod(m.row_shape);
-  if (!(t instanceof A.FixedSizeList) || t.listSize !== size || !t.children?.[0]) throw new ArrowStoreError(`${path}: column activation is ${t}, expected FixedSizeList<${size}>`);
+  if (!(t instanceof A.FixedSizeList) || t.listSize !== size || !t.children?.[0]) {
+    throw new ArrowStoreError(
+      `${path}: column activation is ${t}, expected FixedSizeList<${size}>`,
+    );
+  }
   const want = valueType(m.dtype);
-  if (!A.util.compareTypes(t.children[0].type, want)) throw new ArrowStoreError(`${path}: activation values are ${t.children[0].type}, but the manifest's dtype ${m.dtype} needs ${want}`);
-  for (const f of schema.fields.slice(1)) if (!A.util.compareTypes(f.type, new A.Int32())) throw new ArrowStoreError(`${path}: column ${f.name} is ${f.type}, expected Int32`);
+  if (!A.util.compareTypes(t.children[0].type, want)) {
+    throw new ArrowStoreError(
+      `${path}: activation values are ${
+        t.children[0].type
+      }, but the manifest's dtype ${m.dtype} needs ${want}`,
+    );
+  }
+  for (const f of schema.fields.slice(1)) {
+    if (!A.util.compareTypes(f.type, new A.Int32())) {
+      throw new ArrowStoreError(`${path}: column ${f.name} is ${f.type}, expected Int32`);
+    }
+  }
 }
 
 /** The activation column of a store batch, widened to f32. */
-function activationValues(batch: A.RecordBatch, size: number, dtype: StoreDType, path: string, at: number): Float32Array {
+function activationValues(
+  batch: A.RecordBatch,
+  size: number,
+  dtype: StoreDType,
+  path: string,
+  at: number,
+): Float32Array {
   const data = batch.getChildAt(0)!.data[0];
-  if (data.nullCount > 0) throw new ArrowStoreError(`${path}: record batch at byte ${at}: activation has ${data.nullCount} null rows`);
+  if (data.nullCount > 0) {
+    throw new ArrowStoreError(
+      `${path}: record batch at byte ${at}: activation has ${data.nullCount} null rows`,
+    );
+  }
   const child = data.children[0];
   const start = data.offset * size;
-  const vals = primitiveValues(child, "activation values", path).subarray(start, start + batch.numRows * size);
-  if (vals.length !== batch.numRows * size) throw new ArrowStoreError(`${path}: record batch at byte ${at}: ${vals.length} activation values for ${batch.numRows} rows of ${size}`);
+  const vals = primitiveValues(child, "activation values", path).subarray(
+    start,
+    start + batch.numRows * size,
+  );
+  if (vals.length !== batch.numRows * size) {
+    throw new ArrowStoreError(
+      `${path}: record batch at byte ${at}: ${vals.length} activation values for ${batch.numRows} rows of ${size}`,
+    );
+  }
   return toF32(vals as ArrayLike<number>, dtype, f16ToF32);
 }
 
-function int32Column(batch: A.RecordBatch, name: string, n: number, path: string, at: number): Int32Array {
+function int32Column(
+  batch: A.RecordBatch,
+  name: string,
+  n: number,
+  path: string,
+  at: number,
+): Int32Array {
   const data = batch.getChild(name)!.data[0];
   const v = primitiveValues(data, name, path) as Int32Array;
-  if (v.length !== n) throw new ArrowStoreError(`${path}: record batch at byte ${at}: column ${name} has ${v.length} values for ${n} rows`);
+  if (v.length !== n) {
+    throw new ArrowStoreError(
+      `${path}: record batch at byte ${at}: column ${name} has ${v.length} values for ${n} rows`,
+    );
+  }
   return v;
 }
 
@@ -385,7 +614,11 @@ export function verifyStore(dir: string): { shards: number; bytes: number } {
     const path = join(dir, s.file);
     const src: ByteSource = openShard(path);
     try {
-      if (src.size !== s.bytes) throw new ArrowStoreError(`${path}: file is ${src.size} bytes but the manifest says ${s.bytes}`);
+      if (src.size !== s.bytes) {
+        throw new ArrowStoreError(
+          `${path}: file is ${src.size} bytes but the manifest says ${s.bytes}`,
+        );
+      }
       const h = createHash("sha256");
       for (let p = 0; p < src.size; p += buf.length) {
         const part = buf.subarray(0, Math.min(buf.length, src.size - p));
@@ -393,7 +626,11 @@ export function verifyStore(dir: string): { shards: number; bytes: number } {
         h.update(part);
       }
       const got = h.digest("hex");
-      if (got !== s.sha256) throw new ArrowStoreError(`${path}: sha256 ${got} does not match the manifest's ${s.sha256} (the shard changed or is corrupt)`);
+      if (got !== s.sha256) {
+        throw new ArrowStoreError(
+          `${path}: sha256 ${got} does not match the manifest's ${s.sha256} (the shard changed or is corrupt)`,
+        );
+      }
       bytes += src.size;
     } finally {
       src.close();

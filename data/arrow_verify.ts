@@ -24,7 +24,9 @@ class Verifier {
     throw new FlatbufferError(`${msg} (metadata byte ${at})`);
   }
   within(at: number, n: number, what: string): void {
-    if (at < 0 || n < 0 || at + n > this.b.length) this.fail(`${what} [${at}, ${at + n}) lies outside the ${this.b.length}-byte metadata`, at);
+    if (at < 0 || n < 0 || at + n > this.b.length) {
+      this.fail(`${what} [${at}, ${at + n}) lies outside the ${this.b.length}-byte metadata`, at);
+    }
   }
   /** Validate the table at `t`; returns a reader of its fields' positions (0 when absent). */
   table(t: number, what: string): (field: number, size: number) => number {
@@ -41,7 +43,12 @@ class Verifier {
       if (at + 2 > vt + vsize) return 0;
       const off = this.dv.getUint16(at, true);
       if (off === 0) return 0;
-      if (off + size > tsize) this.fail(`${what} field ${field} at offset ${off} runs past the table's ${tsize} bytes`, t);
+      if (off + size > tsize) {
+        this.fail(
+          `${what} field ${field} at offset ${off} runs past the table's ${tsize} bytes`,
+          t,
+        );
+      }
       return t + off;
     };
   }
@@ -58,7 +65,9 @@ class Verifier {
     const v = this.deref(at, what);
     if (v === 0) return [0, 0];
     const n = this.dv.getUint32(v, true);
-    if (n * elem > this.b.length) this.fail(`${what} claims ${n} elements, more than the metadata can hold`, v);
+    if (n * elem > this.b.length) {
+      this.fail(`${what} claims ${n} elements, more than the metadata can hold`, v);
+    }
     this.within(v + 4, n * elem, what);
     return [v + 4, n];
   }
@@ -97,7 +106,11 @@ function field(v: Verifier, t: number, path: string, depth: number): void {
     const it = v.deref(d(1, 4), `${path}.dictionary.indexType`);
     if (it) v.table(it, `${path}.dictionary.indexType`);
   }
-  v.tables_(f(5, 4), `${path}.children`, (c, i) => field(v, c, `${path}.children[${i}]`, depth + 1));
+  v.tables_(
+    f(5, 4),
+    `${path}.children`,
+    (c, i) => field(v, c, `${path}.children[${i}]`, depth + 1),
+  );
   keyValues(v, f(6, 4), `${path}.custom_metadata`);
 }
 
@@ -106,16 +119,34 @@ function recordBatch(v: Verifier, t: number, bodyLength: number, what: string): 
   // Nothing in a batch can have more elements than its body has bits (bar null-type columns).
   const maxLen = BigInt(bodyLength) * 8n + 64n;
   const lenAt = r(0, 8);
-  if (lenAt && v.dv.getBigInt64(lenAt, true) > maxLen) v.fail(`${what}.length ${v.dv.getBigInt64(lenAt, true)} exceeds what a ${bodyLength}-byte body can hold`, lenAt);
+  if (lenAt && v.dv.getBigInt64(lenAt, true) > maxLen) {
+    v.fail(
+      `${what}.length ${
+        v.dv.getBigInt64(lenAt, true)
+      } exceeds what a ${bodyLength}-byte body can hold`,
+      lenAt,
+    );
+  }
   const [ns, nn] = v.vector(r(1, 4), 16, `${what}.nodes`);
   for (let i = 0; i < nn; i++) {
-    const len = v.dv.getBigInt64(ns + 16 * i, true), nulls = v.dv.getBigInt64(ns + 16 * i + 8, true);
-    if (len < 0n || len > maxLen || nulls < 0n || nulls > len) v.fail(`${what}.nodes[${i}] length ${len} / null count ${nulls} is impossible for a ${bodyLength}-byte body`, ns + 16 * i);
+    const len = v.dv.getBigInt64(ns + 16 * i, true),
+      nulls = v.dv.getBigInt64(ns + 16 * i + 8, true);
+    if (len < 0n || len > maxLen || nulls < 0n || nulls > len) {
+      v.fail(
+        `${what}.nodes[${i}] length ${len} / null count ${nulls} is impossible for a ${bodyLength}-byte body`,
+        ns + 16 * i,
+      );
+    }
   }
   const [bs, bn] = v.vector(r(2, 4), 16, `${what}.buffers`);
   for (let i = 0; i < bn; i++) {
     const off = v.dv.getBigInt64(bs + 16 * i, true), len = v.dv.getBigInt64(bs + 16 * i + 8, true);
-    if (off < 0n || len < 0n || off + len > BigInt(bodyLength)) v.fail(`${what}.buffers[${i}] [${off}, ${off + len}) lies outside the ${bodyLength}-byte body`, bs + 16 * i);
+    if (off < 0n || len < 0n || off + len > BigInt(bodyLength)) {
+      v.fail(
+        `${what}.buffers[${i}] [${off}, ${off + len}) lies outside the ${bodyLength}-byte body`,
+        bs + 16 * i,
+      );
+    }
   }
   const comp = v.deref(r(3, 4), `${what}.compression`);
   if (comp) v.table(comp, `${what}.compression`);
@@ -132,7 +163,9 @@ export function verifyMessage(meta: Uint8Array): { headerType: number; bodyLengt
   const headerType = htAt ? meta[htAt] : 0;
   const blAt = m(3, 8);
   const body = blAt ? v.dv.getBigInt64(blAt, true) : 0n;
-  if (body < 0n || body > BigInt(Number.MAX_SAFE_INTEGER)) v.fail(`Message.bodyLength ${body} is invalid`, blAt);
+  if (body < 0n || body > BigInt(Number.MAX_SAFE_INTEGER)) {
+    v.fail(`Message.bodyLength ${body} is invalid`, blAt);
+  }
   const bodyLength = Number(body);
   const h = v.deref(m(2, 4), "Message.header");
   if (headerType === 1 && h) {

@@ -53,7 +53,9 @@ async function syncDir(dir: string): Promise<void> {
 /** `JSON.stringify(value, null, 2)` plus a newline, written atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   const text = JSON.stringify(value, null, 2);
-  if (text === undefined) throw new TypeError(`writeJsonAtomic: ${path}: value is not JSON-serialisable`);
+  if (text === undefined) {
+    throw new TypeError(`writeJsonAtomic: ${path}: value is not JSON-serialisable`);
+  }
   await writeFileAtomic(path, text + "\n");
 }
 

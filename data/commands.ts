@@ -31,7 +31,11 @@ export const INSPECT_HELP = `sae inspect PATH: print what PATH holds
 class Usage extends Error {}
 
 function check(flags: Flags, known: string[], cmd: string): void {
-  for (const f of Object.keys(flags)) if (!known.includes(f)) throw new Usage(`sae ${cmd}: unknown option --${f} (see sae ${cmd} --help)`);
+  for (const f of Object.keys(flags)) {
+    if (!known.includes(f)) {
+      throw new Usage(`sae ${cmd}: unknown option --${f} (see sae ${cmd} --help)`);
+    }
+  }
 }
 
 function str(flags: Flags, name: string): string | undefined {
@@ -41,7 +45,11 @@ function str(flags: Flags, name: string): string | undefined {
 }
 
 /** Run `sae convert` / `sae inspect`; returns the exit code. */
-export async function dataCommand(cmd: "convert" | "inspect", positional: string[], flags: Flags): Promise<number> {
+export async function dataCommand(
+  cmd: "convert" | "inspect",
+  positional: string[],
+  flags: Flags,
+): Promise<number> {
   try {
     if (flags.help) {
       console.log(cmd === "convert" ? CONVERT_HELP : INSPECT_HELP);
@@ -49,11 +57,19 @@ export async function dataCommand(cmd: "convert" | "inspect", positional: string
     }
     if (cmd === "convert") {
       check(flags, ["dtype", "rows-per-shard", "model", "hook-point", "token-ids"], cmd);
-      if (positional.length !== 2) throw new Usage(`sae convert: expected IN and OUT, got ${positional.length} arguments (see sae convert --help)`);
+      if (positional.length !== 2) {
+        throw new Usage(
+          `sae convert: expected IN and OUT, got ${positional.length} arguments (see sae convert --help)`,
+        );
+      }
       const dtype = str(flags, "dtype");
-      if (dtype !== undefined && !["f32", "f16", "bf16"].includes(dtype)) throw new Usage(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(dtype)}`);
+      if (dtype !== undefined && !["f32", "f16", "bf16"].includes(dtype)) {
+        throw new Usage(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(dtype)}`);
+      }
       const rps = str(flags, "rows-per-shard");
-      if (rps !== undefined && !(Number.isSafeInteger(Number(rps)) && Number(rps) > 0)) throw new Usage(`--rows-per-shard must be a positive integer, got ${JSON.stringify(rps)}`);
+      if (rps !== undefined && !(Number.isSafeInteger(Number(rps)) && Number(rps) > 0)) {
+        throw new Usage(`--rows-per-shard must be a positive integer, got ${JSON.stringify(rps)}`);
+      }
       const r = await convertPath(positional[0], positional[1], {
         dtype: dtype as "f32" | "f16" | "bf16" | undefined,
         rowsPerShard: rps ? Number(rps) : undefined,
@@ -61,16 +77,26 @@ export async function dataCommand(cmd: "convert" | "inspect", positional: string
         hookPoint: str(flags, "hook-point"),
         tokenIds: flags["token-ids"] === true,
       });
-      if (r.kind === "store") console.log(`wrote an Arrow store: ${r.out} (${r.manifest.rows} rows of [${r.manifest.row_shape}] ${r.manifest.dtype} in ${r.manifest.shards.length} shards)`);
-      else if (r.kind === "npy") console.log(`wrote ${r.out} ([${r.shape}] f32)`);
+      if (r.kind === "store") {
+        console.log(
+          `wrote an Arrow store: ${r.out} (${r.manifest.rows} rows of [${r.manifest.row_shape}] ${r.manifest.dtype} in ${r.manifest.shards.length} shards)`,
+        );
+      } else if (r.kind === "npy") console.log(`wrote ${r.out} ([${r.shape}] f32)`);
       else console.log(`wrote a SAELens folder: ${r.out} (${r.architecture}, from ${r.format})`);
       return 0;
     }
     check(flags, ["verify", "max-rows", "json"], cmd);
-    if (positional.length !== 1) throw new Usage(`sae inspect: expected one PATH, got ${positional.length} arguments`);
+    if (positional.length !== 1) {
+      throw new Usage(`sae inspect: expected one PATH, got ${positional.length} arguments`);
+    }
     const mr = str(flags, "max-rows");
-    if (mr !== undefined && !(Number.isSafeInteger(Number(mr)) && Number(mr) > 0)) throw new Usage(`--max-rows must be a positive integer, got ${JSON.stringify(mr)}`);
-    const r = await inspectPath(positional[0], { verify: flags.verify === true, maxRows: mr ? Number(mr) : undefined });
+    if (mr !== undefined && !(Number.isSafeInteger(Number(mr)) && Number(mr) > 0)) {
+      throw new Usage(`--max-rows must be a positive integer, got ${JSON.stringify(mr)}`);
+    }
+    const r = await inspectPath(positional[0], {
+      verify: flags.verify === true,
+      maxRows: mr ? Number(mr) : undefined,
+    });
     console.log(flags.json ? JSON.stringify(r) : formatInspection(r));
     return 0;
   } catch (e) {

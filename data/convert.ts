@@ -27,7 +27,11 @@ export type ConvertResult =
   | { kind: "npy"; out: string; rows: number; shape: number[] }
   | { kind: "dictionary"; out: string; format: string; architecture: string };
 
-export async function convertPath(input: string, out: string, o: ConvertOptions = {}): Promise<ConvertResult> {
+export async function convertPath(
+  input: string,
+  out: string,
+  o: ConvertOptions = {},
+): Promise<ConvertResult> {
   const { path } = splitSpec(input);
   const isActs = input.includes(",") || detectActivations(path) !== null;
   const dict = input.includes(",") ? null : detectDictionary(path);
@@ -58,8 +62,16 @@ export async function convertPath(input: string, out: string, o: ConvertOptions 
     t.dispose();
     return { kind: "npy", out, rows, shape: [rows, ...stream.rowShape] };
   }
-  const dtype = o.dtype ?? (["f32", "f16", "bf16"].includes(stream.dtype) ? stream.dtype as StoreDType : "f32");
-  const w = createStoreWriter(out, { rowShape: stream.rowShape, dtype, model: o.model, hookPoint: o.hookPoint, rowsPerShard: o.rowsPerShard, columns: withTokens ? ["token_id"] : [] });
+  const dtype = o.dtype ??
+    (["f32", "f16", "bf16"].includes(stream.dtype) ? stream.dtype as StoreDType : "f32");
+  const w = createStoreWriter(out, {
+    rowShape: stream.rowShape,
+    dtype,
+    model: o.model,
+    hookPoint: o.hookPoint,
+    rowsPerShard: o.rowsPerShard,
+    columns: withTokens ? ["token_id"] : [],
+  });
   for (let it = stream.open(), r = it.next(); !r.done; r = it.next()) {
     const c = r.value;
     if (withTokens && !c.tokenIds) throw new Error(`convert: ${input} has no token ids to write`);

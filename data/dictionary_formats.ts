@@ -45,19 +45,27 @@ const DL_CLASS: Record<string, ArchName> = {
 export function detectDictionary(path: string): DictionaryFormat | null {
   const isDir = existsSync(path) && statSync(path).isDirectory();
   if (!isDir) return path.endsWith(".pt") ? "dictionary_learning" : null;
-  if (existsSync(join(path, "sae_weights.safetensors")) && existsSync(join(path, "cfg.json"))) return "saelens";
-  if (existsSync(join(path, "sae.safetensors")) && existsSync(join(path, "cfg.json"))) return "sparsify";
+  if (existsSync(join(path, "sae_weights.safetensors")) && existsSync(join(path, "cfg.json"))) {
+    return "saelens";
+  }
+  if (existsSync(join(path, "sae.safetensors")) && existsSync(join(path, "cfg.json"))) {
+    return "sparsify";
+  }
   if (existsSync(join(path, "ae.pt"))) return "dictionary_learning";
   return null;
 }
 
 /** Load a dictionary of any supported format as our SavedSae (f32). */
-export async function loadDictionary(path: string): Promise<SavedSae & { format: DictionaryFormat }> {
+export async function loadDictionary(
+  path: string,
+): Promise<SavedSae & { format: DictionaryFormat }> {
   const format = detectDictionary(path);
   if (format === "saelens") return { ...(await loadSae(path)), format };
   if (format === "sparsify") return { ...(await loadSparsify(path)), format };
   if (format === "dictionary_learning") return { ...(await loadDictionaryLearning(path)), format };
-  throw new DictionaryFormatError(`${path}: not a dictionary we read (a SAELens folder with cfg.json + sae_weights.safetensors, a sparsify folder with cfg.json + sae.safetensors, or a dictionary_learning ae.pt)`);
+  throw new DictionaryFormatError(
+    `${path}: not a dictionary we read (a SAELens folder with cfg.json + sae_weights.safetensors, a sparsify folder with cfg.json + sae.safetensors, or a dictionary_learning ae.pt)`,
+  );
 }
 
 const T = (x: Tensor) => {
@@ -109,39 +117,92 @@ export async function loadDictionaryLearning(path: string): Promise<SavedSae> {
   };
   const get = (name: string, shape?: number[]): Tensor => {
     const x = sd[name];
-    if (!x) return fail(`missing tensor ${JSON.stringify(name)} (has ${Object.keys(sd).join(", ")})`);
-    if (shape && (x.shape.length !== shape.length || x.shape.some((v, i) => v !== shape[i]))) fail(`tensor ${name} has shape [${x.shape}], expected [${shape}]`);
+    if (!x) {
+      return fail(`missing tensor ${JSON.stringify(name)} (has ${Object.keys(sd).join(", ")})`);
+    }
+    if (shape && (x.shape.length !== shape.length || x.shape.some((v, i) => v !== shape[i]))) {
+      fail(`tensor ${name} has shape [${x.shape}], expected [${shape}]`);
+    }
     used.add(name);
     return x;
   };
   const has = (n: string) => n in sd;
-  let arch: ArchName | undefined = typeof trainer.dict_class === "string" ? DL_CLASS[trainer.dict_class] : undefined;
-  if (typeof trainer.dict_class === "string" && !arch) fail(`dict_class ${JSON.stringify(trainer.dict_class)} in config.json is not one we convert (${Object.keys(DL_CLASS).join(", ")})`);
-  arch ??= has("group_sizes") ? "matryoshka" : has("gate_bias") ? "gated" : has("W_enc") && has("threshold") && sd.threshold.ndim === 1 ? "jumprelu"
-    : has("encoder.weight") && has("k") ? "topk" : has("bias") && has("encoder.weight") ? "relu" : fail(`cannot tell the dictionary class from its tensors (${Object.keys(sd).join(", ")}) and there is no config.json with trainer.dict_class`);
+  let arch: ArchName | undefined = typeof trainer.dict_class === "string"
+    ? DL_CLASS[trainer.dict_class]
+    : undefined;
+  if (typeof trainer.dict_class === "string" && !arch) {
+    fail(
+      `dict_class ${JSON.stringify(trainer.dict_class)} in config.json is not one we convert (${
+        Object.keys(DL_CLASS).join(", ")
+      })`,
+    );
+  }
+  arch ??= has("group_sizes")
+    ? "matryoshka"
+    : has("gate_bias")
+    ? "gated"
+    : has("W_enc") && has("threshold") && sd.threshold.ndim === 1
+    ? "jumprelu"
+    : has("encoder.weight") && has("k")
+    ? "topk"
+    : has("bias") && has("encoder.weight")
+    ? "relu"
+    : fail(
+      `cannot tell the dictionary class from its tensors (${
+        Object.keys(sd).join(", ")
+      }) and there is no config.json with trainer.dict_class`,
+    );
 
   const scalar = async (name: string) => (await get(name, []).data())[0];
   let p: SaeParams, threshold: number | undefined, extra: Partial<SaeConfigInput> = {};
   if (arch === "relu") {
     const W = get("encoder.weight"), [F, d] = W.shape;
-    p = { W_enc: T(f32(W)), b_enc: f32(get("encoder.bias", [F])), W_dec: T(f32(get("decoder.weight", [d, F]))), b_dec: f32(get("bias", [d])) };
+    p = {
+      W_enc: T(f32(W)),
+      b_enc: f32(get("encoder.bias", [F])),
+      W_dec: T(f32(get("decoder.weight", [d, F]))),
+      b_dec: f32(get("bias", [d])),
+    };
   } else if (arch === "gated") {
     const W = get("encoder.weight"), [F, d] = W.shape;
-    p = { W_enc: T(f32(W)), W_dec: T(f32(get("decoder.weight", [d, F]))), b_dec: f32(get("decoder_bias", [d])), b_gate: f32(get("gate_bias", [F])), b_mag: f32(get("mag_bias", [F])), r_mag: f32(get("r_mag", [F])) };
+    p = {
+      W_enc: T(f32(W)),
+      W_dec: T(f32(get("decoder.weight", [d, F]))),
+      b_dec: f32(get("decoder_bias", [d])),
+      b_gate: f32(get("gate_bias", [F])),
+      b_mag: f32(get("mag_bias", [F])),
+      r_mag: f32(get("r_mag", [F])),
+    };
   } else if (arch === "jumprelu") {
     const W = get("W_enc"), [d, F] = W.shape;
-    p = { W_enc: f32(W), b_enc: f32(get("b_enc", [F])), W_dec: f32(get("W_dec", [F, d])), b_dec: f32(get("b_dec", [d])), threshold: f32(get("threshold", [F])) };
+    p = {
+      W_enc: f32(W),
+      b_enc: f32(get("b_enc", [F])),
+      W_dec: f32(get("W_dec", [F, d])),
+      b_dec: f32(get("b_dec", [d])),
+      threshold: f32(get("threshold", [F])),
+    };
     extra = { apply_b_dec_to_input: false };
   } else if (arch === "matryoshka") {
     const W = get("W_enc"), [d, F] = W.shape;
     const groups = Array.from(await get("group_sizes").data(), Number);
-    p = { W_enc: f32(W), b_enc: f32(get("b_enc", [F])), W_dec: f32(get("W_dec", [F, d])), b_dec: f32(get("b_dec", [d])) };
+    p = {
+      W_enc: f32(W),
+      b_enc: f32(get("b_enc", [F])),
+      W_dec: f32(get("W_dec", [F, d])),
+      b_dec: f32(get("b_dec", [d])),
+    };
     extra = { k: await scalar("k"), matryoshka_groups: groups };
     threshold = await scalar("threshold");
     sd.k.dispose(), sd.threshold.dispose(), sd.group_sizes.dispose();
   } else {
     const W = get("encoder.weight"), [F, d] = W.shape;
-    p = { W_enc: T(f32(W)), b_enc: f32(get("encoder.bias", [F])), W_dec: T(f32(get("decoder.weight", [d, F]))), b_dec: f32(get("b_dec", [d])) };
+    p = {
+      W_enc: T(f32(W)),
+      b_enc: f32(get("encoder.bias", [F])),
+      W_dec: T(f32(get("decoder.weight", [d, F]))),
+      b_dec: f32(get("b_dec", [d])),
+    };
     extra = { k: await scalar("k") };
     if (has("threshold")) {
       const th = await scalar("threshold");
@@ -151,9 +212,17 @@ export async function loadDictionaryLearning(path: string): Promise<SavedSae> {
     sd.k.dispose();
   }
   // Buffers we do not use (normalisation statistics of some forks) must not go unnoticed.
-  const left = Object.keys(sd).filter((n) => !used.has(n) && !["k", "threshold", "group_sizes"].includes(n));
+  const left = Object.keys(sd).filter((n) =>
+    !used.has(n) && !["k", "threshold", "group_sizes"].includes(n)
+  );
   for (const n of left) sd[n].dispose();
-  if (left.length) throw new DictionaryFormatError(`${file}: tensors ${left.join(", ")} have no place in a ${arch} dictionary; refusing to drop them silently`);
+  if (left.length) {
+    throw new DictionaryFormatError(
+      `${file}: tensors ${
+        left.join(", ")
+      } have no place in a ${arch} dictionary; refusing to drop them silently`,
+    );
+  }
   void other;
   const [d_in, d_sae] = p.W_enc.shape;
   const cfg = configFor(file, { arch, d_in, d_sae, ...extra }, p);
@@ -168,27 +237,56 @@ export async function loadSparsify(dir: string): Promise<SavedSae> {
     throw new DictionaryFormatError(`${dir}: ${msg}`);
   };
   if (c.skip_connection) fail("skip_connection (W_skip) has no counterpart in our layout");
-  if (c.activation !== undefined && c.activation !== "topk") fail(`activation ${JSON.stringify(c.activation)} is not supported (only topk)`);
+  if (c.activation !== undefined && c.activation !== "topk") {
+    fail(`activation ${JSON.stringify(c.activation)} is not supported (only topk)`);
+  }
   const k = c.k;
-  if (typeof k !== "number" || !Number.isSafeInteger(k) || k < 1) fail(`cfg.json: k must be a positive integer, got ${JSON.stringify(k)}`);
+  if (typeof k !== "number" || !Number.isSafeInteger(k) || k < 1) {
+    fail(`cfg.json: k must be a positive integer, got ${JSON.stringify(k)}`);
+  }
   const { tensors: st } = await loadSafetensors(join(dir, "sae.safetensors"));
   const need = ["encoder.weight", "encoder.bias", "W_dec", "b_dec"];
   const missing = need.filter((n) => !st[n]);
   const extra = Object.keys(st).filter((n) => !need.includes(n));
   if (missing.length || extra.length) {
     for (const x of Object.values(st)) x.dispose();
-    fail(`sae.safetensors must hold exactly ${need.join(", ")}${missing.length ? `; missing ${missing.join(", ")}` : ""}${extra.length ? `; unexpected ${extra.join(", ")}` : ""}`);
+    fail(
+      `sae.safetensors must hold exactly ${need.join(", ")}${
+        missing.length ? `; missing ${missing.join(", ")}` : ""
+      }${extra.length ? `; unexpected ${extra.join(", ")}` : ""}`,
+    );
   }
   const [F, d] = st["encoder.weight"].shape;
   const transcode = c.transcode === true;
-  const shapeOk = st["encoder.bias"].shape.join() === `${F}` && st.W_dec.shape[0] === F && st.b_dec.shape.join() === `${st.W_dec.shape[1]}` && (transcode || st.W_dec.shape[1] === d);
+  const shapeOk = st["encoder.bias"].shape.join() === `${F}` && st.W_dec.shape[0] === F &&
+    st.b_dec.shape.join() === `${st.W_dec.shape[1]}` && (transcode || st.W_dec.shape[1] === d);
   if (!shapeOk) {
     for (const x of Object.values(st)) x.dispose();
-    fail(`inconsistent shapes: encoder.weight [${F}, ${d}], encoder.bias [${st["encoder.bias"].shape}], W_dec [${st.W_dec.shape}], b_dec [${st.b_dec.shape}]`);
+    fail(
+      `inconsistent shapes: encoder.weight [${F}, ${d}], encoder.bias [${
+        st["encoder.bias"].shape
+      }], W_dec [${st.W_dec.shape}], b_dec [${st.b_dec.shape}]`,
+    );
   }
-  const p: SaeParams = { W_enc: T(f32(st["encoder.weight"])), b_enc: f32(st["encoder.bias"]), W_dec: f32(st.W_dec), b_dec: f32(st.b_dec) };
-  const cfg = configFor(cfgPath, transcode
-    ? { arch: "transcoder", d_in: d, d_sae: F, d_out: st.W_dec.shape[1], k: k as number, apply_b_dec_to_input: false }
-    : { arch: "topk", d_in: d, d_sae: F, k: k as number }, p);
+  const p: SaeParams = {
+    W_enc: T(f32(st["encoder.weight"])),
+    b_enc: f32(st["encoder.bias"]),
+    W_dec: f32(st.W_dec),
+    b_dec: f32(st.b_dec),
+  };
+  const cfg = configFor(
+    cfgPath,
+    transcode
+      ? {
+        arch: "transcoder",
+        d_in: d,
+        d_sae: F,
+        d_out: st.W_dec.shape[1],
+        k: k as number,
+        apply_b_dec_to_input: false,
+      }
+      : { arch: "topk", d_in: d, d_sae: F, k: k as number },
+    p,
+  );
   return { params: p, cfg };
 }

@@ -5,7 +5,12 @@
  *   E5M2:   sign, 5 exponent bits (bias 15), 2 mantissa bits; IEEE-like infinities and NaNs.
  */
 
-function table(expBits: number, manBits: number, bias: number, ieeeSpecials: boolean): Float32Array {
+function table(
+  expBits: number,
+  manBits: number,
+  bias: number,
+  ieeeSpecials: boolean,
+): Float32Array {
   const t = new Float32Array(256);
   const expMax = (1 << expBits) - 1, manMax = (1 << manBits) - 1;
   for (let b = 0; b < 256; b++) {

@@ -27,12 +27,20 @@ export class DataFormatError extends Error {
   override name = "DataFormatError";
 }
 
-export type ActivationFormat = "arrow-store" | "saelens-cache" | "arrow" | "dictionary_learning-cache" | "npy" | "safetensors";
+export type ActivationFormat =
+  | "arrow-store"
+  | "saelens-cache"
+  | "arrow"
+  | "dictionary_learning-cache"
+  | "npy"
+  | "safetensors";
 
 /** Split "path#name" (a column or tensor name may follow the last '#'). */
 export function splitSpec(spec: string): { path: string; name?: string } {
   const i = spec.lastIndexOf("#");
-  return i > 0 && !existsSync(spec) ? { path: spec.slice(0, i), name: spec.slice(i + 1) } : { path: spec };
+  return i > 0 && !existsSync(spec)
+    ? { path: spec.slice(0, i), name: spec.slice(i + 1) }
+    : { path: spec };
 }
 
 export function detectActivations(path: string): ActivationFormat | null {
@@ -49,7 +57,8 @@ export function detectActivations(path: string): ActivationFormat | null {
   return null;
 }
 
-const KNOWN = "an Arrow store (folder with manifest.json), a SAELens cache (folder with state.json + .arrow files), an .arrow stream, a dictionary_learning cache (folder with config.json + shard_0.memmap; several joined by commas), .npy or .safetensors";
+const KNOWN =
+  "an Arrow store (folder with manifest.json), a SAELens cache (folder with state.json + .arrow files), an .arrow stream, a dictionary_learning cache (folder with config.json + shard_0.memmap; several joined by commas), .npy or .safetensors";
 
 export interface OpenOptions {
   /** Check Arrow store checksums while streaming (default true). */
@@ -70,23 +79,32 @@ export async function loadActivationArray(spec: string, opts: OpenOptions = {}):
   let x: Tensor;
   if (fmt === "npy") {
     // NumPy has no bf16: "PATH.npy#bf16" reads '<u2' words as bf16 (as opts.bf16 does).
-    if (name !== undefined && name !== "bf16") throw new DataFormatError(`${spec}: an .npy holds one array; the only suffix is #bf16 (read '<u2' words as bf16)`);
+    if (name !== undefined && name !== "bf16") {
+      throw new DataFormatError(
+        `${spec}: an .npy holds one array; the only suffix is #bf16 (read '<u2' words as bf16)`,
+      );
+    }
     x = await loadNpy(path, { bf16: opts.bf16 || name === "bf16" });
-  }
-  else if (fmt === "safetensors") {
+  } else if (fmt === "safetensors") {
     const { tensors } = await loadSafetensors(path);
     const names = Object.keys(tensors);
     const pick = name ?? (names.length === 1 ? names[0] : undefined);
     if (!pick || !tensors[pick]) {
       for (const t of Object.values(tensors)) t.dispose();
-      throw new DataFormatError(`${path}: ${name ? `no tensor ${JSON.stringify(name)}` : "several tensors"} (tensors: ${names.join(", ")}); name one as PATH#tensor`);
+      throw new DataFormatError(
+        `${path}: ${name ? `no tensor ${JSON.stringify(name)}` : "several tensors"} (tensors: ${
+          names.join(", ")
+        }); name one as PATH#tensor`,
+      );
     }
     for (const [k, t] of Object.entries(tensors)) if (k !== pick) t.dispose();
     x = tensors[pick];
   } else throw new DataFormatError(`${spec}: not an .npy or .safetensors file`);
   if (x.ndim !== 2 && x.ndim !== 3) {
     x.dispose();
-    throw new DataFormatError(`${spec}: activations must be [N, d] or [N, L, d], got shape [${x.shape}]`);
+    throw new DataFormatError(
+      `${spec}: activations must be [N, d] or [N, L, d], got shape [${x.shape}]`,
+    );
   }
   if (x.dtype === "f32") return x;
   if (x.dtype === "i32" || x.dtype === "bool") {
@@ -102,14 +120,25 @@ export async function loadActivationArray(spec: string, opts: OpenOptions = {}):
 export async function openActivations(spec: string, opts: OpenOptions = {}): Promise<RowStream> {
   if (spec.includes(",")) {
     const dirs = spec.split(",").filter(Boolean);
-    for (const d of dirs) if (detectActivations(d) !== "dictionary_learning-cache") throw new DataFormatError(`${d}: only dictionary_learning caches can be joined with commas (lockstep [L, d] rows)`);
+    for (const d of dirs) {
+      if (detectActivations(d) !== "dictionary_learning-cache") {
+        throw new DataFormatError(
+          `${d}: only dictionary_learning caches can be joined with commas (lockstep [L, d] rows)`,
+        );
+      }
+    }
     return memmapCacheStream(dirs, { tokenIds: opts.tokenIds });
   }
   const { path, name } = splitSpec(spec);
   const fmt = detectActivations(path);
   switch (fmt) {
     case "arrow-store":
-      return storeStream(path, { verify: opts.verify, tokenIds: opts.tokenIds, sequenceIds: opts.sequenceIds, positions: opts.positions });
+      return storeStream(path, {
+        verify: opts.verify,
+        tokenIds: opts.tokenIds,
+        sequenceIds: opts.sequenceIds,
+        positions: opts.positions,
+      });
     case "saelens-cache":
     case "arrow":
       return saelensCacheStream(path, { column: name, tokenIds: opts.tokenIds });
@@ -126,7 +155,11 @@ export async function openActivations(spec: string, opts: OpenOptions = {}): Pro
   }
   // A missing file with a known extension is just missing; anything else gets the list of formats.
   const knownExt = /\.(npy|safetensors|arrows?)$/.test(path);
-  throw new DataFormatError(!existsSync(path) && (knownExt || !/\.\w+$/.test(path)) ? `${path}: no such file or folder` : `${path}: not activation data we recognise; expected ${KNOWN}`);
+  throw new DataFormatError(
+    !existsSync(path) && (knownExt || !/\.\w+$/.test(path))
+      ? `${path}: no such file or folder`
+      : `${path}: not activation data we recognise; expected ${KNOWN}`,
+  );
 }
 
 export interface ActivationDataOptions extends OpenOptions {
@@ -141,18 +174,36 @@ export interface ActivationDataOptions extends OpenOptions {
  * A training DataSource for a path: whole-file formats become an in-memory array shuffled per
  * epoch (sae.arrayData); stores and caches stream through the shuffle buffer (sae.streamData).
  */
-export async function activationData(spec: string, o: ActivationDataOptions = {}): Promise<{ data: DataSource; describe: Record<string, unknown> }> {
+export async function activationData(
+  spec: string,
+  o: ActivationDataOptions = {},
+): Promise<{ data: DataSource; describe: Record<string, unknown> }> {
   const { path } = splitSpec(spec);
   const fmt = spec.includes(",") ? "dictionary_learning-cache" : detectActivations(path);
   if (fmt === "npy" || fmt === "safetensors") {
     const x = await loadActivationArray(spec, o);
     const y = o.targets ? await loadActivationArray(o.targets, o) : undefined;
-    return { data: arrayData(x, { y, seed: o.seed, name: spec }), describe: { kind: fmt, path: spec, targets: o.targets ?? null } };
+    return {
+      data: arrayData(x, { y, seed: o.seed, name: spec }),
+      describe: { kind: fmt, path: spec, targets: o.targets ?? null },
+    };
   }
-  if (o.targets) throw new DataFormatError(`--targets needs inputs in an .npy or .safetensors file (read whole, rows aligned); ${spec} is a ${fmt ?? "stream"}`);
+  if (o.targets) {
+    throw new DataFormatError(
+      `--targets needs inputs in an .npy or .safetensors file (read whole, rows aligned); ${spec} is a ${
+        fmt ?? "stream"
+      }`,
+    );
+  }
   const stream = await openActivations(spec, o);
   return {
     data: streamData(stream, { seed: o.seed, bufferRows: o.bufferRows, name: spec }),
-    describe: { kind: stream.format, path: spec, rows: stream.rows ?? null, row_shape: stream.rowShape, dtype: stream.dtype },
+    describe: {
+      kind: stream.format,
+      path: spec,
+      rows: stream.rows ?? null,
+      row_shape: stream.rowShape,
+      dtype: stream.dtype,
+    },
   };
 }

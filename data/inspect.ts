@@ -36,13 +36,19 @@ function summarise(m: Moments) {
   };
 }
 
-export async function inspectPath(spec: string, o: InspectOptions = {}): Promise<Record<string, unknown>> {
+export async function inspectPath(
+  spec: string,
+  o: InspectOptions = {},
+): Promise<Record<string, unknown>> {
   const { path } = splitSpec(spec);
   const dict = spec.includes(",") ? null : detectDictionary(path);
   const act = spec.includes(",") ? "dictionary_learning-cache" : detectActivations(path);
   if (dict && !(act && dict === "dictionary_learning" && path.endsWith("/"))) {
     const s = await loadDictionary(path);
-    const p = s.params as unknown as Record<string, import("../tensor/tensor.ts").Tensor | undefined>;
+    const p = s.params as unknown as Record<
+      string,
+      import("../tensor/tensor.ts").Tensor | undefined
+    >;
     const n = await norm(s.params.W_dec, -1).data();
     const sorted = Float64Array.from(n).sort();
     const out = {
@@ -53,18 +59,41 @@ export async function inspectPath(spec: string, o: InspectOptions = {}): Promise
       d_in: s.cfg.d_in,
       d_sae: s.cfg.d_sae,
       ...(s.cfg.d_out !== s.cfg.d_in ? { d_out: s.cfg.d_out } : {}),
-      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(s.cfg.arch) ? { k: s.cfg.k } : {}),
+      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(s.cfg.arch)
+        ? { k: s.cfg.k }
+        : {}),
       ...(s.threshold !== undefined ? { threshold: s.threshold } : {}),
       apply_b_dec_to_input: s.cfg.apply_b_dec_to_input,
-      tensors: Object.fromEntries(Object.entries(p).filter(([, v]) => v).map(([k, v]) => [k, `[${v!.shape.join(", ")}] ${v!.dtype}`])),
-      decoder_norm: { min: sorted[0], median: sorted[sorted.length >> 1], max: sorted[sorted.length - 1] },
+      tensors: Object.fromEntries(
+        Object.entries(p).filter(([, v]) => v).map((
+          [k, v],
+        ) => [k, `[${v!.shape.join(", ")}] ${v!.dtype}`]),
+      ),
+      decoder_norm: {
+        min: sorted[0],
+        median: sorted[sorted.length >> 1],
+        max: sorted[sorted.length - 1],
+      },
     };
     dispose(s.params);
     return out;
   }
-  if (!act) throw new Error(existsSync(path) ? `${path}: neither activation data nor a dictionary we recognise` : `${path}: no such file or folder`);
+  if (!act) {
+    throw new Error(
+      existsSync(path)
+        ? `${path}: neither activation data nor a dictionary we recognise`
+        : `${path}: no such file or folder`,
+    );
+  }
   const stream = await openActivations(spec, { verify: false });
-  const base: Record<string, unknown> = { path: spec, kind: "activations", format: stream.format, rows: stream.rows ?? null, row_shape: stream.rowShape, dtype: stream.dtype };
+  const base: Record<string, unknown> = {
+    path: spec,
+    kind: "activations",
+    format: stream.format,
+    rows: stream.rows ?? null,
+    row_shape: stream.rowShape,
+    dtype: stream.dtype,
+  };
   if (act === "arrow-store") {
     const m = readManifest(path);
     Object.assign(base, {
@@ -93,13 +122,22 @@ export async function inspectPath(spec: string, o: InspectOptions = {}): Promise
     it.return?.(); // --max-rows may stop mid-pass: close the file
   }
   base.rows = stream.rows ?? rows;
-  base.statistics = { ...summarise(welfordFinish(st)), ...(rows < (stream.rows ?? rows) ? { over_first_rows: rows } : {}) };
+  base.statistics = {
+    ...summarise(welfordFinish(st)),
+    ...(rows < (stream.rows ?? rows) ? { over_first_rows: rows } : {}),
+  };
   return base;
 }
 
 export function formatInspection(r: Record<string, unknown>): string {
   const lines: string[] = [];
-  const show = (v: unknown) => (typeof v === "number" ? String(Number(v.toPrecision(6))) : Array.isArray(v) ? `[${v.join(", ")}]` : String(v));
+  const show = (
+    v: unknown,
+  ) => (typeof v === "number"
+    ? String(Number(v.toPrecision(6)))
+    : Array.isArray(v)
+    ? `[${v.join(", ")}]`
+    : String(v));
   for (const [k, v] of Object.entries(r)) {
     if (v && typeof v === "object" && !Array.isArray(v)) {
       lines.push(`${k}:`);

@@ -44,7 +44,8 @@ export interface MemmapCache {
   config: Record<string, unknown>;
 }
 
-const isInt = (v: unknown, min = 0): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= min;
+const isInt = (v: unknown, min = 0): v is number =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= min;
 
 function json(path: string): Record<string, unknown> {
   let v: unknown;
@@ -53,28 +54,49 @@ function json(path: string): Record<string, unknown> {
   } catch (e) {
     throw new MemmapCacheError(`${path}: ${(e as Error).message}`);
   }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new MemmapCacheError(`${path}: not a JSON object`);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new MemmapCacheError(`${path}: not a JSON object`);
+  }
   return v as Record<string, unknown>;
 }
 
-export const isMemmapCache = (dir: string) => existsSync(join(dir, "config.json")) && existsSync(join(dir, "shard_0.memmap"));
+export const isMemmapCache = (dir: string) =>
+  existsSync(join(dir, "config.json")) && existsSync(join(dir, "shard_0.memmap"));
 
 /** Read and validate one cache folder's config and shard metadata (no activation data read). */
 export function openMemmapCache(dir: string): MemmapCache {
   const cfgPath = join(dir, "config.json");
   const config = json(cfgPath);
   const count = config.shard_count;
-  if (!isInt(count, 1) || count > 1_000_000) throw new MemmapCacheError(`${cfgPath}: shard_count must be a positive integer, got ${JSON.stringify(count)}`);
+  if (!isInt(count, 1) || count > 1_000_000) {
+    throw new MemmapCacheError(
+      `${cfgPath}: shard_count must be a positive integer, got ${JSON.stringify(count)}`,
+    );
+  }
   const shards: MemmapShard[] = [];
   let d = -1, dtypeName = "";
   for (let i = 0; i < count; i++) {
     const metaPath = join(dir, `shard_${i}.meta`), file = join(dir, `shard_${i}.memmap`);
     const meta = json(metaPath);
     const shape = meta.shape as unknown[];
-    if (!Array.isArray(shape) || shape.length !== 2 || !isInt(shape[0]) || !isInt(shape[1], 1)) throw new MemmapCacheError(`${metaPath}: shape must be [rows, d] of integers, got ${JSON.stringify(meta.shape)}`);
+    if (!Array.isArray(shape) || shape.length !== 2 || !isInt(shape[0]) || !isInt(shape[1], 1)) {
+      throw new MemmapCacheError(
+        `${metaPath}: shape must be [rows, d] of integers, got ${JSON.stringify(meta.shape)}`,
+      );
+    }
     const name = meta.dtype === undefined ? "float32" : String(meta.dtype).replace(/^torch\./, "");
-    if (!DTYPES[name]) throw new MemmapCacheError(`${metaPath}: dtype ${JSON.stringify(meta.dtype)} is not supported (${Object.keys(DTYPES).join(", ")})`);
-    if (d >= 0 && (shape[1] !== d || name !== dtypeName)) throw new MemmapCacheError(`${metaPath}: shard ${i} is [${shape}] ${name} but shard 0 is [·, ${d}] ${dtypeName}`);
+    if (!DTYPES[name]) {
+      throw new MemmapCacheError(
+        `${metaPath}: dtype ${JSON.stringify(meta.dtype)} is not supported (${
+          Object.keys(DTYPES).join(", ")
+        })`,
+      );
+    }
+    if (d >= 0 && (shape[1] !== d || name !== dtypeName)) {
+      throw new MemmapCacheError(
+        `${metaPath}: shard ${i} is [${shape}] ${name} but shard 0 is [·, ${d}] ${dtypeName}`,
+      );
+    }
     [d, dtypeName] = [shape[1] as number, name];
     const bytes = (shape[0] as number) * d * DTYPES[name].itemsize;
     let size: number;
@@ -85,13 +107,27 @@ export function openMemmapCache(dir: string): MemmapCache {
     } catch (e) {
       throw new MemmapCacheError(`${file}: cannot open: ${(e as Error).message}`);
     }
-    if (size !== bytes) throw new MemmapCacheError(`${file}: ${size} bytes, but ${metaPath} says [${shape}] ${name} = ${bytes} bytes`);
+    if (size !== bytes) {
+      throw new MemmapCacheError(
+        `${file}: ${size} bytes, but ${metaPath} says [${shape}] ${name} = ${bytes} bytes`,
+      );
+    }
     shards.push({ file, rows: shape[0] as number, bytes });
   }
-  if (isInt(config.d_model) && config.d_model !== d) throw new MemmapCacheError(`${cfgPath}: d_model ${config.d_model} but the shards hold rows of ${d}`);
+  if (isInt(config.d_model) && config.d_model !== d) {
+    throw new MemmapCacheError(
+      `${cfgPath}: d_model ${config.d_model} but the shards hold rows of ${d}`,
+    );
+  }
   const rows = shards.reduce((a, s) => a + s.rows, 0);
   // Older versions left the last shard out of total_size; more rows than the shards hold is an error.
-  if (config.total_size !== undefined && (!isInt(config.total_size) || config.total_size > rows)) throw new MemmapCacheError(`${cfgPath}: total_size ${JSON.stringify(config.total_size)} exceeds the ${rows} rows of the shards`);
+  if (config.total_size !== undefined && (!isInt(config.total_size) || config.total_size > rows)) {
+    throw new MemmapCacheError(
+      `${cfgPath}: total_size ${
+        JSON.stringify(config.total_size)
+      } exceeds the ${rows} rows of the shards`,
+    );
+  }
   const { itemsize, dtype } = DTYPES[dtypeName];
   return { dir, d, dtype, itemsize, rows, shards, config };
 }
@@ -99,31 +135,56 @@ export function openMemmapCache(dir: string): MemmapCache {
 /** Token ids of a cache (tokens.pt beside it, one per row, in row order), as i32. */
 export function cacheTokens(dir: string, rows: number): Int32Array {
   const p = tokensPath(dir);
-  if (!p) throw new MemmapCacheError(`${dir}: no tokens.pt in its parent folder (collect with store_tokens=True)`);
+  if (!p) {
+    throw new MemmapCacheError(
+      `${dir}: no tokens.pt in its parent folder (collect with store_tokens=True)`,
+    );
+  }
   // Read the storage directly (no tensor, so no backend is involved): a 1-D int64/int32 view.
   const v = parseTorch(readFileSync(p), p);
   if (!isTensorRef(v)) throw new MemmapCacheError(`${p}: expected one tensor of token ids`);
   const { storage, shape, stride, offset } = v.value;
-  const ints = storage.type === "LongStorage" ? new BigInt64Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel)
-    : storage.type === "IntStorage" ? new Int32Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel) : null;
-  if (!ints || shape.length !== 1 || shape[0] !== rows) throw new MemmapCacheError(`${p}: token ids are [${shape}] ${storage.type}, expected [${rows}] integers (LongStorage or IntStorage)`);
+  const ints = storage.type === "LongStorage"
+    ? new BigInt64Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel)
+    : storage.type === "IntStorage"
+    ? new Int32Array(storage.bytes.buffer, storage.bytes.byteOffset, storage.numel)
+    : null;
+  if (!ints || shape.length !== 1 || shape[0] !== rows) {
+    throw new MemmapCacheError(
+      `${p}: token ids are [${shape}] ${storage.type}, expected [${rows}] integers (LongStorage or IntStorage)`,
+    );
+  }
   const out = new Int32Array(rows);
   for (let i = 0; i < rows; i++) {
     const x = Number(ints[offset + i * stride[0]]);
-    if (x > 2147483647 || x < -2147483648) throw new MemmapCacheError(`${p}: token id ${i} is ${x}, outside the i32 range`);
+    if (x > 2147483647 || x < -2147483648) {
+      throw new MemmapCacheError(`${p}: token id ${i} is ${x}, outside the i32 range`);
+    }
     out[i] = x;
   }
   return out;
 }
 
 /** Rows of one or several (lockstep) caches as a stream of f32 chunks of up to `chunkRows` rows. */
-export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number; tokenIds?: boolean } = {}): RowStream & { caches: MemmapCache[] } {
+export function memmapCacheStream(
+  dirs: string[],
+  opts: { chunkRows?: number; tokenIds?: boolean } = {},
+): RowStream & { caches: MemmapCache[] } {
   if (dirs.length === 0) throw new MemmapCacheError("memmapCacheStream: no cache folders given");
   const caches = dirs.map(openMemmapCache);
   const c0 = caches[0];
   for (const c of caches.slice(1)) {
-    const same = c.d === c0.d && c.shards.length === c0.shards.length && c.shards.every((s, i) => s.rows === c0.shards[i].rows);
-    if (!same) throw new MemmapCacheError(`${c.dir}: shards [${c.shards.map((s) => s.rows)}] of width ${c.d} do not line up with ${c0.dir}'s [${c0.shards.map((s) => s.rows)}] of width ${c0.d}; caches read together must hold the same tokens`);
+    const same = c.d === c0.d && c.shards.length === c0.shards.length &&
+      c.shards.every((s, i) => s.rows === c0.shards[i].rows);
+    if (!same) {
+      throw new MemmapCacheError(
+        `${c.dir}: shards [${
+          c.shards.map((s) => s.rows)
+        }] of width ${c.d} do not line up with ${c0.dir}'s [${
+          c0.shards.map((s) => s.rows)
+        }] of width ${c0.d}; caches read together must hold the same tokens`,
+      );
+    }
   }
   const L = caches.length, d = c0.d;
   const chunkRows = opts.chunkRows ?? Math.max(1, Math.floor((4 << 20) / (L * d * c0.itemsize)));
@@ -132,7 +193,9 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number; to
     caches,
     rowShape: L === 1 ? [d] : [L, d],
     rows: c0.rows,
-    dtype: caches.every((c) => c.dtype === c0.dtype) ? c0.dtype : caches.map((c) => c.dtype).join(","),
+    dtype: caches.every((c) => c.dtype === c0.dtype)
+      ? c0.dtype
+      : caches.map((c) => c.dtype).join(","),
     format: L === 1 ? "dictionary_learning-cache" : "dictionary_learning-cache (lockstep)",
     path: dirs.join(","),
     *open(): Generator<RowChunk> {
@@ -150,14 +213,22 @@ export function memmapCacheStream(dirs: string[], opts: { chunkRows?: number; to
               const want = n * d * itemsize, part = raw.subarray(0, want);
               for (let done = 0; done < want;) {
                 const k = readSync(fds[l], part, done, want - done, r * d * itemsize + done);
-                if (k <= 0) throw new MemmapCacheError(`${caches[l].shards[s].file}: ended early at byte ${r * d * itemsize + done}`);
+                if (k <= 0) {
+                  throw new MemmapCacheError(
+                    `${caches[l].shards[s].file}: ended early at byte ${r * d * itemsize + done}`,
+                  );
+                }
                 done += k;
               }
               const vals = decode(part, dtype);
               if (L === 1) out.set(vals);
-              else for (let i = 0; i < n; i++) out.set(vals.subarray(i * d, (i + 1) * d), (i * L + l) * d);
+              else {for (let i = 0; i < n; i++) {
+                  out.set(vals.subarray(i * d, (i + 1) * d), (i * L + l) * d);
+                }}
             }
-            yield tokens ? { x: out, rows: n, tokenIds: tokens.subarray(row, row + n) } : { x: out, rows: n };
+            yield tokens
+              ? { x: out, rows: n, tokenIds: tokens.subarray(row, row + n) }
+              : { x: out, rows: n };
             row += n;
           }
         } finally {

@@ -32,7 +32,9 @@ const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---- a strict parser for the Python literal subset that headers use ----
 
-type PyVal = string | boolean | null | number | { seq: "tuple" | "list"; items: PyVal[] } | { dict: Map<string, PyVal> };
+type PyVal = string | boolean | null | number | { seq: "tuple" | "list"; items: PyVal[] } | {
+  dict: Map<string, PyVal>;
+};
 
 class HeaderParser {
   i = 0;
@@ -44,7 +46,9 @@ class HeaderParser {
 
   expect(c: string): void {
     this.ws();
-    if (this.s[this.i] !== c) this.fail(`expected ${JSON.stringify(c)}, found ${this.found()}`, this.i);
+    if (this.s[this.i] !== c) {
+      this.fail(`expected ${JSON.stringify(c)}, found ${this.found()}`, this.i);
+    }
     this.i++;
   }
 
@@ -73,12 +77,16 @@ class HeaderParser {
     const q = this.s[this.i], start = this.i++;
     let out = "";
     for (;;) {
-      if (this.i >= this.s.length || this.s[this.i] === "\n") this.fail("unterminated string", start);
+      if (this.i >= this.s.length || this.s[this.i] === "\n") {
+        this.fail("unterminated string", start);
+      }
       const c = this.s[this.i++];
       if (c === q) return out;
       if (c === "\\") {
         const e = this.s[this.i++];
-        if (e !== "\\" && e !== "'" && e !== '"') this.fail(`unsupported escape \\${e ?? ""} in a string`, this.i - 2);
+        if (e !== "\\" && e !== "'" && e !== '"') {
+          this.fail(`unsupported escape \\${e ?? ""} in a string`, this.i - 2);
+        }
         out += e;
       } else out += c;
     }
@@ -86,7 +94,9 @@ class HeaderParser {
 
   int(): number {
     const m = /^-?[0-9]+L?/.exec(this.s.slice(this.i, this.i + 400));
-    if (!m || /[.eEjJxX_]/.test(this.s[this.i + m[0].length] ?? "")) return this.fail("only integers are allowed here", this.i);
+    if (!m || /[.eEjJxX_]/.test(this.s[this.i + m[0].length] ?? "")) {
+      return this.fail("only integers are allowed here", this.i);
+    }
     this.i += m[0].length;
     // Python 2 wrote longs as 3L; huge values become unsafe numbers and fail the shape check.
     return Number(m[0].replace("L", ""));
@@ -104,7 +114,9 @@ class HeaderParser {
         if (open === "(" && items.length === 1 && !comma) return items[0];
         return { seq: open === "(" ? "tuple" : "list", items };
       }
-      if (items.length > 0 && !comma) this.fail(`expected "," or ${JSON.stringify(close)}, found ${this.found()}`, this.i);
+      if (items.length > 0 && !comma) {
+        this.fail(`expected "," or ${JSON.stringify(close)}, found ${this.found()}`, this.i);
+      }
       items.push(this.value(depth + 1));
       this.ws();
       comma = this.s[this.i] === ",";
@@ -124,7 +136,9 @@ class HeaderParser {
       }
       if (dict.size > 0 && !comma) this.fail(`expected "," or "}", found ${this.found()}`, this.i);
       const at = this.i;
-      if (this.s[this.i] !== "'" && this.s[this.i] !== '"') this.fail(`expected a string key, found ${this.found()}`, this.i);
+      if (this.s[this.i] !== "'" && this.s[this.i] !== '"') {
+        this.fail(`expected a string key, found ${this.found()}`, this.i);
+      }
       const key = this.str();
       if (dict.has(key)) this.fail(`duplicate key ${JSON.stringify(key)}`, at);
       this.expect(":");
@@ -152,7 +166,6 @@ function latin1(b: Uint8Array): string {
   return s;
 }
 
-
 type Host = Float32Array | Float64Array | Uint16Array | Int32Array | Uint8Array;
 
 /** Column-major `src` of `shape` to row-major: walk C order, reading at Fortran strides. */
@@ -177,19 +190,39 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
   };
   const total = bytes.byteLength;
   for (let i = 0; i < MAGIC.length; i++) {
-    if (i >= total) fail(`file is ${total} bytes, too short for the 6-byte magic "\\x93NUMPY" at byte 0`);
-    if (bytes[i] !== MAGIC[i]) fail(`not an npy file: byte ${i} is 0x${bytes[i].toString(16).padStart(2, "0")}, the magic "\\x93NUMPY" needs 0x${MAGIC[i].toString(16)}`);
+    if (i >= total) {
+      fail(`file is ${total} bytes, too short for the 6-byte magic "\\x93NUMPY" at byte 0`);
+    }
+    if (bytes[i] !== MAGIC[i]) {
+      fail(
+        `not an npy file: byte ${i} is 0x${
+          bytes[i].toString(16).padStart(2, "0")
+        }, the magic "\\x93NUMPY" needs 0x${MAGIC[i].toString(16)}`,
+      );
+    }
   }
   if (total < 8) fail(`file is ${total} bytes, too short for the format version at bytes 6..8`);
   const major = bytes[6], minor = bytes[7];
-  if (major < 1 || major > 3 || minor !== 0) fail(`unsupported format version ${major}.${minor} (bytes 6..8); expected 1.0, 2.0 or 3.0`);
+  if (major < 1 || major > 3 || minor !== 0) {
+    fail(`unsupported format version ${major}.${minor} (bytes 6..8); expected 1.0, 2.0 or 3.0`);
+  }
   const lenBytes = major === 1 ? 2 : 4;
   const prefix = 8 + lenBytes;
-  if (total < prefix) fail(`file is ${total} bytes, too short for the ${lenBytes}-byte header length at byte 8`);
+  if (total < prefix) {
+    fail(`file is ${total} bytes, too short for the ${lenBytes}-byte header length at byte 8`);
+  }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, total);
   const hlen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true);
-  if (hlen > MAX_HEADER_BYTES) fail(`header length ${hlen} (at byte 8) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (hlen > total - prefix) fail(`header length ${hlen} (at byte 8) points past the end of the file (${total - prefix} bytes follow)`);
+  if (hlen > MAX_HEADER_BYTES) {
+    fail(`header length ${hlen} (at byte 8) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  if (hlen > total - prefix) {
+    fail(
+      `header length ${hlen} (at byte 8) points past the end of the file (${
+        total - prefix
+      } bytes follow)`,
+    );
+  }
   const hbytes = bytes.subarray(prefix, prefix + hlen);
   let text = "";
   if (major === 3) {
@@ -201,34 +234,59 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
   } else text = latin1(hbytes); // versions 1 and 2 are latin-1 by definition
 
   // Positions in `text` are bytes for latin-1; for UTF-8 they are re-measured on the error path.
-  const at = (pos: number) => prefix + (major === 3 ? new TextEncoder().encode(text.slice(0, pos)).length : pos);
+  const at = (pos: number) =>
+    prefix + (major === 3 ? new TextEncoder().encode(text.slice(0, pos)).length : pos);
   const p = new HeaderParser(text, (msg, pos) => fail(`header: ${msg} at byte ${at(pos)}`));
   p.ws();
-  if (text[p.i] !== "{") fail(`header: expected a dict starting with "{", found ${p.found()} at byte ${at(p.i)}`);
+  if (text[p.i] !== "{") {
+    fail(`header: expected a dict starting with "{", found ${p.found()} at byte ${at(p.i)}`);
+  }
   const { dict } = p.dict(0);
   p.ws();
   if (p.i < text.length) fail(`header: unexpected ${p.found()} after the dict at byte ${at(p.i)}`);
   const keys = [...dict.keys()].sort();
   if (keys.join() !== "descr,fortran_order,shape") {
-    fail(`header (byte ${prefix}): keys must be exactly 'descr', 'fortran_order', 'shape'; got ${keys.map((k) => `'${k}'`).join(", ") || "none"}`);
+    fail(
+      `header (byte ${prefix}): keys must be exactly 'descr', 'fortran_order', 'shape'; got ${
+        keys.map((k) => `'${k}'`).join(", ") || "none"
+      }`,
+    );
   }
   const hdr = `header (bytes ${prefix}..${prefix + hlen})`;
-  const descr = dict.get("descr")!, fortran = dict.get("fortran_order")!, shapeV = dict.get("shape")!;
+  const descr = dict.get("descr")!,
+    fortran = dict.get("fortran_order")!,
+    shapeV = dict.get("shape")!;
 
-  if (typeof descr !== "string") fail(`${hdr}: descr ${showPy(descr)} is not supported (structured or unusual dtype)`);
+  if (typeof descr !== "string") {
+    fail(`${hdr}: descr ${showPy(descr)} is not supported (structured or unusual dtype)`);
+  }
   const m = /^([<>|=])([a-zA-Z])(\d+)$/.exec(descr as string);
   const code = m ? m[2] + m[3] : "";
-  if (!m || !SUPPORTED.has(code)) fail(`${hdr}: unsupported descr ${showPy(descr)}; supported: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 b1 with byte order < > = or |`);
+  if (!m || !SUPPORTED.has(code)) {
+    fail(
+      `${hdr}: unsupported descr ${
+        showPy(descr)
+      }; supported: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 b1 with byte order < > = or |`,
+    );
+  }
   const itemsize = Number(m![3]);
-  if (m![1] === "|" && itemsize > 1) fail(`${hdr}: descr ${showPy(descr)}: byte order "|" is only for 1-byte types`);
+  if (m![1] === "|" && itemsize > 1) {
+    fail(`${hdr}: descr ${showPy(descr)}: byte order "|" is only for 1-byte types`);
+  }
   const bigEndian = m![1] === ">" || (m![1] === "=" && !HOST_LE);
 
-  if (typeof fortran !== "boolean") fail(`${hdr}: fortran_order must be True or False, got ${showPy(fortran)}`);
-  if (typeof shapeV !== "object" || shapeV === null || !("seq" in shapeV) || shapeV.seq !== "tuple") fail(`${hdr}: shape must be a tuple of integers, got ${showPy(shapeV)}`);
+  if (typeof fortran !== "boolean") {
+    fail(`${hdr}: fortran_order must be True or False, got ${showPy(fortran)}`);
+  }
+  if (
+    typeof shapeV !== "object" || shapeV === null || !("seq" in shapeV) || shapeV.seq !== "tuple"
+  ) fail(`${hdr}: shape must be a tuple of integers, got ${showPy(shapeV)}`);
   const dims = (shapeV as { items: PyVal[] }).items;
   for (let i = 0; i < dims.length; i++) {
     const d = dims[i];
-    if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) fail(`${hdr}: shape[${i}] is ${showPy(d)}, not a non-negative integer below 2^53`);
+    if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
+      fail(`${hdr}: shape[${i}] is ${showPy(d)}, not a non-negative integer below 2^53`);
+    }
   }
   const shape = dims as number[];
 
@@ -246,7 +304,11 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
   }
   if (!exact || need !== BigInt(have)) {
     const shapeStr = showPy({ seq: "tuple", items: shape });
-    fail(`data is ${have} bytes (file bytes ${dataStart}..${total}) but shape ${shapeStr} '${descr}' needs ${exact ? need : "at least " + need}`);
+    fail(
+      `data is ${have} bytes (file bytes ${dataStart}..${total}) but shape ${shapeStr} '${descr}' needs ${
+        exact ? need : "at least " + need
+      }`,
+    );
   }
 
   // A fresh copy is aligned for typed arrays and safe to byte-swap in place.
@@ -270,7 +332,9 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
       [arr, dtype] = [raw, "bool"];
       break;
     case "u2":
-      [arr, dtype] = opts.bf16 ? [new Uint16Array(buf), "bf16"] : [Int32Array.from(new Uint16Array(buf)), "i32"];
+      [arr, dtype] = opts.bf16
+        ? [new Uint16Array(buf), "bf16"]
+        : [Int32Array.from(new Uint16Array(buf)), "i32"];
       break;
     case "i1":
       [arr, dtype] = [Int32Array.from(new Int8Array(buf)), "i32"];
@@ -292,7 +356,13 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
         for (let i = 0; i < src.length; i++) {
           const v = src[i];
           // f64 holds every integer only up to ±2^53; beyond it Number(v) would round silently.
-          if (v > 9007199254740992 || v < -9007199254740992) fail(`'${descr}' element ${i} (file byte ${dataStart + i * itemsize}) is ${v}, beyond ±2^53 where f64 cannot hold every integer`);
+          if (v > 9007199254740992 || v < -9007199254740992) {
+            fail(
+              `'${descr}' element ${i} (file byte ${
+                dataStart + i * itemsize
+              }) is ${v}, beyond ±2^53 where f64 cannot hold every integer`,
+            );
+          }
           out[i] = Number(v);
         }
         [arr, dtype] = [storageFrom(target, out), target];
@@ -302,7 +372,11 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
       for (let i = 0; i < src.length; i++) {
         const v = src[i];
         if (v > 2147483647 || v < -2147483648) {
-          fail(`'${descr}' element ${i} (file byte ${dataStart + i * itemsize}) is ${v}, outside the i32 range; pass { dtype: "f64" } to read it as a float`);
+          fail(
+            `'${descr}' element ${i} (file byte ${
+              dataStart + i * itemsize
+            }) is ${v}, outside the i32 range; pass { dtype: "f64" } to read it as a float`,
+          );
         }
         out[i] = Number(v);
       }
@@ -317,7 +391,14 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
   return t1;
 }
 
-const DESCR: Record<DType, string> = { f32: "<f4", f64: "<f8", f16: "<f2", bf16: "<u2", i32: "<i4", bool: "|b1" };
+const DESCR: Record<DType, string> = {
+  f32: "<f4",
+  f64: "<f8",
+  f16: "<f2",
+  bf16: "<u2",
+  i32: "<i4",
+  bool: "|b1",
+};
 
 /**
  * The .npy bytes of a tensor, laid out as numpy.save does (version 1.0 unless the header needs

@@ -22,7 +22,18 @@ export interface PyGlobal {
 }
 /** A dict: keys are strings or numbers; insertion order is kept (Map). */
 export type PyDict = Map<string | number, PyValue>;
-export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyValue[] | PyTuple | PyDict | PyGlobal | { kind: "object"; value: unknown };
+export type PyValue =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | PyValue[]
+  | PyTuple
+  | PyDict
+  | PyGlobal
+  | { kind: "object"; value: unknown };
 
 export interface UnpickleOptions {
   /** Calls allowed by REDUCE/NEWOBJ, keyed "module.name"; each returns the constructed value. */
@@ -40,16 +51,57 @@ const MARK = Symbol("mark");
 type Slot = PyValue | typeof MARK;
 
 export const tuple = (items: PyValue[]): PyTuple => ({ kind: "tuple", items });
-export const isTuple = (v: PyValue): v is PyTuple => typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Map) && !(v instanceof Uint8Array) && (v as PyTuple).kind === "tuple";
-export const isGlobal = (v: PyValue): v is PyGlobal => typeof v === "object" && v !== null && (v as PyGlobal).kind === "global";
+export const isTuple = (v: PyValue): v is PyTuple =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Map) &&
+  !(v instanceof Uint8Array) && (v as PyTuple).kind === "tuple";
+export const isGlobal = (v: PyValue): v is PyGlobal =>
+  typeof v === "object" && v !== null && (v as PyGlobal).kind === "global";
 
 const OPNAMES: Record<number, string> = {
-  0x80: "PROTO", 0x95: "FRAME", 0x7d: "EMPTY_DICT", 0x5d: "EMPTY_LIST", 0x29: "EMPTY_TUPLE", 0x28: "MARK", 0x63: "GLOBAL", 0x93: "STACK_GLOBAL",
-  0x71: "BINPUT", 0x72: "LONG_BINPUT", 0x68: "BINGET", 0x6a: "LONG_BINGET", 0x94: "MEMOIZE", 0x58: "BINUNICODE", 0x8c: "SHORT_BINUNICODE",
-  0x8d: "BINUNICODE8", 0x54: "BINSTRING", 0x55: "SHORT_BINSTRING", 0x42: "BINBYTES", 0x43: "SHORT_BINBYTES", 0x4a: "BININT", 0x4b: "BININT1",
-  0x4d: "BININT2", 0x8a: "LONG1", 0x47: "BINFLOAT", 0x74: "TUPLE", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3", 0x51: "BINPERSID",
-  0x52: "REDUCE", 0x81: "NEWOBJ", 0x62: "BUILD", 0x73: "SETITEM", 0x75: "SETITEMS", 0x61: "APPEND", 0x65: "APPENDS", 0x4e: "NONE",
-  0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x2e: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP",
+  0x80: "PROTO",
+  0x95: "FRAME",
+  0x7d: "EMPTY_DICT",
+  0x5d: "EMPTY_LIST",
+  0x29: "EMPTY_TUPLE",
+  0x28: "MARK",
+  0x63: "GLOBAL",
+  0x93: "STACK_GLOBAL",
+  0x71: "BINPUT",
+  0x72: "LONG_BINPUT",
+  0x68: "BINGET",
+  0x6a: "LONG_BINGET",
+  0x94: "MEMOIZE",
+  0x58: "BINUNICODE",
+  0x8c: "SHORT_BINUNICODE",
+  0x8d: "BINUNICODE8",
+  0x54: "BINSTRING",
+  0x55: "SHORT_BINSTRING",
+  0x42: "BINBYTES",
+  0x43: "SHORT_BINBYTES",
+  0x4a: "BININT",
+  0x4b: "BININT1",
+  0x4d: "BININT2",
+  0x8a: "LONG1",
+  0x47: "BINFLOAT",
+  0x74: "TUPLE",
+  0x85: "TUPLE1",
+  0x86: "TUPLE2",
+  0x87: "TUPLE3",
+  0x51: "BINPERSID",
+  0x52: "REDUCE",
+  0x81: "NEWOBJ",
+  0x62: "BUILD",
+  0x73: "SETITEM",
+  0x75: "SETITEMS",
+  0x61: "APPEND",
+  0x65: "APPENDS",
+  0x4e: "NONE",
+  0x88: "NEWTRUE",
+  0x89: "NEWFALSE",
+  0x2e: "STOP",
+  0x30: "POP",
+  0x31: "POP_MARK",
+  0x32: "DUP",
 };
 
 /** Run the pickle in `b` and return the value it builds. */
@@ -92,7 +144,7 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
   const str = (k: number): string => {
     need(k);
     try {
-      return utf8.decode(b.subarray(p, (p += k)));
+      return utf8.decode(b.subarray(p, p += k));
     } catch {
       return fail("string is not valid UTF-8");
     }
@@ -113,13 +165,17 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
     if (memo.size >= MAX_MEMO && !memo.has(i)) fail(`memo larger than ${MAX_MEMO}`);
     memo.set(i, v);
   };
-  const memoGet = (i: number) => (memo.has(i) ? memo.get(i)! : fail(`memo entry ${i} was never stored`));
+  const memoGet = (
+    i: number,
+  ) => (memo.has(i) ? memo.get(i)! : fail(`memo entry ${i} was never stored`));
   const call = (fn: PyValue, args: PyValue): PyValue => {
     if (!isGlobal(fn)) fail(`calls only allowed globals, got ${describe(fn)}`);
     const g = fn as PyGlobal;
     const impl = o.globals[`${g.module}.${g.name}`];
     if (!impl) fail(`global ${g.module}.${g.name} is not allowed`);
-    if (!isTuple(args)) fail(`arguments of ${g.module}.${g.name} must be a tuple, got ${describe(args)}`);
+    if (!isTuple(args)) {
+      fail(`arguments of ${g.module}.${g.name} must be a tuple, got ${describe(args)}`);
+    }
     try {
       return impl((args as PyTuple).items);
     } catch (e) {
@@ -132,7 +188,9 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
     if (kv.length % 2) fail("odd number of items for a dict");
     for (let i = 0; i < kv.length; i += 2) {
       const k = kv[i];
-      if (typeof k !== "string" && typeof k !== "number") fail(`dict key ${describe(k)} is not a string or int`);
+      if (typeof k !== "string" && typeof k !== "number") {
+        fail(`dict key ${describe(k)} is not a string or int`);
+      }
       (d as PyDict).set(k as string | number, kv[i + 1]);
     }
   };
@@ -170,7 +228,9 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
       }
       case 0x93: { // STACK_GLOBAL
         const name = pop(), module = pop();
-        if (typeof name !== "string" || typeof module !== "string") fail("module and name must be strings");
+        if (typeof name !== "string" || typeof module !== "string") {
+          fail("module and name must be strings");
+        }
         push({ kind: "global", module: module as string, name: name as string });
         break;
       }
@@ -224,14 +284,14 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
         const k = dv.getUint32(p, true);
         p += 4;
         need(k);
-        push(b.slice(p, (p += k)));
+        push(b.slice(p, p += k));
         break;
       }
       case 0x43: {
         need(1);
         const k = b[p++];
         need(k);
-        push(b.slice(p, (p += k)));
+        push(b.slice(p, p += k));
         break;
       }
       case 0x4a:
@@ -254,7 +314,11 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
         for (let i = k - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[p + i]);
         if (k > 0 && b[p + k - 1] & 0x80) v -= 1n << BigInt(8 * k);
         p += k;
-        push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
+        push(
+          v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+            ? Number(v)
+            : v,
+        );
         break;
       }
       case 0x47:
@@ -349,7 +413,11 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
         return v;
       }
       default:
-        fail(OPNAMES[op] ? "is not allowed" : "is not in the allowed subset (no code execution, no unknown opcodes)");
+        fail(
+          OPNAMES[op]
+            ? "is not allowed"
+            : "is not in the allowed subset (no code execution, no unknown opcodes)",
+        );
     }
   }
 }

@@ -32,7 +32,11 @@ export interface RowStream {
 export const rowSize = (s: RowStream) => s.rowShape.reduce((a, b) => a * b, 1);
 
 /** Widen stored values to f32 (bf16 by a shift, f16 through the exact table-free decoder). */
-export function toF32(values: ArrayLike<number>, dtype: string, decodeF16: (h: number) => number): Float32Array {
+export function toF32(
+  values: ArrayLike<number>,
+  dtype: string,
+  decodeF16: (h: number) => number,
+): Float32Array {
   if (dtype === "f32" && values instanceof Float32Array) return values;
   const out = new Float32Array(values.length);
   if (dtype === "bf16") {
@@ -49,7 +53,11 @@ export function toF32(values: ArrayLike<number>, dtype: string, decodeF16: (h: n
 }
 
 /** Split a whole in-memory array into bounded chunks (npy/safetensors sources). */
-export function arrayRowStream(x: Float32Array, rowShape: number[], meta: { dtype: string; format: string; path: string; chunkRows?: number }): RowStream {
+export function arrayRowStream(
+  x: Float32Array,
+  rowShape: number[],
+  meta: { dtype: string; format: string; path: string; chunkRows?: number },
+): RowStream {
   const size = rowShape.reduce((a, b) => a * b, 1);
   const rows = size === 0 ? 0 : x.length / size;
   const chunk = meta.chunkRows ?? Math.max(1, Math.floor((1 << 20) / Math.max(1, size)));

@@ -15,7 +15,13 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as A from "apache-arrow";
 import { f16ToF32 } from "../tensor/dtype.ts";
-import { ArrowIpcError, decodeBatch, fileSource, primitiveValues, readSchema } from "./arrow_ipc.ts";
+import {
+  ArrowIpcError,
+  decodeBatch,
+  fileSource,
+  primitiveValues,
+  readSchema,
+} from "./arrow_ipc.ts";
 import type { RowChunk, RowStream } from "./row_stream.ts";
 import { toF32 } from "./row_stream.ts";
 
@@ -36,10 +42,18 @@ export function arrowFiles(path: string): string[] {
     } catch (e) {
       throw new SaelensCacheError(`${state}: ${(e as Error).message}`);
     }
-    if (!Array.isArray(files) || files.length === 0) throw new SaelensCacheError(`${state}: _data_files must be a non-empty list`);
+    if (!Array.isArray(files) || files.length === 0) {
+      throw new SaelensCacheError(`${state}: _data_files must be a non-empty list`);
+    }
     return files.map((f, i) => {
       const name = (f as { filename?: unknown })?.filename;
-      if (typeof name !== "string" || !/^[\w.-]+\.arrow$/.test(name) || name.startsWith(".")) throw new SaelensCacheError(`${state}: _data_files[${i}].filename must be a plain .arrow file name, got ${JSON.stringify(name)}`);
+      if (typeof name !== "string" || !/^[\w.-]+\.arrow$/.test(name) || name.startsWith(".")) {
+        throw new SaelensCacheError(
+          `${state}: _data_files[${i}].filename must be a plain .arrow file name, got ${
+            JSON.stringify(name)
+          }`,
+        );
+      }
       return join(path, name);
     });
   }
@@ -48,7 +62,11 @@ export function arrowFiles(path: string): string[] {
   return files.map((f) => join(path, f));
 }
 
-export const isSaelensCache = (path: string) => existsSync(path) && (statSync(path).isDirectory() ? existsSync(join(path, "state.json")) && existsSync(join(path, "dataset_info.json")) : path.endsWith(".arrow"));
+export const isSaelensCache = (path: string) =>
+  existsSync(path) &&
+  (statSync(path).isDirectory()
+    ? existsSync(join(path, "state.json")) && existsSync(join(path, "dataset_info.json"))
+    : path.endsWith(".arrow"));
 
 interface ColumnInfo {
   name: string;
@@ -73,20 +91,40 @@ function activationColumn(schema: A.Schema, file: string, want?: string): Column
     const t = f.type;
     if (f.name === "token_ids") return false;
     const inner = t?.children?.[0]?.type;
-    if (A.DataType.isList(t)) return A.DataType.isList(inner) && A.DataType.isFloat(inner.children?.[0]?.type);
+    if (A.DataType.isList(t)) {
+      return A.DataType.isList(inner) && A.DataType.isFloat(inner.children?.[0]?.type);
+    }
     return A.DataType.isFixedSizeList(t) && A.DataType.isFloat(inner);
   });
   const names = schema.fields.map((f) => f.name).join(", ");
-  const field = want ? schema.fields.find((f) => f.name === want) : candidates.length === 1 ? candidates[0] : undefined;
+  const field = want
+    ? schema.fields.find((f) => f.name === want)
+    : candidates.length === 1
+    ? candidates[0]
+    : undefined;
   if (!field) {
-    throw new SaelensCacheError(want
-      ? `${file}: no column ${JSON.stringify(want)} (columns: ${names})`
-      : `${file}: ${candidates.length ? "several" : "no"} activation columns (${candidates.map((f) => f.name).join(", ") || "none of " + names}); name one as PATH#column`);
+    throw new SaelensCacheError(
+      want
+        ? `${file}: no column ${JSON.stringify(want)} (columns: ${names})`
+        : `${file}: ${candidates.length ? "several" : "no"} activation columns (${
+          candidates.map((f) => f.name).join(", ") || "none of " + names
+        }); name one as PATH#column`,
+    );
   }
   const where = `${file}: column ${field.name}`;
-  if (!candidates.includes(field)) throw new SaelensCacheError(`${where} is ${field.type}, not list<list<float>> or a fixed-size list of floats`);
+  if (!candidates.includes(field)) {
+    throw new SaelensCacheError(
+      `${where} is ${field.type}, not list<list<float>> or a fixed-size list of floats`,
+    );
+  }
   if (A.DataType.isFixedSizeList(field.type)) {
-    return { name: field.name, context: 1, d: (field.type as A.FixedSizeList).listSize, dtype: floatKind(field.type.children[0].type, where), nested: false };
+    return {
+      name: field.name,
+      context: 1,
+      d: (field.type as A.FixedSizeList).listSize,
+      dtype: floatKind(field.type.children[0].type, where),
+      nested: false,
+    };
   }
   // The extension metadata gives [context, d]; without it they are learned from the first row.
   let context = -1, d = -1;
@@ -98,14 +136,30 @@ function activationColumn(schema: A.Schema, file: string, want?: string): Column
       throw new SaelensCacheError(`${where}: ARROW:extension:metadata is not JSON`);
     }
     const shape = Array.isArray(meta) ? meta[0] : null;
-    if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((v) => Number.isSafeInteger(v) && v > 0)) throw new SaelensCacheError(`${where}: Array2D metadata ${JSON.stringify(meta)} lacks a [context, d] shape`);
+    if (
+      !Array.isArray(shape) || shape.length !== 2 ||
+      !shape.every((v) => Number.isSafeInteger(v) && v > 0)
+    ) {
+      throw new SaelensCacheError(
+        `${where}: Array2D metadata ${JSON.stringify(meta)} lacks a [context, d] shape`,
+      );
+    }
     [context, d] = shape as number[];
   }
-  return { name: field.name, context, d, dtype: floatKind(field.type.children[0].type.children[0].type, where), nested: true };
+  return {
+    name: field.name,
+    context,
+    d,
+    dtype: floatKind(field.type.children[0].type.children[0].type, where),
+    nested: true,
+  };
 }
 
 /** A datasets folder or .arrow stream file as a RowStream. `column` picks the hook column. */
-export function saelensCacheStream(path: string, opts: { column?: string; tokenIds?: boolean } = {}): RowStream & { column: string; context: number } {
+export function saelensCacheStream(
+  path: string,
+  opts: { column?: string; tokenIds?: boolean } = {},
+): RowStream & { column: string; context: number } {
   const files = arrowFiles(path);
   // The schema of the first file fixes the row shape; every file must agree.
   const first = fileSource(files[0]);
@@ -115,7 +169,9 @@ export function saelensCacheStream(path: string, opts: { column?: string; tokenI
     if (col.nested && col.context < 0) col = learnShape(files[0], col);
   } catch (e) {
     if (e instanceof ArrowIpcError) throw new SaelensCacheError(e.message);
-    if (e instanceof TypeError || e instanceof RangeError) throw new SaelensCacheError(`${files[0]}: corrupt Arrow data (${e.message})`);
+    if (e instanceof TypeError || e instanceof RangeError) {
+      throw new SaelensCacheError(`${files[0]}: corrupt Arrow data (${e.message})`);
+    }
     throw e;
   } finally {
     first.close();
@@ -133,16 +189,25 @@ export function saelensCacheStream(path: string, opts: { column?: string; tokenI
         try {
           const { schema, frame, frames } = readSchema(src);
           const c = activationColumn(schema, file, col.name);
-          if (c.d >= 0 && (c.d !== col.d || (c.nested && c.context !== col.context)) || c.dtype !== col.dtype) throw new SaelensCacheError(`${file}: column ${col.name} differs from ${files[0]}'s`);
+          if (
+            c.d >= 0 && (c.d !== col.d || (c.nested && c.context !== col.context)) ||
+            c.dtype !== col.dtype
+          ) throw new SaelensCacheError(`${file}: column ${col.name} differs from ${files[0]}'s`);
           for (const f of frames) {
-            if (f.type !== "recordbatch") throw new SaelensCacheError(`${file}: unexpected ${f.type} message at byte ${f.offset}`);
+            if (f.type !== "recordbatch") {
+              throw new SaelensCacheError(
+                `${file}: unexpected ${f.type} message at byte ${f.offset}`,
+              );
+            }
             const batch = decodeBatch(src, frame, f);
             yield rowsOf(batch, col, file, f.offset, opts.tokenIds === true);
           }
         } catch (e) {
           if (e instanceof ArrowIpcError) throw new SaelensCacheError(e.message);
           // apache-arrow's decoded objects can be malformed in ways no check above anticipated.
-          if (e instanceof TypeError || e instanceof RangeError) throw new SaelensCacheError(`${file}: corrupt Arrow data (${e.message})`);
+          if (e instanceof TypeError || e instanceof RangeError) {
+            throw new SaelensCacheError(`${file}: corrupt Arrow data (${e.message})`);
+          }
           throw e;
         } finally {
           src.close();
@@ -163,14 +228,22 @@ function learnShape(file: string, col: ColumnInfo): ColumnInfo {
       const o = data.valueOffsets, inner = data.children[0].valueOffsets;
       return { ...col, context: o[1] - o[0], d: inner[o[0] + 1] - inner[o[0]] };
     }
-    throw new SaelensCacheError(`${file}: column ${col.name} has no rows to learn its shape from, and no Array2D metadata`);
+    throw new SaelensCacheError(
+      `${file}: column ${col.name} has no rows to learn its shape from, and no Array2D metadata`,
+    );
   } finally {
     src.close();
   }
 }
 
 /** One record batch's activation rows (dataset rows × context positions), validated and widened. */
-function rowsOf(batch: A.RecordBatch, col: ColumnInfo, file: string, at: number, withTokens: boolean): RowChunk {
+function rowsOf(
+  batch: A.RecordBatch,
+  col: ColumnInfo,
+  file: string,
+  at: number,
+  withTokens: boolean,
+): RowChunk {
   const where = `${file}: record batch at byte ${at}, column ${col.name}`;
   const data = batch.getChild(col.name)!.data[0];
   const n = batch.numRows;
@@ -180,30 +253,49 @@ function rowsOf(batch: A.RecordBatch, col: ColumnInfo, file: string, at: number,
     const child = data.children[0];
     const start = data.offset * col.d;
     vals = primitiveValues(child, where, file).subarray(start, start + n * col.d);
-    if (vals.length !== n * col.d) throw new SaelensCacheError(`${where}: ${vals.length} values for ${n} rows of ${col.d}`);
+    if (vals.length !== n * col.d) {
+      throw new SaelensCacheError(`${where}: ${vals.length} values for ${n} rows of ${col.d}`);
+    }
   } else {
     // Offsets must describe exactly context lists of d values per row, contiguously.
     const outer = data.valueOffsets, inner = data.children[0].valueOffsets;
     const o0 = outer[data.offset];
     for (let i = 0; i <= n; i++) {
-      if (outer[data.offset + i] !== o0 + i * col.context) throw new SaelensCacheError(`${where}: row ${i - 1} does not hold ${col.context} positions (list offsets ${outer[data.offset + i - 1]}..${outer[data.offset + i]})`);
+      if (outer[data.offset + i] !== o0 + i * col.context) {
+        throw new SaelensCacheError(
+          `${where}: row ${i - 1} does not hold ${col.context} positions (list offsets ${
+            outer[data.offset + i - 1]
+          }..${outer[data.offset + i]})`,
+        );
+      }
     }
     if (data.children[0].nullCount > 0) throw new SaelensCacheError(`${where}: null positions`);
     const i0 = inner[o0];
     for (let j = 0; j <= n * col.context; j++) {
-      if (inner[o0 + j] !== i0 + j * col.d) throw new SaelensCacheError(`${where}: position ${j - 1} does not hold ${col.d} values`);
+      if (inner[o0 + j] !== i0 + j * col.d) {
+        throw new SaelensCacheError(`${where}: position ${j - 1} does not hold ${col.d} values`);
+      }
     }
     const leaf = data.children[0].children[0];
     const all = primitiveValues(leaf, where, file);
     vals = all.subarray(leaf.offset === 0 ? i0 : i0, i0 + n * col.context * col.d);
-    if (vals.length !== n * col.context * col.d) throw new SaelensCacheError(`${where}: ${vals.length} values for ${n}×${col.context} positions of ${col.d}`);
+    if (vals.length !== n * col.context * col.d) {
+      throw new SaelensCacheError(
+        `${where}: ${vals.length} values for ${n}×${col.context} positions of ${col.d}`,
+      );
+    }
   }
   const chunk: RowChunk = { x: toF32(vals, col.dtype, f16ToF32), rows: n * col.context };
   if (withTokens && batch.getChild("token_ids")) {
     const t = batch.getChild("token_ids")!.data[0];
     const leaf = A.DataType.isFixedSizeList(t.type) ? t.children[0] : t.children[0];
-    const start = A.DataType.isFixedSizeList(t.type) ? t.offset * col.context : t.valueOffsets[t.offset];
-    const ids = primitiveValues(leaf, `${file}: token_ids`, file).subarray(start, start + n * col.context);
+    const start = A.DataType.isFixedSizeList(t.type)
+      ? t.offset * col.context
+      : t.valueOffsets[t.offset];
+    const ids = primitiveValues(leaf, `${file}: token_ids`, file).subarray(
+      start,
+      start + n * col.context,
+    );
     if (ids.length === n * col.context) chunk.tokenIds = Int32Array.from(ids);
   }
   return chunk;

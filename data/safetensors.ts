@@ -39,13 +39,31 @@ export interface ParsedSafetensors {
 }
 
 const ITEMSIZE = new Map<string, number>([
-  ["F64", 8], ["F32", 4], ["F16", 2], ["BF16", 2],
-  ["I64", 8], ["I32", 4], ["I16", 2], ["I8", 1], ["U8", 1], ["BOOL", 1],
-  ["U16", 2], ["U32", 4], ["U64", 8], // read-only: we never write these
-  ["F8_E4M3", 1], ["F8_E5M2", 1], // read-only, decoded to f32 (data/float8.ts)
+  ["F64", 8],
+  ["F32", 4],
+  ["F16", 2],
+  ["BF16", 2],
+  ["I64", 8],
+  ["I32", 4],
+  ["I16", 2],
+  ["I8", 1],
+  ["U8", 1],
+  ["BOOL", 1],
+  ["U16", 2],
+  ["U32", 4],
+  ["U64", 8], // read-only: we never write these
+  ["F8_E4M3", 1],
+  ["F8_E5M2", 1], // read-only, decoded to f32 (data/float8.ts)
 ]);
 
-const WRITE_DTYPE: Record<DType, string> = { f64: "F64", f32: "F32", f16: "F16", bf16: "BF16", i32: "I32", bool: "BOOL" };
+const WRITE_DTYPE: Record<DType, string> = {
+  f64: "F64",
+  f32: "F32",
+  f16: "F16",
+  bf16: "BF16",
+  i32: "I32",
+  bool: "BOOL",
+};
 
 /** The same limit as the reference (Rust) implementation. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -59,7 +77,11 @@ function show(v: unknown): string {
 }
 
 /** itemsize·Π shape, exact; stops early once past `limit` (the caller only needs "too big"). */
-function byteCount(shape: readonly number[], itemsize: number, limit: number): { bytes: bigint; exact: boolean } {
+function byteCount(
+  shape: readonly number[],
+  itemsize: number,
+  limit: number,
+): { bytes: bigint; exact: boolean } {
   if (shape.includes(0)) return { bytes: 0n, exact: true };
   let p = BigInt(itemsize);
   for (const d of shape) {
@@ -82,8 +104,16 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
   const dv = new DataView(bytes.buffer, bytes.byteOffset, total);
   // Compared as a bigint: a u64 such as 2^60 does not survive conversion to a number.
   const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n64} (u64 at byte 0) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (n64 > BigInt(total - 8)) fail(`header length ${n64} (u64 at byte 0) points past the end of the file (${total - 8} bytes follow it)`);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) {
+    fail(`header length ${n64} (u64 at byte 0) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  if (n64 > BigInt(total - 8)) {
+    fail(
+      `header length ${n64} (u64 at byte 0) points past the end of the file (${
+        total - 8
+      } bytes follow it)`,
+    );
+  }
   const n = Number(n64);
   const bufStart = 8 + n;
   const bufLen = total - bufStart;
@@ -92,18 +122,26 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
   let text = "";
   try {
     // ignoreBOM keeps a BOM in the text, so it fails the "{" check below instead of being skipped.
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes.subarray(8, bufStart));
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(
+      bytes.subarray(8, bufStart),
+    );
   } catch {
     fail(`header (${span}) is not valid UTF-8`);
   }
-  if (!text.startsWith("{")) fail(`header (${span}) must be a JSON object starting with "{", got ${show(text.slice(0, 20))}`);
+  if (!text.startsWith("{")) {
+    fail(
+      `header (${span}) must be a JSON object starting with "{", got ${show(text.slice(0, 20))}`,
+    );
+  }
   let header: unknown;
   try {
     header = JSON.parse(text);
   } catch (e) {
     fail(`header (${span}) is not valid JSON: ${(e as Error).message}`);
   }
-  if (typeof header !== "object" || header === null || Array.isArray(header)) fail(`header (${span}) is not a JSON object`);
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    fail(`header (${span}) is not a JSON object`);
+  }
 
   let metadata: Record<string, string> = {};
   const tensors = new Map<string, SafetensorsEntry>();
@@ -114,42 +152,75 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
       continue;
     }
     const where = `tensor ${JSON.stringify(name)}`;
-    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail(`${where}: expected an object with dtype, shape and data_offsets, got ${show(raw)}`);
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      fail(`${where}: expected an object with dtype, shape and data_offsets, got ${show(raw)}`);
+    }
     const { dtype, shape, data_offsets: offs } = raw as Record<string, unknown>;
     const itemsize = typeof dtype === "string" ? ITEMSIZE.get(dtype) : undefined;
-    if (itemsize === undefined) fail(`${where}: unknown dtype ${show(dtype)}; expected one of ${[...ITEMSIZE.keys()].join(", ")}`);
-    if (!Array.isArray(shape)) fail(`${where}: shape must be an array of non-negative integers, got ${show(shape)}`);
+    if (itemsize === undefined) {
+      fail(
+        `${where}: unknown dtype ${show(dtype)}; expected one of ${
+          [...ITEMSIZE.keys()].join(", ")
+        }`,
+      );
+    }
+    if (!Array.isArray(shape)) {
+      fail(`${where}: shape must be an array of non-negative integers, got ${show(shape)}`);
+    }
     const dims = shape as unknown[];
     for (let i = 0; i < dims.length; i++) {
       const d = dims[i];
-      if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) fail(`${where}: shape[${i}] is ${show(d)}, not a non-negative integer below 2^53`);
+      if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
+        fail(`${where}: shape[${i}] is ${show(d)}, not a non-negative integer below 2^53`);
+      }
     }
-    if (!Array.isArray(offs) || offs.length !== 2) fail(`${where}: data_offsets must be [begin, end], got ${show(offs)}`);
+    if (!Array.isArray(offs) || offs.length !== 2) {
+      fail(`${where}: data_offsets must be [begin, end], got ${show(offs)}`);
+    }
     const [begin, end] = offs as unknown[];
     for (const [k, v] of [["begin", begin], ["end", end]] as const) {
-      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) fail(`${where}: data_offsets ${k} is ${show(v)}, not a non-negative integer below 2^53`);
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+        fail(`${where}: data_offsets ${k} is ${show(v)}, not a non-negative integer below 2^53`);
+      }
     }
     const b = begin as number, e = end as number;
     if (b > e) fail(`${where}: data_offsets [${b}, ${e}] begin after they end`);
     if (e > bufLen) {
-      fail(`${where}: data_offsets [${b}, ${e}] run past the end of the data buffer (${bufLen} bytes at file bytes ${bufStart}..${total})`);
+      fail(
+        `${where}: data_offsets [${b}, ${e}] run past the end of the data buffer (${bufLen} bytes at file bytes ${bufStart}..${total})`,
+      );
     }
     const need = byteCount(dims as number[], itemsize!, bufLen);
     if (!need.exact || need.bytes !== BigInt(e - b)) {
       fail(
-        `${where}: data_offsets [${b}, ${e}] hold ${e - b} bytes (file bytes ${bufStart + b}..${bufStart + e}) ` +
-          `but shape ${fmt(dims as number[])} ${dtype} needs ${need.exact ? "" : "at least "}${need.bytes}`,
+        `${where}: data_offsets [${b}, ${e}] hold ${e - b} bytes (file bytes ${bufStart + b}..${
+          bufStart + e
+        }) ` +
+          `but shape ${fmt(dims as number[])} ${dtype} needs ${
+            need.exact ? "" : "at least "
+          }${need.bytes}`,
       );
     }
     if (e > b) ranges.push({ begin: b, end: e, name });
-    tensors.set(name, { dtype: dtype as string, shape: dims as number[], data: bytes.subarray(bufStart + b, bufStart + e), name, source, offset: bufStart + b });
+    tensors.set(name, {
+      dtype: dtype as string,
+      shape: dims as number[],
+      data: bytes.subarray(bufStart + b, bufStart + e),
+      name,
+      source,
+      offset: bufStart + b,
+    });
   }
   // Two tensors must not share bytes (empty tensors share none, wherever they point).
   ranges.sort((x, y) => x.begin - y.begin || x.end - y.end);
   for (let i = 1; i < ranges.length; i++) {
     const p = ranges[i - 1], c = ranges[i];
     if (c.begin < p.end) {
-      fail(`tensor ${JSON.stringify(c.name)}: data_offsets [${c.begin}, ${c.end}] overlap tensor ${JSON.stringify(p.name)} at [${p.begin}, ${p.end}] (file byte ${bufStart + c.begin})`);
+      fail(
+        `tensor ${JSON.stringify(c.name)}: data_offsets [${c.begin}, ${c.end}] overlap tensor ${
+          JSON.stringify(p.name)
+        } at [${p.begin}, ${p.end}] (file byte ${bufStart + c.begin})`,
+      );
     }
   }
   return { metadata, tensors };
@@ -157,7 +228,9 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
 
 function checkMetadata(raw: unknown, fail: (m: string) => never): Record<string, string> {
   if (raw === null) return {};
-  if (typeof raw !== "object" || Array.isArray(raw)) return fail(` must be an object of strings, got ${show(raw)}`);
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    return fail(` must be an object of strings, got ${show(raw)}`);
+  }
   const out: [string, string][] = [];
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
     if (typeof v !== "string") fail(`[${JSON.stringify(k)}] must be a string, got ${show(v)}`);
@@ -171,7 +244,12 @@ function checkMetadata(raw: unknown, fail: (m: string) => never): Record<string,
  * A tensor that takes ownership of a fresh host array of `dtype`'s storage type: tensor() would
  * copy it once more, which matters for multi-gigabyte weight files.
  */
-export function adoptHostArray(arr: StorageArray, dtype: DType, shape: readonly number[], backend: Backend = getBackend()): Tensor {
+export function adoptHostArray(
+  arr: StorageArray,
+  dtype: DType,
+  shape: readonly number[],
+  backend: Backend = getBackend(),
+): Tensor {
   return wrap(backend, backend.fromHost(dtype, arr), shape, dtype);
 }
 
@@ -213,9 +291,13 @@ export function toTensor(entry: SafetensorsEntry, opts: ToTensorOptions = {}): T
   const { dtype, shape, data } = entry;
   const itemsize = ITEMSIZE.get(dtype) ?? fail(`unknown dtype ${show(dtype)}`);
   // Entries may be built by hand rather than by parseSafetensors, so the shape is checked again.
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`invalid shape ${show(shape)}`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    fail(`invalid shape ${show(shape)}`);
+  }
   const need = byteCount(shape, itemsize, data.byteLength);
-  if (!need.exact || need.bytes !== BigInt(data.byteLength)) fail(`${data.byteLength} bytes of data do not fit shape ${fmt(shape)} ${dtype}`);
+  if (!need.exact || need.bytes !== BigInt(data.byteLength)) {
+    fail(`${data.byteLength} bytes of data do not fit shape ${fmt(shape)} ${dtype}`);
+  }
   const target = opts.dtype;
   const backend = opts.backend;
   const make = (arr: StorageArray, d: DType): Tensor => {
@@ -255,14 +337,27 @@ export function toTensor(entry: SafetensorsEntry, opts: ToTensorOptions = {}): T
       return make(decodeF8(new Uint8Array(buf), dtype), "f32");
   }
   // U32/I64/U64 may not fit i32; a float target takes them directly, exactly up to 2^53.
-  const src = dtype === "U32" ? new Uint32Array(buf) : dtype === "I64" ? new BigInt64Array(buf) : new BigUint64Array(buf);
-  const at = (i: number) => entry.offset === undefined ? `byte ${i * itemsize} of its data` : `file byte ${entry.offset + i * itemsize}`;
+  const src = dtype === "U32"
+    ? new Uint32Array(buf)
+    : dtype === "I64"
+    ? new BigInt64Array(buf)
+    : new BigUint64Array(buf);
+  const at = (i: number) =>
+    entry.offset === undefined
+      ? `byte ${i * itemsize} of its data`
+      : `file byte ${entry.offset + i * itemsize}`;
   if (target && isFloat(target)) {
     const out = new Float64Array(src.length);
     for (let i = 0; i < src.length; i++) {
       const v = src[i];
       // Past 2^53 a double skips integers: an id would silently become its neighbour.
-      if (v > 2 ** 53 || v < -(2 ** 53)) fail(`${dtype} element ${i} is ${v}, beyond ±2^53 where f64 cannot hold every integer (${at(i)}); parseSafetensors gives the raw bytes`);
+      if (v > 2 ** 53 || v < -(2 ** 53)) {
+        fail(
+          `${dtype} element ${i} is ${v}, beyond ±2^53 where f64 cannot hold every integer (${
+            at(i)
+          }); parseSafetensors gives the raw bytes`,
+        );
+      }
       out[i] = Number(v);
     }
     return make(storageFrom(target, out), target); // converted on the host: no f64 detour on backends without f64
@@ -270,7 +365,13 @@ export function toTensor(entry: SafetensorsEntry, opts: ToTensorOptions = {}): T
   const out = new Int32Array(src.length);
   for (let i = 0; i < src.length; i++) {
     const v = src[i];
-    if (v > 2147483647 || v < -2147483648) fail(`${dtype} element ${i} is ${v}, outside the i32 range (${at(i)}); pass { dtype: "f64" } to read it as a float`);
+    if (v > 2147483647 || v < -2147483648) {
+      fail(
+        `${dtype} element ${i} is ${v}, outside the i32 range (${
+          at(i)
+        }); pass { dtype: "f64" } to read it as a float`,
+      );
+    }
     out[i] = Number(v);
   }
   return make(out, "i32");
@@ -304,7 +405,13 @@ export async function tensorBytes(t: Tensor): Promise<Uint8Array> {
 }
 
 /** out[i] = src[element i of the strided view] in row-major order; for host arrays of any type. */
-export function gatherStrided<T extends { [i: number]: number; length: number }>(src: T, out: T, shape: readonly number[], strides: readonly number[], offset: number): void {
+export function gatherStrided<T extends { [i: number]: number; length: number }>(
+  src: T,
+  out: T,
+  shape: readonly number[],
+  strides: readonly number[],
+  offset: number,
+): void {
   const nd = shape.length;
   const idx = new Array<number>(nd).fill(0);
   let pos = offset;
@@ -324,11 +431,22 @@ export function gatherStrided<T extends { [i: number]: number; length: number }>
  * A safetensors file with the given tensors, sorted by name (deterministic bytes), packed with no
  * gaps (as the reference reader requires), header padded with spaces to a multiple of 8.
  */
-export async function serializeSafetensors(tensors: Record<string, Tensor>, metadata?: Record<string, string>): Promise<Uint8Array> {
+export async function serializeSafetensors(
+  tensors: Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): Promise<Uint8Array> {
   const names = Object.keys(tensors).sort();
   for (const name of names) {
-    if (name === "__metadata__") throw new SafetensorsError(`serializeSafetensors: "__metadata__" is reserved and cannot name a tensor`);
-    if (!(tensors[name] instanceof Tensor)) throw new SafetensorsError(`serializeSafetensors: tensor ${JSON.stringify(name)} is not a Tensor`);
+    if (name === "__metadata__") {
+      throw new SafetensorsError(
+        `serializeSafetensors: "__metadata__" is reserved and cannot name a tensor`,
+      );
+    }
+    if (!(tensors[name] instanceof Tensor)) {
+      throw new SafetensorsError(
+        `serializeSafetensors: tensor ${JSON.stringify(name)} is not a Tensor`,
+      );
+    }
   }
   const blobs: Uint8Array[] = [];
   for (const name of names) blobs.push(await tensorBytes(tensors[name]));
@@ -337,15 +455,29 @@ export async function serializeSafetensors(tensors: Record<string, Tensor>, meta
   if (metadata) {
     const keys = Object.keys(metadata).sort();
     for (const k of keys) {
-      if (typeof metadata[k] !== "string") throw new SafetensorsError(`serializeSafetensors: metadata ${JSON.stringify(k)} must be a string, got ${show(metadata[k])}`);
+      if (typeof metadata[k] !== "string") {
+        throw new SafetensorsError(
+          `serializeSafetensors: metadata ${JSON.stringify(k)} must be a string, got ${
+            show(metadata[k])
+          }`,
+        );
+      }
     }
-    parts.push(`"__metadata__":{${keys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(metadata[k])}`).join(",")}}`);
+    parts.push(
+      `"__metadata__":{${
+        keys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(metadata[k])}`).join(",")
+      }}`,
+    );
   }
   let pos = 0;
   names.forEach((name, i) => {
     const t = tensors[name];
     const end = pos + blobs[i].byteLength;
-    parts.push(`${JSON.stringify(name)}:{"dtype":"${WRITE_DTYPE[t.dtype]}","shape":[${t.shape.join(",")}],"data_offsets":[${pos},${end}]}`);
+    parts.push(
+      `${JSON.stringify(name)}:{"dtype":"${WRITE_DTYPE[t.dtype]}","shape":[${
+        t.shape.join(",")
+      }],"data_offsets":[${pos},${end}]}`,
+    );
     pos = end;
   });
   const json = new TextEncoder().encode(`{${parts.join(",")}}`);
@@ -363,7 +495,10 @@ export async function serializeSafetensors(tensors: Record<string, Tensor>, meta
 }
 
 /** Read a safetensors file into tensors (see toTensor for the dtype mapping). */
-export async function loadSafetensors(path: string, opts: ToTensorOptions = {}): Promise<{ metadata: Record<string, string>; tensors: Record<string, Tensor> }> {
+export async function loadSafetensors(
+  path: string,
+  opts: ToTensorOptions = {},
+): Promise<{ metadata: Record<string, string>; tensors: Record<string, Tensor> }> {
   const { metadata, tensors } = parseSafetensors(await readFileBytes(path), path);
   const out: [string, Tensor][] = [];
   try {
@@ -376,6 +511,10 @@ export async function loadSafetensors(path: string, opts: ToTensorOptions = {}):
 }
 
 /** Write tensors to `path` atomically (a reader never sees a half-written file). */
-export async function saveSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): Promise<void> {
+export async function saveSafetensors(
+  path: string,
+  tensors: Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): Promise<void> {
   await writeFileAtomic(path, await serializeSafetensors(tensors, metadata));
 }

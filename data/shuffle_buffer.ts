@@ -73,10 +73,14 @@ export class ShuffleBuffer {
 
   constructor(readonly stream: RowStream, o: ShuffleBufferOptions) {
     this.size = rowSize(stream);
-    if (!Number.isSafeInteger(o.capacity) || o.capacity < 1) throw new RangeError(`ShuffleBuffer: capacity must be a positive integer, got ${o.capacity}`);
+    if (!Number.isSafeInteger(o.capacity) || o.capacity < 1) {
+      throw new RangeError(`ShuffleBuffer: capacity must be a positive integer, got ${o.capacity}`);
+    }
     this.capacity = o.capacity;
     this.epochs = o.epochs ?? Infinity;
-    if (!(this.epochs >= 1)) throw new RangeError(`ShuffleBuffer: epochs must be >= 1, got ${o.epochs}`);
+    if (!(this.epochs >= 1)) {
+      throw new RangeError(`ShuffleBuffer: epochs must be >= 1, got ${o.epochs}`);
+    }
     this.buf = new Float32Array(this.capacity * this.size);
     this.slots = Int32Array.from({ length: this.capacity }, (_, i) => i);
     this.next32 = rng(o.seed ?? 0);
@@ -107,8 +111,14 @@ export class ShuffleBuffer {
 
   /** Up to `n` rows; fewer only when the last epoch runs out; null when nothing is left. */
   next(n: number): ShuffleBatch | null {
-    if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`ShuffleBuffer.next: batch size must be a positive integer, got ${n}`);
-    if (n > this.capacity) throw new RangeError(`ShuffleBuffer.next: batch of ${n} rows exceeds the buffer capacity of ${this.capacity}`);
+    if (!Number.isSafeInteger(n) || n < 1) {
+      throw new RangeError(`ShuffleBuffer.next: batch size must be a positive integer, got ${n}`);
+    }
+    if (n > this.capacity) {
+      throw new RangeError(
+        `ShuffleBuffer.next: batch of ${n} rows exceeds the buffer capacity of ${this.capacity}`,
+      );
+    }
     if (this.count * 2 <= this.capacity || this.count < n) this.refill(n);
     const rows = Math.min(n, this.count);
     if (rows === 0) return null;
@@ -156,14 +166,20 @@ export class ShuffleBuffer {
       if (this.it) {
         const r = this.it.next();
         if (!r.done) {
-          if (r.value.x.length < r.value.rows * this.size) throw new RangeError(`ShuffleBuffer: ${this.stream.path} gave a chunk of ${r.value.x.length} values for ${r.value.rows} rows of ${this.size}`);
+          if (r.value.x.length < r.value.rows * this.size) {
+            throw new RangeError(
+              `ShuffleBuffer: ${this.stream.path} gave a chunk of ${r.value.x.length} values for ${r.value.rows} rows of ${this.size}`,
+            );
+          }
           this.chunk = r.value;
           this.chunkAt = 0;
           this.rowsThisPass += r.value.rows;
           return true;
         }
         this.it = null;
-        if (this.rowsThisPass === 0) throw new RangeError(`ShuffleBuffer: ${this.stream.path} holds no rows`);
+        if (this.rowsThisPass === 0) {
+          throw new RangeError(`ShuffleBuffer: ${this.stream.path} holds no rows`);
+        }
       }
       if (this.epochsStarted >= this.epochs) {
         this.exhausted = true;

@@ -13,7 +13,7 @@
  */
 import * as bits from "../tensor/random_bits.ts";
 import { foldIn, key, normal, type PRNGKey, split } from "../tensor/random.ts";
-import { tidy, keep } from "../tensor/scope.ts";
+import { keep, tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { add, cast, div, maximum } from "../tensor/ops/elementwise.ts";
@@ -104,18 +104,26 @@ const P = "synthetic: ";
 function fail(msg: string): never {
   throw new RangeError(P + msg);
 }
-const show = (v: unknown): string => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+const show = (
+  v: unknown,
+): string => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
 
 function posInt(name: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) fail(`${name} must be a positive integer, got ${show(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
+    fail(`${name} must be a positive integer, got ${show(v)}`);
+  }
   return v;
 }
 function nonNegInt(name: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) fail(`${name} must be a non-negative integer, got ${show(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    fail(`${name} must be a non-negative integer, got ${show(v)}`);
+  }
   return v;
 }
 function finite(name: string, v: unknown, lo: number, hi: number, what: string): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi) fail(`${name} must be ${what}, got ${show(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi) {
+    fail(`${name} must be ${what}, got ${show(v)}`);
+  }
   return v;
 }
 
@@ -126,7 +134,9 @@ function magnitudeOf(m: unknown): Magnitude {
   if (kind === "uniform") {
     const lo = finite("magnitude.min", r.min, 0, Infinity, "a finite number ≥ 0");
     const hi = finite("magnitude.max", r.max, 0, Infinity, "a finite number ≥ 0");
-    if (!(hi > lo)) fail(`magnitude.max must be greater than magnitude.min, got min ${lo}, max ${hi}`);
+    if (!(hi > lo)) {
+      fail(`magnitude.max must be greater than magnitude.min, got min ${lo}, max ${hi}`);
+    }
     return { kind, min: lo, max: hi };
   }
   if (kind === "exponential") {
@@ -139,34 +149,72 @@ function magnitudeOf(m: unknown): Magnitude {
     if (value === 0) fail(`magnitude.value must be a finite number > 0, got 0`);
     return { kind, value };
   }
-  return fail(`magnitude.kind must be "uniform", "exponential" or "constant", got ${show(kind ?? m)}`);
+  return fail(
+    `magnitude.kind must be "uniform", "exponential" or "constant", got ${show(kind ?? m)}`,
+  );
 }
 
-const COMMON = ["d", "nFeatures", "meanActive", "alpha", "magnitude", "correlatedGroups", "correlation", "noise", "bias", "seed"];
+const COMMON = [
+  "d",
+  "nFeatures",
+  "meanActive",
+  "alpha",
+  "magnitude",
+  "correlatedGroups",
+  "correlation",
+  "noise",
+  "bias",
+  "seed",
+];
 
 function checkKeys(cfg: object, allowed: string[], mode: string): void {
   if (typeof cfg !== "object" || cfg === null) fail(`config must be an object, got ${show(cfg)}`);
   for (const k of Object.keys(cfg)) {
-    if (!allowed.includes(k)) fail(`unknown option ${JSON.stringify(k)} in ${mode} mode (known: ${allowed.join(", ")})`);
+    if (!allowed.includes(k)) {
+      fail(`unknown option ${JSON.stringify(k)} in ${mode} mode (known: ${allowed.join(", ")})`);
+    }
   }
 }
 
-function resolveCommon(c: SyntheticConfig): Required<Omit<SyntheticConfig, "layers" | "layerDrift">> {
+function resolveCommon(
+  c: SyntheticConfig,
+): Required<Omit<SyntheticConfig, "layers" | "layerDrift">> {
   const d = posInt("d", c.d);
   const nFeatures = posInt("nFeatures", c.nFeatures);
-  const meanActive = finite("meanActive", c.meanActive ?? Math.min(5, nFeatures / 2), 0, nFeatures, `a number in (0, nFeatures = ${nFeatures}]`);
+  const meanActive = finite(
+    "meanActive",
+    c.meanActive ?? Math.min(5, nFeatures / 2),
+    0,
+    nFeatures,
+    `a number in (0, nFeatures = ${nFeatures}]`,
+  );
   if (meanActive === 0) fail(`meanActive must be a number in (0, nFeatures = ${nFeatures}], got 0`);
   const alpha = finite("alpha", c.alpha ?? 0.5, 0, 64, "a number in [0, 64]");
   const magnitude = magnitudeOf(c.magnitude);
   const correlatedGroups = nonNegInt("correlatedGroups", c.correlatedGroups ?? 0);
-  if (correlatedGroups > nFeatures) fail(`correlatedGroups must be at most nFeatures = ${nFeatures}, got ${correlatedGroups}`);
+  if (correlatedGroups > nFeatures) {
+    fail(`correlatedGroups must be at most nFeatures = ${nFeatures}, got ${correlatedGroups}`);
+  }
   const correlation = finite("correlation", c.correlation ?? 0.5, 0, 1, "a number in [0, 1]");
   const noise = finite("noise", c.noise ?? 0, 0, Infinity, "a finite number ≥ 0");
   const bias = c.bias ?? false;
   if (typeof bias !== "boolean") fail(`bias must be a boolean, got ${show(bias)}`);
   const seed = c.seed ?? 0;
-  if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed > 2 ** 53) fail(`seed must be an integer in [0, 2^53], got ${show(seed)}`);
-  return { d, nFeatures, meanActive, alpha, magnitude, correlatedGroups, correlation, noise, bias, seed };
+  if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed > 2 ** 53) {
+    fail(`seed must be an integer in [0, 2^53], got ${show(seed)}`);
+  }
+  return {
+    d,
+    nFeatures,
+    meanActive,
+    alpha,
+    magnitude,
+    correlatedGroups,
+    correlation,
+    noise,
+    bias,
+    seed,
+  };
 }
 
 // ---- deterministic arithmetic -------------------------------------------------------------------
@@ -195,7 +243,13 @@ function detExp(y: number): number {
  * exists, so b_i = 0 and the member's marginal is rho·p_L. The scale s is solved for so that the
  * marginals sum to `mean` (with no groups this is water-filling: mass clipped at 1 goes to the rest).
  */
-function firingRates(n: number, alpha: number, mean: number, G: number, rho: number): { own: Float64Array; marginal: Float64Array } {
+function firingRates(
+  n: number,
+  alpha: number,
+  mean: number,
+  G: number,
+  rho: number,
+): { own: Float64Array; marginal: Float64Array } {
   const w = new Float64Array(n);
   for (let i = 0; i < n; i++) w[i] = alpha === 0 ? 1 : detExp(-alpha * bits.detLog(i + 1));
   const own = new Float64Array(n), marginal = new Float64Array(n);
@@ -218,8 +272,14 @@ function firingRates(n: number, alpha: number, mean: number, G: number, rho: num
   let hi = mean / w.reduce((a, b) => a + b, 0);
   for (let it = 0; rates(hi) < mean; it++, hi *= 2) {
     if (it > 2200) { // s has been infinite for a while: every feature is as frequent as it can be
-      fail(`meanActive = ${mean} cannot be reached: at most ${rates(Infinity)} features are active on average` +
-        (G > 0 ? " (a member fires with probability `correlation` when its leader always fires)" : ""));
+      fail(
+        `meanActive = ${mean} cannot be reached: at most ${
+          rates(Infinity)
+        } features are active on average` +
+          (G > 0
+            ? " (a member fires with probability `correlation` when its leader always fires)"
+            : ""),
+      );
     }
   }
   let lo = hi;
@@ -328,7 +388,11 @@ class Uniforms {
   constructor(private readonly key: PRNGKey) {}
   next(): number {
     if (this.i === this.buf.length) {
-      this.buf = bits.uniformFloats(foldIn(this.key, this.chunk++).words, 2048, "f64") as Float64Array;
+      this.buf = bits.uniformFloats(
+        foldIn(this.key, this.chunk++).words,
+        2048,
+        "f64",
+      ) as Float64Array;
       this.i = 0;
     }
     return this.buf[this.i++];
@@ -384,7 +448,9 @@ function build<C>(plan: Plan, config: C): SyntheticSource<C> {
   if (c.bias) {
     const o = bits.normalFloats(kOffset.words, views * d, "f64") as Float64Array;
     normaliseRows(o, views, d);
-    offset = keep(tensor(new Float32Array(o), { shape: plan.featureShape.length === 2 ? [d] : [views, d] }));
+    offset = keep(
+      tensor(new Float32Array(o), { shape: plan.featureShape.length === 2 ? [d] : [views, d] }),
+    );
   }
 
   const mag = c.magnitude;
@@ -431,15 +497,27 @@ function build<C>(plan: Plan, config: C): SyntheticSource<C> {
     return e;
   }
 
-  function batch(index: number, size: number, opts: { withCodes?: boolean } = {}): { x: Tensor; codes?: Tensor } {
-    if (!Number.isInteger(index) || index < 0 || index > 2 ** 53) fail(`batch index must be an integer in [0, 2^53], got ${show(index)}`);
-    if (!Number.isInteger(size) || size < 1) fail(`batch size must be a positive integer, got ${show(size)}`);
+  function batch(
+    index: number,
+    size: number,
+    opts: { withCodes?: boolean } = {},
+  ): { x: Tensor; codes?: Tensor } {
+    if (!Number.isInteger(index) || index < 0 || index > 2 ** 53) {
+      fail(`batch index must be an integer in [0, 2^53], got ${show(index)}`);
+    }
+    if (!Number.isInteger(size) || size < 1) {
+      fail(`batch size must be a positive integer, got ${show(size)}`);
+    }
     const [kCodes, kNoise] = split(foldIn(kData, index));
     const e = sample(kCodes, size);
     // One sparse product for every view: row s·V + v of the output takes feature f of view v.
-    let rows = e.rows.subarray(0, e.n), cols = e.cols.subarray(0, e.n), vals = e.vals.subarray(0, e.n);
+    let rows = e.rows.subarray(0, e.n),
+      cols = e.cols.subarray(0, e.n),
+      vals = e.vals.subarray(0, e.n);
     if (views > 1) {
-      const r = new Int32Array(e.n * views), cc = new Int32Array(e.n * views), vv = new Float32Array(e.n * views);
+      const r = new Int32Array(e.n * views),
+        cc = new Int32Array(e.n * views),
+        vv = new Float32Array(e.n * views);
       let m = 0;
       for (let j = 0; j < e.n; j++) {
         const f = cols[j], o = owner === null ? -1 : owner[f];
@@ -456,13 +534,17 @@ function build<C>(plan: Plan, config: C): SyntheticSource<C> {
     if (opts.withCodes) {
       const width = owner === null ? n : views * n;
       const dense = new Float32Array(size * width);
-      if (owner === null) for (let j = 0; j < e.n; j++) dense[e.rows[j] * n + e.cols[j]] = e.vals[j];
-      else for (let j = 0; j < rows.length; j++) dense[rows[j] * n + (cols[j] % n)] = vals[j]; // row s·M + v
+      if (owner === null) {
+        for (let j = 0; j < e.n; j++) dense[e.rows[j] * n + e.cols[j]] = e.vals[j];
+      } else for (let j = 0; j < rows.length; j++) dense[rows[j] * n + (cols[j] % n)] = vals[j]; // row s·M + v
       codes = tensor(dense, { shape: owner === null ? [size, n] : [size, views, n] });
     }
     const x = tidy(() => {
       const coo = { rows: tensor(rows), cols: tensor(cols), values: tensor(vals) }; // tensor() copies
-      let x = reshape(spmm(coo, reshape(features, [views * n, d]), size * views), plan.xShape(size));
+      let x = reshape(
+        spmm(coo, reshape(features, [views * n, d]), size * views),
+        plan.xShape(size),
+      );
       if (offset) x = add(x, offset);
       if (c.noise > 0) x = add(x, normal(kNoise, x.shape, { std: c.noise }));
       return x;
@@ -504,7 +586,9 @@ export function makePairedSynthetic(cfg: PairedConfig): PairedSource {
   const modelDrift = finite("modelDrift", cfg.modelDrift ?? 0, 0, 1, "a number in [0, 1]");
   const { d, nFeatures: n } = c;
   const total = models * exclusive;
-  if (total > n) fail(`exclusive = ${exclusive} per model needs models·exclusive = ${total} ≤ nFeatures = ${n}`);
+  if (total > n) {
+    fail(`exclusive = ${exclusive} per model needs models·exclusive = ${total} ≤ nFeatures = ${n}`);
+  }
   const owner = new Int32Array(n).fill(-1);
   for (let j = 0; j < total; j++) owner[Math.floor(((j + 0.5) * n) / total)] = j % models;
   const src = build({
@@ -525,11 +609,37 @@ export function makePairedSynthetic(cfg: PairedConfig): PairedSource {
  * best cosine over decoder rows and its index; `recovered` counts best cosines above `threshold`;
  * MMCS is their mean. For layered/paired sources pass one slice, e.g. `featureSlice(src.features, l)`.
  */
-export async function featureRecovery(truth: Tensor, decoder: Tensor, threshold = 0.9): Promise<{ recovered: number; fraction: number; mmcs: number; bestCosine: Float32Array; bestIndex: Int32Array }> {
-  if (truth.ndim !== 2) throw new RangeError(`featureRecovery: truth must be [nFeatures, d], got [${truth.shape.join(", ")}] (pass one layer or model: featureSlice(features, i))`);
-  if (decoder.ndim !== 2 || decoder.shape[1] !== truth.shape[1]) throw new RangeError(`featureRecovery: decoder must be [F, ${truth.shape[1]}] like truth [${truth.shape.join(", ")}], got [${decoder.shape.join(", ")}]`);
+export async function featureRecovery(
+  truth: Tensor,
+  decoder: Tensor,
+  threshold = 0.9,
+): Promise<
+  {
+    recovered: number;
+    fraction: number;
+    mmcs: number;
+    bestCosine: Float32Array;
+    bestIndex: Int32Array;
+  }
+> {
+  if (truth.ndim !== 2) {
+    throw new RangeError(
+      `featureRecovery: truth must be [nFeatures, d], got [${
+        truth.shape.join(", ")
+      }] (pass one layer or model: featureSlice(features, i))`,
+    );
+  }
+  if (decoder.ndim !== 2 || decoder.shape[1] !== truth.shape[1]) {
+    throw new RangeError(
+      `featureRecovery: decoder must be [F, ${truth.shape[1]}] like truth [${
+        truth.shape.join(", ")
+      }], got [${decoder.shape.join(", ")}]`,
+    );
+  }
   if (decoder.shape[0] === 0) throw new RangeError("featureRecovery: decoder has no rows");
-  if (!Number.isFinite(threshold)) throw new RangeError(`featureRecovery: threshold must be finite, got ${threshold}`);
+  if (!Number.isFinite(threshold)) {
+    throw new RangeError(`featureRecovery: threshold must be finite, got ${threshold}`);
+  }
   const [n, F] = [truth.shape[0], decoder.shape[0]];
   const unit = (x: Tensor) => {
     const y = cast(x, "f32");
@@ -558,12 +668,24 @@ export async function featureRecovery(truth: Tensor, decoder: Tensor, threshold 
     if (bestCosine[i] > threshold) recovered++;
     total += bestCosine[i];
   }
-  return { recovered, fraction: n ? recovered / n : 0, mmcs: n ? total / n : 0, bestCosine, bestIndex };
+  return {
+    recovered,
+    fraction: n ? recovered / n : 0,
+    mmcs: n ? total / n : 0,
+    bestCosine,
+    bestIndex,
+  };
 }
 
 /** Layer (or model) `i` of a [views, n, d] feature tensor, as [n, d]. */
 export function featureSlice(features: Tensor, i: number): Tensor {
-  if (features.ndim !== 3) throw new RangeError(`featureSlice: features must be [views, nFeatures, d], got [${features.shape.join(", ")}]`);
-  if (!Number.isInteger(i) || i < 0 || i >= features.shape[0]) throw new RangeError(`featureSlice: index ${i} out of range for ${features.shape[0]} views`);
+  if (features.ndim !== 3) {
+    throw new RangeError(
+      `featureSlice: features must be [views, nFeatures, d], got [${features.shape.join(", ")}]`,
+    );
+  }
+  if (!Number.isInteger(i) || i < 0 || i >= features.shape[0]) {
+    throw new RangeError(`featureSlice: index ${i} out of range for ${features.shape[0]} views`);
+  }
   return reshape(sliceAxis(features, 0, i, i + 1), features.shape.slice(1));
 }

@@ -10,16 +10,30 @@ import type { DType, StorageArray } from "../tensor/dtype.ts";
 import { cast } from "../tensor/ops/elementwise.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { readFileBytes } from "./atomic.ts";
-import { describe, isGlobal, isTuple, PickleError, type PyDict, type PyValue, unpickle } from "./pickle.ts";
+import {
+  describe,
+  isGlobal,
+  isTuple,
+  PickleError,
+  type PyDict,
+  type PyValue,
+  unpickle,
+} from "./pickle.ts";
 import { adoptHostArray, gatherStrided, swapBytes } from "./safetensors.ts";
-import { readZip, ZipError, zipData } from "./zip.ts";
+import { readZip, zipData, ZipError } from "./zip.ts";
 
 export class TorchFileError extends Error {
   override name = "TorchFileError";
 }
 
 /** Storage classes and how their elements are stored. */
-const STORAGES: Record<string, { itemsize: number; kind: "f32" | "f64" | "f16" | "bf16" | "i64" | "i32" | "i16" | "i8" | "u8" | "bool" }> = {
+const STORAGES: Record<
+  string,
+  {
+    itemsize: number;
+    kind: "f32" | "f64" | "f16" | "bf16" | "i64" | "i32" | "i16" | "i8" | "u8" | "bool";
+  }
+> = {
   FloatStorage: { itemsize: 4, kind: "f32" },
   DoubleStorage: { itemsize: 8, kind: "f64" },
   HalfStorage: { itemsize: 2, kind: "f16" },
@@ -48,13 +62,18 @@ export interface TorchTensorRef {
 }
 
 export const isTensorRef = (v: PyValue): v is { kind: "object"; value: TorchTensorRef } =>
-  typeof v === "object" && v !== null && (v as { kind?: string }).kind === "object" && typeof (v as { value?: { storage?: unknown } }).value?.storage === "object";
+  typeof v === "object" && v !== null && (v as { kind?: string }).kind === "object" &&
+  typeof (v as { value?: { storage?: unknown } }).value?.storage === "object";
 
 const intList = (v: PyValue, what: string): number[] => {
-  if (!isTuple(v) && !Array.isArray(v)) throw new Error(`${what} must be a tuple of ints, got ${describe(v)}`);
+  if (!isTuple(v) && !Array.isArray(v)) {
+    throw new Error(`${what} must be a tuple of ints, got ${describe(v)}`);
+  }
   const items = isTuple(v) ? v.items : v;
   return items.map((x, i) => {
-    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) throw new Error(`${what}[${i}] is ${describe(x)}, not a non-negative int`);
+    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) {
+      throw new Error(`${what}[${i}] is ${describe(x)}, not a non-negative int`);
+    }
     return x;
   });
 };
@@ -64,41 +83,76 @@ export function parseTorch(bytes: Uint8Array, source = "<bytes>"): PyValue {
   try {
     const zip = readZip(bytes, source);
     const pkl = [...zip.keys()].filter((n) => n.endsWith("/data.pkl") && n.split("/").length === 2);
-    if (pkl.length !== 1) throw new TorchFileError(`${source}: expected one <archive>/data.pkl entry, found ${pkl.length === 0 ? "none" : pkl.join(", ")} (legacy non-zip torch files are not supported)`);
+    if (pkl.length !== 1) {
+      throw new TorchFileError(
+        `${source}: expected one <archive>/data.pkl entry, found ${
+          pkl.length === 0 ? "none" : pkl.join(", ")
+        } (legacy non-zip torch files are not supported)`,
+      );
+    }
     const prefix = pkl[0].slice(0, -"data.pkl".length);
     const order = zip.get(prefix + "byteorder");
-    const bigEndian = order ? new TextDecoder().decode(zipData(bytes, order, source)).trim() === "big" : false;
+    const bigEndian = order
+      ? new TextDecoder().decode(zipData(bytes, order, source)).trim() === "big"
+      : false;
     const storages = new Map<string, StorageRef>();
     const persistentLoad = (pid: PyValue): PyValue => {
-      if (!isTuple(pid) || pid.items.length !== 5 || pid.items[0] !== "storage") throw new Error(`expected ('storage', type, key, location, numel), got ${describe(pid)}`);
+      if (!isTuple(pid) || pid.items.length !== 5 || pid.items[0] !== "storage") {
+        throw new Error(`expected ('storage', type, key, location, numel), got ${describe(pid)}`);
+      }
       const [, type, key, , numel] = pid.items;
-      if (!isGlobal(type) || type.module !== "torch" || !STORAGES[type.name]) throw new Error(`storage type ${describe(type)} is not supported`);
-      if (typeof key !== "string" || typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) throw new Error(`bad storage key ${describe(key)} or size ${describe(numel)}`);
+      if (!isGlobal(type) || type.module !== "torch" || !STORAGES[type.name]) {
+        throw new Error(`storage type ${describe(type)} is not supported`);
+      }
+      if (
+        typeof key !== "string" || typeof numel !== "number" || !Number.isSafeInteger(numel) ||
+        numel < 0
+      ) throw new Error(`bad storage key ${describe(key)} or size ${describe(numel)}`);
       let s = storages.get(key);
       if (!s) {
         const e = zip.get(`${prefix}data/${key}`);
         if (!e) throw new Error(`storage ${key}: no entry ${prefix}data/${key} in the archive`);
         const { itemsize } = STORAGES[type.name];
-        if (e.size !== numel * itemsize) throw new Error(`storage ${key}: entry holds ${e.size} bytes but ${numel} × ${itemsize}-byte elements need ${numel * itemsize}`);
+        if (e.size !== numel * itemsize) {
+          throw new Error(
+            `storage ${key}: entry holds ${e.size} bytes but ${numel} × ${itemsize}-byte elements need ${
+              numel * itemsize
+            }`,
+          );
+        }
         const data = zipData(bytes, e, source).slice(); // aligned, and safe to byte-swap
         if (bigEndian && itemsize > 1) swapBytes(data, itemsize);
         s = { type: type.name, key, numel, bytes: data };
         storages.set(key, s);
-      } else if (s.type !== type.name) throw new Error(`storage ${key} is used as both ${s.type} and ${type.name}`);
+      } else if (s.type !== type.name) {
+        throw new Error(`storage ${key} is used as both ${s.type} and ${type.name}`);
+      }
       return { kind: "object", value: s };
     };
     const rebuildTensor = (args: PyValue[]): PyValue => {
-      if (args.length < 4) throw new Error(`needs (storage, offset, size, stride, …), got ${args.length} arguments`);
+      if (args.length < 4) {
+        throw new Error(`needs (storage, offset, size, stride, …), got ${args.length} arguments`);
+      }
       const [st, off, size, stride] = args;
       const storage = (st as { value?: StorageRef })?.value;
-      if (!storage || !(storage.bytes instanceof Uint8Array)) throw new Error(`first argument must be a storage, got ${describe(st)}`);
-      if (typeof off !== "number" || !Number.isSafeInteger(off) || off < 0) throw new Error(`storage offset ${describe(off)} is not a non-negative int`);
+      if (!storage || !(storage.bytes instanceof Uint8Array)) {
+        throw new Error(`first argument must be a storage, got ${describe(st)}`);
+      }
+      if (typeof off !== "number" || !Number.isSafeInteger(off) || off < 0) {
+        throw new Error(`storage offset ${describe(off)} is not a non-negative int`);
+      }
       const shape = intList(size, "size"), strides = intList(stride, "stride");
-      if (shape.length !== strides.length) throw new Error(`size has ${shape.length} dims but stride has ${strides.length}`);
+      if (shape.length !== strides.length) {
+        throw new Error(`size has ${shape.length} dims but stride has ${strides.length}`);
+      }
       if (!shape.includes(0)) {
         let last = off;
         for (let i = 0; i < shape.length; i++) last += (shape[i] - 1) * strides[i];
-        if (last >= storage.numel) throw new Error(`view (offset ${off}, size [${shape}], stride [${strides}]) reaches element ${last} of a ${storage.numel}-element storage`);
+        if (last >= storage.numel) {
+          throw new Error(
+            `view (offset ${off}, size [${shape}], stride [${strides}]) reaches element ${last} of a ${storage.numel}-element storage`,
+          );
+        }
       }
       const ref: TorchTensorRef = { storage, offset: off, shape, stride: strides };
       return { kind: "object", value: ref };
@@ -127,30 +181,60 @@ export function parseTorch(bytes: Uint8Array, source = "<bytes>"): PyValue {
 }
 
 /** A TorchTensorRef as a contiguous tensor. Long tensors become i32 (range-checked) unless asked for f64/f32. */
-export function torchTensor(ref: TorchTensorRef, name: string, opts: { dtype?: DType } = {}): Tensor {
+export function torchTensor(
+  ref: TorchTensorRef,
+  name: string,
+  opts: { dtype?: DType } = {},
+): Tensor {
   const { storage: s, shape, stride, offset } = ref;
   const buf = s.bytes.buffer.slice(s.bytes.byteOffset, s.bytes.byteOffset + s.bytes.byteLength);
   const kind = STORAGES[s.type].kind;
   let arr: StorageArray, dtype: DType;
   switch (kind) {
-    case "f32": [arr, dtype] = [new Float32Array(buf), "f32"]; break;
-    case "f64": [arr, dtype] = [new Float64Array(buf), "f64"]; break;
-    case "f16": [arr, dtype] = [new Uint16Array(buf), "f16"]; break;
-    case "bf16": [arr, dtype] = [new Uint16Array(buf), "bf16"]; break;
-    case "i32": [arr, dtype] = [new Int32Array(buf), "i32"]; break;
-    case "i16": [arr, dtype] = [Int32Array.from(new Int16Array(buf)), "i32"]; break;
-    case "i8": [arr, dtype] = [Int32Array.from(new Int8Array(buf)), "i32"]; break;
-    case "u8": [arr, dtype] = [Int32Array.from(new Uint8Array(buf)), "i32"]; break;
-    case "bool": [arr, dtype] = [Uint8Array.from(new Uint8Array(buf), (v) => (v ? 1 : 0)), "bool"]; break;
+    case "f32":
+      [arr, dtype] = [new Float32Array(buf), "f32"];
+      break;
+    case "f64":
+      [arr, dtype] = [new Float64Array(buf), "f64"];
+      break;
+    case "f16":
+      [arr, dtype] = [new Uint16Array(buf), "f16"];
+      break;
+    case "bf16":
+      [arr, dtype] = [new Uint16Array(buf), "bf16"];
+      break;
+    case "i32":
+      [arr, dtype] = [new Int32Array(buf), "i32"];
+      break;
+    case "i16":
+      [arr, dtype] = [Int32Array.from(new Int16Array(buf)), "i32"];
+      break;
+    case "i8":
+      [arr, dtype] = [Int32Array.from(new Int8Array(buf)), "i32"];
+      break;
+    case "u8":
+      [arr, dtype] = [Int32Array.from(new Uint8Array(buf)), "i32"];
+      break;
+    case "bool":
+      [arr, dtype] = [Uint8Array.from(new Uint8Array(buf), (v) => (v ? 1 : 0)), "bool"];
+      break;
     default: {
       const src = new BigInt64Array(buf);
       const wantFloat = opts.dtype === "f64" || opts.dtype === "f32";
       const out = wantFloat ? new Float64Array(src.length) : new Int32Array(src.length);
       for (let i = 0; i < src.length; i++) {
         const v = src[i];
-        if (!wantFloat && (v > 2147483647n || v < -2147483648n)) throw new TorchFileError(`${name}: int64 element ${i} is ${v}, outside the i32 range; ask for dtype f64`);
+        if (!wantFloat && (v > 2147483647n || v < -2147483648n)) {
+          throw new TorchFileError(
+            `${name}: int64 element ${i} is ${v}, outside the i32 range; ask for dtype f64`,
+          );
+        }
         // f64 holds every integer only up to ±2^53; beyond it Number(v) would round silently.
-        if (wantFloat && (v > 9007199254740992n || v < -9007199254740992n)) throw new TorchFileError(`${name}: int64 element ${i} is ${v}, beyond ±2^53 where f64 cannot hold every integer`);
+        if (wantFloat && (v > 9007199254740992n || v < -9007199254740992n)) {
+          throw new TorchFileError(
+            `${name}: int64 element ${i} is ${v}, beyond ±2^53 where f64 cannot hold every integer`,
+          );
+        }
         out[i] = Number(v);
       }
       [arr, dtype] = [out, wantFloat ? "f64" : "i32"];
@@ -170,9 +254,17 @@ export function torchTensor(ref: TorchTensorRef, name: string, opts: { dtype?: D
  * A state dict as named tensors. Nested dicts flatten with "." (as PyTorch names them); values
  * that are not tensors (ints, strings) are returned separately.
  */
-export function stateDictOf(v: PyValue, source: string, opts: { dtype?: DType } = {}): { tensors: Record<string, Tensor>; other: Record<string, PyValue> } {
+export function stateDictOf(
+  v: PyValue,
+  source: string,
+  opts: { dtype?: DType } = {},
+): { tensors: Record<string, Tensor>; other: Record<string, PyValue> } {
   if (isTensorRef(v)) return { tensors: { "": torchTensor(v.value, source, opts) }, other: {} };
-  if (!(v instanceof Map)) throw new TorchFileError(`${source}: expected a state dict (a dict of tensors), got ${describe(v)}`);
+  if (!(v instanceof Map)) {
+    throw new TorchFileError(
+      `${source}: expected a state dict (a dict of tensors), got ${describe(v)}`,
+    );
+  }
   const tensors: [string, Tensor][] = [], other: [string, PyValue][] = [];
   const walk = (d: PyDict, pre: string) => {
     for (const [k, x] of d) {
@@ -192,7 +284,9 @@ export function stateDictOf(v: PyValue, source: string, opts: { dtype?: DType } 
 }
 
 /** Load a torch.save file of a tensor or a state dict. */
-export async function loadTorch(path: string, opts: { dtype?: DType } = {}): Promise<{ tensors: Record<string, Tensor>; other: Record<string, PyValue> }> {
+export async function loadTorch(
+  path: string,
+  opts: { dtype?: DType } = {},
+): Promise<{ tensors: Record<string, Tensor>; other: Record<string, PyValue> }> {
   return stateDictOf(parseTorch(await readFileBytes(path), path), path, opts);
 }
-

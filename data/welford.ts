@@ -18,7 +18,9 @@ export function welfordInit(d: number): WelfordState {
 
 /** Merge two states (order does not matter up to rounding). */
 export function welfordMerge(a: WelfordState, b: WelfordState): WelfordState {
-  if (a.mean.length !== b.mean.length) throw new RangeError(`welfordMerge: widths ${a.mean.length} and ${b.mean.length} differ`);
+  if (a.mean.length !== b.mean.length) {
+    throw new RangeError(`welfordMerge: widths ${a.mean.length} and ${b.mean.length} differ`);
+  }
   if (b.count === 0) return a;
   if (a.count === 0) return b;
   const n = a.count + b.count, d = a.mean.length;
@@ -36,7 +38,9 @@ export function welfordMerge(a: WelfordState, b: WelfordState): WelfordState {
 export function welfordOf(x: ArrayLike<number>, rows: number, d: number): WelfordState {
   const s = welfordInit(d);
   if (rows === 0) return s;
-  if (x.length < rows * d) throw new RangeError(`welfordOf: ${x.length} values cannot hold ${rows} rows of width ${d}`);
+  if (x.length < rows * d) {
+    throw new RangeError(`welfordOf: ${x.length} values cannot hold ${rows} rows of width ${d}`);
+  }
   const { mean, m2 } = s;
   for (let r = 0; r < rows; r++) {
     const o = r * d;
@@ -67,12 +71,21 @@ export interface Moments {
 
 export function welfordFinish(s: WelfordState): Moments {
   const n = s.count;
-  return { count: n, mean: Array.from(s.mean), variance: Array.from(s.m2, (v) => (n > 0 ? v / n : 0)) };
+  return {
+    count: n,
+    mean: Array.from(s.mean),
+    variance: Array.from(s.m2, (v) => (n > 0 ? v / n : 0)),
+  };
 }
 
 /** A state back from its JSON form (as stored in schema metadata). */
-export function welfordFromJson(v: { count: number; mean: number[]; m2: number[] }, d: number, where: string): WelfordState {
-  const ok = v && Number.isSafeInteger(v.count) && v.count >= 0 && Array.isArray(v.mean) && Array.isArray(v.m2) && v.mean.length === d && v.m2.length === d;
+export function welfordFromJson(
+  v: { count: number; mean: number[]; m2: number[] },
+  d: number,
+  where: string,
+): WelfordState {
+  const ok = v && Number.isSafeInteger(v.count) && v.count >= 0 && Array.isArray(v.mean) &&
+    Array.isArray(v.m2) && v.mean.length === d && v.m2.length === d;
   if (!ok) throw new RangeError(`${where}: statistics must be {count, mean[${d}], m2[${d}]}`);
   return { count: v.count, mean: Float64Array.from(v.mean), m2: Float64Array.from(v.m2) };
 }

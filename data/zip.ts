@@ -17,7 +17,11 @@ export interface ZipEntry {
   crc32: number;
 }
 
-const EOCD = 0x06054b50, EOCD64 = 0x06064b50, LOC64 = 0x07064b50, CEN = 0x02014b50, LOC = 0x04034b50;
+const EOCD = 0x06054b50,
+  EOCD64 = 0x06064b50,
+  LOC64 = 0x07064b50,
+  CEN = 0x02014b50,
+  LOC = 0x04034b50;
 const MAX_ENTRIES = 1 << 20;
 
 let crcTable: Uint32Array | null = null;
@@ -61,25 +65,41 @@ export function readZip(bytes: Uint8Array, source = "<bytes>"): Map<string, ZipE
   let count = u16(eocd + 10), cdSize = u32(eocd + 12), cdOffset = u32(eocd + 16);
   if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
     const loc = eocd - 20;
-    if (loc < 0 || u32(loc) !== LOC64) fail(`ZIP64 fields at byte ${eocd} but no ZIP64 locator before them`);
+    if (loc < 0 || u32(loc) !== LOC64) {
+      fail(`ZIP64 fields at byte ${eocd} but no ZIP64 locator before them`);
+    }
     const rec = u64(loc + 8, "ZIP64 end record offset");
-    if (rec + 56 > n || u32(rec) !== EOCD64) fail(`ZIP64 end record offset ${rec} (at byte ${loc + 8}) does not point at a ZIP64 end record`);
+    if (rec + 56 > n || u32(rec) !== EOCD64) {
+      fail(
+        `ZIP64 end record offset ${rec} (at byte ${loc + 8}) does not point at a ZIP64 end record`,
+      );
+    }
     count = u64(rec + 32, "entry count");
     cdSize = u64(rec + 40, "central directory size");
     cdOffset = u64(rec + 48, "central directory offset");
   }
   if (count > MAX_ENTRIES) fail(`${count} entries exceed the limit of ${MAX_ENTRIES}`);
-  if (cdOffset + cdSize > n) fail(`central directory [${cdOffset}, ${cdOffset + cdSize}) runs past the end of the file (${n} bytes)`);
+  if (cdOffset + cdSize > n) {
+    fail(
+      `central directory [${cdOffset}, ${
+        cdOffset + cdSize
+      }) runs past the end of the file (${n} bytes)`,
+    );
+  }
   const entries = new Map<string, ZipEntry>();
   const dec = new TextDecoder("utf-8", { fatal: false });
   let p = cdOffset;
   for (let i = 0; i < count; i++) {
-    if (p + 46 > cdOffset + cdSize || u32(p) !== CEN) fail(`central directory entry ${i} at byte ${p} is missing or corrupt`);
+    if (p + 46 > cdOffset + cdSize || u32(p) !== CEN) {
+      fail(`central directory entry ${i} at byte ${p} is missing or corrupt`);
+    }
     const method = u16(p + 10), crc = u32(p + 16);
     let csize = u32(p + 20), size = u32(p + 24), local = u32(p + 42);
     const nameLen = u16(p + 28), extraLen = u16(p + 30), commentLen = u16(p + 32);
     const end = p + 46 + nameLen + extraLen + commentLen;
-    if (end > cdOffset + cdSize) fail(`central directory entry ${i} at byte ${p} runs past the directory`);
+    if (end > cdOffset + cdSize) {
+      fail(`central directory entry ${i} at byte ${p} runs past the directory`);
+    }
     const name = dec.decode(bytes.subarray(p + 46, p + 46 + nameLen));
     // ZIP64 extra field: the 0xFFFFFFFF fields, in order, as u64.
     for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen;) {
@@ -92,11 +112,33 @@ export function readZip(bytes: Uint8Array, source = "<bytes>"): Map<string, ZipE
       }
       e += 4 + len;
     }
-    if (method !== 0) fail(`entry ${JSON.stringify(name)} uses compression method ${method}; only stored entries (as torch.save writes) are supported`);
-    if (csize !== size) fail(`entry ${JSON.stringify(name)}: stored entry with compressed size ${csize} != size ${size}`);
-    if (local + 30 > n || u32(local) !== LOC) fail(`entry ${JSON.stringify(name)}: local header offset ${local} does not point at a local header`);
+    if (method !== 0) {
+      fail(
+        `entry ${
+          JSON.stringify(name)
+        } uses compression method ${method}; only stored entries (as torch.save writes) are supported`,
+      );
+    }
+    if (csize !== size) {
+      fail(
+        `entry ${JSON.stringify(name)}: stored entry with compressed size ${csize} != size ${size}`,
+      );
+    }
+    if (local + 30 > n || u32(local) !== LOC) {
+      fail(
+        `entry ${
+          JSON.stringify(name)
+        }: local header offset ${local} does not point at a local header`,
+      );
+    }
     const dataOffset = local + 30 + u16(local + 26) + u16(local + 28);
-    if (dataOffset + size > n) fail(`entry ${JSON.stringify(name)}: data [${dataOffset}, ${dataOffset + size}) runs past the end of the file (${n} bytes)`);
+    if (dataOffset + size > n) {
+      fail(
+        `entry ${JSON.stringify(name)}: data [${dataOffset}, ${
+          dataOffset + size
+        }) runs past the end of the file (${n} bytes)`,
+      );
+    }
     if (entries.has(name)) fail(`entry ${JSON.stringify(name)} appears twice`);
     entries.set(name, { name, dataOffset, size, crc32: crc });
     p = end;
@@ -108,6 +150,12 @@ export function readZip(bytes: Uint8Array, source = "<bytes>"): Map<string, ZipE
 export function zipData(bytes: Uint8Array, e: ZipEntry, source = "<bytes>"): Uint8Array {
   const data = bytes.subarray(e.dataOffset, e.dataOffset + e.size);
   const got = crc32(data);
-  if (got !== e.crc32) throw new ZipError(`${source}: entry ${JSON.stringify(e.name)} (bytes ${e.dataOffset}..${e.dataOffset + e.size}) fails its CRC-32 check: 0x${got.toString(16)} vs 0x${e.crc32.toString(16)}`);
+  if (got !== e.crc32) {
+    throw new ZipError(
+      `${source}: entry ${JSON.stringify(e.name)} (bytes ${e.dataOffset}..${
+        e.dataOffset + e.size
+      }) fails its CRC-32 check: 0x${got.toString(16)} vs 0x${e.crc32.toString(16)}`,
+    );
+  }
   return data;
 }

@@ -36,7 +36,9 @@ function loss(p: Params, x: t.Tensor): [t.Tensor, { mse: t.Tensor; l0: t.Tensor 
   return [t.add(mse, t.mul(sparsity, l1)), { mse, l0 }];
 }
 
-const opt = t.adam({ lr: t.warmupDecaySchedule({ peak: 3e-3, warmupSteps: 50, totalSteps: steps, decayStart: 1000 }) });
+const opt = t.adam({
+  lr: t.warmupDecaySchedule({ peak: 3e-3, warmupSteps: 50, totalSteps: steps, decayStart: 1000 }),
+});
 let state = opt.init(params);
 const lossAndGrad = t.valueAndGrad(loss, { hasAux: true });
 const started = performance.now();
@@ -50,19 +52,38 @@ for (let step = 0; step < steps; step++) {
   t.dispose([params, state]);
   ({ params, state } = next);
   if (step % 250 === 0 || step === steps - 1) {
-    const [v, mse, l0] = await Promise.all([next.value.item(), next.aux.mse.item(), next.aux.l0.item()]);
-    console.log(`step ${String(step).padStart(4)}  loss ${v.toFixed(5)}  mse ${mse.toFixed(5)}  L0 ${l0.toFixed(1)}`);
+    const [v, mse, l0] = await Promise.all([
+      next.value.item(),
+      next.aux.mse.item(),
+      next.aux.l0.item(),
+    ]);
+    console.log(
+      `step ${String(step).padStart(4)}  loss ${v.toFixed(5)}  mse ${mse.toFixed(5)}  L0 ${
+        l0.toFixed(1)
+      }`,
+    );
   }
   t.dispose([next.value, next.aux]);
 }
 const seconds = (performance.now() - started) / 1000;
 
 // Recovery: share of true features whose best-matching decoder row has cosine > 0.9.
-const cos = t.matmul(truth, t.transpose(t.div(params.W_dec, t.norm(params.W_dec, 1, { keepdims: true }))));
+const cos = t.matmul(
+  truth,
+  t.transpose(t.div(params.W_dec, t.norm(params.W_dec, 1, { keepdims: true }))),
+);
 const best = await t.max(cos, 1).data();
 const recovered = best.filter((c) => c > 0.9).length;
 const x = sample(t.random.key(12345));
 const [, aux] = loss(params, x);
 const fvu = (await aux.mse.item()) / (await t.sum(t.variance(x, 0)).item());
-console.log(`trained ${steps} steps in ${seconds.toFixed(1)} s (${((steps * batch) / seconds).toFixed(0)} samples/s) on ${t.getBackend().info()}`);
-console.log(`held-out FVU ${fvu.toFixed(4)}, L0 ${(await aux.l0.item()).toFixed(1)}, true features recovered (cos > 0.9): ${recovered}/${nTrue}`);
+console.log(
+  `trained ${steps} steps in ${seconds.toFixed(1)} s (${
+    ((steps * batch) / seconds).toFixed(0)
+  } samples/s) on ${t.getBackend().info()}`,
+);
+console.log(
+  `held-out FVU ${fvu.toFixed(4)}, L0 ${
+    (await aux.l0.item()).toFixed(1)
+  }, true features recovered (cos > 0.9): ${recovered}/${nTrue}`,
+);

@@ -29,6 +29,12 @@ export const ARCHITECTURES: Record<ArchName, Architecture> = {
 
 export function architecture(name: ArchName): Architecture {
   const a = ARCHITECTURES[name];
-  if (!a) throw new TypeError(`unknown architecture ${JSON.stringify(name)}; known: ${Object.keys(ARCHITECTURES).join(", ")}`);
+  if (!a) {
+    throw new TypeError(
+      `unknown architecture ${JSON.stringify(name)}; known: ${
+        Object.keys(ARCHITECTURES).join(", ")
+      }`,
+    );
+  }
   return a;
 }

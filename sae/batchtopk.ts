@@ -15,7 +15,13 @@ import { single } from "./threshold.ts";
 export const batchTopkSae: Architecture = {
   init: initParams,
   encode(p, x, cfg): Code {
-    const coo = batchTopkEncode(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null, cfg.k * x.shape[0]);
+    const coo = batchTopkEncode(
+      x,
+      p.W_enc,
+      p.b_enc!,
+      cfg.apply_b_dec_to_input ? p.b_dec : null,
+      cfg.k * x.shape[0],
+    );
     return { kind: "coo", coo, batch: x.shape[0] };
   },
   encodeInference(p, x, cfg, threshold) {
@@ -24,5 +30,6 @@ export const batchTopkSae: Architecture = {
     return { kind: "dense", f: mul(a, cast(gt(a, single(threshold, "batchtopk")), a.dtype)) };
   },
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),
-  loss: (p, { x, y }, cfg, ctx) => topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => batchTopkSelect(pre, cfg.k * x.shape[0])),
+  loss: (p, { x, y }, cfg, ctx) =>
+    topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => batchTopkSelect(pre, cfg.k * x.shape[0])),
 };

@@ -11,7 +11,17 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { arange, tensor } from "../tensor/ops/create.ts";
-import { add, cast, floorDiv, gt, mod, mul, relu, stopGradient, sub } from "../tensor/ops/elementwise.ts";
+import {
+  add,
+  cast,
+  floorDiv,
+  gt,
+  mod,
+  mul,
+  relu,
+  stopGradient,
+  sub,
+} from "../tensor/ops/elementwise.ts";
 import { topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { concat, expandDims, reshape, sliceAxis, take } from "../tensor/ops/shape.ts";
@@ -22,7 +32,15 @@ import type { SaeConfig } from "./config.ts";
 import type { SaeParams } from "./params.ts";
 import { sparseEncoder } from "./topk_encode.ts";
 import { auxTerm, encodeWithAux, topkFamilyLoss } from "./topk.ts";
-import { codeWeights, crosscoderRecon, decodeCrosscoder, flatInput, flatParams, initCrosscoder, perInputWeights } from "./crosscoder.ts";
+import {
+  codeWeights,
+  crosscoderRecon,
+  decodeCrosscoder,
+  flatInput,
+  flatParams,
+  initCrosscoder,
+  perInputWeights,
+} from "./crosscoder.ts";
 import { perInput, perInputThreshold, single, type Threshold } from "./threshold.ts";
 
 /**
@@ -46,44 +64,98 @@ export function scaledBatchTopkSelect(pre: Tensor, w: Tensor, total: number): Co
 export function decoupledBatchTopkSelect(pre: Tensor, wL: Tensor, total: number): Coo {
   const [L, F] = wL.shape;
   const picks: Tensor[] = [];
-  for (let l = 0; l < L; l++) picks.push(topk(reshape(mul(pre, reshape(sliceAxis(wL, 0, l, l + 1), [F])), [-1]), total)[1]);
+  for (let l = 0; l < L; l++) {
+    picks.push(topk(reshape(mul(pre, reshape(sliceAxis(wL, 0, l, l + 1), [F])), [-1]), total)[1]);
+  }
   const flat = concat(picks);
-  return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(take(reshape(pre, [-1]), flat, 0)) };
+  return {
+    rows: floorDiv(flat, F),
+    cols: mod(flat, F),
+    values: relu(take(reshape(pre, [-1]), flat, 0)),
+  };
 }
 
 /** The input of each entry of decoupledBatchTopkSelect's result (i32 [L·total]). */
-export const entryInputs = (inputs: number, total: number, like: Tensor): Tensor => floorDiv(arange(0, inputs * total, 1, "i32", like.backend), total);
+export const entryInputs = (inputs: number, total: number, like: Tensor): Tensor =>
+  floorDiv(arange(0, inputs * total, 1, "i32", like.backend), total);
 
 const decoupled = (cfg: SaeConfig) => perInputThreshold(cfg);
 
 /** The decoupled code and, when features are dead, AuxK's shared code over them, from one encoder matmul. */
-function encodeDecoupled(p: SaeParams, xf: Tensor, cfg: SaeConfig, ctx: LossContext, wL: Tensor): { code: Code & { kind: "inputs" }; aux: Coo | null } {
+function encodeDecoupled(
+  p: SaeParams,
+  xf: Tensor,
+  cfg: SaeConfig,
+  ctx: LossContext,
+  wL: Tensor,
+): { code: Code & { kind: "inputs" }; aux: Coo | null } {
   const [L, d, F] = p.W_enc.shape;
   const total = cfg.k * xf.shape[0];
   const encP = { ...p, W_enc: reshape(p.W_enc, [L * d, F]) };
-  const { main, aux } = encodeWithAux(encP, xf, cfg, ctx, (pre) => decoupledBatchTopkSelect(pre, wL, total));
-  return { code: { kind: "inputs", coo: main, input: entryInputs(L, total, main.values), batch: xf.shape[0], inputs: L }, aux };
+  const { main, aux } = encodeWithAux(
+    encP,
+    xf,
+    cfg,
+    ctx,
+    (pre) => decoupledBatchTopkSelect(pre, wL, total),
+  );
+  return {
+    code: {
+      kind: "inputs",
+      coo: main,
+      input: entryInputs(L, total, main.values),
+      batch: xf.shape[0],
+      inputs: L,
+    },
+    aux,
+  };
 }
 
 function encodeTrain(p: SaeParams, x: Tensor, cfg: SaeConfig): Code {
   const xf = flatInput(x, cfg);
-  if (decoupled(cfg)) return encodeDecoupled(p, xf, cfg, {}, stopGradient(perInputWeights(p.W_dec))).code;
+  if (decoupled(cfg)) {
+    return encodeDecoupled(p, xf, cfg, {}, stopGradient(perInputWeights(p.W_dec))).code;
+  }
   const w = stopGradient(codeWeights(p.W_dec, cfg));
-  const [coo] = sparseEncoder("batchTopkCrosscoder", xf, reshape(p.W_enc, [-1, cfg.d_sae]), p.b_enc!, null, [(pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0])]);
+  const [coo] = sparseEncoder(
+    "batchTopkCrosscoder",
+    xf,
+    reshape(p.W_enc, [-1, cfg.d_sae]),
+    p.b_enc!,
+    null,
+    [(pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0])],
+  );
   return { kind: "coo", coo, batch: x.shape[0] };
 }
 
 /** θ-based inference: f where f·w > θ; decoupled, input l keeps f where f·‖W_dec[l]‖ > θ_l ([B, L, F] code). */
 function encodeThreshold(p: SaeParams, x: Tensor, cfg: SaeConfig, threshold: Threshold): Code {
   const a = relu(add(matmul(flatInput(x, cfg), reshape(p.W_enc, [-1, cfg.d_sae])), p.b_enc!));
-  if (!decoupled(cfg)) return { kind: "dense", f: mul(a, cast(gt(mul(a, codeWeights(p.W_dec, cfg)), single(threshold, cfg.arch)), a.dtype)) };
+  if (!decoupled(cfg)) {
+    return {
+      kind: "dense",
+      f: mul(a, cast(gt(mul(a, codeWeights(p.W_dec, cfg)), single(threshold, cfg.arch)), a.dtype)),
+    };
+  }
   const L = p.W_dec.shape[0];
-  const θ = tensor(perInput(threshold, L), { dtype: a.dtype, shape: [1, L, 1], backend: a.backend });
+  const θ = tensor(perInput(threshold, L), {
+    dtype: a.dtype,
+    shape: [1, L, 1],
+    backend: a.backend,
+  });
   const f = expandDims(a, 1); // [B, 1, F]
-  return { kind: "inputsDense", f: mul(f, cast(gt(mul(f, expandDims(perInputWeights(p.W_dec), 0)), θ), a.dtype)) };
+  return {
+    kind: "inputsDense",
+    f: mul(f, cast(gt(mul(f, expandDims(perInputWeights(p.W_dec), 0)), θ), a.dtype)),
+  };
 }
 
-function decoupledLoss(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: LossContext): [Tensor, LossAux] {
+function decoupledLoss(
+  p: SaeParams,
+  x: Tensor,
+  cfg: SaeConfig,
+  ctx: LossContext,
+): [Tensor, LossAux] {
   const [B, L] = x.shape;
   const F = cfg.d_sae;
   const wL = stopGradient(perInputWeights(p.W_dec));
@@ -94,7 +166,10 @@ function decoupledLoss(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: LossContext
   const recon = crosscoderRecon(xf, xhatFlat, cfg);
   // θ_l lives on input l's scaled code: these are the kept entries' f·‖W_dec[l, i]‖, one row per input.
   const { coo, input } = code;
-  const thresholdValues = reshape(mul(stopGradient(coo.values), take(reshape(wL, [-1]), add(mul(input, F), coo.cols), 0)), [L, -1]);
+  const thresholdValues = reshape(
+    mul(stopGradient(coo.values), take(reshape(wL, [-1]), add(mul(input, F), coo.cols), 0)),
+    [L, -1],
+  );
   if (!aux) return [recon, { recon, code, xhat, thresholdValues }];
   // AuxK: the dead features' shared code over the flattened L·d residual, as without decoupling.
   const auxk = auxTerm(flatParams(p), cfg, ctx, stopGradient(sub(xf, xhatFlat)), aux);
@@ -104,17 +179,30 @@ function decoupledLoss(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: LossContext
 export const batchTopkCrosscoder: Architecture = {
   init: initCrosscoder,
   encode: (p, x, cfg) => encodeTrain(p, x, cfg),
-  encodeInference: (p, x, cfg, threshold) => (threshold === undefined ? encodeTrain(p, x, cfg) : encodeThreshold(p, x, cfg, threshold)),
+  encodeInference: (
+    p,
+    x,
+    cfg,
+    threshold,
+  ) => (threshold === undefined ? encodeTrain(p, x, cfg) : encodeThreshold(p, x, cfg, threshold)),
   decode: (p, code) => decodeCrosscoder(p, code),
   loss(p, { x }, cfg, ctx) {
     if (decoupled(cfg)) return decoupledLoss(p, x, cfg, ctx);
     const flat = flatParams(p);
     const w = stopGradient(codeWeights(p.W_dec, cfg));
     const xf = flatInput(x, cfg);
-    const [total, aux] = topkFamilyLoss(flat, xf, xf, cfg, ctx, (pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0]), (code, target) => {
-      const xhat = decodeWith(code, flat.W_dec, flat.b_dec);
-      return { recon: crosscoderRecon(target, xhat, cfg), xhat };
-    });
+    const [total, aux] = topkFamilyLoss(
+      flat,
+      xf,
+      xf,
+      cfg,
+      ctx,
+      (pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0]),
+      (code, target) => {
+        const xhat = decodeWith(code, flat.W_dec, flat.b_dec);
+        return { recon: crosscoderRecon(target, xhat, cfg), xhat };
+      },
+    );
     const coo = (aux.code as { coo: Coo }).coo;
     // θ lives on the scaled code, like the selection; these are the kept entries' f·w.
     const thresholdValues = mul(stopGradient(coo.values), take(w, coo.cols, 0));

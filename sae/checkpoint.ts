@@ -58,8 +58,18 @@ export async function saveCheckpoint(dir: string, c: Checkpoint): Promise<void> 
     return l;
   });
   const body: StateJson = {
-    version: 1, def, leaves: json, step: s.step, numDead: s.numDead, threshold: s.threshold, scale: s.scale, scaleOut: s.scaleOut,
-    key: [s.key.words[0], s.key.words[1]], cfg: c.cfg, train: c.train, data: c.data,
+    version: 1,
+    def,
+    leaves: json,
+    step: s.step,
+    numDead: s.numDead,
+    threshold: s.threshold,
+    scale: s.scale,
+    scaleOut: s.scaleOut,
+    key: [s.key.words[0], s.key.words[1]],
+    cfg: c.cfg,
+    train: c.train,
+    data: c.data,
   };
   const tmp = `${dir}.tmp-${Date.now()}`, old = `${dir}.old-${Date.now()}`;
   await ensureDir(tmp);
@@ -84,18 +94,27 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   } catch (e) {
     throw new Error(`loadCheckpoint: ${path}: ${(e as Error).message}`);
   }
-  if (body.version !== 1) throw new Error(`loadCheckpoint: ${path}: unknown version ${JSON.stringify(body.version)}`);
+  if (body.version !== 1) {
+    throw new Error(`loadCheckpoint: ${path}: unknown version ${JSON.stringify(body.version)}`);
+  }
   const { tensors } = await loadSafetensors(`${dir}/${TENSORS_FILE}`);
   const leaves = body.leaves.map((l) => {
     if (l && typeof l === "object" && "tensor" in (l as object)) {
       const name = (l as { tensor: string }).tensor;
       const t = tensors[name];
-      if (!t) throw new Error(`loadCheckpoint: ${dir}/${TENSORS_FILE} lacks tensor "${name}" named in ${STATE_FILE}`);
+      if (!t) {
+        throw new Error(
+          `loadCheckpoint: ${dir}/${TENSORS_FILE} lacks tensor "${name}" named in ${STATE_FILE}`,
+        );
+      }
       return t;
     }
     return l;
   });
-  const tree = treeUnflatten<{ params: TrainState["params"]; opt: unknown; sinceFired: Tensor }>(body.def, leaves);
+  const tree = treeUnflatten<{ params: TrainState["params"]; opt: unknown; sinceFired: Tensor }>(
+    body.def,
+    leaves,
+  );
   const state: TrainState = {
     ...tree,
     step: body.step,

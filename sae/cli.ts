@@ -5,7 +5,7 @@
 import process from "node:process";
 import { readFile } from "node:fs/promises";
 import * as t from "../mod.ts";
-import { ARCHS, type ArchName, ConfigError, resolveConfig } from "./config.ts";
+import { type ArchName, ARCHS, ConfigError, resolveConfig } from "./config.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
 import { runTraining } from "./driver.ts";
 import { type DataSource, syntheticData } from "./sources.ts";
@@ -16,7 +16,15 @@ import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/sy
 import { activationData } from "../data/formats.ts";
 import { dataCommand } from "../data/commands.ts";
 import { isCrosscoderArch } from "./crosscoder_config.ts";
-import { CROSSCODER_FLAGS, CROSSCODER_HELP, crosscoderFlags, crosscoderInfo, crosscoderReport, pairedConfig, pairedSource } from "./crosscoder_cli.ts";
+import {
+  CROSSCODER_FLAGS,
+  CROSSCODER_HELP,
+  crosscoderFlags,
+  crosscoderInfo,
+  crosscoderReport,
+  pairedConfig,
+  pairedSource,
+} from "./crosscoder_cli.ts";
 import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./report.ts";
 import { isSet, single } from "./threshold.ts";
@@ -41,12 +49,23 @@ function parseArgs(argv: string[]): { positional: string[]; flags: Flags } {
   return { positional, flags };
 }
 
-function num(flags: Flags, name: string, opts: { int?: boolean; min?: number } = {}): number | undefined {
+function num(
+  flags: Flags,
+  name: string,
+  opts: { int?: boolean; min?: number } = {},
+): number | undefined {
   const v = flags[name];
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v === true || !Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw new UsageError(`--${name} must be ${opts.int ? "an integer" : "a number"}${opts.min !== undefined ? ` >= ${opts.min}` : ""}, got ${JSON.stringify(v)}`);
+  if (
+    v === true || !Number.isFinite(n) || (opts.int && !Number.isInteger(n)) ||
+    (opts.min !== undefined && n < opts.min)
+  ) {
+    throw new UsageError(
+      `--${name} must be ${opts.int ? "an integer" : "a number"}${
+        opts.min !== undefined ? ` >= ${opts.min}` : ""
+      }, got ${JSON.stringify(v)}`,
+    );
   }
   return n;
 }
@@ -58,7 +77,11 @@ function str(flags: Flags, name: string): string | undefined {
 }
 
 function checkKnown(flags: Flags, known: string[], cmd: string): void {
-  for (const f of Object.keys(flags)) if (!known.includes(f)) throw new UsageError(`sae ${cmd}: unknown option --${f} (see sae ${cmd} --help)`);
+  for (const f of Object.keys(flags)) {
+    if (!known.includes(f)) {
+      throw new UsageError(`sae ${cmd}: unknown option --${f} (see sae ${cmd} --help)`);
+    }
+  }
 }
 
 const TRAIN_HELP = `sae train: train a dictionary
@@ -94,7 +117,8 @@ const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
   --batches N        number of batches (default 8)   --batch N   rows per batch (default 2048)
   --json             print JSON instead of a table`;
 
-const INFO_HELP = `sae info DIR: summarise a saved dictionary (architecture, sizes, decoder norms, threshold, saved metrics)`;
+const INFO_HELP =
+  `sae info DIR: summarise a saved dictionary (architecture, sizes, decoder norms, threshold, saved metrics)`;
 
 const MAIN_HELP = `usage: sae <command> [options]
 
@@ -108,25 +132,61 @@ commands:
 
 sae <command> --help for options.`;
 
-async function dataFrom(flags: Flags, syn: SyntheticConfig | null, seed: number): Promise<{ data: DataSource; describe: unknown; truth?: t.Tensor }> {
+async function dataFrom(
+  flags: Flags,
+  syn: SyntheticConfig | null,
+  seed: number,
+): Promise<{ data: DataSource; describe: unknown; truth?: t.Tensor }> {
   const path = str(flags, "data");
   if (path) {
     // Any supported format: Arrow store, SAELens / dictionary_learning caches, .npy, .safetensors (data/formats.ts).
-    const { data, describe } = await activationData(path, { targets: str(flags, "targets"), seed }).catch((e) => {
-      throw new UsageError(`--data: ${(e as Error).message}`);
-    });
+    const { data, describe } = await activationData(path, { targets: str(flags, "targets"), seed })
+      .catch((e) => {
+        throw new UsageError(`--data: ${(e as Error).message}`);
+      });
     return { data, describe };
   }
-  if (syn && "models" in syn) return { data: pairedSource(syn as PairedConfig), describe: { kind: "synthetic", config: syn } };
+  if (syn && "models" in syn) {
+    return {
+      data: pairedSource(syn as PairedConfig),
+      describe: { kind: "synthetic", config: syn },
+    };
+  }
   const src = makeSynthetic(syn!);
   const truth = src.features.ndim === 2 ? src.features : undefined;
-  return { data: syntheticData(src), describe: { kind: "synthetic", config: src.config }, ...(truth ? { truth } : {}) };
+  return {
+    data: syntheticData(src),
+    describe: { kind: "synthetic", config: src.config },
+    ...(truth ? { truth } : {}),
+  };
 }
 
 async function train(flags: Flags): Promise<void> {
-  checkKnown(flags, ["arch", "d-sae", "expansion", "k", "l1", "lr", "steps", "batch", "data", "targets", "synthetic-d", "synthetic-features", "synthetic-active", "seed", "out", "resume", "backend", "quiet", ...CROSSCODER_FLAGS], "train");
+  checkKnown(flags, [
+    "arch",
+    "d-sae",
+    "expansion",
+    "k",
+    "l1",
+    "lr",
+    "steps",
+    "batch",
+    "data",
+    "targets",
+    "synthetic-d",
+    "synthetic-features",
+    "synthetic-active",
+    "seed",
+    "out",
+    "resume",
+    "backend",
+    "quiet",
+    ...CROSSCODER_FLAGS,
+  ], "train");
   const arch = (str(flags, "arch") ?? "topk") as ArchName;
-  if (!ARCHS.includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
+  if (!ARCHS.includes(arch)) {
+    throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
+  }
   const backend = str(flags, "backend");
   if (backend) await chooseBackend(backend);
   const seed = num(flags, "seed", { int: true, min: 0 }) ?? 0;
@@ -138,19 +198,58 @@ async function train(flags: Flags): Promise<void> {
     seed,
     ...(arch === "mlsae" ? { layers: 4 } : {}),
   };
-  const cross = isCrosscoderArch(arch) ? crosscoderFlags(flags, undefined, (m) => { throw new UsageError(m); }) : null;
+  const cross = isCrosscoderArch(arch)
+    ? crosscoderFlags(flags, undefined, (m) => {
+      throw new UsageError(m);
+    })
+    : null;
   const exclusive = num(flags, "synthetic-exclusive", { int: true, min: 0 });
-  const { data, describe, truth } = await dataFrom(flags, cross ? pairedConfig(syn, cross.n_inputs ?? 2, exclusive) as unknown as SyntheticConfig : syn, seed);
-  if (cross && str(flags, "data")) Object.assign(cross, crosscoderFlags(flags, data.layers ?? 1, (m) => { throw new UsageError(m); }));
-  if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) throw new UsageError("--arch transcoder needs --data and --targets (input and output activations)");
+  const { data, describe, truth } = await dataFrom(
+    flags,
+    cross ? pairedConfig(syn, cross.n_inputs ?? 2, exclusive) as unknown as SyntheticConfig : syn,
+    seed,
+  );
+  if (cross && str(flags, "data")) {
+    Object.assign(
+      cross,
+      crosscoderFlags(flags, data.layers ?? 1, (m) => {
+        throw new UsageError(m);
+      }),
+    );
+  }
+  if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) {
+    throw new UsageError(
+      "--arch transcoder needs --data and --targets (input and output activations)",
+    );
+  }
   const d_in = data.width;
-  if (flags["d-sae"] !== undefined && flags.expansion !== undefined) throw new UsageError("give --d-sae or --expansion, not both");
-  const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ?? Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
+  if (flags["d-sae"] !== undefined && flags.expansion !== undefined) {
+    throw new UsageError("give --d-sae or --expansion, not both");
+  }
+  const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ??
+    Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
   // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
-  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(arch);
-  const k = num(flags, "k", { int: true, min: 1 }) ?? (str(flags, "data") || !topkFamily ? undefined : 8);
+  const topkFamily = [
+    "topk",
+    "batchtopk",
+    "matryoshka",
+    "transcoder",
+    "mlsae",
+    "batchtopk-crosscoder",
+    "dfc",
+  ].includes(arch);
+  const k = num(flags, "k", { int: true, min: 1 }) ??
+    (str(flags, "data") || !topkFamily ? undefined : 8);
   const l1 = num(flags, "l1", { min: 0 });
-  const cfg = resolveConfig({ arch, d_in, d_sae, ...(data.targetWidth ? { d_out: data.targetWidth } : {}), ...(k !== undefined ? { k } : {}), ...(l1 !== undefined ? { l1_coefficient: l1 } : {}), ...(cross ?? {}) });
+  const cfg = resolveConfig({
+    arch,
+    d_in,
+    d_sae,
+    ...(data.targetWidth ? { d_out: data.targetWidth } : {}),
+    ...(k !== undefined ? { k } : {}),
+    ...(l1 !== undefined ? { l1_coefficient: l1 } : {}),
+    ...(cross ?? {}),
+  });
   const tin: TrainConfigInput = { seed };
   for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
     const v = num(flags, flag, { int: true, min: 1 });
@@ -161,19 +260,46 @@ async function train(flags: Flags): Promise<void> {
   const tcfg = resolveTrainConfig(cfg, tin);
   const out = str(flags, "out") ?? `runs/${arch}-${seed}`;
   const quiet = flags.quiet === true;
-  if (!quiet) process.stderr.write(`training ${arch} d_in=${d_in} d_sae=${d_sae}${cfg.k ? ` k=${cfg.k}` : ""} for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${t.getBackend().info()}) → ${out}\n`);
+  if (!quiet) {
+    process.stderr.write(
+      `training ${arch} d_in=${d_in} d_sae=${d_sae}${
+        cfg.k ? ` k=${cfg.k}` : ""
+      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${t.getBackend().info()}) → ${out}\n`,
+    );
+  }
   await t.ensureDir(out);
   await t.writeJsonAtomic(`${out}/data.json`, describe);
-  const res = await runTraining({ cfg, train: tcfg, data, out, resume: flags.resume === true, progress: !quiet });
+  const res = await runTraining({
+    cfg,
+    train: tcfg,
+    data,
+    out,
+    resume: flags.resume === true,
+    progress: !quiet,
+  });
   if (cross) {
-    const r = await crosscoderReport(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), t.sae.foldedThreshold(res.state, cfg));
+    const r = await crosscoderReport(
+      res.params,
+      cfg,
+      heldOut(data, tcfg.batch_size, 4, 1_000_000),
+      t.sae.foldedThreshold(res.state, cfg),
+    );
     await t.writeJsonAtomic(`${out}/eval.json`, r.json);
     console.log(r.text);
     return;
   }
-  const m = await evaluate(res.params, cfg, heldOut(data, tcfg.batch_size, 4, 1_000_000), isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {});
+  const m = await evaluate(
+    res.params,
+    cfg,
+    heldOut(data, tcfg.batch_size, 4, 1_000_000),
+    isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {},
+  );
   const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
-  await t.writeJsonAtomic(`${out}/eval.json`, { ...m, feature_density: undefined, ...(recovery ?? {}) });
+  await t.writeJsonAtomic(`${out}/eval.json`, {
+    ...m,
+    feature_density: undefined,
+    ...(recovery ?? {}),
+  });
   await writeRunExtras(out, m, data.batch(3_000_000, 32));
   console.log(formatMetricsTable(m));
   if (recovery) console.log(recoveryLine(recovery));
@@ -187,13 +313,24 @@ async function chooseBackend(name: string): Promise<void> {
 }
 
 /** Ground-truth recovery on synthetic data: true features matched by a decoder row with cosine > 0.9, and MMCS. */
-async function recoveryOf(truth: t.Tensor, W_dec: t.Tensor): Promise<{ true_features_recovered: number; true_features: number; recovery_mmcs: number }> {
+async function recoveryOf(
+  truth: t.Tensor,
+  W_dec: t.Tensor,
+): Promise<{ true_features_recovered: number; true_features: number; recovery_mmcs: number }> {
   const r = await featureRecovery(truth, W_dec, 0.9);
-  return { true_features_recovered: r.recovered, true_features: truth.shape[0], recovery_mmcs: r.mmcs };
+  return {
+    true_features_recovered: r.recovered,
+    true_features: truth.shape[0],
+    recovery_mmcs: r.mmcs,
+  };
 }
 
-function recoveryLine(r: { true_features_recovered: number; true_features: number; recovery_mmcs: number }): string {
-  return `true features recovered (cos > 0.9): ${r.true_features_recovered}/${r.true_features} (${(100 * r.true_features_recovered / r.true_features).toFixed(1)}%), MMCS ${r.recovery_mmcs.toFixed(4)}`;
+function recoveryLine(
+  r: { true_features_recovered: number; true_features: number; recovery_mmcs: number },
+): string {
+  return `true features recovered (cos > 0.9): ${r.true_features_recovered}/${r.true_features} (${
+    (100 * r.true_features_recovered / r.true_features).toFixed(1)
+  }%), MMCS ${r.recovery_mmcs.toFixed(4)}`;
 }
 
 /** Batches far past anything training reads (synthetic sources are infinite; arrays wrap around). */
@@ -209,10 +346,14 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   const saved = await loadSae(dir);
   let syn: SyntheticConfig | null = null;
   if (!str(flags, "data")) {
-    const describe = JSON.parse(await readFile(`${dir}/data.json`, "utf8").catch(() => {
-      throw new UsageError(`sae eval: ${dir}/data.json not found; pass --data PATH`);
-    }));
-    if (describe.kind !== "synthetic") throw new UsageError(`sae eval: ${dir} was trained on ${describe.path}; pass --data PATH`);
+    const describe = JSON.parse(
+      await readFile(`${dir}/data.json`, "utf8").catch(() => {
+        throw new UsageError(`sae eval: ${dir}/data.json not found; pass --data PATH`);
+      }),
+    );
+    if (describe.kind !== "synthetic") {
+      throw new UsageError(`sae eval: ${dir} was trained on ${describe.path}; pass --data PATH`);
+    }
     syn = describe.config;
   }
   const { data, truth } = await dataFrom(flags, syn, 0);
@@ -220,14 +361,25 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   const size = num(flags, "batch", { int: true, min: 1 }) ?? 2048;
   const theta = saved.threshold;
   if (isCrosscoderArch(saved.cfg.arch)) {
-    const r = await crosscoderReport(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), theta);
+    const r = await crosscoderReport(
+      saved.params,
+      saved.cfg,
+      heldOut(data, size, batches, 2_000_000),
+      theta,
+    );
     console.log(flags.json ? JSON.stringify(r.json) : r.text);
     return;
   }
-  const m = await evaluate(saved.params, saved.cfg, heldOut(data, size, batches, 2_000_000), isSet(theta) ? { threshold: single(theta, "sae eval") } : {});
+  const m = await evaluate(
+    saved.params,
+    saved.cfg,
+    heldOut(data, size, batches, 2_000_000),
+    isSet(theta) ? { threshold: single(theta, "sae eval") } : {},
+  );
   const recovery = truth ? await recoveryOf(truth, saved.params.W_dec) : null;
-  if (flags.json) console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
-  else {
+  if (flags.json) {
+    console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
+  } else {
     console.log(formatMetricsTable(m));
     if (recovery) console.log(recoveryLine(recovery));
   }
@@ -240,7 +392,10 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
   const norms = await t.norm(params.W_dec, -1).data();
   const sorted = Float64Array.from(norms).sort();
   const nParams = Object.values(params).reduce((n, x) => n + (x ? x.size : 0), 0);
-  const evalJson = await readFile(`${dir}/eval.json`, "utf8").then(JSON.parse, () => metrics ?? null);
+  const evalJson = await readFile(`${dir}/eval.json`, "utf8").then(
+    JSON.parse,
+    () => metrics ?? null,
+  );
   const summary = {
     folder: dir,
     architecture: cfg.arch,
@@ -252,15 +407,28 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
     ...(threshold !== undefined ? { threshold } : {}),
     dtype: params.W_enc.dtype,
     parameters: nParams,
-    decoder_norm: { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
+    decoder_norm: {
+      min: sorted[0],
+      median: sorted[Math.floor(sorted.length / 2)],
+      max: sorted[sorted.length - 1],
+    },
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
-    evaluation: evalJson ? Object.fromEntries(Object.entries(evalJson).filter(([, v]) => typeof v === "number")) : null,
+    evaluation: evalJson
+      ? Object.fromEntries(Object.entries(evalJson).filter(([, v]) => typeof v === "number"))
+      : null,
   };
   if (flags.json) console.log(JSON.stringify(summary));
   else {
     for (const [k, v] of Object.entries(summary)) {
-      if (v && typeof v === "object") console.log(`${k}:\n${Object.entries(v).map(([a, b]) => `  ${a.padEnd(30)} ${typeof b === "number" ? Number(b.toPrecision(6)) : b}`).join("\n")}`);
-      else console.log(`${k.padEnd(32)} ${v}`);
+      if (v && typeof v === "object") {
+        console.log(
+          `${k}:\n${
+            Object.entries(v).map(([a, b]) =>
+              `  ${a.padEnd(30)} ${typeof b === "number" ? Number(b.toPrecision(6)) : b}`
+            ).join("\n")
+          }`,
+        );
+      } else console.log(`${k.padEnd(32)} ${v}`);
     }
   }
 }
@@ -288,7 +456,9 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (cmd === "train") {
-      if (positional.length) throw new UsageError(`sae train: unexpected argument ${JSON.stringify(positional[0])}`);
+      if (positional.length) {
+        throw new UsageError(`sae train: unexpected argument ${JSON.stringify(positional[0])}`);
+      }
       await train(flags);
     } else if (cmd === "eval") await evalCmd(positional[0], flags);
     else await info(positional[0], flags);

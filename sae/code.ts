@@ -33,14 +33,23 @@ export function asCoo(code: Code): Coo | null {
 }
 
 export function batchSize(code: Code): number {
-  return code.kind === "rows" ? code.values.shape[0] : code.kind === "coo" || code.kind === "inputs" ? code.batch : code.f.shape[0];
+  return code.kind === "rows"
+    ? code.values.shape[0]
+    : code.kind === "coo" || code.kind === "inputs"
+    ? code.batch
+    : code.f.shape[0];
 }
 
-export const isPerInput = (code: Code): code is Extract<Code, { kind: "inputs" | "inputsDense" }> => code.kind === "inputs" || code.kind === "inputsDense";
+export const isPerInput = (code: Code): code is Extract<Code, { kind: "inputs" | "inputsDense" }> =>
+  code.kind === "inputs" || code.kind === "inputsDense";
 
 /** code·W_dec (+ b_dec when given); sparse codes never touch the dense [B, F] matrix. */
 export function decodeWith(code: Code, W_dec: Tensor, b_dec: Tensor | null): Tensor {
-  if (isPerInput(code)) throw new TypeError("decodeWith: a per-input (decoupled crosscoder) code decodes with one decoder per input: use the crosscoder's decode");
+  if (isPerInput(code)) {
+    throw new TypeError(
+      "decodeWith: a per-input (decoupled crosscoder) code decodes with one decoder per input: use the crosscoder's decode",
+    );
+  }
   const coo = asCoo(code);
   const out = coo ? spmm(coo, W_dec, batchSize(code)) : matmul((code as { f: Tensor }).f, W_dec);
   return b_dec ? add(out, b_dec) : out;
@@ -54,10 +63,21 @@ export function toDense(code: Code, features: number): Tensor {
   if (code.kind === "inputs") {
     const L = code.inputs;
     const flat = add(mul(add(mul(coo.rows, L), code.input), features), coo.cols);
-    return reshape(scatterAdd(zeros([B * L * features], coo.values.dtype, coo.values.backend), flat, coo.values, 0), [B, L, features]);
+    return reshape(
+      scatterAdd(
+        zeros([B * L * features], coo.values.dtype, coo.values.backend),
+        flat,
+        coo.values,
+        0,
+      ),
+      [B, L, features],
+    );
   }
   const flat = add(mul(coo.rows, features), coo.cols);
-  return reshape(scatterAdd(zeros([B * features], coo.values.dtype, coo.values.backend), flat, coo.values, 0), [B, features]);
+  return reshape(
+    scatterAdd(zeros([B * features], coo.values.dtype, coo.values.backend), flat, coo.values, 0),
+    [B, features],
+  );
 }
 
 /**
@@ -66,7 +86,9 @@ export function toDense(code: Code, features: number): Tensor {
  */
 export function l0PerRow(code: Code): Tensor {
   if (code.kind === "dense") return sum(cast(gt(code.f, 0), "f32"), -1);
-  if (code.kind === "inputsDense") return div(sum(cast(gt(code.f, 0), "f32"), [1, 2]), code.f.shape[1]);
+  if (code.kind === "inputsDense") {
+    return div(sum(cast(gt(code.f, 0), "f32"), [1, 2]), code.f.shape[1]);
+  }
   const coo = asCoo(code)!;
   const B = batchSize(code);
   const counts = scatterAdd(zeros([B]), coo.rows, cast(gt(coo.values, 0), "f32"), 0);

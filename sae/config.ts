@@ -1,9 +1,36 @@
 /** Dictionary configuration: one record for every architecture, with per-architecture defaults. */
 
-import { type CrosscoderFields, isCrosscoderArch, resolveCrosscoderFields } from "./crosscoder_config.ts";
+import {
+  type CrosscoderFields,
+  isCrosscoderArch,
+  resolveCrosscoderFields,
+} from "./crosscoder_config.ts";
 
-export type ArchName = "relu" | "gated" | "topk" | "batchtopk" | "jumprelu" | "matryoshka" | "transcoder" | "mlsae" | "crosscoder" | "batchtopk-crosscoder" | "dfc";
-export const ARCHS: readonly ArchName[] = ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder", "mlsae", "crosscoder", "batchtopk-crosscoder", "dfc"];
+export type ArchName =
+  | "relu"
+  | "gated"
+  | "topk"
+  | "batchtopk"
+  | "jumprelu"
+  | "matryoshka"
+  | "transcoder"
+  | "mlsae"
+  | "crosscoder"
+  | "batchtopk-crosscoder"
+  | "dfc";
+export const ARCHS: readonly ArchName[] = [
+  "relu",
+  "gated",
+  "topk",
+  "batchtopk",
+  "jumprelu",
+  "matryoshka",
+  "transcoder",
+  "mlsae",
+  "crosscoder",
+  "batchtopk-crosscoder",
+  "dfc",
+];
 
 /** Crosscoders (crosscoder_config.ts) add their fields; the other architectures leave them unset. */
 export interface SaeConfig extends Partial<CrosscoderFields> {
@@ -46,24 +73,50 @@ export class ConfigError extends Error {
 }
 
 function posInt(field: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ConfigError(`sae config: ${field} must be a positive integer, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+    throw new ConfigError(
+      `sae config: ${field} must be a positive integer, got ${JSON.stringify(v)}`,
+    );
+  }
   return v;
 }
 
 /** Fill defaults (one reference per architecture, named in the README) and validate. */
 export function resolveConfig(c: SaeConfigInput): SaeConfig {
-  if (!ARCHS.includes(c.arch)) throw new ConfigError(`sae config: arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(c.arch)}`);
+  if (!ARCHS.includes(c.arch)) {
+    throw new ConfigError(
+      `sae config: arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(c.arch)}`,
+    );
+  }
   const d_in = posInt("d_in", c.d_in), d_sae = posInt("d_sae", c.d_sae);
-  const topkFamily = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(c.arch);
+  const topkFamily = [
+    "topk",
+    "batchtopk",
+    "matryoshka",
+    "transcoder",
+    "mlsae",
+    "batchtopk-crosscoder",
+    "dfc",
+  ].includes(c.arch);
   const k = c.k ?? (topkFamily ? Math.min(32, d_sae) : 0);
-  if (topkFamily && (posInt("k", k) > d_sae)) throw new ConfigError(`sae config: k = ${k} exceeds d_sae = ${d_sae}`);
+  if (topkFamily && (posInt("k", k) > d_sae)) {
+    throw new ConfigError(`sae config: k = ${k} exceeds d_sae = ${d_sae}`);
+  }
   const groups = c.matryoshka_groups ?? (c.arch === "matryoshka" ? defaultGroups(d_sae) : []);
   if (c.arch === "matryoshka") {
     groups.forEach((g, i) => posInt(`matryoshka_groups[${i}]`, g));
-    if (groups.reduce((a, b) => a + b, 0) !== d_sae) throw new ConfigError(`sae config: matryoshka_groups ${JSON.stringify(groups)} must sum to d_sae = ${d_sae}`);
+    if (groups.reduce((a, b) => a + b, 0) !== d_sae) {
+      throw new ConfigError(
+        `sae config: matryoshka_groups ${JSON.stringify(groups)} must sum to d_sae = ${d_sae}`,
+      );
+    }
   }
   const weights = c.matryoshka_weights ?? groups.map(() => 1 / Math.max(groups.length, 1));
-  if (weights.length !== groups.length) throw new ConfigError(`sae config: matryoshka_weights has ${weights.length} entries for ${groups.length} groups`);
+  if (weights.length !== groups.length) {
+    throw new ConfigError(
+      `sae config: matryoshka_weights has ${weights.length} entries for ${groups.length} groups`,
+    );
+  }
   const cfg: SaeConfig = {
     arch: c.arch,
     d_in,
@@ -72,7 +125,8 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     k,
     l1_coefficient: c.l1_coefficient ?? (c.arch === "jumprelu" ? 1 : c.arch === "gated" ? 1 : 0.1),
     l1_variant: c.l1_variant ?? "plain",
-    apply_b_dec_to_input: c.apply_b_dec_to_input ?? !(c.arch === "jumprelu" || c.arch === "transcoder" || isCrosscoderArch(c.arch)),
+    apply_b_dec_to_input: c.apply_b_dec_to_input ??
+      !(c.arch === "jumprelu" || c.arch === "transcoder" || isCrosscoderArch(c.arch)),
     jumprelu_bandwidth: c.jumprelu_bandwidth ?? 0.001,
     jumprelu_init_threshold: c.jumprelu_init_threshold ?? 0.001,
     jumprelu_target_l0: c.jumprelu_target_l0 ?? 20,
@@ -82,13 +136,27 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     auxk_alpha: c.auxk_alpha ?? (c.auxk_variant === "saelens" ? 1 : 1 / 32),
     auxk_k: c.auxk_k ?? Math.max(1, Math.floor(d_in / 2)),
     extra: c.extra ?? {},
-    ...(isCrosscoderArch(c.arch) ? resolveCrosscoderFields(c, (m) => { throw new ConfigError(m); }) : {}),
+    ...(isCrosscoderArch(c.arch)
+      ? resolveCrosscoderFields(c, (m) => {
+        throw new ConfigError(m);
+      })
+      : {}),
   };
   if (c.arch === "transcoder" && cfg.apply_b_dec_to_input && cfg.d_out !== d_in) {
-    throw new ConfigError(`sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`);
+    throw new ConfigError(
+      `sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`,
+    );
   }
-  if (cfg.auxk_variant !== "dl" && cfg.auxk_variant !== "saelens") throw new ConfigError(`sae config: auxk_variant must be "dl" or "saelens", got ${JSON.stringify(cfg.auxk_variant)}`);
-  if (!(cfg.jumprelu_bandwidth > 0)) throw new ConfigError(`sae config: jumprelu_bandwidth must be > 0, got ${cfg.jumprelu_bandwidth}`);
+  if (cfg.auxk_variant !== "dl" && cfg.auxk_variant !== "saelens") {
+    throw new ConfigError(
+      `sae config: auxk_variant must be "dl" or "saelens", got ${JSON.stringify(cfg.auxk_variant)}`,
+    );
+  }
+  if (!(cfg.jumprelu_bandwidth > 0)) {
+    throw new ConfigError(
+      `sae config: jumprelu_bandwidth must be > 0, got ${cfg.jumprelu_bandwidth}`,
+    );
+  }
   return cfg;
 }
 

@@ -23,7 +23,7 @@ import type { Architecture } from "./architecture.ts";
 import { type Code, decodeWith } from "./code.ts";
 import { spmm } from "../tensor/ops/sparse.ts";
 import type { SaeConfig } from "./config.ts";
-import { unitRows, type SaeParams } from "./params.ts";
+import { type SaeParams, unitRows } from "./params.ts";
 import { dfcPartition } from "./crosscoder_config.ts";
 import { maskParams } from "./grad_mask.ts";
 import { reconstruction } from "./losses.ts";
@@ -31,7 +31,9 @@ import { reconstruction } from "./losses.ts";
 const inputsOf = (cfg: SaeConfig) => cfg.n_inputs ?? 1;
 
 /** Parameter shapes of a crosscoder config. */
-export function crosscoderShapes(cfg: SaeConfig): Record<"W_enc" | "W_dec" | "b_enc" | "b_dec", number[]> {
+export function crosscoderShapes(
+  cfg: SaeConfig,
+): Record<"W_enc" | "W_dec" | "b_enc" | "b_dec", number[]> {
   const L = inputsOf(cfg), d = cfg.d_in, F = cfg.d_sae;
   return { W_enc: [L, d, F], W_dec: [L, F, d], b_enc: [F], b_dec: [L, d] };
 }
@@ -55,7 +57,9 @@ export function initCrosscoder(key: PRNGKey, cfg: SaeConfig): SaeParams {
 export function flatInput(x: Tensor, cfg: SaeConfig, op = "crosscoder"): Tensor {
   const L = inputsOf(cfg);
   if (x.ndim !== 3 || x.shape[1] !== L || x.shape[2] !== cfg.d_in) {
-    throw new ShapeError(`${op}: inputs must be [batch, ${L}, ${cfg.d_in}] (batch, inputs, d_in), got ${fmt(x.shape)}`);
+    throw new ShapeError(
+      `${op}: inputs must be [batch, ${L}, ${cfg.d_in}] (batch, inputs, d_in), got ${fmt(x.shape)}`,
+    );
   }
   return reshape(x, [x.shape[0], L * cfg.d_in]);
 }
@@ -85,7 +89,10 @@ export function codeWeights(W_dec: Tensor, cfg: SaeConfig): Tensor {
     case "sae":
       return sae();
     case "mixed":
-      return add(mul(sae(), cfg.code_norm_alpha_sae ?? 1), mul(cc(), cfg.code_norm_alpha_cc ?? 0.1));
+      return add(
+        mul(sae(), cfg.code_norm_alpha_sae ?? 1),
+        mul(cc(), cfg.code_norm_alpha_cc ?? 0.1),
+      );
     default: // "crosscoder", and "decoupled", whose per-input weights sum to it on a shared code (the L1 crosscoder)
       return cc();
   }
@@ -110,7 +117,11 @@ export function decodeCrosscoder(p: SaeParams, code: Code, flat?: SaeParams): Te
     // (a free reshape: no transposed decoder copy).
     const { coo, input } = code;
     const rows = add(mul(coo.rows, L), input), cols = add(mul(input, F), coo.cols);
-    const out = spmm({ rows, cols, values: coo.values }, reshape(p.W_dec, [L * F, d]), code.batch * L);
+    const out = spmm(
+      { rows, cols, values: coo.values },
+      reshape(p.W_dec, [L * F, d]),
+      code.batch * L,
+    );
     return add(reshape(out, [code.batch, L, d]), p.b_dec);
   }
   const f = flat ?? flatParams(p);

@@ -25,19 +25,39 @@ export interface CrosscoderFields {
   dfc_shares: number[];
 }
 
-export const isCrosscoderArch = (arch: string): boolean => (CROSSCODER_ARCHS as readonly string[]).includes(arch);
+export const isCrosscoderArch = (arch: string): boolean =>
+  (CROSSCODER_ARCHS as readonly string[]).includes(arch);
 export const isCrosscoder = (cfg: Pick<SaeConfig, "arch">): boolean => isCrosscoderArch(cfg.arch);
 
 /** Defaults and validation; the thrower is config.ts's ConfigError (passed in to avoid an import cycle). */
-export function resolveCrosscoderFields(c: SaeConfigInput, fail: (msg: string) => never): CrosscoderFields {
+export function resolveCrosscoderFields(
+  c: SaeConfigInput,
+  fail: (msg: string) => never,
+): CrosscoderFields {
   const L = c.n_inputs ?? (c.dfc_shares ? c.dfc_shares.length : 2);
-  if (!Number.isInteger(L) || L < 1) fail(`sae config: n_inputs must be a positive integer, got ${JSON.stringify(c.n_inputs)}`);
+  if (!Number.isInteger(L) || L < 1) {
+    fail(`sae config: n_inputs must be a positive integer, got ${JSON.stringify(c.n_inputs)}`);
+  }
   const code_norm = c.code_norm ?? "crosscoder";
-  if (!CODE_NORMS.includes(code_norm)) fail(`sae config: code_norm must be one of ${CODE_NORMS.join(", ")}, got ${JSON.stringify(code_norm)}`);
+  if (!CODE_NORMS.includes(code_norm)) {
+    fail(
+      `sae config: code_norm must be one of ${CODE_NORMS.join(", ")}, got ${
+        JSON.stringify(code_norm)
+      }`,
+    );
+  }
   const recon = c.crosscoder_recon ?? "squared";
-  if (recon !== "squared" && recon !== "unsquared") fail(`sae config: crosscoder_recon must be "squared" or "unsquared", got ${JSON.stringify(recon)}`);
+  if (recon !== "squared" && recon !== "unsquared") {
+    fail(
+      `sae config: crosscoder_recon must be "squared" or "unsquared", got ${JSON.stringify(recon)}`,
+    );
+  }
   const shares = c.dfc_shares ?? Array.from({ length: L }, () => 0.05);
-  if (!Array.isArray(shares) || shares.length !== L) fail(`sae config: dfc_shares must have one share per input (${L}), got ${JSON.stringify(shares)}`);
+  if (!Array.isArray(shares) || shares.length !== L) {
+    fail(
+      `sae config: dfc_shares must have one share per input (${L}), got ${JSON.stringify(shares)}`,
+    );
+  }
   if (c.arch === "dfc") {
     try {
       makePartition(c.d_sae, shares);
@@ -46,7 +66,11 @@ export function resolveCrosscoderFields(c: SaeConfigInput, fail: (msg: string) =
       throw e;
     }
   }
-  if (c.apply_b_dec_to_input) fail(`sae config: crosscoders encode x without subtracting b_dec (apply_b_dec_to_input must be false)`);
+  if (c.apply_b_dec_to_input) {
+    fail(
+      `sae config: crosscoders encode x without subtracting b_dec (apply_b_dec_to_input must be false)`,
+    );
+  }
   return {
     n_inputs: L,
     code_norm,

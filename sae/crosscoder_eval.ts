@@ -45,18 +45,33 @@ function firing(code: Code, F: number): [Tensor, Tensor] {
     return [sum(cast(gt(shared, 0), "f32"), 0), sum(shared, 0)];
   }
   const coo = asCoo(code);
-  if (coo) return [scatterAdd(zeros([F]), coo.cols, cast(gt(coo.values, 0), "f32"), 0), scatterAdd(zeros([F]), coo.cols, coo.values, 0)];
+  if (coo) {
+    return [
+      scatterAdd(zeros([F]), coo.cols, cast(gt(coo.values, 0), "f32"), 0),
+      scatterAdd(zeros([F]), coo.cols, coo.values, 0),
+    ];
+  }
   const f = (code as { f: Tensor }).f;
   return [sum(cast(gt(f, 0), "f32"), 0), sum(f, 0)];
 }
 
 /** Streaming evaluation; `threshold` selects the θ-based inference code of the BatchTopK family. */
-export async function evaluateCrosscoder(p: SaeParams, cfg: SaeConfig, batches: Iterable<Batch> | AsyncIterable<Batch>, opts: { threshold?: Threshold } = {}): Promise<CrosscoderMetrics> {
+export async function evaluateCrosscoder(
+  p: SaeParams,
+  cfg: SaeConfig,
+  batches: Iterable<Batch> | AsyncIterable<Batch>,
+  opts: { threshold?: Threshold } = {},
+): Promise<CrosscoderMetrics> {
   const arch = architecture(cfg.arch);
   const L = cfg.n_inputs ?? 1, d = cfg.d_in, F = cfg.d_sae;
   const fired = new Float64Array(F), activation = new Float64Array(F);
   // Per input and dimension: Σx, Σx², Σr, Σr² (r = x − x̂), in f64 on the host.
-  const s = { x: new Float64Array(L * d), x2: new Float64Array(L * d), r: new Float64Array(L * d), r2: new Float64Array(L * d) };
+  const s = {
+    x: new Float64Array(L * d),
+    x2: new Float64Array(L * d),
+    r: new Float64Array(L * d),
+    r2: new Float64Array(L * d),
+  };
   let tokens = 0, l0 = 0;
   for await (const b of batches) {
     const B = b.x.shape[0];
@@ -66,7 +81,15 @@ export async function evaluateCrosscoder(p: SaeParams, cfg: SaeConfig, batches: 
       const xhat = arch.decode(p, code, cfg);
       const x = cast(b.x, "f32"), r = sub(x, xhat);
       const [f, a] = firing(code, F);
-      return [sum(x, 0), sum(square(x), 0), sum(r, 0), sum(square(r), 0), f, a, sum(l0PerRow(code))];
+      return [
+        sum(x, 0),
+        sum(square(x), 0),
+        sum(r, 0),
+        sum(square(r), 0),
+        f,
+        a,
+        sum(l0PerRow(code)),
+      ];
     });
     const [sx, sx2, sr, sr2, f, a, l0b] = await Promise.all(out.map((t) => t.data()));
     dispose(out);

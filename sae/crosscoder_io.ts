@@ -9,7 +9,12 @@
 import type { SaeConfig } from "./config.ts";
 import type { SaeParams } from "./params.ts";
 import { dfcPartition } from "./crosscoder_config.ts";
-import { checkPartition, PartitionError, partitionsEqual, verifyPartitionIntegrity } from "./partition.ts";
+import {
+  checkPartition,
+  PartitionError,
+  partitionsEqual,
+  verifyPartitionIntegrity,
+} from "./partition.ts";
 
 /** Extra top-level cfg.json fields of a crosscoder (the DFC partition). */
 export function crosscoderJson(cfg: SaeConfig): Record<string, unknown> {
@@ -18,7 +23,14 @@ export function crosscoderJson(cfg: SaeConfig): Record<string, unknown> {
 }
 
 /** Validate a loaded DFC: the stored partition is well formed, matches dfc_shares, and forbidden weights are exactly zero. */
-export async function checkLoadedCrosscoder(raw: Record<string, unknown>, cfg: SaeConfig, params: SaeParams, cfgPath: string, wPath: string, fail: (msg: string) => never): Promise<void> {
+export async function checkLoadedCrosscoder(
+  raw: Record<string, unknown>,
+  cfg: SaeConfig,
+  params: SaeParams,
+  cfgPath: string,
+  wPath: string,
+  fail: (msg: string) => never,
+): Promise<void> {
   const expected = dfcPartition(cfg);
   if (!expected) return;
   if (raw.partition === undefined) fail(`${cfgPath}: a dfc dictionary needs a "partition" field`);
@@ -30,17 +42,34 @@ export async function checkLoadedCrosscoder(raw: Record<string, unknown>, cfg: S
   }
   const stored = raw.partition as typeof expected;
   if (!partitionsEqual(stored, expected)) {
-    fail(`${cfgPath}: partition ${JSON.stringify({ exclusive: stored.exclusive, shared: stored.shared })} does not match dfc_shares ${JSON.stringify(cfg.dfc_shares)} (expected ${JSON.stringify({ exclusive: expected.exclusive, shared: expected.shared })})`);
+    fail(
+      `${cfgPath}: partition ${
+        JSON.stringify({ exclusive: stored.exclusive, shared: stored.shared })
+      } does not match dfc_shares ${JSON.stringify(cfg.dfc_shares)} (expected ${
+        JSON.stringify({ exclusive: expected.exclusive, shared: expected.shared })
+      })`,
+    );
   }
   const r = await verifyPartitionIntegrity(params, expected);
   if (!r.ok) {
-    const bad = r.inputs.filter((i) => !(i.encoderMax === 0 && i.decoderMax === 0)).map((i) => `input ${i.input}: max |W_enc| ${i.encoderMax}, max |W_dec| ${i.decoderMax}`);
-    fail(`${wPath}: weights break the partition in ${cfgPath}: forbidden entries are not zero (${bad.join("; ")})`);
+    const bad = r.inputs.filter((i) => !(i.encoderMax === 0 && i.decoderMax === 0)).map((i) =>
+      `input ${i.input}: max |W_enc| ${i.encoderMax}, max |W_dec| ${i.decoderMax}`
+    );
+    fail(
+      `${wPath}: weights break the partition in ${cfgPath}: forbidden entries are not zero (${
+        bad.join("; ")
+      })`,
+    );
   }
 }
 
 /** A resumed DFC training state must keep its partition in the weights and in every Adam moment; report the first break. */
-export async function checkResumedDfc(params: SaeParams, opt: unknown, cfg: SaeConfig, where: string): Promise<void> {
+export async function checkResumedDfc(
+  params: SaeParams,
+  opt: unknown,
+  cfg: SaeConfig,
+  where: string,
+): Promise<void> {
   const p = dfcPartition(cfg);
   if (!p) return;
   const records: [string, SaeParams][] = [["params", params]];
@@ -54,6 +83,10 @@ export async function checkResumedDfc(params: SaeParams, opt: unknown, cfg: SaeC
   visit(opt, "opt");
   for (const [name, r] of records) {
     const rep = await verifyPartitionIntegrity(r, p);
-    if (!rep.ok) throw new PartitionError(`${where}: ${name} breaks the DFC partition (max |forbidden entry| ${rep.max}); refusing to resume`);
+    if (!rep.ok) {
+      throw new PartitionError(
+        `${where}: ${name} breaks the DFC partition (max |forbidden entry| ${rep.max}); refusing to resume`,
+      );
+    }
   }
 }

@@ -11,7 +11,11 @@ import { featureOwner, type Partition } from "./partition.ts";
 
 /** ‖W_dec[l, i]‖ for every input l and feature i, as L arrays of F. */
 export async function decoderNorms(W_dec: Tensor): Promise<Float64Array[]> {
-  if (W_dec.ndim !== 3) throw new ShapeError(`decoderNorms: W_dec must be [inputs, features, d], got ${fmt(W_dec.shape)}`);
+  if (W_dec.ndim !== 3) {
+    throw new ShapeError(
+      `decoderNorms: W_dec must be [inputs, features, d], got ${fmt(W_dec.shape)}`,
+    );
+  }
   const [L, F] = W_dec.shape;
   const n = norm(W_dec, -1);
   const v = await n.data();
@@ -20,11 +24,18 @@ export async function decoderNorms(W_dec: Tensor): Promise<Float64Array[]> {
 }
 
 /** r_i = ‖W_dec[b,i]‖ / (‖W_dec[a,i]‖ + ‖W_dec[b,i]‖); NaN where both norms are 0. */
-export async function relativeDecoderNorms(W_dec: Tensor, o: { a?: number; b?: number } = {}): Promise<Float64Array> {
+export async function relativeDecoderNorms(
+  W_dec: Tensor,
+  o: { a?: number; b?: number } = {},
+): Promise<Float64Array> {
   const norms = await decoderNorms(W_dec);
   const a = o.a ?? 0, b = o.b ?? 1;
   for (const [name, i] of [["a", a], ["b", b]] as const) {
-    if (!Number.isInteger(i) || i < 0 || i >= norms.length) throw new RangeError(`relativeDecoderNorms: ${name} = ${i} is not an input index (W_dec has ${norms.length} inputs)`);
+    if (!Number.isInteger(i) || i < 0 || i >= norms.length) {
+      throw new RangeError(
+        `relativeDecoderNorms: ${name} = ${i} is not an input index (W_dec has ${norms.length} inputs)`,
+      );
+    }
   }
   return norms[0].map((_, i) => {
     const s = norms[a][i] + norms[b][i];
@@ -42,9 +53,16 @@ export interface Histogram {
   outside: number;
 }
 
-export function histogram(values: ArrayLike<number>, o: { bins?: number; lo?: number; hi?: number } = {}): Histogram {
+export function histogram(
+  values: ArrayLike<number>,
+  o: { bins?: number; lo?: number; hi?: number } = {},
+): Histogram {
   const bins = o.bins ?? 20, lo = o.lo ?? 0, hi = o.hi ?? 1;
-  if (!Number.isInteger(bins) || bins < 1 || !(hi > lo)) throw new RangeError(`histogram: need an integer bins >= 1 and hi > lo, got bins ${bins}, [${lo}, ${hi}]`);
+  if (!Number.isInteger(bins) || bins < 1 || !(hi > lo)) {
+    throw new RangeError(
+      `histogram: need an integer bins >= 1 and hi > lo, got bins ${bins}, [${lo}, ${hi}]`,
+    );
+  }
   const counts = new Array<number>(bins).fill(0);
   let nan = 0, outside = 0;
   for (let i = 0; i < values.length; i++) {
@@ -53,12 +71,22 @@ export function histogram(values: ArrayLike<number>, o: { bins?: number; lo?: nu
     else if (v < lo || v > hi) outside++;
     else counts[Math.min(bins - 1, Math.floor(((v - lo) / (hi - lo)) * bins))]++;
   }
-  return { edges: Array.from({ length: bins + 1 }, (_, j) => lo + ((hi - lo) * j) / bins), counts, nan, outside };
+  return {
+    edges: Array.from({ length: bins + 1 }, (_, j) => lo + ((hi - lo) * j) / bins),
+    counts,
+    nan,
+    outside,
+  };
 }
 
 /** Features with r < threshold count as A-only, r > 1 − threshold as B-only, the rest as shared (default threshold 0.1). */
-export function exclusiveCounts(relative: ArrayLike<number>, threshold = 0.1): { onlyA: number; onlyB: number; shared: number; noDecoder: number } {
-  if (!(threshold >= 0 && threshold < 0.5)) throw new RangeError(`exclusiveCounts: threshold must be in [0, 0.5), got ${threshold}`);
+export function exclusiveCounts(
+  relative: ArrayLike<number>,
+  threshold = 0.1,
+): { onlyA: number; onlyB: number; shared: number; noDecoder: number } {
+  if (!(threshold >= 0 && threshold < 0.5)) {
+    throw new RangeError(`exclusiveCounts: threshold must be in [0, 0.5), got ${threshold}`);
+  }
   let onlyA = 0, onlyB = 0, shared = 0, noDecoder = 0;
   for (let i = 0; i < relative.length; i++) {
     const r = relative[i];
@@ -85,8 +113,16 @@ export interface PartitionUsage {
 }
 
 /** How each partition set's features are used, from per-feature firing counts and activation sums (evaluateCrosscoder). */
-export function partitionUsage(p: Partition, usage: { fired: ArrayLike<number>; activation: ArrayLike<number>; tokens: number }, relative?: ArrayLike<number>): PartitionUsage[] {
-  if (usage.fired.length !== p.features) throw new RangeError(`partitionUsage: ${usage.fired.length} features counted, the partition has ${p.features}`);
+export function partitionUsage(
+  p: Partition,
+  usage: { fired: ArrayLike<number>; activation: ArrayLike<number>; tokens: number },
+  relative?: ArrayLike<number>,
+): PartitionUsage[] {
+  if (usage.fired.length !== p.features) {
+    throw new RangeError(
+      `partitionUsage: ${usage.fired.length} features counted, the partition has ${p.features}`,
+    );
+  }
   const owner = featureOwner(p);
   let total = 0;
   for (let i = 0; i < p.features; i++) total += usage.activation[i];

@@ -9,7 +9,16 @@ import { disposeReplaced } from "../tensor/scope.ts";
 import { ensureDir } from "../data/atomic.ts";
 import type { SaeConfig } from "./config.ts";
 import type { TrainConfig } from "./train_config.ts";
-import { foldedThreshold, foldScale, initTrainState, type StepMetrics, stateTensors, trainStep, type TrainState, usesThreshold } from "./train.ts";
+import {
+  foldedThreshold,
+  foldScale,
+  initTrainState,
+  stateTensors,
+  type StepMetrics,
+  type TrainState,
+  trainStep,
+  usesThreshold,
+} from "./train.ts";
 import type { DataSource } from "./sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
@@ -28,7 +37,9 @@ export interface RunOptions {
   logEvery?: number;
   checkpointEvery?: number;
   /** Live progress on stderr (a bar on a terminal, a line per 10% otherwise), or a callback. */
-  progress?: boolean | ((m: StepMetrics, info: { tokensPerSecond: number; etaSeconds: number }) => void);
+  progress?:
+    | boolean
+    | ((m: StepMetrics, info: { tokensPerSecond: number; etaSeconds: number }) => void);
   /** Stop after this step (the run can be resumed later); for tests and preemptible jobs. */
   stopAfter?: number;
 }
@@ -50,8 +61,12 @@ function fmtTime(s: number): string {
 
 function progressLine(m: StepMetrics, steps: number, tps: number, eta: number): string {
   const w = 20, done = Math.round((w * (m.step + 1)) / steps);
-  return `step ${m.step + 1}/${steps} [${"#".repeat(done)}${".".repeat(w - done)}] ${(tps / 1000).toFixed(1)}k tok/s ` +
-    `loss ${m.loss.toPrecision(4)} L0 ${m.l0.toFixed(1)} FVU ${m.fvu.toFixed(3)} dead ${(100 * m.deadFraction).toFixed(1)}% ETA ${fmtTime(eta)}`;
+  return `step ${m.step + 1}/${steps} [${"#".repeat(done)}${".".repeat(w - done)}] ${
+    (tps / 1000).toFixed(1)
+  }k tok/s ` +
+    `loss ${m.loss.toPrecision(4)} L0 ${m.l0.toFixed(1)} FVU ${m.fvu.toFixed(3)} dead ${
+      (100 * m.deadFraction).toFixed(1)
+    }% ETA ${fmtTime(eta)}`;
 }
 
 export async function runTraining(o: RunOptions): Promise<RunResult> {
@@ -63,10 +78,17 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   let state: TrainState;
   let nextBatch: number;
   const resumed = o.resume && ckptDir ? await loadCheckpoint(ckptDir).catch(() => null) : null;
-  if (o.resume && ckptDir && !resumed) throw new Error(`resume: no readable checkpoint in ${ckptDir}`);
+  if (o.resume && ckptDir && !resumed) {
+    throw new Error(`resume: no readable checkpoint in ${ckptDir}`);
+  }
   if (resumed) {
-    if (JSON.stringify(resumed.cfg) !== JSON.stringify(cfg) || JSON.stringify(resumed.train) !== JSON.stringify(t)) {
-      throw new Error(`resume: ${ckptDir} was written with a different configuration; start a new run folder or pass the same options`);
+    if (
+      JSON.stringify(resumed.cfg) !== JSON.stringify(cfg) ||
+      JSON.stringify(resumed.train) !== JSON.stringify(t)
+    ) {
+      throw new Error(
+        `resume: ${ckptDir} was written with a different configuration; start a new run folder or pass the same options`,
+      );
     }
     state = resumed.state;
     await checkResumedDfc(state.params, state.opt, cfg, ckptDir!);
@@ -91,13 +113,19 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     const tps = ((state.step - startStep) * tokensPerStep) / elapsed;
     const eta = ((t.steps - state.step) * tokensPerStep) / tps;
     if (o.out && (metrics.step % logEvery === 0 || state.step === t.steps)) {
-      await appendFile(`${o.out}/metrics.jsonl`, JSON.stringify({ ...metrics, tokens_per_s: tps }) + "\n");
+      await appendFile(
+        `${o.out}/metrics.jsonl`,
+        JSON.stringify({ ...metrics, tokens_per_s: tps }) + "\n",
+      );
     }
-    if (typeof o.progress === "function") o.progress(metrics, { tokensPerSecond: tps, etaSeconds: eta });
-    else if (o.progress) {
+    if (typeof o.progress === "function") {
+      o.progress(metrics, { tokensPerSecond: tps, etaSeconds: eta });
+    } else if (o.progress) {
       const pct = Math.floor((10 * state.step) / t.steps);
       if (isTty()) process.stderr.write(`\r${progressLine(metrics, t.steps, tps, eta)}`);
-      else if (pct !== lastPrinted) process.stderr.write(progressLine(metrics, t.steps, tps, eta) + "\n");
+      else if (pct !== lastPrinted) {
+        process.stderr.write(progressLine(metrics, t.steps, tps, eta) + "\n");
+      }
       lastPrinted = pct;
     }
     if (ckptDir && (state.step % ckptEvery === 0 || state.step === end)) {
@@ -108,7 +136,11 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   if (o.progress === true && isTty()) process.stderr.write("\n");
   const params = foldScale(state.params, state.scale, state.scaleOut);
   if (o.out && state.step === t.steps) {
-    await saveSae(o.out, { params, cfg, ...(usesThreshold(cfg) ? { threshold: foldedThreshold(state, cfg) } : {}) });
+    await saveSae(o.out, {
+      params,
+      cfg,
+      ...(usesThreshold(cfg) ? { threshold: foldedThreshold(state, cfg) } : {}),
+    });
     await writeReportQuietly(o.out);
   }
   return { state, params, last };

@@ -32,7 +32,10 @@ export const gatedSae: Architecture = {
     const recon = reconstruction(target, xhat);
     const active = relu(gate);
     const sparsity = l1Penalty(active, p.W_dec, "plain", true);
-    const gatedAux = reconstruction(target, add(matmul(active, stopGradient(p.W_dec)), stopGradient(p.b_dec)));
+    const gatedAux = reconstruction(
+      target,
+      add(matmul(active, stopGradient(p.W_dec)), stopGradient(p.b_dec)),
+    );
     const loss = add(add(recon, mul(sparsity, cfg.l1_coefficient * (ctx.l1Scale ?? 1))), gatedAux);
     return [loss, { recon, sparsity, gatedAux, code: { kind: "dense", f }, xhat }];
   },

@@ -2,7 +2,7 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import { add, div, maximum, mul, sqrt, square, sub } from "../tensor/ops/elementwise.ts";
 import { mean, sum } from "../tensor/ops/reduce.ts";
-import { tidy, dispose } from "../tensor/scope.ts";
+import { dispose, tidy } from "../tensor/scope.ts";
 import { reshape } from "../tensor/ops/shape.ts";
 
 /** argmin_y Σ‖x_i − y‖ for x [N, d]; stops after `maxIter` or when y moves less than tol·(1 + ‖y‖). */

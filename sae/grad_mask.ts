@@ -26,8 +26,11 @@ export function partitionMasks(p: Partition, backend?: Backend): PartitionMasks 
   const L = p.exclusive.length, F = p.features;
   const owner = featureOwner(p);
   const forbidden = new Uint8Array(L * F);
-  for (let l = 0; l < L; l++) for (let i = 0; i < F; i++) forbidden[l * F + i] = owner[i] >= 0 && owner[i] !== l ? 1 : 0;
-  const mk = (shape: number[]) => tensor(forbidden, { dtype: "bool", shape, ...(backend ? { backend } : {}) });
+  for (let l = 0; l < L; l++) {
+    for (let i = 0; i < F; i++) forbidden[l * F + i] = owner[i] >= 0 && owner[i] !== l ? 1 : 0;
+  }
+  const mk = (shape: number[]) =>
+    tensor(forbidden, { dtype: "bool", shape, ...(backend ? { backend } : {}) });
   return { enc: mk([L, 1, F]), dec: mk([L, F, 1]) };
 }
 
@@ -36,9 +39,17 @@ const sizesOf = (m: Partition | PartitionMasks): [number, number] =>
   "enc" in m ? [m.enc.shape[0], m.enc.shape[2]] : [m.exclusive.length, m.features];
 
 function checkLeaf(name: string, x: unknown, [L, F]: [number, number], axisF: number): Tensor {
-  if (!(x instanceof Tensor)) throw new PartitionError(`maskGradients: ${name} must be a tensor, got ${x === null ? "null" : typeof x}`);
+  if (!(x instanceof Tensor)) {
+    throw new PartitionError(
+      `maskGradients: ${name} must be a tensor, got ${x === null ? "null" : typeof x}`,
+    );
+  }
   if (x.ndim !== 3 || x.shape[0] !== L || x.shape[axisF] !== F) {
-    throw new PartitionError(`maskGradients: ${name} has shape ${fmt(x.shape)}, expected ${axisF === 2 ? `[${L}, d, ${F}]` : `[${L}, ${F}, d]`} for the partition`);
+    throw new PartitionError(
+      `maskGradients: ${name} has shape ${fmt(x.shape)}, expected ${
+        axisF === 2 ? `[${L}, d, ${F}]` : `[${L}, ${F}, d]`
+      } for the partition`,
+    );
   }
   return x;
 }
@@ -48,13 +59,20 @@ function checkLeaf(name: string, x: unknown, [L, F]: [number, number], axisF: nu
  * [start, end) in ascending order: per input l, the other inputs' exclusive ranges, once per row
  * of d for the encoder and as whole blocks of d-long rows for the decoder.
  */
-export function forbiddenSpans(p: Partition, shape: readonly number[], which: "enc" | "dec"): Int32Array {
+export function forbiddenSpans(
+  p: Partition,
+  shape: readonly number[],
+  which: "enc" | "dec",
+): Int32Array {
   const [L, a, b] = shape; // enc: [L, d, F]; dec: [L, F, d]
   const out: number[] = [];
   for (let l = 0; l < L; l++) {
     const ranges = forbiddenRanges(p, l);
-    if (which === "dec") for (const [lo, hi] of ranges) out.push((l * a + lo) * b, (l * a + hi) * b);
-    else for (let j = 0; j < a; j++) for (const [lo, hi] of ranges) out.push((l * a + j) * b + lo, (l * a + j) * b + hi);
+    if (which === "dec") {
+      for (const [lo, hi] of ranges) out.push((l * a + lo) * b, (l * a + hi) * b);
+    } else {for (let j = 0; j < a; j++) {
+        for (const [lo, hi] of ranges) out.push((l * a + j) * b + lo, (l * a + j) * b + hi);
+      }}
   }
   return Int32Array.from(out);
 }
@@ -67,11 +85,20 @@ function zeroForbidden(x: Tensor, p: Partition, which: "enc" | "dec"): Tensor | 
 }
 
 /** Zero the forbidden entries of W_enc and W_dec in any record that has them (gradients, params, moments). */
-export function maskGradients<T extends { W_enc: unknown; W_dec: unknown }>(g: T, mask: Partition | PartitionMasks): T {
-  if (!(g.W_enc instanceof Tensor)) throw new PartitionError(`maskGradients: W_enc must be a tensor, got ${g.W_enc === null ? "null" : typeof g.W_enc}`);
+export function maskGradients<T extends { W_enc: unknown; W_dec: unknown }>(
+  g: T,
+  mask: Partition | PartitionMasks,
+): T {
+  if (!(g.W_enc instanceof Tensor)) {
+    throw new PartitionError(
+      `maskGradients: W_enc must be a tensor, got ${g.W_enc === null ? "null" : typeof g.W_enc}`,
+    );
+  }
   const sizes = sizesOf(mask);
   const enc = checkLeaf("W_enc", g.W_enc, sizes, 2), dec = checkLeaf("W_dec", g.W_dec, sizes, 1);
-  if ("enc" in mask) return { ...g, W_enc: where(mask.enc, 0, enc), W_dec: where(mask.dec, 0, dec) };
+  if ("enc" in mask) {
+    return { ...g, W_enc: where(mask.enc, 0, enc), W_dec: where(mask.dec, 0, dec) };
+  }
   const fe = zeroForbidden(enc, mask, "enc"), fd = fe && zeroForbidden(dec, mask, "dec");
   if (fe && fd) return { ...g, W_enc: fe, W_dec: fd };
   fe?.dispose();

@@ -10,7 +10,13 @@ import { cast } from "../tensor/ops/elementwise.ts";
 import { fmt, shapesEqual } from "../tensor/shape.ts";
 import { ensureDir, readFileBytes, writeJsonAtomic } from "../data/atomic.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
-import { type ArchName, ConfigError, resolveConfig, type SaeConfig, type SaeConfigInput } from "./config.ts";
+import {
+  type ArchName,
+  ConfigError,
+  resolveConfig,
+  type SaeConfig,
+  type SaeConfigInput,
+} from "./config.ts";
 import type { SaeParams } from "./params.ts";
 import { crosscoderShapes } from "./crosscoder.ts";
 import { isCrosscoder } from "./crosscoder_config.ts";
@@ -45,7 +51,12 @@ const SAELENS_ARCH: Record<ArchName, string> = {
   dfc: "dfc",
 };
 
-const FROM_SAELENS: Record<string, ArchName> = { standard: "relu", gated: "gated", jumprelu: "jumprelu", topk: "topk" };
+const FROM_SAELENS: Record<string, ArchName> = {
+  standard: "relu",
+  gated: "gated",
+  jumprelu: "jumprelu",
+  topk: "topk",
+};
 
 const join = (dir: string, f: string) => (dir.endsWith("/") ? dir + f : `${dir}/${f}`);
 
@@ -62,7 +73,11 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
   if (θ !== undefined) {
     tensors.threshold = typeof θ === "number"
       ? full([cfg.d_sae], θ, p.W_enc.dtype, p.W_enc.backend)
-      : tensor(θ.flatMap((v) => new Array<number>(cfg.d_sae).fill(v)), { dtype: p.W_enc.dtype, shape: [θ.length, cfg.d_sae], backend: p.W_enc.backend });
+      : tensor(θ.flatMap((v) => new Array<number>(cfg.d_sae).fill(v)), {
+        dtype: p.W_enc.dtype,
+        shape: [θ.length, cfg.d_sae],
+        backend: p.W_enc.backend,
+      });
   }
   await saveSafetensors(join(dir, WEIGHTS_FILE), tensors, { format: "pt" });
   if (thresholdArch) tensors.threshold?.dispose();
@@ -73,7 +88,13 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
     d_in: cfg.d_in,
     d_sae: cfg.d_sae,
     ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
-    dtype: p.W_enc.dtype === "f64" ? "float64" : p.W_enc.dtype === "bf16" ? "bfloat16" : p.W_enc.dtype === "f16" ? "float16" : "float32",
+    dtype: p.W_enc.dtype === "f64"
+      ? "float64"
+      : p.W_enc.dtype === "bf16"
+      ? "bfloat16"
+      : p.W_enc.dtype === "f16"
+      ? "float16"
+      : "float32",
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
     ...(["topk", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
     ...(isCrosscoder(cfg) ? crosscoderJson(cfg) : {}),
@@ -110,7 +131,20 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       throw e;
     }
   };
-  const known = new Set(["architecture", "d_in", "d_sae", "d_out", "dtype", "apply_b_dec_to_input", "k", "normalize_activations", "sparsecoder", "metrics", "n_inputs", "partition"]);
+  const known = new Set([
+    "architecture",
+    "d_in",
+    "d_sae",
+    "d_out",
+    "dtype",
+    "apply_b_dec_to_input",
+    "k",
+    "normalize_activations",
+    "sparsecoder",
+    "metrics",
+    "n_inputs",
+    "partition",
+  ]);
   const extra = Object.fromEntries(Object.entries(raw).filter(([k]) => !known.has(k)));
   if (ours) {
     const { threshold: _t, ...c } = ours;
@@ -118,9 +152,17 @@ export async function loadSae(dir: string): Promise<SavedSae> {
   } else {
     // SAELens folds these into its own forward pass; encoding without them would be silently wrong.
     const norm = raw.normalize_activations;
-    need(norm === undefined || norm === null || norm === "none", `${cfgPath}: normalize_activations ${JSON.stringify(norm)} is not supported (only "none")`);
+    need(
+      norm === undefined || norm === null || norm === "none",
+      `${cfgPath}: normalize_activations ${JSON.stringify(norm)} is not supported (only "none")`,
+    );
     const arch = FROM_SAELENS[String(raw.architecture ?? "standard")];
-    need(arch, `${cfgPath}: architecture ${JSON.stringify(raw.architecture)} is not one of ${Object.keys(FROM_SAELENS).join(", ")}`);
+    need(
+      arch,
+      `${cfgPath}: architecture ${JSON.stringify(raw.architecture)} is not one of ${
+        Object.keys(FROM_SAELENS).join(", ")
+      }`,
+    );
     const k = raw.k ?? (raw.activation_fn_kwargs as Record<string, unknown> | undefined)?.k;
     cfg = resolveFrom({
       arch,
@@ -128,7 +170,9 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       d_sae: raw.d_sae as number,
       ...(raw.d_out !== undefined ? { d_out: raw.d_out as number } : {}),
       ...(k !== undefined ? { k: k as number } : {}),
-      apply_b_dec_to_input: raw.apply_b_dec_to_input === undefined ? arch !== "jumprelu" : Boolean(raw.apply_b_dec_to_input),
+      apply_b_dec_to_input: raw.apply_b_dec_to_input === undefined
+        ? arch !== "jumprelu"
+        : Boolean(raw.apply_b_dec_to_input),
       extra,
     });
   }
@@ -136,27 +180,59 @@ export async function loadSae(dir: string): Promise<SavedSae> {
     W_enc: [cfg.d_in, cfg.d_sae],
     W_dec: [cfg.d_sae, cfg.d_out],
     b_dec: [cfg.d_out],
-    ...(cfg.arch === "gated" ? { b_gate: [cfg.d_sae], b_mag: [cfg.d_sae], r_mag: [cfg.d_sae] } : { b_enc: [cfg.d_sae] }),
+    ...(cfg.arch === "gated"
+      ? { b_gate: [cfg.d_sae], b_mag: [cfg.d_sae], r_mag: [cfg.d_sae] }
+      : { b_enc: [cfg.d_sae] }),
     ...(cfg.arch === "jumprelu" ? { threshold: [cfg.d_sae] } : {}),
   };
   for (const [name, shape] of Object.entries(expect)) {
     const t = tensors[name];
-    need(t, `${wPath}: missing tensor "${name}" for a ${cfg.arch} dictionary (has ${Object.keys(tensors).join(", ")})`);
-    need(shapesEqual(t.shape, shape), `${wPath}: tensor "${name}" has shape ${fmt(t.shape)}, expected ${fmt(shape)} from ${CFG_FILE}`);
+    need(
+      t,
+      `${wPath}: missing tensor "${name}" for a ${cfg.arch} dictionary (has ${
+        Object.keys(tensors).join(", ")
+      })`,
+    );
+    need(
+      shapesEqual(t.shape, shape),
+      `${wPath}: tensor "${name}" has shape ${fmt(t.shape)}, expected ${
+        fmt(shape)
+      } from ${CFG_FILE}`,
+    );
   }
   // Storage dtypes (f16/bf16) compute in f32, as everywhere else.
   const toF32 = (t: Tensor) => (t.dtype === "f16" || t.dtype === "bf16" ? cast(t, "f32") : t);
-  const params: SaeParams = { W_enc: toF32(tensors.W_enc), W_dec: toF32(tensors.W_dec), b_dec: toF32(tensors.b_dec) };
-  for (const k of ["b_enc", "b_gate", "b_mag", "r_mag"] as const) if (tensors[k]) params[k] = toF32(tensors[k]);
+  const params: SaeParams = {
+    W_enc: toF32(tensors.W_enc),
+    W_dec: toF32(tensors.W_dec),
+    b_dec: toF32(tensors.b_dec),
+  };
+  for (const k of ["b_enc", "b_gate", "b_mag", "r_mag"] as const) {
+    if (tensors[k]) params[k] = toF32(tensors[k]);
+  }
   if (cfg.arch === "jumprelu") params.threshold = toF32(tensors.threshold);
-  if (isCrosscoder(cfg)) await checkLoadedCrosscoder(raw, cfg, params, cfgPath, wPath, (m) => need(false, m) as never);
+  if (isCrosscoder(cfg)) {
+    await checkLoadedCrosscoder(raw, cfg, params, cfgPath, wPath, (m) => need(false, m) as never);
+  }
   let threshold: Threshold | undefined;
-  if (ours?.threshold !== undefined) threshold = parseThreshold(ours.threshold, cfg, `${cfgPath}: sparsecoder`);
-  else if (usesThreshold(cfg) && tensors.threshold) {
+  if (ours?.threshold !== undefined) {
+    threshold = parseThreshold(ours.threshold, cfg, `${cfgPath}: sparsecoder`);
+  } else if (usesThreshold(cfg) && tensors.threshold) {
     // A θ tensor without our config field (SAELens' BatchTopK as JumpReLU): uniform per feature.
     const v = await tensors.threshold.data();
-    threshold = parseThreshold(tensors.threshold.ndim === 2 ? Array.from({ length: tensors.threshold.shape[0] }, (_, l) => v[l * cfg.d_sae]) : v[0], cfg, `${wPath}: tensor "threshold"`);
+    threshold = parseThreshold(
+      tensors.threshold.ndim === 2
+        ? Array.from({ length: tensors.threshold.shape[0] }, (_, l) => v[l * cfg.d_sae])
+        : v[0],
+      cfg,
+      `${wPath}: tensor "threshold"`,
+    );
   }
   if (cfg.arch !== "jumprelu") tensors.threshold?.dispose();
-  return { params, cfg, ...(threshold !== undefined ? { threshold } : {}), ...(raw.metrics ? { metrics: raw.metrics as Record<string, unknown> } : {}) };
+  return {
+    params,
+    cfg,
+    ...(threshold !== undefined ? { threshold } : {}),
+    ...(raw.metrics ? { metrics: raw.metrics as Record<string, unknown> } : {}),
+  };
 }

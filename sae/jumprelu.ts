@@ -16,12 +16,20 @@ import { preActivations } from "./topk_encode.ts";
 import { initParams } from "./params.ts";
 
 /** rect((pre − θ)/ε): 1 strictly inside the window of half-width ε/2 around θ. */
-const rect = (pre: Tensor, theta: Tensor, eps: number) => cast(lt(abs(div(sub(pre, theta), eps)), 0.5), pre.dtype);
+const rect = (pre: Tensor, theta: Tensor, eps: number) =>
+  cast(lt(abs(div(sub(pre, theta), eps)), 0.5), pre.dtype);
 
 export function jumpRelu(pre: Tensor, theta: Tensor, eps: number): Tensor {
   return customVjp(
-    (x: Tensor, th: Tensor) => [mul(x, cast(gt(x, th), x.dtype)), { x, th }] as [Tensor, { x: Tensor; th: Tensor }],
-    ({ x, th }, g) => [mul(g, cast(gt(x, th), x.dtype)), sum(mul(mul(neg(div(th, eps)), rect(x, th, eps)), g), 0)],
+    (x: Tensor, th: Tensor) =>
+      [mul(x, cast(gt(x, th), x.dtype)), { x, th }] as [Tensor, { x: Tensor; th: Tensor }],
+    (
+      { x, th },
+      g,
+    ) => [
+      mul(g, cast(gt(x, th), x.dtype)),
+      sum(mul(mul(neg(div(th, eps)), rect(x, th, eps)), g), 0),
+    ],
     "jumpRelu",
   )(pre, theta);
 }
@@ -29,7 +37,8 @@ export function jumpRelu(pre: Tensor, theta: Tensor, eps: number): Tensor {
 /** H(pre − θ) with the straight-through gradient to θ only. */
 export function jumpStep(pre: Tensor, theta: Tensor, eps: number): Tensor {
   return customVjp(
-    (x: Tensor, th: Tensor) => [cast(gt(x, th), x.dtype), { x, th }] as [Tensor, { x: Tensor; th: Tensor }],
+    (x: Tensor, th: Tensor) =>
+      [cast(gt(x, th), x.dtype), { x, th }] as [Tensor, { x: Tensor; th: Tensor }],
     ({ x, th }, g) => [null, sum(mul(mul(rect(x, th, eps), -1 / eps), g), 0)],
     "jumpStep",
   )(pre, theta);

@@ -15,7 +15,12 @@ export function reconstruction(x: Tensor, xhat: Tensor): Tensor {
  * mean‖f‖₁, or with decoder-norm weighting mean Σᵢ fᵢ‖W_dec[i]‖. Codes known to be non-negative
  * (ReLU outputs) skip the abs, saving a forward and a backward pass over [B, F].
  */
-export function l1Penalty(f: Tensor, W_dec: Tensor, variant: "plain" | "decoder_norm", nonNegative = false): Tensor {
+export function l1Penalty(
+  f: Tensor,
+  W_dec: Tensor,
+  variant: "plain" | "decoder_norm",
+  nonNegative = false,
+): Tensor {
   const a = nonNegative ? f : abs(f);
   if (variant === "plain") return mean(sum(a, -1));
   // Σᵢ fᵢ‖W_dec[i]‖ per row is a mat-vec: one BLAS read of f forward and backward.
@@ -36,7 +41,13 @@ export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Tensor): Tensor {
 }
 
 /** SAELens's AuxK: the dead code decoded with b_dec against the residual, scaled by min(#dead/k_aux, 1). */
-export function auxkLossSaeLens(residual: Tensor, aux: Coo, W_dec: Tensor, b_dec: Tensor, scale: number): Tensor {
+export function auxkLossSaeLens(
+  residual: Tensor,
+  aux: Coo,
+  W_dec: Tensor,
+  b_dec: Tensor,
+  scale: number,
+): Tensor {
   const ehat = add(spmm(aux, W_dec, residual.shape[0]), b_dec);
   return mul(mean(sum(square(sub(ehat, residual)), -1)), scale);
 }

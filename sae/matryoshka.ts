@@ -20,18 +20,30 @@ export const matryoshkaSae: Architecture = {
   encodeInference: batchTopkSae.encodeInference,
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),
   loss(p, { x, y }, cfg, ctx) {
-    return topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => batchTopkSelect(pre, cfg.k * x.shape[0]), (code, target) => {
-      const coo = (code as Extract<Code, { kind: "coo" }>).coo;
-      let total: Tensor | null = null, xhat: Tensor | null = null, end = 0;
-      cfg.matryoshka_groups.forEach((g, m) => {
-        end += g;
-        const keep = cast(lt(coo.cols, end), coo.values.dtype);
-        const prefix: Code = { kind: "coo", coo: { ...coo, values: mul(coo.values, keep) }, batch: code.kind === "coo" ? code.batch : 0 };
-        xhat = decodeWith(prefix, p.W_dec, p.b_dec);
-        const term = mul(reconstruction(target, xhat), cfg.matryoshka_weights[m]);
-        total = total ? add(total, term) : term;
-      });
-      return { recon: total!, xhat: xhat! };
-    });
+    return topkFamilyLoss(
+      p,
+      x,
+      y ?? x,
+      cfg,
+      ctx,
+      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0]),
+      (code, target) => {
+        const coo = (code as Extract<Code, { kind: "coo" }>).coo;
+        let total: Tensor | null = null, xhat: Tensor | null = null, end = 0;
+        cfg.matryoshka_groups.forEach((g, m) => {
+          end += g;
+          const keep = cast(lt(coo.cols, end), coo.values.dtype);
+          const prefix: Code = {
+            kind: "coo",
+            coo: { ...coo, values: mul(coo.values, keep) },
+            batch: code.kind === "coo" ? code.batch : 0,
+          };
+          xhat = decodeWith(prefix, p.W_dec, p.b_dec);
+          const term = mul(reconstruction(target, xhat), cfg.matryoshka_weights[m]);
+          total = total ? add(total, term) : term;
+        });
+        return { recon: total!, xhat: xhat! };
+      },
+    );
   },
 };

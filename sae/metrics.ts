@@ -26,7 +26,18 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { zeros } from "../tensor/ops/create.ts";
-import { abs, add, cast, div, gt, maximum, mod, mul, square, sub } from "../tensor/ops/elementwise.ts";
+import {
+  abs,
+  add,
+  cast,
+  div,
+  gt,
+  maximum,
+  mod,
+  mul,
+  square,
+  sub,
+} from "../tensor/ops/elementwise.ts";
 import { scatterAdd } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { max, mean, norm, sum } from "../tensor/ops/reduce.ts";
@@ -91,14 +102,21 @@ export const DEFAULT_DENSE_THRESHOLD = 0.1;
 const HIST_BINS = 50, HIST_LO = -10, HIST_HI = 0, DENSITY_EPS = 1e-10;
 
 /** Fixed bin edges, so histograms from different runs line up. */
-export const DENSITY_EDGES: readonly number[] = Array.from({ length: HIST_BINS + 1 }, (_, i) => HIST_LO + (i * (HIST_HI - HIST_LO)) / HIST_BINS);
+export const DENSITY_EDGES: readonly number[] = Array.from(
+  { length: HIST_BINS + 1 },
+  (_, i) => HIST_LO + (i * (HIST_HI - HIST_LO)) / HIST_BINS,
+);
 
 // ---- validation -------------------------------------------------------------------------------
 
 function expectShape(what: string, t: Tensor | undefined, expected: number[], names: string): void {
-  if (!t) throw new TypeError(`evaluate: ${what} is missing (expected ${names} = ${fmt(expected)})`);
+  if (!t) {
+    throw new TypeError(`evaluate: ${what} is missing (expected ${names} = ${fmt(expected)})`);
+  }
   if (t.ndim !== expected.length || t.shape.some((s, i) => s !== expected[i])) {
-    throw new ShapeError(`evaluate: ${what} has shape ${fmt(t.shape)}, expected ${names} = ${fmt(expected)}`);
+    throw new ShapeError(
+      `evaluate: ${what} has shape ${fmt(t.shape)}, expected ${names} = ${fmt(expected)}`,
+    );
   }
 }
 
@@ -114,15 +132,37 @@ function checkBatch(b: Batch, i: number, cfg: SaeConfig): { layers: number } {
   const { x, y } = b;
   const at = `batch ${i}`;
   if (cfg.arch === "mlsae") {
-    if (x.ndim !== 3 || x.shape[2] !== cfg.d_in) throw new ShapeError(`evaluate: ${at}: x has shape ${fmt(x.shape)}, expected [batch, layers, d_in = ${cfg.d_in}]`);
-    if (y) throw new TypeError(`evaluate: ${at}: mlsae batches have no targets y (the target is the standardised input)`);
+    if (x.ndim !== 3 || x.shape[2] !== cfg.d_in) {
+      throw new ShapeError(
+        `evaluate: ${at}: x has shape ${
+          fmt(x.shape)
+        }, expected [batch, layers, d_in = ${cfg.d_in}]`,
+      );
+    }
+    if (y) {
+      throw new TypeError(
+        `evaluate: ${at}: mlsae batches have no targets y (the target is the standardised input)`,
+      );
+    }
     return { layers: x.shape[1] };
   }
-  if (x.ndim !== 2 || x.shape[1] !== cfg.d_in) throw new ShapeError(`evaluate: ${at}: x has shape ${fmt(x.shape)}, expected [batch, d_in = ${cfg.d_in}]`);
-  if (cfg.arch === "transcoder" && !y) throw new TypeError(`evaluate: ${at}: transcoder batches need targets y [batch, d_out = ${cfg.d_out}]`);
+  if (x.ndim !== 2 || x.shape[1] !== cfg.d_in) {
+    throw new ShapeError(
+      `evaluate: ${at}: x has shape ${fmt(x.shape)}, expected [batch, d_in = ${cfg.d_in}]`,
+    );
+  }
+  if (cfg.arch === "transcoder" && !y) {
+    throw new TypeError(
+      `evaluate: ${at}: transcoder batches need targets y [batch, d_out = ${cfg.d_out}]`,
+    );
+  }
   const target = y ?? x;
   if (target.ndim !== 2 || target.shape[0] !== x.shape[0] || target.shape[1] !== cfg.d_out) {
-    throw new ShapeError(`evaluate: ${at}: ${y ? "y" : "x (the target when y is absent)"} has shape ${fmt(target.shape)}, expected [${x.shape[0]}, d_out = ${cfg.d_out}]`);
+    throw new ShapeError(
+      `evaluate: ${at}: ${y ? "y" : "x (the target when y is absent)"} has shape ${
+        fmt(target.shape)
+      }, expected [${x.shape[0]}, d_out = ${cfg.d_out}]`,
+    );
   }
   return { layers: 1 };
 }
@@ -141,9 +181,17 @@ interface BatchTensors {
   layerAct: Tensor | null;
 }
 
-function reduceBatch(p: SaeParams, cfg: SaeConfig, b: Batch, layers: number, opts: EvalOptions): BatchTensors {
+function reduceBatch(
+  p: SaeParams,
+  cfg: SaeConfig,
+  b: Batch,
+  layers: number,
+  opts: EvalOptions,
+): BatchTensors {
   const arch = architecture(cfg.arch);
-  const code: Code = opts.useInferenceEncoding === false ? arch.encode(p, b.x, cfg) : arch.encodeInference(p, b.x, cfg, opts.threshold);
+  const code: Code = opts.useInferenceEncoding === false
+    ? arch.encode(p, b.x, cfg)
+    : arch.encodeInference(p, b.x, cfg, opts.threshold);
   const xhat = arch.decode(p, code, cfg);
   const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : (b.y ?? b.x);
   // f64 data stay f64 (tight tests, f64 runs); everything else reads back as f32.
@@ -153,8 +201,17 @@ function reduceBatch(p: SaeParams, cfg: SaeConfig, b: Batch, layers: number, opt
   const r = sub(x, xh);
 
   const coo = code.kind === "dense" ? null : asCoo(code)!;
-  const l1 = coo ? scatterAdd(zeros([N], acc), coo.rows, cast(abs(coo.values), acc), 0) : sum(cast(abs(toDense(code, F)), acc), -1);
-  const rowStats = stack([sum(square(r), -1), sum(square(x), -1), sum(square(xh), -1), sum(mul(x, xh), -1), l1, cast(l0PerRow(code), acc)]);
+  const l1 = coo
+    ? scatterAdd(zeros([N], acc), coo.rows, cast(abs(coo.values), acc), 0)
+    : sum(cast(abs(toDense(code, F)), acc), -1);
+  const rowStats = stack([
+    sum(square(r), -1),
+    sum(square(x), -1),
+    sum(square(xh), -1),
+    sum(mul(x, xh), -1),
+    l1,
+    cast(l0PerRow(code), acc),
+  ]);
 
   // Per-layer, per-dimension mean and centred sum of squares; L = 1 outside MLSAE.
   const centred = (v: Tensor) => {
@@ -169,7 +226,12 @@ function reduceBatch(p: SaeParams, cfg: SaeConfig, b: Batch, layers: number, opt
     const vals = cast(coo.values, acc);
     fired = scatterAdd(zeros([F], acc), coo.cols, cast(gt(vals, 0), acc), 0);
     // Row i of the flattened MLSAE batch is layer i mod L.
-    if (cfg.arch === "mlsae") layerAct = reshape(scatterAdd(zeros([layers * F], acc), add(mul(mod(coo.rows, layers), F), coo.cols), vals, 0), [layers, F]);
+    if (cfg.arch === "mlsae") {
+      layerAct = reshape(
+        scatterAdd(zeros([layers * F], acc), add(mul(mod(coo.rows, layers), F), coo.cols), vals, 0),
+        [layers, F],
+      );
+    }
   } else {
     const f = cast(toDense(code, F), acc);
     fired = sum(cast(gt(f, 0), acc), 0);
@@ -245,17 +307,32 @@ function histogram(freq: Float64Array): { edges: number[]; counts: number[] } {
  * owns them); without `threshold`, BatchTopK codes depend on the batch, so results then depend on
  * how the data are batched.
  */
-export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Iterable<Batch> | AsyncIterable<Batch>, opts: EvalOptions = {}): Promise<EvalMetrics> {
-  if (isCrosscoder(cfg)) throw new TypeError(`evaluate: ${cfg.arch} reads [batch, inputs, d] data; use evaluateCrosscoder (sae/crosscoder_eval.ts)`);
+export async function evaluate(
+  params: SaeParams,
+  cfg: SaeConfig,
+  batches: Iterable<Batch> | AsyncIterable<Batch>,
+  opts: EvalOptions = {},
+): Promise<EvalMetrics> {
+  if (isCrosscoder(cfg)) {
+    throw new TypeError(
+      `evaluate: ${cfg.arch} reads [batch, inputs, d] data; use evaluateCrosscoder (sae/crosscoder_eval.ts)`,
+    );
+  }
   checkParams(params, cfg);
   const denseThreshold = opts.denseThreshold ?? DEFAULT_DENSE_THRESHOLD;
-  if (!(denseThreshold >= 0 && denseThreshold <= 1)) throw new RangeError(`evaluate: denseThreshold must be in [0, 1], got ${denseThreshold}`);
-  if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) throw new RangeError(`evaluate: threshold must be a finite number, got ${opts.threshold}`);
+  if (!(denseThreshold >= 0 && denseThreshold <= 1)) {
+    throw new RangeError(`evaluate: denseThreshold must be in [0, 1], got ${denseThreshold}`);
+  }
+  if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) {
+    throw new RangeError(`evaluate: threshold must be a finite number, got ${opts.threshold}`);
+  }
   const F = cfg.d_sae, d = cfg.d_out, isMl = cfg.arch === "mlsae";
 
   let tokens = 0, L = 0, index = 0;
   let sR2 = 0, sRnorm = 0, sXh2 = 0, sXXh = 0, sL1 = 0, sL0 = 0, sCos = 0, sRatio = 0, nRatio = 0;
-  let layerR2: Float64Array | null = null, layerL0: Float64Array | null = null, layerAct: Float64Array | null = null;
+  let layerR2: Float64Array | null = null,
+    layerL0: Float64Array | null = null,
+    layerAct: Float64Array | null = null;
   const fired = new Float64Array(F);
   let xMom: Moments | null = null, rMom: Moments | null = null;
 
@@ -268,7 +345,11 @@ export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Itera
       layerR2 = new Float64Array(L);
       layerL0 = new Float64Array(L);
       if (isMl) layerAct = new Float64Array(L * F);
-    } else if (layers !== L) throw new ShapeError(`evaluate: batch ${index}: x has ${layers} layers, earlier batches had ${L}`);
+    } else if (layers !== L) {
+      throw new ShapeError(
+        `evaluate: batch ${index}: x has ${layers} layers, earlier batches had ${L}`,
+      );
+    }
     index++;
     const N = batch.x.shape[0] * layers;
     if (N === 0) continue;
@@ -276,13 +357,22 @@ export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Itera
     const out = tidy(() => reduceBatch(params, cfg, batch, layers, opts));
     let rows, dims, fb, la;
     try {
-      [rows, dims, fb, la] = await Promise.all([out.rows.data(), out.dims.data(), out.fired.data(), out.layerAct?.data()]);
+      [rows, dims, fb, la] = await Promise.all([
+        out.rows.data(),
+        out.dims.data(),
+        out.fired.data(),
+        out.layerAct?.data(),
+      ]);
     } finally {
       dispose(out);
     }
 
     for (let i = 0; i < N; i++) {
-      const r2 = rows[i], x2 = rows[N + i], xh2 = rows[2 * N + i], xxh = rows[3 * N + i], l0 = rows[5 * N + i];
+      const r2 = rows[i],
+        x2 = rows[N + i],
+        xh2 = rows[2 * N + i],
+        xxh = rows[3 * N + i],
+        l0 = rows[5 * N + i];
       sR2 += r2;
       sRnorm += Math.sqrt(r2);
       sXh2 += xh2;
@@ -304,7 +394,7 @@ export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Itera
     xMom!.merge(nb, dims.subarray(0, block), dims.subarray(block, 2 * block));
     rMom!.merge(nb, dims.subarray(2 * block, 3 * block), dims.subarray(3 * block, 4 * block));
     for (let j = 0; j < F; j++) fired[j] += fb[j];
-    if (la && layerAct) for (let j = 0; j < la.length; j++) layerAct[j] += la[j];
+    if (la && layerAct) { for (let j = 0; j < la.length; j++) layerAct[j] += la[j]; }
     tokens += N;
   }
   if (tokens === 0) throw new RangeError("evaluate: the batches hold no tokens");
@@ -347,7 +437,11 @@ export async function evaluate(params: SaeParams, cfg: SaeConfig, batches: Itera
 }
 
 /** For each latent: mean and std of the layer index under p_l = act_l / Σ act (NaN if it never fires). */
-function layerDistribution(act: Float64Array, L: number, F: number): { mean: Float64Array; std: Float64Array } {
+function layerDistribution(
+  act: Float64Array,
+  L: number,
+  F: number,
+): { mean: Float64Array; std: Float64Array } {
   const mu = new Float64Array(F), sd = new Float64Array(F);
   for (let j = 0; j < F; j++) {
     let s = 0, s1 = 0;
@@ -375,12 +469,24 @@ function layerDistribution(act: Float64Array, L: number, F: number): { mean: Flo
  * also returned per row. Rows of zero norm have cosine 0 with everything. The [Fa, Fb] similarity
  * matrix is built `chunkRows` rows of a at a time, so two large dictionaries fit in memory.
  */
-export async function mmcs(a: Tensor, b: Tensor, opts: { chunkRows?: number } = {}): Promise<{ mmcs: number; best: Float32Array }> {
+export async function mmcs(
+  a: Tensor,
+  b: Tensor,
+  opts: { chunkRows?: number } = {},
+): Promise<{ mmcs: number; best: Float32Array }> {
   if (a.ndim !== 2 || b.ndim !== 2 || a.shape[1] !== b.shape[1]) {
-    throw new ShapeError(`mmcs: a and b must be [features, d] with the same d, got a ${fmt(a.shape)} and b ${fmt(b.shape)}`);
+    throw new ShapeError(
+      `mmcs: a and b must be [features, d] with the same d, got a ${fmt(a.shape)} and b ${
+        fmt(b.shape)
+      }`,
+    );
   }
   const [Fa] = a.shape, Fb = b.shape[0];
-  if (Fa === 0 || Fb === 0) throw new ShapeError(`mmcs: a ${fmt(a.shape)} and b ${fmt(b.shape)} need at least one row each`);
+  if (Fa === 0 || Fb === 0) {
+    throw new ShapeError(
+      `mmcs: a ${fmt(a.shape)} and b ${fmt(b.shape)} need at least one row each`,
+    );
+  }
   // About 16M similarities per chunk.
   const chunk = Math.max(1, opts.chunkRows ?? Math.floor(2 ** 24 / Fb));
   const unit = (w: Tensor) => div(w, maximum(norm(w, -1, { keepdims: true }), 1e-30));
@@ -389,7 +495,9 @@ export async function mmcs(a: Tensor, b: Tensor, opts: { chunkRows?: number } = 
   let total = 0;
   try {
     for (let s = 0; s < Fa; s += chunk) {
-      const m = tidy(() => max(matmul(unit(cast(sliceAxis(a, 0, s, Math.min(Fa, s + chunk)), bt.dtype)), bt), -1));
+      const m = tidy(() =>
+        max(matmul(unit(cast(sliceAxis(a, 0, s, Math.min(Fa, s + chunk)), bt.dtype)), bt), -1)
+      );
       try {
         const v = await m.data();
         for (let i = 0; i < v.length; i++) {
@@ -412,7 +520,9 @@ const num = (v: number): string => {
   if (Number.isNaN(v)) return "NaN";
   if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
-  return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(4) : v.toFixed(6).replace(/0+$/, "").replace(/\.$/, "");
+  return a !== 0 && (a < 1e-3 || a >= 1e6)
+    ? v.toExponential(4)
+    : v.toFixed(6).replace(/0+$/, "").replace(/\.$/, "");
 };
 
 const BLOCKS = " ▁▂▃▄▅▆▇█";
@@ -436,20 +546,29 @@ export function formatMetricsTable(m: EvalMetrics): string {
   ];
   if (m.per_layer) {
     m.per_layer.fvu.forEach((_, l) => {
-      rows.push([`layer ${l} fvu`, num(m.per_layer!.fvu[l])], [`layer ${l} mse`, num(m.per_layer!.mse[l])], [`layer ${l} l0`, num(m.per_layer!.l0[l])]);
+      rows.push([`layer ${l} fvu`, num(m.per_layer!.fvu[l])], [
+        `layer ${l} mse`,
+        num(m.per_layer!.mse[l]),
+      ], [`layer ${l} l0`, num(m.per_layer!.l0[l])]);
     });
   }
   if (m.latent_layer_distribution) {
     const means = Array.from(m.latent_layer_distribution.mean).filter((v) => !Number.isNaN(v));
     const stds = Array.from(m.latent_layer_distribution.std).filter((v) => !Number.isNaN(v));
     const avg = (xs: number[]) => (xs.length ? xs.reduce((s, v) => s + v, 0) / xs.length : NaN);
-    rows.push(["latent mean layer (avg over alive)", num(avg(means))], ["latent layer std (avg over alive)", num(avg(stds))]);
+    rows.push(["latent mean layer (avg over alive)", num(avg(means))], [
+      "latent layer std (avg over alive)",
+      num(avg(stds)),
+    ]);
   }
   const { edges, counts } = m.density_histogram;
   const top = Math.max(1, ...counts);
-  const spark = counts.map((c) => BLOCKS[c === 0 ? 0 : Math.max(1, Math.round((c / top) * (BLOCKS.length - 1)))]).join("");
+  const spark = counts.map((c) =>
+    BLOCKS[c === 0 ? 0 : Math.max(1, Math.round((c / top) * (BLOCKS.length - 1)))]
+  ).join("");
   rows.push([`log10 density [${edges[0]}, ${edges[edges.length - 1]}]`, spark]);
   const w = Math.max(...rows.map(([k]) => k.length));
   const line = "-".repeat(w) + "  " + "-".repeat(Math.max(5, ...rows.map(([, v]) => v.length)));
-  return [`${"metric".padEnd(w)}  value`, line, ...rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`)].join("\n");
+  return [`${"metric".padEnd(w)}  value`, line, ...rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`)]
+    .join("\n");
 }

@@ -25,7 +25,9 @@ export function standardize(x: Tensor): Tensor {
 }
 
 function flatTokens(x: Tensor, cfg: SaeConfig): Tensor {
-  if (x.ndim !== 3 || x.shape[2] !== cfg.d_in) throw new ShapeError(`mlsae: inputs must be [batch, layers, ${cfg.d_in}], got ${fmt(x.shape)}`);
+  if (x.ndim !== 3 || x.shape[2] !== cfg.d_in) {
+    throw new ShapeError(`mlsae: inputs must be [batch, layers, ${cfg.d_in}], got ${fmt(x.shape)}`);
+  }
   return reshape(standardize(x), [-1, cfg.d_in]);
 }
 

@@ -6,7 +6,13 @@ export { architecture, ARCHITECTURES } from "./architectures.ts";
 export * from "./params.ts";
 export * from "./code.ts";
 export * from "./losses.ts";
-export { batchTopkEncode, preActivations, sparseDecode, sparseEncoder, topkEncode } from "./topk_encode.ts";
+export {
+  batchTopkEncode,
+  preActivations,
+  sparseDecode,
+  sparseEncoder,
+  topkEncode,
+} from "./topk_encode.ts";
 export type { TopKCode } from "./topk_encode.ts";
 export { jumpRelu, jumpStep } from "./jumprelu.ts";
 export { layerFvu, standardize } from "./mlsae.ts";

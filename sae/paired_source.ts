@@ -6,7 +6,8 @@ export function pairedData(src: PairedSource): DataSource {
   const c = src.config;
   return {
     batch: (i, size) => ({ x: src.batch(i, size).x }),
-    describe: () => `synthetic paired: ${c.models} models, d=${c.d}, ${c.nFeatures} true features (${c.exclusive} exclusive per model), seed ${c.seed}`,
+    describe: () =>
+      `synthetic paired: ${c.models} models, d=${c.d}, ${c.nFeatures} true features (${c.exclusive} exclusive per model), seed ${c.seed}`,
     width: c.d,
   };
 }

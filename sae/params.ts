@@ -26,7 +26,10 @@ export interface SaeParams {
 
 /** Where a backend's fused row kernel applies: untraced contiguous float matrices. */
 export const fusable = (...xs: Tensor[]): boolean =>
-  xs.every((x) => x.ndim === 2 && x.isContiguous() && !x._tape && (x.dtype === "f32" || x.dtype === "f64") && x.dtype === xs[0].dtype);
+  xs.every((x) =>
+    x.ndim === 2 && x.isContiguous() && !x._tape && (x.dtype === "f32" || x.dtype === "f64") &&
+    x.dtype === xs[0].dtype
+  );
 
 /** Rows scaled to unit L2 norm (decoder directions); one fused pass where the backend has it. */
 export function unitRows(w: Tensor): Tensor {

@@ -29,13 +29,25 @@ export class PartitionError extends Error {
 
 /** Exclusive shares p_l (each in [0, 1], Σ ≤ 1) → sizes floor(F·p_l) laid out in input order. */
 export function makePartition(features: number, shares: readonly number[]): Partition {
-  if (!Number.isInteger(features) || features <= 0) throw new PartitionError(`makePartition: features must be a positive integer, got ${features}`);
-  if (shares.length === 0) throw new PartitionError("makePartition: need one exclusive share per input, got none");
+  if (!Number.isInteger(features) || features <= 0) {
+    throw new PartitionError(`makePartition: features must be a positive integer, got ${features}`);
+  }
+  if (shares.length === 0) {
+    throw new PartitionError("makePartition: need one exclusive share per input, got none");
+  }
   shares.forEach((p, l) => {
-    if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new PartitionError(`makePartition: shares[${l}] must be a number in [0, 1], got ${JSON.stringify(p)}`);
+    if (typeof p !== "number" || !(p >= 0 && p <= 1)) {
+      throw new PartitionError(
+        `makePartition: shares[${l}] must be a number in [0, 1], got ${JSON.stringify(p)}`,
+      );
+    }
   });
   const total = shares.reduce((a, b) => a + b, 0);
-  if (total > 1) throw new PartitionError(`makePartition: exclusive shares sum to ${total} > 1 (${JSON.stringify(shares)})`);
+  if (total > 1) {
+    throw new PartitionError(
+      `makePartition: exclusive shares sum to ${total} > 1 (${JSON.stringify(shares)})`,
+    );
+  }
   const exclusive: [number, number][] = [];
   let start = 0;
   for (const p of shares) {
@@ -71,29 +83,63 @@ const isRange = (r: unknown): r is [number, number] =>
  * Throw a PartitionError naming the field unless `p` is a well-formed partition of `features`
  * features over `inputs` inputs: ranges in bounds, disjoint, contiguous, covering [0, F).
  */
-export function checkPartition(p: unknown, features?: number, inputs?: number, where = "partition"): Partition {
+export function checkPartition(
+  p: unknown,
+  features?: number,
+  inputs?: number,
+  where = "partition",
+): Partition {
   const bad = (msg: string): never => {
     throw new PartitionError(`${where}: ${msg}`);
   };
-  if (!p || typeof p !== "object") bad(`expected an object {features, exclusive, shared}, got ${JSON.stringify(p)}`);
+  if (!p || typeof p !== "object") {
+    bad(`expected an object {features, exclusive, shared}, got ${JSON.stringify(p)}`);
+  }
   const q = p as Partition;
-  if (!Number.isInteger(q.features) || q.features <= 0) bad(`features must be a positive integer, got ${JSON.stringify(q.features)}`);
-  if (features !== undefined && q.features !== features) bad(`features = ${q.features} but the dictionary has ${features}`);
-  if (!Array.isArray(q.exclusive)) bad(`exclusive must be an array of [start, end) ranges, got ${JSON.stringify(q.exclusive)}`);
-  if (inputs !== undefined && q.exclusive.length !== inputs) bad(`exclusive has ${q.exclusive.length} sets for ${inputs} inputs`);
+  if (!Number.isInteger(q.features) || q.features <= 0) {
+    bad(`features must be a positive integer, got ${JSON.stringify(q.features)}`);
+  }
+  if (features !== undefined && q.features !== features) {
+    bad(`features = ${q.features} but the dictionary has ${features}`);
+  }
+  if (!Array.isArray(q.exclusive)) {
+    bad(`exclusive must be an array of [start, end) ranges, got ${JSON.stringify(q.exclusive)}`);
+  }
+  if (inputs !== undefined && q.exclusive.length !== inputs) {
+    bad(`exclusive has ${q.exclusive.length} sets for ${inputs} inputs`);
+  }
   let at = 0;
   q.exclusive.forEach((r, l) => {
-    if (!isRange(r)) bad(`exclusive[${l}] must be [start, end) with integer start <= end, got ${JSON.stringify(r)}`);
-    if (r[0] !== at) bad(`exclusive[${l}] = ${JSON.stringify(r)} should start at ${at} (sets must be disjoint and contiguous)`);
+    if (!isRange(r)) {
+      bad(
+        `exclusive[${l}] must be [start, end) with integer start <= end, got ${JSON.stringify(r)}`,
+      );
+    }
+    if (r[0] !== at) {
+      bad(
+        `exclusive[${l}] = ${
+          JSON.stringify(r)
+        } should start at ${at} (sets must be disjoint and contiguous)`,
+      );
+    }
     at = r[1];
   });
-  if (!isRange(q.shared)) bad(`shared must be [start, end) with integer start <= end, got ${JSON.stringify(q.shared)}`);
-  if (q.shared[0] !== at || q.shared[1] !== q.features) bad(`shared = ${JSON.stringify(q.shared)} should be [${at}, ${q.features}) so the sets cover every feature once`);
+  if (!isRange(q.shared)) {
+    bad(`shared must be [start, end) with integer start <= end, got ${JSON.stringify(q.shared)}`);
+  }
+  if (q.shared[0] !== at || q.shared[1] !== q.features) {
+    bad(
+      `shared = ${
+        JSON.stringify(q.shared)
+      } should be [${at}, ${q.features}) so the sets cover every feature once`,
+    );
+  }
   return q;
 }
 
 export function partitionsEqual(a: Partition, b: Partition): boolean {
-  return JSON.stringify([a.features, a.exclusive, a.shared]) === JSON.stringify([b.features, b.exclusive, b.shared]);
+  return JSON.stringify([a.features, a.exclusive, a.shared]) ===
+    JSON.stringify([b.features, b.exclusive, b.shared]);
 }
 
 /** Crosscoder weights as the checks read them: W_enc [L, d, F], W_dec [L, F, d]. */
@@ -117,17 +163,27 @@ export interface IntegrityReport {
 function checkWeights(w: CrosscoderWeights, p: Partition, op: string): void {
   const L = p.exclusive.length;
   if (w.W_enc.ndim !== 3 || w.W_enc.shape[0] !== L || w.W_enc.shape[2] !== p.features) {
-    throw new PartitionError(`${op}: W_enc must be [${L}, d, ${p.features}] for this partition, got ${fmt(w.W_enc.shape)}`);
+    throw new PartitionError(
+      `${op}: W_enc must be [${L}, d, ${p.features}] for this partition, got ${fmt(w.W_enc.shape)}`,
+    );
   }
   if (w.W_dec.ndim !== 3 || w.W_dec.shape[0] !== L || w.W_dec.shape[1] !== p.features) {
-    throw new PartitionError(`${op}: W_dec must be [${L}, ${p.features}, d] for this partition, got ${fmt(w.W_dec.shape)}`);
+    throw new PartitionError(
+      `${op}: W_dec must be [${L}, ${p.features}, d] for this partition, got ${fmt(w.W_dec.shape)}`,
+    );
   }
 }
 
 /** Max |w| over forbidden entries, per input and overall; `ok` honours `tolerance` (default 0: exactly zero). */
-export async function verifyPartitionIntegrity(w: CrosscoderWeights, p: Partition, opts: { tolerance?: number } = {}): Promise<IntegrityReport> {
+export async function verifyPartitionIntegrity(
+  w: CrosscoderWeights,
+  p: Partition,
+  opts: { tolerance?: number } = {},
+): Promise<IntegrityReport> {
   const tolerance = opts.tolerance ?? 0;
-  if (!(tolerance >= 0)) throw new PartitionError(`verifyPartitionIntegrity: tolerance must be >= 0, got ${tolerance}`);
+  if (!(tolerance >= 0)) {
+    throw new PartitionError(`verifyPartitionIntegrity: tolerance must be >= 0, got ${tolerance}`);
+  }
   checkPartition(p, undefined, undefined, "verifyPartitionIntegrity: partition");
   checkWeights(w, p, "verifyPartitionIntegrity");
   const inputs: IntegrityReport["inputs"] = [];
@@ -135,12 +191,15 @@ export async function verifyPartitionIntegrity(w: CrosscoderWeights, p: Partitio
     const ranges = forbiddenRanges(p, l);
     const maxes = tidy(() => {
       const enc = sliceAxis(w.W_enc, 0, l, l + 1), dec = sliceAxis(w.W_dec, 0, l, l + 1);
-      return ranges.flatMap(([a, b]) => [max(abs(sliceAxis(enc, 2, a, b))), max(abs(sliceAxis(dec, 1, a, b)))]);
+      return ranges.flatMap((
+        [a, b],
+      ) => [max(abs(sliceAxis(enc, 2, a, b))), max(abs(sliceAxis(dec, 1, a, b)))]);
     });
     const vals = await Promise.all(maxes.map((m) => m.item()));
     dispose(maxes);
     // NaN must not pass for zero: Math.max propagates it, and NaN <= tolerance is false.
-    const pick = (parity: number) => vals.filter((_, i) => i % 2 === parity).reduce((a, b) => Math.max(a, b), 0);
+    const pick = (parity: number) =>
+      vals.filter((_, i) => i % 2 === parity).reduce((a, b) => Math.max(a, b), 0);
     inputs.push({ input: l, encoderMax: pick(0), decoderMax: pick(1) });
   }
   const encoderMax = inputs.reduce((a, r) => Math.max(a, r.encoderMax), 0);
@@ -150,12 +209,23 @@ export async function verifyPartitionIntegrity(w: CrosscoderWeights, p: Partitio
 }
 
 /** Throw a PartitionError saying which input and which matrix break the partition. */
-export async function assertPartitionIntact(w: CrosscoderWeights, p: Partition, opts: { tolerance?: number; where?: string } = {}): Promise<IntegrityReport> {
+export async function assertPartitionIntact(
+  w: CrosscoderWeights,
+  p: Partition,
+  opts: { tolerance?: number; where?: string } = {},
+): Promise<IntegrityReport> {
   const r = await verifyPartitionIntegrity(w, p, opts);
   if (!r.ok) {
-    const worst = r.inputs.filter((i) => !(i.encoderMax <= r.tolerance && i.decoderMax <= r.tolerance))
-      .map((i) => `input ${i.input}: max |W_enc| ${i.encoderMax}, max |W_dec| ${i.decoderMax}`).join("; ");
-    throw new PartitionError(`${opts.where ? opts.where + ": " : ""}partition broken: forbidden weights exceed tolerance ${r.tolerance} (${worst})`);
+    const worst = r.inputs.filter((i) =>
+      !(i.encoderMax <= r.tolerance && i.decoderMax <= r.tolerance)
+    )
+      .map((i) => `input ${i.input}: max |W_enc| ${i.encoderMax}, max |W_dec| ${i.decoderMax}`)
+      .join("; ");
+    throw new PartitionError(
+      `${
+        opts.where ? opts.where + ": " : ""
+      }partition broken: forbidden weights exceed tolerance ${r.tolerance} (${worst})`,
+    );
   }
   return r;
 }

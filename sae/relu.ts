@@ -13,7 +13,8 @@ import { initParams, type SaeParams } from "./params.ts";
 import { preActivations } from "./topk_encode.ts";
 import type { SaeConfig } from "./config.ts";
 
-const pre = (p: SaeParams, x: Tensor, cfg: SaeConfig) => preActivations(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null);
+const pre = (p: SaeParams, x: Tensor, cfg: SaeConfig) =>
+  preActivations(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null);
 
 export function reluCode(p: SaeParams, x: Tensor, cfg: SaeConfig): Tensor {
   return relu(pre(p, x, cfg));
@@ -32,7 +33,9 @@ export const reluSae: Architecture = {
     const recon = reconstruction(target, xhat);
     const sparsity = l1Penalty(f, p.W_dec, cfg.l1_variant, true);
     const loss = add(recon, mul(sparsity, cfg.l1_coefficient * (ctx.l1Scale ?? 1)));
-    if (!(ctx.ghost && ctx.dead && (ctx.numDead ?? 0) > 0)) return [loss, { recon, sparsity, code: { kind: "dense", f }, xhat }];
+    if (!(ctx.ghost && ctx.dead && (ctx.numDead ?? 0) > 0)) {
+      return [loss, { recon, sparsity, code: { kind: "dense", f }, xhat }];
+    }
     const ghost = ghostLoss(a, sub(target, xhat), p.W_dec, ctx.dead, recon);
     return [add(loss, ghost), { recon, sparsity, ghost, code: { kind: "dense", f }, xhat }];
   },

@@ -25,8 +25,10 @@ export interface ReportData {
 }
 
 // Inside <script>, "</" would end the element; "<\/" is the same string to JSON.parse.
-const scriptJson = (v: unknown) => JSON.stringify(v).replace(/<\//g, "<\\/").replace(/<!--/g, "<\\!--");
-const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]!));
+const scriptJson = (v: unknown) =>
+  JSON.stringify(v).replace(/<\//g, "<\\/").replace(/<!--/g, "<\\!--");
+const escapeHtml = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]!));
 
 const PAGE_SCRIPT = `
 const D = JSON.parse(document.getElementById("report-data").textContent);
@@ -57,9 +59,13 @@ if (h && h.counts && h.counts.length) {
 /** The whole page as a string (pure). */
 export function renderReport(d: ReportData, uplot: { js: string; css: string }): string {
   const ev = d.evaluation ?? {};
-  const evalRows = Object.entries(ev).filter(([, v]) => typeof v === "number").map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${Number((v as number).toPrecision(6))}</td></tr>`).join("");
+  const evalRows = Object.entries(ev).filter(([, v]) => typeof v === "number").map(([k, v]) =>
+    `<tr><th>${escapeHtml(k)}</th><td>${Number((v as number).toPrecision(6))}</td></tr>`
+  ).join("");
   const c = d.config ?? {};
-  const cfgRows = ["architecture", "d_in", "d_sae", "d_out", "k", "dtype"].filter((k) => c[k] !== undefined).map((k) => `<tr><th>${k}</th><td>${escapeHtml(String(c[k]))}</td></tr>`).join("");
+  const cfgRows = ["architecture", "d_in", "d_sae", "d_out", "k", "dtype"].filter((k) =>
+    c[k] !== undefined
+  ).map((k) => `<tr><th>${k}</th><td>${escapeHtml(String(c[k]))}</td></tr>`).join("");
   const last = d.steps[d.steps.length - 1];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(d.title)}</title>
@@ -68,10 +74,18 @@ export function renderReport(d: ReportData, uplot: { js: string; css: string }):
 section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 14px}h1{font-size:18px}h2{font-size:15px;margin:0 0 6px}table{border-collapse:collapse}th,td{text-align:left;padding:2px 10px 2px 0;border-bottom:1px solid #e5e7eb}</style>
 </head><body>
 <h1>${escapeHtml(d.title)}</h1>
-<p>${last ? `step ${last.step + 1}: loss ${Number(last.loss.toPrecision(4))}, L0 ${Number(last.l0.toFixed(2))}, FVU ${Number(last.fvu.toFixed(4))}` : "no steps logged yet"}</p>
+<p>${
+    last
+      ? `step ${last.step + 1}: loss ${Number(last.loss.toPrecision(4))}, L0 ${
+        Number(last.l0.toFixed(2))
+      }, FVU ${Number(last.fvu.toFixed(4))}`
+      : "no steps logged yet"
+  }</p>
 <main>
 <section><h2>Dictionary</h2><table>${cfgRows}</table></section>
-<section id="evaluation"><h2>Evaluation</h2>${evalRows ? `<table>${evalRows}</table>` : "<p>not evaluated yet</p>"}</section>
+<section id="evaluation"><h2>Evaluation</h2>${
+    evalRows ? `<table>${evalRows}</table>` : "<p>not evaluated yet</p>"
+  }</section>
 <section><h2>Loss (log scale)</h2><div id="loss-chart"></div></section>
 <section><h2>L0 (active features per token)</h2><div id="l0-chart"></div></section>
 <section><h2>Fraction of variance unexplained</h2><div id="fvu-chart"></div></section>
@@ -91,7 +105,12 @@ async function readOptional(path: string): Promise<string | null> {
 
 /** Read the run folder and write report.html atomically. */
 export async function writeReport(dir: string): Promise<void> {
-  const [cfgText, metricsText, evalText, uplot] = await Promise.all([readOptional(`${dir}/cfg.json`), readOptional(`${dir}/metrics.jsonl`), readOptional(`${dir}/eval.json`), readUplot()]);
+  const [cfgText, metricsText, evalText, uplot] = await Promise.all([
+    readOptional(`${dir}/cfg.json`),
+    readOptional(`${dir}/metrics.jsonl`),
+    readOptional(`${dir}/eval.json`),
+    readUplot(),
+  ]);
   const parse = (text: string | null, what: string) => {
     try {
       return text ? JSON.parse(text) : null;
@@ -107,13 +126,20 @@ export async function writeReport(dir: string): Promise<void> {
       return [];
     }
   });
-  const html = renderReport({ title: `sparsecoder run ${dir}`, config: parse(cfgText, "cfg.json"), steps, evaluation: parse(evalText, "eval.json") }, uplot);
+  const html = renderReport({
+    title: `sparsecoder run ${dir}`,
+    config: parse(cfgText, "cfg.json"),
+    steps,
+    evaluation: parse(evalText, "eval.json"),
+  }, uplot);
   await writeFileAtomic(`${dir}/report.html`, html);
 }
 
 /** For the training driver: a report that cannot be written is a warning, never a failed run. */
 export async function writeReportQuietly(dir: string): Promise<void> {
-  await writeReport(dir).catch((e) => console.error(`warning: report.html not written: ${(e as Error).message}`));
+  await writeReport(dir).catch((e) =>
+    console.error(`warning: report.html not written: ${(e as Error).message}`)
+  );
 }
 
 /**

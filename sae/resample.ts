@@ -7,7 +7,18 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import * as random from "../tensor/random.ts";
 import { ones, tensor, zeros } from "../tensor/ops/create.ts";
-import { add, cast, div, ge, gt, log, maximum, mul, sub, where } from "../tensor/ops/elementwise.ts";
+import {
+  add,
+  cast,
+  div,
+  ge,
+  gt,
+  log,
+  maximum,
+  mul,
+  sub,
+  where,
+} from "../tensor/ops/elementwise.ts";
 import { norm, sum } from "../tensor/ops/reduce.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { broadcastTo, reshape, take, transpose } from "../tensor/ops/shape.ts";
@@ -51,7 +62,13 @@ function zeroMoments(opt: unknown, cols: Tensor): unknown {
 }
 
 /** Resample features silent for at least `deadTokens` tokens; returns the new state and how many. */
-export async function resampleDead(state: TrainState, x: Tensor, xhat: Tensor, deadTokens: number, batch: number): Promise<{ state: TrainState; count: number }> {
+export async function resampleDead(
+  state: TrainState,
+  x: Tensor,
+  xhat: Tensor,
+  deadTokens: number,
+  batch: number,
+): Promise<{ state: TrainState; count: number }> {
   // Under tidy: outside it the comparison's scalar operand would stay allocated after every resample.
   const deadMask = tidy(() => ge(state.sinceFired, deadTokens));
   const deadFlags = await deadMask.data();
@@ -62,7 +79,13 @@ export async function resampleDead(state: TrainState, x: Tensor, xhat: Tensor, d
   const [kSample, kNext] = random.split(state.key);
   const next = tidy(() => {
     const F = state.sinceFired.size;
-    const [, rows] = topk(add(log(maximum(norm(sub(x, xhat), -1), 1e-30)), random.gumbel(kSample, [x.shape[0]], { dtype: x.dtype })), n);
+    const [, rows] = topk(
+      add(
+        log(maximum(norm(sub(x, xhat), -1), 1e-30)),
+        random.gumbel(kSample, [x.shape[0]], { dtype: x.dtype }),
+      ),
+      n,
+    );
     const samples = take(x, rows, 0);
     const idx = tensor(new Int32Array(deadIdx.slice(0, n)));
     const cols = gt(scatterAdd(zeros([F]), idx, ones([n]), 0), 0);
@@ -72,12 +95,30 @@ export async function resampleDead(state: TrainState, x: Tensor, xhat: Tensor, d
     const aliveNorm = div(sum(mul(colNorms, sub(1, alive))), maximum(sub(F, sum(alive)), 1));
     const encCols = transpose(mul(samples, mul(aliveNorm, 0.2)));
     const d = W_enc.shape[0];
-    const enc = scatterAdd(zeros(W_enc.shape), broadcastTo(reshape(idx, [1, n]), [d, n]), encCols, 1);
+    const enc = scatterAdd(
+      zeros(W_enc.shape),
+      broadcastTo(reshape(idx, [1, n]), [d, n]),
+      encCols,
+      1,
+    );
     const unit = div(samples, norm(samples, -1, { keepdims: true }));
-    const dec = scatterAdd(zeros(state.params.W_dec.shape), broadcastTo(reshape(idx, [n, 1]), [n, unit.shape[1]]), unit, 0);
+    const dec = scatterAdd(
+      zeros(state.params.W_dec.shape),
+      broadcastTo(reshape(idx, [n, 1]), [n, unit.shape[1]]),
+      unit,
+      0,
+    );
     const r: Replacement = { cols, enc, dec };
-    return { params: replaceParams(state.params, r), opt: zeroMoments(state.opt, cols), sinceFired: where(cols, 0, state.sinceFired) };
+    return {
+      params: replaceParams(state.params, r),
+      opt: zeroMoments(state.opt, cols),
+      sinceFired: where(cols, 0, state.sinceFired),
+    };
   });
-  disposeReplaced([state.params, state.opt, state.sinceFired], [next.params, next.opt, next.sinceFired]);
+  disposeReplaced([state.params, state.opt, state.sinceFired], [
+    next.params,
+    next.opt,
+    next.sinceFired,
+  ]);
   return { state: { ...state, ...next, key: kNext, numDead: deadIdx.length - n }, count: n };
 }

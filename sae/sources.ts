@@ -25,7 +25,8 @@ export function syntheticData(src: SyntheticSource): DataSource {
   const c = src.config;
   return {
     batch: (i, size) => ({ x: src.batch(i, size).x }),
-    describe: () => `synthetic: d=${c.d}, ${c.nFeatures} true features, ${c.meanActive} active on average, seed ${c.seed}`,
+    describe: () =>
+      `synthetic: d=${c.d}, ${c.nFeatures} true features, ${c.meanActive} active on average, seed ${c.seed}`,
     width: c.d,
     ...(c.layers > 1 ? { layers: c.layers } : {}),
   };
@@ -35,14 +36,23 @@ export function syntheticData(src: SyntheticSource): DataSource {
  * Rows of an in-memory array ([N, d] or [N, L, d]; optional targets y [N, d_out]), reshuffled
  * each epoch by a permutation drawn from foldIn(key, epoch); the last partial batch is dropped.
  */
-export function arrayData(x: Tensor, opts: { y?: Tensor; seed?: number; name?: string } = {}): DataSource {
+export function arrayData(
+  x: Tensor,
+  opts: { y?: Tensor; seed?: number; name?: string } = {},
+): DataSource {
   const N = x.shape[0];
-  if (opts.y && opts.y.shape[0] !== N) throw new RangeError(`arrayData: ${N} inputs but ${opts.y.shape[0]} targets`);
+  if (opts.y && opts.y.shape[0] !== N) {
+    throw new RangeError(`arrayData: ${N} inputs but ${opts.y.shape[0]} targets`);
+  }
   const key = random.key(opts.seed ?? 0);
   let cachedEpoch = -1, perm: Int32Array = new Int32Array(0);
   return {
     batch(index, size) {
-      if (size > N) throw new RangeError(`arrayData: batch size ${size} exceeds the ${N} rows of ${opts.name ?? "the data"}`);
+      if (size > N) {
+        throw new RangeError(
+          `arrayData: batch size ${size} exceeds the ${N} rows of ${opts.name ?? "the data"}`,
+        );
+      }
       const perEpoch = Math.floor(N / size);
       const epoch = Math.floor(index / perEpoch);
       if (epoch !== cachedEpoch) {
@@ -79,7 +89,10 @@ export interface StreamDataOptions {
  * the evaluation after training uses, are read in file order from a separate pass, unshuffled:
  * keep a separate store for a truly held-out evaluation.
  */
-export function streamData(stream: RowStream, opts: StreamDataOptions = {}): DataSource & { buffer(): ShuffleBuffer | null } {
+export function streamData(
+  stream: RowStream,
+  opts: StreamDataOptions = {},
+): DataSource & { buffer(): ShuffleBuffer | null } {
   const shape = stream.rowShape;
   const size = shape.reduce((a, b) => a * b, 1);
   const seed = opts.seed ?? 0;
@@ -135,7 +148,10 @@ export function streamData(stream: RowStream, opts: StreamDataOptions = {}): Dat
       }
       return { x: adoptHostArray(x, "f32", [n, ...shape]) };
     },
-    describe: () => `${opts.name ?? stream.path} (${stream.format}, ${stream.rows ?? "?"} rows of ${shape.join("×")} ${stream.dtype})`,
+    describe: () =>
+      `${opts.name ?? stream.path} (${stream.format}, ${stream.rows ?? "?"} rows of ${
+        shape.join("×")
+      } ${stream.dtype})`,
     width: shape[shape.length - 1],
     ...(shape.length === 2 ? { layers: shape[0] } : {}),
     buffer: () => buf,

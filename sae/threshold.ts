@@ -36,7 +36,11 @@ export function perInput(θ: Threshold, inputs: number): number[] {
  * One EMA step of θ towards this batch's smallest kept positive values `ms` (one per part of θ).
  * A part whose value is not finite (nothing positive was kept) is left as it is.
  */
-export function updateThreshold(θ: Threshold, ms: ArrayLike<number>, rule: (old: number, m: number) => number): Threshold {
+export function updateThreshold(
+  θ: Threshold,
+  ms: ArrayLike<number>,
+  rule: (old: number, m: number) => number,
+): Threshold {
   return mapThreshold(θ, (old, i) => (Number.isFinite(ms[i]) ? rule(old, ms[i]) : old));
 }
 
@@ -50,7 +54,11 @@ export function parseThreshold(v: unknown, cfg: SaeConfig, where: string): Thres
     const L = cfg.n_inputs ?? 1;
     if (Array.isArray(v) && v.length === L && v.every(finite)) return v as number[];
     if (finite(v)) return perInput(v as number, L);
-    throw new RangeError(`${where}: threshold must be ${L} finite numbers (one per input of a decoupled crosscoder), got ${JSON.stringify(v)}`);
+    throw new RangeError(
+      `${where}: threshold must be ${L} finite numbers (one per input of a decoupled crosscoder), got ${
+        JSON.stringify(v)
+      }`,
+    );
   }
   if (finite(v)) return v as number;
   throw new RangeError(`${where}: threshold must be a finite number, got ${JSON.stringify(v)}`);
@@ -59,5 +67,9 @@ export function parseThreshold(v: unknown, cfg: SaeConfig, where: string): Thres
 /** The single θ of an architecture that has one; a per-input θ there is an error naming `op`. */
 export function single(θ: Threshold, op: string): number {
   if (typeof θ === "number") return θ;
-  throw new TypeError(`${op}: expected one threshold, got one per input (${JSON.stringify(θ)}); per-input thresholds belong to decoupled crosscoders`);
+  throw new TypeError(
+    `${op}: expected one threshold, got one per input (${
+      JSON.stringify(θ)
+    }); per-input thresholds belong to decoupled crosscoders`,
+  );
 }

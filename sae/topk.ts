@@ -17,7 +17,13 @@ import { type SelectedCoo, sparseEncoder, topkSelect } from "./topk_encode.ts";
 const inputBias = (p: SaeParams, cfg: SaeConfig) => (cfg.apply_b_dec_to_input ? p.b_dec : null);
 
 /** The main code and, when features are dead, AuxK's code over them, from one encoder matmul. */
-export function encodeWithAux(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: LossContext, selectMain: (pre: Tensor) => Coo): { main: Coo; aux: Coo | null } {
+export function encodeWithAux(
+  p: SaeParams,
+  x: Tensor,
+  cfg: SaeConfig,
+  ctx: LossContext,
+  selectMain: (pre: Tensor) => Coo,
+): { main: Coo; aux: Coo | null } {
   const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
   const withAux = cfg.auxk_alpha > 0 && kAux > 0 && ctx.dead != null;
   const selects: ((pre: Tensor) => SelectedCoo)[] = [selectMain];
@@ -28,10 +34,22 @@ export function encodeWithAux(p: SaeParams, x: Tensor, cfg: SaeConfig, ctx: Loss
 }
 
 /** The AuxK term in the configured variant. */
-export function auxTerm(p: SaeParams, cfg: SaeConfig, ctx: LossContext, residual: Tensor, aux: Coo): Tensor {
+export function auxTerm(
+  p: SaeParams,
+  cfg: SaeConfig,
+  ctx: LossContext,
+  residual: Tensor,
+  aux: Coo,
+): Tensor {
   if (cfg.auxk_variant === "dl") return auxkLoss(residual, aux, p.W_dec);
   const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
-  return auxkLossSaeLens(residual, aux, p.W_dec, p.b_dec, Math.min((ctx.numDead ?? 0) / cfg.auxk_k, 1) * (kAux > 0 ? 1 : 0));
+  return auxkLossSaeLens(
+    residual,
+    aux,
+    p.W_dec,
+    p.b_dec,
+    Math.min((ctx.numDead ?? 0) / cfg.auxk_k, 1) * (kAux > 0 ? 1 : 0),
+  );
 }
 
 /** Reconstruction + α·AuxK for any TopK-family selection; `decodeMain` may weight prefixes (Matryoshka). */
@@ -50,20 +68,33 @@ export function topkFamilyLoss(
   const { main, aux } = encodeWithAux(p, x, cfg, ctx, selectMain);
   const code: Code = { kind: "coo", coo: main, batch: x.shape[0] };
   const r = recon(code, target);
-  if (!aux) return [r.recon, { recon: r.recon, code, xhat: r.xhat }] as [Tensor, { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor }];
+  if (!aux) {
+    return [r.recon, { recon: r.recon, code, xhat: r.xhat }] as [
+      Tensor,
+      { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor },
+    ];
+  }
   const auxk = auxTerm(p, cfg, ctx, stopGradient(sub(target, r.xhat)), aux);
-  return [add(r.recon, mul(auxk, cfg.auxk_alpha)), { recon: r.recon, auxk, code, xhat: r.xhat }] as [Tensor, { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor }];
+  return [add(r.recon, mul(auxk, cfg.auxk_alpha)), {
+    recon: r.recon,
+    auxk,
+    code,
+    xhat: r.xhat,
+  }] as [Tensor, { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor }];
 }
 
 export const topkSae: Architecture = {
   init: initParams,
   encode(p, x, cfg): Code {
-    const [coo] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), [(pre) => topkSelect(pre, cfg.k)]);
+    const [coo] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), [
+      (pre) => topkSelect(pre, cfg.k),
+    ]);
     return { kind: "coo", coo, batch: x.shape[0] };
   },
   encodeInference(p, x, cfg) {
     return topkSae.encode(p, x, cfg);
   },
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),
-  loss: (p, { x, y }, cfg, ctx) => topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => topkSelect(pre, cfg.k)),
+  loss: (p, { x, y }, cfg, ctx) =>
+    topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => topkSelect(pre, cfg.k)),
 };

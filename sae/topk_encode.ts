@@ -12,7 +12,14 @@ import { ones, zeros } from "../tensor/ops/create.ts";
 import { add, floorDiv, mod, mul, neg, relu, step, sub } from "../tensor/ops/elementwise.ts";
 import { scatterAdd, topk } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
-import { concat, contiguous, expandDims, reshape, squeeze, transpose } from "../tensor/ops/shape.ts";
+import {
+  concat,
+  contiguous,
+  expandDims,
+  reshape,
+  squeeze,
+  transpose,
+} from "../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../tensor/ops/sparse.ts";
 
 export interface TopKCode {
@@ -22,7 +29,12 @@ export interface TopKCode {
 }
 
 /** Pre-activations before the top-k selection: (x − b_dec)·W_enc + b_enc. */
-export function preActivations(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null): Tensor {
+export function preActivations(
+  x: Tensor,
+  W_enc: Tensor,
+  b_enc: Tensor,
+  b_dec: Tensor | null,
+): Tensor {
   // (x − b_dec)·W_enc + b_enc, with b_dec folded into the bias: b_dec's gradient is then a
   // mat-vec (W_enc·Σ∂pre) instead of a dense [B, F]·[F, d] product for ∂(x − b_dec).
   if (!b_dec) return add(matmul(x, W_enc), b_enc);
@@ -40,11 +52,19 @@ function affine(x: Tensor, W: Tensor, b: Tensor): Tensor {
 }
 
 /** Gradients of (x, W_enc, b_enc[, b_dec]) from the cotangent `dpre` of the kept pre-activations. */
-function encoderBackward(xin: Tensor, W_enc: Tensor, dpre: Coo, needs: boolean[], withBDec: boolean): (Tensor | null)[] {
+function encoderBackward(
+  xin: Tensor,
+  W_enc: Tensor,
+  dpre: Coo,
+  needs: boolean[],
+  withBDec: boolean,
+): (Tensor | null)[] {
   const [B] = xin.shape;
   const F = W_enc.shape[1];
   const dW = needs[1] ? contiguous(transpose(spmmT(dpre, xin, F))) : null;
-  const db = needs[2] || (withBDec && needs[3]) ? scatterAdd(zeros([F], dpre.values.dtype, dpre.values.backend), dpre.cols, dpre.values, 0) : null;
+  const db = needs[2] || (withBDec && needs[3])
+    ? scatterAdd(zeros([F], dpre.values.dtype, dpre.values.backend), dpre.cols, dpre.values, 0)
+    : null;
   const dx = needs[0] ? spmm(dpre, contiguous(transpose(W_enc)), B) : null;
   // Σ_b ∂xin[b] = W_enc · Σ_b ∂pre[b] = W_enc · ∂b_enc, so b_dec's gradient is a mat-vec.
   const dbDec = withBDec && needs[3] ? neg(matmul(W_enc, db!)) : null;
@@ -61,7 +81,14 @@ type Residuals = { xin: Tensor; W: Tensor; coos: SelectedCoo[] };
  * ReLU). Several selections share the matmul (the main code and AuxK's dead-feature code); their
  * cotangents are concatenated into one sparse backward pass.
  */
-export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, selects: ((pre: Tensor) => SelectedCoo)[]): Coo[] {
+export function sparseEncoder(
+  name: string,
+  x: Tensor,
+  W_enc: Tensor,
+  b_enc: Tensor,
+  b_dec: Tensor | null,
+  selects: ((pre: Tensor) => SelectedCoo)[],
+): Coo[] {
   const withBDec = b_dec !== null;
   const f = customVjp(
     (...args: Tensor[]) => {
@@ -69,10 +96,15 @@ export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Ten
       const xin = withBDec ? sub(xx, bd) : xx;
       const pre = affine(xin, W, b);
       const coos = selects.map((s) => s(pre));
-      return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [Tensor[], Residuals];
+      return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [
+        Tensor[],
+        Residuals,
+      ];
     },
     (r, cts, needs) => {
-      const part = (i: number) => (r.coos[i].linear ? cts[3 * i] : mul(cts[3 * i], step(r.coos[i].values)));
+      const part = (
+        i: number,
+      ) => (r.coos[i].linear ? cts[3 * i] : mul(cts[3 * i], step(r.coos[i].values)));
       const dpre: Coo = r.coos.length === 1 ? { ...r.coos[0], values: part(0) } : {
         rows: concat(r.coos.map((c) => c.rows)),
         cols: concat(r.coos.map((c) => c.cols)),
@@ -83,11 +115,21 @@ export function sparseEncoder(name: string, x: Tensor, W_enc: Tensor, b_enc: Ten
     name,
   );
   const out = withBDec ? f(x, W_enc, b_enc, b_dec!) : f(x, W_enc, b_enc);
-  return selects.map((_, i) => ({ values: out[3 * i], rows: out[3 * i + 1], cols: out[3 * i + 2] }));
+  return selects.map((_, i) => ({
+    values: out[3 * i],
+    rows: out[3 * i + 1],
+    cols: out[3 * i + 2],
+  }));
 }
 
 /** TopK code of x: k features per row. Differentiable in x, W_enc, b_enc and (when given) b_dec. */
-export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, k: number): TopKCode {
+export function topkEncode(
+  x: Tensor,
+  W_enc: Tensor,
+  b_enc: Tensor,
+  b_dec: Tensor | null,
+  k: number,
+): TopKCode {
   const [coo] = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, [(pre) => topkSelect(pre, k)]);
   // The COO entries are the row-major [B, k] code; reshaping keeps the values on the tape.
   const [B] = x.shape;
@@ -95,8 +137,16 @@ export function topkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tenso
 }
 
 /** BatchTopK code: the `total` largest activations of the whole batch, as COO entries. */
-export function batchTopkEncode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | null, total: number): Coo {
-  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, [(pre) => batchTopkSelect(pre, total)])[0];
+export function batchTopkEncode(
+  x: Tensor,
+  W_enc: Tensor,
+  b_enc: Tensor,
+  b_dec: Tensor | null,
+  total: number,
+): Coo {
+  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, [
+    (pre) => batchTopkSelect(pre, total),
+  ])[0];
 }
 
 /** The k largest pre-activations of each row, ReLU'd, as COO entries (row-major [B, k]). */

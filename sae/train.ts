@@ -8,13 +8,31 @@ import type { PRNGKey } from "../tensor/random.ts";
 import * as random from "../tensor/random.ts";
 import { ones, zeros } from "../tensor/ops/create.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
-import { add, cast, div, ge, gt, minimum, mul, square, step, sub, where } from "../tensor/ops/elementwise.ts";
+import {
+  add,
+  cast,
+  div,
+  ge,
+  gt,
+  minimum,
+  mul,
+  square,
+  step,
+  sub,
+  where,
+} from "../tensor/ops/elementwise.ts";
 import { mean, min, sum, variance } from "../tensor/ops/reduce.ts";
 import { scatterAdd } from "../tensor/ops/index.ts";
 import { reshape, squeeze } from "../tensor/ops/shape.ts";
 import { dispose, disposeReplaced, keep, tidy } from "../tensor/scope.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { adam, applyUpdates, chain, clipByGlobalNorm, type GradientTransformation } from "../autodiff/optim.ts";
+import {
+  adam,
+  applyUpdates,
+  chain,
+  clipByGlobalNorm,
+  type GradientTransformation,
+} from "../autodiff/optim.ts";
 import { warmupDecaySchedule } from "../autodiff/schedule.ts";
 import type { Batch, LossAux, LossContext } from "./architecture.ts";
 import { architecture } from "./architectures.ts";
@@ -65,10 +83,16 @@ export interface StepMetrics {
 }
 
 /** Architectures whose inference uses a tracked threshold θ (saved beside the weights). */
-export const usesThreshold = (cfg: SaeConfig) => ["batchtopk", "matryoshka", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
+export const usesThreshold = (cfg: SaeConfig) =>
+  ["batchtopk", "matryoshka", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
 
 export function lrAt(t: TrainConfig, step: number): number {
-  return warmupDecaySchedule({ peak: t.lr, warmupSteps: t.warmup_steps, totalSteps: t.steps, decayStart: t.decay_start ?? undefined })(step);
+  return warmupDecaySchedule({
+    peak: t.lr,
+    warmupSteps: t.warmup_steps,
+    totalSteps: t.steps,
+    decayStart: t.decay_start ?? undefined,
+  })(step);
 }
 
 export function kAt(cfg: SaeConfig, t: TrainConfig, step: number): number {
@@ -77,23 +101,44 @@ export function kAt(cfg: SaeConfig, t: TrainConfig, step: number): number {
 }
 
 function optimizer(t: TrainConfig): GradientTransformation<unknown> {
-  const a = adam({ lr: (s) => lrAt(t, s), b1: t.b1, b2: t.b2, eps: t.eps }) as GradientTransformation<unknown>;
-  return t.grad_clip === null ? a : chain(clipByGlobalNorm(t.grad_clip), a) as GradientTransformation<unknown>;
+  const a = adam({
+    lr: (s) => lrAt(t, s),
+    b1: t.b1,
+    b2: t.b2,
+    eps: t.eps,
+  }) as GradientTransformation<unknown>;
+  return t.grad_clip === null
+    ? a
+    : chain(clipByGlobalNorm(t.grad_clip), a) as GradientTransformation<unknown>;
 }
 
 /** Inputs as the model sees them during training (scaled; MLSAE standardises per token itself). */
 function scaled(batch: Batch, s: TrainState): Batch {
-  return { x: s.scale === 1 ? batch.x : div(batch.x, s.scale), y: batch.y && (s.scaleOut === 1 ? batch.y : div(batch.y, s.scaleOut)) };
+  return {
+    x: s.scale === 1 ? batch.x : div(batch.x, s.scale),
+    y: batch.y && (s.scaleOut === 1 ? batch.y : div(batch.y, s.scaleOut)),
+  };
 }
 
 /**
  * A fresh training state. `first` is a batch (or several) used to estimate the normalisation
  * scale √(mean‖x‖²) and the geometric-median b_dec, as dictionary_learning does.
  */
-export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfig, first: Batch[]): Promise<TrainState> {
+export async function initTrainState(
+  key: PRNGKey,
+  cfg: SaeConfig,
+  t: TrainConfig,
+  first: Batch[],
+): Promise<TrainState> {
   const [kInit, kRun] = random.split(key);
   const params = architecture(cfg.arch).init(kInit, cfg);
-  const rms = async (xs: Tensor[]) => Math.sqrt((await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce((a, b) => a + b, 0) / xs.length);
+  const rms = async (xs: Tensor[]) =>
+    Math.sqrt(
+      (await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce(
+        (a, b) => a + b,
+        0,
+      ) / xs.length,
+    );
   const normalize = t.normalize_activations && cfg.arch !== "mlsae";
   const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
   const scaleOut = normalize && first[0]?.y ? await rms(first.map((b) => b.y!)) : scale;
@@ -111,7 +156,9 @@ export async function initTrainState(key: PRNGKey, cfg: SaeConfig, t: TrainConfi
   if (t.geometric_median_init && first.length) {
     const b = scaled(first[0], state);
     const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
-    const median = isCrosscoder(cfg) ? await perInputGeometricMedian(target) : await geometricMedian(target);
+    const median = isCrosscoder(cfg)
+      ? await perInputGeometricMedian(target)
+      : await geometricMedian(target);
     params.b_dec.dispose();
     params.b_dec = median;
   }
@@ -126,7 +173,10 @@ function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
     const active = step(code.f);
     const [B, Fd] = active.shape;
     const perFeature = squeeze(matmul(ones([1, B], active.dtype, active.backend), active), 0);
-    return { fired: gt(perFeature, 0), l0: mean(matmul(active, ones([Fd, 1], active.dtype, active.backend))) };
+    return {
+      fired: gt(perFeature, 0),
+      l0: mean(matmul(active, ones([Fd, 1], active.dtype, active.backend))),
+    };
   }
   const coo = asCoo(code)!;
   const active = step(coo.values);
@@ -136,13 +186,20 @@ function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
 /** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
 export function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
   const k = g.backend.fused?.projectOutRows;
-  if (k && fusable(g, W_dec) && shapesEqual(g.shape, W_dec.shape)) return wrap(g.backend, k(g.view(), W_dec.view()), g.shape, g.dtype);
+  if (k && fusable(g, W_dec) && shapesEqual(g.shape, W_dec.shape)) {
+    return wrap(g.backend, k(g.view(), W_dec.view()), g.shape, g.dtype);
+  }
   const u = unitRows(W_dec);
   return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
 }
 
 /** One training step. Returns the new state (the old one is left to the caller to dispose). */
-export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig, t: TrainConfig): Promise<{ state: TrainState; metrics: StepMetrics }> {
+export async function trainStep(
+  state: TrainState,
+  batch: Batch,
+  cfg: SaeConfig,
+  t: TrainConfig,
+): Promise<{ state: TrainState; metrics: StepMetrics }> {
   const arch = architecture(cfg.arch);
   const k = kAt(cfg, t, state.step);
   const stepCfg: SaeConfig = k === cfg.k ? cfg : { ...cfg, k };
@@ -164,7 +221,10 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
       ghost: t.ghost_grads,
     };
     const lossFn = (p: SaeParams) => arch.loss(p, b, stepCfg, ctx);
-    const [[loss, aux], rawGrads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [[Tensor, LossAux], SaeParams];
+    const [[loss, aux], rawGrads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [
+      [Tensor, LossAux],
+      SaeParams,
+    ];
     // DFC: forbidden entries get exactly zero gradient, so they and their Adam moments stay zero.
     const grads = partition ? maskGradients(rawGrads, partition) : rawGrads;
     if (constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
@@ -179,12 +239,28 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     const coo = asCoo(aux.code);
     const kept = aux.thresholdValues ?? coo?.values;
     // The smallest kept positive value (per input when θ is per input: one row each).
-    const minPositive = kept && usesThreshold(cfg) ? min(where(gt(kept, 0), kept, Infinity), kept.ndim === 2 ? -1 : undefined) : null;
+    const minPositive = kept && usesThreshold(cfg)
+      ? min(where(gt(kept, 0), kept, Infinity), kept.ndim === 2 ? -1 : undefined)
+      : null;
     const scalars: Record<string, Tensor> = {
-      loss, recon: aux.recon, fvu, l0, numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
+      loss,
+      recon: aux.recon,
+      fvu,
+      l0,
+      numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
     };
-    for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) if (aux[key]) scalars[key] = aux[key]!;
-    return { params, optState, sinceFired, scalars, minPositive, xhat: keep(aux.xhat), target: keep(target) };
+    for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
+      if (aux[key]) scalars[key] = aux[key]!;
+    }
+    return {
+      params,
+      optState,
+      sinceFired,
+      scalars,
+      minPositive,
+      xhat: keep(aux.xhat),
+      target: keep(target),
+    };
   });
   const host: Record<string, number> = {};
   for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
@@ -194,8 +270,15 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
 
   let threshold = state.threshold;
   if (minPositive) {
-    if (t.threshold_ema === "saelens") threshold = updateThreshold(threshold, minPositive, (old, v) => 0.99 * old + 0.01 * v);
-    else if (state.step >= t.threshold_start_step) threshold = updateThreshold(threshold, minPositive, (old, v) => (old < 0 ? v : 0.999 * old + 0.001 * v));
+    if (t.threshold_ema === "saelens") {
+      threshold = updateThreshold(threshold, minPositive, (old, v) => 0.99 * old + 0.01 * v);
+    } else if (state.step >= t.threshold_start_step) {
+      threshold = updateThreshold(
+        threshold,
+        minPositive,
+        (old, v) => (old < 0 ? v : 0.999 * old + 0.001 * v),
+      );
+    }
   }
   let next: TrainState = {
     ...state,
@@ -229,7 +312,9 @@ export async function trainStep(state: TrainState, batch: Batch, cfg: SaeConfig,
     l0: host.l0,
     deadFraction: host.numDead / cfg.d_sae,
   };
-  for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) if (key in host) metrics[key] = host[key];
+  for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
+    if (key in host) metrics[key] = host[key];
+  }
   if (usesThreshold(cfg)) metrics.threshold = threshold;
   if (resampled !== undefined) metrics.resampled = resampled;
   return { state: next, metrics };
@@ -245,7 +330,9 @@ export function stateTensors(s: TrainState): unknown[] {
  * norms w by scaleOut while f is unchanged; SAE codes are unchanged, so their θ is too.
  */
 export function foldedThreshold(s: TrainState, cfg: SaeConfig): Threshold {
-  return isCrosscoder(cfg) ? mapThreshold(s.threshold, (v) => (v >= 0 ? v * s.scaleOut : v)) : s.threshold;
+  return isCrosscoder(cfg)
+    ? mapThreshold(s.threshold, (v) => (v >= 0 ? v * s.scaleOut : v))
+    : s.threshold;
 }
 
 /** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */

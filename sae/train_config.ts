@@ -43,23 +43,42 @@ export type TrainConfigInput = Partial<TrainConfig>;
 export const topkLr = (F: number) => 2e-4 / Math.sqrt(F / 2 ** 14);
 
 export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): TrainConfig {
-  const topk = ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
+  const topk = [
+    "topk",
+    "batchtopk",
+    "matryoshka",
+    "transcoder",
+    "mlsae",
+    "batchtopk-crosscoder",
+    "dfc",
+  ].includes(cfg.arch);
   const cross = isCrosscoder(cfg);
   const steps = t.steps ?? 1000;
   const out: TrainConfig = {
     steps,
     batch_size: t.batch_size ?? 2048,
     seed: t.seed ?? 0,
-    lr: t.lr ?? (topk ? topkLr(cfg.d_sae) : cfg.arch === "gated" ? 5e-5 : cfg.arch === "jumprelu" ? 7e-5 : 1e-3),
+    lr: t.lr ??
+      (topk
+        ? topkLr(cfg.d_sae)
+        : cfg.arch === "gated"
+        ? 5e-5
+        : cfg.arch === "jumprelu"
+        ? 7e-5
+        : 1e-3),
     warmup_steps: t.warmup_steps ?? Math.min(1000, Math.floor(steps / 10)),
     decay_start: t.decay_start === undefined ? Math.floor(steps * 0.8) : t.decay_start,
     // Crosscoders weight their code by decoder norms instead of constraining them (crosscoder_learning).
-    optimizer: t.optimizer ?? ((cfg.arch === "relu" && cfg.l1_variant === "decoder_norm") || cross ? "adam" : "constrained_adam"),
+    optimizer: t.optimizer ??
+      ((cfg.arch === "relu" && cfg.l1_variant === "decoder_norm") || cross
+        ? "adam"
+        : "constrained_adam"),
     b1: t.b1 ?? (cfg.arch === "gated" || cfg.arch === "jumprelu" ? 0 : 0.9),
     b2: t.b2 ?? 0.999,
     eps: t.eps ?? 1e-8,
     grad_clip: t.grad_clip === undefined ? (topk ? 1 : null) : t.grad_clip,
-    sparsity_warmup_steps: t.sparsity_warmup_steps ?? (topk ? 0 : Math.min(2000, Math.floor(steps / 5))),
+    sparsity_warmup_steps: t.sparsity_warmup_steps ??
+      (topk ? 0 : Math.min(2000, Math.floor(steps / 5))),
     dead_tokens: t.dead_tokens ?? 10_000_000,
     resample_steps: t.resample_steps ?? null,
     ghost_grads: t.ghost_grads ?? false,
@@ -71,17 +90,36 @@ export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): Tr
     normalize_activations: t.normalize_activations ?? true,
   };
   for (const f of ["steps", "batch_size"] as const) {
-    if (!Number.isInteger(out[f]) || out[f] <= 0) throw new ConfigError(`train config: ${f} must be a positive integer, got ${out[f]}`);
+    if (!Number.isInteger(out[f]) || out[f] <= 0) {
+      throw new ConfigError(`train config: ${f} must be a positive integer, got ${out[f]}`);
+    }
   }
   if (!(out.lr > 0)) throw new ConfigError(`train config: lr must be > 0, got ${out.lr}`);
-  if (out.decay_start !== null && !(out.decay_start >= out.warmup_steps && out.decay_start < out.steps)) {
-    throw new ConfigError(`train config: need warmup_steps <= decay_start < steps, got ${out.warmup_steps}, ${out.decay_start}, ${out.steps}`);
+  if (
+    out.decay_start !== null &&
+    !(out.decay_start >= out.warmup_steps && out.decay_start < out.steps)
+  ) {
+    throw new ConfigError(
+      `train config: need warmup_steps <= decay_start < steps, got ${out.warmup_steps}, ${out.decay_start}, ${out.steps}`,
+    );
   }
-  if (cross && out.optimizer === "constrained_adam") throw new ConfigError(`train config: ${cfg.arch} trains with plain adam (decoder norms weight the code; a unit-norm constraint would fight it)`);
-  if (cross && out.resample_steps) throw new ConfigError(`train config: resampling is not implemented for ${cfg.arch}; dead features are handled by AuxK`);
-  if (out.ghost_grads && cfg.arch !== "relu") throw new ConfigError(`train config: ghost_grads applies to relu SAEs, not ${cfg.arch}`);
+  if (cross && out.optimizer === "constrained_adam") {
+    throw new ConfigError(
+      `train config: ${cfg.arch} trains with plain adam (decoder norms weight the code; a unit-norm constraint would fight it)`,
+    );
+  }
+  if (cross && out.resample_steps) {
+    throw new ConfigError(
+      `train config: resampling is not implemented for ${cfg.arch}; dead features are handled by AuxK`,
+    );
+  }
+  if (out.ghost_grads && cfg.arch !== "relu") {
+    throw new ConfigError(`train config: ghost_grads applies to relu SAEs, not ${cfg.arch}`);
+  }
   if (out.k_anneal_steps > 0 && !(out.k_start !== null && out.k_start >= cfg.k)) {
-    throw new ConfigError(`train config: k annealing needs k_start >= k (${out.k_start} vs ${cfg.k})`);
+    throw new ConfigError(
+      `train config: k annealing needs k_start >= k (${out.k_start} vs ${cfg.k})`,
+    );
   }
   return out;
 }

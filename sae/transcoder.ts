@@ -9,9 +9,15 @@ import { topkSae } from "./topk.ts";
 export const transcoder: Architecture = {
   ...topkSae,
   loss(p, batch, cfg, ctx) {
-    if (!batch.y) throw new TypeError("transcoder loss: the batch needs targets y (the output activations)");
+    if (!batch.y) {
+      throw new TypeError("transcoder loss: the batch needs targets y (the output activations)");
+    }
     if (batch.y.shape[batch.y.ndim - 1] !== cfg.d_out) {
-      throw new TypeError(`transcoder loss: targets have width ${batch.y.shape[batch.y.ndim - 1]}, d_out is ${cfg.d_out}`);
+      throw new TypeError(
+        `transcoder loss: targets have width ${
+          batch.y.shape[batch.y.ndim - 1]
+        }, d_out is ${cfg.d_out}`,
+      );
     }
     return topkSae.loss(p, batch, cfg, ctx);
   },

@@ -10,7 +10,12 @@ import { memoryStats } from "../tensor/tensor.ts";
 import type { Assets } from "./assets.ts";
 import { checkBearer } from "./auth.ts";
 import { createBatcher } from "./batcher.ts";
-import { arrowMatrix, arrowMatrixResponse, arrowSparseResponse, arrowSparseRows } from "./arrow_body.ts";
+import {
+  arrowMatrix,
+  arrowMatrixResponse,
+  arrowSparseResponse,
+  arrowSparseRows,
+} from "./arrow_body.ts";
 import {
   decodeRows,
   denseCodes,
@@ -20,11 +25,21 @@ import {
   reconstructionTarget,
   rowMetrics,
   type ServedDictionary,
-  type SparseRow,
   sparseFromDense,
+  type SparseRow,
 } from "./dictionary.ts";
 import { openApiDocument } from "./openapi.ts";
-import { ARROW_TYPE, bodyKind, HttpError, parseDecode, parseEncode, parseFeatureId, parseJsonObject, parseReconstruct, readBody } from "./validate.ts";
+import {
+  ARROW_TYPE,
+  bodyKind,
+  HttpError,
+  parseDecode,
+  parseEncode,
+  parseFeatureId,
+  parseJsonObject,
+  parseReconstruct,
+  readBody,
+} from "./validate.ts";
 import type { Limits } from "./validate.ts";
 
 export interface AppOptions {
@@ -50,7 +65,14 @@ export interface AppOptions {
   assets?: Assets;
 }
 
-export const DEFAULTS = { maxBodyBytes: 16 << 20, maxRows: 1024, maxDenseValues: 1 << 22, requestTimeoutMs: 30_000, batchWaitMs: 2, maxBatchRows: 256 };
+export const DEFAULTS = {
+  maxBodyBytes: 16 << 20,
+  maxRows: 1024,
+  maxDenseValues: 1 << 22,
+  requestTimeoutMs: 30_000,
+  batchWaitMs: 2,
+  maxBatchRows: 256,
+};
 
 const ROUTES: Record<string, string[]> = {
   "/healthz": ["GET"],
@@ -77,13 +99,17 @@ function wantsArrow(req: Request, cameAs: "json" | "arrow"): boolean {
   return cameAs === "arrow";
 }
 
-const arrowResponse = (bytes: Uint8Array) => new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": ARROW_TYPE } });
+const arrowResponse = (bytes: Uint8Array) =>
+  new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": ARROW_TYPE } });
 
 /** `p`, or 503 once `budgetMs` has passed since `since` (the body read spent part of it). */
 function withTimeout<T>(p: Promise<T>, budgetMs: number, since: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HttpError(503, "timeout", `request took longer than ${budgetMs} ms`)), budgetMs - (Date.now() - since));
+    timer = setTimeout(
+      () => reject(new HttpError(503, "timeout", `request took longer than ${budgetMs} ms`)),
+      budgetMs - (Date.now() - since),
+    );
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
@@ -112,7 +138,7 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     }
     const rows = await encodeRows(dict, x, n);
     let r = 0;
-    return items.map((it) => rows.slice(r, (r += it.n)));
+    return items.map((it) => rows.slice(r, r += it.n));
   }, { ...batchOpts, merge: dict.rowIndependent });
   const decoder = createBatcher<SparseRow[], Float32Array>(async (items) => {
     const out = await decodeRows(dict, items.flat());
@@ -123,7 +149,14 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
   const app = new Hono();
   if (o.corsOrigins?.length) {
     const list = o.corsOrigins;
-    app.use("*", cors({ origin: list.includes("*") ? "*" : list, allowHeaders: ["Authorization", "Content-Type", "Accept"], allowMethods: ["GET", "POST", "OPTIONS"] }));
+    app.use(
+      "*",
+      cors({
+        origin: list.includes("*") ? "*" : list,
+        allowHeaders: ["Authorization", "Content-Type", "Accept"],
+        allowMethods: ["GET", "POST", "OPTIONS"],
+      }),
+    );
   }
   if (o.token) {
     const token = o.token;
@@ -136,10 +169,16 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
   }
 
   /** The body, and when the request's time budget started (the backend work gets what is left). */
-  async function body(c: Context): Promise<{ kind: "json" | "arrow"; bytes: Uint8Array; since: number }> {
+  async function body(
+    c: Context,
+  ): Promise<{ kind: "json" | "arrow"; bytes: Uint8Array; since: number }> {
     const since = Date.now();
     const kind = bodyKind(c.req.raw);
-    return { kind, bytes: await readBody(c.req.raw, limits.maxBodyBytes, o.requestTimeoutMs), since };
+    return {
+      kind,
+      bytes: await readBody(c.req.raw, limits.maxBodyBytes, o.requestTimeoutMs),
+      since,
+    };
   }
   const timed = <T>(p: Promise<T>, since = Date.now()) => withTimeout(p, o.requestTimeoutMs, since);
 
@@ -154,24 +193,50 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
       d_in,
       d_sae,
       d_out,
-      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
+      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(cfg.arch)
+        ? { k: cfg.k }
+        : {}),
       ...(threshold !== undefined ? { threshold } : {}),
       ...(cfg.arch === "jumprelu" ? { threshold: "per feature (see /v1/features/:id)" } : {}),
       dtype: params.W_enc.dtype,
       backend: dict.backend,
       apply_b_dec_to_input: cfg.apply_b_dec_to_input,
       metrics: Object.keys(metrics).length ? metrics : null,
-      files: { feature_density: dict.density !== null, top_examples: dict.topExamples !== null, sample_inputs: dict.samples?.rows ?? 0 },
-      limits: { max_body_bytes: limits.maxBodyBytes, max_rows: limits.maxRows, max_dense_values: o.maxDenseValues, request_timeout_ms: o.requestTimeoutMs },
+      files: {
+        feature_density: dict.density !== null,
+        top_examples: dict.topExamples !== null,
+        sample_inputs: dict.samples?.rows ?? 0,
+      },
+      limits: {
+        max_body_bytes: limits.maxBodyBytes,
+        max_rows: limits.maxRows,
+        max_dense_values: o.maxDenseValues,
+        request_timeout_ms: o.requestTimeoutMs,
+      },
       auth: Boolean(o.token),
     });
   });
 
-  app.get("/v1/stats", (c) => c.json({ uptime_s: (Date.now() - started) / 1000, encode: encoder.stats(), decode: decoder.stats(), tensors: memoryStats() }));
+  app.get(
+    "/v1/stats",
+    (c) =>
+      c.json({
+        uptime_s: (Date.now() - started) / 1000,
+        encode: encoder.stats(),
+        decode: decoder.stats(),
+        tensors: memoryStats(),
+      }),
+  );
 
   app.get("/v1/density", (c) => {
     const h = densityHistogram(dict);
-    if (!h) throw new HttpError(404, "no_density", "this folder has neither feature_density.npy nor a density histogram in eval.json");
+    if (!h) {
+      throw new HttpError(
+        404,
+        "no_density",
+        "this folder has neither feature_density.npy nor a density histogram in eval.json",
+      );
+    }
     return c.json({ ...h, densities: dict.density ? Array.from(dict.density) : null });
   });
 
@@ -182,19 +247,44 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     return c.json({ rows: rowsOf(s.data.subarray(0, n * d_in), n), total: s.rows });
   });
 
-  app.get("/v1/features/:id", async (c) => c.json(await timed(featureDetail(dict, parseFeatureId(c.req.param("id"), d_sae)))));
+  app.get(
+    "/v1/features/:id",
+    async (c) => c.json(await timed(featureDetail(dict, parseFeatureId(c.req.param("id"), d_sae)))),
+  );
 
   app.post("/v1/encode", async (c) => {
     const { kind, bytes, since } = await body(c);
     const req = kind === "json"
       ? parseEncode(parseJsonObject(bytes), d_in, limits)
-      : (({ n, data }) => ({ n, x: data, dense: c.req.query("dense") === "true", topK: queryTopK(c.req.query("top_k")) }))(arrowMatrix(bytes, "inputs", d_in, limits));
+      : (({ n, data }) => ({
+        n,
+        x: data,
+        dense: c.req.query("dense") === "true",
+        topK: queryTopK(c.req.query("top_k")),
+      }))(arrowMatrix(bytes, "inputs", d_in, limits));
     if (req.dense && req.n * d_sae > o.maxDenseValues) {
-      throw new HttpError(413, "dense_too_large", `dense codes for ${req.n} rows would be ${req.n * d_sae} values; the limit is ${o.maxDenseValues} (send fewer rows or use the sparse answer)`);
+      throw new HttpError(
+        413,
+        "dense_too_large",
+        `dense codes for ${req.n} rows would be ${
+          req.n * d_sae
+        } values; the limit is ${o.maxDenseValues} (send fewer rows or use the sparse answer)`,
+      );
     }
     let rows = await timed(encoder.submit({ n: req.n, x: req.x }, req.n), since);
-    if (req.topK !== undefined) rows = rows.map((r) => ({ indices: r.indices.slice(0, req.topK), values: r.values.slice(0, req.topK) }));
-    if (wantsArrow(c.req.raw, kind)) return arrowResponse(req.dense ? arrowMatrixResponse("codes", denseCodes(rows, d_sae), d_sae) : arrowSparseResponse(rows));
+    if (req.topK !== undefined) {
+      rows = rows.map((r) => ({
+        indices: r.indices.slice(0, req.topK),
+        values: r.values.slice(0, req.topK),
+      }));
+    }
+    if (wantsArrow(c.req.raw, kind)) {
+      return arrowResponse(
+        req.dense
+          ? arrowMatrixResponse("codes", denseCodes(rows, d_sae), d_sae)
+          : arrowSparseResponse(rows),
+      );
+    }
     if (req.dense) return c.json({ codes: rowsOf(denseCodes(rows, d_sae), req.n) });
     return c.json({ features: rows });
   });
@@ -213,17 +303,32 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
       } else rows = arrowSparseRows(bytes, d_sae, limits);
     }
     const out = await timed(decoder.submit(rows, rows.length), since);
-    if (wantsArrow(c.req.raw, kind)) return arrowResponse(arrowMatrixResponse("outputs", out, d_out));
+    if (wantsArrow(c.req.raw, kind)) {
+      return arrowResponse(arrowMatrixResponse("outputs", out, d_out));
+    }
     return c.json({ outputs: rowsOf(out, rows.length) });
   });
 
   app.post("/v1/reconstruct", async (c) => {
     const { kind, bytes, since } = await body(c);
-    const { n, x } = kind === "json" ? parseReconstruct(parseJsonObject(bytes), d_in, limits) : (({ n, data }) => ({ n, x: data }))(arrowMatrix(bytes, "inputs", d_in, limits));
-    const out = await timed(encoder.submit({ n, x }, n).then((rows) => decoder.submit(rows, n).then((xhat) => ({ rows, xhat }))), since);
+    const { n, x } = kind === "json"
+      ? parseReconstruct(parseJsonObject(bytes), d_in, limits)
+      : (({ n, data }) => ({ n, x: data }))(arrowMatrix(bytes, "inputs", d_in, limits));
+    const out = await timed(
+      encoder.submit({ n, x }, n).then((rows) =>
+        decoder.submit(rows, n).then((xhat) => ({ rows, xhat }))
+      ),
+      since,
+    );
     // A transcoder's output lives in another space: there is nothing to compare it with here.
-    const metrics = d_out === d_in ? rowMetrics(reconstructionTarget(dict, x, n), out.xhat, n, out.rows) : null;
-    if (wantsArrow(c.req.raw, kind)) return arrowResponse(arrowMatrixResponse("outputs", out.xhat, d_out, { metrics: JSON.stringify(metrics) }));
+    const metrics = d_out === d_in
+      ? rowMetrics(reconstructionTarget(dict, x, n), out.xhat, n, out.rows)
+      : null;
+    if (wantsArrow(c.req.raw, kind)) {
+      return arrowResponse(
+        arrowMatrixResponse("outputs", out.xhat, d_out, { metrics: JSON.stringify(metrics) }),
+      );
+    }
     return c.json({ outputs: rowsOf(out.xhat, n), metrics });
   });
 
@@ -232,7 +337,13 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
   if (o.assets) {
     const assets = o.assets;
     for (const [path, a] of Object.entries(assets)) {
-      app.get(path, () => new Response(a.body as Uint8Array<ArrayBuffer>, { headers: { "content-type": a.type, "cache-control": "no-cache" } }));
+      app.get(
+        path,
+        () =>
+          new Response(a.body as Uint8Array<ArrayBuffer>, {
+            headers: { "content-type": a.type, "cache-control": "no-cache" },
+          }),
+      );
     }
   }
 
@@ -241,13 +352,23 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     app.all(path, (c) => {
       if (c.req.method === "OPTIONS" && o.corsOrigins?.length) return c.body(null, 204);
       c.header("Allow", methods.join(", "));
-      return c.json(errorBody("method_not_allowed", `${c.req.method} ${c.req.path}: use ${methods.join(" or ")}`), 405);
+      return c.json(
+        errorBody(
+          "method_not_allowed",
+          `${c.req.method} ${c.req.path}: use ${methods.join(" or ")}`,
+        ),
+        405,
+      );
     });
   }
 
-  app.notFound((c) => c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404));
+  app.notFound((c) =>
+    c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404)
+  );
   app.onError((err, c) => {
-    if (err instanceof HttpError) return c.json(errorBody(err.code, err.message), err.status as 400);
+    if (err instanceof HttpError) {
+      return c.json(errorBody(err.code, err.message), err.status as 400);
+    }
     console.error(`sae serve: ${c.req.method} ${c.req.path}: ${(err as Error).stack ?? err}`);
     return c.json(errorBody("internal", "internal server error"), 500);
   });
@@ -256,6 +377,12 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
 
 function queryTopK(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(v) || Number(v) < 1) throw new HttpError(400, "wrong_type", `query top_k must be an integer >= 1, got ${JSON.stringify(v.slice(0, 40))}`);
+  if (!/^\d{1,9}$/.test(v) || Number(v) < 1) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `query top_k must be an integer >= 1, got ${JSON.stringify(v.slice(0, 40))}`,
+    );
+  }
   return Number(v);
 }

@@ -26,7 +26,9 @@ class Flat {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   private need(pos: number, n: number, what: string): void {
-    if (pos < 0 || pos + n > this.bytes.byteLength) bad(`${what} lies outside the message (offset ${pos})`);
+    if (pos < 0 || pos + n > this.bytes.byteLength) {
+      bad(`${what} lies outside the message (offset ${pos})`);
+    }
   }
   u32(pos: number, what: string): number {
     this.need(pos, 4, what);
@@ -50,7 +52,12 @@ class Flat {
     return target;
   }
   /** A vector's length, checked against the bytes it would need. */
-  vector(pos: number, elemSize: number, what: string, max: number): { start: number; length: number } {
+  vector(
+    pos: number,
+    elemSize: number,
+    what: string,
+    max: number,
+  ): { start: number; length: number } {
     const v = this.deref(pos, what);
     const length = this.u32(v, what);
     if (length > max) bad(`${what} has ${length} entries (at most ${max})`);
@@ -72,7 +79,11 @@ function bad(msg: string): never {
 }
 
 /** Vectors apache-arrow walks element by element (custom metadata, features, buffers): their counts must fit the bytes. */
-function checkVectors(f: Flat, t: number, fields: [index: number, elemSize: number, what: string][]): void {
+function checkVectors(
+  f: Flat,
+  t: number,
+  fields: [index: number, elemSize: number, what: string][],
+): void {
   for (const [i, size, what] of fields) {
     const p = f.field(t, i);
     if (p) f.vector(p, size, what, MAX_METADATA);
@@ -83,7 +94,9 @@ function checkField(f: Flat, t: number, depth: number): void {
   checkVectors(f, t, [[6, 4, "field metadata"]]);
   const tt = f.field(t, 2);
   const typeId = tt ? f.u8(tt) : 0;
-  if (!ALLOWED_TYPES.has(typeId)) bad(`column type ${typeId} is not one of Int, FloatingPoint, List, FixedSizeList`);
+  if (!ALLOWED_TYPES.has(typeId)) {
+    bad(`column type ${typeId} is not one of Int, FloatingPoint, List, FixedSizeList`);
+  }
   if (f.field(t, 4)) bad("dictionary-encoded columns are not accepted");
   const c = f.field(t, 5);
   if (!c) return;
@@ -98,16 +111,28 @@ export function checkArrowStream(bytes: Uint8Array, maxRows: number, maxValues: 
   let pos = 0, messages = 0, totalRows = 0;
   while (pos + 8 <= bytes.byteLength) {
     let len = all.getUint32(pos, true);
-    if (len === 0xffffffff) len = all.getUint32((pos += 4), true);
+    if (len === 0xffffffff) len = all.getUint32(pos += 4, true);
     pos += 4;
     if (len === 0) return; // end-of-stream marker
-    if (len > MAX_METADATA || pos + len > bytes.byteLength) bad(`message ${messages} declares ${len} metadata bytes, ${bytes.byteLength - pos} remain (at most ${MAX_METADATA})`);
+    if (len > MAX_METADATA || pos + len > bytes.byteLength) {
+      bad(
+        `message ${messages} declares ${len} metadata bytes, ${
+          bytes.byteLength - pos
+        } remain (at most ${MAX_METADATA})`,
+      );
+    }
     const f = new Flat(bytes.subarray(pos, pos + len));
     const msg = f.deref(0, "message");
     const ht = f.field(msg, 1), h = f.field(msg, 2), bl = f.field(msg, 3);
     const header = ht ? f.u8(ht) : 0;
     const bodyLength = bl ? f.i64(bl, "bodyLength") : 0;
-    if (bodyLength < 0 || pos + len + bodyLength > bytes.byteLength) bad(`message ${messages} declares a ${bodyLength}-byte body; ${bytes.byteLength - pos - len} remain`);
+    if (bodyLength < 0 || pos + len + bodyLength > bytes.byteLength) {
+      bad(
+        `message ${messages} declares a ${bodyLength}-byte body; ${
+          bytes.byteLength - pos - len
+        } remain`,
+      );
+    }
     if (!h) bad(`message ${messages} has no header`);
     const ht0 = f.deref(h, "header");
     checkVectors(f, msg, [[4, 4, "message metadata"]]);
@@ -124,7 +149,13 @@ export function checkArrowStream(bytes: Uint8Array, maxRows: number, maxValues: 
       const lp = f.field(ht0, 0);
       const rows = lp ? f.i64(lp, "batch length") : 0;
       if (rows < 0) bad(`a record batch of ${rows} rows`);
-      if ((totalRows += rows) > maxRows) throw new HttpError(413, "too_many_rows", `Arrow body has more than ${maxRows} rows; the limit is ${maxRows}`);
+      if ((totalRows += rows) > maxRows) {
+        throw new HttpError(
+          413,
+          "too_many_rows",
+          `Arrow body has more than ${maxRows} rows; the limit is ${maxRows}`,
+        );
+      }
       checkVectors(f, ht0, [[2, 16, "buffers"], [4, 8, "variadic buffer counts"]]);
       // FieldNode {length: i64, null_count: i64}: no node may hold more values than the body could.
       const np = f.field(ht0, 1);

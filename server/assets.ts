@@ -23,7 +23,9 @@ async function read(rel: string): Promise<Uint8Array> {
   try {
     return new Uint8Array(await readFile(path));
   } catch (e) {
-    const hint = rel.includes("node_modules") ? " (run npm install: uPlot comes from the uplot package)" : "";
+    const hint = rel.includes("node_modules")
+      ? " (run npm install: uPlot comes from the uplot package)"
+      : "";
     throw new Error(`dashboard asset ${path} cannot be read: ${(e as Error).message}${hint}`);
   }
 }

@@ -22,6 +22,14 @@ export async function constantTimeEqual(a: string, b: string): Promise<boolean> 
 /** Throws 401 unless the Authorization header carries `Bearer <token>`. */
 export async function checkBearer(header: string | null | undefined, token: string): Promise<void> {
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header ?? "");
-  if (!m) throw new HttpError(401, "unauthorized", header ? "Authorization must be \"Bearer <token>\"" : "missing Authorization: Bearer <token>");
-  if (!(await constantTimeEqual(m[1], token))) throw new HttpError(401, "unauthorized", "invalid bearer token");
+  if (!m) {
+    throw new HttpError(
+      401,
+      "unauthorized",
+      header ? 'Authorization must be "Bearer <token>"' : "missing Authorization: Bearer <token>",
+    );
+  }
+  if (!(await constantTimeEqual(m[1], token))) {
+    throw new HttpError(401, "unauthorized", "invalid bearer token");
+  }
 }

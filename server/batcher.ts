@@ -38,7 +38,10 @@ interface Pending<T, R> {
 }
 
 /** `run` gets the merged items in arrival order and returns one result per item. */
-export function createBatcher<T, R>(run: (items: T[]) => Promise<R[]>, opts: BatcherOptions): Batcher<T, R> {
+export function createBatcher<T, R>(
+  run: (items: T[]) => Promise<R[]>,
+  opts: BatcherOptions,
+): Batcher<T, R> {
   const queue: Pending<T, R>[] = [];
   let queuedRows = 0, timer: ReturnType<typeof setTimeout> | null = null, busy = false;
   const stats: BatcherStats = { batches: 0, requests: 0, largest: 0 };
@@ -53,7 +56,10 @@ export function createBatcher<T, R>(run: (items: T[]) => Promise<R[]>, opts: Bat
   function take(): Pending<T, R>[] {
     const out: Pending<T, R>[] = [];
     let rows = 0;
-    while (queue.length && (out.length === 0 || (opts.merge !== false && rows + queue[0].rows <= opts.maxRows))) {
+    while (
+      queue.length &&
+      (out.length === 0 || (opts.merge !== false && rows + queue[0].rows <= opts.maxRows))
+    ) {
       const p = queue.shift()!;
       rows += p.rows;
       out.push(p);
@@ -72,7 +78,11 @@ export function createBatcher<T, R>(run: (items: T[]) => Promise<R[]>, opts: Bat
     stats.largest = Math.max(stats.largest, batch.length);
     try {
       const results = await run(batch.map((p) => p.item));
-      if (results.length !== batch.length) throw new Error(`batcher: run returned ${results.length} results for ${batch.length} requests`);
+      if (results.length !== batch.length) {
+        throw new Error(
+          `batcher: run returned ${results.length} results for ${batch.length} requests`,
+        );
+      }
       batch.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
       batch.forEach((p) => p.reject(e));
@@ -100,6 +110,9 @@ export function createBatcher<T, R>(run: (items: T[]) => Promise<R[]>, opts: Bat
       });
     },
     stats: () => ({ ...stats }),
-    idle: () => (busy || queue.length ? new Promise<void>((r) => idleWaiters.push(r)) : Promise.resolve()),
+    idle:
+      () => (busy || queue.length
+        ? new Promise<void>((r) => idleWaiters.push(r))
+        : Promise.resolve()),
   };
 }

@@ -11,7 +11,8 @@ import { loadAssets } from "./assets.ts";
 import { loadDictionary } from "./dictionary.ts";
 import { onShutdownSignal, startServer } from "./serve.ts";
 
-export const SERVE_HELP = `sae serve DIR: serve a dictionary over HTTP (JSON and Arrow IPC), with a dashboard at /
+export const SERVE_HELP =
+  `sae serve DIR: serve a dictionary over HTTP (JSON and Arrow IPC), with a dashboard at /
 
   --port N             port (default 8080; 0 picks a free one)
   --host ADDR          address to listen on (default 127.0.0.1; 0.0.0.0 to expose it)
@@ -40,15 +41,38 @@ function number(flags: Flags, name: string, min: number, int: boolean): number |
   const v = value(flags, name);
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < min || (int && !Number.isInteger(n))) throw new ConfigError(`--${name} must be ${int ? "an integer" : "a number"} >= ${min}, got ${JSON.stringify(v)}`);
+  if (!Number.isFinite(n) || n < min || (int && !Number.isInteger(n))) {
+    throw new ConfigError(
+      `--${name} must be ${int ? "an integer" : "a number"} >= ${min}, got ${JSON.stringify(v)}`,
+    );
+  }
   return n;
 }
 
-const KNOWN = ["port", "host", "backend", "max-body-mb", "max-rows", "timeout-ms", "batch-wait-ms", "max-batch-rows", "cors", "token-env"];
+const KNOWN = [
+  "port",
+  "host",
+  "backend",
+  "max-body-mb",
+  "max-rows",
+  "timeout-ms",
+  "batch-wait-ms",
+  "max-batch-rows",
+  "cors",
+  "token-env",
+];
 
 /** Runs until SIGINT/SIGTERM (or `signal` aborts); resolves after a graceful stop. */
-export async function serveCommand(dir: string | undefined, flags: Flags, opts: { signal?: AbortSignal; onListen?: (url: string) => void } = {}): Promise<void> {
-  for (const f of Object.keys(flags)) if (!KNOWN.includes(f)) throw new ConfigError(`sae serve: unknown option --${f} (see sae serve --help)`);
+export async function serveCommand(
+  dir: string | undefined,
+  flags: Flags,
+  opts: { signal?: AbortSignal; onListen?: (url: string) => void } = {},
+): Promise<void> {
+  for (const f of Object.keys(flags)) {
+    if (!KNOWN.includes(f)) {
+      throw new ConfigError(`sae serve: unknown option --${f} (see sae serve --help)`);
+    }
+  }
   if (!dir) throw new ConfigError("sae serve: missing the dictionary folder (sae serve DIR)");
   const port = number(flags, "port", 0, true) ?? 8080;
   if (port > 65535) throw new ConfigError(`--port must be at most 65535, got ${port}`);
@@ -64,7 +88,9 @@ export async function serveCommand(dir: string | undefined, flags: Flags, opts: 
   }
   const tokenVar = value(flags, "token-env") ?? "SAE_SERVER_TOKEN";
   const token = process.env[tokenVar] || null;
-  const maxBodyBytes = Math.floor((number(flags, "max-body-mb", 0.001, false) ?? DEFAULTS.maxBodyBytes / (1 << 20)) * (1 << 20));
+  const maxBodyBytes = Math.floor(
+    (number(flags, "max-body-mb", 0.001, false) ?? DEFAULTS.maxBodyBytes / (1 << 20)) * (1 << 20),
+  );
   const cors = value(flags, "cors");
   const dict = await loadDictionary(dir);
   const app = createApp(dict, {
@@ -77,7 +103,11 @@ export async function serveCommand(dir: string | undefined, flags: Flags, opts: 
     ...(cors ? { corsOrigins: cors.split(",").map((s) => s.trim()).filter(Boolean) } : {}),
     assets: await loadAssets(),
   });
-  const server = startServer(app.fetch, { port, hostname: value(flags, "host") ?? "127.0.0.1", maxBodyBytes });
+  const server = startServer(app.fetch, {
+    port,
+    hostname: value(flags, "host") ?? "127.0.0.1",
+    maxBodyBytes,
+  });
   const stop = (why: string) => {
     console.error(`sae serve: ${why}: finishing in-flight requests, then stopping`);
     void server.stop();
@@ -86,7 +116,11 @@ export async function serveCommand(dir: string | undefined, flags: Flags, opts: 
   const removeSignals = onShutdownSignal(stop);
   opts.signal?.addEventListener("abort", () => stop("stop requested"), { once: true });
   const { cfg } = dict.saved;
-  console.error(`sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}; listening on ${server.url} (auth ${token ? `on, token from $${tokenVar}` : "off"})`);
+  console.error(
+    `sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}; listening on ${server.url} (auth ${
+      token ? `on, token from $${tokenVar}` : "off"
+    })`,
+  );
   opts.onListen?.(server.url);
   try {
     await server.finished;

@@ -66,25 +66,40 @@ async function readJson(path: string): Promise<unknown> {
   }
 }
 
-async function optionalVector(path: string, length: number, what: string): Promise<Float64Array | null> {
+async function optionalVector(
+  path: string,
+  length: number,
+  what: string,
+): Promise<Float64Array | null> {
   if (!(await exists(path))) return null;
   const t = await loadNpy(path);
   try {
-    if (t.ndim !== 1 || t.shape[0] !== length) throw new Error(`${path}: ${what} must have shape [${length}], got [${t.shape.join(", ")}]`);
+    if (t.ndim !== 1 || t.shape[0] !== length) {
+      throw new Error(`${path}: ${what} must have shape [${length}], got [${t.shape.join(", ")}]`);
+    }
     const v = Float64Array.from(await t.data());
     const bad = v.findIndex((x) => !Number.isFinite(x) || x < 0 || x > 1);
-    if (bad >= 0) throw new Error(`${path}: ${what}[${bad}] = ${v[bad]} is not a frequency in [0, 1]`);
+    if (bad >= 0) {
+      throw new Error(`${path}: ${what}[${bad}] = ${v[bad]} is not a frequency in [0, 1]`);
+    }
     return v;
   } finally {
     t.dispose();
   }
 }
 
-async function optionalSamples(path: string, d_in: number): Promise<{ rows: number; data: Float32Array } | null> {
+async function optionalSamples(
+  path: string,
+  d_in: number,
+): Promise<{ rows: number; data: Float32Array } | null> {
   if (!(await exists(path))) return null;
   const t = await loadNpy(path);
   try {
-    if (t.ndim !== 2 || t.shape[1] !== d_in) throw new Error(`${path}: sample inputs must have shape [n, ${d_in}], got [${t.shape.join(", ")}]`);
+    if (t.ndim !== 2 || t.shape[1] !== d_in) {
+      throw new Error(
+        `${path}: sample inputs must have shape [n, ${d_in}], got [${t.shape.join(", ")}]`,
+      );
+    }
     const data = Float32Array.from(await t.data());
     const bad = data.findIndex((x) => !Number.isFinite(x));
     if (bad >= 0) throw new Error(`${path}: element ${bad} is not finite`);
@@ -94,20 +109,41 @@ async function optionalSamples(path: string, d_in: number): Promise<{ rows: numb
   }
 }
 
-async function optionalExamples(path: string, d_sae: number): Promise<Record<string, TopExample[]> | null> {
+async function optionalExamples(
+  path: string,
+  d_sae: number,
+): Promise<Record<string, TopExample[]> | null> {
   if (!(await exists(path))) return null;
   const raw = await readJson(path);
-  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new Error(`${path}: expected an object mapping feature ids to lists of examples`);
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new Error(`${path}: expected an object mapping feature ids to lists of examples`);
+  }
   const out: Record<string, TopExample[]> = {};
   for (const [id, list] of Object.entries(raw as Record<string, unknown>)) {
     const n = Number(id);
-    if (!/^\d+$/.test(id) || n >= d_sae) throw new Error(`${path}: key ${JSON.stringify(id)} is not a feature id in [0, ${d_sae})`);
-    if (!Array.isArray(list)) throw new Error(`${path}: feature ${id}: expected a list of examples`);
+    if (!/^\d+$/.test(id) || n >= d_sae) {
+      throw new Error(`${path}: key ${JSON.stringify(id)} is not a feature id in [0, ${d_sae})`);
+    }
+    if (!Array.isArray(list)) {
+      throw new Error(`${path}: feature ${id}: expected a list of examples`);
+    }
     out[id] = list.map((e, i) => {
       const ex = e as Record<string, unknown>;
-      if (!ex || typeof ex.activation !== "number" || !Number.isFinite(ex.activation)) throw new Error(`${path}: feature ${id}, example ${i}: "activation" must be a finite number`);
-      for (const k of ["text", "source"]) if (ex[k] !== undefined && typeof ex[k] !== "string") throw new Error(`${path}: feature ${id}, example ${i}: "${k}" must be a string`);
-      return { activation: ex.activation, ...(ex.text !== undefined ? { text: ex.text as string } : {}), ...(ex.source !== undefined ? { source: ex.source as string } : {}) };
+      if (!ex || typeof ex.activation !== "number" || !Number.isFinite(ex.activation)) {
+        throw new Error(
+          `${path}: feature ${id}, example ${i}: "activation" must be a finite number`,
+        );
+      }
+      for (const k of ["text", "source"]) {
+        if (ex[k] !== undefined && typeof ex[k] !== "string") {
+          throw new Error(`${path}: feature ${id}, example ${i}: "${k}" must be a string`);
+        }
+      }
+      return {
+        activation: ex.activation,
+        ...(ex.text !== undefined ? { text: ex.text as string } : {}),
+        ...(ex.source !== undefined ? { source: ex.source as string } : {}),
+      };
     });
   }
   return out;
@@ -119,12 +155,18 @@ export async function loadDictionary(dir: string): Promise<ServedDictionary> {
   const { cfg } = saved;
   if (isCrosscoder(cfg)) {
     dispose(saved.params);
-    throw new ConfigError(`${dir}: a ${cfg.arch} dictionary reads [${cfg.n_inputs}, ${cfg.d_in}] rows (one per input); the server serves single-input dictionaries (evaluate crosscoders with sae eval)`);
+    throw new ConfigError(
+      `${dir}: a ${cfg.arch} dictionary reads [${cfg.n_inputs}, ${cfg.d_in}] rows (one per input); the server serves single-input dictionaries (evaluate crosscoders with sae eval)`,
+    );
   }
   const decoderNorms = Float32Array.from(await tidy(() => norm(saved.params.W_dec, -1)).data());
   const evalPath = `${dir}/eval.json`;
-  const evaluation = (await exists(evalPath)) ? (await readJson(evalPath)) as Record<string, unknown> : (saved.metrics ?? null);
-  if (evaluation !== null && (typeof evaluation !== "object" || Array.isArray(evaluation))) throw new Error(`${evalPath}: expected a JSON object`);
+  const evaluation = (await exists(evalPath))
+    ? (await readJson(evalPath)) as Record<string, unknown>
+    : (saved.metrics ?? null);
+  if (evaluation !== null && (typeof evaluation !== "object" || Array.isArray(evaluation))) {
+    throw new Error(`${evalPath}: expected a JSON object`);
+  }
   return {
     dir,
     saved,
@@ -137,7 +179,8 @@ export async function loadDictionary(dir: string): Promise<ServedDictionary> {
     density: await optionalVector(`${dir}/feature_density.npy`, cfg.d_sae, "feature density"),
     topExamples: await optionalExamples(`${dir}/top_examples.json`, cfg.d_sae),
     samples: await optionalSamples(`${dir}/sample_inputs.npy`, cfg.d_in),
-    rowIndependent: !((cfg.arch === "batchtopk" || cfg.arch === "matryoshka") && saved.threshold === undefined),
+    rowIndependent:
+      !((cfg.arch === "batchtopk" || cfg.arch === "matryoshka") && saved.threshold === undefined),
   };
 }
 
@@ -171,7 +214,9 @@ async function codeRows(code: Code, n: number, F: number): Promise<SparseRow[]> 
     }
   }
   for (const row of rows) {
-    const order = row.indices.map((_, i) => i).sort((a, b) => row.values[b] - row.values[a] || row.indices[a] - row.indices[b]);
+    const order = row.indices.map((_, i) => i).sort((a, b) =>
+      row.values[b] - row.values[a] || row.indices[a] - row.indices[b]
+    );
     row.indices = order.map((i) => row.indices[i]);
     row.values = order.map((i) => Math.fround(row.values[i]));
   }
@@ -179,7 +224,11 @@ async function codeRows(code: Code, n: number, F: number): Promise<SparseRow[]> 
 }
 
 /** Encode n rows (row-major f32, n·d_in values) to their non-zero features. */
-export async function encodeRows(d: ServedDictionary, x: Float32Array, n: number): Promise<SparseRow[]> {
+export async function encodeRows(
+  d: ServedDictionary,
+  x: Float32Array,
+  n: number,
+): Promise<SparseRow[]> {
   const { cfg, params, threshold } = d.saved;
   const arch = architecture(cfg.arch);
   const code = tidy(() => {
@@ -209,7 +258,11 @@ export async function decodeRows(d: ServedDictionary, rows: SparseRow[]): Promis
   });
   const { params } = d.saved;
   const out = tidy(() => {
-    const coo = { rows: tensor(ri, { dtype: "i32" }), cols: tensor(ci, { dtype: "i32" }), values: tensor(vs) };
+    const coo = {
+      rows: tensor(ri, { dtype: "i32" }),
+      cols: tensor(ci, { dtype: "i32" }),
+      values: tensor(vs),
+    };
     const y = decodeWith({ kind: "coo", coo, batch: n }, params.W_dec, params.b_dec);
     return y.dtype === "f32" ? y : cast(y, "f32");
   });
@@ -243,7 +296,11 @@ export function sparseFromDense(codes: Float32Array, n: number, F: number): Spar
 }
 
 /** What x̂ is compared with: x itself, or for MLSAE the per-token standardised x the model sees. */
-export function reconstructionTarget(d: ServedDictionary, x: Float32Array, n: number): Float32Array {
+export function reconstructionTarget(
+  d: ServedDictionary,
+  x: Float32Array,
+  n: number,
+): Float32Array {
   if (d.saved.cfg.arch !== "mlsae") return x;
   const w = d.d_in, out = new Float32Array(x.length);
   for (let b = 0; b < n; b++) {
@@ -258,7 +315,12 @@ export function reconstructionTarget(d: ServedDictionary, x: Float32Array, n: nu
 }
 
 /** Mean over rows of Σ_d (x − x̂)² (as sae/metrics.ts defines mse), mean cosine (0 for a zero row), mean L0. */
-export function rowMetrics(x: Float32Array, xhat: Float32Array, n: number, rows: SparseRow[]): { mse: number; cosine: number; l0: number } {
+export function rowMetrics(
+  x: Float32Array,
+  xhat: Float32Array,
+  n: number,
+  rows: SparseRow[],
+): { mse: number; cosine: number; l0: number } {
   const w = x.length / n;
   let mse = 0, cos = 0, l0 = 0;
   for (let b = 0; b < n; b++) {
@@ -278,15 +340,21 @@ export function rowMetrics(x: Float32Array, xhat: Float32Array, n: number, rows:
 }
 
 /** The log10-density histogram: from the per-feature densities when present, else from eval.json. */
-export function densityHistogram(d: ServedDictionary): { edges: number[]; counts: number[]; source: string } | null {
+export function densityHistogram(
+  d: ServedDictionary,
+): { edges: number[]; counts: number[]; source: string } | null {
   if (d.density) {
     const edges = [...DENSITY_EDGES], bins = edges.length - 1, counts = new Array(bins).fill(0);
     const lo = edges[0], width = edges[1] - edges[0];
-    for (const f of d.density) counts[Math.min(bins - 1, Math.max(0, Math.floor((Math.log10(f + 1e-10) - lo) / width)))]++;
+    for (const f of d.density) {
+      counts[Math.min(bins - 1, Math.max(0, Math.floor((Math.log10(f + 1e-10) - lo) / width)))]++;
+    }
     return { edges, counts, source: "feature_density.npy" };
   }
   const h = d.evaluation?.density_histogram as { edges?: unknown; counts?: unknown } | undefined;
-  if (h && Array.isArray(h.edges) && Array.isArray(h.counts) && h.edges.length === h.counts.length + 1) {
+  if (
+    h && Array.isArray(h.edges) && Array.isArray(h.counts) && h.edges.length === h.counts.length + 1
+  ) {
     return { edges: h.edges as number[], counts: h.counts as number[], source: "eval.json" };
   }
   return null;
@@ -299,10 +367,17 @@ export async function featureDetail(d: ServedDictionary, id: number) {
     enc: reshape(sliceColumn(params.W_enc, id), [-1]),
     dec: reshape(sliceRow(params.W_dec, id), [-1]),
     ...(params.b_enc ? { b: reshape(sliceRow(reshape(params.b_enc, [-1, 1]), id), [-1]) } : {}),
-    ...(params.threshold ? { th: reshape(sliceRow(reshape(params.threshold, [-1, 1]), id), [-1]) } : {}),
+    ...(params.threshold
+      ? { th: reshape(sliceRow(reshape(params.threshold, [-1, 1]), id), [-1]) }
+      : {}),
   }));
   try {
-    const [enc, dec, b, th] = await Promise.all([parts.enc.data(), parts.dec.data(), parts.b?.data(), parts.th?.data()]);
+    const [enc, dec, b, th] = await Promise.all([
+      parts.enc.data(),
+      parts.dec.data(),
+      parts.b?.data(),
+      parts.th?.data(),
+    ]);
     return {
       id,
       architecture: cfg.arch,

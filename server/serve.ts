@@ -25,18 +25,29 @@ export interface RunningServer {
 type Handler = (req: Request) => Response | Promise<Response>;
 
 interface DenoLike {
-  serve(o: { port: number; hostname: string; onListen?: () => void; handler: Handler }): { addr: { port: number }; shutdown(): Promise<void>; finished: Promise<void> };
+  serve(
+    o: { port: number; hostname: string; onListen?: () => void; handler: Handler },
+  ): { addr: { port: number }; shutdown(): Promise<void>; finished: Promise<void> };
   addSignalListener(sig: string, f: () => void): void;
   removeSignalListener(sig: string, f: () => void): void;
 }
 
 interface BunLike {
-  serve(o: { port: number; hostname: string; fetch: Handler; maxRequestBodySize: number; idleTimeout: number }): { port: number; stop(force?: boolean): Promise<void> | void };
+  serve(
+    o: {
+      port: number;
+      hostname: string;
+      fetch: Handler;
+      maxRequestBodySize: number;
+      idleTimeout: number;
+    },
+  ): { port: number; stop(force?: boolean): Promise<void> | void };
 }
 
 const g = globalThis as unknown as { Deno?: DenoLike; Bun?: BunLike };
 
-const urlOf = (host: string, port: number) => `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+const urlOf = (host: string, port: number) =>
+  `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 
 export function startServer(handler: Handler, o: ServeOptions): RunningServer {
   if (g.Deno) {
@@ -54,7 +65,13 @@ export function startServer(handler: Handler, o: ServeOptions): RunningServer {
     let done!: () => void;
     const finished = new Promise<void>((r) => (done = r));
     // idleTimeout is in seconds (at most 255); our own request timeout answers before it.
-    const s = g.Bun.serve({ port: o.port, hostname: o.hostname, fetch: handler, maxRequestBodySize: o.maxBodyBytes + (1 << 20), idleTimeout: 255 });
+    const s = g.Bun.serve({
+      port: o.port,
+      hostname: o.hostname,
+      fetch: handler,
+      maxRequestBodySize: o.maxBodyBytes + (1 << 20),
+      idleTimeout: 255,
+    });
     let stopping: Promise<void> | null = null;
     return {
       port: s.port,

@@ -33,7 +33,11 @@ export function bodyKind(req: Request): "json" | "arrow" {
   const t = mediaType(req.headers.get("content-type"));
   if (t === JSON_TYPE) return "json";
   if (t === ARROW_TYPE) return "arrow";
-  throw new HttpError(415, "unsupported_media_type", `Content-Type must be ${JSON_TYPE} or ${ARROW_TYPE}, got ${t ? JSON.stringify(t) : "none"}`);
+  throw new HttpError(
+    415,
+    "unsupported_media_type",
+    `Content-Type must be ${JSON_TYPE} or ${ARROW_TYPE}, got ${t ? JSON.stringify(t) : "none"}`,
+  );
 }
 
 /**
@@ -41,16 +45,34 @@ export function bodyKind(req: Request): "json" | "arrow" {
  * (408) when it has not all arrived within `timeoutMs`: a client that stalls mid-upload would
  * otherwise hold the request open for ever. Either way the rest of the stream is cancelled.
  */
-export async function readBody(req: Request, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
+export async function readBody(
+  req: Request,
+  maxBytes: number,
+  timeoutMs: number,
+): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) {
-    throw new HttpError(413, "payload_too_large", `body of ${declared} bytes exceeds the limit of ${maxBytes} bytes`);
+    throw new HttpError(
+      413,
+      "payload_too_large",
+      `body of ${declared} bytes exceeds the limit of ${maxBytes} bytes`,
+    );
   }
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HttpError(408, "body_timeout", `the request body did not arrive within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(
+      () =>
+        reject(
+          new HttpError(
+            408,
+            "body_timeout",
+            `the request body did not arrive within ${timeoutMs} ms`,
+          ),
+        ),
+      timeoutMs,
+    );
   });
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -59,7 +81,13 @@ export async function readBody(req: Request, maxBytes: number, timeoutMs: number
       const { done, value } = await Promise.race([reader.read(), late]);
       if (done) break;
       size += value.byteLength;
-      if (size > maxBytes) throw new HttpError(413, "payload_too_large", `body exceeds the limit of ${maxBytes} bytes`);
+      if (size > maxBytes) {
+        throw new HttpError(
+          413,
+          "payload_too_large",
+          `body exceeds the limit of ${maxBytes} bytes`,
+        );
+      }
       chunks.push(value);
     }
   } catch (e) {
@@ -86,7 +114,9 @@ export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
   } catch (e) {
     throw new HttpError(400, "malformed_json", `body is not valid JSON: ${(e as Error).message}`);
   }
-  if (!v || typeof v !== "object" || Array.isArray(v)) throw new HttpError(400, "malformed_json", `body must be a JSON object, got ${describe(v)}`);
+  if (!v || typeof v !== "object" || Array.isArray(v)) {
+    throw new HttpError(400, "malformed_json", `body must be a JSON object, got ${describe(v)}`);
+  }
   return v as Record<string, unknown>;
 }
 
@@ -98,7 +128,15 @@ function describe(v: unknown): string {
 
 function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
   for (const k of Object.keys(body)) {
-    if (!allowed.includes(k)) throw new HttpError(400, "unknown_field", `unknown field ${JSON.stringify(k)}; expected ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+    if (!allowed.includes(k)) {
+      throw new HttpError(
+        400,
+        "unknown_field",
+        `unknown field ${JSON.stringify(k)}; expected ${
+          allowed.map((a) => JSON.stringify(a)).join(", ")
+        }`,
+      );
+    }
   }
 }
 
@@ -106,40 +144,101 @@ function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
 const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
 
 /** A list of rows of exactly `width` finite numbers, as row-major f32. */
-export function parseMatrix(v: unknown, field: string, width: number, limits: Limits): { n: number; data: Float32Array } {
-  if (!Array.isArray(v)) throw new HttpError(400, "wrong_type", `"${field}" must be an array of rows (arrays of numbers), got ${describe(v)}`);
+export function parseMatrix(
+  v: unknown,
+  field: string,
+  width: number,
+  limits: Limits,
+): { n: number; data: Float32Array } {
+  if (!Array.isArray(v)) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `"${field}" must be an array of rows (arrays of numbers), got ${describe(v)}`,
+    );
+  }
   if (v.length === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
-  if (v.length > limits.maxRows) throw new HttpError(413, "too_many_rows", `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`);
+  if (v.length > limits.maxRows) {
+    throw new HttpError(
+      413,
+      "too_many_rows",
+      `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`,
+    );
+  }
   const data = new Float32Array(v.length * width);
   v.forEach((row, i) => {
-    if (!Array.isArray(row)) throw new HttpError(400, "wrong_type", `${field}[${i}] must be an array of numbers, got ${describe(row)}`);
-    if (row.length !== width) throw new HttpError(422, "wrong_width", `${field}[${i}] has ${row.length} values; expected ${width}`);
+    if (!Array.isArray(row)) {
+      throw new HttpError(
+        400,
+        "wrong_type",
+        `${field}[${i}] must be an array of numbers, got ${describe(row)}`,
+      );
+    }
+    if (row.length !== width) {
+      throw new HttpError(
+        422,
+        "wrong_width",
+        `${field}[${i}] has ${row.length} values; expected ${width}`,
+      );
+    }
     for (let j = 0; j < width; j++) {
       const x = row[j];
       if (typeof x !== "number") {
-        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) throw new HttpError(422, "non_finite", `${field}[${i}][${j}] is ${JSON.stringify(x)}; values must be finite`);
-        throw new HttpError(400, "wrong_type", `${field}[${i}][${j}] must be a number, got ${describe(x)}`);
+        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) {
+          throw new HttpError(
+            422,
+            "non_finite",
+            `${field}[${i}][${j}] is ${JSON.stringify(x)}; values must be finite`,
+          );
+        }
+        throw new HttpError(
+          400,
+          "wrong_type",
+          `${field}[${i}][${j}] must be a number, got ${describe(x)}`,
+        );
       }
       const f = Math.fround(x);
       // 1e400 parses to Infinity; 1e39 is finite in f64 but overflows the f32 we compute in.
-      if (!Number.isFinite(f)) throw new HttpError(422, "non_finite", `${field}[${i}][${j}] = ${x} is not a finite f32 value`);
+      if (!Number.isFinite(f)) {
+        throw new HttpError(
+          422,
+          "non_finite",
+          `${field}[${i}][${j}] = ${x} is not a finite f32 value`,
+        );
+      }
       data[i * width + j] = f;
     }
   });
   return { n: v.length, data };
 }
 
-function optionalInt(body: Record<string, unknown>, field: string, min: number): number | undefined {
+function optionalInt(
+  body: Record<string, unknown>,
+  field: string,
+  min: number,
+): number | undefined {
   const v = body[field];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new HttpError(400, "wrong_type", `"${field}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `"${field}" must be an integer >= ${min}, got ${JSON.stringify(v)}`,
+    );
+  }
   return v;
 }
 
 function optionalBool(body: Record<string, unknown>, field: string): boolean {
   const v = body[field];
   if (v === undefined || v === null) return false;
-  if (typeof v !== "boolean") throw new HttpError(400, "wrong_type", `"${field}" must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== "boolean") {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `"${field}" must be true or false, got ${JSON.stringify(v)}`,
+    );
+  }
   return v;
 }
 
@@ -150,45 +249,131 @@ export interface EncodeRequest {
   dense: boolean;
 }
 
-export function parseEncode(body: Record<string, unknown>, d_in: number, limits: Limits): EncodeRequest {
+export function parseEncode(
+  body: Record<string, unknown>,
+  d_in: number,
+  limits: Limits,
+): EncodeRequest {
   onlyFields(body, ["inputs", "top_k", "dense"]);
-  if (body.inputs === undefined) throw new HttpError(400, "missing_field", `"inputs" is required: an array of rows of ${d_in} numbers`);
+  if (body.inputs === undefined) {
+    throw new HttpError(
+      400,
+      "missing_field",
+      `"inputs" is required: an array of rows of ${d_in} numbers`,
+    );
+  }
   const topK = optionalInt(body, "top_k", 1);
   const dense = optionalBool(body, "dense");
   const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
   return { n, x: data, dense, ...(topK !== undefined ? { topK } : {}) };
 }
 
-export function parseReconstruct(body: Record<string, unknown>, d_in: number, limits: Limits): { n: number; x: Float32Array } {
+export function parseReconstruct(
+  body: Record<string, unknown>,
+  d_in: number,
+  limits: Limits,
+): { n: number; x: Float32Array } {
   onlyFields(body, ["inputs"]);
-  if (body.inputs === undefined) throw new HttpError(400, "missing_field", `"inputs" is required: an array of rows of ${d_in} numbers`);
+  if (body.inputs === undefined) {
+    throw new HttpError(
+      400,
+      "missing_field",
+      `"inputs" is required: an array of rows of ${d_in} numbers`,
+    );
+  }
   const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
   return { n, x: data };
 }
 
 /** Sparse rows: each {indices: int[], values: number[]} of one length, indices in [0, d_sae). */
 export function parseSparseRows(v: unknown, d_sae: number, limits: Limits): SparseRow[] {
-  if (!Array.isArray(v)) throw new HttpError(400, "wrong_type", `"features" must be an array of {"indices", "values"} objects, got ${describe(v)}`);
+  if (!Array.isArray(v)) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `"features" must be an array of {"indices", "values"} objects, got ${describe(v)}`,
+    );
+  }
   if (v.length === 0) throw new HttpError(422, "empty_input", `"features" has no rows`);
-  if (v.length > limits.maxRows) throw new HttpError(413, "too_many_rows", `"features" has ${v.length} rows; the limit is ${limits.maxRows}`);
+  if (v.length > limits.maxRows) {
+    throw new HttpError(
+      413,
+      "too_many_rows",
+      `"features" has ${v.length} rows; the limit is ${limits.maxRows}`,
+    );
+  }
   return v.map((r, i) => {
-    if (!r || typeof r !== "object" || Array.isArray(r)) throw new HttpError(400, "wrong_type", `features[${i}] must be an object {"indices", "values"}, got ${describe(r)}`);
+    if (!r || typeof r !== "object" || Array.isArray(r)) {
+      throw new HttpError(
+        400,
+        "wrong_type",
+        `features[${i}] must be an object {"indices", "values"}, got ${describe(r)}`,
+      );
+    }
     const { indices, values, ...rest } = r as Record<string, unknown>;
     const extra = Object.keys(rest)[0];
-    if (extra !== undefined) throw new HttpError(400, "unknown_field", `features[${i}]: unknown field ${JSON.stringify(extra)}`);
-    if (!Array.isArray(indices) || !Array.isArray(values)) throw new HttpError(400, "wrong_type", `features[${i}] needs "indices" and "values" arrays`);
-    if (indices.length !== values.length) throw new HttpError(422, "length_mismatch", `features[${i}]: ${indices.length} indices but ${values.length} values`);
-    if (indices.length > d_sae) throw new HttpError(422, "wrong_width", `features[${i}] has ${indices.length} entries; at most d_sae = ${d_sae}`);
+    if (extra !== undefined) {
+      throw new HttpError(
+        400,
+        "unknown_field",
+        `features[${i}]: unknown field ${JSON.stringify(extra)}`,
+      );
+    }
+    if (!Array.isArray(indices) || !Array.isArray(values)) {
+      throw new HttpError(400, "wrong_type", `features[${i}] needs "indices" and "values" arrays`);
+    }
+    if (indices.length !== values.length) {
+      throw new HttpError(
+        422,
+        "length_mismatch",
+        `features[${i}]: ${indices.length} indices but ${values.length} values`,
+      );
+    }
+    if (indices.length > d_sae) {
+      throw new HttpError(
+        422,
+        "wrong_width",
+        `features[${i}] has ${indices.length} entries; at most d_sae = ${d_sae}`,
+      );
+    }
     indices.forEach((j, k) => {
-      if (typeof j !== "number" || !Number.isInteger(j)) throw new HttpError(400, "wrong_type", `features[${i}].indices[${k}] must be an integer, got ${JSON.stringify(j)}`);
-      if (j < 0 || j >= d_sae) throw new HttpError(422, "index_out_of_range", `features[${i}].indices[${k}] = ${j} is not a feature in [0, ${d_sae})`);
+      if (typeof j !== "number" || !Number.isInteger(j)) {
+        throw new HttpError(
+          400,
+          "wrong_type",
+          `features[${i}].indices[${k}] must be an integer, got ${JSON.stringify(j)}`,
+        );
+      }
+      if (j < 0 || j >= d_sae) {
+        throw new HttpError(
+          422,
+          "index_out_of_range",
+          `features[${i}].indices[${k}] = ${j} is not a feature in [0, ${d_sae})`,
+        );
+      }
     });
     const vals = values.map((x, k) => {
       if (typeof x !== "number") {
-        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) throw new HttpError(422, "non_finite", `features[${i}].values[${k}] is ${JSON.stringify(x)}; values must be finite`);
-        throw new HttpError(400, "wrong_type", `features[${i}].values[${k}] must be a number, got ${describe(x)}`);
+        if (typeof x === "string" && NON_FINITE_TEXT.test(x.trim())) {
+          throw new HttpError(
+            422,
+            "non_finite",
+            `features[${i}].values[${k}] is ${JSON.stringify(x)}; values must be finite`,
+          );
+        }
+        throw new HttpError(
+          400,
+          "wrong_type",
+          `features[${i}].values[${k}] must be a number, got ${describe(x)}`,
+        );
       }
-      if (!Number.isFinite(Math.fround(x))) throw new HttpError(422, "non_finite", `features[${i}].values[${k}] = ${x} is not a finite f32 value`);
+      if (!Number.isFinite(Math.fround(x))) {
+        throw new HttpError(
+          422,
+          "non_finite",
+          `features[${i}].values[${k}] = ${x} is not a finite f32 value`,
+        );
+      }
       return Math.fround(x);
     });
     return { indices: indices as number[], values: vals };
@@ -196,17 +381,41 @@ export function parseSparseRows(v: unknown, d_sae: number, limits: Limits): Spar
 }
 
 /** Decode takes either sparse "features" or dense "codes" [n, d_sae]. */
-export function parseDecode(body: Record<string, unknown>, d_sae: number, limits: Limits): { rows?: SparseRow[]; codes?: { n: number; data: Float32Array } } {
+export function parseDecode(
+  body: Record<string, unknown>,
+  d_sae: number,
+  limits: Limits,
+): { rows?: SparseRow[]; codes?: { n: number; data: Float32Array } } {
   onlyFields(body, ["features", "codes"]);
   const hasF = body.features !== undefined, hasC = body.codes !== undefined;
-  if (hasF === hasC) throw new HttpError(400, "missing_field", `give exactly one of "features" (sparse rows) or "codes" (dense rows of ${d_sae})`);
-  return hasF ? { rows: parseSparseRows(body.features, d_sae, limits) } : { codes: parseMatrix(body.codes, "codes", d_sae, limits) };
+  if (hasF === hasC) {
+    throw new HttpError(
+      400,
+      "missing_field",
+      `give exactly one of "features" (sparse rows) or "codes" (dense rows of ${d_sae})`,
+    );
+  }
+  return hasF
+    ? { rows: parseSparseRows(body.features, d_sae, limits) }
+    : { codes: parseMatrix(body.codes, "codes", d_sae, limits) };
 }
 
 /** A feature id from the URL: 400 if not a non-negative integer, 404 if past the dictionary. */
 export function parseFeatureId(raw: string, d_sae: number): number {
-  if (!/^\d{1,10}$/.test(raw)) throw new HttpError(400, "bad_feature_id", `feature id must be a non-negative integer, got ${JSON.stringify(raw.slice(0, 40))}`);
+  if (!/^\d{1,10}$/.test(raw)) {
+    throw new HttpError(
+      400,
+      "bad_feature_id",
+      `feature id must be a non-negative integer, got ${JSON.stringify(raw.slice(0, 40))}`,
+    );
+  }
   const id = Number(raw);
-  if (id >= d_sae) throw new HttpError(404, "unknown_feature", `feature ${id} does not exist; this dictionary has features 0..${d_sae - 1}`);
+  if (id >= d_sae) {
+    throw new HttpError(
+      404,
+      "unknown_feature",
+      `feature ${id} does not exist; this dictionary has features 0..${d_sae - 1}`,
+    );
+  }
   return id;
 }

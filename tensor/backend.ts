@@ -20,12 +20,43 @@ export interface View {
 }
 
 export type UnaryOp =
-  | "neg" | "abs" | "sign" | "exp" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "tanh" | "erf"
-  | "relu" | "step" | "sin" | "cos" | "floor" | "ceil" | "not" | "copy";
+  | "neg"
+  | "abs"
+  | "sign"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "rsqrt"
+  | "sigmoid"
+  | "tanh"
+  | "erf"
+  | "relu"
+  | "step"
+  | "sin"
+  | "cos"
+  | "floor"
+  | "ceil"
+  | "not"
+  | "copy";
 
 export type BinaryOp =
-  | "add" | "sub" | "mul" | "div" | "pow" | "max" | "min" | "floordiv" | "mod"
-  | "gt" | "ge" | "lt" | "le" | "eq" | "ne" | "and" | "or";
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "pow"
+  | "max"
+  | "min"
+  | "floordiv"
+  | "mod"
+  | "gt"
+  | "ge"
+  | "lt"
+  | "le"
+  | "eq"
+  | "ne"
+  | "and"
+  | "or";
 
 export type ReduceOp = "sum" | "max" | "min";
 export type ArgReduceOp = "argmax" | "argmin";
@@ -82,7 +113,13 @@ export interface Backend {
    */
   fused?: {
     /** One Adam step over contiguous float views of one shape: [update, mu', nu']. */
-    adam?(g: View, mu: View, nu: View, param: View | null, h: AdamHyper): [update: Buf, mu: Buf, nu: Buf];
+    adam?(
+      g: View,
+      mu: View,
+      nu: View,
+      param: View | null,
+      h: AdamHyper,
+    ): [update: Buf, mu: Buf, nu: Buf];
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */

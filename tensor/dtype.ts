@@ -49,7 +49,9 @@ export function allocStorage(d: DType, n: number): StorageArray {
 
 export function assertDType(d: unknown, where: string): asserts d is DType {
   if (!DTYPES.includes(d as DType)) {
-    throw new TypeError(`${where}: unknown dtype ${JSON.stringify(d)}; expected one of ${DTYPES.join(", ")}`);
+    throw new TypeError(
+      `${where}: unknown dtype ${JSON.stringify(d)}; expected one of ${DTYPES.join(", ")}`,
+    );
   }
 }
 

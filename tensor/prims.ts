@@ -29,7 +29,10 @@ export interface PrimParams {
   alias: Record<string, never>;
   spmm: { transpose: boolean; outRows: number };
   sddmm: Record<string, never>;
-  custom: { name: string; backward: (cts: (Tensor | null)[], live: boolean[]) => (Tensor | null)[] };
+  custom: {
+    name: string;
+    backward: (cts: (Tensor | null)[], live: boolean[]) => (Tensor | null)[];
+  };
 }
 export type Prim = keyof PrimParams;
 
@@ -60,27 +63,72 @@ function reshapeStrides(x: Tensor, shape: Shape): number[] | null {
 type Impl<P extends Prim> = (xs: Tensor[], p: PrimParams[P], b: Backend) => Tensor[];
 
 const IMPLS: { [P in Prim]: Impl<P> } = {
-  unary: ([x], { op }, b) => [wrap(b, b.unary(op, x.view(), op === "not" ? "bool" : x.dtype), x.shape, op === "not" ? "bool" : x.dtype)],
+  unary: (
+    [x],
+    { op },
+    b,
+  ) => [
+    wrap(
+      b,
+      b.unary(op, x.view(), op === "not" ? "bool" : x.dtype),
+      x.shape,
+      op === "not" ? "bool" : x.dtype,
+    ),
+  ],
   binary: ([x, y], { op }, b) => {
     const dt = COMPARE.has(op) ? "bool" : x.dtype;
     return [wrap(b, b.binary(op, x.view(), y.view(), dt), x.shape, dt)];
   },
-  where: ([c, x, y], _, b) => [wrap(b, b.where(c.view(), x.view(), y.view(), x.dtype), x.shape, x.dtype)],
+  where: (
+    [c, x, y],
+    _,
+    b,
+  ) => [wrap(b, b.where(c.view(), x.view(), y.view(), x.dtype), x.shape, x.dtype)],
   cast: ([x], { dtype }, b) => [wrap(b, b.cast(x.view(), dtype), x.shape, dtype)],
-  reduce: ([x], { op, axes }, b) => [wrap(b, b.reduce(op, x.view(), axes, x.dtype), x.shape.filter((_, d) => !axes.includes(d)), x.dtype)],
-  argReduce: ([x], { op, axis }, b) => [wrap(b, b.argReduce(op, x.view(), axis), x.shape.filter((_, d) => d !== axis), "i32")],
+  reduce: (
+    [x],
+    { op, axes },
+    b,
+  ) => [
+    wrap(
+      b,
+      b.reduce(op, x.view(), axes, x.dtype),
+      x.shape.filter((_, d) => !axes.includes(d)),
+      x.dtype,
+    ),
+  ],
+  argReduce: (
+    [x],
+    { op, axis },
+    b,
+  ) => [wrap(b, b.argReduce(op, x.view(), axis), x.shape.filter((_, d) => d !== axis), "i32")],
   matmul: ([x, y], _, b) => {
     const r = x.ndim;
-    return [wrap(b, b.matmul(x.view(), y.view(), x.dtype), [...x.shape.slice(0, r - 1), y.shape[r - 1]], x.dtype)];
+    return [
+      wrap(
+        b,
+        b.matmul(x.view(), y.view(), x.dtype),
+        [...x.shape.slice(0, r - 1), y.shape[r - 1]],
+        x.dtype,
+      ),
+    ];
   },
   gather: ([x, i], { axis }, b) => [wrap(b, b.gather(x.view(), i.view(), axis), i.shape, x.dtype)],
-  scatterAdd: ([x, i, u], { axis }, b) => [wrap(b, b.scatterAdd(x.view(), i.view(), u.view(), axis), x.shape, x.dtype)],
+  scatterAdd: (
+    [x, i, u],
+    { axis },
+    b,
+  ) => [wrap(b, b.scatterAdd(x.view(), i.view(), u.view(), axis), x.shape, x.dtype)],
   topk: ([x], { k }, b) => {
     const shape = [...x.shape.slice(0, -1), k];
     const [v, i] = b.topk(x.view(), k);
     return [wrap(b, v, shape, x.dtype), wrap(b, i, shape, "i32")];
   },
-  cumsum: ([x], { axis, reverse }, b) => [wrap(b, b.cumsum(x.view(), axis, reverse), x.shape, x.dtype)],
+  cumsum: (
+    [x],
+    { axis, reverse },
+    b,
+  ) => [wrap(b, b.cumsum(x.view(), axis, reverse), x.shape, x.dtype)],
   concat: (xs, { axis }, b) => {
     const shape = [...xs[0].shape];
     shape[axis] = xs.reduce((s, x) => s + x.shape[axis], 0);
@@ -95,23 +143,37 @@ const IMPLS: { [P in Prim]: Impl<P> } = {
     if (st) return [viewOf(x, shape, st, x.offset)];
     return [wrap(b, b.unary("copy", x.view(), x.dtype), shape, x.dtype)];
   },
-  permute: ([x], { perm }) => [viewOf(x, perm.map((p) => x.shape[p]), perm.map((p) => x.strides[p]), x.offset)],
+  permute: (
+    [x],
+    { perm },
+  ) => [viewOf(x, perm.map((p) => x.shape[p]), perm.map((p) => x.strides[p]), x.offset)],
   broadcastTo: ([x], { shape }) => {
     const lead = shape.length - x.ndim;
-    const strides = shape.map((d, i) => (i < lead || (x.shape[i - lead] === 1 && d !== 1) ? 0 : x.strides[i - lead]));
+    const strides = shape.map((
+      d,
+      i,
+    ) => (i < lead || (x.shape[i - lead] === 1 && d !== 1) ? 0 : x.strides[i - lead]));
     return [viewOf(x, shape, strides, x.offset)];
   },
   slice: ([x], { starts, ends }) => {
     const shape = starts.map((s, d) => ends[d] - s);
-    const off = shape.some((d) => d === 0) ? x.offset : starts.reduce((o, s, d) => o + s * x.strides[d], x.offset);
+    const off = shape.some((d) => d === 0)
+      ? x.offset
+      : starts.reduce((o, s, d) => o + s * x.strides[d], x.offset);
     return [viewOf(x, shape, x.strides, off)];
   },
   alias: ([x]) => [viewOf(x, x.shape, x.strides, x.offset)],
   spmm: ([r, c, v, m], { transpose, outRows }, b) => {
     const shape = [outRows, m.shape[1]];
-    return [wrap(b, b.spmm(r.view(), c.view(), v.view(), m.view(), transpose, outRows), shape, m.dtype)];
+    return [
+      wrap(b, b.spmm(r.view(), c.view(), v.view(), m.view(), transpose, outRows), shape, m.dtype),
+    ];
   },
-  sddmm: ([x, y, r, c], _, b) => [wrap(b, b.sddmm(x.view(), y.view(), r.view(), c.view()), r.shape, x.dtype)],
+  sddmm: (
+    [x, y, r, c],
+    _,
+    b,
+  ) => [wrap(b, b.sddmm(x.view(), y.view(), r.view(), c.view()), r.shape, x.dtype)],
   custom: () => {
     throw new Error("custom nodes are recorded by customVjp, not bound");
   },
@@ -122,7 +184,9 @@ export function bind<P extends Prim>(prim: P, inputs: Tensor[], params: PrimPara
   const b = inputs[0].backend;
   for (const x of inputs) {
     if (x.backend !== b) {
-      throw new Error(`${prim}: inputs live on different backends (${b.name} and ${x.backend.name}); move them with toBackend first`);
+      throw new Error(
+        `${prim}: inputs live on different backends (${b.name} and ${x.backend.name}); move them with toBackend first`,
+      );
     }
   }
   const outputs = (IMPLS[prim] as Impl<P>)(inputs, params, b);
@@ -137,7 +201,8 @@ export function bind1<P extends Prim>(prim: P, inputs: Tensor[], params: PrimPar
 /** Sanity check used by ops whose inputs must already agree exactly (after broadcasting). */
 export function assertSameShape(op: string, xs: Tensor[]): void {
   for (const x of xs) {
-    if (!shapesEqual(x.shape, xs[0].shape)) throw new ShapeError(`${op}: shapes ${xs.map((t) => fmt(t.shape)).join(" and ")} differ`);
+    if (!shapesEqual(x.shape, xs[0].shape)) {
+      throw new ShapeError(`${op}: shapes ${xs.map((t) => fmt(t.shape)).join(" and ")} differ`);
+    }
   }
 }
-

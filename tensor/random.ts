@@ -22,8 +22,10 @@ export class PRNGKey {
 }
 
 export const key = (seed: number): PRNGKey => new PRNGKey(bits.keyFromSeed(seed));
-export const split = (k: PRNGKey, n = 2): PRNGKey[] => bits.splitKey(k.words, n).map((w) => new PRNGKey(w));
-export const foldIn = (k: PRNGKey, data: number): PRNGKey => new PRNGKey(bits.foldIn(k.words, data));
+export const split = (k: PRNGKey, n = 2): PRNGKey[] =>
+  bits.splitKey(k.words, n).map((w) => new PRNGKey(w));
+export const foldIn = (k: PRNGKey, data: number): PRNGKey =>
+  new PRNGKey(bits.foldIn(k.words, data));
 
 export interface RandomOptions {
   dtype?: DType;
@@ -37,26 +39,48 @@ function floatDType(op: string, dtype: DType): DType {
 }
 
 /** Uniform in [min, max). */
-export function uniform(k: PRNGKey, shape: readonly number[], o: RandomOptions & { min?: number; max?: number } = {}): Tensor {
+export function uniform(
+  k: PRNGKey,
+  shape: readonly number[],
+  o: RandomOptions & { min?: number; max?: number } = {},
+): Tensor {
   const dtype = floatDType("uniform", o.dtype ?? "f32");
   const n = sizeOf(checkShape("uniform", shape));
-  const vals = bits.uniformFloats(k.words, n, dtype === "f64" ? "f64" : "f32", o.min ?? 0, o.max ?? 1);
+  const vals = bits.uniformFloats(
+    k.words,
+    n,
+    dtype === "f64" ? "f64" : "f32",
+    o.min ?? 0,
+    o.max ?? 1,
+  );
   return tensor(vals, { dtype, shape, backend: o.backend });
 }
 
 /** Normal with the given mean and standard deviation (default standard normal). */
-export function normal(k: PRNGKey, shape: readonly number[], o: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+export function normal(
+  k: PRNGKey,
+  shape: readonly number[],
+  o: RandomOptions & { mean?: number; std?: number } = {},
+): Tensor {
   const dtype = floatDType("normal", o.dtype ?? "f32");
   const n = sizeOf(checkShape("normal", shape));
   const vals = bits.normalFloats(k.words, n, dtype === "f64" ? "f64" : "f32");
   const mean = o.mean ?? 0, std = o.std ?? 1;
-  if (mean !== 0 || std !== 1) for (let i = 0; i < n; i++) vals[i] = mean + std * vals[i];
+  if (mean !== 0 || std !== 1) { for (let i = 0; i < n; i++) vals[i] = mean + std * vals[i]; }
   return tensor(vals, { dtype, shape, backend: o.backend });
 }
 
 /** Integers uniform in [lo, hi). */
-export function randint(k: PRNGKey, shape: readonly number[], lo: number, hi: number, o: { backend?: Backend } = {}): Tensor {
-  if (!Number.isInteger(lo) || !Number.isInteger(hi) || hi <= lo) throw new RangeError(`randint: need integers lo < hi, got ${lo}, ${hi}`);
+export function randint(
+  k: PRNGKey,
+  shape: readonly number[],
+  lo: number,
+  hi: number,
+  o: { backend?: Backend } = {},
+): Tensor {
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || hi <= lo) {
+    throw new RangeError(`randint: need integers lo < hi, got ${lo}, ${hi}`);
+  }
   const n = sizeOf(checkShape("randint", shape));
   const u = bits.uniformFloats(k.words, n, "f64");
   const out = new Int32Array(n);
@@ -85,14 +109,21 @@ export function gumbel(k: PRNGKey, shape: readonly number[], o: RandomOptions = 
 export function categorical(k: PRNGKey, logits: Tensor, axis = -1): Tensor {
   normAxis("categorical", axis, logits.ndim, logits.shape);
   const dt = isFloat(logits.dtype) ? logits.dtype : "f32";
-  return argmax(add(cast(logits, dt), gumbel(k, logits.shape, { dtype: dt, backend: logits.backend })), axis);
+  return argmax(
+    add(cast(logits, dt), gumbel(k, logits.shape, { dtype: dt, backend: logits.backend })),
+    axis,
+  );
 }
 
 /** A random permutation of [0, n) (i32), or of a tensor's rows along axis 0. */
 export function permutation(k: PRNGKey, x: number | Tensor): Tensor {
   const n = typeof x === "number" ? x : x.shape[0];
-  if (typeof x !== "number" && x.ndim === 0) throw new ShapeError(`permutation: needs at least one axis, got ${fmt(x.shape)}`);
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`permutation: n must be a non-negative integer, got ${n}`);
+  if (typeof x !== "number" && x.ndim === 0) {
+    throw new ShapeError(`permutation: needs at least one axis, got ${fmt(x.shape)}`);
+  }
+  if (!Number.isInteger(n) || n < 0) {
+    throw new RangeError(`permutation: n must be a non-negative integer, got ${n}`);
+  }
   const u = bits.uniformFloats(k.words, n, "f64");
   const p = new Int32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;

@@ -12,7 +12,11 @@ const backends = new Map<string, Backend>([["cpu", cpu], ["cuda", cuda]]);
  */
 const unavailable = new Map<string, () => string | null>([
   ["cuda", cudaUnavailableReason],
-  ["webgpu", () => "not initialised: await initWebGPU() or selectBackend(\"webgpu\") first (finding a device is asynchronous), or set SPARSECODER_BACKEND=webgpu"],
+  [
+    "webgpu",
+    () =>
+      'not initialised: await initWebGPU() or selectBackend("webgpu") first (finding a device is asynchronous), or set SPARSECODER_BACKEND=webgpu',
+  ],
 ]);
 let current: Backend | null = null;
 /** Why `selectBackend("auto")` chose the current backend; cleared by any later choice. */
@@ -37,7 +41,11 @@ export function findBackend(name: string, where = "useBackend"): Backend {
   const b = backends.get(name);
   const why = unavailable.get(name)?.();
   if (why) throw new Error(`${where}: the ${name} backend is unavailable here: ${why}`);
-  if (!b) throw new Error(`${where}: unknown backend "${name}"; available: ${availableBackends().join(", ")}`);
+  if (!b) {
+    throw new Error(
+      `${where}: unknown backend "${name}"; available: ${availableBackends().join(", ")}`,
+    );
+  }
   return b;
 }
 
@@ -66,7 +74,11 @@ export function getBackend(): Backend {
  * What runs where, in one line per backend (with the reason for those that cannot run); `auto`
  * says why, when the current backend is what `selectBackend("auto")` chose.
  */
-export function backendInfo(): { current: string; backends: Record<string, string>; auto?: string } {
+export function backendInfo(): {
+  current: string;
+  backends: Record<string, string>;
+  auto?: string;
+} {
   const names = new Set([...backends.keys(), ...unavailable.keys()]);
   const name = getBackend().name;
   return {

@@ -49,7 +49,9 @@ export function tidy<T>(fn: () => T): T {
     throw e;
   }
   scopes.pop();
-  if (result instanceof Promise) throw new TypeError("tidy: the function must be synchronous; await outside tidy");
+  if (result instanceof Promise) {
+    throw new TypeError("tidy: the function must be synchronous; await outside tidy");
+  }
   const live = new Set(disposables(result));
   const parent = scopes[scopes.length - 1];
   for (const t of scope) {
@@ -60,13 +62,16 @@ export function tidy<T>(fn: () => T): T {
 }
 
 function isDisposable(x: unknown): x is Disposable {
-  return typeof x === "object" && x !== null && typeof (x as Disposable).dispose === "function" && "storage" in x;
+  return typeof x === "object" && x !== null && typeof (x as Disposable).dispose === "function" &&
+    "storage" in x;
 }
 
 function* disposables(tree: unknown): Generator<Disposable> {
   if (isDisposable(tree)) yield tree;
-  else if (Array.isArray(tree)) for (const x of tree) yield* disposables(x);
-  else if (tree !== null && typeof tree === "object" && Object.getPrototypeOf(tree) === Object.prototype) {
+  else if (Array.isArray(tree)) { for (const x of tree) yield* disposables(x); }
+  else if (
+    tree !== null && typeof tree === "object" && Object.getPrototypeOf(tree) === Object.prototype
+  ) {
     for (const x of Object.values(tree)) yield* disposables(x);
   }
 }

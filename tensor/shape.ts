@@ -33,7 +33,9 @@ export function shapesEqual(a: Shape, b: Shape): boolean {
 export function checkShape(op: string, s: readonly unknown[]): Shape {
   for (const d of s) {
     if (typeof d !== "number" || !Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${op}: invalid shape ${JSON.stringify(s)}: dimensions must be non-negative integers`);
+      throw new ShapeError(
+        `${op}: invalid shape ${JSON.stringify(s)}: dimensions must be non-negative integers`,
+      );
     }
   }
   return s as Shape;
@@ -47,7 +49,11 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
     const da = a[a.length - n + i] ?? 1;
     const db = b[b.length - n + i] ?? 1;
     if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError(`${op}: shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together (axis ${i - n}: ${da} vs ${db})`);
+      throw new ShapeError(
+        `${op}: shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together (axis ${
+          i - n
+        }: ${da} vs ${db})`,
+      );
     }
     out[i] = da === 1 ? db : da;
   }
@@ -63,12 +69,18 @@ export function normAxis(op: string, axis: number, rank: number, shape?: Shape):
 }
 
 /** Normalised, sorted, unique axes; undefined means all axes. */
-export function normAxes(op: string, axes: number | readonly number[] | undefined, shape: Shape): number[] {
+export function normAxes(
+  op: string,
+  axes: number | readonly number[] | undefined,
+  shape: Shape,
+): number[] {
   const rank = shape.length;
   if (axes === undefined) return [...Array(rank).keys()];
   const list = typeof axes === "number" ? [axes] : axes;
   const out = list.map((a) => normAxis(op, a, rank, shape));
-  if (new Set(out).size !== out.length) throw new ShapeError(`${op}: repeated axis in ${JSON.stringify(list)} for shape ${fmt(shape)}`);
+  if (new Set(out).size !== out.length) {
+    throw new ShapeError(`${op}: repeated axis in ${JSON.stringify(list)} for shape ${fmt(shape)}`);
+  }
   return out.sort((x, y) => x - y);
 }
 

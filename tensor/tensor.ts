@@ -1,6 +1,6 @@
 /** The Tensor value: shape, dtype and a strided view onto reference-counted backend storage. */
 import type { Backend, Buf, View } from "./backend.ts";
-import { type DataArray, type DType, decode16, type StorageArray } from "./dtype.ts";
+import { type DataArray, decode16, type DType, type StorageArray } from "./dtype.ts";
 import { contiguousStrides, fmt, type Shape, sizeOf } from "./shape.ts";
 import { track } from "./scope.ts";
 
@@ -76,8 +76,16 @@ export class Tensor {
 
   /** The strided view kernels consume. */
   view(): View {
-    if (this.#disposed || this.storage.buf === null) throw new Error(`tensor ${this.describe()} was used after dispose()`);
-    return { buf: this.storage.buf, dtype: this.dtype, shape: this.shape, strides: this.strides, offset: this.offset };
+    if (this.#disposed || this.storage.buf === null) {
+      throw new Error(`tensor ${this.describe()} was used after dispose()`);
+    }
+    return {
+      buf: this.storage.buf,
+      dtype: this.dtype,
+      shape: this.shape,
+      strides: this.strides,
+      offset: this.offset,
+    };
   }
 
   isContiguous(): boolean {
@@ -94,7 +102,9 @@ export class Tensor {
   }
 
   #decode(raw: StorageArray): DataArray<DType> {
-    return (this.dtype === "f16" || this.dtype === "bf16" ? decode16(this.dtype, raw as Uint16Array) : raw) as DataArray<DType>;
+    return (this.dtype === "f16" || this.dtype === "bf16"
+      ? decode16(this.dtype, raw as Uint16Array)
+      : raw) as DataArray<DType>;
   }
 
   /** Read the values back (row-major); the only asynchronous step. f16/bf16 come back as f32. */
@@ -110,7 +120,11 @@ export class Tensor {
   /** Synchronous readback; only backends whose memory is on the host have it. */
   dataSync(): DataArray<DType> {
     const b = this.backend;
-    if (!b.readSync) throw new Error(`dataSync: the ${b.name} backend cannot read synchronously; use await t.data()`);
+    if (!b.readSync) {
+      throw new Error(
+        `dataSync: the ${b.name} backend cannot read synchronously; use await t.data()`,
+      );
+    }
     const { buf, fresh } = this.#compact();
     try {
       return this.#decode(b.readSync(buf, this.dtype, this.size));
@@ -126,7 +140,9 @@ export class Tensor {
 
   /** The value of a one-element tensor. */
   async item(): Promise<number> {
-    if (this.size !== 1) throw new Error(`item: tensor has shape ${fmt(this.shape)}, not one element`);
+    if (this.size !== 1) {
+      throw new Error(`item: tensor has shape ${fmt(this.shape)}, not one element`);
+    }
     return (await this.data())[0];
   }
 
@@ -138,7 +154,9 @@ export class Tensor {
   toString(): string {
     if (this.#disposed) return `${this.describe()} <disposed>`;
     if (!this.backend.readSync) return this.describe();
-    return `${this.describe()}\n${formatValues(Array.from(this.dataSync()), this.shape, this.dtype)}`;
+    return `${this.describe()}\n${
+      formatValues(Array.from(this.dataSync()), this.shape, this.dtype)
+    }`;
   }
 
   dispose(): void {
@@ -165,7 +183,12 @@ function nest(flat: number[], shape: Shape): NestedArray {
 const MAX_SHOWN = 6;
 
 function formatValues(flat: number[], shape: Shape, dtype: DType): string {
-  const f = (v: number) => dtype === "bool" ? (v ? "true" : "false") : dtype === "i32" ? String(v) : Number(v.toPrecision(6)).toString();
+  const f = (v: number) =>
+    dtype === "bool"
+      ? (v ? "true" : "false")
+      : dtype === "i32"
+      ? String(v)
+      : Number(v.toPrecision(6)).toString();
   const go = (off: number, dims: Shape, indent: string): string => {
     if (dims.length === 0) return f(flat[off]);
     const [d, ...rest] = dims;

@@ -12,7 +12,13 @@ import { tensor } from "../tensor/ops/create.ts";
 import { abs, cast } from "../tensor/ops/elementwise.ts";
 import { treeMap } from "../autodiff/tree.ts";
 import { architecture } from "../sae/architectures.ts";
-import { ARCHS, type ArchName, resolveConfig, type SaeConfig, type SaeConfigInput } from "../sae/config.ts";
+import {
+  type ArchName,
+  ARCHS,
+  resolveConfig,
+  type SaeConfig,
+  type SaeConfigInput,
+} from "../sae/config.ts";
 import { CODE_NORMS, isCrosscoderArch } from "../sae/crosscoder_config.ts";
 import { makePartition, type Partition } from "../sae/partition.ts";
 import { maskParams } from "../sae/grad_mask.ts";
@@ -20,7 +26,9 @@ import type { SaeParams } from "../sae/params.ts";
 import { Tensor as TensorClass } from "../tensor/tensor.ts";
 
 /** Shapes of rank minRank..maxRank with dimensions 1..maxDim (0 too with allowEmpty). */
-export function shapeArb(o: { minRank?: number; maxRank?: number; maxDim?: number; allowEmpty?: boolean } = {}): fc.Arbitrary<number[]> {
+export function shapeArb(
+  o: { minRank?: number; maxRank?: number; maxDim?: number; allowEmpty?: boolean } = {},
+): fc.Arbitrary<number[]> {
   const dim = fc.integer({ min: o.allowEmpty ? 0 : 1, max: o.maxDim ?? 5 });
   return fc.array(dim, { minLength: o.minRank ?? 0, maxLength: o.maxRank ?? 3 });
 }
@@ -33,18 +41,31 @@ export interface TensorArbOptions {
 }
 
 /** Tensors of a fixed shape (or of shapes drawn from an arbitrary), any dtype. */
-export function tensorArb(shape: readonly number[] | fc.Arbitrary<number[]>, o: TensorArbOptions = {}): fc.Arbitrary<Tensor> {
+export function tensorArb(
+  shape: readonly number[] | fc.Arbitrary<number[]>,
+  o: TensorArbOptions = {},
+): fc.Arbitrary<Tensor> {
   const dtype = o.dtype ?? "f32";
-  const shapes = Array.isArray(shape) ? fc.constant([...shape] as number[]) : shape as fc.Arbitrary<number[]>;
+  const shapes = Array.isArray(shape)
+    ? fc.constant([...shape] as number[])
+    : shape as fc.Arbitrary<number[]>;
   return shapes.chain((s) => {
     const n = s.reduce((a, b) => a * b, 1);
     const values: fc.Arbitrary<number[]> = dtype === "bool"
       ? fc.array(fc.integer({ min: 0, max: 1 }), { minLength: n, maxLength: n })
       : dtype === "i32"
-      ? fc.array(fc.integer({ min: o.min ?? -10, max: o.max ?? 10 }), { minLength: n, maxLength: n })
-      : fc.array(fc.double({ min: o.min ?? -4, max: o.max ?? 4, noNaN: true, noDefaultInfinity: true }), { minLength: n, maxLength: n });
+      ? fc.array(fc.integer({ min: o.min ?? -10, max: o.max ?? 10 }), {
+        minLength: n,
+        maxLength: n,
+      })
+      : fc.array(
+        fc.double({ min: o.min ?? -4, max: o.max ?? 4, noNaN: true, noDefaultInfinity: true }),
+        { minLength: n, maxLength: n },
+      );
     return values.map((v) => {
-      const wide = dtype === "f32" || dtype === "f64" || dtype === "i32" || dtype === "bool" ? dtype : "f32";
+      const wide = dtype === "f32" || dtype === "f64" || dtype === "i32" || dtype === "bool"
+        ? dtype
+        : "f32";
       const t = tensor(v, { dtype: wide, shape: s });
       return wide === dtype ? t : cast(t, dtype); // f16/bf16: rounded from f32
     });
@@ -52,34 +73,57 @@ export function tensorArb(shape: readonly number[] | fc.Arbitrary<number[]>, o: 
 }
 
 /** Small valid configurations of an architecture (every one in ARCHS by default). */
-export function saeConfigArb(arch?: ArchName | fc.Arbitrary<ArchName>, o: { maxD?: number; maxFeatures?: number; maxInputs?: number } = {}): fc.Arbitrary<SaeConfig> {
-  const archs = arch === undefined ? fc.constantFrom(...ARCHS) : typeof arch === "string" ? fc.constant(arch) : arch;
+export function saeConfigArb(
+  arch?: ArchName | fc.Arbitrary<ArchName>,
+  o: { maxD?: number; maxFeatures?: number; maxInputs?: number } = {},
+): fc.Arbitrary<SaeConfig> {
+  const archs = arch === undefined
+    ? fc.constantFrom(...ARCHS)
+    : typeof arch === "string"
+    ? fc.constant(arch)
+    : arch;
   return fc.record({
     arch: archs,
     d: fc.integer({ min: 2, max: o.maxD ?? 8 }),
     F: fc.integer({ min: 4, max: o.maxFeatures ?? 24 }),
     L: fc.integer({ min: 2, max: o.maxInputs ?? 3 }),
     kFrac: fc.double({ min: 0, max: 1, noNaN: true }),
-    shares: fc.array(fc.double({ min: 0, max: 0.9, noNaN: true }), { minLength: o.maxInputs ?? 3, maxLength: o.maxInputs ?? 3 }),
+    shares: fc.array(fc.double({ min: 0, max: 0.9, noNaN: true }), {
+      minLength: o.maxInputs ?? 3,
+      maxLength: o.maxInputs ?? 3,
+    }),
     codeNorm: fc.constantFrom(...CODE_NORMS),
   }).map(({ arch, d, F, L, kFrac, shares, codeNorm }) => {
     const c: SaeConfigInput = { arch, d_in: d, d_sae: F, k: 1 + Math.floor(kFrac * (F - 1) * 0.5) };
     if (arch === "matryoshka") c.matryoshka_groups = [Math.floor(F / 2), F - Math.floor(F / 2)];
-    if (isCrosscoderArch(arch)) Object.assign(c, { n_inputs: L, dfc_shares: shares.slice(0, L).map((s) => s / L), code_norm: codeNorm });
+    if (isCrosscoderArch(arch)) {
+      Object.assign(c, {
+        n_inputs: L,
+        dfc_shares: shares.slice(0, L).map((s) => s / L),
+        code_norm: codeNorm,
+      });
+    }
     return resolveConfig(c);
   });
 }
 
 /** DFC configurations: random F, shares (each input's exclusive share), d, L, k and code norm. */
-export function dfcConfigArb(o: { maxD?: number; maxFeatures?: number; maxInputs?: number } = {}): fc.Arbitrary<SaeConfig> {
+export function dfcConfigArb(
+  o: { maxD?: number; maxFeatures?: number; maxInputs?: number } = {},
+): fc.Arbitrary<SaeConfig> {
   return saeConfigArb("dfc", o);
 }
 
 /** Partitions of F features over L inputs, with the shares that made them. */
-export function partitionArb(o: { maxFeatures?: number; maxInputs?: number } = {}): fc.Arbitrary<{ partition: Partition; shares: number[] }> {
+export function partitionArb(
+  o: { maxFeatures?: number; maxInputs?: number } = {},
+): fc.Arbitrary<{ partition: Partition; shares: number[] }> {
   return fc.record({
     F: fc.integer({ min: 1, max: o.maxFeatures ?? 200_000 }),
-    raw: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: o.maxInputs ?? 4 }),
+    raw: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), {
+      minLength: 1,
+      maxLength: o.maxInputs ?? 4,
+    }),
     room: fc.double({ min: 0, max: 1, noNaN: true }),
   }).map(({ F, raw, room }) => {
     const total = raw.reduce((a, b) => a + b, 0) || 1;

@@ -29,7 +29,11 @@ function masksOf(mask: ZeroMask, like: Tensor): Record<string, Tensor | undefine
  * Every masked entry of the record's named leaves is exactly zero (+0 or −0; NaN fails). Returns
  * how many masked entries were checked.
  */
-export async function assertMaskedZero(record: object, mask: ZeroMask, what = "record"): Promise<number> {
+export async function assertMaskedZero(
+  record: object,
+  mask: ZeroMask,
+  what = "record",
+): Promise<number> {
   const first = treeLeaves(record).find((x): x is Tensor => x instanceof Tensor);
   if (!first) throw new TestFailure(`${what}: no tensors to check`);
   const masks = masksOf(mask, first);
@@ -39,14 +43,22 @@ export async function assertMaskedZero(record: object, mask: ZeroMask, what = "r
     for (const [name, m] of Object.entries(masks)) {
       if (!m) continue;
       const leaf = (record as Record<string, unknown>)[name];
-      if (!(leaf instanceof Tensor)) throw new TestFailure(`${what}: mask names "${name}" but the record has no such tensor`);
+      if (!(leaf instanceof Tensor)) {
+        throw new TestFailure(`${what}: mask names "${name}" but the record has no such tensor`);
+      }
       const full = tidy(() => broadcastTo(m, leaf.shape));
       const [mv, lv] = [await full.data(), await leaf.data()];
       full.dispose();
       for (let i = 0; i < lv.length; i++) {
         if (!mv[i]) continue;
         checked++;
-        if (lv[i] !== 0) throw new TestFailure(`${what}.${name}[${i}] (shape [${leaf.shape.join(", ")}]) is ${lv[i]}, must be exactly 0`);
+        if (lv[i] !== 0) {
+          throw new TestFailure(
+            `${what}.${name}[${i}] (shape [${leaf.shape.join(", ")}]) is ${
+              lv[i]
+            }, must be exactly 0`,
+          );
+        }
       }
     }
   } finally {
@@ -87,6 +99,10 @@ export async function assertMomentsMasked(opt: unknown, mask: ZeroMask): Promise
     }
   };
   await visit(opt, "opt");
-  if (found === 0) throw new TestFailure(`assertMomentsMasked: no Adam state (mu, nu) found in the optimizer state`);
+  if (found === 0) {
+    throw new TestFailure(
+      `assertMomentsMasked: no Adam state (mu, nu) found in the optimizer state`,
+    );
+  }
   return checked;
 }

@@ -1,7 +1,9 @@
 /** Run the `sae` command in-process through main(argv), with console.log / console.error captured. */
 import { main } from "../sae/cli.ts";
 
-export async function runCli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+export async function runCli(
+  ...argv: string[]
+): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [], err: string[] = [];
   const [log, error] = [console.log, console.error];
   console.log = (...a: unknown[]) => void out.push(a.map(String).join(" "));

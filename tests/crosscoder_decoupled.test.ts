@@ -13,7 +13,14 @@ import type { SaeParams } from "../sae/params.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 
 const L = 3, d = 4, F = 16, k = 2, B = 24;
-const cfg = resolveConfig({ arch: "batchtopk-crosscoder", d_in: d, d_sae: F, k, n_inputs: L, code_norm: "decoupled" });
+const cfg = resolveConfig({
+  arch: "batchtopk-crosscoder",
+  d_in: d,
+  d_sae: F,
+  k,
+  n_inputs: L,
+  code_norm: "decoupled",
+});
 const arch = ARCHITECTURES[cfg.arch];
 
 /** Parameters whose inputs weigh features differently (decoder rows scaled per input), so their selections differ. */
@@ -26,7 +33,9 @@ const batch = (i: number) => t.add(t.random.normal(t.random.key(20 + i), [B, L, 
 
 /** Host values: relu(pre) [B, F] and ‖W_dec[l, i]‖ [L, F]. */
 async function hostView(p: SaeParams, x: t.Tensor): Promise<{ a: Float32Array; w: Float32Array }> {
-  const a = await t.relu(t.add(t.matmul(flatInput(x, cfg), t.reshape(p.W_enc, [L * d, F])), p.b_enc!)).data() as Float32Array;
+  const a = await t.relu(
+    t.add(t.matmul(flatInput(x, cfg), t.reshape(p.W_enc, [L * d, F])), p.b_enc!),
+  ).data() as Float32Array;
   return { a, w: await perInputWeights(p.W_dec).data() as Float32Array };
 }
 
@@ -39,19 +48,27 @@ test("decoupled crosscoder: each input keeps its own k·B largest f·‖W_dec[l]
   const picks: string[] = [];
   for (let l = 0; l < L; l++) {
     // The k·B largest scores of input l over the whole batch, recomputed on the host.
-    const order = Array.from({ length: B * F }, (_, j) => j).sort((i, j) => a[j] * w[l * F + (j % F)] - a[i] * w[l * F + (i % F)]);
+    const order = Array.from({ length: B * F }, (_, j) => j).sort((i, j) =>
+      a[j] * w[l * F + (j % F)] - a[i] * w[l * F + (i % F)]
+    );
     const keep = new Set(order.slice(0, k * B));
     for (let b = 0; b < B; b++) {
       for (let i = 0; i < F; i++) {
         // The encoder's GEMM folds the bias in (sparse encoder): same values to rounding.
         const want = keep.has(b * F + i) ? a[b * F + i] : 0, got = dense[(b * L + l) * F + i];
-        assert((got === 0) === (want === 0), `code[${b}, ${l}, ${i}] kept ${got !== 0}, expected ${want !== 0}`);
+        assert(
+          (got === 0) === (want === 0),
+          `code[${b}, ${l}, ${i}] kept ${got !== 0}, expected ${want !== 0}`,
+        );
         assertClose([got], [want], { rtol: 1e-6, msg: `code[${b}, ${l}, ${i}]` });
       }
     }
     picks.push([...keep].sort((x, y) => x - y).join(","));
   }
-  assert(new Set(picks).size === L, "the inputs chose different entries (else this test could not tell decoupled from shared)");
+  assert(
+    new Set(picks).size === L,
+    "the inputs chose different entries (else this test could not tell decoupled from shared)",
+  );
   // x̂_l = code_l W_dec[l] + b_dec[l].
   const xhat = await arch.decode(p, code, cfg).data();
   const Wd = await p.W_dec.data(), bd = await p.b_dec.data();
@@ -69,7 +86,13 @@ test("decoupled crosscoder: each input keeps its own k·B largest f·‖W_dec[l]
 });
 
 test("decoupled crosscoder: θ is one value per input, the first step's smallest kept f·‖W_dec[l]‖; L0 is k", async () => {
-  const tc = t.sae.resolveTrainConfig(cfg, { steps: 4, batch_size: B, threshold_start_step: 0, normalize_activations: false, geometric_median_init: false });
+  const tc = t.sae.resolveTrainConfig(cfg, {
+    steps: 4,
+    batch_size: B,
+    threshold_start_step: 0,
+    normalize_activations: false,
+    geometric_median_init: false,
+  });
   const s0 = await t.sae.initTrainState(t.random.key(0), cfg, tc, [{ x: batch(0) }]);
   assertEquals(s0.threshold, [-1, -1, -1], "unset θ per input");
   const p = params();
@@ -79,9 +102,11 @@ test("decoupled crosscoder: θ is one value per input, the first step's smallest
   const w = await perInputWeights(p.W_dec).data();
   const want = Array.from({ length: L }, (_, l) => {
     let m = Infinity;
-    for (let b = 0; b < B; b++) for (let i = 0; i < F; i++) {
-      const v = code[(b * L + l) * F + i] * w[l * F + i];
-      if (v > 0) m = Math.min(m, v);
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < F; i++) {
+        const v = code[(b * L + l) * F + i] * w[l * F + i];
+        if (v > 0) m = Math.min(m, v);
+      }
     }
     return m;
   });
@@ -94,7 +119,12 @@ test("decoupled crosscoder: θ is one value per input, the first step's smallest
   // The next step moves each θ_l by the EMA independently.
   const r2 = await t.sae.trainStep(r.state, { x: batch(2) }, cfg, tc);
   const θ2 = r2.metrics.threshold as number[];
-  θ2.forEach((v, l) => assert(v !== θ[l] && Math.abs(v - θ[l]) < 0.01 * θ[l] + 1e-9, `θ_${l} moves by the 0.999 EMA (${θ[l]} → ${v})`));
+  θ2.forEach((v, l) =>
+    assert(
+      v !== θ[l] && Math.abs(v - θ[l]) < 0.01 * θ[l] + 1e-9,
+      `θ_${l} moves by the 0.999 EMA (${θ[l]} → ${v})`,
+    )
+  );
 });
 
 test("decoupled crosscoder: θ-based inference keeps f where f·‖W_dec[l]‖ > θ_l; evaluation counts tokens, not (input, feature) pairs", async () => {
@@ -120,13 +150,27 @@ test("decoupled crosscoder: θ-based inference keeps f where f·‖W_dec[l]‖ >
   }
   assert(kept > 0 && kept < B * L * F, `θ keeps some entries and drops others (${kept})`);
   const m = await evaluateCrosscoder(p, cfg, [{ x }], { threshold: θ });
-  assertEquals(Array.from(m.fired), Array.from(firedTokens), "tokens each feature fired on (any input)");
-  assert(Array.from(m.fired).every((c) => c <= B), "no feature fires on more tokens than there are");
-  assertClose([m.l0], [pairs / (B * L)], { rtol: 1e-6, msg: "L0: each input's count, averaged over inputs" });
+  assertEquals(
+    Array.from(m.fired),
+    Array.from(firedTokens),
+    "tokens each feature fired on (any input)",
+  );
+  assert(
+    Array.from(m.fired).every((c) => c <= B),
+    "no feature fires on more tokens than there are",
+  );
+  assertClose([m.l0], [pairs / (B * L)], {
+    rtol: 1e-6,
+    msg: "L0: each input's count, averaged over inputs",
+  });
   // One θ for all inputs is accepted (the same value repeated); a per-input θ elsewhere is an error.
   const same = await toDense(arch.encodeInference(p, x, cfg, 0.3), F).data();
   const rep = await toDense(arch.encodeInference(p, x, cfg, [0.3, 0.3, 0.3]), F).data();
   assertEquals(Array.from(same), Array.from(rep));
   const plain = resolveConfig({ arch: "batchtopk-crosscoder", d_in: d, d_sae: F, k, n_inputs: L });
-  assertThrows(() => ARCHITECTURES[plain.arch].encodeInference(p, x, plain, θ), "one threshold", "decoupled");
+  assertThrows(
+    () => ARCHITECTURES[plain.arch].encodeInference(p, x, plain, θ),
+    "one threshold",
+    "decoupled",
+  );
 });

@@ -35,23 +35,42 @@ async function rejects(p: Promise<unknown>, ...fragments: string[]): Promise<voi
     msg = String((e as Error).message);
   }
   assert(msg !== null, `expected an error mentioning ${fragments.join(", ")}`);
-  for (const f of fragments) assert(msg!.includes(f), `error ${JSON.stringify(msg)} lacks ${JSON.stringify(f)}`);
+  for (const f of fragments) {
+    assert(msg!.includes(f), `error ${JSON.stringify(msg)} lacks ${JSON.stringify(f)}`);
+  }
 }
 
 const cfgOf = (arch: (typeof CROSSCODER_ARCHS)[number]) =>
-  resolveConfig({ arch, d_in: 4, d_sae: 20, k: 3, n_inputs: 2, dfc_shares: [0.15, 0.25], code_norm: "mixed", crosscoder_recon: "unsquared", l1_coefficient: 0.2, auxk_k: 3 });
+  resolveConfig({
+    arch,
+    d_in: 4,
+    d_sae: 20,
+    k: 3,
+    n_inputs: 2,
+    dfc_shares: [0.15, 0.25],
+    code_norm: "mixed",
+    crosscoder_recon: "unsquared",
+    l1_coefficient: 0.2,
+    auxk_k: 3,
+  });
 
 /** Init with every tensor perturbed; a DFC's forbidden entries zeroed again. */
 function randomParams(arch: (typeof CROSSCODER_ARCHS)[number], seed: number) {
   const cfg = cfgOf(arch);
   const p = ARCHITECTURES[arch].init(t.random.key(seed), cfg);
   const keys = t.random.split(t.random.key(seed + 1), 4);
-  const q = Object.fromEntries(Object.entries(p).map(([k, v], i) => [k, t.add(v!, t.random.normal(keys[i], v!.shape, { std: 0.3 }))])) as unknown as typeof p;
+  const q = Object.fromEntries(
+    Object.entries(p).map((
+      [k, v],
+      i,
+    ) => [k, t.add(v!, t.random.normal(keys[i], v!.shape, { std: 0.3 }))]),
+  ) as unknown as typeof p;
   const part = dfcPartition(cfg);
   return part ? maskParams(q, part) : q;
 }
 
-const bitsOf = async (x: t.Tensor) => Array.from(new Uint32Array(Float32Array.from(await x.data() as Float32Array).buffer));
+const bitsOf = async (x: t.Tensor) =>
+  Array.from(new Uint32Array(Float32Array.from(await x.data() as Float32Array).buffer));
 
 for (const arch of CROSSCODER_ARCHS) {
   test(`crosscoder save/load round trip (${arch}): params bit-exact, cfg equal, θ kept, partition in cfg.json`, async () => {
@@ -70,7 +89,11 @@ for (const arch of CROSSCODER_ARCHS) {
       const raw = JSON.parse(await readFile(join(dir, CFG_FILE), "utf8"));
       assertEquals(raw.n_inputs, 2);
       if (arch === "dfc") {
-        assertEquals(raw.partition, { features: 20, exclusive: [[0, 3], [3, 8]], shared: [8, 20] }, "documented partition layout");
+        assertEquals(
+          raw.partition,
+          { features: 20, exclusive: [[0, 3], [3, 8]], shared: [8, 20] },
+          "documented partition layout",
+        );
         const r = await verifyPartitionIntegrity(got.params, dfcPartition(got.cfg)!);
         assert(r.ok && r.max === 0, "integrity kept through save/load");
       } else assert(raw.partition === undefined, "no partition outside DFC");
@@ -87,36 +110,67 @@ test("dfc load: a corrupted partition in cfg.json or non-zero forbidden weights 
     const write = (j: unknown) => writeFile(cfgPath, JSON.stringify(j));
     await write({ ...good, partition: { ...good.partition, exclusive: [[0, 3], [2, 8]] } });
     await rejects(loadSae(dir), "cfg.json: partition", "exclusive[1]", "should start at 3");
-    await write({ ...good, partition: { features: 20, exclusive: [[0, 4], [4, 8]], shared: [8, 20] } });
+    await write({
+      ...good,
+      partition: { features: 20, exclusive: [[0, 4], [4, 8]], shared: [8, 20] },
+    });
     await rejects(loadSae(dir), "does not match dfc_shares [0.15,0.25]");
     const { partition: _drop, ...noPartition } = good;
     await write(noPartition);
-    await rejects(loadSae(dir), "needs a \"partition\" field");
+    await rejects(loadSae(dir), 'needs a "partition" field');
     await write({ ...good, partition: { ...good.partition, shared: [8, 19] } });
     await rejects(loadSae(dir), "shared");
     // Weights: one forbidden decoder entry of input 1 (B) on A-only feature 2 made non-zero.
     await write(good);
     const saved = await loadSae(dir);
-    const bump = t.tensor(Array.from({ length: 2 * 20 * 4 }, (_, i) => (i === (20 + 2) * 4 + 1 ? 0.25 : 0)), { shape: [2, 20, 4] });
-    await saveSae(dir, { ...saved, params: { ...saved.params, W_dec: t.add(saved.params.W_dec, bump) } });
+    const bump = t.tensor(
+      Array.from({ length: 2 * 20 * 4 }, (_, i) => (i === (20 + 2) * 4 + 1 ? 0.25 : 0)),
+      { shape: [2, 20, 4] },
+    );
+    await saveSae(dir, {
+      ...saved,
+      params: { ...saved.params, W_dec: t.add(saved.params.W_dec, bump) },
+    });
     await rejects(loadSae(dir), WEIGHTS_FILE, "input 1: max |W_enc| 0, max |W_dec| 0.25");
   });
 });
 
 test("dfc training run: the saved dictionary keeps its partition and θ is folded with the activation scale", async () => {
   await withDir(async (dir) => {
-    const src = t.synthetic.makePairedSynthetic({ d: 8, nFeatures: 24, exclusive: 3, seed: 5, bias: true });
-    const cfg = resolveConfig({ arch: "dfc", d_in: 8, d_sae: 32, k: 3, n_inputs: 2, dfc_shares: [0.125, 0.125] });
+    const src = t.synthetic.makePairedSynthetic({
+      d: 8,
+      nFeatures: 24,
+      exclusive: 3,
+      seed: 5,
+      bias: true,
+    });
+    const cfg = resolveConfig({
+      arch: "dfc",
+      d_in: 8,
+      d_sae: 32,
+      k: 3,
+      n_inputs: 2,
+      dfc_shares: [0.125, 0.125],
+    });
     const train = resolveTrainConfig(cfg, { steps: 30, batch_size: 64, threshold_start_step: 0 });
     const res = await runTraining({ cfg, train, data: pairedData(src), out: dir });
     const loaded = await loadSae(dir); // would throw on a broken partition
     const r = await verifyPartitionIntegrity(loaded.params, dfcPartition(cfg)!);
     assert(r.ok && r.max === 0, JSON.stringify(r));
     assert(res.state.scale !== 1, "inputs were rescaled during training");
-    assertEquals(loaded.threshold, (res.state.threshold as number) * res.state.scaleOut, "θ in saved units");
+    assertEquals(
+      loaded.threshold,
+      (res.state.threshold as number) * res.state.scaleOut,
+      "θ in saved units",
+    );
     // Same codes from the training-time view (scaled input, training weights, θ) and the saved one.
     const x = src.batch(777, 32).x;
-    const a = ARCHITECTURES.dfc.encodeInference(res.state.params, t.div(x, res.state.scale), cfg, res.state.threshold);
+    const a = ARCHITECTURES.dfc.encodeInference(
+      res.state.params,
+      t.div(x, res.state.scale),
+      cfg,
+      res.state.threshold,
+    );
     const b = ARCHITECTURES.dfc.encodeInference(loaded.params, x, cfg, loaded.threshold);
     const [fa, fb] = [await t.sae.toDense(a, 32).data(), await t.sae.toDense(b, 32).data()];
     let differ = 0;
@@ -128,12 +182,39 @@ test("dfc training run: the saved dictionary keeps its partition and θ is folde
 test("dfc checkpoint: a run stopped and resumed ends bit-identical to an uninterrupted one", async () => {
   await withDir(async (dir) => {
     const src = t.synthetic.makePairedSynthetic({ d: 6, nFeatures: 16, exclusive: 2, seed: 8 });
-    const cfg = resolveConfig({ arch: "dfc", d_in: 6, d_sae: 20, k: 2, n_inputs: 2, dfc_shares: [0.15, 0.15] });
-    const train = resolveTrainConfig(cfg, { steps: 16, batch_size: 32, dead_tokens: 64, threshold_start_step: 0 });
+    const cfg = resolveConfig({
+      arch: "dfc",
+      d_in: 6,
+      d_sae: 20,
+      k: 2,
+      n_inputs: 2,
+      dfc_shares: [0.15, 0.15],
+    });
+    const train = resolveTrainConfig(cfg, {
+      steps: 16,
+      batch_size: 32,
+      dead_tokens: 64,
+      threshold_start_step: 0,
+    });
     const whole = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "a") });
-    await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), stopAfter: 7, checkpointEvery: 100 });
-    const resumed = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), resume: true });
-    for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
+    await runTraining({
+      cfg,
+      train,
+      data: pairedData(src),
+      out: join(dir, "b"),
+      stopAfter: 7,
+      checkpointEvery: 100,
+    });
+    const resumed = await runTraining({
+      cfg,
+      train,
+      data: pairedData(src),
+      out: join(dir, "b"),
+      resume: true,
+    });
+    for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) {
+      assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
+    }
     assertEquals(resumed.state.threshold, whole.state.threshold, "θ");
     await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
     // A checkpoint whose forbidden second moment is non-zero is refused, not resumed.
@@ -142,31 +223,86 @@ test("dfc checkpoint: a run stopped and resumed ends bit-identical to an uninter
     const adamAt = opt.findIndex((o) => o && typeof o === "object" && "nu" in (o as object));
     const adamState = opt[adamAt] as { nu: { W_dec: t.Tensor } };
     const polluted = [...opt];
-    polluted[adamAt] = { ...adamState, nu: { ...adamState.nu, W_dec: t.add(adamState.nu.W_dec, 1e-20) } };
-    await saveCheckpoint(join(dir, "c", "checkpoint"), { ...ck, state: { ...ck.state, opt: polluted }, data: ck.data });
-    await rejects(runTraining({ cfg, train, data: pairedData(src), out: join(dir, "c"), resume: true }), "opt[1].nu breaks the DFC partition", "refusing to resume");
+    polluted[adamAt] = {
+      ...adamState,
+      nu: { ...adamState.nu, W_dec: t.add(adamState.nu.W_dec, 1e-20) },
+    };
+    await saveCheckpoint(join(dir, "c", "checkpoint"), {
+      ...ck,
+      state: { ...ck.state, opt: polluted },
+      data: ck.data,
+    });
+    await rejects(
+      runTraining({ cfg, train, data: pairedData(src), out: join(dir, "c"), resume: true }),
+      "opt[1].nu breaks the DFC partition",
+      "refusing to resume",
+    );
   });
 });
 
 test("decoupled dfc: θ per input through a run, a checkpoint resume, saveSae/loadSae (folded, [L, d_sae] tensor); a malformed θ is reported", async () => {
   await withDir(async (dir) => {
-    const src = t.synthetic.makePairedSynthetic({ d: 6, nFeatures: 16, exclusive: 2, seed: 9, bias: true });
-    const cfg = resolveConfig({ arch: "dfc", d_in: 6, d_sae: 20, k: 2, n_inputs: 2, dfc_shares: [0.15, 0.15], code_norm: "decoupled" });
-    const train = resolveTrainConfig(cfg, { steps: 12, batch_size: 32, dead_tokens: 64, threshold_start_step: 0 });
+    const src = t.synthetic.makePairedSynthetic({
+      d: 6,
+      nFeatures: 16,
+      exclusive: 2,
+      seed: 9,
+      bias: true,
+    });
+    const cfg = resolveConfig({
+      arch: "dfc",
+      d_in: 6,
+      d_sae: 20,
+      k: 2,
+      n_inputs: 2,
+      dfc_shares: [0.15, 0.15],
+      code_norm: "decoupled",
+    });
+    const train = resolveTrainConfig(cfg, {
+      steps: 12,
+      batch_size: 32,
+      dead_tokens: 64,
+      threshold_start_step: 0,
+    });
     const whole = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "a") });
-    await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), stopAfter: 5, checkpointEvery: 100 });
-    const resumed = await runTraining({ cfg, train, data: pairedData(src), out: join(dir, "b"), resume: true });
-    for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
+    await runTraining({
+      cfg,
+      train,
+      data: pairedData(src),
+      out: join(dir, "b"),
+      stopAfter: 5,
+      checkpointEvery: 100,
+    });
+    const resumed = await runTraining({
+      cfg,
+      train,
+      data: pairedData(src),
+      out: join(dir, "b"),
+      resume: true,
+    });
+    for (const k of ["W_enc", "W_dec", "b_enc", "b_dec"] as const) {
+      assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
+    }
     const θ = whole.state.threshold as number[];
-    assert(Array.isArray(θ) && θ.length === 2 && θ.every((v) => v > 0) && θ[0] !== θ[1], `θ per input, set: ${JSON.stringify(θ)}`);
+    assert(
+      Array.isArray(θ) && θ.length === 2 && θ.every((v) => v > 0) && θ[0] !== θ[1],
+      `θ per input, set: ${JSON.stringify(θ)}`,
+    );
     assertEquals(resumed.state.threshold, θ, "θ after resuming");
     await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
     const loaded = await loadSae(join(dir, "a"));
-    assertEquals(loaded.threshold, θ.map((v) => v * whole.state.scaleOut), "saved θ folded with the output scale");
+    assertEquals(
+      loaded.threshold,
+      θ.map((v) => v * whole.state.scaleOut),
+      "saved θ folded with the output scale",
+    );
     const { tensors } = await t.loadSafetensors(join(dir, "a", WEIGHTS_FILE));
     assertEquals(tensors.threshold.shape, [2, 20], "per-feature θ tensor, one row per input");
     const rows = await tensors.threshold.data();
-    assertEquals([rows[0], rows[20]], [Math.fround(θ[0] * whole.state.scaleOut), Math.fround(θ[1] * whole.state.scaleOut)]);
+    assertEquals([rows[0], rows[20]], [
+      Math.fround(θ[0] * whole.state.scaleOut),
+      Math.fround(θ[1] * whole.state.scaleOut),
+    ]);
     // A θ of the wrong length in cfg.json is an error naming the file and the field.
     const cfgPath = join(dir, "a", CFG_FILE);
     const json = JSON.parse(await readFile(cfgPath, "utf8"));

@@ -10,12 +10,24 @@ import { skip } from "./cuda_tools.ts";
 const reason = t.cudaUnavailableReason();
 
 test("cuda backend: unavailable here with its reason; the library stays on cpu", async () => {
-  if (reason === null) return skip("cuda unavailability", "a CUDA device is present here (see the device smoke test)");
-  assert(/libcuda|driver|NVRTC|cuBLAS|no CUDA device|FFI|disabled/.test(reason), `reason names what is missing: ${reason}`);
+  if (reason === null) {
+    return skip("cuda unavailability", "a CUDA device is present here (see the device smoke test)");
+  }
+  assert(
+    /libcuda|driver|NVRTC|cuBLAS|no CUDA device|FFI|disabled/.test(reason),
+    `reason names what is missing: ${reason}`,
+  );
   assert(!t.availableBackends().includes("cuda"), "not listed as available");
-  assert(t.backendInfo().backends.cuda === `cuda: unavailable (${reason})`, t.backendInfo().backends.cuda);
+  assert(
+    t.backendInfo().backends.cuda === `cuda: unavailable (${reason})`,
+    t.backendInfo().backends.cuda,
+  );
   const before = t.getBackend().name;
-  assertThrows(() => t.useBackend("cuda"), "useBackend: the cuda backend is unavailable here", reason);
+  assertThrows(
+    () => t.useBackend("cuda"),
+    "useBackend: the cuda backend is unavailable here",
+    reason,
+  );
   assertEquals(t.getBackend().name, before);
   const y = t.add(t.tensor([1, 2, 3]), 1);
   assertEquals(y.backend.name, "cpu");

@@ -20,9 +20,16 @@ test("cuda kernels emulated on the CPU agree with the cpu backend on every op ca
     for (const [name, make, rtol, atol] of CASES) await same(name, make, rtol, atol);
     await same("topk SAE loss, grads, adam", saeGrads, 1e-4, 1e-5);
     const s = rt.allocator.stats();
-    assert(s.inUse <= 16 + 512, `every buffer returned to the allocator (in use: ${s.inUse} bytes)`);
+    assert(
+      s.inUse <= 16 + 512,
+      `every buffer returned to the allocator (in use: ${s.inUse} bytes)`,
+    );
   } finally {
     installRuntime(null);
   }
-  console.log(`emulated cuda: ${CASES.length + 1} cases agree with cpu (build ${((built - t0) / 1000).toFixed(1)} s, run ${((performance.now() - built) / 1000).toFixed(1)} s)`);
+  console.log(
+    `emulated cuda: ${CASES.length + 1} cases agree with cpu (build ${
+      ((built - t0) / 1000).toFixed(1)
+    } s, run ${((performance.now() - built) / 1000).toFixed(1)} s)`,
+  );
 });

@@ -23,13 +23,22 @@ import { join, removeDir, run, runAsync, skip, tempDir, which, writeText } from 
 function ptxEntries(ptx: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const m of ptx.matchAll(/\.entry\s+(\w+)\s*\(([^)]*)\)/g)) {
-    const params = [...m[2].matchAll(/\.param\s+(?:\.align\s+\d+\s+)?(\.\w+)\s+\w+(\[\d+\])?/g)].map((p) => p[1] + (p[2] ?? ""));
+    const params = [...m[2].matchAll(/\.param\s+(?:\.align\s+\d+\s+)?(\.\w+)\s+\w+(\[\d+\])?/g)]
+      .map((p) => p[1] + (p[2] ?? ""));
     out.set(m[1], params);
   }
   return out;
 }
 
-const PTX_OF: Record<KernelArg["t"], string> = { ptr: ".u64", i64: ".u64", i32: ".u32", u32: ".u32", f32: ".f32", f64: ".f64", dims: ".b8[64]" };
+const PTX_OF: Record<KernelArg["t"], string> = {
+  ptr: ".u64",
+  i64: ".u64",
+  i32: ".u32",
+  u32: ".u32",
+  f32: ".f32",
+  f64: ".f64",
+  dims: ".b8[64]",
+};
 
 interface Launch {
   module: string;
@@ -43,29 +52,48 @@ interface Launch {
 function recordingRuntime() {
   const launches: Launch[] = [], gemms: GemmCall[] = [];
   let next = 0x10000n, errWordPtr = 0n, pendingError: number[] | null = null;
-  const allocator = cachingAllocator({ alloc: (b) => (next += BigInt(b) + 256n), free: () => {} }, () => false);
+  const allocator = cachingAllocator(
+    { alloc: (b) => (next += BigInt(b) + 256n), free: () => {} },
+    () => false,
+  );
   const errWord = allocator.alloc(16);
   errWordPtr = errWord.ptr;
   const driver = {
     memsetD8: () => {},
     copyHtoD: () => {},
     copyDtoH: (dst: ArrayBufferView, src: bigint) => {
-      if (src === errWordPtr && pendingError) new Int32Array(dst.buffer, dst.byteOffset, 4).set(pendingError), pendingError = null;
+      if (src === errWordPtr && pendingError) {
+        new Int32Array(dst.buffer, dst.byteOffset, 4).set(pendingError), pendingError = null;
+      }
     },
     streamSync: () => {},
     memInfo: () => ({ free: 0, total: 0 }),
   } as unknown as Driver;
-  const cublas = { gemm: (c: GemmCall) => void gemms.push(c), version: 0, path: "fake", handle: 0n, destroy: () => {} } as Cublas;
+  const cublas = {
+    gemm: (c: GemmCall) => void gemms.push(c),
+    version: 0,
+    path: "fake",
+    handle: 0n,
+    destroy: () => {},
+  } as Cublas;
   const rt: CudaRuntime = {
     driver,
-    nvrtc: { path: "fake", version: [0, 0], archs: [], compile: () => { throw new Error("no compile in the recording runtime"); } },
+    nvrtc: {
+      path: "fake",
+      version: [0, 0],
+      archs: [],
+      compile: () => {
+        throw new Error("no compile in the recording runtime");
+      },
+    },
     cublas,
     stream: 0n,
     allocator,
     errWord,
     device: { name: "recording", cc: 90, sms: 132, memory: 0 },
     precision: "f32",
-    launch: (_src, module, name, grid, block, args) => void launches.push({ module, name, args, grid: grid.map((g) => g ?? 1), block }),
+    launch: (_src, module, name, grid, block, args) =>
+      void launches.push({ module, name, args, grid: grid.map((g) => g ?? 1), block }),
     compiled: () => [],
   };
   return { rt, launches, gemms, setError: (e: number[]) => (pendingError = e) };
@@ -78,7 +106,9 @@ function view(shape: number[], dtype: DType, strides = contiguousStrides(shape),
 
 /** Drive every backend entry point once or more through representative views. */
 function exercise(): void {
-  const x = view([4, 6], "f32"), xt = view([6, 4], "f32", [1, 6]), bias = view([4, 6], "f32", [0, 1]);
+  const x = view([4, 6], "f32"),
+    xt = view([6, 4], "f32", [1, 6]),
+    bias = view([4, 6], "f32", [0, 1]);
   cuda.unary("relu", x, "f32");
   cuda.unary("exp", xt, "f32");
   cuda.unary("not", view([4, 6], "bool"), "bool");
@@ -103,7 +133,9 @@ function exercise(): void {
   cuda.gather(view([5, 2], "bf16"), view([3, 2], "i32"), 0);
   cuda.scatterAdd(view([8], "f32"), view([5], "i32"), view([5], "f32"), 0);
   cuda.scatterAdd(view([4, 3], "bf16"), view([4, 2], "i32"), view([4, 2], "bf16"), 1);
-  for (const dt of ["f32", "f64", "bf16", "f16", "i32", "bool"] as DType[]) cuda.topk(view([16, 300], dt), 7);
+  for (const dt of ["f32", "f64", "bf16", "f16", "i32", "bool"] as DType[]) {
+    cuda.topk(view([16, 300], dt), 7);
+  }
   cuda.topk(xt, 2);
   cuda.topk(view([1, 70_000], "f32"), 300);
   cuda.cumsum(x, 0, false);
@@ -125,7 +157,9 @@ function exercise(): void {
 
 test("cuda kernels: every source compiles with nvcc, and every launch matches its kernel's parameters", async () => {
   const nvcc = which("nvcc");
-  if (!nvcc) return skip("nvcc compile check", "nvcc not on PATH (install the CUDA toolkit to run it)");
+  if (!nvcc) {
+    return skip("nvcc compile check", "nvcc not on PATH (install the CUDA toolkit to run it)");
+  }
   const version = run(nvcc, ["--version"]).stdout.match(/release ([\d.]+)/)?.[1] ?? "?";
   const rec = recordingRuntime();
   installRuntime(rec.rt);
@@ -139,15 +173,26 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
   const dir = tempDir();
   try {
     writeText(join(dir, "main.cu"), mainSource());
-    writeText(join(dir, "ew.cu"), PRELUDE + specs.map((s) => ewKernels(s, prefix.get(ewKey(s))!)).join(""));
+    writeText(
+      join(dir, "ew.cu"),
+      PRELUDE + specs.map((s) => ewKernels(s, prefix.get(ewKey(s))!)).join(""),
+    );
     // The two translation units compile side by side.
     const files = ["main", "ew"];
-    const results = await Promise.all(files.map((f) => runAsync(nvcc, ["--ptx", "-arch=sm_90", "-o", join(dir, `${f}.ptx`), join(dir, `${f}.cu`)])));
-    results.forEach((r, i) => assert(r.code === 0, `nvcc ${version} failed on ${files[i]}.cu:\n${r.stderr.slice(0, 4000)}`));
+    const results = await Promise.all(
+      files.map((f) =>
+        runAsync(nvcc, ["--ptx", "-arch=sm_90", "-o", join(dir, `${f}.ptx`), join(dir, `${f}.cu`)])
+      ),
+    );
+    results.forEach((r, i) =>
+      assert(r.code === 0, `nvcc ${version} failed on ${files[i]}.cu:\n${r.stderr.slice(0, 4000)}`)
+    );
     const ptx = files.map((f) => ptxEntries(run("cat", [join(dir, `${f}.ptx`)]).stdout));
     const [main, ew] = ptx;
     assertEquals(ew.size, specs.length * 3, "three kernels per elementwise spec");
-    console.log(`nvcc ${version}: ${main.size} fixed kernels and ${ew.size} elementwise kernels (${specs.length} specs) compiled for sm_90; ${rec.launches.length} launches checked`);
+    console.log(
+      `nvcc ${version}: ${main.size} fixed kernels and ${ew.size} elementwise kernels (${specs.length} specs) compiled for sm_90; ${rec.launches.length} launches checked`,
+    );
     const launchedMain = new Set<string>();
     for (const l of rec.launches) {
       let params: string[] | undefined;
@@ -161,13 +206,45 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
       }
       assert(params !== undefined, `launch of ${l.name} (${l.module}): no such kernel`);
       assertEquals(l.args.map((a) => PTX_OF[a.t]), params, `parameters of ${l.name}`);
-      assert(l.grid.every((g) => g >= 1 && g <= 2 ** 31 - 1) && (l.grid[1] ?? 1) <= 65535 && l.block >= 32 && l.block <= 1024, `launch shape of ${l.name}`);
+      assert(
+        l.grid.every((g) => g >= 1 && g <= 2 ** 31 - 1) && (l.grid[1] ?? 1) <= 65535 &&
+          l.block >= 32 && l.block <= 1024,
+        `launch shape of ${l.name}`,
+      );
     }
     // The exercise reaches every family of fixed kernels.
-    for (const fam of ["reduce_warp", "reduce_thread", "arg_reduce", "cumsum", "topk_init", "topk_hist", "topk_pick", "topk_collect", "topk_rank", "gather", "scatter_add", "spmm", "sddmm", "adam", "unit_rows", "project_out_rows"]) {
-      assert([...launchedMain].some((n) => n === fam || n.startsWith(fam + "_")), `no launch of ${fam}`);
+    for (
+      const fam of [
+        "reduce_warp",
+        "reduce_thread",
+        "arg_reduce",
+        "cumsum",
+        "topk_init",
+        "topk_hist",
+        "topk_pick",
+        "topk_collect",
+        "topk_rank",
+        "gather",
+        "scatter_add",
+        "spmm",
+        "sddmm",
+        "adam",
+        "unit_rows",
+        "project_out_rows",
+      ]
+    ) {
+      assert(
+        [...launchedMain].some((n) => n === fam || n.startsWith(fam + "_")),
+        `no launch of ${fam}`,
+      );
     }
-    assertEquals(rec.gemms.map((g) => `${g.dtype}:${g.plan.batch}`), ["f32:1", "f32:2", "bf16:1", "f64:1", "f32:1"]);
+    assertEquals(rec.gemms.map((g) => `${g.dtype}:${g.plan.batch}`), [
+      "f32:1",
+      "f32:2",
+      "bf16:1",
+      "f64:1",
+      "f32:1",
+    ]);
   } finally {
     removeDir(dir);
   }
@@ -180,10 +257,23 @@ test("cuda backend host side: temporaries are released, index errors surface at 
     const x = view([64, 1000], "f32");
     const before = rec.rt.allocator.stats().inUse;
     const [v, i] = cuda.topk(x, 16) as [{ bytes: number }, { bytes: number }];
-    assertEquals(rec.rt.allocator.stats().inUse - before, v.bytes + i.bytes, "top-k keeps only its outputs");
+    assertEquals(
+      rec.rt.allocator.stats().inUse - before,
+      v.bytes + i.bytes,
+      "top-k keeps only its outputs",
+    );
     const s0 = rec.rt.allocator.stats().inUse;
-    const sa = cuda.scatterAdd(view([4, 3], "bf16"), view([4, 2], "i32"), view([4, 2], "bf16"), 1) as { bytes: number };
-    assertEquals(rec.rt.allocator.stats().inUse - s0, sa.bytes + 3 * 512, "scatter-add through f32 keeps only its output (and the three views it was given)");
+    const sa = cuda.scatterAdd(
+      view([4, 3], "bf16"),
+      view([4, 2], "i32"),
+      view([4, 2], "bf16"),
+      1,
+    ) as { bytes: number };
+    assertEquals(
+      rec.rt.allocator.stats().inUse - s0,
+      sa.bytes + 3 * 512,
+      "scatter-add through f32 keeps only its output (and the three views it was given)",
+    );
     rec.setError([1, 70000, 65536, 0]);
     let err: Error | null = null;
     try {
@@ -191,9 +281,17 @@ test("cuda backend host side: temporaries are released, index errors surface at 
     } catch (e) {
       err = e as Error;
     }
-    assert(err instanceof RangeError && err.message.includes("gather: index 70000 is out of range for an axis of size 65536"), String(err));
+    assert(
+      err instanceof RangeError &&
+        err.message.includes("gather: index 70000 is out of range for an axis of size 65536"),
+      String(err),
+    );
     const deep = Array(10).fill(2);
-    assertThrows(() => cuda.unary("neg", view(deep, "f32", deep.map((_, d) => 3 ** (9 - d))), "f32"), "10 dimensions", "limit of 8");
+    assertThrows(
+      () => cuda.unary("neg", view(deep, "f32", deep.map((_, d) => 3 ** (9 - d))), "f32"),
+      "10 dimensions",
+      "limit of 8",
+    );
   } finally {
     installRuntime(null);
   }

@@ -32,7 +32,12 @@ function offsets(shape: readonly number[], strides: readonly number[], offset: n
 
 /** A random view of logical shape `shape` inside a larger buffer: permuted storage, broadcast batch, offset. */
 const viewArb = (shape: number[], nb: number) =>
-  fc.record({ transposed: fc.boolean(), broadcastBatch: fc.boolean(), pad: fc.nat(3), offset: fc.nat(5) }).map(({ transposed, broadcastBatch, pad, offset }) => {
+  fc.record({
+    transposed: fc.boolean(),
+    broadcastBatch: fc.boolean(),
+    pad: fc.nat(3),
+    offset: fc.nat(5),
+  }).map(({ transposed, broadcastBatch, pad, offset }) => {
     const r = shape.length, [R, Cc] = shape.slice(r - 2);
     const strides = new Array<number>(r);
     const inner = transposed ? { row: 1, col: R + pad } : { row: Cc + pad, col: 1 };
@@ -50,25 +55,42 @@ const viewArb = (shape: number[], nb: number) =>
 test("cuda gemm plan: the column-major call computes the row-major product of any plannable views", () => {
   fc.assert(
     fc.property(
-      fc.record({ batch: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }), M: fc.integer({ min: 1, max: 4 }), K: fc.integer({ min: 1, max: 4 }), N: fc.integer({ min: 1, max: 4 }) })
-        .chain(({ batch, M, K, N }) => fc.tuple(viewArb([...batch, M, K], batch.length), viewArb([...batch, K, N], batch.length), fc.constant({ batch, M, K, N }))),
+      fc.record({
+        batch: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
+        M: fc.integer({ min: 1, max: 4 }),
+        K: fc.integer({ min: 1, max: 4 }),
+        N: fc.integer({ min: 1, max: 4 }),
+      })
+        .chain(({ batch, M, K, N }) =>
+          fc.tuple(
+            viewArb([...batch, M, K], batch.length),
+            viewArb([...batch, K, N], batch.length),
+            fc.constant({ batch, M, K, N }),
+          )
+        ),
       ([a, b, { batch, M, K, N }]) => {
         const A = Float64Array.from({ length: a.size }, (_, i) => ((i * 7) % 11) - 5);
         const B = Float64Array.from({ length: b.size }, (_, i) => ((i * 5) % 13) - 6);
         const p = planGemm(a, b);
         // Broadcast batches flatten to stride 0 only when every batch dim is broadcast; else a copy is asked for.
         if ("copy" in p) {
-          assert(batch.filter((d) => d > 1).length > 1, `only mixed broadcast batches need a copy, got copy of ${p.copy}`);
+          assert(
+            batch.filter((d) => d > 1).length > 1,
+            `only mixed broadcast batches need a copy, got copy of ${p.copy}`,
+          );
           return;
         }
         const C = new Float64Array(prod(batch) * M * N);
         colMajorGemm(p.plan, A, B, C);
-        const ao = offsets(a.shape, a.strides, a.offset), bo = offsets(b.shape, b.strides, b.offset);
+        const ao = offsets(a.shape, a.strides, a.offset),
+          bo = offsets(b.shape, b.strides, b.offset);
         for (let t = 0; t < prod(batch); t++) {
           for (let i = 0; i < M; i++) {
             for (let j = 0; j < N; j++) {
               let s = 0;
-              for (let l = 0; l < K; l++) s += A[ao[t * M * K + i * K + l]] * B[bo[t * K * N + l * N + j]];
+              for (let l = 0; l < K; l++) {
+                s += A[ao[t * M * K + i * K + l]] * B[bo[t * K * N + l * N + j]];
+              }
               assertEquals(C[t * M * N + i * N + j], s, `batch ${t} (${i}, ${j})`);
             }
           }
@@ -80,16 +102,35 @@ test("cuda gemm plan: the column-major call computes the row-major product of an
 });
 
 test("cuda gemm plan: neither axis unit-strided → that operand is copied", () => {
-  const a = { shape: [2, 3], strides: [6, 2], offset: 0 }, b = { shape: [3, 2], strides: [2, 1], offset: 0 };
+  const a = { shape: [2, 3], strides: [6, 2], offset: 0 },
+    b = { shape: [3, 2], strides: [2, 1], offset: 0 };
   assertEquals("copy" in planGemm(a, b) && planGemm(a, b), { copy: "a" });
-  const t = planGemm({ shape: [4, 3], strides: [1, 4], offset: 2 }, { shape: [3, 5], strides: [5, 1], offset: 0 });
-  assert("plan" in t && t.plan.second.trans && t.plan.second.ld === 4 && !t.plan.first.trans && t.plan.first.ld === 5, "a transposed view becomes a trans flag");
+  const t = planGemm({ shape: [4, 3], strides: [1, 4], offset: 2 }, {
+    shape: [3, 5],
+    strides: [5, 1],
+    offset: 0,
+  });
+  assert(
+    "plan" in t && t.plan.second.trans && t.plan.second.ld === 4 && !t.plan.first.trans &&
+      t.plan.first.ld === 5,
+    "a transposed view becomes a trans flag",
+  );
 });
 
 const viewsArb = fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 5 }).chain((shape) =>
   fc.tuple(
     fc.constant(shape),
-    fc.array(fc.tuple(fc.shuffledSubarray(shape.map((_, i) => i), { minLength: shape.length, maxLength: shape.length }), fc.array(fc.boolean(), { minLength: shape.length, maxLength: shape.length }), fc.nat(4)), { minLength: 1, maxLength: 3 }),
+    fc.array(
+      fc.tuple(
+        fc.shuffledSubarray(shape.map((_, i) => i), {
+          minLength: shape.length,
+          maxLength: shape.length,
+        }),
+        fc.array(fc.boolean(), { minLength: shape.length, maxLength: shape.length }),
+        fc.nat(4),
+      ),
+      { minLength: 1, maxLength: 3 },
+    ),
   )
 ).map(([shape, specs]) => ({
   shape,
@@ -115,51 +156,96 @@ test("cuda elementwise plan: merged dims reach exactly the same offsets in every
       assert(p.shape.length <= shape.length && p.shape.every((d) => d > 1), "size-1 dims dropped");
       [out, ...ins].forEach((v, i) => {
         const q = i === 0 ? p.out : p.inputs[i - 1];
-        assertEquals(offsets(p.shape, q.strides, q.offset), offsets(shape, v.strides, v.offset), `view ${i}`);
+        assertEquals(
+          offsets(p.shape, q.strides, q.offset),
+          offsets(shape, v.strides, v.offset),
+          `view ${i}`,
+        );
       });
-      if (p.kernel === "ew_flat") assert([p.out, ...p.inputs].every((q) => p.shape.length === 0 || q.strides[0] === 1));
+      if (p.kernel === "ew_flat") {
+        assert([p.out, ...p.inputs].every((q) => p.shape.length === 0 || q.strides[0] === 1));
+      }
     }),
     { numRuns: 300 },
   );
   // Contiguous views of any rank collapse to one flat loop; ranks beyond the limit still run once merged.
-  assertEquals(planElementwise([2, 3, 4], { strides: [12, 4, 1], offset: 0 }, [{ strides: [12, 4, 1], offset: 5 }]).kernel, "ew_flat");
+  assertEquals(
+    planElementwise([2, 3, 4], { strides: [12, 4, 1], offset: 0 }, [{
+      strides: [12, 4, 1],
+      offset: 5,
+    }]).kernel,
+    "ew_flat",
+  );
   const deep = Array(10).fill(2), cs = deep.map((_, i) => 2 ** (9 - i));
-  assertEquals(planElementwise(deep, { strides: cs, offset: 0 }, [{ strides: cs, offset: 0 }]).shape, [1024]);
-  assertEquals(planElementwise([2, 3], { strides: [3, 1], offset: 0 }, [{ strides: [0, 1], offset: 0 }]).kernel, "ew_strided32");
-  assertEquals(planElementwise([2 ** 16, 2 ** 16], { strides: [2 ** 16, 1], offset: 0 }, [{ strides: [1, 2 ** 16], offset: 0 }]).kernel, "ew_strided64");
-  assertThrows(() => planElementwise(deep, { strides: cs, offset: 0 }, [{ strides: deep.map((_, i) => (i % 2 ? 0 : cs[i])), offset: 0 }]), "exceeds the kernels' limit of 8");
+  assertEquals(
+    planElementwise(deep, { strides: cs, offset: 0 }, [{ strides: cs, offset: 0 }]).shape,
+    [1024],
+  );
+  assertEquals(
+    planElementwise([2, 3], { strides: [3, 1], offset: 0 }, [{ strides: [0, 1], offset: 0 }])
+      .kernel,
+    "ew_strided32",
+  );
+  assertEquals(
+    planElementwise([2 ** 16, 2 ** 16], { strides: [2 ** 16, 1], offset: 0 }, [{
+      strides: [1, 2 ** 16],
+      offset: 0,
+    }]).kernel,
+    "ew_strided64",
+  );
+  assertThrows(
+    () =>
+      planElementwise(deep, { strides: cs, offset: 0 }, [{
+        strides: deep.map((_, i) => (i % 2 ? 0 : cs[i])),
+        offset: 0,
+      }]),
+    "exceeds the kernels' limit of 8",
+  );
   assertEquals(collapse([3, 1, 4], [[4, 99, 1]]), { shape: [12], strides: [[1]] });
 });
 
 test("cuda reduce plan: kept and reduced axes enumerate the input exactly once, in output order", () => {
   fc.assert(
-    fc.property(viewsArb, fc.array(fc.boolean(), { minLength: 5, maxLength: 5 }), ({ shape, views }, pick) => {
-      const axes = shape.map((_, d) => d).filter((d) => pick[d]);
-      const v = views[0];
-      const p = planReduce(shape, v.strides, axes, 132);
-      const kept = offsets(p.kept.shape, p.kept.strides, v.offset), red = offsets(p.reduced.shape, p.reduced.strides, 0);
-      assertEquals(kept.length, p.nOut);
-      assertEquals(red.length, p.rn);
-      // Expected: for each output (kept axes in order), the offsets of its reduced elements.
-      const keptAxes = shape.map((_, d) => d).filter((d) => !pick[d]);
-      const all = offsets(shape, v.strides, v.offset);
-      const groups = new Map<string, number[]>();
-      all.forEach((o, i) => {
-        let r = i;
-        const idx = new Array<number>(shape.length);
-        for (let d = shape.length - 1; d >= 0; d--) (idx[d] = r % shape[d]), (r = Math.floor(r / shape[d]));
-        const key = keptAxes.map((d) => idx[d]).join(",");
-        groups.set(key, [...(groups.get(key) ?? []), o]);
-      });
-      const expected = [...groups.values()].map((g) => g.sort((a, b) => a - b));
-      const got = kept.map((k) => red.map((r) => k + r).sort((a, b) => a - b));
-      assertEquals(got, expected);
-    }),
+    fc.property(
+      viewsArb,
+      fc.array(fc.boolean(), { minLength: 5, maxLength: 5 }),
+      ({ shape, views }, pick) => {
+        const axes = shape.map((_, d) => d).filter((d) => pick[d]);
+        const v = views[0];
+        const p = planReduce(shape, v.strides, axes, 132);
+        const kept = offsets(p.kept.shape, p.kept.strides, v.offset),
+          red = offsets(p.reduced.shape, p.reduced.strides, 0);
+        assertEquals(kept.length, p.nOut);
+        assertEquals(red.length, p.rn);
+        // Expected: for each output (kept axes in order), the offsets of its reduced elements.
+        const keptAxes = shape.map((_, d) => d).filter((d) => !pick[d]);
+        const all = offsets(shape, v.strides, v.offset);
+        const groups = new Map<string, number[]>();
+        all.forEach((o, i) => {
+          let r = i;
+          const idx = new Array<number>(shape.length);
+          for (let d = shape.length - 1; d >= 0; d--) {
+            (idx[d] = r % shape[d]), (r = Math.floor(r / shape[d]));
+          }
+          const key = keptAxes.map((d) => idx[d]).join(",");
+          groups.set(key, [...(groups.get(key) ?? []), o]);
+        });
+        const expected = [...groups.values()].map((g) => g.sort((a, b) => a - b));
+        const got = kept.map((k) => red.map((r) => k + r).sort((a, b) => a - b));
+        assertEquals(got, expected);
+      },
+    ),
     { numRuns: 300 },
   );
   assert(planReduce([64, 4096], [4096, 1], [1], 132).warp, "row sums: a warp per row");
-  assert(!planReduce([512, 65536], [65536, 1], [0], 132).warp, "column sums over many outputs: a thread per output");
-  assert(planReduce([65536, 512], [512, 1], [0], 132).warp, "few outputs: a warp each, for parallelism");
+  assert(
+    !planReduce([512, 65536], [65536, 1], [0], 132).warp,
+    "column sums over many outputs: a thread per output",
+  );
+  assert(
+    planReduce([65536, 512], [512, 1], [0], 132).warp,
+    "few outputs: a warp each, for parallelism",
+  );
 });
 
 test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memory; OOM empties the cache once", () => {
@@ -169,7 +255,14 @@ test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memo
     free: (_p: bigint) => void (live -= 0),
   };
   const a = cachingAllocator(raw, (e) => e instanceof CudaError && e.code === 2);
-  assertEquals([roundSize(0), roundSize(1), roundSize(512), roundSize(513), roundSize(1 << 20), roundSize((1 << 20) + 1)], [0, 512, 512, 1024, 2 << 20, 2 << 20]);
+  assertEquals([
+    roundSize(0),
+    roundSize(1),
+    roundSize(512),
+    roundSize(513),
+    roundSize(1 << 20),
+    roundSize((1 << 20) + 1),
+  ], [0, 512, 512, 1024, 2 << 20, 2 << 20]);
   const sizes = [4, 2048 * 4, 8192 * 512 * 4, 3, 100_000];
   for (let step = 0; step < 10_000; step++) {
     const blocks = sizes.map((s) => a.alloc(s));
@@ -187,7 +280,9 @@ test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memo
   const freed: bigint[] = [];
   const b = cachingAllocator({
     alloc: (n) => {
-      if (n > 4096 && fail-- > 0) throw new CudaError("cuMemAlloc_v2", 2, "CUDA_ERROR_OUT_OF_MEMORY");
+      if (n > 4096 && fail-- > 0) {
+        throw new CudaError("cuMemAlloc_v2", 2, "CUDA_ERROR_OUT_OF_MEMORY");
+      }
       return BigInt(n);
     },
     free: (p) => void freed.push(p),
@@ -196,12 +291,27 @@ test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memo
   assertEquals(b.alloc(8192).bytes, 8192);
   assertEquals(freed.length, 1);
   assertEquals(b.stats().cached, 0);
-  assertThrows(() => cachingAllocator({ alloc: () => { throw new CudaError("cuMemAlloc_v2", 1, "CUDA_ERROR_INVALID_VALUE"); }, free: () => {} }, () => false).alloc(10), "cuMemAlloc_v2 failed");
+  assertThrows(() =>
+    cachingAllocator({
+      alloc: () => {
+        throw new CudaError("cuMemAlloc_v2", 1, "CUDA_ERROR_INVALID_VALUE");
+      },
+      free: () => {},
+    }, () => false).alloc(10), "cuMemAlloc_v2 failed");
   assert(live > 0 && allocs === sizes.length + 1);
 });
 
 test("cuda top-k: index digits cover every row length", () => {
-  assertEquals([1, 256, 257, 65536, 65537, 2 ** 24, 2 ** 24 + 1, 2 ** 31 - 1].map(indexDigits), [1, 1, 2, 2, 3, 3, 4, 4]);
+  assertEquals([1, 256, 257, 65536, 65537, 2 ** 24, 2 ** 24 + 1, 2 ** 31 - 1].map(indexDigits), [
+    1,
+    1,
+    2,
+    2,
+    3,
+    3,
+    4,
+    4,
+  ]);
 });
 
 test("cuda module cache: keys differ with the source, entries round-trip, a bad folder only misses", async () => {

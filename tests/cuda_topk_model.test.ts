@@ -36,7 +36,9 @@ function modelTopk(row: Float32Array, k: number): { values: number[]; indices: n
       } else {
         const q = pass - vd, sh = 8 * (id - 1 - q);
         if (key[j] !== s.key) continue;
-        if (q > 0 && Math.floor(lo[j] / 2 ** (sh + 8)) !== Math.floor(s.lo / 2 ** (sh + 8))) continue;
+        if (q > 0 && Math.floor(lo[j] / 2 ** (sh + 8)) !== Math.floor(s.lo / 2 ** (sh + 8))) {
+          continue;
+        }
         digit = Math.floor(lo[j] / 2 ** sh) & 255;
       }
       hist[digit]++;
@@ -53,7 +55,9 @@ function modelTopk(row: Float32Array, k: number): { values: number[]; indices: n
   }
   // topk_collect, then topk_rank
   const sel: number[] = [];
-  for (let j = 0; j < n; j++) if (key[j] > s.key || (key[j] === s.key && lo[j] >= s.lo)) sel.push(j);
+  for (let j = 0; j < n; j++) {
+    if (key[j] > s.key || (key[j] === s.key && lo[j] >= s.lo)) sel.push(j);
+  }
   assertEquals(sel.length, k, "exactly k winners");
   const values = new Array<number>(k), indices = new Array<number>(k);
   for (const j of sel) {
@@ -69,7 +73,13 @@ const special = fc.constantFrom(0, -0, 1, -1, Infinity, -Infinity, NaN, 2.5, 1e-
 
 test("cuda top-k method: radix selection with index tie-break equals the cpu top-k", async () => {
   const rows = fc.integer({ min: 1, max: 600 }).chain((n) =>
-    fc.tuple(fc.array(fc.oneof(special, fc.integer({ min: -3, max: 3 }), fc.float({ noNaN: false })), { minLength: n, maxLength: n }), fc.integer({ min: 1, max: n }))
+    fc.tuple(
+      fc.array(fc.oneof(special, fc.integer({ min: -3, max: 3 }), fc.float({ noNaN: false })), {
+        minLength: n,
+        maxLength: n,
+      }),
+      fc.integer({ min: 1, max: n }),
+    )
   );
   await fc.assert(
     fc.asyncProperty(rows, async ([vals, k]) => {

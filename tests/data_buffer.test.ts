@@ -4,12 +4,22 @@
 import fc from "fast-check";
 import { rowSize, type RowStream } from "../data/row_stream.ts";
 import { rng, ShuffleBuffer } from "../data/shuffle_buffer.ts";
-import { welfordFinish, welfordInit, welfordMerge, welfordOf, welfordUpdate } from "../data/welford.ts";
+import {
+  welfordFinish,
+  welfordInit,
+  welfordMerge,
+  welfordOf,
+  welfordUpdate,
+} from "../data/welford.ts";
 import { HELD_OUT_START, streamData } from "../sae/sources.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 
 /** Rows whose every value is the row's index, in chunks of `chunk` rows; counts chunks opened. */
-function indexStream(n: number, d: number, chunk: number): RowStream & { live: () => number; opened: () => number } {
+function indexStream(
+  n: number,
+  d: number,
+  chunk: number,
+): RowStream & { live: () => number; opened: () => number } {
   let live = 0, opened = 0;
   return {
     rowShape: [d],
@@ -45,35 +55,49 @@ test("buffer: a capacity above the dataset's size still serves epoch by epoch (f
   for (let r = b.next(23); r; r = b.next(23)) {
     for (let i = 0; i < r.rows; i++) counts[r.x[i]]++;
     served += r.rows;
-    assert(Math.max(...counts) <= Math.floor(served / n) + 2, `after ${served} rows a row was served ${Math.max(...counts)} times`);
+    assert(
+      Math.max(...counts) <= Math.floor(served / n) + 2,
+      `after ${served} rows a row was served ${Math.max(...counts)} times`,
+    );
   }
   assert(counts.every((c) => c === 3), "each row served 3 times");
 });
 
 test("buffer: every row is served exactly once per epoch, memory stays at the capacity", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 3 }), fc.nat(), (n, d, chunk, batch, epochs, seed) => {
-      const capacity = batch + (seed % 40);
-      const s = indexStream(n, d, chunk);
-      const b = new ShuffleBuffer(s, { capacity, seed, epochs });
-      const counts = new Array(n).fill(0);
-      let served = 0;
-      for (let r = b.next(batch); r; r = b.next(batch)) {
-        for (let i = 0; i < r.rows; i++) {
-          const v = r.x[i * d];
-          for (let j = 1; j < d; j++) assert(r.x[i * d + j] === v, "rows are copied whole");
-          counts[v]++;
+    fc.property(
+      fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 4 }),
+      fc.integer({ min: 1, max: 64 }),
+      fc.integer({ min: 1, max: 50 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.nat(),
+      (n, d, chunk, batch, epochs, seed) => {
+        const capacity = batch + (seed % 40);
+        const s = indexStream(n, d, chunk);
+        const b = new ShuffleBuffer(s, { capacity, seed, epochs });
+        const counts = new Array(n).fill(0);
+        let served = 0;
+        for (let r = b.next(batch); r; r = b.next(batch)) {
+          for (let i = 0; i < r.rows; i++) {
+            const v = r.x[i * d];
+            for (let j = 1; j < d; j++) assert(r.x[i * d + j] === v, "rows are copied whole");
+            counts[v]++;
+          }
+          served += r.rows;
+          assert(b.unread <= capacity && b.bytes === capacity * d * 4, "bounded");
+          assert(s.live() <= 1, "at most one chunk of the stream is held");
+          // Each epoch completes before a row can be served a further time beyond it.
+          assert(
+            counts.every((c) => c <= Math.min(epochs, Math.floor(served / n) + 1 + 1)),
+            "no row runs ahead",
+          );
         }
-        served += r.rows;
-        assert(b.unread <= capacity && b.bytes === capacity * d * 4, "bounded");
-        assert(s.live() <= 1, "at most one chunk of the stream is held");
-        // Each epoch completes before a row can be served a further time beyond it.
-        assert(counts.every((c) => c <= Math.min(epochs, Math.floor(served / n) + 1 + 1)), "no row runs ahead");
-      }
-      assertEquals(served, n * epochs);
-      assert(counts.every((c) => c === epochs), `each row served ${epochs} times`);
-      assertEquals(s.opened(), epochs);
-    }),
+        assertEquals(served, n * epochs);
+        assert(counts.every((c) => c === epochs), `each row served ${epochs} times`);
+        assertEquals(s.opened(), epochs);
+      },
+    ),
     { numRuns: 60 },
   );
 });
@@ -122,33 +146,55 @@ test("buffer: a shuffle is a permutation with no positional bias in the first ba
 test("buffer: bad arguments are named", () => {
   const s = indexStream(10, 2, 3);
   assertThrows(() => new ShuffleBuffer(s, { capacity: 0 }), "capacity must be a positive integer");
-  assertThrows(() => new ShuffleBuffer(s, { capacity: 4 }).next(5), "batch of 5 rows exceeds the buffer capacity of 4");
-  assertThrows(() => new ShuffleBuffer(indexStream(0, 2, 3), { capacity: 4 }).next(2), "holds no rows");
+  assertThrows(
+    () => new ShuffleBuffer(s, { capacity: 4 }).next(5),
+    "batch of 5 rows exceeds the buffer capacity of 4",
+  );
+  assertThrows(
+    () => new ShuffleBuffer(indexStream(0, 2, 3), { capacity: 4 }).next(2),
+    "holds no rows",
+  );
 });
 
 test("welford: chunked updates match a two-pass computation in any chunking and merge order", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 6 }), fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 1, maxLength: 8 }), fc.double({ min: -1e4, max: 1e4, noNaN: true }), (d, sizes, offset) => {
-      const n = sizes.reduce((a, b) => a + b, 0);
-      const x = Float64Array.from({ length: n * d }, (_, i) => offset + Math.cos(i * 1.3) * (1 + (i % 3)));
-      let s = welfordInit(d), at = 0;
-      const parts = sizes.map((k) => {
-        const p = welfordOf(x.subarray(at * d, (at + k) * d), k, d);
-        s = welfordUpdate(s, x.subarray(at * d, (at + k) * d), k);
-        at += k;
-        return p;
-      });
-      const reversed = parts.reverse().reduce(welfordMerge, welfordInit(d));
-      const mean = new Array(d).fill(0), v = new Array(d).fill(0);
-      for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mean[j] += x[i * d + j] / Math.max(1, n);
-      for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) v[j] += (x[i * d + j] - mean[j]) ** 2 / Math.max(1, n);
-      for (const st of [s, reversed]) {
-        const f = welfordFinish(st);
-        assertEquals(f.count, n);
-        assertClose(f.mean, mean, { rtol: 1e-9, atol: 1e-9 });
-        assertClose(f.variance, v, { rtol: 1e-7, atol: 1e-6 });
-      }
-    }),
+    fc.property(
+      fc.integer({ min: 1, max: 6 }),
+      fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 1, maxLength: 8 }),
+      fc.double({ min: -1e4, max: 1e4, noNaN: true }),
+      (d, sizes, offset) => {
+        const n = sizes.reduce((a, b) => a + b, 0);
+        const x = Float64Array.from(
+          { length: n * d },
+          (_, i) => offset + Math.cos(i * 1.3) * (1 + (i % 3)),
+        );
+        let s = welfordInit(d), at = 0;
+        const parts = sizes.map((k) => {
+          const p = welfordOf(x.subarray(at * d, (at + k) * d), k, d);
+          s = welfordUpdate(s, x.subarray(at * d, (at + k) * d), k);
+          at += k;
+          return p;
+        });
+        const reversed = parts.reverse().reduce(welfordMerge, welfordInit(d));
+        const mean = new Array(d).fill(0), v = new Array(d).fill(0);
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < d; j++) {
+            mean[j] += x[i * d + j] / Math.max(1, n);
+          }
+        }
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < d; j++) {
+            v[j] += (x[i * d + j] - mean[j]) ** 2 / Math.max(1, n);
+          }
+        }
+        for (const st of [s, reversed]) {
+          const f = welfordFinish(st);
+          assertEquals(f.count, n);
+          assertClose(f.mean, mean, { rtol: 1e-9, atol: 1e-9 });
+          assertClose(f.variance, v, { rtol: 1e-7, atol: 1e-6 });
+        }
+      },
+    ),
     { numRuns: 100 },
   );
 });
@@ -172,7 +218,18 @@ test("streamData: batches are tensors of the row shape; a resumed source replays
   }
   const e = a.batch(HELD_OUT_START + 1, 10);
   assert(s.live() <= 1, "an evaluation batch leaves no pass open besides the buffer's");
-  assertEquals(Array.from(await e.x.data()).filter((_, j) => j % 3 === 0), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+  assertEquals(Array.from(await e.x.data()).filter((_, j) => j % 3 === 0), [
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+  ]);
   e.x.dispose();
   const wrap = a.batch(HELD_OUT_START + 49, 11); // rows 539.. wrap to 39..
   assertEquals((await wrap.x.data())[0], 39);

@@ -42,7 +42,9 @@ test("formats: detection of every activation format, and clear errors for the re
   assert(msg.includes("not activation data we recognise"), msg);
   await openActivations(fx("nope")).catch((e) => (msg = e.message));
   assert(msg.includes("no such file or folder"), msg);
-  await openActivations(`${fx("dl_cache/resid_out")},${fx("saelens_cache")}`).catch((e) => (msg = e.message));
+  await openActivations(`${fx("dl_cache/resid_out")},${fx("saelens_cache")}`).catch((
+    e,
+  ) => (msg = e.message));
   assert(msg.includes("only dictionary_learning caches can be joined"), msg);
   await activationData(fx("saelens_cache"), { targets: "y.npy" }).catch((e) => (msg = e.message));
   assert(msg.includes("--targets needs inputs in an .npy or .safetensors file"), msg);
@@ -52,11 +54,25 @@ test("sae convert: SAELens cache → bf16 store with token ids; store → .npy; 
   const dir = await mkdtemp(join(tmpdir(), "sc-cli-"));
   try {
     const store = join(dir, "store");
-    let r = await run("convert", fx("saelens_cache"), store, "--dtype", "bf16", "--token-ids", "--hook-point", "blocks.0.hook_resid_pre", "--rows-per-shard", "10");
+    let r = await run(
+      "convert",
+      fx("saelens_cache"),
+      store,
+      "--dtype",
+      "bf16",
+      "--token-ids",
+      "--hook-point",
+      "blocks.0.hook_resid_pre",
+      "--rows-per-shard",
+      "10",
+    );
     assertEquals(r.code, 0, r.err);
     assert(r.out.includes("28 rows of [3] bf16 in 3 shards"), r.out);
     const m = readManifest(store);
-    assertEquals([m.columns, m.hook_point], [["activation", "token_id"], "blocks.0.hook_resid_pre"]);
+    assertEquals([m.columns, m.hook_point], [
+      ["activation", "token_id"],
+      "blocks.0.hook_resid_pre",
+    ]);
     const ids: number[] = [];
     const s = storeStream(store, { tokenIds: true });
     for (let it = s.open(), c = it.next(); !c.done; c = it.next()) ids.push(...c.value.tokenIds!);
@@ -67,7 +83,10 @@ test("sae convert: SAELens cache → bf16 store with token ids; store → .npy; 
     assertEquals(r.code, 0, r.err);
     const x = await t.loadNpy(npy);
     assertEquals(x.shape, [28, 3]);
-    assertClose(await x.data(), Array.from({ length: 84 }, (_, i) => i / 4 - 3), { rtol: 4e-3, atol: 1e-2 });
+    assertClose(await x.data(), Array.from({ length: 84 }, (_, i) => i / 4 - 3), {
+      rtol: 4e-3,
+      atol: 1e-2,
+    });
     r = await run("convert", npy, join(dir, "store2"));
     assertEquals(r.code, 0, r.err);
     assertEquals(readManifest(join(dir, "store2")).dtype, "f32");
@@ -97,7 +116,13 @@ test("sae inspect: activations (statistics, checksums) and dictionaries, text an
     let r = await run("inspect", join(dir, "s"), "--verify", "--json");
     assertEquals(r.code, 0, r.err);
     const j = JSON.parse(r.out);
-    assertEquals([j.format, j.rows, j.row_shape, j.shards, j.model], ["arrow-store", 100, [4], 3, "m"]);
+    assertEquals([j.format, j.rows, j.row_shape, j.shards, j.model], [
+      "arrow-store",
+      100,
+      [4],
+      3,
+      "m",
+    ]);
     assert(j.checksums.includes("3 shards verified"), j.checksums);
     assertClose([j.statistics.mean_of_means], [1.5 + 0.3], { rtol: 0.01 });
     let sq = 0;
@@ -107,7 +132,11 @@ test("sae inspect: activations (statistics, checksums) and dictionaries, text an
     assertEquals(JSON.parse(r.out).row_shape, [2, 5]);
     r = await run("inspect", fx("dl_gated"));
     assertEquals(r.code, 0, r.err);
-    assert(/architecture\s+gated/.test(r.out) && r.out.includes("b_gate") && r.out.includes("[6, 10] f32"), r.out);
+    assert(
+      /architecture\s+gated/.test(r.out) && r.out.includes("b_gate") &&
+        r.out.includes("[6, 10] f32"),
+      r.out,
+    );
     r = await run("inspect", fx("sparsify/layers.0"), "--json");
     assertEquals([JSON.parse(r.out).format, JSON.parse(r.out).k], ["sparsify", 3]);
     r = await run("inspect", join(dir, "nothing"));
@@ -126,12 +155,37 @@ test("sae train --data: an Arrow store (streamed through the shuffle buffer) and
     const x = t.random.normal(t.random.key(3), [600, 8]);
     await writeStore(join(dir, "s"), x, { rowShape: [8], dtype: "bf16", rowsPerShard: 256 });
     x.dispose();
-    let r = await run("train", "--data", join(dir, "s"), "--steps", "6", "--batch", "32", "--d-sae", "16", "--k", "4", "--out", join(dir, "run"), "--quiet");
+    let r = await run(
+      "train",
+      "--data",
+      join(dir, "s"),
+      "--steps",
+      "6",
+      "--batch",
+      "32",
+      "--d-sae",
+      "16",
+      "--k",
+      "4",
+      "--out",
+      join(dir, "run"),
+      "--quiet",
+    );
     assertEquals(r.code, 0, r.err);
     const saved = await loadSae(join(dir, "run"));
     assertEquals([saved.cfg.d_in, saved.cfg.d_sae], [8, 16]);
     t.dispose(saved.params);
-    r = await run("eval", join(dir, "run"), "--data", join(dir, "s"), "--json", "--batches", "2", "--batch", "100");
+    r = await run(
+      "eval",
+      join(dir, "run"),
+      "--data",
+      join(dir, "s"),
+      "--json",
+      "--batches",
+      "2",
+      "--batch",
+      "100",
+    );
     assertEquals(r.code, 0, r.err);
     assertEquals(JSON.parse(r.out).tokens, 200);
     // bf16 words in an .npy (NumPy has no bf16) with the #bf16 suffix.
@@ -145,7 +199,24 @@ test("sae train --data: an Arrow store (streamed through the shuffle buffer) and
     r = await run("convert", npy, join(dir, "w2"));
     assertEquals(r.code, 1);
     assert(r.err.includes("must be floating point, got i32"), r.err);
-    r = await run("train", "--arch", "mlsae", "--data", `${fx("dl_cache/resid_out")},${fx("dl_cache/mlp_out")}`, "--steps", "3", "--batch", "4", "--d-sae", "8", "--k", "2", "--out", join(dir, "ml"), "--quiet");
+    r = await run(
+      "train",
+      "--arch",
+      "mlsae",
+      "--data",
+      `${fx("dl_cache/resid_out")},${fx("dl_cache/mlp_out")}`,
+      "--steps",
+      "3",
+      "--batch",
+      "4",
+      "--d-sae",
+      "8",
+      "--k",
+      "2",
+      "--out",
+      join(dir, "ml"),
+      "--quiet",
+    );
     assertEquals(r.code, 0, r.err);
     r = await run("train", "--data", join(dir, "missing"), "--quiet");
     assertEquals(r.code, 2);

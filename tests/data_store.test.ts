@@ -6,13 +6,22 @@ import { join } from "node:path";
 import * as A from "apache-arrow";
 import * as t from "../mod.ts";
 import { bytesSource, fileSource, readSchema, walkFrames } from "../data/arrow_ipc.ts";
-import { ArrowStoreError, createStoreWriter, readManifest, shardStats, storeStream, verifyStore, writeStore } from "../data/arrow_store.ts";
+import {
+  ArrowStoreError,
+  createStoreWriter,
+  readManifest,
+  shardStats,
+  storeStream,
+  verifyStore,
+  writeStore,
+} from "../data/arrow_store.ts";
 import { welfordFinish, welfordInit, welfordMerge } from "../data/welford.ts";
-import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from "../tensor/dtype.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 
 const tmp = () => mkdtemp(join(tmpdir(), "sc-store-"));
-const values = (n: number, seed = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed) * (1 + (i % 7)));
+const values = (n: number, seed = 1) =>
+  Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed) * (1 + (i % 7)));
 function readAll(dir: string, opts = {}): { x: Float32Array; chunks: number; maxRows: number } {
   const s = storeStream(dir, opts);
   const parts: Float32Array[] = [];
@@ -31,13 +40,24 @@ test("store: f32 round trip over several shards and record batches, bounded chun
   const dir = await tmp();
   try {
     const d = 12, n = 1000, x = values(n * d);
-    const w = createStoreWriter(dir, { rowShape: [d], rowsPerBatch: 64, rowsPerShard: 256, model: "gpt2", hookPoint: "blocks.3.hook_resid_post" });
+    const w = createStoreWriter(dir, {
+      rowShape: [d],
+      rowsPerBatch: 64,
+      rowsPerShard: 256,
+      model: "gpt2",
+      hookPoint: "blocks.3.hook_resid_post",
+    });
     // Appends of odd sizes cross batch and shard boundaries.
     for (let r = 0; r < n; r += 333) await w.append(x.subarray(r * d, Math.min(n, r + 333) * d));
     const m = await w.finish();
     assertEquals(m.shards.map((s) => s.rows), [256, 256, 256, 232]);
     assertEquals(m.shards.map((s) => s.batches), [4, 4, 4, 4]);
-    assertEquals([m.rows, m.model, m.hook_point, m.dtype], [n, "gpt2", "blocks.3.hook_resid_post", "f32"]);
+    assertEquals([m.rows, m.model, m.hook_point, m.dtype], [
+      n,
+      "gpt2",
+      "blocks.3.hook_resid_post",
+      "f32",
+    ]);
     const back = readAll(dir);
     assertEquals(back.x.length, x.length);
     assert(back.x.every((v, i) => Object.is(v, x[i])), "f32 values must come back bit-exact");
@@ -51,7 +71,13 @@ test("store: f32 round trip over several shards and record batches, bounded chun
 });
 
 test("store: f16 and bf16 store rounded values, read back as f32 exactly as rounded", async () => {
-  for (const [dtype, enc, dec] of [["f16", f32ToF16, f16ToF32], ["bf16", f32ToBf16, bf16ToF32]] as const) {
+  for (
+    const [dtype, enc, dec] of [["f16", f32ToF16, f16ToF32], [
+      "bf16",
+      f32ToBf16,
+      bf16ToF32,
+    ]] as const
+  ) {
     const dir = await tmp();
     try {
       const d = 8, x = values(50 * d, 3);
@@ -59,7 +85,10 @@ test("store: f16 and bf16 store rounded values, read back as f32 exactly as roun
       assertEquals(m.dtype, dtype);
       const back = readAll(dir).x;
       const want = Float32Array.from(x, (v) => dec(enc(v)));
-      assert(back.every((v, i) => Object.is(v, want[i])), `${dtype}: values must be the rounded ones`);
+      assert(
+        back.every((v, i) => Object.is(v, want[i])),
+        `${dtype}: values must be the rounded ones`,
+      );
       // The column really holds 16-bit values, with the dtype in the schema metadata.
       const bytes = await readFile(join(dir, m.shards[0].file));
       const table = A.tableFromIPC(bytes);
@@ -79,8 +108,15 @@ test("store: [N, L, d] rows, tensors as input, optional int32 columns", async ()
   const dir = await tmp();
   try {
     const x = t.tensor(values(30 * 2 * 4), { shape: [30, 2, 4] });
-    const ids = Int32Array.from({ length: 30 }, (_, i) => 1000 + i), seq = Int32Array.from({ length: 30 }, (_, i) => i >> 3), pos = Int32Array.from({ length: 30 }, (_, i) => i & 7);
-    const m = await writeStore(dir, x, { rowShape: [2, 4], columns: ["token_id", "sequence_id", "position"], extras: { token_id: ids, sequence_id: seq, position: pos }, rowsPerBatch: 7 });
+    const ids = Int32Array.from({ length: 30 }, (_, i) => 1000 + i),
+      seq = Int32Array.from({ length: 30 }, (_, i) => i >> 3),
+      pos = Int32Array.from({ length: 30 }, (_, i) => i & 7);
+    const m = await writeStore(dir, x, {
+      rowShape: [2, 4],
+      columns: ["token_id", "sequence_id", "position"],
+      extras: { token_id: ids, sequence_id: seq, position: pos },
+      rowsPerBatch: 7,
+    });
     assertEquals(m.columns, ["activation", "token_id", "sequence_id", "position"]);
     assertEquals(m.row_shape, [2, 4]);
     const s = storeStream(dir, { tokenIds: true });
@@ -101,15 +137,28 @@ test("store: sequence ids and positions come back through storeStream (asked for
   const dir = await tmp();
   try {
     const n = 50, d = 3;
-    const seq = Int32Array.from({ length: n }, (_, i) => Math.floor(i / 16)), pos = Int32Array.from({ length: n }, (_, i) => i % 16);
+    const seq = Int32Array.from({ length: n }, (_, i) => Math.floor(i / 16)),
+      pos = Int32Array.from({ length: n }, (_, i) => i % 16);
     // Batches of 7 in shards of 21: chunk boundaries fall mid-sequence and mid-shard.
-    const m = await writeStore(dir, values(n * d), { rowShape: [d], columns: ["sequence_id", "position"], extras: { sequence_id: seq, position: pos }, rowsPerBatch: 7, rowsPerShard: 21, model: "pythia-70m", hookPoint: "blocks.2.hook_mlp_out" });
+    const m = await writeStore(dir, values(n * d), {
+      rowShape: [d],
+      columns: ["sequence_id", "position"],
+      extras: { sequence_id: seq, position: pos },
+      rowsPerBatch: 7,
+      rowsPerShard: 21,
+      model: "pythia-70m",
+      hookPoint: "blocks.2.hook_mlp_out",
+    });
     assertEquals(m.shards.length, 3);
     const gotSeq: number[] = [], gotPos: number[] = [];
     const s = storeStream(dir, { sequenceIds: true, positions: true, tokenIds: true });
     for (let it = s.open(), r = it.next(); !r.done; r = it.next()) {
       const c = r.value;
-      assertEquals([c.sequenceIds?.length, c.positions?.length], [c.rows, c.rows], "one value per row of the chunk");
+      assertEquals(
+        [c.sequenceIds?.length, c.positions?.length],
+        [c.rows, c.rows],
+        "one value per row of the chunk",
+      );
       assertEquals(c.tokenIds, undefined, "no token_id column, no token ids");
       gotSeq.push(...c.sequenceIds!), gotPos.push(...c.positions!);
     }
@@ -125,7 +174,12 @@ test("store: sequence ids and positions come back through storeStream (asked for
       const src = fileSource(join(dir, e.file));
       try {
         const meta = JSON.parse(readSchema(src).schema.metadata.get("sparsecoder:store")!);
-        assertEquals([meta.model, meta.hook_point, meta.row_shape, meta.dtype], ["pythia-70m", "blocks.2.hook_mlp_out", [d], "f32"], e.file);
+        assertEquals([meta.model, meta.hook_point, meta.row_shape, meta.dtype], [
+          "pythia-70m",
+          "blocks.2.hook_mlp_out",
+          [d],
+          "f32",
+        ], e.file);
       } finally {
         src.close();
       }
@@ -142,7 +196,9 @@ test("store: manifest statistics equal a direct computation and the merge of per
     const m = await writeStore(dir, x, { rowShape: [d], rowsPerShard: 128, rowsPerBatch: 32 });
     const mean = new Array(d).fill(0), v = new Array(d).fill(0);
     for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mean[j] += x[i * d + j] / n;
-    for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) v[j] += (x[i * d + j] - mean[j]) ** 2 / n;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < d; j++) v[j] += (x[i * d + j] - mean[j]) ** 2 / n;
+    }
     assertClose(m.stats.mean, mean, { rtol: 1e-10, atol: 1e-12 });
     assertClose(m.stats.variance, v, { rtol: 1e-10, atol: 1e-12 });
     let merged = welfordInit(d);
@@ -177,7 +233,10 @@ test("store: a changed shard fails its checksum (streaming and verifyStore); ver
     drainOnce(once);
     assertThrows(() => drainOnce(always), "sha256");
     await writeFile(path, bytes.subarray(0, bytes.length - 3));
-    assertThrows(() => readAll(dir), `${path}: file is ${bytes.length - 3} bytes but the manifest says ${bytes.length}`);
+    assertThrows(
+      () => readAll(dir),
+      `${path}: file is ${bytes.length - 3} bytes but the manifest says ${bytes.length}`,
+    );
   } finally {
     await rm(dir, { recursive: true });
   }
@@ -194,7 +253,10 @@ test("store: manifest errors name the field; writer refuses bad options and exis
       [(m) => (m.version = 2), "version 2 is not supported"],
       [(m) => (m.row_shape = [0]), "row_shape must be"],
       [(m) => (m.dtype = "f64"), "dtype must be"],
-      [(m) => (m.shards[0].file = "../etc/passwd.arrow"), "shards[0].file must be a plain file name"],
+      [
+        (m) => (m.shards[0].file = "../etc/passwd.arrow"),
+        "shards[0].file must be a plain file name",
+      ],
       [(m) => (m.shards[0].rows = -1), "shards[0].rows must be a non-negative integer"],
       [(m) => (m.shards[0].sha256 = "zz"), "shards[0].sha256 must be 64 hex digits"],
       [(m) => (m.rows = 21), "rows is 21 but the shards hold 20"],
@@ -217,13 +279,21 @@ test("store: manifest errors name the field; writer refuses bad options and exis
     gone.shards[0].file = "-hard-00000.arrow";
     await writeFile(mpath, JSON.stringify(gone));
     for (const f of [() => readAll(dir), () => verifyStore(dir)]) {
-      const e = assertThrows(f, "cannot open", "-hard-00000.arrow", "named in the store's manifest.json");
+      const e = assertThrows(
+        f,
+        "cannot open",
+        "-hard-00000.arrow",
+        "named in the store's manifest.json",
+      );
       assert(e instanceof ArrowStoreError, `${(e as Error).name}`);
     }
     await writeFile(mpath, JSON.stringify(good));
     assertThrows(() => createStoreWriter(dir, { rowShape: [3] }), "already holds a store");
     assertThrows(() => createStoreWriter(dir + "x", { rowShape: [0] }), "rowShape must be");
-    assertThrows(() => createStoreWriter(dir + "x", { rowShape: [3], dtype: "f64" as never }), "dtype must be f32, f16 or bf16");
+    assertThrows(
+      () => createStoreWriter(dir + "x", { rowShape: [3], dtype: "f64" as never }),
+      "dtype must be f32, f16 or bf16",
+    );
     const w = createStoreWriter(join(dir, "sub"), { rowShape: [3], columns: ["token_id"] });
     let err = "";
     await w.append(values(6), { token_id: new Int32Array(1) }).catch((e) => (err = e.message));
@@ -245,7 +315,10 @@ test("IPC framing: the file format stops at its footer even without an end-of-st
   f.set(footer, 8 + body.length);
   new DataView(f.buffer).setInt32(8 + body.length + 16, 16, true);
   f.set([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31], f.length - 6);
-  assertEquals([...walkFrames(bytesSource(f, "x.arrow"))].map((m) => m.type), ["schema", "recordbatch"]);
+  assertEquals([...walkFrames(bytesSource(f, "x.arrow"))].map((m) => m.type), [
+    "schema",
+    "recordbatch",
+  ]);
   // Without the footer bound the walk would read the footer's bytes as a message length.
   const noFooter = f.subarray(0, 8 + body.length + 16);
   assertThrows(() => [...walkFrames(bytesSource(noFooter, "y.arrow"))], "y.arrow", "at byte");

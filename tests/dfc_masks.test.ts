@@ -15,7 +15,16 @@ import { resolveConfig } from "../sae/config.ts";
 import type { SaeParams } from "../sae/params.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
-import { assertGradMask, assertMaskedZero, assertMomentsMasked, assertPartitionIntact, dfcConfigArb, paramsArb, saeConfigArb, TestFailure } from "../testing/mod.ts";
+import {
+  assertGradMask,
+  assertMaskedZero,
+  assertMomentsMasked,
+  assertPartitionIntact,
+  dfcConfigArb,
+  paramsArb,
+  saeConfigArb,
+  TestFailure,
+} from "../testing/mod.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
 type Term = "total" | "recon" | "auxk" | "sparsity";
@@ -49,80 +58,174 @@ const caseArb = (cfgArb: fc.Arbitrary<SaeConfig>) =>
 const leakyTerms = { recon: 0, auxk: 0, total: 0 };
 /** A case whose raw gradients are non-zero on forbidden entries for every term (k·B = 144 picks of 20 features), so the property never passes vacuously. */
 function knownLeaky() {
-  const cfg = resolveConfig({ arch: "dfc", d_in: 4, d_sae: 20, k: 3, n_inputs: 2, dfc_shares: [0.2, 0.2] });
-  return { cfg, params: architecture("dfc").init(t.random.key(3), cfg), batch: 48, dataSeed: 4, deadBits: [0, 1] };
+  const cfg = resolveConfig({
+    arch: "dfc",
+    d_in: 4,
+    d_sae: 20,
+    k: 3,
+    n_inputs: 2,
+    dfc_shares: [0.2, 0.2],
+  });
+  return {
+    cfg,
+    params: architecture("dfc").init(t.random.key(3), cfg),
+    batch: 48,
+    dataSeed: 4,
+    deadBits: [0, 1],
+  };
 }
 test("dfc masks: forbidden gradient entries are exactly zero for each loss term and the total; allowed ones unchanged", async () => {
-  await fc.assert(fc.asyncProperty(caseArb(dfcConfigArb()), async ({ cfg, params, batch, dataSeed, deadBits }) => {
-    const p = dfcPartition(cfg)!;
-    await assertPartitionIntact(params, p); // the arbitrary's own promise
-    const x = t.random.normal(t.random.key(dataSeed), [batch, cfg.n_inputs!, cfg.d_in]);
-    const ctx = deadContext(cfg.d_sae, deadBits);
-    for (const term of ["recon", "auxk", "total"] as const) {
-      const fn = termFn(cfg, x, ctx, term);
-      const { grads } = await assertGradMask(fn, params, p, { transform: (g) => maskGradients(g, p), what: `${term} gradient` });
-      // Masking touches only forbidden entries: the rest equals the raw gradient bit for bit.
-      const [, raw] = t.valueAndGrad(fn)(params) as [t.Tensor, SaeParams];
-      // Count cases where masking mattered (the raw gradient had forbidden non-zeros).
-      if (await assertMaskedZero(raw, p).then(() => false, () => true)) leakyTerms[term]++;
-      const m = partitionMasks(p);
-      for (const [k, mk] of [["W_enc", m.enc], ["W_dec", m.dec]] as const) {
-        const keep = t.where(mk, 0, raw[k]);
-        assertEquals(Array.from(await grads[k].data()), Array.from(await keep.data()), `${term} ${k} allowed entries`);
-      }
-      for (const k of ["b_enc", "b_dec"] as const) assertEquals(Array.from(await grads[k]!.data()), Array.from(await raw[k]!.data()), `${term} ${k} not masked`);
-      t.dispose([grads, raw, m]);
-    }
-    t.dispose([params, x, ctx.dead]);
-  }), { numRuns: 25, examples: [[knownLeaky()]] });
-  console.log(`dfc masks: of 26 cases, raw gradients had forbidden non-zeros in ${JSON.stringify(leakyTerms)}`);
-  for (const term of ["recon", "auxk", "total"] as const) assert(leakyTerms[term] > 0, `some cases gave ${term} raw forbidden gradients: ${JSON.stringify(leakyTerms)}`);
+  await fc.assert(
+    fc.asyncProperty(
+      caseArb(dfcConfigArb()),
+      async ({ cfg, params, batch, dataSeed, deadBits }) => {
+        const p = dfcPartition(cfg)!;
+        await assertPartitionIntact(params, p); // the arbitrary's own promise
+        const x = t.random.normal(t.random.key(dataSeed), [batch, cfg.n_inputs!, cfg.d_in]);
+        const ctx = deadContext(cfg.d_sae, deadBits);
+        for (const term of ["recon", "auxk", "total"] as const) {
+          const fn = termFn(cfg, x, ctx, term);
+          const { grads } = await assertGradMask(fn, params, p, {
+            transform: (g) => maskGradients(g, p),
+            what: `${term} gradient`,
+          });
+          // Masking touches only forbidden entries: the rest equals the raw gradient bit for bit.
+          const [, raw] = t.valueAndGrad(fn)(params) as [t.Tensor, SaeParams];
+          // Count cases where masking mattered (the raw gradient had forbidden non-zeros).
+          if (await assertMaskedZero(raw, p).then(() => false, () => true)) leakyTerms[term]++;
+          const m = partitionMasks(p);
+          for (const [k, mk] of [["W_enc", m.enc], ["W_dec", m.dec]] as const) {
+            const keep = t.where(mk, 0, raw[k]);
+            assertEquals(
+              Array.from(await grads[k].data()),
+              Array.from(await keep.data()),
+              `${term} ${k} allowed entries`,
+            );
+          }
+          for (const k of ["b_enc", "b_dec"] as const) {
+            assertEquals(
+              Array.from(await grads[k]!.data()),
+              Array.from(await raw[k]!.data()),
+              `${term} ${k} not masked`,
+            );
+          }
+          t.dispose([grads, raw, m]);
+        }
+        t.dispose([params, x, ctx.dead]);
+      },
+    ),
+    { numRuns: 25, examples: [[knownLeaky()]] },
+  );
+  console.log(
+    `dfc masks: of 26 cases, raw gradients had forbidden non-zeros in ${
+      JSON.stringify(leakyTerms)
+    }`,
+  );
+  for (const term of ["recon", "auxk", "total"] as const) {
+    assert(
+      leakyTerms[term] > 0,
+      `some cases gave ${term} raw forbidden gradients: ${JSON.stringify(leakyTerms)}`,
+    );
+  }
 });
 
 test("dfc masks: the L1 crosscoder's reconstruction and sparsity terms are masked exactly too (NaN from zero decoder rows included)", async () => {
   const cfgs = saeConfigArb("crosscoder").map((c) => ({ ...c, dfc_shares: c.dfc_shares }));
-  await fc.assert(fc.asyncProperty(caseArb(cfgs), async ({ cfg, params, batch, dataSeed }) => {
-    const p = makePartition(cfg.d_sae, cfg.dfc_shares!);
-    const zeroed = maskGradients(params, p); // forbidden rows are 0: ‖·‖' there is 0/0
-    const x = t.random.normal(t.random.key(dataSeed), [batch, cfg.n_inputs!, cfg.d_in]);
-    for (const term of ["recon", "sparsity", "total"] as const) {
-      const { grads } = await assertGradMask(termFn(cfg, x, {}, term), zeroed, p, { transform: (g) => maskGradients(g, p) });
-      t.dispose(grads);
-    }
-    t.dispose([params, zeroed, x]);
-  }), { numRuns: 15 });
+  await fc.assert(
+    fc.asyncProperty(caseArb(cfgs), async ({ cfg, params, batch, dataSeed }) => {
+      const p = makePartition(cfg.d_sae, cfg.dfc_shares!);
+      const zeroed = maskGradients(params, p); // forbidden rows are 0: ‖·‖' there is 0/0
+      const x = t.random.normal(t.random.key(dataSeed), [batch, cfg.n_inputs!, cfg.d_in]);
+      for (const term of ["recon", "sparsity", "total"] as const) {
+        const { grads } = await assertGradMask(termFn(cfg, x, {}, term), zeroed, p, {
+          transform: (g) => maskGradients(g, p),
+        });
+        t.dispose(grads);
+      }
+      t.dispose([params, zeroed, x]);
+    }),
+    { numRuns: 15 },
+  );
 });
 
 let runsWithAuxk = 0;
 test("dfc masks: after N random Adam steps of the training step, forbidden weights and Adam moments are exactly 0", async () => {
   const arb = dfcConfigArb({ maxFeatures: 32 }).chain((cfg) =>
-    fc.record({ cfg: fc.constant(cfg), steps: fc.integer({ min: 1, max: 6 }), batch: fc.integer({ min: 2, max: 16 }), seed: fc.integer({ min: 0, max: 1e6 }), lr: fc.double({ min: 1e-4, max: 0.1, noNaN: true }) })
+    fc.record({
+      cfg: fc.constant(cfg),
+      steps: fc.integer({ min: 1, max: 6 }),
+      batch: fc.integer({ min: 2, max: 16 }),
+      seed: fc.integer({ min: 0, max: 1e6 }),
+      lr: fc.double({ min: 1e-4, max: 0.1, noNaN: true }),
+    })
   );
-  await fc.assert(fc.asyncProperty(arb, async ({ cfg, steps, batch, seed, lr }) => {
-    const p = dfcPartition(cfg)!;
-    // dead_tokens 1 makes every non-firing feature dead from step 1, so AuxK contributes.
-    const tc = resolveTrainConfig(cfg, { steps: 100, batch_size: batch, lr, warmup_steps: 0, dead_tokens: 1, seed });
-    const data = (i: number) => ({ x: t.random.normal(t.random.foldIn(t.random.key(seed), i), [batch, cfg.n_inputs!, cfg.d_in]) });
-    let s = await initTrainState(t.random.key(seed), cfg, tc, [data(0)]);
-    let sawAuxk = false;
-    for (let i = 0; i < steps; i++) {
-      const b = data(i + 1);
-      const r = await trainStep(s, b, cfg, tc);
-      sawAuxk ||= r.metrics.auxk !== undefined;
-      t.disposeReplaced([stateTensors(s), b], stateTensors(r.state));
-      s = r.state;
-    }
-    await assertPartitionIntact(s.params, p);
-    const n = await assertMomentsMasked(s.opt, p);
-    assert(n > 0 || p.exclusive.every(([a, b]) => a === b) || cfg.n_inputs === 1, "some forbidden moments were checked");
-    if (sawAuxk) runsWithAuxk++;
-    t.dispose(stateTensors(s));
-  }), { numRuns: 12, examples: [[{ cfg: resolveConfig({ arch: "dfc", d_in: 4, d_sae: 24, k: 1, n_inputs: 3, dfc_shares: [0.2, 0.1, 0.2] }), steps: 4, batch: 2, seed: 9, lr: 0.05 }]] });
+  await fc.assert(
+    fc.asyncProperty(arb, async ({ cfg, steps, batch, seed, lr }) => {
+      const p = dfcPartition(cfg)!;
+      // dead_tokens 1 makes every non-firing feature dead from step 1, so AuxK contributes.
+      const tc = resolveTrainConfig(cfg, {
+        steps: 100,
+        batch_size: batch,
+        lr,
+        warmup_steps: 0,
+        dead_tokens: 1,
+        seed,
+      });
+      const data = (i: number) => ({
+        x: t.random.normal(t.random.foldIn(t.random.key(seed), i), [
+          batch,
+          cfg.n_inputs!,
+          cfg.d_in,
+        ]),
+      });
+      let s = await initTrainState(t.random.key(seed), cfg, tc, [data(0)]);
+      let sawAuxk = false;
+      for (let i = 0; i < steps; i++) {
+        const b = data(i + 1);
+        const r = await trainStep(s, b, cfg, tc);
+        sawAuxk ||= r.metrics.auxk !== undefined;
+        t.disposeReplaced([stateTensors(s), b], stateTensors(r.state));
+        s = r.state;
+      }
+      await assertPartitionIntact(s.params, p);
+      const n = await assertMomentsMasked(s.opt, p);
+      assert(
+        n > 0 || p.exclusive.every(([a, b]) => a === b) || cfg.n_inputs === 1,
+        "some forbidden moments were checked",
+      );
+      if (sawAuxk) runsWithAuxk++;
+      t.dispose(stateTensors(s));
+    }),
+    {
+      numRuns: 12,
+      examples: [[{
+        cfg: resolveConfig({
+          arch: "dfc",
+          d_in: 4,
+          d_sae: 24,
+          k: 1,
+          n_inputs: 3,
+          dfc_shares: [0.2, 0.1, 0.2],
+        }),
+        steps: 4,
+        batch: 2,
+        seed: 9,
+        lr: 0.05,
+      }]],
+    },
+  );
   assert(runsWithAuxk > 0, "AuxK contributed in some runs");
 });
 
 test("dfc masks: the checkers catch a mask with one forbidden entry left out, and broken weights or moments (testing the test)", async () => {
-  const cfg = resolveConfig({ arch: "dfc", d_in: 4, d_sae: 20, k: 3, n_inputs: 2, dfc_shares: [0.2, 0.2] });
+  const cfg = resolveConfig({
+    arch: "dfc",
+    d_in: 4,
+    d_sae: 20,
+    k: 3,
+    n_inputs: 2,
+    dfc_shares: [0.2, 0.2],
+  });
   const p = dfcPartition(cfg)!;
   const params = architecture("dfc").init(t.random.key(3), cfg);
   const x = t.random.normal(t.random.key(4), [64, 2, 4]); // k·B = 192 picks: exclusive features get some
@@ -135,7 +238,9 @@ test("dfc masks: the checkers catch a mask with one forbidden entry left out, an
   assert(leak >= 0, "this input gives a forbidden decoder entry a raw gradient");
   const leaky = (g: SaeParams): SaeParams => {
     const m = maskGradients(g, p);
-    const hole = t.tensor(Array.from({ length: 2 * 20 * 4 }, (_, i) => i === leak), { shape: [2, 20, 4] });
+    const hole = t.tensor(Array.from({ length: 2 * 20 * 4 }, (_, i) => i === leak), {
+      shape: [2, 20, 4],
+    });
     return { ...m, W_dec: t.where(hole, g.W_dec, m.W_dec) };
   };
   let caught = "";
@@ -145,15 +250,32 @@ test("dfc masks: the checkers catch a mask with one forbidden entry left out, an
     caught = (e as Error).message;
     assert(e instanceof TestFailure, String(e));
   }
-  assert(caught.includes(`W_dec[${leak}]`), `the leak at W_dec flat ${leak} is reported: ${caught}`);
+  assert(
+    caught.includes(`W_dec[${leak}]`),
+    `the leak at W_dec flat ${leak} is reported: ${caught}`,
+  );
   // No mask at all is caught too, and the correct mask passes.
   let unmasked = false;
   await assertGradMask(fn, params, p).catch(() => (unmasked = true));
   assert(unmasked, "raw gradients have forbidden non-zeros on this input");
-  const { grads, checked } = await assertGradMask(fn, params, p, { transform: (g) => maskGradients(g, p) });
-  assertEquals(checked, 2 * 4 * (4 + 4), "forbidden entries: 2 inputs × 4 other-input features × (4 encoder + 4 decoder)");
+  const { grads, checked } = await assertGradMask(fn, params, p, {
+    transform: (g) => maskGradients(g, p),
+  });
+  assertEquals(
+    checked,
+    2 * 4 * (4 + 4),
+    "forbidden entries: 2 inputs × 4 other-input features × (4 encoder + 4 decoder)",
+  );
   // Broken weights: one forbidden encoder entry made non-zero.
-  const bad = { ...params, W_enc: t.add(params.W_enc, t.tensor(Array.from({ length: 2 * 4 * 20 }, (_, i) => (i === 4 ? 1e-30 : 0)), { shape: [2, 4, 20] })) };
+  const bad = {
+    ...params,
+    W_enc: t.add(
+      params.W_enc,
+      t.tensor(Array.from({ length: 2 * 4 * 20 }, (_, i) => (i === 4 ? 1e-30 : 0)), {
+        shape: [2, 4, 20],
+      }),
+    ),
+  };
   let broken = false;
   await assertPartitionIntact(bad, p).catch((e) => (broken = String(e).includes("input 0")));
   assert(broken, "a 1e-30 forbidden weight of input 0 (B-only feature 4) is caught");
@@ -162,7 +284,9 @@ test("dfc masks: the checkers catch a mask with one forbidden entry left out, an
   await assertMomentsMasked(opt, p);
   const polluted = { ...opt, nu: { ...(opt.nu as SaeParams), W_dec: t.onesLike(params.W_dec) } };
   let momentsCaught = false;
-  await assertMomentsMasked(polluted, p).catch((e) => (momentsCaught = String(e).includes("opt.nu.W_dec")));
+  await assertMomentsMasked(polluted, p).catch((
+    e,
+  ) => (momentsCaught = String(e).includes("opt.nu.W_dec")));
   assert(momentsCaught, "a forbidden second moment is caught");
   await assertMomentsMasked(maskMoments(polluted, p), p); // and maskMoments repairs it on request
   await assertMaskedZero(maskGradients(bad, p), p);
@@ -170,31 +294,63 @@ test("dfc masks: the checkers catch a mask with one forbidden entry left out, an
 });
 
 test("dfc masks: the span copy (cpu) and the `where` over broadcast masks give the same bits, NaN and ±∞ included; spans are exactly the masks' true entries", async () => {
-  await fc.assert(fc.asyncProperty(dfcConfigArb({ maxFeatures: 40, maxInputs: 4 }), fc.integer({ min: 0, max: 1e6 }), async (cfg, seed) => {
-    const p = dfcPartition(cfg)!;
-    const [L, d, F] = [cfg.n_inputs!, cfg.d_in, cfg.d_sae];
-    // Gradients with NaN, ±∞ and -0 sprinkled in: `where` makes every forbidden one +0, so must the spans.
-    const special = [NaN, Infinity, -Infinity, -0];
-    const noisy = (shape: number[], k: number) => {
-      const v = Array.from(t.random.normal(t.random.key(seed + k), shape).dataSync());
-      return t.tensor(v.map((x, i) => (i % 7 === 3 ? special[i % 4] : x)), { shape });
-    };
-    const g = { W_enc: noisy([L, d, F], 1), W_dec: noisy([L, F, d], 2), b_enc: t.zeros([F]), b_dec: t.zeros([L, d]) };
-    const fast = maskGradients(g, p); // from a partition: the cpu's zeroSpans
-    const m = partitionMasks(p);
-    const slow = maskGradients(g, m); // from masks: `where`
-    const bits = async (x: t.Tensor) => Array.from(new Uint32Array(Float32Array.from(await x.data() as Float32Array).buffer));
-    for (const k of ["W_enc", "W_dec"] as const) assertEquals(await bits(fast[k]), await bits(slow[k]), k);
-    for (const [which, shape, mk] of [["enc", [L, d, F], m.enc], ["dec", [L, F, d], m.dec]] as const) {
-      const spans = forbiddenSpans(p, shape, which);
-      const want = await t.broadcastTo(mk, shape).data();
-      const got = new Uint8Array(want.length);
-      for (let s = 0; s < spans.length; s += 2) {
-        assert(spans[s] <= spans[s + 1] && (s === 0 || spans[s - 1] <= spans[s]), `${which} spans ascending and disjoint`);
-        got.fill(1, spans[s], spans[s + 1]);
-      }
-      assertEquals(Array.from(got), Array.from(want, Number), `${which} spans cover exactly the forbidden entries`);
-    }
-    t.dispose([g, fast, slow, m]);
-  }), { numRuns: 40 });
+  await fc.assert(
+    fc.asyncProperty(
+      dfcConfigArb({ maxFeatures: 40, maxInputs: 4 }),
+      fc.integer({ min: 0, max: 1e6 }),
+      async (cfg, seed) => {
+        const p = dfcPartition(cfg)!;
+        const [L, d, F] = [cfg.n_inputs!, cfg.d_in, cfg.d_sae];
+        // Gradients with NaN, ±∞ and -0 sprinkled in: `where` makes every forbidden one +0, so must the spans.
+        const special = [NaN, Infinity, -Infinity, -0];
+        const noisy = (shape: number[], k: number) => {
+          const v = Array.from(t.random.normal(t.random.key(seed + k), shape).dataSync());
+          return t.tensor(v.map((x, i) => (i % 7 === 3 ? special[i % 4] : x)), { shape });
+        };
+        const g = {
+          W_enc: noisy([L, d, F], 1),
+          W_dec: noisy([L, F, d], 2),
+          b_enc: t.zeros([F]),
+          b_dec: t.zeros([L, d]),
+        };
+        const fast = maskGradients(g, p); // from a partition: the cpu's zeroSpans
+        const m = partitionMasks(p);
+        const slow = maskGradients(g, m); // from masks: `where`
+        const bits = async (x: t.Tensor) =>
+          Array.from(new Uint32Array(Float32Array.from(await x.data() as Float32Array).buffer));
+        for (const k of ["W_enc", "W_dec"] as const) {
+          assertEquals(
+            await bits(fast[k]),
+            await bits(slow[k]),
+            k,
+          );
+        }
+        for (
+          const [which, shape, mk] of [["enc", [L, d, F], m.enc], [
+            "dec",
+            [L, F, d],
+            m.dec,
+          ]] as const
+        ) {
+          const spans = forbiddenSpans(p, shape, which);
+          const want = await t.broadcastTo(mk, shape).data();
+          const got = new Uint8Array(want.length);
+          for (let s = 0; s < spans.length; s += 2) {
+            assert(
+              spans[s] <= spans[s + 1] && (s === 0 || spans[s - 1] <= spans[s]),
+              `${which} spans ascending and disjoint`,
+            );
+            got.fill(1, spans[s], spans[s + 1]);
+          }
+          assertEquals(
+            Array.from(got),
+            Array.from(want, Number),
+            `${which} spans cover exactly the forbidden entries`,
+          );
+        }
+        t.dispose([g, fast, slow, m]);
+      },
+    ),
+    { numRuns: 40 },
+  );
 });

@@ -71,8 +71,18 @@ test("errors: topk, gather/take/scatterAdd indices, oneHot, slice and pad argume
   assertThrows(() => t.take(z([2, 3]), idx([5]), 1), "index 5", "size 3");
   assertThrows(() => t.takeAlongAxis(z([2, 3]), idx([[-1]]), 1), "index -1", "size 3");
   assertThrows(() => t.gather(z([2, 3]), idx([[0, 0, 2]]), 0), "index 2", "size 2");
-  assertThrows(() => t.scatterAdd(z([2, 3]), idx([[3, 0, 0]]), t.ones([1, 3]), 0), "scatterAdd", "index 3", "size 2");
-  assertThrows(() => t.scatterAdd(z([2, 3]), idx([[0, 0]]), t.ones([1, 2]), 0), "scatterAdd", "[1, 2]", "[2, 3]");
+  assertThrows(
+    () => t.scatterAdd(z([2, 3]), idx([[3, 0, 0]]), t.ones([1, 3]), 0),
+    "scatterAdd",
+    "index 3",
+    "size 2",
+  );
+  assertThrows(
+    () => t.scatterAdd(z([2, 3]), idx([[0, 0]]), t.ones([1, 2]), 0),
+    "scatterAdd",
+    "[1, 2]",
+    "[2, 3]",
+  );
   assertThrows(() => t.gather(z([2, 3]), idx([0, 1]), 0), "takeAlongAxis", "[2]", "[2, 3]");
   assertThrows(() => t.take(z([2, 3]), t.tensor([0]), 1), "take", "i32", "f32");
   assertThrows(() => t.oneHot(t.tensor([1.5]), 3), "oneHot", "i32");
@@ -94,7 +104,13 @@ test("errors: tensor() construction: ragged arrays, bad elements, sizes, unknown
   assertThrows(() => t.tensor(new Uint16Array(2)), "tensor", "Uint16Array", "dtype");
   assertThrows(() => t.full([2, -1], 0), "full", "[2,-1]");
   for (const bad of ["f8", "int64", "float32"]) {
-    assertThrows(() => t.tensor([1], { dtype: bad as t.DType }), "tensor", "unknown dtype", bad, "f32, f64, f16, bf16, i32, bool");
+    assertThrows(
+      () => t.tensor([1], { dtype: bad as t.DType }),
+      "tensor",
+      "unknown dtype",
+      bad,
+      "f32, f64, f16, bf16, i32, bool",
+    );
     assertThrows(() => t.cast(z([1]), bad as t.DType), "cast", "unknown dtype", bad);
     assertThrows(() => t.zeros([2], bad as t.DType), "unknown dtype", bad);
   }
@@ -114,16 +130,59 @@ test("errors: using a disposed tensor", async () => {
 });
 
 test("errors: grad of non-scalar, non-tensor and non-float functions; bad argnums and hasAux", async () => {
-  assertThrows(() => t.grad((x: t.Tensor) => t.mul(x, 2))(t.tensor([1, 2])), "grad", "one-element", "[2]");
-  assertThrows(() => t.valueAndGrad((x: t.Tensor) => t.mul(x, 2))(t.tensor([1, 2])), "valueAndGrad", "one-element", "[2]");
-  assertThrows(() => t.grad((_x: t.Tensor) => 3 as unknown as t.Tensor)(t.tensor([1, 2])), "grad", "scalar Tensor", "hasAux");
-  assertThrows(() => t.grad((x: t.Tensor) => t.argmax(x))(t.tensor([1, 2])), "grad", "float", "i32");
-  assertThrows(() => t.grad((x: t.Tensor) => t.sum(x), { argnums: 2 })(t.tensor([1])), "grad", "argnums 2", "1 argument");
-  assertThrows(() => t.grad((x: t.Tensor) => t.sum(x), { hasAux: true })(t.tensor([1])), "grad", "hasAux", "[value, aux]");
-  assertThrows(() => t.grad((x: t.Tensor) => Promise.resolve(t.sum(x)))(t.tensor([1])), "grad", "synchronous");
-  assertThrows(() => (t.vjp((x: t.Tensor) => [t.sum(x), x], t.tensor([1]))[1])(t.tensor([1])), "vjp", "1 tensors", "2");
+  assertThrows(
+    () => t.grad((x: t.Tensor) => t.mul(x, 2))(t.tensor([1, 2])),
+    "grad",
+    "one-element",
+    "[2]",
+  );
+  assertThrows(
+    () => t.valueAndGrad((x: t.Tensor) => t.mul(x, 2))(t.tensor([1, 2])),
+    "valueAndGrad",
+    "one-element",
+    "[2]",
+  );
+  assertThrows(
+    () => t.grad((_x: t.Tensor) => 3 as unknown as t.Tensor)(t.tensor([1, 2])),
+    "grad",
+    "scalar Tensor",
+    "hasAux",
+  );
+  assertThrows(
+    () => t.grad((x: t.Tensor) => t.argmax(x))(t.tensor([1, 2])),
+    "grad",
+    "float",
+    "i32",
+  );
+  assertThrows(
+    () => t.grad((x: t.Tensor) => t.sum(x), { argnums: 2 })(t.tensor([1])),
+    "grad",
+    "argnums 2",
+    "1 argument",
+  );
+  assertThrows(
+    () => t.grad((x: t.Tensor) => t.sum(x), { hasAux: true })(t.tensor([1])),
+    "grad",
+    "hasAux",
+    "[value, aux]",
+  );
+  assertThrows(
+    () => t.grad((x: t.Tensor) => Promise.resolve(t.sum(x)))(t.tensor([1])),
+    "grad",
+    "synchronous",
+  );
+  assertThrows(
+    () => (t.vjp((x: t.Tensor) => [t.sum(x), x], t.tensor([1]))[1])(t.tensor([1])),
+    "vjp",
+    "1 tensors",
+    "2",
+  );
   // The trace is closed on error: a later grad works normally.
-  assertThrows(() => t.grad((x: t.Tensor) => { t.exp(x); throw new Error("boom in f"); })(t.tensor([1])), "boom in f");
+  assertThrows(() =>
+    t.grad((x: t.Tensor) => {
+      t.exp(x);
+      throw new Error("boom in f");
+    })(t.tensor([1])), "boom in f");
   assertClose(t.grad((x: t.Tensor) => t.sum(t.mul(x, 3)))(t.tensor([1])).dataSync(), [3]);
   let msg = "";
   await t.tensor([1, 2]).item().catch((e: Error) => (msg = e.message));
@@ -155,7 +214,7 @@ test("memory: tidy disposes intermediates and keeps the result (and views of int
   assertClose(y.dataSync(), [3, 5, 7]);
   // A result that is a view of an intermediate keeps the shared storage alive.
   let base: t.Tensor | undefined;
-  const v = t.tidy(() => t.transpose((base = t.reshape(t.add(x, 0), [3, 1]))));
+  const v = t.tidy(() => t.transpose(base = t.reshape(t.add(x, 0), [3, 1])));
   assert(base!.disposed && !v.disposed, "base disposed, view kept");
   assertClose(v.dataSync(), [1, 2, 3]);
   // Records: every tensor reachable from the result survives.
@@ -175,12 +234,16 @@ test("memory: nested tidy hands kept tensors to the outer scope; errors still cl
     assert(innerTmp!.disposed && !inner.disposed, "inner scope disposed its temporary only");
     return t.mul(inner, 2);
   });
-  assert(inner!.disposed && outerTmp!.disposed && !out.disposed, "inner result disposed by the outer scope");
+  assert(
+    inner!.disposed && outerTmp!.disposed && !out.disposed,
+    "inner result disposed by the outer scope",
+  );
   let tmp: t.Tensor | undefined;
-  assertThrows(() => t.tidy(() => {
-    tmp = t.ones([2]);
-    throw new Error("inside tidy");
-  }), "inside tidy");
+  assertThrows(() =>
+    t.tidy(() => {
+      tmp = t.ones([2]);
+      throw new Error("inside tidy");
+    }), "inside tidy");
   assert(tmp!.disposed, "a throwing scope still disposes");
   assertThrows(() => t.tidy(() => Promise.resolve(1)), "tidy", "synchronous");
 });
@@ -196,7 +259,10 @@ test("memory: keep exempts tensors from tidy; dispose frees a record", () => {
   assert(!kept!.disposed && dropped!.disposed, "keep survives, the rest goes");
   const rec = { a: t.ones([1]), b: [t.ones([2]), { c: t.ones([3]) }], s: "x" };
   t.dispose(rec);
-  assert(rec.a.disposed && (rec.b[0] as t.Tensor).disposed && (rec.b[1] as { c: t.Tensor }).c.disposed, "dispose walks the record");
+  assert(
+    rec.a.disposed && (rec.b[0] as t.Tensor).disposed && (rec.b[1] as { c: t.Tensor }).c.disposed,
+    "dispose walks the record",
+  );
   // Disposing a base does not break a view that shares its storage.
   const base = t.tensor([[1, 2], [3, 4]]);
   const view = t.transpose(base);

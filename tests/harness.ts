@@ -36,16 +36,24 @@ export function assertEquals<T>(actual: T, expected: T, msg = ""): void {
 }
 
 /** Elementwise |a - e| <= atol + rtol·|e|; NaN matches NaN, infinities must match exactly. */
-export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, opts: { rtol?: number; atol?: number; msg?: string } = {}): void {
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  opts: { rtol?: number; atol?: number; msg?: string } = {},
+): void {
   const rtol = opts.rtol ?? 1e-5, atol = opts.atol ?? 1e-6;
   const pre = opts.msg ? opts.msg + ": " : "";
-  if (actual.length !== expected.length) throw new AssertionError(`${pre}length ${actual.length} vs expected ${expected.length}`);
+  if (actual.length !== expected.length) {
+    throw new AssertionError(`${pre}length ${actual.length} vs expected ${expected.length}`);
+  }
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i], e = expected[i];
     if (Number.isNaN(e) && Number.isNaN(a)) continue;
     if (!Number.isFinite(e) && a === e) continue;
     if (!(Math.abs(a - e) <= atol + rtol * Math.abs(e))) {
-      throw new AssertionError(`${pre}element ${i}: got ${a}, expected ${e} (rtol ${rtol}, atol ${atol})`);
+      throw new AssertionError(
+        `${pre}element ${i}: got ${a}, expected ${e} (rtol ${rtol}, atol ${atol})`,
+      );
     }
   }
 }
@@ -57,9 +65,15 @@ export function assertThrows(fn: () => unknown, ...fragments: string[]): Error {
   } catch (e) {
     const err = e as Error;
     for (const f of fragments) {
-      if (!String(err.message).includes(f)) throw new AssertionError(`error message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`);
+      if (!String(err.message).includes(f)) {
+        throw new AssertionError(
+          `error message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`,
+        );
+      }
     }
     return err;
   }
-  throw new AssertionError(`expected an error mentioning ${fragments.map((f) => JSON.stringify(f)).join(", ")}`);
+  throw new AssertionError(
+    `expected an error mentioning ${fragments.map((f) => JSON.stringify(f)).join(", ")}`,
+  );
 }

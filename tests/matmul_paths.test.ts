@@ -7,14 +7,21 @@ import { readEnv } from "../tensor/env.ts";
 
 const blas = loadBlas();
 if (!blas.blas) {
-  if (readEnv("REQUIRE_BLAS") === "1") throw new Error(`REQUIRE_BLAS=1 but OpenBLAS did not load: ${blas.reason}`);
+  if (readEnv("REQUIRE_BLAS") === "1") {
+    throw new Error(`REQUIRE_BLAS=1 but OpenBLAS did not load: ${blas.reason}`);
+  }
   console.log(`skip: BLAS-vs-TypeScript matmul comparison: ${blas.reason}`);
 }
 
 /** The op's result (BLAS when loaded) and the TypeScript kernel's on the same strided views. */
 function bothPaths(a: t.Tensor, b: t.Tensor): [Float32Array, Float32Array] {
   const viaOp = t.matmul(a, b).dataSync() as Float32Array;
-  const nv = (x: t.Tensor): NumView & { arr: Float32Array } => ({ arr: x.view().buf as Float32Array, shape: x.shape, strides: x.strides, offset: x.offset });
+  const nv = (x: t.Tensor): NumView & { arr: Float32Array } => ({
+    arr: x.view().buf as Float32Array,
+    shape: x.shape,
+    strides: x.strides,
+    offset: x.offset,
+  });
   const r = a.ndim;
   const out = new Float32Array(a.shape.slice(0, r - 1).reduce((s, d) => s * d, 1) * b.shape[r - 1]);
   kernelMatmul(nv(a), nv(b), out, true);
@@ -25,13 +32,22 @@ test("matmul: the BLAS path and the TypeScript kernel agree on random shapes, tr
   if (!blas.blas) return;
   fc.assert(
     fc.property(
-      fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 40 }),
-      fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 1000 }),
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.boolean(),
+      fc.integer({ min: 0, max: 1000 }),
       (M, K, N, batch, ta, tb, seed) => {
         const [k1, k2] = t.random.split(t.random.key(seed));
         // Transposed operands arrive as strided views (column-major), exercising the trans flags.
-        const a = ta ? t.mT(t.random.normal(k1, [batch, K, M])) : t.random.normal(k1, [batch, M, K]);
-        const b = tb ? t.mT(t.random.normal(k2, [batch, N, K])) : t.random.normal(k2, [batch, K, N]);
+        const a = ta
+          ? t.mT(t.random.normal(k1, [batch, K, M]))
+          : t.random.normal(k1, [batch, M, K]);
+        const b = tb
+          ? t.mT(t.random.normal(k2, [batch, N, K]))
+          : t.random.normal(k2, [batch, K, N]);
         const [x, y] = bothPaths(a, b);
         assertClose(x, y, { rtol: 1e-4, atol: 1e-4 });
       },

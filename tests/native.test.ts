@@ -20,7 +20,9 @@ import { runs } from "./ref.ts";
 
 const status = loadNative();
 if (!status.native) {
-  if (readEnv("REQUIRE_NATIVE") === "1") throw new Error(`REQUIRE_NATIVE=1 but the native kernels did not load: ${status.reason}`);
+  if (readEnv("REQUIRE_NATIVE") === "1") {
+    throw new Error(`REQUIRE_NATIVE=1 but the native kernels did not load: ${status.reason}`);
+  }
   console.log(`skip: native-vs-TypeScript kernel comparison: ${status.reason}`);
 }
 const nat = status.native as Native;
@@ -28,11 +30,21 @@ const nat = status.native as Native;
 type F = Float32Array | Float64Array;
 const widths = [Float32Array, Float64Array] as const;
 /** An f32 or f64 array of n values fn(i). */
-const make = (f64: boolean, n: number, fn: (i: number) => number): F => (f64 ? Float64Array.from({ length: n }, (_, i) => fn(i)) : Float32Array.from({ length: n }, (_, i) => fn(i)));
+const make = (
+  f64: boolean,
+  n: number,
+  fn: (i: number) => number,
+): F => (f64
+  ? Float64Array.from({ length: n }, (_, i) => fn(i))
+  : Float32Array.from({ length: n }, (_, i) => fn(i)));
 
 function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   assertEquals(a.length, b.length, `${what} length`);
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) throw new Error(`${what}[${i}]: native ${a[i]}, TypeScript ${b[i]}`);
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) {
+      throw new Error(`${what}[${i}]: native ${a[i]}, TypeScript ${b[i]}`);
+    }
+  }
 }
 
 /** `run`'s results with the native kernels must equal its results with them switched off. */
@@ -58,8 +70,13 @@ test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
   if (!nat) return;
   fc.assert(
     fc.property(
-      fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 0, max: 60 }),
-      fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 0, max: 60 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
       (R, C, d, nnz, threads, f64, seed) => {
         const W = widths[+f64];
         let s = seed;
@@ -72,7 +89,19 @@ test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
           const [outRows, inRows] = transpose ? [C, R] : [R, C];
           const dense = fill(inRows * d);
           const want = new W(outRows * d), got = new W(outRows * d).fill(7);
-          S.spmm(rows, cols, vals, dense, d, transpose, outRows, want, 0, d, transpose ? S.byRow(cols, nnz, outRows) : null);
+          S.spmm(
+            rows,
+            cols,
+            vals,
+            dense,
+            d,
+            transpose,
+            outRows,
+            want,
+            0,
+            d,
+            transpose ? S.byRow(cols, nnz, outRows) : null,
+          );
           const [dst, src] = transpose ? [cols, rows] : [rows, cols];
           assertEquals(nat.spmm(dst, src, vals, nnz, dense, inRows, d, got, outRows, threads), -1);
           sameBits(got, want, `spmm transpose=${transpose}`);
@@ -92,14 +121,21 @@ test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs,
   if (!nat) return;
   fc.assert(
     fc.property(
-      fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 4 }), fc.boolean(),
-      fc.array(value, { minLength: 1, maxLength: 64 }), fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 5 }),
+      fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 4 }),
+      fc.boolean(),
+      fc.array(value, { minLength: 1, maxLength: 64 }),
+      fc.integer({ min: 1, max: 300 }),
       (rows, n, threads, f64, pool, kRaw) => {
         const W = widths[+f64];
         const k = 1 + (kRaw % n);
         // Cycling a small pool of values makes ties common.
         const x = make(f64, rows * n, (i) => pool[(i * 7919) % pool.length]);
-        const wantV = new W(rows * k), wantI = new Int32Array(rows * k), gotV = new W(rows * k), gotI = new Int32Array(rows * k);
+        const wantV = new W(rows * k),
+          wantI = new Int32Array(rows * k),
+          gotV = new W(rows * k),
+          gotI = new Int32Array(rows * k);
         topkTs({ arr: x, shape: [rows, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
         assertEquals(nat.topk(x, rows, n, k, gotV, gotI, threads), -1);
         sameBits(gotV, wantV, "topk values");
@@ -109,9 +145,16 @@ test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs,
     { numRuns: runs(200) },
   );
   // One long row with few k per thread takes the split-and-merge path.
-  const n = 50_000, x = Float32Array.from({ length: n }, (_, i) => (i % 97 === 3 ? NaN : Math.floor(Math.sin(i) * 20)));
+  const n = 50_000,
+    x = Float32Array.from(
+      { length: n },
+      (_, i) => (i % 97 === 3 ? NaN : Math.floor(Math.sin(i) * 20)),
+    );
   for (const k of [1, 77, 3000]) {
-    const wantV = new Float32Array(k), wantI = new Int32Array(k), gotV = new Float32Array(k), gotI = new Int32Array(k);
+    const wantV = new Float32Array(k),
+      wantI = new Int32Array(k),
+      gotV = new Float32Array(k),
+      gotI = new Int32Array(k);
     topkTs({ arr: x, shape: [1, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
     assertEquals(nat.topk(x, 1, n, k, gotV, gotI, 2), -1);
     sameBits(gotV, wantV, `long row k=${k} values`);
@@ -123,14 +166,26 @@ test("native Adam gives the TypeScript loop's bits, with and without weight deca
   if (!nat) return;
   fc.assert(
     fc.property(
-      fc.integer({ min: 1, max: 200 }), fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.boolean(), fc.integer({ min: 1, max: 1000 }),
+      fc.integer({ min: 1, max: 200 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 1000 }),
       fc.array(value, { minLength: 3, maxLength: 30 }),
       (n, threads, f64, decay, step, pool) => {
         const W = widths[+f64];
         const pick = (o: number) => make(f64, n, (i) => pool[(i * 31 + o) % pool.length]);
         const G = pick(0), M = pick(1), V = pick(2).map(Math.abs) as F, P = decay ? pick(3) : null;
-        const h = { b1: 0.9, b2: 0.999, eps: 1e-8, c2: 1 - 0.999 ** step, scale: -1e-3 / (1 - 0.9 ** step), decay: decay ? 1e-5 : 0 };
-        const want = [new W(n), new W(n), new W(n)] as F[], got = [new W(n), new W(n), new W(n)] as F[];
+        const h = {
+          b1: 0.9,
+          b2: 0.999,
+          eps: 1e-8,
+          c2: 1 - 0.999 ** step,
+          scale: -1e-3 / (1 - 0.9 ** step),
+          decay: decay ? 1e-5 : 0,
+        };
+        const want = [new W(n), new W(n), new W(n)] as F[],
+          got = [new W(n), new W(n), new W(n)] as F[];
         adamLoop(G, M, V, P, want[0], want[1], want[2], h.b1, h.b2, h.eps, h.c2, h.scale, h.decay);
         nat.adam(G, M, V, P, got[0], got[1], got[2], n, h, threads);
         ["update", "m", "v"].forEach((w, i) => sameBits(got[i], want[i], `adam ${w}`));
@@ -144,18 +199,29 @@ test("native relu, its gradient and sums over axes give the TypeScript ops' bits
   if (!nat) return;
   fc.assert(
     fc.property(
-      fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 3 }), fc.boolean(), fc.array(value, { minLength: 1, maxLength: 50 }),
-      fc.nat(), fc.nat(),
+      fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 3 }),
+      fc.boolean(),
+      fc.array(value, { minLength: 1, maxLength: 50 }),
+      fc.nat(),
+      fc.nat(),
       (shape, f64, pool, a0, a1) => {
         const n = shape.reduce((a, b) => a * b, 1);
         const dtype = f64 ? "f64" : "f32";
-        const x = t.reshape(t.tensor(make(f64, n, (i) => pool[(i * 13) % pool.length]), { dtype }), shape);
-        const g = t.reshape(t.tensor(make(f64, n, (i) => pool[(i * 7 + 3) % pool.length]), { dtype }), shape);
+        const x = t.reshape(
+          t.tensor(make(f64, n, (i) => pool[(i * 13) % pool.length]), { dtype }),
+          shape,
+        );
+        const g = t.reshape(
+          t.tensor(make(f64, n, (i) => pool[(i * 7 + 3) % pool.length]), { dtype }),
+          shape,
+        );
         const lo = a0 % shape.length, hi = lo + (a1 % (shape.length - lo));
         const axes = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
         const run = () => {
           const [y, dx] = t.vjp((z: t.Tensor) => t.relu(z), x);
-          return [y, dx(g)[0] as t.Tensor, t.sum(x, axes), t.sum(x, 0), t.sum(x, -1)].map((r) => r.dataSync());
+          return [y, dx(g)[0] as t.Tensor, t.sum(x, axes), t.sum(x, 0), t.sum(x, -1)].map((r) =>
+            r.dataSync()
+          );
         };
         sameAsTypeScript(run, ["relu", "relu grad", `sum ${axes}`, "sum 0", "sum -1"]);
       },
@@ -170,23 +236,52 @@ test("native kernels on tensors whose buffer is longer than they are (leading sl
   // sizes from the shape (writing to the buffer's length would run past the output's end).
   const big = t.random.normal(t.random.key(3), [513, 640]);
   const g = t.slice(big, [0, 0], [512, 640]);
-  assert(g.isContiguous() && (g.view().buf as Float32Array).length > 512 * 640, "the slice is a view over the longer buffer");
+  assert(
+    g.isContiguous() && (g.view().buf as Float32Array).length > 512 * 640,
+    "the slice is a view over the longer buffer",
+  );
   const run = () => {
     const opt = t.adam({ lr: 1e-3 });
     const [u] = opt.update(g, opt.init(g));
-    const idx = t.slice(t.tensor(Array.from({ length: 600 }, (_, i) => i % 512), { dtype: "i32" }), [0], [300]);
+    const idx = t.slice(
+      t.tensor(Array.from({ length: 600 }, (_, i) => i % 512), { dtype: "i32" }),
+      [0],
+      [300],
+    );
     const coo = { rows: idx, cols: idx, values: t.slice(t.ones([600]), [0], [300]) };
-    return [u as t.Tensor, t.relu(g), t.vjp((z: t.Tensor) => t.relu(z), g)[1](g)[0] as t.Tensor, t.sddmm(g, g, idx, idx), t.spmm(coo as never, g, 512)].map((r) => r.dataSync());
+    return [
+      u as t.Tensor,
+      t.relu(g),
+      t.vjp((z: t.Tensor) => t.relu(z), g)[1](g)[0] as t.Tensor,
+      t.sddmm(g, g, idx, idx),
+      t.spmm(coo as never, g, 512),
+    ].map((r) => r.dataSync());
   };
   sameAsTypeScript(run, ["adam", "relu", "relu grad", "sddmm", "spmm"]);
 });
 
 test("native kernels report the first out-of-range index instead of reading past an array", () => {
   if (!nat) return;
-  const rows = Int32Array.from([0, 1, 5, -1]), cols = Int32Array.from([0, 0, 0, 0]), vals = new Float32Array(4).fill(1);
+  const rows = Int32Array.from([0, 1, 5, -1]),
+    cols = Int32Array.from([0, 0, 0, 0]),
+    vals = new Float32Array(4).fill(1);
   const dense = new Float32Array(3 * 2), out = new Float32Array(2 * 2);
   assertEquals(nat.spmm(rows, cols, vals, 4, dense, 3, 2, out, 2, 1), 2);
-  assertEquals(nat.sddmm(dense, 3, dense, 3, Int32Array.from([0, 2, 3]), Int32Array.from([0, 1, 1]), 3, 2, new Float32Array(3), 1), 2);
+  assertEquals(
+    nat.sddmm(
+      dense,
+      3,
+      dense,
+      3,
+      Int32Array.from([0, 2, 3]),
+      Int32Array.from([0, 1, 1]),
+      3,
+      2,
+      new Float32Array(3),
+      1,
+    ),
+    2,
+  );
 });
 
 test("native kernels: compiled once into the cache, atomically; a missing compiler is a clear reason", async () => {
@@ -202,7 +297,10 @@ test("native kernels: compiled once into the cache, atomically; a missing compil
     assert(files[0].endsWith(".so"), files[0]);
     const none = await mkdtemp(join(tmpdir(), "sc-native-"));
     const bad = openNative({ cc: "/nonexistent/cc", cacheDir: none });
-    assert(bad.native === null && bad.reason.includes("/nonexistent/cc could not compile"), bad.reason);
+    assert(
+      bad.native === null && bad.reason.includes("/nonexistent/cc could not compile"),
+      bad.reason,
+    );
     assertEquals((await readdir(none)).length, 0, "no half-written library is left");
     await rm(none, { recursive: true });
   } finally {

@@ -6,6 +6,7 @@ import { assert, assertClose, assertEquals, assertThrows, test } from "./harness
 import {
   axesArb,
   bat,
+  BOOL,
   broadcastPairArb,
   broadcastShapesArb,
   bshape,
@@ -13,6 +14,7 @@ import {
   expectNd,
   FLOATS,
   fromFn,
+  I32,
   map,
   matmulRef,
   type Nd,
@@ -20,25 +22,23 @@ import {
   ndArb,
   ndOf,
   normAx,
+  prop,
   reduceRef,
   size,
   T,
   tol,
   transposeRef,
   zip,
-  BOOL,
-  I32,
-  prop,
 } from "./ref.ts";
 
 type Tensor = t.Tensor;
-
 
 // ---------------------------------------------------------------- unary
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const geluErf = (x: number) => 0.5 * x * (1 + erfRef(x / Math.SQRT2));
-const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+const geluTanh = (x: number) =>
+  0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
 interface UnaryCase {
   name: string;
@@ -68,34 +68,70 @@ const UNARY: UnaryCase[] = [
   { name: "sin", op: t.sin, ref: Math.sin },
   { name: "cos", op: t.cos, ref: Math.cos },
   { name: "gelu (erf form)", op: (x) => t.gelu(x), ref: geluErf, min: -6, max: 6, scale: 10 },
-  { name: "gelu (tanh form)", op: (x) => t.gelu(x, { approximate: "tanh" }), ref: geluTanh, min: -6, max: 6, scale: 10 },
+  {
+    name: "gelu (tanh form)",
+    op: (x) => t.gelu(x, { approximate: "tanh" }),
+    ref: geluTanh,
+    min: -6,
+    max: 6,
+    scale: 10,
+  },
 ];
 
 for (const c of UNARY) {
-  prop(`forward: ${c.name} on random shapes (f32, f64)`, ndArb({ minDim: 0, maxRank: 3 }, { min: c.min, max: c.max }), (a) => {
-    for (const dt of FLOATS) {
-      const x = T(a, dt);
-      const want = map(nd(x), c.ref); // reference from the values as stored
-      // erfRef carries ~1e-10 of its own error, so f64 erf-based checks use 1e-7 (as asked).
-      const f64tol = c.ref === erfRef || c.ref === geluErf ? { rtol: 1e-7, atol: 1e-7 } : tol("f64");
-      expectNd(c.op(x), want, { msg: `${c.name} ${dt}`, dtype: dt, ...(dt === "f64" ? f64tol : tol(dt, c.scale ?? 1)) });
-    }
-  });
+  prop(
+    `forward: ${c.name} on random shapes (f32, f64)`,
+    ndArb({ minDim: 0, maxRank: 3 }, { min: c.min, max: c.max }),
+    (a) => {
+      for (const dt of FLOATS) {
+        const x = T(a, dt);
+        const want = map(nd(x), c.ref); // reference from the values as stored
+        // erfRef carries ~1e-10 of its own error, so f64 erf-based checks use 1e-7 (as asked).
+        const f64tol = c.ref === erfRef || c.ref === geluErf
+          ? { rtol: 1e-7, atol: 1e-7 }
+          : tol("f64");
+        expectNd(c.op(x), want, {
+          msg: `${c.name} ${dt}`,
+          dtype: dt,
+          ...(dt === "f64" ? f64tol : tol(dt, c.scale ?? 1)),
+        });
+      }
+    },
+  );
 }
 
 test("forward: erf and gelu at known values", () => {
   const xs = [0, 0.5, 1, 2, 3, -1, 4, -6];
-  const erfKnown = [0, 0.5204998778130465, 0.8427007929497149, 0.9953222650189527, 0.9999779095030014, -0.8427007929497149, 0.9999999845827421, -1];
-  assertClose(t.erf(t.tensor(xs, { dtype: "f64" })).dataSync(), erfKnown, { rtol: 1e-14, atol: 1e-15 });
+  const erfKnown = [
+    0,
+    0.5204998778130465,
+    0.8427007929497149,
+    0.9953222650189527,
+    0.9999779095030014,
+    -0.8427007929497149,
+    0.9999999845827421,
+    -1,
+  ];
+  assertClose(t.erf(t.tensor(xs, { dtype: "f64" })).dataSync(), erfKnown, {
+    rtol: 1e-14,
+    atol: 1e-15,
+  });
   assertClose(xs.map(erfRef), erfKnown, { rtol: 1e-7, atol: 1e-7, msg: "the test's own erf" });
   // gelu(1) = 0.5·(1 + erf(1/√2)) = Φ(1) = 0.8413447460685429.
-  assertClose(t.gelu(t.tensor([1, -1, 0], { dtype: "f64" })).dataSync(), [0.8413447460685429, -0.15865525393145707, 0], { rtol: 1e-14, atol: 1e-15 });
+  assertClose(t.gelu(t.tensor([1, -1, 0], { dtype: "f64" })).dataSync(), [
+    0.8413447460685429,
+    -0.15865525393145707,
+    0,
+  ], { rtol: 1e-14, atol: 1e-15 });
   // tanh form at 1: 0.5·(1 + tanh(√(2/π)·1.044715)) = 0.8411919906082768
-  assertClose(t.gelu(t.tensor([1], { dtype: "f64" }), { approximate: "tanh" }).dataSync(), [0.8411919906082768], { rtol: 1e-14 });
+  assertClose(t.gelu(t.tensor([1], { dtype: "f64" }), { approximate: "tanh" }).dataSync(), [
+    0.8411919906082768,
+  ], { rtol: 1e-14 });
 });
 
 test("forward: unary special values", () => {
-  const v = (op: (x: Tensor) => Tensor, xs: number[]) => Array.from(op(t.tensor(xs, { dtype: "f64" })).dataSync());
+  const v = (op: (x: Tensor) => Tensor, xs: number[]) =>
+    Array.from(op(t.tensor(xs, { dtype: "f64" })).dataSync());
   assertClose(v(t.log, [0, -1, Infinity]), [-Infinity, NaN, Infinity]);
   assertClose(v(t.sqrt, [-1, 0, Infinity]), [NaN, 0, Infinity]);
   assertClose(v(t.rsqrt, [0, Infinity]), [Infinity, 0]);
@@ -108,20 +144,27 @@ test("forward: unary special values", () => {
   assertClose(v(t.abs, [-Infinity, -0]), [Infinity, 0]);
 });
 
-prop("forward: integer and bool unary ops keep or promote dtypes", ndArb({ minDim: 0 }, { int: true, min: -5, max: 5 }), (a) => {
-  const x = I32(a);
-  expectNd(t.neg(x), map(a, (v) => -v), { dtype: "i32" });
-  expectNd(t.abs(x), map(a, Math.abs), { dtype: "i32" });
-  expectNd(t.sign(x), map(a, Math.sign), { dtype: "i32" });
-  expectNd(t.relu(x), map(a, (v) => Math.max(v, 0)), { dtype: "i32" });
-  expectNd(t.step(x), map(a, (v) => (v > 0 ? 1 : 0)), { dtype: "i32" });
-  expectNd(t.square(x), map(a, (v) => v * v), { dtype: "i32" });
-  expectNd(t.exp(x), map(a, Math.exp), { dtype: "f32", ...tol("f32") });
-  expectNd(t.sqrt(t.abs(x)), map(a, (v) => Math.sqrt(Math.abs(v))), { dtype: "f32", ...tol("f32") });
-  const b = BOOL(map(a, (v) => (v > 0 ? 1 : 0)));
-  expectNd(t.neg(b), map(a, (v) => (v > 0 ? -1 : 0)), { dtype: "i32" });
-  expectNd(t.logicalNot(b), map(a, (v) => (v > 0 ? 0 : 1)), { dtype: "bool" });
-});
+prop(
+  "forward: integer and bool unary ops keep or promote dtypes",
+  ndArb({ minDim: 0 }, { int: true, min: -5, max: 5 }),
+  (a) => {
+    const x = I32(a);
+    expectNd(t.neg(x), map(a, (v) => -v), { dtype: "i32" });
+    expectNd(t.abs(x), map(a, Math.abs), { dtype: "i32" });
+    expectNd(t.sign(x), map(a, Math.sign), { dtype: "i32" });
+    expectNd(t.relu(x), map(a, (v) => Math.max(v, 0)), { dtype: "i32" });
+    expectNd(t.step(x), map(a, (v) => (v > 0 ? 1 : 0)), { dtype: "i32" });
+    expectNd(t.square(x), map(a, (v) => v * v), { dtype: "i32" });
+    expectNd(t.exp(x), map(a, Math.exp), { dtype: "f32", ...tol("f32") });
+    expectNd(t.sqrt(t.abs(x)), map(a, (v) => Math.sqrt(Math.abs(v))), {
+      dtype: "f32",
+      ...tol("f32"),
+    });
+    const b = BOOL(map(a, (v) => (v > 0 ? 1 : 0)));
+    expectNd(t.neg(b), map(a, (v) => (v > 0 ? -1 : 0)), { dtype: "i32" });
+    expectNd(t.logicalNot(b), map(a, (v) => (v > 0 ? 0 : 1)), { dtype: "bool" });
+  },
+);
 
 // ---------------------------------------------------------------- binary
 
@@ -141,7 +184,13 @@ const BINARY: BinaryCase[] = [
   { name: "mul", op: t.mul, ref: (a, b) => a * b },
   { name: "div", op: t.div, ref: (a, b) => a / b },
   { name: "pow", op: t.pow, ref: Math.pow, va: { min: 0.05, max: 3 }, vb: { min: -3, max: 3 } },
-  { name: "pow (integer exponents of negative bases)", op: t.pow, ref: Math.pow, va: { min: -3, max: 3 }, vb: { min: -3, max: 3, int: true } },
+  {
+    name: "pow (integer exponents of negative bases)",
+    op: t.pow,
+    ref: Math.pow,
+    va: { min: -3, max: 3 },
+    vb: { min: -3, max: 3, int: true },
+  },
   { name: "maximum", op: t.maximum, ref: Math.max, va: CMP },
   { name: "minimum", op: t.minimum, ref: Math.min, va: CMP },
   { name: "gt", op: t.gt, ref: (a, b) => +(a > b), va: CMP, vb: CMP, bool: true },
@@ -153,15 +202,25 @@ const BINARY: BinaryCase[] = [
 ];
 
 for (const c of BINARY) {
-  const arb = broadcastPairArb({ minDim: 0, maxRank: 3 }).chain(([sa, sb]) => fc.tuple(ndOf(sa, c.va ?? {}), ndOf(sb, c.vb ?? c.va ?? {})));
+  const arb = broadcastPairArb({ minDim: 0, maxRank: 3 }).chain(([sa, sb]) =>
+    fc.tuple(ndOf(sa, c.va ?? {}), ndOf(sb, c.vb ?? c.va ?? {}))
+  );
   prop(`forward: ${c.name} with broadcasting (f32, f64)`, arb, ([a, b]) => {
     for (const dt of FLOATS) {
       const x = T(a, dt), y = T(b, dt);
       const want = zip(nd(x), nd(y), c.ref);
-      expectNd(c.op(x, y), want, { msg: `${c.name} ${dt} [${a.shape}] [${b.shape}]`, dtype: c.bool ? "bool" : dt, ...tol(dt) });
+      expectNd(c.op(x, y), want, {
+        msg: `${c.name} ${dt} [${a.shape}] [${b.shape}]`,
+        dtype: c.bool ? "bool" : dt,
+        ...tol(dt),
+      });
       // A JS number on either side broadcasts as a scalar of the tensor's dtype.
       const s = b.data[0] ?? 2;
-      expectNd(c.op(x, s), map(nd(x), (v) => c.ref(v, dt === "f32" ? Math.fround(s) : s)), { msg: `${c.name} ${dt} with a number`, dtype: c.bool ? "bool" : dt, ...tol(dt) });
+      expectNd(c.op(x, s), map(nd(x), (v) => c.ref(v, dt === "f32" ? Math.fround(s) : s)), {
+        msg: `${c.name} ${dt} with a number`,
+        dtype: c.bool ? "bool" : dt,
+        ...tol(dt),
+      });
     }
   });
 }
@@ -174,16 +233,21 @@ test("forward: argmax/argmin pick the first NaN, as NumPy does", () => {
 });
 
 test("forward: maximum/minimum propagate NaN; comparisons with NaN are false (ne true)", () => {
-  const a = t.tensor([NaN, 1, NaN], { dtype: "f64" }), b = t.tensor([1, NaN, NaN], { dtype: "f64" });
+  const a = t.tensor([NaN, 1, NaN], { dtype: "f64" }),
+    b = t.tensor([1, NaN, NaN], { dtype: "f64" });
   assertClose(t.maximum(a, b).dataSync(), [NaN, NaN, NaN]);
   assertClose(t.minimum(a, b).dataSync(), [NaN, NaN, NaN]);
-  for (const op of [t.gt, t.ge, t.lt, t.le, t.eq]) assertEquals(Array.from(op(a, b).dataSync()), [0, 0, 0]);
+  for (const op of [t.gt, t.ge, t.lt, t.le, t.eq]) {
+    assertEquals(Array.from(op(a, b).dataSync()), [0, 0, 0]);
+  }
   assertEquals(Array.from(t.ne(a, b).dataSync()), [1, 1, 1]);
 });
 
 prop(
   "forward: i32 arithmetic and comparisons stay exact",
-  broadcastPairArb({ minDim: 0 }).chain(([sa, sb]) => fc.tuple(ndOf(sa, { int: true, min: -50, max: 50 }), ndOf(sb, { int: true, min: -50, max: 50 }))),
+  broadcastPairArb({ minDim: 0 }).chain(([sa, sb]) =>
+    fc.tuple(ndOf(sa, { int: true, min: -50, max: 50 }), ndOf(sb, { int: true, min: -50, max: 50 }))
+  ),
   ([a, b]) => {
     const x = I32(a), y = I32(b);
     expectNd(t.add(x, y), zip(a, b, (p, q) => p + q), { dtype: "i32", rtol: 0, atol: 0 });
@@ -204,13 +268,24 @@ prop(
 test("forward: dtype promotion of binary ops", () => {
   const mk = (d: t.DType) => t.ones([2], d);
   const cases: [t.DType, t.DType, t.DType][] = [
-    ["bool", "bool", "i32"], ["bool", "i32", "i32"], ["i32", "i32", "i32"], ["i32", "f32", "f32"],
-    ["i32", "f16", "f16"], ["f16", "bf16", "f32"], ["f16", "f32", "f32"], ["bf16", "f64", "f64"], ["f32", "f64", "f64"],
+    ["bool", "bool", "i32"],
+    ["bool", "i32", "i32"],
+    ["i32", "i32", "i32"],
+    ["i32", "f32", "f32"],
+    ["i32", "f16", "f16"],
+    ["f16", "bf16", "f32"],
+    ["f16", "f32", "f32"],
+    ["bf16", "f64", "f64"],
+    ["f32", "f64", "f64"],
   ];
   for (const [a, b, want] of cases) {
     assertEquals(t.add(mk(a), mk(b)).dtype, want, `add ${a} ${b}`);
     assertEquals(t.add(mk(b), mk(a)).dtype, want, `add ${b} ${a}`);
-    assertEquals(t.promote(a, b), want === "i32" && a === "bool" && b === "bool" ? "bool" : want, `promote ${a} ${b}`);
+    assertEquals(
+      t.promote(a, b),
+      want === "i32" && a === "bool" && b === "bool" ? "bool" : want,
+      `promote ${a} ${b}`,
+    );
     assertEquals(t.gt(mk(a), mk(b)).dtype, "bool");
   }
   assertEquals(t.div(mk("i32"), mk("i32")).dtype, "f32");
@@ -231,73 +306,140 @@ test("forward: dtype promotion of binary ops", () => {
 
 prop(
   "forward: where with three-way broadcasting (f32, f64)",
-  broadcastShapesArb(3, { minDim: 0 }).chain(([s1, s2, s3]) => fc.tuple(ndOf(s1, CMP), ndOf(s2), ndOf(s3))),
+  broadcastShapesArb(3, { minDim: 0 }).chain(([s1, s2, s3]) =>
+    fc.tuple(ndOf(s1, CMP), ndOf(s2), ndOf(s3))
+  ),
   ([c, a, b]) => {
     for (const dt of FLOATS) {
       const cond = t.gt(T(c, dt), 0);
-      const want = fromFn(bshape(bshape(c.shape, a.shape), b.shape), (i) => (bat(c, i) > 0 ? bat(nd(T(a, dt)), i) : bat(nd(T(b, dt)), i)));
+      const want = fromFn(
+        bshape(bshape(c.shape, a.shape), b.shape),
+        (i) => (bat(c, i) > 0 ? bat(nd(T(a, dt)), i) : bat(nd(T(b, dt)), i)),
+      );
       expectNd(t.where(cond, T(a, dt), T(b, dt)), want, { dtype: dt });
     }
     // Two JS numbers and no tensor operand: numbers default to f32, as tensor(1) does.
     expectNd(t.where(t.gt(T(c), 0), 1, -1), map(c, (v) => (v > 0 ? 1 : -1)), { dtype: "f32" });
-    expectNd(t.where(t.gt(T(c), 0), I32(map(a, Math.trunc)), -1), fromFn(bshape(c.shape, a.shape), (i) => (bat(c, i) > 0 ? Math.trunc(bat(a, i)) : -1)), { dtype: "i32" });
+    expectNd(
+      t.where(t.gt(T(c), 0), I32(map(a, Math.trunc)), -1),
+      fromFn(bshape(c.shape, a.shape), (i) => (bat(c, i) > 0 ? Math.trunc(bat(a, i)) : -1)),
+      { dtype: "i32" },
+    );
   },
 );
 
 // ---------------------------------------------------------------- reductions
 
-const reduceArb = ndArb({ minDim: 0, maxRank: 4, maxDim: 3 }).chain((a) => fc.tuple(fc.constant(a), axesArb(a.shape.length), fc.boolean()));
+const reduceArb = ndArb({ minDim: 0, maxRank: 4, maxDim: 3 }).chain((a) =>
+  fc.tuple(fc.constant(a), axesArb(a.shape.length), fc.boolean())
+);
 
 const sumOf = (v: number[]) => v.reduce((p, q) => p + q, 0);
 const reducedEmpty = (a: Nd, axes: number[] | undefined) =>
   (axes ?? [...a.shape.keys()]).some((x) => a.shape[normAx(x, a.shape.length)] === 0);
 
-prop("forward: sum/mean/max/min over random axes, keepdims (f32, f64)", reduceArb, ([a, axes, keepdims]) => {
-  for (const dt of FLOATS) {
-    const x = T(a, dt), xa = nd(x);
-    expectNd(t.sum(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, sumOf), { dtype: dt, ...tol(dt, 4) });
-    expectNd(t.mean(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, (v) => sumOf(v) / v.length), { dtype: dt, ...tol(dt, 4) });
-    if (reducedEmpty(a, axes)) {
-      assertThrows(() => t.max(x, axes), "max", "empty");
-      assertThrows(() => t.min(x, axes), "min", "empty");
-    } else {
-      expectNd(t.max(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, (v) => Math.max(...v)), { dtype: dt, rtol: 0, atol: 0 });
-      expectNd(t.min(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, (v) => Math.min(...v)), { dtype: dt, rtol: 0, atol: 0 });
+prop(
+  "forward: sum/mean/max/min over random axes, keepdims (f32, f64)",
+  reduceArb,
+  ([a, axes, keepdims]) => {
+    for (const dt of FLOATS) {
+      const x = T(a, dt), xa = nd(x);
+      expectNd(t.sum(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, sumOf), {
+        dtype: dt,
+        ...tol(dt, 4),
+      });
+      expectNd(
+        t.mean(x, axes, { keepdims }),
+        reduceRef(xa, axes, keepdims, (v) => sumOf(v) / v.length),
+        { dtype: dt, ...tol(dt, 4) },
+      );
+      if (reducedEmpty(a, axes)) {
+        assertThrows(() => t.max(x, axes), "max", "empty");
+        assertThrows(() => t.min(x, axes), "min", "empty");
+      } else {
+        expectNd(
+          t.max(x, axes, { keepdims }),
+          reduceRef(xa, axes, keepdims, (v) => Math.max(...v)),
+          { dtype: dt, rtol: 0, atol: 0 },
+        );
+        expectNd(
+          t.min(x, axes, { keepdims }),
+          reduceRef(xa, axes, keepdims, (v) => Math.min(...v)),
+          { dtype: dt, rtol: 0, atol: 0 },
+        );
+      }
     }
-  }
-  // Bool sums count; integer sums stay integer.
-  const b = map(a, (v) => +(v > 0));
-  expectNd(t.sum(BOOL(b), axes, { keepdims }), reduceRef(b, axes, keepdims, sumOf), { dtype: "i32" });
-  const ia = map(a, Math.round);
-  expectNd(t.sum(I32(ia), axes, { keepdims }), reduceRef(ia, axes, keepdims, sumOf), { dtype: "i32" });
-});
+    // Bool sums count; integer sums stay integer.
+    const b = map(a, (v) => +(v > 0));
+    expectNd(t.sum(BOOL(b), axes, { keepdims }), reduceRef(b, axes, keepdims, sumOf), {
+      dtype: "i32",
+    });
+    const ia = map(a, Math.round);
+    expectNd(t.sum(I32(ia), axes, { keepdims }), reduceRef(ia, axes, keepdims, sumOf), {
+      dtype: "i32",
+    });
+  },
+);
 
-prop("forward: variance (ddof 0 and 1) and norm (ord 1, 2, Infinity) (f32, f64)", reduceArb, ([a, axes, keepdims]) => {
-  for (const dt of FLOATS) {
-    const x = T(a, dt), xa = nd(x);
-    const varRef = (ddof: number) => (v: number[]) => {
-      const m = sumOf(v) / v.length;
-      return sumOf(v.map((q) => (q - m) ** 2)) / (v.length - ddof);
-    };
-    const loose = dt === "f32" ? { rtol: 1e-4, atol: 1e-5 } : tol("f64", 10);
-    expectNd(t.variance(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, varRef(0)), { dtype: dt, ...loose, msg: "var ddof 0" });
-    expectNd(t.var(x, axes, { keepdims, ddof: 1 }), reduceRef(xa, axes, keepdims, varRef(1)), { dtype: dt, ...loose, msg: "var ddof 1" });
-    expectNd(t.norm(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, (v) => Math.sqrt(sumOf(v.map((q) => q * q)))), { dtype: dt, ...tol(dt, 4) });
-    expectNd(t.norm(x, axes, { keepdims, ord: 2 }), reduceRef(xa, axes, keepdims, (v) => Math.hypot(...v)), { dtype: dt, ...tol(dt, 4) });
-    expectNd(t.norm(x, axes, { keepdims, ord: 1 }), reduceRef(xa, axes, keepdims, (v) => sumOf(v.map(Math.abs))), { dtype: dt, ...tol(dt, 4) });
-    if (!reducedEmpty(a, axes)) {
-      expectNd(t.norm(x, axes, { keepdims, ord: Infinity }), reduceRef(xa, axes, keepdims, (v) => Math.max(...v.map(Math.abs))), { dtype: dt, rtol: 0, atol: 0 });
+prop(
+  "forward: variance (ddof 0 and 1) and norm (ord 1, 2, Infinity) (f32, f64)",
+  reduceArb,
+  ([a, axes, keepdims]) => {
+    for (const dt of FLOATS) {
+      const x = T(a, dt), xa = nd(x);
+      const varRef = (ddof: number) => (v: number[]) => {
+        const m = sumOf(v) / v.length;
+        return sumOf(v.map((q) => (q - m) ** 2)) / (v.length - ddof);
+      };
+      const loose = dt === "f32" ? { rtol: 1e-4, atol: 1e-5 } : tol("f64", 10);
+      expectNd(t.variance(x, axes, { keepdims }), reduceRef(xa, axes, keepdims, varRef(0)), {
+        dtype: dt,
+        ...loose,
+        msg: "var ddof 0",
+      });
+      expectNd(t.var(x, axes, { keepdims, ddof: 1 }), reduceRef(xa, axes, keepdims, varRef(1)), {
+        dtype: dt,
+        ...loose,
+        msg: "var ddof 1",
+      });
+      expectNd(
+        t.norm(x, axes, { keepdims }),
+        reduceRef(xa, axes, keepdims, (v) => Math.sqrt(sumOf(v.map((q) => q * q)))),
+        { dtype: dt, ...tol(dt, 4) },
+      );
+      expectNd(
+        t.norm(x, axes, { keepdims, ord: 2 }),
+        reduceRef(xa, axes, keepdims, (v) => Math.hypot(...v)),
+        { dtype: dt, ...tol(dt, 4) },
+      );
+      expectNd(
+        t.norm(x, axes, { keepdims, ord: 1 }),
+        reduceRef(xa, axes, keepdims, (v) => sumOf(v.map(Math.abs))),
+        { dtype: dt, ...tol(dt, 4) },
+      );
+      if (!reducedEmpty(a, axes)) {
+        expectNd(
+          t.norm(x, axes, { keepdims, ord: Infinity }),
+          reduceRef(xa, axes, keepdims, (v) => Math.max(...v.map(Math.abs))),
+          { dtype: dt, rtol: 0, atol: 0 },
+        );
+      }
     }
-  }
-});
+  },
+);
 
 prop(
   "forward: argmax/argmin with ties take the first index, i32, negative axes, keepdims",
   ndArb({ minRank: 1, minDim: 0, maxRank: 3 }, CMP).chain((a) =>
-    fc.tuple(fc.constant(a), fc.option(fc.integer({ min: -a.shape.length, max: a.shape.length - 1 }), { nil: undefined }), fc.boolean())
+    fc.tuple(
+      fc.constant(a),
+      fc.option(fc.integer({ min: -a.shape.length, max: a.shape.length - 1 }), { nil: undefined }),
+      fc.boolean(),
+    )
   ),
   ([a, axis, keepdims]) => {
-    const first = (better: (p: number, q: number) => boolean) => (v: number[]) => v.reduce((bi, q, i) => (better(q, v[bi]) ? i : bi), 0);
+    const first = (better: (p: number, q: number) => boolean) => (v: number[]) =>
+      v.reduce((bi, q, i) => (better(q, v[bi]) ? i : bi), 0);
     for (const dt of ["f32", "f64", "i32"] as const) {
       const x = T(a, dt);
       const src = axis === undefined ? { shape: [size(a.shape)], data: a.data } : a;
@@ -307,8 +449,16 @@ prop(
         continue;
       }
       const kd = keepdims && axis !== undefined;
-      expectNd(t.argmax(x, axis, { keepdims: kd }), reduceRef(src, [ax], kd, first((p, q) => p > q)), { dtype: "i32", rtol: 0, atol: 0 });
-      expectNd(t.argmin(x, axis, { keepdims: kd }), reduceRef(src, [ax], kd, first((p, q) => p < q)), { dtype: "i32", rtol: 0, atol: 0 });
+      expectNd(
+        t.argmax(x, axis, { keepdims: kd }),
+        reduceRef(src, [ax], kd, first((p, q) => p > q)),
+        { dtype: "i32", rtol: 0, atol: 0 },
+      );
+      expectNd(
+        t.argmin(x, axis, { keepdims: kd }),
+        reduceRef(src, [ax], kd, first((p, q) => p < q)),
+        { dtype: "i32", rtol: 0, atol: 0 },
+      );
     }
   },
 );
@@ -348,34 +498,52 @@ function asTransposedView(a: Nd, dt: t.DType): Tensor {
   const perm = [...Array(r).keys()];
   [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
   const v = t.mT(T(transposeRef(a, perm), dt));
-  assert(!v.isContiguous() || a.shape[r - 1] <= 1 || a.shape[r - 2] <= 1, "a transposed view should be strided");
+  assert(
+    !v.isContiguous() || a.shape[r - 1] <= 1 || a.shape[r - 2] <= 1,
+    "a transposed view should be strided",
+  );
   return v;
 }
 
-prop("forward: matmul 2-D, batched with broadcast batch dims, 1-D operands, transposed views (f32, f64)", matmulArb, ([c, a, b]) => {
-  for (const dt of FLOATS) {
-    const x = c.transA ? asTransposedView(a, dt) : T(a, dt);
-    const y = c.transB ? asTransposedView(b, dt) : T(b, dt);
-    const want = npMatmulRef(nd(T(a, dt)), nd(T(b, dt)));
-    expectNd(t.matmul(x, y), want, { msg: `matmul ${dt} [${a.shape}] [${b.shape}] ${c.transA} ${c.transB}`, dtype: dt, ...tol(dt, 10) });
-  }
-}, 100);
+prop(
+  "forward: matmul 2-D, batched with broadcast batch dims, 1-D operands, transposed views (f32, f64)",
+  matmulArb,
+  ([c, a, b]) => {
+    for (const dt of FLOATS) {
+      const x = c.transA ? asTransposedView(a, dt) : T(a, dt);
+      const y = c.transB ? asTransposedView(b, dt) : T(b, dt);
+      const want = npMatmulRef(nd(T(a, dt)), nd(T(b, dt)));
+      expectNd(t.matmul(x, y), want, {
+        msg: `matmul ${dt} [${a.shape}] [${b.shape}] ${c.transA} ${c.transB}`,
+        dtype: dt,
+        ...tol(dt, 10),
+      });
+    }
+  },
+  100,
+);
 
 test("forward: matmul of sizes large enough for BLAS, with transposed operands", () => {
-  const rnd = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 2);
+  const rnd = (n: number, seed: number) =>
+    Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 2);
   for (const dt of FLOATS) {
     for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
       const M = 37, K = 41, N = 35;
-      const a: Nd = { shape: [M, K], data: rnd(M * K, 1) }, b: Nd = { shape: [K, N], data: rnd(K * N, 2) };
+      const a: Nd = { shape: [M, K], data: rnd(M * K, 1) },
+        b: Nd = { shape: [K, N], data: rnd(K * N, 2) };
       const x = ta ? asTransposedView(a, dt) : T(a, dt);
       const y = tb ? asTransposedView(b, dt) : T(b, dt);
-      expectNd(t.matmul(x, y), matmulRef(nd(T(a, dt)), nd(T(b, dt))), { dtype: dt, ...(dt === "f32" ? { rtol: 1e-4, atol: 1e-4 } : tol("f64", 100)) });
+      expectNd(t.matmul(x, y), matmulRef(nd(T(a, dt)), nd(T(b, dt))), {
+        dtype: dt,
+        ...(dt === "f32" ? { rtol: 1e-4, atol: 1e-4 } : tol("f64", 100)),
+      });
     }
   }
 });
 
 test("forward: BLAS-sized matmul of offset slices (leading dimension > columns) and broadcast batches", () => {
-  const rnd = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.cos(i * 3.7 + seed) * 2);
+  const rnd = (n: number, seed: number) =>
+    Array.from({ length: n }, (_, i) => Math.cos(i * 3.7 + seed) * 2);
   for (const dt of FLOATS) {
     const big: Nd = { shape: [45, 50], data: rnd(45 * 50, 3) };
     const bigB: Nd = { shape: [50, 44], data: rnd(50 * 44, 4) };
@@ -385,16 +553,36 @@ test("forward: BLAS-sized matmul of offset slices (leading dimension > columns) 
     const aRef = fromFn([37, 41], ([i, j]) => big.data[(i + 3) * 50 + j + 5]);
     const bRef = fromFn([41, 39], ([i, j]) => bigB.data[(i + 2) * 44 + j + 1]);
     const o = dt === "f32" ? { rtol: 1e-4, atol: 1e-4 } : tol("f64", 100);
-    expectNd(t.matmul(a, b), matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), { dtype: dt, ...o, msg: "offset slices" });
-    expectNd(t.matmul(t.mT(b), t.mT(a)), transposeRef(matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), [1, 0]), { dtype: dt, ...o, msg: "transposed offset slices" });
+    expectNd(t.matmul(a, b), matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), {
+      dtype: dt,
+      ...o,
+      msg: "offset slices",
+    });
+    expectNd(
+      t.matmul(t.mT(b), t.mT(a)),
+      transposeRef(matmulRef(nd(T(aRef, dt)), nd(T(bRef, dt))), [1, 0]),
+      { dtype: dt, ...o, msg: "transposed offset slices" },
+    );
     // [2, 1, M, K] @ [3, K, N]: batch dims broadcast (stride-0 views of A).
     const a4: Nd = { shape: [2, 1, 33, 34], data: rnd(2 * 33 * 34, 5) };
     const b3: Nd = { shape: [3, 34, 35], data: rnd(3 * 34 * 35, 6) };
-    expectNd(t.matmul(T(a4, dt), T(b3, dt)), matmulRef(nd(T(a4, dt)), nd(T(b3, dt))), { dtype: dt, ...o, msg: "broadcast batch" });
+    expectNd(t.matmul(T(a4, dt), T(b3, dt)), matmulRef(nd(T(a4, dt)), nd(T(b3, dt))), {
+      dtype: dt,
+      ...o,
+      msg: "broadcast batch",
+    });
   }
 });
 
-prop("forward: integer matmul is exact i32", fc.tuple(dimArb, dimArb, dimArb).chain(([M, K, N]) => fc.tuple(ndOf([M, K], { int: true, min: -9, max: 9 }), ndOf([K, N], { int: true, min: -9, max: 9 }))), ([a, b]) => {
-  expectNd(t.matmul(I32(a), I32(b)), matmulRef(a, b), { dtype: "i32", rtol: 0, atol: 0 });
-});
-
+prop(
+  "forward: integer matmul is exact i32",
+  fc.tuple(dimArb, dimArb, dimArb).chain(([M, K, N]) =>
+    fc.tuple(
+      ndOf([M, K], { int: true, min: -9, max: 9 }),
+      ndOf([K, N], { int: true, min: -9, max: 9 }),
+    )
+  ),
+  ([a, b]) => {
+    expectNd(t.matmul(I32(a), I32(b)), matmulRef(a, b), { dtype: "i32", rtol: 0, atol: 0 });
+  },
+);

@@ -23,17 +23,25 @@ import {
 } from "./ref.ts";
 
 type Tensor = t.Tensor;
-type Check = { f: (...xs: Tensor[]) => Tensor; xs: Tensor[]; opts?: Parameters<typeof checkGrads>[2] };
+type Check = {
+  f: (...xs: Tensor[]) => Tensor;
+  xs: Tensor[];
+  opts?: Parameters<typeof checkGrads>[2];
+};
 
 /** One property: every generated case must pass checkGrads. */
-function gradProp<A>(name: string, arb: fc.Arbitrary<A>, build: (v: A) => Check | Check[], numRuns = 20): void {
+function gradProp<A>(
+  name: string,
+  arb: fc.Arbitrary<A>,
+  build: (v: A) => Check | Check[],
+  numRuns = 20,
+): void {
   test(`grad: ${name}`, () => {
     fc.assert(
       fc.property(arb, (v) =>
         t.tidy(() => {
           for (const c of [build(v)].flat()) checkGrads(c.f, c.xs, c.opts);
-        })
-      ),
+        })),
       { numRuns: runs(numRuns) },
     );
   });
@@ -105,7 +113,12 @@ for (const [name, op, va, vb] of BINARY) {
   gradProp(
     `${name} with broadcasting`,
     broadcastPairArb(small).chain(([sa, sb]) => fc.tuple(ndOf(sa, va), ndOf(sb, vb))),
-    ([a, b]) => [{ f: op, xs: [T(a), T(b)] }, { f: (x) => op(x, T(b)), xs: [T(a)] }, { f: (y) => op(T(a), y), xs: [T(b)] }],
+    (
+      [a, b],
+    ) => [{ f: op, xs: [T(a), T(b)] }, { f: (x) => op(x, T(b)), xs: [T(a)] }, {
+      f: (y) => op(T(a), y),
+      xs: [T(b)],
+    }],
     25,
   );
 }
@@ -113,7 +126,12 @@ for (const [name, op, va, vb] of BINARY) {
 gradProp(
   "maximum/minimum with broadcasting, away from ties",
   broadcastPairArb(small).chain(([sa, sb]) => fc.tuple(grid(sa, 0.25), grid(sb, 0.75))),
-  ([a, b]) => [{ f: t.maximum, xs: [T(a), T(b)] }, { f: t.minimum, xs: [T(b), T(a)] }, { f: (x) => t.maximum(x, 0.1), xs: [T(a)] }],
+  (
+    [a, b],
+  ) => [{ f: t.maximum, xs: [T(a), T(b)] }, { f: t.minimum, xs: [T(b), T(a)] }, {
+    f: (x) => t.maximum(x, 0.1),
+    xs: [T(a)],
+  }],
   25,
 );
 
@@ -130,12 +148,19 @@ gradProp(
 gradProp(
   "clip with number and tensor bounds, away from the bounds",
   broadcastPairArb(small).chain(([sx, sb]) =>
-    fc.tuple(grid(sx, 0.5), fc.array(fc.constantFrom(-1, -0.5, 0), { minLength: size(sb), maxLength: size(sb) }), fc.constant(sb))
+    fc.tuple(
+      grid(sx, 0.5),
+      fc.array(fc.constantFrom(-1, -0.5, 0), { minLength: size(sb), maxLength: size(sb) }),
+      fc.constant(sb),
+    )
   ),
   ([x, lo, sb]) => {
     const loT = T({ shape: sb, data: lo });
     const hiT = T({ shape: sb, data: lo.map((v) => v + 1) });
-    return [{ f: (y) => t.clip(y, -0.5, 0.5), xs: [T(x)] }, { f: (y, l, h) => t.clip(y, l, h), xs: [T(x), loT, hiT] }];
+    return [{ f: (y) => t.clip(y, -0.5, 0.5), xs: [T(x)] }, {
+      f: (y, l, h) => t.clip(y, l, h),
+      xs: [T(x), loT, hiT],
+    }];
   },
 );
 
@@ -152,20 +177,33 @@ const redArb = <V>(vals: (shape: number[]) => fc.Arbitrary<V>) =>
     const r = shape.length;
     return fc.tuple(
       vals(shape),
-      fc.option(fc.subarray([...Array(r).keys()]).map((ax) => ax.map((x, i) => (i % 2 ? x - r : x))), { nil: undefined }),
+      fc.option(
+        fc.subarray([...Array(r).keys()]).map((ax) => ax.map((x, i) => (i % 2 ? x - r : x))),
+        { nil: undefined },
+      ),
       fc.boolean(),
     );
   });
 
-gradProp("sum and mean over random axes, keepdims", redArb((s) => ndOf(s)), ([a, axes, keepdims]) => [
-  { f: (x) => t.sum(x, axes, { keepdims }), xs: [T(a)] },
-  { f: (x) => t.mean(x, axes, { keepdims }), xs: [T(a)] },
-], 30);
+gradProp(
+  "sum and mean over random axes, keepdims",
+  redArb((s) => ndOf(s)),
+  ([a, axes, keepdims]) => [
+    { f: (x) => t.sum(x, axes, { keepdims }), xs: [T(a)] },
+    { f: (x) => t.mean(x, axes, { keepdims }), xs: [T(a)] },
+  ],
+  30,
+);
 
-gradProp("max and min over random axes (distinct values)", redArb(distinctNd), ([a, axes, keepdims]) => [
-  { f: (x) => t.max(x, axes, { keepdims }), xs: [T(a)] },
-  { f: (x) => t.min(x, axes, { keepdims }), xs: [T(a)] },
-], 30);
+gradProp(
+  "max and min over random axes (distinct values)",
+  redArb(distinctNd),
+  ([a, axes, keepdims]) => [
+    { f: (x) => t.max(x, axes, { keepdims }), xs: [T(a)] },
+    { f: (x) => t.min(x, axes, { keepdims }), xs: [T(a)] },
+  ],
+  30,
+);
 
 test("grad: max shares the cotangent equally among tied maxima (as JAX)", () => {
   const g = t.grad((x: Tensor) => t.max(x))(t.tensor([1, 3, 3, 2], { dtype: "f64" }));
@@ -176,7 +214,9 @@ test("grad: max shares the cotangent equally among tied maxima (as JAX)", () => 
 
 gradProp(
   "variance (ddof 0 and 1)",
-  redArb((s) => ndOf(s)).filter(([a, axes]) => (axes ?? [...a.shape.keys()]).reduce((n, x) => n * a.shape[normAx(x, a.shape.length)], 1) > 1),
+  redArb((s) => ndOf(s)).filter(([a, axes]) =>
+    (axes ?? [...a.shape.keys()]).reduce((n, x) => n * a.shape[normAx(x, a.shape.length)], 1) > 1
+  ),
   ([a, axes, keepdims]) => [
     { f: (x) => t.variance(x, axes, { keepdims }), xs: [T(a)] },
     { f: (x) => t.var(x, axes, { keepdims, ddof: 1 }), xs: [T(a)] },
@@ -184,33 +224,52 @@ gradProp(
   30,
 );
 
-gradProp("norm ord 1, 2 and Infinity (no zeros, distinct magnitudes)", redArb(distinctAbsNd), ([a, axes, keepdims]) => [
-  { f: (x) => t.norm(x, axes, { keepdims }), xs: [T(a)] },
-  { f: (x) => t.norm(x, axes, { keepdims, ord: 1 }), xs: [T(a)] },
-  { f: (x) => t.norm(x, axes, { keepdims, ord: Infinity }), xs: [T(a)] },
-], 30);
+gradProp(
+  "norm ord 1, 2 and Infinity (no zeros, distinct magnitudes)",
+  redArb(distinctAbsNd),
+  ([a, axes, keepdims]) => [
+    { f: (x) => t.norm(x, axes, { keepdims }), xs: [T(a)] },
+    { f: (x) => t.norm(x, axes, { keepdims, ord: 1 }), xs: [T(a)] },
+    { f: (x) => t.norm(x, axes, { keepdims, ord: Infinity }), xs: [T(a)] },
+  ],
+  30,
+);
 
-gradProp("logsumexp over random axes, also with large offsets", redArb((s) => ndOf(s)).chain((v) => fc.tuple(fc.constant(v), fc.constantFrom(0, 500, -500))), ([[a, axes, keepdims], off]) => ({
-  f: (x) => t.logsumexp(t.add(x, off), axes, { keepdims }),
-  xs: [T(a)],
-}), 30);
+gradProp(
+  "logsumexp over random axes, also with large offsets",
+  redArb((s) => ndOf(s)).chain((v) => fc.tuple(fc.constant(v), fc.constantFrom(0, 500, -500))),
+  ([[a, axes, keepdims], off]) => ({
+    f: (x) => t.logsumexp(t.add(x, off), axes, { keepdims }),
+    xs: [T(a)],
+  }),
+  30,
+);
 
 const axisArb = <V>(vals: (shape: number[]) => fc.Arbitrary<V>) =>
-  shapeArb({ ...small, minRank: 1 }).chain((shape) => fc.tuple(vals(shape), fc.integer({ min: -shape.length, max: shape.length - 1 })));
+  shapeArb({ ...small, minRank: 1 }).chain((shape) =>
+    fc.tuple(vals(shape), fc.integer({ min: -shape.length, max: shape.length - 1 }))
+  );
 
 gradProp("softmax and logSoftmax along a random axis", axisArb((s) => ndOf(s)), ([a, ax]) => [
   { f: (x) => t.softmax(x, ax), xs: [T(a)] },
   { f: (x) => t.logSoftmax(x, ax), xs: [T(a)] },
 ], 30);
 
-gradProp("cumsum forward and reverse", axisArb((s) => ndOf(s)).chain((v) => fc.tuple(fc.constant(v), fc.boolean())), ([[a, ax], reverse]) => ({
-  f: (x) => t.cumsum(x, ax, { reverse }),
-  xs: [T(a)],
-}), 30);
+gradProp(
+  "cumsum forward and reverse",
+  axisArb((s) => ndOf(s)).chain((v) => fc.tuple(fc.constant(v), fc.boolean())),
+  ([[a, ax], reverse]) => ({
+    f: (x) => t.cumsum(x, ax, { reverse }),
+    xs: [T(a)],
+  }),
+  30,
+);
 
 gradProp(
   "topk values (distinct values), k = 0..n",
-  shapeArb({ ...small, minRank: 1 }).chain((s) => fc.tuple(distinctNd(s), fc.integer({ min: 0, max: s[s.length - 1] }))),
+  shapeArb({ ...small, minRank: 1 }).chain((s) =>
+    fc.tuple(distinctNd(s), fc.integer({ min: 0, max: s[s.length - 1] }))
+  ),
   ([a, k]) => ({ f: (x) => t.topk(x, k)[0], xs: [T(a)] }),
   30,
 );
@@ -251,7 +310,13 @@ gradProp(
 gradProp(
   "reshape (with -1), transpose, expandDims, squeeze, broadcastTo",
   fc.tuple(
-    ndArb({ maxRank: 3, maxDim: 3 }).chain((a) => fc.tuple(fc.constant(a), permArb(a.shape.length), fc.integer({ min: -(a.shape.length + 1), max: a.shape.length }))),
+    ndArb({ maxRank: 3, maxDim: 3 }).chain((a) =>
+      fc.tuple(
+        fc.constant(a),
+        permArb(a.shape.length),
+        fc.integer({ min: -(a.shape.length + 1), max: a.shape.length }),
+      )
+    ),
     broadcastPairArb(small).chain(([s1, s2]) => fc.tuple(ndOf(s2), fc.constant(s1))),
   ),
   ([[a, perm, ax], [b, to]]) => {
@@ -273,7 +338,12 @@ gradProp(
   ndArb({ minRank: 1, maxRank: 3, maxDim: 4 }).chain((a) => {
     const r = a.shape.length;
     const b = fc.integer({ min: -5, max: 5 });
-    return fc.tuple(fc.constant(a), fc.array(b, { minLength: r, maxLength: r }), fc.array(b, { minLength: r, maxLength: r }), fc.array(fc.integer({ min: 1, max: 3 }), { minLength: r, maxLength: r }));
+    return fc.tuple(
+      fc.constant(a),
+      fc.array(b, { minLength: r, maxLength: r }),
+      fc.array(b, { minLength: r, maxLength: r }),
+      fc.array(fc.integer({ min: 1, max: 3 }), { minLength: r, maxLength: r }),
+    );
   }),
   ([a, s, e, st]) => [
     { f: (x) => t.slice(x, s, e, st), xs: [T(a)] },
@@ -286,7 +356,11 @@ gradProp(
 gradProp(
   "concat and stack (each part an input)",
   shapeArb({ minRank: 1, maxRank: 3, maxDim: 3 }).chain((shape) =>
-    fc.tuple(fc.integer({ min: 0, max: shape.length - 1 }), fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 3 }), fc.integer({ min: 1, max: 3 }))
+    fc.tuple(
+      fc.integer({ min: 0, max: shape.length - 1 }),
+      fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 3 }),
+      fc.integer({ min: 1, max: 3 }),
+    )
       .chain(([ax, lens, k]) =>
         fc.tuple(
           fc.constant(ax),
@@ -305,7 +379,12 @@ gradProp(
 
 gradProp(
   "pad",
-  ndArb({ maxRank: 3, maxDim: 3 }).chain((a) => fc.tuple(fc.constant(a), fc.array(fc.tuple(fc.nat(2), fc.nat(2)), { maxLength: a.shape.length }))),
+  ndArb({ maxRank: 3, maxDim: 3 }).chain((a) =>
+    fc.tuple(
+      fc.constant(a),
+      fc.array(fc.tuple(fc.nat(2), fc.nat(2)), { maxLength: a.shape.length }),
+    )
+  ),
   ([a, w]) => ({ f: (x) => t.pad(x, w as [number, number][]), xs: [T(a)] }),
   30,
 );
@@ -318,8 +397,12 @@ gradProp(
       return fc.tuple(
         fc.constant(a),
         fc.constant(ax),
-        shapeArb({ maxRank: 2, maxDim: 4 }).chain((s) => ndOf(s, { int: true, min: 0, max: d - 1 })),
-        fc.integer({ min: 0, max: 4 }).chain((m) => ndOf(a.shape.map((x, i) => (i === p ? m : x)), { int: true, min: 0, max: d - 1 })),
+        shapeArb({ maxRank: 2, maxDim: 4 }).chain((s) =>
+          ndOf(s, { int: true, min: 0, max: d - 1 })
+        ),
+        fc.integer({ min: 0, max: 4 }).chain((m) =>
+          ndOf(a.shape.map((x, i) => (i === p ? m : x)), { int: true, min: 0, max: d - 1 })
+        ),
         fc.array(fc.boolean(), { minLength: a.shape.length, maxLength: a.shape.length }),
       );
     })
@@ -331,7 +414,10 @@ gradProp(
     return [
       { f: (x, i) => t.take(x, i, ax), xs: [T(a), I32(ti)] },
       { f: (x, i) => t.takeAlongAxis(x, i, ax), xs: [T(a), I32(gi)] },
-      { f: (x, i) => t.takeAlongAxis(x, i, ax), xs: [T({ shape: xs, data: a.data.slice(0, size(xs)) }), I32(gi)] },
+      {
+        f: (x, i) => t.takeAlongAxis(x, i, ax),
+        xs: [T({ shape: xs, data: a.data.slice(0, size(xs)) }), I32(gi)],
+      },
     ];
   },
   30,
@@ -340,32 +426,53 @@ gradProp(
 gradProp(
   "scatterAdd with respect to base and updates",
   ndArb({ minRank: 1, maxRank: 3, maxDim: 3 }).chain((base) =>
-    fc.tuple(fc.constant(base), fc.integer({ min: -base.shape.length, max: base.shape.length - 1 }), fc.integer({ min: 0, max: 4 })).chain(([base, ax, m]) => {
+    fc.tuple(
+      fc.constant(base),
+      fc.integer({ min: -base.shape.length, max: base.shape.length - 1 }),
+      fc.integer({ min: 0, max: 4 }),
+    ).chain(([base, ax, m]) => {
       const p = normAx(ax, base.shape.length);
       const is = base.shape.map((d, i) => (i === p ? m : d));
-      return fc.tuple(fc.constant(base), fc.constant(ax), ndOf(is, { int: true, min: 0, max: base.shape[p] - 1 }), ndOf(is));
+      return fc.tuple(
+        fc.constant(base),
+        fc.constant(ax),
+        ndOf(is, { int: true, min: 0, max: base.shape[p] - 1 }),
+        ndOf(is),
+      );
     })
   ),
   ([base, ax, idx, upd]) => [
     { f: (b, i, u) => t.scatterAdd(b, i, t.mul(u, u), ax), xs: [T(base), I32(idx), T(upd)] },
     // Updates broadcast to the index shape inside scatterAdd: their gradient sums back.
-    { f: (b, i, u) => t.scatterAdd(b, i, u, ax), xs: [T(base), I32(idx), T({ shape: [1], data: [upd.data[0] ?? 1] })] },
+    {
+      f: (b, i, u) => t.scatterAdd(b, i, u, ax),
+      xs: [T(base), I32(idx), T({ shape: [1], data: [upd.data[0] ?? 1] })],
+    },
   ],
   30,
 );
 
-gradProp("ops on strided views inside f (transposed, sliced, broadcast)", ndArb({ minRank: 2, maxRank: 2, maxDim: 3 }), (a) => ({
-  f: (x) => {
-    const v = t.transpose(x);
-    const s = t.sliceAxis(v, 0, 0, 1);
-    return t.concat([t.flatten(t.mul(t.exp(v), t.broadcastTo(s, v.shape))), t.flatten(t.cumsum(t.matmul(v, x), 0))]);
-  },
-  xs: [T(a)],
-}), 20);
+gradProp(
+  "ops on strided views inside f (transposed, sliced, broadcast)",
+  ndArb({ minRank: 2, maxRank: 2, maxDim: 3 }),
+  (a) => ({
+    f: (x) => {
+      const v = t.transpose(x);
+      const s = t.sliceAxis(v, 0, 0, 1);
+      return t.concat([
+        t.flatten(t.mul(t.exp(v), t.broadcastTo(s, v.shape))),
+        t.flatten(t.cumsum(t.matmul(v, x), 0)),
+      ]);
+    },
+    xs: [T(a)],
+  }),
+  20,
+);
 
 // ---------------------------------------------------------------- transformations
 
-const f64 = (xs: number[] | number[][], shape?: number[]) => t.tensor(xs as number[], { dtype: "f64", ...(shape ? { shape } : {}) });
+const f64 = (xs: number[] | number[][], shape?: number[]) =>
+  t.tensor(xs as number[], { dtype: "f64", ...(shape ? { shape } : {}) });
 
 test("grad: nested records (objects of arrays of tensors) get gradients of the same structure", () => {
   const params = {
@@ -389,7 +496,11 @@ test("grad: nested records (objects of arrays of tensors) get gradients of the s
   const grads = [g.enc.W[0], g.enc.W[1], g.b];
   leaves.forEach((leaf, i) => {
     const num = numericalGrad((v) => {
-      const p = { ...params, enc: { W: [i === 0 ? v : params.enc.W[0], i === 1 ? v : params.enc.W[1]] }, b: i === 2 ? v : params.b };
+      const p = {
+        ...params,
+        enc: { W: [i === 0 ? v : params.enc.W[0], i === 1 ? v : params.enc.W[1]] },
+        b: i === 2 ? v : params.b,
+      };
       return loss(p, x);
     }, leaf);
     assertClose(grads[i].dataSync(), num.dataSync(), { rtol: 1e-6, atol: 1e-6, msg: `leaf ${i}` });
@@ -441,8 +552,12 @@ test("grad: vjp with a non-scalar output, called twice with different cotangents
   for (const ct of [[1, 0], [0.5, -2]]) {
     const [gW, gx] = back(f64(ct)) as Tensor[];
     const u = ct.map((c, i) => c * d[i]);
-    assertClose(gW.dataSync(), [u[0] * 1, u[0] * -1, u[0] * 2, u[1] * 1, u[1] * -1, u[1] * 2], { msg: `gW for ${ct}` });
-    assertClose(gx.dataSync(), [u[0] * 1 + u[1] * 4, u[0] * 2 + u[1] * 5, u[0] * 3 + u[1] * 6], { msg: `gx for ${ct}` });
+    assertClose(gW.dataSync(), [u[0] * 1, u[0] * -1, u[0] * 2, u[1] * 1, u[1] * -1, u[1] * 2], {
+      msg: `gW for ${ct}`,
+    });
+    assertClose(gx.dataSync(), [u[0] * 1 + u[1] * 4, u[0] * 2 + u[1] * 5, u[0] * 3 + u[1] * 6], {
+      msg: `gx for ${ct}`,
+    });
   }
   // A record output takes a record cotangent.
   const [out, back2] = t.vjp((v: Tensor) => ({ s: t.sum(v), d: t.mul(v, 2) }), x);
@@ -452,7 +567,11 @@ test("grad: vjp with a non-scalar output, called twice with different cotangents
 });
 
 test("grad: customVjp straight-through estimator: forward is step(x), backward passes g", () => {
-  const ste = t.customVjp((x: Tensor) => [t.step(x), null] as [Tensor, null], (_res, g: Tensor) => [g], "ste");
+  const ste = t.customVjp(
+    (x: Tensor) => [t.step(x), null] as [Tensor, null],
+    (_res, g: Tensor) => [g],
+    "ste",
+  );
   const x = f64([-1, 0.5, 2]);
   assertClose(ste(x).dataSync(), [0, 1, 1]);
   const w = f64([3, -1, 2]);
@@ -476,7 +595,11 @@ test("grad: customVjp uses the given rule even when it differs from the true gra
   const g = t.grad((a: Tensor) => t.sum(t.exp(weird(t.mul(a, 2), y))))(x);
   assertClose(g.dataSync(), [Math.exp(6) * 7 * 2, Math.exp(16) * 7 * 2], { rtol: 1e-12 });
   // A rule returning the wrong number of cotangents is reported by name.
-  const bad = t.customVjp((a: Tensor) => [t.mul(a, 1), null] as [Tensor, null], () => [], "badRule");
+  const bad = t.customVjp(
+    (a: Tensor) => [t.mul(a, 1), null] as [Tensor, null],
+    () => [],
+    "badRule",
+  );
   assertThrows(() => t.grad((a: Tensor) => t.sum(bad(a)))(x), "badRule", "0 cotangents", "1 input");
 });
 
@@ -488,31 +611,36 @@ test("grad: stopGradient blocks the gradient but keeps the value", () => {
   assertClose(t.grad((y: Tensor) => t.sum(t.stopGradient(t.exp(y))))(x).dataSync(), [0, 0, 0]);
 });
 
-gradProp("second derivatives of elementwise ops match closed forms", arr({ min: -2, max: 2 }), (a) => {
-  const cases: [(x: Tensor) => Tensor, (x: number) => number][] = [
-    [t.sin, (x) => -Math.sin(x)],
-    [t.exp, Math.exp],
-    [(x) => t.mul(x, t.mul(x, x)), (x) => 6 * x],
-    [(x) => t.pow(x, 3), (x) => 6 * x],
-    [t.tanh, (x) => -2 * Math.tanh(x) * (1 - Math.tanh(x) ** 2)],
-    [t.sigmoid, (x) => {
-      const s = 1 / (1 + Math.exp(-x));
-      return s * (1 - s) * (1 - 2 * s);
-    }],
-  ];
-  const x = T(a);
-  for (const [op, d2] of cases) {
-    const g1 = (y: Tensor) => t.grad((z: Tensor) => t.sum(op(z)))(y);
-    const g2 = t.grad((y: Tensor) => t.sum(g1(y)))(x);
-    assertClose(g2.dataSync(), a.data.map(d2), { rtol: 1e-10, atol: 1e-10 });
-  }
-  // And the gradient of a gradient against differences of the first gradient (Hessian-vector products).
-  return [
-    { f: (y) => t.grad((z: Tensor) => t.sum(t.mul(t.tanh(z), z)))(y), xs: [x] },
-    { f: (y) => t.grad((z: Tensor) => t.logsumexp(t.mul(z, z)))(y), xs: [x] },
-    { f: (y) => t.grad((z: Tensor) => t.sum(t.gelu(z)))(y), xs: [x] },
-  ];
-}, 15);
+gradProp(
+  "second derivatives of elementwise ops match closed forms",
+  arr({ min: -2, max: 2 }),
+  (a) => {
+    const cases: [(x: Tensor) => Tensor, (x: number) => number][] = [
+      [t.sin, (x) => -Math.sin(x)],
+      [t.exp, Math.exp],
+      [(x) => t.mul(x, t.mul(x, x)), (x) => 6 * x],
+      [(x) => t.pow(x, 3), (x) => 6 * x],
+      [t.tanh, (x) => -2 * Math.tanh(x) * (1 - Math.tanh(x) ** 2)],
+      [t.sigmoid, (x) => {
+        const s = 1 / (1 + Math.exp(-x));
+        return s * (1 - s) * (1 - 2 * s);
+      }],
+    ];
+    const x = T(a);
+    for (const [op, d2] of cases) {
+      const g1 = (y: Tensor) => t.grad((z: Tensor) => t.sum(op(z)))(y);
+      const g2 = t.grad((y: Tensor) => t.sum(g1(y)))(x);
+      assertClose(g2.dataSync(), a.data.map(d2), { rtol: 1e-10, atol: 1e-10 });
+    }
+    // And the gradient of a gradient against differences of the first gradient (Hessian-vector products).
+    return [
+      { f: (y) => t.grad((z: Tensor) => t.sum(t.mul(t.tanh(z), z)))(y), xs: [x] },
+      { f: (y) => t.grad((z: Tensor) => t.logsumexp(t.mul(z, z)))(y), xs: [x] },
+      { f: (y) => t.grad((z: Tensor) => t.sum(t.gelu(z)))(y), xs: [x] },
+    ];
+  },
+  15,
+);
 
 test("grad: a non-leaf value used by several ops gets every consumer's cotangent (diamonds)", () => {
   // e is consumed by mul directly and through sub; a wrong topological order dropped one path.
@@ -521,7 +649,9 @@ test("grad: a non-leaf value used by several ops gets every consumer's cotangent
     const e = t.exp(y);
     return t.sum(t.mul(e, t.sub(1, e)));
   })(x);
-  assertClose(g.dataSync(), [0.5, 0.2].map((v) => Math.exp(v) * (1 - 2 * Math.exp(v))), { rtol: 1e-12 });
+  assertClose(g.dataSync(), [0.5, 0.2].map((v) => Math.exp(v) * (1 - 2 * Math.exp(v))), {
+    rtol: 1e-12,
+  });
   assertClose(t.grad((y: Tensor) => t.sum(t.softmax(y)))(x).dataSync(), [0, 0], { atol: 1e-15 });
   // A long chain of diamonds: deep graphs must neither overflow the stack nor lose paths.
   const deep = t.grad((y: Tensor) => {
@@ -536,7 +666,10 @@ test("grad: size-0 inputs get size-0 gradients", () => {
   const e = t.zeros([0, 3], "f64");
   const g = t.grad((x: t.Tensor) => t.add(t.sum(t.exp(x)), 1))(e);
   assertEquals(g.shape, [0, 3]);
-  const [ga, gb] = t.grad((a: Tensor, b: Tensor) => t.sum(t.matmul(a, b)), { argnums: [0, 1] })(t.zeros([2, 0], "f64"), t.zeros([0, 3], "f64"));
+  const [ga, gb] = t.grad((a: Tensor, b: Tensor) => t.sum(t.matmul(a, b)), { argnums: [0, 1] })(
+    t.zeros([2, 0], "f64"),
+    t.zeros([0, 3], "f64"),
+  );
   assertEquals(ga.shape, [2, 0]);
   assertEquals(gb.shape, [0, 3]);
   const gc = t.grad((a: Tensor) => t.sum(t.concat([a, t.zeros([0], "f64")])))(f64([1, 2]));
@@ -553,8 +686,14 @@ test("grad: customVjp with several outputs; unused output cotangents arrive as z
   const [s, c] = sincos(x);
   assertClose(s.dataSync(), [Math.sin(0.3), Math.sin(1.1)]);
   assertClose(c.dataSync(), [Math.cos(0.3), Math.cos(1.1)]);
-  assertClose(t.grad((y: Tensor) => t.sum(sincos(y)[0]))(x).dataSync(), [Math.cos(0.3), Math.cos(1.1)]);
-  assertClose(t.grad((y: Tensor) => t.sum(t.mul(sincos(y)[1], 2)))(x).dataSync(), [-2 * Math.sin(0.3), -2 * Math.sin(1.1)]);
+  assertClose(t.grad((y: Tensor) => t.sum(sincos(y)[0]))(x).dataSync(), [
+    Math.cos(0.3),
+    Math.cos(1.1),
+  ]);
+  assertClose(t.grad((y: Tensor) => t.sum(t.mul(sincos(y)[1], 2)))(x).dataSync(), [
+    -2 * Math.sin(0.3),
+    -2 * Math.sin(1.1),
+  ]);
   // The rule is built from differentiable ops, so a second derivative flows through it.
   const d2 = t.grad((y: Tensor) => t.sum(t.grad((z: Tensor) => t.sum(sincos(z)[0]))(y)))(x);
   assertClose(d2.dataSync(), [-Math.sin(0.3), -Math.sin(1.1)], { rtol: 1e-12 });
@@ -563,7 +702,9 @@ test("grad: customVjp with several outputs; unused output cotangents arrive as z
 test("grad: mixed partials (an outer input used inside an inner grad) and no tape left on inputs", () => {
   const x = f64([2, -1]), y0 = f64([5, 7]);
   // d/dx Σ ∂/∂y (y·x)² = d/dx Σ 2·y·x² = 4·y·x
-  const g = t.grad((xx: Tensor) => t.sum(t.grad((y: Tensor) => t.sum(t.square(t.mul(y, xx))))(y0)))(x);
+  const g = t.grad((xx: Tensor) => t.sum(t.grad((y: Tensor) => t.sum(t.square(t.mul(y, xx))))(y0)))(
+    x,
+  );
   assertClose(g.dataSync(), [4 * 5 * 2, 4 * 7 * -1], { rtol: 1e-12 });
   assert(x._tape === undefined && y0._tape === undefined, "inputs carry no trace afterwards");
   // Gradient of the identity and of a function of its output alone.
@@ -588,12 +729,19 @@ test("grad: unused inputs get zeros of their shape; integer leaves get null", ()
   assertEquals(gb.dtype, "f64");
   assertClose(gb.dataSync(), [0, 0, 0]);
   const idx = t.tensor([1, 1, 0], { dtype: "i32" });
-  const g = t.grad((p: { w: Tensor; idx: Tensor; flag: Tensor }) => t.sum(t.take(p.w, p.idx)))({ w: a, idx, flag: t.tensor([true]) });
+  const g = t.grad((p: { w: Tensor; idx: Tensor; flag: Tensor }) => t.sum(t.take(p.w, p.idx)))({
+    w: a,
+    idx,
+    flag: t.tensor([true]),
+  });
   assertClose(g.w.dataSync(), [1, 2]);
   assertEquals(g.idx, null);
   assertEquals(g.flag, null);
   // An integer positional argument too.
-  const [gw, gi] = t.grad((w: Tensor, i: Tensor) => t.sum(t.take(w, i)), { argnums: [0, 1] })(a, idx);
+  const [gw, gi] = t.grad((w: Tensor, i: Tensor) => t.sum(t.take(w, i)), { argnums: [0, 1] })(
+    a,
+    idx,
+  );
   assertClose(gw.dataSync(), [1, 2]);
   assertEquals(gi, null);
 });
@@ -607,12 +755,24 @@ test("grad: f32/f16/bf16 inputs get gradients of their dtype; checkGrads reports
     assertEquals(h.dtype, dt);
     assertClose(h.dataSync(), [1, -4, 6]);
     // Mixed precision: an f16 leaf used in f32 arithmetic still gets an f16 gradient.
-    const m = t.grad((x: Tensor) => t.sum(t.mul(t.cast(x, "f32"), t.tensor([2, 2, 2]))))(t.tensor([1, 2, 3], { dtype: dt }));
+    const m = t.grad((x: Tensor) => t.sum(t.mul(t.cast(x, "f32"), t.tensor([2, 2, 2]))))(
+      t.tensor([1, 2, 3], { dtype: dt }),
+    );
     assertEquals(m.dtype, dt);
     assertClose(m.dataSync(), [2, 2, 2]);
   }
   // A deliberately wrong rule must be caught, naming input, element and both values.
-  const wrong = t.customVjp((x: Tensor) => [t.sin(x), x] as [Tensor, Tensor], (x, g: Tensor) => [t.mul(g, t.sin(x))], "wrongSin");
-  const err = assertThrows(() => checkGrads(wrong, [f64([0.3, 0.7])]), "input 0", "element 0", "analytic", "numeric");
+  const wrong = t.customVjp(
+    (x: Tensor) => [t.sin(x), x] as [Tensor, Tensor],
+    (x, g: Tensor) => [t.mul(g, t.sin(x))],
+    "wrongSin",
+  );
+  const err = assertThrows(
+    () => checkGrads(wrong, [f64([0.3, 0.7])]),
+    "input 0",
+    "element 0",
+    "analytic",
+    "numeric",
+  );
   assert(/analytic -?[\d.e-]+ vs numeric -?[\d.e-]+/.test(err.message), err.message);
 });

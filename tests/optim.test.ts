@@ -2,7 +2,15 @@ import { assert, assertClose, assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
 
 /** Adam in scalar JS, the textbook form, as the reference. */
-function adamRef(p: number[], grads: number[][], lr: number, b1: number, b2: number, eps: number, wd = 0): number[] {
+function adamRef(
+  p: number[],
+  grads: number[][],
+  lr: number,
+  b1: number,
+  b2: number,
+  eps: number,
+  wd = 0,
+): number[] {
   const m = p.map(() => 0), v = p.map(() => 0);
   const x = [...p];
   grads.forEach((g, s) => {
@@ -29,7 +37,10 @@ test("adam and adamw match the textbook update over several steps (f64)", async 
       params = t.applyUpdates(params, u);
       state = s;
     }
-    assertClose(await params.w.data(), adamRef(p0, grads, 0.1, 0.9, 0.999, 1e-8, wd), { rtol: 1e-12, atol: 1e-14 });
+    assertClose(await params.w.data(), adamRef(p0, grads, 0.1, 0.9, 0.999, 1e-8, wd), {
+      rtol: 1e-12,
+      atol: 1e-14,
+    });
     assertEquals(state.count, 3);
   }
 });
@@ -121,7 +132,8 @@ test("adam: the backend's fused kernel and the composite path agree", async () =
   const g = t.random.normal(k1, [7, 5]), p = t.random.normal(k2, [7, 5]);
   const opt = t.adamw({ lr: 0.01, weightDecay: 0.1 });
   // A transposed view is not contiguous, so this call takes the composite path.
-  const asView = (x: t.Tensor) => t.transpose(t.tensor(t.transpose(x).dataSync() as Float32Array, { shape: [5, 7] }));
+  const asView = (x: t.Tensor) =>
+    t.transpose(t.tensor(t.transpose(x).dataSync() as Float32Array, { shape: [5, 7] }));
   const gT = asView(g), pT = asView(p);
   let sa = opt.init({ w: p }), sb = opt.init({ w: pT });
   for (let i = 0; i < 3; i++) {

@@ -3,7 +3,10 @@ import * as t from "../mod.ts";
 
 test("same key, same numbers; split keys give different streams", async () => {
   const k = t.random.key(3);
-  assertEquals(Array.from(await t.random.normal(k, [5]).data()), Array.from(await t.random.normal(k, [5]).data()));
+  assertEquals(
+    Array.from(await t.random.normal(k, [5]).data()),
+    Array.from(await t.random.normal(k, [5]).data()),
+  );
   const [a, b] = t.random.split(k);
   const na = await t.random.uniform(a, [4]).data(), nb = await t.random.uniform(b, [4]).data();
   assert(na.some((v, i) => v !== nb[i]), "split keys must differ");
@@ -33,7 +36,10 @@ test("bernoulli, randint, categorical, permutation", async () => {
   const p = await t.random.permutation(t.random.key(8), 50).data();
   assertEquals([...p].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
   // Permuting rows of a tensor applies the same permutation as permutation(key, n).
-  const rows = await t.random.permutation(t.random.key(8), t.reshape(t.arange(0, 10, 1, "f32"), [5, 2])).data();
+  const rows = await t.random.permutation(
+    t.random.key(8),
+    t.reshape(t.arange(0, 10, 1, "f32"), [5, 2]),
+  ).data();
   const p5 = await t.random.permutation(t.random.key(8), 5).data();
   assertEquals(Array.from(rows), Array.from(p5).flatMap((i) => [2 * i, 2 * i + 1]));
 });

@@ -58,7 +58,10 @@ export function bat(a: Nd, idx: readonly number[]): number {
   return at(a, a.shape.map((d, i) => (d === 1 ? 0 : idx[lead + i])));
 }
 
-export const map = (a: Nd, f: (x: number) => number): Nd => ({ shape: [...a.shape], data: a.data.map(f) });
+export const map = (a: Nd, f: (x: number) => number): Nd => ({
+  shape: [...a.shape],
+  data: a.data.map(f),
+});
 
 export function zip(a: Nd, b: Nd, f: (x: number, y: number) => number): Nd {
   return fromFn(bshape(a.shape, b.shape), (i) => f(bat(a, i), bat(b, i)));
@@ -67,7 +70,12 @@ export function zip(a: Nd, b: Nd, f: (x: number, y: number) => number): Nd {
 export const normAx = (a: number, r: number): number => (a < 0 ? a + r : a);
 
 /** Reduce `axes` (normalised or negative; undefined = all) with `f` over each line's values. */
-export function reduceRef(a: Nd, axes: number[] | undefined, keepdims: boolean, f: (vals: number[]) => number): Nd {
+export function reduceRef(
+  a: Nd,
+  axes: number[] | undefined,
+  keepdims: boolean,
+  f: (vals: number[]) => number,
+): Nd {
   const r = a.shape.length;
   const ax = axes === undefined ? [...Array(r).keys()] : axes.map((x) => normAx(x, r));
   const outShape = a.shape.filter((_, d) => !ax.includes(d));
@@ -84,7 +92,12 @@ export function reduceRef(a: Nd, axes: number[] | undefined, keepdims: boolean, 
 }
 
 /** Lines along `axis`, each with a setter, for scans/softmax/topk references. */
-export function alongAxis(a: Nd, axis: number, f: (line: number[]) => number[], outLen?: number): Nd {
+export function alongAxis(
+  a: Nd,
+  axis: number,
+  f: (line: number[]) => number[],
+  outLen?: number,
+): Nd {
   const r = a.shape.length, ax = normAx(axis, r);
   const n = a.shape[ax], m = outLen ?? n;
   const outShape = a.shape.map((d, i) => (i === ax ? m : d));
@@ -156,7 +169,8 @@ function roundBits(x: number, mant: number, minExp: number, max: number): number
 
 /** The f16 / bf16 value a number is stored as (conversion goes through f32, as the library's). */
 export const f16Ref = (x: number): number => roundBits(Math.fround(x), 10, -14, 65504);
-export const bf16Ref = (x: number): number => roundBits(Math.fround(x), 7, -126, (2 - 2 ** -7) * 2 ** 127);
+export const bf16Ref = (x: number): number =>
+  roundBits(Math.fround(x), 7, -126, (2 - 2 ** -7) * 2 ** 127);
 
 // ---- tensors ----
 
@@ -172,14 +186,24 @@ export function nd(x: Tensor): Nd {
 
 /** Tolerances per dtype for results computed in the dtype's precision. */
 export function tol(dtype: t.DType, scale = 1): { rtol: number; atol: number } {
-  return dtype === "f64" ? { rtol: 1e-12 * scale, atol: 1e-12 * scale } : { rtol: 2e-6 * scale, atol: 1e-6 * scale };
+  return dtype === "f64"
+    ? { rtol: 1e-12 * scale, atol: 1e-12 * scale }
+    : { rtol: 2e-6 * scale, atol: 1e-6 * scale };
 }
 
 /** Compare a tensor against a reference: shape exactly, values within tolerance. */
-export function expectNd(got: Tensor, want: Nd, opts: { rtol?: number; atol?: number; msg?: string; dtype?: t.DType } = {}): void {
+export function expectNd(
+  got: Tensor,
+  want: Nd,
+  opts: { rtol?: number; atol?: number; msg?: string; dtype?: t.DType } = {},
+): void {
   const pre = opts.msg ? `${opts.msg}: ` : "";
-  if (got.shape.join() !== want.shape.join()) throw new Error(`${pre}shape [${got.shape}] vs expected [${want.shape}]`);
-  if (opts.dtype && got.dtype !== opts.dtype) throw new Error(`${pre}dtype ${got.dtype} vs expected ${opts.dtype}`);
+  if (got.shape.join() !== want.shape.join()) {
+    throw new Error(`${pre}shape [${got.shape}] vs expected [${want.shape}]`);
+  }
+  if (opts.dtype && got.dtype !== opts.dtype) {
+    throw new Error(`${pre}dtype ${got.dtype} vs expected ${opts.dtype}`);
+  }
   const g = got.dataSync();
   const { rtol, atol } = { ...tol(got.dtype), ...opts };
   for (let i = 0; i < want.data.length; i++) {
@@ -188,7 +212,11 @@ export function expectNd(got: Tensor, want: Nd, opts: { rtol?: number; atol?: nu
     if (Number.isNaN(e) && Number.isNaN(a)) continue;
     if (!Number.isFinite(e) && a === e) continue;
     if (!(Math.abs(a - e) <= atol + rtol * Math.abs(e))) {
-      throw new Error(`${pre}element ${i} (index [${unravel(i, want.shape)}] of [${want.shape}]): got ${a}, expected ${e}`);
+      throw new Error(
+        `${pre}element ${i} (index [${
+          unravel(i, want.shape)
+        }] of [${want.shape}]): got ${a}, expected ${e}`,
+      );
     }
   }
 }
@@ -230,7 +258,10 @@ function valueArb(v: ValueOpts): fc.Arbitrary<number> {
 
 export function ndOf(shape: readonly number[], v: ValueOpts = {}): fc.Arbitrary<Nd> {
   const n = size(shape);
-  return fc.array(valueArb(v), { minLength: n, maxLength: n }).map((data) => ({ shape: [...shape], data }));
+  return fc.array(valueArb(v), { minLength: n, maxLength: n }).map((data) => ({
+    shape: [...shape],
+    data,
+  }));
 }
 
 export function ndArb(s: ShapeOpts = {}, v: ValueOpts = {}): fc.Arbitrary<Nd> {
@@ -272,7 +303,9 @@ export function axesArb(r: number): fc.Arbitrary<number[] | undefined> {
   const all = [...Array(r).keys()];
   return fc.option(
     fc.subarray(all).chain((ax) =>
-      fc.array(fc.boolean(), { minLength: ax.length, maxLength: ax.length }).map((neg) => ax.map((a, i) => (neg[i] ? a - r : a)))
+      fc.array(fc.boolean(), { minLength: ax.length, maxLength: ax.length }).map((neg) =>
+        ax.map((a, i) => (neg[i] ? a - r : a))
+      )
     ),
     { nil: undefined },
   );
@@ -283,11 +316,18 @@ const envRuns = Number(readEnv("FC_RUNS") ?? "");
 const envSeed = readEnv("FC_SEED");
 export const RUNS = { numRuns: envRuns > 0 ? envRuns : 60 };
 /** Scale a per-property default run count by FC_RUNS / 60. */
-export const runs = (n: number): number => (envRuns > 0 ? Math.max(1, Math.round((n * envRuns) / 60)) : n);
+export const runs = (
+  n: number,
+): number => (envRuns > 0 ? Math.max(1, Math.round((n * envRuns) / 60)) : n);
 if (envSeed !== undefined) fc.configureGlobal({ seed: Number(envSeed) });
 
 /** A fast-check property as one test; each run inside tidy so nothing outlives it. */
-export function prop<A>(name: string, arb: fc.Arbitrary<A>, fn: (v: A) => void, numRuns = RUNS.numRuns): void {
+export function prop<A>(
+  name: string,
+  arb: fc.Arbitrary<A>,
+  fn: (v: A) => void,
+  numRuns = RUNS.numRuns,
+): void {
   test(name, () => {
     fc.assert(fc.property(arb, (v) => t.tidy(() => fn(v))), { numRuns: runs(numRuns) });
   });

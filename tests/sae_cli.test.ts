@@ -11,7 +11,23 @@ import { assert, assertEquals, test } from "./harness.ts";
 const run = runCli;
 
 const tempDir = () => mkdtemp(join(tmpdir(), "sae-cli-"));
-const TINY = ["--steps", "12", "--batch", "64", "--d-sae", "32", "--k", "4", "--synthetic-d", "16", "--synthetic-features", "24", "--synthetic-active", "2", "--quiet"];
+const TINY = [
+  "--steps",
+  "12",
+  "--batch",
+  "64",
+  "--d-sae",
+  "32",
+  "--k",
+  "4",
+  "--synthetic-d",
+  "16",
+  "--synthetic-features",
+  "24",
+  "--synthetic-active",
+  "2",
+  "--quiet",
+];
 
 test("sae train writes the run folder; eval --json and info --json print parseable JSON", async () => {
   const dir = await tempDir();
@@ -22,34 +38,66 @@ test("sae train writes the run folder; eval --json and info --json print parseab
     assert(r.out.includes("fraction_variance_explained"), "train prints the evaluation table");
     assert(r.out.includes("true features recovered"), "train prints ground-truth recovery");
     const files = await readdir(out);
-    for (const f of ["cfg.json", "sae_weights.safetensors", "metrics.jsonl", "eval.json", "data.json", "checkpoint"]) assert(files.includes(f), `${f} missing from ${files}`);
+    for (
+      const f of [
+        "cfg.json",
+        "sae_weights.safetensors",
+        "metrics.jsonl",
+        "eval.json",
+        "data.json",
+        "checkpoint",
+      ]
+    ) assert(files.includes(f), `${f} missing from ${files}`);
     assert((await stat(join(out, "checkpoint"))).isDirectory(), "checkpoint/ is a folder");
-    assertEquals((await readdir(join(out, "checkpoint"))).sort(), ["state.json", "state.safetensors"]);
-    const lines = (await readFile(join(out, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    assertEquals((await readdir(join(out, "checkpoint"))).sort(), [
+      "state.json",
+      "state.safetensors",
+    ]);
+    const lines = (await readFile(join(out, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
     assertEquals(lines.map((m) => m.step), [0, 10, 11], "logged steps (every 10th and the last)");
     const cfg = JSON.parse(await readFile(join(out, "cfg.json"), "utf8"));
     assertEquals([cfg.architecture, cfg.d_in, cfg.d_sae, cfg.k], ["topk", 16, 32, 4], "cfg.json");
     const evalJson = JSON.parse(await readFile(join(out, "eval.json"), "utf8"));
-    assert(Number.isFinite(evalJson.fvu) && evalJson.true_features === 24, `eval.json ${JSON.stringify(evalJson).slice(0, 200)}`);
+    assert(
+      Number.isFinite(evalJson.fvu) && evalJson.true_features === 24,
+      `eval.json ${JSON.stringify(evalJson).slice(0, 200)}`,
+    );
 
     const e = await run("eval", out, "--json", "--batches", "2", "--batch", "128");
     assertEquals(e.code, 0, e.err);
     const m = JSON.parse(e.out);
     assertEquals(m.tokens, 256, "eval tokens");
-    assert(m.fvu >= 0 && m.fvu < 1.5 && Math.abs(m.fvu + m.fraction_variance_explained - 1) < 1e-9, `eval fvu ${m.fvu}`);
+    assert(
+      m.fvu >= 0 && m.fvu < 1.5 && Math.abs(m.fvu + m.fraction_variance_explained - 1) < 1e-9,
+      `eval fvu ${m.fvu}`,
+    );
     assertEquals(m.l0 <= 4 + 1e-9, true, "TopK L0 ≤ k");
     assertEquals(m.true_features, 24, "recovery against the synthetic truth");
 
     const i = await run("info", out, "--json");
     assertEquals(i.code, 0, i.err);
     const info = JSON.parse(i.out);
-    assertEquals([info.architecture, info.d_in, info.d_sae, info.k, info.dtype], ["topk", 16, 32, 4, "f32"], "info");
+    assertEquals([info.architecture, info.d_in, info.d_sae, info.k, info.dtype], [
+      "topk",
+      16,
+      32,
+      4,
+      "f32",
+    ], "info");
     assertEquals(info.parameters, 16 * 32 * 2 + 32 + 16, "parameter count");
-    assert(info.evaluation && Number.isFinite(info.evaluation.fvu), "info shows the saved evaluation");
+    assert(
+      info.evaluation && Number.isFinite(info.evaluation.fvu),
+      "info shows the saved evaluation",
+    );
 
     // Without --json both print tables.
     const table = await run("info", out);
-    assert(table.code === 0 && table.out.includes("architecture") && table.out.includes("topk"), table.out);
+    assert(
+      table.code === 0 && table.out.includes("architecture") && table.out.includes("topk"),
+      table.out,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -61,9 +109,28 @@ test("sae train --data file.npy trains on the array; eval needs --data for such 
     const npy = join(dir, "acts.npy");
     await t.saveNpy(npy, t.random.normal(t.random.key(5), [256, 12]));
     const out = join(dir, "run");
-    const r = await run("train", "--arch", "relu", "--data", npy, "--steps", "6", "--batch", "64", "--d-sae", "24", "--out", out, "--quiet");
+    const r = await run(
+      "train",
+      "--arch",
+      "relu",
+      "--data",
+      npy,
+      "--steps",
+      "6",
+      "--batch",
+      "64",
+      "--d-sae",
+      "24",
+      "--out",
+      out,
+      "--quiet",
+    );
     assertEquals(r.code, 0, r.err);
-    assertEquals(JSON.parse(await readFile(join(out, "data.json"), "utf8")), { kind: "npy", path: npy, targets: null }, "data.json");
+    assertEquals(JSON.parse(await readFile(join(out, "data.json"), "utf8")), {
+      kind: "npy",
+      path: npy,
+      targets: null,
+    }, "data.json");
     const cfg = JSON.parse(await readFile(join(out, "cfg.json"), "utf8"));
     assertEquals([cfg.architecture, cfg.d_in, cfg.d_sae], ["standard", 12, 24]);
     assert(!r.out.includes("true features recovered"), "no ground truth for array data");
@@ -76,7 +143,14 @@ test("sae train --data file.npy trains on the array; eval needs --data for such 
     assertEquals(JSON.parse(e.out).tokens, 128);
 
     // A wrong extension is a usage error.
-    const bad = await run("train", "--data", join(dir, "acts.csv"), "--out", join(dir, "x"), "--quiet");
+    const bad = await run(
+      "train",
+      "--data",
+      join(dir, "acts.csv"),
+      "--out",
+      join(dir, "x"),
+      "--quiet",
+    );
     assertEquals(bad.code, 2);
     assert(bad.err.includes(".npy"), bad.err);
   } finally {
@@ -99,7 +173,19 @@ test("bad arguments return 2 with a message on stderr", async () => {
       [["train", "--d-sae", "8", "--expansion", "2", "--out", out], ["--d-sae", "--expansion"]],
       [["train", "--out"], ["--out needs a value"]],
       [["train", "extra-arg", "--out", out], ["unexpected argument", "extra-arg"]],
-      [["train", "--arch", "topk", "--k", "64", "--d-sae", "32", "--synthetic-d", "8", "--out", out], ["k = 64", "d_sae = 32"]],
+      [[
+        "train",
+        "--arch",
+        "topk",
+        "--k",
+        "64",
+        "--d-sae",
+        "32",
+        "--synthetic-d",
+        "8",
+        "--out",
+        out,
+      ], ["k = 64", "d_sae = 32"]],
       [["eval"], ["missing the dictionary folder"]],
       [["info"], ["missing the dictionary folder"]],
       [["info", dir, "--bogus"], ["unknown option --bogus"]],
@@ -108,7 +194,14 @@ test("bad arguments return 2 with a message on stderr", async () => {
       const r = await run(...argv);
       assertEquals(r.code, 2, `sae ${argv.join(" ")}: exit code (stderr: ${r.err})`);
       const text = r.err + r.out;
-      for (const f of fragments) assert(text.includes(f), `sae ${argv.join(" ")}: message ${JSON.stringify(text.slice(0, 300))} lacks ${JSON.stringify(f)}`);
+      for (const f of fragments) {
+        assert(
+          text.includes(f),
+          `sae ${argv.join(" ")}: message ${JSON.stringify(text.slice(0, 300))} lacks ${
+            JSON.stringify(f)
+          }`,
+        );
+      }
     }
     // None of them trained anything.
     assert(!(await readdir(dir)).includes("never"), "a rejected command wrote its run folder");
@@ -128,6 +221,9 @@ test("--help returns 0 for each command and prints its options", async () => {
   for (const [argv, fragment] of cases) {
     const r = await run(...argv);
     assertEquals(r.code, 0, `sae ${argv.join(" ")}`);
-    assert(r.out.includes(fragment), `sae ${argv.join(" ")} printed ${JSON.stringify(r.out.slice(0, 200))}`);
+    assert(
+      r.out.includes(fragment),
+      `sae ${argv.join(" ")} printed ${JSON.stringify(r.out.slice(0, 200))}`,
+    );
   }
 });

@@ -24,7 +24,13 @@ interface Fixture {
   context: { dead?: boolean[]; numDead?: number; l1Scale?: number };
   inputs: { x: Arr; y?: Arr };
   params: Record<string, Arr>;
-  expected: { code: Arr; xhat: Arr; terms: Record<string, number>; total: number; grads: Record<string, Arr> };
+  expected: {
+    code: Arr;
+    xhat: Arr;
+    terms: Record<string, number>;
+    total: number;
+    grads: Record<string, Arr>;
+  };
 }
 
 const TERMS = ["recon", "sparsity", "auxk", "gatedAux"] as const;
@@ -36,15 +42,25 @@ const fixtures: Fixture[] = readdirSync(dir).filter((f) => f.endsWith(".json")).
  * Worst error per dtype: relative where |expected| > 1e-6, absolute below it (exact zeros), and
  * the largest share of the allowed error |a − e| / (atol + rtol·|e|) used anywhere.
  */
-const worst: Record<string, { rel: number; relAt: string; abs: number; absAt: string; used: number; usedAt: string }> = {};
+const worst: Record<
+  string,
+  { rel: number; relAt: string; abs: number; absAt: string; used: number; usedAt: string }
+> = {};
 
-function compare(dtype: "f64" | "f32", what: string, actual: ArrayLike<number>, expected: ArrayLike<number>): void {
+function compare(
+  dtype: "f64" | "f32",
+  what: string,
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+): void {
   const tol = dtype === "f64" ? { rtol: 1e-5, atol: 1e-12 } : { rtol: 1e-5, atol: 1e-6 };
   assertClose(actual, expected, { ...tol, msg: `${dtype} ${what}` });
   const w = (worst[dtype] ??= { rel: 0, relAt: "", abs: 0, absAt: "", used: 0, usedAt: "" });
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(actual[i] - expected[i]), e = Math.abs(expected[i]);
-    if (d / (tol.atol + tol.rtol * e) > w.used) [w.used, w.usedAt] = [d / (tol.atol + tol.rtol * e), `${what}[${i}]`];
+    if (d / (tol.atol + tol.rtol * e) > w.used) {
+      [w.used, w.usedAt] = [d / (tol.atol + tol.rtol * e), `${what}[${i}]`];
+    }
     if (e > 1e-6) {
       if (d / e > w.rel) [w.rel, w.relAt] = [d / e, `${what}[${i}]`];
     } else if (d > w.abs) [w.abs, w.absAt] = [d, `${what}[${i}]`];
@@ -58,10 +74,17 @@ for (const fx of fixtures) {
     test(`sae golden ${fx.case} (${dtype}) matches the PyTorch reference`, () => {
       const cfg = resolveConfig(fx.config);
       // The reference assumed these resolved defaults; a changed default must fail here, not later.
-      for (const [k, v] of Object.entries(fx.assumed)) assertEquals((cfg as unknown as Record<string, unknown>)[k], v, `config ${k}`);
+      for (const [k, v] of Object.entries(fx.assumed)) {
+        assertEquals((cfg as unknown as Record<string, unknown>)[k], v, `config ${k}`);
+      }
 
-      const params = Object.fromEntries(Object.entries(fx.params).map(([k, a]) => [k, tensorOf(a, dtype)])) as unknown as SaeParams;
-      const batch: Batch = { x: tensorOf(fx.inputs.x, dtype), y: fx.inputs.y ? tensorOf(fx.inputs.y, dtype) : undefined };
+      const params = Object.fromEntries(
+        Object.entries(fx.params).map(([k, a]) => [k, tensorOf(a, dtype)]),
+      ) as unknown as SaeParams;
+      const batch: Batch = {
+        x: tensorOf(fx.inputs.x, dtype),
+        y: fx.inputs.y ? tensorOf(fx.inputs.y, dtype) : undefined,
+      };
       const ctx: LossContext = {};
       if (fx.context.dead) {
         ctx.dead = t.tensor(fx.context.dead, { dtype: "bool" });
@@ -70,7 +93,10 @@ for (const fx of fixtures) {
       if (fx.context.l1Scale !== undefined) ctx.l1Scale = fx.context.l1Scale;
 
       const arch = ARCHITECTURES[fx.arch];
-      const [[total, aux], grads] = t.valueAndGrad((p: SaeParams) => arch.loss(p, batch, cfg, ctx), { hasAux: true })(params) as [
+      const [[total, aux], grads] = t.valueAndGrad(
+        (p: SaeParams) => arch.loss(p, batch, cfg, ctx),
+        { hasAux: true },
+      )(params) as [
         [t.Tensor, LossAux],
         Record<string, t.Tensor>,
       ];
@@ -106,14 +132,20 @@ for (const fx of fixtures) {
 
 test("sae golden: every architecture is covered (and a summary of the worst errors)", () => {
   const archs = new Set(fixtures.map((f) => f.arch));
-  for (const a of Object.keys(ARCHITECTURES)) assert(archs.has(a as SaeConfig["arch"]), `no golden fixture for ${a}`);
+  for (const a of Object.keys(ARCHITECTURES)) {
+    assert(archs.has(a as SaeConfig["arch"]), `no golden fixture for ${a}`);
+  }
   for (const a of ["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"]) {
     assert(fixtures.some((f) => f.arch === a && f.context.dead), `no AuxK golden fixture for ${a}`);
   }
   for (const [d, w] of Object.entries(worst)) {
     console.log(
-      `sae golden ${d}: worst relative error ${w.rel.toExponential(2)} (${w.relAt}); worst absolute error where |expected| <= 1e-6: ` +
-        `${w.abs.toExponential(2)} (${w.absAt || "-"}); largest share of the tolerance used ${w.used.toFixed(3)} (${w.usedAt})`,
+      `sae golden ${d}: worst relative error ${
+        w.rel.toExponential(2)
+      } (${w.relAt}); worst absolute error where |expected| <= 1e-6: ` +
+        `${w.abs.toExponential(2)} (${w.absAt || "-"}); largest share of the tolerance used ${
+          w.used.toFixed(3)
+        } (${w.usedAt})`,
     );
   }
 });

@@ -6,10 +6,26 @@ import * as t from "../mod.ts";
 import type { Batch } from "../sae/architecture.ts";
 import { ARCHITECTURES } from "../sae/architectures.ts";
 import { asCoo, type Code, toDense } from "../sae/code.ts";
-import { type ArchName, resolveConfig, type SaeConfig, type SaeConfigInput } from "../sae/config.ts";
+import {
+  type ArchName,
+  resolveConfig,
+  type SaeConfig,
+  type SaeConfigInput,
+} from "../sae/config.ts";
 import { initParams, type SaeParams } from "../sae/params.ts";
-import { foldScale, initTrainState, type StepMetrics, stateTensors, trainStep, type TrainState } from "../sae/train.ts";
-import { resolveTrainConfig, type TrainConfig, type TrainConfigInput } from "../sae/train_config.ts";
+import {
+  foldScale,
+  initTrainState,
+  stateTensors,
+  type StepMetrics,
+  type TrainState,
+  trainStep,
+} from "../sae/train.ts";
+import {
+  resolveTrainConfig,
+  type TrainConfig,
+  type TrainConfigInput,
+} from "../sae/train_config.ts";
 import type { AdamState } from "../autodiff/optim.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 
@@ -40,7 +56,12 @@ async function setBEnc(s: TrainState, idx: number[], value: number): Promise<voi
 
 /** (x − b_dec)·W_enc + b_enc on the host, in f64. */
 async function hostPre(p: SaeParams, x: t.Tensor, applyBDec = true): Promise<number[][]> {
-  const [X, W, be, bd] = [await mat(x), await mat(p.W_enc), await arr(p.b_enc!), await arr(p.b_dec)];
+  const [X, W, be, bd] = [
+    await mat(x),
+    await mat(p.W_enc),
+    await arr(p.b_enc!),
+    await arr(p.b_dec),
+  ];
   return X.map((row) =>
     be.map((b, j) => {
       let s = b;
@@ -71,18 +92,35 @@ function batchFor(cfg: SaeConfig, i: number, rows = B, scale = 1): Batch {
   if (cfg.arch === "mlsae") return { x: t.random.normal(k, [rows, 3, cfg.d_in], { std: scale }) };
   const x = t.random.normal(k, [rows, cfg.d_in], { std: scale });
   if (cfg.arch !== "transcoder") return { x };
-  const M = t.tidy(() => t.random.normal(t.random.key(99), [cfg.d_in, cfg.d_out], { std: 3 / Math.sqrt(cfg.d_in) }));
+  const M = t.tidy(() =>
+    t.random.normal(t.random.key(99), [cfg.d_in, cfg.d_out], { std: 3 / Math.sqrt(cfg.d_in) })
+  );
   const y = t.matmul(x, M);
   M.dispose();
   return { x, y };
 }
 
 const cfgFor = (arch: ArchName, over: Partial<SaeConfigInput> = {}): SaeConfig =>
-  resolveConfig({ arch, d_in: D, d_sae: F, ...(arch === "transcoder" ? { d_out: 6 } : {}), ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(arch) ? { k: 3 } : {}), ...over });
+  resolveConfig({
+    arch,
+    d_in: D,
+    d_sae: F,
+    ...(arch === "transcoder" ? { d_out: 6 } : {}),
+    ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(arch) ? { k: 3 } : {}),
+    ...over,
+  });
 
 /** Training config with lr > 0 from step 0 and no decay, unless asked otherwise. */
 const trainFor = (cfg: SaeConfig, over: TrainConfigInput = {}): TrainConfig =>
-  resolveTrainConfig(cfg, { steps: 100, batch_size: B, lr: 1e-3, warmup_steps: 0, decay_start: null, sparsity_warmup_steps: 0, ...over });
+  resolveTrainConfig(cfg, {
+    steps: 100,
+    batch_size: B,
+    lr: 1e-3,
+    warmup_steps: 0,
+    decay_start: null,
+    sparsity_warmup_steps: 0,
+    ...over,
+  });
 
 /** The batch as the model sees it during training (trainStep divides by the scales). */
 function scaledBatch(b: Batch, s: TrainState): Batch {
@@ -96,11 +134,19 @@ async function train(
   steps: number,
   hooks: {
     before?: (step: number, s: TrainState, batch: Batch) => void | Promise<void>;
-    after?: (step: number, s: TrainState, m: StepMetrics, batch: Batch, prev: TrainState) => void | Promise<void>;
+    after?: (
+      step: number,
+      s: TrainState,
+      m: StepMetrics,
+      batch: Batch,
+      prev: TrainState,
+    ) => void | Promise<void>;
     batchScale?: number;
   } = {},
 ): Promise<TrainState> {
-  let s = await initTrainState(t.random.key(tc.seed), cfg, tc, [batchFor(cfg, 0, B, hooks.batchScale)]);
+  let s = await initTrainState(t.random.key(tc.seed), cfg, tc, [
+    batchFor(cfg, 0, B, hooks.batchScale),
+  ]);
   for (let i = 0; i < steps; i++) {
     const batch = batchFor(cfg, i + 1, B, hooks.batchScale);
     await hooks.before?.(i, s, batch);
@@ -113,7 +159,10 @@ async function train(
 }
 
 /** The Adam state inside a TrainState's optimizer state (a chain when gradients are clipped). */
-const adamOf = (opt: unknown): AdamState => (Array.isArray(opt) ? opt.find((o) => o && typeof o === "object" && "mu" in o) : opt) as AdamState;
+const adamOf = (opt: unknown): AdamState =>
+  (Array.isArray(opt)
+    ? opt.find((o) => o && typeof o === "object" && "mu" in o)
+    : opt) as AdamState;
 
 // ---- codes -------------------------------------------------------------------------------------
 
@@ -136,10 +185,20 @@ test("TopK codes: exactly k entries per row, at most k non-zeros, exactly k when
       if (want !== null) assertEquals(nz[r], want, `non-zeros in row ${r}`);
       assert(nz[r] <= cfg.k, `row ${r} has ${nz[r]} non-zeros`);
       const kept = e.cols.filter((_, i) => e.rows[i] === r);
-      const order = pre[r].map((v, j) => [v, j]).sort((a, b) => b[0] - a[0]).slice(0, cfg.k).map(([, j]) => j);
-      assertEquals([...kept].sort((a, b) => a - b), [...order].sort((a, b) => a - b), `row ${r} keeps its top k`);
+      const order = pre[r].map((v, j) => [v, j]).sort((a, b) => b[0] - a[0]).slice(0, cfg.k).map((
+        [, j],
+      ) => j);
+      assertEquals(
+        [...kept].sort((a, b) => a - b),
+        [...order].sort((a, b) => a - b),
+        `row ${r} keeps its top k`,
+      );
       const vals = e.values.filter((_, i) => e.rows[i] === r);
-      assertClose(vals, kept.map((j) => Math.max(pre[r][j], 0)), { rtol: 1e-4, atol: 1e-5, msg: `row ${r} values` });
+      assertClose(vals, kept.map((j) => Math.max(pre[r][j], 0)), {
+        rtol: 1e-4,
+        atol: 1e-5,
+        msg: `row ${r} values`,
+      });
     }
   };
   // Every pre-activation positive: exactly k non-zeros per row.
@@ -152,26 +211,45 @@ test("TopK codes: exactly k entries per row, at most k non-zeros, exactly k when
 
 for (const arch of ["batchtopk", "matryoshka"] as const) {
   test(`${arch} codes: exactly k·B entries per batch, per-row counts vary, the batch's largest are kept`, async () => {
-    const cfg = resolveConfig({ arch, d_in: D, d_sae: F, k: 3, ...(arch === "matryoshka" ? { matryoshka_groups: [4, 12] } : {}) });
+    const cfg = resolveConfig({
+      arch,
+      d_in: D,
+      d_sae: F,
+      k: 3,
+      ...(arch === "matryoshka" ? { matryoshka_groups: [4, 12] } : {}),
+    });
     const p = initParams(t.random.key(3), cfg);
     // Rows of growing norm: large rows should take more than their share of the k·B entries.
-    const x = t.mul(t.random.normal(t.random.key(4), [B, D]), t.reshape(t.arange(1, B + 1), [B, 1]));
+    const x = t.mul(
+      t.random.normal(t.random.key(4), [B, D]),
+      t.reshape(t.arange(1, B + 1), [B, 1]),
+    );
     const pre = await hostPre(p, x);
     const flat = pre.flat().sort((a, b) => b - a);
     const cut = flat[cfg.k * B - 1];
     for (const which of ["encode", "loss"] as const) {
-      const code = which === "encode" ? ARCHITECTURES[arch].encode(p, x, cfg) : ARCHITECTURES[arch].loss(p, { x }, cfg, {})[1].code;
+      const code = which === "encode"
+        ? ARCHITECTURES[arch].encode(p, x, cfg)
+        : ARCHITECTURES[arch].loss(p, { x }, cfg, {})[1].code;
       const e = await entries(code);
       assertEquals(e.values.length, cfg.k * B, `${which}: entries`);
       const perRow = countPerRow(e.rows, B);
       assert(new Set(perRow).size > 1, `${which}: per-row counts should vary, got ${perRow}`);
       assertEquals(perRow.reduce((a, b) => a + b, 0), cfg.k * B);
       // Kept entries are exactly those at or above the (k·B)-th largest pre-activation.
-      e.rows.forEach((r, i) => assert(pre[r][e.cols[i]] >= cut - 1e-4, `${which}: kept entry below the cut`));
+      e.rows.forEach((r, i) =>
+        assert(pre[r][e.cols[i]] >= cut - 1e-4, `${which}: kept entry below the cut`)
+      );
       const keptSet = new Set(e.rows.map((r, i) => r * F + e.cols[i]));
       assertEquals(keptSet.size, cfg.k * B, `${which}: entries are distinct`);
       let above = 0;
-      pre.forEach((row, r) => row.forEach((v, j) => v > cut + 1e-4 && (above++, assert(keptSet.has(r * F + j), `${which}: (${r}, ${j}) above the cut was dropped`))));
+      pre.forEach((row, r) =>
+        row.forEach((v, j) =>
+          v > cut + 1e-4 &&
+          (above++,
+            assert(keptSet.has(r * F + j), `${which}: (${r}, ${j}) above the cut was dropped`))
+        )
+      );
       assert(above > 0);
     }
   });
@@ -179,7 +257,16 @@ for (const arch of ["batchtopk", "matryoshka"] as const) {
 
 // ---- constrained Adam --------------------------------------------------------------------------
 
-const ALL: ArchName[] = ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder", "mlsae"];
+const ALL: ArchName[] = [
+  "relu",
+  "gated",
+  "topk",
+  "batchtopk",
+  "jumprelu",
+  "matryoshka",
+  "transcoder",
+  "mlsae",
+];
 
 test("constrained_adam keeps every decoder row at unit norm after each step, for every architecture", async () => {
   for (const arch of ALL) {
@@ -188,7 +275,11 @@ test("constrained_adam keeps every decoder row at unit norm after each step, for
     await train(cfg, tc, 3, {
       after: async (step, s) => {
         const norms = await arr(t.norm(s.params.W_dec, -1));
-        assertClose(norms, new Array(F).fill(1), { rtol: 0, atol: 1e-5, msg: `${arch} step ${step} decoder norms` });
+        assertClose(norms, new Array(F).fill(1), {
+          rtol: 0,
+          atol: 1e-5,
+          msg: `${arch} step ${step} decoder norms`,
+        });
       },
     });
   }
@@ -202,7 +293,10 @@ test("plain adam leaves decoder norms free", async () => {
     const norms = await arr(t.norm(s.params.W_dec, -1));
     // ReLU starts at norm 0.1 (DL's init); TopK at 1 and drifts.
     const off = Math.max(...norms.map((n) => Math.abs(n - 1)));
-    assert(off > (arch === "relu" ? 0.5 : 1e-4), `${arch}: decoder norms stayed at 1 (max |‖w‖ − 1| = ${off})`);
+    assert(
+      off > (arch === "relu" ? 0.5 : 1e-4),
+      `${arch}: decoder norms stayed at 1 (max |‖w‖ − 1| = ${off})`,
+    );
   }
 });
 
@@ -213,14 +307,25 @@ for (const clip of [null, 1]) {
     const cfg = cfgFor("relu", { l1_coefficient: 0.01 });
     // resample_steps 4: resample at step 3, for features silent for ≥ 2 steps (2·B tokens). dead_tokens
     // is B, smaller than that window: the counters must still reach the window.
-    const tc = trainFor(cfg, { resample_steps: 4, dead_tokens: B, geometric_median_init: false, grad_clip: clip });
+    const tc = trainFor(cfg, {
+      resample_steps: 4,
+      dead_tokens: B,
+      geometric_median_init: false,
+      grad_clip: clip,
+    });
     const A = [1, 5, 9, 13]; // fire at step 0, silenced from step 1: dead for the resampler at step 3
     const C = [2, 6]; // silenced at step 3 only: dead by dead_tokens, not for the resampler
     let lastX: t.Tensor | null = null;
     const resampled: (number | undefined)[] = [];
     const s = await train(cfg, tc, 4, {
       before: async (step, st, batch) => {
-        if (step === 0) assertEquals(Array.isArray(st.opt), clip !== null, "optimizer state: a chain when clipping");
+        if (step === 0) {
+          assertEquals(
+            Array.isArray(st.opt),
+            clip !== null,
+            "optimizer state: a chain when clipping",
+          );
+        }
         if (step === 1) await setBEnc(st, A, -10);
         if (step === 3) {
           await setBEnc(st, C, -10);
@@ -240,7 +345,11 @@ for (const clip of [null, 1]) {
     const since = await arr(s.sinceFired);
     A.forEach((j) => assertEquals(since[j], 0, `sinceFired[${j}] after resampling`));
     C.forEach((j) => assertEquals(since[j], B, `sinceFired[${j}]`));
-    assertEquals(s.numDead, since.filter((v) => v >= tc.dead_tokens).length, "numDead counts features past dead_tokens");
+    assertEquals(
+      s.numDead,
+      since.filter((v) => v >= tc.dead_tokens).length,
+      "numDead counts features past dead_tokens",
+    );
     assertEquals(s.numDead, C.length);
 
     // Adam moments of the resampled entries are exactly zero; others are not.
@@ -270,11 +379,19 @@ for (const clip of [null, 1]) {
         const c = u.reduce((a, v, i) => a + v * Wd[j][i], 0);
         if (c > bestCos) [best, bestCos] = [r, c];
       });
-      assertClose(Wd[j], unit[best], { rtol: 0, atol: 1e-5, msg: `W_dec[${j}] is input row ${best}'s direction` });
+      assertClose(Wd[j], unit[best], {
+        rtol: 0,
+        atol: 1e-5,
+        msg: `W_dec[${j}] is input row ${best}'s direction`,
+      });
       assert(!used.has(best), `input row ${best} used twice`);
       used.add(best);
       const expectCol = X[best].map((v) => (v / s.scale) * 0.2 * aliveNorm);
-      assertClose(We.map((row) => row[j]), expectCol, { rtol: 1e-4, atol: 1e-6, msg: `W_enc[:, ${j}]` });
+      assertClose(We.map((row) => row[j]), expectCol, {
+        rtol: 1e-4,
+        atol: 1e-6,
+        msg: `W_enc[:, ${j}]`,
+      });
     }
     (lastX as t.Tensor | null)?.dispose();
   });
@@ -327,11 +444,17 @@ for (const mode of ["dl", "saelens"] as const) {
       const seen: number[] = [];
       const s = await train(cfg, tc, 7, {
         after: async (step, _s, m, batch, prev) => {
-          const e = await entries(ARCHITECTURES[arch].encode(prev.params, scaledBatch(batch, prev).x, cfg));
+          const e = await entries(
+            ARCHITECTURES[arch].encode(prev.params, scaledBatch(batch, prev).x, cfg),
+          );
           const minPos = Math.min(...e.values.filter((v) => v > 0));
           if (mode === "saelens") theta = 0.99 * theta + 0.01 * minPos;
           else if (step >= start) theta = theta < 0 ? minPos : 0.999 * theta + 0.001 * minPos;
-          assertClose([m.threshold as number], [theta], { rtol: 1e-6, atol: 0, msg: `θ after step ${step}` });
+          assertClose([m.threshold as number], [theta], {
+            rtol: 1e-6,
+            atol: 0,
+            msg: `θ after step ${step}`,
+          });
           seen.push(m.threshold as number);
         },
       });
@@ -369,8 +492,14 @@ test("sparsity warmup: loss = recon + λ·min(step/warmup, 1)·sparsity (+ gated
     await train(cfg, tc, 7, {
       after: (step, _s, m) => {
         const want = m.recon + lambda * Math.min(step / warm, 1) * m.sparsity! + (m.gatedAux ?? 0);
-        assertClose([m.loss], [want], { rtol: 1e-5, atol: 1e-7, msg: `${arch} loss at step ${step}` });
-        if (step === 0) assertEquals(m.loss, m.recon + (m.gatedAux ?? 0), `${arch}: no sparsity at step 0`);
+        assertClose([m.loss], [want], {
+          rtol: 1e-5,
+          atol: 1e-7,
+          msg: `${arch} loss at step ${step}`,
+        });
+        if (step === 0) {
+          assertEquals(m.loss, m.recon + (m.gatedAux ?? 0), `${arch}: no sparsity at step 0`);
+        }
         assert(m.sparsity! > 0, "a sparsity term to scale");
       },
     });
@@ -380,7 +509,13 @@ test("sparsity warmup: loss = recon + λ·min(step/warmup, 1)·sparsity (+ gated
 test("learning rate: warmup to the peak, constant, linear decay to 0 (steps 20, warmup 4, decay from 16)", async () => {
   const cfg = cfgFor("relu");
   const peak = 1e-2;
-  const tc = trainFor(cfg, { steps: 20, lr: peak, warmup_steps: 4, decay_start: 16, optimizer: "adam" });
+  const tc = trainFor(cfg, {
+    steps: 20,
+    lr: peak,
+    warmup_steps: 4,
+    decay_start: 16,
+    optimizer: "adam",
+  });
   const lrs: number[] = [];
   let unchanged = false, moved = false, before: number[] = [];
   await train(cfg, tc, 20, {
@@ -393,7 +528,10 @@ test("learning rate: warmup to the peak, constant, linear decay to 0 (steps 20, 
     },
     before: async (_step, s) => void (before = await arr(s.params.W_enc)),
   });
-  const expected = Array.from({ length: 20 }, (_, s) => peak * Math.min(s / 4, 1) * (s >= 16 ? (20 - s) / 4 : 1));
+  const expected = Array.from(
+    { length: 20 },
+    (_, s) => peak * Math.min(s / 4, 1) * (s >= 16 ? (20 - s) / 4 : 1),
+  );
   assertClose(lrs, expected, { rtol: 1e-12, atol: 0, msg: "metrics.lr" });
   assert(unchanged, "the step with lr 0 must leave the parameters unchanged");
   assert(moved, "the step with lr > 0 must move them");
@@ -402,18 +540,37 @@ test("learning rate: warmup to the peak, constant, linear decay to 0 (steps 20, 
 // ---- normalisation folded into the weights -----------------------------------------------------
 
 test("activation normalisation: folded weights on raw inputs = unfolded model on scaled inputs × scale", async () => {
-  for (const arch of ["relu", "gated", "topk", "batchtopk", "jumprelu", "matryoshka", "transcoder"] as const) {
+  for (
+    const arch of [
+      "relu",
+      "gated",
+      "topk",
+      "batchtopk",
+      "jumprelu",
+      "matryoshka",
+      "transcoder",
+    ] as const
+  ) {
     const cfg = cfgFor(arch, arch === "matryoshka" ? { matryoshka_groups: [4, 12] } : {});
     const tc = trainFor(cfg, { normalize_activations: true, lr: 1e-2 });
     const s = await train(cfg, tc, 3, { batchScale: 7 });
     assert(Math.abs(s.scale - 1) > 1, `${arch}: scale ${s.scale} should be far from 1`);
-    if (arch === "transcoder") assert(Math.abs(s.scaleOut / s.scale - 1) > 0.1, `transcoder: scaleOut ${s.scaleOut} vs scale ${s.scale}`);
+    if (arch === "transcoder") {
+      assert(
+        Math.abs(s.scaleOut / s.scale - 1) > 0.1,
+        `transcoder: scaleOut ${s.scaleOut} vs scale ${s.scale}`,
+      );
+    }
     const folded = foldScale(s.params, s.scale, s.scaleOut);
     const a = ARCHITECTURES[arch];
     const raw = batchFor(cfg, 1000, B, 7);
     const codeRaw = a.encode(folded, raw.x, cfg);
     const codeScaled = a.encode(s.params, t.div(raw.x, s.scale), cfg);
-    assertClose(await arr(toDense(codeRaw, F)), await arr(toDense(codeScaled, F)), { rtol: 1e-4, atol: 1e-5, msg: `${arch} codes` });
+    assertClose(await arr(toDense(codeRaw, F)), await arr(toDense(codeScaled, F)), {
+      rtol: 1e-4,
+      atol: 1e-5,
+      msg: `${arch} codes`,
+    });
     const out = await arr(a.decode(folded, codeRaw, cfg));
     const ref = await arr(t.mul(a.decode(s.params, codeScaled, cfg), s.scaleOut));
     assertClose(out, ref, { rtol: 1e-4, atol: 1e-4 * s.scaleOut, msg: `${arch} reconstruction` });
@@ -442,7 +599,11 @@ test("memory: live buffers stay flat over 50 trainStep calls when replaced state
       },
       after: (step) => void (step >= 5 && counts.push(t.memoryStats().liveBuffers)),
     });
-    assertEquals(new Set(counts).size, 1, `${arch}: live buffers ${[...new Set(counts)].join(", ")}`);
+    assertEquals(
+      new Set(counts).size,
+      1,
+      `${arch}: live buffers ${[...new Set(counts)].join(", ")}`,
+    );
     t.dispose(stateTensors(s));
   }
 });

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
 import { ARCHITECTURES } from "../sae/architectures.ts";
 import { toDense } from "../sae/code.ts";
-import { ARCHS, type ArchName, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
+import { type ArchName, ARCHS, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
 import { isCrosscoderArch } from "../sae/crosscoder_config.ts";
 import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io.ts";
 import { initParams, type SaeParams } from "../sae/params.ts";
@@ -33,7 +33,9 @@ async function rejects(p: Promise<unknown>, ...fragments: string[]): Promise<str
     await p;
   } catch (e) {
     const msg = String((e as Error).message);
-    for (const f of fragments) assert(msg.includes(f), `error message ${JSON.stringify(msg)} lacks ${JSON.stringify(f)}`);
+    for (const f of fragments) {
+      assert(msg.includes(f), `error message ${JSON.stringify(msg)} lacks ${JSON.stringify(f)}`);
+    }
     return msg;
   }
   throw new Error(`expected a rejection mentioning ${fragments.join(", ")}`);
@@ -119,13 +121,19 @@ test("unknown cfg.json fields survive load → save → load", async () => {
     const cfg = resolveConfig(cfgInput("topk"));
     await saveSae(a, { params: randomParams("topk", 3), cfg });
     const raw = JSON.parse(await readFile(join(a, CFG_FILE), "utf8"));
-    const unknown = { model_name: "gpt2", hook_name: "blocks.3.hook_resid_post", metadata: { context_size: 128, prepend_bos: true, seqpos_slice: [null, 5] } };
+    const unknown = {
+      model_name: "gpt2",
+      hook_name: "blocks.3.hook_resid_post",
+      metadata: { context_size: 128, prepend_bos: true, seqpos_slice: [null, 5] },
+    };
     await writeFile(join(a, CFG_FILE), JSON.stringify({ ...raw, ...unknown }));
     const first = await loadSae(a);
     assertEquals(first.cfg.extra, unknown, "extra after the first load");
     await saveSae(b, first);
     const rawB = JSON.parse(await readFile(join(b, CFG_FILE), "utf8"));
-    for (const [k, v] of Object.entries(unknown)) assertEquals(rawB[k], v, `cfg.json field ${k} after saving again`);
+    for (const [k, v] of Object.entries(unknown)) {
+      assertEquals(rawB[k], v, `cfg.json field ${k} after saving again`);
+    }
     const second = await loadSae(b);
     assertEquals(second.cfg, first.cfg, "cfg after the second load");
     await assertTreesIdentical(first.params, second.params, "params");
@@ -167,8 +175,12 @@ for (const [name, arch, want] of SAELENS) {
     if (want.k) assertEquals(s.cfg.k, want.k, "k");
     assertEquals(s.cfg.extra.metadata, raw.metadata, "metadata kept as an unknown field");
     assertEquals(s.cfg.extra.device, "cpu", "device kept");
-    if (raw.model_name) assertEquals(s.cfg.extra.model_name, raw.model_name, "top-level model_name kept");
-    for (const [k, v] of Object.entries(s.params)) if (v) assertEquals(v.dtype, "f32", `${k} computes in f32`);
+    if (raw.model_name) {
+      assertEquals(s.cfg.extra.model_name, raw.model_name, "top-level model_name kept");
+    }
+    for (const [k, v] of Object.entries(s.params)) {
+      if (v) assertEquals(v.dtype, "f32", `${k} computes in f32`);
+    }
     assertEquals(s.params.W_enc.shape, [6, 10]);
     assertEquals(s.params.W_dec.shape, [10, 6]);
 
@@ -177,7 +189,10 @@ for (const [name, arch, want] of SAELENS) {
     const code = ARCHITECTURES[arch].encodeInference(s.params, x, s.cfg);
     const f = await toDense(code, s.cfg.d_sae).data();
     assertClose(f, ex.feature_acts.data, { rtol: 1e-5, atol: 1e-5, msg: "feature_acts" });
-    assert(ex.feature_acts.data.some((v) => v > 0) && ex.feature_acts.data.some((v) => v === 0), "the fixture has both active and inactive features");
+    assert(
+      ex.feature_acts.data.some((v) => v > 0) && ex.feature_acts.data.some((v) => v === 0),
+      "the fixture has both active and inactive features",
+    );
     const xhat = await ARCHITECTURES[arch].decode(s.params, code, s.cfg).data();
     assertClose(xhat, ex.reconstruction.data, { rtol: 1e-5, atol: 1e-5, msg: "reconstruction" });
 
@@ -226,7 +241,10 @@ test("broken folders: errors name the file and the field", async () => {
     await rejects(loadSae(dir), cfgPath, "d_sae");
 
     await reset();
-    await writeFile(cfgPath, JSON.stringify({ ...JSON.parse(cfgText), architecture: "crosscoder" }));
+    await writeFile(
+      cfgPath,
+      JSON.stringify({ ...JSON.parse(cfgText), architecture: "crosscoder" }),
+    );
     await rejects(loadSae(dir), cfgPath, "architecture", "crosscoder");
 
     // Weights: a missing tensor, a wrong shape, a truncated file, no file.
@@ -263,14 +281,30 @@ test("saveCheckpoint replaces the previous checkpoint atomically and leaves no t
     const train = resolveTrainConfig(cfg, { steps: 10, batch_size: 8 });
     const params = randomParams("topk", 5);
     const state: TrainState = {
-      step: 3, params, opt: [null, { count: 3, mu: params, nu: params }], sinceFired: t.full([12], 24), numDead: 0,
-      threshold: -1, scale: 1.5, scaleOut: 1.5, key: t.random.key(9),
+      step: 3,
+      params,
+      opt: [null, { count: 3, mu: params, nu: params }],
+      sinceFired: t.full([12], 24),
+      numDead: 0,
+      threshold: -1,
+      scale: 1.5,
+      scaleOut: 1.5,
+      key: t.random.key(9),
     };
     const ckpt = join(dir, "checkpoint");
     await saveCheckpoint(ckpt, { state, cfg, train, data: { nextBatch: 4 } });
-    await saveCheckpoint(ckpt, { state: { ...state, step: 4 }, cfg, train, data: { nextBatch: 5 } });
+    await saveCheckpoint(ckpt, {
+      state: { ...state, step: 4 },
+      cfg,
+      train,
+      data: { nextBatch: 5 },
+    });
     assertEquals(await readdir(dir), ["checkpoint"], "run folder");
-    assertEquals((await readdir(ckpt)).sort(), ["state.json", "state.safetensors"], "checkpoint folder");
+    assertEquals(
+      (await readdir(ckpt)).sort(),
+      ["state.json", "state.safetensors"],
+      "checkpoint folder",
+    );
     const back = await loadCheckpoint(ckpt);
     assertEquals([back.state.step, back.data.nextBatch], [4, 5], "the newer checkpoint");
     await assertTreesIdentical(stateTensors(state), stateTensors(back.state), "state tensors");
@@ -282,7 +316,13 @@ test("saveCheckpoint replaces the previous checkpoint atomically and leaves no t
 
 /** A fresh config, train config and data source each time, as a new process would build them. */
 function runSetup(arch: ArchName, extra: Partial<SaeConfigInput>, train: TrainConfigInput) {
-  const cfg = resolveConfig({ arch, d_in: 8, d_sae: 24, ...(["topk", "batchtopk"].includes(arch) ? { k: 3 } : {}), ...extra });
+  const cfg = resolveConfig({
+    arch,
+    d_in: 8,
+    d_sae: 24,
+    ...(["topk", "batchtopk"].includes(arch) ? { k: 3 } : {}),
+    ...extra,
+  });
   const tc = resolveTrainConfig(cfg, { steps: 12, batch_size: 32, lr: 5e-3, seed: 4, ...train });
   const data = syntheticData(makeSynthetic({ d: 8, nFeatures: 16, meanActive: 2, seed: 2 }));
   return { cfg, train: tc, data };
@@ -298,7 +338,12 @@ const RESUME_CASES: [ArchName, Partial<SaeConfigInput>, TrainConfigInput, string
   // dead_tokens small: AuxK runs, so numDead and the counters must come back exactly.
   ["topk", {}, { dead_tokens: 32 }, "AuxK from restored dead counters"],
   // Resampling draws from the state's random key after the resume.
-  ["relu", { l1_coefficient: 3 }, { resample_steps: 4, dead_tokens: 64, warmup_steps: 0 }, "resampling with the restored key"],
+  [
+    "relu",
+    { l1_coefficient: 3 },
+    { resample_steps: 4, dead_tokens: 64, warmup_steps: 0 },
+    "resampling with the restored key",
+  ],
   // θ starts moving before the stop and keeps moving after it.
   ["batchtopk", {}, { threshold_start_step: 3 }, "the threshold"],
 ];
@@ -309,29 +354,63 @@ for (const [arch, extra, train, why] of RESUME_CASES) {
     try {
       const opts = { logEvery: 1, checkpointEvery: 4 };
       const straight = await runTraining({ ...runSetup(arch, extra, train), out: a, ...opts });
-      const half = await runTraining({ ...runSetup(arch, extra, train), out: b, ...opts, stopAfter: 6 });
+      const half = await runTraining({
+        ...runSetup(arch, extra, train),
+        out: b,
+        ...opts,
+        stopAfter: 6,
+      });
       assertEquals(half.state.step, 6, "stopped at 6");
       assert(!(await readdir(b)).includes(WEIGHTS_FILE), "no dictionary saved before the run ends");
       t.dispose(stateTensors(half.state));
-      const resumed = await runTraining({ ...runSetup(arch, extra, train), out: b, ...opts, resume: true });
+      const resumed = await runTraining({
+        ...runSetup(arch, extra, train),
+        out: b,
+        ...opts,
+        resume: true,
+      });
       assertEquals(resumed.state.step, 12, "resumed to the end");
 
       await assertTreesIdentical(straight.state.params, resumed.state.params, "params");
       await assertTreesIdentical(straight.state.opt, resumed.state.opt, "optimizer state");
-      await assertTreesIdentical(straight.state.sinceFired, resumed.state.sinceFired, "dead-feature counters");
-      for (const k of ["numDead", "threshold", "scale", "scaleOut"] as const) assertEquals(resumed.state[k], straight.state[k], k);
+      await assertTreesIdentical(
+        straight.state.sinceFired,
+        resumed.state.sinceFired,
+        "dead-feature counters",
+      );
+      for (const k of ["numDead", "threshold", "scale", "scaleOut"] as const) {
+        assertEquals(resumed.state[k], straight.state[k], k);
+      }
       assertEquals(resumed.state.key.words, straight.state.key.words, "random key");
       assertEquals(resumed.last, straight.last, "last step's metrics");
 
       const [ma, mb] = [await metricsLines(a), await metricsLines(b)];
       assertEquals(ma.length, 12, "a line per step");
       assertEquals(mb, ma, "metrics.jsonl");
-      if (arch === "relu") assert(ma.slice(6).some((l) => (JSON.parse(l).resampled ?? 0) > 0), "a resample after the resume point");
-      if (arch === "topk") assert(JSON.parse(ma[5]).deadFraction > 0 && "auxk" in JSON.parse(ma[6]), "dead features at the stop, AuxK right after it");
+      if (arch === "relu") {
+        assert(
+          ma.slice(6).some((l) => (JSON.parse(l).resampled ?? 0) > 0),
+          "a resample after the resume point",
+        );
+      }
+      if (arch === "topk") {
+        assert(
+          JSON.parse(ma[5]).deadFraction > 0 && "auxk" in JSON.parse(ma[6]),
+          "dead features at the stop, AuxK right after it",
+        );
+      }
       if (arch === "batchtopk") assert(JSON.parse(ma[5]).threshold > 0, "θ set before the stop");
 
-      assertEquals(await readFile(join(b, WEIGHTS_FILE)), await readFile(join(a, WEIGHTS_FILE)), "saved weights");
-      assertEquals(await readFile(join(b, CFG_FILE), "utf8"), await readFile(join(a, CFG_FILE), "utf8"), "saved cfg.json");
+      assertEquals(
+        await readFile(join(b, WEIGHTS_FILE)),
+        await readFile(join(a, WEIGHTS_FILE)),
+        "saved weights",
+      );
+      assertEquals(
+        await readFile(join(b, CFG_FILE), "utf8"),
+        await readFile(join(a, CFG_FILE), "utf8"),
+        "saved cfg.json",
+      );
     } finally {
       await rm(a, { recursive: true, force: true });
       await rm(b, { recursive: true, force: true });
@@ -343,10 +422,20 @@ test("resume refuses a different configuration, and a folder without a checkpoin
   const dir = await tempDir();
   try {
     await runTraining({ ...runSetup("topk", {}, {}), out: dir, stopAfter: 2 });
-    await rejects(runTraining({ ...runSetup("topk", {}, { lr: 1e-3 }), out: dir, resume: true }), "different configuration", join(dir, "checkpoint"));
-    await rejects(runTraining({ ...runSetup("topk", { k: 4 }, {}), out: dir, resume: true }), "different configuration");
+    await rejects(
+      runTraining({ ...runSetup("topk", {}, { lr: 1e-3 }), out: dir, resume: true }),
+      "different configuration",
+      join(dir, "checkpoint"),
+    );
+    await rejects(
+      runTraining({ ...runSetup("topk", { k: 4 }, {}), out: dir, resume: true }),
+      "different configuration",
+    );
     const empty = join(dir, "empty");
-    await rejects(runTraining({ ...runSetup("topk", {}, {}), out: empty, resume: true }), "no readable checkpoint");
+    await rejects(
+      runTraining({ ...runSetup("topk", {}, {}), out: empty, resume: true }),
+      "no readable checkpoint",
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -40,35 +40,93 @@ const AUX = { dead_tokens: 100 * BATCH };
 const CASES: Case[] = [
   // L1 ReLU (λ 0.3, DL's plain L1 on normalised inputs): 64/64 on three seeds, FVU ~0.15 (the L1
   // shrinkage costs reconstruction). Expect nearly all features.
-  { arch: "relu", cfg: { l1_coefficient: 0.3 }, train: { steps: 1500, lr: 3e-3 }, maxFvu: 0.2, minRecovery: 0.95 },
+  {
+    arch: "relu",
+    cfg: { l1_coefficient: 0.3 },
+    train: { steps: 1500, lr: 3e-3 },
+    maxFvu: 0.2,
+    minRecovery: 0.95,
+  },
   // Gated (λ 1, lr 1e-2 with b1 0.9: DL's 5e-5 and b1 0 barely move in this budget): 63–64/64,
   // FVU ~0.22 (its gate is sparser than the data, L0 ~1.8).
-  { arch: "gated", cfg: { l1_coefficient: 1 }, train: { steps: 1500, lr: 1e-2, b1: 0.9 }, maxFvu: 0.3, minRecovery: 0.9 },
+  {
+    arch: "gated",
+    cfg: { l1_coefficient: 1 },
+    train: { steps: 1500, lr: 1e-2, b1: 0.9 },
+    maxFvu: 0.3,
+    minRecovery: 0.9,
+  },
   // JumpReLU (target L0 4, SAELens's bandwidth 0.05 and θ₀ 0.2 on these unit-scale inputs; DL's
   // 0.001 barely moves θ here): FVU ~0.075 but 53–55/64 — it merges pairs of the rarest features
   // into one latent, and there is no dead-latent revival to undo that. So the bar is lower.
-  { arch: "jumprelu", cfg: { l1_coefficient: 1, jumprelu_target_l0: 4, jumprelu_bandwidth: 0.05, jumprelu_init_threshold: 0.2 }, train: { steps: 2000, lr: 3e-3, b1: 0.9 }, maxFvu: 0.12, minRecovery: 0.75 },
+  {
+    arch: "jumprelu",
+    cfg: {
+      l1_coefficient: 1,
+      jumprelu_target_l0: 4,
+      jumprelu_bandwidth: 0.05,
+      jumprelu_init_threshold: 0.2,
+    },
+    train: { steps: 2000, lr: 3e-3, b1: 0.9 },
+    maxFvu: 0.12,
+    minRecovery: 0.75,
+  },
   // TopK k 4: 62–64/64, FVU ~0.10 (rows with more than 4 active features lose the rest).
   { arch: "topk", cfg: { k: 4 }, train: { steps: 1500, lr: 3e-3 }, maxFvu: 0.15, minRecovery: 0.9 },
   // BatchTopK k 4 with AuxK revival: 59–61/64 on three data seeds, FVU ~0.07.
-  { arch: "batchtopk", cfg: { k: 4 }, train: { steps: 1500, lr: 1e-2, ...AUX }, maxFvu: 0.12, minRecovery: 0.85 },
+  {
+    arch: "batchtopk",
+    cfg: { k: 4 },
+    train: { steps: 1500, lr: 1e-2, ...AUX },
+    maxFvu: 0.12,
+    minRecovery: 0.85,
+  },
   // Matryoshka, groups [64, 64] weighted [0.2, 0.8]: 58–62/64, FVU ~0.07. (Equal weights, or a
   // small first group, pull the prefix towards blends of features: ~50/64.)
-  { arch: "matryoshka", cfg: { k: 4, matryoshka_groups: [64, 64], matryoshka_weights: [0.2, 0.8] }, train: { steps: 1500, lr: 1e-2, ...AUX }, maxFvu: 0.12, minRecovery: 0.85 },
+  {
+    arch: "matryoshka",
+    cfg: { k: 4, matryoshka_groups: [64, 64], matryoshka_weights: [0.2, 0.8] },
+    train: { steps: 1500, lr: 1e-2, ...AUX },
+    maxFvu: 0.12,
+    minRecovery: 0.85,
+  },
   // Transcoder x → y = x·M (M: 32 → 48): recovery against the rows of features·M: 63–64/64, FVU ~0.10.
-  { arch: "transcoder", cfg: { k: 4, d_out: 48 }, train: { steps: 1500, lr: 1e-2, ...AUX }, maxFvu: 0.15, minRecovery: 0.9 },
+  {
+    arch: "transcoder",
+    cfg: { k: 4, d_out: 48 },
+    train: { steps: 1500, lr: 1e-2, ...AUX },
+    maxFvu: 0.15,
+    minRecovery: 0.9,
+  },
   // MLSAE over 3 layers whose directions drift (cosine 0.7 between neighbours), so a latent serves
   // one layer: d_sae 256 ≥ 3·64, batch 256 × 3 tokens, dead after ~33 steps. Outer layers 61–64/64,
   // the middle one (cosine 0.7 to both neighbours, so blends compete) 53–59/64; FVU ~0.14.
-  { arch: "mlsae", cfg: { k: 4, d_sae: 256 }, train: { steps: 1500, lr: 1e-2, dead_tokens: 25_600 }, maxFvu: 0.2, minRecovery: 0.8, batch: 256 },
+  {
+    arch: "mlsae",
+    cfg: { k: 4, d_sae: 256 },
+    train: { steps: 1500, lr: 1e-2, dead_tokens: 25_600 },
+    maxFvu: 0.2,
+    minRecovery: 0.8,
+    batch: 256,
+  },
 ];
 
 const LAYERS = 3, LAYER_DRIFT = 0.3, D_OUT = 48;
 
 function dataFor(c: Case): { data: DataSource; truth: t.Tensor[] } {
   if (c.arch === "mlsae") {
-    const src = makeSynthetic({ d: D, nFeatures: N_TRUE, meanActive: 3, seed: 1, layers: LAYERS, layerDrift: LAYER_DRIFT });
-    return { data: syntheticData(src), truth: Array.from({ length: LAYERS }, (_, l) => featureSlice(src.features, l)) };
+    const src = makeSynthetic({
+      d: D,
+      nFeatures: N_TRUE,
+      meanActive: 3,
+      seed: 1,
+      layers: LAYERS,
+      layerDrift: LAYER_DRIFT,
+    });
+    return {
+      data: syntheticData(src),
+      truth: Array.from({ length: LAYERS }, (_, l) => featureSlice(src.features, l)),
+    };
   }
   const src = makeSynthetic({ d: D, nFeatures: N_TRUE, meanActive: 3, seed: 1 });
   if (c.arch !== "transcoder") return { data: syntheticData(src), truth: [src.features] };
@@ -87,33 +145,62 @@ function dataFor(c: Case): { data: DataSource; truth: t.Tensor[] } {
 }
 
 for (const c of CASES) {
-  test(`training ${c.arch} on synthetic features: held-out FVU < ${c.maxFvu}, recovery ≥ ${100 * c.minRecovery}%`, async () => {
-    const started = performance.now();
-    const batch = c.batch ?? BATCH;
-    const cfg = resolveConfig({ arch: c.arch, d_in: D, d_sae: 128, ...c.cfg });
-    const train = resolveTrainConfig(cfg, { batch_size: batch, seed: 0, ...c.train });
-    const { data, truth } = dataFor(c);
-    const res = await runTraining({ cfg, train, data });
+  test(
+    `training ${c.arch} on synthetic features: held-out FVU < ${c.maxFvu}, recovery ≥ ${
+      100 * c.minRecovery
+    }%`,
+    async () => {
+      const started = performance.now();
+      const batch = c.batch ?? BATCH;
+      const cfg = resolveConfig({ arch: c.arch, d_in: D, d_sae: 128, ...c.cfg });
+      const train = resolveTrainConfig(cfg, { batch_size: batch, seed: 0, ...c.train });
+      const { data, truth } = dataFor(c);
+      const res = await runTraining({ cfg, train, data });
 
-    // Held-out batches: indices far beyond the ones training read.
-    const held: Batch[] = Array.from({ length: 4 }, (_, i) => data.batch(1_000_000 + i, 1024));
-    const usesTheta = c.arch === "batchtopk" || c.arch === "matryoshka";
-    if (usesTheta) assert((res.state.threshold as number) > 0, `${c.arch}: θ was never learned (${res.state.threshold})`);
-    const m = await evaluate(res.params, cfg, held, usesTheta ? { threshold: res.state.threshold as number } : {});
-    t.dispose(held);
+      // Held-out batches: indices far beyond the ones training read.
+      const held: Batch[] = Array.from({ length: 4 }, (_, i) => data.batch(1_000_000 + i, 1024));
+      const usesTheta = c.arch === "batchtopk" || c.arch === "matryoshka";
+      if (usesTheta) {
+        assert(
+          (res.state.threshold as number) > 0,
+          `${c.arch}: θ was never learned (${res.state.threshold})`,
+        );
+      }
+      const m = await evaluate(
+        res.params,
+        cfg,
+        held,
+        usesTheta ? { threshold: res.state.threshold as number } : {},
+      );
+      t.dispose(held);
 
-    const recoveries = [];
-    for (const tr of truth) recoveries.push(await featureRecovery(tr, res.params.W_dec, 0.9));
-    const seconds = (performance.now() - started) / 1000;
-    console.log(
-      `${c.arch.padEnd(10)} held-out FVU ${m.fvu.toFixed(4)}  L0 ${m.l0.toFixed(2)}  recovered ` +
-        recoveries.map((r) => `${r.recovered}/${N_TRUE} (${(100 * r.fraction).toFixed(1)}%, MMCS ${r.mmcs.toFixed(3)})`).join(", ") +
-        `  ${train.steps} steps × ${batch}${usesTheta ? `  θ ${(res.state.threshold as number).toFixed(4)}` : ""}  ${seconds.toFixed(1)} s`,
-    );
-    assert(m.fvu < c.maxFvu, `${c.arch}: held-out FVU ${m.fvu} ≥ ${c.maxFvu}`);
-    recoveries.forEach((r, l) => assert(r.fraction >= c.minRecovery, `${c.arch}${truth.length > 1 ? ` layer ${l}` : ""}: recovered ${r.recovered}/${N_TRUE} < ${100 * c.minRecovery}%`));
-    t.dispose([res.params, res.state.params, res.state.opt, res.state.sinceFired]);
-    // Alone each case takes 2–10 s; in a full `bun test tests/` run Bun gets several times slower
-    // after earlier files (reported), hence the generous limit.
-  }, 600_000);
+      const recoveries = [];
+      for (const tr of truth) recoveries.push(await featureRecovery(tr, res.params.W_dec, 0.9));
+      const seconds = (performance.now() - started) / 1000;
+      console.log(
+        `${c.arch.padEnd(10)} held-out FVU ${m.fvu.toFixed(4)}  L0 ${m.l0.toFixed(2)}  recovered ` +
+          recoveries.map((r) =>
+            `${r.recovered}/${N_TRUE} (${(100 * r.fraction).toFixed(1)}%, MMCS ${
+              r.mmcs.toFixed(3)
+            })`
+          ).join(", ") +
+          `  ${train.steps} steps × ${batch}${
+            usesTheta ? `  θ ${(res.state.threshold as number).toFixed(4)}` : ""
+          }  ${seconds.toFixed(1)} s`,
+      );
+      assert(m.fvu < c.maxFvu, `${c.arch}: held-out FVU ${m.fvu} ≥ ${c.maxFvu}`);
+      recoveries.forEach((r, l) =>
+        assert(
+          r.fraction >= c.minRecovery,
+          `${c.arch}${
+            truth.length > 1 ? ` layer ${l}` : ""
+          }: recovered ${r.recovered}/${N_TRUE} < ${100 * c.minRecovery}%`,
+        )
+      );
+      t.dispose([res.params, res.state.params, res.state.opt, res.state.sinceFired]);
+      // Alone each case takes 2–10 s; in a full `bun test tests/` run Bun gets several times slower
+      // after earlier files (reported), hence the generous limit.
+    },
+    600_000,
+  );
 }

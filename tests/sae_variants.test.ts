@@ -21,10 +21,18 @@ function randomSae(seed: number, d: number, F: number, B: number) {
 }
 
 /** SAELens's TopK AuxK written densely: dead pre-activations (no ReLU), decoded with b_dec, scaled, α = 1. */
-function denseSaeLensLoss(p: Record<string, t.Tensor>, x: t.Tensor, k: number, dead: t.Tensor, numDead: number, kAuxCfg: number): t.Tensor {
+function denseSaeLensLoss(
+  p: Record<string, t.Tensor>,
+  x: t.Tensor,
+  k: number,
+  dead: t.Tensor,
+  numDead: number,
+  kAuxCfg: number,
+): t.Tensor {
   const F = p.W_enc.shape[1];
   const pre = t.add(t.matmul(t.sub(x, p.b_dec), p.W_enc), p.b_enc);
-  const mask = (idx: t.Tensor) => t.stopGradient(t.cast(t.gt(t.sum(t.oneHot(idx, F), 1), 0), pre.dtype));
+  const mask = (idx: t.Tensor) =>
+    t.stopGradient(t.cast(t.gt(t.sum(t.oneHot(idx, F), 1), 0), pre.dtype));
   const [, idx] = t.topk(pre, k);
   const xhat = t.add(t.matmul(t.mul(t.relu(pre), mask(idx)), p.W_dec), p.b_dec);
   const recon = t.mean(t.sum(t.square(t.sub(x, xhat)), -1));
@@ -43,12 +51,21 @@ test("AuxK, SAELens variant: loss and gradients equal the dense formulation", ()
   const { p, x } = randomSae(11, d, F, B);
   const dead = t.tensor([1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0], { dtype: "bool" });
   for (const auxk_k of [3, 8]) {
-    const cfg = resolveConfig({ arch: "topk", d_in: d, d_sae: F, k, auxk_variant: "saelens", auxk_k });
+    const cfg = resolveConfig({
+      arch: "topk",
+      d_in: d,
+      d_sae: F,
+      k,
+      auxk_variant: "saelens",
+      auxk_k,
+    });
     const ours = (q: typeof p) => topkSae.loss(q, { x }, cfg, { dead, numDead: 5 })[0];
     const [vo, go] = t.valueAndGrad(ours)(p);
     const [vd, gd] = t.valueAndGrad((q: typeof p) => denseSaeLensLoss(q, x, k, dead, 5, auxk_k))(p);
     assertClose(vo.dataSync(), vd.dataSync(), { rtol: 1e-12 });
-    for (const n of ["W_enc", "b_enc", "W_dec", "b_dec"] as const) assertClose(go[n].dataSync(), gd[n].dataSync(), { rtol: 1e-10, atol: 1e-12, msg: n });
+    for (const n of ["W_enc", "b_enc", "W_dec", "b_dec"] as const) {
+      assertClose(go[n].dataSync(), gd[n].dataSync(), { rtol: 1e-10, atol: 1e-12, msg: n });
+    }
   }
 });
 
@@ -61,7 +78,10 @@ test("ghost grads: added only with dead features, and only dead encoder columns 
   const plain = (q: typeof p) => reluSae.loss(q, { x }, cfg, {})[0];
   const ghosted = (q: typeof p) => reluSae.loss(q, { x }, cfg, { ghost: true, dead, numDead: 2 });
   // No dead features: no ghost term.
-  assertClose(reluSae.loss(p, { x }, cfg, { ghost: true, dead, numDead: 0 })[0].dataSync(), plain(p).dataSync());
+  assertClose(
+    reluSae.loss(p, { x }, cfg, { ghost: true, dead, numDead: 0 })[0].dataSync(),
+    plain(p).dataSync(),
+  );
   // The reference formula, written out: exp(pre) of dead features, decoded, rescaled to half the residual norm.
   const pre = t.add(t.matmul(t.sub(x, p.b_dec), p.W_enc), p.b_enc);
   const xhat = t.add(t.matmul(t.relu(pre), p.W_dec), p.b_dec);
@@ -97,7 +117,11 @@ test("fused row kernels (unit rows, decoder-gradient projection) equal their com
     const tol = dtype === "f32" ? { rtol: 1e-5, atol: 1e-6 } : { rtol: 1e-12, atol: 1e-14 };
     assert(!view(w).isContiguous(), "the view takes the composite path");
     assertClose(unitRows(w).dataSync(), unitRows(view(w)).dataSync(), tol);
-    assertClose(projectDecoderGrad(w, g).dataSync(), projectDecoderGrad(view(w), view(g)).dataSync(), tol);
+    assertClose(
+      projectDecoderGrad(w, g).dataSync(),
+      projectDecoderGrad(view(w), view(g)).dataSync(),
+      tol,
+    );
     // The projection leaves no component along the rows.
     const along = t.sum(t.mul(projectDecoderGrad(w, g), w), -1).dataSync();
     assertClose(along, new Array(7).fill(0), { atol: dtype === "f32" ? 1e-5 : 1e-12 });
@@ -107,9 +131,20 @@ test("fused row kernels (unit rows, decoder-gradient projection) equal their com
 test("every architecture has init, encode, encodeInference, decode and loss", () => {
   for (const [name, a] of Object.entries(ARCHITECTURES)) {
     if (isCrosscoderArch(name)) continue; // [L, d, F] shapes: tests/crosscoder_arch.test.ts
-    for (const f of ["init", "encode", "encodeInference", "decode", "loss"] as const) assert(typeof a[f] === "function", `${name}.${f}`);
-    const cfg = resolveConfig({ arch: name as keyof typeof ARCHITECTURES, d_in: 4, d_sae: 6, k: 2, ...(name === "transcoder" ? { d_out: 3 } : {}) });
+    for (const f of ["init", "encode", "encodeInference", "decode", "loss"] as const) {
+      assert(typeof a[f] === "function", `${name}.${f}`);
+    }
+    const cfg = resolveConfig({
+      arch: name as keyof typeof ARCHITECTURES,
+      d_in: 4,
+      d_sae: 6,
+      k: 2,
+      ...(name === "transcoder" ? { d_out: 3 } : {}),
+    });
     const p = a.init(t.random.key(0), cfg);
-    assert(p.W_enc.shape.join() === "4,6" && p.W_dec.shape.join() === `6,${cfg.d_out}`, `${name}.init shapes`);
+    assert(
+      p.W_enc.shape.join() === "4,6" && p.W_dec.shape.join() === `6,${cfg.d_out}`,
+      `${name}.init shapes`,
+    );
   }
 });

@@ -12,7 +12,10 @@ import { runCli } from "./cli_run.ts";
 import { makeFixture } from "./server_fixture.ts";
 
 /** Start `sae serve` quietly; resolves with its URL once it listens, rejects if it ends first. */
-async function serve(dir: string, flags: Record<string, string>): Promise<{ url: string; stop(): Promise<void> }> {
+async function serve(
+  dir: string,
+  flags: Record<string, string>,
+): Promise<{ url: string; stop(): Promise<void> }> {
   const ctl = new AbortController();
   const quiet = console.error;
   console.error = () => {};
@@ -32,7 +35,10 @@ async function serve(dir: string, flags: Record<string, string>): Promise<{ url:
 }
 
 /** Serve a fresh fixture folder with `flags`, run `check` on its URL, then stop and clean up. */
-async function withServe(flags: Record<string, string>, check: (url: string) => Promise<void>): Promise<void> {
+async function withServe(
+  flags: Record<string, string>,
+  check: (url: string) => Promise<void>,
+): Promise<void> {
   const f = await makeFixture();
   try {
     const s = await serve(f.dir, flags);
@@ -50,7 +56,11 @@ test("sae serve: listens on 127.0.0.1 by default and passes --max-rows and --tim
   withServe({ port: "0", "max-rows": "2", "timeout-ms": "1234" }, async (url) => {
     assert(url.startsWith("http://127.0.0.1:"), `listens on loopback by default: ${url}`);
     const info = await (await fetch(`${url}/v1/info`)).json();
-    assertEquals([info.limits.max_rows, info.limits.request_timeout_ms], [2, 1234], "the flags reach the app");
+    assertEquals(
+      [info.limits.max_rows, info.limits.request_timeout_ms],
+      [2, 1234],
+      "the flags reach the app",
+    );
     assertEquals((await fetch(`${url}/`)).status, 200, "dashboard served");
   }));
 
@@ -61,7 +71,10 @@ test("sae serve: --host binds that address only; --backend cpu computes on the C
     const info = await (await fetch(`${url}/v1/info`)).json();
     assertEquals(info.backend, "cpu", "--backend reaches the dictionary");
     let refused = false;
-    await fetch(url.replace("127.0.0.2", "127.0.0.1") + "/healthz").then((r) => r.body?.cancel(), () => (refused = true));
+    await fetch(url.replace("127.0.0.2", "127.0.0.1") + "/healthz").then(
+      (r) => r.body?.cancel(),
+      () => (refused = true),
+    );
     assert(refused, "nothing listens on the default address");
   }));
 
@@ -70,24 +83,45 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
   try {
     const help = await runCli("serve", "--help");
     assertEquals(help.code, 0, "sae serve --help");
-    assert(help.out.includes("--token-env") && help.out.includes("--backend"), "help lists the options");
+    assert(
+      help.out.includes("--token-env") && help.out.includes("--backend"),
+      "help lists the options",
+    );
     // A crosscoder folder: its rows are [n_inputs, d_in], which the server does not take.
     const cross = `${f.dir}-crosscoder`;
-    const ccfg = resolveConfig({ arch: "batchtopk-crosscoder", d_in: 4, d_sae: 8, k: 2, n_inputs: 2 });
-    await saveSae(cross, { params: ARCHITECTURES[ccfg.arch].init(t.random.key(1), ccfg), cfg: ccfg });
+    const ccfg = resolveConfig({
+      arch: "batchtopk-crosscoder",
+      d_in: 4,
+      d_sae: 8,
+      k: 2,
+      n_inputs: 2,
+    });
+    await saveSae(cross, {
+      params: ARCHITECTURES[ccfg.arch].init(t.random.key(1), ccfg),
+      cfg: ccfg,
+    });
     const cases: [string[], ...string[]][] = [
       [["serve"], "missing the dictionary folder"],
       [["serve", f.dir, "--port", "x"], "--port must be an integer"],
       [["serve", f.dir, "--bogus", "1"], "unknown option --bogus"],
       [["serve", `${f.dir}/missing`], "missing/cfg.json: readFileBytes: cannot read"],
-      [["serve", f.dir, "--backend", "nonesuch"], `sae serve --backend: unknown backend "nonesuch"; available: cpu`],
+      [
+        ["serve", f.dir, "--backend", "nonesuch"],
+        `sae serve --backend: unknown backend "nonesuch"; available: cpu`,
+      ],
       [["serve", f.dir, "--backend"], "--backend needs a value"],
-      [["serve", cross], "a batchtopk-crosscoder dictionary reads [2, 4] rows", "serves single-input dictionaries"],
+      [
+        ["serve", cross],
+        "a batchtopk-crosscoder dictionary reads [2, 4] rows",
+        "serves single-input dictionaries",
+      ],
     ];
     for (const [argv, ...says] of cases) {
       const r = await runCli(...argv);
       assertEquals(r.code, 2, `exit code of sae ${argv.join(" ")} (stderr ${r.err})`);
-      for (const s of says) assert(r.err.includes(s), `sae ${argv.join(" ")} says ${JSON.stringify(s)}: ${r.err}`);
+      for (const s of says) {
+        assert(r.err.includes(s), `sae ${argv.join(" ")} says ${JSON.stringify(s)}: ${r.err}`);
+      }
     }
   } finally {
     await f.cleanup();

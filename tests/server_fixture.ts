@@ -23,8 +23,20 @@ export interface Fixture {
   cleanup(): Promise<void>;
 }
 
-export async function makeFixture(opts: { arch?: ArchName; d_in?: number; d_sae?: number; k?: number; seed?: number; extras?: boolean } = {}): Promise<Fixture> {
-  const arch = opts.arch ?? "topk", d_in = opts.d_in ?? 8, d_sae = opts.d_sae ?? 32, k = opts.k ?? 4;
+export async function makeFixture(
+  opts: {
+    arch?: ArchName;
+    d_in?: number;
+    d_sae?: number;
+    k?: number;
+    seed?: number;
+    extras?: boolean;
+  } = {},
+): Promise<Fixture> {
+  const arch = opts.arch ?? "topk",
+    d_in = opts.d_in ?? 8,
+    d_sae = opts.d_sae ?? 32,
+    k = opts.k ?? 4;
   const keys = t.random.split(t.random.key(opts.seed ?? 1), 5);
   const cfg = t.sae.resolveConfig({ arch, d_in, d_sae, ...(arch === "topk" ? { k } : {}) });
   const params = {
@@ -37,17 +49,50 @@ export async function makeFixture(opts: { arch?: ArchName; d_in?: number; d_sae?
   await t.sae.saveSae(dir, { params, cfg });
   if (opts.extras !== false) {
     // Densities spread over the histogram's range, a few examples, sample rows.
-    const density = Float32Array.from({ length: d_sae }, (_, i) => (i % 7 === 0 ? 0 : 10 ** (-(i % 6) - 0.5)));
+    const density = Float32Array.from(
+      { length: d_sae },
+      (_, i) => (i % 7 === 0 ? 0 : 10 ** (-(i % 6) - 0.5)),
+    );
     await t.saveNpy(join(dir, "feature_density.npy"), t.tensor(density));
-    await writeFile(join(dir, "top_examples.json"), JSON.stringify({ "3": [{ activation: 4.5, text: "the cat sat", source: "doc 1" }, { activation: 2.25, text: "a dog ran" }] }));
+    await writeFile(
+      join(dir, "top_examples.json"),
+      JSON.stringify({
+        "3": [{ activation: 4.5, text: "the cat sat", source: "doc 1" }, {
+          activation: 2.25,
+          text: "a dog ran",
+        }],
+      }),
+    );
     await t.saveNpy(join(dir, "sample_inputs.npy"), t.random.normal(keys[4], [5, d_in]));
-    await writeFile(join(dir, "eval.json"), JSON.stringify({ fvu: 0.25, l0: k, mse: 0.5, cosine: 0.9, density_histogram: { edges: [-10, -5, 0], counts: [d_sae - 2, 2] } }));
+    await writeFile(
+      join(dir, "eval.json"),
+      JSON.stringify({
+        fvu: 0.25,
+        l0: k,
+        mse: 0.5,
+        cosine: 0.9,
+        density_histogram: { edges: [-10, -5, 0], counts: [d_sae - 2, 2] },
+      }),
+    );
   }
   const host = async (x: t.Tensor) => Float32Array.from(await x.data());
-  const fx = { W_enc: await host(params.W_enc), W_dec: await host(params.W_dec), b_enc: await host(params.b_enc), b_dec: await host(params.b_dec) };
+  const fx = {
+    W_enc: await host(params.W_enc),
+    W_dec: await host(params.W_dec),
+    b_enc: await host(params.b_enc),
+    b_dec: await host(params.b_dec),
+  };
   t.dispose(params);
   const dict = await loadDictionary(dir);
-  return { dir, dict, ...fx, d_in, d_sae, k, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    dict,
+    ...fx,
+    d_in,
+    d_sae,
+    k,
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 /** ReLU pre-activations (x − b_dec)·W_enc + b_enc of one row, in f64. */
@@ -61,13 +106,18 @@ export function preacts(f: Fixture, x: number[]): number[] {
 
 /** TopK reference: the k largest positive pre-activations, largest first. */
 export function topkRef(f: Fixture, x: number[]): { indices: number[]; values: number[] } {
-  const pre = preacts(f, x).map((v, j) => [Math.max(v, 0), j] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, f.k).filter(([v]) => v > 0);
+  const pre = preacts(f, x).map((v, j) => [Math.max(v, 0), j] as const).sort((a, b) =>
+    b[0] - a[0] || a[1] - b[1]
+  ).slice(0, f.k).filter(([v]) => v > 0);
   return { indices: pre.map(([, j]) => j), values: pre.map(([v]) => v) };
 }
 
 /** Σ_j f_j·W_dec[j] + b_dec. */
 export function decodeRef(f: Fixture, idx: number[], vals: number[]): number[] {
-  return Array.from({ length: f.d_in }, (_, i) => idx.reduce((s, j, q) => s + vals[q] * f.W_dec[j * f.d_in + i], f.b_dec[i]));
+  return Array.from(
+    { length: f.d_in },
+    (_, i) => idx.reduce((s, j, q) => s + vals[q] * f.W_dec[j * f.d_in + i], f.b_dec[i]),
+  );
 }
 
 /** A deterministic input row. */
@@ -78,8 +128,19 @@ export function row(f: Fixture, seed: number): number[] {
 /** Something that answers requests: the app's fetch handler, or fetch against a live socket. */
 export type Client = (path: string, init?: RequestInit) => Promise<Response>;
 
-export const viaApp = (app: { fetch: (r: Request) => Response | Promise<Response> }): Client => async (path, init) => await app.fetch(new Request(`http://localhost${path}`, init));
+export const viaApp =
+  (app: { fetch: (r: Request) => Response | Promise<Response> }): Client => async (path, init) =>
+    await app.fetch(new Request(`http://localhost${path}`, init));
 export const viaSocket = (url: string): Client => (path, init) => fetch(url + path, init);
 
-export const postJson = (c: Client, path: string, body: unknown, headers: Record<string, string> = {}) =>
-  c(path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+export const postJson = (
+  c: Client,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+) =>
+  c(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });

@@ -15,9 +15,15 @@ import { projectDecoderGrad } from "../sae/train.ts";
  * native kernels load) with the native kernels on threads and on one thread, which must give
  * the same bits again. The threaded TypeScript run must have used the workers.
  */
-async function bothWays(f: () => t.Tensor[]): Promise<[Float32Array[] | Float64Array[], Float32Array[] | Float64Array[]]> {
+async function bothWays(
+  f: () => t.Tensor[],
+): Promise<[Float32Array[] | Float64Array[], Float32Array[] | Float64Array[]]> {
   const n = await threadsReady();
-  if (n < 2) console.log(`threads.test: ${n} thread on this machine; the comparison runs one-threaded both ways`);
+  if (n < 2) {
+    console.log(
+      `threads.test: ${n} thread on this machine; the comparison runs one-threaded both ways`,
+    );
+  }
   const read = () => f().map((x) => x.dataSync() as Float32Array);
   const nativeWas = setNativeKernels(false);
   try {
@@ -38,7 +44,9 @@ async function bothWays(f: () => t.Tensor[]): Promise<[Float32Array[] | Float64A
       } finally {
         setThreads(prev);
       }
-    } else console.log(`threads.test: native kernels absent (${loadNative().reason}); TypeScript kernels only`);
+    } else {console.log(
+        `threads.test: native kernels absent (${loadNative().reason}); TypeScript kernels only`,
+      );}
     return [many, one];
   } finally {
     setNativeKernels(nativeWas);
@@ -50,7 +58,9 @@ function assertSameBits(a: ArrayLike<number>[], b: ArrayLike<number>[], what: st
   for (let i = 0; i < a.length; i++) {
     assertEquals(a[i].length, b[i].length, `${what}[${i}] length`);
     for (let j = 0; j < a[i].length; j++) {
-      if (!Object.is(a[i][j], b[i][j])) throw new Error(`${what}[${i}][${j}]: threaded ${a[i][j]}, one thread ${b[i][j]}`);
+      if (!Object.is(a[i][j], b[i][j])) {
+        throw new Error(`${what}[${i}][${j}]: threaded ${a[i][j]}, one thread ${b[i][j]}`);
+      }
     }
   }
 }
@@ -86,8 +96,25 @@ test("threaded sparse products, top-k and fused kernels match one thread bit for
     const st = s as { mu: t.Tensor; nu: t.Tensor };
     // f64 too: there a different summation order would show in the last bits.
     const [G64, W64] = [t.cast(G, "f64"), t.cast(W, "f64")];
-    const wide = [t.spmm(coo, W64, B), t.spmmT(coo, G64, F), t.sddmm(G64, W64, coo.rows, coo.cols), t.topk(t.cast(pre, "f64"), k)[0]];
-    return [v, t.cast(idx, "f32"), t.spmm(coo, W, B), t.spmmT(coo, G, F), t.sddmm(G, W, coo.rows, coo.cols), unitRows(W), projectDecoderGrad(g, W), u, st.mu, st.nu, ...wide];
+    const wide = [
+      t.spmm(coo, W64, B),
+      t.spmmT(coo, G64, F),
+      t.sddmm(G64, W64, coo.rows, coo.cols),
+      t.topk(t.cast(pre, "f64"), k)[0],
+    ];
+    return [
+      v,
+      t.cast(idx, "f32"),
+      t.spmm(coo, W, B),
+      t.spmmT(coo, G, F),
+      t.sddmm(G, W, coo.rows, coo.cols),
+      unitRows(W),
+      projectDecoderGrad(g, W),
+      u,
+      st.mu,
+      st.nu,
+      ...wide,
+    ];
   });
   assertSameBits(many, one, "sparse/top-k/fused");
 });
@@ -95,7 +122,9 @@ test("threaded sparse products, top-k and fused kernels match one thread bit for
 test("an index error inside a worker's slice reaches the caller", async () => {
   await threadsReady();
   const W = t.random.normal(k2, [64, 4096]);
-  const rows = t.tensor(Array.from({ length: 128 }, (_, i) => (i === 127 ? 999 : i % 32)), { dtype: "i32" });
+  const rows = t.tensor(Array.from({ length: 128 }, (_, i) => (i === 127 ? 999 : i % 32)), {
+    dtype: "i32",
+  });
   const cols = t.tensor(Array.from({ length: 128 }, (_, i) => i % 64), { dtype: "i32" });
   const call = () => t.sddmm(t.random.normal(k3, [32, 4096]), W, rows, cols).dataSync();
   const was = setNativeKernels(false);
@@ -107,7 +136,10 @@ test("an index error inside a worker's slice reaches the caller", async () => {
   // The native kernels check indices up front and raise the same error.
   assertThrows(call, "sddmm: index 999 is out of range for 32 rows");
   const coo = { rows, cols, values: t.ones([128]) };
-  assertThrows(() => t.spmm(coo as never, W, 32).dataSync(), "spmm: index 999 is out of range for 32 rows");
+  assertThrows(
+    () => t.spmm(coo as never, W, 32).dataSync(),
+    "spmm: index 999 is out of range for 32 rows",
+  );
 });
 
 test("top-k of a few long rows (BatchTopK) splits columns and merges to the one-thread answer", async () => {

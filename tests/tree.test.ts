@@ -11,9 +11,16 @@ test("treeFlatten/treeUnflatten round trip with sorted keys and arrays", () => {
 });
 
 test("treeMap over several trees checks that structures match", () => {
-  assertEquals(t.treeMap((x: number, y: number) => x + y, { a: [1, 2], b: 3 }, { a: [10, 20], b: 30 }), { a: [11, 22], b: 33 });
+  assertEquals(
+    t.treeMap((x: number, y: number) => x + y, { a: [1, 2], b: 3 }, { a: [10, 20], b: 30 }),
+    { a: [11, 22], b: 33 },
+  );
   assertThrows(() => t.treeMap((x: number) => x, { a: 1 }, { b: 1 }), "keys");
-  assertThrows(() => t.treeMap((x: number) => x, { a: [1, 2] }, { a: [1] }), "at .a", "2 vs 1 children");
+  assertThrows(
+    () => t.treeMap((x: number) => x, { a: [1, 2] }, { a: [1] }),
+    "at .a",
+    "2 vs 1 children",
+  );
 });
 
 test("treeZip, treeLeaves and treePaths; class instances and tensors are leaves", () => {
@@ -22,5 +29,8 @@ test("treeZip, treeLeaves and treePaths; class instances and tensors are leaves"
   assertEquals(t.treeZip({ a: 1, b: [2] }, { a: "x", b: ["y"] }), { a: [1, "x"], b: [[2, "y"]] });
   const leaves = t.treeLeaves({ key: k, layers: [{ w: x }] });
   assert(leaves[0] === k && leaves[1] === x, "keys and tensors stay whole");
-  assertEquals(t.treePaths({ enc: { W: 1 }, layers: [{ b: 2 }] }).map(([p]) => p), ["enc.W", "layers[0].b"]);
+  assertEquals(t.treePaths({ enc: { W: 1 }, layers: [{ b: 2 }] }).map(([p]) => p), [
+    "enc.W",
+    "layers[0].b",
+  ]);
 });

@@ -10,7 +10,8 @@ import { readEnv } from "../tensor/env.ts";
 import { runtime, test } from "./harness.ts";
 
 /** Whether a missing adapter must fail the run here (REQUIRE_WEBGPU=1, under Deno). */
-export const webgpuRequired = (): boolean => readEnv("REQUIRE_WEBGPU") === "1" && runtime === "deno";
+export const webgpuRequired = (): boolean =>
+  readEnv("REQUIRE_WEBGPU") === "1" && runtime === "deno";
 
 /** The adapter, or the reason there is none with the skip (or failure) test registered for `suite`. */
 export async function adapterOrSkip(suite: string): ReturnType<typeof initWebGPU> {
@@ -18,11 +19,16 @@ export async function adapterOrSkip(suite: string): ReturnType<typeof initWebGPU
   if (r.ok) return r;
   if (webgpuRequired()) {
     test(`${suite}: REQUIRE_WEBGPU=1 needs a WebGPU adapter`, () => {
-      throw new Error(`REQUIRE_WEBGPU=1 but Deno found no WebGPU adapter (CI installs mesa-vulkan-drivers for llvmpipe): ${r.reason}`);
+      throw new Error(
+        `REQUIRE_WEBGPU=1 but Deno found no WebGPU adapter (CI installs mesa-vulkan-drivers for llvmpipe): ${r.reason}`,
+      );
     });
   } else {
-    const note = readEnv("REQUIRE_WEBGPU") === "1" ? " (REQUIRE_WEBGPU=1 applies under deno only: Dawn rejects Mesa's software Vulkan)" : "";
-    test(`${suite}: skipped (no adapter)`, () => console.log(`skipped under ${runtime}: ${r.reason}${note}`));
+    const note = readEnv("REQUIRE_WEBGPU") === "1"
+      ? " (REQUIRE_WEBGPU=1 applies under deno only: Dawn rejects Mesa's software Vulkan)"
+      : "";
+    test(`${suite}: skipped (no adapter)`, () =>
+      console.log(`skipped under ${runtime}: ${r.reason}${note}`));
   }
   return r;
 }

@@ -13,7 +13,9 @@ import { adapterOrSkip } from "./webgpu_adapter.ts";
 
 const SCRIPT = "tests/fixtures/backend_choice.ts";
 const g = globalThis as { Deno?: { execPath(): string } };
-const cmd = g.Deno ? [g.Deno.execPath(), "run", "-A", "--v8-flags=--no-maglev", SCRIPT] : [process.execPath, SCRIPT];
+const cmd = g.Deno
+  ? [g.Deno.execPath(), "run", "-A", "--v8-flags=--no-maglev", SCRIPT]
+  : [process.execPath, SCRIPT];
 
 interface Report {
   op?: { backend: string; values: number[] };
@@ -28,27 +30,56 @@ async function choose(env: Record<string, string>, ...args: string[]): Promise<R
   const childEnv = { ...process.env } as Record<string, string>;
   delete childEnv.SPARSECODER_BACKEND;
   delete childEnv.DENO_WEBGPU_BACKEND;
-  const child = spawn(cmd[0], [...cmd.slice(1), ...args], { env: { ...childEnv, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(cmd[0], [...cmd.slice(1), ...args], {
+    env: { ...childEnv, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "", err = "";
   child.stdout!.on("data", (b: Uint8Array) => (out += new TextDecoder().decode(b)));
   child.stderr!.on("data", (b: Uint8Array) => (err += new TextDecoder().decode(b)));
-  const code = await new Promise<number | null>((r) => child.on("close", (c: number | null) => r(c)));
+  const code = await new Promise<number | null>((r) =>
+    child.on("close", (c: number | null) => r(c))
+  );
   const line = out.trim().split("\n").at(-1) ?? "";
-  if (code !== 0 || !line.startsWith("{")) throw new Error(`${SCRIPT} (${JSON.stringify(env)} ${args.join(" ")}) exited ${code}: ${out}\n${err}`);
+  if (code !== 0 || !line.startsWith("{")) {
+    throw new Error(
+      `${SCRIPT} (${JSON.stringify(env)} ${args.join(" ")}) exited ${code}: ${out}\n${err}`,
+    );
+  }
   return JSON.parse(line);
 }
 
 const here = await adapterOrSkip("webgpu selection");
 /** Environment that leaves the child without an adapter, or null where it cannot be hidden. */
-const noAdapter: Record<string, string> | null = runtime === "deno" ? { DENO_WEBGPU_BACKEND: "dx12" } : here.ok ? null : {};
-const fake = (fallback: boolean): DeviceInfo => ({ device: null, description: "Test GPU 9000", fallback, f16: true, via: "deno" });
+const noAdapter: Record<string, string> | null = runtime === "deno"
+  ? { DENO_WEBGPU_BACKEND: "dx12" }
+  : here.ok
+  ? null
+  : {};
+const fake = (fallback: boolean): DeviceInfo => ({
+  device: null,
+  description: "Test GPU 9000",
+  fallback,
+  f16: true,
+  via: "deno",
+});
 
 test("autoChoice: webgpu on a hardware adapter; cpu on a software fallback or none, saying why", () => {
-  assertEquals(autoChoice({ ok: true, backend: { device: fake(false) } }), { name: "webgpu", why: "auto chose webgpu: hardware adapter Test GPU 9000" });
+  assertEquals(autoChoice({ ok: true, backend: { device: fake(false) } }), {
+    name: "webgpu",
+    why: "auto chose webgpu: hardware adapter Test GPU 9000",
+  });
   const soft = autoChoice({ ok: true, backend: { device: fake(true) } });
   assertEquals(soft.name, "cpu");
-  assert(soft.why.includes("software fallback (Test GPU 9000)") && soft.why.includes('selectBackend("webgpu")'), soft.why);
-  assertEquals(autoChoice({ ok: false, reason: "no driver" }), { name: "cpu", why: "auto chose cpu: no WebGPU adapter (no driver)" });
+  assert(
+    soft.why.includes("software fallback (Test GPU 9000)") &&
+      soft.why.includes('selectBackend("webgpu")'),
+    soft.why,
+  );
+  assertEquals(autoChoice({ ok: false, reason: "no driver" }), {
+    name: "cpu",
+    why: "auto chose cpu: no WebGPU adapter (no driver)",
+  });
 });
 
 /** What auto must pick in a process that finds what this one found. */
@@ -66,15 +97,26 @@ test(`selectBackend("auto") in this process: ${expectAuto.name}; backendInfo().a
 });
 
 for (const how of ["SPARSECODER_BACKEND=auto", 'selectBackend("auto")'] as const) {
-  const run = (env: Record<string, string>) => how === "SPARSECODER_BACKEND=auto" ? choose({ ...env, SPARSECODER_BACKEND: "auto" }) : choose(env, "select-auto");
+  const run = (env: Record<string, string>) =>
+    how === "SPARSECODER_BACKEND=auto"
+      ? choose({ ...env, SPARSECODER_BACKEND: "auto" })
+      : choose(env, "select-auto");
 
-  test(`${how} in a fresh process: ${expectAuto.name} here (${here.ok ? (here.backend.device.fallback ? "software fallback adapter" : "hardware adapter") : "no adapter"}), backendInfo says why`, async () => {
-    const r = await run({});
-    assertEquals(r.error, undefined);
-    assertEquals([r.current, r.op?.backend], [expectAuto.name, expectAuto.name]);
-    assertEquals(r.op?.values, [2, 3]);
-    assertEquals(r.auto, expectAuto.why);
-  }, 60_000);
+  test(
+    `${how} in a fresh process: ${expectAuto.name} here (${
+      here.ok
+        ? (here.backend.device.fallback ? "software fallback adapter" : "hardware adapter")
+        : "no adapter"
+    }), backendInfo says why`,
+    async () => {
+      const r = await run({});
+      assertEquals(r.error, undefined);
+      assertEquals([r.current, r.op?.backend], [expectAuto.name, expectAuto.name]);
+      assertEquals(r.op?.values, [2, 3]);
+      assertEquals(r.auto, expectAuto.why);
+    },
+    60_000,
+  );
 
   // (Without an adapter here, the test above is already this case.)
   if (noAdapter && here.ok) {
@@ -88,22 +130,42 @@ for (const how of ["SPARSECODER_BACKEND=auto", 'selectBackend("auto")'] as const
 }
 
 if (here.ok) {
-  test("SPARSECODER_BACKEND=webgpu in a fresh process: the first op runs on webgpu (a fallback adapter too)", async () => {
-    const r = await choose({ SPARSECODER_BACKEND: "webgpu" });
-    assertEquals(r.error, undefined);
-    assertEquals([r.current, r.op?.backend, r.auto], ["webgpu", "webgpu", undefined]);
-    assertEquals(r.op?.values, [2, 3]);
-    assert(r.backends?.webgpu.includes(here.backend.device.description), `webgpu: ${r.backends?.webgpu}`);
-  }, 60_000);
+  test(
+    "SPARSECODER_BACKEND=webgpu in a fresh process: the first op runs on webgpu (a fallback adapter too)",
+    async () => {
+      const r = await choose({ SPARSECODER_BACKEND: "webgpu" });
+      assertEquals(r.error, undefined);
+      assertEquals([r.current, r.op?.backend, r.auto], ["webgpu", "webgpu", undefined]);
+      assertEquals(r.op?.values, [2, 3]);
+      assert(
+        r.backends?.webgpu.includes(here.backend.device.description),
+        `webgpu: ${r.backends?.webgpu}`,
+      );
+    },
+    60_000,
+  );
 }
 
 if (noAdapter) {
-  test("SPARSECODER_BACKEND=webgpu in a fresh process with no adapter: the first op fails naming the reason", async () => {
-    const r = await choose({ ...noAdapter, SPARSECODER_BACKEND: "webgpu" });
-    assertEquals(r.op, undefined);
-    const want = here.ok || runtime === "deno" ? "deno: no WebGPU adapter (install a Vulkan driver" : here.reason;
-    assert(r.error?.startsWith("useBackend: the webgpu backend is unavailable here: ") && r.error.includes(want), `error: ${r.error}`);
-  }, 60_000);
+  test(
+    "SPARSECODER_BACKEND=webgpu in a fresh process with no adapter: the first op fails naming the reason",
+    async () => {
+      const r = await choose({ ...noAdapter, SPARSECODER_BACKEND: "webgpu" });
+      assertEquals(r.op, undefined);
+      const want = here.ok || runtime === "deno"
+        ? "deno: no WebGPU adapter (install a Vulkan driver"
+        : here.reason;
+      assert(
+        r.error?.startsWith("useBackend: the webgpu backend is unavailable here: ") &&
+          r.error.includes(want),
+        `error: ${r.error}`,
+      );
+    },
+    60_000,
+  );
 } else {
-  test("webgpu selection with no adapter: skipped", () => console.log(`skipped under ${runtime}: Dawn's adapters cannot be hidden from a child process, so "no adapter" is not reachable here`));
+  test("webgpu selection with no adapter: skipped", () =>
+    console.log(
+      `skipped under ${runtime}: Dawn's adapters cannot be hidden from a child process, so "no adapter" is not reachable here`,
+    ));
 }

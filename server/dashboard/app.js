@@ -14,12 +14,18 @@ function headers(extra) {
 }
 
 async function api(path, body) {
-  const init = body === undefined
-    ? { headers: headers() }
-    : { method: "POST", headers: headers({ "content-type": "application/json" }), body: JSON.stringify(body) };
+  const init = body === undefined ? { headers: headers() } : {
+    method: "POST",
+    headers: headers({ "content-type": "application/json" }),
+    body: JSON.stringify(body),
+  };
   const r = await fetch(path, init);
   const j = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(j.error ? `${r.status} ${j.error.code}: ${j.error.message}` : `${r.status} ${r.statusText}`);
+  if (!r.ok) {
+    throw new Error(
+      j.error ? `${r.status} ${j.error.code}: ${j.error.message}` : `${r.status} ${r.statusText}`,
+    );
+  }
   return j;
 }
 
@@ -29,7 +35,9 @@ function showError(e) {
   el.textContent = e ? String(e.message || e) : "";
 }
 
-const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : String(v));
+const fmt = (
+  v,
+) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : String(v));
 
 function fillTable(table, rows) {
   table.replaceChildren(...rows.map(([k, v]) => {
@@ -46,25 +54,41 @@ function fillTable(table, rows) {
 function barChart(el, xs, ys, opts) {
   el.replaceChildren();
   const width = Math.max(320, el.clientWidth || 480);
-  return new uPlot({
-    width,
-    height: 220,
-    legend: { show: false },
-    cursor: { drag: { x: false, y: false } },
-    scales: { x: { time: false } },
-    axes: [{ label: opts.xLabel, values: opts.xValues }, { label: opts.yLabel }],
-    series: [{}, { label: opts.yLabel, fill: opts.fill || "rgba(37,99,235,.35)", stroke: opts.stroke || "#2563eb", paths: uPlot.paths.bars({ size: [0.9, 60] }), points: { show: false } }],
-  }, [xs, ys], el);
+  return new uPlot(
+    {
+      width,
+      height: 220,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: false } },
+      axes: [{ label: opts.xLabel, values: opts.xValues }, { label: opts.yLabel }],
+      series: [{}, {
+        label: opts.yLabel,
+        fill: opts.fill || "rgba(37,99,235,.35)",
+        stroke: opts.stroke || "#2563eb",
+        paths: uPlot.paths.bars({ size: [0.9, 60] }),
+        points: { show: false },
+      }],
+    },
+    [xs, ys],
+    el,
+  );
 }
 
 async function loadInfo() {
   const info = await api("/v1/info");
   state.info = info;
   $("title-arch").textContent = `· ${info.architecture} ${info.d_in}→${info.d_sae}`;
-  const rows = [["architecture", info.architecture], ["d_in", info.d_in], ["d_sae", info.d_sae], ["d_out", info.d_out]];
+  const rows = [["architecture", info.architecture], ["d_in", info.d_in], ["d_sae", info.d_sae], [
+    "d_out",
+    info.d_out,
+  ]];
   if (info.k !== undefined) rows.push(["k", info.k]);
   if (info.threshold !== undefined) rows.push(["threshold", info.threshold]);
-  rows.push(["dtype", info.dtype], ["backend", info.backend], ["parameters", info.d_in * info.d_sae + info.d_sae * info.d_out]);
+  rows.push(["dtype", info.dtype], ["backend", info.backend], [
+    "parameters",
+    info.d_in * info.d_sae + info.d_sae * info.d_out,
+  ]);
   fillTable($("info-table"), rows);
   if (info.metrics) fillTable($("metrics-table"), Object.entries(info.metrics));
   $("feature-id").max = String(info.d_sae - 1);
@@ -95,18 +119,25 @@ async function showFeature(id) {
   const rows = [["feature", f.id], ["decoder norm", f.decoder_norm]];
   if (f.bias !== null) rows.push(["encoder bias", f.bias]);
   if (f.threshold !== null) rows.push(["threshold", f.threshold]);
-  rows.push(["firing density", f.density === null ? "unknown (no feature_density.npy)" : f.density]);
+  rows.push([
+    "firing density",
+    f.density === null ? "unknown (no feature_density.npy)" : f.density,
+  ]);
   const info = document.createElement("table");
   fillTable(info, rows);
   $("feature-info").replaceChildren(info);
   // The 16 output dimensions with the largest |decoder weight|.
-  const top = f.decoder.map((w, d) => [w, d]).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(0, 16);
+  const top = f.decoder.map((w, d) => [w, d]).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(
+    0,
+    16,
+  );
   const dims = top.map(([, d]) => d);
   const el = $("feature-chart");
   state.featureChart = barChart(el, top.map((_, i) => i), top.map(([w]) => w), {
     xLabel: "output dimension",
     yLabel: "weight",
-    xValues: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) && dims[t] !== undefined ? String(dims[t]) : "")),
+    xValues: (_u, ticks) =>
+      ticks.map((t) => (Number.isInteger(t) && dims[t] !== undefined ? String(dims[t]) : "")),
   });
   el.dataset.feature = String(f.id);
   el.dataset.dims = dims.join(",");
@@ -117,7 +148,9 @@ async function showFeature(id) {
       li.textContent = `${fmt(e.activation)}  ${e.text ?? ""}${e.source ? `  (${e.source})` : ""}`;
       return li;
     }));
-  } else ex.innerHTML = `<li class="muted">${f.top_examples ? "none recorded for this feature" : "none in this folder"}</li>`;
+  } else {ex.innerHTML = `<li class="muted">${
+      f.top_examples ? "none recorded for this feature" : "none in this folder"
+    }</li>`;}
   ex.dataset.count = String(f.top_examples ? f.top_examples.length : 0);
 }
 
@@ -151,17 +184,20 @@ async function runTry() {
     status.textContent = `${f.indices.length} features shown (largest first)`;
     const head = document.createElement("tr");
     head.innerHTML = "<th>feature</th><th>activation</th>";
-    $("try-results").replaceChildren(head, ...f.indices.map((id, i) => {
-      const tr = document.createElement("tr");
-      const a = document.createElement("a");
-      a.textContent = String(id);
-      a.onclick = () => showFeature(id).catch(showError);
-      const td1 = document.createElement("td"), td2 = document.createElement("td");
-      td1.append(a);
-      td2.textContent = fmt(f.values[i]);
-      tr.append(td1, td2);
-      return tr;
-    }));
+    $("try-results").replaceChildren(
+      head,
+      ...f.indices.map((id, i) => {
+        const tr = document.createElement("tr");
+        const a = document.createElement("a");
+        a.textContent = String(id);
+        a.onclick = () => showFeature(id).catch(showError);
+        const td1 = document.createElement("td"), td2 = document.createElement("td");
+        td1.append(a);
+        td2.textContent = fmt(f.values[i]);
+        tr.append(td1, td2);
+        return tr;
+      }),
+    );
     $("try-results").dataset.count = String(f.indices.length);
   } catch (e) {
     status.textContent = "";
@@ -179,12 +215,16 @@ function wire() {
     e.preventDefault();
     showFeature(Number($("feature-id").value)).catch(showError);
   });
-  const step = (d) => () => showFeature(Math.min(Math.max(0, Number($("feature-id").value) + d), state.info.d_sae - 1)).catch(showError);
+  const step = (d) => () =>
+    showFeature(Math.min(Math.max(0, Number($("feature-id").value) + d), state.info.d_sae - 1))
+      .catch(showError);
   $("feature-prev").onclick = step(-1);
   $("feature-next").onclick = step(1);
   $("sample-select").addEventListener("change", (e) => {
     const i = e.target.value;
-    if (i !== "" && state.samples) $("try-input").value = state.samples[Number(i)].map((v) => v.toPrecision(5)).join(", ");
+    if (i !== "" && state.samples) {
+      $("try-input").value = state.samples[Number(i)].map((v) => v.toPrecision(5)).join(", ");
+    }
   });
   $("try-run").onclick = runTry;
 }
@@ -193,7 +233,11 @@ async function start() {
   showError(null);
   try {
     await loadInfo();
-    await Promise.all([loadDensity(), showFeature(Number($("feature-id").value) || 0), loadSamples()]);
+    await Promise.all([
+      loadDensity(),
+      showFeature(Number($("feature-id").value) || 0),
+      loadSamples(),
+    ]);
     document.body.dataset.ready = "true";
   } catch (e) {
     showError(e);

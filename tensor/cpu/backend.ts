@@ -1,6 +1,6 @@
 /** The CPU backend: TypeScript kernels on typed arrays, matmul through OpenBLAS when found. */
 import type { Backend, BinaryOp, UnaryOp, View } from "../backend.ts";
-import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
+import { decode16, type DType, encode16, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import { mapStrided } from "./strided.ts";
 import { allocShared, giveArray, takeArray, takeShared } from "./pool.ts";
@@ -8,7 +8,6 @@ import { allShared, ranges, runJobs, threadCap, threads } from "./threads.ts";
 import { loadNative, native } from "./native.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
-import { adamLoop, projectOutRowsLoop, unitRowsLoop } from "./fused.ts";
 import { perType, typeKey } from "./specialize.ts";
 
 type F = Float32Array | Float64Array;
@@ -65,7 +64,12 @@ const is16 = (d: DType): d is "f16" | "bf16" => d === "f16" || d === "bf16";
 /** A view whose array holds computable numbers: 16-bit floats are decoded to f32 first. */
 function num(v: View): K.NumView {
   const arr = v.buf as StorageArray;
-  return { arr: is16(v.dtype) ? decode16(v.dtype as "f16" | "bf16", arr as Uint16Array) : arr as Num, shape: v.shape, strides: v.strides, offset: v.offset };
+  return {
+    arr: is16(v.dtype) ? decode16(v.dtype as "f16" | "bf16", arr as Uint16Array) : arr as Num,
+    shape: v.shape,
+    strides: v.strides,
+    offset: v.offset,
+  };
 }
 
 /** Run `fill` into a computable array for `dtype`, then return storage (encoding 16-bit floats). */
@@ -89,7 +93,11 @@ function castExpr(from: DType, to: DType): string {
 function map(expr: string, shape: Shape, dtype: DType, views: View[]): StorageArray {
   const n = sizeOf(shape);
   const args = views.map(num).map((v) => ({ arr: v.arr, strides: v.strides, offset: v.offset }));
-  return produce(dtype, n, (out) => mapStrided(expr, shape, out, contiguousStrides(shape), 0, args));
+  return produce(
+    dtype,
+    n,
+    (out) => mapStrided(expr, shape, out, contiguousStrides(shape), 0, args),
+  );
 }
 
 /** Below this much work (elements, or multiply-adds) a kernel runs on one thread. */
@@ -97,7 +105,8 @@ const PARALLEL_MIN = 1 << 18;
 
 const isFloat = (a: unknown): a is F => a instanceof Float32Array || a instanceof Float64Array;
 /** Whether every array is a float array of one width (the native kernels take f32 or f64). */
-const sameFloat = (first: unknown, ...rest: unknown[]) => isFloat(first) && rest.every((a) => a?.constructor === first.constructor);
+const sameFloat = (first: unknown, ...rest: unknown[]) =>
+  isFloat(first) && rest.every((a) => a?.constructor === first.constructor);
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
 
@@ -110,9 +119,24 @@ const own = (v: View, n: number): Num => {
 const contiguous = (v: View) => v.strides.every((s, i) => s === contiguousStrides(v.shape)[i]);
 
 /** A row-wise kernel fn(...arrays, R, C, ...rest) over contiguous [R, C] arrays, rows split among threads. */
-function rowJobs(fn: "unitRows" | "projectOutRows", key: string, R: number, C: number, arrays: F[], rest: unknown[]): void {
-  const parts = R * C >= PARALLEL_MIN && allShared(...arrays) ? ranges(R, threads()) : [[0, R] as [number, number]];
-  runJobs(parts.map(([lo, hi]) => ({ fn, key, args: [...arrays.map((a) => a.subarray(lo * C, hi * C)), hi - lo, C, ...rest] })));
+function rowJobs(
+  fn: "unitRows" | "projectOutRows",
+  key: string,
+  R: number,
+  C: number,
+  arrays: F[],
+  rest: unknown[],
+): void {
+  const parts = R * C >= PARALLEL_MIN && allShared(...arrays)
+    ? ranges(R, threads())
+    : [[0, R] as [number, number]];
+  runJobs(
+    parts.map(([lo, hi]) => ({
+      fn,
+      key,
+      args: [...arrays.map((a) => a.subarray(lo * C, hi * C)), hi - lo, C, ...rest],
+    })),
+  );
 }
 
 /**
@@ -120,10 +144,26 @@ function rowJobs(fn: "unitRows" | "projectOutRows", key: string, R: number, C: n
  * index) on its own thread, then a merge that prefers the larger value, NaN first, and on ties
  * the earlier range — whose indices are lower — so the result equals the one-thread kernel's.
  */
-function topkMerged(key: string, slice: (lo: number, hi: number) => K.NumView, n: number, k: number, T: number, out: Num, idx: Int32Array): void {
+function topkMerged(
+  slice: (lo: number, hi: number) => K.NumView,
+  n: number,
+  k: number,
+  T: number,
+  out: Num,
+  idx: Int32Array,
+): void {
   const parts = ranges(n, T);
-  const cand = parts.map(() => ({ v: takeShared(out instanceof Float64Array ? "f64" : "f32", k) as Float32Array | Float64Array, i: takeShared("i32", k) as Int32Array }));
-  runJobs(parts.map(([lo, hi], p) => ({ fn: "topk", key: typeKey(slice(lo, hi).arr, cand[p].v), args: [slice(lo, hi), k, cand[p].v, cand[p].i] })));
+  const cand = parts.map(() => ({
+    v: takeShared(out instanceof Float64Array ? "f64" : "f32", k) as Float32Array | Float64Array,
+    i: takeShared("i32", k) as Int32Array,
+  }));
+  runJobs(
+    parts.map(([lo, hi], p) => ({
+      fn: "topk",
+      key: typeKey(slice(lo, hi).arr, cand[p].v),
+      args: [slice(lo, hi), k, cand[p].v, cand[p].i],
+    })),
+  );
   const at = parts.map(() => 0);
   for (let j = 0; j < k; j++) {
     let best = -1;
@@ -148,8 +188,14 @@ export const cpu: Backend = {
   hostMemory: true,
   info() {
     const s = loadBlas(), n = loadNative();
-    const mm = s.blas ? `matmul through OpenBLAS (${s.blas.path})` : `matmul in TypeScript (${s.reason})`;
-    return `cpu: ${mm}; ${n.native ? `native sparse/top-k/Adam kernels (${n.native.path})` : `TypeScript kernels only (${n.reason})`}`;
+    const mm = s.blas
+      ? `matmul through OpenBLAS (${s.blas.path})`
+      : `matmul in TypeScript (${s.reason})`;
+    return `cpu: ${mm}; ${
+      n.native
+        ? `native sparse/top-k/Adam kernels (${n.native.path})`
+        : `TypeScript kernels only (${n.reason})`
+    }`;
   },
   alloc: (dtype, size) => allocShared(dtype, size),
   free: (buf) => giveArray(buf as StorageArray),
@@ -174,11 +220,24 @@ export const cpu: Backend = {
     const n = sizeOf(x.shape.filter((_, d) => !axes.includes(d)));
     const nat = op === "sum" ? native() : null;
     const sorted = [...axes].sort((a, b) => a - b);
-    if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf) && n > 0 && sorted.every((a, i) => i === 0 || a === sorted[i - 1] + 1)) {
+    if (
+      nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf) && n > 0 &&
+      sorted.every((a, i) => i === 0 || a === sorted[i - 1] + 1)
+    ) {
       // A contiguous run of axes: the array is [outer, reduced, inner].
-      const outer = sizeOf(x.shape.slice(0, sorted[0] ?? 0)), inner = sizeOf(x.shape.slice((sorted.at(-1) ?? -1) + 1));
+      const outer = sizeOf(x.shape.slice(0, sorted[0] ?? 0)),
+        inner = sizeOf(x.shape.slice((sorted.at(-1) ?? -1) + 1));
       const out = takeArray(x.dtype, n) as F;
-      if (nat.sum(own(x, sizeOf(x.shape)) as F, outer, sizeOf(x.shape) / (outer * inner), inner, out, nativeThreads(sizeOf(x.shape))) === -1) return out;
+      if (
+        nat.sum(
+          own(x, sizeOf(x.shape)) as F,
+          outer,
+          sizeOf(x.shape) / (outer * inner),
+          inner,
+          out,
+          nativeThreads(sizeOf(x.shape)),
+        ) === -1
+      ) return out;
       giveArray(out);
     }
     return produce(outDtype, n, (out) => K.reduce(op, num(x), axes, out));
@@ -194,14 +253,18 @@ export const cpu: Backend = {
     const wide = outDtype === "f64" || outDtype === "i32" ? "f64" : "f32";
     const asFloat = (v: View): K.NumView & { arr: Float32Array | Float64Array } => {
       const nv = num(v);
-      if (nv.arr instanceof Float32Array && wide === "f32") return nv as K.NumView & { arr: Float32Array };
+      if (nv.arr instanceof Float32Array && wide === "f32") {
+        return nv as K.NumView & { arr: Float32Array };
+      }
       if (nv.arr instanceof Float64Array) return nv as K.NumView & { arr: Float64Array };
       return { ...nv, arr: wide === "f64" ? Float64Array.from(nv.arr) : Float32Array.from(nv.arr) };
     };
     const n = sizeOf(outShape);
     const res = takeArray(wide, n) as Float32Array | Float64Array;
     K.matmul(asFloat(a), asFloat(b), res);
-    return outDtype === "f32" || outDtype === "f64" ? res : produce(outDtype, n, (out) => out.set(res));
+    return outDtype === "f32" || outDtype === "f64"
+      ? res
+      : produce(outDtype, n, (out) => out.set(res));
   },
   gather(x, idx, axis) {
     return produce(x.dtype, sizeOf(idx.shape), (out) => K.gather(num(x), num(idx), axis, out));
@@ -210,7 +273,11 @@ export const cpu: Backend = {
     return produce(base.dtype, sizeOf(base.shape), (out) => {
       K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
       const u = num(upd);
-      perType(K.scatterAdd, typeKey(out, u.arr), { stridedOffsets: K.stridedOffsets, checkIndex: K.checkIndex, contiguousStrides })(out, base.shape, num(idx), u, axis);
+      perType(K.scatterAdd, typeKey(out, u.arr), {
+        stridedOffsets: K.stridedOffsets,
+        checkIndex: K.checkIndex,
+        contiguousStrides,
+      })(out, base.shape, num(idx), u, axis);
     });
   },
   topk(x, k) {
@@ -220,20 +287,52 @@ export const cpu: Backend = {
       const nx = num(x);
       const key = typeKey(nx.arr, out);
       const nat = native();
-      if (nat && isFloat(nx.arr) && nx.arr.constructor === out.constructor && contiguous(x) && k >= 1 && k <= n && nx.arr.length < 2 ** 31) {
+      if (
+        nat && isFloat(nx.arr) && nx.arr.constructor === out.constructor && contiguous(x) &&
+        k >= 1 && k <= n && nx.arr.length < 2 ** 31
+      ) {
         const base = nx.offset === 0 ? nx.arr : nx.arr.subarray(nx.offset);
-        if (nat.topk(base, rows, n, k, out as F, idx, nativeThreads(sizeOf(x.shape))) === -1) return;
+        if (nat.topk(base, rows, n, k, out as F, idx, nativeThreads(sizeOf(x.shape))) === -1) {
+          return;
+        }
       }
-      const T = contiguous(x) && sizeOf(x.shape) >= PARALLEL_MIN && allShared(nx.arr, out, idx) ? threads() : 1;
-      const line = (lo: number, hi: number, at: number, len: number) => ({ arr: nx.arr, shape: [hi - lo, len], strides: [n, 1], offset: nx.offset + lo * n + at });
+      const T = contiguous(x) && sizeOf(x.shape) >= PARALLEL_MIN && allShared(nx.arr, out, idx)
+        ? threads()
+        : 1;
+      const line = (lo: number, hi: number, at: number, len: number) => ({
+        arr: nx.arr,
+        shape: [hi - lo, len],
+        strides: [n, 1],
+        offset: nx.offset + lo * n + at,
+      });
       if (T > 1 && rows >= T) {
         // Many rows: threads take row ranges.
-        return runJobs(ranges(rows, T).map(([lo, hi]) => ({ fn: "topk", key, args: [line(lo, hi, 0, n), k, out.subarray(lo * k, hi * k), idx.subarray(lo * k, hi * k)] })));
+        return runJobs(
+          ranges(rows, T).map(([lo, hi]) => ({
+            fn: "topk",
+            key,
+            args: [
+              line(lo, hi, 0, n),
+              k,
+              out.subarray(lo * k, hi * k),
+              idx.subarray(lo * k, hi * k),
+            ],
+          })),
+        );
       }
       if (T > 1 && n >= 4 * k * T) {
         // Few long rows (BatchTopK's flattened batch): each thread takes the top k of a column
         // range, and the sorted lists merge into the row's top k.
-        for (let r = 0; r < rows; r++) topkMerged(key, (lo, hi) => line(r, r + 1, lo, hi - lo), n, k, T, out.subarray(r * k, (r + 1) * k), idx.subarray(r * k, (r + 1) * k));
+        for (let r = 0; r < rows; r++) {
+          topkMerged(
+            (lo, hi) => line(r, r + 1, lo, hi - lo),
+            n,
+            k,
+            T,
+            out.subarray(r * k, (r + 1) * k),
+            idx.subarray(r * k, (r + 1) * k),
+          );
+        }
         return;
       }
       perType(K.topk, key, K.TOPK_DEPS)(nx, k, out, idx);
@@ -257,36 +356,93 @@ export const cpu: Backend = {
     return produce(dense.dtype, outRows * d, (out) => {
       // Each array cut to its tensor's size: a leading slice's buffer runs on past it.
       const nnz = sizeOf(vals.shape);
-      const args = [own(rows, nnz), own(cols, nnz), own(vals, nnz), own(dense, sizeOf(dense.shape))] as const;
+      const args = [
+        own(rows, nnz),
+        own(cols, nnz),
+        own(vals, nnz),
+        own(dense, sizeOf(dense.shape)),
+      ] as const;
       const nat = native();
       if (nat && nnz > 0 && d > 0 && sameFloat(out, args[2], args[3])) {
         const [dst, src] = (transpose ? [args[1], args[0]] : [args[0], args[1]]) as Int32Array[];
         const inRows = sizeOf(dense.shape) / d;
-        const bad = nat.spmm(dst, src, args[2] as F, nnz, args[3] as F, inRows, d, out as F, outRows, nativeThreads(nnz * d));
+        const bad = nat.spmm(
+          dst,
+          src,
+          args[2] as F,
+          nnz,
+          args[3] as F,
+          inRows,
+          d,
+          out as F,
+          outRows,
+          nativeThreads(nnz * d),
+        );
         if (bad >= 0) S.check("spmm", dst[bad], outRows), S.check("spmm", src[bad], inRows);
         if (bad === -1) return;
       }
       out.fill(0);
       const key = typeKey(...args, out);
       // Threads take column ranges: every slice touches only its own columns of `out`.
-      const parts = args[2].length * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(d, threads(), 4) : [[0, d] as [number, number]];
+      const parts = args[2].length * d >= PARALLEL_MIN && allShared(...args, out)
+        ? ranges(d, threads(), 4)
+        : [[0, d] as [number, number]];
       const order = transpose ? S.byRow(args[1], args[2].length, outRows) : null;
-      runJobs(parts.map(([c0, c1]) => ({ fn: "spmm", key, args: [...args, d, transpose, outRows, out, c0, c1, order] })));
+      runJobs(
+        parts.map(([c0, c1]) => ({
+          fn: "spmm",
+          key,
+          args: [...args, d, transpose, outRows, out, c0, c1, order],
+        })),
+      );
     });
   },
   sddmm(a, b, rows, cols) {
     return produce(a.dtype, sizeOf(rows.shape), (out) => {
-      const args = [own(a, sizeOf(a.shape)), own(b, sizeOf(b.shape)), num(rows).arr, num(cols).arr] as const;
+      const args = [
+        own(a, sizeOf(a.shape)),
+        own(b, sizeOf(b.shape)),
+        num(rows).arr,
+        num(cols).arr,
+      ] as const;
       const key = typeKey(...args, out), d = a.shape[1], m = out.length;
       const nat = native();
       if (nat && m > 0 && d > 0 && sameFloat(out, args[0], args[1])) {
-        const [R, C] = [args[2], args[3]] as Int32Array[], na = sizeOf(a.shape) / d, nb = sizeOf(b.shape) / d;
-        const bad = nat.sddmm(args[0] as F, na, args[1] as F, nb, R, C, m, d, out as F, nativeThreads(m * d));
+        const [R, C] = [args[2], args[3]] as Int32Array[],
+          na = sizeOf(a.shape) / d,
+          nb = sizeOf(b.shape) / d;
+        const bad = nat.sddmm(
+          args[0] as F,
+          na,
+          args[1] as F,
+          nb,
+          R,
+          C,
+          m,
+          d,
+          out as F,
+          nativeThreads(m * d),
+        );
         if (bad >= 0) S.check("sddmm", R[bad], na), S.check("sddmm", C[bad], nb);
         if (bad === -1) return;
       }
-      const parts = m * d >= PARALLEL_MIN && allShared(...args, out) ? ranges(m, threads()) : [[0, m] as [number, number]];
-      runJobs(parts.map(([lo, hi]) => ({ fn: "sddmm", key, args: [args[0], args[1], args[2].subarray(lo, hi), args[3].subarray(lo, hi), d, out.subarray(lo, hi)] })));
+      const parts = m * d >= PARALLEL_MIN && allShared(...args, out)
+        ? ranges(m, threads())
+        : [[0, m] as [number, number]];
+      runJobs(
+        parts.map(([lo, hi]) => ({
+          fn: "sddmm",
+          key,
+          args: [
+            args[0],
+            args[1],
+            args[2].subarray(lo, hi),
+            args[3].subarray(lo, hi),
+            d,
+            out.subarray(lo, hi),
+          ],
+        })),
+      );
     });
   },
   fused: {
@@ -325,19 +481,31 @@ export const cpu: Backend = {
     adam(g, mu, nu, param, h) {
       const n = sizeOf(g.shape);
       const G = g.buf as F, M = mu.buf as F, V = nu.buf as F, P = param ? param.buf as F : null;
-      const U = takeArray(g.dtype, n) as F, M2 = takeArray(g.dtype, n) as F, V2 = takeArray(g.dtype, n) as F;
+      const U = takeArray(g.dtype, n) as F,
+        M2 = takeArray(g.dtype, n) as F,
+        V2 = takeArray(g.dtype, n) as F;
       const nat = native();
       if (nat && n > 0 && sameFloat(G, M, V, U, ...(P ? [P] : []))) {
         nat.adam(G, M, V, P, U, M2, V2, n, h, nativeThreads(n));
         return [U, M2, V2];
       }
       const key = typeKey(G, U) + (P ? ",decay" : "");
-      const parts = n >= PARALLEL_MIN && allShared(G, M, V, P, U, M2, V2) ? ranges(n, threads(), 16) : [[0, n] as [number, number]];
+      const parts = n >= PARALLEL_MIN && allShared(G, M, V, P, U, M2, V2)
+        ? ranges(n, threads(), 16)
+        : [[0, n] as [number, number]];
       const cut = (a: F | null, lo: number, hi: number) => a && a.subarray(lo, hi);
       runJobs(parts.map(([lo, hi]) => ({
         fn: "adam",
         key,
-        args: [...[G, M, V, P, U, M2, V2].map((a) => cut(a, lo, hi)), h.b1, h.b2, h.eps, h.c2, h.scale, h.decay],
+        args: [
+          ...[G, M, V, P, U, M2, V2].map((a) => cut(a, lo, hi)),
+          h.b1,
+          h.b2,
+          h.eps,
+          h.c2,
+          h.scale,
+          h.decay,
+        ],
       })));
       return [U, M2, V2];
     },

@@ -23,7 +23,21 @@ export function projectOutRowsLoop(G: F, W: F, out: F, R: number, C: number): vo
   }
 }
 
-export function adamLoop(G: F, M: F, V: F, P: F | null, U: F, M2: F, V2: F, b1: number, b2: number, eps: number, c2: number, scale: number, decay: number): void {
+export function adamLoop(
+  G: F,
+  M: F,
+  V: F,
+  P: F | null,
+  U: F,
+  M2: F,
+  V2: F,
+  b1: number,
+  b2: number,
+  eps: number,
+  c2: number,
+  scale: number,
+  decay: number,
+): void {
   for (let i = 0; i < G.length; i++) {
     const gi = G[i];
     const m = b1 * M[i] + (1 - b1) * gi;

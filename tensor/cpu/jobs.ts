@@ -21,14 +21,15 @@ type Fn = (...args: any[]) => void;
 
 // Built on first use: kernels.ts and strided.ts import this module's importers, so at load
 // time their exports may not exist yet.
-const table = () => ({
-  adam: [adamLoop, {}],
-  unitRows: [unitRowsLoop, {}],
-  projectOutRows: [projectOutRowsLoop, {}],
-  spmm: [S.spmm, { check: S.check }],
-  sddmm: [S.sddmm, { check: S.check }],
-  topk: [K.topk, K.TOPK_DEPS],
-}) as const satisfies Record<string, readonly [Fn, Record<string, unknown>]>;
+const table = () =>
+  ({
+    adam: [adamLoop, {}],
+    unitRows: [unitRowsLoop, {}],
+    projectOutRows: [projectOutRowsLoop, {}],
+    spmm: [S.spmm, { check: S.check }],
+    sddmm: [S.sddmm, { check: S.check }],
+    topk: [K.topk, K.TOPK_DEPS],
+  }) as const satisfies Record<string, readonly [Fn, Record<string, unknown>]>;
 let TABLE: ReturnType<typeof table> | undefined;
 
 export type JobName = keyof ReturnType<typeof table> | "strided";
@@ -36,7 +37,12 @@ export type JobName = keyof ReturnType<typeof table> | "strided";
 /** Run one job on this thread. */
 export function runJob(job: Job): void {
   if (job.fn === "strided") {
-    const [expr, arity, acc, ...rest] = job.args as [string, number, string | undefined, ...unknown[]];
+    const [expr, arity, acc, ...rest] = job.args as [
+      string,
+      number,
+      string | undefined,
+      ...unknown[],
+    ];
     (stridedKernel(job.key, expr, arity, acc) as Fn)(...rest);
     return;
   }

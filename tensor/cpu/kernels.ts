@@ -21,7 +21,11 @@ function prod(s: Shape): number {
 }
 
 /** Element offsets of a strided view, in row-major order of its shape. */
-export function stridedOffsets(shape: Shape, strides: readonly number[], offset: number): Float64Array {
+export function stridedOffsets(
+  shape: Shape,
+  strides: readonly number[],
+  offset: number,
+): Float64Array {
   const n = prod(shape);
   const out = new Float64Array(n);
   if (n === 0) return out;
@@ -47,7 +51,10 @@ export function stridedOffsets(shape: Shape, strides: readonly number[], offset:
 }
 
 /** Base offsets of every line along `axis` (the other axes in row-major order). */
-export function lineOffsets(v: { shape: Shape; strides: readonly number[]; offset: number }, axis: number): Float64Array {
+export function lineOffsets(
+  v: { shape: Shape; strides: readonly number[]; offset: number },
+  axis: number,
+): Float64Array {
   const shape = v.shape.filter((_, d) => d !== axis);
   const strides = v.strides.filter((_, d) => d !== axis);
   return stridedOffsets(shape, strides, v.offset);
@@ -55,7 +62,12 @@ export function lineOffsets(v: { shape: Shape; strides: readonly number[]; offse
 
 const arg = (v: NumView): StridedArg => ({ arr: v.arr, strides: v.strides, offset: v.offset });
 
-export function reduce(op: "sum" | "max" | "min", x: NumView, axes: readonly number[], out: Num): void {
+export function reduce(
+  op: "sum" | "max" | "min",
+  x: NumView,
+  axes: readonly number[],
+  out: Num,
+): void {
   const outShape = x.shape.filter((_, d) => !axes.includes(d));
   const cs = contiguousStrides(outShape);
   const virt: number[] = [];
@@ -64,12 +76,21 @@ export function reduce(op: "sum" | "max" | "min", x: NumView, axes: readonly num
   const acc = new Float64Array(prod(outShape));
   const init = op === "sum" ? 0 : op === "max" ? -Infinity : Infinity;
   acc.fill(init);
-  const expr = op === "sum" ? "acc + a" : op === "max" ? "(a > acc || a !== a ? a : acc)" : "(a < acc || a !== a ? a : acc)";
+  const expr = op === "sum"
+    ? "acc + a"
+    : op === "max"
+    ? "(a > acc || a !== a ? a : acc)"
+    : "(a < acc || a !== a ? a : acc)";
   reduceStrided(expr, x.shape, acc, virt, arg(x));
   out.set(acc);
 }
 
-export function argReduce(op: "argmax" | "argmin", x: NumView, axis: number, out: Int32Array): void {
+export function argReduce(
+  op: "argmax" | "argmin",
+  x: NumView,
+  axis: number,
+  out: Int32Array,
+): void {
   const n = x.shape[axis], s = x.strides[axis], a = x.arr;
   const bases = lineOffsets(x, axis);
   const max = op === "argmax";
@@ -87,7 +108,9 @@ export function argReduce(op: "argmax" | "argmin", x: NumView, axis: number, out
 }
 
 export function checkIndex(op: string, i: number, n: number): void {
-  if (!(i >= 0 && i < n)) throw new RangeError(`${op}: index ${i} is out of range for an axis of size ${n}`);
+  if (!(i >= 0 && i < n)) {
+    throw new RangeError(`${op}: index ${i} is out of range for an axis of size ${n}`);
+  }
 }
 
 export function gather(x: NumView, idx: NumView, axis: number, out: Num): void {
@@ -103,7 +126,13 @@ export function gather(x: NumView, idx: NumView, axis: number, out: Num): void {
 }
 
 /** `out` already holds a contiguous copy of base. */
-export function scatterAdd(out: Num, outShape: Shape, idx: NumView, upd: NumView, axis: number): void {
+export function scatterAdd(
+  out: Num,
+  outShape: Shape,
+  idx: NumView,
+  upd: NumView,
+  axis: number,
+): void {
   const os = contiguousStrides(outShape);
   const oo = stridedOffsets(idx.shape, os.map((s, d) => (d === axis ? 0 : s)), 0);
   const io = stridedOffsets(idx.shape, idx.strides, idx.offset);
@@ -122,7 +151,13 @@ export function ranksBelow(va: number, ia: number, vb: number, ib: number): bool
 }
 
 /** Insert (v, i) into a min-heap (the lowest-ranked entry at the root) of `size` entries. */
-export function heapPush(hv: Float64Array, hi: Int32Array, size: number, v: number, i: number): void {
+export function heapPush(
+  hv: Float64Array,
+  hi: Int32Array,
+  size: number,
+  v: number,
+  i: number,
+): void {
   let c = size;
   while (c > 0) {
     const up = (c - 1) >> 1;
@@ -133,7 +168,13 @@ export function heapPush(hv: Float64Array, hi: Int32Array, size: number, v: numb
 }
 
 /** Put (v, i) at the root of a heap of `size` entries and sift it down. */
-export function heapReplaceRoot(hv: Float64Array, hi: Int32Array, size: number, v: number, i: number): void {
+export function heapReplaceRoot(
+  hv: Float64Array,
+  hi: Int32Array,
+  size: number,
+  v: number,
+  i: number,
+): void {
   let c = 0;
   for (;;) {
     const l = 2 * c + 1;
@@ -158,7 +199,11 @@ function topkSiftCalled(x: NumView, k: number, values: Num, indices: Int32Array)
   const axis = x.shape.length - 1;
   const n = x.shape[axis], s = x.strides[axis], a = x.arr;
   const bases = lineOffsets(x, axis);
-  if (a.length > 0x7fffffff) throw new RangeError(`topk: arrays of more than 2^31 - 1 elements are not supported on the cpu backend (got ${a.length})`);
+  if (a.length > 0x7fffffff) {
+    throw new RangeError(
+      `topk: arrays of more than 2^31 - 1 elements are not supported on the cpu backend (got ${a.length})`,
+    );
+  }
   const hv = new Float64Array(k), hi = new Int32Array(k);
   for (let r = 0; r < bases.length; r++) {
     // Offsets come as doubles (lineOffsets); as int32 the scan's index stays an integer in V8's
@@ -181,7 +226,11 @@ function topkSiftInline(x: NumView, k: number, values: Num, indices: Int32Array)
   const axis = x.shape.length - 1;
   const n = x.shape[axis], s = x.strides[axis], a = x.arr;
   const bases = lineOffsets(x, axis);
-  if (a.length > 0x7fffffff) throw new RangeError(`topk: arrays of more than 2^31 - 1 elements are not supported on the cpu backend (got ${a.length})`);
+  if (a.length > 0x7fffffff) {
+    throw new RangeError(
+      `topk: arrays of more than 2^31 - 1 elements are not supported on the cpu backend (got ${a.length})`,
+    );
+  }
   const hv = new Float64Array(k), hi = new Int32Array(k);
   for (let r = 0; r < bases.length; r++) {
     // Offsets come as doubles (lineOffsets); as int32 the scan's index stays an integer in V8's
@@ -200,10 +249,16 @@ function topkSiftInline(x: NumView, k: number, values: Num, indices: Int32Array)
         let m = l;
         if (l + 1 < k) {
           const v1 = hv[l + 1], v0 = hv[l];
-          if (v1 !== v1 ? (v0 !== v0 && hi[l + 1] > hi[l]) : v0 !== v0 || v1 < v0 || (v1 === v0 && hi[l + 1] > hi[l])) m = l + 1;
+          if (
+            v1 !== v1
+              ? (v0 !== v0 && hi[l + 1] > hi[l])
+              : v0 !== v0 || v1 < v0 || (v1 === v0 && hi[l + 1] > hi[l])
+          ) m = l + 1;
         }
         const vm = hv[m];
-        if (!(vm !== vm ? (v !== v && hi[m] > j) : v !== v || vm < v || (vm === v && hi[m] > j))) break;
+        if (!(vm !== vm ? (v !== v && hi[m] > j) : v !== v || vm < v || (vm === v && hi[m] > j))) {
+          break;
+        }
         hv[c] = vm, hi[c] = hi[m], c = m;
       }
       hv[c] = v, hi[c] = j;
@@ -214,7 +269,14 @@ function topkSiftInline(x: NumView, k: number, values: Num, indices: Int32Array)
 }
 
 /** Pop the heap's lowest-ranked entry repeatedly, filling [at, at + k) of the outputs from the back. */
-export function heapDrain(hv: Float64Array, hi: Int32Array, k: number, values: Num, indices: Int32Array, at: number): void {
+export function heapDrain(
+  hv: Float64Array,
+  hi: Int32Array,
+  k: number,
+  values: Num,
+  indices: Int32Array,
+  at: number,
+): void {
   for (let t = k - 1; t >= 0; t--) {
     values[at + t] = hv[0];
     indices[at + t] = hi[0];
@@ -253,9 +315,18 @@ export function copyInto(out: Num, outShape: Shape, start: readonly number[], x:
 // ---- matmul ----
 
 /** How a matrix view maps onto a GEMM operand: transposed or not, with its leading dimension. */
-function gemmLayout(sRow: number, sCol: number, rows: number, cols: number): { trans: boolean; ld: number } | null {
-  if ((sCol === 1 || cols === 1) && (rows === 1 || sRow >= cols)) return { trans: false, ld: rows === 1 ? Math.max(cols, 1) : sRow };
-  if ((sRow === 1 || rows === 1) && (cols === 1 || sCol >= rows)) return { trans: true, ld: cols === 1 ? Math.max(rows, 1) : sCol };
+function gemmLayout(
+  sRow: number,
+  sCol: number,
+  rows: number,
+  cols: number,
+): { trans: boolean; ld: number } | null {
+  if ((sCol === 1 || cols === 1) && (rows === 1 || sRow >= cols)) {
+    return { trans: false, ld: rows === 1 ? Math.max(cols, 1) : sRow };
+  }
+  if ((sRow === 1 || rows === 1) && (cols === 1 || sCol >= rows)) {
+    return { trans: true, ld: cols === 1 ? Math.max(rows, 1) : sCol };
+  }
   return null;
 }
 
@@ -278,7 +349,12 @@ function threadsFor(blas: NonNullable<ReturnType<typeof loadBlas>["blas"]>, work
   }
 }
 
-export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: FloatArray }, out: FloatArray, forceTs = false): void {
+export function matmul(
+  a: NumView & { arr: FloatArray },
+  b: NumView & { arr: FloatArray },
+  out: FloatArray,
+  forceTs = false,
+): void {
   const r = a.shape.length;
   const M = a.shape[r - 2], K = a.shape[r - 1], N = b.shape[r - 1];
   const batch = a.shape.slice(0, r - 2);
@@ -294,10 +370,29 @@ export function matmul(a: NumView & { arr: FloatArray }, b: NumView & { arr: Flo
   const blas = forceTs || M * N * K < BLAS_MIN_WORK ? null : loadBlas().blas;
   if (blas) threadsFor(blas, M * N * K);
   for (let i = 0; i < ao.length; i++) {
-    const args = [la.trans, lb.trans, M, N, K, 1, a.arr, ao[i], la.ld, b.arr, bo[i], lb.ld, 0, out, i * M * N, N] as const;
-    if (blas && out instanceof Float32Array) blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));
-    else if (blas && out instanceof Float64Array) blas.dgemm(...(args as unknown as Parameters<typeof blas.dgemm>));
-    else gemmTs(...args);
+    const args = [
+      la.trans,
+      lb.trans,
+      M,
+      N,
+      K,
+      1,
+      a.arr,
+      ao[i],
+      la.ld,
+      b.arr,
+      bo[i],
+      lb.ld,
+      0,
+      out,
+      i * M * N,
+      N,
+    ] as const;
+    if (blas && out instanceof Float32Array) {
+      blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));
+    } else if (blas && out instanceof Float64Array) {
+      blas.dgemm(...(args as unknown as Parameters<typeof blas.dgemm>));
+    } else gemmTs(...args);
   }
 }
 

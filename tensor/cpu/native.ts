@@ -26,13 +26,54 @@ export interface Native {
   // Counts are passed, never taken from array lengths: a tensor's buffer may be longer than the
   // tensor (a leading slice), and native code writing past an array corrupts the heap.
   /** out = 0; out[dst[i]] += vals[i]·dense[src[i]] for i < nnz (rows of width d). */
-  spmm(dst: Int32Array, src: Int32Array, vals: F, nnz: number, dense: F, inRows: number, d: number, out: F, outRows: number, threads: number): number;
+  spmm(
+    dst: Int32Array,
+    src: Int32Array,
+    vals: F,
+    nnz: number,
+    dense: F,
+    inRows: number,
+    d: number,
+    out: F,
+    outRows: number,
+    threads: number,
+  ): number;
   /** out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). */
-  sddmm(a: F, na: number, b: F, nb: number, rows: Int32Array, cols: Int32Array, nnz: number, d: number, out: F, threads: number): number;
+  sddmm(
+    a: F,
+    na: number,
+    b: F,
+    nb: number,
+    rows: Int32Array,
+    cols: Int32Array,
+    nnz: number,
+    d: number,
+    out: F,
+    threads: number,
+  ): number;
   /** The k best of each contiguous row of x [rows, n], best first. */
-  topk(x: F, rows: number, n: number, k: number, values: F, indices: Int32Array, threads: number): number;
+  topk(
+    x: F,
+    rows: number,
+    n: number,
+    k: number,
+    values: F,
+    indices: Int32Array,
+    threads: number,
+  ): number;
   /** One Adam step over the first n elements. */
-  adam(g: F, m: F, v: F, p: F | null, u: F, m2: F, v2: F, n: number, h: AdamHyper, threads: number): void;
+  adam(
+    g: F,
+    m: F,
+    v: F,
+    p: F | null,
+    u: F,
+    m2: F,
+    v2: F,
+    n: number,
+    h: AdamHyper,
+    threads: number,
+  ): void;
   /** out = relu(x) over the first n elements. */
   relu(x: F, out: F, n: number, threads: number): void;
   /** out = g·step(x), the relu's cotangent, over the first n elements. */
@@ -54,7 +95,23 @@ const SIGS: Record<string, [string[], string]> = {
   spmm: [["ptr", "ptr", "ptr", "i32", "ptr", "i32", "i32", "ptr", "i32", "i32"], "i32"],
   sddmm: [["ptr", "i32", "ptr", "i32", "ptr", "ptr", "i32", "i32", "ptr", "i32"], "i32"],
   topk: [["ptr", "i32", "i32", "i32", "ptr", "ptr", "i32"], "i32"],
-  adam: [["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32"], "void"],
+  adam: [[
+    "ptr",
+    "ptr",
+    "ptr",
+    "ptr",
+    "ptr",
+    "ptr",
+    "ptr",
+    "i64",
+    "f64",
+    "f64",
+    "f64",
+    "f64",
+    "f64",
+    "f64",
+    "i32",
+  ], "void"],
   relu: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
   relu_grad: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
   sum: [["ptr", "i64", "i64", "i64", "ptr", "i32"], "i32"],
@@ -88,7 +145,9 @@ function cpuKey(): string {
 function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const src = fileURLToPath(new URL("../../csrc/cpu_kernels.c", import.meta.url));
   const text = readFileSync(src, "utf8");
-  const key = createHash("sha256").update(text).update(FLAGS.join(" ")).update(cpuKey()).digest("hex").slice(0, 16);
+  const key = createHash("sha256").update(text).update(FLAGS.join(" ")).update(cpuKey()).digest(
+    "hex",
+  ).slice(0, 16);
   const path = join(dir, `libsparsecoder-cpu-${key}.so`);
   if (existsSync(path)) return { path, compiled: false };
   mkdirSync(dir, { recursive: true });
@@ -97,7 +156,9 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const r = spawnSync(cc, [...FLAGS, "-o", tmp, src, "-lm"], { encoding: "utf8" });
   if (r.error || r.status !== 0) {
     rmSync(tmp, { force: true });
-    const why = r.error ? errText(r.error) : (r.stderr || "").trim().split("\n").slice(-3).join(" | ");
+    const why = r.error
+      ? errText(r.error)
+      : (r.stderr || "").trim().split("\n").slice(-3).join(" | ");
     throw new Error(`${cc} could not compile ${src}: ${why}`);
   }
   renameSync(tmp, path);
@@ -108,17 +169,30 @@ type Raw = Record<keyof typeof SIGS, (...a: unknown[]) => unknown>;
 
 function open(path: string): Raw {
   if (g.Deno) {
-    const defs = Object.fromEntries(Object.entries(SIGS).map(([n, [args, ret]]) => [
-      n,
-      { name: `sc_${n}`, parameters: args.map((a) => (a === "ptr" ? "buffer" : a)), result: ret },
-    ]));
+    const defs = Object.fromEntries(
+      Object.entries(SIGS).map(([n, [args, ret]]) => [
+        n,
+        { name: `sc_${n}`, parameters: args.map((a) => (a === "ptr" ? "buffer" : a)), result: ret },
+      ]),
+    );
     // Deno binds one name per symbol: register each width under its own key.
-    const lib = g.Deno.dlopen(path, Object.fromEntries(Object.entries(defs).flatMap(([n, d]) => ["f32", "f64"].map((w) => [`${n}_${w}`, { ...d, name: `${d.name}_${w}` }]))));
+    const lib = g.Deno.dlopen(
+      path,
+      Object.fromEntries(
+        Object.entries(defs).flatMap(([n, d]) =>
+          ["f32", "f64"].map((w) => [`${n}_${w}`, { ...d, name: `${d.name}_${w}` }])
+        ),
+      ),
+    );
     return lib.symbols;
   }
   const req = (import.meta as any).require ?? g.require;
   const ffi = req("bun" + ":ffi");
-  const defs = Object.fromEntries(Object.entries(SIGS).flatMap(([n, [args, ret]]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, { args, returns: ret }])));
+  const defs = Object.fromEntries(
+    Object.entries(SIGS).flatMap(([n, [args, ret]]) =>
+      ["f32", "f64"].map((w) => [`sc_${n}_${w}`, { args, returns: ret }])
+    ),
+  );
   const s = ffi.dlopen(path, defs).symbols;
   return Object.fromEntries(Object.keys(defs).map((name) => [name.slice(3), s[name]])) as Raw;
 }
@@ -130,14 +204,33 @@ function bind(path: string, raw: Raw): Native {
     path,
     spmm: (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) =>
       fn("spmm", dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number,
-    sddmm: (a, na, b, nb, rows, cols, nnz, d, out, threads) => fn("sddmm", a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number,
-    topk: (x, rows, n, k, values, indices, threads) => fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
+    sddmm: (a, na, b, nb, rows, cols, nnz, d, out, threads) =>
+      fn("sddmm", a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number,
+    topk: (x, rows, n, k, values, indices, threads) =>
+      fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
     adam: (gr, m, v, p, u, m2, v2, n, h, threads) =>
-      void fn("adam", gr)(gr, m, v, p, u, m2, v2, n, h.b1, h.b2, h.eps, h.c2, h.scale, h.decay, threads),
+      void fn("adam", gr)(
+        gr,
+        m,
+        v,
+        p,
+        u,
+        m2,
+        v2,
+        n,
+        h.b1,
+        h.b2,
+        h.eps,
+        h.c2,
+        h.scale,
+        h.decay,
+        threads,
+      ),
     // The unused second operand of relu is passed as x itself (any valid pointer).
     relu: (x, out, n, threads) => void fn("relu", x)(x, x, out, n, threads),
     reluGrad: (gr, x, out, n, threads) => void fn("relu_grad", gr)(gr, x, out, n, threads),
-    sum: (x, outer, n, inner, out, threads) => fn("sum", x)(x, outer, n, inner, out, threads) as number,
+    sum: (x, outer, n, inner, out, threads) =>
+      fn("sum", x)(x, outer, n, inner, out, threads) as number,
   };
 }
 
@@ -151,14 +244,29 @@ export interface NativeOptions {
 /** Compile (if not cached) and open the native kernels now, uncached; never throws. */
 export function openNative(o: NativeOptions = {}): NativeStatus {
   try {
-    if (readEnv("SPARSECODER_NATIVE") === "0") return { native: null, reason: "disabled by SPARSECODER_NATIVE=0" };
-    if (!g.Deno?.dlopen && !g.Bun) return { native: null, reason: "no FFI: runtime is neither Deno nor Bun" };
+    if (readEnv("SPARSECODER_NATIVE") === "0") {
+      return { native: null, reason: "disabled by SPARSECODER_NATIVE=0" };
+    }
+    if (!g.Deno?.dlopen && !g.Bun) {
+      return { native: null, reason: "no FFI: runtime is neither Deno nor Bun" };
+    }
     if (g.Deno) {
       const missing = ["ffi", "run", "read", "write"].filter((name) => !denoGranted({ name }));
-      if (missing.length) return { native: null, reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}` };
+      if (missing.length) {
+        return {
+          native: null,
+          reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}`,
+        };
+      }
     }
-    const { path, compiled } = build(o.cc ?? readEnv("SPARSECODER_CC") ?? "cc", o.cacheDir ?? defaultCacheDir());
-    return { native: bind(path, open(path)), reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}` };
+    const { path, compiled } = build(
+      o.cc ?? readEnv("SPARSECODER_CC") ?? "cc",
+      o.cacheDir ?? defaultCacheDir(),
+    );
+    return {
+      native: bind(path, open(path)),
+      reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}`,
+    };
   } catch (e) {
     return { native: null, reason: errText(e) };
   }

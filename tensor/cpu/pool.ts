@@ -51,10 +51,13 @@ export function giveArray(a: StorageArray): void {
   if (a.byteLength < MIN_BYTES || pooled + a.byteLength > MAX_POOLED_BYTES) return;
   // Only shared arrays are recycled, so whatever the pool hands out can go to worker threads
   // (arrays made elsewhere, e.g. uploads, are left to the GC).
-  if (!(a.buffer instanceof SharedArrayBuffer) || a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength) return;
+  if (
+    !(a.buffer instanceof SharedArrayBuffer) || a.byteOffset !== 0 ||
+    a.byteLength !== a.buffer.byteLength
+  ) return;
   const k = keyOf(a.constructor.name, a.length);
   let list = pools.get(k);
-  if (!list) pools.set(k, (list = []));
+  if (!list) pools.set(k, list = []);
   if (list.length >= PER_SIZE || list.includes(a)) return;
   list.push(a);
   pooled += a.byteLength;

@@ -11,7 +11,19 @@ export function check(op: string, i: number, n: number): void {
  * Only columns [c0, c1) are computed, so threads can share the work without sharing a slot.
  * `order` visits the entries in another order (grouped by output row: see byRow).
  */
-export function spmm(rows: Arr, cols: Arr, vals: Arr, dense: Arr, d: number, transpose: boolean, outRows: number, out: Arr, c0 = 0, c1 = d, order: Int32Array | null = null): void {
+export function spmm(
+  rows: Arr,
+  cols: Arr,
+  vals: Arr,
+  dense: Arr,
+  d: number,
+  transpose: boolean,
+  outRows: number,
+  out: Arr,
+  c0 = 0,
+  c1 = d,
+  order: Int32Array | null = null,
+): void {
   const inRows = dense.length / (d || 1);
   const [dst, src] = transpose ? [cols, rows] : [rows, cols];
   for (let q = 0; q < vals.length; q++) {

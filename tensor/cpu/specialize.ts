@@ -24,11 +24,13 @@ export function typeKey(...arrays: ArrayLike<number>[]): string {
  */
 export function perType<F extends Fn>(fn: F, key: string, deps: Record<string, unknown> = {}): F {
   let m = copies.get(fn);
-  if (!m) copies.set(fn, (m = new Map()));
+  if (!m) copies.set(fn, m = new Map());
   let f = m.get(key);
   if (!f) {
     const names = Object.keys(deps);
-    f = new Function(...names, `// ${fn.name} for ${key}\nreturn (${fn.toString()});`)(...names.map((n) => deps[n])) as Fn;
+    f = new Function(...names, `// ${fn.name} for ${key}\nreturn (${fn.toString()});`)(
+      ...names.map((n) => deps[n]),
+    ) as Fn;
     m.set(key, f);
   }
   return f as F;

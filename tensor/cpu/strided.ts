@@ -19,7 +19,10 @@ export interface StridedArg {
  * Merge adjacent axes that are contiguous for every operand and drop size-1 axes, so the common
  * cases (all contiguous; a row broadcast) become one or two loops.
  */
-export function coalesce(shape: Shape, strides: (readonly number[])[]): { shape: number[]; strides: number[][] } {
+export function coalesce(
+  shape: Shape,
+  strides: (readonly number[])[],
+): { shape: number[]; strides: number[][] } {
   const keep = shape.map((d, i) => [d, i] as const).filter(([d]) => d !== 1);
   const outShape: number[] = [];
   const outStrides: number[][] = strides.map(() => []);
@@ -41,7 +44,14 @@ const NAMES = ["a", "b", "c"];
 /** Helpers visible to generated kernels. */
 const H = { erf };
 
-type Kernel = (out: Arr, outStr: number[], outOff: number, shape: number[], args: StridedArg[], strs: number[][]) => void;
+type Kernel = (
+  out: Arr,
+  outStr: number[],
+  outOff: number,
+  shape: number[],
+  args: StridedArg[],
+  strs: number[][],
+) => void;
 const cache = new Map<string, Kernel>();
 
 /**
@@ -58,7 +68,9 @@ function build(key: string, expr: string, arity: number, acc?: string): Kernel {
     // compiler to specialise and later deoptimise on (seen: a 6x slower ReLU inside training).
     const flat = names.map((_, k) => `strs[${k + 1}][0] === 1`).join(" && ");
     lines.push(`if (nd === 1 && outStr[0] === 1${flat ? " && " + flat : ""}) {`);
-    names.forEach((_, k) => lines.push(`  const F${k} = args[${k}].arr, f${k} = args[${k}].offset;`));
+    names.forEach((_, k) =>
+      lines.push(`  const F${k} = args[${k}].arr, f${k} = args[${k}].offset;`)
+    );
     lines.push("  for (let i = 0, n = shape[0]; i < n; i++) {");
     names.forEach((n, k) => lines.push(`    const ${n} = F${k}[f${k} + i];`));
     lines.push(`    out[outOff + i] = ${expr};`);
@@ -66,14 +78,18 @@ function build(key: string, expr: string, arity: number, acc?: string): Kernel {
     lines.push("  return;");
     lines.push("}");
   }
-  names.forEach((_, k) => lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`));
+  names.forEach((_, k) =>
+    lines.push(`const A${k} = args[${k}].arr; const S${k} = strs[${k + 1}];`)
+  );
   // po names the output slot in the loop below; expressions may read it (reductions do), so the
   // scalar path (everything coalesced away) must define it too.
   lines.push("if (nd === 0) { const po = outOff;");
   names.forEach((n, k) => lines.push(`const ${n} = A${k}[args[${k}].offset];`));
   lines.push(`out[outOff] = ${expr}; return; }`);
   lines.push("const last = shape[nd - 1]; const so = outStr[nd - 1];");
-  names.forEach((_, k) => lines.push(`const s${k} = S${k}[nd - 1]; let o${k} = args[${k}].offset;`));
+  names.forEach((_, k) =>
+    lines.push(`const s${k} = S${k}[nd - 1]; let o${k} = args[${k}].offset;`)
+  );
   lines.push("let oo = outOff; const idx = new Int32Array(nd); let rows = 1;");
   lines.push("for (let d = 0; d < nd - 1; d++) rows *= shape[d];");
   lines.push("for (let r = 0; r < rows; r++) {");
@@ -104,7 +120,10 @@ function build(key: string, expr: string, arity: number, acc?: string): Kernel {
   const body = lines.join("\n");
   // The key in a comment makes the source text unique: JavaScriptCore shares compiled code (and
   // its type profile) between functions of identical source, which would undo the per-type split.
-  return new Function("H", `return function kernel(out, outStr, outOff, shape, args, strs) {\n// ${key}\n${body}\n};`)(H) as Kernel;
+  return new Function(
+    "H",
+    `return function kernel(out, outStr, outOff, shape, args, strs) {\n// ${key}\n${body}\n};`,
+  )(H) as Kernel;
 }
 
 /**
@@ -121,7 +140,7 @@ function typesOf(out: Arr, args: StridedArg[]): string {
 /** The compiled kernel for `key` (built on first use; worker threads build their own copy). */
 export function stridedKernel(key: string, expr: string, arity: number, acc?: string): Kernel {
   let k = cache.get(key);
-  if (!k) cache.set(key, (k = build(key, acc ? acc.replaceAll("acc", "out[po]") : expr, arity, acc)));
+  if (!k) cache.set(key, k = build(key, acc ? acc.replaceAll("acc", "out[po]") : expr, arity, acc));
   return k;
 }
 
@@ -144,7 +163,13 @@ export function mapStrided(
  * Fold x into `out` (already holding the identity) along the axes where `outStrides` is 0:
  * out[slot] = acc(out[slot], a). `acc` is an expression in `acc` and `a`.
  */
-export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: readonly number[], x: StridedArg): void {
+export function reduceStrided(
+  acc: string,
+  shape: Shape,
+  out: Arr,
+  outStrides: readonly number[],
+  x: StridedArg,
+): void {
   run(`R|${typesOf(out, [x])}|${acc}`, acc, acc, shape, out, outStrides, 0, [x]);
 }
 
@@ -154,7 +179,9 @@ export function reduceStrided(acc: string, shape: Shape, out: Arr, outStrides: r
  */
 function sharedCopy(a: Arr): Arr | null {
   if (a.length > 1 << 16) return null;
-  const c = new (a.constructor as new (b: SharedArrayBuffer) => Arr)(new SharedArrayBuffer(a.byteLength));
+  const c = new (a.constructor as new (b: SharedArrayBuffer) => Arr)(
+    new SharedArrayBuffer(a.byteLength),
+  );
   c.set(a as never);
   return c;
 }
@@ -162,7 +189,16 @@ function sharedCopy(a: Arr): Arr | null {
 /** Below this many elements a kernel runs on one thread: posting a job costs ~0.1 ms. */
 const PARALLEL_MIN = 1 << 18;
 
-function run(key: string, expr: string, acc: string | undefined, shape: Shape, out: Arr, outStrides: readonly number[], outOffset: number, args: StridedArg[]): void {
+function run(
+  key: string,
+  expr: string,
+  acc: string | undefined,
+  shape: Shape,
+  out: Arr,
+  outStrides: readonly number[],
+  outOffset: number,
+  args: StridedArg[],
+): void {
   let n = 1;
   for (const d of shape) n *= d;
   if (n === 0) return;
@@ -171,13 +207,44 @@ function run(key: string, expr: string, acc: string | undefined, shape: Shape, o
   const T = n >= PARALLEL_MIN ? threads() : 1;
   // Slices along an axis the output does not reduce over write disjoint slots, so they can run
   // at once; the outermost such axis long enough to share out keeps the slices contiguous.
-  const axis = T > 1 && allShared(out) ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T) : -1;
-  if (axis >= 0) args = args.map((a) => (a.arr.buffer instanceof SharedArrayBuffer ? a : { ...a, arr: sharedCopy(a.arr) ?? a.arr }));
-  if (axis < 0 || !allShared(...args.map((a) => a.arr))) return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
-  runJobs(ranges(c.shape[axis], T).map(([lo, hi]) => {
-    const sub = c.shape.slice();
-    sub[axis] = hi - lo;
-    const subArgs = args.map((a, i) => ({ arr: a.arr, strides: a.strides, offset: a.offset + lo * c.strides[i + 1][axis] }));
-    return { fn: "strided", key, args: [expr, args.length, acc, out, c.strides[0], outOffset + lo * c.strides[0][axis], sub, subArgs, c.strides] };
-  }));
+  const axis = T > 1 && allShared(out)
+    ? c.shape.findIndex((d, i) => c.strides[0][i] !== 0 && d >= T)
+    : -1;
+  if (axis >= 0) {
+    args = args.map((
+      a,
+    ) => (a.arr.buffer instanceof SharedArrayBuffer
+      ? a
+      : { ...a, arr: sharedCopy(a.arr) ?? a.arr })
+    );
+  }
+  if (axis < 0 || !allShared(...args.map((a) => a.arr))) {
+    return k(out, c.strides[0], outOffset, c.shape, args, c.strides);
+  }
+  runJobs(
+    ranges(c.shape[axis], T).map(([lo, hi]) => {
+      const sub = c.shape.slice();
+      sub[axis] = hi - lo;
+      const subArgs = args.map((a, i) => ({
+        arr: a.arr,
+        strides: a.strides,
+        offset: a.offset + lo * c.strides[i + 1][axis],
+      }));
+      return {
+        fn: "strided",
+        key,
+        args: [
+          expr,
+          args.length,
+          acc,
+          out,
+          c.strides[0],
+          outOffset + lo * c.strides[0][axis],
+          sub,
+          subArgs,
+          c.strides,
+        ],
+      };
+    }),
+  );
 }

@@ -22,7 +22,9 @@ function configured(): number {
   const raw = process.env.SPARSECODER_THREADS;
   if (raw !== undefined && raw !== "") {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`SPARSECODER_THREADS must be a positive integer, got "${raw}"`);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new Error(`SPARSECODER_THREADS must be a positive integer, got "${raw}"`);
+    }
     return n;
   }
   return Math.min(8, availableParallelism());
@@ -46,7 +48,11 @@ function start(): void {
     // A worker that fails to load leaves `ready` short, so kernels stay on this thread.
     w.onerror = (e) => {
       e.preventDefault();
-      if (!failed) console.warn(`sparsecoder: CPU worker threads unavailable (${e.message}); kernels run on one thread`);
+      if (!failed) {
+        console.warn(
+          `sparsecoder: CPU worker threads unavailable (${e.message}); kernels run on one thread`,
+        );
+      }
       failed = true;
     };
     (w as { unref?: () => void }).unref?.();
@@ -95,7 +101,9 @@ export function threadCap(): number {
 
 /** Cap the threads kernels use (1: this thread only); returns the previous cap. */
 export function setThreads(n: number): number {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`setThreads: expected a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`setThreads: expected a positive integer, got ${n}`);
+  }
   const prev = cap;
   cap = Math.min(n, WANT);
   return prev;
@@ -103,7 +111,11 @@ export function setThreads(n: number): number {
 
 /** Resolves once the worker threads serve (at once with threads off); kernels never wait for this. */
 export async function threadsReady(): Promise<number> {
-  if (threads() === 1 && cap > 1) while (ready < workers.length && !failed) await new Promise((r) => setTimeout(r, 5));
+  if (threads() === 1 && cap > 1) {
+    while (ready < workers.length && !failed) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
   return threads();
 }
 
@@ -116,7 +128,9 @@ export function allShared(...arrays: (ArrayBufferView | null)[]): boolean {
 /** Run the jobs, the first here and the rest on workers, and return when all are done. */
 export function runJobs(jobs: Job[]): void {
   if (jobs.length === 1) return runJob(jobs[0]);
-  if (jobs.length > threads()) throw new Error(`runJobs: ${jobs.length} jobs for ${threads()} threads`);
+  if (jobs.length > threads()) {
+    throw new Error(`runJobs: ${jobs.length} jobs for ${threads()} threads`);
+  }
   Atomics.store(ctl, 0, 0);
   Atomics.store(ctl, 1, 0);
   for (let i = 1; i < jobs.length; i++) workers[i - 1].postMessage({ job: jobs[i], ctl });
@@ -137,7 +151,7 @@ export function runJobs(jobs: Job[]): void {
   if (error) throw error;
   // A worker's slice threw (e.g. an index out of range): redo the slices here to raise the error
   // with its message and stack on this thread. The kernels are deterministic, so it recurs.
-  if (Atomics.load(ctl, 1)) for (let i = 1; i < jobs.length; i++) runJob(jobs[i]);
+  if (Atomics.load(ctl, 1)) { for (let i = 1; i < jobs.length; i++) runJob(jobs[i]); }
 }
 
 /** Split [0, n) into `parts` ranges of nearly equal size, each a multiple of `align`. */

@@ -1,7 +1,10 @@
 /** A CPU worker thread: runs kernel jobs posted by threads.ts and counts them done in `ctl`. */
 import { type Job, runJob } from "./jobs.ts";
 
-const scope = self as unknown as { onmessage: (e: MessageEvent) => void; postMessage(m: unknown): void };
+const scope = self as unknown as {
+  onmessage: (e: MessageEvent) => void;
+  postMessage(m: unknown): void;
+};
 
 scope.onmessage = (e: MessageEvent<{ job: Job; ctl: Int32Array }>) => {
   const { job, ctl } = e.data;

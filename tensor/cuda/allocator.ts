@@ -49,7 +49,10 @@ export function roundSize(bytes: number): number {
 }
 
 /** `isOutOfMemory` tells a driver OOM (retry after emptying the cache) from other failures. */
-export function cachingAllocator(raw: RawMemory, isOutOfMemory: (e: unknown) => boolean): Allocator {
+export function cachingAllocator(
+  raw: RawMemory,
+  isOutOfMemory: (e: unknown) => boolean,
+): Allocator {
   const pools = new Map<number, bigint[]>();
   const s: AllocatorStats = { inUse: 0, cached: 0, peak: 0, driverAllocs: 0, driverFrees: 0 };
   const empty: Block = { ptr: 0n, bytes: 0 };

@@ -11,12 +11,26 @@ import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import type { Block } from "./allocator.ts";
 import type { GemmDType, MatmulPrecision } from "./cublas.ts";
 import { planGemm } from "./gemm_plan.ts";
-import { BINARY_C, castC, type EwSpec, ewKey, ewSource, UNARY_C, WHERE_C } from "./kernels/elementwise.ts";
+import {
+  BINARY_C,
+  castC,
+  ewKey,
+  ewSource,
+  type EwSpec,
+  UNARY_C,
+  WHERE_C,
+} from "./kernels/elementwise.ts";
 import { SUFFIX } from "./kernels/prelude.ts";
 import { indexDigits, KEY_BYTES } from "./kernels/select.ts";
 import { arg, type KernelArg } from "./params.ts";
 import { blocksFor, planElementwise, planReduce, type StridedPart } from "./plan.ts";
-import { cudaRuntime, cudaUnavailableReason, MAIN, requireRuntime, type CudaRuntime } from "./runtime.ts";
+import {
+  type CudaRuntime,
+  cudaRuntime,
+  cudaUnavailableReason,
+  MAIN,
+  requireRuntime,
+} from "./runtime.ts";
 
 /** A device buffer: an allocator block (ptr 0 for empty buffers). */
 export type CudaBuf = Block;
@@ -30,7 +44,9 @@ let precisionOverride: MatmulPrecision | null = null;
 
 /** How f32 matmuls run on cuda from now on (also $SPARSECODER_CUDA_MATMUL): f32, tf32 or bf16 (f32 accumulation). */
 export function setCudaMatmulPrecision(p: MatmulPrecision): void {
-  if (p !== "f32" && p !== "tf32" && p !== "bf16") throw new Error(`setCudaMatmulPrecision: expected f32, tf32 or bf16, got ${JSON.stringify(p)}`);
+  if (p !== "f32" && p !== "tf32" && p !== "bf16") {
+    throw new Error(`setCudaMatmulPrecision: expected f32, tf32 or bf16, got ${JSON.stringify(p)}`);
+  }
   precisionOverride = p;
 }
 
@@ -51,35 +67,72 @@ function allocZero(dtype: DType, size: number): CudaBuf {
 const ewModules = new Map<string, string>();
 
 /** Run one elementwise spec: out view (buffer, offset, strides) ← expr(inputs). */
-function ew(spec: EwSpec, shape: Shape, out: { buf: CudaBuf; strides: readonly number[]; offset: number }, inputs: readonly View[]): void {
+function ew(
+  spec: EwSpec,
+  shape: Shape,
+  out: { buf: CudaBuf; strides: readonly number[]; offset: number },
+  inputs: readonly View[],
+): void {
   const p = planElementwise(shape, out, inputs);
   if (p.n === 0) return;
   const r = rt(), key = ewKey(spec);
   if (!ewModules.has(key)) ewModules.set(key, ewSource(spec));
-  const part = (s: StridedPart, ptr: bigint): KernelArg[] => [dims(s.strides), arg.i64(s.offset), arg.ptr(ptr)];
-  const args: KernelArg[] = [arg.i64(p.n), arg.i32(p.shape.length), dims(p.shape), dims(p.out.strides), arg.i64(p.out.offset), arg.ptr(out.buf.ptr)];
+  const part = (
+    s: StridedPart,
+    ptr: bigint,
+  ): KernelArg[] => [dims(s.strides), arg.i64(s.offset), arg.ptr(ptr)];
+  const args: KernelArg[] = [
+    arg.i64(p.n),
+    arg.i32(p.shape.length),
+    dims(p.shape),
+    dims(p.out.strides),
+    arg.i64(p.out.offset),
+    arg.ptr(out.buf.ptr),
+  ];
   p.inputs.forEach((s, i) => args.push(...part(s, blk(inputs[i].buf).ptr)));
-  r.launch(() => ewModules.get(key)!, `ew:${key}`, p.kernel, [blocksFor(p.n, 256, r.device.sms)], 256, args);
+  r.launch(
+    () => ewModules.get(key)!,
+    `ew:${key}`,
+    p.kernel,
+    [blocksFor(p.n, 256, r.device.sms)],
+    256,
+    args,
+  );
 }
 
 /** A fresh contiguous buffer computed elementwise. */
 function ewNew(expr: string, outDtype: DType, shape: Shape, inputs: readonly View[]): CudaBuf {
   const buf = allocRaw(outDtype, sizeOf(shape));
-  ew({ expr, inputs: inputs.map((v) => v.dtype), out: outDtype }, shape, { buf, strides: contiguousStrides(shape), offset: 0 }, inputs);
+  ew({ expr, inputs: inputs.map((v) => v.dtype), out: outDtype }, shape, {
+    buf,
+    strides: contiguousStrides(shape),
+    offset: 0,
+  }, inputs);
   return buf;
 }
 
-const isContig = (v: View) => v.offset === 0 && v.shape.every((d, i) => d === 1 || v.strides[i] === contiguousStrides(v.shape)[i]);
+const isContig = (v: View) =>
+  v.offset === 0 &&
+  v.shape.every((d, i) => d === 1 || v.strides[i] === contiguousStrides(v.shape)[i]);
 
 /** v itself when contiguous from offset 0, else a contiguous copy (fresh: the caller frees it). */
 function contiguous(v: View): { v: View; fresh: boolean } {
   if (isContig(v)) return { v, fresh: false };
   const buf = ewNew("a", v.dtype, v.shape, [v]);
-  return { v: { buf, dtype: v.dtype, shape: v.shape, strides: contiguousStrides(v.shape), offset: 0 }, fresh: true };
+  return {
+    v: { buf, dtype: v.dtype, shape: v.shape, strides: contiguousStrides(v.shape), offset: 0 },
+    fresh: true,
+  };
 }
 
 function castView(v: View, to: DType): View {
-  return { buf: ewNew(castC(v.dtype, to), to, v.shape, [v]), dtype: to, shape: v.shape, strides: contiguousStrides(v.shape), offset: 0 };
+  return {
+    buf: ewNew(castC(v.dtype, to), to, v.shape, [v]),
+    dtype: to,
+    shape: v.shape,
+    strides: contiguousStrides(v.shape),
+    offset: 0,
+  };
 }
 
 function release(...bs: CudaBuf[]): void {
@@ -87,7 +140,12 @@ function release(...bs: CudaBuf[]): void {
   for (const b of bs) a.free(b);
 }
 
-function launchMain(name: string, grid: [number, number?, number?], block: number, args: KernelArg[]): void {
+function launchMain(
+  name: string,
+  grid: [number, number?, number?],
+  block: number,
+  args: KernelArg[],
+): void {
   rt().launch(MAIN.source, MAIN.key, name, grid, block, args);
 }
 
@@ -100,7 +158,11 @@ function checkDeviceErrors(r: CudaRuntime): void {
   r.driver.streamSync(r.stream);
   if (w[0] === 0) return;
   r.driver.memsetD8(r.errWord.ptr, 0, 16, r.stream);
-  throw new RangeError(`${ERR_TEXT[w[0]] ?? "kernel"}: index ${w[1]} is out of range for an axis of size ${w[2]} (found on the GPU, reported at this readback)`);
+  throw new RangeError(
+    `${ERR_TEXT[w[0]] ?? "kernel"}: index ${w[1]} is out of range for an axis of size ${
+      w[2]
+    } (found on the GPU, reported at this readback)`,
+  );
 }
 
 function readBack(buf: Buf, dtype: DType, size: number): StorageArray {
@@ -115,11 +177,23 @@ function readBack(buf: Buf, dtype: DType, size: number): StorageArray {
 const wideOf = (d: DType): DType => (d === "f16" || d === "bf16" || d === "bool" ? "f32" : d);
 
 /** Run `fn` on views widened to `wide`, then cast its result back to `dtype`. */
-function viaWide(views: View[], dtype: DType, wide: DType, shape: Shape, fn: (vs: View[]) => CudaBuf): CudaBuf {
+function viaWide(
+  views: View[],
+  dtype: DType,
+  wide: DType,
+  shape: Shape,
+  fn: (vs: View[]) => CudaBuf,
+): CudaBuf {
   if (wide === dtype) return fn(views);
   const wv = views.map((v) => (v.dtype === dtype ? castView(v, wide) : v));
   const res = fn(wv);
-  const out = ewNew(castC(wide, dtype), dtype, shape, [{ buf: res, dtype: wide, shape, strides: contiguousStrides(shape), offset: 0 }]);
+  const out = ewNew(castC(wide, dtype), dtype, shape, [{
+    buf: res,
+    dtype: wide,
+    shape,
+    strides: contiguousStrides(shape),
+    offset: 0,
+  }]);
   release(res, ...wv.filter((v, i) => v !== views[i]).map((v) => blk(v.buf)));
   return out;
 }
@@ -165,44 +239,114 @@ function topk(x: View, k: number): [CudaBuf, CudaBuf] {
   if (x.dtype === "bool") {
     const wide = castView(x, "i32");
     const [v, i] = topk(wide, k);
-    const vb = ewNew(castC("i32", "bool"), "bool", [rows * k], [{ buf: v, dtype: "i32", shape: [rows * k], strides: [1], offset: 0 }]);
+    const vb = ewNew(castC("i32", "bool"), "bool", [rows * k], [{
+      buf: v,
+      dtype: "i32",
+      shape: [rows * k],
+      strides: [1],
+      offset: 0,
+    }]);
     release(blk(wide.buf), v);
     return [vb, i];
   }
   const { v, fresh } = contiguous(x);
   const sfx = SUFFIX[x.dtype], vd = KEY_BYTES[x.dtype], id = indexDigits(n);
-  const state = allocRaw("i32", rows * 4), hist = allocZero("i32", rows * 256), count = allocZero("i32", rows), sel = allocRaw("i32", rows * k);
+  const state = allocRaw("i32", rows * 4),
+    hist = allocZero("i32", rows * 256),
+    count = allocZero("i32", rows),
+    sel = allocRaw("i32", rows * k);
   const values = allocRaw(x.dtype, rows * k), indices = allocRaw("i32", rows * k);
   const gy = Math.min(rows, 65535);
   // Many blocks per row when rows are few (batch top-k runs over one flattened row).
   const bpr = Math.max(1, Math.min(Math.ceil(n / 1024), Math.ceil((r.device.sms * 8) / rows)));
   const xp = blk(v.buf).ptr;
-  launchMain("topk_init", [blocksFor(rows, 256, r.device.sms)], 256, [arg.i32(rows), arg.i32(k), arg.ptr(state.ptr)]);
+  launchMain("topk_init", [blocksFor(rows, 256, r.device.sms)], 256, [
+    arg.i32(rows),
+    arg.i32(k),
+    arg.ptr(state.ptr),
+  ]);
   for (let pass = 0; pass < vd + id; pass++) {
-    launchMain(`topk_hist_${sfx}`, [bpr, gy], 256, [arg.i32(pass), arg.i32(vd), arg.i32(id), arg.i32(rows), arg.i64(n), arg.i32(bpr), arg.ptr(xp), arg.ptr(state.ptr), arg.ptr(hist.ptr)]);
-    launchMain("topk_pick", [blocksFor(rows, 256, r.device.sms)], 256, [arg.i32(pass), arg.i32(vd), arg.i32(id), arg.i32(rows), arg.ptr(state.ptr), arg.ptr(hist.ptr)]);
+    launchMain(`topk_hist_${sfx}`, [bpr, gy], 256, [
+      arg.i32(pass),
+      arg.i32(vd),
+      arg.i32(id),
+      arg.i32(rows),
+      arg.i64(n),
+      arg.i32(bpr),
+      arg.ptr(xp),
+      arg.ptr(state.ptr),
+      arg.ptr(hist.ptr),
+    ]);
+    launchMain("topk_pick", [blocksFor(rows, 256, r.device.sms)], 256, [
+      arg.i32(pass),
+      arg.i32(vd),
+      arg.i32(id),
+      arg.i32(rows),
+      arg.ptr(state.ptr),
+      arg.ptr(hist.ptr),
+    ]);
   }
-  launchMain(`topk_collect_${sfx}`, [bpr, gy], 256, [arg.i32(rows), arg.i64(n), arg.i32(k), arg.i32(bpr), arg.ptr(xp), arg.ptr(state.ptr), arg.ptr(count.ptr), arg.ptr(sel.ptr)]);
-  launchMain(`topk_rank_${sfx}`, [Math.ceil(k / 256), gy], 256, [arg.i32(rows), arg.i64(n), arg.i32(k), arg.ptr(xp), arg.ptr(sel.ptr), arg.ptr(values.ptr), arg.ptr(indices.ptr)]);
+  launchMain(`topk_collect_${sfx}`, [bpr, gy], 256, [
+    arg.i32(rows),
+    arg.i64(n),
+    arg.i32(k),
+    arg.i32(bpr),
+    arg.ptr(xp),
+    arg.ptr(state.ptr),
+    arg.ptr(count.ptr),
+    arg.ptr(sel.ptr),
+  ]);
+  launchMain(`topk_rank_${sfx}`, [Math.ceil(k / 256), gy], 256, [
+    arg.i32(rows),
+    arg.i64(n),
+    arg.i32(k),
+    arg.ptr(xp),
+    arg.ptr(sel.ptr),
+    arg.ptr(values.ptr),
+    arg.ptr(indices.ptr),
+  ]);
   release(state, hist, count, sel, ...(fresh ? [blk(v.buf)] : []));
   return [values, indices];
 }
 
-function reduce(op: "sum" | "max" | "min", x: View, axes: readonly number[], outDtype: DType): CudaBuf {
+function reduce(
+  op: "sum" | "max" | "min",
+  x: View,
+  axes: readonly number[],
+  outDtype: DType,
+): CudaBuf {
   const r = rt();
   const p = planReduce(x.shape, x.strides, axes, r.device.sms);
   const out = allocRaw(x.dtype, p.nOut);
   if (p.nOut > 0) {
     const opCode = op === "sum" ? 0 : op === "max" ? 1 : 2;
-    const grid = p.warp ? blocksFor(p.nOut * 32, 256, r.device.sms) : blocksFor(p.nOut, 256, r.device.sms);
+    const grid = p.warp
+      ? blocksFor(p.nOut * 32, 256, r.device.sms)
+      : blocksFor(p.nOut, 256, r.device.sms);
     launchMain(`reduce_${p.warp ? "warp" : "thread"}_${SUFFIX[x.dtype]}`, [grid], 256, [
-      arg.i32(opCode), arg.i64(p.nOut), arg.i32(p.kept.shape.length), dims(p.kept.shape), dims(p.kept.strides),
-      arg.i32(p.reduced.shape.length), dims(p.reduced.shape), dims(p.reduced.strides), arg.i64(p.rn), arg.i64(x.offset), arg.ptr(blk(x.buf).ptr), arg.ptr(out.ptr),
+      arg.i32(opCode),
+      arg.i64(p.nOut),
+      arg.i32(p.kept.shape.length),
+      dims(p.kept.shape),
+      dims(p.kept.strides),
+      arg.i32(p.reduced.shape.length),
+      dims(p.reduced.shape),
+      dims(p.reduced.strides),
+      arg.i64(p.rn),
+      arg.i64(x.offset),
+      arg.ptr(blk(x.buf).ptr),
+      arg.ptr(out.ptr),
     ]);
   }
   if (outDtype === x.dtype) return out;
   const shape = [p.nOut];
-  const c = ewNew(castC(x.dtype, outDtype), outDtype, shape, [{ buf: out, dtype: x.dtype, shape, strides: [1], offset: 0 }]);
+  const c = ewNew(castC(x.dtype, outDtype), outDtype, shape, [{
+    buf: out,
+    dtype: x.dtype,
+    shape,
+    strides: [1],
+    offset: 0,
+  }]);
   release(out);
   return c;
 }
@@ -210,7 +354,11 @@ function reduce(op: "sum" | "max" | "min", x: View, axes: readonly number[], out
 /** Kept axes of a view (all but `axis`), merged: for kernels that walk one axis per output. */
 function keptDims(v: View, axis: number, outStrides?: readonly number[]) {
   const ds = v.shape.map((_, d) => d).filter((d) => d !== axis);
-  return { shape: ds.map((d) => v.shape[d]), strides: ds.map((d) => v.strides[d]), ostrides: outStrides ? ds.map((d) => outStrides[d]) : [] };
+  return {
+    shape: ds.map((d) => v.shape[d]),
+    strides: ds.map((d) => v.strides[d]),
+    ostrides: outStrides ? ds.map((d) => outStrides[d]) : [],
+  };
 }
 
 function scatterAdd(base: View, idx: View, upd: View, axis: number): CudaBuf {
@@ -220,25 +368,58 @@ function scatterAdd(base: View, idx: View, upd: View, axis: number): CudaBuf {
     const out = ewNew("a", wide, b.shape, [b]);
     if (n > 0) {
       launchMain(`scatter_add_${SUFFIX[wide]}`, [blocksFor(n, 256, r.device.sms)], 256, [
-        arg.i64(n), arg.i32(idx.shape.length), dims(idx.shape), dims(idx.strides), arg.i64(idx.offset), arg.ptr(blk(idx.buf).ptr),
-        dims(u.strides), arg.i64(u.offset), arg.ptr(blk(u.buf).ptr), dims(contiguousStrides(b.shape)), arg.i32(axis), arg.i64(b.shape[axis]), arg.ptr(out.ptr), arg.ptr(r.errWord.ptr),
+        arg.i64(n),
+        arg.i32(idx.shape.length),
+        dims(idx.shape),
+        dims(idx.strides),
+        arg.i64(idx.offset),
+        arg.ptr(blk(idx.buf).ptr),
+        dims(u.strides),
+        arg.i64(u.offset),
+        arg.ptr(blk(u.buf).ptr),
+        dims(contiguousStrides(b.shape)),
+        arg.i32(axis),
+        arg.i64(b.shape[axis]),
+        arg.ptr(out.ptr),
+        arg.ptr(r.errWord.ptr),
       ]);
     }
     return out;
   });
 }
 
-function spmm(rows: View, cols: View, vals: View, dense: View, transpose: boolean, outRows: number): CudaBuf {
+function spmm(
+  rows: View,
+  cols: View,
+  vals: View,
+  dense: View,
+  transpose: boolean,
+  outRows: number,
+): CudaBuf {
   const d = dense.shape[1], outShape = [outRows, d];
   const wide = dense.dtype === "f64" ? "f64" : "f32";
   return viaWide([vals, dense], dense.dtype, wide, outShape, ([v, m]) => {
     const r = rt(), nnz = sizeOf(rows.shape);
     const out = allocZero(wide, outRows * d);
     if (nnz > 0 && d > 0) {
-      launchMain(`spmm_${SUFFIX[wide]}`, [Math.min(nnz, r.device.sms * 64)], Math.min(256, Math.ceil(d / 32) * 32), [
-        arg.i64(nnz), arg.i64(d), arg.i32(transpose ? 1 : 0), arg.i64(m.shape[0]), arg.i64(outRows),
-        arg.ptr(addr(rows)), arg.ptr(addr(cols)), arg.ptr(addr(v)), arg.ptr(addr(m)), arg.ptr(out.ptr), arg.ptr(r.errWord.ptr),
-      ]);
+      launchMain(
+        `spmm_${SUFFIX[wide]}`,
+        [Math.min(nnz, r.device.sms * 64)],
+        Math.min(256, Math.ceil(d / 32) * 32),
+        [
+          arg.i64(nnz),
+          arg.i64(d),
+          arg.i32(transpose ? 1 : 0),
+          arg.i64(m.shape[0]),
+          arg.i64(outRows),
+          arg.ptr(addr(rows)),
+          arg.ptr(addr(cols)),
+          arg.ptr(addr(v)),
+          arg.ptr(addr(m)),
+          arg.ptr(out.ptr),
+          arg.ptr(r.errWord.ptr),
+        ],
+      );
     }
     return out;
   });
@@ -250,8 +431,16 @@ function sddmm(a: View, b: View, rows: View, cols: View): CudaBuf {
     const r = rt(), out = allocRaw(wide, nnz);
     if (nnz > 0) {
       launchMain(`sddmm_${SUFFIX[wide]}`, [blocksFor(nnz * 32, 256, r.device.sms)], 256, [
-        arg.i64(nnz), arg.i64(x.shape[1]), arg.i64(x.shape[0]), arg.i64(y.shape[0]),
-        arg.ptr(addr(x)), arg.ptr(addr(y)), arg.ptr(addr(rows)), arg.ptr(addr(cols)), arg.ptr(out.ptr), arg.ptr(r.errWord.ptr),
+        arg.i64(nnz),
+        arg.i64(x.shape[1]),
+        arg.i64(x.shape[0]),
+        arg.i64(y.shape[0]),
+        arg.ptr(addr(x)),
+        arg.ptr(addr(y)),
+        arg.ptr(addr(rows)),
+        arg.ptr(addr(cols)),
+        arg.ptr(out.ptr),
+        arg.ptr(r.errWord.ptr),
       ]);
     }
     return out;
@@ -260,7 +449,14 @@ function sddmm(a: View, b: View, rows: View, cols: View): CudaBuf {
 
 function rowKernel(name: string, views: View[]): CudaBuf {
   const r = rt(), [R, C] = views[0].shape, out = allocRaw(views[0].dtype, R * C);
-  if (R * C > 0) launchMain(`${name}_${SUFFIX[views[0].dtype]}`, [Math.min(R, r.device.sms * 16)], 256, [arg.i64(R), arg.i64(C), ...views.map((v) => arg.ptr(addr(v))), arg.ptr(out.ptr)]);
+  if (R * C > 0) {
+    launchMain(`${name}_${SUFFIX[views[0].dtype]}`, [Math.min(R, r.device.sms * 16)], 256, [
+      arg.i64(R),
+      arg.i64(C),
+      ...views.map((v) => arg.ptr(addr(v))),
+      arg.ptr(out.ptr),
+    ]);
+  }
   return out;
 }
 
@@ -271,7 +467,11 @@ export const cuda: Backend = {
     const r = cudaRuntime();
     if (!r) return `cuda: unavailable (${cudaUnavailableReason()})`;
     const v = (x: number) => `${Math.floor(x / 1000)}.${(x % 1000) / 10}`;
-    return `cuda: ${r.device.name} (sm_${r.device.cc}, ${r.device.sms} SMs), driver API ${v(r.driver.version)}, NVRTC ${r.nvrtc.version.join(".")}, cuBLAS ${r.cublas.version}; matmul ${precisionOverride ?? r.precision}`;
+    return `cuda: ${r.device.name} (sm_${r.device.cc}, ${r.device.sms} SMs), driver API ${
+      v(r.driver.version)
+    }, NVRTC ${r.nvrtc.version.join(".")}, cuBLAS ${r.cublas.version}; matmul ${
+      precisionOverride ?? r.precision
+    }`;
   },
   alloc: (dtype, size) => allocZero(dtype, size),
   // A finalizer may free a buffer after its runtime is gone (a test's emulated one): nothing to do then.
@@ -294,7 +494,16 @@ export const cuda: Backend = {
     const out = allocRaw("i32", nOut);
     if (nOut > 0) {
       launchMain(`arg_reduce_${SUFFIX[x.dtype]}`, [blocksFor(nOut * 32, 256, r.device.sms)], 256, [
-        arg.i32(op === "argmax" ? 1 : 0), arg.i64(nOut), arg.i32(k.shape.length), dims(k.shape), dims(k.strides), arg.i64(n), arg.i64(x.strides[axis]), arg.i64(x.offset), arg.ptr(blk(x.buf).ptr), arg.ptr(out.ptr),
+        arg.i32(op === "argmax" ? 1 : 0),
+        arg.i64(nOut),
+        arg.i32(k.shape.length),
+        dims(k.shape),
+        dims(k.strides),
+        arg.i64(n),
+        arg.i64(x.strides[axis]),
+        arg.i64(x.offset),
+        arg.ptr(blk(x.buf).ptr),
+        arg.ptr(out.ptr),
       ]);
     }
     return out;
@@ -304,8 +513,19 @@ export const cuda: Backend = {
     const r = rt(), n = sizeOf(idx.shape), out = allocRaw(x.dtype, n);
     if (n > 0) {
       launchMain(`gather_${SUFFIX[x.dtype]}`, [blocksFor(n, 256, r.device.sms)], 256, [
-        arg.i64(n), arg.i32(idx.shape.length), dims(idx.shape), dims(idx.strides), arg.i64(idx.offset), arg.ptr(blk(idx.buf).ptr),
-        dims(x.strides), arg.i64(x.offset), arg.i32(axis), arg.i64(x.shape[axis]), arg.ptr(blk(x.buf).ptr), arg.ptr(out.ptr), arg.ptr(r.errWord.ptr),
+        arg.i64(n),
+        arg.i32(idx.shape.length),
+        dims(idx.shape),
+        dims(idx.strides),
+        arg.i64(idx.offset),
+        arg.ptr(blk(idx.buf).ptr),
+        dims(x.strides),
+        arg.i64(x.offset),
+        arg.i32(axis),
+        arg.i64(x.shape[axis]),
+        arg.ptr(blk(x.buf).ptr),
+        arg.ptr(out.ptr),
+        arg.ptr(r.errWord.ptr),
       ]);
     }
     return out;
@@ -313,12 +533,26 @@ export const cuda: Backend = {
   scatterAdd,
   topk,
   cumsum(x, axis, reverse) {
-    const r = rt(), n = x.shape[axis], os = contiguousStrides(x.shape), k = keptDims(x, axis, os), lines = sizeOf(k.shape);
+    const r = rt(),
+      n = x.shape[axis],
+      os = contiguousStrides(x.shape),
+      k = keptDims(x, axis, os),
+      lines = sizeOf(k.shape);
     const out = allocRaw(x.dtype, sizeOf(x.shape));
     if (lines > 0 && n > 0) {
       launchMain(`cumsum_${SUFFIX[x.dtype]}`, [Math.min(lines, r.device.sms * 16)], 256, [
-        arg.i64(lines), arg.i32(k.shape.length), dims(k.shape), dims(k.strides), dims(k.ostrides), arg.i64(n), arg.i64(x.strides[axis]), arg.i64(os[axis]),
-        arg.i32(reverse ? 1 : 0), arg.i64(x.offset), arg.ptr(blk(x.buf).ptr), arg.ptr(out.ptr),
+        arg.i64(lines),
+        arg.i32(k.shape.length),
+        dims(k.shape),
+        dims(k.strides),
+        dims(k.ostrides),
+        arg.i64(n),
+        arg.i64(x.strides[axis]),
+        arg.i64(os[axis]),
+        arg.i32(reverse ? 1 : 0),
+        arg.i64(x.offset),
+        arg.ptr(blk(x.buf).ptr),
+        arg.ptr(out.ptr),
       ]);
     }
     return out;
@@ -327,7 +561,11 @@ export const cuda: Backend = {
     const out = allocRaw(xs[0].dtype, sizeOf(outShape)), os = contiguousStrides(outShape);
     let at = 0;
     for (const x of xs) {
-      ew({ expr: "a", inputs: [x.dtype], out: x.dtype }, x.shape, { buf: out, strides: os, offset: at * os[axis] }, [x]);
+      ew({ expr: "a", inputs: [x.dtype], out: x.dtype }, x.shape, {
+        buf: out,
+        strides: os,
+        offset: at * os[axis],
+      }, [x]);
       at += x.shape[axis];
     }
     return out;
@@ -335,7 +573,9 @@ export const cuda: Backend = {
   pad(x, widths, outShape) {
     const out = allocZero(x.dtype, sizeOf(outShape)), os = contiguousStrides(outShape);
     const offset = widths.reduce((o, [before], d) => o + before * os[d], 0);
-    ew({ expr: "a", inputs: [x.dtype], out: x.dtype }, x.shape, { buf: out, strides: os, offset }, [x]);
+    ew({ expr: "a", inputs: [x.dtype], out: x.dtype }, x.shape, { buf: out, strides: os, offset }, [
+      x,
+    ]);
     return out;
   },
   spmm,
@@ -346,8 +586,20 @@ export const cuda: Backend = {
       const [u, m2, v2] = [allocRaw(dt, n), allocRaw(dt, n), allocRaw(dt, n)];
       if (n > 0) {
         launchMain(`adam_${SUFFIX[dt]}`, [blocksFor(n, 256, r.device.sms)], 256, [
-          arg.i64(n), arg.ptr(addr(g)), arg.ptr(addr(mu)), arg.ptr(addr(nu)), arg.ptr(param ? addr(param) : 0n), arg.ptr(u.ptr), arg.ptr(m2.ptr), arg.ptr(v2.ptr),
-          arg.f64(h.b1), arg.f64(h.b2), arg.f64(h.eps), arg.f64(h.c2), arg.f64(h.scale), arg.f64(param ? h.decay : 0),
+          arg.i64(n),
+          arg.ptr(addr(g)),
+          arg.ptr(addr(mu)),
+          arg.ptr(addr(nu)),
+          arg.ptr(param ? addr(param) : 0n),
+          arg.ptr(u.ptr),
+          arg.ptr(m2.ptr),
+          arg.ptr(v2.ptr),
+          arg.f64(h.b1),
+          arg.f64(h.b2),
+          arg.f64(h.eps),
+          arg.f64(h.c2),
+          arg.f64(h.scale),
+          arg.f64(param ? h.decay : 0),
         ]);
       }
       return [u, m2, v2];
@@ -358,7 +610,15 @@ export const cuda: Backend = {
 };
 
 /** Device memory held by this process: the allocator's counts and the driver's free/total. */
-export function cudaMemoryStats(): { inUse: number; cached: number; peak: number; driverAllocs: number; driverFrees: number; free: number; total: number } | null {
+export function cudaMemoryStats(): {
+  inUse: number;
+  cached: number;
+  peak: number;
+  driverAllocs: number;
+  driverFrees: number;
+  free: number;
+  total: number;
+} | null {
   const r = cudaRuntime();
   if (!r) return null;
   return { ...r.allocator.stats(), ...r.driver.memInfo() };

@@ -26,7 +26,31 @@ export const CUBLAS_SIGS: Record<string, FfiSig> = {
   // handle, ta, tb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, compute, algo
   cublasGemmEx: sig([P, I, I, I, I, I, B, P, I, I, P, I, I, B, P, I, I, I, I]),
   // … with strideA/B/C (long long) after each leading dimension and batchCount before compute
-  cublasGemmStridedBatchedEx: sig([P, I, I, I, I, I, B, P, I, I, L, P, I, I, L, B, P, I, I, L, I, I, I]),
+  cublasGemmStridedBatchedEx: sig([
+    P,
+    I,
+    I,
+    I,
+    I,
+    I,
+    B,
+    P,
+    I,
+    I,
+    L,
+    P,
+    I,
+    I,
+    L,
+    B,
+    P,
+    I,
+    I,
+    L,
+    I,
+    I,
+    I,
+  ]),
   cublasGetStatusName: { args: [I], ret: "addr", optional: true },
 };
 
@@ -66,17 +90,40 @@ export interface Cublas {
 export function gemmRoute(dtype: GemmDType, precision: MatmulPrecision, batched: boolean):
   | { fn: string; scalar: "f32" | "f64" }
   | { fn: string; scalar: "f32"; dataType: number; compute: number } {
-  if (dtype === "f64") return { fn: batched ? "cublasDgemmStridedBatched" : "cublasDgemm_v2", scalar: "f64" };
+  if (dtype === "f64") {
+    return { fn: batched ? "cublasDgemmStridedBatched" : "cublasDgemm_v2", scalar: "f64" };
+  }
   const fn = batched ? "cublasGemmStridedBatchedEx" : "cublasGemmEx";
-  if (dtype === "f32" && precision === "f32") return { fn: batched ? "cublasSgemmStridedBatched" : "cublasSgemm_v2", scalar: "f32" };
-  if (dtype === "f32") return { fn, scalar: "f32", dataType: DATA_TYPE.f32, compute: precision === "tf32" ? COMPUTE.f32FastTf32 : COMPUTE.f32FastBf16 };
+  if (dtype === "f32" && precision === "f32") {
+    return { fn: batched ? "cublasSgemmStridedBatched" : "cublasSgemm_v2", scalar: "f32" };
+  }
+  if (dtype === "f32") {
+    return {
+      fn,
+      scalar: "f32",
+      dataType: DATA_TYPE.f32,
+      compute: precision === "tf32" ? COMPUTE.f32FastTf32 : COMPUTE.f32FastBf16,
+    };
+  }
   // 16-bit data: f32 accumulation, output in the same 16-bit type.
   return { fn, scalar: "f32", dataType: DATA_TYPE[dtype], compute: COMPUTE.f32 };
 }
 
-export function makeCublas(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>, stream: bigint): Cublas {
+export function makeCublas(
+  ffi: Ffi,
+  path: string,
+  fns: Record<string, FfiFn | null>,
+  stream: bigint,
+): Cublas {
   const f = fns as Record<string, FfiFn>;
-  const check = makeCheck("cublas", (code) => (fns.cublasGetStatusName ? ffi.cString(f.cublasGetStatusName(code) as bigint) || null : null));
+  const check = makeCheck(
+    "cublas",
+    (
+      code,
+    ) => (fns.cublasGetStatusName
+      ? ffi.cString(f.cublasGetStatusName(code) as bigint) || null
+      : null),
+  );
   const h = outU64();
   check("cublasCreate_v2", f.cublasCreate_v2(h));
   const handle = h[0];
@@ -99,13 +146,91 @@ export function makeCublas(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
       let st: unknown;
       if (!("dataType" in r)) {
         st = batched
-          ? f[r.fn](handle, ta, tb, p.m, p.n, p.k, alpha, b, p.first.ld, BigInt(p.first.batchStride), a, p.second.ld, BigInt(p.second.batchStride), beta, c, p.ldc, BigInt(p.strideC), p.batch)
-          : f[r.fn](handle, ta, tb, p.m, p.n, p.k, alpha, b, p.first.ld, a, p.second.ld, beta, c, p.ldc);
+          ? f[r.fn](
+            handle,
+            ta,
+            tb,
+            p.m,
+            p.n,
+            p.k,
+            alpha,
+            b,
+            p.first.ld,
+            BigInt(p.first.batchStride),
+            a,
+            p.second.ld,
+            BigInt(p.second.batchStride),
+            beta,
+            c,
+            p.ldc,
+            BigInt(p.strideC),
+            p.batch,
+          )
+          : f[r.fn](
+            handle,
+            ta,
+            tb,
+            p.m,
+            p.n,
+            p.k,
+            alpha,
+            b,
+            p.first.ld,
+            a,
+            p.second.ld,
+            beta,
+            c,
+            p.ldc,
+          );
       } else {
         const t = r.dataType;
         st = batched
-          ? f[r.fn](handle, ta, tb, p.m, p.n, p.k, alpha, b, t, p.first.ld, BigInt(p.first.batchStride), a, t, p.second.ld, BigInt(p.second.batchStride), beta, c, t, p.ldc, BigInt(p.strideC), p.batch, r.compute, GEMM_DEFAULT)
-          : f[r.fn](handle, ta, tb, p.m, p.n, p.k, alpha, b, t, p.first.ld, a, t, p.second.ld, beta, c, t, p.ldc, r.compute, GEMM_DEFAULT);
+          ? f[r.fn](
+            handle,
+            ta,
+            tb,
+            p.m,
+            p.n,
+            p.k,
+            alpha,
+            b,
+            t,
+            p.first.ld,
+            BigInt(p.first.batchStride),
+            a,
+            t,
+            p.second.ld,
+            BigInt(p.second.batchStride),
+            beta,
+            c,
+            t,
+            p.ldc,
+            BigInt(p.strideC),
+            p.batch,
+            r.compute,
+            GEMM_DEFAULT,
+          )
+          : f[r.fn](
+            handle,
+            ta,
+            tb,
+            p.m,
+            p.n,
+            p.k,
+            alpha,
+            b,
+            t,
+            p.first.ld,
+            a,
+            t,
+            p.second.ld,
+            beta,
+            c,
+            t,
+            p.ldc,
+            r.compute,
+            GEMM_DEFAULT,
+          );
       }
       check(r.fn, st, what);
     },
@@ -114,7 +239,17 @@ export function makeCublas(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
 }
 
 /** Open cuBLAS and create a handle bound to `stream` (needs a current context); never throws. */
-export function loadCublas(ffi: Ffi, env: (n: string) => string | undefined, stream: bigint): { cublas: Cublas | null; reason: string } {
-  const r = loadLibrary(ffi, "cublas", env, CUBLAS_SIGS, (path, fns) => makeCublas(ffi, path, fns, stream));
+export function loadCublas(
+  ffi: Ffi,
+  env: (n: string) => string | undefined,
+  stream: bigint,
+): { cublas: Cublas | null; reason: string } {
+  const r = loadLibrary(
+    ffi,
+    "cublas",
+    env,
+    CUBLAS_SIGS,
+    (path, fns) => makeCublas(ffi, path, fns, stream),
+  );
   return { cublas: r.value, reason: r.reason };
 }

@@ -44,7 +44,12 @@ export const DRIVER_SIGS: Record<string, FfiSig> = {
 };
 
 /** CUdevice_attribute values used here (cuda.h). */
-export const ATTR = { MAX_THREADS_PER_BLOCK: 1, MULTIPROCESSOR_COUNT: 16, COMPUTE_CAPABILITY_MAJOR: 75, COMPUTE_CAPABILITY_MINOR: 76 } as const;
+export const ATTR = {
+  MAX_THREADS_PER_BLOCK: 1,
+  MULTIPROCESSOR_COUNT: 16,
+  COMPUTE_CAPABILITY_MAJOR: 75,
+  COMPUTE_CAPABILITY_MINOR: 76,
+} as const;
 /** CU_STREAM_NON_BLOCKING: no implicit synchronisation with the legacy default stream. */
 export const STREAM_NON_BLOCKING = 1;
 
@@ -77,7 +82,15 @@ export interface Driver {
   memsetD8(dst: bigint, value: number, bytes: number, stream: bigint): void;
   loadModule(image: Uint8Array): bigint;
   getFunction(module: bigint, name: string): bigint;
-  launch(fn: bigint, grid: Dims3, block: Dims3, sharedBytes: number, stream: bigint, params: PackedParams, name?: string): void;
+  launch(
+    fn: bigint,
+    grid: Dims3,
+    block: Dims3,
+    sharedBytes: number,
+    stream: bigint,
+    params: PackedParams,
+    name?: string,
+  ): void;
   createEvent(): bigint;
   record(ev: bigint, stream: bigint): void;
   eventSync(ev: bigint): void;
@@ -131,16 +144,41 @@ export function makeDriver(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
     },
     copyHtoD: (dst, src, stream) => call("cuMemcpyHtoDAsync_v2", dst, src, bytesOf(src), stream),
     copyDtoH: (dst, src, stream) => call("cuMemcpyDtoHAsync_v2", dst, src, bytesOf(dst), stream),
-    copyDtoD: (dst, src, bytes, stream) => call("cuMemcpyDtoDAsync_v2", dst, src, BigInt(bytes), stream),
-    memsetD8: (dst, value, bytes, stream) => call("cuMemsetD8Async", dst, value, BigInt(bytes), stream),
+    copyDtoD: (dst, src, bytes, stream) =>
+      call("cuMemcpyDtoDAsync_v2", dst, src, BigInt(bytes), stream),
+    memsetD8: (dst, value, bytes, stream) =>
+      call("cuMemsetD8Async", dst, value, BigInt(bytes), stream),
     loadModule: (image) => getH("cuModuleLoadData", image),
     getFunction(module, name) {
-      check("cuModuleGetFunction", f.cuModuleGetFunction(u64, module, cStringBuf(name)), () => `kernel ${name}`);
+      check(
+        "cuModuleGetFunction",
+        f.cuModuleGetFunction(u64, module, cStringBuf(name)),
+        () => `kernel ${name}`,
+      );
       return u64[0];
     },
     launch(fn, grid, block, sharedBytes, stream, params, name = "kernel") {
-      const st = f.cuLaunchKernel(fn, grid.x, grid.y ?? 1, grid.z ?? 1, block.x, block.y ?? 1, block.z ?? 1, sharedBytes, stream, params.pointers, null);
-      check("cuLaunchKernel", st, () => `${name} grid (${grid.x}, ${grid.y ?? 1}, ${grid.z ?? 1}) block (${block.x}, ${block.y ?? 1}, ${block.z ?? 1})`);
+      const st = f.cuLaunchKernel(
+        fn,
+        grid.x,
+        grid.y ?? 1,
+        grid.z ?? 1,
+        block.x,
+        block.y ?? 1,
+        block.z ?? 1,
+        sharedBytes,
+        stream,
+        params.pointers,
+        null,
+      );
+      check(
+        "cuLaunchKernel",
+        st,
+        () =>
+          `${name} grid (${grid.x}, ${grid.y ?? 1}, ${grid.z ?? 1}) block (${block.x}, ${
+            block.y ?? 1
+          }, ${block.z ?? 1})`,
+      );
     },
     createEvent: () => getH("cuEventCreate", 0),
     record: (ev, stream) => call("cuEventRecord", ev, stream),
@@ -155,7 +193,10 @@ export function makeDriver(ffi: Ffi, path: string, fns: Record<string, FfiFn | n
 }
 
 /** Open libcuda; never throws (`driver` null and `reason` saying why). */
-export function loadDriver(ffi: Ffi, env: (n: string) => string | undefined): { driver: Driver | null; reason: string } {
+export function loadDriver(
+  ffi: Ffi,
+  env: (n: string) => string | undefined,
+): { driver: Driver | null; reason: string } {
   const r = loadLibrary(ffi, "driver", env, DRIVER_SIGS, (path, fns) => makeDriver(ffi, path, fns));
   return { driver: r.value, reason: r.reason };
 }

@@ -69,10 +69,18 @@ export const CUBLAS_STATUS: Record<number, string> = {
   16: "CUBLAS_STATUS_LICENSE_ERROR",
 };
 
-const TABLES: Record<CudaLibrary, Record<number, string>> = { driver: DRIVER_STATUS, nvrtc: NVRTC_STATUS, cublas: CUBLAS_STATUS };
+const TABLES: Record<CudaLibrary, Record<number, string>> = {
+  driver: DRIVER_STATUS,
+  nvrtc: NVRTC_STATUS,
+  cublas: CUBLAS_STATUS,
+};
 
 /** The symbolic name of a status code; `lookup` (the library's own, when loaded) wins. */
-export function statusName(lib: CudaLibrary, code: number, lookup?: (code: number) => string | null): string {
+export function statusName(
+  lib: CudaLibrary,
+  code: number,
+  lookup?: (code: number) => string | null,
+): string {
   const own = lookup?.(code);
   return own || TABLES[lib][code] || `unknown ${lib} status`;
 }

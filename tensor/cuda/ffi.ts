@@ -49,7 +49,11 @@ function denoFfi(): Ffi {
     open(path, sigs) {
       const defs: Record<string, unknown> = {};
       for (const [name, s] of Object.entries(sigs)) {
-        defs[name] = { parameters: s.args.map(denoType), result: denoType(s.ret), optional: !!s.optional };
+        defs[name] = {
+          parameters: s.args.map(denoType),
+          result: denoType(s.ret),
+          optional: !!s.optional,
+        };
       }
       const lib = D.dlopen(path, defs);
       const fns: Record<string, FfiFn | null> = {};
@@ -70,7 +74,9 @@ function denoFfi(): Ffi {
       return { path, fns };
     },
     addressOf: (view) => BigInt(D.UnsafePointer.value(D.UnsafePointer.of(view))),
-    cString: (addr) => (addr === 0n ? "" : D.UnsafePointerView.getCString(D.UnsafePointer.create(addr))),
+    cString: (
+      addr,
+    ) => (addr === 0n ? "" : D.UnsafePointerView.getCString(D.UnsafePointer.create(addr))),
   };
 }
 
@@ -78,13 +84,17 @@ function bunFfi(): Ffi {
   // A computed specifier keeps Deno from resolving Bun's built-in module.
   const req = (import.meta as any).require ?? g.require;
   const ffi = req("bun" + ":ffi");
-  const one = (path: string, name: string, s: FfiSig) => ffi.dlopen(path, { [name]: { args: s.args.map(bunType), returns: bunType(s.ret) } }).symbols[name];
+  const one = (path: string, name: string, s: FfiSig) =>
+    ffi.dlopen(path, { [name]: { args: s.args.map(bunType), returns: bunType(s.ret) } })
+      .symbols[name];
   return {
     runtime: "bun",
     open(path, sigs) {
       const required = Object.entries(sigs).filter(([, s]) => !s.optional);
       const defs: Record<string, unknown> = {};
-      for (const [name, s] of required) defs[name] = { args: s.args.map(bunType), returns: bunType(s.ret) };
+      for (const [name, s] of required) {
+        defs[name] = { args: s.args.map(bunType), returns: bunType(s.ret) };
+      }
       const lib = ffi.dlopen(path, defs);
       const fns: Record<string, FfiFn | null> = {};
       for (const [name, s] of Object.entries(sigs)) {
@@ -98,7 +108,9 @@ function bunFfi(): Ffi {
             f = null;
           }
         }
-        fns[name] = f && s.ret === "addr" ? (...a: unknown[]) => BigInt((f as FfiFn)(...a) as number ?? 0) : f;
+        fns[name] = f && s.ret === "addr"
+          ? (...a: unknown[]) => BigInt((f as FfiFn)(...a) as number ?? 0)
+          : f;
       }
       return { path, fns };
     },
@@ -134,7 +146,10 @@ export function cStringBuf(s: string): Uint8Array {
 }
 
 /** An array of char* (a `const char**`) for `strs`; `keep` must outlive the call that reads it. */
-export function cStringArray(ffi: Ffi, strs: readonly string[]): { ptrs: BigUint64Array; keep: Uint8Array[] } {
+export function cStringArray(
+  ffi: Ffi,
+  strs: readonly string[],
+): { ptrs: BigUint64Array; keep: Uint8Array[] } {
   const keep = strs.map(cStringBuf);
   const ptrs = new BigUint64Array(new ArrayBuffer(8 * Math.max(1, strs.length)));
   keep.forEach((b, i) => (ptrs[i] = ffi.addressOf(b)));

@@ -35,7 +35,11 @@ export interface GemmPlan {
 }
 
 /** One stride for all batch dims, or null when they do not flatten (size-1 dims are free). */
-export function batchStride(shape: readonly number[], strides: readonly number[], nb: number): number | null {
+export function batchStride(
+  shape: readonly number[],
+  strides: readonly number[],
+  nb: number,
+): number | null {
   let stride: number | null = null, span = 1;
   for (let d = nb - 1; d >= 0; d--) {
     if (shape[d] === 1) continue;
@@ -50,11 +54,20 @@ export function batchStride(shape: readonly number[], strides: readonly number[]
  * The column-major operand for a row-major [R, C] matrix X that must enter cuBLAS as Xᵀ
  * ([C, R] column-major), or null when neither axis has unit stride.
  */
-function operandOf(rows: number, cols: number, sR: number, sC: number): { trans: boolean; ld: number } | null {
+function operandOf(
+  rows: number,
+  cols: number,
+  sR: number,
+  sC: number,
+): { trans: boolean; ld: number } | null {
   // A size-1 axis may carry any stride; it never constrains the layout.
   const rowMajor = cols === 1 || sC === 1, colMajor = rows === 1 || sR === 1;
-  if (rowMajor && (rows === 1 || sR >= Math.max(1, cols))) return { trans: false, ld: rows === 1 ? Math.max(1, cols) : sR };
-  if (colMajor && (cols === 1 || sC >= Math.max(1, rows))) return { trans: true, ld: cols === 1 ? Math.max(1, rows) : sC };
+  if (rowMajor && (rows === 1 || sR >= Math.max(1, cols))) {
+    return { trans: false, ld: rows === 1 ? Math.max(1, cols) : sR };
+  }
+  if (colMajor && (cols === 1 || sC >= Math.max(1, rows))) {
+    return { trans: true, ld: cols === 1 ? Math.max(1, rows) : sC };
+  }
   return null;
 }
 

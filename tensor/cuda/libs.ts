@@ -22,10 +22,23 @@ const SONAMES: Record<CudaLib, string[]> = {
   cublas: ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"],
 };
 
-const SYSTEM_DIRS = ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"];
-const DRIVER_DIRS = ["/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib"];
+const SYSTEM_DIRS = [
+  "/usr/local/cuda/lib64",
+  "/usr/local/cuda/targets/x86_64-linux/lib",
+  "/usr/lib/x86_64-linux-gnu",
+];
+const DRIVER_DIRS = [
+  "/usr/local/nvidia/lib64",
+  "/usr/lib/x86_64-linux-gnu",
+  "/usr/lib64",
+  "/usr/lib/wsl/lib",
+];
 // pip's NVIDIA wheels (CUDA 13 puts everything under nvidia/cu13/lib; CUDA 12 one folder per library).
-const WHEEL_ROOTS = ["/opt/torch/.venv/lib/python3.12/site-packages", "/usr/local/lib/python3.12/dist-packages", "/usr/lib/python3/dist-packages"];
+const WHEEL_ROOTS = [
+  "/opt/torch/.venv/lib/python3.12/site-packages",
+  "/usr/local/lib/python3.12/dist-packages",
+  "/usr/lib/python3/dist-packages",
+];
 const WHEEL_SUBDIRS: Record<CudaLib, string[]> = {
   driver: [],
   nvrtc: ["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
@@ -36,14 +49,22 @@ const WHEEL_SUBDIRS: Record<CudaLib, string[]> = {
  * Candidate paths for one library, in the order they are tried. `env` reads variables:
  * the forcing variable, SPARSECODER_CUDA_LIBDIRS (colon-separated folders tried first), CUDA_HOME and CUDA_PATH.
  */
-export function libraryCandidates(lib: CudaLib, env: (name: string) => string | undefined): string[] {
+export function libraryCandidates(
+  lib: CudaLib,
+  env: (name: string) => string | undefined,
+): string[] {
   const forced = env(PATH_ENV[lib]);
   if (forced) return [forced];
   const extra = (env("SPARSECODER_CUDA_LIBDIRS") ?? "").split(":").filter((d) => d);
-  const homes = [env("CUDA_HOME"), env("CUDA_PATH")].filter((d): d is string => !!d).map((h) => `${h}/lib64`);
-  const dirs = lib === "driver"
-    ? [...extra, ...DRIVER_DIRS]
-    : [...extra, ...homes, ...SYSTEM_DIRS, ...WHEEL_ROOTS.flatMap((r) => WHEEL_SUBDIRS[lib].map((s) => `${r}/${s}`))];
+  const homes = [env("CUDA_HOME"), env("CUDA_PATH")].filter((d): d is string => !!d).map((h) =>
+    `${h}/lib64`
+  );
+  const dirs = lib === "driver" ? [...extra, ...DRIVER_DIRS] : [
+    ...extra,
+    ...homes,
+    ...SYSTEM_DIRS,
+    ...WHEEL_ROOTS.flatMap((r) => WHEEL_SUBDIRS[lib].map((s) => `${r}/${s}`)),
+  ];
   const out: string[] = [];
   const add = (p: string) => {
     if (!out.includes(p)) out.push(p);
@@ -55,7 +76,11 @@ export function libraryCandidates(lib: CudaLib, env: (name: string) => string | 
   return out;
 }
 
-const LABEL: Record<CudaLib, string> = { driver: "NVIDIA driver library libcuda.so.1", nvrtc: "NVRTC (libnvrtc.so)", cublas: "cuBLAS (libcublas.so)" };
+const LABEL: Record<CudaLib, string> = {
+  driver: "NVIDIA driver library libcuda.so.1",
+  nvrtc: "NVRTC (libnvrtc.so)",
+  cublas: "cuBLAS (libcublas.so)",
+};
 
 export interface Opened {
   lib: FfiLib | null;
@@ -69,11 +94,19 @@ function errText(e: unknown): string {
 }
 
 /** Open the first candidate that loads with every required symbol; never throws. */
-export function openFirst(ffi: Ffi, lib: CudaLib, candidates: readonly string[], sigs: Record<string, FfiSig>): Opened {
+export function openFirst(
+  ffi: Ffi,
+  lib: CudaLib,
+  candidates: readonly string[],
+  sigs: Record<string, FfiSig>,
+): Opened {
   const errors: string[] = [];
   for (const path of candidates) {
     if (ffi.runtime === "deno" && !denoGranted({ name: "ffi", path })) {
-      return { lib: null, reason: `${lib}: Deno FFI permission not granted (run with --allow-ffi or -A)` };
+      return {
+        lib: null,
+        reason: `${lib}: Deno FFI permission not granted (run with --allow-ffi or -A)`,
+      };
     }
     try {
       return { lib: ffi.open(path, sigs), reason: `loaded ${path}` };
@@ -84,9 +117,16 @@ export function openFirst(ffi: Ffi, lib: CudaLib, candidates: readonly string[],
   // "No such file" for every path is the common case: say so once, with the paths tried.
   const missing = errors.filter((e) => /cannot open shared object|No such file/i.test(e));
   const other = errors.filter((e) => !missing.includes(e));
-  const tried = candidates.length > 4 ? `${candidates.slice(0, 4).join(", ")} and ${candidates.length - 4} more` : candidates.join(", ");
+  const tried = candidates.length > 4
+    ? `${candidates.slice(0, 4).join(", ")} and ${candidates.length - 4} more`
+    : candidates.join(", ");
   const what = `${LABEL[lib]} not found`;
-  return { lib: null, reason: other.length ? `${what}: ${other.slice(0, 2).join("; ")}` : `${what} (tried ${tried}; set ${PATH_ENV[lib]} or SPARSECODER_CUDA_LIBDIRS)` };
+  return {
+    lib: null,
+    reason: other.length
+      ? `${what}: ${other.slice(0, 2).join("; ")}`
+      : `${what} (tried ${tried}; set ${PATH_ENV[lib]} or SPARSECODER_CUDA_LIBDIRS)`,
+  };
 }
 
 /**

@@ -12,7 +12,9 @@ import { join } from "node:path";
 /** FNV-1a, 64-bit, over UTF-16 code units: a cache key, not a security boundary. */
 export function hash64(text: string): string {
   let h = 0xcbf29ce484222325n;
-  for (let i = 0; i < text.length; i++) h = ((h ^ BigInt(text.charCodeAt(i))) * 0x100000001b3n) & 0xffffffffffffffffn;
+  for (let i = 0; i < text.length; i++) {
+    h = ((h ^ BigInt(text.charCodeAt(i))) * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
   return h.toString(16).padStart(16, "0");
 }
 

@@ -3,7 +3,16 @@
  * the exact sm_XY when this NVRTC knows the architecture, PTX for the newest one it knows
  * otherwise (the driver JIT-compiles PTX forward). A failed compile throws with the log.
  */
-import { cStringArray, cStringBuf, type Ffi, type FfiFn, type FfiLib, type FfiSig, outI32, outU64 } from "./ffi.ts";
+import {
+  cStringArray,
+  cStringBuf,
+  type Ffi,
+  type FfiFn,
+  type FfiLib,
+  type FfiSig,
+  outI32,
+  outU64,
+} from "./ffi.ts";
 import { makeCheck } from "./errors.ts";
 import { loadLibrary } from "./libs.ts";
 
@@ -41,12 +50,23 @@ export interface Nvrtc {
   /** Architectures this NVRTC can target (e.g. [75, 80, ..., 120]); empty if it cannot say. */
   archs: number[];
   /** `ptx`: stop at PTX for compute_XY (no machine code; the driver JIT-compiles it when loaded). */
-  compile(source: string, name: string, cc: number, opts?: { ptx?: boolean; options?: readonly string[] }): Compiled;
+  compile(
+    source: string,
+    name: string,
+    cc: number,
+    opts?: { ptx?: boolean; options?: readonly string[] },
+  ): Compiled;
 }
 
 /** The option list and artifact kind for compute capability `cc` (e.g. 90). */
-export function targetFor(cc: number, archs: readonly number[], ptx = false): { option: string; kind: "cubin" | "ptx"; target: string } {
-  if (!ptx && (archs.length === 0 || archs.includes(cc))) return { option: `--gpu-architecture=sm_${cc}`, kind: "cubin", target: `sm_${cc}` };
+export function targetFor(
+  cc: number,
+  archs: readonly number[],
+  ptx = false,
+): { option: string; kind: "cubin" | "ptx"; target: string } {
+  if (!ptx && (archs.length === 0 || archs.includes(cc))) {
+    return { option: `--gpu-architecture=sm_${cc}`, kind: "cubin", target: `sm_${cc}` };
+  }
   const older = archs.filter((a) => a <= cc);
   const best = archs.length === 0 ? cc : older.length ? Math.max(...older) : Math.min(...archs);
   return { option: `--gpu-architecture=compute_${best}`, kind: "ptx", target: `compute_${best}` };
@@ -54,7 +74,10 @@ export function targetFor(cc: number, archs: readonly number[], ptx = false): { 
 
 export function makeNvrtc(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>): Nvrtc {
   const f = fns as Record<string, FfiFn>;
-  const check = makeCheck("nvrtc", (code) => ffi.cString(f.nvrtcGetErrorString(code) as bigint) || null);
+  const check = makeCheck(
+    "nvrtc",
+    (code) => ffi.cString(f.nvrtcGetErrorString(code) as bigint) || null,
+  );
   const maj = outI32(), min = outI32();
   check("nvrtcVersion", f.nvrtcVersion(maj, min));
   let archs: number[] = [];
@@ -72,7 +95,11 @@ export function makeNvrtc(ffi: Ffi, path: string, fns: Record<string, FfiFn | nu
     archs,
     compile(source, name, cc, { ptx = false, options = [] } = {}) {
       const prog = outU64();
-      check("nvrtcCreateProgram", f.nvrtcCreateProgram(prog, cStringBuf(source), cStringBuf(name), 0, null, null), () => name);
+      check(
+        "nvrtcCreateProgram",
+        f.nvrtcCreateProgram(prog, cStringBuf(source), cStringBuf(name), 0, null, null),
+        () => name,
+      );
       const p = prog[0];
       try {
         const t = targetFor(cc, archs, ptx);
@@ -81,9 +108,12 @@ export function makeNvrtc(ffi: Ffi, path: string, fns: Record<string, FfiFn | nu
         check("nvrtcGetProgramLogSize", f.nvrtcGetProgramLogSize(p, size));
         const logBuf = new Uint8Array(new ArrayBuffer(Math.max(1, Number(size[0]))));
         check("nvrtcGetProgramLog", f.nvrtcGetProgramLog(p, logBuf));
-        const log = new TextDecoder().decode(logBuf.subarray(0, Math.max(0, logBuf.indexOf(0)))).trim();
+        const log = new TextDecoder().decode(logBuf.subarray(0, Math.max(0, logBuf.indexOf(0))))
+          .trim();
         check("nvrtcCompileProgram", status, () => `${name} for ${t.target}\n${log}`);
-        const [sizeFn, getFn] = t.kind === "cubin" ? ["nvrtcGetCUBINSize", "nvrtcGetCUBIN"] : ["nvrtcGetPTXSize", "nvrtcGetPTX"];
+        const [sizeFn, getFn] = t.kind === "cubin"
+          ? ["nvrtcGetCUBINSize", "nvrtcGetCUBIN"]
+          : ["nvrtcGetPTXSize", "nvrtcGetPTX"];
         check(sizeFn, f[sizeFn](p, size));
         const image = new Uint8Array(new ArrayBuffer(Number(size[0])));
         check(getFn, f[getFn](p, image));
@@ -108,7 +138,9 @@ function preloadBuiltins(ffi: Ffi, path: string, [major, minor]: [number, number
   for (const name of [`libnvrtc-builtins.so.${major}.${minor}`, `libnvrtc-builtins.so.${major}`]) {
     try {
       // bun:ffi wants one symbol at least: libc's strlen resolves through the library's dependencies.
-      preloaded.push(ffi.open(`${path.slice(0, slash)}/${name}`, { strlen: { args: ["u64"], ret: "u64" } }));
+      preloaded.push(
+        ffi.open(`${path.slice(0, slash)}/${name}`, { strlen: { args: ["u64"], ret: "u64" } }),
+      );
       return;
     } catch {
       // try the next spelling
@@ -117,7 +149,10 @@ function preloadBuiltins(ffi: Ffi, path: string, [major, minor]: [number, number
 }
 
 /** Open NVRTC; never throws (`nvrtc` null and `reason` saying why). */
-export function loadNvrtc(ffi: Ffi, env: (n: string) => string | undefined): { nvrtc: Nvrtc | null; reason: string } {
+export function loadNvrtc(
+  ffi: Ffi,
+  env: (n: string) => string | undefined,
+): { nvrtc: Nvrtc | null; reason: string } {
   const r = loadLibrary(ffi, "nvrtc", env, NVRTC_SIGS, (path, fns) => {
     const nvrtc = makeNvrtc(ffi, path, fns);
     preloadBuiltins(ffi, path, nvrtc.version);

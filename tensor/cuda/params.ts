@@ -28,8 +28,24 @@ export interface PackedParams {
   offsets: number[];
 }
 
-const SIZE: Record<KernelArg["t"], number> = { ptr: 8, i32: 4, u32: 4, i64: 8, f32: 4, f64: 8, dims: 8 * MAX_DIMS };
-const ALIGN: Record<KernelArg["t"], number> = { ptr: 8, i32: 4, u32: 4, i64: 8, f32: 4, f64: 8, dims: 8 };
+const SIZE: Record<KernelArg["t"], number> = {
+  ptr: 8,
+  i32: 4,
+  u32: 4,
+  i64: 8,
+  f32: 4,
+  f64: 8,
+  dims: 8 * MAX_DIMS,
+};
+const ALIGN: Record<KernelArg["t"], number> = {
+  ptr: 8,
+  i32: 4,
+  u32: 4,
+  i64: 8,
+  f32: 4,
+  f64: 8,
+  dims: 8,
+};
 
 /** Byte offsets of each argument in the packed buffer, and its total size. */
 export function layout(args: readonly KernelArg[]): { offsets: number[]; bytes: number } {
@@ -71,7 +87,11 @@ export function packParams(ffi: Pick<Ffi, "addressOf">, args: readonly KernelArg
         dv.setFloat64(o, a.v, true);
         break;
       case "dims":
-        if (a.v.length > MAX_DIMS) throw new RangeError(`cuda: ${a.v.length} dimensions exceed the kernels' limit of ${MAX_DIMS}`);
+        if (a.v.length > MAX_DIMS) {
+          throw new RangeError(
+            `cuda: ${a.v.length} dimensions exceed the kernels' limit of ${MAX_DIMS}`,
+          );
+        }
         a.v.forEach((d, j) => dv.setBigInt64(o + 8 * j, BigInt(d), true));
         break;
     }

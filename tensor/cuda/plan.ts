@@ -12,7 +12,10 @@ export interface StridedPart {
 }
 
 /** Drop size-1 axes and merge neighbours that are contiguous in every view. */
-export function collapse(shape: readonly number[], views: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+export function collapse(
+  shape: readonly number[],
+  views: readonly (readonly number[])[],
+): { shape: number[]; strides: number[][] } {
   const keep = shape.map((d, i) => (d !== 1 ? i : -1)).filter((i) => i >= 0);
   const outShape: number[] = [];
   const outStrides: number[][] = views.map(() => []);
@@ -30,9 +33,15 @@ export function collapse(shape: readonly number[], views: readonly (readonly num
 }
 
 /** One past the largest element offset a view reaches (strides are non-negative here). */
-export function extent(shape: readonly number[], strides: readonly number[], offset: number): number {
+export function extent(
+  shape: readonly number[],
+  strides: readonly number[],
+  offset: number,
+): number {
   let e = offset;
-  for (let d = 0; d < shape.length; d++) if (shape[d] > 0) e += (shape[d] - 1) * Math.abs(strides[d]);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] > 0) e += (shape[d] - 1) * Math.abs(strides[d]);
+  }
   return e + 1;
 }
 
@@ -47,15 +56,31 @@ export interface EwPlan {
 const I32_LIMIT = 2 ** 31 - 1;
 
 /** The kernel and (collapsed) dims for writing `out` from `inputs`, all views of `shape`. */
-export function planElementwise(shape: readonly number[], out: StridedPart, inputs: readonly StridedPart[]): EwPlan {
+export function planElementwise(
+  shape: readonly number[],
+  out: StridedPart,
+  inputs: readonly StridedPart[],
+): EwPlan {
   const n = shape.reduce((a, b) => a * b, 1);
   const c = collapse(shape, [out.strides, ...inputs.map((v) => v.strides)]);
-  if (c.shape.length > MAX_DIMS) throw new RangeError(`cuda: a view of ${shape.length} dimensions that do not merge exceeds the kernels' limit of ${MAX_DIMS}`);
+  if (c.shape.length > MAX_DIMS) {
+    throw new RangeError(
+      `cuda: a view of ${shape.length} dimensions that do not merge exceeds the kernels' limit of ${MAX_DIMS}`,
+    );
+  }
   const parts = [out, ...inputs].map((v, i) => ({ strides: c.strides[i], offset: v.offset }));
-  const flat = c.shape.length <= 1 && parts.every((p) => c.shape.length === 0 || p.strides[0] === 1);
+  const flat = c.shape.length <= 1 &&
+    parts.every((p) => c.shape.length === 0 || p.strides[0] === 1);
   // 32-bit loop counters must not overflow when a thread steps past n by one grid stride.
-  const small = n <= I32_LIMIT - 2 ** 24 && parts.every((p) => extent(c.shape, p.strides, p.offset) <= I32_LIMIT);
-  return { kernel: flat ? "ew_flat" : small ? "ew_strided32" : "ew_strided64", n, shape: c.shape, out: parts[0], inputs: parts.slice(1) };
+  const small = n <= I32_LIMIT - 2 ** 24 &&
+    parts.every((p) => extent(c.shape, p.strides, p.offset) <= I32_LIMIT);
+  return {
+    kernel: flat ? "ew_flat" : small ? "ew_strided32" : "ew_strided64",
+    n,
+    shape: c.shape,
+    out: parts[0],
+    inputs: parts.slice(1),
+  };
 }
 
 export interface ReducePlan {
@@ -68,16 +93,29 @@ export interface ReducePlan {
 }
 
 /** Split x's axes into kept (indexing the contiguous output, in order) and reduced. */
-export function planReduce(shape: readonly number[], strides: readonly number[], axes: readonly number[], sms: number): ReducePlan {
+export function planReduce(
+  shape: readonly number[],
+  strides: readonly number[],
+  axes: readonly number[],
+  sms: number,
+): ReducePlan {
   const keptAxes = shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const pick = (ds: number[]) => collapse(ds.map((d) => shape[d]), [ds.map((d) => strides[d])]);
   const k = pick(keptAxes), r = pick([...axes]);
   const nOut = keptAxes.reduce((a, d) => a * shape[d], 1);
   const rn = axes.reduce((a, d) => a * shape[d], 1);
-  if (k.shape.length > MAX_DIMS || r.shape.length > MAX_DIMS) throw new RangeError(`cuda reduce: too many unmergeable dimensions (limit ${MAX_DIMS})`);
+  if (k.shape.length > MAX_DIMS || r.shape.length > MAX_DIMS) {
+    throw new RangeError(`cuda reduce: too many unmergeable dimensions (limit ${MAX_DIMS})`);
+  }
   const unitReduced = r.strides[0].some((s, i) => Math.abs(s) === 1 && r.shape[i] > 1);
   const warp = rn > 1 && (unitReduced || nOut < sms * 64);
-  return { nOut, kept: { shape: k.shape, strides: k.strides[0] }, reduced: { shape: r.shape, strides: r.strides[0] }, rn, warp };
+  return {
+    nOut,
+    kept: { shape: k.shape, strides: k.strides[0] },
+    reduced: { shape: r.shape, strides: r.strides[0] },
+    rn,
+    warp,
+  };
 }
 
 /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */

@@ -6,7 +6,7 @@
  */
 import { readEnv } from "../env.ts";
 import { getFfi } from "./ffi.ts";
-import { type Driver, loadDriver, ATTR } from "./driver.ts";
+import { ATTR, type Driver, loadDriver } from "./driver.ts";
 import { loadNvrtc, type Nvrtc } from "./nvrtc.ts";
 import { type Cublas, loadCublas, type MatmulPrecision } from "./cublas.ts";
 import { type Allocator, type Block, cachingAllocator } from "./allocator.ts";
@@ -26,7 +26,14 @@ export interface CudaRuntime {
   device: { name: string; cc: number; sms: number; memory: number };
   precision: MatmulPrecision;
   /** Launch `name` from the module built from `source` (compiled and loaded on first use). */
-  launch(source: () => string, moduleKey: string, name: string, grid: [number, number?, number?], block: number, args: KernelArg[]): void;
+  launch(
+    source: () => string,
+    moduleKey: string,
+    name: string,
+    grid: [number, number?, number?],
+    block: number,
+    args: KernelArg[],
+  ): void;
   /** Modules compiled so far (the main module counts once). */
   compiled(): string[];
 }
@@ -43,7 +50,9 @@ function parsePrecision(v: string | undefined): MatmulPrecision {
 }
 
 function open(): Probe {
-  if (env("SPARSECODER_NO_CUDA") === "1") return { rt: null, reason: "disabled by SPARSECODER_NO_CUDA=1" };
+  if (env("SPARSECODER_NO_CUDA") === "1") {
+    return { rt: null, reason: "disabled by SPARSECODER_NO_CUDA=1" };
+  }
   const ffi = getFfi();
   if (!ffi) return { rt: null, reason: "no FFI: the runtime is neither Deno nor Bun" };
   const d = loadDriver(ffi, env);
@@ -55,10 +64,13 @@ function open(): Probe {
     const count = driver.deviceCount();
     ordinal = Number(env("SPARSECODER_CUDA_DEVICE") ?? 0);
     if (count === 0) return { rt: null, reason: `${driver.path}: no CUDA device` };
-    if (!(ordinal >= 0 && ordinal < count)) return { rt: null, reason: `SPARSECODER_CUDA_DEVICE=${ordinal}: only ${count} device(s)` };
+    if (!(ordinal >= 0 && ordinal < count)) {
+      return { rt: null, reason: `SPARSECODER_CUDA_DEVICE=${ordinal}: only ${count} device(s)` };
+    }
     const dev = driver.device(ordinal);
     name = driver.deviceName(dev);
-    cc = driver.attribute(dev, ATTR.COMPUTE_CAPABILITY_MAJOR) * 10 + driver.attribute(dev, ATTR.COMPUTE_CAPABILITY_MINOR);
+    cc = driver.attribute(dev, ATTR.COMPUTE_CAPABILITY_MAJOR) * 10 +
+      driver.attribute(dev, ATTR.COMPUTE_CAPABILITY_MINOR);
     sms = driver.attribute(dev, ATTR.MULTIPROCESSOR_COUNT);
     memory = driver.totalMem(dev);
     driver.setCurrent(driver.retainPrimaryContext(dev));
@@ -110,7 +122,15 @@ function open(): Probe {
     precision: parsePrecision(env("SPARSECODER_CUDA_MATMUL")),
     launch(source, key, fname, grid, block, args) {
       const f = getFn(source, key, fname);
-      driver.launch(f, { x: grid[0], y: grid[1], z: grid[2] }, { x: block }, 0, stream, packParams(ffi, args), fname);
+      driver.launch(
+        f,
+        { x: grid[0], y: grid[1], z: grid[2] },
+        { x: block },
+        0,
+        stream,
+        packParams(ffi, args),
+        fname,
+      );
     },
     compiled: () => [...modules.keys()],
   };

@@ -27,13 +27,23 @@ function inferShape(data: NestedNumbers): number[] {
 
 function flatten(data: NestedNumbers, shape: Shape, out: number[], depth = 0): void {
   if (depth === shape.length) {
-    if (Array.isArray(data)) throw new ShapeError(`tensor: ragged nested array: expected a number at depth ${depth} of shape ${fmt(shape)}`);
-    if (typeof data !== "number" && typeof data !== "boolean") throw new TypeError(`tensor: expected numbers, got ${typeof data}`);
+    if (Array.isArray(data)) {
+      throw new ShapeError(
+        `tensor: ragged nested array: expected a number at depth ${depth} of shape ${fmt(shape)}`,
+      );
+    }
+    if (typeof data !== "number" && typeof data !== "boolean") {
+      throw new TypeError(`tensor: expected numbers, got ${typeof data}`);
+    }
     out.push(Number(data));
     return;
   }
   if (!Array.isArray(data) || data.length !== shape[depth]) {
-    throw new ShapeError(`tensor: ragged nested array: expected length ${shape[depth]} at depth ${depth} of shape ${fmt(shape)}`);
+    throw new ShapeError(
+      `tensor: ragged nested array: expected length ${shape[depth]} at depth ${depth} of shape ${
+        fmt(shape)
+      }`,
+    );
   }
   for (const x of data) flatten(x, shape, out, depth + 1);
 }
@@ -42,7 +52,7 @@ function flatten(data: NestedNumbers, shape: Shape, out: number[], depth = 0): v
 export function storageFrom(dtype: DType, values: ArrayLike<number>): StorageArray {
   if (dtype === "f16" || dtype === "bf16") return encode16(dtype, values);
   const out = allocStorage(dtype, values.length);
-  if (dtype === "bool") for (let i = 0; i < values.length; i++) out[i] = values[i] ? 1 : 0;
+  if (dtype === "bool") { for (let i = 0; i < values.length; i++) out[i] = values[i] ? 1 : 0; }
   else out.set(values as ArrayLike<number>);
   return out;
 }
@@ -59,11 +69,18 @@ function typedDType(a: Typed): DType | undefined {
  * f32 and booleans to bool; typed arrays keep their type. A Uint16Array is taken as raw f16/bf16
  * words and needs `dtype`.
  */
-export function tensor(data: NestedNumbers | Typed, opts: CreateOptions & { shape?: readonly number[] } = {}): Tensor {
+export function tensor(
+  data: NestedNumbers | Typed,
+  opts: CreateOptions & { shape?: readonly number[] } = {},
+): Tensor {
   const backend = opts.backend ?? getBackend();
   if (ArrayBuffer.isView(data)) {
     const shape = checkShape("tensor", opts.shape ?? [data.length]);
-    if (sizeOf(shape) !== data.length) throw new ShapeError(`tensor: shape ${fmt(shape)} needs ${sizeOf(shape)} elements, got ${data.length}`);
+    if (sizeOf(shape) !== data.length) {
+      throw new ShapeError(
+        `tensor: shape ${fmt(shape)} needs ${sizeOf(shape)} elements, got ${data.length}`,
+      );
+    }
     const natural = typedDType(data);
     const dtype = opts.dtype ?? natural;
     if (!dtype) throw new TypeError(`tensor: a ${data.constructor.name} needs an explicit dtype`);
@@ -83,7 +100,11 @@ export function tensor(data: NestedNumbers | Typed, opts: CreateOptions & { shap
   const dtype = opts.dtype ?? (typeof probe === "boolean" ? "bool" : "f32");
   assertDType(dtype, "tensor");
   const reshaped = opts.shape ? checkShape("tensor", opts.shape) : shape;
-  if (sizeOf(reshaped) !== flat.length) throw new ShapeError(`tensor: shape ${fmt(reshaped)} needs ${sizeOf(reshaped)} elements, got ${flat.length}`);
+  if (sizeOf(reshaped) !== flat.length) {
+    throw new ShapeError(
+      `tensor: shape ${fmt(reshaped)} needs ${sizeOf(reshaped)} elements, got ${flat.length}`,
+    );
+  }
   return wrap(backend, backend.fromHost(dtype, storageFrom(dtype, flat)), reshaped, dtype);
 }
 
@@ -91,7 +112,12 @@ export function scalar(value: number, dtype: DType = "f32", backend?: Backend): 
   return tensor(value, { dtype, backend });
 }
 
-export function full(shape: readonly number[], value: number, dtype: DType = "f32", backend?: Backend): Tensor {
+export function full(
+  shape: readonly number[],
+  value: number,
+  dtype: DType = "f32",
+  backend?: Backend,
+): Tensor {
   checkShape("full", shape);
   assertDType(dtype, "full");
   const b = backend ?? getBackend();
@@ -101,16 +127,29 @@ export function full(shape: readonly number[], value: number, dtype: DType = "f3
   return wrap(b, b.fromHost(dtype, data), shape, dtype);
 }
 
-export const zeros = (shape: readonly number[], dtype: DType = "f32", backend?: Backend): Tensor => full(shape, 0, dtype, backend);
-export const ones = (shape: readonly number[], dtype: DType = "f32", backend?: Backend): Tensor => full(shape, 1, dtype, backend);
-export const zerosLike = (x: Tensor, dtype: DType = x.dtype): Tensor => full(x.shape, 0, dtype, x.backend);
-export const onesLike = (x: Tensor, dtype: DType = x.dtype): Tensor => full(x.shape, 1, dtype, x.backend);
-export const fullLike = (x: Tensor, value: number, dtype: DType = x.dtype): Tensor => full(x.shape, value, dtype, x.backend);
+export const zeros = (shape: readonly number[], dtype: DType = "f32", backend?: Backend): Tensor =>
+  full(shape, 0, dtype, backend);
+export const ones = (shape: readonly number[], dtype: DType = "f32", backend?: Backend): Tensor =>
+  full(shape, 1, dtype, backend);
+export const zerosLike = (x: Tensor, dtype: DType = x.dtype): Tensor =>
+  full(x.shape, 0, dtype, x.backend);
+export const onesLike = (x: Tensor, dtype: DType = x.dtype): Tensor =>
+  full(x.shape, 1, dtype, x.backend);
+export const fullLike = (x: Tensor, value: number, dtype: DType = x.dtype): Tensor =>
+  full(x.shape, value, dtype, x.backend);
 
 /** start, start+step, … below stop (NumPy's arange). One argument means [0, n). */
-export function arange(start: number, stop?: number, step = 1, dtype: DType = "i32", backend?: Backend): Tensor {
+export function arange(
+  start: number,
+  stop?: number,
+  step = 1,
+  dtype: DType = "i32",
+  backend?: Backend,
+): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
-  if (step === 0 || !Number.isFinite(step)) throw new RangeError(`arange: step must be finite and non-zero, got ${step}`);
+  if (step === 0 || !Number.isFinite(step)) {
+    throw new RangeError(`arange: step must be finite and non-zero, got ${step}`);
+  }
   const n = Math.max(0, Math.ceil((stop - start) / step));
   const vals = Array.from({ length: n }, (_, i) => start + i * step);
   return tensor(new Float64Array(vals), { dtype, backend, shape: [n] });

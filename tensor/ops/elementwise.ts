@@ -10,7 +10,9 @@ import { asTensor, type TensorLike } from "./create.ts";
 export function broadcastTo(x: Tensor, shape: Shape): Tensor {
   if (shapesEqual(x.shape, shape)) return x;
   const out = broadcastShapes("broadcastTo", x.shape, shape);
-  if (!shapesEqual(out, shape)) throw new ShapeError(`broadcastTo: cannot broadcast shape ${fmt(x.shape)} to ${fmt(shape)}`);
+  if (!shapesEqual(out, shape)) {
+    throw new ShapeError(`broadcastTo: cannot broadcast shape ${fmt(x.shape)} to ${fmt(shape)}`);
+  }
   return bind1("broadcastTo", [x], { shape });
 }
 
@@ -59,7 +61,8 @@ export const lt = (a: TensorLike, b: TensorLike): Tensor => binary("lt", a, b);
 export const le = (a: TensorLike, b: TensorLike): Tensor => binary("le", a, b);
 export const eq = (a: TensorLike, b: TensorLike): Tensor => binary("eq", a, b);
 export const ne = (a: TensorLike, b: TensorLike): Tensor => binary("ne", a, b);
-export const logicalAnd = (a: TensorLike, b: TensorLike): Tensor => binary("and", a, b, () => "bool");
+export const logicalAnd = (a: TensorLike, b: TensorLike): Tensor =>
+  binary("and", a, b, () => "bool");
 export const logicalOr = (a: TensorLike, b: TensorLike): Tensor => binary("or", a, b, () => "bool");
 
 function unary(op: UnaryOp, x: Tensor, dtype: (d: DType) => DType): Tensor {

@@ -12,12 +12,25 @@ function checkIndices(op: string, idx: Tensor): void {
 }
 
 /** Shapes that x and idx broadcast to everywhere except `axis`, where each keeps its own size. */
-function alongAxis(op: string, x: Tensor, idx: Tensor, axis: number): { a: number; xs: number[]; is: number[] } {
-  if (idx.ndim !== x.ndim) throw new ShapeError(`${op}: indices of shape ${fmt(idx.shape)} must have the rank of ${fmt(x.shape)}`);
+function alongAxis(
+  op: string,
+  x: Tensor,
+  idx: Tensor,
+  axis: number,
+): { a: number; xs: number[]; is: number[] } {
+  if (idx.ndim !== x.ndim) {
+    throw new ShapeError(
+      `${op}: indices of shape ${fmt(idx.shape)} must have the rank of ${fmt(x.shape)}`,
+    );
+  }
   const a = normAxis(op, axis, x.ndim, x.shape);
   const drop = (s: readonly number[]) => s.map((d, i) => (i === a ? 1 : d));
   const common = broadcastShapes(op, drop(x.shape), drop(idx.shape));
-  return { a, xs: common.map((d, i) => (i === a ? x.shape[a] : d)), is: common.map((d, i) => (i === a ? idx.shape[a] : d)) };
+  return {
+    a,
+    xs: common.map((d, i) => (i === a ? x.shape[a] : d)),
+    is: common.map((d, i) => (i === a ? idx.shape[a] : d)),
+  };
 }
 
 /** NumPy's take_along_axis: out[i] = x[i with i_axis := idx[i]]. */
@@ -33,7 +46,11 @@ export function scatterAdd(base: Tensor, idx: Tensor, updates: Tensor, axis: num
   checkIndices("scatterAdd", idx);
   const a = normAxis("scatterAdd", axis, base.ndim, base.shape);
   if (idx.ndim !== base.ndim || idx.shape.some((d, i) => i !== a && d !== base.shape[i])) {
-    throw new ShapeError(`scatterAdd: indices ${fmt(idx.shape)} must match base ${fmt(base.shape)} outside axis ${axis}`);
+    throw new ShapeError(
+      `scatterAdd: indices ${fmt(idx.shape)} must match base ${
+        fmt(base.shape)
+      } outside axis ${axis}`,
+    );
   }
   const upd = broadcastTo(cast(updates, base.dtype), idx.shape);
   return bind1("scatterAdd", [base, idx, upd], { axis: a });
@@ -48,7 +65,11 @@ export function oneHot(idx: Tensor, n: number, dtype: DType = "f32"): Tensor {
 export function topk(x: Tensor, k: number): [values: Tensor, indices: Tensor] {
   const n = x.shape[x.ndim - 1];
   if (x.ndim === 0) throw new ShapeError("topk: needs at least one axis, got a scalar");
-  if (!Number.isInteger(k) || k < 0 || k > n) throw new RangeError(`topk: k = ${k} must be an integer in [0, ${n}] for shape ${fmt(x.shape)}`);
+  if (!Number.isInteger(k) || k < 0 || k > n) {
+    throw new RangeError(
+      `topk: k = ${k} must be an integer in [0, ${n}] for shape ${fmt(x.shape)}`,
+    );
+  }
   const [v, i] = bind("topk", [x], { k });
   return [v, i];
 }

@@ -4,7 +4,20 @@ import { isFloat } from "../dtype.ts";
 import { fmt, normAxes, normAxis, reducedShape, ShapeError } from "../shape.ts";
 import { bind1 } from "../prims.ts";
 import type { Tensor } from "../tensor.ts";
-import { abs, add, cast, div, exp, isFinite, log, sqrt, square, stopGradient, sub, where } from "./elementwise.ts";
+import {
+  abs,
+  add,
+  cast,
+  div,
+  exp,
+  isFinite,
+  log,
+  sqrt,
+  square,
+  stopGradient,
+  sub,
+  where,
+} from "./elementwise.ts";
 import { reshape } from "./shape.ts";
 
 export type Axes = number | readonly number[];
@@ -12,17 +25,28 @@ export interface ReduceOptions {
   keepdims?: boolean;
 }
 
-function reduce(op: ReduceOp, name: string, x: Tensor, axes: Axes | undefined, keepdims: boolean): Tensor {
+function reduce(
+  op: ReduceOp,
+  name: string,
+  x: Tensor,
+  axes: Axes | undefined,
+  keepdims: boolean,
+): Tensor {
   const ax = normAxes(name, axes, x.shape);
-  if (op !== "sum" && ax.some((a) => x.shape[a] === 0)) throw new ShapeError(`${name}: cannot reduce an empty axis of shape ${fmt(x.shape)}`);
+  if (op !== "sum" && ax.some((a) => x.shape[a] === 0)) {
+    throw new ShapeError(`${name}: cannot reduce an empty axis of shape ${fmt(x.shape)}`);
+  }
   const src = op === "sum" && x.dtype === "bool" ? cast(x, "i32") : x;
   const r = ax.length === 0 ? src : bind1("reduce", [src], { op, axes: ax });
   return keepdims ? reshape(r, reducedShape(x.shape, ax, true)) : r;
 }
 
-export const sum = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => reduce("sum", "sum", x, axes, o.keepdims ?? false);
-export const max = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => reduce("max", "max", x, axes, o.keepdims ?? false);
-export const min = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor => reduce("min", "min", x, axes, o.keepdims ?? false);
+export const sum = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor =>
+  reduce("sum", "sum", x, axes, o.keepdims ?? false);
+export const max = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor =>
+  reduce("max", "max", x, axes, o.keepdims ?? false);
+export const min = (x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor =>
+  reduce("min", "min", x, axes, o.keepdims ?? false);
 
 /** Elements per reduced line; also validates the axes under the public op's name. */
 function count(op: string, x: Tensor, axes: Axes | undefined): number {
@@ -35,7 +59,11 @@ export function mean(x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor {
 }
 
 /** Variance; `ddof: 1` gives the unbiased estimate. */
-export function variance(x: Tensor, axes?: Axes, o: ReduceOptions & { ddof?: number } = {}): Tensor {
+export function variance(
+  x: Tensor,
+  axes?: Axes,
+  o: ReduceOptions & { ddof?: number } = {},
+): Tensor {
   const n = count("variance", x, axes);
   const xf = isFloat(x.dtype) ? x : cast(x, "f32");
   const c = sub(xf, mean(xf, axes, { keepdims: true }));
@@ -44,7 +72,11 @@ export function variance(x: Tensor, axes?: Axes, o: ReduceOptions & { ddof?: num
 export { variance as var };
 
 /** Vector norm over `axes`: ord 2 (default), 1 or Infinity. */
-export function norm(x: Tensor, axes?: Axes, o: ReduceOptions & { ord?: 1 | 2 | typeof Infinity } = {}): Tensor {
+export function norm(
+  x: Tensor,
+  axes?: Axes,
+  o: ReduceOptions & { ord?: 1 | 2 | typeof Infinity } = {},
+): Tensor {
   const ord = o.ord ?? 2;
   normAxes("norm", axes, x.shape); // errors name norm, not the sum/max it is built from
   if (ord === 1) return sum(abs(x), axes, o);
@@ -53,17 +85,26 @@ export function norm(x: Tensor, axes?: Axes, o: ReduceOptions & { ord?: 1 | 2 | 
   return sqrt(sum(square(x), axes, o));
 }
 
-function argReduce(op: "argmax" | "argmin", x: Tensor, axis: number | undefined, keepdims: boolean): Tensor {
+function argReduce(
+  op: "argmax" | "argmin",
+  x: Tensor,
+  axis: number | undefined,
+  keepdims: boolean,
+): Tensor {
   if (axis === undefined) return argReduce(op, reshape(x, [-1]), 0, false);
   const a = normAxis(op, axis, x.ndim, x.shape);
-  if (x.shape[a] === 0) throw new ShapeError(`${op}: cannot reduce an empty axis of shape ${fmt(x.shape)}`);
+  if (x.shape[a] === 0) {
+    throw new ShapeError(`${op}: cannot reduce an empty axis of shape ${fmt(x.shape)}`);
+  }
   const r = bind1("argReduce", [x], { op, axis: a });
   return keepdims ? reshape(r, reducedShape(x.shape, [a], true)) : r;
 }
 
 /** Index (i32) of the largest value along `axis` (of the flattened tensor if omitted). */
-export const argmax = (x: Tensor, axis?: number, o: ReduceOptions = {}): Tensor => argReduce("argmax", x, axis, o.keepdims ?? false);
-export const argmin = (x: Tensor, axis?: number, o: ReduceOptions = {}): Tensor => argReduce("argmin", x, axis, o.keepdims ?? false);
+export const argmax = (x: Tensor, axis?: number, o: ReduceOptions = {}): Tensor =>
+  argReduce("argmax", x, axis, o.keepdims ?? false);
+export const argmin = (x: Tensor, axis?: number, o: ReduceOptions = {}): Tensor =>
+  argReduce("argmin", x, axis, o.keepdims ?? false);
 
 /** log Σ exp(x), shifted by the (gradient-free) max so large inputs do not overflow. */
 export function logsumexp(x: Tensor, axes?: Axes, o: ReduceOptions = {}): Tensor {

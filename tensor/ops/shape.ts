@@ -15,11 +15,19 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   let out = [...shape];
   if (holes === 1) {
     const known = sizeOf(shape.filter((d) => d !== -1));
-    if (known === 0 || x.size % known !== 0) throw new ShapeError(`reshape: cannot reshape ${fmt(x.shape)} (size ${x.size}) to ${fmt(shape)}`);
+    if (known === 0 || x.size % known !== 0) {
+      throw new ShapeError(
+        `reshape: cannot reshape ${fmt(x.shape)} (size ${x.size}) to ${fmt(shape)}`,
+      );
+    }
     out = shape.map((d) => (d === -1 ? x.size / known : d));
   }
   checkShape("reshape", out);
-  if (sizeOf(out) !== x.size) throw new ShapeError(`reshape: cannot reshape ${fmt(x.shape)} (size ${x.size}) to ${fmt(shape)}`);
+  if (sizeOf(out) !== x.size) {
+    throw new ShapeError(
+      `reshape: cannot reshape ${fmt(x.shape)} (size ${x.size}) to ${fmt(shape)}`,
+    );
+  }
   return bind1("reshape", [x], { shape: out });
 }
 
@@ -32,9 +40,15 @@ export function contiguous(x: Tensor): Tensor {
 
 /** Reorder axes; the default reverses them. A view: no data moves. */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
-  const p = perm ? perm.map((a) => normAxis("transpose", a, x.ndim, x.shape)) : [...Array(x.ndim).keys()].reverse();
+  const p = perm
+    ? perm.map((a) => normAxis("transpose", a, x.ndim, x.shape))
+    : [...Array(x.ndim).keys()].reverse();
   if (p.length !== x.ndim || new Set(p).size !== p.length) {
-    throw new ShapeError(`transpose: ${JSON.stringify(perm)} is not a permutation of the axes of shape ${fmt(x.shape)}`);
+    throw new ShapeError(
+      `transpose: ${JSON.stringify(perm)} is not a permutation of the axes of shape ${
+        fmt(x.shape)
+      }`,
+    );
   }
   if (p.every((a, i) => a === i)) return x;
   return bind1("permute", [x], { perm: p });
@@ -60,8 +74,18 @@ export function expandDims(x: Tensor, axis: number): Tensor {
 
 /** Remove size-1 axes (all of them, or the ones named). */
 export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
-  const list = axes === undefined ? x.shape.flatMap((d, i) => (d === 1 ? [i] : [])) : (typeof axes === "number" ? [axes] : axes).map((a) => normAxis("squeeze", a, x.ndim, x.shape));
-  for (const a of list) if (x.shape[a] !== 1) throw new ShapeError(`squeeze: axis ${a} of shape ${fmt(x.shape)} has size ${x.shape[a]}, not 1`);
+  const list = axes === undefined
+    ? x.shape.flatMap((d, i) => (d === 1 ? [i] : []))
+    : (typeof axes === "number" ? [axes] : axes).map((a) =>
+      normAxis("squeeze", a, x.ndim, x.shape)
+    );
+  for (const a of list) {
+    if (x.shape[a] !== 1) {
+      throw new ShapeError(
+        `squeeze: axis ${a} of shape ${fmt(x.shape)} has size ${x.shape[a]}, not 1`,
+      );
+    }
+  }
   return reshape(x, x.shape.filter((_, i) => !list.includes(i)));
 }
 
@@ -74,13 +98,24 @@ function clampIndex(i: number, n: number): number {
  * Python-style slicing per axis: `starts`/`ends` may be negative, are clamped, and may be shorter
  * than the rank (the rest is taken whole); `steps` > 1 gathers every step-th element.
  */
-export function slice(x: Tensor, starts: readonly number[], ends?: readonly (number | undefined)[], steps?: readonly number[]): Tensor {
-  if (starts.length > x.ndim) throw new ShapeError(`slice: ${starts.length} starts for shape ${fmt(x.shape)}`);
+export function slice(
+  x: Tensor,
+  starts: readonly number[],
+  ends?: readonly (number | undefined)[],
+  steps?: readonly number[],
+): Tensor {
+  if (starts.length > x.ndim) {
+    throw new ShapeError(`slice: ${starts.length} starts for shape ${fmt(x.shape)}`);
+  }
   const s = x.shape.map((d, i) => clampIndex(starts[i] ?? 0, d));
   const e = x.shape.map((d, i) => Math.max(s[i], clampIndex(ends?.[i] ?? d, d)));
-  let out = s.every((v, i) => v === 0 && e[i] === x.shape[i]) ? x : bind1("slice", [x], { starts: s, ends: e });
+  let out = s.every((v, i) => v === 0 && e[i] === x.shape[i])
+    ? x
+    : bind1("slice", [x], { starts: s, ends: e });
   steps?.forEach((st, axis) => {
-    if (!Number.isInteger(st) || st < 1) throw new RangeError(`slice: step ${st} on axis ${axis} must be a positive integer`);
+    if (!Number.isInteger(st) || st < 1) {
+      throw new RangeError(`slice: step ${st} on axis ${axis} must be a positive integer`);
+    }
     if (st > 1) out = take(out, arange(0, out.shape[axis], st), axis);
   });
   return out;
@@ -99,7 +134,9 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   const a = normAxis("concat", axis, xs[0].ndim, xs[0].shape);
   for (const x of xs) {
     if (x.ndim !== xs[0].ndim || x.shape.some((d, i) => i !== a && d !== xs[0].shape[i])) {
-      throw new ShapeError(`concat: shapes ${xs.map((t) => fmt(t.shape)).join(", ")} differ outside axis ${axis}`);
+      throw new ShapeError(
+        `concat: shapes ${xs.map((t) => fmt(t.shape)).join(", ")} differ outside axis ${axis}`,
+      );
     }
   }
   const dt = xs.map((x) => x.dtype).reduce(promote);
@@ -122,10 +159,16 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
 
 /** Zero padding: widths[d] = [before, after] (missing axes are not padded). */
 export function pad(x: Tensor, widths: readonly (readonly [number, number])[]): Tensor {
-  if (widths.length > x.ndim) throw new ShapeError(`pad: ${widths.length} widths for shape ${fmt(x.shape)}`);
+  if (widths.length > x.ndim) {
+    throw new ShapeError(`pad: ${widths.length} widths for shape ${fmt(x.shape)}`);
+  }
   const w = x.shape.map((_, i) => widths[i] ?? [0, 0]);
   for (const [lo, hi] of w) {
-    if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi < 0) throw new RangeError(`pad: widths must be non-negative integers, got ${JSON.stringify(widths)}`);
+    if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi < 0) {
+      throw new RangeError(
+        `pad: widths must be non-negative integers, got ${JSON.stringify(widths)}`,
+      );
+    }
   }
   if (w.every(([lo, hi]) => lo === 0 && hi === 0)) return x;
   return bind1("pad", [x], { widths: w });
@@ -134,7 +177,9 @@ export function pad(x: Tensor, widths: readonly (readonly [number, number])[]): 
 /** NumPy's take: the out shape is x.shape[:axis] + indices.shape + x.shape[axis+1:]. */
 export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
   const a = normAxis("take", axis, x.ndim, x.shape);
-  if (indices.dtype !== "i32") throw new TypeError(`take: indices must be i32, got ${indices.dtype}`);
+  if (indices.dtype !== "i32") {
+    throw new TypeError(`take: indices must be i32, got ${indices.dtype}`);
+  }
   const n = indices.size;
   const flatIdx = reshape(indices, x.shape.map((_, i) => (i === a ? n : 1)));
   const gShape = x.shape.map((d, i) => (i === a ? n : d));

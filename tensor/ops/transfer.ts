@@ -11,6 +11,7 @@ export async function toBackend(x: Tensor, to: Backend | string): Promise<Tensor
   if (b === x.backend) return x;
   const values = await x.data();
   // data() widens f16/bf16 to f32 (exactly); the target stores raw 16-bit words.
-  const storage = (x.dtype === "f16" || x.dtype === "bf16" ? encode16(x.dtype, values) : values) as StorageArray;
+  const storage =
+    (x.dtype === "f16" || x.dtype === "bf16" ? encode16(x.dtype, values) : values) as StorageArray;
   return wrap(b, b.fromHost(x.dtype, storage), x.shape, x.dtype);
 }

@@ -6,7 +6,7 @@
  * clear error: WGSL has no f64.
  */
 import type { Backend, View } from "../backend.ts";
-import { type DType, decode16, encode16, type StorageArray } from "../dtype.ts";
+import { decode16, type DType, encode16, type StorageArray } from "../dtype.ts";
 import { sizeOf } from "../shape.ts";
 import type { DeviceInfo } from "./device.ts";
 import { type GBuf, Runtime } from "./runtime.ts";
@@ -30,7 +30,10 @@ export interface WebGPUBackend extends Backend {
 }
 
 /** Host storage → device layout (32-bit words; raw f16 words where the device stores f16). */
-function toWords(dtype: DType, data: StorageArray): Float32Array | Int32Array | Uint32Array | Uint16Array {
+function toWords(
+  dtype: DType,
+  data: StorageArray,
+): Float32Array | Int32Array | Uint32Array | Uint16Array {
   if (sty(dtype) === "f16") return data as Uint16Array;
   if (dtype === "f16" || dtype === "bf16") return decode16(dtype, data as Uint16Array);
   if (dtype === "bool") return Uint32Array.from(data as Uint8Array);
@@ -56,10 +59,19 @@ function fromWords(dtype: DType, raw: ArrayBuffer, size: number): StorageArray {
 
 /** Every view a kernel gets must be of a dtype the device stores. */
 function check(op: string, ...views: (View | null)[]): void {
-  for (const v of views) if (v && v.dtype === "f64") throw new TypeError(`webgpu ${op}: f64 is not supported (WGSL has no 64-bit floats); cast to f32 or use the cpu backend`);
+  for (const v of views) {
+    if (v && v.dtype === "f64") {
+      throw new TypeError(
+        `webgpu ${op}: f64 is not supported (WGSL has no 64-bit floats); cast to f32 or use the cpu backend`,
+      );
+    }
+  }
 }
 
-export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: number } = {}): WebGPUBackend {
+export function createWebGPUBackend(
+  info: DeviceInfo,
+  opts: { maxPooledBytes?: number } = {},
+): WebGPUBackend {
   setHalfStorage(info.f16);
   const rt = new Runtime(info.device, opts.maxPooledBytes);
   // Validation and shader errors arrive asynchronously; make them visible rather than silent zeros.
@@ -74,8 +86,17 @@ export function createWebGPUBackend(info: DeviceInfo, opts: { maxPooledBytes?: n
     runtime: rt,
     device: info,
     errors,
-    info: () => `webgpu: ${info.description}${info.fallback ? " (software fallback adapter)" : ""} via ${info.via}; ${info.f16 ? "f16 stored as WGSL f16 (shader-f16)" : "f16 in 32-bit words (no shader-f16)"}, bf16 in 32-bit words, both computed in f32; no f64`,
-    gpuMemory: () => ({ allocatedBytes: rt.pool.allocated, pooledBytes: rt.pool.pooled, pipelines: rt.pipelines }),
+    info: () =>
+      `webgpu: ${info.description}${
+        info.fallback ? " (software fallback adapter)" : ""
+      } via ${info.via}; ${
+        info.f16 ? "f16 stored as WGSL f16 (shader-f16)" : "f16 in 32-bit words (no shader-f16)"
+      }, bf16 in 32-bit words, both computed in f32; no f64`,
+    gpuMemory: () => ({
+      allocatedBytes: rt.pool.allocated,
+      pooledBytes: rt.pool.pooled,
+      pipelines: rt.pipelines,
+    }),
     trimPool: () => {
       rt.flush();
       rt.pool.clear();

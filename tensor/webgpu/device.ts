@@ -35,11 +35,14 @@ interface Entry {
  * variable is set through libc, before Dawn starts.
  */
 async function surfacelessEgl(): Promise<void> {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process
+    ?.env;
   if (!env || env.EGL_PLATFORM || env.WAYLAND_DISPLAY || env.DISPLAY) return;
   try {
     const ffi = await import("bun" + ":ffi");
-    const libc = ffi.dlopen("libc.so.6", { setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" } });
+    const libc = ffi.dlopen("libc.so.6", {
+      setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" },
+    });
     const cstr = (s: string) => ffi.ptr(new TextEncoder().encode(s + "\0"));
     libc.symbols.setenv(cstr("EGL_PLATFORM"), cstr("surfaceless"), 0);
     env.EGL_PLATFORM = "surfaceless";
@@ -66,11 +69,19 @@ async function gpuEntries(): Promise<Entry[] | { reason: string }> {
     // once its garbage collector frees Dawn's OpenGL objects, so it is no default.
     if (readEnv("SPARSECODER_DAWN_GL") === "1") {
       await surfacelessEgl();
-      entries.push({ gpu: create(["backend=opengles"]), via: "dawn (OpenGL ES, compatibility mode)", options: { featureLevel: "compatibility" } });
+      entries.push({
+        gpu: create(["backend=opengles"]),
+        via: "dawn (OpenGL ES, compatibility mode)",
+        options: { featureLevel: "compatibility" },
+      });
     }
     return entries;
   } catch (e) {
-    return { reason: `no navigator.gpu and the webgpu package did not load (${(e as Error).message.split("\n")[0]})` };
+    return {
+      reason: `no navigator.gpu and the webgpu package did not load (${
+        (e as Error).message.split("\n")[0]
+      })`,
+    };
   }
 }
 
@@ -89,7 +100,14 @@ function isSoftware(adapter: Gpu): boolean {
 }
 
 /** The adapter's limits we rely on; requested at the adapter's maximum. */
-const LIMITS = ["maxStorageBufferBindingSize", "maxBufferSize", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupStorageSize", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX"];
+const LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxStorageBuffersPerShaderStage",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+];
 
 export async function acquireDevice(): Promise<Acquired> {
   const entries = await gpuEntries();
@@ -112,13 +130,24 @@ export async function acquireDevice(): Promise<Acquired> {
   }
   const f16 = adapter.features.has("shader-f16");
   const requiredLimits: Record<string, number> = {};
-  for (const k of LIMITS) if (typeof adapter.limits[k] === "number") requiredLimits[k] = adapter.limits[k];
+  for (const k of LIMITS) {
+    if (typeof adapter.limits[k] === "number") requiredLimits[k] = adapter.limits[k];
+  }
   try {
-    const device = await adapter.requestDevice({ requiredFeatures: f16 ? ["shader-f16"] : [], requiredLimits });
+    const device = await adapter.requestDevice({
+      requiredFeatures: f16 ? ["shader-f16"] : [],
+      requiredLimits,
+    });
     const ai = adapter.info ?? {};
     return {
       ok: true,
-      info: { device, description: ai.description || ai.vendor || "unknown adapter", fallback: isSoftware(adapter), f16, via: entry.via },
+      info: {
+        device,
+        description: ai.description || ai.vendor || "unknown adapter",
+        fallback: isSoftware(adapter),
+        f16,
+        via: entry.via,
+      },
     };
   } catch (e) {
     return { ok: false, reason: `requestDevice failed: ${(e as Error).message}` };

@@ -18,24 +18,46 @@ const zero = (t: Ty) => `${t}(0)`;
 function unaryExpr(op: UnaryOp, t: Ty): string {
   const f = t === "f32";
   switch (op) {
-    case "neg": return t === "u32" ? "a" : "-a";
-    case "abs": return t === "u32" ? "a" : "abs(a)";
-    case "sign": return f ? "select(select(select(0.0, 1.0, a > 0.0), -1.0, a < 0.0), a, isnan_(a))" : t === "i32" ? "sign(a)" : "a";
-    case "exp": return "exp(a)";
-    case "log": return "log(a)";
-    case "sqrt": return "sqrt(a)";
-    case "rsqrt": return "1.0 / sqrt(a)";
-    case "sigmoid": return "1.0 / (1.0 + exp(-a))";
-    case "tanh": return "tanh_(a)";
-    case "erf": return "erf_(a)";
-    case "relu": return f ? "select(0.0, a, a > 0.0 || isnan_(a))" : t === "i32" ? "max(a, 0)" : "a";
-    case "step": return `select(${zero(t)}, ${t}(1), a > ${zero(t)})`;
-    case "sin": return "sin(a)";
-    case "cos": return "cos(a)";
-    case "floor": return f ? "floor(a)" : "a";
-    case "ceil": return f ? "ceil(a)" : "a";
-    case "not": return `select(0u, 1u, a == ${zero(t)})`;
-    case "copy": return "a";
+    case "neg":
+      return t === "u32" ? "a" : "-a";
+    case "abs":
+      return t === "u32" ? "a" : "abs(a)";
+    case "sign":
+      return f
+        ? "select(select(select(0.0, 1.0, a > 0.0), -1.0, a < 0.0), a, isnan_(a))"
+        : t === "i32"
+        ? "sign(a)"
+        : "a";
+    case "exp":
+      return "exp(a)";
+    case "log":
+      return "log(a)";
+    case "sqrt":
+      return "sqrt(a)";
+    case "rsqrt":
+      return "1.0 / sqrt(a)";
+    case "sigmoid":
+      return "1.0 / (1.0 + exp(-a))";
+    case "tanh":
+      return "tanh_(a)";
+    case "erf":
+      return "erf_(a)";
+    case "relu":
+      return f ? "select(0.0, a, a > 0.0 || isnan_(a))" : t === "i32" ? "max(a, 0)" : "a";
+    case "step":
+      return `select(${zero(t)}, ${t}(1), a > ${zero(t)})`;
+    case "sin":
+      return "sin(a)";
+    case "cos":
+      return "cos(a)";
+    case "floor":
+      return f ? "floor(a)" : "a";
+    case "ceil":
+      return f ? "ceil(a)" : "a";
+    case "not":
+      return `select(0u, 1u, a == ${zero(t)})`;
+    case "copy":
+      return "a";
   }
 }
 
@@ -45,23 +67,40 @@ function binaryExpr(op: BinaryOp, t: Ty): string {
   const ord = f ? " && !isnan_(a) && !isnan_(b)" : "";
   const cmp = (c: string) => `select(0u, 1u, ${c}${c.includes("!=") ? "" : ord})`;
   switch (op) {
-    case "add": return "a + b";
-    case "sub": return "a - b";
-    case "mul": return "a * b";
-    case "div": return f ? "a / b" : `select(${zero(t)}, a / b, b != ${zero(t)})`;
-    case "pow": return "pow_(a, b)";
-    case "max": return f ? "select(select(b, a, a > b && !isnan_(b)), a, isnan_(a))" : "max(a, b)";
-    case "min": return f ? "select(select(b, a, a < b && !isnan_(b)), a, isnan_(a))" : "min(a, b)";
-    case "floordiv": return f ? "floor(a / b)" : "floordiv_(a, b)";
-    case "mod": return f ? "a - b * floor(a / b)" : "mod_(a, b)";
-    case "gt": return cmp("a > b");
-    case "ge": return cmp("a >= b");
-    case "lt": return cmp("a < b");
-    case "le": return cmp("a <= b");
-    case "eq": return cmp("a == b");
-    case "ne": return f ? "select(0u, 1u, a != b || isnan_(a) || isnan_(b))" : cmp("a != b");
-    case "and": return "(a & b)";
-    case "or": return "(a | b)";
+    case "add":
+      return "a + b";
+    case "sub":
+      return "a - b";
+    case "mul":
+      return "a * b";
+    case "div":
+      return f ? "a / b" : `select(${zero(t)}, a / b, b != ${zero(t)})`;
+    case "pow":
+      return "pow_(a, b)";
+    case "max":
+      return f ? "select(select(b, a, a > b && !isnan_(b)), a, isnan_(a))" : "max(a, b)";
+    case "min":
+      return f ? "select(select(b, a, a < b && !isnan_(b)), a, isnan_(a))" : "min(a, b)";
+    case "floordiv":
+      return f ? "floor(a / b)" : "floordiv_(a, b)";
+    case "mod":
+      return f ? "a - b * floor(a / b)" : "mod_(a, b)";
+    case "gt":
+      return cmp("a > b");
+    case "ge":
+      return cmp("a >= b");
+    case "lt":
+      return cmp("a < b");
+    case "le":
+      return cmp("a <= b");
+    case "eq":
+      return cmp("a == b");
+    case "ne":
+      return f ? "select(0u, 1u, a != b || isnan_(a) || isnan_(b))" : cmp("a != b");
+    case "and":
+      return "(a & b)";
+    case "or":
+      return "(a | b)";
   }
 }
 
@@ -93,7 +132,9 @@ function shader(expr: string, ins: DType[], exprDtype: DType, outDtype: DType): 
   lines.push("  let nd = prm[1];");
   lines.push("  var rem = i;");
   lines.push("  var oo = prm[2];");
-  ins.forEach((_, k) => lines.push(`  let b${k} = 3u + 2u * nd + ${k}u * (nd + 1u);\n  var o${k} = prm[b${k}];`));
+  ins.forEach((_, k) =>
+    lines.push(`  let b${k} = 3u + 2u * nd + ${k}u * (nd + 1u);\n  var o${k} = prm[b${k}];`)
+  );
   lines.push("  for (var d = i32(nd) - 1; d >= 0; d--) {");
   lines.push("    let ud = u32(d);");
   lines.push("    let sz = prm[3u + nd + ud];");
@@ -133,7 +174,14 @@ export function mapInto(
   rt.dispatch(code, [...views.map((v) => v.buf as GBuf), out], meta, Math.ceil(n / WG));
 }
 
-function map(rt: Runtime, expr: string, exprDtype: DType, views: readonly View[], outDtype: DType, shape: Shape): GBuf {
+function map(
+  rt: Runtime,
+  expr: string,
+  exprDtype: DType,
+  views: readonly View[],
+  outDtype: DType,
+  shape: Shape,
+): GBuf {
   const out = rt.alloc(sizeOf(shape), outDtype);
   mapInto(rt, expr, exprDtype, views, outDtype, out, contiguousStrides(shape), 0);
   return out;
@@ -160,7 +208,14 @@ export function cast(rt: Runtime, x: View, dtype: DType): GBuf {
 }
 
 /** Copy `x` into the window of contiguous `out` (of `outShape`, stored as `outDtype`) that starts at `start`. */
-export function copyInto(rt: Runtime, x: View, out: GBuf, outShape: Shape, start: readonly number[], outDtype = x.dtype): void {
+export function copyInto(
+  rt: Runtime,
+  x: View,
+  out: GBuf,
+  outShape: Shape,
+  start: readonly number[],
+  outDtype = x.dtype,
+): void {
   const os = contiguousStrides(outShape);
   const off = start.reduce((s, v, d) => s + v * os[d], 0);
   mapInto(rt, "a", x.dtype, [x], outDtype, out, os, off);

@@ -6,7 +6,14 @@ import { bindings, convert, ld } from "./wgsl.ts";
 
 const f32bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
 
-export function adam(rt: Runtime, g: View, mu: View, nu: View, param: View | null, h: AdamHyper): [GBuf, GBuf, GBuf] {
+export function adam(
+  rt: Runtime,
+  g: View,
+  mu: View,
+  nu: View,
+  param: View | null,
+  h: AdamHyper,
+): [GBuf, GBuf, GBuf] {
   const n = sizeOf(g.shape), dt = g.dtype;
   const U = rt.alloc(n, dt), M2 = rt.alloc(n, dt), V2 = rt.alloc(n, dt);
   const p = param ?? g; // bound either way; its term is multiplied by decay = 0 when absent
@@ -26,8 +33,26 @@ fn main(${ENTRY_ARGS}) {
   out2[i] = ${convert("v", dt, dt)};
   out0[i] = ${convert("(scale * m) / (sqrt(v / c2) + eps) - pd", dt, dt)};
 }`;
-  const meta = [n, f32bits(h.b1), f32bits(h.b2), f32bits(h.eps), f32bits(h.c2), f32bits(h.scale), f32bits(h.decay), g.offset, mu.offset, nu.offset, p.offset, param ? 1 : 0];
-  rt.dispatch(code, [g.buf as GBuf, mu.buf as GBuf, nu.buf as GBuf, p.buf as GBuf, U, M2, V2], meta, Math.ceil(n / WG));
+  const meta = [
+    n,
+    f32bits(h.b1),
+    f32bits(h.b2),
+    f32bits(h.eps),
+    f32bits(h.c2),
+    f32bits(h.scale),
+    f32bits(h.decay),
+    g.offset,
+    mu.offset,
+    nu.offset,
+    p.offset,
+    param ? 1 : 0,
+  ];
+  rt.dispatch(
+    code,
+    [g.buf as GBuf, mu.buf as GBuf, nu.buf as GBuf, p.buf as GBuf, U, M2, V2],
+    meta,
+    Math.ceil(n / WG),
+  );
   return [U, M2, V2];
 }
 
@@ -44,11 +69,26 @@ fn main(${ENTRY_ARGS}) {
   let C = prm[1];
   let ob = r * C; let wb = prm[2] + ob; let gb = prm[3] + ob;
   var ww = 0.0; var gw = 0.0;
-  for (var c = 0u; c < C; c++) { let wv = ${ld(dt, "in0[wb + c]")}; ww = ww + wv * wv; gw = gw + ${ld(dt, "in1[gb + c]")} * wv; }
+  for (var c = 0u; c < C; c++) { let wv = ${ld(dt, "in0[wb + c]")}; ww = ww + wv * wv; gw = gw + ${
+    ld(dt, "in1[gb + c]")
+  } * wv; }
   ${g ? "let s = gw / ww;" : "let s = 1.0 / sqrt(ww);"}
-  for (var c = 0u; c < C; c++) { out0[ob + c] = ${convert(g ? `${ld(dt, "in1[gb + c]")} - s * ${ld(dt, "in0[wb + c]")}` : `${ld(dt, "in0[wb + c]")} * s`, dt, dt)}; }
+  for (var c = 0u; c < C; c++) { out0[ob + c] = ${
+    convert(
+      g
+        ? `${ld(dt, "in1[gb + c]")} - s * ${ld(dt, "in0[wb + c]")}`
+        : `${ld(dt, "in0[wb + c]")} * s`,
+      dt,
+      dt,
+    )
+  }; }
 }`;
-  rt.dispatch(code, [w.buf as GBuf, src.buf as GBuf, out], [R, C, w.offset, src.offset], Math.ceil(R / 64));
+  rt.dispatch(
+    code,
+    [w.buf as GBuf, src.buf as GBuf, out],
+    [R, C, w.offset, src.offset],
+    Math.ceil(R / 64),
+  );
   return out;
 }
 

@@ -24,7 +24,11 @@ function atomicAdd(dt: DType, at: string, v: string): string {
 /** f16/bf16 sums are kept in f32 and rounded once at the end, as the CPU does. */
 function round16(rt: Runtime, buf: GBuf, dtype: DType, shape: number[]): GBuf {
   if (dtype !== "f16" && dtype !== "bf16") return buf;
-  const r = cast(rt, { buf, dtype: "f32", shape, strides: contiguousStrides(shape), offset: 0 }, dtype);
+  const r = cast(
+    rt,
+    { buf, dtype: "f32", shape, strides: contiguousStrides(shape), offset: 0 },
+    dtype,
+  );
   rt.free(buf);
   return r;
 }
@@ -54,7 +58,18 @@ export function gather(rt: Runtime, x: View, idx: View, axis: number): GBuf {
   if (n === 0) return out;
   const xs = x.strides.map((s, d) => (d === axis ? 0 : s));
   // o1 walks idx, o2 walks x with the gathered axis held at 0; o0 is unused (contiguous output).
-  const meta = [n, idx.shape.length, x.shape[axis], idx.offset, x.offset, x.strides[axis], ...idx.shape, ...xs.map(() => 0), ...idx.strides, ...xs];
+  const meta = [
+    n,
+    idx.shape.length,
+    x.shape[axis],
+    idx.offset,
+    x.offset,
+    x.strides[axis],
+    ...idx.shape,
+    ...xs.map(() => 0),
+    ...idx.strides,
+    ...xs,
+  ];
   const code = `${bindings([x.dtype, "i32"], [x.dtype])}
 @compute @workgroup_size(${WG})
 fn main(${ENTRY_ARGS}) {${WALK}
@@ -74,7 +89,18 @@ export function scatterAdd(rt: Runtime, base: View, idx: View, upd: View, axis: 
   const n = sizeOf(idx.shape);
   if (n > 0) {
     const os = contiguousStrides(base.shape);
-    const meta = [n, idx.shape.length, base.shape[axis], idx.offset, upd.offset, os[axis], ...idx.shape, ...os.map((s, d) => (d === axis ? 0 : s)), ...idx.strides, ...upd.strides];
+    const meta = [
+      n,
+      idx.shape.length,
+      base.shape[axis],
+      idx.offset,
+      upd.offset,
+      os[axis],
+      ...idx.shape,
+      ...os.map((s, d) => (d === axis ? 0 : s)),
+      ...idx.strides,
+      ...upd.strides,
+    ];
     const code = `${bindings(["i32", upd.dtype], [outDtype], true)}
 @compute @workgroup_size(${WG})
 fn main(${ENTRY_ARGS}) {${WALK}
@@ -89,7 +115,15 @@ fn main(${ENTRY_ARGS}) {${WALK}
   return round16(rt, out, base.dtype, [...base.shape]);
 }
 
-export function spmm(rt: Runtime, rows: View, cols: View, vals: View, dense: View, transpose: boolean, outRows: number): GBuf {
+export function spmm(
+  rt: Runtime,
+  rows: View,
+  cols: View,
+  vals: View,
+  dense: View,
+  transpose: boolean,
+  outRows: number,
+): GBuf {
   const d = dense.shape[1], inRows = dense.shape[0];
   const n = sizeOf(vals.shape);
   const acc = dense.dtype === "f16" || dense.dtype === "bf16" ? "f32" : dense.dtype;
@@ -112,7 +146,12 @@ fn main(${ENTRY_ARGS}) {
   ${atomicAdd(acc, "at", "v")}
 }`;
     const meta = [n, d, outRows, inRows, rows.offset, cols.offset, vals.offset, dense.offset];
-    rt.dispatch(code, [rows.buf as GBuf, cols.buf as GBuf, vals.buf as GBuf, dense.buf as GBuf, out], meta, Math.ceil((n * d) / WG));
+    rt.dispatch(
+      code,
+      [rows.buf as GBuf, cols.buf as GBuf, vals.buf as GBuf, dense.buf as GBuf, out],
+      meta,
+      Math.ceil((n * d) / WG),
+    );
   }
   return round16(rt, out, dense.dtype, [outRows, d]);
 }
@@ -132,11 +171,18 @@ fn main(${ENTRY_ARGS}) {
   var s = ${t}(0);
   if (r >= 0 && u32(r) < prm[2] && c >= 0 && u32(c) < prm[3]) {
     let ab = prm[6] + u32(r) * d; let bb = prm[7] + u32(c) * d;
-    for (var j = 0u; j < d; j++) { s = s + ${ld(a.dtype, "in0[ab + j]")} * ${ld(b.dtype, "in1[bb + j]")}; }
+    for (var j = 0u; j < d; j++) { s = s + ${ld(a.dtype, "in0[ab + j]")} * ${
+    ld(b.dtype, "in1[bb + j]")
+  }; }
   }
   out0[i] = ${convert("s", a.dtype, a.dtype)};
 }`;
   const meta = [n, d, a.shape[0], b.shape[0], rows.offset, cols.offset, a.offset, b.offset];
-  rt.dispatch(code, [a.buf as GBuf, b.buf as GBuf, rows.buf as GBuf, cols.buf as GBuf, out], meta, Math.ceil(n / WG));
+  rt.dispatch(
+    code,
+    [a.buf as GBuf, b.buf as GBuf, rows.buf as GBuf, cols.buf as GBuf, out],
+    meta,
+    Math.ceil(n / WG),
+  );
   return out;
 }

@@ -17,9 +17,16 @@ function shader(dt: DType, outDtype: DType): string {
   // The 4×4 block is unrolled into scalars: indexed local arrays can end up in memory.
   const ij = [0, 1, 2, 3].flatMap((i) => [0, 1, 2, 3].map((j) => [i, j]));
   const decl = ij.map(([i, j]) => `  var c${i}${j} = ${t}(0);`).join("\n");
-  const body = [0, 1, 2, 3].map((i) => `      let a${i} = As[kk * ${TILE}u + ty * 4u + ${i}u];\n      let b${i} = Bs[kk * ${TILE}u + tx * 4u + ${i}u];`).join("\n") + "\n" +
+  const body =
+    [0, 1, 2, 3].map((i) =>
+      `      let a${i} = As[kk * ${TILE}u + ty * 4u + ${i}u];\n      let b${i} = Bs[kk * ${TILE}u + tx * 4u + ${i}u];`
+    ).join("\n") + "\n" +
     ij.map(([i, j]) => `      c${i}${j} = c${i}${j} + a${i} * b${j};`).join("\n");
-  const store = ij.map(([i, j]) => `  if (m0 + ty * 4u + ${i}u < M && n0 + tx * 4u + ${j}u < N) { out0[ob + (m0 + ty * 4u + ${i}u) * N + n0 + tx * 4u + ${j}u] = ${convert(`c${i}${j}`, dt, outDtype)}; }`).join("\n");
+  const store = ij.map(([i, j]) =>
+    `  if (m0 + ty * 4u + ${i}u < M && n0 + tx * 4u + ${j}u < N) { out0[ob + (m0 + ty * 4u + ${i}u) * N + n0 + tx * 4u + ${j}u] = ${
+      convert(`c${i}${j}`, dt, outDtype)
+    }; }`
+  ).join("\n");
   return `${bindings([dt, dt], [outDtype])}
 var<workgroup> As: array<${t}, ${TILE * BK}>;
 var<workgroup> Bs: array<${t}, ${TILE * BK}>;
@@ -84,9 +91,20 @@ export function matmul(rt: Runtime, a: View, b: View, outDtype: DType): GBuf {
     return rt.zeros(batches * M * N, outDtype);
   }
   const meta = [
-    M, N, K, batch.length, batches, a.offset, b.offset,
-    a.strides[r - 2], a.strides[r - 1], b.strides[r - 2], b.strides[r - 1],
-    ...batch, ...a.strides.slice(0, r - 2), ...b.strides.slice(0, r - 2),
+    M,
+    N,
+    K,
+    batch.length,
+    batches,
+    a.offset,
+    b.offset,
+    a.strides[r - 2],
+    a.strides[r - 1],
+    b.strides[r - 2],
+    b.strides[r - 1],
+    ...batch,
+    ...a.strides.slice(0, r - 2),
+    ...b.strides.slice(0, r - 2),
   ];
   const groups = Math.ceil(M / TILE) * Math.ceil(N / TILE) * batches;
   rt.dispatch(shader(a.dtype, outDtype), [a.buf as GBuf, b.buf as GBuf, out], meta, groups);

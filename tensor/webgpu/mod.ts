@@ -13,10 +13,13 @@ import { createWebGPUBackend, type WebGPUBackend } from "./backend.ts";
 
 export type { WebGPUBackend } from "./backend.ts";
 
-let pending: Promise<{ ok: true; backend: WebGPUBackend } | { ok: false; reason: string }> | null = null;
+let pending: Promise<{ ok: true; backend: WebGPUBackend } | { ok: false; reason: string }> | null =
+  null;
 
 /** Acquire the device and register the "webgpu" backend; the reason when there is none. */
-export function initWebGPU(): Promise<{ ok: true; backend: WebGPUBackend } | { ok: false; reason: string }> {
+export function initWebGPU(): Promise<
+  { ok: true; backend: WebGPUBackend } | { ok: false; reason: string }
+> {
   pending ??= acquireDevice().then((a) => {
     if (!a.ok) {
       markUnavailable("webgpu", a.reason);
@@ -34,10 +37,18 @@ export function initWebGPU(): Promise<{ ok: true; backend: WebGPUBackend } | { o
  * there is none, or when the only one is a software fallback (llvmpipe), which is slower than the
  * cpu backend. Explicit "webgpu" still uses a fallback adapter.
  */
-export function autoChoice(r: { ok: true; backend: { device: DeviceInfo } } | { ok: false; reason: string }): { name: "webgpu" | "cpu"; why: string } {
+export function autoChoice(
+  r: { ok: true; backend: { device: DeviceInfo } } | { ok: false; reason: string },
+): { name: "webgpu" | "cpu"; why: string } {
   if (!r.ok) return { name: "cpu", why: `auto chose cpu: no WebGPU adapter (${r.reason})` };
   const d = r.backend.device;
-  if (d.fallback) return { name: "cpu", why: `auto chose cpu: the WebGPU adapter is a software fallback (${d.description}), slower than the cpu backend; selectBackend("webgpu") uses it anyway` };
+  if (d.fallback) {
+    return {
+      name: "cpu",
+      why:
+        `auto chose cpu: the WebGPU adapter is a software fallback (${d.description}), slower than the cpu backend; selectBackend("webgpu") uses it anyway`,
+    };
+  }
   return { name: "webgpu", why: `auto chose webgpu: hardware adapter ${d.description}` };
 }
 

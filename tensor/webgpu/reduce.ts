@@ -31,7 +31,9 @@ function identity(op: ReduceOp, t: string): string {
 function fold(op: ReduceOp, t: string, acc: string, a: string): string {
   if (op === "sum") return `${acc} + ${a}`;
   const cmp = op === "max" ? ">" : "<";
-  return t === "f32" ? `select(${acc}, ${a}, (${a} ${cmp} ${acc} && !isnan_(${acc})) || isnan_(${a}))` : `${op}(${acc}, ${a})`;
+  return t === "f32"
+    ? `select(${acc}, ${a}, (${a} ${cmp} ${acc} && !isnan_(${acc})) || isnan_(${a}))`
+    : `${op}(${acc}, ${a})`;
 }
 
 // meta: [nOut, nKeep, nRed, redSize, offset, keepShape, keepStrides, redShape, redStrides]
@@ -60,30 +62,49 @@ fn main(${ENTRY_ARGS}) {
   part[lid.x] = acc;
   workgroupBarrier();
   for (var s = ${WG / 2}u; s > 0u; s = s >> 1u) {
-    if (lid.x < s) { let a = part[lid.x + s]; let b = part[lid.x]; part[lid.x] = ${fold(op, t, "b", "a")}; }
+    if (lid.x < s) { let a = part[lid.x + s]; let b = part[lid.x]; part[lid.x] = ${
+    fold(op, t, "b", "a")
+  }; }
     workgroupBarrier();
   }
   if (lid.x == 0u && o < prm[0]) { out0[o] = ${convert("part[0]", dt, outDtype)}; }
 }`;
 }
 
-export function reduce(rt: Runtime, op: ReduceOp, x: View, axes: readonly number[], outDtype: DType): GBuf {
+export function reduce(
+  rt: Runtime,
+  op: ReduceOp,
+  x: View,
+  axes: readonly number[],
+  outDtype: DType,
+): GBuf {
   const keep = x.shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const nOut = sizeOf(keep.map((d) => x.shape[d]));
   const total = sizeOf(axes.map((d) => x.shape[d]));
   const out = rt.alloc(nOut, outDtype);
   if (nOut === 0) return out;
   const meta = [
-    nOut, keep.length, axes.length, total, x.offset,
-    ...keep.map((d) => x.shape[d]), ...keep.map((d) => x.strides[d]),
-    ...axes.map((d) => x.shape[d]), ...axes.map((d) => x.strides[d]),
+    nOut,
+    keep.length,
+    axes.length,
+    total,
+    x.offset,
+    ...keep.map((d) => x.shape[d]),
+    ...keep.map((d) => x.strides[d]),
+    ...axes.map((d) => x.shape[d]),
+    ...axes.map((d) => x.strides[d]),
   ];
   // A workgroup per output for long reductions, unless there are many outputs and the reduced
   // axis is not the contiguous one (a column sum): there one invocation per output reads
   // neighbouring addresses across invocations.
   const innerReduced = x.strides[axes[axes.length - 1]] === 1;
   const perGroup = total > 64 && (nOut < 4096 || innerReduced);
-  rt.dispatch(reduceShader(op, x.dtype, outDtype, perGroup), [x.buf as GBuf, out], meta, perGroup ? nOut : Math.ceil(nOut / 64));
+  rt.dispatch(
+    reduceShader(op, x.dtype, outDtype, perGroup),
+    [x.buf as GBuf, out],
+    meta,
+    perGroup ? nOut : Math.ceil(nOut / 64),
+  );
   return out;
 }
 
@@ -92,8 +113,15 @@ function lineMeta(x: View, axis: number): number[] {
   const keep = x.shape.map((_, d) => d).filter((d) => d !== axis);
   const os = contiguousStrides(x.shape);
   return [
-    sizeOf(keep.map((d) => x.shape[d])), x.shape[axis], x.strides[axis], x.offset, keep.length,
-    ...keep.map((d) => x.shape[d]), ...keep.map((d) => x.strides[d]), ...keep.map((d) => os[d]), os[axis],
+    sizeOf(keep.map((d) => x.shape[d])),
+    x.shape[axis],
+    x.strides[axis],
+    x.offset,
+    keep.length,
+    ...keep.map((d) => x.shape[d]),
+    ...keep.map((d) => x.strides[d]),
+    ...keep.map((d) => os[d]),
+    os[axis],
   ];
 }
 

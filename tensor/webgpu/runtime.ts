@@ -53,7 +53,7 @@ class Pool {
       return;
     }
     let list = this.#free.get(bytes);
-    if (!list) this.#free.set(bytes, (list = []));
+    if (!list) this.#free.set(bytes, list = []);
     list.push(buf);
     this.pooled += bytes;
   }
@@ -79,7 +79,11 @@ const MAX_BATCH = 64;
 const ALIGN_WORDS = 64;
 
 /** Device buffers are captured when recorded: a GBuf may be released before the batch is submitted. */
-type Job = { kind: "run"; pipe: Gpu; bufs: Gpu[]; at: number; len: number; groups: number } | { kind: "clear"; buf: Gpu; bytes: number };
+type Job = { kind: "run"; pipe: Gpu; bufs: Gpu[]; at: number; len: number; groups: number } | {
+  kind: "clear";
+  buf: Gpu;
+  bytes: number;
+};
 
 export class Runtime {
   readonly pool: Pool;
@@ -111,7 +115,9 @@ export class Runtime {
       p.set(data as Uint16Array);
       return p;
     })();
-    if (src.byteLength > 0) this.device.queue.writeBuffer(b.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+    if (src.byteLength > 0) {
+      this.device.queue.writeBuffer(b.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+    }
     return b;
   }
 
@@ -143,7 +149,10 @@ export class Runtime {
     let p = this.#pipelines.get(code);
     if (!p) {
       const module = this.device.createShaderModule({ code });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      p = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+      });
       this.#pipelines.set(code, p);
     }
     return p;
@@ -163,11 +172,20 @@ export class Runtime {
     const at = this.#params.length, len = Math.max(meta.length, 1);
     for (let i = 0; i < len; i++) this.#params.push((meta[i] ?? 0) >>> 0);
     while (this.#params.length % ALIGN_WORDS) this.#params.push(0);
-    this.#record({ kind: "run", pipe: this.pipeline(code), bufs: bufs.map((b) => b.buffer), at, len, groups });
+    this.#record({
+      kind: "run",
+      pipe: this.pipeline(code),
+      bufs: bufs.map((b) => b.buffer),
+      at,
+      len,
+      groups,
+    });
   }
 
   /** Several dispatches in order (each sees the previous one's writes). */
-  dispatchAll(jobs: { code: string; bufs: GBuf[]; meta: ArrayLike<number>; groups: number }[]): void {
+  dispatchAll(
+    jobs: { code: string; bufs: GBuf[]; meta: ArrayLike<number>; groups: number }[],
+  ): void {
     for (const j of jobs) this.dispatch(j.code, j.bufs, j.meta, j.groups);
   }
 
@@ -183,7 +201,9 @@ export class Runtime {
     this.#jobs = [];
     this.#params = [];
     const pb = this.#paramBuffer(params.byteLength);
-    if (params.length > 0) this.device.queue.writeBuffer(pb, 0, params.buffer, 0, params.byteLength);
+    if (params.length > 0) {
+      this.device.queue.writeBuffer(pb, 0, params.buffer, 0, params.byteLength);
+    }
     const enc = this.device.createCommandEncoder();
     let pass: Gpu = null;
     for (const j of jobs) {
@@ -194,9 +214,15 @@ export class Runtime {
       }
       pass ??= enc.beginComputePass();
       const entries = j.bufs.map((buffer, i) => ({ binding: i, resource: { buffer } as never }));
-      entries.push({ binding: j.bufs.length, resource: { buffer: pb, offset: j.at * 4, size: j.len * 4 } as never });
+      entries.push({
+        binding: j.bufs.length,
+        resource: { buffer: pb, offset: j.at * 4, size: j.len * 4 } as never,
+      });
       pass.setPipeline(j.pipe);
-      pass.setBindGroup(0, this.device.createBindGroup({ layout: j.pipe.getBindGroupLayout(0), entries }));
+      pass.setBindGroup(
+        0,
+        this.device.createBindGroup({ layout: j.pipe.getBindGroupLayout(0), entries }),
+      );
       const y = Math.ceil(j.groups / MAX_GROUPS);
       pass.dispatchWorkgroups(Math.ceil(j.groups / y), y);
     }
@@ -215,7 +241,10 @@ export class Runtime {
     if (bytes > this.#params_bytes) {
       this.#params_buf?.destroy();
       this.#params_bytes = Math.max(bytes, MAX_BATCH * ALIGN_WORDS * 4);
-      this.#params_buf = this.device.createBuffer({ size: this.#params_bytes, usage: STORAGE | COPY_DST });
+      this.#params_buf = this.device.createBuffer({
+        size: this.#params_bytes,
+        usage: STORAGE | COPY_DST,
+      });
     }
     return this.#params_buf;
   }
@@ -223,4 +252,5 @@ export class Runtime {
 
 /** WGSL: the linear workgroup id over the 2-D grid `dispatch` uses. */
 export const GROUP_ID = "(wid.x + wid.y * nwg.x)";
-export const ENTRY_ARGS = "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>";
+export const ENTRY_ARGS =
+  "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>";

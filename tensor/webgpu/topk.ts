@@ -21,7 +21,9 @@ function keyFn(dt: DType): string {
   var b = bitcast<u32>(v);
   if (b == 0x80000000u) { b = 0u; }
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);`
-    : t === "i32" ? "return bitcast<u32>(v) ^ 0x80000000u;" : "return v;";
+    : t === "i32"
+    ? "return bitcast<u32>(v) ^ 0x80000000u;"
+    : "return v;";
   return `fn key_(v: ${t}) -> u32 {\n  ${body}\n}`;
 }
 
@@ -29,7 +31,16 @@ function keyFn(dt: DType): string {
 function headMeta(x: View, k: number): number[] {
   const r = x.shape.length;
   const lead = x.shape.slice(0, r - 1);
-  return [sizeOf(lead), x.shape[r - 1], x.strides[r - 1], x.offset, k, lead.length, ...lead, ...x.strides.slice(0, r - 1)];
+  return [
+    sizeOf(lead),
+    x.shape[r - 1],
+    x.strides[r - 1],
+    x.offset,
+    k,
+    lead.length,
+    ...lead,
+    ...x.strides.slice(0, r - 1),
+  ];
 }
 
 const ROW_BASE = `
@@ -147,7 +158,9 @@ fn main(${ENTRY_ARGS}) {
   if (t >= prm[0] * P) { return; }
   let row = t / P; let j = t % P;
   ${ROW_BASE}
-  if (j < n) { out0[t] = key_(${ld(dt, "in0[base + j * st]")}); out1[t] = j; } else { out0[t] = 0u; out1[t] = 0xffffffffu; }
+  if (j < n) { out0[t] = key_(${
+    ld(dt, "in0[base + j * st]")
+  }); out1[t] = j; } else { out0[t] = 0u; out1[t] = 0xffffffffu; }
   _ = k;
 }`;
 }
@@ -199,13 +212,30 @@ export function topk(rt: Runtime, x: View, k: number): [GBuf, GBuf] {
   }
   const P = 2 ** Math.ceil(Math.log2(n));
   const keys = rt.alloc(rows * P), ids = rt.alloc(rows * P);
-  rt.dispatch(initShader(x.dtype), [x.buf as GBuf, keys, ids], [...meta, P], Math.ceil((rows * P) / WG));
+  rt.dispatch(
+    initShader(x.dtype),
+    [x.buf as GBuf, keys, ids],
+    [...meta, P],
+    Math.ceil((rows * P) / WG),
+  );
   const steps = [];
   for (let size = 2; size <= P; size *= 2) {
-    for (let stride = size / 2; stride > 0; stride /= 2) steps.push({ code: STEP, bufs: [keys, ids], meta: [rows, P, size, stride], groups: Math.ceil((rows * P) / 2 / WG) });
+    for (let stride = size / 2; stride > 0; stride /= 2) {
+      steps.push({
+        code: STEP,
+        bufs: [keys, ids],
+        meta: [rows, P, size, stride],
+        groups: Math.ceil((rows * P) / 2 / WG),
+      });
+    }
   }
   rt.dispatchAll(steps);
-  rt.dispatch(writeShader(x.dtype), [x.buf as GBuf, ids, vals, idx], [...meta, P], Math.ceil((rows * k) / WG));
+  rt.dispatch(
+    writeShader(x.dtype),
+    [x.buf as GBuf, ids, vals, idx],
+    [...meta, P],
+    Math.ceil((rows * k) / WG),
+  );
   rt.free(keys);
   rt.free(ids);
   return [vals, idx];

@@ -7,7 +7,11 @@ import type { DType } from "../dtype.ts";
 
 /** The WGSL type a dtype is computed in on the device (16-bit floats compute in f32). */
 export function wty(d: DType): "f32" | "i32" | "u32" {
-  if (d === "f64") throw new TypeError("webgpu: f64 is not supported (WGSL has no 64-bit floats); use f32, or the cpu backend for f64");
+  if (d === "f64") {
+    throw new TypeError(
+      "webgpu: f64 is not supported (WGSL has no 64-bit floats); use f32, or the cpu backend for f64",
+    );
+  }
   return d === "i32" ? "i32" : d === "bool" ? "u32" : "f32";
 }
 
@@ -31,12 +35,20 @@ export const ld = (d: DType, e: string): string => (sty(d) === "f16" ? `f32(${e}
 /** Expression converting a value `v` of computed type `from` into storable `to` (rounded). */
 export function convert(v: string, from: DType, to: DType): string {
   const ft = wty(from), tt = wty(to);
-  if (to === "bool") return ft === "f32" ? `select(0u, 1u, isnan_(${v}) || ${v} != 0.0)` : `select(0u, 1u, ${v} != ${ft}(0))`;
+  if (to === "bool") {
+    return ft === "f32"
+      ? `select(0u, 1u, isnan_(${v}) || ${v} != 0.0)`
+      : `select(0u, 1u, ${v} != ${ft}(0))`;
+  }
   if (tt === "i32") return ft === "f32" ? `select(i32(${v}), 0, isnan_(${v}))` : `i32(${v})`;
   // to a float
   const f = ft === "f32" ? v : `f32(${v})`;
   // rf16 rounds to nearest even first, so the conversion to WGSL f16 is exact.
-  return to === "f16" ? (sty(to) === "f16" ? `f16(rf16(${f}))` : `rf16(${f})`) : to === "bf16" ? `rbf16(${f})` : f;
+  return to === "f16"
+    ? (sty(to) === "f16" ? `f16(rf16(${f}))` : `rf16(${f})`)
+    : to === "bf16"
+    ? `rbf16(${f})`
+    : f;
 }
 
 /** Rounds an f32 result to f16 or bf16 (nearest even), as the CPU backend stores them. */
@@ -140,11 +152,17 @@ fn pow_(a: f32, b: f32) -> f32 {
 export function bindings(inputs: DType[], outputs: DType[], atomicOut = false): string {
   const lines: string[] = [];
   if ([...inputs, ...outputs].some((d) => sty(d) === "f16")) lines.push("enable f16;");
-  inputs.forEach((d, i) => lines.push(`@group(0) @binding(${i}) var<storage, read> in${i}: array<${sty(d)}>;`));
+  inputs.forEach((d, i) =>
+    lines.push(`@group(0) @binding(${i}) var<storage, read> in${i}: array<${sty(d)}>;`)
+  );
   outputs.forEach((d, i) => {
     const ty = atomicOut ? `atomic<${d === "i32" ? "i32" : "u32"}>` : sty(d);
-    lines.push(`@group(0) @binding(${inputs.length + i}) var<storage, read_write> out${i}: array<${ty}>;`);
+    lines.push(
+      `@group(0) @binding(${inputs.length + i}) var<storage, read_write> out${i}: array<${ty}>;`,
+    );
   });
-  lines.push(`@group(0) @binding(${inputs.length + outputs.length}) var<storage, read> prm: array<u32>;`);
+  lines.push(
+    `@group(0) @binding(${inputs.length + outputs.length}) var<storage, read> prm: array<u32>;`,
+  );
   return lines.join("\n") + "\n" + ROUND16;
 }

@@ -27,11 +27,19 @@ const CACHE = new URL("../../.cache/cuda-emu/", import.meta.url).pathname;
 export function dispatcher(source: string): string {
   const cases: string[] = [];
   for (const m of source.matchAll(/extern "C" __global__ void (\w+)\(([^)]*)\)/g)) {
-    const types = m[2].split(",").map((p) => p.trim()).filter((p) => p).map((p) => p.replace(/__restrict__/g, "").replace(/\w+$/, "").trim());
+    const types = m[2].split(",").map((p) => p.trim()).filter((p) => p).map((p) =>
+      p.replace(/__restrict__/g, "").replace(/\w+$/, "").trim()
+    );
     const args = types.map((ty, i) => `*(${ty}*)p[${i}]`).join(", ");
-    cases.push(`  if (!strcmp(name, "${m[1]}")) { emu_launch(gx, gy, gz, bx, [&] { ${m[1]}(${args}); }); return 0; }`);
+    cases.push(
+      `  if (!strcmp(name, "${m[1]}")) { emu_launch(gx, gy, gz, bx, [&] { ${
+        m[1]
+      }(${args}); }); return 0; }`,
+    );
   }
-  return `${source}\nextern "C" int emu_launch_by_name(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** p) {\n${cases.join("\n")}\n  return 1;\n}\n`;
+  return `${source}\nextern "C" int emu_launch_by_name(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** p) {\n${
+    cases.join("\n")
+  }\n  return 1;\n}\n`;
 }
 
 /** Compile (or reuse) a shared library of `source`; returns its path. */
@@ -43,8 +51,21 @@ function build(source: string, opt: string): string {
   run("mkdir", ["-p", CACHE]);
   const src = `${lib}.cc`;
   writeText(src, full);
-  const r = run("g++", ["-std=c++20", opt, "-shared", "-fPIC", "-w", "-include", join(HERE, "emu.h"), "-o", `${lib}.tmp`, src]);
-  if (r.code !== 0) throw new Error(`g++ failed on the emulated kernels:\n${r.stderr.slice(0, 3000)}`);
+  const r = run("g++", [
+    "-std=c++20",
+    opt,
+    "-shared",
+    "-fPIC",
+    "-w",
+    "-include",
+    join(HERE, "emu.h"),
+    "-o",
+    `${lib}.tmp`,
+    src,
+  ]);
+  if (r.code !== 0) {
+    throw new Error(`g++ failed on the emulated kernels:\n${r.stderr.slice(0, 3000)}`);
+  }
   run("mv", [`${lib}.tmp`, lib]);
   return lib;
 }
@@ -56,19 +77,30 @@ export function emulatedRuntime(): CudaRuntime {
     free: { args: ["u64"], ret: "void" },
     memset: { args: ["u64", "i32", "u64"], ret: "u64" },
   }).fns as Record<string, FfiFn>;
-  const toHost = ffi.open("libc.so.6", { memcpy: { args: ["buf", "u64", "u64"], ret: "u64" } }).fns.memcpy!;
-  const toDev = ffi.open("libc.so.6", { memcpy: { args: ["u64", "buf", "u64"], ret: "u64" } }).fns.memcpy!;
-  const devDev = ffi.open("libc.so.6", { memcpy: { args: ["u64", "u64", "u64"], ret: "u64" } }).fns.memcpy!;
-  const allocator = cachingAllocator({ alloc: (b) => BigInt(libc.malloc(BigInt(b)) as bigint), free: (p) => void libc.free(p) }, () => false);
+  const toHost = ffi.open("libc.so.6", { memcpy: { args: ["buf", "u64", "u64"], ret: "u64" } }).fns
+    .memcpy!;
+  const toDev = ffi.open("libc.so.6", { memcpy: { args: ["u64", "buf", "u64"], ret: "u64" } }).fns
+    .memcpy!;
+  const devDev = ffi.open("libc.so.6", { memcpy: { args: ["u64", "u64", "u64"], ret: "u64" } }).fns
+    .memcpy!;
+  const allocator = cachingAllocator({
+    alloc: (b) => BigInt(libc.malloc(BigInt(b)) as bigint),
+    free: (p) => void libc.free(p),
+  }, () => false);
   const errWord = allocator.alloc(16);
   libc.memset(errWord.ptr, 0, 16n);
 
   // Every kernel in two libraries: the fixed module, and every elementwise spec under a prefix.
   const specs = everySpec();
   const prefix = new Map(specs.map((s, i) => [ewKey(s), `k${i}`]));
-  const open = (path: string) => ffi.open(path, { emu_launch_by_name: { args: ["buf", "u32", "u32", "u32", "u32", "buf"], ret: "i32" } }).fns.emu_launch_by_name!;
+  const open = (path: string) =>
+    ffi.open(path, {
+      emu_launch_by_name: { args: ["buf", "u32", "u32", "u32", "u32", "buf"], ret: "i32" },
+    }).fns.emu_launch_by_name!;
   const mainLib = open(build(mainSource(), "-O1"));
-  const ewLib = open(build(PRELUDE + specs.map((s) => ewKernels(s, prefix.get(ewKey(s))!)).join(""), "-O0"));
+  const ewLib = open(
+    build(PRELUDE + specs.map((s) => ewKernels(s, prefix.get(ewKey(s))!)).join(""), "-O0"),
+  );
 
   const driver = {
     memsetD8: (p: bigint, v: number, bytes: number) => void libc.memset(p, v, BigInt(bytes)),
@@ -83,9 +115,15 @@ export function emulatedRuntime(): CudaRuntime {
   const ELEM = { f32: 4, f64: 8, f16: 2, bf16: 2 } as const;
   /** Elements of an operand the plan touches, read into f64. */
   const readOperand = (addr: bigint, dtype: GemmCall["dtype"], n: number): Float64Array => {
-    const raw = dtype === "f32" ? new Float32Array(n) : dtype === "f64" ? new Float64Array(n) : new Uint16Array(n);
+    const raw = dtype === "f32"
+      ? new Float32Array(n)
+      : dtype === "f64"
+      ? new Float64Array(n)
+      : new Uint16Array(n);
     if (n > 0) toHost(raw, addr, BigInt(n * ELEM[dtype]));
-    return Float64Array.from(raw instanceof Uint16Array ? decode16(dtype as "f16" | "bf16", raw) : raw);
+    return Float64Array.from(
+      raw instanceof Uint16Array ? decode16(dtype as "f16" | "bf16", raw) : raw,
+    );
   };
   const cublas = {
     path: "emulated",
@@ -93,21 +131,38 @@ export function emulatedRuntime(): CudaRuntime {
     handle: 0n,
     destroy: () => {},
     gemm(c: GemmCall) {
-      const p = { ...c.plan, first: { ...c.plan.first, offset: 0 }, second: { ...c.plan.second, offset: 0 } };
+      const p = {
+        ...c.plan,
+        first: { ...c.plan.first, offset: 0 },
+        second: { ...c.plan.second, offset: 0 },
+      };
       // Elements an operand reaches: op(X) is R×C, element (i, j) at i + j·ld (or j + i·ld transposed).
-      const need = (o: typeof p.first, R: number, C: number) => (p.batch - 1) * o.batchStride + (o.trans ? C - 1 + (R - 1) * o.ld : R - 1 + (C - 1) * o.ld) + 1;
+      const need = (o: typeof p.first, R: number, C: number) =>
+        (p.batch - 1) * o.batchStride +
+        (o.trans ? C - 1 + (R - 1) * o.ld : R - 1 + (C - 1) * o.ld) + 1;
       const B = readOperand(c.b, c.dtype, need(p.first, p.m, p.k));
       const A = readOperand(c.a, c.dtype, need(p.second, p.k, p.n));
       const C = new Float64Array(p.batch * p.strideC);
       colMajorGemm(p, A, B, C);
-      const out = c.dtype === "f64" ? C : c.dtype === "f32" ? Float32Array.from(C) : encode16(c.dtype, Float32Array.from(C));
+      const out = c.dtype === "f64"
+        ? C
+        : c.dtype === "f32"
+        ? Float32Array.from(C)
+        : encode16(c.dtype, Float32Array.from(C));
       if (out.length > 0) toDev(c.c, out, BigInt(out.byteLength));
     },
   } as Cublas;
 
   return {
     driver,
-    nvrtc: { path: "emulated", version: [0, 0], archs: [], compile: () => { throw new Error("the emulated runtime compiles with g++"); } },
+    nvrtc: {
+      path: "emulated",
+      version: [0, 0],
+      archs: [],
+      compile: () => {
+        throw new Error("the emulated runtime compiles with g++");
+      },
+    },
     cublas,
     stream: 0n,
     allocator,
@@ -116,9 +171,18 @@ export function emulatedRuntime(): CudaRuntime {
     precision: "f32",
     launch(_source, key, name, grid, block, args) {
       const fn = key === "main" ? mainLib : ewLib;
-      const kernel = key === "main" ? name : `${prefix.get(key.slice("ew:".length))}_${name.slice("ew_".length)}`;
+      const kernel = key === "main"
+        ? name
+        : `${prefix.get(key.slice("ew:".length))}_${name.slice("ew_".length)}`;
       const params = packParams(ffi, args);
-      const rc = fn(cStringBuf(kernel), grid[0], grid[1] ?? 1, grid[2] ?? 1, block, params.pointers);
+      const rc = fn(
+        cStringBuf(kernel),
+        grid[0],
+        grid[1] ?? 1,
+        grid[2] ?? 1,
+        block,
+        params.pointers,
+      );
       if (rc !== 0) throw new Error(`emulator: no kernel ${kernel} (${key})`);
     },
     compiled: () => ["main", "ew"],

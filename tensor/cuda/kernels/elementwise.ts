@@ -85,16 +85,22 @@ const NAMES = ["a", "b", "c"];
  */
 export function ewKernels(s: EwSpec, prefix = "ew"): string {
   const C = computeType(s.inputs, s.out), O = CTYPE[s.out];
-  const ins = s.inputs.map((d, i) => `Dims s${i}, ll o${i}, const ${CTYPE[d]}* __restrict__ x${i}`).join(", ");
-  const loads = (pos: (i: number) => string) => s.inputs.map((_, i) => `C ${NAMES[i]} = (C)ld(x${i}, ${pos(i)});`).join(" ");
+  const ins = s.inputs.map((d, i) => `Dims s${i}, ll o${i}, const ${CTYPE[d]}* __restrict__ x${i}`)
+    .join(", ");
+  const loads = (pos: (i: number) => string) =>
+    s.inputs.map((_, i) => `C ${NAMES[i]} = (C)ld(x${i}, ${pos(i)});`).join(" ");
   const strided = (I: string) => `
-extern "C" __global__ void ${prefix}_strided${I === "int" ? "32" : "64"}(ll n, int nd, Dims shape, Dims so, ll oo, ${O}* __restrict__ out, ${ins}) {
+extern "C" __global__ void ${prefix}_strided${
+    I === "int" ? "32" : "64"
+  }(ll n, int nd, Dims shape, Dims so, ll oo, ${O}* __restrict__ out, ${ins}) {
   typedef ${C} C;
   for (${I} i = (${I})gtid(); i < (${I})n; i += (${I})gstride()) {
     ${I} r = i, po = (${I})oo${s.inputs.map((_, k) => `, p${k} = (${I})o${k}`).join("")};
     for (int d = nd - 1; d >= 0; d--) {
       ${I} e = (${I})shape.d[d], q = r / e, c = r - q * e;
-      r = q; po += c * (${I})so.d[d];${s.inputs.map((_, k) => ` p${k} += c * (${I})s${k}.d[d];`).join("")}
+      r = q; po += c * (${I})so.d[d];${
+    s.inputs.map((_, k) => ` p${k} += c * (${I})s${k}.d[d];`).join("")
+  }
     }
     ${loads((k) => `p${k}`)}
     st(out, po, ${s.expr});
@@ -123,8 +129,12 @@ const COMPARE = new Set(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
 export function everySpec(): EwSpec[] {
   const specs: EwSpec[] = [];
   for (const dt of ALL) {
-    for (const [op, expr] of Object.entries(UNARY_C)) specs.push({ expr, inputs: [dt], out: op === "not" ? "bool" : dt });
-    for (const [op, expr] of Object.entries(BINARY_C)) specs.push({ expr, inputs: [dt, dt], out: COMPARE.has(op) ? "bool" : dt });
+    for (const [op, expr] of Object.entries(UNARY_C)) {
+      specs.push({ expr, inputs: [dt], out: op === "not" ? "bool" : dt });
+    }
+    for (const [op, expr] of Object.entries(BINARY_C)) {
+      specs.push({ expr, inputs: [dt, dt], out: COMPARE.has(op) ? "bool" : dt });
+    }
   }
   for (const dt of ALL) {
     specs.push({ expr: WHERE_C, inputs: ["bool", dt, dt], out: dt });

@@ -64,8 +64,16 @@ __device__ void project_out_rows_impl(ll R, ll C, const T* g, const T* w, T* out
 
 export function fusedSource(): string {
   return BODY + instantiateAll(FUSED_DTYPES, [
-    ["adam", "ll n, const T* g, const T* mu, const T* nu, const T* p, T* u, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay", "adam_impl<T>(n, g, mu, nu, p, u, mu2, nu2, b1, b2, eps, c2, scale, decay)"],
+    [
+      "adam",
+      "ll n, const T* g, const T* mu, const T* nu, const T* p, T* u, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay",
+      "adam_impl<T>(n, g, mu, nu, p, u, mu2, nu2, b1, b2, eps, c2, scale, decay)",
+    ],
     ["unit_rows", "ll R, ll C, const T* w, T* out", "unit_rows_impl<T>(R, C, w, out)"],
-    ["project_out_rows", "ll R, ll C, const T* g, const T* w, T* out", "project_out_rows_impl<T>(R, C, g, w, out)"],
+    [
+      "project_out_rows",
+      "ll R, ll C, const T* g, const T* w, T* out",
+      "project_out_rows_impl<T>(R, C, g, w, out)",
+    ],
   ]);
 }

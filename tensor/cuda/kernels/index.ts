@@ -50,8 +50,16 @@ __device__ void scatter_add_impl(ll n, int nd, Dims shape, Dims istr, ll ioff, c
 
 export function indexSource(): string {
   return BODY + instantiateAll(GATHER_DTYPES, [
-    ["gather", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims xstr, ll xoff, int axis, ll axisLen, const T* x, T* out, int* err", "gather_impl<T>(n, nd, shape, istr, ioff, idx, xstr, xoff, axis, axisLen, x, out, err)"],
+    [
+      "gather",
+      "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims xstr, ll xoff, int axis, ll axisLen, const T* x, T* out, int* err",
+      "gather_impl<T>(n, nd, shape, istr, ioff, idx, xstr, xoff, axis, axisLen, x, out, err)",
+    ],
   ]) + instantiateAll(SCATTER_DTYPES, [
-    ["scatter_add", "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims ustr, ll uoff, const T* upd, Dims ostr, int axis, ll axisLen, T* out, int* err", "scatter_add_impl<T>(n, nd, shape, istr, ioff, idx, ustr, uoff, upd, ostr, axis, axisLen, out, err)"],
+    [
+      "scatter_add",
+      "ll n, int nd, Dims shape, Dims istr, ll ioff, const int* idx, Dims ustr, ll uoff, const T* upd, Dims ostr, int axis, ll axisLen, T* out, int* err",
+      "scatter_add_impl<T>(n, nd, shape, istr, ioff, idx, ustr, uoff, upd, ostr, axis, axisLen, out, err)",
+    ],
   ]);
 }

@@ -8,11 +8,32 @@
 import type { DType } from "../../dtype.ts";
 
 /** The storage type of each dtype in the kernels. */
-export const CTYPE: Record<DType, string> = { f32: "float", f64: "double", f16: "f16_t", bf16: "bf16_t", i32: "int", bool: "unsigned char" };
+export const CTYPE: Record<DType, string> = {
+  f32: "float",
+  f64: "double",
+  f16: "f16_t",
+  bf16: "bf16_t",
+  i32: "int",
+  bool: "unsigned char",
+};
 /** The type arithmetic happens in. */
-export const COMPUTE: Record<DType, string> = { f32: "float", f64: "double", f16: "float", bf16: "float", i32: "double", bool: "double" };
+export const COMPUTE: Record<DType, string> = {
+  f32: "float",
+  f64: "double",
+  f16: "float",
+  bf16: "float",
+  i32: "double",
+  bool: "double",
+};
 /** Suffix of per-dtype kernel names (ctype names have spaces). */
-export const SUFFIX: Record<DType, string> = { f32: "f32", f64: "f64", f16: "f16", bf16: "bf16", i32: "i32", bool: "bool" };
+export const SUFFIX: Record<DType, string> = {
+  f32: "f32",
+  f64: "f64",
+  f16: "f16",
+  bf16: "bf16",
+  i32: "i32",
+  bool: "bool",
+};
 
 export const PRELUDE = String.raw`
 typedef long long ll;
@@ -61,13 +82,20 @@ __device__ __forceinline__ void report(int* err, int code, ll index, ll size) {
 /** The explicit extern "C" instantiation of a kernel template for one dtype. */
 export function instantiate(name: string, params: string, call: string, dt: DType): string {
   const T = CTYPE[dt];
-  return `extern "C" __global__ void ${name}_${SUFFIX[dt]}(${params.replaceAll("T*", `${T}*`)}) { ${call.replaceAll("<T>", `<${T}>`)}; }\n`;
+  return `extern "C" __global__ void ${name}_${SUFFIX[dt]}(${params.replaceAll("T*", `${T}*`)}) { ${
+    call.replaceAll("<T>", `<${T}>`)
+  }; }\n`;
 }
 
 /** [kernel name, parameter list with T, call with <T>] for a family of templated kernels. */
 export type KernelTemplate = readonly [name: string, params: string, call: string];
 
 /** Every template instantiated for every dtype of the family. */
-export function instantiateAll(dtypes: readonly DType[], templates: readonly KernelTemplate[]): string {
-  return dtypes.map((dt) => templates.map(([n, p, c]) => instantiate(n, p, c, dt)).join("")).join("");
+export function instantiateAll(
+  dtypes: readonly DType[],
+  templates: readonly KernelTemplate[],
+): string {
+  return dtypes.map((dt) => templates.map(([n, p, c]) => instantiate(n, p, c, dt)).join("")).join(
+    "",
+  );
 }

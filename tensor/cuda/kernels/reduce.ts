@@ -102,14 +102,23 @@ __device__ void cumsum_lines(ll lines, int nk, Dims kshape, Dims kstr, Dims ostr
 }
 `;
 
-const RP = "int op, ll nOut, int nk, Dims kshape, Dims kstr, int nr, Dims rshape, Dims rstr, ll rn, ll off, const T* x, T* out";
+const RP =
+  "int op, ll nOut, int nk, Dims kshape, Dims kstr, int nr, Dims rshape, Dims rstr, ll rn, ll off, const T* x, T* out";
 const RA = "op, nOut, nk, kshape, kstr, nr, rshape, rstr, rn, off, x, out";
 
 export function reduceSource(): string {
   return BODY + instantiateAll(REDUCE_DTYPES, [
     ["reduce_warp", RP, `reduce_warp<T>(${RA})`],
     ["reduce_thread", RP, `reduce_thread<T>(${RA})`],
-    ["arg_reduce", "int isMax, ll nOut, int nk, Dims kshape, Dims kstr, ll n, ll sa, ll off, const T* x, int* out", "arg_reduce<T>(isMax, nOut, nk, kshape, kstr, n, sa, off, x, out)"],
-    ["cumsum", "ll lines, int nk, Dims kshape, Dims kstr, Dims ostr, ll n, ll sa, ll so, int reverse, ll off, const T* x, T* out", "cumsum_lines<T>(lines, nk, kshape, kstr, ostr, n, sa, so, reverse, off, x, out)"],
+    [
+      "arg_reduce",
+      "int isMax, ll nOut, int nk, Dims kshape, Dims kstr, ll n, ll sa, ll off, const T* x, int* out",
+      "arg_reduce<T>(isMax, nOut, nk, kshape, kstr, n, sa, off, x, out)",
+    ],
+    [
+      "cumsum",
+      "ll lines, int nk, Dims kshape, Dims kstr, Dims ostr, ll n, ll sa, ll so, int reverse, ll off, const T* x, T* out",
+      "cumsum_lines<T>(lines, nk, kshape, kstr, ostr, n, sa, so, reverse, off, x, out)",
+    ],
   ]);
 }

@@ -14,7 +14,14 @@ import { instantiateAll } from "./prelude.ts";
 export const TOPK_DTYPES: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32"];
 
 /** Bytes of the value key per dtype (f64 needs 8; everything else fits an order-preserving 32-bit key). */
-export const KEY_BYTES: Record<DType, number> = { f32: 4, f64: 8, f16: 4, bf16: 4, i32: 4, bool: 4 };
+export const KEY_BYTES: Record<DType, number> = {
+  f32: 4,
+  f64: 8,
+  f16: 4,
+  bf16: 4,
+  i32: 4,
+  bool: 4,
+};
 
 /** How many 8-bit digits cover indices below n. */
 export function indexDigits(n: number): number {
@@ -145,8 +152,20 @@ extern "C" __global__ void topk_pick(int pass, int vd, int id, int rows, TopkSta
 
 export function selectSource(): string {
   return BODY + instantiateAll(TOPK_DTYPES, [
-    ["topk_hist", "int pass, int vd, int id, int rows, ll n, int blocksPerRow, const T* x, const TopkState* state, unsigned* hist", "topk_hist<T>(pass, vd, id, rows, n, blocksPerRow, x, state, hist)"],
-    ["topk_collect", "int rows, ll n, int k, int blocksPerRow, const T* x, const TopkState* state, int* count, int* sel", "topk_collect<T>(rows, n, k, blocksPerRow, x, state, count, sel)"],
-    ["topk_rank", "int rows, ll n, int k, const T* x, const int* sel, T* values, int* indices", "topk_rank<T>(rows, n, k, x, sel, values, indices)"],
+    [
+      "topk_hist",
+      "int pass, int vd, int id, int rows, ll n, int blocksPerRow, const T* x, const TopkState* state, unsigned* hist",
+      "topk_hist<T>(pass, vd, id, rows, n, blocksPerRow, x, state, hist)",
+    ],
+    [
+      "topk_collect",
+      "int rows, ll n, int k, int blocksPerRow, const T* x, const TopkState* state, int* count, int* sel",
+      "topk_collect<T>(rows, n, k, blocksPerRow, x, state, count, sel)",
+    ],
+    [
+      "topk_rank",
+      "int rows, ll n, int k, const T* x, const int* sel, T* values, int* indices",
+      "topk_rank<T>(rows, n, k, x, sel, values, indices)",
+    ],
   ]);
 }

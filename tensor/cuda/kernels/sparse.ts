@@ -48,7 +48,15 @@ __device__ void sddmm_impl(ll nnz, ll d, ll aRows, ll bRows, const T* a, const T
 
 export function sparseSource(): string {
   return BODY + instantiateAll(SPARSE_DTYPES, [
-    ["spmm", "ll nnz, ll d, int transpose, ll srcRows, ll outRows, const int* rows, const int* cols, const T* vals, const T* dense, T* out, int* err", "spmm_impl<T>(nnz, d, transpose, srcRows, outRows, rows, cols, vals, dense, out, err)"],
-    ["sddmm", "ll nnz, ll d, ll aRows, ll bRows, const T* a, const T* b, const int* rows, const int* cols, T* out, int* err", "sddmm_impl<T>(nnz, d, aRows, bRows, a, b, rows, cols, out, err)"],
+    [
+      "spmm",
+      "ll nnz, ll d, int transpose, ll srcRows, ll outRows, const int* rows, const int* cols, const T* vals, const T* dense, T* out, int* err",
+      "spmm_impl<T>(nnz, d, transpose, srcRows, outRows, rows, cols, vals, dense, out, err)",
+    ],
+    [
+      "sddmm",
+      "ll nnz, ll d, ll aRows, ll bRows, const T* a, const T* b, const int* rows, const int* cols, T* out, int* err",
+      "sddmm_impl<T>(nnz, d, aRows, bRows, a, b, rows, cols, out, err)",
+    ],
   ]);
 }
