@@ -99,12 +99,30 @@ function valueType(dtype: StoreDType): A.DataType {
   return dtype === "f32" ? new A.Float32() : dtype === "f16" ? new A.Float16() : new A.Uint16();
 }
 
-/**
- * A writer that takes rows in any amount and writes whole shards. Rows are converted to the
- * store's dtype (round to nearest even for f16/bf16) on append; statistics are computed from the
- * stored values, so they describe exactly what a reader gets back.
- */
-export function createStoreWriter(dir: string, o: StoreWriterOptions) {
+/** What every shard of one writer looks like: its resolved options and the Arrow schema parts. */
+interface ShardLayout {
+  rowShape: number[];
+  dtype: StoreDType;
+  columns: ExtraColumn[];
+  /** Values per row (the product of rowShape). */
+  size: number;
+  rowsPerBatch: number;
+  rowsPerShard: number;
+  /** The activation column, then the optional int32 columns. */
+  fields: A.Field[];
+  /** Schema metadata "sparsecoder:store" (the same in every shard). */
+  storeMeta: string;
+}
+
+/** Rows appended since the last shard was written: stored-dtype values and extra columns. */
+interface PendingShard {
+  values: (Float32Array | Uint16Array)[];
+  extras: Record<string, Int32Array[]>;
+  rows: number;
+}
+
+/** The writer's options checked and resolved; batch and shard sizes default to ~4 and ~128 MiB. */
+function shardLayout(o: StoreWriterOptions): ShardLayout {
   const dtype = o.dtype ?? "f32";
   if (!(dtype in BYTES)) {
     throw new ArrowStoreError(
@@ -142,45 +160,143 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
       `createStoreWriter: need 1 <= rowsPerBatch (${rowsPerBatch}) <= rowsPerShard (${rowsPerShard})`,
     );
   }
-
-  if (existsSync(join(dir, MANIFEST))) {
-    throw new ArrowStoreError(
-      `createStoreWriter: ${dir} already holds a store (${MANIFEST}); choose a new folder`,
-    );
-  }
   const activationField = new A.Field(
     "activation",
     new A.FixedSizeList(size, new A.Field("item", valueType(dtype), false)),
     false,
   );
-  const fields = [activationField, ...columns.map((c) => new A.Field(c, new A.Int32(), false))];
-  const storeMeta = JSON.stringify({
-    row_shape: o.rowShape,
+  return {
+    rowShape: o.rowShape,
     dtype,
-    model: o.model ?? null,
-    hook_point: o.hookPoint ?? null,
-  });
+    columns,
+    size,
+    rowsPerBatch,
+    rowsPerShard,
+    fields: [activationField, ...columns.map((c) => new A.Field(c, new A.Int32(), false))],
+    storeMeta: JSON.stringify({
+      row_shape: o.rowShape,
+      dtype,
+      model: o.model ?? null,
+      hook_point: o.hookPoint ?? null,
+    }),
+  };
+}
 
-  // The pending shard: stored-dtype values and extra columns, grown by appends.
-  let pending: {
-    values: (Float32Array | Uint16Array)[];
-    extras: Record<string, Int32Array[]>;
-    rows: number;
-  } = fresh();
+const emptyShard = (columns: ExtraColumn[]): PendingShard => ({
+  values: [],
+  extras: Object.fromEntries(columns.map((c) => [c, [] as Int32Array[]])),
+  rows: 0,
+});
+
+/** Rows r..r+n of a shard as one record batch. */
+function recordBatch(
+  L: ShardLayout,
+  schema: A.Schema,
+  values: Float32Array | Uint16Array,
+  extras: Record<string, Int32Array>,
+  r: number,
+  n: number,
+): A.RecordBatch {
+  const { size } = L;
+  const child = A.makeData(
+    {
+      type: valueType(L.dtype),
+      length: n * size,
+      data: values.subarray(r * size, (r + n) * size),
+    } as never,
+  );
+  const act = A.makeData({ type: L.fields[0].type, length: n, nullCount: 0, child });
+  const extra = L.columns.map((c) =>
+    A.makeData({ type: new A.Int32(), length: n, data: extras[c].subarray(r, r + n) })
+  );
+  return new A.RecordBatch(
+    schema,
+    A.makeData({
+      type: new A.Struct(L.fields),
+      length: n,
+      nullCount: 0,
+      children: [act, ...extra],
+    }),
+  );
+}
+
+/** One shard as an Arrow IPC stream of record batches, its statistics in the schema metadata. */
+function encodeShard(
+  L: ShardLayout,
+  values: Float32Array | Uint16Array,
+  extras: Record<string, Int32Array>,
+  rows: number,
+  stats: WelfordState,
+): { bytes: Uint8Array; batches: number } {
+  const schema = new A.Schema(
+    L.fields,
+    new Map([["sparsecoder:store", L.storeMeta], [
+      "sparsecoder:stats",
+      JSON.stringify(welfordToJson(stats)),
+    ]]),
+  );
+  const w = new A.RecordBatchStreamWriter();
+  let batches = 0;
+  for (let r = 0; r < rows; r += L.rowsPerBatch) {
+    w.write(recordBatch(L, schema, values, extras, r, Math.min(L.rowsPerBatch, rows - r)));
+    batches++;
+  }
+  w.finish();
+  return { bytes: w.toUint8Array(true), batches };
+}
+
+/** An append's rows as f32, checked against the row shape and the declared columns. */
+async function appendedRows(
+  L: ShardLayout,
+  x: Float32Array | Tensor,
+  extras: AppendExtras,
+): Promise<{ data: Float32Array; rows: number }> {
+  const data = x instanceof Float32Array ? x : await tensorRows(x, L.rowShape);
+  if (data.length % L.size !== 0) {
+    throw new ArrowStoreError(
+      `append: ${data.length} values are not a whole number of rows of ${L.rowShape.join("×")}`,
+    );
+  }
+  const rows = data.length / L.size;
+  for (const c of L.columns) {
+    const v = extras[c];
+    if (!(v instanceof Int32Array) || v.length !== rows) {
+      throw new ArrowStoreError(
+        `append: column ${c} needs an Int32Array of ${rows} values, got ${
+          v ? v.length + " values" : "none"
+        }`,
+      );
+    }
+  }
+  for (const k of Object.keys(extras)) {
+    if (!L.columns.includes(k as ExtraColumn)) {
+      throw new ArrowStoreError(`append: column ${k} was not declared in the writer's columns`);
+    }
+  }
+  return { data, rows };
+}
+
+/**
+ * A writer that takes rows in any amount and writes whole shards. Rows are converted to the
+ * store's dtype (round to nearest even for f16/bf16) on append; statistics are computed from the
+ * stored values, so they describe exactly what a reader gets back.
+ */
+export function createStoreWriter(dir: string, o: StoreWriterOptions) {
+  const L = shardLayout(o);
+  const { dtype, columns, size } = L;
+  if (existsSync(join(dir, MANIFEST))) {
+    throw new ArrowStoreError(
+      `createStoreWriter: ${dir} already holds a store (${MANIFEST}); choose a new folder`,
+    );
+  }
+  let pending = emptyShard(columns);
   const shards: ShardEntry[] = [];
   let total = welfordInit(size);
   let finished = false;
   const ready = ensureDir(dir);
   ready.catch(() => {}); // surfaces where it is awaited (flush, finish), never as an unhandled rejection
 
-  function fresh() {
-    return {
-      values: [] as (Float32Array | Uint16Array)[],
-      extras: Object.fromEntries(columns.map((c) => [c, [] as Int32Array[]])),
-      rows: 0,
-    };
-  }
-
+  /** Write the pending rows as the next shard and add them to the running statistics. */
   async function flushShard(): Promise<void> {
     if (pending.rows === 0) return;
     const rows = pending.rows;
@@ -188,47 +304,11 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
     const extras = Object.fromEntries(
       columns.map((c) => [c, concatTyped(pending.extras[c], rows) as Int32Array]),
     );
-    pending = fresh();
+    pending = emptyShard(columns);
     const f32 = dtype === "f32" ? values as Float32Array : toF32(values, dtype, f16ToF32);
     const stats = welfordOf(f32, rows, size);
     total = welfordMerge(total, stats);
-    const schema = new A.Schema(
-      fields,
-      new Map([["sparsecoder:store", storeMeta], [
-        "sparsecoder:stats",
-        JSON.stringify(welfordToJson(stats)),
-      ]]),
-    );
-    const w = new A.RecordBatchStreamWriter();
-    let batches = 0;
-    for (let r = 0; r < rows; r += rowsPerBatch) {
-      const n = Math.min(rowsPerBatch, rows - r);
-      const child = A.makeData(
-        {
-          type: valueType(dtype),
-          length: n * size,
-          data: values.subarray(r * size, (r + n) * size),
-        } as never,
-      );
-      const act = A.makeData({ type: activationField.type, length: n, nullCount: 0, child });
-      const extra = columns.map((c) =>
-        A.makeData({ type: new A.Int32(), length: n, data: extras[c].subarray(r, r + n) })
-      );
-      w.write(
-        new A.RecordBatch(
-          schema,
-          A.makeData({
-            type: new A.Struct(fields),
-            length: n,
-            nullCount: 0,
-            children: [act, ...extra],
-          }),
-        ),
-      );
-      batches++;
-    }
-    w.finish();
-    const bytes = w.toUint8Array(true);
+    const { bytes, batches } = encodeShard(L, values, extras, rows, stats);
     const file = `shard-${String(shards.length).padStart(5, "0")}.arrow`;
     await ready;
     await writeFileAtomic(join(dir, file), bytes);
@@ -247,37 +327,17 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
     /** Append rows: f32 values (rows × row size) or a tensor [rows, ...rowShape]. */
     async append(x: Float32Array | Tensor, extras: AppendExtras = {}): Promise<void> {
       if (finished) throw new ArrowStoreError(`append: the store ${dir} is already finished`);
-      const data = x instanceof Float32Array ? x : await tensorRows(x, o.rowShape);
-      if (data.length % size !== 0) {
-        throw new ArrowStoreError(
-          `append: ${data.length} values are not a whole number of rows of ${o.rowShape.join("×")}`,
-        );
-      }
-      const rows = data.length / size;
-      for (const c of columns) {
-        const v = extras[c];
-        if (!(v instanceof Int32Array) || v.length !== rows) {
-          throw new ArrowStoreError(
-            `append: column ${c} needs an Int32Array of ${rows} values, got ${
-              v ? v.length + " values" : "none"
-            }`,
-          );
-        }
-      }
-      for (const k of Object.keys(extras)) {
-        if (!columns.includes(k as ExtraColumn)) {
-          throw new ArrowStoreError(`append: column ${k} was not declared in the writer's columns`);
-        }
-      }
+      const { data, rows } = await appendedRows(L, x, extras);
+      // Fill the pending shard up to rowsPerShard, write it, go on with the rest.
       let r = 0;
       while (r < rows) {
-        const n = Math.min(rows - r, rowsPerShard - pending.rows);
+        const n = Math.min(rows - r, L.rowsPerShard - pending.rows);
         const part = data.subarray(r * size, (r + n) * size);
         pending.values.push(dtype === "f32" ? part.slice() : encode16(dtype, part));
         for (const c of columns) pending.extras[c].push(extras[c]!.slice(r, r + n));
         pending.rows += n;
         r += n;
-        if (pending.rows === rowsPerShard) await flushShard();
+        if (pending.rows === L.rowsPerShard) await flushShard();
       }
     },
     /** Write the last shard and the manifest; returns the manifest. */

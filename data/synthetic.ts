@@ -433,122 +433,192 @@ interface Plan {
   drift: number;
 }
 
-function build<C>(plan: Plan, config: C): SyntheticSource<C> {
-  const { c, views, owner } = plan;
-  const { d, nFeatures: n, correlatedGroups: G, correlation: rho } = c;
-  const [kFeatures, kOffset, kData] = split(key(c.seed), 3);
+/** What drawing one batch's active features needs: the rates and how magnitudes are drawn. */
+interface Firing {
+  n: number;
+  /** Number of correlated groups (0: features fire independently) and P(member | leader). */
+  G: number;
+  rho: number;
+  /** Each feature's own firing rate (see firingRates) and log(1 − rate), for geometric skipping. */
+  own: Float64Array;
+  logMiss: Float64Array;
+  draw: (u: Uniforms) => number;
+}
 
-  const { own, marginal: frequencies } = firingRates(n, c.alpha, c.meanActive, G, rho);
-  const groups = G > 0 ? Int32Array.from({ length: n }, (_, i) => i % G) : null;
-  const logMiss = own.map(log1mp);
+/** COO triples (row, column, value) of a sparse matrix. */
+interface Coo {
+  rows: Int32Array;
+  cols: Int32Array;
+  vals: Float32Array;
+}
 
-  const dirs = directions(kFeatures, views, n, d, plan.drift);
-  const features = keep(tensor(new Float32Array(dirs), { shape: plan.featureShape }));
-  let offset: Tensor | null = null;
-  if (c.bias) {
-    const o = bits.normalFloats(kOffset.words, views * d, "f64") as Float64Array;
-    normaliseRows(o, views, d);
-    offset = keep(
-      tensor(new Float32Array(o), { shape: plan.featureShape.length === 2 ? [d] : [views, d] }),
-    );
-  }
-
-  const mag = c.magnitude;
-  const draw = mag.kind === "uniform"
+/** How an active feature's coefficient is drawn from the stream of uniforms. */
+function magnitudeDraw(mag: Magnitude): (u: Uniforms) => number {
+  return mag.kind === "uniform"
     ? (u: Uniforms) => mag.min + (mag.max - mag.min) * u.next()
     : mag.kind === "exponential"
     ? (u: Uniforms) => -mag.mean * bits.detLog(1 - u.next()) // 1 − u in (0, 1]: finite
     : () => mag.value;
+}
 
-  /** Active (sample, feature, magnitude) triples of one batch, in feature order. */
-  function sample(k: PRNGKey, B: number): Entries {
-    const u = new Uniforms(k);
-    const e = new Entries();
-    const leaderAt: Int32Array[] = [];
-    const mark = G > 0 ? new Uint8Array(B) : null;
-    // Geometric skipping: the gap to the next success of a Bernoulli(p) sequence is
-    // floor(log U / log(1 − p)), so only the successes cost random numbers.
-    const run = (i: number, skip: Uint8Array | null) => {
-      const p = own[i];
-      if (p <= 0) return;
-      for (let s = -1;;) {
-        s += p >= 1 ? 1 : 1 + Math.floor(bits.detLog(1 - u.next()) / logMiss[i]);
-        if (!(s < B)) return; // also ends the run on a gap too large to represent
-        if (skip === null || skip[s] === 0) e.push(s, i, draw(u));
-      }
-    };
-    for (let i = 0; i < n; i++) {
-      if (G === 0) run(i, null);
-      else if (i < G) {
-        const start = e.n;
-        run(i, null);
-        leaderAt[i] = e.rows.slice(start, e.n);
-      } else {
-        // With its leader: fire with probability rho; without: at the member's own rate.
-        const at = leaderAt[i % G];
-        for (let j = 0; j < at.length; j++) {
-          mark![at[j]] = 1;
-          if (u.next() < rho) e.push(at[j], i, draw(u));
-        }
-        run(i, mark);
-        for (let j = 0; j < at.length; j++) mark![at[j]] = 0;
-      }
+/** The true directions as a kept tensor of plan.featureShape. */
+function trueFeatures(k: PRNGKey, plan: Plan): Tensor {
+  const dirs = directions(k, plan.views, plan.c.nFeatures, plan.c.d, plan.drift);
+  return keep(tensor(new Float32Array(dirs), { shape: plan.featureShape }));
+}
+
+/** A random unit-norm offset per view, as a kept tensor [d] (one view) or [views, d]. */
+function randomOffset(k: PRNGKey, plan: Plan): Tensor {
+  const { views, c: { d } } = plan;
+  const o = bits.normalFloats(k.words, views * d, "f64") as Float64Array;
+  normaliseRows(o, views, d);
+  return keep(
+    tensor(new Float32Array(o), { shape: plan.featureShape.length === 2 ? [d] : [views, d] }),
+  );
+}
+
+/** Active (sample, feature, magnitude) triples of one batch of B samples, in feature order. */
+function sampleActive(f: Firing, k: PRNGKey, B: number): Entries {
+  const { n, G, rho, own, logMiss, draw } = f;
+  const u = new Uniforms(k);
+  const e = new Entries();
+  const leaderAt: Int32Array[] = [];
+  const mark = G > 0 ? new Uint8Array(B) : null;
+  // Geometric skipping: the gap to the next success of a Bernoulli(p) sequence is
+  // floor(log U / log(1 − p)), so only the successes cost random numbers.
+  const run = (i: number, skip: Uint8Array | null) => {
+    const p = own[i];
+    if (p <= 0) return;
+    for (let s = -1;;) {
+      s += p >= 1 ? 1 : 1 + Math.floor(bits.detLog(1 - u.next()) / logMiss[i]);
+      if (!(s < B)) return; // also ends the run on a gap too large to represent
+      if (skip === null || skip[s] === 0) e.push(s, i, draw(u));
     }
-    return e;
+  };
+  for (let i = 0; i < n; i++) {
+    if (G === 0) run(i, null);
+    else if (i < G) {
+      const start = e.n;
+      run(i, null);
+      leaderAt[i] = e.rows.slice(start, e.n);
+    } else {
+      // With its leader: fire with probability rho; without: at the member's own rate.
+      const at = leaderAt[i % G];
+      for (let j = 0; j < at.length; j++) {
+        mark![at[j]] = 1;
+        if (u.next() < rho) e.push(at[j], i, draw(u));
+      }
+      run(i, mark);
+      for (let j = 0; j < at.length; j++) mark![at[j]] = 0;
+    }
   }
+  return e;
+}
+
+/**
+ * The active entries as one sparse matrix over every view: row s·V + v takes feature f of view v
+ * at column v·n + f (a paired model's row skips the features it lacks). One view: as they are.
+ */
+function spreadOverViews(e: Entries, views: number, n: number, owner: Int32Array | null): Coo {
+  const rows = e.rows.subarray(0, e.n),
+    cols = e.cols.subarray(0, e.n),
+    vals = e.vals.subarray(0, e.n);
+  if (views === 1) return { rows, cols, vals };
+  const r = new Int32Array(e.n * views),
+    cc = new Int32Array(e.n * views),
+    vv = new Float32Array(e.n * views);
+  let m = 0;
+  for (let j = 0; j < e.n; j++) {
+    const f = cols[j], o = owner === null ? -1 : owner[f];
+    for (let v = 0; v < views; v++) {
+      if (o >= 0 && o !== v) continue; // the feature does not exist in this model
+      r[m] = rows[j] * views + v;
+      cc[m] = v * n + f;
+      vv[m++] = vals[j];
+    }
+  }
+  return { rows: r.subarray(0, m), cols: cc.subarray(0, m), vals: vv.subarray(0, m) };
+}
+
+/** The true codes, dense: [size, n], or [size, models, n] paired (zero where a model lacks one). */
+function trueCodes(e: Entries, coo: Coo, size: number, plan: Plan): Tensor {
+  const { views, owner, c: { nFeatures: n } } = plan;
+  const width = owner === null ? n : views * n;
+  const dense = new Float32Array(size * width);
+  if (owner === null) {
+    for (let j = 0; j < e.n; j++) dense[e.rows[j] * n + e.cols[j]] = e.vals[j];
+  } else {
+    const { rows, cols, vals } = coo;
+    for (let j = 0; j < rows.length; j++) dense[rows[j] * n + (cols[j] % n)] = vals[j]; // row s·M + v
+  }
+  return tensor(dense, { shape: owner === null ? [size, n] : [size, views, n] });
+}
+
+/** x = codes @ features (one sparse product for every view), plus the offset and noise. */
+function activations(
+  coo: Coo,
+  size: number,
+  plan: Plan,
+  features: Tensor,
+  offset: Tensor | null,
+  kNoise: PRNGKey,
+): Tensor {
+  const { views, c: { d, nFeatures: n, noise } } = plan;
+  return tidy(() => {
+    // tensor() copies
+    const sparse = { rows: tensor(coo.rows), cols: tensor(coo.cols), values: tensor(coo.vals) };
+    let x = reshape(
+      spmm(sparse, reshape(features, [views * n, d]), size * views),
+      plan.xShape(size),
+    );
+    if (offset) x = add(x, offset);
+    if (noise > 0) x = add(x, normal(kNoise, x.shape, { std: noise }));
+    return x;
+  });
+}
+
+function checkBatchArgs(index: number, size: number): void {
+  if (!Number.isInteger(index) || index < 0 || index > 2 ** 53) {
+    fail(`batch index must be an integer in [0, 2^53], got ${show(index)}`);
+  }
+  if (!Number.isInteger(size) || size < 1) {
+    fail(`batch size must be a positive integer, got ${show(size)}`);
+  }
+}
+
+/**
+ * The source: rates, directions and offset fixed by the seed; each batch draws its active
+ * features from its own key, spreads them over the views and multiplies out the activations.
+ */
+function build<C>(plan: Plan, config: C): SyntheticSource<C> {
+  const { c } = plan;
+  const { nFeatures: n, correlatedGroups: G, correlation: rho } = c;
+  const [kFeatures, kOffset, kData] = split(key(c.seed), 3);
+
+  const { own, marginal: frequencies } = firingRates(n, c.alpha, c.meanActive, G, rho);
+  const firing: Firing = {
+    n,
+    G,
+    rho,
+    own,
+    logMiss: own.map(log1mp),
+    draw: magnitudeDraw(c.magnitude),
+  };
+  const groups = G > 0 ? Int32Array.from({ length: n }, (_, i) => i % G) : null;
+  const features = trueFeatures(kFeatures, plan);
+  const offset = c.bias ? randomOffset(kOffset, plan) : null;
 
   function batch(
     index: number,
     size: number,
     opts: { withCodes?: boolean } = {},
   ): { x: Tensor; codes?: Tensor } {
-    if (!Number.isInteger(index) || index < 0 || index > 2 ** 53) {
-      fail(`batch index must be an integer in [0, 2^53], got ${show(index)}`);
-    }
-    if (!Number.isInteger(size) || size < 1) {
-      fail(`batch size must be a positive integer, got ${show(size)}`);
-    }
+    checkBatchArgs(index, size);
     const [kCodes, kNoise] = split(foldIn(kData, index));
-    const e = sample(kCodes, size);
-    // One sparse product for every view: row s·V + v of the output takes feature f of view v.
-    let rows = e.rows.subarray(0, e.n),
-      cols = e.cols.subarray(0, e.n),
-      vals = e.vals.subarray(0, e.n);
-    if (views > 1) {
-      const r = new Int32Array(e.n * views),
-        cc = new Int32Array(e.n * views),
-        vv = new Float32Array(e.n * views);
-      let m = 0;
-      for (let j = 0; j < e.n; j++) {
-        const f = cols[j], o = owner === null ? -1 : owner[f];
-        for (let v = 0; v < views; v++) {
-          if (o >= 0 && o !== v) continue; // the feature does not exist in this model
-          r[m] = rows[j] * views + v;
-          cc[m] = v * n + f;
-          vv[m++] = vals[j];
-        }
-      }
-      [rows, cols, vals] = [r.subarray(0, m), cc.subarray(0, m), vv.subarray(0, m)];
-    }
-    let codes: Tensor | undefined;
-    if (opts.withCodes) {
-      const width = owner === null ? n : views * n;
-      const dense = new Float32Array(size * width);
-      if (owner === null) {
-        for (let j = 0; j < e.n; j++) dense[e.rows[j] * n + e.cols[j]] = e.vals[j];
-      } else for (let j = 0; j < rows.length; j++) dense[rows[j] * n + (cols[j] % n)] = vals[j]; // row s·M + v
-      codes = tensor(dense, { shape: owner === null ? [size, n] : [size, views, n] });
-    }
-    const x = tidy(() => {
-      const coo = { rows: tensor(rows), cols: tensor(cols), values: tensor(vals) }; // tensor() copies
-      let x = reshape(
-        spmm(coo, reshape(features, [views * n, d]), size * views),
-        plan.xShape(size),
-      );
-      if (offset) x = add(x, offset);
-      if (c.noise > 0) x = add(x, normal(kNoise, x.shape, { std: c.noise }));
-      return x;
-    });
+    const active = sampleActive(firing, kCodes, size);
+    const coo = spreadOverViews(active, plan.views, n, plan.owner);
+    const codes = opts.withCodes ? trueCodes(active, coo, size, plan) : undefined;
+    const x = activations(coo, size, plan, features, offset, kNoise);
     return codes ? { x, codes } : { x };
   }
 

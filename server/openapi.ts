@@ -1,5 +1,9 @@
-/** The OpenAPI 3.1 description served at /openapi.json, with this dictionary's widths filled in. */
+/**
+ * The OpenAPI 3.1 description served at /openapi.json, with this dictionary's widths filled in:
+ * the envelope and shared schemas here, each path's operation from the route table (routes.ts).
+ */
 import type { ServedDictionary } from "./dictionary.ts";
+import { ROUTES } from "./routes.ts";
 import { ARROW_TYPE, JSON_TYPE, type Limits } from "./validate.ts";
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -47,21 +51,59 @@ const reply = (schema: unknown) => ({
   },
 });
 
-export function openApiDocument(d: ServedDictionary, limits: Limits): Record<string, unknown> {
-  const { d_in, d_sae, d_out } = d;
+/** The schema vocabulary a route's operation is written in (routes.ts), for one dictionary. */
+export interface OpenApiTerms {
+  d_in: number;
+  d_sae: number;
+  d_out: number;
+  maxRows: number;
+  /** A reference to one of the document's component schemas. */
+  ref: typeof ref;
+  /** Rows of `n` numbers, 1 to maxRows of them. */
+  matrix(n: number): Record<string, unknown>;
+  /** The error answers for these statuses. */
+  errors: typeof errors;
+  /** A required request body, as JSON of `schema` or Arrow IPC. */
+  jsonBody: typeof jsonBody;
+  /** A 200 answer, as JSON of `schema` or Arrow IPC. */
+  reply: typeof reply;
+  /** The statuses an operation that reads a body can answer with. */
+  bodyErrors: number[];
+}
+
+function termsFor(d: ServedDictionary, limits: Limits): OpenApiTerms {
   const row = (n: number) => ({
     type: "array",
     items: { type: "number" },
     minItems: n,
     maxItems: n,
   });
-  const matrix = (n: number) => ({
-    type: "array",
-    items: row(n),
-    minItems: 1,
-    maxItems: limits.maxRows,
-  });
-  const common = [400, 401, 408, 413, 415, 422, 503];
+  return {
+    d_in: d.d_in,
+    d_sae: d.d_sae,
+    d_out: d.d_out,
+    maxRows: limits.maxRows,
+    ref,
+    matrix: (n) => ({ type: "array", items: row(n), minItems: 1, maxItems: limits.maxRows }),
+    errors,
+    jsonBody,
+    reply,
+    bodyErrors: [400, 401, 408, 413, 415, 422, 503],
+  };
+}
+
+/** Every route of the table under its path (`:name` parameters written `{name}`). */
+function pathsOf(t: OpenApiTerms): Record<string, Record<string, unknown>> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of ROUTES) {
+    const path = r.path.replace(/:(\w+)/g, "{$1}");
+    (paths[path] ??= {})[r.method.toLowerCase()] = r.doc(t);
+  }
+  return paths;
+}
+
+export function openApiDocument(d: ServedDictionary, limits: Limits): Record<string, unknown> {
+  const { d_in, d_sae, d_out } = d;
   return {
     openapi: "3.1.0",
     info: {
@@ -95,145 +137,6 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
       },
     },
     security: [{ bearer: [] }, {}],
-    paths: {
-      "/healthz": {
-        get: {
-          summary: "liveness",
-          security: [],
-          responses: {
-            "200": {
-              description: "OK",
-              content: {
-                [JSON_TYPE]: {
-                  schema: { type: "object", properties: { status: { const: "ok" } } },
-                },
-              },
-            },
-          },
-        },
-      },
-      "/v1/info": {
-        get: {
-          summary: "architecture, sizes, k/threshold, dtype, backend, saved metrics",
-          responses: { "200": { description: "OK" }, ...errors(401) },
-        },
-      },
-      "/v1/stats": {
-        get: {
-          summary: "micro-batching counters",
-          responses: { "200": { description: "OK" }, ...errors(401) },
-        },
-      },
-      "/v1/density": {
-        get: {
-          summary:
-            "log10 feature-density histogram (and per-feature densities when the folder has them)",
-          responses: { "200": { description: "OK" }, ...errors(401, 404) },
-        },
-      },
-      "/v1/samples": {
-        get: {
-          summary: "up to 64 sample input rows from sample_inputs.npy",
-          responses: { "200": { description: "OK" }, ...errors(401, 404) },
-        },
-      },
-      "/v1/encode": {
-        post: {
-          summary: "non-zero features per row, largest first (or dense codes)",
-          description:
-            `Arrow: column "inputs" FixedSizeList<Float32>[${d_in}]; query ?top_k=n&dense=true. Reply: "indices" List<Int32> + "values" List<Float32>, or "codes" FixedSizeList<Float32>[${d_sae}].`,
-          requestBody: jsonBody({
-            type: "object",
-            required: ["inputs"],
-            additionalProperties: false,
-            properties: {
-              inputs: matrix(d_in),
-              top_k: { type: "integer", minimum: 1 },
-              dense: { type: "boolean" },
-            },
-          }),
-          responses: {
-            ...reply({
-              oneOf: [{
-                type: "object",
-                properties: { features: { type: "array", items: ref("SparseRow") } },
-              }, { type: "object", properties: { codes: matrix(d_sae) } }],
-            }),
-            ...errors(...common),
-          },
-        },
-      },
-      "/v1/decode": {
-        post: {
-          summary: "outputs from sparse features or dense codes (repeated indices add up)",
-          description:
-            `Arrow: "indices" List<Int32> + "values" List<Float32>, or ?codes=dense with column "codes" FixedSizeList<Float32>[${d_sae}]. Reply: "outputs" FixedSizeList<Float32>[${d_out}].`,
-          requestBody: jsonBody({
-            type: "object",
-            additionalProperties: false,
-            oneOf: [{ required: ["features"] }, { required: ["codes"] }],
-            properties: {
-              features: {
-                type: "array",
-                items: ref("SparseRow"),
-                minItems: 1,
-                maxItems: limits.maxRows,
-              },
-              codes: matrix(d_sae),
-            },
-          }),
-          responses: {
-            ...reply({ type: "object", properties: { outputs: matrix(d_out) } }),
-            ...errors(...common),
-          },
-        },
-      },
-      "/v1/reconstruct": {
-        post: {
-          summary:
-            "decode(encode(x)) and its metrics: mse (mean over rows of the summed squared error), mean cosine, mean L0",
-          description:
-            `Arrow: column "inputs" FixedSizeList<Float32>[${d_in}]. Reply: "outputs" FixedSizeList<Float32>[${d_out}], metrics as JSON in the schema metadata key "metrics".`,
-          requestBody: jsonBody({
-            type: "object",
-            required: ["inputs"],
-            additionalProperties: false,
-            properties: { inputs: matrix(d_in) },
-          }),
-          responses: {
-            ...reply({
-              type: "object",
-              properties: {
-                outputs: matrix(d_out),
-                metrics: {
-                  type: ["object", "null"],
-                  properties: {
-                    mse: { type: "number" },
-                    cosine: { type: "number" },
-                    l0: { type: "number" },
-                  },
-                },
-              },
-            }),
-            ...errors(...common),
-          },
-        },
-      },
-      "/v1/features/{id}": {
-        get: {
-          summary: "encoder and decoder vectors, bias, decoder norm, density, top examples",
-          parameters: [{
-            name: "id",
-            in: "path",
-            required: true,
-            schema: { type: "integer", minimum: 0, maximum: d_sae - 1 },
-          }],
-          responses: { "200": { description: "OK" }, ...errors(400, 401, 404, 503) },
-        },
-      },
-      "/openapi.json": {
-        get: { summary: "this document", responses: { "200": { description: "OK" } } },
-      },
-    },
+    paths: pathsOf(termsFor(d, limits)),
   };
 }
