@@ -1,4 +1,4 @@
-/** Activation data and foreign formats (issue 5), re-exported by ../mod.ts as `data`. Re-exports only. */
+/** Activation data and foreign formats, re-exported by ../mod.ts as `data`. Re-exports only. */
 export * from "./arrow_store.ts";
 export { ArrowIpcError } from "./arrow_ipc.ts";
 export * from "./shuffle_buffer.ts";

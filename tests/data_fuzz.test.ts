@@ -1,6 +1,7 @@
-// Property-based fuzzing (fast-check) of every parser of issue 5 with mutated valid files: each
-// must either read the file or throw its own error type with a message naming the file — never
-// another exception (a crash), never a hang, never a wrong tensor where a checksum can tell.
+// Property-based fuzzing (fast-check) of every activation and dictionary parser with mutated valid
+// files: each must either read the file or throw its own error type with a message naming the
+// file — never another exception (a crash), never a hang, never a wrong tensor where a checksum
+// can tell.
 import fc from "fast-check";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";

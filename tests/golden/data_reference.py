@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference fixtures for tests/data_*.test.ts (issue 5: files the Python tools write).
+"""Reference fixtures for tests/data_*.test.ts (files the Python tools write).
 
 Writes tests/fixtures/data/ with Debian's numpy and PyTorch (/usr/bin/python3, torch 1.13):
   dl_<arch>/ae.pt + config.json   dictionary_learning state dicts (torch.save of the same
