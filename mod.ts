@@ -1,4 +1,12 @@
-/** sparsecoder: purely functional tensors with reverse-mode autodiff. Re-exports only. */
+/**
+ * sparsecoder: purely functional tensors with reverse-mode autodiff. Re-exports only.
+ *
+ * The root holds what loads no npm package: tensors, ops, backends, autodiff, optimizers and
+ * schedules, random keys, saving and loading tensors (.npy, safetensors), synthetic ground-truth
+ * data (`synthetic`) and the dictionary-learning API (`sae`). The namespaces that need an npm
+ * package are separate entries, loaded only by those who import them:
+ * `data/mod.ts` (apache-arrow), `testing/mod.ts` (fast-check), `server/mod.ts` (hono).
+ */
 export { memoryStats, Tensor } from "./tensor/tensor.ts";
 export type { NestedArray } from "./tensor/tensor.ts";
 export type { DataArray, DType } from "./tensor/dtype.ts";
@@ -19,29 +27,28 @@ export {
   threadsReady as cpuThreadsReady,
 } from "./tensor/cpu/threads.ts";
 export { dispose, disposeReplaced, keep, tidy } from "./tensor/scope.ts";
-export * from "./tensor/ops/create.ts";
+export {
+  arange,
+  eye,
+  full,
+  fullLike,
+  ones,
+  onesLike,
+  scalar,
+  tensor,
+  zeros,
+  zerosLike,
+} from "./tensor/ops/create.ts";
+export type { CreateOptions, NestedNumbers, TensorLike } from "./tensor/ops/create.ts";
 export * from "./tensor/ops/elementwise.ts";
 export * from "./tensor/ops/reduce.ts";
 export * from "./tensor/ops/shape.ts";
 export * from "./tensor/ops/index.ts";
 export * from "./tensor/ops/linalg.ts";
 export * from "./tensor/ops/sparse.ts";
-export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
-export { checkGrads, numericalGrad } from "./autodiff/check.ts";
-export type { CheckGradsOptions } from "./autodiff/check.ts";
-export type { GradOptions } from "./autodiff/grad.ts";
-export * from "./autodiff/tree.ts";
-export * from "./autodiff/optim.ts";
-export * from "./autodiff/schedule.ts";
+export { toBackend } from "./tensor/ops/transfer.ts";
 export * as random from "./tensor/random.ts";
 export { PRNGKey } from "./tensor/random.ts";
-export * from "./data/atomic.ts";
-export * from "./data/safetensors.ts";
-export * from "./data/npy.ts";
-export * as synthetic from "./data/synthetic.ts";
-export * as data from "./data/mod.ts";
-export * as sae from "./sae/mod.ts";
-export * as testing from "./testing/mod.ts";
 export {
   cudaMemoryStats,
   cudaReleaseCached,
@@ -51,4 +58,14 @@ export {
 export { cudaUnavailableReason } from "./tensor/cuda/runtime.ts";
 export { initWebGPU, selectBackend } from "./tensor/webgpu/mod.ts";
 export type { WebGPUBackend } from "./tensor/webgpu/mod.ts";
-export { toBackend } from "./tensor/ops/transfer.ts";
+export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
+export type { GradOptions } from "./autodiff/grad.ts";
+export { checkGrads, numericalGrad } from "./autodiff/check.ts";
+export type { CheckGradsOptions } from "./autodiff/check.ts";
+export * from "./autodiff/tree.ts";
+export * from "./autodiff/optim.ts";
+export * from "./autodiff/schedule.ts";
+export { loadNpy, NpyError, type NpyOptions, saveNpy } from "./data/npy.ts";
+export { loadSafetensors, SafetensorsError, saveSafetensors } from "./data/safetensors.ts";
+export * as synthetic from "./data/synthetic.ts";
+export * as sae from "./sae/mod.ts";

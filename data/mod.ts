@@ -1,4 +1,7 @@
-/** Activation data and foreign formats, re-exported by ../mod.ts as `data`. Re-exports only. */
+/**
+ * Activation data and file formats: the `sparsecoder/data` entry (loads apache-arrow, so the root
+ * mod.ts does not re-export it). Re-exports only.
+ */
 export * from "./arrow_store.ts";
 export { ArrowIpcError } from "./arrow_ipc.ts";
 export * from "./shuffle_buffer.ts";
@@ -16,3 +19,17 @@ export { readZip, ZipError } from "./zip.ts";
 export { decodeF8 } from "./float8.ts";
 export { convertPath } from "./convert.ts";
 export { formatInspection, inspectPath } from "./inspect.ts";
+export * as synthetic from "./synthetic.ts";
+export { loadNpy, NpyError, type NpyOptions, parseNpy, saveNpy, serializeNpy } from "./npy.ts";
+export {
+  loadSafetensors,
+  type ParsedSafetensors,
+  parseSafetensors,
+  type SafetensorsEntry,
+  SafetensorsError,
+  saveSafetensors,
+  serializeSafetensors,
+  toTensor,
+  type ToTensorOptions,
+} from "./safetensors.ts";
+export { writeFileAtomic, writeJsonAtomic } from "./atomic.ts";

@@ -14,6 +14,7 @@ import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
+import { ensureDir, writeJsonAtomic } from "../data/atomic.ts";
 import { dataCommand } from "../data/commands.ts";
 import { isCrosscoderArch } from "./crosscoder_config.ts";
 import {
@@ -267,8 +268,8 @@ async function train(flags: Flags): Promise<void> {
       } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${t.getBackend().info()}) → ${out}\n`,
     );
   }
-  await t.ensureDir(out);
-  await t.writeJsonAtomic(`${out}/data.json`, describe);
+  await ensureDir(out);
+  await writeJsonAtomic(`${out}/data.json`, describe);
   const res = await runTraining({
     cfg,
     train: tcfg,
@@ -284,7 +285,7 @@ async function train(flags: Flags): Promise<void> {
       heldOut(data, tcfg.batch_size, 4, 1_000_000),
       t.sae.foldedThreshold(res.state, cfg),
     );
-    await t.writeJsonAtomic(`${out}/eval.json`, r.json);
+    await writeJsonAtomic(`${out}/eval.json`, r.json);
     console.log(r.text);
     return;
   }
@@ -295,7 +296,7 @@ async function train(flags: Flags): Promise<void> {
     isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {},
   );
   const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
-  await t.writeJsonAtomic(`${out}/eval.json`, {
+  await writeJsonAtomic(`${out}/eval.json`, {
     ...m,
     feature_density: undefined,
     ...(recovery ?? {}),

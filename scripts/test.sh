@@ -3,7 +3,7 @@
 # "N passed, N failed" counting both. Exit status is non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-[ -x node_modules/.bin/deno ] && [ -x node_modules/.bin/bun ] || npm install --no-audit --no-fund >/dev/null
+[ -x node_modules/.bin/deno ] && [ -x node_modules/.bin/bun ] && [ -x node_modules/.bin/tsc ] || npm install --no-audit --no-fund >/dev/null
 export NO_COLOR=1
 out=$(mktemp -d)
 

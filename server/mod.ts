@@ -1,4 +1,4 @@
-/** The HTTP server, re-exported by ../mod.ts as `server`. Re-exports only. */
+/** The HTTP server: the `sparsecoder/server` entry (loads hono, apache-arrow). Re-exports only. */
 export { type AppOptions, createApp, DEFAULTS } from "./app.ts";
 export { type Asset, type Assets, loadAssets, readUplot } from "./assets.ts";
 export { type Batcher, type BatcherOptions, type BatcherStats, createBatcher } from "./batcher.ts";

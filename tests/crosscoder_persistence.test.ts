@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
+import * as testing from "../testing/mod.ts";
 import { ARCHITECTURES } from "../sae/architectures.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { CROSSCODER_ARCHS, dfcPartition } from "../sae/crosscoder_config.ts";
@@ -216,7 +217,7 @@ test("dfc checkpoint: a run stopped and resumed ends bit-identical to an uninter
       assertEquals(await bitsOf(resumed.params[k]!), await bitsOf(whole.params[k]!), k);
     }
     assertEquals(resumed.state.threshold, whole.state.threshold, "θ");
-    await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
+    await testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
     // A checkpoint whose forbidden second moment is non-zero is refused, not resumed.
     const ck = await loadCheckpoint(join(dir, "b", "checkpoint"));
     const opt = ck.state.opt as unknown[];
@@ -289,7 +290,7 @@ test("decoupled dfc: θ per input through a run, a checkpoint resume, saveSae/lo
       `θ per input, set: ${JSON.stringify(θ)}`,
     );
     assertEquals(resumed.state.threshold, θ, "θ after resuming");
-    await t.testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
+    await testing.assertMomentsMasked(resumed.state.opt, dfcPartition(cfg)!);
     const loaded = await loadSae(join(dir, "a"));
     assertEquals(
       loaded.threshold,

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as A from "apache-arrow";
 import * as t from "../mod.ts";
+import * as data from "../data/mod.ts";
 import { bytesSource, fileSource, readSchema, walkFrames } from "../data/arrow_ipc.ts";
 import {
   ArrowStoreError,
@@ -165,9 +166,9 @@ test("store: sequence ids and positions come back through storeStream (asked for
     assertEquals(gotSeq, Array.from(seq));
     assertEquals(gotPos, Array.from(pos));
     // Not asked for, not returned (as tokenIds), also through openActivations.
-    const plain = (await t.data.openActivations(dir)).open().next().value!;
+    const plain = (await data.openActivations(dir)).open().next().value!;
     assertEquals([plain.sequenceIds, plain.positions], [undefined, undefined]);
-    const viaOpen = (await t.data.openActivations(dir, { positions: true })).open().next().value!;
+    const viaOpen = (await data.openActivations(dir, { positions: true })).open().next().value!;
     assertEquals(Array.from(viaOpen.positions!), Array.from(pos.subarray(0, 7)));
     // Every shard's own schema metadata (not only the manifest) carries the model and hook point.
     for (const e of m.shards) {

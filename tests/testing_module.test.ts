@@ -1,12 +1,13 @@
-// The `testing` module users import (testing/mod.ts, re-exported as t.testing): its arbitraries
+// The `testing` module users import (testing/mod.ts, or `sparsecoder/testing`): its arbitraries
 // produce what they promise (shapes, dtypes, ranges, every architecture's parameter records, valid
 // partitions), and the README's example properties run as written.
 import fc from "fast-check";
 import * as t from "../mod.ts";
+import * as testing from "../testing/mod.ts";
 import { ARCHS } from "../sae/config.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
-const { testing, sae } = t;
+const { sae } = t;
 
 test("testing: tensorArb gives the shape and dtype asked for, values in range; shapeArb respects its bounds", () => {
   fc.assert(

@@ -15,6 +15,11 @@ import { availableParallelism } from "node:os";
 import { type Job, runJob } from "./jobs.ts";
 
 const IDLE_MS = 1000;
+/** The worker module beside this one: worker.ts in the repo, worker.js in the built package. */
+const WORKER_URL =
+  new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url).href;
+/** Web Workers: Deno and Bun have them; Node has none, so kernels stay on this thread there. */
+const HAS_WORKERS = typeof Worker !== "undefined";
 /** Longest wait on a worker before the process is declared broken rather than hung. */
 const STUCK_MS = 120_000;
 
@@ -43,7 +48,7 @@ const ctl = new Int32Array(new SharedArrayBuffer(8));
 
 function start(): void {
   for (let i = 0; i < WANT - 1; i++) {
-    const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+    const w = new Worker(WORKER_URL, { type: "module" });
     w.onmessage = () => ready++;
     // A worker that fails to load leaves `ready` short, so kernels stay on this thread.
     w.onerror = (e) => {
@@ -87,7 +92,7 @@ function scheduleStop(ms: number): void {
 
 /** How many slices a kernel may be cut into now (1 until workers are ready, or with threads off). */
 export function threads(): number {
-  if (cap === 1 || failed) return 1;
+  if (cap === 1 || failed || !HAS_WORKERS) return 1;
   if (workers.length === 0) start();
   keepAlive();
   // Only the workers that have said they are ready: one that is still loading would stall us.
