@@ -1,7 +1,8 @@
 /** README: write activations to an Arrow store, stream them through a shuffle buffer, train on them. */
 import * as t from "../mod.ts";
+import * as data from "../data/mod.ts"; // the data entry loads apache-arrow
 import { rm } from "node:fs/promises";
-const { data, sae } = t;
+const { sae } = t;
 await rm("runs/acts", { recursive: true, force: true }); // a store folder is written once
 
 // Write rows in any amounts: whole shards are renamed into place, the manifest last.
