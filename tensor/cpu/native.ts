@@ -8,14 +8,16 @@
  *   SPARSECODER_NATIVE=0        use the TypeScript kernels only
  *   SPARSECODER_CACHE_DIR=dir   where the compiled library is kept (default ~/.cache/sparsecoder)
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AdamHyper } from "../backend.ts";
-import { denoGranted, errText, readEnv } from "./blas.ts";
+import { readEnv } from "../platform/env.ts";
+import { type Ffi, type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/ffi.ts";
+import { runSync, tailLines } from "../platform/process.ts";
+import { arch, granted, pid } from "../platform/runtime.ts";
 
 type F = Float32Array | Float64Array;
 
@@ -90,34 +92,41 @@ export interface NativeStatus {
 
 const FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"];
 
-// Argument types in one spelling; "ptr" becomes Deno's "buffer".
-const SIGS: Record<string, [string[], string]> = {
-  spmm: [["ptr", "ptr", "ptr", "i32", "ptr", "i32", "i32", "ptr", "i32", "i32"], "i32"],
-  sddmm: [["ptr", "i32", "ptr", "i32", "ptr", "ptr", "i32", "i32", "ptr", "i32"], "i32"],
-  topk: [["ptr", "i32", "i32", "i32", "ptr", "ptr", "i32"], "i32"],
-  adam: [[
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "i64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "i32",
-  ], "void"],
-  relu: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
-  relu_grad: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
-  sum: [["ptr", "i64", "i64", "i64", "ptr", "i32"], "i32"],
+// Each kernel exists as sc_<name>_f32 and sc_<name>_f64 with these argument types.
+const SIGS: Record<string, FfiSig> = {
+  spmm: {
+    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
+    ret: "i32",
+  },
+  sddmm: {
+    args: ["buf", "i32", "buf", "i32", "buf", "buf", "i32", "i32", "buf", "i32"],
+    ret: "i32",
+  },
+  topk: { args: ["buf", "i32", "i32", "i32", "buf", "buf", "i32"], ret: "i32" },
+  adam: {
+    args: [
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "i64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "i32",
+    ],
+    ret: "void",
+  },
+  relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
+  relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
+  sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
 };
-
-const g = globalThis as any;
 
 function defaultCacheDir(): string {
   const set = readEnv("SPARSECODER_CACHE_DIR");
@@ -137,7 +146,7 @@ function cpuKey(): string {
     const info = readFileSync("/proc/cpuinfo", "utf8");
     return [/^model name.*$/m, /^flags.*$/m].map((re) => info.match(re)?.[0] ?? "").join("\n");
   } catch {
-    return `${g.process?.arch ?? g.Deno?.build?.arch ?? "?"}`;
+    return arch();
   }
 }
 
@@ -152,54 +161,31 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   if (existsSync(path)) return { path, compiled: false };
   mkdirSync(dir, { recursive: true });
   // Compile to a private name, then rename: a concurrent process never opens a half-written file.
-  const tmp = `${path}.${g.process?.pid ?? 0}.${Math.random().toString(36).slice(2)}.tmp`;
-  const r = spawnSync(cc, [...FLAGS, "-o", tmp, src, "-lm"], { encoding: "utf8" });
-  if (r.error || r.status !== 0) {
+  const tmp = `${path}.${pid()}.${Math.random().toString(36).slice(2)}.tmp`;
+  const r = runSync(cc, [...FLAGS, "-o", tmp, src, "-lm"]);
+  if (r.error !== null || r.status !== 0) {
     rmSync(tmp, { force: true });
-    const why = r.error
-      ? errText(r.error)
-      : (r.stderr || "").trim().split("\n").slice(-3).join(" | ");
+    const why = r.error ?? tailLines(r.stderr);
     throw new Error(`${cc} could not compile ${src}: ${why}`);
   }
   renameSync(tmp, path);
   return { path, compiled: true };
 }
 
-type Raw = Record<keyof typeof SIGS, (...a: unknown[]) => unknown>;
+type Raw = Record<string, FfiFn>;
 
-function open(path: string): Raw {
-  if (g.Deno) {
-    const defs = Object.fromEntries(
-      Object.entries(SIGS).map(([n, [args, ret]]) => [
-        n,
-        { name: `sc_${n}`, parameters: args.map((a) => (a === "ptr" ? "buffer" : a)), result: ret },
-      ]),
-    );
-    // Deno binds one name per symbol: register each width under its own key.
-    const lib = g.Deno.dlopen(
-      path,
-      Object.fromEntries(
-        Object.entries(defs).flatMap(([n, d]) =>
-          ["f32", "f64"].map((w) => [`${n}_${w}`, { ...d, name: `${d.name}_${w}` }])
-        ),
-      ),
-    );
-    return lib.symbols;
-  }
-  const req = (import.meta as any).require ?? g.require;
-  const ffi = req("bun" + ":ffi");
-  const defs = Object.fromEntries(
-    Object.entries(SIGS).flatMap(([n, [args, ret]]) =>
-      ["f32", "f64"].map((w) => [`sc_${n}_${w}`, { args, returns: ret }])
-    ),
+/** The kernels by "<name>_<width>" (throws when the library lacks one). */
+function open(ffi: Ffi, path: string): Raw {
+  const sigs = Object.fromEntries(
+    Object.entries(SIGS).flatMap(([n, sig]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, sig])),
   );
-  const s = ffi.dlopen(path, defs).symbols;
-  return Object.fromEntries(Object.keys(defs).map((name) => [name.slice(3), s[name]])) as Raw;
+  const fns = ffi.open(path, sigs).fns;
+  return Object.fromEntries(Object.keys(sigs).map((name) => [name.slice(3), fns[name]!]));
 }
 
 function bind(path: string, raw: Raw): Native {
   const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
-  const fn = (name: string, x: F) => raw[`${name}_${w(x)}` as keyof Raw];
+  const fn = (name: string, x: F) => raw[`${name}_${w(x)}`];
   return {
     path,
     spmm: (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) =>
@@ -247,28 +233,25 @@ export function openNative(o: NativeOptions = {}): NativeStatus {
     if (readEnv("SPARSECODER_NATIVE") === "0") {
       return { native: null, reason: "disabled by SPARSECODER_NATIVE=0" };
     }
-    if (!g.Deno?.dlopen && !g.Bun) {
-      return { native: null, reason: "no FFI: runtime is neither Deno nor Bun" };
-    }
-    if (g.Deno) {
-      const missing = ["ffi", "run", "read", "write"].filter((name) => !denoGranted({ name }));
-      if (missing.length) {
-        return {
-          native: null,
-          reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}`,
-        };
-      }
+    const ffi = getFfi();
+    if (!ffi) return { native: null, reason: NO_FFI };
+    const missing = ["ffi", "run", "read", "write"].filter((name) => !granted({ name }));
+    if (missing.length) {
+      return {
+        native: null,
+        reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}`,
+      };
     }
     const { path, compiled } = build(
       o.cc ?? readEnv("SPARSECODER_CC") ?? "cc",
       o.cacheDir ?? defaultCacheDir(),
     );
     return {
-      native: bind(path, open(path)),
+      native: bind(path, open(ffi, path)),
       reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}`,
     };
   } catch (e) {
-    return { native: null, reason: errText(e) };
+    return { native: null, reason: e instanceof Error ? e.message : String(e) };
   }
 }
 
