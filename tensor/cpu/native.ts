@@ -18,6 +18,7 @@ import { readEnv } from "../platform/env.ts";
 import { type Ffi, type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/ffi.ts";
 import { runSync, tailLines } from "../platform/process.ts";
 import { arch, granted, pid } from "../platform/runtime.ts";
+import { checkCount, checkFloats, checkIndices, I64_MAX } from "./native_bounds.ts";
 
 type F = Float32Array | Float64Array;
 
@@ -183,40 +184,72 @@ function open(ffi: Ffi, path: string): Raw {
   return Object.fromEntries(Object.keys(sigs).map((name) => [name.slice(3), fns[name]!]));
 }
 
+/**
+ * The kernels behind the Native interface. Every call is checked first (native_bounds.ts): each
+ * array of the right type and long enough for what the kernel reads and writes.
+ */
 function bind(path: string, raw: Raw): Native {
   const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
   const fn = (name: string, x: F) => raw[`${name}_${w(x)}`];
   return {
     path,
-    spmm: (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) =>
-      fn("spmm", dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number,
-    sddmm: (a, na, b, nb, rows, cols, nnz, d, out, threads) =>
-      fn("sddmm", a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number,
-    topk: (x, rows, n, k, values, indices, threads) =>
-      fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
-    adam: (gr, m, v, p, u, m2, v2, n, h, threads) =>
-      void fn("adam", gr)(
-        gr,
-        m,
-        v,
-        p,
-        u,
-        m2,
-        v2,
-        n,
-        h.b1,
-        h.b2,
-        h.eps,
-        h.c2,
-        h.scale,
-        h.decay,
-        threads,
-      ),
-    // The unused second operand of relu is passed as x itself (any valid pointer).
-    relu: (x, out, n, threads) => void fn("relu", x)(x, x, out, n, threads),
-    reluGrad: (gr, x, out, n, threads) => void fn("relu_grad", gr)(gr, x, out, n, threads),
-    sum: (x, outer, n, inner, out, threads) =>
-      fn("sum", x)(x, outer, n, inner, out, threads) as number,
+    spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
+      const k = "spmm";
+      checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
+      checkCount(k, "inRows", inRows), checkCount(k, "outRows", outRows);
+      checkIndices(k, "dst", dst, nnz), checkIndices(k, "src", src, nnz);
+      checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
+      checkFloats(k, "out", out, outRows * d, dense);
+      return fn(k, dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number;
+    },
+    sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads) {
+      const k = "sddmm";
+      checkCount(k, "na", na), checkCount(k, "nb", nb), checkCount(k, "nnz", nnz);
+      checkCount(k, "d", d), checkCount(k, "threads", threads);
+      checkFloats(k, "a", a, na * d, a), checkFloats(k, "b", b, nb * d, a);
+      checkIndices(k, "rows", rows, nnz), checkIndices(k, "cols", cols, nnz);
+      checkFloats(k, "out", out, nnz, a);
+      return fn(k, a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number;
+    },
+    topk(x, rows, n, kk, values, indices, threads) {
+      const k = "topk";
+      checkCount(k, "rows", rows), checkCount(k, "n", n), checkCount(k, "k", kk);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * n, x), checkFloats(k, "values", values, rows * kk, x);
+      checkIndices(k, "indices", indices, rows * kk);
+      return fn(k, x)(x, rows, n, kk, values, indices, threads) as number;
+    },
+    adam(gr, m, v, p, u, m2, v2, n, h, threads) {
+      const k = "adam";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "m", m, n, gr), checkFloats(k, "v", v, n, gr);
+      if (p !== null) checkFloats(k, "p", p, n, gr);
+      checkFloats(k, "u", u, n, gr), checkFloats(k, "m2", m2, n, gr);
+      checkFloats(k, "v2", v2, n, gr);
+      const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
+      fn(k, gr)(gr, m, v, p, u, m2, v2, n, ...hy, threads);
+    },
+    relu(x, out, n, threads) {
+      const k = "relu";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, n, x);
+      // The unused second operand is passed as x itself (any valid pointer).
+      fn(k, x)(x, x, out, n, threads);
+    },
+    reluGrad(gr, x, out, n, threads) {
+      const k = "reluGrad";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "x", x, n, gr);
+      checkFloats(k, "out", out, n, gr);
+      fn("relu_grad", gr)(gr, x, out, n, threads);
+    },
+    sum(x, outer, n, inner, out, threads) {
+      const k = "sum";
+      checkCount(k, "outer", outer, I64_MAX), checkCount(k, "n", n, I64_MAX);
+      checkCount(k, "inner", inner, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, outer * n * inner, x), checkFloats(k, "out", out, outer * inner, x);
+      return fn(k, x)(x, outer, n, inner, out, threads) as number;
+    },
   };
 }
 
