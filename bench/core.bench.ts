@@ -8,10 +8,10 @@ import { bench, do_not_optimize, group, run } from "mitata";
 import * as t from "../mod.ts";
 import { loadBlas } from "../tensor/cpu/blas.ts";
 import { gemmTs } from "../tensor/cpu/gemm.ts";
+import { args, runtime } from "../tensor/platform/runtime.ts";
 
-const args: string[] = (globalThis as { Deno?: { args: string[] } }).Deno?.args ??
-  (globalThis as unknown as { process: { argv: string[] } }).process.argv.slice(2);
-const json = args.includes("--json");
+const argv = args();
+const json = argv.includes("--json");
 const n = 1024;
 const [ka, kb, kx, ky] = t.random.split(t.random.key(0), 4);
 const A = t.random.normal(ka, [n, n]), B = t.random.normal(kb, [n, n]);
@@ -60,7 +60,7 @@ const op = gflops(avg("op matmul (BLAS path)")),
   raw = gflops(avg("raw OpenBLAS sgemm")),
   ts = gflops(avg("TypeScript gemm"));
 const summary = {
-  runtime: "Deno" in globalThis ? "deno" : "bun",
+  runtime,
   blas: loadBlas().reason,
   matmul_op_gflops: op,
   matmul_raw_blas_gflops: blas ? raw : null,

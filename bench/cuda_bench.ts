@@ -8,20 +8,19 @@
  * (--small: tiny sizes, to check the script itself, e.g. on the CPU emulation of the kernels)
  */
 import { spawnSync } from "node:child_process";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { args, runtime } from "../tensor/platform/runtime.ts";
 
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const json = argv.includes("--json");
 const small = argv.includes("--small");
 const n = small ? 128 : Number(argv[argv.indexOf("--n") + 1] ?? 8192) || 8192;
 const CONFIGS: readonly (readonly [number, number, number, number])[] = small
   ? [[32, 256, 64, 8]]
   : [[2304, 65536, 4096, 64], [512, 8192, 2048, 32]];
-const runtime = "Deno" in globalThis ? "deno" : "bun";
 t.useBackend("cuda");
 
 /** Uniform values from a fast LCG: 67M numbers from Threefry in JS would take longer than the benchmark. */

@@ -8,9 +8,10 @@
  */
 import process from "node:process";
 import * as t from "../mod.ts";
+import { args } from "../tensor/platform/runtime.ts";
 
 const { sae } = t;
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const opt = (
   name: string,
   d: number,

@@ -10,7 +10,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { storeStream, writeStore } from "../data/arrow_store.ts";
 import { ShuffleBuffer } from "../data/shuffle_buffer.ts";
@@ -18,13 +17,13 @@ import { adoptHostArray } from "../data/safetensors.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { args, runtime } from "../tensor/platform/runtime.ts";
 
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const json = argv.includes("--json");
 const ri = argv.indexOf("--rows");
 const d = 512, F = 8192, B = 2048, k = 32;
 const N = ri >= 0 ? Number(argv[ri + 1]) : 65536;
-const runtime = "Deno" in globalThis ? "deno" : "bun";
 const out: Record<string, unknown>[] = [];
 const report = (r: Record<string, unknown>) => {
   out.push(r);

@@ -2,6 +2,7 @@
 // deno run -A bench/gemm_rate.ts    |    bun bench/gemm_rate.ts
 import { type FloatArray, gemmTs } from "../tensor/cpu/gemm.ts";
 import { loadBlas } from "../tensor/cpu/blas.ts";
+import { runtimeVersion } from "../tensor/platform/runtime.ts";
 
 type Gemm = typeof gemmTs;
 
@@ -50,9 +51,7 @@ const naive: Gemm = (_tA, _tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta,
   }
 };
 
-const runtime = "Deno" in globalThis
-  ? `deno ${(globalThis as any).Deno.version.deno}`
-  : `bun ${(globalThis as any).Bun.version}`;
+const runtime = runtimeVersion();
 console.log(`runtime: ${runtime}`);
 
 rate("naive f32", naive, Float32Array, 512, false, false, 2);

@@ -5,13 +5,13 @@
  * CPU kernels are synchronous, so the times are the kernels' own; on a GPU backend they would
  * only be launch times.
  */
-import process from "node:process";
 import * as t from "../mod.ts";
 import { type ArchName, resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { args } from "../tensor/platform/runtime.ts";
 
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const arch = argv[0] ?? "topk", steps = Number(argv[1] ?? 4), WARMUP = 4;
 const d = 512, F = 8192, B = 2048, k = 32;
 

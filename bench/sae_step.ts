@@ -7,10 +7,10 @@
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as t from "../mod.ts";
+import { args, runtime } from "../tensor/platform/runtime.ts";
 
 const d = 512, F = 8192, B = 2048, steps = 5;
-const json = (globalThis as { Deno?: { args: string[] } }).Deno?.args.includes("--json") ??
-  (globalThis as unknown as { process: { argv: string[] } }).process.argv.includes("--json");
+const json = args().includes("--json");
 
 const [k1, k2, k3] = t.random.split(t.random.key(0), 3);
 type P = { W_enc: t.Tensor; b_enc: t.Tensor; W_dec: t.Tensor; b_dec: t.Tensor };
@@ -60,7 +60,6 @@ if (existsSync(py)) {
   else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
 
-const runtime = "Deno" in globalThis ? "deno" : "bun";
 if (json) {
   console.log(
     JSON.stringify({

@@ -7,13 +7,13 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { msPerTrainStep } from "./train_timer.ts";
+import { args, runtime } from "../tensor/platform/runtime.ts";
 
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const json = argv.includes("--json");
 const d = 512, F = 8192, B = 2048, k = 32, steps = 9, WARMUP = 4;
 const archs = ["topk", "batchtopk", "relu"] as const;
@@ -51,7 +51,6 @@ if (existsSync("/usr/bin/python3")) {
   } else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
 
-const runtime = "Deno" in globalThis ? "deno" : "bun";
 if (!json) {
   console.log(
     `SAE training step, d=${d} F=${F} batch=${B} k=${k} (${runtime}; ${t.getBackend().info()})`,

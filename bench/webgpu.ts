@@ -11,8 +11,9 @@ import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { args } from "../tensor/platform/runtime.ts";
 
-const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
+const argv = args();
 const json = argv.includes("--json"), quick = argv.includes("--quick");
 
 const r = await t.initWebGPU();

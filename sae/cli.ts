@@ -3,6 +3,7 @@
  * task) and Bun (`bun sae/cli.ts …`). Bad arguments print a message and exit with code 2.
  */
 import process from "node:process";
+import { args } from "../tensor/platform/runtime.ts";
 import { readFile } from "node:fs/promises";
 import * as t from "../mod.ts";
 import { type ArchName, ARCHS, ConfigError, resolveConfig } from "./config.ts";
@@ -473,5 +474,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const g = globalThis as { Deno?: { args: string[] } };
-if (import.meta.main) process.exitCode = await main(g.Deno ? g.Deno.args : process.argv.slice(2));
+if (import.meta.main) process.exitCode = await main(args());

@@ -3,7 +3,7 @@
  * and on SIGINT/SIGTERM stop accepting, finish in-flight requests and return. sae/cli.ts
  * dispatches here; usage errors are ConfigErrors, which the CLI prints and exits with 2.
  */
-import process from "node:process";
+import { readEnv } from "../tensor/platform/env.ts";
 import { selectBackend } from "../tensor/webgpu/mod.ts";
 import { ConfigError } from "../sae/config.ts";
 import { createApp, DEFAULTS } from "./app.ts";
@@ -87,7 +87,7 @@ export async function serveCommand(
     }
   }
   const tokenVar = value(flags, "token-env") ?? "SAE_SERVER_TOKEN";
-  const token = process.env[tokenVar] || null;
+  const token = readEnv(tokenVar) || null;
   const maxBodyBytes = Math.floor(
     (number(flags, "max-body-mb", 0.001, false) ?? DEFAULTS.maxBodyBytes / (1 << 20)) * (1 << 20),
   );

@@ -2,7 +2,7 @@
  * Start a fetch handler on a socket: Deno.serve under Deno, Bun.serve under Bun. `stop()` is the
  * graceful path: the listener closes, requests already in flight finish, then it resolves.
  */
-import process from "node:process";
+import { onSignals } from "../tensor/platform/runtime.ts";
 
 export interface ServeOptions {
   /** 0 picks a free port. */
@@ -28,8 +28,6 @@ interface DenoLike {
   serve(
     o: { port: number; hostname: string; onListen?: () => void; handler: Handler },
   ): { addr: { port: number }; shutdown(): Promise<void>; finished: Promise<void> };
-  addSignalListener(sig: string, f: () => void): void;
-  removeSignalListener(sig: string, f: () => void): void;
 }
 
 interface BunLike {
@@ -89,13 +87,7 @@ export function startServer(handler: Handler, o: ServeOptions): RunningServer {
 export function onShutdownSignal(onSignal: (sig: string) => void): () => void {
   const sigs = ["SIGINT", "SIGTERM"];
   let fired = false;
-  const handlers = sigs.map((sig) => () => {
+  return onSignals(sigs, (sig) => {
     if (!fired) (fired = true), onSignal(sig);
   });
-  if (g.Deno) {
-    sigs.forEach((s, i) => g.Deno!.addSignalListener(s, handlers[i]));
-    return () => sigs.forEach((s, i) => g.Deno!.removeSignalListener(s, handlers[i]));
-  }
-  sigs.forEach((s, i) => process.on(s, handlers[i]));
-  return () => sigs.forEach((s, i) => process.off(s, handlers[i]));
 }

@@ -1,7 +1,7 @@
 /** The chosen backend: the library's one piece of global state. */
 import type { Backend } from "./backend.ts";
 import { cpu } from "./cpu/backend.ts";
-import { readEnv } from "./env.ts";
+import { readEnv } from "./platform/env.ts";
 import { cuda } from "./cuda/backend.ts";
 import { cudaUnavailableReason } from "./cuda/runtime.ts";
 

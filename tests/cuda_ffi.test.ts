@@ -5,7 +5,7 @@
  * search paths, NVRTC target choice.
  */
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
-import { cStringArray, cStringBuf, getFfi } from "../tensor/cuda/ffi.ts";
+import { cStringArray, cStringBuf, getFfi } from "../tensor/platform/ffi.ts";
 import { arg, layout, MAX_DIMS, packParams } from "../tensor/cuda/params.ts";
 import {
   CUBLAS_STATUS,

@@ -5,8 +5,8 @@
  * $SPARSECODER_NVRTC / $SPARSECODER_CUDA_LIBDIRS, or from .cache/nvrtc (scripts/fetch_nvrtc.sh).
  */
 import { assert, assertThrows, test } from "./harness.ts";
-import { readEnv } from "../tensor/env.ts";
-import { getFfi } from "../tensor/cuda/ffi.ts";
+import { readEnv } from "../tensor/platform/env.ts";
+import { getFfi } from "../tensor/platform/ffi.ts";
 import { loadNvrtc } from "../tensor/cuda/nvrtc.ts";
 import { mainSource } from "../tensor/cuda/kernels/main.ts";
 import { everySpec, ewKernels } from "../tensor/cuda/kernels/elementwise.ts";

@@ -7,17 +7,11 @@ const t: (name: string, fn: () => void | Promise<void>) => void = isDeno
 
 import { type FloatArray, gemmTs } from "../tensor/cpu/gemm.ts";
 import { loadBlas } from "../tensor/cpu/blas.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 
 type Ctor = Float32ArrayConstructor | Float64ArrayConstructor;
 
-function env(name: string): string | undefined {
-  const g = globalThis as any;
-  try {
-    return isDeno ? g.Deno.env.get(name) : g.process?.env?.[name];
-  } catch {
-    return undefined;
-  }
-}
+const env = readEnv;
 
 // Seeded generator so failures reproduce.
 function rng(seed: number): () => number {

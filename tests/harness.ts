@@ -1,13 +1,15 @@
 /** One test API for both runtimes: Deno.test under Deno, bun:test under Bun. */
 type Fn = () => void | Promise<void>;
 
+import { runtime as here } from "../tensor/platform/runtime.ts";
+
 const g = globalThis as unknown as { Deno?: { test(name: string, fn: Fn): void } };
 // A computed specifier keeps Deno from resolving Bun's built-in module.
 const bunTest: ((name: string, fn: Fn, timeoutMs?: number) => void) | undefined = g.Deno
   ? undefined
   : (await import("bun" + ":test")).test;
 
-export const runtime: "deno" | "bun" = g.Deno ? "deno" : "bun";
+export const runtime: "deno" | "bun" = here === "deno" ? "deno" : "bun";
 
 /** Set by a file that re-registers other files' tests (tests/webgpu_ops.test.ts): wraps each body. */
 let wrapper: ((name: string, fn: Fn) => [string, Fn]) | null = null;

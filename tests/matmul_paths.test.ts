@@ -3,7 +3,7 @@ import { assert, assertClose, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { loadBlas } from "../tensor/cpu/blas.ts";
 import { matmul as kernelMatmul, type NumView } from "../tensor/cpu/kernels.ts";
-import { readEnv } from "../tensor/env.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 
 const blas = loadBlas();
 if (!blas.blas) {

@@ -15,7 +15,7 @@ import { topk as topkTs } from "../tensor/cpu/kernels.ts";
 import { adamLoop } from "../tensor/cpu/fused.ts";
 import * as t from "../mod.ts";
 import { setNativeKernels } from "../tensor/cpu/native.ts";
-import { readEnv } from "../tensor/env.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 import { runs } from "./ref.ts";
 
 const status = loadNative();

@@ -4,7 +4,7 @@
  */
 import fc from "fast-check";
 import * as t from "../mod.ts";
-import { readEnv } from "../tensor/env.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 import { test } from "./harness.ts";
 
 export type Tensor = t.Tensor;

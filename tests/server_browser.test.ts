@@ -12,7 +12,7 @@ import { createApp } from "../server/app.ts";
 import { loadAssets } from "../server/assets.ts";
 import { startServer } from "../server/serve.ts";
 import { main } from "../sae/cli.ts";
-import { readEnv } from "../tensor/env.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, topkRef } from "./server_fixture.ts";
 

@@ -2,14 +2,11 @@
 // flight: the request is answered, the server says it stopped, and the process exits. Runs the
 // server under the runtime running the test (Deno or Bun).
 import { spawn } from "node:child_process";
-import process from "node:process";
 import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, postJson, row, topkRef, viaSocket } from "./server_fixture.ts";
+import { scriptCommand } from "../tensor/platform/process.ts";
 
-const g = globalThis as { Deno?: { execPath(): string } };
-const runtimeCmd = g.Deno
-  ? [g.Deno.execPath(), "run", "-A", "--v8-flags=--no-maglev", "sae/cli.ts"]
-  : [process.execPath, "sae/cli.ts"];
+const runtimeCmd = scriptCommand("sae/cli.ts");
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   test(

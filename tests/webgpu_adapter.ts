@@ -6,7 +6,7 @@
  */
 import * as t from "../mod.ts";
 import { initWebGPU } from "../tensor/webgpu/mod.ts";
-import { readEnv } from "../tensor/env.ts";
+import { readEnv } from "../tensor/platform/env.ts";
 import { runtime, test } from "./harness.ts";
 
 /** Whether a missing adapter must fail the run here (REQUIRE_WEBGPU=1, under Deno). */

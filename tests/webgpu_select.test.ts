@@ -10,12 +10,10 @@ import { autoChoice, selectBackend } from "../tensor/webgpu/mod.ts";
 import type { DeviceInfo } from "../tensor/webgpu/device.ts";
 import { assert, assertEquals, runtime, test } from "./harness.ts";
 import { adapterOrSkip } from "./webgpu_adapter.ts";
+import { scriptCommand } from "../tensor/platform/process.ts";
 
 const SCRIPT = "tests/fixtures/backend_choice.ts";
-const g = globalThis as { Deno?: { execPath(): string } };
-const cmd = g.Deno
-  ? [g.Deno.execPath(), "run", "-A", "--v8-flags=--no-maglev", SCRIPT]
-  : [process.execPath, SCRIPT];
+const cmd = scriptCommand(SCRIPT);
 
 interface Report {
   op?: { backend: string; values: number[] };

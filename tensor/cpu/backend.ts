@@ -448,8 +448,11 @@ export const cpu: Backend = {
   fused: {
     reluGrad(g, x) {
       const nat = native();
-      // Without the native kernel, the rule's g·step(x) as one pass.
-      if (!nat) return map("a * +(b > 0)", g.shape, g.dtype, [g, x]);
+      // Without the native kernel (or for 16-bit floats, or strided views), the rule's g·step(x)
+      // as one pass.
+      if (!nat || !sameFloat(g.buf, x.buf) || !contiguous(g) || !contiguous(x)) {
+        return map("a * +(b > 0)", g.shape, g.dtype, [g, x]);
+      }
       const n = sizeOf(g.shape), out = takeArray(g.dtype, n) as F;
       if (n > 0) nat.reluGrad(own(g, n) as F, own(x, n) as F, out, n, nativeThreads(n));
       return out;

@@ -1,7 +1,17 @@
-// OpenBLAS (any CBLAS) through FFI, under Deno (Deno.dlopen) and Bun (bun:ffi).
+// OpenBLAS (any CBLAS) through the platform's FFI, under Deno and Bun.
 // Loading is optional: loadBlas() never throws and explains why BLAS is absent.
 
 import { checkGemmArgs, gemmTs } from "./gemm.ts";
+import { readEnv, setEnv } from "../platform/env.ts";
+import {
+  type Ffi,
+  type FfiFn,
+  type FfiSig,
+  getFfi,
+  NO_FFI,
+  openFirst,
+  triedText,
+} from "../platform/ffi.ts";
 
 export interface Blas {
   /** The library file that was opened. */
@@ -65,125 +75,23 @@ const DEFAULT_PATHS = [
   "libcblas.so.3",
 ];
 
-/** Native argument types of cblas_[sd]gemm, in the FFI's spelling of a float and a pointer. */
-function gemmSig(f: string, p: string): string[] {
-  // (order, transA, transB, M, N, K, alpha, A*, lda, B*, ldb, beta, C*, ldc)
-  return ["i32", "i32", "i32", "i32", "i32", "i32", f, p, "i32", p, "i32", f, p, "i32"];
-}
-
 // blasint is 32-bit in the standard (non-ILP64) OpenBLAS/CBLAS builds.
-type RawGemm = (
-  order: number,
-  ta: number,
-  tb: number,
-  M: number,
-  N: number,
-  K: number,
-  alpha: number,
-  A: any,
-  lda: number,
-  B: any,
-  ldb: number,
-  beta: number,
-  C: any,
-  ldc: number,
-) => void;
+// (order, transA, transB, M, N, K, alpha, A*, lda, B*, ldb, beta, C*, ldc)
+const gemmSig = (f: "f32" | "f64"): FfiSig => ({
+  args: ["i32", "i32", "i32", "i32", "i32", "i32", f, "buf", "i32", "buf", "i32", f, "buf", "i32"],
+  ret: "void",
+});
 
-interface RawLib {
-  sgemm: RawGemm;
-  dgemm: RawGemm;
-  threads: (() => number) | null;
-  setThreads: ((n: number) => void) | null;
-  /** Turns (typed array, element offset) into what the raw functions accept as a pointer. */
-  arg: (x: Float32Array | Float64Array, off: number) => unknown;
-}
+const SIGS: Record<string, FfiSig> = {
+  cblas_sgemm: gemmSig("f32"),
+  cblas_dgemm: gemmSig("f64"),
+  // Absent (null) in non-OpenBLAS CBLAS libraries.
+  openblas_get_num_threads: { args: [], ret: "i32", optional: true },
+  openblas_set_num_threads: { args: ["i32"], ret: "void", optional: true },
+};
 
-const g = globalThis as any;
-
-/**
- * Whether Deno already holds a permission. Checked before use because an
- * ungranted Deno.env.get/Deno.dlopen would prompt on an interactive terminal.
- */
-export function denoGranted(desc: Record<string, string>): boolean {
-  try {
-    return g.Deno.permissions.querySync(desc).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
-export function readEnv(name: string): string | undefined {
-  if (g.Deno) {
-    if (!denoGranted({ name: "env", variable: name })) return undefined;
-    try {
-      return g.Deno.env.get(name) ?? undefined;
-    } catch {
-      return undefined;
-    }
-  }
-  return g.process?.env?.[name];
-}
-
-export function errText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-function openDeno(path: string): RawLib {
-  const gemmDef = (f: string) => ({ parameters: gemmSig(f, "buffer"), result: "void" });
-  const lib = g.Deno.dlopen(path, {
-    cblas_sgemm: gemmDef("f32"),
-    cblas_dgemm: gemmDef("f64"),
-    // Optional: absent (null) in non-OpenBLAS CBLAS libraries.
-    openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
-    openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
-  });
-  const s = lib.symbols;
-  return {
-    sgemm: s.cblas_sgemm,
-    dgemm: s.cblas_dgemm,
-    threads: s.openblas_get_num_threads ?? null,
-    setThreads: s.openblas_set_num_threads ?? null,
-    // "buffer" takes a view and passes the address of its first element, so a
-    // subarray is how an offset is expressed.
-    arg: (x, off) => (off === 0 ? x : x.subarray(off)),
-  };
-}
-
-function openBun(path: string): RawLib {
-  // Bun's synchronous require; the specifier is built at runtime so Deno never
-  // tries to resolve or type-check "bun:ffi".
-  const req = (import.meta as any).require ?? g.require;
-  const ffi = req("bun" + ":ffi");
-  const gemmDef = (f: string) => ({ args: gemmSig(f, "ptr"), returns: "void" });
-  const lib = ffi.dlopen(path, { cblas_sgemm: gemmDef("f32"), cblas_dgemm: gemmDef("f64") });
-  let threads: (() => number) | null = null;
-  let setThreads: ((n: number) => void) | null = null;
-  try {
-    // bun:ffi has no optional symbols; probe separately (dlopen is refcounted).
-    const s = ffi.dlopen(path, {
-      openblas_get_num_threads: { args: [], returns: "i32" },
-      openblas_set_num_threads: { args: ["i32"], returns: "void" },
-    }).symbols;
-    threads = s.openblas_get_num_threads;
-    setThreads = s.openblas_set_num_threads;
-  } catch {
-    threads = null;
-  }
-  const ptr = ffi.ptr as (x: ArrayBufferView, byteOffset?: number) => number;
-  return {
-    sgemm: lib.symbols.cblas_sgemm,
-    dgemm: lib.symbols.cblas_dgemm,
-    threads,
-    setThreads,
-    // A typed array passed as "ptr" is converted natively (honouring its
-    // byteOffset; ~2x cheaper than ptr()); ptr(view, bytes) is relative to the
-    // view's start and avoids allocating a subarray. ptr() rejects empty views.
-    arg: (x, off) => (off === 0 ? x : ptr(x, off * x.BYTES_PER_ELEMENT)),
-  };
-}
-
-function makeBlas(path: string, raw: RawLib): Blas {
-  const call = <T extends Float32Array | Float64Array>(fn: RawGemm) =>
+function makeBlas(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>): Blas {
+  const call = <T extends Float32Array | Float64Array>(fn: FfiFn) =>
   (
     transA: boolean,
     transB: boolean,
@@ -218,21 +126,21 @@ function makeBlas(path: string, raw: RawLib): Blas {
       N,
       K,
       alpha,
-      raw.arg(A, aOff),
+      ffi.bufAt(A, aOff),
       lda,
-      raw.arg(B, bOff),
+      ffi.bufAt(B, bOff),
       ldb,
       beta,
-      raw.arg(C, cOff),
+      ffi.bufAt(C, cOff),
       ldc,
     );
   };
   return {
     path,
-    sgemm: call<Float32Array>(raw.sgemm),
-    dgemm: call<Float64Array>(raw.dgemm),
-    threads: () => (raw.threads ? Number(raw.threads()) : -1),
-    setThreads: (n: number) => raw.setThreads?.(n),
+    sgemm: call<Float32Array>(fns.cblas_sgemm!),
+    dgemm: call<Float64Array>(fns.cblas_dgemm!),
+    threads: () => (fns.openblas_get_num_threads ? Number(fns.openblas_get_num_threads()) : -1),
+    setThreads: (n: number) => void fns.openblas_set_num_threads?.(n),
   };
 }
 
@@ -243,13 +151,8 @@ function makeBlas(path: string, raw: RawLib): Blas {
  * set before dlopen; a value the user set wins.
  */
 function quietBlasThreads(): void {
-  if (readEnv("OPENBLAS_THREAD_TIMEOUT") !== undefined) return;
-  try {
-    if (!g.Deno) g.process.env.OPENBLAS_THREAD_TIMEOUT = "4";
-    else if (denoGranted({ name: "env" })) g.Deno.env.set("OPENBLAS_THREAD_TIMEOUT", "4");
-  } catch {
-    // Without env access the library keeps its default.
-  }
+  // Without env access the library keeps its default.
+  if (readEnv("OPENBLAS_THREAD_TIMEOUT") === undefined) setEnv("OPENBLAS_THREAD_TIMEOUT", "4");
 }
 
 function tryLoad(): BlasStatus {
@@ -257,27 +160,15 @@ function tryLoad(): BlasStatus {
     return { blas: null, reason: "disabled by SPARSECODER_NO_BLAS=1" };
   }
   quietBlasThreads();
-  const open = g.Deno?.dlopen ? openDeno : g.Bun ? openBun : null;
-  if (!open) return { blas: null, reason: "no FFI: runtime is neither Deno nor Bun" };
+  const ffi = getFfi();
+  if (!ffi) return { blas: null, reason: NO_FFI };
 
   const forced = readEnv("SPARSECODER_BLAS");
   // An explicit path is honoured exactly: no silent fallback to another library.
-  const paths = forced ? [forced] : DEFAULT_PATHS;
-  const errors: string[] = [];
-  for (const path of paths) {
-    // --allow-ffi may be scoped to some paths, so ask per path.
-    if (g.Deno && !denoGranted({ name: "ffi", path })) {
-      errors.push(`${path}: Deno FFI permission not granted (run with --allow-ffi or -A)`);
-      continue;
-    }
-    try {
-      return { blas: makeBlas(path, open(path)), reason: `loaded ${path}` };
-    } catch (e) {
-      errors.push(`${path}: ${errText(e)}`);
-    }
-  }
+  const o = openFirst(ffi, forced ? [forced] : DEFAULT_PATHS, SIGS);
+  if (o.lib) return { blas: makeBlas(ffi, o.lib.path, o.lib.fns), reason: `loaded ${o.lib.path}` };
   const what = forced ? `SPARSECODER_BLAS=${forced} failed` : "no BLAS library found";
-  return { blas: null, reason: `${what} (tried ${errors.join("; ")})` };
+  return { blas: null, reason: `${what} (tried ${triedText(o.tried)})` };
 }
 
 let cached: BlasStatus | undefined;
@@ -288,7 +179,10 @@ export function loadBlas(): BlasStatus {
     try {
       cached = tryLoad();
     } catch (e) {
-      cached = { blas: null, reason: `BLAS load failed: ${errText(e)}` };
+      cached = {
+        blas: null,
+        reason: `BLAS load failed: ${e instanceof Error ? e.message : String(e)}`,
+      };
     }
   }
   return cached;

@@ -4,6 +4,7 @@ import { contiguousStrides } from "../shape.ts";
 import { mapStrided, reduceStrided, type StridedArg } from "./strided.ts";
 import { type FloatArray, gemmTs } from "./gemm.ts";
 import { loadBlas } from "./blas.ts";
+import { runtime } from "../platform/runtime.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
 
@@ -284,7 +285,7 @@ export function heapDrain(
   }
 }
 
-export const topk = "Bun" in globalThis ? topkSiftInline : topkSiftCalled;
+export const topk = runtime === "bun" ? topkSiftInline : topkSiftCalled;
 
 export const TOPK_DEPS = { lineOffsets, heapPush, heapReplaceRoot, heapDrain };
 

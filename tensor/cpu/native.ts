@@ -8,14 +8,17 @@
  *   SPARSECODER_NATIVE=0        use the TypeScript kernels only
  *   SPARSECODER_CACHE_DIR=dir   where the compiled library is kept (default ~/.cache/sparsecoder)
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AdamHyper } from "../backend.ts";
-import { denoGranted, errText, readEnv } from "./blas.ts";
+import { readEnv } from "../platform/env.ts";
+import { type Ffi, type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/ffi.ts";
+import { runSync, tailLines } from "../platform/process.ts";
+import { arch, granted, pid } from "../platform/runtime.ts";
+import { checkCount, checkFloats, checkIndices, I64_MAX } from "./native_bounds.ts";
 
 type F = Float32Array | Float64Array;
 
@@ -90,34 +93,41 @@ export interface NativeStatus {
 
 const FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"];
 
-// Argument types in one spelling; "ptr" becomes Deno's "buffer".
-const SIGS: Record<string, [string[], string]> = {
-  spmm: [["ptr", "ptr", "ptr", "i32", "ptr", "i32", "i32", "ptr", "i32", "i32"], "i32"],
-  sddmm: [["ptr", "i32", "ptr", "i32", "ptr", "ptr", "i32", "i32", "ptr", "i32"], "i32"],
-  topk: [["ptr", "i32", "i32", "i32", "ptr", "ptr", "i32"], "i32"],
-  adam: [[
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "ptr",
-    "i64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "f64",
-    "i32",
-  ], "void"],
-  relu: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
-  relu_grad: [["ptr", "ptr", "ptr", "i64", "i32"], "void"],
-  sum: [["ptr", "i64", "i64", "i64", "ptr", "i32"], "i32"],
+// Each kernel exists as sc_<name>_f32 and sc_<name>_f64 with these argument types.
+const SIGS: Record<string, FfiSig> = {
+  spmm: {
+    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
+    ret: "i32",
+  },
+  sddmm: {
+    args: ["buf", "i32", "buf", "i32", "buf", "buf", "i32", "i32", "buf", "i32"],
+    ret: "i32",
+  },
+  topk: { args: ["buf", "i32", "i32", "i32", "buf", "buf", "i32"], ret: "i32" },
+  adam: {
+    args: [
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "buf",
+      "i64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "i32",
+    ],
+    ret: "void",
+  },
+  relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
+  relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
+  sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
 };
-
-const g = globalThis as any;
 
 function defaultCacheDir(): string {
   const set = readEnv("SPARSECODER_CACHE_DIR");
@@ -137,7 +147,7 @@ function cpuKey(): string {
     const info = readFileSync("/proc/cpuinfo", "utf8");
     return [/^model name.*$/m, /^flags.*$/m].map((re) => info.match(re)?.[0] ?? "").join("\n");
   } catch {
-    return `${g.process?.arch ?? g.Deno?.build?.arch ?? "?"}`;
+    return arch();
   }
 }
 
@@ -152,85 +162,94 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   if (existsSync(path)) return { path, compiled: false };
   mkdirSync(dir, { recursive: true });
   // Compile to a private name, then rename: a concurrent process never opens a half-written file.
-  const tmp = `${path}.${g.process?.pid ?? 0}.${Math.random().toString(36).slice(2)}.tmp`;
-  const r = spawnSync(cc, [...FLAGS, "-o", tmp, src, "-lm"], { encoding: "utf8" });
-  if (r.error || r.status !== 0) {
+  const tmp = `${path}.${pid()}.${Math.random().toString(36).slice(2)}.tmp`;
+  const r = runSync(cc, [...FLAGS, "-o", tmp, src, "-lm"]);
+  if (r.error !== null || r.status !== 0) {
     rmSync(tmp, { force: true });
-    const why = r.error
-      ? errText(r.error)
-      : (r.stderr || "").trim().split("\n").slice(-3).join(" | ");
+    const why = r.error ?? tailLines(r.stderr);
     throw new Error(`${cc} could not compile ${src}: ${why}`);
   }
   renameSync(tmp, path);
   return { path, compiled: true };
 }
 
-type Raw = Record<keyof typeof SIGS, (...a: unknown[]) => unknown>;
+type Raw = Record<string, FfiFn>;
 
-function open(path: string): Raw {
-  if (g.Deno) {
-    const defs = Object.fromEntries(
-      Object.entries(SIGS).map(([n, [args, ret]]) => [
-        n,
-        { name: `sc_${n}`, parameters: args.map((a) => (a === "ptr" ? "buffer" : a)), result: ret },
-      ]),
-    );
-    // Deno binds one name per symbol: register each width under its own key.
-    const lib = g.Deno.dlopen(
-      path,
-      Object.fromEntries(
-        Object.entries(defs).flatMap(([n, d]) =>
-          ["f32", "f64"].map((w) => [`${n}_${w}`, { ...d, name: `${d.name}_${w}` }])
-        ),
-      ),
-    );
-    return lib.symbols;
-  }
-  const req = (import.meta as any).require ?? g.require;
-  const ffi = req("bun" + ":ffi");
-  const defs = Object.fromEntries(
-    Object.entries(SIGS).flatMap(([n, [args, ret]]) =>
-      ["f32", "f64"].map((w) => [`sc_${n}_${w}`, { args, returns: ret }])
-    ),
+/** The kernels by "<name>_<width>" (throws when the library lacks one). */
+function open(ffi: Ffi, path: string): Raw {
+  const sigs = Object.fromEntries(
+    Object.entries(SIGS).flatMap(([n, sig]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, sig])),
   );
-  const s = ffi.dlopen(path, defs).symbols;
-  return Object.fromEntries(Object.keys(defs).map((name) => [name.slice(3), s[name]])) as Raw;
+  const fns = ffi.open(path, sigs).fns;
+  return Object.fromEntries(Object.keys(sigs).map((name) => [name.slice(3), fns[name]!]));
 }
 
+/**
+ * The kernels behind the Native interface. Every call is checked first (native_bounds.ts): each
+ * array of the right type and long enough for what the kernel reads and writes.
+ */
 function bind(path: string, raw: Raw): Native {
   const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
-  const fn = (name: string, x: F) => raw[`${name}_${w(x)}` as keyof Raw];
+  const fn = (name: string, x: F) => raw[`${name}_${w(x)}`];
   return {
     path,
-    spmm: (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) =>
-      fn("spmm", dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number,
-    sddmm: (a, na, b, nb, rows, cols, nnz, d, out, threads) =>
-      fn("sddmm", a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number,
-    topk: (x, rows, n, k, values, indices, threads) =>
-      fn("topk", x)(x, rows, n, k, values, indices, threads) as number,
-    adam: (gr, m, v, p, u, m2, v2, n, h, threads) =>
-      void fn("adam", gr)(
-        gr,
-        m,
-        v,
-        p,
-        u,
-        m2,
-        v2,
-        n,
-        h.b1,
-        h.b2,
-        h.eps,
-        h.c2,
-        h.scale,
-        h.decay,
-        threads,
-      ),
-    // The unused second operand of relu is passed as x itself (any valid pointer).
-    relu: (x, out, n, threads) => void fn("relu", x)(x, x, out, n, threads),
-    reluGrad: (gr, x, out, n, threads) => void fn("relu_grad", gr)(gr, x, out, n, threads),
-    sum: (x, outer, n, inner, out, threads) =>
-      fn("sum", x)(x, outer, n, inner, out, threads) as number,
+    spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
+      const k = "spmm";
+      checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
+      checkCount(k, "inRows", inRows), checkCount(k, "outRows", outRows);
+      checkIndices(k, "dst", dst, nnz), checkIndices(k, "src", src, nnz);
+      checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
+      checkFloats(k, "out", out, outRows * d, dense);
+      return fn(k, dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number;
+    },
+    sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads) {
+      const k = "sddmm";
+      checkCount(k, "na", na), checkCount(k, "nb", nb), checkCount(k, "nnz", nnz);
+      checkCount(k, "d", d), checkCount(k, "threads", threads);
+      checkFloats(k, "a", a, na * d, a), checkFloats(k, "b", b, nb * d, a);
+      checkIndices(k, "rows", rows, nnz), checkIndices(k, "cols", cols, nnz);
+      checkFloats(k, "out", out, nnz, a);
+      return fn(k, a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number;
+    },
+    topk(x, rows, n, kk, values, indices, threads) {
+      const k = "topk";
+      checkCount(k, "rows", rows), checkCount(k, "n", n), checkCount(k, "k", kk);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * n, x), checkFloats(k, "values", values, rows * kk, x);
+      checkIndices(k, "indices", indices, rows * kk);
+      return fn(k, x)(x, rows, n, kk, values, indices, threads) as number;
+    },
+    adam(gr, m, v, p, u, m2, v2, n, h, threads) {
+      const k = "adam";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "m", m, n, gr), checkFloats(k, "v", v, n, gr);
+      if (p !== null) checkFloats(k, "p", p, n, gr);
+      checkFloats(k, "u", u, n, gr), checkFloats(k, "m2", m2, n, gr);
+      checkFloats(k, "v2", v2, n, gr);
+      const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
+      fn(k, gr)(gr, m, v, p, u, m2, v2, n, ...hy, threads);
+    },
+    relu(x, out, n, threads) {
+      const k = "relu";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, n, x);
+      // The unused second operand is passed as x itself (any valid pointer).
+      fn(k, x)(x, x, out, n, threads);
+    },
+    reluGrad(gr, x, out, n, threads) {
+      const k = "reluGrad";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "x", x, n, gr);
+      checkFloats(k, "out", out, n, gr);
+      fn("relu_grad", gr)(gr, x, out, n, threads);
+    },
+    sum(x, outer, n, inner, out, threads) {
+      const k = "sum";
+      checkCount(k, "outer", outer, I64_MAX), checkCount(k, "n", n, I64_MAX);
+      checkCount(k, "inner", inner, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, outer * n * inner, x), checkFloats(k, "out", out, outer * inner, x);
+      return fn(k, x)(x, outer, n, inner, out, threads) as number;
+    },
   };
 }
 
@@ -247,28 +266,25 @@ export function openNative(o: NativeOptions = {}): NativeStatus {
     if (readEnv("SPARSECODER_NATIVE") === "0") {
       return { native: null, reason: "disabled by SPARSECODER_NATIVE=0" };
     }
-    if (!g.Deno?.dlopen && !g.Bun) {
-      return { native: null, reason: "no FFI: runtime is neither Deno nor Bun" };
-    }
-    if (g.Deno) {
-      const missing = ["ffi", "run", "read", "write"].filter((name) => !denoGranted({ name }));
-      if (missing.length) {
-        return {
-          native: null,
-          reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}`,
-        };
-      }
+    const ffi = getFfi();
+    if (!ffi) return { native: null, reason: NO_FFI };
+    const missing = ["ffi", "run", "read", "write"].filter((name) => !granted({ name }));
+    if (missing.length) {
+      return {
+        native: null,
+        reason: `Deno permissions not granted: ${missing.map((m) => `--allow-${m}`).join(" ")}`,
+      };
     }
     const { path, compiled } = build(
       o.cc ?? readEnv("SPARSECODER_CC") ?? "cc",
       o.cacheDir ?? defaultCacheDir(),
     );
     return {
-      native: bind(path, open(path)),
+      native: bind(path, open(ffi, path)),
       reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}`,
     };
   } catch (e) {
-    return { native: null, reason: errText(e) };
+    return { native: null, reason: e instanceof Error ? e.message : String(e) };
   }
 }
 

@@ -10,8 +10,9 @@
  * They stop after a second without work, so an idle process can exit (Deno has no unref for
  * workers). SPARSECODER_THREADS sets the thread count (1 turns threads off).
  */
-import process from "node:process";
 import { availableParallelism } from "node:os";
+import { readEnv } from "../platform/env.ts";
+import { unrefTimer } from "../platform/runtime.ts";
 import { type Job, runJob } from "./jobs.ts";
 
 const IDLE_MS = 1000;
@@ -24,7 +25,7 @@ const HAS_WORKERS = typeof Worker !== "undefined";
 const STUCK_MS = 120_000;
 
 function configured(): number {
-  const raw = process.env.SPARSECODER_THREADS;
+  const raw = readEnv("SPARSECODER_THREADS");
   if (raw !== undefined && raw !== "") {
     const n = Number(raw);
     if (!Number.isInteger(n) || n < 1) {
@@ -85,9 +86,7 @@ function scheduleStop(ms: number): void {
     if (quiet >= IDLE_MS) stop();
     else scheduleStop(IDLE_MS - quiet);
   }, ms);
-  const d = (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
-  if (d) d.unrefTimer(idle as unknown as number);
-  else (idle as { unref?: () => void }).unref?.();
+  unrefTimer(idle);
 }
 
 /** How many slices a kernel may be cut into now (1 until workers are ready, or with threads off). */

@@ -3,7 +3,7 @@
  * forms, and cublasGemmEx / cublasGemmStridedBatchedEx for bf16/f16 data and TF32 or bf16 compute
  * on f32 data. Scalars (alpha, beta) are passed by host pointer (the default pointer mode).
  */
-import { type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "./ffi.ts";
+import { type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "../platform/ffi.ts";
 import { makeCheck } from "./errors.ts";
 import { loadLibrary } from "./libs.ts";
 import type { GemmPlan } from "./gemm_plan.ts";

@@ -3,7 +3,7 @@
  * async copies on one stream, modules, kernel launches and events. Every call's status is checked
  * and a failure throws a CudaError naming the call. Handles and device pointers are bigints.
  */
-import { cStringBuf, type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "./ffi.ts";
+import { cStringBuf, type Ffi, type FfiFn, type FfiSig, outI32, outU64 } from "../platform/ffi.ts";
 import { makeCheck } from "./errors.ts";
 import { loadLibrary } from "./libs.ts";
 import type { PackedParams } from "./params.ts";

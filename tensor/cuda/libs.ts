@@ -5,7 +5,13 @@
  * install folders: the toolkit, the driver mounts of container images, and the NVIDIA wheels
  * that PyTorch installs.
  */
-import { denoGranted, type Ffi, type FfiFn, type FfiLib, type FfiSig } from "./ffi.ts";
+import {
+  type Ffi,
+  type FfiFn,
+  type FfiLib,
+  type FfiSig,
+  openFirst as openCandidate,
+} from "../platform/ffi.ts";
 
 export type CudaLib = "driver" | "nvrtc" | "cublas";
 
@@ -88,11 +94,6 @@ export interface Opened {
   reason: string;
 }
 
-function errText(e: unknown): string {
-  const m = e instanceof Error ? e.message : String(e);
-  return m.split("\n")[0];
-}
-
 /** Open the first candidate that loads with every required symbol; never throws. */
 export function openFirst(
   ffi: Ffi,
@@ -100,20 +101,10 @@ export function openFirst(
   candidates: readonly string[],
   sigs: Record<string, FfiSig>,
 ): Opened {
-  const errors: string[] = [];
-  for (const path of candidates) {
-    if (ffi.runtime === "deno" && !denoGranted({ name: "ffi", path })) {
-      return {
-        lib: null,
-        reason: `${lib}: Deno FFI permission not granted (run with --allow-ffi or -A)`,
-      };
-    }
-    try {
-      return { lib: ffi.open(path, sigs), reason: `loaded ${path}` };
-    } catch (e) {
-      errors.push(`${path}: ${errText(e)}`);
-    }
-  }
+  const o = openCandidate(ffi, candidates, sigs);
+  if (o.lib) return { lib: o.lib, reason: `loaded ${o.lib.path}` };
+  if (o.tried[0]?.denied) return { lib: null, reason: `${lib}: ${o.tried[0].error}` };
+  const errors = o.tried.map((t) => `${t.path}: ${t.error}`);
   // "No such file" for every path is the common case: say so once, with the paths tried.
   const missing = errors.filter((e) => /cannot open shared object|No such file/i.test(e));
   const other = errors.filter((e) => !missing.includes(e));

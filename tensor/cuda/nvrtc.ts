@@ -12,7 +12,7 @@ import {
   type FfiSig,
   outI32,
   outU64,
-} from "./ffi.ts";
+} from "../platform/ffi.ts";
 import { makeCheck } from "./errors.ts";
 import { loadLibrary } from "./libs.ts";
 

@@ -4,7 +4,7 @@
  * natural alignment and point into it; the driver copies the values during the launch call, so
  * the buffer only has to outlive that call.
  */
-import type { Ffi } from "./ffi.ts";
+import type { Ffi } from "../platform/ffi.ts";
 
 /** Kernel argument kinds: device pointers are u64; `dims` is our Dims struct (MAX_DIMS i64s). */
 export type KernelArg =

@@ -4,8 +4,8 @@
  * cuBLAS on that stream, and the kernel modules, each compiled by NVRTC once and cached. When any
  * piece is missing, `cudaRuntime()` returns null and `cudaUnavailableReason()` says why.
  */
-import { readEnv } from "../env.ts";
-import { getFfi } from "./ffi.ts";
+import { readEnv } from "../platform/env.ts";
+import { getFfi } from "../platform/ffi.ts";
 import { ATTR, type Driver, loadDriver } from "./driver.ts";
 import { loadNvrtc, type Nvrtc } from "./nvrtc.ts";
 import { type Cublas, loadCublas, type MatmulPrecision } from "./cublas.ts";

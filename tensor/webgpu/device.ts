@@ -3,7 +3,7 @@
  * package (Dawn). Acquisition is asynchronous, so it happens once, before the backend is used;
  * every failure is turned into a one-line reason that `backendInfo()` and errors can show.
  */
-import { readEnv } from "../env.ts";
+import { readEnv, setNativeEnv } from "../platform/env.ts";
 
 // WebGPU objects are typed loosely: the runtimes ship different (or no) WebGPU declarations.
 // deno-lint-ignore no-explicit-any
@@ -31,24 +31,13 @@ interface Entry {
 
 /**
  * Mesa's EGL picks its platform from EGL_PLATFORM when the display opens; without a window
- * system only "surfaceless" works. Bun's process.env does not reach the C environment, so the
- * variable is set through libc, before Dawn starts.
+ * system only "surfaceless" works. It is set in the C environment (Bun's process.env does not
+ * reach it), before Dawn starts.
  */
-async function surfacelessEgl(): Promise<void> {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process
-    ?.env;
-  if (!env || env.EGL_PLATFORM || env.WAYLAND_DISPLAY || env.DISPLAY) return;
-  try {
-    const ffi = await import("bun" + ":ffi");
-    const libc = ffi.dlopen("libc.so.6", {
-      setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" },
-    });
-    const cstr = (s: string) => ffi.ptr(new TextEncoder().encode(s + "\0"));
-    libc.symbols.setenv(cstr("EGL_PLATFORM"), cstr("surfaceless"), 0);
-    env.EGL_PLATFORM = "surfaceless";
-  } catch {
-    // not Bun, or no libc.so.6: Dawn's OpenGL ES adapter is then found only if EGL already works
-  }
+function surfacelessEgl(): void {
+  if (readEnv("EGL_PLATFORM") || readEnv("WAYLAND_DISPLAY") || readEnv("DISPLAY")) return;
+  // Where this fails, Dawn's OpenGL ES adapter is found only if EGL already works.
+  setNativeEnv("EGL_PLATFORM", "surfaceless");
 }
 
 /**
@@ -68,7 +57,7 @@ async function gpuEntries(): Promise<Entry[] | { reason: string }> {
     // Opt-in: on Mesa (llvmpipe) this adapter computes correctly, but Bun aborts ("Owner died")
     // once its garbage collector frees Dawn's OpenGL objects, so it is no default.
     if (readEnv("SPARSECODER_DAWN_GL") === "1") {
-      await surfacelessEgl();
+      surfacelessEgl();
       entries.push({
         gpu: create(["backend=opengles"]),
         via: "dawn (OpenGL ES, compatibility mode)",

@@ -7,7 +7,7 @@
  */
 import type { Backend } from "../backend.ts";
 import { markUnavailable, registerBackend, useAutoChoice, useBackend } from "../registry.ts";
-import { readEnv } from "../env.ts";
+import { readEnv } from "../platform/env.ts";
 import { acquireDevice, type DeviceInfo } from "./device.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./backend.ts";
 

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { decode16, encode16 } from "../../tensor/dtype.ts";
-import { cStringBuf, type FfiFn, getFfi } from "../../tensor/cuda/ffi.ts";
+import { cStringBuf, type FfiFn, getFfi } from "../../tensor/platform/ffi.ts";
 import { cachingAllocator } from "../../tensor/cuda/allocator.ts";
 import type { Driver } from "../../tensor/cuda/driver.ts";
 import type { Cublas, GemmCall } from "../../tensor/cuda/cublas.ts";

@@ -1,9 +1,10 @@
 /**
- * One FFI layer over Deno.dlopen and bun:ffi for the CUDA bindings. Signatures are written once
- * in a neutral spelling; device pointers and opaque handles (CUcontext, CUstream, cublasHandle_t,
- * nvrtcProgram) travel as u64 (a pointer-sized integer register on x86-64), host memory as typed
- * arrays. Nothing here touches a GPU, so it is unit-tested against libc.
+ * One FFI layer over Deno.dlopen and bun:ffi. Signatures are written once in a neutral spelling;
+ * pointers to native memory and opaque handles travel as u64 (a pointer-sized integer register on
+ * x86-64), host memory as typed arrays. `openFirst` opens a library from candidate paths and
+ * records why each one failed, so every caller can say what was tried.
  */
+import { deno, granted, runtime } from "./runtime.ts";
 
 /** Argument and result types: `buf` is host memory (a typed array, or null); `addr` a returned char*. */
 export type FfiType = "i32" | "u32" | "i64" | "u64" | "f32" | "f64" | "buf" | "void" | "addr";
@@ -24,14 +25,18 @@ export interface FfiLib {
 
 export interface Ffi {
   runtime: "deno" | "bun";
+  /** Open the library at `path` (a file, or a soname for the loader); throws when it cannot. */
   open(path: string, sigs: Record<string, FfiSig>): FfiLib;
   /** The host address of a typed array's first element (its byteOffset included). */
   addressOf(view: ArrayBufferView): bigint;
   /** The NUL-terminated string at a host address. */
   cString(addr: bigint): string;
+  /**
+   * A `buf` argument for `view` from element `offset` on, made as cheaply as the runtime allows
+   * (Bun: an address without a new view; Deno: a subarray, since a buffer argument is its start).
+   */
+  bufAt(view: Float32Array | Float64Array, offset: number): unknown;
 }
-
-const g = globalThis as any;
 
 /** Deno's spelling of a type (null for "addr", which is a pointer result). */
 function denoType(t: FfiType): string {
@@ -43,7 +48,7 @@ function bunType(t: FfiType): string {
 }
 
 function denoFfi(): Ffi {
-  const D = g.Deno;
+  const D = deno!;
   return {
     runtime: "deno",
     open(path, sigs) {
@@ -55,7 +60,7 @@ function denoFfi(): Ffi {
           optional: !!s.optional,
         };
       }
-      const lib = D.dlopen(path, defs);
+      const lib = D.dlopen!(path, defs);
       const fns: Record<string, FfiFn | null> = {};
       for (const [name, s] of Object.entries(sigs)) {
         const f = lib.symbols[name];
@@ -77,16 +82,19 @@ function denoFfi(): Ffi {
     cString: (
       addr,
     ) => (addr === 0n ? "" : D.UnsafePointerView.getCString(D.UnsafePointer.create(addr))),
+    bufAt: (view, offset) => (offset === 0 ? view : view.subarray(offset)),
   };
 }
 
 function bunFfi(): Ffi {
-  // A computed specifier keeps Deno from resolving Bun's built-in module.
-  const req = (import.meta as any).require ?? g.require;
+  // Bun's synchronous require; a computed specifier keeps Deno from resolving Bun's module.
+  // deno-lint-ignore no-explicit-any
+  const req = (import.meta as any).require ?? (globalThis as any).require;
   const ffi = req("bun" + ":ffi");
   const one = (path: string, name: string, s: FfiSig) =>
     ffi.dlopen(path, { [name]: { args: s.args.map(bunType), returns: bunType(s.ret) } })
       .symbols[name];
+  const ptr = ffi.ptr as (x: ArrayBufferView, byteOffset?: number) => number;
   return {
     runtime: "bun",
     open(path, sigs) {
@@ -114,8 +122,12 @@ function bunFfi(): Ffi {
       }
       return { path, fns };
     },
-    addressOf: (view) => BigInt(ffi.ptr(view)),
+    addressOf: (view) => BigInt(ptr(view)),
     cString: (addr) => (addr === 0n ? "" : String(new ffi.CString(Number(addr)))),
+    // A typed array passed as "ptr" is converted natively (honouring its byteOffset; ~2x cheaper
+    // than ptr()); ptr(view, bytes) is relative to the view's start and allocates no subarray.
+    // ptr() rejects empty views.
+    bufAt: (view, offset) => (offset === 0 ? view : ptr(view, offset * view.BYTES_PER_ELEMENT)),
   };
 }
 
@@ -123,18 +135,66 @@ let cached: Ffi | null | undefined;
 
 /** The runtime's FFI, or null when the runtime is neither Deno nor Bun. */
 export function getFfi(): Ffi | null {
-  if (cached === undefined) cached = g.Deno?.dlopen ? denoFfi() : g.Bun ? bunFfi() : null;
+  if (cached === undefined) {
+    cached = runtime === "deno" && deno?.dlopen ? denoFfi() : runtime === "bun" ? bunFfi() : null;
+  }
   return cached;
 }
 
-/** Whether Deno already holds a permission (an ungranted one would prompt on a terminal). */
-export function denoGranted(desc: Record<string, string>): boolean {
-  if (!g.Deno) return true;
-  try {
-    return g.Deno.permissions.querySync(desc).state === "granted";
-  } catch {
-    return false;
+/** Why a library could not be opened without FFI. */
+export const NO_FFI = "no FFI: the runtime is neither Deno nor Bun";
+
+/** What Deno says when --allow-ffi does not cover a path. */
+export const FFI_DENIED = "Deno FFI permission not granted (run with --allow-ffi or -A)";
+
+/** Whether FFI may open `path` (Deno's --allow-ffi may be scoped to some paths). */
+export function ffiGranted(path: string): boolean {
+  return granted({ name: "ffi", path });
+}
+
+/** One candidate that did not open, and why (the first line of the error). */
+export interface Attempt {
+  path: string;
+  error: string;
+  /** Whether it failed for want of Deno's FFI permission (not tried at all). */
+  denied: boolean;
+}
+
+export interface Opened {
+  lib: FfiLib | null;
+  /** Every candidate that failed before `lib` opened (all of them when `lib` is null). */
+  tried: Attempt[];
+}
+
+const firstLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
+
+/**
+ * Open the first of `candidates` that loads with every required symbol; never throws. A path
+ * Deno's permission does not cover is recorded as denied and skipped (asking would prompt).
+ */
+export function openFirst(
+  ffi: Ffi,
+  candidates: readonly string[],
+  sigs: Record<string, FfiSig>,
+): Opened {
+  const tried: Attempt[] = [];
+  for (const path of candidates) {
+    if (ffi.runtime === "deno" && !ffiGranted(path)) {
+      tried.push({ path, error: FFI_DENIED, denied: true });
+      continue;
+    }
+    try {
+      return { lib: ffi.open(path, sigs), tried };
+    } catch (e) {
+      tried.push({ path, error: firstLine(e), denied: false });
+    }
   }
+  return { lib: null, tried };
+}
+
+/** The attempts as one line: "path: error; path: error". */
+export function triedText(tried: readonly Attempt[]): string {
+  return tried.map((t) => `${t.path}: ${t.error}`).join("; ");
 }
 
 /** A NUL-terminated UTF-8 copy of `s` in off-heap memory whose address stays put. */
