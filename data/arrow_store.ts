@@ -86,6 +86,16 @@ export interface StoreWriterOptions {
   rowsPerShard?: number;
 }
 
+/** An open store being written: append rows, then finish once. */
+export interface StoreWriter {
+  rowShape: number[];
+  dtype: StoreDType;
+  /** Append rows: f32 values (rows × row size) or a tensor [rows, ...rowShape]. */
+  append(x: Float32Array | Tensor, extras?: AppendExtras): Promise<void>;
+  /** Write the last shard and the manifest; returns the manifest. */
+  finish(): Promise<Manifest>;
+}
+
 export interface AppendExtras {
   token_id?: Int32Array;
   sequence_id?: Int32Array;
@@ -281,7 +291,7 @@ async function appendedRows(
  * store's dtype (round to nearest even for f16/bf16) on append; statistics are computed from the
  * stored values, so they describe exactly what a reader gets back.
  */
-export function createStoreWriter(dir: string, o: StoreWriterOptions) {
+export function createStoreWriter(dir: string, o: StoreWriterOptions): StoreWriter {
   const L = shardLayout(o);
   const { dtype, columns, size } = L;
   if (existsSync(join(dir, MANIFEST))) {
@@ -324,7 +334,6 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
   return {
     rowShape: o.rowShape,
     dtype,
-    /** Append rows: f32 values (rows × row size) or a tensor [rows, ...rowShape]. */
     async append(x: Float32Array | Tensor, extras: AppendExtras = {}): Promise<void> {
       if (finished) throw new ArrowStoreError(`append: the store ${dir} is already finished`);
       const { data, rows } = await appendedRows(L, x, extras);
@@ -340,7 +349,6 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions) {
         if (pending.rows === L.rowsPerShard) await flushShard();
       }
     },
-    /** Write the last shard and the manifest; returns the manifest. */
     async finish(): Promise<Manifest> {
       if (finished) throw new ArrowStoreError(`finish: the store ${dir} is already finished`);
       finished = true;

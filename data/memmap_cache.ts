@@ -60,7 +60,7 @@ function json(path: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export const isMemmapCache = (dir: string) =>
+export const isMemmapCache = (dir: string): boolean =>
   existsSync(join(dir, "config.json")) && existsSync(join(dir, "shard_0.memmap"));
 
 /** Read and validate one cache folder's config and shard metadata (no activation data read). */

@@ -29,7 +29,7 @@ export interface RowStream {
   open(): Iterator<RowChunk>;
 }
 
-export const rowSize = (s: RowStream) => s.rowShape.reduce((a, b) => a * b, 1);
+export const rowSize = (s: RowStream): number => s.rowShape.reduce((a, b) => a * b, 1);
 
 /** Widen stored values to f32 (bf16 by a shift, f16 through the exact table-free decoder). */
 export function toF32(

@@ -62,7 +62,7 @@ export function arrowFiles(path: string): string[] {
   return files.map((f) => join(path, f));
 }
 
-export const isSaelensCache = (path: string) =>
+export const isSaelensCache = (path: string): boolean =>
   existsSync(path) &&
   (statSync(path).isDirectory()
     ? existsSync(join(path, "state.json")) && existsSync(join(path, "dataset_info.json"))

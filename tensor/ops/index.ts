@@ -1,5 +1,5 @@
 /** Indexing: gather/scatter along an axis, one-hot, top-k. */
-import { type DType } from "../dtype.ts";
+import type { DType } from "../dtype.ts";
 import { broadcastShapes, fmt, normAxis, ShapeError } from "../shape.ts";
 import { bind, bind1 } from "../prims.ts";
 import type { Tensor } from "../tensor.ts";
