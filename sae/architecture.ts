@@ -5,12 +5,9 @@ import type { SaeConfig } from "./config.ts";
 import type { SaeParams } from "./params.ts";
 import type { PRNGKey } from "../tensor/random.ts";
 import type { Threshold } from "./threshold.ts";
+import type { Batch } from "../data/sources.ts";
 
-/** A training batch: inputs, and the targets when they differ (transcoders). */
-export interface Batch {
-  x: Tensor;
-  y?: Tensor;
-}
+export type { Batch } from "../data/sources.ts";
 
 /** Training state the loss reads. */
 export interface LossContext {

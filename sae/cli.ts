@@ -8,13 +8,13 @@ import * as t from "../mod.ts";
 import { type ArchName, ARCHS, ConfigError, resolveConfig } from "./config.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
 import { runTraining } from "./driver.ts";
-import { type DataSource, syntheticData } from "./sources.ts";
+import { type DataSource, syntheticData } from "../data/sources.ts";
 import { loadSae } from "./io.ts";
 import { evaluate, formatMetricsTable } from "./metrics.ts";
 import type { Batch } from "./architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
-import { dataCommand } from "../data/commands.ts";
+import { dataCommand } from "./io/commands.ts";
 import { isCrosscoderArch } from "./crosscoder_config.ts";
 import {
   CROSSCODER_FLAGS,

@@ -13,7 +13,7 @@ import { partitionSizes } from "./partition.ts";
 import { exclusiveCounts, histogram, partitionUsage, relativeDecoderNorms } from "./diffing.ts";
 import { makePairedSynthetic, type PairedConfig, type SyntheticConfig } from "../data/synthetic.ts";
 import { pairedData } from "./paired_source.ts";
-import type { DataSource } from "./sources.ts";
+import type { DataSource } from "../data/sources.ts";
 
 export const CROSSCODER_FLAGS = ["inputs", "shares", "code-norm", "recon", "synthetic-exclusive"];
 

@@ -19,7 +19,7 @@ import {
   trainStep,
   usesThreshold,
 } from "./train.ts";
-import type { DataSource } from "./sources.ts";
+import type { DataSource } from "../data/sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveSae } from "./io.ts";
 import { checkResumedDfc } from "./crosscoder_io.ts";

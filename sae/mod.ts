@@ -21,9 +21,13 @@ export { ghostLoss } from "./ghost.ts";
 export * from "./train.ts";
 export { isSet as thresholdSet, type Threshold } from "./threshold.ts";
 export * from "./driver.ts";
-export * from "./sources.ts";
+// Where batches come from lives in data/; re-exported here, where training uses it.
+export * from "../data/sources.ts";
 export * from "./checkpoint.ts";
 export * from "./io.ts";
+export * from "./io/dictionary_formats.ts";
+export { convertPath } from "./io/convert.ts";
+export { formatInspection, inspectPath } from "./io/inspect.ts";
 export * from "./metrics.ts";
 export * from "./crosscoder_config.ts";
 export * from "./crosscoder.ts";

@@ -1,6 +1,6 @@
 /** Training batches from the paired synthetic generator (several "models" sharing most features): x [B, models, d]. */
 import type { PairedSource } from "../data/synthetic.ts";
-import type { DataSource } from "./sources.ts";
+import type { DataSource } from "../data/sources.ts";
 
 export function pairedData(src: PairedSource): DataSource {
   const c = src.config;

@@ -11,7 +11,7 @@ import { tensor } from "../tensor/ops/create.ts";
 import { reshape, sliceAxis } from "../tensor/ops/shape.ts";
 import { dispose, tidy } from "../tensor/scope.ts";
 import type { Batch } from "./architecture.ts";
-import { readUplot } from "../server/assets.ts";
+import { readUplot } from "./eval/uplot.ts";
 import type { EvalMetrics } from "./metrics.ts";
 
 export interface ReportData {

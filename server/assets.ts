@@ -4,6 +4,9 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import { readUplotFile } from "../sae/eval/uplot.ts";
+
+export { readUplot } from "../sae/eval/uplot.ts";
 
 export interface Asset {
   body: Uint8Array;
@@ -13,39 +16,24 @@ export interface Asset {
 /** URL path → file contents. */
 export type Assets = Record<string, Asset>;
 
-const here = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
-
-const UPLOT_JS = "../node_modules/uplot/dist/uPlot.iife.min.js";
-const UPLOT_CSS = "../node_modules/uplot/dist/uPlot.min.css";
-
 async function read(rel: string): Promise<Uint8Array> {
-  const path = here(rel);
+  const path = fileURLToPath(new URL(rel, import.meta.url));
   try {
     return new Uint8Array(await readFile(path));
   } catch (e) {
-    const hint = rel.includes("node_modules")
-      ? " (run npm install: uPlot comes from the uplot package)"
-      : "";
-    throw new Error(`dashboard asset ${path} cannot be read: ${(e as Error).message}${hint}`);
+    throw new Error(`dashboard asset ${path} cannot be read: ${(e as Error).message}`);
   }
 }
 
-/** uPlot's script and stylesheet as text, for pages that must work offline (report.html). */
-export async function readUplot(): Promise<{ js: string; css: string }> {
-  const dec = new TextDecoder();
-  const [js, css] = await Promise.all([read(UPLOT_JS), read(UPLOT_CSS)]);
-  return { js: dec.decode(js), css: dec.decode(css) };
-}
-
 export async function loadAssets(): Promise<Assets> {
-  const files: [string, string, string][] = [
-    ["/", "./dashboard/index.html", "text/html; charset=utf-8"],
-    ["/dashboard/app.js", "./dashboard/app.js", "text/javascript; charset=utf-8"],
-    ["/dashboard/style.css", "./dashboard/style.css", "text/css; charset=utf-8"],
-    ["/vendor/uPlot.iife.min.js", UPLOT_JS, "text/javascript; charset=utf-8"],
-    ["/vendor/uPlot.min.css", UPLOT_CSS, "text/css; charset=utf-8"],
+  const files: [string, () => Promise<Uint8Array>, string][] = [
+    ["/", () => read("./dashboard/index.html"), "text/html; charset=utf-8"],
+    ["/dashboard/app.js", () => read("./dashboard/app.js"), "text/javascript; charset=utf-8"],
+    ["/dashboard/style.css", () => read("./dashboard/style.css"), "text/css; charset=utf-8"],
+    ["/vendor/uPlot.iife.min.js", () => readUplotFile("js"), "text/javascript; charset=utf-8"],
+    ["/vendor/uPlot.min.css", () => readUplotFile("css"), "text/css; charset=utf-8"],
   ];
   const out: Assets = {};
-  for (const [url, rel, type] of files) out[url] = { body: await read(rel), type };
+  for (const [url, load, type] of files) out[url] = { body: await load(), type };
   return out;
 }

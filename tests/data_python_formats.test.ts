@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
-import { loadDictionary } from "../data/dictionary_formats.ts";
+import { loadDictionary } from "../sae/io/dictionary_formats.ts";
 import { memmapCacheStream, tokensPath } from "../data/memmap_cache.ts";
 import { PickleError, type PyValue, unpickle } from "../data/pickle.ts";
 import type { RowStream } from "../data/row_stream.ts";

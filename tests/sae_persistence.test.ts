@@ -15,7 +15,7 @@ import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io.ts";
 import { initParams, type SaeParams } from "../sae/params.ts";
 import { loadCheckpoint, saveCheckpoint } from "../sae/checkpoint.ts";
 import { runTraining } from "../sae/driver.ts";
-import { syntheticData } from "../sae/sources.ts";
+import { syntheticData } from "../data/sources.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "../sae/train_config.ts";
 import { stateTensors, type TrainState } from "../sae/train.ts";
 import { makeSynthetic } from "../data/synthetic.ts";

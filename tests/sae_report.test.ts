@@ -6,7 +6,7 @@ import { join } from "node:path";
 import * as t from "../mod.ts";
 import { main } from "../sae/cli.ts";
 import { renderReport } from "../sae/report.ts";
-import { readUplot } from "../server/assets.ts";
+import { readUplot } from "../sae/eval/uplot.ts";
 import { loadDictionary } from "../server/dictionary.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 

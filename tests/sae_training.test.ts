@@ -11,7 +11,7 @@ import type { Batch } from "../sae/architecture.ts";
 import { type ArchName, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
 import { runTraining } from "../sae/driver.ts";
 import { evaluate } from "../sae/metrics.ts";
-import { type DataSource, syntheticData } from "../sae/sources.ts";
+import { type DataSource, syntheticData } from "../data/sources.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "../sae/train_config.ts";
 import { featureRecovery, featureSlice, makeSynthetic } from "../data/synthetic.ts";
 import { assert, test } from "./harness.ts";

@@ -7,7 +7,7 @@ import { ROW_K_MAX } from "../tensor/webgpu/topk.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { runTraining } from "../sae/driver.ts";
 import { evaluate } from "../sae/metrics.ts";
-import { syntheticData } from "../sae/sources.ts";
+import { syntheticData } from "../data/sources.ts";
 import { resolveTrainConfig } from "../sae/train_config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
 import { featureRecovery, makeSynthetic } from "../data/synthetic.ts";

@@ -3,14 +3,14 @@
  * an .npy file; dictionaries (dictionary_learning ae.pt, sparsify, SAELens) → a SAELens folder.
  * Activations stream through in bounded chunks (an .npy output is assembled in memory).
  */
-import { dispose } from "../tensor/scope.ts";
-import { saveSae } from "../sae/io.ts";
-import { createStoreWriter, type Manifest, type StoreDType } from "./arrow_store.ts";
+import { dispose } from "../../tensor/scope.ts";
+import { saveSae } from "../io.ts";
+import { createStoreWriter, type Manifest, type StoreDType } from "../../data/arrow_store.ts";
 import { detectDictionary, loadDictionary } from "./dictionary_formats.ts";
-import { detectActivations, openActivations, splitSpec } from "./formats.ts";
-import { saveNpy } from "./npy.ts";
-import { rowSize } from "./row_stream.ts";
-import { adoptHostArray } from "./safetensors.ts";
+import { detectActivations, openActivations, splitSpec } from "../../data/formats.ts";
+import { saveNpy } from "../../data/npy.ts";
+import { rowSize } from "../../data/row_stream.ts";
+import { adoptHostArray } from "../../data/safetensors.ts";
 
 export interface ConvertOptions {
   /** Store dtype (default: the input's f32/f16/bf16, else f32). */

@@ -17,14 +17,14 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { cast } from "../tensor/ops/elementwise.ts";
-import { contiguous, transpose } from "../tensor/ops/shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { type ArchName, ConfigError, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
-import { loadSae, type SavedSae } from "../sae/io.ts";
-import type { SaeParams } from "../sae/params.ts";
-import { loadSafetensors } from "./safetensors.ts";
-import { loadTorch } from "./torch_pt.ts";
+import { cast } from "../../tensor/ops/elementwise.ts";
+import { contiguous, transpose } from "../../tensor/ops/shape.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { type ArchName, ConfigError, resolveConfig, type SaeConfigInput } from "../config.ts";
+import { loadSae, type SavedSae } from "../io.ts";
+import type { SaeParams } from "../params.ts";
+import { loadSafetensors } from "../../data/safetensors.ts";
+import { loadTorch } from "../../data/torch_pt.ts";
 
 export class DictionaryFormatError extends Error {
   override name = "DictionaryFormatError";

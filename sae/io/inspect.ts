@@ -5,13 +5,19 @@
  * renders it as text.
  */
 import { existsSync } from "node:fs";
-import { norm } from "../tensor/ops/reduce.ts";
-import { dispose } from "../tensor/scope.ts";
-import { readManifest, verifyStore } from "./arrow_store.ts";
+import { norm } from "../../tensor/ops/reduce.ts";
+import { dispose } from "../../tensor/scope.ts";
+import { readManifest, verifyStore } from "../../data/arrow_store.ts";
 import { detectDictionary, loadDictionary } from "./dictionary_formats.ts";
-import { detectActivations, openActivations, splitSpec } from "./formats.ts";
-import { rowSize } from "./row_stream.ts";
-import { type Moments, welfordFinish, welfordInit, welfordMerge, welfordOf } from "./welford.ts";
+import { detectActivations, openActivations, splitSpec } from "../../data/formats.ts";
+import { rowSize } from "../../data/row_stream.ts";
+import {
+  type Moments,
+  welfordFinish,
+  welfordInit,
+  welfordMerge,
+  welfordOf,
+} from "../../data/welford.ts";
 
 export interface InspectOptions {
   /** Verify an Arrow store's sha256 checksums (reads every shard). */
@@ -47,7 +53,7 @@ export async function inspectPath(
     const s = await loadDictionary(path);
     const p = s.params as unknown as Record<
       string,
-      import("../tensor/tensor.ts").Tensor | undefined
+      import("../../tensor/tensor.ts").Tensor | undefined
     >;
     const n = await norm(s.params.W_dec, -1).data();
     const sorted = Float64Array.from(n).sort();

@@ -6,11 +6,16 @@ import type { Tensor } from "../tensor/tensor.ts";
 import * as random from "../tensor/random.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { take } from "../tensor/ops/shape.ts";
-import type { SyntheticSource } from "../data/synthetic.ts";
-import type { Batch } from "./architecture.ts";
-import type { RowStream } from "../data/row_stream.ts";
-import { ShuffleBuffer } from "../data/shuffle_buffer.ts";
-import { adoptHostArray } from "../data/safetensors.ts";
+import type { SyntheticSource } from "./synthetic.ts";
+import type { RowStream } from "./row_stream.ts";
+import { ShuffleBuffer } from "./shuffle_buffer.ts";
+import { adoptHostArray } from "./safetensors.ts";
+
+/** A training batch: inputs, and the targets when they differ (transcoders). */
+export interface Batch {
+  x: Tensor;
+  y?: Tensor;
+}
 
 export interface DataSource {
   batch(index: number, size: number): Batch;
