@@ -8,8 +8,8 @@
 import process from "node:process";
 import * as t from "../mod.ts";
 import { type ArchName, resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const arch = argv[0] ?? "topk", steps = Number(argv[1] ?? 4), WARMUP = 4;

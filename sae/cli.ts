@@ -6,16 +6,16 @@ import process from "node:process";
 import { readFile } from "node:fs/promises";
 import * as t from "../mod.ts";
 import { type ArchName, ARCHS, ConfigError, resolveConfig } from "./config.ts";
-import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
-import { runTraining } from "./driver.ts";
+import { resolveTrainConfig, type TrainConfigInput } from "./train/config.ts";
+import { runTraining } from "./train/driver.ts";
 import { type DataSource, syntheticData } from "../data/sources.ts";
-import { loadSae } from "./io.ts";
-import { evaluate, formatMetricsTable } from "./metrics.ts";
-import type { Batch } from "./architecture.ts";
+import { loadSae } from "./io/saelens.ts";
+import { evaluate, formatMetricsTable } from "./eval/metrics.ts";
+import type { Batch } from "./arch/architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
 import { dataCommand } from "./io/commands.ts";
-import { isCrosscoderArch } from "./crosscoder_config.ts";
+import { isCrosscoderArch } from "./crosscoder/config.ts";
 import {
   CROSSCODER_FLAGS,
   CROSSCODER_HELP,
@@ -24,9 +24,9 @@ import {
   crosscoderReport,
   pairedConfig,
   pairedSource,
-} from "./crosscoder_cli.ts";
+} from "./crosscoder/cli.ts";
 import type { PairedConfig } from "../data/synthetic.ts";
-import { writeRunExtras } from "./report.ts";
+import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
 
 class UsageError extends Error {}

@@ -4,7 +4,7 @@ import {
   type CrosscoderFields,
   isCrosscoderArch,
   resolveCrosscoderFields,
-} from "./crosscoder_config.ts";
+} from "./crosscoder/config.ts";
 
 export type ArchName =
   | "relu"
@@ -32,7 +32,7 @@ export const ARCHS: readonly ArchName[] = [
   "dfc",
 ];
 
-/** Crosscoders (crosscoder_config.ts) add their fields; the other architectures leave them unset. */
+/** Crosscoders (crosscoder/config.ts) add their fields; the other architectures leave them unset. */
 export interface SaeConfig extends Partial<CrosscoderFields> {
   arch: ArchName;
   d_in: number;

@@ -1,5 +1,5 @@
 /**
- * A loaded dictionary as the server sees it: the SAELens folder (sae/io.ts) plus the optional
+ * A loaded dictionary as the server sees it: the SAELens folder (sae/io/saelens.ts) plus the optional
  * dashboard files beside it, and the three computations the API needs (encode, decode,
  * reconstruct) over host rows. Every tensor made here is released before the call returns, so a
  * long-running server holds flat memory.
@@ -19,12 +19,12 @@ import { reshape, sliceAxis } from "../tensor/ops/shape.ts";
 import { dispose, tidy } from "../tensor/scope.ts";
 import { getBackend } from "../tensor/registry.ts";
 import { loadNpy } from "../data/npy.ts";
-import { loadSae, type SavedSae } from "../sae/io.ts";
-import { architecture } from "../sae/architectures.ts";
+import { loadSae, type SavedSae } from "../sae/io/saelens.ts";
+import { architecture } from "../sae/arch/registry.ts";
 import { asCoo, type Code, decodeWith } from "../sae/code.ts";
-import { DENSITY_EDGES } from "../sae/metrics.ts";
+import { DENSITY_EDGES } from "../sae/eval/metrics.ts";
 import { isSet } from "../sae/threshold.ts";
-import { isCrosscoder } from "../sae/crosscoder_config.ts";
+import { isCrosscoder } from "../sae/crosscoder/config.ts";
 import { ConfigError } from "../sae/config.ts";
 
 export interface TopExample {
@@ -314,7 +314,7 @@ export function reconstructionTarget(
   return out;
 }
 
-/** Mean over rows of Σ_d (x − x̂)² (as sae/metrics.ts defines mse), mean cosine (0 for a zero row), mean L0. */
+/** Mean over rows of Σ_d (x − x̂)² (as sae/eval/metrics.ts defines mse), mean cosine (0 for a zero row), mean L0. */
 export function rowMetrics(
   x: Float32Array,
   xhat: Float32Array,

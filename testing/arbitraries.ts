@@ -11,7 +11,7 @@ import * as random from "../tensor/random.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { abs, cast } from "../tensor/ops/elementwise.ts";
 import { treeMap } from "../autodiff/tree.ts";
-import { architecture } from "../sae/architectures.ts";
+import { architecture } from "../sae/arch/registry.ts";
 import {
   type ArchName,
   ARCHS,
@@ -19,9 +19,9 @@ import {
   type SaeConfig,
   type SaeConfigInput,
 } from "../sae/config.ts";
-import { CODE_NORMS, isCrosscoderArch } from "../sae/crosscoder_config.ts";
-import { makePartition, type Partition } from "../sae/partition.ts";
-import { maskParams } from "../sae/grad_mask.ts";
+import { CODE_NORMS, isCrosscoderArch } from "../sae/crosscoder/config.ts";
+import { makePartition, type Partition } from "../sae/crosscoder/partition.ts";
+import { maskParams } from "../sae/crosscoder/grad_mask.ts";
 import type { SaeParams } from "../sae/params.ts";
 import { Tensor as TensorClass } from "../tensor/tensor.ts";
 

@@ -12,7 +12,7 @@ import type { RowStream } from "../data/row_stream.ts";
 import { saelensCacheStream } from "../data/saelens_cache.ts";
 import { loadTorch, parseTorch, TorchFileError } from "../data/torch_pt.ts";
 import { crc32, readZip } from "../data/zip.ts";
-import { architecture } from "../sae/architectures.ts";
+import { architecture } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
 import { main } from "../sae/cli.ts";
-import { renderReport } from "../sae/report.ts";
+import { renderReport } from "../sae/eval/report.ts";
 import { readUplot } from "../sae/eval/uplot.ts";
 import { loadDictionary } from "../server/dictionary.ts";
 import { assert, assertEquals, test } from "./harness.ts";

@@ -4,7 +4,7 @@
  * Activations stream through in bounded chunks (an .npy output is assembled in memory).
  */
 import { dispose } from "../../tensor/scope.ts";
-import { saveSae } from "../io.ts";
+import { saveSae } from "./saelens.ts";
 import { createStoreWriter, type Manifest, type StoreDType } from "../../data/arrow_store.ts";
 import { detectDictionary, loadDictionary } from "./dictionary_formats.ts";
 import { detectActivations, openActivations, splitSpec } from "../../data/formats.ts";

@@ -13,7 +13,7 @@
  *     MatryoshkaBatchTopKSAE k, threshold, group_sizes, W_enc, b_enc, W_dec, b_dec      → matryoshka
  * - sparsify `sae.safetensors` + `cfg.json` (encoder.weight [F, d], encoder.bias, W_dec [F, d],
  *   b_dec; TopK over ReLU(pre) with b_dec subtracted from the input unless it is a transcoder).
- * - SAELens folders (`cfg.json` + `sae_weights.safetensors`): our native layout (sae/io.ts).
+ * - SAELens folders (`cfg.json` + `sae_weights.safetensors`): our native layout (sae/io/saelens.ts).
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -21,7 +21,7 @@ import { cast } from "../../tensor/ops/elementwise.ts";
 import { contiguous, transpose } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { type ArchName, ConfigError, resolveConfig, type SaeConfigInput } from "../config.ts";
-import { loadSae, type SavedSae } from "../io.ts";
+import { loadSae, type SavedSae } from "./saelens.ts";
 import type { SaeParams } from "../params.ts";
 import { loadSafetensors } from "../../data/safetensors.ts";
 import { loadTorch } from "../../data/torch_pt.ts";
