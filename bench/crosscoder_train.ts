@@ -13,10 +13,10 @@ import { existsSync } from "node:fs";
 import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { dfcPartition } from "../sae/crosscoder/config.ts";
 import { maskGradients } from "../sae/crosscoder/grad_mask.ts";
 import { resolveTrainConfig } from "../sae/train/config.ts";
 import { msPerTrainStep } from "./train_timer.ts";
+import { dfcPartition } from "../sae/arch/registry.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const json = argv.includes("--json");

@@ -2,7 +2,7 @@
 export * from "./config.ts";
 export * from "./train/config.ts";
 export type * from "./arch/architecture.ts";
-export { architecture, ARCHITECTURES } from "./arch/registry.ts";
+export * from "./arch/registry.ts";
 export * from "./params.ts";
 export * from "./code.ts";
 export * from "./arch/losses.ts";

@@ -27,6 +27,7 @@ import {
   type ServedDictionary,
   sparseFromDense,
   type SparseRow,
+  sparsityInfo,
 } from "./dictionary.ts";
 import { openApiDocument } from "./openapi.ts";
 import {
@@ -193,11 +194,7 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
       d_in,
       d_sae,
       d_out,
-      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(cfg.arch)
-        ? { k: cfg.k }
-        : {}),
-      ...(threshold !== undefined ? { threshold } : {}),
-      ...(cfg.arch === "jumprelu" ? { threshold: "per feature (see /v1/features/:id)" } : {}),
+      ...sparsityInfo(cfg, threshold),
       dtype: params.W_enc.dtype,
       backend: dict.backend,
       apply_b_dec_to_input: cfg.apply_b_dec_to_input,

@@ -6,9 +6,8 @@
 import fc from "fast-check";
 import * as t from "../mod.ts";
 import type { LossAux, LossContext } from "../sae/arch/architecture.ts";
-import { architecture } from "../sae/arch/registry.ts";
+import { architecture, dfcPartition } from "../sae/arch/registry.ts";
 import type { SaeConfig } from "../sae/config.ts";
-import { dfcPartition } from "../sae/crosscoder/config.ts";
 import {
   forbiddenSpans,
   maskGradients,

@@ -5,8 +5,7 @@ import { topkSae } from "../sae/arch/topk.ts";
 import { reluSae } from "../sae/arch/relu.ts";
 import { unitRows } from "../sae/params.ts";
 import { projectDecoderGrad } from "../sae/train/step.ts";
-import { ARCHITECTURES } from "../sae/arch/registry.ts";
-import { isCrosscoderArch } from "../sae/crosscoder/config.ts";
+import { ARCHITECTURES, isCrosscoderArch } from "../sae/arch/registry.ts";
 
 /** f64 SAE parameters and inputs from one seed. */
 function randomSae(seed: number, d: number, F: number, B: number) {

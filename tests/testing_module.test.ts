@@ -3,8 +3,8 @@
 // partitions), and the README's example properties run as written.
 import fc from "fast-check";
 import * as t from "../mod.ts";
-import { ARCHS } from "../sae/config.ts";
 import { assert, assertEquals, test } from "./harness.ts";
+import { ARCHS } from "../sae/arch/registry.ts";
 
 const { testing, sae } = t;
 

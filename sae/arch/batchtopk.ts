@@ -4,7 +4,7 @@
  * threshold θ (tracked by the training step, see train/threshold). AuxK as for TopK.
  */
 import { cast, gt, mul, relu } from "../../tensor/ops/elementwise.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { preActivations } from "./topk_encode.ts";
 import { batchTopkEncode, batchTopkSelect } from "./topk_encode.ts";
@@ -13,6 +13,17 @@ import { initParams } from "../params.ts";
 import { single } from "../threshold.ts";
 
 export const batchTopkSae: Architecture = {
+  sparsity: "batchtopk",
+  thresholdUse: "learned",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  // SAELens runs a BatchTopK SAE at inference as a JumpReLU with a uniform θ.
+  saelensName: "jumprelu",
+  defaults: { reference: 'dictionary_learning (threshold_ema "saelens": SAELens\' θ update)' },
+  paramShapes: (cfg) => saeShapes(cfg),
+  target: targetOrInput,
   init: initParams,
   encode(p, x, cfg): Code {
     const coo = batchTopkEncode(

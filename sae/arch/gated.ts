@@ -7,7 +7,8 @@
 import type { Tensor } from "../../tensor/tensor.ts";
 import { add, exp, mul, relu, step, stopGradient, sub } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
+import { zeros } from "../../tensor/ops/create.ts";
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import { l1Penalty, reconstruction } from "./losses.ts";
@@ -21,7 +22,25 @@ function paths(p: SaeParams, x: Tensor, cfg: SaeConfig): { gate: Tensor; f: Tens
 }
 
 export const gatedSae: Architecture = {
-  init: initParams,
+  sparsity: "gated",
+  thresholdUse: "none",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "gated",
+  defaults: { reference: "dictionary_learning", l1_coefficient: 1, lr: 5e-5, b1: 0 },
+  paramShapes: (cfg) =>
+    saeShapes(cfg, { b_gate: [cfg.d_sae], b_mag: [cfg.d_sae], r_mag: [cfg.d_sae] }),
+  target: targetOrInput,
+  init: (key, cfg) =>
+    initParams(key, cfg, {
+      own: ({ d_sae }) => ({
+        b_gate: zeros([d_sae]),
+        b_mag: zeros([d_sae]),
+        r_mag: zeros([d_sae]),
+      }),
+    }),
   encode: (p, x, cfg): Code => ({ kind: "dense", f: paths(p, x, cfg).f }),
   encodeInference: (p, x, cfg): Code => ({ kind: "dense", f: paths(p, x, cfg).f }),
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

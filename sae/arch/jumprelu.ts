@@ -20,7 +20,8 @@ import {
   sub,
 } from "../../tensor/ops/elementwise.ts";
 import { mean, sum } from "../../tensor/ops/reduce.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
+import { full, zeros } from "../../tensor/ops/create.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { reconstruction } from "./losses.ts";
 import { preActivations } from "./topk_encode.ts";
@@ -56,7 +57,29 @@ export function jumpStep(pre: Tensor, theta: Tensor, eps: number): Tensor {
 }
 
 export const jumpReluSae: Architecture = {
-  init: initParams,
+  sparsity: "jumprelu",
+  thresholdUse: "parameter",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "jumprelu",
+  defaults: {
+    reference: "dictionary_learning (SAELens uses ε 0.05)",
+    l1_coefficient: 1,
+    apply_b_dec_to_input: false,
+    lr: 7e-5,
+    b1: 0,
+  },
+  paramShapes: (cfg) => saeShapes(cfg, { b_enc: [cfg.d_sae], threshold: [cfg.d_sae] }),
+  target: targetOrInput,
+  init: (key, cfg) =>
+    initParams(key, cfg, {
+      own: (c) => ({
+        b_enc: zeros([c.d_sae]),
+        threshold: full([c.d_sae], c.jumprelu_init_threshold),
+      }),
+    }),
   encode(p, x, cfg): Code {
     const pre = preActivations(x, p.W_enc, p.b_enc!, cfg.apply_b_dec_to_input ? p.b_dec : null);
     return { kind: "dense", f: jumpRelu(pre, p.threshold!, cfg.jumprelu_bandwidth) };

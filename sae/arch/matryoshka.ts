@@ -6,7 +6,7 @@
  */
 import type { Tensor } from "../../tensor/tensor.ts";
 import { add, cast, lt, mul } from "../../tensor/ops/elementwise.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { reconstruction } from "./losses.ts";
 import { batchTopkSae } from "./batchtopk.ts";
@@ -14,7 +14,48 @@ import { batchTopkSelect } from "./topk_encode.ts";
 import { topkFamilyLoss } from "./topk.ts";
 import { initParams } from "../params.ts";
 
+/** Doubling group sizes (F/2^m … F/4, F/2 reversed: small groups first) as in the Matryoshka papers' defaults. */
+function defaultGroups(F: number): number[] {
+  const out: number[] = [];
+  let size = Math.max(1, Math.floor(F / 16)), used = 0;
+  while (used + size < F) {
+    out.push(size);
+    used += size;
+    size *= 2;
+  }
+  out.push(F - used);
+  return out;
+}
+
 export const matryoshkaSae: Architecture = {
+  sparsity: "batchtopk",
+  thresholdUse: "learned",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: true,
+  ghostGrads: false,
+  saelensName: "jumprelu",
+  defaults: { reference: "dictionary_learning's trainer", matryoshka_groups: defaultGroups },
+  paramShapes: (cfg) => saeShapes(cfg),
+  target: targetOrInput,
+  check(cfg, fail) {
+    cfg.matryoshka_groups.forEach((g, i) => {
+      if (typeof g !== "number" || !Number.isInteger(g) || g <= 0) {
+        fail(
+          `sae config: matryoshka_groups[${i}] must be a positive integer, got ${
+            JSON.stringify(g)
+          }`,
+        );
+      }
+    });
+    if (cfg.matryoshka_groups.reduce((a, b) => a + b, 0) !== cfg.d_sae) {
+      fail(
+        `sae config: matryoshka_groups ${
+          JSON.stringify(cfg.matryoshka_groups)
+        } must sum to d_sae = ${cfg.d_sae}`,
+      );
+    }
+  },
   init: initParams,
   encode: batchTopkSae.encode,
   encodeInference: batchTopkSae.encodeInference,

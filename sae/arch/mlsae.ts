@@ -9,7 +9,7 @@ import { add, div, mul, sqrt, square, stopGradient, sub } from "../../tensor/ops
 import { mean, sum, variance } from "../../tensor/ops/reduce.ts";
 import { reshape } from "../../tensor/ops/shape.ts";
 import { fmt, ShapeError } from "../../tensor/shape.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { auxTerm, encodeWithAux, topkSae } from "./topk.ts";
 import { topkSelect } from "./topk_encode.ts";
@@ -39,6 +39,17 @@ export function layerFvu(x: Tensor, xhat: Tensor): Tensor {
 }
 
 export const mlsae: Architecture = {
+  sparsity: "topk",
+  thresholdUse: "none",
+  input: "layers",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "topk",
+  defaults: { reference: "Lawson et al. 2024" },
+  paramShapes: (cfg) => saeShapes(cfg),
+  /** Each layer's standardised vector, one row each: [B·L, d]. */
+  target: (b, cfg) => reshape(standardize(b.x), [-1, cfg.d_in]),
   init: initParams,
   encode: (p, x, cfg): Code => topkSae.encode(p, flatTokens(x, cfg), cfg),
   encodeInference: (p, x, cfg): Code => topkSae.encode(p, flatTokens(x, cfg), cfg),

@@ -6,7 +6,7 @@
 import type { Tensor } from "../../tensor/tensor.ts";
 import { add, mul, relu, sub } from "../../tensor/ops/elementwise.ts";
 import { ghostLoss } from "../train/ghost.ts";
-import type { Architecture } from "./architecture.ts";
+import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { l1Penalty, reconstruction } from "./losses.ts";
 import { initParams, type SaeParams } from "../params.ts";
@@ -21,7 +21,22 @@ export function reluCode(p: SaeParams, x: Tensor, cfg: SaeConfig): Tensor {
 }
 
 export const reluSae: Architecture = {
-  init: initParams,
+  sparsity: "l1",
+  thresholdUse: "none",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: true,
+  saelensName: "standard",
+  defaults: {
+    reference: 'dictionary_learning "standard"; decoder-norm L1: SAELens / DL April update',
+    // The decoder-norm penalty already weights by ‖W_dec‖, so the decoder is not constrained.
+    optimizer: (cfg) => cfg.l1_variant === "decoder_norm" ? "adam" : "constrained_adam",
+    geometric_median_init: true,
+  },
+  paramShapes: (cfg) => saeShapes(cfg),
+  target: targetOrInput,
+  init: (key, cfg) => initParams(key, cfg, { scale: 0.1 }),
   encode: (p, x, cfg): Code => ({ kind: "dense", f: reluCode(p, x, cfg) }),
   encodeInference: (p, x, cfg): Code => ({ kind: "dense", f: reluCode(p, x, cfg) }),
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),

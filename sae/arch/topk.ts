@@ -7,7 +7,7 @@
 import type { Tensor } from "../../tensor/tensor.ts";
 import { add, mul, stopGradient, sub, where } from "../../tensor/ops/elementwise.ts";
 import type { Coo } from "../../tensor/ops/sparse.ts";
-import type { Architecture, LossContext } from "./architecture.ts";
+import { type Architecture, type LossContext, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import { auxkLoss, auxkLossSaeLens, reconstruction } from "./losses.ts";
@@ -84,6 +84,16 @@ export function topkFamilyLoss(
 }
 
 export const topkSae: Architecture = {
+  sparsity: "topk",
+  thresholdUse: "none",
+  input: "rows",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "topk",
+  defaults: { reference: 'dictionary_learning (auxk_variant "saelens": SAELens\' AuxK)' },
+  paramShapes: (cfg) => saeShapes(cfg),
+  target: targetOrInput,
   init: initParams,
   encode(p, x, cfg): Code {
     const [coo] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), [

@@ -4,10 +4,19 @@
  * target y, never with x. No b_dec on the input by default (the spaces differ).
  */
 import type { Architecture } from "./architecture.ts";
+import { initParams } from "../params.ts";
 import { topkSae } from "./topk.ts";
 
 export const transcoder: Architecture = {
   ...topkSae,
+  needsTargets: true,
+  defaults: { reference: 'dictionary_learning\'s "MLP stretcher"', apply_b_dec_to_input: false },
+  check(cfg, fail) {
+    if (cfg.apply_b_dec_to_input && cfg.d_out !== cfg.d_in) {
+      fail(`sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${cfg.d_in})`);
+    }
+  },
+  init: (key, cfg) => initParams(key, cfg, { ownEncoder: true }),
   loss(p, batch, cfg, ctx) {
     if (!batch.y) {
       throw new TypeError("transcoder loss: the batch needs targets y (the output activations)");

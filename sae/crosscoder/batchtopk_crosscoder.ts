@@ -26,7 +26,12 @@ import { topk } from "../../tensor/ops/index.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { concat, expandDims, reshape, sliceAxis, take } from "../../tensor/ops/shape.ts";
 import type { Coo } from "../../tensor/ops/sparse.ts";
-import type { Architecture, LossAux, LossContext } from "../arch/architecture.ts";
+import {
+  type Architecture,
+  type LossAux,
+  type LossContext,
+  targetOrInput,
+} from "../arch/architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
@@ -35,13 +40,15 @@ import { auxTerm, encodeWithAux, topkFamilyLoss } from "../arch/topk.ts";
 import {
   codeWeights,
   crosscoderRecon,
+  crosscoderShapes,
   decodeCrosscoder,
   flatInput,
   flatParams,
   initCrosscoder,
   perInputWeights,
 } from "./crosscoder.ts";
-import { perInput, perInputThreshold, single, type Threshold } from "../threshold.ts";
+import { resolveCrosscoderFields } from "./config.ts";
+import { perInput, single, type Threshold } from "../threshold.ts";
 
 /**
  * The `total` entries of the batch with the largest f·w, keeping f = ReLU(pre) as the values.
@@ -79,7 +86,8 @@ export function decoupledBatchTopkSelect(pre: Tensor, wL: Tensor, total: number)
 export const entryInputs = (inputs: number, total: number, like: Tensor): Tensor =>
   floorDiv(arange(0, inputs * total, 1, "i32", like.backend), total);
 
-const decoupled = (cfg: SaeConfig) => perInputThreshold(cfg);
+/** One selection and one θ per input. */
+const decoupled = (cfg: SaeConfig) => cfg.code_norm === "decoupled";
 
 /** The decoupled code and, when features are dead, AuxK's shared code over them, from one encoder matmul. */
 function encodeDecoupled(
@@ -177,7 +185,22 @@ function decoupledLoss(
 }
 
 export const batchTopkCrosscoder: Architecture = {
-  init: initCrosscoder,
+  sparsity: "batchtopk",
+  thresholdUse: "learned",
+  input: "inputs",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "batchtopk_crosscoder",
+  defaults: {
+    reference: "crosscoder_learning's BatchTopKCrossCoder (DL's TopK lr, AuxK, θ)",
+    apply_b_dec_to_input: false,
+    optimizer: () => "adam",
+  },
+  paramShapes: crosscoderShapes,
+  target: targetOrInput,
+  resolve: (c, fail) => resolveCrosscoderFields(c, fail),
+  init: (key, cfg) => initCrosscoder(key, cfg),
   encode: (p, x, cfg) => encodeTrain(p, x, cfg),
   encodeInference: (
     p,

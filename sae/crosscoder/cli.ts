@@ -6,7 +6,7 @@
 import type { SaeConfig, SaeConfigInput } from "../config.ts";
 import type { Batch } from "../arch/architecture.ts";
 import type { SaeParams } from "../params.ts";
-import { CODE_NORMS, type CodeNorm, dfcPartition } from "./config.ts";
+import { CODE_NORMS, type CodeNorm } from "./config.ts";
 import { isSet, type Threshold } from "../threshold.ts";
 import { evaluateCrosscoder } from "./eval.ts";
 import { partitionSizes } from "./partition.ts";
@@ -17,7 +17,9 @@ import {
   type SyntheticConfig,
 } from "../../data/synthetic.ts";
 import { pairedData } from "./paired_source.ts";
+import { snakeKeys } from "../io/file_keys.ts";
 import type { DataSource } from "../../data/sources.ts";
+import { dfcPartition } from "../arch/registry.ts";
 
 export const CROSSCODER_FLAGS = ["inputs", "shares", "code-norm", "recon", "synthetic-exclusive"];
 
@@ -132,7 +134,7 @@ export async function crosscoderReport(
     const rel = await relativeDecoderNorms(params.W_dec);
     const counts = exclusiveCounts(rel);
     const h = histogram(rel, { bins: 10 });
-    json.relative_norm = { ...counts, histogram: h.counts };
+    json.relative_norm = snakeKeys({ ...counts, histogram: h.counts });
     lines.push(`relative decoder norm ‖B‖/(‖A‖+‖B‖), 10 bins over [0, 1]: ${h.counts.join(" ")}`);
     lines.push(
       `effectively exclusive (r < 0.1 / r > 0.9): A ${counts.onlyA}, B ${counts.onlyB}; shared ${counts.shared}; no decoder ${counts.noDecoder}`,
@@ -140,7 +142,7 @@ export async function crosscoderReport(
     const part = dfcPartition(cfg);
     if (part) {
       const usage = partitionUsage(part, m, rel);
-      json.partition_usage = usage;
+      json.partition_usage = usage.map(snakeKeys);
       for (const u of usage) {
         lines.push(
           `  ${u.set.padEnd(12)} ${

@@ -1,8 +1,6 @@
 /** Configuration fields of the crosscoder family (crosscoder, batchtopk-crosscoder, dfc) and their defaults. */
-import type { ArchName, SaeConfig, SaeConfigInput } from "../config.ts";
-import { makePartition, type Partition, PartitionError } from "./partition.ts";
-
-export const CROSSCODER_ARCHS: readonly ArchName[] = ["crosscoder", "batchtopk-crosscoder", "dfc"];
+import type { SaeConfigInput } from "../config.ts";
+import { makePartition, PartitionError } from "./partition.ts";
 
 /**
  * Weight w_i of feature i in the sparsity penalty and the BatchTopK selection (crosscoder_learning's
@@ -25,14 +23,14 @@ export interface CrosscoderFields {
   dfc_shares: number[];
 }
 
-export const isCrosscoderArch = (arch: string): boolean =>
-  (CROSSCODER_ARCHS as readonly string[]).includes(arch);
-export const isCrosscoder = (cfg: Pick<SaeConfig, "arch">): boolean => isCrosscoderArch(cfg.arch);
-
-/** Defaults and validation; the thrower is config.ts's ConfigError (passed in to avoid an import cycle). */
+/**
+ * Defaults and validation; the thrower is config.ts's ConfigError (passed in: config.ts reaches the
+ * architectures through the registry). `partitioned` (DFC): the shares must make a partition.
+ */
 export function resolveCrosscoderFields(
   c: SaeConfigInput,
   fail: (msg: string) => never,
+  o: { partitioned?: boolean } = {},
 ): CrosscoderFields {
   const L = c.n_inputs ?? (c.dfc_shares ? c.dfc_shares.length : 2);
   if (!Number.isInteger(L) || L < 1) {
@@ -58,7 +56,7 @@ export function resolveCrosscoderFields(
       `sae config: dfc_shares must have one share per input (${L}), got ${JSON.stringify(shares)}`,
     );
   }
-  if (c.arch === "dfc") {
+  if (o.partitioned) {
     try {
       makePartition(c.d_sae, shares);
     } catch (e) {
@@ -79,9 +77,4 @@ export function resolveCrosscoderFields(
     crosscoder_recon: recon,
     dfc_shares: shares,
   };
-}
-
-/** The DFC partition a config describes (null for the other architectures). */
-export function dfcPartition(cfg: SaeConfig): Partition | null {
-  return cfg.arch === "dfc" ? makePartition(cfg.d_sae, cfg.dfc_shares!) : null;
 }

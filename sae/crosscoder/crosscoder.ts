@@ -19,12 +19,13 @@ import { contiguous, reshape, sliceAxis, stack, transpose } from "../../tensor/o
 import { dispose } from "../../tensor/scope.ts";
 import { geometricMedian } from "../train/geometric_median.ts";
 import { fmt, ShapeError } from "../../tensor/shape.ts";
-import type { Architecture } from "../arch/architecture.ts";
+import { type Architecture, targetOrInput } from "../arch/architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { spmm } from "../../tensor/ops/sparse.ts";
 import type { SaeConfig } from "../config.ts";
 import { type SaeParams, unitRows } from "../params.ts";
-import { dfcPartition } from "./config.ts";
+import { resolveCrosscoderFields } from "./config.ts";
+import type { Partition } from "./partition.ts";
 import { maskParams } from "./grad_mask.ts";
 import { reconstruction } from "../arch/losses.ts";
 
@@ -40,16 +41,20 @@ export function crosscoderShapes(
 
 /**
  * Decoder rows W_dec[l, i] random with unit norm × scale (0.1 for the L1-trained crosscoder, as
- * dictionary_learning scales its ReLU SAE; 1 for the BatchTopK family, crosscoder_learning's
- * norm_init_scale), the encoder their transpose, zero biases; a DFC's forbidden entries zeroed.
+ * dictionary_learning scales its ReLU SAE; 1 by default: the BatchTopK family, crosscoder_learning's
+ * norm_init_scale), the encoder their transpose, zero biases; a partition's forbidden entries
+ * (DFC) zeroed.
  */
-export function initCrosscoder(key: PRNGKey, cfg: SaeConfig): SaeParams {
+export function initCrosscoder(
+  key: PRNGKey,
+  cfg: SaeConfig,
+  o: { scale?: number; partition?: Partition } = {},
+): SaeParams {
   const [L, d, F] = [inputsOf(cfg), cfg.d_in, cfg.d_sae];
-  const scale = cfg.arch === "crosscoder" ? 0.1 : 1;
+  const scale = o.scale ?? 1;
   let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
   let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
-  const partition = dfcPartition(cfg);
-  if (partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, partition));
+  if (o.partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, o.partition));
   return { W_enc, W_dec, b_enc: zeros([F]), b_dec: zeros([L, d]) };
 }
 
@@ -135,7 +140,24 @@ function denseCode(p: SaeParams, x: Tensor, cfg: SaeConfig, flat: SaeParams): Te
 
 /** The L1 crosscoder: dense ReLU code; sparsity λ·s(t)·mean Σ f_i w_i. */
 export const crosscoder: Architecture = {
-  init: initCrosscoder,
+  sparsity: "l1",
+  thresholdUse: "none",
+  input: "inputs",
+  needsTargets: false,
+  nestedGroups: false,
+  ghostGrads: false,
+  saelensName: "crosscoder",
+  defaults: {
+    reference:
+      "crosscoder_learning's CrossCoder (λ 0.1, lr 1e-3; decoder init norm 0.1 as DL's L1 SAE)",
+    apply_b_dec_to_input: false,
+    // Decoder norms weight the code; a unit-norm constraint would fight them.
+    optimizer: () => "adam",
+  },
+  paramShapes: crosscoderShapes,
+  target: targetOrInput,
+  resolve: (c, fail) => resolveCrosscoderFields(c, fail),
+  init: (key, cfg) => initCrosscoder(key, cfg, { scale: 0.1 }),
   encode: (p, x, cfg) => ({ kind: "dense", f: denseCode(p, x, cfg, flatParams(p)) }),
   encodeInference: (p, x, cfg) => crosscoder.encode(p, x, cfg),
   decode: (p, code) => decodeCrosscoder(p, code),

@@ -8,13 +8,13 @@
  */
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
-import { dfcPartition } from "./config.ts";
 import {
   checkPartition,
   PartitionError,
   partitionsEqual,
   verifyPartitionIntegrity,
 } from "./partition.ts";
+import { dfcPartition } from "../arch/registry.ts";
 
 /** Extra top-level cfg.json fields of a crosscoder (the DFC partition). */
 export function crosscoderJson(cfg: SaeConfig): Record<string, unknown> {

@@ -45,11 +45,9 @@ import { reshape, sliceAxis, stack, transpose } from "../../tensor/ops/shape.ts"
 import { dispose, tidy } from "../../tensor/scope.ts";
 import { fmt, ShapeError } from "../../tensor/shape.ts";
 import type { Batch } from "../arch/architecture.ts";
-import { architecture } from "../arch/registry.ts";
-import { isCrosscoder } from "../crosscoder/config.ts";
+import { architecture, isCrosscoder } from "../arch/registry.ts";
 import { asCoo, type Code, l0PerRow, toDense } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
-import { standardize } from "../arch/mlsae.ts";
 import type { SaeParams } from "../params.ts";
 
 export interface EvalMetrics {
@@ -131,7 +129,8 @@ function checkParams(p: SaeParams, cfg: SaeConfig): void {
 function checkBatch(b: Batch, i: number, cfg: SaeConfig): { layers: number } {
   const { x, y } = b;
   const at = `batch ${i}`;
-  if (cfg.arch === "mlsae") {
+  const a = architecture(cfg.arch);
+  if (a.input === "layers") {
     if (x.ndim !== 3 || x.shape[2] !== cfg.d_in) {
       throw new ShapeError(
         `evaluate: ${at}: x has shape ${
@@ -141,7 +140,7 @@ function checkBatch(b: Batch, i: number, cfg: SaeConfig): { layers: number } {
     }
     if (y) {
       throw new TypeError(
-        `evaluate: ${at}: mlsae batches have no targets y (the target is the standardised input)`,
+        `evaluate: ${at}: ${cfg.arch} batches have no targets y (the target is the standardised input)`,
       );
     }
     return { layers: x.shape[1] };
@@ -151,9 +150,9 @@ function checkBatch(b: Batch, i: number, cfg: SaeConfig): { layers: number } {
       `evaluate: ${at}: x has shape ${fmt(x.shape)}, expected [batch, d_in = ${cfg.d_in}]`,
     );
   }
-  if (cfg.arch === "transcoder" && !y) {
+  if (a.needsTargets && !y) {
     throw new TypeError(
-      `evaluate: ${at}: transcoder batches need targets y [batch, d_out = ${cfg.d_out}]`,
+      `evaluate: ${at}: ${cfg.arch} batches need targets y [batch, d_out = ${cfg.d_out}]`,
     );
   }
   const target = y ?? x;
@@ -193,7 +192,7 @@ function reduceBatch(
     ? arch.encode(p, b.x, cfg)
     : arch.encodeInference(p, b.x, cfg, opts.threshold);
   const xhat = arch.decode(p, code, cfg);
-  const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : (b.y ?? b.x);
+  const target = arch.target(b, cfg);
   // f64 data stay f64 (tight tests, f64 runs); everything else reads back as f32.
   const acc: DType = target.dtype === "f64" ? "f64" : "f32";
   const x = cast(target, acc), xh = cast(xhat, acc);
@@ -226,7 +225,7 @@ function reduceBatch(
     const vals = cast(coo.values, acc);
     fired = scatterAdd(zeros([F], acc), coo.cols, cast(gt(vals, 0), acc), 0);
     // Row i of the flattened MLSAE batch is layer i mod L.
-    if (cfg.arch === "mlsae") {
+    if (arch.input === "layers") {
       layerAct = reshape(
         scatterAdd(zeros([layers * F], acc), add(mul(mod(coo.rows, layers), F), coo.cols), vals, 0),
         [layers, F],
@@ -235,7 +234,7 @@ function reduceBatch(
   } else {
     const f = cast(toDense(code, F), acc);
     fired = sum(cast(gt(f, 0), acc), 0);
-    if (cfg.arch === "mlsae") layerAct = sum(reshape(f, [N / layers, layers, F]), 0);
+    if (arch.input === "layers") layerAct = sum(reshape(f, [N / layers, layers, F]), 0);
   }
   return { rows: rowStats, dims, fired, layerAct };
 }
@@ -326,7 +325,7 @@ export async function evaluate(
   if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) {
     throw new RangeError(`evaluate: threshold must be a finite number, got ${opts.threshold}`);
   }
-  const F = cfg.d_sae, d = cfg.d_out, isMl = cfg.arch === "mlsae";
+  const F = cfg.d_sae, d = cfg.d_out, isMl = architecture(cfg.arch).input === "layers";
 
   let tokens = 0, L = 0, index = 0;
   let sR2 = 0, sRnorm = 0, sXh2 = 0, sXXh = 0, sL1 = 0, sL0 = 0, sCos = 0, sRatio = 0, nRatio = 0;

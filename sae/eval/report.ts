@@ -13,12 +13,13 @@ import { dispose, tidy } from "../../tensor/scope.ts";
 import type { Batch } from "../arch/architecture.ts";
 import { readUplot } from "./uplot.ts";
 import type { EvalMetrics } from "./metrics.ts";
+import { snakeKeys } from "../io/file_keys.ts";
 
 export interface ReportData {
   title: string;
   /** cfg.json as saved (architecture, sizes, our config under "sparsecoder"), if any. */
   config: Record<string, unknown> | null;
-  /** metrics.jsonl rows: step, loss, l0, fvu, deadFraction, ... */
+  /** metrics.jsonl rows: step, loss, l0, fvu, dead_fraction, ... (older files: deadFraction). */
   steps: Record<string, number>[];
   /** eval.json (numbers and density_histogram), if written yet. */
   evaluation: Record<string, unknown> | null;
@@ -44,7 +45,7 @@ function chart(id, label, ys, log) {
 chart("loss-chart", "loss", col("loss").map((v) => (v !== null && v > 0 ? v : null)), true);
 chart("l0-chart", "L0", col("l0"), false);
 chart("fvu-chart", "FVU", col("fvu"), false);
-chart("dead-chart", "dead fraction", col("deadFraction"), false);
+chart("dead-chart", "dead fraction", col("dead_fraction"), false);
 const h = D.evaluation && D.evaluation.density_histogram;
 const hel = document.getElementById("density-chart");
 if (h && h.counts && h.counts.length) {
@@ -67,6 +68,8 @@ export function renderReport(d: ReportData, uplot: { js: string; css: string }):
     c[k] !== undefined
   ).map((k) => `<tr><th>${k}</th><td>${escapeHtml(String(c[k]))}</td></tr>`).join("");
   const last = d.steps[d.steps.length - 1];
+  // Rows of older runs' metrics.jsonl carry camelCase names (deadFraction).
+  const data = { ...d, steps: d.steps.map(snakeKeys) };
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(d.title)}</title>
 <style>${uplot.css}</style>
@@ -92,7 +95,7 @@ section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 
 <section><h2>Dead features</h2><div id="dead-chart"></div></section>
 <section><h2>Feature density (held-out evaluation)</h2><div id="density-chart"></div></section>
 </main>
-<script id="report-data" type="application/json">${scriptJson(d)}</script>
+<script id="report-data" type="application/json">${scriptJson(data)}</script>
 <script>${uplot.js.replace(/<\/script/gi, "<\\/script")}</script>
 <script>${PAGE_SCRIPT}</script>
 </body></html>

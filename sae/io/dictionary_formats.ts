@@ -32,15 +32,6 @@ export class DictionaryFormatError extends Error {
 
 export type DictionaryFormat = "saelens" | "dictionary_learning" | "sparsify";
 
-const DL_CLASS: Record<string, ArchName> = {
-  AutoEncoder: "relu",
-  GatedAutoEncoder: "gated",
-  JumpReluAutoEncoder: "jumprelu",
-  AutoEncoderTopK: "topk",
-  BatchTopKSAE: "batchtopk",
-  MatryoshkaBatchTopKSAE: "matryoshka",
-};
-
 /** Which dictionary format a path holds, or null. */
 export function detectDictionary(path: string): DictionaryFormat | null {
   const isDir = existsSync(path) && statSync(path).isDirectory();
@@ -103,6 +94,109 @@ function readJson(path: string): Record<string, unknown> | null {
   }
 }
 
+/** Reading a dictionary_learning state dict: tensors by name (with their expected shapes) and scalars. */
+interface DlReader {
+  get(name: string, shape?: number[]): Tensor;
+  has(name: string): boolean;
+  scalar(name: string): Promise<number>;
+  /** Free a buffer that was read (k, threshold, group_sizes). */
+  drop(name: string): void;
+}
+
+interface DlDictionary {
+  p: SaeParams;
+  extra?: Partial<SaeConfigInput>;
+  threshold?: number;
+}
+
+/** A TopK-style state dict (encoder.weight [F, d], decoder.weight [d, F], b_dec, k, maybe θ). */
+async function readDlTopk(r: DlReader, keepThreshold: boolean): Promise<DlDictionary> {
+  const W = r.get("encoder.weight"), [F, d] = W.shape;
+  const p: SaeParams = {
+    W_enc: T(f32(W)),
+    b_enc: f32(r.get("encoder.bias", [F])),
+    W_dec: T(f32(r.get("decoder.weight", [d, F]))),
+    b_dec: f32(r.get("b_dec", [d])),
+  };
+  const extra = { k: await r.scalar("k") };
+  let threshold: number | undefined;
+  if (r.has("threshold")) {
+    const th = await r.scalar("threshold");
+    if (keepThreshold) threshold = th;
+    r.drop("threshold");
+  }
+  r.drop("k");
+  return { p, extra, ...(threshold !== undefined ? { threshold } : {}) };
+}
+
+/**
+ * dictionary_learning's dictionary classes (trainer.dict_class in config.json): the architecture
+ * each one is here, and how its state dict maps onto our parameter record.
+ */
+const DL_CLASSES: Record<string, { arch: ArchName; read(r: DlReader): Promise<DlDictionary> }> = {
+  AutoEncoder: {
+    arch: "relu",
+    read: (r) => {
+      const W = r.get("encoder.weight"), [F, d] = W.shape;
+      const p: SaeParams = {
+        W_enc: T(f32(W)),
+        b_enc: f32(r.get("encoder.bias", [F])),
+        W_dec: T(f32(r.get("decoder.weight", [d, F]))),
+        b_dec: f32(r.get("bias", [d])),
+      };
+      return Promise.resolve({ p });
+    },
+  },
+  GatedAutoEncoder: {
+    arch: "gated",
+    read: (r) => {
+      const W = r.get("encoder.weight"), [F, d] = W.shape;
+      const p: SaeParams = {
+        W_enc: T(f32(W)),
+        W_dec: T(f32(r.get("decoder.weight", [d, F]))),
+        b_dec: f32(r.get("decoder_bias", [d])),
+        b_gate: f32(r.get("gate_bias", [F])),
+        b_mag: f32(r.get("mag_bias", [F])),
+        r_mag: f32(r.get("r_mag", [F])),
+      };
+      return Promise.resolve({ p });
+    },
+  },
+  JumpReluAutoEncoder: {
+    arch: "jumprelu",
+    read: (r) => {
+      const W = r.get("W_enc"), [d, F] = W.shape;
+      const p: SaeParams = {
+        W_enc: f32(W),
+        b_enc: f32(r.get("b_enc", [F])),
+        W_dec: f32(r.get("W_dec", [F, d])),
+        b_dec: f32(r.get("b_dec", [d])),
+        threshold: f32(r.get("threshold", [F])),
+      };
+      return Promise.resolve({ p, extra: { apply_b_dec_to_input: false } });
+    },
+  },
+  AutoEncoderTopK: { arch: "topk", read: (r) => readDlTopk(r, false) },
+  BatchTopKSAE: { arch: "batchtopk", read: (r) => readDlTopk(r, true) },
+  MatryoshkaBatchTopKSAE: {
+    arch: "matryoshka",
+    read: async (r) => {
+      const W = r.get("W_enc"), [d, F] = W.shape;
+      const groups = Array.from(await r.get("group_sizes").data(), Number);
+      const p: SaeParams = {
+        W_enc: f32(W),
+        b_enc: f32(r.get("b_enc", [F])),
+        W_dec: f32(r.get("W_dec", [F, d])),
+        b_dec: f32(r.get("b_dec", [d])),
+      };
+      const extra = { k: await r.scalar("k"), matryoshka_groups: groups };
+      const threshold = await r.scalar("threshold");
+      r.drop("k"), r.drop("threshold"), r.drop("group_sizes");
+      return { p, extra, threshold };
+    },
+  },
+};
+
 /** A dictionary_learning `ae.pt` (or the folder holding it with its config.json). */
 export async function loadDictionaryLearning(path: string): Promise<SavedSae> {
   const file = path.endsWith(".pt") ? path : join(path, "ae.pt");
@@ -127,90 +221,38 @@ export async function loadDictionaryLearning(path: string): Promise<SavedSae> {
     return x;
   };
   const has = (n: string) => n in sd;
-  let arch: ArchName | undefined = typeof trainer.dict_class === "string"
-    ? DL_CLASS[trainer.dict_class]
-    : undefined;
-  if (typeof trainer.dict_class === "string" && !arch) {
+  const named = typeof trainer.dict_class === "string" ? trainer.dict_class : undefined;
+  if (named !== undefined && !Object.hasOwn(DL_CLASSES, named)) {
     fail(
-      `dict_class ${JSON.stringify(trainer.dict_class)} in config.json is not one we convert (${
-        Object.keys(DL_CLASS).join(", ")
+      `dict_class ${JSON.stringify(named)} in config.json is not one we convert (${
+        Object.keys(DL_CLASSES).join(", ")
       })`,
     );
   }
-  arch ??= has("group_sizes")
-    ? "matryoshka"
-    : has("gate_bias")
-    ? "gated"
-    : has("W_enc") && has("threshold") && sd.threshold.ndim === 1
-    ? "jumprelu"
-    : has("encoder.weight") && has("k")
-    ? "topk"
-    : has("bias") && has("encoder.weight")
-    ? "relu"
-    : fail(
-      `cannot tell the dictionary class from its tensors (${
-        Object.keys(sd).join(", ")
-      }) and there is no config.json with trainer.dict_class`,
-    );
-
-  const scalar = async (name: string) => (await get(name, []).data())[0];
-  let p: SaeParams, threshold: number | undefined, extra: Partial<SaeConfigInput> = {};
-  if (arch === "relu") {
-    const W = get("encoder.weight"), [F, d] = W.shape;
-    p = {
-      W_enc: T(f32(W)),
-      b_enc: f32(get("encoder.bias", [F])),
-      W_dec: T(f32(get("decoder.weight", [d, F]))),
-      b_dec: f32(get("bias", [d])),
-    };
-  } else if (arch === "gated") {
-    const W = get("encoder.weight"), [F, d] = W.shape;
-    p = {
-      W_enc: T(f32(W)),
-      W_dec: T(f32(get("decoder.weight", [d, F]))),
-      b_dec: f32(get("decoder_bias", [d])),
-      b_gate: f32(get("gate_bias", [F])),
-      b_mag: f32(get("mag_bias", [F])),
-      r_mag: f32(get("r_mag", [F])),
-    };
-  } else if (arch === "jumprelu") {
-    const W = get("W_enc"), [d, F] = W.shape;
-    p = {
-      W_enc: f32(W),
-      b_enc: f32(get("b_enc", [F])),
-      W_dec: f32(get("W_dec", [F, d])),
-      b_dec: f32(get("b_dec", [d])),
-      threshold: f32(get("threshold", [F])),
-    };
-    extra = { apply_b_dec_to_input: false };
-  } else if (arch === "matryoshka") {
-    const W = get("W_enc"), [d, F] = W.shape;
-    const groups = Array.from(await get("group_sizes").data(), Number);
-    p = {
-      W_enc: f32(W),
-      b_enc: f32(get("b_enc", [F])),
-      W_dec: f32(get("W_dec", [F, d])),
-      b_dec: f32(get("b_dec", [d])),
-    };
-    extra = { k: await scalar("k"), matryoshka_groups: groups };
-    threshold = await scalar("threshold");
-    sd.k.dispose(), sd.threshold.dispose(), sd.group_sizes.dispose();
-  } else {
-    const W = get("encoder.weight"), [F, d] = W.shape;
-    p = {
-      W_enc: T(f32(W)),
-      b_enc: f32(get("encoder.bias", [F])),
-      W_dec: T(f32(get("decoder.weight", [d, F]))),
-      b_dec: f32(get("b_dec", [d])),
-    };
-    extra = { k: await scalar("k") };
-    if (has("threshold")) {
-      const th = await scalar("threshold");
-      if (arch === "batchtopk") threshold = th;
-      sd.threshold.dispose();
-    }
-    sd.k.dispose();
-  }
+  const dictClass = named ??
+    (has("group_sizes")
+      ? "MatryoshkaBatchTopKSAE"
+      : has("gate_bias")
+      ? "GatedAutoEncoder"
+      : has("W_enc") && has("threshold") && sd.threshold.ndim === 1
+      ? "JumpReluAutoEncoder"
+      : has("encoder.weight") && has("k")
+      ? "AutoEncoderTopK"
+      : has("bias") && has("encoder.weight")
+      ? "AutoEncoder"
+      : fail(
+        `cannot tell the dictionary class from its tensors (${
+          Object.keys(sd).join(", ")
+        }) and there is no config.json with trainer.dict_class`,
+      ));
+  const { arch, read } = DL_CLASSES[dictClass];
+  const reader: DlReader = {
+    get,
+    has,
+    scalar: async (name) => (await get(name, []).data())[0],
+    drop: (name) => sd[name].dispose(),
+  };
+  const { p, extra = {}, threshold } = await read(reader);
   // Buffers we do not use (normalisation statistics of some forks) must not go unnoticed.
   const left = Object.keys(sd).filter((n) =>
     !used.has(n) && !["k", "threshold", "group_sizes"].includes(n)

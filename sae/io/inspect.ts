@@ -9,6 +9,8 @@ import { norm } from "../../tensor/ops/reduce.ts";
 import { dispose } from "../../tensor/scope.ts";
 import { readManifest, verifyStore } from "../../data/arrow_store.ts";
 import { detectDictionary, loadDictionary } from "./dictionary_formats.ts";
+import { isTopkFamily, readsInputs } from "../arch/architecture.ts";
+import { architecture } from "../arch/registry.ts";
 import { detectActivations, openActivations, splitSpec } from "../../data/formats.ts";
 import { rowSize } from "../../data/row_stream.ts";
 import {
@@ -56,6 +58,7 @@ export async function inspectPath(
       import("../../tensor/tensor.ts").Tensor | undefined
     >;
     const n = await norm(s.params.W_dec, -1).data();
+    const arch = architecture(s.cfg.arch);
     const sorted = Float64Array.from(n).sort();
     const out = {
       path,
@@ -65,9 +68,7 @@ export async function inspectPath(
       d_in: s.cfg.d_in,
       d_sae: s.cfg.d_sae,
       ...(s.cfg.d_out !== s.cfg.d_in ? { d_out: s.cfg.d_out } : {}),
-      ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(s.cfg.arch)
-        ? { k: s.cfg.k }
-        : {}),
+      ...(isTopkFamily(arch) && !readsInputs(arch) ? { k: s.cfg.k } : {}),
       ...(s.threshold !== undefined ? { threshold: s.threshold } : {}),
       apply_b_dec_to_input: s.cfg.apply_b_dec_to_input,
       tensors: Object.fromEntries(

@@ -18,11 +18,9 @@ import {
   type SaeConfigInput,
 } from "../config.ts";
 import type { SaeParams } from "../params.ts";
-import { crosscoderShapes } from "../crosscoder/crosscoder.ts";
-import { isCrosscoder } from "../crosscoder/config.ts";
 import { checkLoadedCrosscoder, crosscoderJson } from "../crosscoder/io.ts";
-import { usesThreshold } from "../train/step.ts";
 import { isSet, parseThreshold, type Threshold } from "../threshold.ts";
+import { architecture, isCrosscoder, thresholdInputs, usesThreshold } from "../arch/registry.ts";
 
 export const CFG_FILE = "cfg.json";
 export const WEIGHTS_FILE = "sae_weights.safetensors";
@@ -37,20 +35,6 @@ export interface SavedSae {
 }
 
 /** SAELens architecture names for ours (BatchTopK is saved as JumpReLU with a uniform θ, as SAELens does). */
-const SAELENS_ARCH: Record<ArchName, string> = {
-  relu: "standard",
-  gated: "gated",
-  topk: "topk",
-  batchtopk: "jumprelu",
-  matryoshka: "jumprelu",
-  jumprelu: "jumprelu",
-  transcoder: "topk",
-  mlsae: "topk",
-  crosscoder: "crosscoder",
-  "batchtopk-crosscoder": "batchtopk_crosscoder",
-  dfc: "dfc",
-};
-
 const FROM_SAELENS: Record<string, ArchName> = {
   standard: "relu",
   gated: "gated",
@@ -67,6 +51,7 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
   const tensors: Record<string, Tensor> = { W_enc: p.W_enc, W_dec: p.W_dec, b_dec: p.b_dec };
   if (p.b_enc) tensors.b_enc = p.b_enc;
   for (const k of ["b_gate", "b_mag", "r_mag", "threshold"] as const) if (p[k]) tensors[k] = p[k]!;
+  const arch = architecture(cfg.arch);
   const thresholdArch = usesThreshold(cfg);
   const θ = thresholdArch && isSet(s.threshold) ? s.threshold : undefined;
   // SAELens keeps θ per feature: a uniform [d_sae] tensor, or [L, d_sae] with one row per input.
@@ -84,7 +69,7 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
   const { extra, ...ours } = cfg;
   const json: Record<string, unknown> = {
     ...extra,
-    architecture: SAELENS_ARCH[cfg.arch],
+    architecture: arch.saelensName,
     d_in: cfg.d_in,
     d_sae: cfg.d_sae,
     ...(cfg.d_out !== cfg.d_in ? { d_out: cfg.d_out } : {}),
@@ -96,7 +81,8 @@ export async function saveSae(dir: string, s: SavedSae): Promise<void> {
       ? "float16"
       : "float32",
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
-    ...(["topk", "transcoder", "mlsae"].includes(cfg.arch) ? { k: cfg.k } : {}),
+    // SAELens' TopK reads k from cfg.json; the θ of the BatchTopK family rides in the tensor.
+    ...(arch.saelensName === "topk" ? { k: cfg.k } : {}),
     ...(isCrosscoder(cfg) ? crosscoderJson(cfg) : {}),
     normalize_activations: "none",
     sparsecoder: { ...ours, ...(θ !== undefined ? { threshold: θ } : {}) },
@@ -170,21 +156,15 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       d_sae: raw.d_sae as number,
       ...(raw.d_out !== undefined ? { d_out: raw.d_out as number } : {}),
       ...(k !== undefined ? { k: k as number } : {}),
-      apply_b_dec_to_input: raw.apply_b_dec_to_input === undefined
-        ? arch !== "jumprelu"
-        : Boolean(raw.apply_b_dec_to_input),
+      // Unset: our default for the architecture, which is SAELens' (false for JumpReLU only).
+      ...(raw.apply_b_dec_to_input === undefined
+        ? {}
+        : { apply_b_dec_to_input: Boolean(raw.apply_b_dec_to_input) }),
       extra,
     });
   }
-  const expect: Record<string, number[]> = isCrosscoder(cfg) ? crosscoderShapes(cfg) : {
-    W_enc: [cfg.d_in, cfg.d_sae],
-    W_dec: [cfg.d_sae, cfg.d_out],
-    b_dec: [cfg.d_out],
-    ...(cfg.arch === "gated"
-      ? { b_gate: [cfg.d_sae], b_mag: [cfg.d_sae], r_mag: [cfg.d_sae] }
-      : { b_enc: [cfg.d_sae] }),
-    ...(cfg.arch === "jumprelu" ? { threshold: [cfg.d_sae] } : {}),
-  };
+  const a = architecture(cfg.arch);
+  const expect = a.paramShapes(cfg);
   for (const [name, shape] of Object.entries(expect)) {
     const t = tensors[name];
     need(
@@ -210,13 +190,14 @@ export async function loadSae(dir: string): Promise<SavedSae> {
   for (const k of ["b_enc", "b_gate", "b_mag", "r_mag"] as const) {
     if (tensors[k]) params[k] = toF32(tensors[k]);
   }
-  if (cfg.arch === "jumprelu") params.threshold = toF32(tensors.threshold);
+  const thresholdParam = a.thresholdUse === "parameter";
+  if (thresholdParam) params.threshold = toF32(tensors.threshold);
   if (isCrosscoder(cfg)) {
     await checkLoadedCrosscoder(raw, cfg, params, cfgPath, wPath, (m) => need(false, m) as never);
   }
   let threshold: Threshold | undefined;
   if (ours?.threshold !== undefined) {
-    threshold = parseThreshold(ours.threshold, cfg, `${cfgPath}: sparsecoder`);
+    threshold = parseThreshold(ours.threshold, thresholdInputs(cfg), `${cfgPath}: sparsecoder`);
   } else if (usesThreshold(cfg) && tensors.threshold) {
     // A θ tensor without our config field (SAELens' BatchTopK as JumpReLU): uniform per feature.
     const v = await tensors.threshold.data();
@@ -224,11 +205,11 @@ export async function loadSae(dir: string): Promise<SavedSae> {
       tensors.threshold.ndim === 2
         ? Array.from({ length: tensors.threshold.shape[0] }, (_, l) => v[l * cfg.d_sae])
         : v[0],
-      cfg,
+      thresholdInputs(cfg),
       `${wPath}: tensor "threshold"`,
     );
   }
-  if (cfg.arch !== "jumprelu") tensors.threshold?.dispose();
+  if (!thresholdParam) tensors.threshold?.dispose();
   return {
     params,
     cfg,

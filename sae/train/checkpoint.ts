@@ -14,6 +14,7 @@ import type { SaeConfig } from "../config.ts";
 import type { TrainConfig } from "./config.ts";
 import type { TrainState } from "./step.ts";
 import { parseThreshold, type Threshold } from "../threshold.ts";
+import { thresholdInputs } from "../arch/registry.ts";
 
 export interface Checkpoint {
   state: TrainState;
@@ -119,7 +120,7 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
     ...tree,
     step: body.step,
     numDead: body.numDead,
-    threshold: parseThreshold(body.threshold, body.cfg, `loadCheckpoint: ${path}`),
+    threshold: parseThreshold(body.threshold, thresholdInputs(body.cfg), `loadCheckpoint: ${path}`),
     scale: body.scale,
     scaleOut: body.scaleOut,
     key: new PRNGKey([body.key[0], body.key[1]]),

@@ -1,6 +1,7 @@
 /** Training hyperparameters, with dictionary_learning's defaults per architecture. */
 import { ConfigError, type SaeConfig } from "../config.ts";
-import { isCrosscoder } from "../crosscoder/config.ts";
+import { architecture, isCrosscoder } from "../arch/registry.ts";
+import { isTopkFamily } from "../arch/architecture.ts";
 
 export interface TrainConfig {
   steps: number;
@@ -43,37 +44,19 @@ export type TrainConfigInput = Partial<TrainConfig>;
 export const topkLr = (F: number) => 2e-4 / Math.sqrt(F / 2 ** 14);
 
 export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): TrainConfig {
-  const topk = [
-    "topk",
-    "batchtopk",
-    "matryoshka",
-    "transcoder",
-    "mlsae",
-    "batchtopk-crosscoder",
-    "dfc",
-  ].includes(cfg.arch);
+  const a = architecture(cfg.arch), own = a.defaults;
+  const topk = isTopkFamily(a);
   const cross = isCrosscoder(cfg);
   const steps = t.steps ?? 1000;
   const out: TrainConfig = {
     steps,
     batch_size: t.batch_size ?? 2048,
     seed: t.seed ?? 0,
-    lr: t.lr ??
-      (topk
-        ? topkLr(cfg.d_sae)
-        : cfg.arch === "gated"
-        ? 5e-5
-        : cfg.arch === "jumprelu"
-        ? 7e-5
-        : 1e-3),
+    lr: t.lr ?? own.lr ?? (topk ? topkLr(cfg.d_sae) : 1e-3),
     warmup_steps: t.warmup_steps ?? Math.min(1000, Math.floor(steps / 10)),
     decay_start: t.decay_start === undefined ? Math.floor(steps * 0.8) : t.decay_start,
-    // Crosscoders weight their code by decoder norms instead of constraining them (crosscoder_learning).
-    optimizer: t.optimizer ??
-      ((cfg.arch === "relu" && cfg.l1_variant === "decoder_norm") || cross
-        ? "adam"
-        : "constrained_adam"),
-    b1: t.b1 ?? (cfg.arch === "gated" || cfg.arch === "jumprelu" ? 0 : 0.9),
+    optimizer: t.optimizer ?? own.optimizer?.(cfg) ?? "constrained_adam",
+    b1: t.b1 ?? own.b1 ?? 0.9,
     b2: t.b2 ?? 0.999,
     eps: t.eps ?? 1e-8,
     grad_clip: t.grad_clip === undefined ? (topk ? 1 : null) : t.grad_clip,
@@ -86,7 +69,7 @@ export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): Tr
     threshold_start_step: t.threshold_start_step ?? Math.min(1000, Math.floor(steps / 10)),
     k_anneal_steps: t.k_anneal_steps ?? 0,
     k_start: t.k_start ?? null,
-    geometric_median_init: t.geometric_median_init ?? (topk || cfg.arch === "relu"),
+    geometric_median_init: t.geometric_median_init ?? own.geometric_median_init ?? topk,
     normalize_activations: t.normalize_activations ?? true,
   };
   for (const f of ["steps", "batch_size"] as const) {
@@ -113,7 +96,7 @@ export function resolveTrainConfig(cfg: SaeConfig, t: TrainConfigInput = {}): Tr
       `train config: resampling is not implemented for ${cfg.arch}; dead features are handled by AuxK`,
     );
   }
-  if (out.ghost_grads && cfg.arch !== "relu") {
+  if (out.ghost_grads && !a.ghostGrads) {
     throw new ConfigError(`train config: ghost_grads applies to relu SAEs, not ${cfg.arch}`);
   }
   if (out.k_anneal_steps > 0 && !(out.k_start !== null && out.k_start >= cfg.k)) {

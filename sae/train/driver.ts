@@ -17,7 +17,6 @@ import {
   type StepMetrics,
   type TrainState,
   trainStep,
-  usesThreshold,
 } from "./step.ts";
 import type { DataSource } from "../../data/sources.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -25,6 +24,8 @@ import { saveSae } from "../io/saelens.ts";
 import { checkResumedDfc } from "../crosscoder/io.ts";
 import type { SaeParams } from "../params.ts";
 import { writeReportQuietly } from "../eval/report.ts";
+import { architecture, usesThreshold } from "../arch/registry.ts";
+import { snakeKeys } from "../io/file_keys.ts";
 
 export interface RunOptions {
   cfg: SaeConfig;
@@ -98,7 +99,9 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     state = await initTrainState(random.key(t.seed), cfg, t, first);
     nextBatch = 1;
   }
-  const tokensPerStep = t.batch_size * (data.layers && cfg.arch === "mlsae" ? data.layers : 1);
+  // A multi-layer SAE reads each layer of an example as a row of its own.
+  const layerRows = data.layers && architecture(cfg.arch).input === "layers";
+  const tokensPerStep = t.batch_size * (layerRows ? data.layers! : 1);
   const started = performance.now(), startStep = state.step;
   let last: StepMetrics | null = null;
   let lastPrinted = -1;
@@ -115,7 +118,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     if (o.out && (metrics.step % logEvery === 0 || state.step === t.steps)) {
       await appendFile(
         `${o.out}/metrics.jsonl`,
-        JSON.stringify({ ...metrics, tokens_per_s: tps }) + "\n",
+        JSON.stringify(snakeKeys({ ...metrics, tokensPerS: tps })) + "\n",
       );
     }
     if (typeof o.progress === "function") {

@@ -23,7 +23,7 @@ import {
 } from "../../tensor/ops/elementwise.ts";
 import { mean, min, sum, variance } from "../../tensor/ops/reduce.ts";
 import { scatterAdd } from "../../tensor/ops/index.ts";
-import { reshape, squeeze } from "../../tensor/ops/shape.ts";
+import { squeeze } from "../../tensor/ops/shape.ts";
 import { dispose, disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
 import { valueAndGrad } from "../../autodiff/grad.ts";
 import {
@@ -35,7 +35,13 @@ import {
 } from "../../autodiff/optim.ts";
 import { warmupDecaySchedule } from "../../autodiff/schedule.ts";
 import type { Batch, LossAux, LossContext } from "../arch/architecture.ts";
-import { architecture } from "../arch/registry.ts";
+import {
+  architecture,
+  dfcPartition,
+  isCrosscoder,
+  thresholdInputs,
+  usesThreshold,
+} from "../arch/registry.ts";
 import { asCoo, type Code, l0PerRow } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import { fusable, type SaeParams, unitRows } from "../params.ts";
@@ -43,9 +49,7 @@ import { wrap } from "../../tensor/prims.ts";
 import { shapesEqual } from "../../tensor/shape.ts";
 import type { TrainConfig } from "./config.ts";
 import { geometricMedian } from "./geometric_median.ts";
-import { standardize } from "../arch/mlsae.ts";
 import { resampleDead } from "./resample.ts";
-import { dfcPartition, isCrosscoder } from "../crosscoder/config.ts";
 import { perInputGeometricMedian } from "../crosscoder/crosscoder.ts";
 import { maskGradients } from "../crosscoder/grad_mask.ts";
 import { initialThreshold, mapThreshold, type Threshold, updateThreshold } from "../threshold.ts";
@@ -81,10 +85,6 @@ export interface StepMetrics {
   threshold?: Threshold;
   resampled?: number;
 }
-
-/** Architectures whose inference uses a tracked threshold θ (saved beside the weights). */
-export const usesThreshold = (cfg: SaeConfig) =>
-  ["batchtopk", "matryoshka", "batchtopk-crosscoder", "dfc"].includes(cfg.arch);
 
 export function lrAt(t: TrainConfig, step: number): number {
   return warmupDecaySchedule({
@@ -131,7 +131,8 @@ export async function initTrainState(
   first: Batch[],
 ): Promise<TrainState> {
   const [kInit, kRun] = random.split(key);
-  const params = architecture(cfg.arch).init(kInit, cfg);
+  const arch = architecture(cfg.arch);
+  const params = arch.init(kInit, cfg);
   const rms = async (xs: Tensor[]) =>
     Math.sqrt(
       (await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce(
@@ -139,7 +140,8 @@ export async function initTrainState(
         0,
       ) / xs.length,
     );
-  const normalize = t.normalize_activations && cfg.arch !== "mlsae";
+  // A multi-layer SAE standardises each layer's vector itself.
+  const normalize = t.normalize_activations && arch.input !== "layers";
   const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
   const scaleOut = normalize && first[0]?.y ? await rms(first.map((b) => b.y!)) : scale;
   const state: TrainState = {
@@ -148,14 +150,14 @@ export async function initTrainState(
     opt: optimizer(t).init(params),
     sinceFired: zeros([cfg.d_sae]),
     numDead: 0,
-    threshold: initialThreshold(cfg, t.threshold_ema === "dl" ? -1 : 0),
+    threshold: initialThreshold(thresholdInputs(cfg), t.threshold_ema === "dl" ? -1 : 0),
     scale: scale > 0 ? scale : 1,
     scaleOut: scaleOut > 0 ? scaleOut : 1,
     key: kRun,
   };
   if (t.geometric_median_init && first.length) {
     const b = scaled(first[0], state);
-    const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    const target = arch.target(b, cfg);
     const median = isCrosscoder(cfg)
       ? await perInputGeometricMedian(target)
       : await geometricMedian(target);
@@ -203,7 +205,7 @@ export async function trainStep(
   const arch = architecture(cfg.arch);
   const k = kAt(cfg, t, state.step);
   const stepCfg: SaeConfig = k === cfg.k ? cfg : { ...cfg, k };
-  const B = batch.x.shape[0] * (cfg.arch === "mlsae" ? batch.x.shape[1] : 1);
+  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1);
   const constrained = t.optimizer === "constrained_adam";
   const opt = optimizer(t);
   // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
@@ -233,7 +235,7 @@ export async function trainStep(
     if (constrained) params.W_dec = unitRows(params.W_dec);
     const { fired, l0 } = activity(aux.code, cfg.d_sae);
     const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), cap));
-    const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    const target = arch.target(b, cfg);
     const residualVar = sum(variance(sub(target, aux.xhat), 0));
     const fvu = div(residualVar, sum(variance(target, 0)));
     const coo = asCoo(aux.code);
