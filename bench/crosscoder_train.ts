@@ -12,10 +12,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { dfcPartition } from "../sae/crosscoder_config.ts";
-import { maskGradients } from "../sae/grad_mask.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
+import { maskGradients } from "../sae/crosscoder/grad_mask.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
 import { msPerTrainStep } from "./train_timer.ts";
+import { dfcPartition } from "../sae/arch/registry.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 
 const argv = args();

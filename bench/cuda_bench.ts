@@ -10,8 +10,8 @@
 import { spawnSync } from "node:child_process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 
 const argv = args();

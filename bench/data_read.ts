@@ -4,7 +4,7 @@
  *      GB/s of shard bytes read and of f32 values delivered (rows × d × 4).
  *   2. The time the shuffle buffer adds per training batch (refills from the store included,
  *      amortised), as a share of a TopK training step (d=512, F=8192, batch 2048, k=32) measured
- *      in the same process with sae/train.ts trainStep, as bench/sae_train.ts does.
+ *      in the same process with sae/train/step.ts trainStep, as bench/sae_train.ts does.
  *   deno run -A --v8-flags=--no-maglev bench/data_read.ts [--rows N] [--json]     bun bench/data_read.ts
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -15,8 +15,8 @@ import { storeStream, writeStore } from "../data/arrow_store.ts";
 import { ShuffleBuffer } from "../data/shuffle_buffer.ts";
 import { adoptHostArray } from "../data/safetensors.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 
 const argv = args();

@@ -7,8 +7,8 @@
  */
 import * as t from "../mod.ts";
 import { type ArchName, resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { args } from "../tensor/platform/runtime.ts";
 
 const argv = args();

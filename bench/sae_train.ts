@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
 import { msPerTrainStep } from "./train_timer.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 

@@ -1,8 +1,8 @@
 /** Median milliseconds per call of the library's real trainStep on one fixed batch, after warm-up steps. */
 import * as t from "../mod.ts";
 import type { SaeConfig } from "../sae/config.ts";
-import type { TrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import type { TrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 
 export async function msPerTrainStep(
   cfg: SaeConfig,

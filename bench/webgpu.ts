@@ -9,8 +9,8 @@
 import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { args } from "../tensor/platform/runtime.ts";
 
 const argv = args();

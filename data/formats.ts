@@ -15,7 +15,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { cast } from "../tensor/ops/elementwise.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { arrayData, type DataSource, streamData } from "../sae/sources.ts";
+import { arrayData, type DataSource, streamData } from "./sources.ts";
 import { MANIFEST, storeStream } from "./arrow_store.ts";
 import { isMemmapCache, memmapCacheStream } from "./memmap_cache.ts";
 import { loadNpy } from "./npy.ts";

@@ -8,17 +8,15 @@ export * from "./shuffle_buffer.ts";
 export * from "./welford.ts";
 export * from "./row_stream.ts";
 export * from "./formats.ts";
+export * from "./sources.ts";
 export * from "./memmap_cache.ts";
 export * from "./saelens_cache.ts";
-export * from "./dictionary_formats.ts";
 export { loadTorch, parseTorch, stateDictOf, TorchFileError, torchTensor } from "./torch_pt.ts";
 export type { TorchTensorRef } from "./torch_pt.ts";
 export { PickleError, unpickle } from "./pickle.ts";
 export type { PyValue, UnpickleOptions } from "./pickle.ts";
 export { readZip, ZipError } from "./zip.ts";
 export { decodeF8 } from "./float8.ts";
-export { convertPath } from "./convert.ts";
-export { formatInspection, inspectPath } from "./inspect.ts";
 export * as synthetic from "./synthetic.ts";
 export { loadNpy, NpyError, type NpyOptions, parseNpy, saveNpy, serializeNpy } from "./npy.ts";
 export {

@@ -6,18 +6,18 @@ import process from "node:process";
 import { args } from "../tensor/platform/runtime.ts";
 import { readFile } from "node:fs/promises";
 import * as t from "../mod.ts";
-import { type ArchName, ARCHS, ConfigError, resolveConfig } from "./config.ts";
-import { resolveTrainConfig, type TrainConfigInput } from "./train_config.ts";
-import { runTraining } from "./driver.ts";
-import { type DataSource, syntheticData } from "./sources.ts";
-import { loadSae } from "./io.ts";
-import { evaluate, formatMetricsTable } from "./metrics.ts";
-import type { Batch } from "./architecture.ts";
+import { type ArchName, ConfigError, resolveConfig } from "./config.ts";
+import { resolveTrainConfig, type TrainConfigInput } from "./train/config.ts";
+import { runTraining } from "./train/driver.ts";
+import { type DataSource, syntheticData } from "../data/sources.ts";
+import { loadSae } from "./io/saelens.ts";
+import { evaluate, formatMetricsTable } from "./eval/metrics.ts";
+import { isTopkFamily } from "./arch/architecture.ts";
+import type { Batch } from "./arch/architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
 import { ensureDir, writeJsonAtomic } from "../data/atomic.ts";
-import { dataCommand } from "../data/commands.ts";
-import { isCrosscoderArch } from "./crosscoder_config.ts";
+import { dataCommand } from "./io/commands.ts";
 import {
   CROSSCODER_FLAGS,
   CROSSCODER_HELP,
@@ -26,10 +26,11 @@ import {
   crosscoderReport,
   pairedConfig,
   pairedSource,
-} from "./crosscoder_cli.ts";
+} from "./crosscoder/cli.ts";
 import type { PairedConfig } from "../data/synthetic.ts";
-import { writeRunExtras } from "./report.ts";
+import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
+import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 
 class UsageError extends Error {}
 
@@ -198,7 +199,7 @@ async function train(flags: Flags): Promise<void> {
     nFeatures: num(flags, "synthetic-features", { int: true, min: 1 }) ?? synD * 4,
     meanActive: num(flags, "synthetic-active", { min: 0 }) ?? 5,
     seed,
-    ...(arch === "mlsae" ? { layers: 4 } : {}),
+    ...(architecture(arch).input === "layers" ? { layers: 4 } : {}),
   };
   const cross = isCrosscoderArch(arch)
     ? crosscoderFlags(flags, undefined, (m) => {
@@ -219,9 +220,9 @@ async function train(flags: Flags): Promise<void> {
       }),
     );
   }
-  if (arch === "transcoder" && !data.targetWidth && !str(flags, "data")) {
+  if (architecture(arch).needsTargets && !data.targetWidth && !str(flags, "data")) {
     throw new UsageError(
-      "--arch transcoder needs --data and --targets (input and output activations)",
+      `--arch ${arch} needs --data and --targets (input and output activations)`,
     );
   }
   const d_in = data.width;
@@ -231,15 +232,7 @@ async function train(flags: Flags): Promise<void> {
   const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ??
     Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
   // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
-  const topkFamily = [
-    "topk",
-    "batchtopk",
-    "matryoshka",
-    "transcoder",
-    "mlsae",
-    "batchtopk-crosscoder",
-    "dfc",
-  ].includes(arch);
+  const topkFamily = isTopkFamily(architecture(arch));
   const k = num(flags, "k", { int: true, min: 1 }) ??
     (str(flags, "data") || !topkFamily ? undefined : 8);
   const l1 = num(flags, "l1", { min: 0 });

@@ -1,38 +1,15 @@
-/** Dictionary configuration: one record for every architecture, with per-architecture defaults. */
+/**
+ * Dictionary configuration: one record for every architecture, with per-architecture defaults
+ * taken from the architecture's descriptor. Field names are cfg.json's (snake_case).
+ */
 
-import {
-  type CrosscoderFields,
-  isCrosscoderArch,
-  resolveCrosscoderFields,
-} from "./crosscoder_config.ts";
+import type { CrosscoderFields } from "./crosscoder/config.ts";
+import { architecture, type ArchName, ARCHS } from "./arch/registry.ts";
+import { isTopkFamily } from "./arch/architecture.ts";
 
-export type ArchName =
-  | "relu"
-  | "gated"
-  | "topk"
-  | "batchtopk"
-  | "jumprelu"
-  | "matryoshka"
-  | "transcoder"
-  | "mlsae"
-  | "crosscoder"
-  | "batchtopk-crosscoder"
-  | "dfc";
-export const ARCHS: readonly ArchName[] = [
-  "relu",
-  "gated",
-  "topk",
-  "batchtopk",
-  "jumprelu",
-  "matryoshka",
-  "transcoder",
-  "mlsae",
-  "crosscoder",
-  "batchtopk-crosscoder",
-  "dfc",
-];
+export type { ArchName };
 
-/** Crosscoders (crosscoder_config.ts) add their fields; the other architectures leave them unset. */
+/** Crosscoders (crosscoder/config.ts) add their fields; the other architectures leave them unset. */
 export interface SaeConfig extends Partial<CrosscoderFields> {
   arch: ArchName;
   d_in: number;
@@ -81,52 +58,36 @@ function posInt(field: string, v: unknown): number {
   return v;
 }
 
-/** Fill defaults (one reference per architecture, named in the README) and validate. */
+/**
+ * Fill defaults (the architecture's descriptor names the reference each follows) and validate.
+ */
 export function resolveConfig(c: SaeConfigInput): SaeConfig {
   if (!ARCHS.includes(c.arch)) {
     throw new ConfigError(
       `sae config: arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(c.arch)}`,
     );
   }
+  const a = architecture(c.arch), own = a.defaults;
+  const fail = (m: string): never => {
+    throw new ConfigError(m);
+  };
   const d_in = posInt("d_in", c.d_in), d_sae = posInt("d_sae", c.d_sae);
-  const topkFamily = [
-    "topk",
-    "batchtopk",
-    "matryoshka",
-    "transcoder",
-    "mlsae",
-    "batchtopk-crosscoder",
-    "dfc",
-  ].includes(c.arch);
+  const topkFamily = isTopkFamily(a);
   const k = c.k ?? (topkFamily ? Math.min(32, d_sae) : 0);
   if (topkFamily && (posInt("k", k) > d_sae)) {
     throw new ConfigError(`sae config: k = ${k} exceeds d_sae = ${d_sae}`);
   }
-  const groups = c.matryoshka_groups ?? (c.arch === "matryoshka" ? defaultGroups(d_sae) : []);
-  if (c.arch === "matryoshka") {
-    groups.forEach((g, i) => posInt(`matryoshka_groups[${i}]`, g));
-    if (groups.reduce((a, b) => a + b, 0) !== d_sae) {
-      throw new ConfigError(
-        `sae config: matryoshka_groups ${JSON.stringify(groups)} must sum to d_sae = ${d_sae}`,
-      );
-    }
-  }
+  const groups = c.matryoshka_groups ?? own.matryoshka_groups?.(d_sae) ?? [];
   const weights = c.matryoshka_weights ?? groups.map(() => 1 / Math.max(groups.length, 1));
-  if (weights.length !== groups.length) {
-    throw new ConfigError(
-      `sae config: matryoshka_weights has ${weights.length} entries for ${groups.length} groups`,
-    );
-  }
   const cfg: SaeConfig = {
     arch: c.arch,
     d_in,
     d_sae,
     d_out: posInt("d_out", c.d_out ?? d_in),
     k,
-    l1_coefficient: c.l1_coefficient ?? (c.arch === "jumprelu" ? 1 : c.arch === "gated" ? 1 : 0.1),
+    l1_coefficient: c.l1_coefficient ?? own.l1_coefficient ?? 0.1,
     l1_variant: c.l1_variant ?? "plain",
-    apply_b_dec_to_input: c.apply_b_dec_to_input ??
-      !(c.arch === "jumprelu" || c.arch === "transcoder" || isCrosscoderArch(c.arch)),
+    apply_b_dec_to_input: c.apply_b_dec_to_input ?? own.apply_b_dec_to_input ?? true,
     jumprelu_bandwidth: c.jumprelu_bandwidth ?? 0.001,
     jumprelu_init_threshold: c.jumprelu_init_threshold ?? 0.001,
     jumprelu_target_l0: c.jumprelu_target_l0 ?? 20,
@@ -136,15 +97,12 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     auxk_alpha: c.auxk_alpha ?? (c.auxk_variant === "saelens" ? 1 : 1 / 32),
     auxk_k: c.auxk_k ?? Math.max(1, Math.floor(d_in / 2)),
     extra: c.extra ?? {},
-    ...(isCrosscoderArch(c.arch)
-      ? resolveCrosscoderFields(c, (m) => {
-        throw new ConfigError(m);
-      })
-      : {}),
+    ...(a.resolve ? a.resolve(c, fail) : {}),
   };
-  if (c.arch === "transcoder" && cfg.apply_b_dec_to_input && cfg.d_out !== d_in) {
+  a.check?.(cfg, fail);
+  if (weights.length !== groups.length) {
     throw new ConfigError(
-      `sae config: apply_b_dec_to_input needs d_out = d_in (${cfg.d_out} vs ${d_in})`,
+      `sae config: matryoshka_weights has ${weights.length} entries for ${groups.length} groups`,
     );
   }
   if (cfg.auxk_variant !== "dl" && cfg.auxk_variant !== "saelens") {
@@ -158,17 +116,4 @@ export function resolveConfig(c: SaeConfigInput): SaeConfig {
     );
   }
   return cfg;
-}
-
-/** Doubling group sizes (F/2^m … F/4, F/2 reversed: small groups first) as in the Matryoshka papers' defaults. */
-function defaultGroups(F: number): number[] {
-  const out: number[] = [];
-  let size = Math.max(1, Math.floor(F / 16)), used = 0;
-  while (used + size < F) {
-    out.push(size);
-    used += size;
-    size *= 2;
-  }
-  out.push(F - used);
-  return out;
 }

@@ -1,37 +1,41 @@
 /** The dictionary-learning API, re-exported by ../mod.ts as `sae`. Re-exports only. */
 export * from "./config.ts";
-export * from "./train_config.ts";
-export type * from "./architecture.ts";
-export { architecture, ARCHITECTURES } from "./architectures.ts";
+export * from "./train/config.ts";
+export type * from "./arch/architecture.ts";
+export * from "./arch/registry.ts";
 export * from "./params.ts";
 export * from "./code.ts";
-export * from "./losses.ts";
+export * from "./arch/losses.ts";
 export {
   batchTopkEncode,
   preActivations,
   sparseDecode,
   sparseEncoder,
   topkEncode,
-} from "./topk_encode.ts";
-export type { TopKCode } from "./topk_encode.ts";
-export { jumpRelu, jumpStep } from "./jumprelu.ts";
-export { layerFvu, standardize } from "./mlsae.ts";
-export { geometricMedian } from "./geometric_median.ts";
-export { ghostLoss } from "./ghost.ts";
-export * from "./train.ts";
+} from "./arch/topk_encode.ts";
+export type { TopKCode } from "./arch/topk_encode.ts";
+export { jumpRelu, jumpStep } from "./arch/jumprelu.ts";
+export { layerFvu, standardize } from "./arch/mlsae.ts";
+export { geometricMedian } from "./train/geometric_median.ts";
+export { ghostLoss } from "./train/ghost.ts";
+export * from "./train/step.ts";
 export { isSet as thresholdSet, type Threshold } from "./threshold.ts";
-export * from "./driver.ts";
-export * from "./sources.ts";
-export * from "./checkpoint.ts";
-export * from "./io.ts";
-export * from "./metrics.ts";
-export * from "./crosscoder_config.ts";
-export * from "./crosscoder.ts";
-export { batchTopkCrosscoder, scaledBatchTopkSelect } from "./batchtopk_crosscoder.ts";
-export { dfc } from "./dfc.ts";
-export * from "./partition.ts";
-export * from "./grad_mask.ts";
-export * from "./crosscoder_io.ts";
-export * from "./crosscoder_eval.ts";
-export * from "./diffing.ts";
-export { pairedData } from "./paired_source.ts";
+export * from "./train/driver.ts";
+// Where batches come from lives in data/; re-exported here, where training uses it.
+export * from "../data/sources.ts";
+export * from "./train/checkpoint.ts";
+export * from "./io/saelens.ts";
+export * from "./io/dictionary_formats.ts";
+export { convertPath } from "./io/convert.ts";
+export { formatInspection, inspectPath } from "./io/inspect.ts";
+export * from "./eval/metrics.ts";
+export * from "./crosscoder/config.ts";
+export * from "./crosscoder/crosscoder.ts";
+export { batchTopkCrosscoder, scaledBatchTopkSelect } from "./crosscoder/batchtopk_crosscoder.ts";
+export { dfc } from "./crosscoder/dfc.ts";
+export * from "./crosscoder/partition.ts";
+export * from "./crosscoder/grad_mask.ts";
+export * from "./crosscoder/io.ts";
+export * from "./crosscoder/eval.ts";
+export * from "./crosscoder/diffing.ts";
+export { pairedData } from "./crosscoder/paired_source.ts";

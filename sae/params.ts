@@ -2,7 +2,7 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import type { PRNGKey } from "../tensor/random.ts";
 import * as random from "../tensor/random.ts";
-import { full, zeros } from "../tensor/ops/create.ts";
+import { zeros } from "../tensor/ops/create.ts";
 import { div, mul } from "../tensor/ops/elementwise.ts";
 import { norm } from "../tensor/ops/reduce.ts";
 import { contiguous, transpose } from "../tensor/ops/shape.ts";
@@ -38,25 +38,28 @@ export function unitRows(w: Tensor): Tensor {
   return div(w, norm(w, -1, { keepdims: true }));
 }
 
+/** What an architecture changes in the common initialisation. */
+export interface InitOptions {
+  /** Decoder rows' norm (dictionary_learning scales its L1-trained ReLU SAE by 0.1). */
+  scale?: number;
+  /** Draw the encoder independently instead of as the decoder's transpose (transcoders). */
+  ownEncoder?: boolean;
+  /** The encoder's own parameters (default b_enc [d_sae] zeros). */
+  own?: (cfg: SaeConfig) => Partial<SaeParams>;
+}
+
 /**
- * dictionary_learning's initialisation: random unit-norm decoder rows (scaled by 0.1 for the
- * L1-trained ReLU SAE), the encoder their transpose, zero biases. Transcoders, whose encoder reads
- * another space, get an independent unit-norm encoder.
+ * dictionary_learning's initialisation: random unit-norm decoder rows × scale, the encoder their
+ * transpose (independent and unit-norm when it reads another space), zero biases.
  */
-export function initParams(key: PRNGKey, cfg: SaeConfig): SaeParams {
+export function initParams(key: PRNGKey, cfg: SaeConfig, o: InitOptions = {}): SaeParams {
   const [kd, ke] = random.split(key);
-  const { d_in, d_sae, d_out, arch } = cfg;
-  const scale = arch === "relu" ? 0.1 : 1;
+  const { d_in, d_sae, d_out } = cfg;
+  const scale = o.scale ?? 1;
   const W_dec = mul(unitRows(random.normal(kd, [d_sae, d_out])), scale);
-  const W_enc = d_out === d_in && arch !== "transcoder"
+  const W_enc = d_out === d_in && !o.ownEncoder
     ? contiguous(transpose(W_dec))
     : contiguous(transpose(mul(unitRows(random.normal(ke, [d_sae, d_in])), scale)));
-  const p: SaeParams = { W_enc, W_dec, b_dec: zeros([d_out]) };
-  if (arch === "gated") {
-    p.b_gate = zeros([d_sae]);
-    p.b_mag = zeros([d_sae]);
-    p.r_mag = zeros([d_sae]);
-  } else p.b_enc = zeros([d_sae]);
-  if (arch === "jumprelu") p.threshold = full([d_sae], cfg.jumprelu_init_threshold);
-  return p;
+  const own = o.own ? o.own(cfg) : { b_enc: zeros([d_sae]) };
+  return { W_enc, W_dec, b_dec: zeros([d_out]), ...own };
 }

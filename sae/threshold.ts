@@ -3,17 +3,14 @@
  * with the "decoupled" code norm (each input keeps its own batch top-k, so each has its own θ, as
  * crosscoder_learning's BatchTopKCrossCoder does). −1 means "not yet set" (dictionary_learning).
  */
-import type { SaeConfig } from "./config.ts";
-
 export type Threshold = number | number[];
 
-/** Whether a config keeps one θ per input. */
-export const perInputThreshold = (cfg: Pick<SaeConfig, "arch" | "code_norm">): boolean =>
-  (cfg.arch === "batchtopk-crosscoder" || cfg.arch === "dfc") && cfg.code_norm === "decoupled";
-
-/** The starting θ: `start` (−1 or 0), once or per input. */
-export function initialThreshold(cfg: SaeConfig, start: number): Threshold {
-  return perInputThreshold(cfg) ? Array.from({ length: cfg.n_inputs ?? 1 }, () => start) : start;
+/**
+ * The starting θ: `start` (−1 or 0), once or, for `inputs` inputs (arch/registry.ts's
+ * thresholdInputs), per input.
+ */
+export function initialThreshold(inputs: number | null, start: number): Threshold {
+  return inputs !== null ? Array.from({ length: inputs }, () => start) : start;
 }
 
 /** A θ every part of which has been set (≥ 0): the one inference may use. */
@@ -45,13 +42,13 @@ export function updateThreshold(
 }
 
 /**
- * A θ read from a file: a finite number, or (for a per-input config) an array of one finite number
- * per input. Anything else is an error naming `where`.
+ * A θ read from a file: a finite number, or (for `inputs` inputs, see initialThreshold) an array
+ * of one finite number per input. Anything else is an error naming `where`.
  */
-export function parseThreshold(v: unknown, cfg: SaeConfig, where: string): Threshold {
+export function parseThreshold(v: unknown, inputs: number | null, where: string): Threshold {
   const finite = (x: unknown) => typeof x === "number" && Number.isFinite(x);
-  if (perInputThreshold(cfg)) {
-    const L = cfg.n_inputs ?? 1;
+  if (inputs !== null) {
+    const L = inputs;
     if (Array.isArray(v) && v.length === L && v.every(finite)) return v as number[];
     if (finite(v)) return perInput(v as number, L);
     throw new RangeError(

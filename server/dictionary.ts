@@ -1,5 +1,5 @@
 /**
- * A loaded dictionary as the server sees it: the SAELens folder (sae/io.ts) plus the optional
+ * A loaded dictionary as the server sees it: the SAELens folder (sae/io/saelens.ts) plus the optional
  * dashboard files beside it, and the three computations the API needs (encode, decode,
  * reconstruct) over host rows. Every tensor made here is released before the call returns, so a
  * long-running server holds flat memory.
@@ -19,13 +19,13 @@ import { reshape, sliceAxis } from "../tensor/ops/shape.ts";
 import { dispose, tidy } from "../tensor/scope.ts";
 import { getBackend } from "../tensor/registry.ts";
 import { loadNpy } from "../data/npy.ts";
-import { loadSae, type SavedSae } from "../sae/io.ts";
-import { architecture } from "../sae/architectures.ts";
+import { loadSae, type SavedSae } from "../sae/io/saelens.ts";
+import { architecture, isCrosscoder, usesThreshold } from "../sae/arch/registry.ts";
 import { asCoo, type Code, decodeWith } from "../sae/code.ts";
-import { DENSITY_EDGES } from "../sae/metrics.ts";
-import { isSet } from "../sae/threshold.ts";
-import { isCrosscoder } from "../sae/crosscoder_config.ts";
-import { ConfigError } from "../sae/config.ts";
+import { DENSITY_EDGES } from "../sae/eval/metrics.ts";
+import { isSet, type Threshold } from "../sae/threshold.ts";
+import { isTopkFamily } from "../sae/arch/architecture.ts";
+import { ConfigError, type SaeConfig } from "../sae/config.ts";
 
 export interface TopExample {
   activation: number;
@@ -179,8 +179,21 @@ export async function loadDictionary(dir: string): Promise<ServedDictionary> {
     density: await optionalVector(`${dir}/feature_density.npy`, cfg.d_sae, "feature density"),
     topExamples: await optionalExamples(`${dir}/top_examples.json`, cfg.d_sae),
     samples: await optionalSamples(`${dir}/sample_inputs.npy`, cfg.d_in),
-    rowIndependent:
-      !((cfg.arch === "batchtopk" || cfg.arch === "matryoshka") && saved.threshold === undefined),
+    // Without a learned θ the BatchTopK family selects over the whole batch.
+    rowIndependent: !(usesThreshold(cfg) && saved.threshold === undefined),
+  };
+}
+
+/** What /v1/info says of the sparsity: k (TopK family), θ, or that θ is per feature (JumpReLU). */
+export function sparsityInfo(
+  cfg: SaeConfig,
+  threshold: Threshold | undefined,
+): { k?: number; threshold?: Threshold | string } {
+  const a = architecture(cfg.arch);
+  return {
+    ...(isTopkFamily(a) ? { k: cfg.k } : {}),
+    ...(threshold !== undefined ? { threshold } : {}),
+    ...(a.thresholdUse === "parameter" ? { threshold: "per feature (see /v1/features/:id)" } : {}),
   };
 }
 
@@ -232,7 +245,9 @@ export async function encodeRows(
   const { cfg, params, threshold } = d.saved;
   const arch = architecture(cfg.arch);
   const code = tidy(() => {
-    const xt = tensor(x, { shape: cfg.arch === "mlsae" ? [n, 1, cfg.d_in] : [n, cfg.d_in] });
+    const xt = tensor(x, {
+      shape: arch.input === "layers" ? [n, 1, cfg.d_in] : [n, cfg.d_in],
+    });
     return arch.encodeInference(params, xt, cfg, isSet(threshold) ? threshold : undefined);
   });
   try {
@@ -301,7 +316,7 @@ export function reconstructionTarget(
   x: Float32Array,
   n: number,
 ): Float32Array {
-  if (d.saved.cfg.arch !== "mlsae") return x;
+  if (architecture(d.saved.cfg.arch).input !== "layers") return x;
   const w = d.d_in, out = new Float32Array(x.length);
   for (let b = 0; b < n; b++) {
     let mu = 0, v = 0;
@@ -314,7 +329,7 @@ export function reconstructionTarget(
   return out;
 }
 
-/** Mean over rows of Σ_d (x − x̂)² (as sae/metrics.ts defines mse), mean cosine (0 for a zero row), mean L0. */
+/** Mean over rows of Σ_d (x − x̂)² (as sae/eval/metrics.ts defines mse), mean cosine (0 for a zero row), mean L0. */
 export function rowMetrics(
   x: Float32Array,
   xhat: Float32Array,

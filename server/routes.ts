@@ -21,6 +21,7 @@ import {
   type ServedDictionary,
   sparseFromDense,
   type SparseRow,
+  sparsityInfo,
 } from "./dictionary.ts";
 import type { OpenApiTerms } from "./openapi.ts";
 import {
@@ -134,11 +135,7 @@ function info(c: Context, s: Served): Response {
     d_in,
     d_sae,
     d_out,
-    ...(["topk", "batchtopk", "matryoshka", "transcoder", "mlsae"].includes(cfg.arch)
-      ? { k: cfg.k }
-      : {}),
-    ...(threshold !== undefined ? { threshold } : {}),
-    ...(cfg.arch === "jumprelu" ? { threshold: "per feature (see /v1/features/:id)" } : {}),
+    ...sparsityInfo(cfg, threshold),
     dtype: params.W_enc.dtype,
     backend: dict.backend,
     apply_b_dec_to_input: cfg.apply_b_dec_to_input,

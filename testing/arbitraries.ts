@@ -11,17 +11,16 @@ import * as random from "../tensor/random.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { abs, cast } from "../tensor/ops/elementwise.ts";
 import { treeMap } from "../autodiff/tree.ts";
-import { architecture } from "../sae/architectures.ts";
+import { architecture, ARCHS, dfcPartition, isCrosscoderArch } from "../sae/arch/registry.ts";
 import {
   type ArchName,
-  ARCHS,
   resolveConfig,
   type SaeConfig,
   type SaeConfigInput,
 } from "../sae/config.ts";
-import { CODE_NORMS, isCrosscoderArch } from "../sae/crosscoder_config.ts";
-import { makePartition, type Partition } from "../sae/partition.ts";
-import { maskParams } from "../sae/grad_mask.ts";
+import { CODE_NORMS } from "../sae/crosscoder/config.ts";
+import { makePartition, type Partition } from "../sae/crosscoder/partition.ts";
+import { maskParams } from "../sae/crosscoder/grad_mask.ts";
 import type { SaeParams } from "../sae/params.ts";
 import { Tensor as TensorClass } from "../tensor/tensor.ts";
 
@@ -95,7 +94,9 @@ export function saeConfigArb(
     codeNorm: fc.constantFrom(...CODE_NORMS),
   }).map(({ arch, d, F, L, kFrac, shares, codeNorm }) => {
     const c: SaeConfigInput = { arch, d_in: d, d_sae: F, k: 1 + Math.floor(kFrac * (F - 1) * 0.5) };
-    if (arch === "matryoshka") c.matryoshka_groups = [Math.floor(F / 2), F - Math.floor(F / 2)];
+    if (architecture(arch).nestedGroups) {
+      c.matryoshka_groups = [Math.floor(F / 2), F - Math.floor(F / 2)];
+    }
     if (isCrosscoderArch(arch)) {
       Object.assign(c, {
         n_inputs: L,
@@ -150,10 +151,8 @@ export function paramsArb(cfg: SaeConfig, o: { scale?: number } = {}): fc.Arbitr
       return v;
     }, base) as SaeParams;
     if (drawn.threshold) drawn.threshold = abs(drawn.threshold);
-    if (cfg.arch === "dfc") {
-      const masked = maskParams(drawn, makePartition(cfg.d_sae, cfg.dfc_shares!));
-      return masked;
-    }
+    const partition = dfcPartition(cfg);
+    if (partition) return maskParams(drawn, partition);
     return drawn;
   });
 }

@@ -7,8 +7,8 @@ import { broadcastTo } from "../tensor/ops/elementwise.ts";
 import { treeLeaves } from "../autodiff/tree.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { dispose, tidy } from "../tensor/scope.ts";
-import type { Partition } from "../sae/partition.ts";
-import { partitionMasks } from "../sae/grad_mask.ts";
+import type { Partition } from "../sae/crosscoder/partition.ts";
+import { partitionMasks } from "../sae/crosscoder/grad_mask.ts";
 
 export class TestFailure extends Error {
   override name = "TestFailure";

@@ -6,4 +6,4 @@
  */
 export * from "./arbitraries.ts";
 export * from "./checkers.ts";
-export { assertPartitionIntact, verifyPartitionIntegrity } from "../sae/partition.ts";
+export { assertPartitionIntact, verifyPartitionIntegrity } from "../sae/crosscoder/partition.ts";

@@ -4,22 +4,21 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
-import type { LossAux } from "../sae/architecture.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import type { LossAux } from "../sae/arch/architecture.ts";
+import { ARCHITECTURES, CROSSCODER_ARCHS, dfcPartition } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
 import { resolveConfig, type SaeConfigInput } from "../sae/config.ts";
-import { CROSSCODER_ARCHS, dfcPartition } from "../sae/crosscoder_config.ts";
-import { codeWeights, flatInput } from "../sae/crosscoder.ts";
-import { maskGradients } from "../sae/grad_mask.ts";
-import { makePartition, verifyPartitionIntegrity } from "../sae/partition.ts";
+import { codeWeights, flatInput } from "../sae/crosscoder/crosscoder.ts";
+import { maskGradients } from "../sae/crosscoder/grad_mask.ts";
+import { makePartition, verifyPartitionIntegrity } from "../sae/crosscoder/partition.ts";
 import type { SaeParams } from "../sae/params.ts";
-import { evaluateCrosscoder } from "../sae/crosscoder_eval.ts";
+import { evaluateCrosscoder } from "../sae/crosscoder/eval.ts";
 import {
   exclusiveCounts,
   histogram,
   partitionUsage,
   relativeDecoderNorms,
-} from "../sae/diffing.ts";
+} from "../sae/crosscoder/diffing.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 
 test("crosscoders: init gives W_enc [L,d,F], W_dec [L,F,d], b_enc [F], b_dec [L,d]; a DFC's forbidden entries are exactly 0", async () => {

@@ -4,11 +4,11 @@
 // selection and decode, θ per input after a training step, the θ-based inference code, and the
 // evaluation's firing counts. The loss and gradients are in the golden fixtures (sae_golden).
 import * as t from "../mod.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { flatInput, perInputWeights } from "../sae/crosscoder.ts";
-import { evaluateCrosscoder } from "../sae/crosscoder_eval.ts";
+import { flatInput, perInputWeights } from "../sae/crosscoder/crosscoder.ts";
+import { evaluateCrosscoder } from "../sae/crosscoder/eval.ts";
 import type { SaeParams } from "../sae/params.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 

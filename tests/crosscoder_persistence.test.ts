@@ -1,4 +1,4 @@
-// Crosscoders on disk (sae/crosscoder_io.ts through sae/io.ts): bit-exact round trips with the
+// Crosscoders on disk (sae/crosscoder/io.ts through sae/io/saelens.ts): bit-exact round trips with the
 // partition in cfg.json, DFC integrity kept through save/load and through a whole training run
 // (runTraining's final save, θ folded with the activation scale), and corrupted partitions —
 // in cfg.json or in the weights — reported by loadSae rather than silently fixed.
@@ -6,17 +6,16 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
+import { ARCHITECTURES, CROSSCODER_ARCHS, dfcPartition } from "../sae/arch/registry.ts";
 import * as testing from "../testing/mod.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { CROSSCODER_ARCHS, dfcPartition } from "../sae/crosscoder_config.ts";
-import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io.ts";
-import { maskParams } from "../sae/grad_mask.ts";
-import { runTraining } from "../sae/driver.ts";
-import { loadCheckpoint, saveCheckpoint } from "../sae/checkpoint.ts";
-import { pairedData } from "../sae/paired_source.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
-import { verifyPartitionIntegrity } from "../sae/partition.ts";
+import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io/saelens.ts";
+import { maskParams } from "../sae/crosscoder/grad_mask.ts";
+import { runTraining } from "../sae/train/driver.ts";
+import { loadCheckpoint, saveCheckpoint } from "../sae/train/checkpoint.ts";
+import { pairedData } from "../sae/crosscoder/paired_source.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { verifyPartitionIntegrity } from "../sae/crosscoder/partition.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {

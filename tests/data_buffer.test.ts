@@ -11,7 +11,7 @@ import {
   welfordOf,
   welfordUpdate,
 } from "../data/welford.ts";
-import { HELD_OUT_START, streamData } from "../sae/sources.ts";
+import { HELD_OUT_START, streamData } from "../data/sources.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 
 /** Rows whose every value is the row's index, in chunks of `chunk` rows; counts chunks opened. */

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
 import { readManifest, storeStream, writeStore } from "../data/arrow_store.ts";
 import { activationData, detectActivations, openActivations } from "../data/formats.ts";
-import { loadSae } from "../sae/io.ts";
+import { loadSae } from "../sae/io/saelens.ts";
 import { main } from "../sae/cli.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ArrowStoreError, storeStream, writeStore } from "../data/arrow_store.ts";
 import { ArrowIpcError } from "../data/arrow_ipc.ts";
-import { DictionaryFormatError, loadDictionary } from "../data/dictionary_formats.ts";
+import { DictionaryFormatError, loadDictionary } from "../sae/io/dictionary_formats.ts";
 import { MemmapCacheError, memmapCacheStream } from "../data/memmap_cache.ts";
 import { PickleError, unpickle } from "../data/pickle.ts";
 import type { RowStream } from "../data/row_stream.ts";

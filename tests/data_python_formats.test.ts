@@ -5,14 +5,14 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
-import { loadDictionary } from "../data/dictionary_formats.ts";
+import { loadDictionary } from "../sae/io/dictionary_formats.ts";
 import { memmapCacheStream, tokensPath } from "../data/memmap_cache.ts";
 import { PickleError, type PyValue, unpickle } from "../data/pickle.ts";
 import type { RowStream } from "../data/row_stream.ts";
 import { saelensCacheStream } from "../data/saelens_cache.ts";
 import { loadTorch, parseTorch, TorchFileError } from "../data/torch_pt.ts";
 import { crc32, readZip } from "../data/zip.ts";
-import { architecture } from "../sae/architectures.ts";
+import { architecture } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 

@@ -1,20 +1,24 @@
-// DFC gradient masks (sae/grad_mask.ts) on random F, shares, d, L, k, batch and data: every
+// DFC gradient masks (sae/crosscoder/grad_mask.ts) on random F, shares, d, L, k, batch and data: every
 // forbidden gradient entry is exactly zero for each loss term separately (reconstruction, AuxK;
 // the L1 crosscoder's sparsity term too) and for the total, allowed entries are left untouched;
 // after N random Adam steps of the real training step the forbidden weights and both Adam moments
 // are exactly 0. The checkers catch a mask with one entry left out (testing the test).
 import fc from "fast-check";
 import * as t from "../mod.ts";
-import type { LossAux, LossContext } from "../sae/architecture.ts";
-import { architecture } from "../sae/architectures.ts";
+import type { LossAux, LossContext } from "../sae/arch/architecture.ts";
+import { architecture, dfcPartition } from "../sae/arch/registry.ts";
 import type { SaeConfig } from "../sae/config.ts";
-import { dfcPartition } from "../sae/crosscoder_config.ts";
-import { forbiddenSpans, maskGradients, maskMoments, partitionMasks } from "../sae/grad_mask.ts";
-import { makePartition } from "../sae/partition.ts";
+import {
+  forbiddenSpans,
+  maskGradients,
+  maskMoments,
+  partitionMasks,
+} from "../sae/crosscoder/grad_mask.ts";
+import { makePartition } from "../sae/crosscoder/partition.ts";
 import { resolveConfig } from "../sae/config.ts";
 import type { SaeParams } from "../sae/params.ts";
-import { initTrainState, stateTensors, trainStep } from "../sae/train.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
 import {
   assertGradMask,
   assertMaskedZero,

@@ -1,4 +1,4 @@
-// DFC partitions (sae/partition.ts): the documented sizes, and for random F and shares the sets
+// DFC partitions (sae/crosscoder/partition.ts): the documented sizes, and for random F and shares the sets
 // are disjoint, cover every feature once and have sizes floor(F·p); malformed partitions are
 // named field by field; the integrity check honours its tolerance and sees NaN.
 import fc from "fast-check";
@@ -10,7 +10,7 @@ import {
   PartitionError,
   partitionSizes,
   verifyPartitionIntegrity,
-} from "../sae/partition.ts";
+} from "../sae/crosscoder/partition.ts";
 import { partitionArb } from "../testing/mod.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 

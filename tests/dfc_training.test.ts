@@ -7,14 +7,18 @@
 // objective prefers an exclusive slot over a shared one with a zeroed decoder row).
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { dfcPartition } from "../sae/crosscoder_config.ts";
-import { runTraining } from "../sae/driver.ts";
-import { pairedData } from "../sae/paired_source.ts";
-import { featureOwner, verifyPartitionIntegrity } from "../sae/partition.ts";
-import { exclusiveCounts, partitionUsage, relativeDecoderNorms } from "../sae/diffing.ts";
-import { evaluateCrosscoder } from "../sae/crosscoder_eval.ts";
-import { resolveTrainConfig } from "../sae/train_config.ts";
+import { runTraining } from "../sae/train/driver.ts";
+import { pairedData } from "../sae/crosscoder/paired_source.ts";
+import { featureOwner, verifyPartitionIntegrity } from "../sae/crosscoder/partition.ts";
+import {
+  exclusiveCounts,
+  partitionUsage,
+  relativeDecoderNorms,
+} from "../sae/crosscoder/diffing.ts";
+import { evaluateCrosscoder } from "../sae/crosscoder/eval.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
 import { assert, assertEquals, test } from "./harness.ts";
+import { dfcPartition } from "../sae/arch/registry.ts";
 
 test(
   "dfc training: exclusive true features land in their model's exclusive set, shared ones in the shared set",

@@ -5,8 +5,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
-import type { Batch, LossAux, LossContext } from "../sae/architecture.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import type { Batch, LossAux, LossContext } from "../sae/arch/architecture.ts";
+import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
 import { resolveConfig, type SaeConfig, type SaeConfigInput } from "../sae/config.ts";
 import type { SaeParams } from "../sae/params.ts";

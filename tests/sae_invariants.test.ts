@@ -1,10 +1,10 @@
-// Invariants of SAE codes and of the training step (sae/train.ts), each checked against values
+// Invariants of SAE codes and of the training step (sae/train/step.ts), each checked against values
 // computed here independently: code sparsity patterns, the unit-norm decoder constraint,
 // resampling, dead-feature counters, the BatchTopK threshold, k annealing, sparsity warmup, the
 // learning-rate schedule, folding the activation scale into saved weights, and memory.
 import * as t from "../mod.ts";
-import type { Batch } from "../sae/architecture.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import type { Batch } from "../sae/arch/architecture.ts";
+import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { asCoo, type Code, toDense } from "../sae/code.ts";
 import {
   type ArchName,
@@ -20,12 +20,12 @@ import {
   type StepMetrics,
   type TrainState,
   trainStep,
-} from "../sae/train.ts";
+} from "../sae/train/step.ts";
 import {
   resolveTrainConfig,
   type TrainConfig,
   type TrainConfigInput,
-} from "../sae/train_config.ts";
+} from "../sae/train/config.ts";
 import type { AdamState } from "../autodiff/optim.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 

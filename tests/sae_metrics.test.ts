@@ -2,14 +2,14 @@ import { assert, assertClose, assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { resolveConfig, type SaeConfig, type SaeConfigInput } from "../sae/config.ts";
 import type { SaeParams } from "../sae/params.ts";
-import type { Batch } from "../sae/architecture.ts";
+import type { Batch } from "../sae/arch/architecture.ts";
 import {
   DENSITY_EDGES,
   type EvalMetrics,
   evaluate,
   formatMetricsTable,
   mmcs,
-} from "../sae/metrics.ts";
+} from "../sae/eval/metrics.ts";
 
 // ---- a direct plain-JS evaluation, the reference every metric is checked against ----------------
 

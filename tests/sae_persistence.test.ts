@@ -1,4 +1,4 @@
-// Dictionaries on disk (sae/io.ts) and training checkpoints (sae/checkpoint.ts, sae/driver.ts):
+// Dictionaries on disk (sae/io/saelens.ts) and training checkpoints (sae/train/checkpoint.ts, sae/train/driver.ts):
 // bit-exact round trips for every architecture, folders written the way SAELens v6 writes them
 // (tests/fixtures/saelens, made by make_saelens_fixture.py with SAELens's formulas), errors for
 // broken folders, atomic writes, and resuming a run bit-exactly.
@@ -7,17 +7,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as t from "../mod.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import { ARCHITECTURES, ARCHS, isCrosscoderArch } from "../sae/arch/registry.ts";
 import { toDense } from "../sae/code.ts";
-import { type ArchName, ARCHS, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
-import { isCrosscoderArch } from "../sae/crosscoder_config.ts";
-import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io.ts";
-import { initParams, type SaeParams } from "../sae/params.ts";
-import { loadCheckpoint, saveCheckpoint } from "../sae/checkpoint.ts";
-import { runTraining } from "../sae/driver.ts";
-import { syntheticData } from "../sae/sources.ts";
-import { resolveTrainConfig, type TrainConfigInput } from "../sae/train_config.ts";
-import { stateTensors, type TrainState } from "../sae/train.ts";
+import { type ArchName, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
+import { CFG_FILE, loadSae, saveSae, WEIGHTS_FILE } from "../sae/io/saelens.ts";
+import type { SaeParams } from "../sae/params.ts";
+import { loadCheckpoint, saveCheckpoint } from "../sae/train/checkpoint.ts";
+import { runTraining } from "../sae/train/driver.ts";
+import { syntheticData } from "../data/sources.ts";
+import { resolveTrainConfig, type TrainConfigInput } from "../sae/train/config.ts";
+import { stateTensors, type TrainState } from "../sae/train/step.ts";
 import { makeSynthetic } from "../data/synthetic.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 
@@ -82,7 +81,7 @@ const cfgInput = (arch: ArchName): SaeConfigInput => ({
 /** Initialised params with every tensor perturbed (biases non-zero, last bits random). */
 function randomParams(arch: ArchName, seed: number): SaeParams {
   const cfg = resolveConfig(cfgInput(arch));
-  const p = initParams(t.random.key(seed), cfg);
+  const p = ARCHITECTURES[arch].init(t.random.key(seed), cfg);
   const keys = t.random.split(t.random.key(seed + 1), 8);
   const out: Record<string, t.Tensor> = {};
   Object.entries(p).forEach(([k, v], i) => {
@@ -395,7 +394,7 @@ for (const [arch, extra, train, why] of RESUME_CASES) {
       }
       if (arch === "topk") {
         assert(
-          JSON.parse(ma[5]).deadFraction > 0 && "auxk" in JSON.parse(ma[6]),
+          JSON.parse(ma[5]).dead_fraction > 0 && "auxk" in JSON.parse(ma[6]),
           "dead features at the stop, AuxK right after it",
         );
       }

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
 import { main } from "../sae/cli.ts";
-import { renderReport } from "../sae/report.ts";
-import { readUplot } from "../server/assets.ts";
+import { renderReport } from "../sae/eval/report.ts";
+import { readUplot } from "../sae/eval/uplot.ts";
 import { loadDictionary } from "../server/dictionary.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 

@@ -7,12 +7,12 @@
 // Everything is seeded, and the runtimes compute the same bits, so the figures are fixed; the
 // thresholds leave a margin below what three data seeds reached during tuning (noted per case).
 import * as t from "../mod.ts";
-import type { Batch } from "../sae/architecture.ts";
+import type { Batch } from "../sae/arch/architecture.ts";
 import { type ArchName, resolveConfig, type SaeConfigInput } from "../sae/config.ts";
-import { runTraining } from "../sae/driver.ts";
-import { evaluate } from "../sae/metrics.ts";
-import { type DataSource, syntheticData } from "../sae/sources.ts";
-import { resolveTrainConfig, type TrainConfigInput } from "../sae/train_config.ts";
+import { runTraining } from "../sae/train/driver.ts";
+import { evaluate } from "../sae/eval/metrics.ts";
+import { type DataSource, syntheticData } from "../data/sources.ts";
+import { resolveTrainConfig, type TrainConfigInput } from "../sae/train/config.ts";
 import { featureRecovery, featureSlice, makeSynthetic } from "../data/synthetic.ts";
 import { assert, test } from "./harness.ts";
 

@@ -1,12 +1,11 @@
 import { assert, assertClose, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { topkSae } from "../sae/topk.ts";
-import { reluSae } from "../sae/relu.ts";
+import { topkSae } from "../sae/arch/topk.ts";
+import { reluSae } from "../sae/arch/relu.ts";
 import { unitRows } from "../sae/params.ts";
-import { projectDecoderGrad } from "../sae/train.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
-import { isCrosscoderArch } from "../sae/crosscoder_config.ts";
+import { projectDecoderGrad } from "../sae/train/step.ts";
+import { ARCHITECTURES, isCrosscoderArch } from "../sae/arch/registry.ts";
 
 /** f64 SAE parameters and inputs from one seed. */
 function randomSae(seed: number, d: number, F: number, B: number) {

@@ -3,9 +3,9 @@
 // code 2 and a message naming the flag.
 import { rm } from "node:fs/promises";
 import * as t from "../mod.ts";
-import { ARCHITECTURES } from "../sae/architectures.ts";
+import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { resolveConfig } from "../sae/config.ts";
-import { saveSae } from "../sae/io.ts";
+import { saveSae } from "../sae/io/saelens.ts";
 import { serveCommand } from "../server/command.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { runCli } from "./cli_run.ts";

@@ -1,5 +1,5 @@
 /**
- * Small dictionaries for the server tests, written to a temporary folder with sae/io.ts plus the
+ * Small dictionaries for the server tests, written to a temporary folder with sae/io/saelens.ts plus the
  * optional dashboard files, and a plain-JS reference of the encoder to check answers against.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";

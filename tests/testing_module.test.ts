@@ -4,8 +4,8 @@
 import fc from "fast-check";
 import * as t from "../mod.ts";
 import * as testing from "../testing/mod.ts";
-import { ARCHS } from "../sae/config.ts";
 import { assert, assertEquals, test } from "./harness.ts";
+import { ARCHS } from "../sae/arch/registry.ts";
 
 const { sae } = t;
 

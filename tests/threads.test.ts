@@ -8,7 +8,7 @@ import * as t from "../mod.ts";
 import { setThreads, threadsReady } from "../tensor/cpu/threads.ts";
 import { loadNative, setNativeKernels } from "../tensor/cpu/native.ts";
 import { unitRows } from "../sae/params.ts";
-import { projectDecoderGrad } from "../sae/train.ts";
+import { projectDecoderGrad } from "../sae/train/step.ts";
 
 /**
  * Results of `f` with threads, then on one thread, in the TypeScript kernels; then (when the

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { assertClose, assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
-import { batchTopkEncode, sparseDecode, topkEncode } from "../sae/topk_encode.ts";
+import { batchTopkEncode, sparseDecode, topkEncode } from "../sae/arch/topk_encode.ts";
 import { checkGrads } from "../autodiff/check.ts";
 
 /** The dense formulation the Python references use: mask the ReLU code to its top k, decode with a matmul. */

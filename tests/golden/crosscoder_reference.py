@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Golden values for the crosscoder family in sae/crosscoder.ts, sae/batchtopk_crosscoder.ts and
-sae/dfc.ts, from an independent PyTorch (float64) reference written from the CrossCoder and DFC
+"""Golden values for the crosscoder family in sae/crosscoder/ (crosscoder.ts, batchtopk_crosscoder.ts,
+dfc.ts), from an independent PyTorch (float64) reference written from the CrossCoder and DFC
 sections of /work/shared/SAE-REFERENCE.md (crosscoder_learning's definitions), not from the
 TypeScript. Writes tests/golden/fixtures/<case>.json in the schema of sae_reference.py, so
 tests/sae_golden.test.ts checks them with every other architecture; DFC cases also carry

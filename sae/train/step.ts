@@ -1,0 +1,349 @@
+/**
+ * The training step as a function of (state, batch): loss and gradients, constrained Adam, dead
+ * feature tracking in tokens, AuxK/ghost grads inputs, BatchTopK threshold, resampling, k
+ * annealing. The only I/O is reading back a few scalars (dead count, θ statistic, metrics).
+ */
+import type { Tensor } from "../../tensor/tensor.ts";
+import type { PRNGKey } from "../../tensor/random.ts";
+import * as random from "../../tensor/random.ts";
+import { ones, zeros } from "../../tensor/ops/create.ts";
+import { matmul } from "../../tensor/ops/linalg.ts";
+import {
+  add,
+  cast,
+  div,
+  ge,
+  gt,
+  minimum,
+  mul,
+  square,
+  step,
+  sub,
+  where,
+} from "../../tensor/ops/elementwise.ts";
+import { mean, min, sum, variance } from "../../tensor/ops/reduce.ts";
+import { scatterAdd } from "../../tensor/ops/index.ts";
+import { squeeze } from "../../tensor/ops/shape.ts";
+import { dispose, disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
+import { valueAndGrad } from "../../autodiff/grad.ts";
+import {
+  adam,
+  applyUpdates,
+  chain,
+  clipByGlobalNorm,
+  type GradientTransformation,
+} from "../../autodiff/optim.ts";
+import { warmupDecaySchedule } from "../../autodiff/schedule.ts";
+import type { Batch, LossAux, LossContext } from "../arch/architecture.ts";
+import {
+  architecture,
+  dfcPartition,
+  isCrosscoder,
+  thresholdInputs,
+  usesThreshold,
+} from "../arch/registry.ts";
+import { asCoo, type Code, l0PerRow } from "../code.ts";
+import type { SaeConfig } from "../config.ts";
+import { fusable, type SaeParams, unitRows } from "../params.ts";
+import { wrap } from "../../tensor/prims.ts";
+import { shapesEqual } from "../../tensor/shape.ts";
+import type { TrainConfig } from "./config.ts";
+import { geometricMedian } from "./geometric_median.ts";
+import { resampleDead } from "./resample.ts";
+import { perInputGeometricMedian } from "../crosscoder/crosscoder.ts";
+import { maskGradients } from "../crosscoder/grad_mask.ts";
+import { initialThreshold, mapThreshold, type Threshold, updateThreshold } from "../threshold.ts";
+
+export interface TrainState {
+  step: number;
+  params: SaeParams;
+  opt: unknown;
+  /** Tokens since each feature last fired, clamped at dead_tokens (or the resampling window if longer) (f32 [d_sae]). */
+  sinceFired: Tensor;
+  numDead: number;
+  /** BatchTopK/Matryoshka inference threshold θ (−1 until first set under "dl"); one per input for decoupled crosscoders. */
+  threshold: Threshold;
+  /** Inputs (and targets) are divided by these while training; folded into saved weights. */
+  scale: number;
+  scaleOut: number;
+  key: PRNGKey;
+}
+
+export interface StepMetrics {
+  step: number;
+  lr: number;
+  k: number;
+  loss: number;
+  recon: number;
+  fvu: number;
+  l0: number;
+  deadFraction: number;
+  sparsity?: number;
+  auxk?: number;
+  ghost?: number;
+  gatedAux?: number;
+  threshold?: Threshold;
+  resampled?: number;
+}
+
+export function lrAt(t: TrainConfig, step: number): number {
+  return warmupDecaySchedule({
+    peak: t.lr,
+    warmupSteps: t.warmup_steps,
+    totalSteps: t.steps,
+    decayStart: t.decay_start ?? undefined,
+  })(step);
+}
+
+export function kAt(cfg: SaeConfig, t: TrainConfig, step: number): number {
+  if (t.k_anneal_steps <= 0 || t.k_start === null) return cfg.k;
+  return Math.round(t.k_start + (cfg.k - t.k_start) * Math.min(step / t.k_anneal_steps, 1));
+}
+
+function optimizer(t: TrainConfig): GradientTransformation<unknown> {
+  const a = adam({
+    lr: (s) => lrAt(t, s),
+    b1: t.b1,
+    b2: t.b2,
+    eps: t.eps,
+  }) as GradientTransformation<unknown>;
+  return t.grad_clip === null
+    ? a
+    : chain(clipByGlobalNorm(t.grad_clip), a) as GradientTransformation<unknown>;
+}
+
+/** Inputs as the model sees them during training (scaled; MLSAE standardises per token itself). */
+function scaled(batch: Batch, s: TrainState): Batch {
+  return {
+    x: s.scale === 1 ? batch.x : div(batch.x, s.scale),
+    y: batch.y && (s.scaleOut === 1 ? batch.y : div(batch.y, s.scaleOut)),
+  };
+}
+
+/**
+ * A fresh training state. `first` is a batch (or several) used to estimate the normalisation
+ * scale √(mean‖x‖²) and the geometric-median b_dec, as dictionary_learning does.
+ */
+export async function initTrainState(
+  key: PRNGKey,
+  cfg: SaeConfig,
+  t: TrainConfig,
+  first: Batch[],
+): Promise<TrainState> {
+  const [kInit, kRun] = random.split(key);
+  const arch = architecture(cfg.arch);
+  const params = arch.init(kInit, cfg);
+  const rms = async (xs: Tensor[]) =>
+    Math.sqrt(
+      (await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce(
+        (a, b) => a + b,
+        0,
+      ) / xs.length,
+    );
+  // A multi-layer SAE standardises each layer's vector itself.
+  const normalize = t.normalize_activations && arch.input !== "layers";
+  const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
+  const scaleOut = normalize && first[0]?.y ? await rms(first.map((b) => b.y!)) : scale;
+  const state: TrainState = {
+    step: 0,
+    params,
+    opt: optimizer(t).init(params),
+    sinceFired: zeros([cfg.d_sae]),
+    numDead: 0,
+    threshold: initialThreshold(thresholdInputs(cfg), t.threshold_ema === "dl" ? -1 : 0),
+    scale: scale > 0 ? scale : 1,
+    scaleOut: scaleOut > 0 ? scaleOut : 1,
+    key: kRun,
+  };
+  if (t.geometric_median_init && first.length) {
+    const b = scaled(first[0], state);
+    const target = arch.target(b, cfg);
+    const median = isCrosscoder(cfg)
+      ? await perInputGeometricMedian(target)
+      : await geometricMedian(target);
+    params.b_dec.dispose();
+    params.b_dec = median;
+  }
+  return state;
+}
+
+/** Which features fired at least once in the batch (bool [d_sae]) and the mean L0, from one pass over the code. */
+function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
+  if (code.kind === "dense") {
+    // Counts of 0/1 entries are exact in f32, so BLAS mat-vecs with a ones vector (one
+    // multi-threaded read of [B, F] each) replace the strided column and row sums.
+    const active = step(code.f);
+    const [B, Fd] = active.shape;
+    const perFeature = squeeze(matmul(ones([1, B], active.dtype, active.backend), active), 0);
+    return {
+      fired: gt(perFeature, 0),
+      l0: mean(matmul(active, ones([Fd, 1], active.dtype, active.backend))),
+    };
+  }
+  const coo = asCoo(code)!;
+  const active = step(coo.values);
+  return { fired: gt(scatterAdd(zeros([F]), coo.cols, active, 0), 0), l0: mean(l0PerRow(code)) };
+}
+
+/** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
+export function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
+  const k = g.backend.fused?.projectOutRows;
+  if (k && fusable(g, W_dec) && shapesEqual(g.shape, W_dec.shape)) {
+    return wrap(g.backend, k(g.view(), W_dec.view()), g.shape, g.dtype);
+  }
+  const u = unitRows(W_dec);
+  return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
+}
+
+/** One training step. Returns the new state (the old one is left to the caller to dispose). */
+export async function trainStep(
+  state: TrainState,
+  batch: Batch,
+  cfg: SaeConfig,
+  t: TrainConfig,
+): Promise<{ state: TrainState; metrics: StepMetrics }> {
+  const arch = architecture(cfg.arch);
+  const k = kAt(cfg, t, state.step);
+  const stepCfg: SaeConfig = k === cfg.k ? cfg : { ...cfg, k };
+  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1);
+  const constrained = t.optimizer === "constrained_adam";
+  const opt = optimizer(t);
+  // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
+  // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
+  const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
+  const cap = Math.max(t.dead_tokens, resampleWindow);
+  const partition = dfcPartition(cfg);
+  const out = tidy(() => {
+    const b = scaled(batch, state);
+    const dead = state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null;
+    const ctx: LossContext = {
+      l1Scale: t.sparsity_warmup_steps > 0 ? Math.min(state.step / t.sparsity_warmup_steps, 1) : 1,
+      dead,
+      numDead: state.numDead,
+      ghost: t.ghost_grads,
+    };
+    const lossFn = (p: SaeParams) => arch.loss(p, b, stepCfg, ctx);
+    const [[loss, aux], rawGrads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [
+      [Tensor, LossAux],
+      SaeParams,
+    ];
+    // DFC: forbidden entries get exactly zero gradient, so they and their Adam moments stay zero.
+    const grads = partition ? maskGradients(rawGrads, partition) : rawGrads;
+    if (constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
+    const [updates, optState] = opt.update(grads, state.opt, state.params);
+    const params = applyUpdates(state.params, updates) as SaeParams;
+    if (constrained) params.W_dec = unitRows(params.W_dec);
+    const { fired, l0 } = activity(aux.code, cfg.d_sae);
+    const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), cap));
+    const target = arch.target(b, cfg);
+    const residualVar = sum(variance(sub(target, aux.xhat), 0));
+    const fvu = div(residualVar, sum(variance(target, 0)));
+    const coo = asCoo(aux.code);
+    const kept = aux.thresholdValues ?? coo?.values;
+    // The smallest kept positive value (per input when θ is per input: one row each).
+    const minPositive = kept && usesThreshold(cfg)
+      ? min(where(gt(kept, 0), kept, Infinity), kept.ndim === 2 ? -1 : undefined)
+      : null;
+    const scalars: Record<string, Tensor> = {
+      loss,
+      recon: aux.recon,
+      fvu,
+      l0,
+      numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
+    };
+    for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
+      if (aux[key]) scalars[key] = aux[key]!;
+    }
+    return {
+      params,
+      optState,
+      sinceFired,
+      scalars,
+      minPositive,
+      xhat: keep(aux.xhat),
+      target: keep(target),
+    };
+  });
+  const host: Record<string, number> = {};
+  for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
+  dispose(out.scalars);
+  const minPositive = out.minPositive ? await out.minPositive.data() : null;
+  out.minPositive?.dispose();
+
+  let threshold = state.threshold;
+  if (minPositive) {
+    if (t.threshold_ema === "saelens") {
+      threshold = updateThreshold(threshold, minPositive, (old, v) => 0.99 * old + 0.01 * v);
+    } else if (state.step >= t.threshold_start_step) {
+      threshold = updateThreshold(
+        threshold,
+        minPositive,
+        (old, v) => (old < 0 ? v : 0.999 * old + 0.001 * v),
+      );
+    }
+  }
+  let next: TrainState = {
+    ...state,
+    step: state.step + 1,
+    params: out.params,
+    opt: out.optState,
+    sinceFired: out.sinceFired,
+    numDead: host.numDead,
+    threshold,
+  };
+  let resampled: number | undefined;
+  if (t.resample_steps && state.step % t.resample_steps === t.resample_steps - 1) {
+    const r = await resampleDead(next, out.target, out.xhat, resampleWindow, B);
+    next = r.state;
+    resampled = r.count;
+    if (r.count > 0) {
+      // resampleDead counts features past its window; numDead is defined by dead_tokens.
+      const n = tidy(() => sum(cast(ge(next.sinceFired, t.dead_tokens), "f32")));
+      next = { ...next, numDead: await n.item() };
+      n.dispose();
+    }
+  }
+  disposeReplaced([out.xhat, out.target], batch); // the target may be the caller's own batch.x
+  const metrics: StepMetrics = {
+    step: state.step,
+    lr: lrAt(t, state.step),
+    k,
+    loss: host.loss,
+    recon: host.recon,
+    fvu: host.fvu,
+    l0: host.l0,
+    deadFraction: host.numDead / cfg.d_sae,
+  };
+  for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
+    if (key in host) metrics[key] = host[key];
+  }
+  if (usesThreshold(cfg)) metrics.threshold = threshold;
+  if (resampled !== undefined) metrics.resampled = resampled;
+  return { state: next, metrics };
+}
+
+/** The state's tensors, for dispose() once a newer state replaces it. */
+export function stateTensors(s: TrainState): unknown[] {
+  return [s.params, s.opt, s.sinceFired];
+}
+
+/**
+ * θ for the saved (folded) weights: crosscoders compare f·w with θ, and folding scales the decoder
+ * norms w by scaleOut while f is unchanged; SAE codes are unchanged, so their θ is too.
+ */
+export function foldedThreshold(s: TrainState, cfg: SaeConfig): Threshold {
+  return isCrosscoder(cfg)
+    ? mapThreshold(s.threshold, (v) => (v >= 0 ? v * s.scaleOut : v))
+    : s.threshold;
+}
+
+/** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */
+export function foldScale(p: SaeParams, scale: number, scaleOut: number): SaeParams {
+  if (scale === 1 && scaleOut === 1) return p;
+  return {
+    ...p,
+    W_enc: div(p.W_enc, scale),
+    W_dec: mul(p.W_dec, scaleOut),
+    b_dec: mul(p.b_dec, scaleOut),
+  };
+}
