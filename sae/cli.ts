@@ -1,11 +1,15 @@
 /**
- * The `sae` command: train, eval, info. Runs under Deno (`deno run -A sae/cli.ts …`, the `sae`
- * task) and Bun (`bun sae/cli.ts …`). Bad arguments print a message and exit with code 2.
+ * The `sae` command's own subcommands: train, eval, info, and the data commands convert and
+ * inspect. The entry is the top-level cli.ts, which adds the server's `serve`. Bad arguments print
+ * a message and exit with code 2.
  */
 import process from "node:process";
-import { args } from "../tensor/platform/runtime.ts";
 import { readFile } from "node:fs/promises";
-import * as t from "../mod.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { getBackend } from "../tensor/registry.ts";
+import { selectBackend } from "../tensor/webgpu/mod.ts";
+import { norm } from "../tensor/ops/reduce.ts";
+import { foldedThreshold } from "./train/step.ts";
 import { type ArchName, ConfigError, resolveConfig } from "./config.ts";
 import { resolveTrainConfig, type TrainConfigInput } from "./train/config.ts";
 import { runTraining } from "./train/driver.ts";
@@ -34,7 +38,7 @@ import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 
 class UsageError extends Error {}
 
-type Flags = Record<string, string | true>;
+export type Flags = Record<string, string | true>;
 
 function parseArgs(argv: string[]): { positional: string[]; flags: Flags } {
   const positional: string[] = [], flags: Flags = {};
@@ -139,7 +143,7 @@ async function dataFrom(
   flags: Flags,
   syn: SyntheticConfig | null,
   seed: number,
-): Promise<{ data: DataSource; describe: unknown; truth?: t.Tensor }> {
+): Promise<{ data: DataSource; describe: unknown; truth?: Tensor }> {
   const path = str(flags, "data");
   if (path) {
     // Any supported format: Arrow store, SAELens / dictionary_learning caches, .npy, .safetensors (data/formats.ts).
@@ -259,7 +263,7 @@ async function train(flags: Flags): Promise<void> {
     process.stderr.write(
       `training ${arch} d_in=${d_in} d_sae=${d_sae}${
         cfg.k ? ` k=${cfg.k}` : ""
-      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${t.getBackend().info()}) → ${out}\n`,
+      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}) → ${out}\n`,
     );
   }
   await ensureDir(out);
@@ -277,7 +281,7 @@ async function train(flags: Flags): Promise<void> {
       res.params,
       cfg,
       heldOut(data, tcfg.batch_size, 4, 1_000_000),
-      t.sae.foldedThreshold(res.state, cfg),
+      foldedThreshold(res.state, cfg),
     );
     await writeJsonAtomic(`${out}/eval.json`, r.json);
     console.log(r.text);
@@ -302,15 +306,15 @@ async function train(flags: Flags): Promise<void> {
 
 /** --backend: a bad or unavailable name is a usage error (exit 2) naming the reason. */
 async function chooseBackend(name: string): Promise<void> {
-  await t.selectBackend(name, "--backend").catch((e) => {
+  await selectBackend(name, "--backend").catch((e) => {
     throw new UsageError((e as Error).message);
   });
 }
 
 /** Ground-truth recovery on synthetic data: true features matched by a decoder row with cosine > 0.9, and MMCS. */
 async function recoveryOf(
-  truth: t.Tensor,
-  W_dec: t.Tensor,
+  truth: Tensor,
+  W_dec: Tensor,
 ): Promise<{ true_features_recovered: number; true_features: number; recovery_mmcs: number }> {
   const r = await featureRecovery(truth, W_dec, 0.9);
   return {
@@ -384,7 +388,7 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
   checkKnown(flags, ["json"], "info");
   if (!dir) throw new UsageError("sae info: missing the dictionary folder (sae info DIR)");
   const { params, cfg, threshold, metrics } = await loadSae(dir);
-  const norms = await t.norm(params.W_dec, -1).data();
+  const norms = await norm(params.W_dec, -1).data();
   const sorted = Float64Array.from(norms).sort();
   const nParams = Object.values(params).reduce((n, x) => n + (x ? x.size : 0), 0);
   const evalJson = await readFile(`${dir}/eval.json`, "utf8").then(
@@ -428,7 +432,17 @@ async function info(dir: string | undefined, flags: Flags): Promise<void> {
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * A command a higher layer adds (the top-level cli.ts adds `serve`): it runs with the parsed
+ * arguments, prints its own help on --help, and reports usage errors as ConfigErrors.
+ */
+export type Command = (positional: string[], flags: Flags) => Promise<void>;
+
+/** Run the `sae` command line; `commands` are those of layers above sae/ (exit code returned). */
+export async function main(
+  argv: string[],
+  commands: Readonly<Record<string, Command>> = {},
+): Promise<number> {
   const [cmd, ...rest] = argv;
   const { positional, flags } = parseArgs(rest);
   try {
@@ -437,11 +451,9 @@ export async function main(argv: string[]): Promise<number> {
       return cmd ? 0 : 2;
     }
     if (cmd === "convert" || cmd === "inspect") return await dataCommand(cmd, positional, flags);
-    if (cmd === "serve") {
-      // Loaded on demand: the server's dependencies (Hono, apache-arrow) cost ~1 s of startup elsewhere.
-      const serve = await import("../server/command.ts");
-      if (flags.help) console.log(serve.SERVE_HELP);
-      else await serve.serveCommand(positional[0], flags);
+    const above = commands[cmd];
+    if (above) {
+      await above(positional, flags);
       return 0;
     }
     const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
@@ -466,5 +478,3 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
 }
-
-if (import.meta.main) process.exitCode = await main(args());

@@ -1,6 +1,6 @@
 /**
  * `sae serve DIR`: load the dictionary, build the app, listen (127.0.0.1 unless told otherwise),
- * and on SIGINT/SIGTERM stop accepting, finish in-flight requests and return. sae/cli.ts
+ * and on SIGINT/SIGTERM stop accepting, finish in-flight requests and return. cli.ts
  * dispatches here; usage errors are ConfigErrors, which the CLI prints and exits with 2.
  */
 import { readEnv } from "../tensor/platform/env.ts";

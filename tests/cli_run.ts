@@ -1,5 +1,5 @@
 /** Run the `sae` command in-process through main(argv), with console.log / console.error captured. */
-import { main } from "../sae/cli.ts";
+import { main } from "../cli.ts";
 
 export async function runCli(
   ...argv: string[]

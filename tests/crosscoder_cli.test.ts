@@ -1,5 +1,5 @@
 // `sae train --arch crosscoder|batchtopk-crosscoder|dfc` (sae/crosscoder/cli.ts hooks in
-// sae/cli.ts): synthetic paired data by default, .npy data of shape [N, L, d], the evaluation
+// cli.ts): synthetic paired data by default, .npy data of shape [N, L, d], the evaluation
 // and model-diffing report, eval/info of the saved folder, and usage errors exiting with 2.
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -9,7 +9,7 @@ import * as t from "../mod.ts";
 import { readManifest, storeStream, writeStore } from "../data/arrow_store.ts";
 import { activationData, detectActivations, openActivations } from "../data/formats.ts";
 import { loadSae } from "../sae/io/saelens.ts";
-import { main } from "../sae/cli.ts";
+import { main } from "../cli.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
 
 const readAll = (dir: string) => {

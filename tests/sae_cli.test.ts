@@ -1,4 +1,4 @@
-// The `sae` command (sae/cli.ts), run in-process through main(argv) with console output captured:
+// The `sae` command (cli.ts), run in-process through main(argv) with console output captured:
 // train writes a complete run folder, eval/info print parseable JSON, usage errors exit with 2 and
 // a message, --help exits with 0, and training reads .npy data.
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";

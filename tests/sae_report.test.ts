@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
-import { main } from "../sae/cli.ts";
+import { main } from "../cli.ts";
 import { renderReport } from "../sae/eval/report.ts";
 import { readUplot } from "../sae/eval/uplot.ts";
 import { loadDictionary } from "../server/dictionary.ts";

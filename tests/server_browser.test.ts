@@ -11,7 +11,7 @@ import { chromium, type Page } from "playwright-core";
 import { createApp } from "../server/app.ts";
 import { loadAssets } from "../server/assets.ts";
 import { startServer } from "../server/serve.ts";
-import { main } from "../sae/cli.ts";
+import { main } from "../cli.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, topkRef } from "./server_fixture.ts";

@@ -6,7 +6,7 @@ import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, postJson, row, topkRef, viaSocket } from "./server_fixture.ts";
 import { scriptCommand } from "../tensor/platform/process.ts";
 
-const runtimeCmd = scriptCommand("sae/cli.ts");
+const runtimeCmd = scriptCommand("cli.ts");
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   test(

@@ -11,7 +11,7 @@ import { syntheticData } from "../data/sources.ts";
 import { resolveTrainConfig } from "../sae/train/config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { featureRecovery, makeSynthetic } from "../data/synthetic.ts";
-import { main } from "../sae/cli.ts";
+import { main } from "../cli.ts";
 import { loadSae } from "../sae/io/saelens.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -1,6 +1,6 @@
 /**
  * The data commands of the `sae` CLI (`sae convert`, `sae inspect`): argument checking and
- * printing around convert.ts and inspect.ts. sae/cli.ts dispatches here; usage errors print
+ * printing around convert.ts and inspect.ts. The sae command line (sae/cli.ts) dispatches here; usage errors print
  * "sae: …" and return exit code 2, as the other commands do.
  */
 import { convertPath } from "./convert.ts";
