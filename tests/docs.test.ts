@@ -96,3 +96,23 @@ test("docs: no issue numbers in the README or docs/", () => {
     assert(!m, `${page} mentions an issue number: ${m?.[0]}`);
   }
 });
+
+test("the README's layout table names every top-level folder and sae/'s subfolders, and nothing gone", () => {
+  const readme = read("README.md");
+  const start = readme.indexOf("<!-- layout table");
+  assert(start >= 0, "README.md has no layout table marker");
+  const table = readme.slice(start, readme.indexOf("\n\n", readme.indexOf("| path", start)));
+  const named = new Set([...table.matchAll(/`([\w.]+\/?)`/g)].map((m) => m[1]));
+  const dirs = (rel: string) =>
+    readdirSync(join(root, rel), { withFileTypes: true })
+      .filter((e) => e.isDirectory() && !e.name.startsWith(".") && !IGNORED.has(e.name))
+      .map((e) => `${e.name}/`);
+  const IGNORED = new Set(["node_modules", "dist", "runs"]);
+  const missing = [...dirs("."), ...dirs("sae")].filter((d) => !named.has(d));
+  assert(missing.length === 0, `folders the layout table does not name: ${missing.join(", ")}`);
+  const gone = [...named].filter((n) =>
+    n.endsWith("/") && !existsSync(join(root, n)) && !existsSync(join(root, "sae", n)) &&
+    !existsSync(join(root, "tensor", n))
+  );
+  assert(gone.length === 0, `the layout table names folders that do not exist: ${gone.join(", ")}`);
+});
