@@ -21,6 +21,7 @@ check() {
 check "deno fmt --check" "$deno" fmt --check
 check "deno lint" "$deno" lint
 check "deno check" "$deno" check mod.ts cli.ts bench/*.ts examples/*.ts scripts/*.ts
+check "deno publish --dry-run" "$deno" publish --dry-run --allow-dirty
 check "import direction" "$deno" run --allow-read scripts/check_imports.ts
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -100,7 +100,7 @@ test(
         ]
       ) assert(files.includes(want), `tarball lacks ${want}`);
       const stray = files.filter((f) =>
-        f !== "package.json" && f !== "README.md" && !f.startsWith("dist/")
+        f !== "package.json" && f !== "README.md" && f !== "LICENSE" && !f.startsWith("dist/")
       );
       assertEquals(stray, [], "files outside dist/");
       assertEquals(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts")), [], "sources");
