@@ -4,7 +4,8 @@
  * "sae: …" and return exit code 2, as the other commands do.
  */
 import { convertPath } from "./convert.ts";
-import { formatInspection, inspectPath } from "./inspect.ts";
+import { inspectPath } from "./inspect.ts";
+import { formatInspection } from "./tools.ts";
 
 type Flags = Record<string, string | true>;
 

@@ -1,7 +1,7 @@
 /**
  * `sae inspect PATH`: what a file or folder holds — format, shapes, dtypes, rows and statistics
  * for activation data (from the store's manifest, or one streaming Welford pass); architecture,
- * sizes, tensors and decoder norms for dictionaries. Returns a plain record; formatInspection
+ * sizes, tensors and decoder norms for dictionaries. Returns a plain record; tools.ts formatInspection
  * renders it as text.
  */
 import { existsSync } from "node:fs";
@@ -134,22 +134,4 @@ export async function inspectPath(
     ...(rows < (stream.rows ?? rows) ? { over_first_rows: rows } : {}),
   };
   return base;
-}
-
-export function formatInspection(r: Record<string, unknown>): string {
-  const lines: string[] = [];
-  const show = (
-    v: unknown,
-  ) => (typeof v === "number"
-    ? String(Number(v.toPrecision(6)))
-    : Array.isArray(v)
-    ? `[${v.join(", ")}]`
-    : String(v));
-  for (const [k, v] of Object.entries(r)) {
-    if (v && typeof v === "object" && !Array.isArray(v)) {
-      lines.push(`${k}:`);
-      for (const [a, b] of Object.entries(v)) lines.push(`  ${a.padEnd(22)} ${show(b)}`);
-    } else lines.push(`${k.padEnd(24)} ${show(v)}`);
-  }
-  return lines.join("\n");
 }
