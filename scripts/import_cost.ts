@@ -6,6 +6,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { args } from "../tensor/platform/runtime.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const deno = `${root}node_modules/.bin/deno`;
@@ -13,14 +14,41 @@ const bun = `${root}node_modules/.bin/bun`;
 const ENTRIES = ["mod.ts", "sae/mod.ts", "data/mod.ts", "testing/mod.ts", "server/mod.ts"];
 /** The npm packages alone, for scale. */
 const PACKAGES = ["apache-arrow", "fast-check", "hono"];
-const runs = Number(Deno.args[0] ?? 5);
+const runs = Number(args()[0] ?? 5);
+const main = import.meta.main;
+
+/**
+ * The modules an import of `entry` loads: its static code imports, followed from the entry (a
+ * dynamic import loads on its first call, a type-only import not at all).
+ */
+export function loadedModules(denoBin: string, entry: string, cwd: string): string[] {
+  const r = spawnSync(denoBin, ["info", "--json", entry], { cwd, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`deno info ${entry}: ${r.stderr}`);
+  const graph = JSON.parse(r.stdout) as {
+    roots: string[];
+    modules: {
+      specifier: string;
+      dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[];
+    }[];
+  };
+  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const loaded = new Set<string>();
+  const todo = [...graph.roots];
+  while (todo.length) {
+    const s = todo.pop()!;
+    if (loaded.has(s)) continue;
+    loaded.add(s);
+    for (const d of bySpecifier.get(s)?.dependencies ?? []) {
+      if (d.code && !d.isDynamic) todo.push(d.code.specifier);
+    }
+  }
+  return [...loaded];
+}
 
 function npmPackages(entry: string): string[] {
-  const r = spawnSync(deno, ["info", "--json", entry], { cwd: root, encoding: "utf8" });
-  const graph = JSON.parse(r.stdout) as { modules: { specifier: string }[] };
   const names = new Set<string>();
   let local = 0;
-  for (const { specifier } of graph.modules) {
+  for (const specifier of loadedModules(deno, entry, root)) {
     const m = specifier.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\//);
     if (m) names.add(m[1]);
     else if (specifier.startsWith("file:")) local++;
@@ -46,16 +74,18 @@ function importMs(runtime: "deno" | "bun", entry: string): number {
   return times[times.length >> 1];
 }
 
-console.log("| import | local modules | npm packages loaded | Deno ms | Bun ms |");
-console.log("| --- | --- | --- | --- | --- |");
-for (const entry of ENTRIES) {
-  const [local, npm] = npmPackages(entry);
-  const d = importMs("deno", entry).toFixed(0);
-  const b = importMs("bun", entry).toFixed(0);
-  console.log(`| \`${entry}\` | ${local} | ${npm} | ${d} | ${b} |`);
-}
-for (const name of PACKAGES) {
-  const d = importMs("deno", name).toFixed(0);
-  const b = importMs("bun", name).toFixed(0);
-  console.log(`| \`${name}\` alone | 0 | ${name} | ${d} | ${b} |`);
+if (main) {
+  console.log("| import | local modules | npm packages loaded | Deno ms | Bun ms |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const entry of ENTRIES) {
+    const [local, npm] = npmPackages(entry);
+    const d = importMs("deno", entry).toFixed(0);
+    const b = importMs("bun", entry).toFixed(0);
+    console.log(`| \`${entry}\` | ${local} | ${npm} | ${d} | ${b} |`);
+  }
+  for (const name of PACKAGES) {
+    const d = importMs("deno", name).toFixed(0);
+    const b = importMs("bun", name).toFixed(0);
+    console.log(`| \`${name}\` alone | 0 | ${name} | ${d} | ${b} |`);
+  }
 }

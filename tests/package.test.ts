@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { loadedModules } from "../scripts/import_cost.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -138,27 +139,8 @@ test(
 );
 
 test("package: importing the root mod.ts loads no npm package", () => {
-  // The modules an import of mod.ts loads: static code imports only (a dynamic import loads on its
-  // first call, and a type-only import not at all).
-  const graph = JSON.parse(run(join(BIN, "deno"), ["info", "--json", "mod.ts"], ROOT)) as {
-    roots: string[];
-    modules: {
-      specifier: string;
-      dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[];
-    }[];
-  };
-  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
-  const loaded = new Set<string>();
-  const todo = [...graph.roots];
-  while (todo.length) {
-    const s = todo.pop()!;
-    if (loaded.has(s)) continue;
-    loaded.add(s);
-    for (const d of bySpecifier.get(s)?.dependencies ?? []) {
-      if (d.code && !d.isDynamic) todo.push(d.code.specifier);
-    }
-  }
-  const npm = [...loaded].filter((s) => s.includes("/node_modules/") || s.startsWith("npm:"));
+  const loaded = loadedModules(join(BIN, "deno"), "mod.ts", ROOT);
+  const npm = loaded.filter((s) => s.includes("/node_modules/") || s.startsWith("npm:"));
   assertEquals(npm, [], "npm modules mod.ts loads");
-  assert(loaded.size > 50, `the walk reached only ${loaded.size} modules`);
+  assert(loaded.length > 50, `the walk reached only ${loaded.length} modules`);
 });
