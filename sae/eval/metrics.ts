@@ -49,6 +49,7 @@ import { architecture, isCrosscoder } from "../arch/registry.ts";
 import { asCoo, type Code, l0PerRow, toDense } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
+import { addBatch, type BatchData, newTotals, type Totals } from "./totals.ts";
 
 export interface EvalMetrics {
   /** Rows evaluated (for MLSAE: batch × layers). */
@@ -239,56 +240,7 @@ function reduceBatch(
   return { rows: rowStats, dims, fired, layerAct };
 }
 
-// ---- host accumulation (f64) ----------------------------------------------------------------------
-
-/** Streaming mean / centred sum of squares per (layer, dimension), merged batch by batch. */
-class Moments {
-  n: Float64Array; // tokens per layer
-  mean: Float64Array;
-  m2: Float64Array;
-  constructor(readonly layers: number, readonly d: number) {
-    this.n = new Float64Array(layers);
-    this.mean = new Float64Array(layers * d);
-    this.m2 = new Float64Array(layers * d);
-  }
-  /** Chan et al.'s pairwise update: exact for any split of the data into batches. */
-  merge(nb: number, meanB: ArrayLike<number>, m2B: ArrayLike<number>): void {
-    const { d } = this;
-    for (let l = 0; l < this.layers; l++) {
-      const na = this.n[l], n = na + nb;
-      for (let j = 0; j < d; j++) {
-        const i = l * d + j;
-        const delta = meanB[i] - this.mean[i];
-        this.mean[i] += (delta * nb) / n;
-        this.m2[i] += m2B[i] + (delta * delta * na * nb) / n;
-      }
-      this.n[l] = n;
-    }
-  }
-  /** Σ_d of the centred sums of squares for one layer, or all layers pooled (l = -1). */
-  totalM2(l: number): number {
-    if (l >= 0) {
-      let s = 0;
-      for (let j = 0; j < this.d; j++) s += this.m2[l * this.d + j];
-      return s;
-    }
-    // Pool layers per dimension with the same pairwise rule.
-    let s = 0;
-    for (let j = 0; j < this.d; j++) {
-      let n = 0, mu = 0, m2 = 0;
-      for (let l = 0; l < this.layers; l++) {
-        const nb = this.n[l], i = l * this.d + j;
-        if (nb === 0) continue;
-        const tot = n + nb, delta = this.mean[i] - mu;
-        mu += (delta * nb) / tot;
-        m2 += this.m2[i] + (delta * delta * n * nb) / tot;
-        n = tot;
-      }
-      s += m2;
-    }
-    return s;
-  }
-}
+// ---- streaming over the batches, and the final record ------------------------------------------
 
 function histogram(freq: Float64Array): { edges: number[]; counts: number[] } {
   const counts = new Array<number>(HIST_BINS).fill(0);
@@ -299,6 +251,116 @@ function histogram(freq: Float64Array): { edges: number[]; counts: number[] } {
     counts[bin]++;
   }
   return { edges: [...DENSITY_EDGES], counts };
+}
+
+/** Reduce one batch on the backend and read the small results back; its tensors are released. */
+async function readBatch(
+  p: SaeParams,
+  cfg: SaeConfig,
+  b: Batch,
+  layers: number,
+  opts: EvalOptions,
+): Promise<BatchData> {
+  const out = tidy(() => reduceBatch(p, cfg, b, layers, opts));
+  try {
+    const [rows, dims, fired, layerAct] = await Promise.all([
+      out.rows.data(),
+      out.dims.data(),
+      out.fired.data(),
+      out.layerAct?.data(),
+    ]);
+    return { rows, dims, fired, layerAct };
+  } finally {
+    dispose(out);
+  }
+}
+
+/** Stream the batches through the backend into host totals; null when there were none. */
+async function accumulate(
+  params: SaeParams,
+  cfg: SaeConfig,
+  batches: Iterable<Batch> | AsyncIterable<Batch>,
+  opts: EvalOptions,
+): Promise<Totals | null> {
+  const F = cfg.d_sae, d = cfg.d_out, isMl = architecture(cfg.arch).input === "layers";
+  let tot: Totals | null = null, index = 0;
+  for await (const batch of batches) {
+    const { layers } = checkBatch(batch, index, cfg);
+    if (tot === null || tot.layers === 0) {
+      tot = newTotals(layers, d, F, isMl);
+    } else if (layers !== tot.layers) {
+      throw new ShapeError(
+        `evaluate: batch ${index}: x has ${layers} layers, earlier batches had ${tot.layers}`,
+      );
+    }
+    index++;
+    const N = batch.x.shape[0] * layers;
+    if (N === 0) continue;
+    addBatch(tot, await readBatch(params, cfg, batch, layers, opts), N, d, F);
+  }
+  return tot;
+}
+
+/** Per-feature firing frequency, and the features that never fired or fire densely. */
+function featureStats(
+  fired: Float64Array,
+  tokens: number,
+  denseThreshold: number,
+): { feature_density: Float64Array; dead: number; dense: number } {
+  const F = fired.length, feature_density = new Float64Array(F);
+  let dead = 0, dense = 0;
+  for (let j = 0; j < F; j++) {
+    feature_density[j] = fired[j] / tokens;
+    if (fired[j] === 0) dead++;
+    if (feature_density[j] > denseThreshold) dense++;
+  }
+  return { feature_density, dead, dense };
+}
+
+/** The record evaluate returns, from the totals. */
+function finalMetrics(tot: Totals, cfg: SaeConfig, denseThreshold: number): EvalMetrics {
+  const { tokens, layers: L, xMom, rMom } = tot, F = cfg.d_sae;
+  const fve = 1 - rMom.totalM2(-1) / xMom.totalM2(-1);
+  const { feature_density, dead, dense } = featureStats(tot.fired, tokens, denseThreshold);
+  const m: EvalMetrics = {
+    tokens,
+    mse: tot.r2 / tokens,
+    l2_loss: tot.rNorm / tokens,
+    fraction_variance_explained: fve,
+    fvu: 1 - fve,
+    l0: tot.l0 / tokens,
+    l1: tot.l1 / tokens,
+    cosine: tot.cos / tokens,
+    l2_ratio: tot.nRatio > 0 ? tot.ratio / tot.nRatio : NaN,
+    relative_reconstruction_bias: tot.xh2 / tot.xXh,
+    frac_alive: (F - dead) / F,
+    dead,
+    dense,
+    density_histogram: histogram(feature_density),
+    feature_density,
+  };
+  if (tot.layerAct) {
+    const perLayer = tokens / L;
+    m.per_layer = {
+      fvu: Array.from({ length: L }, (_, l) => rMom.totalM2(l) / xMom.totalM2(l)),
+      mse: Array.from(tot.layerR2, (s) => s / perLayer),
+      l0: Array.from(tot.layerL0, (s) => s / perLayer),
+    };
+    m.latent_layer_distribution = layerDistribution(tot.layerAct, L, F);
+  }
+  return m;
+}
+
+/** The options' dense threshold, after checking both numeric options. */
+function checkOptions(opts: EvalOptions): number {
+  const denseThreshold = opts.denseThreshold ?? DEFAULT_DENSE_THRESHOLD;
+  if (!(denseThreshold >= 0 && denseThreshold <= 1)) {
+    throw new RangeError(`evaluate: denseThreshold must be in [0, 1], got ${denseThreshold}`);
+  }
+  if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) {
+    throw new RangeError(`evaluate: threshold must be a finite number, got ${opts.threshold}`);
+  }
+  return denseThreshold;
 }
 
 /**
@@ -318,121 +380,10 @@ export async function evaluate(
     );
   }
   checkParams(params, cfg);
-  const denseThreshold = opts.denseThreshold ?? DEFAULT_DENSE_THRESHOLD;
-  if (!(denseThreshold >= 0 && denseThreshold <= 1)) {
-    throw new RangeError(`evaluate: denseThreshold must be in [0, 1], got ${denseThreshold}`);
-  }
-  if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) {
-    throw new RangeError(`evaluate: threshold must be a finite number, got ${opts.threshold}`);
-  }
-  const F = cfg.d_sae, d = cfg.d_out, isMl = architecture(cfg.arch).input === "layers";
-
-  let tokens = 0, L = 0, index = 0;
-  let sR2 = 0, sRnorm = 0, sXh2 = 0, sXXh = 0, sL1 = 0, sL0 = 0, sCos = 0, sRatio = 0, nRatio = 0;
-  let layerR2: Float64Array | null = null,
-    layerL0: Float64Array | null = null,
-    layerAct: Float64Array | null = null;
-  const fired = new Float64Array(F);
-  let xMom: Moments | null = null, rMom: Moments | null = null;
-
-  for await (const batch of batches) {
-    const { layers } = checkBatch(batch, index, cfg);
-    if (L === 0) {
-      L = layers;
-      xMom = new Moments(L, d);
-      rMom = new Moments(L, d);
-      layerR2 = new Float64Array(L);
-      layerL0 = new Float64Array(L);
-      if (isMl) layerAct = new Float64Array(L * F);
-    } else if (layers !== L) {
-      throw new ShapeError(
-        `evaluate: batch ${index}: x has ${layers} layers, earlier batches had ${L}`,
-      );
-    }
-    index++;
-    const N = batch.x.shape[0] * layers;
-    if (N === 0) continue;
-
-    const out = tidy(() => reduceBatch(params, cfg, batch, layers, opts));
-    let rows, dims, fb, la;
-    try {
-      [rows, dims, fb, la] = await Promise.all([
-        out.rows.data(),
-        out.dims.data(),
-        out.fired.data(),
-        out.layerAct?.data(),
-      ]);
-    } finally {
-      dispose(out);
-    }
-
-    for (let i = 0; i < N; i++) {
-      const r2 = rows[i],
-        x2 = rows[N + i],
-        xh2 = rows[2 * N + i],
-        xxh = rows[3 * N + i],
-        l0 = rows[5 * N + i];
-      sR2 += r2;
-      sRnorm += Math.sqrt(r2);
-      sXh2 += xh2;
-      sXXh += xxh;
-      sL1 += rows[4 * N + i];
-      sL0 += l0;
-      const den = Math.sqrt(x2 * xh2);
-      if (den > 0) sCos += xxh / den;
-      if (x2 > 0) {
-        sRatio += Math.sqrt(xh2 / x2);
-        nRatio++;
-      }
-      const l = i % layers;
-      layerR2![l] += r2;
-      layerL0![l] += l0;
-    }
-    // dims is [mean_x, m2_x, mean_r, m2_r], each [L, d].
-    const nb = N / layers, block = layers * d;
-    xMom!.merge(nb, dims.subarray(0, block), dims.subarray(block, 2 * block));
-    rMom!.merge(nb, dims.subarray(2 * block, 3 * block), dims.subarray(3 * block, 4 * block));
-    for (let j = 0; j < F; j++) fired[j] += fb[j];
-    if (la && layerAct) { for (let j = 0; j < la.length; j++) layerAct[j] += la[j]; }
-    tokens += N;
-  }
-  if (tokens === 0) throw new RangeError("evaluate: the batches hold no tokens");
-
-  const fve = 1 - rMom!.totalM2(-1) / xMom!.totalM2(-1);
-  const feature_density = new Float64Array(F);
-  let dead = 0, dense = 0;
-  for (let j = 0; j < F; j++) {
-    feature_density[j] = fired[j] / tokens;
-    if (fired[j] === 0) dead++;
-    if (feature_density[j] > denseThreshold) dense++;
-  }
-  const m: EvalMetrics = {
-    tokens,
-    mse: sR2 / tokens,
-    l2_loss: sRnorm / tokens,
-    fraction_variance_explained: fve,
-    fvu: 1 - fve,
-    l0: sL0 / tokens,
-    l1: sL1 / tokens,
-    cosine: sCos / tokens,
-    l2_ratio: nRatio > 0 ? sRatio / nRatio : NaN,
-    relative_reconstruction_bias: sXh2 / sXXh,
-    frac_alive: (F - dead) / F,
-    dead,
-    dense,
-    density_histogram: histogram(feature_density),
-    feature_density,
-  };
-  if (isMl) {
-    const perLayer = tokens / L;
-    m.per_layer = {
-      fvu: Array.from({ length: L }, (_, l) => rMom!.totalM2(l) / xMom!.totalM2(l)),
-      mse: Array.from(layerR2!, (s) => s / perLayer),
-      l0: Array.from(layerL0!, (s) => s / perLayer),
-    };
-    m.latent_layer_distribution = layerDistribution(layerAct!, L, F);
-  }
-  return m;
+  const denseThreshold = checkOptions(opts);
+  const tot = await accumulate(params, cfg, batches, opts);
+  if (!tot || tot.tokens === 0) throw new RangeError("evaluate: the batches hold no tokens");
+  return finalMetrics(tot, cfg, denseThreshold);
 }
 
 /** For each latent: mean and std of the layer index under p_l = act_l / Σ act (NaN if it never fires). */

@@ -34,7 +34,7 @@ import {
   type GradientTransformation,
 } from "../../autodiff/optim.ts";
 import { warmupDecaySchedule } from "../../autodiff/schedule.ts";
-import type { Batch, LossAux, LossContext } from "../arch/architecture.ts";
+import type { Architecture, Batch, LossAux, LossContext } from "../arch/architecture.ts";
 import {
   architecture,
   dfcPartition,
@@ -52,6 +52,7 @@ import { geometricMedian } from "./geometric_median.ts";
 import { resampleDead } from "./resample.ts";
 import { perInputGeometricMedian } from "../crosscoder/crosscoder.ts";
 import { maskGradients } from "../crosscoder/grad_mask.ts";
+import type { Partition } from "../crosscoder/partition.ts";
 import { initialThreshold, mapThreshold, type Threshold, updateThreshold } from "../threshold.ts";
 
 export interface TrainState {
@@ -195,94 +196,260 @@ export function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
   return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
 }
 
-/** One training step. Returns the new state (the old one is left to the caller to dispose). */
+/** What a step needs that depends only on the configs, the step number and the batch's size. */
+interface StepPlan {
+  arch: Architecture;
+  /** k this step (annealed) and the config that carries it. */
+  k: number;
+  stepCfg: SaeConfig;
+  /** Rows in the batch (tokens; batch × layers for MLSAE). */
+  B: number;
+  constrained: boolean;
+  opt: GradientTransformation<unknown>;
+  /** Tokens a feature must stay silent to be resampled (0 without resampling). */
+  resampleWindow: number;
+  /** Where the silence counters stop counting. */
+  cap: number;
+  partition: Partition | null;
+}
+
+function planStep(state: TrainState, batch: Batch, cfg: SaeConfig, t: TrainConfig): StepPlan {
+  const arch = architecture(cfg.arch);
+  const k = kAt(cfg, t, state.step);
+  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1);
+  // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
+  // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
+  const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
+  return {
+    arch,
+    k,
+    stepCfg: k === cfg.k ? cfg : { ...cfg, k },
+    B,
+    constrained: t.optimizer === "constrained_adam",
+    opt: optimizer(t),
+    resampleWindow,
+    cap: Math.max(t.dead_tokens, resampleWindow),
+    partition: dfcPartition(cfg),
+  };
+}
+
+/** The tensors one step produces on the backend, before any scalar is read back. */
+interface StepTensors {
+  params: SaeParams;
+  optState: unknown;
+  sinceFired: Tensor;
+  /** Loss terms, FVU, L0 and the dead count, each a scalar tensor. */
+  scalars: Record<string, Tensor>;
+  /** The smallest kept positive value (one per input when θ is per input), for θ. */
+  minPositive: Tensor | null;
+  /** Kept past the step's scope for resampling. */
+  xhat: Tensor;
+  target: Tensor;
+}
+
+/** The loss terms that are reported when an architecture produces them. */
+const OPTIONAL_TERMS = ["sparsity", "auxk", "ghost", "gatedAux"] as const;
+
+/** What the loss reads besides params and batch: the L1 warmup and the dead features. */
+function lossContext(state: TrainState, t: TrainConfig): LossContext {
+  return {
+    l1Scale: t.sparsity_warmup_steps > 0 ? Math.min(state.step / t.sparsity_warmup_steps, 1) : 1,
+    dead: state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null,
+    numDead: state.numDead,
+    ghost: t.ghost_grads,
+  };
+}
+
+/** The loss, its auxiliary outputs and the parameter gradients at the current parameters. */
+function lossAndGrads(
+  state: TrainState,
+  b: Batch,
+  plan: StepPlan,
+  t: TrainConfig,
+): { loss: Tensor; aux: LossAux; grads: SaeParams } {
+  const ctx = lossContext(state, t);
+  const lossFn = (p: SaeParams) => plan.arch.loss(p, b, plan.stepCfg, ctx);
+  const [[loss, aux], grads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [
+    [Tensor, LossAux],
+    SaeParams,
+  ];
+  return { loss, aux, grads };
+}
+
+/**
+ * The gradient as the optimiser receives it: DFC's forbidden entries masked, and under constrained
+ * Adam the decoder gradient projected onto the unit-norm rows' tangent space (clipping, when set,
+ * is the optimiser chain's first stage).
+ */
+function constrainGrads(rawGrads: SaeParams, state: TrainState, plan: StepPlan): SaeParams {
+  // DFC: forbidden entries get exactly zero gradient, so they and their Adam moments stay zero.
+  const grads = plan.partition ? maskGradients(rawGrads, plan.partition) : rawGrads;
+  if (plan.constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
+  return grads;
+}
+
+/** The optimiser's update, then (constrained Adam) decoder rows back to unit norm. */
+function optimiserStep(
+  grads: SaeParams,
+  state: TrainState,
+  plan: StepPlan,
+): { params: SaeParams; optState: unknown } {
+  const [updates, optState] = plan.opt.update(grads, state.opt, state.params);
+  const params = applyUpdates(state.params, updates) as SaeParams;
+  if (plan.constrained) params.W_dec = unitRows(params.W_dec);
+  return { params, optState };
+}
+
+/** Features whose silence counter has reached dead_tokens (f32 scalar). */
+function countDead(sinceFired: Tensor, t: TrainConfig): Tensor {
+  return sum(cast(ge(sinceFired, t.dead_tokens), "f32"));
+}
+
+/** The smallest kept positive value, per input when θ is per input (one row each); null without θ. */
+function smallestKept(aux: LossAux, cfg: SaeConfig): Tensor | null {
+  const coo = asCoo(aux.code);
+  const kept = aux.thresholdValues ?? coo?.values;
+  return kept && usesThreshold(cfg)
+    ? min(where(gt(kept, 0), kept, Infinity), kept.ndim === 2 ? -1 : undefined)
+    : null;
+}
+
+/** Everything a step computes on the backend (run inside `tidy`). */
+function computeStep(
+  state: TrainState,
+  batch: Batch,
+  cfg: SaeConfig,
+  t: TrainConfig,
+  plan: StepPlan,
+): StepTensors {
+  const b = scaled(batch, state);
+  const { loss, aux, grads: rawGrads } = lossAndGrads(state, b, plan, t);
+  const grads = constrainGrads(rawGrads, state, plan);
+  const { params, optState } = optimiserStep(grads, state, plan);
+  const { fired, l0 } = activity(aux.code, cfg.d_sae);
+  const sinceFired = where(fired, 0, minimum(add(state.sinceFired, plan.B), plan.cap));
+  const target = plan.arch.target(b, cfg);
+  const residualVar = sum(variance(sub(target, aux.xhat), 0));
+  const fvu = div(residualVar, sum(variance(target, 0)));
+  const minPositive = smallestKept(aux, cfg);
+  const scalars: Record<string, Tensor> = {
+    loss,
+    recon: aux.recon,
+    fvu,
+    l0,
+    numDead: countDead(sinceFired, t),
+  };
+  for (const key of OPTIONAL_TERMS) {
+    if (aux[key]) scalars[key] = aux[key]!;
+  }
+  return {
+    params,
+    optState,
+    sinceFired,
+    scalars,
+    minPositive,
+    xhat: keep(aux.xhat),
+    target: keep(target),
+  };
+}
+
+/** Read the step's scalars and θ statistic back to the host, releasing their tensors. */
+async function readBack(
+  out: StepTensors,
+): Promise<{ host: Record<string, number>; minPositive: ArrayLike<number> | null }> {
+  const host: Record<string, number> = {};
+  for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
+  dispose(out.scalars);
+  const minPositive = out.minPositive ? await out.minPositive.data() : null;
+  out.minPositive?.dispose();
+  return { host, minPositive };
+}
+
+/** θ after this step: SAELens's EMA from step 0, or DL's from threshold_start_step (first copies). */
+function nextThreshold(
+  threshold: Threshold,
+  minPositive: ArrayLike<number> | null,
+  step: number,
+  t: TrainConfig,
+): Threshold {
+  if (!minPositive) return threshold;
+  if (t.threshold_ema === "saelens") {
+    return updateThreshold(threshold, minPositive, (old, v) => 0.99 * old + 0.01 * v);
+  }
+  if (step >= t.threshold_start_step) {
+    return updateThreshold(
+      threshold,
+      minPositive,
+      (old, v) => (old < 0 ? v : 0.999 * old + 0.001 * v),
+    );
+  }
+  return threshold;
+}
+
+/** Resample dead features when this step closes a resampling period; recount the dead if any were. */
+async function resampleIfDue(
+  next: TrainState,
+  out: StepTensors,
+  step: number,
+  t: TrainConfig,
+  plan: StepPlan,
+): Promise<{ state: TrainState; resampled?: number }> {
+  if (!(t.resample_steps && step % t.resample_steps === t.resample_steps - 1)) {
+    return { state: next };
+  }
+  const r = await resampleDead(next, out.target, out.xhat, plan.resampleWindow, plan.B);
+  if (r.count === 0) return { state: r.state, resampled: r.count };
+  // resampleDead counts features past its window; numDead is defined by dead_tokens.
+  const n = tidy(() => countDead(r.state.sinceFired, t));
+  const state = { ...r.state, numDead: await n.item() };
+  n.dispose();
+  return { state, resampled: r.count };
+}
+
+/** The step's record for metrics.jsonl and the progress line. */
+function stepMetrics(
+  step: number,
+  host: Record<string, number>,
+  threshold: Threshold,
+  resampled: number | undefined,
+  cfg: SaeConfig,
+  t: TrainConfig,
+  plan: StepPlan,
+): StepMetrics {
+  const metrics: StepMetrics = {
+    step,
+    lr: lrAt(t, step),
+    k: plan.k,
+    loss: host.loss,
+    recon: host.recon,
+    fvu: host.fvu,
+    l0: host.l0,
+    deadFraction: host.numDead / cfg.d_sae,
+  };
+  for (const key of OPTIONAL_TERMS) {
+    if (key in host) metrics[key] = host[key];
+  }
+  if (usesThreshold(cfg)) metrics.threshold = threshold;
+  if (resampled !== undefined) metrics.resampled = resampled;
+  return metrics;
+}
+
+/**
+ * One training step: loss and gradients, gradient constraints, the optimiser update and decoder
+ * renormalisation, dead-feature counters, θ, resampling, metrics. Returns the new state (the old
+ * one is left to the caller to dispose).
+ */
 export async function trainStep(
   state: TrainState,
   batch: Batch,
   cfg: SaeConfig,
   t: TrainConfig,
 ): Promise<{ state: TrainState; metrics: StepMetrics }> {
-  const arch = architecture(cfg.arch);
-  const k = kAt(cfg, t, state.step);
-  const stepCfg: SaeConfig = k === cfg.k ? cfg : { ...cfg, k };
-  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1);
-  const constrained = t.optimizer === "constrained_adam";
-  const opt = optimizer(t);
-  // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
-  // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
-  const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
-  const cap = Math.max(t.dead_tokens, resampleWindow);
-  const partition = dfcPartition(cfg);
-  const out = tidy(() => {
-    const b = scaled(batch, state);
-    const dead = state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null;
-    const ctx: LossContext = {
-      l1Scale: t.sparsity_warmup_steps > 0 ? Math.min(state.step / t.sparsity_warmup_steps, 1) : 1,
-      dead,
-      numDead: state.numDead,
-      ghost: t.ghost_grads,
-    };
-    const lossFn = (p: SaeParams) => arch.loss(p, b, stepCfg, ctx);
-    const [[loss, aux], rawGrads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [
-      [Tensor, LossAux],
-      SaeParams,
-    ];
-    // DFC: forbidden entries get exactly zero gradient, so they and their Adam moments stay zero.
-    const grads = partition ? maskGradients(rawGrads, partition) : rawGrads;
-    if (constrained) grads.W_dec = projectDecoderGrad(state.params.W_dec, grads.W_dec);
-    const [updates, optState] = opt.update(grads, state.opt, state.params);
-    const params = applyUpdates(state.params, updates) as SaeParams;
-    if (constrained) params.W_dec = unitRows(params.W_dec);
-    const { fired, l0 } = activity(aux.code, cfg.d_sae);
-    const sinceFired = where(fired, 0, minimum(add(state.sinceFired, B), cap));
-    const target = arch.target(b, cfg);
-    const residualVar = sum(variance(sub(target, aux.xhat), 0));
-    const fvu = div(residualVar, sum(variance(target, 0)));
-    const coo = asCoo(aux.code);
-    const kept = aux.thresholdValues ?? coo?.values;
-    // The smallest kept positive value (per input when θ is per input: one row each).
-    const minPositive = kept && usesThreshold(cfg)
-      ? min(where(gt(kept, 0), kept, Infinity), kept.ndim === 2 ? -1 : undefined)
-      : null;
-    const scalars: Record<string, Tensor> = {
-      loss,
-      recon: aux.recon,
-      fvu,
-      l0,
-      numDead: sum(cast(ge(sinceFired, t.dead_tokens), "f32")),
-    };
-    for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
-      if (aux[key]) scalars[key] = aux[key]!;
-    }
-    return {
-      params,
-      optState,
-      sinceFired,
-      scalars,
-      minPositive,
-      xhat: keep(aux.xhat),
-      target: keep(target),
-    };
-  });
-  const host: Record<string, number> = {};
-  for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
-  dispose(out.scalars);
-  const minPositive = out.minPositive ? await out.minPositive.data() : null;
-  out.minPositive?.dispose();
-
-  let threshold = state.threshold;
-  if (minPositive) {
-    if (t.threshold_ema === "saelens") {
-      threshold = updateThreshold(threshold, minPositive, (old, v) => 0.99 * old + 0.01 * v);
-    } else if (state.step >= t.threshold_start_step) {
-      threshold = updateThreshold(
-        threshold,
-        minPositive,
-        (old, v) => (old < 0 ? v : 0.999 * old + 0.001 * v),
-      );
-    }
-  }
-  let next: TrainState = {
+  const plan = planStep(state, batch, cfg, t);
+  const out = tidy(() => computeStep(state, batch, cfg, t, plan));
+  const { host, minPositive } = await readBack(out);
+  const threshold = nextThreshold(state.threshold, minPositive, state.step, t);
+  const updated: TrainState = {
     ...state,
     step: state.step + 1,
     params: out.params,
@@ -291,35 +458,12 @@ export async function trainStep(
     numDead: host.numDead,
     threshold,
   };
-  let resampled: number | undefined;
-  if (t.resample_steps && state.step % t.resample_steps === t.resample_steps - 1) {
-    const r = await resampleDead(next, out.target, out.xhat, resampleWindow, B);
-    next = r.state;
-    resampled = r.count;
-    if (r.count > 0) {
-      // resampleDead counts features past its window; numDead is defined by dead_tokens.
-      const n = tidy(() => sum(cast(ge(next.sinceFired, t.dead_tokens), "f32")));
-      next = { ...next, numDead: await n.item() };
-      n.dispose();
-    }
-  }
+  const { state: next, resampled } = await resampleIfDue(updated, out, state.step, t, plan);
   disposeReplaced([out.xhat, out.target], batch); // the target may be the caller's own batch.x
-  const metrics: StepMetrics = {
-    step: state.step,
-    lr: lrAt(t, state.step),
-    k,
-    loss: host.loss,
-    recon: host.recon,
-    fvu: host.fvu,
-    l0: host.l0,
-    deadFraction: host.numDead / cfg.d_sae,
+  return {
+    state: next,
+    metrics: stepMetrics(state.step, host, threshold, resampled, cfg, t, plan),
   };
-  for (const key of ["sparsity", "auxk", "ghost", "gatedAux"] as const) {
-    if (key in host) metrics[key] = host[key];
-  }
-  if (usesThreshold(cfg)) metrics.threshold = threshold;
-  if (resampled !== undefined) metrics.resampled = resampled;
-  return { state: next, metrics };
 }
 
 /** The state's tensors, for dispose() once a newer state replaces it. */
