@@ -16,7 +16,7 @@ import { add, mul, relu, sqrt, square, sub } from "../tensor/ops/elementwise.ts"
 import { mean, norm, sum } from "../tensor/ops/reduce.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { contiguous, reshape, sliceAxis, stack, transpose } from "../tensor/ops/shape.ts";
-import { dispose } from "../tensor/scope.ts";
+import { dispose, tidy } from "../tensor/scope.ts";
 import { geometricMedian } from "./geometric_median.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Architecture } from "./architecture.ts";
@@ -46,11 +46,13 @@ export function crosscoderShapes(
 export function initCrosscoder(key: PRNGKey, cfg: SaeConfig): SaeParams {
   const [L, d, F] = [inputsOf(cfg), cfg.d_in, cfg.d_sae];
   const scale = cfg.arch === "crosscoder" ? 0.1 : 1;
-  let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
-  let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
   const partition = dfcPartition(cfg);
-  if (partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, partition));
-  return { W_enc, W_dec, b_enc: zeros([F]), b_dec: zeros([L, d]) };
+  return tidy(() => {
+    let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
+    let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
+    if (partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, partition));
+    return { W_enc, W_dec, b_enc: zeros([F]), b_dec: zeros([L, d]) };
+  });
 }
 
 /** x [B, L, d] → [B, L·d], with an error naming the expected shape. */
@@ -157,11 +159,11 @@ export async function perInputGeometricMedian(x: Tensor): Promise<Tensor> {
   const L = x.shape[1];
   const medians: Tensor[] = [];
   for (let l = 0; l < L; l++) {
-    const xl = contiguous(reshape(sliceAxis(x, 1, l, l + 1), [x.shape[0], x.shape[2]]));
+    const xl = tidy(() => contiguous(reshape(sliceAxis(x, 1, l, l + 1), [x.shape[0], x.shape[2]])));
     medians.push(await geometricMedian(xl));
     xl.dispose();
   }
-  const out = stack(medians);
+  const out = tidy(() => stack(medians));
   dispose(medians);
   return out;
 }

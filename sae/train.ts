@@ -132,12 +132,17 @@ export async function initTrainState(
 ): Promise<TrainState> {
   const [kInit, kRun] = random.split(key);
   const params = architecture(cfg.arch).init(kInit, cfg);
+  const meanSquaredNorm = async (x: Tensor) => {
+    const m = tidy(() => mean(sum(square(x), -1)));
+    try {
+      return await m.item();
+    } finally {
+      m.dispose();
+    }
+  };
   const rms = async (xs: Tensor[]) =>
     Math.sqrt(
-      (await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce(
-        (a, b) => a + b,
-        0,
-      ) / xs.length,
+      (await Promise.all(xs.map(meanSquaredNorm))).reduce((a, b) => a + b, 0) / xs.length,
     );
   const normalize = t.normalize_activations && cfg.arch !== "mlsae";
   const scale = normalize ? await rms(first.map((b) => b.x)) : 1;
@@ -154,11 +159,14 @@ export async function initTrainState(
     key: kRun,
   };
   if (t.geometric_median_init && first.length) {
-    const b = scaled(first[0], state);
-    const target = cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    const target = tidy(() => {
+      const b = scaled(first[0], state);
+      return cfg.arch === "mlsae" ? reshape(standardize(b.x), [-1, cfg.d_in]) : b.y ?? b.x;
+    });
     const median = isCrosscoder(cfg)
       ? await perInputGeometricMedian(target)
       : await geometricMedian(target);
+    disposeReplaced([target], first); // the target may be the caller's own batch tensor
     params.b_dec.dispose();
     params.b_dec = median;
   }
@@ -338,10 +346,10 @@ export function foldedThreshold(s: TrainState, cfg: SaeConfig): Threshold {
 /** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */
 export function foldScale(p: SaeParams, scale: number, scaleOut: number): SaeParams {
   if (scale === 1 && scaleOut === 1) return p;
-  return {
+  return tidy(() => ({
     ...p,
     W_enc: div(p.W_enc, scale),
     W_dec: mul(p.W_dec, scaleOut),
     b_dec: mul(p.b_dec, scaleOut),
-  };
+  }));
 }
