@@ -8,6 +8,7 @@ import { norm } from "../tensor/ops/reduce.ts";
 import { contiguous, transpose } from "../tensor/ops/shape.ts";
 import type { SaeConfig } from "./config.ts";
 import { wrap } from "../tensor/prims.ts";
+import { tidy } from "../tensor/scope.ts";
 
 /** W_enc [d_in, d_sae], W_dec [d_sae, d_out], b_enc [d_sae], b_dec [d_out], plus per-architecture extras. */
 export interface SaeParams {
@@ -56,10 +57,13 @@ export function initParams(key: PRNGKey, cfg: SaeConfig, o: InitOptions = {}): S
   const [kd, ke] = random.split(key);
   const { d_in, d_sae, d_out } = cfg;
   const scale = o.scale ?? 1;
-  const W_dec = mul(unitRows(random.normal(kd, [d_sae, d_out])), scale);
-  const W_enc = d_out === d_in && !o.ownEncoder
-    ? contiguous(transpose(W_dec))
-    : contiguous(transpose(mul(unitRows(random.normal(ke, [d_sae, d_in])), scale)));
-  const own = o.own ? o.own(cfg) : { b_enc: zeros([d_sae]) };
-  return { W_enc, W_dec, b_dec: zeros([d_out]), ...own };
+  // The random draws and unscaled rows are freed here, not left to the GC.
+  return tidy(() => {
+    const W_dec = mul(unitRows(random.normal(kd, [d_sae, d_out])), scale);
+    const W_enc = d_out === d_in && !o.ownEncoder
+      ? contiguous(transpose(W_dec))
+      : contiguous(transpose(mul(unitRows(random.normal(ke, [d_sae, d_in])), scale)));
+    const own = o.own ? o.own(cfg) : { b_enc: zeros([d_sae]) };
+    return { W_enc, W_dec, b_dec: zeros([d_out]), ...own };
+  });
 }

@@ -28,15 +28,30 @@ export class Storage {
   }
 }
 
-/** Buffers allocated and not yet released (GC'd host buffers that were never disposed included). */
-const live = { buffers: 0, bytes: 0 };
+/**
+ * Buffers allocated and not yet released (GC'd host buffers that were never disposed included),
+ * and how many device buffers the GC safety net released.
+ */
+const live = { buffers: 0, bytes: 0, finalized: 0 };
 
-/** Live storage counts: flat across the steps of a training loop when tensors are released. */
-export function memoryStats(): { liveBuffers: number; liveBytes: number } {
-  return { liveBuffers: live.buffers, liveBytes: live.bytes };
+/**
+ * Live storage counts: flat across the steps of a training loop when tensors are released.
+ * `finalizedBuffers` counts device buffers freed only because their last tensor was garbage
+ * collected without `dispose()`: each is a leak that held device memory until the GC ran.
+ */
+export function memoryStats(): {
+  liveBuffers: number;
+  liveBytes: number;
+  finalizedBuffers: number;
+} {
+  return { liveBuffers: live.buffers, liveBytes: live.bytes, finalizedBuffers: live.finalized };
 }
 
-const forgotten = new FinalizationRegistry<Storage>((s) => s.release());
+const forgotten = new FinalizationRegistry<Storage>((s) => {
+  const held = s.buf !== null;
+  s.release();
+  if (held && s.buf === null) live.finalized++;
+});
 
 /** Set by autodiff: which traces a tensor is live in and the op that made it. */
 export interface TapeInfo {

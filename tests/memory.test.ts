@@ -1,5 +1,11 @@
 import { assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
+import { makeSynthetic } from "../data/synthetic.ts";
+import { resolveConfig } from "../sae/config.ts";
+import { runTraining } from "../sae/train/driver.ts";
+import { syntheticData } from "../data/sources.ts";
+import { stateTensors } from "../sae/train/step.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
 
 test("a training loop under tidy holds a flat number of live buffers", () => {
   const [k1, k2] = t.random.split(t.random.key(0));
@@ -56,4 +62,43 @@ test("views share storage: the buffer is freed when the last view goes", () => {
     assertEquals(w.size, 6);
   }
   assertEquals(t.memoryStats().liveBuffers, before);
+});
+
+test("SAE training from initialisation to the folded weights leaves no buffer to the GC (topk, jumprelu, crosscoder; normalised, geometric-median b_dec)", async () => {
+  // On the cpu nothing is reclaimed behind the count's back (host buffers have no finalizer), so
+  // an intermediate that is neither disposed nor returned shows up here deterministically; on a
+  // GPU the same tensor would hold device memory until the GC happened to run.
+  const cases = [
+    { arch: "topk", d_in: 8, d_sae: 32, k: 2 },
+    { arch: "jumprelu", d_in: 8, d_sae: 32 },
+    { arch: "batchtopk-crosscoder", d_in: 8, d_sae: 32, k: 2, n_inputs: 2 },
+  ] as const;
+  for (const c of cases) {
+    const src = makeSynthetic({
+      d: 8,
+      nFeatures: 16,
+      meanActive: 2,
+      seed: 3,
+      ...("n_inputs" in c ? { layers: c.n_inputs } : {}),
+    });
+    const data = syntheticData(src);
+    const cfg = resolveConfig(c);
+    const train = resolveTrainConfig(cfg, {
+      steps: 3,
+      batch_size: 16,
+      seed: 0,
+      normalize_activations: true,
+      geometric_median_init: true,
+    });
+    const before = t.memoryStats();
+    const res = await runTraining({ cfg, train, data });
+    t.dispose([res.params, stateTensors(res.state)]);
+    assertEquals(
+      t.memoryStats(),
+      before,
+      `${c.arch}: live storage after training and disposing its results`,
+    );
+    t.dispose(src.features);
+    if (src.offset) t.dispose(src.offset);
+  }
 });

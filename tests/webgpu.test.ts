@@ -43,6 +43,8 @@ if (!r.ok) {
         const m = await evaluate(res.params, cfg, held);
         const rec = await featureRecovery(src.features, res.params.W_dec, 0.9);
         t.dispose([held, res.params, res.state.params, res.state.opt, res.state.sinceFired]);
+        // Left to the GC, the webgpu run's features would be freed during a later memory test.
+        t.dispose([src.features, src.offset]);
         return { fvu: m.fvu, l0: m.l0, mse: m.mse, recovered: rec.recovered };
       };
       const c = await on("cpu", train1);
@@ -83,12 +85,14 @@ if (!r.ok) {
     test(`webgpu: topk k=${k} of ${rows}×${n} (${k <= ROW_K_MAX ? "workgroup radix select" : "global bitonic sort"}) equals the cpu's`, async () => {
       const data = rowsWithTies(rows, n);
       const [cv, ci] = t.topk(t.tensor(data, { shape: [rows, n] }), k);
+      // Disposed rather than left to the GC, which would free them during a later memory test.
       const [gv, gi] = await on(
         "webgpu",
-        () => Promise.resolve(t.topk(t.tensor(data, { shape: [rows, n] }), k)),
+        () => Promise.resolve(t.tidy(() => t.topk(t.tensor(data, { shape: [rows, n] }), k))),
       );
       assertEquals(Array.from(await gi.data()), Array.from(ci.dataSync()));
       assertClose(await gv.data(), cv.dataSync(), { rtol: 0, atol: 0 });
+      t.dispose([gv, gi]);
     });
   }
 
@@ -108,6 +112,10 @@ if (!r.ok) {
           normalize_activations: false,
         });
         const src = makeSynthetic({ d, nFeatures: 64, meanActive: 3, seed: 2 });
+        // Live plus GC-freed buffers: unchanged by the end unless something was never disposed,
+        // whenever the GC runs (a leak the finalizer frees mid-run moves one count to the other).
+        const accounted = () => t.memoryStats().liveBuffers + t.memoryStats().finalizedBuffers;
+        const before = accounted();
         let state = await initTrainState(t.random.key(0), cfg, tc, []);
         const samples: string[] = [];
         let auxkSteps = 0;
@@ -135,6 +143,7 @@ if (!r.ok) {
         );
         console.log(`steady after warm-up: ${seen[0]}`);
         t.dispose(stateTensors(state));
+        assertEquals(accounted(), before, "live + GC-freed buffers after disposing the last state");
       });
     },
     600_000,

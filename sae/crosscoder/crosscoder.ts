@@ -16,7 +16,7 @@ import { add, mul, relu, sqrt, square, sub } from "../../tensor/ops/elementwise.
 import { mean, norm, sum } from "../../tensor/ops/reduce.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { contiguous, reshape, sliceAxis, stack, transpose } from "../../tensor/ops/shape.ts";
-import { dispose } from "../../tensor/scope.ts";
+import { dispose, tidy } from "../../tensor/scope.ts";
 import { geometricMedian } from "../train/geometric_median.ts";
 import { fmt, ShapeError } from "../../tensor/shape.ts";
 import { type Architecture, targetOrInput } from "../arch/architecture.ts";
@@ -52,10 +52,12 @@ export function initCrosscoder(
 ): SaeParams {
   const [L, d, F] = [inputsOf(cfg), cfg.d_in, cfg.d_sae];
   const scale = o.scale ?? 1;
-  let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
-  let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
-  if (o.partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, o.partition));
-  return { W_enc, W_dec, b_enc: zeros([F]), b_dec: zeros([L, d]) };
+  return tidy(() => {
+    let W_dec = reshape(mul(unitRows(random.normal(key, [L * F, d])), scale), [L, F, d]);
+    let W_enc = contiguous(transpose(W_dec, [0, 2, 1]));
+    if (o.partition) ({ W_enc, W_dec } = maskParams({ W_enc, W_dec }, o.partition));
+    return { W_enc, W_dec, b_enc: zeros([F]), b_dec: zeros([L, d]) };
+  });
 }
 
 /** x [B, L, d] → [B, L·d], with an error naming the expected shape. */
@@ -179,11 +181,11 @@ export async function perInputGeometricMedian(x: Tensor): Promise<Tensor> {
   const L = x.shape[1];
   const medians: Tensor[] = [];
   for (let l = 0; l < L; l++) {
-    const xl = contiguous(reshape(sliceAxis(x, 1, l, l + 1), [x.shape[0], x.shape[2]]));
+    const xl = tidy(() => contiguous(reshape(sliceAxis(x, 1, l, l + 1), [x.shape[0], x.shape[2]])));
     medians.push(await geometricMedian(xl));
     xl.dispose();
   }
-  const out = stack(medians);
+  const out = tidy(() => stack(medians));
   dispose(medians);
   return out;
 }

@@ -5,7 +5,7 @@
 import process from "node:process";
 import { appendFile } from "node:fs/promises";
 import * as random from "../../tensor/random.ts";
-import { disposeReplaced } from "../../tensor/scope.ts";
+import { dispose, disposeReplaced } from "../../tensor/scope.ts";
 import { ensureDir } from "../../data/atomic.ts";
 import type { SaeConfig } from "../config.ts";
 import type { TrainConfig } from "./config.ts";
@@ -97,6 +97,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   } else {
     const first = [data.batch(0, t.batch_size)];
     state = await initTrainState(random.key(t.seed), cfg, t, first);
+    dispose(first);
     nextBatch = 1;
   }
   // A multi-layer SAE reads each layer of an example as a row of its own.

@@ -7,7 +7,7 @@ import { reshape } from "../../tensor/ops/shape.ts";
 
 /** argmin_y Σ‖x_i − y‖ for x [N, d]; stops after `maxIter` or when y moves less than tol·(1 + ‖y‖). */
 export async function geometricMedian(x: Tensor, maxIter = 100, tol = 1e-5): Promise<Tensor> {
-  let y = mean(x, 0);
+  let y = tidy(() => mean(x, 0));
   for (let i = 0; i < maxIter; i++) {
     const [next, moved, size] = tidy(() => {
       const dist = sqrt(sum(square(sub(x, y)), -1));
@@ -20,5 +20,7 @@ export async function geometricMedian(x: Tensor, maxIter = 100, tol = 1e-5): Pro
     y = next;
     if (m <= tol * (1 + s)) break;
   }
-  return add(y, 0);
+  const out = tidy(() => add(y, 0));
+  y.dispose();
+  return out;
 }

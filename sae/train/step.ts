@@ -134,12 +134,17 @@ export async function initTrainState(
   const [kInit, kRun] = random.split(key);
   const arch = architecture(cfg.arch);
   const params = arch.init(kInit, cfg);
+  const meanSquaredNorm = async (x: Tensor) => {
+    const m = tidy(() => mean(sum(square(x), -1)));
+    try {
+      return await m.item();
+    } finally {
+      m.dispose();
+    }
+  };
   const rms = async (xs: Tensor[]) =>
     Math.sqrt(
-      (await Promise.all(xs.map((x) => mean(sum(square(x), -1)).item()))).reduce(
-        (a, b) => a + b,
-        0,
-      ) / xs.length,
+      (await Promise.all(xs.map(meanSquaredNorm))).reduce((a, b) => a + b, 0) / xs.length,
     );
   // A multi-layer SAE standardises each layer's vector itself.
   const normalize = t.normalize_activations && arch.input !== "layers";
@@ -157,11 +162,11 @@ export async function initTrainState(
     key: kRun,
   };
   if (t.geometric_median_init && first.length) {
-    const b = scaled(first[0], state);
-    const target = arch.target(b, cfg);
+    const target = tidy(() => arch.target(scaled(first[0], state), cfg));
     const median = isCrosscoder(cfg)
       ? await perInputGeometricMedian(target)
       : await geometricMedian(target);
+    disposeReplaced([target], first); // the target may be the caller's own batch tensor
     params.b_dec.dispose();
     params.b_dec = median;
   }
@@ -484,10 +489,10 @@ export function foldedThreshold(s: TrainState, cfg: SaeConfig): Threshold {
 /** Undo the training-time input scaling in the weights, so the saved dictionary reads raw activations. */
 export function foldScale(p: SaeParams, scale: number, scaleOut: number): SaeParams {
   if (scale === 1 && scaleOut === 1) return p;
-  return {
+  return tidy(() => ({
     ...p,
     W_enc: div(p.W_enc, scale),
     W_dec: mul(p.W_dec, scaleOut),
     b_dec: mul(p.b_dec, scaleOut),
-  };
+  }));
 }
