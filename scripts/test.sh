@@ -5,6 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -x node_modules/.bin/deno ] && [ -x node_modules/.bin/bun ] && [ -x node_modules/.bin/tsc ] || npm install --no-audit --no-fund >/dev/null
 export NO_COLOR=1
+# Deno's WebGPU on Vulkan only (Mesa's lavapipe in CI): without a Vulkan driver wgpu falls back to
+# OpenGL through glvnd's libEGL, whose per-thread teardown at process exit can write to freed memory
+# (glibc then aborts, e.g. "corrupted size vs. prev_size in fastbins"). Set it to override.
+export DENO_WEBGPU_BACKEND=${DENO_WEBGPU_BACKEND:-vulkan}
 out=$(mktemp -d)
 
 echo "== deno test =="

@@ -23,11 +23,13 @@ interface Report {
   error?: string;
 }
 
-/** The script's report, run with `env` over this process's environment (less any inherited choice). */
+/**
+ * The script's report, run with `env` over this process's environment, less an inherited backend
+ * choice (the wgpu backend, DENO_WEBGPU_BACKEND, stays: the child sees the adapters this process does).
+ */
 async function choose(env: Record<string, string>, ...args: string[]): Promise<Report> {
   const childEnv = { ...process.env } as Record<string, string>;
   delete childEnv.SPARSECODER_BACKEND;
-  delete childEnv.DENO_WEBGPU_BACKEND;
   const child = spawn(cmd[0], [...cmd.slice(1), ...args], {
     env: { ...childEnv, ...env },
     stdio: ["ignore", "pipe", "pipe"],
