@@ -38,15 +38,7 @@ export function memoryStats(): { liveBuffers: number; liveBytes: number } {
 
 const forgotten = new FinalizationRegistry<Storage>((s) => s.release());
 
-/** Set by autodiff: which traces a tensor is live in and the op that made it. */
-export interface TapeInfo {
-  traces: ReadonlySet<object>;
-  producer: unknown;
-}
-
 export class Tensor {
-  /** @internal autodiff bookkeeping; undefined outside any trace. */
-  _tape?: TapeInfo;
   #disposed = false;
 
   constructor(
