@@ -51,8 +51,8 @@ export interface BindObserver {
   /** Sees every bound primitive once its outputs exist. */
   bound(node: Node): void;
   /**
-   * Whether `x` takes part in an open computation the observer records: such a tensor only flows
-   * through primitives, never through a fused kernel, which has no rule of its own.
+   * Whether the observer keeps a record of `x` (autodiff: live in a trace). Such a tensor flows
+   * only through primitives, never through a fused kernel, which has no rule of its own.
    */
   watches(x: Tensor): boolean;
 }
