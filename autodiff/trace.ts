@@ -5,7 +5,7 @@
  * can be differentiated again (grad of grad). Constants closed over are simply not live.
  */
 import { type Node, observeBind } from "../tensor/prims.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { claimTensorSlot, type Tensor } from "../tensor/tensor.ts";
 
 export class Trace {
   open = true;
@@ -18,8 +18,8 @@ interface TapeEntry {
   producer: Node | undefined;
 }
 
-/** Only tensors live in some trace have an entry; the tensor layer never sees these. */
-const tapes = new WeakMap<Tensor, TapeEntry>();
+/** Set only on tensors live in some trace; kept in the tensor's slot, which only autodiff reads. */
+const tapes = claimTensorSlot<TapeEntry>("autodiff");
 
 const stack: Trace[] = [];
 
@@ -37,7 +37,7 @@ export function record(node: Node): void {
 }
 
 /** Whether `x` is live in any trace (open, or closed without reaching it). */
-export const isTraced = (x: Tensor): boolean => tapes.has(x);
+export const isTraced = (x: Tensor): boolean => tapes.get(x) !== undefined;
 
 // Loading autodiff is what turns tracing on: the tensor layer calls back into it on every bind.
 observeBind({ bound: record, watches: isTraced });
@@ -127,6 +127,6 @@ function forget(xs: Tensor[], trace: Trace): void {
     const traces = tapes.get(x)?.traces;
     if (!traces) continue;
     traces.delete(trace);
-    if (traces.size === 0) tapes.delete(x);
+    if (traces.size === 0) tapes.set(x, undefined);
   }
 }
