@@ -11,7 +11,8 @@ import * as t from "../mod.ts";
 import { type BindObserver, isWatched, type Node, observeBind } from "../tensor/prims.ts";
 import { fusedReluGrad } from "../tensor/fused.ts";
 import { isTraced, untraced } from "../autodiff/trace.ts";
-import { assert, assertClose, assertEquals, runtime, test } from "./harness.ts";
+import { claimTensorSlot } from "../tensor/tensor.ts";
+import { assert, assertClose, assertEquals, assertThrows, runtime, test } from "./harness.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 
@@ -97,4 +98,8 @@ test("autodiff records through the bind observer, and only inside a trace", () =
     t.tensor([1, 2]),
   );
   assertClose(d2.dataSync(), [6, 12]);
+});
+
+test("the tensor slot that holds autodiff's tape has one owner: nobody else can claim it", () => {
+  assertThrows(() => claimTensorSlot("a test"), "a test cannot claim", "autodiff holds it");
 });
