@@ -59,7 +59,7 @@ interface Traced {
 /** Run f with the float tensor leaves of the chosen arguments as fresh leaves of a new trace. */
 function traceCall(
   who: string,
-  f: (...args: any[]) => unknown,
+  f: (...args: unknown[]) => unknown,
   args: unknown[],
   argnums: number[],
   outOf: (r: unknown) => unknown,
@@ -130,12 +130,12 @@ function normArgnums(
  * vjp(f, ...primals) → [f(...primals), vjpFn]; vjpFn(cotangent shaped like the output) returns
  * one cotangent record per primal. vjpFn may be called more than once.
  */
-export function vjp<R>(
-  f: (...args: any[]) => R,
-  ...primals: unknown[]
-): [R, (ct: unknown) => unknown[]] {
+export function vjp<A extends unknown[], R>(
+  f: (...args: A) => R,
+  ...primals: A
+): [R, (ct: R) => A] {
   const argnums = primals.map((_, i) => i);
-  const t = traceCall("vjp", f, primals, argnums, (r) => r);
+  const t = traceCall("vjp", f as (...a: unknown[]) => unknown, primals, argnums, (r) => r);
   const outs = tensorLeaves(t.out);
   const fn = (ct: unknown) => {
     const cts = tensorLeaves(ct);
@@ -144,17 +144,30 @@ export function vjp<R>(
         `vjp: the cotangent has ${cts.length} tensors, the output ${outs.length}`,
       );
     }
-    return gradsOf(t, argnums, backward(t.tape, outs, cts, "vjp"));
+    return gradsOf(t, argnums, backward(t.tape, outs, cts, "vjp")) as A;
   };
   return [t.out as R, fn];
 }
 
-export interface GradOptions {
+/** Which positional arguments to differentiate: one index, or several for a tuple of grads. */
+export type Argnums = number | readonly number[];
+
+export interface GradOptions<N extends Argnums = Argnums, Aux extends boolean = boolean> {
   /** f returns [value, aux]; aux is passed through undifferentiated. */
-  hasAux?: boolean;
+  hasAux?: Aux;
   /** Which positional arguments to differentiate (default 0); an array gives a tuple of grads. */
-  argnums?: number | readonly number[];
+  argnums?: N;
 }
+
+/**
+ * The gradients for arguments `N` of a function of `A`: a record typed like the argument (its
+ * leaves that are not float tensors come back null), or a tuple of them for an array of argnums.
+ */
+export type Grads<A extends readonly unknown[], N extends Argnums> = N extends number ? A[N]
+  : { -readonly [I in keyof N]: A[N[I] & number] };
+
+/** The aux of a function that returns [value, aux]. */
+export type AuxOf<R> = R extends readonly [unknown, infer X] ? X : never;
 
 function scalarValue(who: string, v: unknown): Tensor {
   if (!(v instanceof Tensor)) {
@@ -173,22 +186,22 @@ function scalarValue(who: string, v: unknown): Tensor {
 }
 
 /**
- * valueAndGrad(f)(params, ...args) → [value, grads], grads shaped like params. With hasAux,
- * f returns [value, aux] and the result is [[value, aux], grads].
+ * valueAndGrad(f)(params, ...args) → [value, grads], value what f returns, grads shaped like
+ * params. With hasAux, f returns [value, aux] and the result is [[value, aux], grads].
  */
-export function valueAndGrad<A extends unknown[]>(
-  f: (...args: A) => unknown,
-  opts: GradOptions = {},
-): (...args: A) => [any, any] {
+export function valueAndGrad<A extends unknown[], R, const N extends Argnums = 0>(
+  f: (...args: A) => R,
+  opts: GradOptions<N> = {},
+): (...args: A) => [R, Grads<A, N>] {
   return valueAndGradAs("valueAndGrad", f, opts);
 }
 
 /** valueAndGrad whose errors carry the public name the user called (grad or valueAndGrad). */
-function valueAndGradAs<A extends unknown[]>(
+function valueAndGradAs<A extends unknown[], R, N extends Argnums>(
   who: string,
-  f: (...args: A) => unknown,
-  opts: GradOptions,
-): (...args: A) => [any, any] {
+  f: (...args: A) => R,
+  opts: GradOptions<N>,
+): (...args: A) => [R, Grads<A, N>] {
   return (...args: A) => {
     const argnums = normArgnums(who, opts.argnums, args.length);
     const valueOf = (r: unknown) => (opts.hasAux ? (r as unknown[])[0] : r);
@@ -202,24 +215,30 @@ function valueAndGradAs<A extends unknown[]>(
       const t = traceCall(who, f as (...a: unknown[]) => unknown, args, argnums, probe);
       const v = scalarValue(`${who} (hasAux)`, valueOf(t.out));
       const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], who));
-      return [t.out, typeof opts.argnums === "object" ? grads : grads[0]];
+      return [t.out as R, (typeof opts.argnums === "object" ? grads : grads[0]) as Grads<A, N>];
     }
     const t = traceCall(who, f as (...a: unknown[]) => unknown, args, argnums, (r) => r);
     const v = scalarValue(who, t.out);
     const grads = gradsOf(t, argnums, backward(t.tape, [v], [onesLike(v)], who));
-    return [v, typeof opts.argnums === "object" ? grads : grads[0]];
+    return [v as R, (typeof opts.argnums === "object" ? grads : grads[0]) as Grads<A, N>];
   };
 }
 
 /** grad(f)(params, ...args) → grads shaped like params ([grads, aux] with hasAux). */
-export function grad<A extends unknown[]>(
-  f: (...args: A) => unknown,
-  opts: GradOptions = {},
-): (...args: A) => any {
+export function grad<
+  A extends unknown[],
+  R,
+  const N extends Argnums = 0,
+  H extends boolean = false,
+>(
+  f: (...args: A) => R,
+  opts: GradOptions<N, H> = {},
+): (...args: A) => H extends true ? [Grads<A, N>, AuxOf<R>] : Grads<A, N> {
   const vg = valueAndGradAs("grad", f, opts);
+  type Out = H extends true ? [Grads<A, N>, AuxOf<R>] : Grads<A, N>;
   return (...args: A) => {
     const [v, g] = vg(...args);
-    return opts.hasAux ? [g, (v as unknown[])[1]] : g;
+    return (opts.hasAux ? [g, (v as unknown[])[1]] : g) as Out;
   };
 }
 

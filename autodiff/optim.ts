@@ -9,8 +9,7 @@ import { sum } from "../tensor/ops/reduce.ts";
 import { zerosLike } from "../tensor/ops/create.ts";
 import { treeFlatten, treeLeaves, treeMap, treeUnflatten } from "./tree.ts";
 import type { AdamHyper } from "../tensor/backend.ts";
-import { wrap } from "../tensor/prims.ts";
-import { shapesEqual } from "../tensor/shape.ts";
+import { fusedAdam } from "../tensor/fused.ts";
 import type { Schedule } from "./schedule.ts";
 
 export interface GradientTransformation<S = unknown> {
@@ -137,20 +136,8 @@ function adamLeaf(
   p: Tensor | null,
   h: AdamHyper,
 ): [Tensor, Tensor, Tensor] {
-  const fused = g.backend.fused?.adam;
-  const plain = (x: Tensor) =>
-    x.backend === g.backend && x.dtype === g.dtype && x.isContiguous() && !x._tape &&
-    shapesEqual(x.shape, g.shape);
-  if (
-    fused && (g.dtype === "f32" || g.dtype === "f64") && [g, m, v, p].every((x) => !x || plain(x))
-  ) {
-    const [u, m2, v2] = fused(g.view(), m.view(), v.view(), p?.view() ?? null, h);
-    return [
-      wrap(g.backend, u, g.shape, g.dtype),
-      wrap(g.backend, m2, g.shape, g.dtype),
-      wrap(g.backend, v2, g.shape, g.dtype),
-    ];
-  }
+  const fused = fusedAdam(g, m, v, p, h);
+  if (fused) return fused;
   const m2 = add(mul(m, h.b1), mul(g, 1 - h.b1));
   const v2 = add(mul(v, h.b2), mul(square(g), 1 - h.b2));
   const u = mul(div(m2, add(sqrt(div(v2, h.c2)), h.eps)), h.scale);

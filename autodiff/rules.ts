@@ -32,8 +32,8 @@ import { broadcastTo, mT, pad, reshape, slice, transpose } from "../tensor/ops/s
 import { gather, scatterAdd } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { sddmm, spmm, spmmT } from "../tensor/ops/sparse.ts";
-import { bind1, wrap } from "../tensor/prims.ts";
-import { shapesEqual } from "../tensor/shape.ts";
+import { bind1 } from "../tensor/prims.ts";
+import { fusedReluGrad } from "../tensor/fused.ts";
 
 /** `live[j]`: whether input j needs a cotangent (rules may skip work for the others). */
 type Rule<P extends Prim> = (
@@ -72,17 +72,9 @@ function unaryRule(
       return mul(g, sub(1, square(y)));
     case "erf":
       return mul(g, mul(TWO_OVER_SQRT_PI, exp(neg(square(x)))));
-    case "relu": {
+    case "relu":
       // One pass where the backend fuses it and nothing is traced (no grad of this grad).
-      const k = g.backend.fused?.reluGrad;
-      const plain = (v: Tensor) =>
-        v.isContiguous() && !v._tape && (v.dtype === "f32" || v.dtype === "f64") &&
-        v.backend === g.backend;
-      if (k && plain(g) && plain(x) && g.dtype === x.dtype && shapesEqual(g.shape, x.shape)) {
-        return wrap(g.backend, k(g.view(), x.view()), g.shape, g.dtype);
-      }
-      return mul(g, step(x));
-    }
+      return fusedReluGrad(g, x) ?? mul(g, step(x));
     case "sin":
       return mul(g, cos(x));
     case "cos":

@@ -4,27 +4,43 @@
  * pass of an inner trace runs while outer traces are still open, so it is itself recorded and
  * can be differentiated again (grad of grad). Constants closed over are simply not live.
  */
-import type { Node } from "../tensor/prims.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { type Node, observeBind } from "../tensor/prims.ts";
+import { claimTensorSlot, type Tensor } from "../tensor/tensor.ts";
 
 export class Trace {
   open = true;
 }
 
+/** A tensor's place in the open traces: which ones it is live in, and the node that made it. */
+interface TapeEntry {
+  traces: Set<Trace>;
+  /** Undefined for a leaf. */
+  producer: Node | undefined;
+}
+
+/** Set only on tensors live in some trace; kept in the tensor's slot, which only autodiff reads. */
+const tapes = claimTensorSlot<TapeEntry>("autodiff");
+
 const stack: Trace[] = [];
 
-/** @internal called by `bind` after every primitive. */
+/** Called for every bound primitive (and by customVjp for its node): records it where live. */
 export function record(node: Node): void {
   if (stack.length === 0) return;
   let traces: Set<Trace> | undefined;
   for (const x of node.inputs) {
-    const tape = x._tape;
+    const tape = tapes.get(x);
     if (!tape) continue;
-    for (const t of tape.traces as Set<Trace>) if (t.open) (traces ??= new Set()).add(t);
+    for (const t of tape.traces) if (t.open) (traces ??= new Set()).add(t);
   }
   if (!traces) return;
-  for (const o of node.outputs) o._tape = { traces, producer: node };
+  for (const o of node.outputs) tapes.set(o, { traces, producer: node });
 }
+
+/** Whether `x` is live in any trace (open, or closed without reaching it). */
+export const isTraced = (x: Tensor): boolean => tapes.get(x) !== undefined;
+
+// Loading autodiff is what turns tracing on: the tensor layer calls back into it on every bind.
+observeBind({ bound: record, watches: isTraced });
 
 /** Open a trace and make `leaf` live in it (leaves must be fresh aliases the caller owns). */
 export function openTrace(): Trace {
@@ -34,8 +50,9 @@ export function openTrace(): Trace {
 }
 
 export function markLeaf(trace: Trace, leaf: Tensor): void {
-  if (leaf._tape) (leaf._tape.traces as Set<Trace>).add(trace);
-  else leaf._tape = { traces: new Set([trace]), producer: undefined };
+  const tape = tapes.get(leaf);
+  if (tape) tape.traces.add(trace);
+  else tapes.set(leaf, { traces: new Set([trace]), producer: undefined });
 }
 
 /** Run `fn` with no trace recording (the forward pass of a customVjp function). */
@@ -69,7 +86,7 @@ export function closeTrace(
   if (i >= 0) stack.splice(i, 1);
   trace.open = false;
   const isLeaf = new Set(leaves);
-  const liveIn = (x: Tensor) => (x._tape?.traces as Set<Trace> | undefined)?.has(trace) ?? false;
+  const liveIn = (x: Tensor) => tapes.get(x)?.traces.has(trace) ?? false;
   const done = new Set<Node>();
   const order: Node[] = [];
   // Iterative post-order DFS: deep graphs (long loops inside a loss) must not overflow the stack.
@@ -80,7 +97,7 @@ export function closeTrace(
   const todo: { node: Node; expanded: boolean }[] = [];
   const push = (x: Tensor) => {
     if (isLeaf.has(x) || !liveIn(x)) return;
-    const n = x._tape!.producer as Node | undefined;
+    const n = tapes.get(x)!.producer;
     if (n && !done.has(n)) todo.push({ node: n, expanded: false });
   };
   for (const o of outputs) push(o);
@@ -107,9 +124,9 @@ export function closeTrace(
 
 function forget(xs: Tensor[], trace: Trace): void {
   for (const x of xs) {
-    const traces = x._tape?.traces as Set<Trace> | undefined;
+    const traces = tapes.get(x)?.traces;
     if (!traces) continue;
     traces.delete(trace);
-    if (traces.size === 0) x._tape = undefined;
+    if (traces.size === 0) tapes.set(x, undefined);
   }
 }

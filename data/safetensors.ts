@@ -8,10 +8,8 @@
 import type { Backend } from "../tensor/backend.ts";
 import type { DType, StorageArray } from "../tensor/dtype.ts";
 import { isFloat } from "../tensor/dtype.ts";
-import { storageFrom } from "../tensor/ops/create.ts";
+import { fromStorage, storageFrom } from "../tensor/ops/create.ts";
 import { cast } from "../tensor/ops/elementwise.ts";
-import { wrap } from "../tensor/prims.ts";
-import { getBackend } from "../tensor/registry.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { readFileBytes, writeFileAtomic } from "./atomic.ts";
@@ -240,18 +238,8 @@ function checkMetadata(raw: unknown, fail: (m: string) => never): Record<string,
   return Object.fromEntries(out);
 }
 
-/**
- * A tensor that takes ownership of a fresh host array of `dtype`'s storage type: tensor() would
- * copy it once more, which matters for multi-gigabyte weight files.
- */
-export function adoptHostArray(
-  arr: StorageArray,
-  dtype: DType,
-  shape: readonly number[],
-  backend: Backend = getBackend(),
-): Tensor {
-  return wrap(backend, backend.fromHost(dtype, arr), shape, dtype);
-}
+/** A tensor that takes ownership of a fresh host array (no copy): the readers' name for fromStorage. */
+export const adoptHostArray: typeof fromStorage = fromStorage;
 
 /** A copy of `src` in a fresh (hence aligned) buffer, in host byte order. */
 function alignedLE(src: Uint8Array, itemsize: number): ArrayBuffer {

@@ -7,8 +7,8 @@ import { div, mul } from "../tensor/ops/elementwise.ts";
 import { norm } from "../tensor/ops/reduce.ts";
 import { contiguous, transpose } from "../tensor/ops/shape.ts";
 import type { SaeConfig } from "./config.ts";
-import { wrap } from "../tensor/prims.ts";
 import { tidy } from "../tensor/scope.ts";
+import { fusedUnitRows } from "../tensor/fused.ts";
 
 /** W_enc [d_in, d_sae], W_dec [d_sae, d_out], b_enc [d_sae], b_dec [d_out], plus per-architecture extras. */
 export interface SaeParams {
@@ -25,18 +25,9 @@ export interface SaeParams {
   r_mag?: Tensor;
 }
 
-/** Where a backend's fused row kernel applies: untraced contiguous float matrices. */
-export const fusable = (...xs: Tensor[]): boolean =>
-  xs.every((x) =>
-    x.ndim === 2 && x.isContiguous() && !x._tape && (x.dtype === "f32" || x.dtype === "f64") &&
-    x.dtype === xs[0].dtype
-  );
-
 /** Rows scaled to unit L2 norm (decoder directions); one fused pass where the backend has it. */
 export function unitRows(w: Tensor): Tensor {
-  const k = w.backend.fused?.unitRows;
-  if (k && fusable(w)) return wrap(w.backend, k(w.view()), w.shape, w.dtype);
-  return div(w, norm(w, -1, { keepdims: true }));
+  return fusedUnitRows(w) ?? div(w, norm(w, -1, { keepdims: true }));
 }
 
 /** What an architecture changes in the common initialisation. */

@@ -1,12 +1,12 @@
 /**
  * Primitives: the small set of operations that backends implement and autodiff differentiates.
- * Every public op is a composition of these. `bind` runs one and records it on the active traces.
+ * Every public op is a composition of these. `bind` runs one and shows it to the installed
+ * observer (autodiff's tracing, when autodiff is loaded); this layer records nothing itself.
  */
 import type { ArgReduceOp, Backend, BinaryOp, Buf, ReduceOp, UnaryOp } from "./backend.ts";
 import { byteSize, type DType } from "./dtype.ts";
 import { contiguousStrides, fmt, type Shape, ShapeError, shapesEqual, sizeOf } from "./shape.ts";
 import { Storage, Tensor } from "./tensor.ts";
-import { record } from "../autodiff/trace.ts";
 
 export interface PrimParams {
   unary: { op: UnaryOp };
@@ -42,6 +42,32 @@ export interface Node<P extends Prim = Prim> {
   params: PrimParams[P];
   outputs: Tensor[];
 }
+
+/**
+ * What a higher layer installs to watch primitives, as a transformation sees them (jax's `bind`
+ * finding the top trace). Only one is installed: autodiff's tracing, which nests its traces itself.
+ */
+export interface BindObserver {
+  /** Sees every bound primitive once its outputs exist. */
+  bound(node: Node): void;
+  /**
+   * Whether the observer keeps a record of `x` (autodiff: live in a trace). Such a tensor flows
+   * only through primitives, never through a fused kernel, which has no rule of its own.
+   */
+  watches(x: Tensor): boolean;
+}
+
+let observer: BindObserver | null = null;
+
+/** Install (or, with null, remove) the observer of `bind`; returns the one it replaces. */
+export function observeBind(o: BindObserver | null): BindObserver | null {
+  const prev = observer;
+  observer = o;
+  return prev;
+}
+
+/** Whether the installed observer watches `x` (false when none is installed). */
+export const isWatched = (x: Tensor): boolean => observer !== null && observer.watches(x);
 
 const COMPARE = new Set<BinaryOp>(["gt", "ge", "lt", "le", "eq", "ne", "and", "or"]);
 
@@ -179,7 +205,7 @@ const IMPLS: { [P in Prim]: Impl<P> } = {
   },
 };
 
-/** Run primitive `prim` and record it for autodiff. */
+/** Run primitive `prim` and show it to the observer, if one is installed. */
 export function bind<P extends Prim>(prim: P, inputs: Tensor[], params: PrimParams[P]): Tensor[] {
   const b = inputs[0].backend;
   for (const x of inputs) {
@@ -190,7 +216,7 @@ export function bind<P extends Prim>(prim: P, inputs: Tensor[], params: PrimPara
     }
   }
   const outputs = (IMPLS[prim] as Impl<P>)(inputs, params, b);
-  record({ prim, inputs, params, outputs } as Node);
+  if (observer !== null) observer.bound({ prim, inputs, params, outputs } as Node);
   return outputs;
 }
 

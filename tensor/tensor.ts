@@ -53,16 +53,40 @@ const forgotten = new FinalizationRegistry<Storage>((s) => {
   if (held && s.buf === null) live.finalized++;
 });
 
-/** Set by autodiff: which traces a tensor is live in and the op that made it. */
-export interface TapeInfo {
-  traces: ReadonlySet<object>;
-  producer: unknown;
+/**
+ * One field on every tensor for the layer above (autodiff keeps its tape there), typed by that
+ * layer and reachable only through the accessor its one claim returns: this layer never reads it.
+ */
+export interface TensorSlot<T> {
+  get(x: Tensor): T | undefined;
+  set(x: Tensor, value: T | undefined): void;
+}
+
+let slot: TensorSlot<unknown> | null = null;
+let slotOwner = "";
+
+/** Claim the tensor slot; it has one owner per process, so a second claim throws. */
+export function claimTensorSlot<T>(owner: string): TensorSlot<T> {
+  if (slotOwner) {
+    throw new Error(`claimTensorSlot: ${owner} cannot claim the slot, ${slotOwner} holds it`);
+  }
+  slotOwner = owner;
+  return slot as TensorSlot<T>;
 }
 
 export class Tensor {
-  /** @internal autodiff bookkeeping; undefined outside any trace. */
-  _tape?: TapeInfo;
   #disposed = false;
+  /** The claimed slot's value; a declared field keeps every tensor one shape for the JIT. */
+  #slot: unknown = undefined;
+
+  static {
+    slot = {
+      get: (x) => x.#slot,
+      set: (x, value) => {
+        x.#slot = value;
+      },
+    };
+  }
 
   constructor(
     readonly storage: Storage,

@@ -94,12 +94,9 @@ for (const fx of fixtures) {
 
       const arch = ARCHITECTURES[fx.arch];
       const [[total, aux], grads] = t.valueAndGrad(
-        (p: SaeParams) => arch.loss(p, batch, cfg, ctx),
+        (p: SaeParams): [t.Tensor, LossAux] => arch.loss(p, batch, cfg, ctx),
         { hasAux: true },
-      )(params) as [
-        [t.Tensor, LossAux],
-        Record<string, t.Tensor>,
-      ];
+      )(params);
 
       const ex = fx.expected;
       const code = toDense(aux.code, cfg.d_sae);
@@ -122,9 +119,10 @@ for (const fx of fixtures) {
 
       assertEquals(Object.keys(grads).sort(), Object.keys(ex.grads).sort(), "gradient keys");
       for (const [k, g] of Object.entries(ex.grads)) {
-        assertEquals(grads[k].shape, g.shape, `grad ${k} shape`);
-        assertEquals(grads[k].dtype, dtype, `grad ${k} dtype`);
-        compare(dtype, `${fx.case}.grad.${k}`, grads[k].dataSync(), g.data);
+        const gk = grads[k as keyof SaeParams]!;
+        assertEquals(gk.shape, g.shape, `grad ${k} shape`);
+        assertEquals(gk.dtype, dtype, `grad ${k} dtype`);
+        compare(dtype, `${fx.case}.grad.${k}`, gk.dataSync(), g.data);
       }
     });
   }

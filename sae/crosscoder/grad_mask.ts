@@ -13,7 +13,7 @@ import { where } from "../../tensor/ops/elementwise.ts";
 import { fmt } from "../../tensor/shape.ts";
 import type { Backend } from "../../tensor/backend.ts";
 import { featureOwner, forbiddenRanges, type Partition, PartitionError } from "./partition.ts";
-import { wrap } from "../../tensor/prims.ts";
+import { fusedZeroSpans } from "../../tensor/fused.ts";
 
 /** Boolean masks, true where forbidden: encoder [L, 1, F] and decoder [L, F, 1] (broadcast, never materialised). */
 export interface PartitionMasks {
@@ -79,9 +79,7 @@ export function forbiddenSpans(
 
 /** Where the backend can copy around spans (the CPU: memcpy and fill), masking is one copy instead of a `where` over a broadcast mask. */
 function zeroForbidden(x: Tensor, p: Partition, which: "enc" | "dec"): Tensor | null {
-  const k = x.backend.fused?.zeroSpans;
-  if (!k || !x.isContiguous() || x._tape) return null;
-  return wrap(x.backend, k(x.view(), forbiddenSpans(p, x.shape, which)), x.shape, x.dtype);
+  return fusedZeroSpans(x, () => forbiddenSpans(p, x.shape, which));
 }
 
 /** Zero the forbidden entries of W_enc and W_dec in any record that has them (gradients, params, moments). */

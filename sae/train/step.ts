@@ -44,9 +44,8 @@ import {
 } from "../arch/registry.ts";
 import { asCoo, type Code, l0PerRow } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
-import { fusable, type SaeParams, unitRows } from "../params.ts";
-import { wrap } from "../../tensor/prims.ts";
-import { shapesEqual } from "../../tensor/shape.ts";
+import { type SaeParams, unitRows } from "../params.ts";
+import { fusedProjectOutRows } from "../../tensor/fused.ts";
 import type { TrainConfig } from "./config.ts";
 import { geometricMedian } from "./geometric_median.ts";
 import { resampleDead } from "./resample.ts";
@@ -193,10 +192,8 @@ function activity(code: Code, F: number): { fired: Tensor; l0: Tensor } {
 
 /** Remove each decoder row's gradient component along the row (the constraint's tangent space). */
 export function projectDecoderGrad(W_dec: Tensor, g: Tensor): Tensor {
-  const k = g.backend.fused?.projectOutRows;
-  if (k && fusable(g, W_dec) && shapesEqual(g.shape, W_dec.shape)) {
-    return wrap(g.backend, k(g.view(), W_dec.view()), g.shape, g.dtype);
-  }
+  const fused = fusedProjectOutRows(g, W_dec);
+  if (fused) return fused;
   const u = unitRows(W_dec);
   return sub(g, mul(sum(mul(g, u), -1, { keepdims: true }), u));
 }

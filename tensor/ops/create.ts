@@ -108,6 +108,20 @@ export function tensor(
   return wrap(backend, backend.fromHost(dtype, storageFrom(dtype, flat)), reshaped, dtype);
 }
 
+/**
+ * A tensor that takes ownership of a fresh host array in `dtype`'s storage form (raw 16-bit words
+ * for f16/bf16), without the copy tensor() makes: that copy matters for multi-gigabyte weight
+ * files. The caller must not touch the array afterwards.
+ */
+export function fromStorage(
+  data: StorageArray,
+  dtype: DType,
+  shape: readonly number[],
+  backend: Backend = getBackend(),
+): Tensor {
+  return wrap(backend, backend.fromHost(dtype, data), shape, dtype);
+}
+
 export function scalar(value: number, dtype: DType = "f32", backend?: Backend): Tensor {
   return tensor(value, { dtype, backend });
 }

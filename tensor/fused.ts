@@ -1,0 +1,92 @@
+/**
+ * Fused kernels: one backend pass standing in for a composition of primitives. Each function
+ * returns the fused result, or null when the caller must run its composition instead (the backend
+ * has no such kernel, or an operand is not plain). Every safety check lives here, once.
+ */
+import type { AdamHyper, Backend, Buf } from "./backend.ts";
+import { isWatched, wrap } from "./prims.ts";
+import { shapesEqual } from "./shape.ts";
+import type { Tensor } from "./tensor.ts";
+
+type Kernels = NonNullable<Backend["fused"]>;
+
+/** What a kernel asks of its operands beyond the common rule. */
+interface Needs {
+  /** f32 or f64 only. */
+  float: boolean;
+  /** 2-D only (row kernels). */
+  matrix: boolean;
+}
+
+const NEEDS: { [K in keyof Kernels]-?: Needs } = {
+  adam: { float: true, matrix: false },
+  reluGrad: { float: true, matrix: false },
+  unitRows: { float: true, matrix: true },
+  projectOutRows: { float: true, matrix: true },
+  zeroSpans: { float: false, matrix: false },
+};
+
+/**
+ * The backend's kernel `name` when every operand is plain: on the first operand's backend, with
+ * its shape and dtype, contiguous, and not watched by autodiff (a fused kernel has no VJP rule,
+ * so a traced value must go through the primitives).
+ */
+function kernel<K extends keyof Kernels>(name: K, xs: readonly Tensor[]): Kernels[K] | undefined {
+  const x0 = xs[0];
+  const k = x0.backend.fused?.[name];
+  if (!k) return undefined;
+  const needs = NEEDS[name];
+  if (needs.float && x0.dtype !== "f32" && x0.dtype !== "f64") return undefined;
+  if (needs.matrix && x0.ndim !== 2) return undefined;
+  for (const x of xs) {
+    if (
+      x.backend !== x0.backend || x.dtype !== x0.dtype || !shapesEqual(x.shape, x0.shape) ||
+      !x.isContiguous() || isWatched(x)
+    ) return undefined;
+  }
+  return k;
+}
+
+/** A fresh buffer with `x`'s shape, dtype and backend, as a tensor. */
+const like = (x: Tensor, buf: Buf): Tensor => wrap(x.backend, buf, x.shape, x.dtype);
+
+/** g·step(x), the relu's cotangent. */
+export function fusedReluGrad(g: Tensor, x: Tensor): Tensor | null {
+  const k = kernel("reluGrad", [g, x]);
+  return k ? like(g, k(g.view(), x.view())) : null;
+}
+
+/** One Adam step of one leaf: [update, mu', nu'] (see AdamHyper); `param` only for weight decay. */
+export function fusedAdam(
+  g: Tensor,
+  mu: Tensor,
+  nu: Tensor,
+  param: Tensor | null,
+  h: AdamHyper,
+): [Tensor, Tensor, Tensor] | null {
+  const k = kernel("adam", param ? [g, mu, nu, param] : [g, mu, nu]);
+  if (!k) return null;
+  const [u, m2, v2] = k(g.view(), mu.view(), nu.view(), param?.view() ?? null, h);
+  return [like(g, u), like(g, m2), like(g, v2)];
+}
+
+/** Rows of a matrix scaled to unit L2 norm. */
+export function fusedUnitRows(w: Tensor): Tensor | null {
+  const k = kernel("unitRows", [w]);
+  return k ? like(w, k(w.view())) : null;
+}
+
+/** g − (g·ŵ)ŵ row by row, ŵ the unit rows of w. */
+export function fusedProjectOutRows(g: Tensor, w: Tensor): Tensor | null {
+  const k = kernel("projectOutRows", [g, w]);
+  return k ? like(g, k(g.view(), w.view())) : null;
+}
+
+/**
+ * A copy of `x` with element spans [start, end) set to 0; `spans` (pairs, ascending, disjoint)
+ * is asked for only when the kernel runs.
+ */
+export function fusedZeroSpans(x: Tensor, spans: () => Int32Array): Tensor | null {
+  const k = kernel("zeroSpans", [x]);
+  return k ? like(x, k(x.view(), spans())) : null;
+}
