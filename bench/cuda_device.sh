@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the CUDA issue checks on a GPU, in one device-machine call for one runtime (the one
+# Every CUDA check that needs a GPU, in one device-machine call for one runtime (the one
 # packed in .carry by scripts/pack_runtime.sh): the CUDA tests, the op suite on cuda (values and
 # gradients against the reference, SPARSECODER_BACKEND=cuda) plus the cuda-vs-cpu cross-check,
 # the TopK training check (metrics vs cpu, flat memory over 10,000 steps), and the benchmarks vs
