@@ -144,3 +144,22 @@ test("package: importing the root mod.ts loads no npm package", () => {
   assertEquals(npm, [], "npm modules mod.ts loads");
   assert(loaded.length > 50, `the walk reached only ${loaded.length} modules`);
 });
+
+test("a Deno script in its own folder imports the repository's mod.ts and sae/mod.ts by path", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "sparsecoder-by-path-"));
+  try {
+    const root = new URL("..", import.meta.url).href;
+    await writeFile(
+      join(dir, "main.ts"),
+      `import * as t from "${root}mod.ts";
+import * as sae from "${root}sae/mod.ts";
+const g = t.grad((a: t.Tensor) => t.sum(t.square(a)))(t.tensor([1, 2, 3]));
+console.log(JSON.stringify({ g: Array.from(await g.data()), arch: sae.resolveConfig({ arch: "topk", d_in: 4, d_sae: 8, k: 2 }).arch }));
+`,
+    );
+    const out = run(join(BIN, "deno"), ["run", "-A", "main.ts"], dir);
+    assertEquals(JSON.parse(out.trim().split("\n").at(-1)!), { g: [2, 4, 6], arch: "topk" });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
