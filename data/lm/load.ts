@@ -1,0 +1,171 @@
+/**
+ * A GPT-2 model folder in Hugging Face's layout: `config.json` plus `model.safetensors`, or shards
+ * listed in `model.safetensors.index.json`. Keys may carry the `transformer.` prefix (files written
+ * by save_pretrained) or not (the original upload). Every tensor's shape is checked against the
+ * config before any data is materialised, and every failure names the file and the tensor.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fmt } from "../../tensor/shape.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { readFileBytes } from "../atomic.ts";
+import { parseSafetensors, type SafetensorsEntry, toTensor } from "../safetensors.ts";
+import { type Gpt2Config, readGpt2Config } from "./config.ts";
+
+export class LmLoadError extends Error {
+  override name = "LmLoadError";
+}
+
+export interface LayerNormParams {
+  w: Tensor;
+  b: Tensor;
+}
+
+/** One block's weights; the projections are [in, out] (GPT-2's Conv1D: y = x·W + b). */
+export interface Gpt2BlockParams {
+  ln1: LayerNormParams;
+  /** [d, 3d]: all-q, all-k, all-v columns. */
+  wQkv: Tensor;
+  bQkv: Tensor;
+  wO: Tensor;
+  bO: Tensor;
+  ln2: LayerNormParams;
+  wIn: Tensor;
+  bIn: Tensor;
+  wOut: Tensor;
+  bOut: Tensor;
+}
+
+export interface Gpt2Params {
+  /** [V, d]; also the (tied) unembedding. */
+  wte: Tensor;
+  /** [P, d] */
+  wpe: Tensor;
+  blocks: Gpt2BlockParams[];
+  lnF: LayerNormParams;
+}
+
+export interface Gpt2Model {
+  cfg: Gpt2Config;
+  params: Gpt2Params;
+}
+
+/** Every tensor the model needs, by its unprefixed name, with its expected shape. */
+export function gpt2TensorShapes(cfg: Gpt2Config): Map<string, number[]> {
+  const { dModel: d, dMlp: m } = cfg;
+  const out = new Map<string, number[]>([
+    ["wte.weight", [cfg.vocabSize, d]],
+    ["wpe.weight", [cfg.nPositions, d]],
+  ]);
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `h.${l}.`;
+    out.set(p + "ln_1.weight", [d]).set(p + "ln_1.bias", [d]);
+    out.set(p + "attn.c_attn.weight", [d, 3 * d]).set(p + "attn.c_attn.bias", [3 * d]);
+    out.set(p + "attn.c_proj.weight", [d, d]).set(p + "attn.c_proj.bias", [d]);
+    out.set(p + "ln_2.weight", [d]).set(p + "ln_2.bias", [d]);
+    out.set(p + "mlp.c_fc.weight", [d, m]).set(p + "mlp.c_fc.bias", [m]);
+    out.set(p + "mlp.c_proj.weight", [m, d]).set(p + "mlp.c_proj.bias", [d]);
+  }
+  out.set("ln_f.weight", [d]).set("ln_f.bias", [d]);
+  return out;
+}
+
+/**
+ * Legacy buffers older files carry: the causal mask `h.{i}.attn.bias` and `attn.masked_bias`.
+ * The leading dot matters: `attn.c_attn.bias` is a weight and must not match.
+ */
+const isLegacyBuffer = (name: string): boolean =>
+  name.endsWith(".attn.bias") || name.endsWith(".attn.masked_bias");
+
+const PREFIX = "transformer.";
+
+/** The safetensors files of a folder: the single file, or the shards its index names. */
+function shardFiles(dir: string): { files: string[]; index?: Record<string, string> } {
+  const single = join(dir, "model.safetensors");
+  if (existsSync(single)) return { files: [single] };
+  const indexPath = join(dir, "model.safetensors.index.json");
+  if (!existsSync(indexPath)) {
+    throw new LmLoadError(
+      `${dir}: no model.safetensors and no model.safetensors.index.json`,
+    );
+  }
+  let map: unknown;
+  try {
+    map = (JSON.parse(readFileSync(indexPath, "utf8")) as { weight_map?: unknown }).weight_map;
+  } catch (e) {
+    throw new LmLoadError(`${indexPath}: cannot read: ${(e as Error).message}`);
+  }
+  if (map === null || typeof map !== "object" || Array.isArray(map)) {
+    throw new LmLoadError(`${indexPath}: weight_map must be an object of tensor → file`);
+  }
+  const index = map as Record<string, unknown>;
+  for (const [k, v] of Object.entries(index)) {
+    if (typeof v !== "string" || v.includes("/") || v.includes("\\") || v.startsWith(".")) {
+      throw new LmLoadError(`${indexPath}: tensor ${JSON.stringify(k)} maps to bad file ${JSON.stringify(v)}`);
+    }
+  }
+  const names = [...new Set(Object.values(index as Record<string, string>))].sort();
+  return { files: names.map((f) => join(dir, f)), index: index as Record<string, string> };
+}
+
+/** Load a GPT-2 model folder; weights are read as f32 (F16/BF16 widened). */
+export async function loadGpt2(dir: string): Promise<Gpt2Model> {
+  const cfg = readGpt2Config(dir);
+  const expected = gpt2TensorShapes(cfg);
+  const { files, index } = shardFiles(dir);
+  const found = new Map<string, { file: string; entry: SafetensorsEntry }>();
+  for (const file of files) {
+    const { tensors } = parseSafetensors(await readFileBytes(file), file);
+    for (const [key, entry] of tensors) {
+      const name = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
+      if (isLegacyBuffer(name)) continue;
+      const where = `${file}: tensor ${JSON.stringify(key)}`;
+      if (index && index[key] !== undefined && join(dir, index[key]) !== file) {
+        throw new LmLoadError(`${where}: the index places it in ${index[key]}`);
+      }
+      const prev = found.get(name);
+      if (prev) throw new LmLoadError(`${where}: duplicates a tensor of ${prev.file}`);
+      // GPT-2's head is tied to wte; a stored copy must at least have the right shape.
+      const shape = name === "lm_head.weight" ? [cfg.vocabSize, cfg.dModel] : expected.get(name);
+      if (!shape) {
+        throw new LmLoadError(`${where}: unexpected tensor (shape ${fmt(entry.shape)}) for gpt2`);
+      }
+      if (shape.length !== entry.shape.length || shape.some((v, i) => v !== entry.shape[i])) {
+        throw new LmLoadError(
+          `${where}: expected shape ${fmt(shape)}, found ${fmt(entry.shape)}`,
+        );
+      }
+      found.set(name, { file, entry });
+    }
+  }
+  const where = index ? join(dir, "model.safetensors.index.json") : files[0];
+  for (const [name, shape] of expected) {
+    if (!found.has(name)) {
+      throw new LmLoadError(
+        `${where}: missing tensor ${JSON.stringify(name)} (expected shape ${fmt(shape)}, found none)`,
+      );
+    }
+  }
+  const get = (name: string): Tensor => toTensor(found.get(name)!.entry, { dtype: "f32" });
+  const ln = (p: string): LayerNormParams => ({ w: get(p + ".weight"), b: get(p + ".bias") });
+  const blocks: Gpt2BlockParams[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `h.${l}.`;
+    blocks.push({
+      ln1: ln(p + "ln_1"),
+      wQkv: get(p + "attn.c_attn.weight"),
+      bQkv: get(p + "attn.c_attn.bias"),
+      wO: get(p + "attn.c_proj.weight"),
+      bO: get(p + "attn.c_proj.bias"),
+      ln2: ln(p + "ln_2"),
+      wIn: get(p + "mlp.c_fc.weight"),
+      bIn: get(p + "mlp.c_fc.bias"),
+      wOut: get(p + "mlp.c_proj.weight"),
+      bOut: get(p + "mlp.c_proj.bias"),
+    });
+  }
+  return {
+    cfg,
+    params: { wte: get("wte.weight"), wpe: get("wpe.weight"), blocks, lnF: ln("ln_f") },
+  };
+}
