@@ -6,12 +6,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { tensor } from "../tensor/ops/create.ts";
-import { mul } from "../tensor/ops/elementwise.ts";
+import { cast, mul } from "../tensor/ops/elementwise.ts";
+import { sum } from "../tensor/ops/reduce.ts";
+import { valueAndGrad } from "../autodiff/grad.ts";
+import { treeMap } from "../autodiff/tree.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
 import { forward, gpt2HookNames, runWithCache } from "../data/lm/gpt2.ts";
-import { loadGpt2 } from "../data/lm/load.ts";
-import { assert, AssertionError, assertEquals, test } from "./harness.ts";
+import { type Gpt2Params, loadGpt2 } from "../data/lm/load.ts";
+import { assert, assertEquals, AssertionError, test } from "./harness.ts";
 
 const root = fileURLToPath(new URL("./golden/fixtures/lm/", import.meta.url));
 
@@ -146,4 +149,42 @@ test("lm gpt2: an unknown model_type is an error naming the file and the type", 
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [join(dir, "config.json"), '"bert"']);
   });
+});
+
+test("lm gpt2: the forward pass is differentiable (gradients match central differences in f64)", async () => {
+  const model = await loadGpt2(root + "gpt2");
+  const params = treeMap((x: Tensor) => cast(x, "f64"), model.params);
+  const tokens = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]];
+  const weights = tensor(
+    Array.from({ length: 2 * 5 * model.cfg.vocabSize }, (_, i) => Math.sin(i)),
+    { dtype: "f64", shape: [2, 5, model.cfg.vocabSize] },
+  );
+  const loss = (p: Gpt2Params) => sum(mul(forward(p, tokens, model.cfg), weights));
+  const [, g] = valueAndGrad(loss)(params);
+  // One element of each kind of weight: attention QKV, MLP in, embedding, final norm.
+  const probes: [string, (p: Gpt2Params) => Tensor, (p: Gpt2Params, t: Tensor) => void, number][] =
+    [
+      ["blocks.0.wQkv", (p) => p.blocks[0].wQkv, (p, t) => (p.blocks[0].wQkv = t), 5 * 96 + 40],
+      ["blocks.1.wIn", (p) => p.blocks[1].wIn, (p, t) => (p.blocks[1].wIn = t), 77],
+      ["wte", (p) => p.wte, (p, t) => (p.wte = t), 4 * 32 + 3],
+      ["lnF.w", (p) => p.lnF.w, (p, t) => (p.lnF.w = t), 7],
+    ];
+  for (const [name, getT, setT, i] of probes) {
+    const base = getT(params);
+    const at = (delta: number): number => {
+      const vals = Array.from(base.dataSync());
+      vals[i] += delta;
+      const p = { ...params, blocks: params.blocks.map((b) => ({ ...b })), lnF: { ...params.lnF } };
+      setT(p, tensor(vals, { dtype: "f64", shape: base.shape }));
+      return loss(p).dataSync()[0];
+    };
+    const h = 1e-5;
+    const fd = (at(h) - at(-h)) / (2 * h);
+    const an = getT(g).dataSync()[i];
+    assert(Math.abs(fd) > 1e-6, `${name}[${i}]: the probe has no effect (${fd})`);
+    assert(
+      Math.abs(an - fd) <= 1e-5 * (Math.abs(fd) + 1),
+      `${name}[${i}]: gradient ${an}, central difference ${fd}`,
+    );
+  }
 });

@@ -55,14 +55,18 @@ export function parseGpt2Config(text: string, source = "config.json"): Gpt2Confi
   const int = (key: string, fallback: number): number => {
     const v = j[key] ?? fallback;
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
-      throw new LmConfigError(`${source}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+      throw new LmConfigError(
+        `${source}: ${key} must be a positive integer, got ${JSON.stringify(v)}`,
+      );
     }
     return v;
   };
   const num = (key: string, fallback: number): number => {
     const v = j[key] ?? fallback;
     if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
-      throw new LmConfigError(`${source}: ${key} must be a non-negative number, got ${JSON.stringify(v)}`);
+      throw new LmConfigError(
+        `${source}: ${key} must be a non-negative number, got ${JSON.stringify(v)}`,
+      );
     }
     return v;
   };

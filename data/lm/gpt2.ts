@@ -153,7 +153,9 @@ export function runWithCache(
 ): { logits: Tensor; cache: Record<string, Tensor> } {
   const known = new Set(gpt2HookNames(model.cfg.nLayer));
   for (const n of names) {
-    if (!known.has(n)) throw new RangeError(`runWithCache: no hook point named ${JSON.stringify(n)}`);
+    if (!known.has(n)) {
+      throw new RangeError(`runWithCache: no hook point named ${JSON.stringify(n)}`);
+    }
   }
   const cache: Record<string, Tensor> = {};
   const hooks: Record<string, HookFn> = {};

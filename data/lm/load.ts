@@ -101,7 +101,9 @@ function shardFiles(dir: string): { files: string[]; index?: Record<string, stri
   const index = map as Record<string, unknown>;
   for (const [k, v] of Object.entries(index)) {
     if (typeof v !== "string" || v.includes("/") || v.includes("\\") || v.startsWith(".")) {
-      throw new LmLoadError(`${indexPath}: tensor ${JSON.stringify(k)} maps to bad file ${JSON.stringify(v)}`);
+      throw new LmLoadError(
+        `${indexPath}: tensor ${JSON.stringify(k)} maps to bad file ${JSON.stringify(v)}`,
+      );
     }
   }
   const names = [...new Set(Object.values(index as Record<string, string>))].sort();
@@ -142,7 +144,9 @@ export async function loadGpt2(dir: string): Promise<Gpt2Model> {
   for (const [name, shape] of expected) {
     if (!found.has(name)) {
       throw new LmLoadError(
-        `${where}: missing tensor ${JSON.stringify(name)} (expected shape ${fmt(shape)}, found none)`,
+        `${where}: missing tensor ${JSON.stringify(name)} (expected shape ${
+          fmt(shape)
+        }, found none)`,
       );
     }
   }
