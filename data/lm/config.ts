@@ -117,3 +117,65 @@ export function readGpt2Config(dir: string): Gpt2Config {
   }
   return parseGpt2Config(text, path);
 }
+
+/** Typed readers over one config.json object; each falls back to a default when the key is absent. */
+export interface ConfigFields {
+  raw: Record<string, unknown>;
+  source: string;
+  int(key: string, fallback: number): number;
+  num(key: string, fallback: number): number;
+  bool(key: string, fallback: boolean): boolean;
+  str(key: string, fallback: string): string;
+}
+
+/** Read `<dir>/config.json` and check that its model_type is `modelType`. */
+export function readConfigFields(dir: string, modelType: string): ConfigFields {
+  const source = `${dir.replace(/\/+$/, "")}/config.json`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(source, "utf8"));
+  } catch (e) {
+    throw new LmConfigError(`${source}: cannot read: ${(e as Error).message}`);
+  }
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new LmConfigError(`${source}: expected a JSON object`);
+  }
+  const j = raw as Record<string, unknown>;
+  if (j.model_type !== modelType) {
+    throw new LmConfigError(
+      `${source}: unsupported model_type ${
+        JSON.stringify(j.model_type ?? null)
+      } (expected "${modelType}")`,
+    );
+  }
+  const bad = (key: string, what: string, v: unknown) =>
+    new LmConfigError(`${source}: ${key} must be ${what}, got ${JSON.stringify(v)}`);
+  return {
+    raw: j,
+    source,
+    int(key, fallback) {
+      const v = j[key] ?? fallback;
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
+        throw bad(key, "a positive integer", v);
+      }
+      return v;
+    },
+    num(key, fallback) {
+      const v = j[key] ?? fallback;
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+        throw bad(key, "a non-negative number", v);
+      }
+      return v;
+    },
+    bool(key, fallback) {
+      const v = j[key] ?? fallback;
+      if (typeof v !== "boolean") throw bad(key, "true or false", v);
+      return v;
+    },
+    str(key, fallback) {
+      const v = j[key] ?? fallback;
+      if (typeof v !== "string") throw bad(key, "a string", v);
+      return v;
+    },
+  };
+}

@@ -110,27 +110,47 @@ function shardFiles(dir: string): { files: string[]; index?: Record<string, stri
   return { files: names.map((f) => join(dir, f)), index: index as Record<string, string> };
 }
 
-/** Load a GPT-2 model folder; weights are read as f32 (F16/BF16 widened). */
-export async function loadGpt2(dir: string): Promise<Gpt2Model> {
-  const cfg = readGpt2Config(dir);
-  const expected = gpt2TensorShapes(cfg);
+/** How a family's tensor names map onto the names its loader expects. */
+export interface TensorLayout {
+  /** The family, for messages. */
+  family: string;
+  /** Every tensor the model needs, by its (prefix-stripped) name, with its expected shape. */
+  expected: Map<string, number[]>;
+  /** A prefix to strip from stored names when present. */
+  prefix?: string;
+  /** Buffers to skip (causal masks, rotary caches). */
+  ignore?: (name: string) => boolean;
+  /** Tensors that may be present (e.g. a tied head's copy) and then must have these shapes. */
+  optional?: Map<string, number[]>;
+}
+
+/**
+ * Read a model folder's tensors (single file or shards), checking every name and shape against
+ * `layout` before any data is materialised. Returns a getter that reads one tensor as f32.
+ */
+export async function readModelTensors(
+  dir: string,
+  layout: TensorLayout,
+): Promise<{ get: (name: string) => Tensor; has: (name: string) => boolean }> {
+  const { expected, prefix, ignore, optional } = layout;
   const { files, index } = shardFiles(dir);
   const found = new Map<string, { file: string; entry: SafetensorsEntry }>();
   for (const file of files) {
     const { tensors } = parseSafetensors(await readFileBytes(file), file);
     for (const [key, entry] of tensors) {
-      const name = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
-      if (isLegacyBuffer(name)) continue;
+      const name = prefix && key.startsWith(prefix) ? key.slice(prefix.length) : key;
+      if (ignore?.(name)) continue;
       const where = `${file}: tensor ${JSON.stringify(key)}`;
       if (index && index[key] !== undefined && join(dir, index[key]) !== file) {
         throw new LmLoadError(`${where}: the index places it in ${index[key]}`);
       }
       const prev = found.get(name);
       if (prev) throw new LmLoadError(`${where}: duplicates a tensor of ${prev.file}`);
-      // GPT-2's head is tied to wte; a stored copy must at least have the right shape.
-      const shape = name === "lm_head.weight" ? [cfg.vocabSize, cfg.dModel] : expected.get(name);
+      const shape = expected.get(name) ?? optional?.get(name);
       if (!shape) {
-        throw new LmLoadError(`${where}: unexpected tensor (shape ${fmt(entry.shape)}) for gpt2`);
+        throw new LmLoadError(
+          `${where}: unexpected tensor (shape ${fmt(entry.shape)}) for ${layout.family}`,
+        );
       }
       if (shape.length !== entry.shape.length || shape.some((v, i) => v !== entry.shape[i])) {
         throw new LmLoadError(
@@ -150,7 +170,23 @@ export async function loadGpt2(dir: string): Promise<Gpt2Model> {
       );
     }
   }
-  const get = (name: string): Tensor => toTensor(found.get(name)!.entry, { dtype: "f32" });
+  return {
+    get: (name) => toTensor(found.get(name)!.entry, { dtype: "f32" }),
+    has: (name) => found.has(name),
+  };
+}
+
+/** Load a GPT-2 model folder; weights are read as f32 (F16/BF16 widened). */
+export async function loadGpt2(dir: string): Promise<Gpt2Model> {
+  const cfg = readGpt2Config(dir);
+  const { get } = await readModelTensors(dir, {
+    family: "gpt2",
+    expected: gpt2TensorShapes(cfg),
+    prefix: PREFIX,
+    ignore: isLegacyBuffer,
+    // GPT-2's head is tied to wte; a stored copy must at least have the right shape.
+    optional: new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]),
+  });
   const ln = (p: string): LayerNormParams => ({ w: get(p + ".weight"), b: get(p + ".bias") });
   const blocks: Gpt2BlockParams[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {

@@ -1,0 +1,161 @@
+/**
+ * What the decoder-only families share: hook plumbing, token checks, LayerNorm and RMSNorm with
+ * TransformerLens's hook points, rotary embeddings in the rotate-half convention, and causal
+ * attention with grouped key/value heads. All built from the library's differentiable tensor ops.
+ */
+import { tensor } from "../../tensor/ops/create.ts";
+import { add, div, mul, neg, sqrt, sub, where } from "../../tensor/ops/elementwise.ts";
+import { matmul } from "../../tensor/ops/linalg.ts";
+import { mean, softmax } from "../../tensor/ops/reduce.ts";
+import { concat, mT, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+
+/** A hook sees an activation and may return a replacement; returning nothing keeps it. */
+export type HookFn = (activation: Tensor) => Tensor | void;
+
+export interface ForwardOptions {
+  /** Hook point name → function, e.g. `blocks.0.hook_resid_post`. */
+  hooks?: Readonly<Record<string, HookFn>>;
+}
+
+/** Token ids: an i32 tensor [B, T] or nested arrays. */
+export type Tokens = Tensor | readonly (readonly number[])[];
+
+/** Run the hook named `name` (if any) on `x`; its result, or `x` when it returns nothing. */
+export type Hook = (name: string, x: Tensor) => Tensor;
+
+export function makeHook(opts: ForwardOptions): Hook {
+  const hooks = opts.hooks ?? {};
+  return (name, x) => {
+    const f = hooks[name];
+    return f ? (f(x) ?? x) : x;
+  };
+}
+
+/** Token ids as an i32 [B, T] tensor, checked against the vocabulary and context length. */
+export function tokenTensor(
+  tokens: Tokens,
+  family: string,
+  vocabSize: number,
+  maxPositions: number,
+): Tensor {
+  const t = Array.isArray(tokens)
+    ? tensor(tokens as number[][], { dtype: "i32" })
+    : tokens as Tensor;
+  if (t.ndim !== 2 || t.dtype !== "i32") {
+    throw new TypeError(
+      `${family} forward: tokens must be i32 [B, T], got ${t.dtype} [${t.shape}]`,
+    );
+  }
+  if (t.shape[1] > maxPositions) {
+    throw new RangeError(
+      `${family} forward: ${t.shape[1]} tokens exceed max_position_embeddings ${maxPositions}`,
+    );
+  }
+  if (t.backend.name === "cpu") {
+    for (const id of t.dataSync()) {
+      if (!(id >= 0 && id < vocabSize)) {
+        throw new RangeError(`${family} forward: token id ${id} outside [0, ${vocabSize})`);
+      }
+    }
+  }
+  return t;
+}
+
+/** LayerNorm (biased variance); the hooks see the scale and the value before w and b. */
+export function layerNorm(
+  hook: Hook,
+  prefix: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor,
+  eps: number,
+): Tensor {
+  const c = sub(x, mean(x, -1, { keepdims: true }));
+  const scale = hook(
+    prefix + ".hook_scale",
+    sqrt(add(mean(mul(c, c), -1, { keepdims: true }), eps)),
+  );
+  const normalized = hook(prefix + ".hook_normalized", div(c, scale));
+  return add(mul(normalized, w), b);
+}
+
+/** RMSNorm: x/√(mean x² + eps)·w; the hooks see the scale and the value before w. */
+export function rmsNorm(hook: Hook, prefix: string, x: Tensor, w: Tensor, eps: number): Tensor {
+  const scale = hook(
+    prefix + ".hook_scale",
+    sqrt(add(mean(mul(x, x), -1, { keepdims: true }), eps)),
+  );
+  return mul(hook(prefix + ".hook_normalized", div(x, scale)), w);
+}
+
+/**
+ * Rotary position embedding of x [B, T, H, hd] over its first `nRot` dims (the rest pass through):
+ * inv_freq[i] = base^(−2i/nRot), and dim j pairs with j + nRot/2 (rotate-half). The angles are
+ * computed in f64 and rounded once to x's dtype.
+ */
+export function rotary(x: Tensor, nRot: number, base: number): Tensor {
+  if (nRot === 0) return x;
+  const T = x.shape[1], half = nRot / 2;
+  const cos = new Array<number>(T * nRot), sin = new Array<number>(T * nRot);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < nRot; i++) {
+      const angle = t * Math.pow(base, (-2 * (i % half)) / nRot);
+      cos[t * nRot + i] = Math.cos(angle);
+      sin[t * nRot + i] = Math.sin(angle);
+    }
+  }
+  const opts = { dtype: x.dtype, shape: [T, 1, nRot] } as const;
+  const xr = sliceAxis(x, -1, 0, nRot);
+  const rotated = concat([neg(sliceAxis(xr, -1, half)), sliceAxis(xr, -1, 0, half)], -1);
+  const out = add(mul(xr, tensor(cos, opts)), mul(rotated, tensor(sin, opts)));
+  return nRot === x.shape[3] ? out : concat([out, sliceAxis(x, -1, nRot)], -1);
+}
+
+/**
+ * Causal attention. q [B, T, H, hd], k and v [B, T, Hkv, hd] (query head h reads key/value head
+ * ⌊h/(H/Hkv)⌋); `hook_pattern` [B, H, T, T] and `hook_z` [B, T, H, hd] under `prefix`. Returns z.
+ */
+export function causalAttention(
+  hook: Hook,
+  prefix: string,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  scale: number,
+): Tensor {
+  const T = q.shape[1], H = q.shape[2], Hkv = k.shape[2];
+  if (Hkv !== H) {
+    const idx = tensor(Array.from({ length: H }, (_, h) => Math.floor(h / (H / Hkv))), {
+      dtype: "i32",
+    });
+    k = take(k, idx, 2);
+    v = take(v, idx, 2);
+  }
+  const toBH = (t: Tensor) => transpose(t, [0, 2, 1, 3]); // [B, H, T, hd]
+  const causal = tensor(
+    Array.from({ length: T }, (_, i) => Array.from({ length: T }, (_, j) => j <= i)),
+    { dtype: "bool" },
+  );
+  const scores = mul(matmul(toBH(q), mT(toBH(k))), scale);
+  const pattern = hook(prefix + "hook_pattern", softmax(where(causal, scores, -Infinity), -1));
+  return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
+}
+
+/** Logits plus the activations at `names`, checked against the family's hook points. */
+export function cacheRun(
+  all: readonly string[],
+  names: readonly string[],
+  run: (opts: ForwardOptions) => Tensor,
+): { logits: Tensor; cache: Record<string, Tensor> } {
+  const known = new Set(all);
+  for (const n of names) {
+    if (!known.has(n)) {
+      throw new RangeError(`runWithCache: no hook point named ${JSON.stringify(n)}`);
+    }
+  }
+  const cache: Record<string, Tensor> = {};
+  const hooks: Record<string, HookFn> = {};
+  for (const n of names) hooks[n] = (a) => void (cache[n] = a);
+  return { logits: run({ hooks }), cache };
+}
