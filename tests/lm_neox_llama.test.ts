@@ -9,6 +9,7 @@ import { tensor } from "../tensor/ops/create.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
 import { loadNeox, neoxHookNames, neoxRunWithCache } from "../data/lm/gpt_neox.ts";
+import { llamaHookNames, llamaRunWithCache, loadLlama } from "../data/lm/llama.ts";
 import { assert, assertEquals, AssertionError, test } from "./harness.ts";
 
 const root = fileURLToPath(new URL("./golden/fixtures/lm/", import.meta.url));
@@ -93,6 +94,40 @@ test("lm gpt_neox: a wrongly shaped tensor is an error naming file, tensor, expe
       "gpt_neox.layers.1.attention.query_key_value.weight",
       "expected shape [96, 32]",
       "found [95, 32]",
+    ]);
+  });
+});
+
+for (const name of ["llama", "llama_bf16"]) {
+  test(`lm llama: ${name} logits and hook points match the reference`, async () => {
+    const model = await loadLlama(root + name);
+    await checkAgainstReference(
+      name,
+      (t) => llamaRunWithCache(model, t),
+      llamaHookNames(model.cfg.nLayer),
+    );
+  });
+}
+
+test("lm llama: tied and untied heads, GQA and MQA are read from the config", async () => {
+  const untied = await loadLlama(root + "llama");
+  assert(!untied.cfg.tiedHead && untied.params.head !== untied.params.embed, "llama: untied head");
+  assertEquals([untied.cfg.nHead, untied.cfg.nKvHead], [4, 2]);
+  const tied = await loadLlama(root + "llama_bf16");
+  assert(tied.cfg.tiedHead && tied.params.head === tied.params.embed, "llama_bf16: tied head");
+  assertEquals([tied.cfg.nKvHead, tied.cfg.ropeTheta], [1, 500000]);
+  assertEquals(tied.params.embed.dtype, "f32");
+});
+
+test("lm llama: a missing tensor is an error naming the file, the tensor and its expected shape", async () => {
+  await withBrokenCopy("llama", (w) => {
+    delete w["model.layers.1.self_attn.k_proj.weight"];
+  }, async (dir) => {
+    await expectError(() => loadLlama(dir), [
+      join(dir, "model.safetensors"),
+      "model.layers.1.self_attn.k_proj.weight",
+      "missing",
+      "[16, 32]",
     ]);
   });
 });

@@ -13,16 +13,9 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import type { Gpt2Config } from "./config.ts";
 import type { Gpt2Model, Gpt2Params, LayerNormParams } from "./load.ts";
 
-/** A hook sees an activation and may return a replacement; returning nothing keeps it. */
-export type HookFn = (activation: Tensor) => Tensor | void;
+import type { ForwardOptions, HookFn, Tokens } from "./common.ts";
 
-export interface ForwardOptions {
-  /** Hook point name → function, e.g. `blocks.0.hook_resid_post`. */
-  hooks?: Readonly<Record<string, HookFn>>;
-}
-
-/** Token ids: an i32 tensor [B, T] or nested arrays. */
-export type Tokens = Tensor | readonly (readonly number[])[];
+export type { ForwardOptions, HookFn, Tokens };
 
 /** Every hook point of a GPT-2 with `nLayer` layers, in the order the forward pass reaches them. */
 export function gpt2HookNames(nLayer: number): string[] {

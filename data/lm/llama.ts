@@ -1,0 +1,253 @@
+/**
+ * Llama: its config, its loader and its forward pass with TransformerLens's hook points. RMSNorm,
+ * grouped-query attention, RoPE over the whole head, SiLU-gated MLP, no biases; the head is
+ * `lm_head.weight`, or the embedding when tied.
+ */
+import { add, mul, sigmoid } from "../../tensor/ops/elementwise.ts";
+import { matmul } from "../../tensor/ops/linalg.ts";
+import { mT, reshape, take } from "../../tensor/ops/shape.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import {
+  cacheRun,
+  causalAttention,
+  type ForwardOptions,
+  makeHook,
+  rmsNorm,
+  rotary,
+  type Tokens,
+  tokenTensor,
+} from "./common.ts";
+import { LmConfigError, readConfigFields } from "./config.ts";
+import { readModelTensors } from "./load.ts";
+
+export interface LlamaConfig {
+  modelType: "llama";
+  vocabSize: number;
+  maxPositions: number;
+  dModel: number;
+  nLayer: number;
+  nHead: number;
+  /** Key/value heads (GQA); nHead divides by it. */
+  nKvHead: number;
+  headDim: number;
+  dMlp: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  tiedHead: boolean;
+}
+
+/** Read `<dir>/config.json` with LlamaConfig's field names and defaults. */
+export function readLlamaConfig(dir: string): LlamaConfig {
+  const f = readConfigFields(dir, "llama");
+  const dModel = f.int("hidden_size", 4096);
+  const nHead = f.int("num_attention_heads", 32);
+  const nKvHead = f.int("num_key_value_heads", nHead);
+  if (nHead % nKvHead !== 0) {
+    throw new LmConfigError(
+      `${f.source}: num_attention_heads ${nHead} is not divisible by num_key_value_heads ${nKvHead}`,
+    );
+  }
+  const headDim = f.raw.head_dim == null ? dModel / nHead : f.int("head_dim", 0);
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
+    throw new LmConfigError(`${f.source}: head_dim ${headDim} must be an even integer`);
+  }
+  const act = f.str("hidden_act", "silu");
+  if (act !== "silu") {
+    throw new LmConfigError(
+      `${f.source}: unsupported hidden_act ${JSON.stringify(act)} (expected "silu")`,
+    );
+  }
+  for (const key of ["attention_bias", "mlp_bias"]) {
+    if (f.bool(key, false)) throw new LmConfigError(`${f.source}: unsupported ${key} true`);
+  }
+  // rope_theta may sit inside rope_parameters (newer files), which also name the rope type.
+  const rp = f.raw.rope_parameters as Record<string, unknown> | null | undefined;
+  const scaling = (f.raw.rope_scaling ?? rp) as Record<string, unknown> | null | undefined;
+  const ropeType = scaling?.rope_type ?? scaling?.type ?? "default";
+  if (ropeType !== "default") {
+    throw new LmConfigError(`${f.source}: unsupported rope type ${JSON.stringify(ropeType)}`);
+  }
+  const theta = rp?.rope_theta ?? f.num("rope_theta", 10000);
+  if (typeof theta !== "number" || !(theta > 0)) {
+    throw new LmConfigError(`${f.source}: rope_theta must be a positive number, got ${theta}`);
+  }
+  return {
+    modelType: "llama",
+    vocabSize: f.int("vocab_size", 32000),
+    maxPositions: f.int("max_position_embeddings", 2048),
+    dModel,
+    nLayer: f.int("num_hidden_layers", 32),
+    nHead,
+    nKvHead,
+    headDim,
+    dMlp: f.int("intermediate_size", 11008),
+    rmsNormEps: f.num("rms_norm_eps", 1e-6),
+    ropeTheta: theta,
+    tiedHead: f.bool("tie_word_embeddings", false),
+  };
+}
+
+/** One block; projections are nn.Linear, [out, in]. */
+export interface LlamaBlockParams {
+  ln1: Tensor;
+  /** [H·hd, d] */
+  wQ: Tensor;
+  /** [Hkv·hd, d] */
+  wK: Tensor;
+  wV: Tensor;
+  /** [d, H·hd] */
+  wO: Tensor;
+  ln2: Tensor;
+  wGate: Tensor;
+  wUp: Tensor;
+  wDown: Tensor;
+}
+
+export interface LlamaParams {
+  /** [V, d] */
+  embed: Tensor;
+  blocks: LlamaBlockParams[];
+  lnF: Tensor;
+  /** [V, d]; embed itself when the head is tied. */
+  head: Tensor;
+}
+
+export interface LlamaModel {
+  cfg: LlamaConfig;
+  params: LlamaParams;
+}
+
+/** Every tensor the model needs, by its Hugging Face name, with its expected shape. */
+export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
+  const { dModel: d, dMlp: m, vocabSize: V, headDim: hd } = cfg;
+  const out = new Map<string, number[]>([["model.embed_tokens.weight", [V, d]]]);
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `model.layers.${l}.`;
+    out.set(p + "input_layernorm.weight", [d]);
+    out.set(p + "self_attn.q_proj.weight", [cfg.nHead * hd, d]);
+    out.set(p + "self_attn.k_proj.weight", [cfg.nKvHead * hd, d]);
+    out.set(p + "self_attn.v_proj.weight", [cfg.nKvHead * hd, d]);
+    out.set(p + "self_attn.o_proj.weight", [d, cfg.nHead * hd]);
+    out.set(p + "post_attention_layernorm.weight", [d]);
+    out.set(p + "mlp.gate_proj.weight", [m, d]).set(p + "mlp.up_proj.weight", [m, d]);
+    out.set(p + "mlp.down_proj.weight", [d, m]);
+  }
+  out.set("model.norm.weight", [d]);
+  if (!cfg.tiedHead) out.set("lm_head.weight", [V, d]);
+  return out;
+}
+
+/** Load a Llama model folder; weights are read as f32 (BF16/F16 widened). */
+export async function loadLlama(dir: string): Promise<LlamaModel> {
+  const cfg = readLlamaConfig(dir);
+  const { get } = await readModelTensors(dir, {
+    family: "llama",
+    expected: llamaTensorShapes(cfg),
+    ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
+    optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
+  });
+  const blocks: LlamaBlockParams[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const p = `model.layers.${l}.`;
+    blocks.push({
+      ln1: get(p + "input_layernorm.weight"),
+      wQ: get(p + "self_attn.q_proj.weight"),
+      wK: get(p + "self_attn.k_proj.weight"),
+      wV: get(p + "self_attn.v_proj.weight"),
+      wO: get(p + "self_attn.o_proj.weight"),
+      ln2: get(p + "post_attention_layernorm.weight"),
+      wGate: get(p + "mlp.gate_proj.weight"),
+      wUp: get(p + "mlp.up_proj.weight"),
+      wDown: get(p + "mlp.down_proj.weight"),
+    });
+  }
+  const embed = get("model.embed_tokens.weight");
+  return {
+    cfg,
+    params: {
+      embed,
+      blocks,
+      lnF: get("model.norm.weight"),
+      head: cfg.tiedHead ? embed : get("lm_head.weight"),
+    },
+  };
+}
+
+/** Every hook point of a Llama with `nLayer` layers, in the order the forward pass reaches them. */
+export function llamaHookNames(nLayer: number): string[] {
+  const names = ["hook_embed"];
+  for (let l = 0; l < nLayer; l++) {
+    const b = `blocks.${l}.`;
+    names.push(
+      b + "hook_resid_pre",
+      b + "ln1.hook_scale",
+      b + "ln1.hook_normalized",
+      b + "attn.hook_q",
+      b + "attn.hook_k",
+      b + "attn.hook_v",
+      b + "attn.hook_rot_q",
+      b + "attn.hook_rot_k",
+      b + "attn.hook_pattern",
+      b + "attn.hook_z",
+      b + "hook_attn_out",
+      b + "hook_resid_mid",
+      b + "ln2.hook_scale",
+      b + "ln2.hook_normalized",
+      b + "mlp.hook_pre",
+      b + "mlp.hook_pre_linear",
+      b + "mlp.hook_post",
+      b + "hook_mlp_out",
+      b + "hook_resid_post",
+    );
+  }
+  names.push("ln_final.hook_scale", "ln_final.hook_normalized");
+  return names;
+}
+
+/** Logits [B, T, V] for token ids [B, T]; hooks run at each of llamaHookNames. */
+export function llamaForward(
+  params: LlamaParams,
+  tokens: Tokens,
+  cfg: LlamaConfig,
+  opts: ForwardOptions = {},
+): Tensor {
+  const hook = makeHook(opts);
+  const ids = tokenTensor(tokens, "llama", cfg.vocabSize, cfg.maxPositions);
+  const [B, T] = ids.shape;
+  const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, eps = cfg.rmsNormEps;
+  const lin = (x: Tensor, w: Tensor): Tensor => matmul(x, mT(w));
+  let x = hook("hook_embed", take(params.embed, ids, 0));
+  params.blocks.forEach((p, l) => {
+    const b = `blocks.${l}.`;
+    x = hook(b + "hook_resid_pre", x);
+    const u = rmsNorm(hook, b + "ln1", x, p.ln1, eps);
+    const q = hook(b + "attn.hook_q", reshape(lin(u, p.wQ), [B, T, H, hd]));
+    const k = hook(b + "attn.hook_k", reshape(lin(u, p.wK), [B, T, Hkv, hd]));
+    const v = hook(b + "attn.hook_v", reshape(lin(u, p.wV), [B, T, Hkv, hd]));
+    const rq = hook(b + "attn.hook_rot_q", rotary(q, hd, cfg.ropeTheta));
+    const rk = hook(b + "attn.hook_rot_k", rotary(k, hd, cfg.ropeTheta));
+    const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd));
+    const attnOut = hook(b + "hook_attn_out", lin(reshape(z, [B, T, H * hd]), p.wO));
+    const mid = hook(b + "hook_resid_mid", add(x, attnOut));
+    const h = rmsNorm(hook, b + "ln2", mid, p.ln2, eps);
+    const gate = hook(b + "mlp.hook_pre", lin(h, p.wGate));
+    const up = hook(b + "mlp.hook_pre_linear", lin(h, p.wUp));
+    const post = hook(b + "mlp.hook_post", mul(mul(gate, sigmoid(gate)), up));
+    const mlpOut = hook(b + "hook_mlp_out", lin(post, p.wDown));
+    x = hook(b + "hook_resid_post", add(mid, mlpOut));
+  });
+  return lin(rmsNorm(hook, "ln_final", x, params.lnF, eps), params.head);
+}
+
+/** Logits plus the activations at `names` (every hook point when omitted). */
+export function llamaRunWithCache(
+  model: LlamaModel,
+  tokens: Tokens,
+  names: readonly string[] = llamaHookNames(model.cfg.nLayer),
+): { logits: Tensor; cache: Record<string, Tensor> } {
+  return cacheRun(
+    llamaHookNames(model.cfg.nLayer),
+    names,
+    (opts) => llamaForward(model.params, tokens, model.cfg, opts),
+  );
+}
