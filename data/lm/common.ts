@@ -4,7 +4,7 @@
  * attention with grouped key/value heads. All built from the library's differentiable tensor ops.
  */
 import { tensor } from "../../tensor/ops/create.ts";
-import { add, div, mul, neg, sqrt, sub, where } from "../../tensor/ops/elementwise.ts";
+import { add, div, mul, neg, sqrt, sub, tanh, where } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { mean, softmax } from "../../tensor/ops/reduce.ts";
 import { concat, mT, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
@@ -80,13 +80,23 @@ export function layerNorm(
   return add(mul(normalized, w), b);
 }
 
-/** RMSNorm: x/√(mean x² + eps)·w; the hooks see the scale and the value before w. */
-export function rmsNorm(hook: Hook, prefix: string, x: Tensor, w: Tensor, eps: number): Tensor {
+/**
+ * RMSNorm: x/√(mean x² + eps)·w, or ·(1 + w) with `plusOne` (Gemma stores w around 0); the hooks
+ * see the scale and the value before the weight.
+ */
+export function rmsNorm(
+  hook: Hook,
+  prefix: string,
+  x: Tensor,
+  w: Tensor,
+  eps: number,
+  opts: { plusOne?: boolean } = {},
+): Tensor {
   const scale = hook(
     prefix + ".hook_scale",
     sqrt(add(mean(mul(x, x), -1, { keepdims: true }), eps)),
   );
-  return mul(hook(prefix + ".hook_normalized", div(x, scale)), w);
+  return mul(hook(prefix + ".hook_normalized", div(x, scale)), opts.plusOne ? add(1, w) : w);
 }
 
 /**
@@ -112,6 +122,14 @@ export function rotary(x: Tensor, nRot: number, base: number): Tensor {
   return nRot === x.shape[3] ? out : concat([out, sliceAxis(x, -1, nRot)], -1);
 }
 
+/** What some families add to plain causal attention. */
+export interface AttentionOptions {
+  /** Soft-cap the scaled scores to c·tanh(s/c) before the mask (Gemma-2). */
+  softcap?: number | null;
+  /** A query at i sees only keys i − window + 1 … i. */
+  window?: number | null;
+}
+
 /**
  * Causal attention. q [B, T, H, hd], k and v [B, T, Hkv, hd] (query head h reads key/value head
  * ⌊h/(H/Hkv)⌋); `hook_pattern` [B, H, T, T] and `hook_z` [B, T, H, hd] under `prefix`. Returns z.
@@ -123,6 +141,7 @@ export function causalAttention(
   k: Tensor,
   v: Tensor,
   scale: number,
+  opts: AttentionOptions = {},
 ): Tensor {
   const T = q.shape[1], H = q.shape[2], Hkv = k.shape[2];
   if (Hkv !== H) {
@@ -133,13 +152,23 @@ export function causalAttention(
     v = take(v, idx, 2);
   }
   const toBH = (t: Tensor) => transpose(t, [0, 2, 1, 3]); // [B, H, T, hd]
+  const window = opts.window ?? Infinity;
   const causal = tensor(
-    Array.from({ length: T }, (_, i) => Array.from({ length: T }, (_, j) => j <= i)),
+    Array.from(
+      { length: T },
+      (_, i) => Array.from({ length: T }, (_, j) => j <= i && j > i - window),
+    ),
     { dtype: "bool" },
   );
-  const scores = mul(matmul(toBH(q), mT(toBH(k))), scale);
+  let scores = mul(matmul(toBH(q), mT(toBH(k))), scale);
+  if (opts.softcap != null) scores = softcap(scores, opts.softcap);
   const pattern = hook(prefix + "hook_pattern", softmax(where(causal, scores, -Infinity), -1));
   return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
+}
+
+/** c·tanh(x/c): bounded to (−c, c), close to x where |x| ≪ c. */
+export function softcap(x: Tensor, c: number): Tensor {
+  return mul(tanh(div(x, c)), c);
 }
 
 /** Logits plus the activations at `names`, checked against the family's hook points. */

@@ -1,6 +1,7 @@
 /**
  * Llama: its config, its loader and its forward pass with TransformerLens's hook points. RMSNorm,
- * grouped-query attention, RoPE over the whole head, SiLU-gated MLP, no biases; the head is
+ * grouped-query attention, RoPE over the whole head, SiLU-gated MLP, no biases (Qwen2, loaded by
+ * qwen2.ts, adds q/k/v biases and per-layer sliding windows); the head is
  * `lm_head.weight`, or the embedding when tied.
  */
 import { add, mul, sigmoid } from "../../tensor/ops/elementwise.ts";
@@ -17,11 +18,12 @@ import {
   type Tokens,
   tokenTensor,
 } from "./common.ts";
-import { LmConfigError, readConfigFields } from "./config.ts";
+import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
 import { readModelTensors } from "./load.ts";
 
+/** Llama and the families that differ from it only in config names and q/k/v biases (Qwen2). */
 export interface LlamaConfig {
-  modelType: "llama";
+  modelType: "llama" | "qwen2";
   vocabSize: number;
   maxPositions: number;
   dModel: number;
@@ -34,13 +36,34 @@ export interface LlamaConfig {
   rmsNormEps: number;
   ropeTheta: number;
   tiedHead: boolean;
+  /** Biases on the q/k/v projections (Qwen2), not on o. */
+  qkvBias: boolean;
+  /** Per layer: its sliding window, or null for global attention. */
+  layerWindows: (number | null)[];
 }
 
-/** Read `<dir>/config.json` with LlamaConfig's field names and defaults. */
-export function readLlamaConfig(dir: string): LlamaConfig {
-  const f = readConfigFields(dir, "llama");
-  const dModel = f.int("hidden_size", 4096);
-  const nHead = f.int("num_attention_heads", 32);
+/** rope_theta (or inside rope_parameters, as newer files write it); other rope types are refused. */
+export function readRopeTheta(f: ConfigFields, fallback: number): number {
+  const rp = f.raw.rope_parameters as Record<string, unknown> | null | undefined;
+  const scaling = (f.raw.rope_scaling ?? rp) as Record<string, unknown> | null | undefined;
+  const ropeType = scaling?.rope_type ?? scaling?.type ?? "default";
+  if (ropeType !== "default") {
+    throw new LmConfigError(`${f.source}: unsupported rope type ${JSON.stringify(ropeType)}`);
+  }
+  const theta = rp?.rope_theta ?? f.num("rope_theta", fallback);
+  if (typeof theta !== "number" || !(theta > 0)) {
+    throw new LmConfigError(`${f.source}: rope_theta must be a positive number, got ${theta}`);
+  }
+  return theta;
+}
+
+/** Query and key/value head counts and the head size, checked (GQA: H divides by Hkv). */
+export function readHeads(
+  f: ConfigFields,
+  dModel: number,
+  nHeadDefault: number,
+): { nHead: number; nKvHead: number; headDim: number } {
+  const nHead = f.int("num_attention_heads", nHeadDefault);
   const nKvHead = f.int("num_key_value_heads", nHead);
   if (nHead % nKvHead !== 0) {
     throw new LmConfigError(
@@ -51,6 +74,14 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new LmConfigError(`${f.source}: head_dim ${headDim} must be an even integer`);
   }
+  return { nHead, nKvHead, headDim };
+}
+
+/** Read `<dir>/config.json` with LlamaConfig's field names and defaults. */
+export function readLlamaConfig(dir: string): LlamaConfig {
+  const f = readConfigFields(dir, "llama");
+  const dModel = f.int("hidden_size", 4096);
+  const { nHead, nKvHead, headDim } = readHeads(f, dModel, 32);
   const act = f.str("hidden_act", "silu");
   if (act !== "silu") {
     throw new LmConfigError(
@@ -60,30 +91,22 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   for (const key of ["attention_bias", "mlp_bias"]) {
     if (f.bool(key, false)) throw new LmConfigError(`${f.source}: unsupported ${key} true`);
   }
-  // rope_theta may sit inside rope_parameters (newer files), which also name the rope type.
-  const rp = f.raw.rope_parameters as Record<string, unknown> | null | undefined;
-  const scaling = (f.raw.rope_scaling ?? rp) as Record<string, unknown> | null | undefined;
-  const ropeType = scaling?.rope_type ?? scaling?.type ?? "default";
-  if (ropeType !== "default") {
-    throw new LmConfigError(`${f.source}: unsupported rope type ${JSON.stringify(ropeType)}`);
-  }
-  const theta = rp?.rope_theta ?? f.num("rope_theta", 10000);
-  if (typeof theta !== "number" || !(theta > 0)) {
-    throw new LmConfigError(`${f.source}: rope_theta must be a positive number, got ${theta}`);
-  }
+  const nLayer = f.int("num_hidden_layers", 32);
   return {
     modelType: "llama",
     vocabSize: f.int("vocab_size", 32000),
     maxPositions: f.int("max_position_embeddings", 2048),
     dModel,
-    nLayer: f.int("num_hidden_layers", 32),
+    nLayer,
     nHead,
     nKvHead,
     headDim,
     dMlp: f.int("intermediate_size", 11008),
     rmsNormEps: f.num("rms_norm_eps", 1e-6),
-    ropeTheta: theta,
+    ropeTheta: readRopeTheta(f, 10000),
     tiedHead: f.bool("tie_word_embeddings", false),
+    qkvBias: false,
+    layerWindows: new Array(nLayer).fill(null),
   };
 }
 
@@ -95,6 +118,10 @@ export interface LlamaBlockParams {
   /** [Hkv·hd, d] */
   wK: Tensor;
   wV: Tensor;
+  /** q/k/v biases where the family has them (Qwen2). */
+  bQ?: Tensor;
+  bK?: Tensor;
+  bV?: Tensor;
   /** [d, H·hd] */
   wO: Tensor;
   ln2: Tensor;
@@ -128,6 +155,11 @@ export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
     out.set(p + "self_attn.k_proj.weight", [cfg.nKvHead * hd, d]);
     out.set(p + "self_attn.v_proj.weight", [cfg.nKvHead * hd, d]);
     out.set(p + "self_attn.o_proj.weight", [d, cfg.nHead * hd]);
+    if (cfg.qkvBias) {
+      out.set(p + "self_attn.q_proj.bias", [cfg.nHead * hd]);
+      out.set(p + "self_attn.k_proj.bias", [cfg.nKvHead * hd]);
+      out.set(p + "self_attn.v_proj.bias", [cfg.nKvHead * hd]);
+    }
     out.set(p + "post_attention_layernorm.weight", [d]);
     out.set(p + "mlp.gate_proj.weight", [m, d]).set(p + "mlp.up_proj.weight", [m, d]);
     out.set(p + "mlp.down_proj.weight", [d, m]);
@@ -138,10 +170,14 @@ export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
 }
 
 /** Load a Llama model folder; weights are read as f32 (BF16/F16 widened). */
-export async function loadLlama(dir: string): Promise<LlamaModel> {
-  const cfg = readLlamaConfig(dir);
+export function loadLlama(dir: string): Promise<LlamaModel> {
+  return loadLlamaLike(dir, readLlamaConfig(dir));
+}
+
+/** Load the tensors `cfg` calls for from a folder of Llama-named weights. */
+export async function loadLlamaLike(dir: string, cfg: LlamaConfig): Promise<LlamaModel> {
   const { get } = await readModelTensors(dir, {
-    family: "llama",
+    family: cfg.modelType,
     expected: llamaTensorShapes(cfg),
     ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
     optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
@@ -154,6 +190,13 @@ export async function loadLlama(dir: string): Promise<LlamaModel> {
       wQ: get(p + "self_attn.q_proj.weight"),
       wK: get(p + "self_attn.k_proj.weight"),
       wV: get(p + "self_attn.v_proj.weight"),
+      ...(cfg.qkvBias
+        ? {
+          bQ: get(p + "self_attn.q_proj.bias"),
+          bK: get(p + "self_attn.k_proj.bias"),
+          bV: get(p + "self_attn.v_proj.bias"),
+        }
+        : {}),
       wO: get(p + "self_attn.o_proj.weight"),
       ln2: get(p + "post_attention_layernorm.weight"),
       wGate: get(p + "mlp.gate_proj.weight"),
@@ -212,21 +255,24 @@ export function llamaForward(
   opts: ForwardOptions = {},
 ): Tensor {
   const hook = makeHook(opts);
-  const ids = tokenTensor(tokens, "llama", cfg.vocabSize, cfg.maxPositions);
+  const ids = tokenTensor(tokens, cfg.modelType, cfg.vocabSize, cfg.maxPositions);
   const [B, T] = ids.shape;
   const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, eps = cfg.rmsNormEps;
-  const lin = (x: Tensor, w: Tensor): Tensor => matmul(x, mT(w));
+  const lin = (x: Tensor, w: Tensor, bias?: Tensor): Tensor =>
+    bias ? add(matmul(x, mT(w)), bias) : matmul(x, mT(w));
   let x = hook("hook_embed", take(params.embed, ids, 0));
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);
     const u = rmsNorm(hook, b + "ln1", x, p.ln1, eps);
-    const q = hook(b + "attn.hook_q", reshape(lin(u, p.wQ), [B, T, H, hd]));
-    const k = hook(b + "attn.hook_k", reshape(lin(u, p.wK), [B, T, Hkv, hd]));
-    const v = hook(b + "attn.hook_v", reshape(lin(u, p.wV), [B, T, Hkv, hd]));
+    const q = hook(b + "attn.hook_q", reshape(lin(u, p.wQ, p.bQ), [B, T, H, hd]));
+    const k = hook(b + "attn.hook_k", reshape(lin(u, p.wK, p.bK), [B, T, Hkv, hd]));
+    const v = hook(b + "attn.hook_v", reshape(lin(u, p.wV, p.bV), [B, T, Hkv, hd]));
     const rq = hook(b + "attn.hook_rot_q", rotary(q, hd, cfg.ropeTheta));
     const rk = hook(b + "attn.hook_rot_k", rotary(k, hd, cfg.ropeTheta));
-    const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd));
+    const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd), {
+      window: cfg.layerWindows[l],
+    });
     const attnOut = hook(b + "hook_attn_out", lin(reshape(z, [B, T, H * hd]), p.wO));
     const mid = hook(b + "hook_resid_mid", add(x, attnOut));
     const h = rmsNorm(hook, b + "ln2", mid, p.ln2, eps);
