@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { tensor } from "../tensor/ops/create.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
+import { gemma2HookNames, gemma2RunWithCache, loadGemma2 } from "../data/lm/gemma2.ts";
 import { loadQwen2, qwen2HookNames, qwen2RunWithCache } from "../data/lm/qwen2.ts";
 import { assert, assertEquals, AssertionError, test } from "./harness.ts";
 
@@ -92,6 +93,32 @@ test("lm qwen2: a wrongly shaped q/k/v bias is an error naming file, tensor and 
       "model.layers.0.self_attn.k_proj.bias",
       "expected shape [16]",
       "found [15]",
+    ]);
+  });
+});
+
+test("lm gemma2: logits and hook points match the reference", async () => {
+  const model = await loadGemma2(root + "gemma2");
+  const c = model.cfg;
+  assertEquals([c.headDim, c.queryPreAttnScalar, c.attnSoftcap, c.finalSoftcap], [16, 24, 8, 3]);
+  assertEquals(c.layerWindows, [5, null], "even layers slide, odd layers are global");
+  assert(c.tiedHead && model.params.head === model.params.embed, "gemma2: tied head by default");
+  await checkAgainstReference(
+    "gemma2",
+    (t) => gemma2RunWithCache(model, t),
+    gemma2HookNames(c.nLayer),
+  );
+});
+
+test("lm gemma2: a missing post-norm is an error naming the file, the tensor and its expected shape", async () => {
+  await withBrokenCopy("gemma2", (w) => {
+    delete w["model.layers.1.post_feedforward_layernorm.weight"];
+  }, async (dir) => {
+    await expectError(() => loadGemma2(dir), [
+      join(dir, "model.safetensors"),
+      "model.layers.1.post_feedforward_layernorm.weight",
+      "missing",
+      "[32]",
     ]);
   });
 });

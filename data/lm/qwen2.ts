@@ -41,7 +41,8 @@ export function readQwen2Config(dir: string): LlamaConfig {
     }
     layerWindows = types.map((t, l) => {
       if (t === "full_attention") return null;
-      if (t === "sliding_attention") return f.int("sliding_window", 4096);
+      // Hugging Face drops sliding_window when use_sliding_window is false, whatever the types say.
+      if (t === "sliding_attention") return window;
       throw new LmConfigError(
         `${f.source}: layer_types[${l}] ${JSON.stringify(t)} is not a supported attention type`,
       );
