@@ -1,50 +1,27 @@
 // GPT-2 loaded from a Hugging Face model folder against the float64 PyTorch reference in
 // tests/golden/lm_reference.py: logits and every TransformerLens hook point, for the prefixed,
 // unprefixed and sharded layouts; plus the loader's errors and the hooks' replace/observe contract.
-import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { tensor } from "../tensor/ops/create.ts";
 import { cast, mul } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { treeMap } from "../autodiff/tree.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
 import { forward, gpt2HookNames, runWithCache } from "../data/lm/gpt2.ts";
 import { type Gpt2Params, loadGpt2 } from "../data/lm/load.ts";
-import { assert, assertEquals, AssertionError, test } from "./harness.ts";
-
-const root = fileURLToPath(new URL("./golden/fixtures/lm/", import.meta.url));
-
-/** |ours − ref| ≤ 1e-4·(|ref| + max|ref|): relative, with an absolute floor scaled to the tensor. */
-function assertScaleClose(name: string, ours: Tensor, ref: Tensor): void {
-  assertEquals(ours.shape, ref.shape, `${name} shape`);
-  const a = ours.dataSync(), e = ref.dataSync();
-  let big = 0;
-  for (let i = 0; i < e.length; i++) big = Math.max(big, Math.abs(e[i]));
-  for (let i = 0; i < e.length; i++) {
-    const err = Math.abs(a[i] - e[i]);
-    if (!(err <= 1e-4 * (Math.abs(e[i]) + big))) {
-      throw new AssertionError(
-        `${name}[${i}]: got ${a[i]}, expected ${e[i]} (max|ref| ${big})`,
-      );
-    }
-  }
-}
+import { assert, assertEquals, test } from "./harness.ts";
+import { checkAgainstReference, expectError, root, withBrokenCopy } from "./lm_fixtures.ts";
 
 for (const name of ["gpt2", "gpt2_noprefix", "gpt2_sharded"]) {
   test(`lm gpt2: ${name} logits and hook points match the reference`, async () => {
     const model = await loadGpt2(root + name);
-    const { tensors: ref } = await loadSafetensors(root + name + "/reference.safetensors");
-    const { logits, cache } = runWithCache(model, ref.tokens);
-    assertScaleClose("logits", logits, ref.logits);
-    const hookNames = gpt2HookNames(model.cfg.nLayer);
-    // Every stored hook is one we produce, and every one we produce is stored.
-    const stored = Object.keys(ref).filter((k) => k !== "tokens" && k !== "logits").sort();
-    assertEquals(stored, [...hookNames].sort(), "hook names");
-    for (const h of hookNames) assertScaleClose(h, cache[h], ref[h]);
+    await checkAgainstReference(
+      name,
+      (t) => runWithCache(model, t),
+      gpt2HookNames(model.cfg.nLayer),
+    );
   });
 }
 
@@ -77,37 +54,9 @@ test("lm gpt2: runWithCache rejects an unknown hook name", async () => {
   );
 });
 
-async function expectError(fn: () => Promise<unknown>, parts: string[]): Promise<void> {
-  let msg: string | null = null;
-  try {
-    await fn();
-  } catch (e) {
-    msg = (e as Error).message;
-  }
-  assert(msg !== null, `expected an error naming ${parts.join(", ")}`);
-  for (const p of parts) assert(msg.includes(p), `error ${JSON.stringify(msg)} lacks ${p}`);
-}
-
-/** A copy of the gpt2 fixture in a temp folder, changed by `edit`. */
-async function withBrokenCopy(
-  edit: (dir: string, weights: Record<string, Tensor>) => Promise<void>,
-  check: (dir: string) => Promise<void>,
-): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "lm-gpt2-"));
-  try {
-    await copyFile(root + "gpt2/config.json", join(dir, "config.json"));
-    const { tensors } = await loadSafetensors(root + "gpt2/model.safetensors");
-    await edit(dir, tensors);
-    await check(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 test("lm gpt2: a missing tensor is an error naming the file and the tensor", async () => {
-  await withBrokenCopy(async (dir, w) => {
+  await withBrokenCopy("gpt2", async (w, dir) => {
     delete w["transformer.h.1.mlp.c_fc.bias"];
-    await saveSafetensors(join(dir, "model.safetensors"), w);
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [
       join(dir, "model.safetensors"),
@@ -119,9 +68,8 @@ test("lm gpt2: a missing tensor is an error naming the file and the tensor", asy
 });
 
 test("lm gpt2: a wrongly shaped tensor is an error naming file, tensor, expected and found shape", async () => {
-  await withBrokenCopy(async (dir, w) => {
+  await withBrokenCopy("gpt2", async (w, dir) => {
     w["transformer.h.0.attn.c_attn.bias"] = tensor(new Array(95).fill(0), { dtype: "f32" });
-    await saveSafetensors(join(dir, "model.safetensors"), w);
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [
       join(dir, "model.safetensors"),
@@ -133,19 +81,17 @@ test("lm gpt2: a wrongly shaped tensor is an error naming file, tensor, expected
 });
 
 test("lm gpt2: an extra tensor is an error naming it", async () => {
-  await withBrokenCopy(async (dir, w) => {
+  await withBrokenCopy("gpt2", async (w, dir) => {
     w["transformer.h.0.attn.c_extra.weight"] = tensor([1, 2], { dtype: "f32" });
-    await saveSafetensors(join(dir, "model.safetensors"), w);
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), ["transformer.h.0.attn.c_extra.weight", "unexpected"]);
   });
 });
 
 test("lm gpt2: an unknown model_type is an error naming the file and the type", async () => {
-  await withBrokenCopy(async (dir, w) => {
+  await withBrokenCopy("gpt2", async (w, dir) => {
     const cfg = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
     await writeFile(join(dir, "config.json"), JSON.stringify({ ...cfg, model_type: "bert" }));
-    await saveSafetensors(join(dir, "model.safetensors"), w);
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [join(dir, "config.json"), '"bert"']);
   });
