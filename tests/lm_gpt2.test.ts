@@ -55,7 +55,7 @@ test("lm gpt2: runWithCache rejects an unknown hook name", async () => {
 });
 
 test("lm gpt2: a missing tensor is an error naming the file and the tensor", async () => {
-  await withBrokenCopy("gpt2", async (w, dir) => {
+  await withBrokenCopy("gpt2", (w) => {
     delete w["transformer.h.1.mlp.c_fc.bias"];
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [
@@ -68,7 +68,7 @@ test("lm gpt2: a missing tensor is an error naming the file and the tensor", asy
 });
 
 test("lm gpt2: a wrongly shaped tensor is an error naming file, tensor, expected and found shape", async () => {
-  await withBrokenCopy("gpt2", async (w, dir) => {
+  await withBrokenCopy("gpt2", (w) => {
     w["transformer.h.0.attn.c_attn.bias"] = tensor(new Array(95).fill(0), { dtype: "f32" });
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), [
@@ -81,7 +81,7 @@ test("lm gpt2: a wrongly shaped tensor is an error naming file, tensor, expected
 });
 
 test("lm gpt2: an extra tensor is an error naming it", async () => {
-  await withBrokenCopy("gpt2", async (w, dir) => {
+  await withBrokenCopy("gpt2", (w) => {
     w["transformer.h.0.attn.c_extra.weight"] = tensor([1, 2], { dtype: "f32" });
   }, async (dir) => {
     await expectError(() => loadGpt2(dir), ["transformer.h.0.attn.c_extra.weight", "unexpected"]);
@@ -89,7 +89,7 @@ test("lm gpt2: an extra tensor is an error naming it", async () => {
 });
 
 test("lm gpt2: an unknown model_type is an error naming the file and the type", async () => {
-  await withBrokenCopy("gpt2", async (w, dir) => {
+  await withBrokenCopy("gpt2", async (_w, dir) => {
     const cfg = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
     await writeFile(join(dir, "config.json"), JSON.stringify({ ...cfg, model_type: "bert" }));
   }, async (dir) => {

@@ -3,7 +3,6 @@
 // error per family.
 import { join } from "node:path";
 import { tensor } from "../tensor/ops/create.ts";
-import type { Tensor } from "../tensor/tensor.ts";
 import { loadNeox, neoxHookNames, neoxRunWithCache } from "../data/lm/gpt_neox.ts";
 import { llamaHookNames, llamaRunWithCache, loadLlama } from "../data/lm/llama.ts";
 import { assert, assertEquals, test } from "./harness.ts";

@@ -3,7 +3,6 @@
 // error per family.
 import { join } from "node:path";
 import { tensor } from "../tensor/ops/create.ts";
-import type { Tensor } from "../tensor/tensor.ts";
 import { gemma2HookNames, gemma2RunWithCache, loadGemma2 } from "../data/lm/gemma2.ts";
 import { loadQwen2, qwen2HookNames, qwen2RunWithCache } from "../data/lm/qwen2.ts";
 import { assert, assertEquals, test } from "./harness.ts";
