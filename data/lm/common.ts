@@ -4,10 +4,10 @@
  * attention with grouped key/value heads. All built from the library's differentiable tensor ops.
  */
 import { tensor } from "../../tensor/ops/create.ts";
-import { add, div, mul, neg, sqrt, sub, tanh, where } from "../../tensor/ops/elementwise.ts";
+import { add, div, mul, ne, neg, sqrt, sub, tanh, where } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { mean, softmax } from "../../tensor/ops/reduce.ts";
-import { concat, mT, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
+import { concat, mT, reshape, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 
 /** A hook sees an activation and may return a replacement; returning nothing keeps it. */
@@ -16,6 +16,12 @@ export type HookFn = (activation: Tensor) => Tensor | void;
 export interface ForwardOptions {
   /** Hook point name → function, e.g. `blocks.0.hook_resid_post`. */
   hooks?: Readonly<Record<string, HookFn>>;
+  /**
+   * [B, T], 1 (or true) for real tokens and 0 for padding: no query attends to a padded key.
+   * Positions are not shifted, so pad on the right; a query whose every key is hidden (left
+   * padding) gets a uniform pattern rather than NaN, and its outputs mean nothing.
+   */
+  attentionMask?: Tensor;
 }
 
 /** Token ids: an i32 tensor [B, T] or nested arrays. */
@@ -124,6 +130,8 @@ export function rotary(x: Tensor, nRot: number, base: number): Tensor {
 
 /** What some families add to plain causal attention. */
 export interface AttentionOptions {
+  /** [B, T] key mask (see ForwardOptions.attentionMask). */
+  mask?: Tensor;
   /** Soft-cap the scaled scores to c·tanh(s/c) before the mask (Gemma-2). */
   softcap?: number | null;
   /** A query at i sees only keys i − window + 1 … i. */
@@ -162,8 +170,21 @@ export function causalAttention(
   );
   let scores = mul(matmul(toBH(q), mT(toBH(k))), scale);
   if (opts.softcap != null) scores = softcap(scores, opts.softcap);
+  // Padding gets a finite floor so that a fully hidden row stays finite; exp underflows to 0.
+  if (opts.mask) scores = where(keyMask(opts.mask, q.shape[0], T), scores, -1e30);
   const pattern = hook(prefix + "hook_pattern", softmax(where(causal, scores, -Infinity), -1));
   return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
+}
+
+/** An attention mask [B, T] as a bool key mask [B, 1, 1, T], checked. */
+function keyMask(mask: Tensor, B: number, T: number): Tensor {
+  if (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== T) {
+    throw new RangeError(
+      `forward: attentionMask must be [${B}, ${T}] like the tokens, got [${mask.shape}]`,
+    );
+  }
+  const m = mask.dtype === "bool" ? mask : ne(mask, 0);
+  return reshape(m, [B, 1, 1, T]);
 }
 
 /** c·tanh(x/c): bounded to (−c, c), close to x where |x| ≪ c. */

@@ -243,6 +243,7 @@ export function gemma2Forward(
     const rq = hook(b + "attn.hook_rot_q", rotary(q, hd, cfg.ropeTheta));
     const rk = hook(b + "attn.hook_rot_k", rotary(k, hd, cfg.ropeTheta));
     const z = causalAttention(hook, b + "attn.", rq, rk, v, cfg.queryPreAttnScalar ** -0.5, {
+      mask: opts.attentionMask,
       softcap: cfg.attnSoftcap,
       window: cfg.layerWindows[l],
     });

@@ -248,7 +248,9 @@ export function neoxForward(
     const v = hook(b + "attn.hook_v", sliceAxis(qkv, -1, 2 * hd));
     const rq = hook(b + "attn.hook_rot_q", rotary(q, cfg.nRot, cfg.rotaryBase));
     const rk = hook(b + "attn.hook_rot_k", rotary(k, cfg.nRot, cfg.rotaryBase));
-    const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd));
+    const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd), {
+      mask: opts.attentionMask,
+    });
     const attnOut = hook(b + "hook_attn_out", linear(reshape(z, [B, T, d]), p.wO, p.bO));
     // Parallel: the MLP reads the block input; sequential: the residual after attention.
     const mlpIn = cfg.parallelResidual ? x : hook(b + "hook_resid_mid", add(x, attnOut));

@@ -271,6 +271,7 @@ export function llamaForward(
     const rq = hook(b + "attn.hook_rot_q", rotary(q, hd, cfg.ropeTheta));
     const rk = hook(b + "attn.hook_rot_k", rotary(k, hd, cfg.ropeTheta));
     const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd), {
+      mask: opts.attentionMask,
       window: cfg.layerWindows[l],
     });
     const attnOut = hook(b + "hook_attn_out", lin(reshape(z, [B, T, H * hd]), p.wO));
