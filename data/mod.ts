@@ -31,3 +31,4 @@ export {
   type ToTensorOptions,
 } from "./safetensors.ts";
 export { writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+export * as lm from "./lm/mod.ts";

@@ -22,6 +22,9 @@ import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/sy
 import { activationData } from "../data/formats.ts";
 import { ensureDir, writeJsonAtomic } from "../data/atomic.ts";
 import { dataCommand } from "./io/commands.ts";
+import { lmCommand, LmUsageError } from "../data/lm/commands.ts";
+import { LmConfigError } from "../data/lm/config.ts";
+import { LmLoadError } from "../data/lm/load.ts";
 import {
   CROSSCODER_FLAGS,
   CROSSCODER_HELP,
@@ -135,6 +138,7 @@ commands:
   info     summarise a saved dictionary
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
+  lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
   serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
@@ -451,6 +455,10 @@ export async function main(
       return cmd ? 0 : 2;
     }
     if (cmd === "convert" || cmd === "inspect") return await dataCommand(cmd, positional, flags);
+    if (cmd === "lm") {
+      await lmCommand(positional, flags);
+      return 0;
+    }
     const above = commands[cmd];
     if (above) {
       await above(positional, flags);
@@ -471,9 +479,14 @@ export async function main(
     else await info(positional[0], flags);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError) {
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof LmUsageError) {
       console.error(`sae: ${e.message}`);
       return 2;
+    }
+    // A model folder that cannot be read: the message names the file, tensor or field.
+    if (e instanceof LmConfigError || e instanceof LmLoadError) {
+      console.error(`sae: ${e.message}`);
+      return 1;
     }
     throw e;
   }
