@@ -91,8 +91,9 @@ export function forward(
     const mlpOut = hook(b + "hook_mlp_out", add(matmul(post, p.wOut), p.bOut));
     x = hook(b + "hook_resid_post", add(mid, mlpOut));
   });
-  // The head is tied: logits = LN_f(x)·wteᵀ.
-  return matmul(ln("ln_final", x, params.lnF), mT(params.wte));
+  // The head is tied (logits = LN_f(x)·wteᵀ) unless weight processing untied it.
+  const logits = matmul(ln("ln_final", x, params.lnF), mT(params.head ?? params.wte));
+  return params.headBias ? add(logits, params.headBias) : logits;
 }
 
 /** Logits plus the activations at `names` (every hook point when omitted). */

@@ -120,6 +120,8 @@ export interface NeoxParams {
   lnF: LayerNormParams;
   /** [V, d]; embedIn itself when the head is tied. */
   embedOut: Tensor;
+  /** [V]: an unembedding bias (weight processing folds the final norm's bias into it). */
+  headBias?: Tensor;
 }
 
 export interface NeoxModel {
@@ -264,7 +266,8 @@ export function neoxForward(
     );
   });
   const { w, b } = params.lnF;
-  return matmul(layerNorm(hook, "ln_final", x, w, b, eps), mT(params.embedOut));
+  const logits = matmul(layerNorm(hook, "ln_final", x, w, b, eps), mT(params.embedOut));
+  return params.headBias ? add(logits, params.headBias) : logits;
 }
 
 /** Logits plus the activations at `names` (every hook point when omitted). */

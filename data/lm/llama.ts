@@ -124,6 +124,8 @@ export interface LlamaBlockParams {
   bV?: Tensor;
   /** [d, H·hd] */
   wO: Tensor;
+  /** [d]: an output bias (weight processing folds Qwen2's value biases into it). */
+  bO?: Tensor;
   ln2: Tensor;
   wGate: Tensor;
   wUp: Tensor;
@@ -274,7 +276,7 @@ export function llamaForward(
       mask: opts.attentionMask,
       window: cfg.layerWindows[l],
     });
-    const attnOut = hook(b + "hook_attn_out", lin(reshape(z, [B, T, H * hd]), p.wO));
+    const attnOut = hook(b + "hook_attn_out", lin(reshape(z, [B, T, H * hd]), p.wO, p.bO));
     const mid = hook(b + "hook_resid_mid", add(x, attnOut));
     const h = rmsNorm(hook, b + "ln2", mid, p.ln2, eps);
     const gate = hook(b + "mlp.hook_pre", lin(h, p.wGate));

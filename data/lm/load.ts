@@ -37,12 +37,16 @@ export interface Gpt2BlockParams {
 }
 
 export interface Gpt2Params {
-  /** [V, d]; also the (tied) unembedding. */
+  /** [V, d]; also the (tied) unembedding unless `head` is given. */
   wte: Tensor;
   /** [P, d] */
   wpe: Tensor;
   blocks: Gpt2BlockParams[];
   lnF: LayerNormParams;
+  /** [V, d]: an untied unembedding (weight processing unties it from wte); absent: wte. */
+  head?: Tensor;
+  /** [V]: an unembedding bias (weight processing folds ln_f's bias into it); absent: none. */
+  headBias?: Tensor;
 }
 
 export interface Gpt2Model {
