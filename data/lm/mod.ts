@@ -18,6 +18,7 @@ export {
   runWithHooks,
 } from "./model.ts";
 export type { ForwardOptions, HookFn, Tokens } from "./common.ts";
+export { processingSteps, processWeights, type ProcessWeightsOptions } from "./process_weights.ts";
 export { LmConfigError } from "./config.ts";
 export { LmLoadError } from "./load.ts";
 export { runInBatches } from "./commands.ts";
