@@ -9,7 +9,9 @@ import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
 import { fmt } from "../../tensor/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
+import { decode16 } from "../../tensor/dtype.ts";
 import {
+  adoptHostArray,
   type ParsedSafetensorsHeader,
   parseSafetensorsHeader,
   type SafetensorsHeaderEntry,
@@ -159,6 +161,8 @@ export interface TensorLayout {
   optional?: Map<string, number[]>;
 }
 
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Open `file`, run `f` on its descriptor, close it; an open failure names the file. */
 function withFile<T>(file: string, f: (fd: number) => T): T {
   let fd: number;
@@ -284,6 +288,13 @@ export async function readModelTensors(
     const data = new Uint8Array(entry.end - entry.begin);
     withFile(file, (fd) => readAt(fd, file, data, entry.begin, `tensor ${JSON.stringify(key)}`));
     const sixteen = entry.dtype === "F16" || entry.dtype === "BF16";
+    if (sixteen && !keep && HOST_LE) {
+      // Widened straight from the bytes read: one f32 array, no 16-bit tensor cast and dropped.
+      const words = new Uint16Array(data.buffer, 0, data.byteLength / 2);
+      return adoptHostArray(decode16(entry.dtype === "F16" ? "f16" : "bf16", words), "f32", [
+        ...entry.shape,
+      ]);
+    }
     return toTensor(
       {
         dtype: entry.dtype,
