@@ -7,8 +7,7 @@
  * downloaded with @huggingface/hub, imported only then, so a cached or local load never loads it.
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { lstat, mkdir, open, rename, symlink, unlink } from "node:fs/promises";
-import { copyFile } from "node:fs/promises";
+import { copyFile, lstat, mkdir, open, rename, symlink, unlink } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import process from "node:process";
