@@ -89,19 +89,33 @@ function byteCount(
   return { bytes: p, exact: true };
 }
 
-/**
- * Validate and index a safetensors file held in memory. Nothing is copied: each entry's `data`
- * is a subarray of `bytes`. `source` (usually the path) prefixes every error message.
- */
-export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedSafetensors {
+/** One tensor as the header describes it: where its bytes lie in the file. */
+export interface SafetensorsHeaderEntry {
+  dtype: string;
+  shape: number[];
+  /** File byte offsets [begin, end) of the tensor's data (the header's offsets plus 8 + N). */
+  begin: number;
+  end: number;
+}
+
+export interface ParsedSafetensorsHeader {
+  metadata: Record<string, string>;
+  /** In header order. */
+  tensors: Map<string, SafetensorsHeaderEntry>;
+  /** File byte offset of the data buffer (8 + N). */
+  dataStart: number;
+}
+
+/** The header length N from a file's first 8 bytes, checked against the limit and the file size. */
+export function safetensorsHeaderLength(first8: Uint8Array, total: number, source: string): number {
   const fail = (msg: string): never => {
     throw new SafetensorsError(`${source}: ${msg}`);
   };
-  const total = bytes.byteLength;
-  if (total < 8) fail(`file is ${total} bytes, too short for the 8-byte header length at byte 0`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, total);
+  if (total < 8 || first8.byteLength < 8) {
+    fail(`file is ${total} bytes, too short for the 8-byte header length at byte 0`);
+  }
   // Compared as a bigint: a u64 such as 2^60 does not survive conversion to a number.
-  const n64 = dv.getBigUint64(0, true);
+  const n64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER_BYTES)) {
     fail(`header length ${n64} (u64 at byte 0) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   }
@@ -109,11 +123,29 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
     fail(
       `header length ${n64} (u64 at byte 0) points past the end of the file (${
         total - 8
-      } bytes follow it)`,
+      } bytes follow it): the file is truncated or not safetensors`,
     );
   }
-  const n = Number(n64);
+  return Number(n64);
+}
+
+/**
+ * Validate a safetensors header without its data: `prefix` holds at least the file's first 8 + N
+ * bytes and `total` is the file's size, so a reader can check every tensor before reading any.
+ */
+export function parseSafetensorsHeader(
+  prefix: Uint8Array,
+  total: number,
+  source = "<bytes>",
+): ParsedSafetensorsHeader {
+  const fail = (msg: string): never => {
+    throw new SafetensorsError(`${source}: ${msg}`);
+  };
+  const n = safetensorsHeaderLength(prefix, total, source);
   const bufStart = 8 + n;
+  if (prefix.byteLength < bufStart) {
+    fail(`header (bytes 8..${bufStart}) was not read in full (${prefix.byteLength} bytes given)`);
+  }
   const bufLen = total - bufStart;
   const span = `bytes 8..${bufStart}`;
 
@@ -121,7 +153,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
   try {
     // ignoreBOM keeps a BOM in the text, so it fails the "{" check below instead of being skipped.
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(
-      bytes.subarray(8, bufStart),
+      prefix.subarray(8, bufStart),
     );
   } catch {
     fail(`header (${span}) is not valid UTF-8`);
@@ -142,7 +174,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
   }
 
   let metadata: Record<string, string> = {};
-  const tensors = new Map<string, SafetensorsEntry>();
+  const tensors = new Map<string, SafetensorsHeaderEntry>();
   const ranges: { begin: number; end: number; name: string }[] = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
@@ -185,7 +217,10 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
     if (b > e) fail(`${where}: data_offsets [${b}, ${e}] begin after they end`);
     if (e > bufLen) {
       fail(
-        `${where}: data_offsets [${b}, ${e}] run past the end of the data buffer (${bufLen} bytes at file bytes ${bufStart}..${total})`,
+        `${where}: data_offsets [${b}, ${e}] run past the end of the data buffer (${bufLen} bytes at file bytes ${bufStart}..${total}): ` +
+          `the file is truncated or its header is wrong (expected at least ${
+            bufStart + e
+          } bytes, found ${total})`,
       );
     }
     const need = byteCount(dims as number[], itemsize!, bufLen);
@@ -203,10 +238,8 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
     tensors.set(name, {
       dtype: dtype as string,
       shape: dims as number[],
-      data: bytes.subarray(bufStart + b, bufStart + e),
-      name,
-      source,
-      offset: bufStart + b,
+      begin: bufStart + b,
+      end: bufStart + e,
     });
   }
   // Two tensors must not share bytes (empty tensors share none, wherever they point).
@@ -221,7 +254,27 @@ export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedS
       );
     }
   }
-  return { metadata, tensors };
+  return { metadata, tensors, dataStart: bufStart };
+}
+
+/**
+ * Validate and index a safetensors file held in memory. Nothing is copied: each entry's `data`
+ * is a subarray of `bytes`. `source` (usually the path) prefixes every error message.
+ */
+export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): ParsedSafetensors {
+  const header = parseSafetensorsHeader(bytes, bytes.byteLength, source);
+  const tensors = new Map<string, SafetensorsEntry>();
+  for (const [name, { dtype, shape, begin, end }] of header.tensors) {
+    tensors.set(name, {
+      dtype,
+      shape,
+      data: bytes.subarray(begin, end),
+      name,
+      source,
+      offset: begin,
+    });
+  }
+  return { metadata: header.metadata, tensors };
 }
 
 function checkMetadata(raw: unknown, fail: (m: string) => never): Record<string, string> {
@@ -263,6 +316,11 @@ export interface ToTensorOptions {
   /** Cast to this dtype after reading (e.g. BF16 weights to f32). */
   dtype?: DType;
   backend?: Backend;
+  /**
+   * The entry's `data` is a fresh buffer of its own that the caller gives up (e.g. just read from
+   * a file): on a little-endian host it becomes the tensor's storage without a copy.
+   */
+  adopt?: boolean;
 }
 
 /**
@@ -295,7 +353,9 @@ export function toTensor(entry: SafetensorsEntry, opts: ToTensorOptions = {}): T
     t0.dispose();
     return t1;
   };
-  const buf = alignedLE(data, itemsize);
+  const owned = opts.adopt && HOST_LE && data.byteOffset === 0 &&
+    data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+  const buf = owned ? data.buffer as ArrayBuffer : alignedLE(data, itemsize);
   switch (dtype) {
     case "F32":
       return make(new Float32Array(buf), "f32");

@@ -53,7 +53,9 @@ test("lm llama: tied and untied heads, GQA and MQA are read from the config", as
   const tied = await loadLlama(root + "llama_bf16");
   assert(tied.cfg.tiedHead && tied.params.head === tied.params.embed, "llama_bf16: tied head");
   assertEquals([tied.cfg.nKvHead, tied.cfg.ropeTheta], [1, 500000]);
-  assertEquals(tied.params.embed.dtype, "f32");
+  // BF16 weights stay bf16 by default; dtype "f32" widens them at load.
+  assertEquals(tied.params.embed.dtype, "bf16");
+  assertEquals((await loadLlama(root + "llama_bf16", { dtype: "f32" })).params.embed.dtype, "f32");
 });
 
 test("lm llama: a missing tensor is an error naming the file, the tensor and its expected shape", async () => {

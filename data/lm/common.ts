@@ -4,7 +4,18 @@
  * attention with grouped key/value heads. All built from the library's differentiable tensor ops.
  */
 import { tensor } from "../../tensor/ops/create.ts";
-import { add, div, mul, ne, neg, sqrt, sub, tanh, where } from "../../tensor/ops/elementwise.ts";
+import {
+  add,
+  cast,
+  div,
+  mul,
+  ne,
+  neg,
+  sqrt,
+  sub,
+  tanh,
+  where,
+} from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { mean, softmax } from "../../tensor/ops/reduce.ts";
 import { concat, mT, reshape, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
@@ -68,6 +79,20 @@ export function tokenTensor(
   return t;
 }
 
+/**
+ * A 16-bit weight as f32, any other unchanged. Weights loaded with dtype "keep" stay f16/bf16 in
+ * memory; binary ops promote them, and ops on a weight alone (an embedding lookup, 1 + w) go
+ * through this so that every activation is f32.
+ */
+export function widen16(t: Tensor): Tensor {
+  return t.dtype === "f16" || t.dtype === "bf16" ? cast(t, "f32") : t;
+}
+
+/** Rows `ids` of an embedding table [V, d], in the compute dtype. */
+export function embedRows(table: Tensor, ids: Tensor): Tensor {
+  return widen16(take(table, ids, 0));
+}
+
 /** LayerNorm (biased variance); the hooks see the scale and the value before w and b. */
 export function layerNorm(
   hook: Hook,
@@ -102,7 +127,10 @@ export function rmsNorm(
     prefix + ".hook_scale",
     sqrt(add(mean(mul(x, x), -1, { keepdims: true }), eps)),
   );
-  return mul(hook(prefix + ".hook_normalized", div(x, scale)), opts.plusOne ? add(1, w) : w);
+  return mul(
+    hook(prefix + ".hook_normalized", div(x, scale)),
+    opts.plusOne ? add(1, widen16(w)) : w,
+  );
 }
 
 /**

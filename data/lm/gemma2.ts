@@ -7,11 +7,12 @@
  */
 import { add, gelu, mul } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { mT, reshape, take } from "../../tensor/ops/shape.ts";
+import { mT, reshape } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
   cacheRun,
   causalAttention,
+  embedRows,
   type ForwardOptions,
   makeHook,
   rmsNorm,
@@ -22,7 +23,7 @@ import {
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
 import { llamaHookNames, readHeads, readRopeTheta } from "./llama.ts";
-import { readModelTensors } from "./load.ts";
+import { type LoadOptions, readModelTensors } from "./load.ts";
 
 export interface Gemma2Config {
   modelType: "gemma2";
@@ -165,15 +166,15 @@ export function gemma2TensorShapes(cfg: Gemma2Config): Map<string, number[]> {
   return out;
 }
 
-/** Load a Gemma-2 model folder; weights are read as f32 (BF16/F16 widened). */
-export async function loadGemma2(dir: string): Promise<Gemma2Model> {
+/** Load a Gemma-2 model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
+export async function loadGemma2(dir: string, opts: LoadOptions = {}): Promise<Gemma2Model> {
   const cfg = readGemma2Config(dir);
   const { get } = await readModelTensors(dir, {
     family: "gemma2",
     expected: gemma2TensorShapes(cfg),
     ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
     optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
-  });
+  }, opts);
   const blocks: Gemma2BlockParams[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {
     const p = `model.layers.${l}.`;
@@ -232,7 +233,7 @@ export function gemma2Forward(
   const norm = (prefix: string, x: Tensor, w: Tensor) =>
     rmsNorm(hook, prefix, x, w, eps, { plusOne: true });
   // √d is rounded to the weights' dtype (f32) before it multiplies, as Gemma does.
-  let x = hook("hook_embed", mul(take(params.embed, ids, 0), Math.fround(Math.sqrt(cfg.dModel))));
+  let x = hook("hook_embed", mul(embedRows(params.embed, ids), Math.fround(Math.sqrt(cfg.dModel))));
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);

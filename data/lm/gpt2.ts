@@ -6,7 +6,7 @@
  */
 import { add, gelu } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { broadcastTo, mT, reshape, sliceAxis, take } from "../../tensor/ops/shape.ts";
+import { broadcastTo, mT, reshape, sliceAxis } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { Gpt2Config } from "./config.ts";
 import type { Gpt2Model, Gpt2Params, LayerNormParams } from "./load.ts";
@@ -14,12 +14,14 @@ import type { Gpt2Model, Gpt2Params, LayerNormParams } from "./load.ts";
 import {
   cacheRun,
   causalAttention,
+  embedRows,
   type ForwardOptions,
   type HookFn,
   layerNorm,
   makeHook,
   type Tokens,
   tokenTensor,
+  widen16,
 } from "./common.ts";
 
 export type { ForwardOptions, HookFn, Tokens };
@@ -69,8 +71,11 @@ export function forward(
   const ln = (prefix: string, x: Tensor, p: LayerNormParams) =>
     layerNorm(hook, prefix, x, p.w, p.b, eps);
 
-  const embed = hook("hook_embed", take(params.wte, ids, 0));
-  const pos = hook("hook_pos_embed", broadcastTo(sliceAxis(params.wpe, 0, 0, T), [B, T, d]));
+  const embed = hook("hook_embed", embedRows(params.wte, ids));
+  const pos = hook(
+    "hook_pos_embed",
+    broadcastTo(widen16(sliceAxis(params.wpe, 0, 0, T)), [B, T, d]),
+  );
   let x = add(embed, pos);
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;

@@ -5,11 +5,12 @@
  */
 import { add, gelu } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { mT, reshape, sliceAxis, take } from "../../tensor/ops/shape.ts";
+import { mT, reshape, sliceAxis } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
   cacheRun,
   causalAttention,
+  embedRows,
   type ForwardOptions,
   layerNorm,
   makeHook,
@@ -18,7 +19,7 @@ import {
   tokenTensor,
 } from "./common.ts";
 import { LmConfigError, readConfigFields } from "./config.ts";
-import { type LayerNormParams, readModelTensors } from "./load.ts";
+import { type LayerNormParams, type LoadOptions, readModelTensors } from "./load.ts";
 
 export interface NeoxConfig {
   modelType: "gpt_neox";
@@ -154,8 +155,8 @@ const isBuffer = (name: string): boolean =>
   name.endsWith(".attention.bias") || name.endsWith(".attention.masked_bias") ||
   name.endsWith(".rotary_emb.inv_freq");
 
-/** Load a GPT-NeoX model folder; weights are read as f32. */
-export async function loadNeox(dir: string): Promise<NeoxModel> {
+/** Load a GPT-NeoX model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
+export async function loadNeox(dir: string, opts: LoadOptions = {}): Promise<NeoxModel> {
   const cfg = readNeoxConfig(dir);
   const { get } = await readModelTensors(dir, {
     family: "gpt_neox",
@@ -165,7 +166,7 @@ export async function loadNeox(dir: string): Promise<NeoxModel> {
     optional: cfg.tiedHead
       ? new Map([["embed_out.weight", [cfg.vocabSize, cfg.dModel]]])
       : undefined,
-  });
+  }, opts);
   const ln = (p: string): LayerNormParams => ({ w: get(p + ".weight"), b: get(p + ".bias") });
   const blocks: NeoxBlockParams[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {
@@ -239,7 +240,7 @@ export function neoxForward(
   const ids = tokenTensor(tokens, "gpt_neox", cfg.vocabSize, cfg.maxPositions);
   const [B, T] = ids.shape;
   const d = cfg.dModel, H = cfg.nHead, hd = d / H, eps = cfg.layerNormEps;
-  let x = hook("hook_embed", take(params.embedIn, ids, 0));
+  let x = hook("hook_embed", embedRows(params.embedIn, ids));
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);

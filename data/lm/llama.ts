@@ -6,11 +6,12 @@
  */
 import { add, mul, sigmoid } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { mT, reshape, take } from "../../tensor/ops/shape.ts";
+import { mT, reshape } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
   cacheRun,
   causalAttention,
+  embedRows,
   type ForwardOptions,
   makeHook,
   rmsNorm,
@@ -19,7 +20,7 @@ import {
   tokenTensor,
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
-import { readModelTensors } from "./load.ts";
+import { type LoadOptions, readModelTensors } from "./load.ts";
 
 /** Llama and the families that differ from it only in config names and q/k/v biases (Qwen2). */
 export interface LlamaConfig {
@@ -171,19 +172,23 @@ export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
   return out;
 }
 
-/** Load a Llama model folder; weights are read as f32 (BF16/F16 widened). */
-export function loadLlama(dir: string): Promise<LlamaModel> {
-  return loadLlamaLike(dir, readLlamaConfig(dir));
+/** Load a Llama model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
+export function loadLlama(dir: string, opts: LoadOptions = {}): Promise<LlamaModel> {
+  return loadLlamaLike(dir, readLlamaConfig(dir), opts);
 }
 
 /** Load the tensors `cfg` calls for from a folder of Llama-named weights. */
-export async function loadLlamaLike(dir: string, cfg: LlamaConfig): Promise<LlamaModel> {
+export async function loadLlamaLike(
+  dir: string,
+  cfg: LlamaConfig,
+  opts: LoadOptions = {},
+): Promise<LlamaModel> {
   const { get } = await readModelTensors(dir, {
     family: cfg.modelType,
     expected: llamaTensorShapes(cfg),
     ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
     optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
-  });
+  }, opts);
   const blocks: LlamaBlockParams[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {
     const p = `model.layers.${l}.`;
@@ -262,7 +267,7 @@ export function llamaForward(
   const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, eps = cfg.rmsNormEps;
   const lin = (x: Tensor, w: Tensor, bias?: Tensor): Tensor =>
     bias ? add(matmul(x, mT(w)), bias) : matmul(x, mT(w));
-  let x = hook("hook_embed", take(params.embed, ids, 0));
+  let x = hook("hook_embed", embedRows(params.embed, ids));
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);

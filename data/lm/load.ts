@@ -4,16 +4,37 @@
  * by save_pretrained) or not (the original upload). Every tensor's shape is checked against the
  * config before any data is materialised, and every failure names the file and the tensor.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync } from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
 import { join } from "node:path";
 import { fmt } from "../../tensor/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { readFileBytes } from "../atomic.ts";
-import { parseSafetensors, type SafetensorsEntry, toTensor } from "../safetensors.ts";
+import { decode16 } from "../../tensor/dtype.ts";
+import {
+  adoptHostArray,
+  type ParsedSafetensorsHeader,
+  parseSafetensorsHeader,
+  type SafetensorsHeaderEntry,
+  safetensorsHeaderLength,
+  toTensor,
+} from "../safetensors.ts";
 import { type Gpt2Config, readGpt2Config } from "./config.ts";
 
 export class LmLoadError extends Error {
   override name = "LmLoadError";
+}
+
+/**
+ * How weights are held once loaded. "keep": F16/BF16 tensors stay 16-bit (half the memory of
+ * f32) and each op promotes them to f32, so the forward pass computes in f32 all the same; "f32":
+ * widened when read (gradients with respect to the weights are then f32 too). F32 weights are f32
+ * either way, and any other float type is read as f32.
+ */
+export type WeightDType = "f32" | "keep";
+
+export interface LoadOptions {
+  /** Default "keep" (see WeightDType). */
+  dtype?: WeightDType;
 }
 
 export interface LayerNormParams {
@@ -110,7 +131,23 @@ function shardFiles(dir: string): { files: string[]; index?: Record<string, stri
       );
     }
   }
-  const names = [...new Set(Object.values(index as Record<string, string>))].sort();
+  const byFile = new Map<string, string[]>();
+  for (const [k, f] of Object.entries(index as Record<string, string>)) {
+    byFile.set(f, [...(byFile.get(f) ?? []), k]);
+  }
+  const names = [...byFile.keys()].sort();
+  for (const f of names) {
+    if (!existsSync(join(dir, f))) {
+      const held = byFile.get(f)!;
+      throw new LmLoadError(
+        `${indexPath}: shard ${JSON.stringify(f)} (named for ${held.length} tensor${
+          held.length === 1 ? "" : "s"
+        }, e.g. ${JSON.stringify(held[0])}) is missing: expected ${
+          join(dir, f)
+        }, found no such file`,
+      );
+    }
+  }
   return { files: names.map((f) => join(dir, f)), index: index as Record<string, string> };
 }
 
@@ -128,19 +165,95 @@ export interface TensorLayout {
   optional?: Map<string, number[]>;
 }
 
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Open `file`, run `f` on its descriptor, close it; an open failure names the file. */
+function withFile<T>(file: string, f: (fd: number) => T): T {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch (e) {
+    throw new LmLoadError(`${file}: cannot open: ${(e as Error).message}`);
+  }
+  try {
+    return f(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Fill `buf` from file byte `position`; a short read (the file shrank) names what was read. */
+function readAt(fd: number, file: string, buf: Uint8Array, position: number, what: string): void {
+  let done = 0;
+  while (done < buf.byteLength) {
+    // One read call moves at most ~2 GiB on Linux, so large tensors are read in pieces.
+    const n = readSync(fd, buf, done, Math.min(buf.byteLength - done, 1 << 30), position + done);
+    if (n <= 0) {
+      throw new LmLoadError(
+        `${file}: ${what}: expected ${buf.byteLength} bytes at file byte ${position}, found ${done} (the file is truncated)`,
+      );
+    }
+    done += n;
+  }
+}
+
+/** A safetensors file's header, validated against the file's size; no tensor data is read. */
+export async function readSafetensorsHeader(file: string): Promise<ParsedSafetensorsHeader> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, "r");
+  } catch (e) {
+    throw new LmLoadError(`${file}: cannot open: ${(e as Error).message}`);
+  }
+  try {
+    const total = (await fh.stat()).size;
+    const readAll = async (buf: Uint8Array, what: string): Promise<void> => {
+      const { bytesRead } = await fh.read(buf, 0, buf.byteLength, 0);
+      if (bytesRead !== buf.byteLength) {
+        throw new LmLoadError(
+          `${file}: ${what}: expected ${buf.byteLength} bytes at file byte 0, found ${bytesRead}`,
+        );
+      }
+    };
+    const first8 = new Uint8Array(Math.min(8, total));
+    await readAll(first8, "header length");
+    const n = safetensorsHeaderLength(first8, total, file);
+    const prefix = new Uint8Array(8 + n);
+    await readAll(prefix, "header");
+    return parseSafetensorsHeader(prefix, total, file);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A tensor located by its header: the file, its stored name, its dtype, shape and byte range. */
+interface Located {
+  file: string;
+  key: string;
+  entry: SafetensorsHeaderEntry;
+}
+
 /**
  * Read a model folder's tensors (single file or shards), checking every name and shape against
- * `layout` before any data is materialised. Returns a getter that reads one tensor as f32.
+ * `layout` from the headers alone. The getter then reads one tensor's bytes by offset, so a load
+ * holds the weights plus one tensor in flight, never a whole file.
  */
 export async function readModelTensors(
   dir: string,
   layout: TensorLayout,
+  opts: LoadOptions = {},
 ): Promise<{ get: (name: string) => Tensor; has: (name: string) => boolean }> {
   const { expected, prefix, ignore, optional } = layout;
+  const keep = (opts.dtype ?? "keep") === "keep";
+  if (opts.dtype !== undefined && opts.dtype !== "keep" && opts.dtype !== "f32") {
+    throw new RangeError(
+      `load ${dir}: dtype must be "f32" or "keep", got ${JSON.stringify(opts.dtype)}`,
+    );
+  }
   const { files, index } = shardFiles(dir);
-  const found = new Map<string, { file: string; entry: SafetensorsEntry }>();
+  const found = new Map<string, Located>();
   for (const file of files) {
-    const { tensors } = parseSafetensors(await readFileBytes(file), file);
+    const { tensors } = await readSafetensorsHeader(file);
     for (const [key, entry] of tensors) {
       const name = prefix && key.startsWith(prefix) ? key.slice(prefix.length) : key;
       if (ignore?.(name)) continue;
@@ -161,7 +274,7 @@ export async function readModelTensors(
           `${where}: expected shape ${fmt(shape)}, found ${fmt(entry.shape)}`,
         );
       }
-      found.set(name, { file, entry });
+      found.set(name, { file, key, entry });
     }
   }
   const where = index ? join(dir, "model.safetensors.index.json") : files[0];
@@ -174,14 +287,35 @@ export async function readModelTensors(
       );
     }
   }
-  return {
-    get: (name) => toTensor(found.get(name)!.entry, { dtype: "f32" }),
-    has: (name) => found.has(name),
+  const get = (name: string): Tensor => {
+    const { file, key, entry } = found.get(name)!;
+    const data = new Uint8Array(entry.end - entry.begin);
+    withFile(file, (fd) => readAt(fd, file, data, entry.begin, `tensor ${JSON.stringify(key)}`));
+    const sixteen = entry.dtype === "F16" || entry.dtype === "BF16";
+    if (sixteen && !keep && HOST_LE) {
+      // Widened straight from the bytes read: one f32 array, no 16-bit tensor cast and dropped.
+      const words = new Uint16Array(data.buffer, 0, data.byteLength / 2);
+      return adoptHostArray(decode16(entry.dtype === "F16" ? "f16" : "bf16", words), "f32", [
+        ...entry.shape,
+      ]);
+    }
+    return toTensor(
+      {
+        dtype: entry.dtype,
+        shape: entry.shape,
+        data,
+        name: key,
+        source: file,
+        offset: entry.begin,
+      },
+      { dtype: keep && sixteen ? undefined : "f32", adopt: true },
+    );
   };
+  return { get, has: (name) => found.has(name) };
 }
 
-/** Load a GPT-2 model folder; weights are read as f32 (F16/BF16 widened). */
-export async function loadGpt2(dir: string): Promise<Gpt2Model> {
+/** Load a GPT-2 model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
+export async function loadGpt2(dir: string, opts: LoadOptions = {}): Promise<Gpt2Model> {
   const cfg = readGpt2Config(dir);
   const { get } = await readModelTensors(dir, {
     family: "gpt2",
@@ -190,7 +324,7 @@ export async function loadGpt2(dir: string): Promise<Gpt2Model> {
     ignore: isLegacyBuffer,
     // GPT-2's head is tied to wte; a stored copy must at least have the right shape.
     optional: new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]),
-  });
+  }, opts);
   const ln = (p: string): LayerNormParams => ({ w: get(p + ".weight"), b: get(p + ".bias") });
   const blocks: Gpt2BlockParams[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {

@@ -31,7 +31,8 @@ import {
   type LlamaParams,
   loadLlama,
 } from "./llama.ts";
-import { type Gpt2Params, loadGpt2 } from "./load.ts";
+import { type HubOptions, resolveModel } from "./hub.ts";
+import { type Gpt2Params, loadGpt2, type LoadOptions } from "./load.ts";
 import { loadQwen2 } from "./qwen2.ts";
 
 export type { ForwardOptions, HookFn, Tokens };
@@ -66,20 +67,32 @@ export function readModelType(dir: string): Family {
   return type as Family;
 }
 
-/** Load a model folder (config.json + safetensors) of any supported family. */
-export async function loadModel(dir: string): Promise<LanguageModel> {
+/** Where the model comes from (HubOptions) and how its weights are held (LoadOptions). */
+export type LoadModelOptions = HubOptions & LoadOptions;
+
+/**
+ * Load a model of any supported family from a folder (config.json + safetensors) or a Hugging
+ * Face repo id (`gpt2`, `EleutherAI/pythia-70m-deduped@main`) found in, or downloaded into, the
+ * Hugging Face cache (see resolveModel).
+ */
+export async function loadModel(
+  idOrDir: string,
+  opts: LoadModelOptions = {},
+): Promise<LanguageModel> {
+  const dir = await resolveModel(idOrDir, opts);
   const family = readModelType(dir);
+  const load = { dtype: opts.dtype };
   switch (family) {
     case "gpt2":
-      return { family, ...(await loadGpt2(dir)) };
+      return { family, ...(await loadGpt2(dir, load)) };
     case "gpt_neox":
-      return { family, ...(await loadNeox(dir)) };
+      return { family, ...(await loadNeox(dir, load)) };
     case "llama":
-      return { family, ...(await loadLlama(dir)) };
+      return { family, ...(await loadLlama(dir, load)) };
     case "qwen2":
-      return { family, ...(await loadQwen2(dir)) };
+      return { family, ...(await loadQwen2(dir, load)) };
     case "gemma2":
-      return { family, ...(await loadGemma2(dir)) };
+      return { family, ...(await loadGemma2(dir, load)) };
   }
 }
 

@@ -15,6 +15,7 @@ import {
   readHeads,
   readRopeTheta,
 } from "./llama.ts";
+import type { LoadOptions } from "./load.ts";
 
 /** Read `<dir>/config.json` with Qwen2Config's field names and defaults. */
 export function readQwen2Config(dir: string): LlamaConfig {
@@ -66,9 +67,9 @@ export function readQwen2Config(dir: string): LlamaConfig {
   };
 }
 
-/** Load a Qwen2 model folder; weights are read as f32 (BF16/F16 widened). */
-export function loadQwen2(dir: string): Promise<LlamaModel> {
-  return loadLlamaLike(dir, readQwen2Config(dir));
+/** Load a Qwen2 model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
+export function loadQwen2(dir: string, opts: LoadOptions = {}): Promise<LlamaModel> {
+  return loadLlamaLike(dir, readQwen2Config(dir), opts);
 }
 
 /** Every hook point of a Qwen2 with `nLayer` layers: Llama's. */
