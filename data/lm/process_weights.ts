@@ -24,7 +24,8 @@ import { onesLike, tensor, zerosLike } from "../../tensor/ops/create.ts";
 import { add, mul, sub } from "../../tensor/ops/elementwise.ts";
 import { mean, sum } from "../../tensor/ops/reduce.ts";
 import { concat, reshape, sliceAxis, take } from "../../tensor/ops/shape.ts";
-import type { Tensor } from "../../tensor/tensor.ts";
+import { Tensor } from "../../tensor/tensor.ts";
+import { widen16 } from "./common.ts";
 import type { Gemma2BlockParams, Gemma2Params } from "./gemma2.ts";
 import type { NeoxBlockParams, NeoxParams } from "./gpt_neox.ts";
 import type { LlamaBlockParams, LlamaConfig, LlamaParams } from "./llama.ts";
@@ -65,6 +66,8 @@ export function processWeights(
   opts: ProcessWeightsOptions = {},
 ): LanguageModel {
   const steps = processingSteps(model, opts);
+  // Folding multiplies weights together: 16-bit weights are widened so that it happens in f32.
+  model = { ...model, params: widenAll(model.params) } as LanguageModel;
   switch (model.family) {
     case "gpt2":
       return { ...model, params: processGpt2(model.params, steps) };
@@ -79,6 +82,16 @@ export function processWeights(
 }
 
 type Steps = Required<ProcessWeightsOptions>;
+
+/** Every f16/bf16 tensor of a parameter tree as f32; other leaves shared. */
+function widenAll<T>(tree: T): T {
+  if (tree instanceof Tensor) return widen16(tree) as T;
+  if (Array.isArray(tree)) return tree.map(widenAll) as T;
+  if (tree === null || typeof tree !== "object") return tree;
+  return Object.fromEntries(
+    Object.entries(tree as Record<string, unknown>).map(([k, v]) => [k, widenAll(v)]),
+  ) as T;
+}
 
 /** x less its mean along `axis`. */
 const center = (x: Tensor, axis: number): Tensor => sub(x, mean(x, axis, { keepdims: true }));
