@@ -214,7 +214,18 @@ export const cpu: Backend = {
   },
   binary: (op, a, b, outDtype) => map(BINARY[op], a.shape, outDtype, [a, b]),
   where: (c, a, b, outDtype) => map("(a ? b : c)", a.shape, outDtype, [c, a, b]),
-  cast: (x, dtype) => map(castExpr(x.dtype, dtype), x.shape, dtype, [x]),
+  cast(x, dtype) {
+    // Widening a contiguous 16-bit array is one bit-shift pass (16-bit weights kept in their
+    // dtype are widened on every use); the generic path decodes, then copies.
+    if (dtype === "f32" && is16(x.dtype) && contiguous(x)) {
+      const n = sizeOf(x.shape), src = x.buf as Uint16Array;
+      return decode16(
+        x.dtype,
+        x.offset === 0 && src.length === n ? src : src.subarray(x.offset, x.offset + n),
+      );
+    }
+    return map(castExpr(x.dtype, dtype), x.shape, dtype, [x]);
+  },
 
   reduce(op, x, axes, outDtype) {
     const n = sizeOf(x.shape.filter((_, d) => !axes.includes(d)));
