@@ -169,6 +169,40 @@ test("lm splice: the error term's gradients are those of splicing at the clean v
   assertEquals(Array.from(kept.dataSync()), Array.from(forward(model, t).dataSync()));
 });
 
+test("lm splice: an MLSAE that reconstructs its standardised input exactly leaves the model unchanged", async () => {
+  const { model, tokens } = await setup();
+  // ± pairs of the basis with k = d keep every positive pre-activation: x̂ = standardised x, and
+  // the splice maps it back with the token's own mean and deviation.
+  const id = identitySae(32);
+  const mlsae: Dictionary = {
+    cfg: resolveConfig({ arch: "mlsae", d_in: 32, d_sae: 64, k: 32, apply_b_dec_to_input: false }),
+    params: id.params,
+  };
+  const hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"];
+  for (
+    const splice of [
+      multiHookSplice(model, mlsae, hooks),
+      dictionarySplice(model, mlsae, hooks[1]),
+    ]
+  ) {
+    const m = await downstreamLoss(model, tokenBatches(tokens, 4), splice, { specialIds: [63] });
+    assert(m.kl_spliced <= 1e-5, `kl_spliced ${m.kl_spliced} at ${splice.replaces}`);
+    assert(m.kl_zero > 0.1, `kl_zero ${m.kl_zero}`);
+  }
+  // A dictionary that is not exact does change it (the check above can fail).
+  const shrunk: Dictionary = {
+    ...mlsae,
+    params: { ...id.params, W_dec: mul(id.params.W_dec, 0.5) },
+  };
+  const m = await downstreamLoss(
+    model,
+    tokenBatches(tokens, 4),
+    multiHookSplice(model, shrunk, hooks),
+    { specialIds: [63] },
+  );
+  assert(m.kl_spliced > 1e-3, `kl_spliced ${m.kl_spliced}`);
+});
+
 test("lm splice: crosscoder replaces only the hooks asked, from the clean activations of all", async () => {
   const { model, tokens } = await setup();
   const dict = await loadSae(dir + "crosscoder");
