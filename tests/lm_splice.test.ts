@@ -95,6 +95,21 @@ test("lm splice: a transcoder's hooks default from its config (hook_name, hook_n
   assertMetrics("transcoder (defaults)", m, expected.cases.transcoder.metrics);
 });
 
+test("lm splice: without frac_recovered the SAELens figures are the same", async () => {
+  const { model, tokens } = await setup();
+  const dict = await loadSae(dir + "relu");
+  const c = expected.cases.relu;
+  const m = await downstreamLoss(
+    model,
+    tokenBatches(tokens, expected.batch),
+    dictionarySplice(model, dict, c.hook!),
+    { specialIds: c.special_ids, fracRecovered: false },
+  );
+  assert(Number.isNaN(m.frac_recovered), `frac_recovered ${m.frac_recovered}`);
+  const { frac_recovered: _f, ...rest } = c.metrics;
+  assertMetrics("relu without frac_recovered", m, rest);
+});
+
 /** An exact identity as a ReLU SAE: W_enc = [I, −I], W_dec = [I; −I], so x̂ = ReLU(x) − ReLU(−x) = x. */
 function identitySae(d: number): Dictionary {
   const I = eye(d);

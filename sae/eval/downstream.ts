@@ -44,6 +44,11 @@ export interface DownstreamOptions {
   specialIds?: readonly number[];
   /** dictionary_learning's ignore_index on targets (its tokenizer's pad id); none by default. */
   padId?: number | null;
+  /**
+   * Compute dictionary_learning's frac_recovered (default true). It needs a fourth forward pass
+   * on every batch that holds a special token; without it frac_recovered is NaN.
+   */
+  fracRecovered?: boolean;
 }
 
 export interface DownstreamMetrics {
@@ -76,13 +81,13 @@ const logProbs = (logits: Tensor): Tensor => logSoftmax(cast(logits, "f32"), -1)
 function runLosses(
   lp: Tensor,
   targets: Tensor,
-  clean: Tensor | null,
+  clean: { lp: Tensor; p: Tensor } | null,
 ): { ce: Tensor; kl: Tensor | null } {
   const T = lp.shape[1];
   const ce = neg(
     squeeze(takeAlongAxis(sliceAxis(lp, 1, 0, T - 1), expandDims(targets, -1), -1), -1),
   );
-  const kl = clean ? sum(mul(exp(clean), sub(clean, lp)), -1) : null;
+  const kl = clean ? sum(mul(clean.p, sub(clean.lp, lp)), -1) : null;
   return { ce, kl };
 }
 
@@ -112,6 +117,7 @@ export async function downstreamLoss(
 ): Promise<DownstreamMetrics> {
   const specialIds = opts.specialIds ?? [];
   const padId = opts.padId ?? null;
+  const withFrac = opts.fracRecovered ?? true;
   // Σ CE (clean, spliced, zero), count; Σ KL (spliced, zero), count.
   let ceC = 0, ceS = 0, ceZ = 0, nCe = 0, klS = 0, klZ = 0, nKl = 0;
   let fracSum = 0, rows = 0, nBatches = 0;
@@ -132,8 +138,11 @@ export async function downstreamLoss(
       return keep({ kept, targets, ceKept, dlKept, anySpecial });
     });
     const hasSpecial = (await anySpecial.data())[0] > 0;
-    // The clean run's log-probabilities stay for the KL of the others.
-    const clean = tidy(() => keep(logProbs(forward(model, tokens))));
+    // The clean run's log-probabilities and probabilities stay for the KL of the others.
+    const clean = tidy(() => {
+      const lp = logProbs(forward(model, tokens));
+      return keep({ lp, p: exp(lp) });
+    });
     const reduce = (lp: () => Tensor, withKl: boolean) =>
       tidy(() => {
         const { ce, kl } = runLosses(lp(), targets, withKl ? clean : null);
@@ -142,7 +151,7 @@ export async function downstreamLoss(
         return keep(stack(parts));
       });
     const red = [
-      reduce(() => clean, false),
+      reduce(() => clean.lp, false),
       reduce(
         () => logProbs(runWithHooks(model, tokens, splice.spliced(tokens, { splicedAt: kept }))),
         true,
@@ -150,12 +159,14 @@ export async function downstreamLoss(
       reduce(() => logProbs(runWithHooks(model, tokens, splice.zeroAblation())), true),
     ];
     // dictionary_learning splices at every position: a run of its own only when that differs.
-    red.push(
-      hasSpecial
-        ? reduce(() => logProbs(runWithHooks(model, tokens, splice.spliced(tokens))), false)
-        : red[1],
-    );
-    const [c, s, z, dl] = await Promise.all(red.map((r) => r.data()));
+    if (withFrac) {
+      red.push(
+        hasSpecial
+          ? reduce(() => logProbs(runWithHooks(model, tokens, splice.spliced(tokens))), false)
+          : red[1],
+      );
+    }
+    const [c, s, z, dl = s] = await Promise.all(red.map((r) => r.data()));
     ceC += c[0], ceS += s[0], ceZ += z[0], nCe += c[1];
     klS += s[4], klZ += z[4], nKl += s[5];
     const mean = (v: ArrayLike<number>) => v[2] / v[3];
@@ -177,7 +188,7 @@ export async function downstreamLoss(
     kl_spliced,
     kl_zero,
     kl_div_score: (kl_zero - kl_spliced) / kl_zero,
-    frac_recovered: fracSum / nBatches,
+    frac_recovered: withFrac ? fracSum / nBatches : NaN,
     ce_positions: nCe,
     kl_positions: nKl,
     rows,
