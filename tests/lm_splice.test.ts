@@ -4,7 +4,7 @@
 // forward value, an exact-identity dictionary changes nothing, gradients flow through the splice.
 import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
-import type { Tensor } from "../tensor/tensor.ts";
+import { memoryStats, type Tensor } from "../tensor/tensor.ts";
 import { loadNpy } from "../data/npy.ts";
 import { tensor, zeros } from "../tensor/ops/create.ts";
 import { concat, transpose } from "../tensor/ops/shape.ts";
@@ -108,6 +108,24 @@ test("lm splice: without frac_recovered the SAELens figures are the same", async
   assert(Number.isNaN(m.frac_recovered), `frac_recovered ${m.frac_recovered}`);
   const { frac_recovered: _f, ...rest } = c.metrics;
   assertMetrics("relu without frac_recovered", m, rest);
+});
+
+test("lm splice: evaluation streams with flat memory (no tensor outlives its batch)", async () => {
+  const { model, tokens } = await setup();
+  const splices = [
+    dictionarySplice(model, await loadSae(dir + "topk"), "blocks.0.hook_attn_out"),
+    multiHookSplice(model, await loadSae(dir + "crosscoder"), [
+      "blocks.0.hook_resid_mid",
+      "blocks.1.hook_resid_mid",
+    ]),
+  ];
+  for (const s of splices) {
+    await downstreamLoss(model, tokenBatches(tokens, 2), s, { specialIds: [63] });
+    const before = memoryStats();
+    await downstreamLoss(model, tokenBatches(tokens, 1), s, { specialIds: [63] });
+    const after = memoryStats();
+    assertEquals([after.liveBuffers, after.liveBytes], [before.liveBuffers, before.liveBytes]);
+  }
 });
 
 /** An exact identity as a ReLU SAE: W_enc = [I, −I], W_dec = [I; −I], so x̂ = ReLU(x) − ReLU(−x) = x. */

@@ -13,6 +13,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import { tensor } from "../../tensor/ops/create.ts";
 import { contiguous, reshape, sliceAxis, stack, take } from "../../tensor/ops/shape.ts";
 import { loadNpy } from "../../data/npy.ts";
+import { dispose, tidy } from "../../tensor/scope.ts";
 import {
   hookNames,
   type LanguageModel,
@@ -218,16 +219,20 @@ function* activationBatches(
     const keep: number[] = [];
     for (let i = 0; i < ids.length; i++) if (!special.includes(Number(ids[i]))) keep.push(i);
     if (keep.length === 0) continue;
-    const { cache } = runWithCache(model, tb, names, { stopEarly: true });
-    const idx = tensor(keep, { dtype: "i32" });
-    const rows = (h: string) => {
-      const a = cache[h];
-      const d = a.ndim === 4 ? a.shape[2] * a.shape[3] : a.shape[a.ndim - 1];
-      return take(reshape(a, [-1, d]), idx, 0);
-    };
-    if (target) yield { x: rows(reads[0]), y: rows(target) };
-    else if (layout === "rows") yield { x: rows(reads[0]) };
-    else yield { x: stack(reads.map(rows), 1) };
+    // The cache and the gathered rows are freed once the consumer asks for the next batch.
+    const b: Batch = tidy(() => {
+      const { cache } = runWithCache(model, tb, names, { stopEarly: true });
+      const idx = tensor(keep, { dtype: "i32" });
+      const rows = (h: string) => {
+        const a = cache[h];
+        const d = a.ndim === 4 ? a.shape[2] * a.shape[3] : a.shape[a.ndim - 1];
+        return take(reshape(a, [-1, d]), idx, 0);
+      };
+      if (target) return { x: rows(reads[0]), y: rows(target) };
+      return layout === "rows" ? { x: rows(reads[0]) } : { x: stack(reads.map(rows), 1) };
+    });
+    yield b;
+    dispose(b);
   }
 }
 
