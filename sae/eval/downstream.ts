@@ -3,7 +3,7 @@
  * model and the zero-ablation baseline, as SAELens's run_evals computes them, with
  * dictionary_learning's frac_recovered beside them. Streams over batches of token ids [B, T]; each
  * batch is reduced on the backend to a few sums, read back and merged in f64, so memory is bounded
- * by one batch's logits (the clean log-probabilities plus one other run's).
+ * by one batch's logits (the clean run's log-probabilities and probabilities, plus one other run's).
  *
  * Per batch, three passes on the same tokens: clean; spliced (the activation replaced by its
  * reconstruction where the input token is not special, kept where it is); zero-ablated (zeros at
