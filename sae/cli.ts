@@ -37,6 +37,7 @@ import {
 import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
+import { MODEL_EVAL_FLAGS, MODEL_EVAL_HELP, modelEval } from "./eval/model_cli.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 
 class UsageError extends Error {}
@@ -125,7 +126,8 @@ const EVAL_HELP = `sae eval DIR: evaluate a saved dictionary
   --data PATH        activations to evaluate on, any format --data of train reads (default: held-out batches of the run's synthetic data)
   --targets PATH     .npy/.safetensors targets for transcoders
   --batches N        number of batches (default 8)   --batch N   rows per batch (default 2048)
-  --json             print JSON instead of a table`;
+  --json             print JSON instead of a table
+${MODEL_EVAL_HELP}`;
 
 const INFO_HELP =
   `sae info DIR: summarise a saved dictionary (architecture, sizes, decoder norms, threshold, saved metrics)`;
@@ -342,11 +344,29 @@ function* heldOut(data: DataSource, size: number, n: number, offset: number): Ge
 }
 
 async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
-  checkKnown(flags, ["data", "targets", "batches", "batch", "json", "backend"], "eval");
+  checkKnown(
+    flags,
+    ["data", "targets", "batches", "batch", "json", "backend", ...MODEL_EVAL_FLAGS],
+    "eval",
+  );
   if (!dir) throw new UsageError("sae eval: missing the dictionary folder (sae eval DIR)");
   const backend = str(flags, "backend");
   if (backend) await chooseBackend(backend);
   const saved = await loadSae(dir);
+  const fail = (m: string): never => {
+    throw new UsageError(m);
+  };
+  if (str(flags, "model")) {
+    for (const f of ["targets", "batches"]) {
+      if (flags[f] !== undefined) {
+        fail(`sae eval: --${f} does not apply with --model (see --tokens)`);
+      }
+    }
+    return await modelEval(saved, flags, fail);
+  }
+  for (const f of MODEL_EVAL_FLAGS) {
+    if (flags[f] !== undefined) fail(`sae eval: --${f} needs --model`);
+  }
   let syn: SyntheticConfig | null = null;
   if (!str(flags, "data")) {
     const describe = JSON.parse(

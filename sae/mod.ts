@@ -29,6 +29,8 @@ export * from "./io/dictionary_formats.ts";
 export { convertPath, formatInspection, inspectPath } from "./io/tools.ts";
 export type { ConvertOptions, ConvertResult, InspectOptions } from "./io/tools.ts";
 export * from "./eval/metrics.ts";
+export * from "./eval/splice.ts";
+export * from "./eval/downstream.ts";
 export * from "./crosscoder/config.ts";
 export * from "./crosscoder/crosscoder.ts";
 export { batchTopkCrosscoder, scaledBatchTopkSelect } from "./crosscoder/batchtopk_crosscoder.ts";
