@@ -159,3 +159,16 @@ test("sae eval --model: errors name the hook, the widths, the token id and its p
     await rm(tmp, { recursive: true, force: true });
   }
 });
+
+test("sae eval --model --process-weights: the same log-probs, so the same clean and zero CE; the SAE sees centred input", async () => {
+  const args = ["eval", dir + "relu", "--model", model, "--data", tokens, "--json"];
+  const raw = await runCli(...args);
+  const processed = await runCli(...args, "--process-weights");
+  assertEquals(processed.code, 0, processed.err);
+  const a = JSON.parse(raw.out), b = JSON.parse(processed.out);
+  for (const k of ["ce_clean", "ce_zero"]) {
+    assert(Math.abs(a[k] - b[k]) <= 1e-4 * Math.abs(a[k]), `${k}: ${a[k]} vs ${b[k]}`);
+  }
+  // The residual stream is centred by the processing, so the dictionary's reconstruction differs.
+  assert(Math.abs(a.fvu - b.fvu) > 1e-6, `fvu ${a.fvu} vs ${b.fvu}`);
+});

@@ -21,6 +21,8 @@ import {
   modelInfo,
   runWithCache,
 } from "../../data/lm/model.ts";
+import { resolveModel } from "../../data/lm/hub.ts";
+import { processWeights } from "../../data/lm/process_weights.ts";
 import type { Batch } from "../arch/architecture.ts";
 import { architecture, isCrosscoder } from "../arch/registry.ts";
 import type { SavedSae } from "../io/saelens.ts";
@@ -45,11 +47,14 @@ export const MODEL_EVAL_FLAGS = [
   "tokens",
   "special-ids",
   "pad-id",
+  "process-weights",
 ];
 
 export const MODEL_EVAL_HELP = `
 with a language model (--model): the dictionary spliced in, CE and KL recovered added
-  --model DIR        a model folder (config.json + model.safetensors)
+  --model M          a model folder (config.json + safetensors) or a Hugging Face repo id
+  --process-weights  TransformerLens's default weight processing (for dictionaries trained on its
+                     activations, e.g. SAELens's GPT-2 small residual SAEs)
   --data IDS.npy     token ids, an integer .npy [N, T]
   --hook NAME        the hook point (default: cfg.json's hook_name); a transcoder's output hook
   --input-hook NAME  a transcoder's input (default: cfg.json's hook_name, else blocks.L.ln2.hook_normalized)
@@ -241,15 +246,20 @@ export async function modelEval(saved: SavedSae, flags: Flags, fail: Fail): Prom
   const modelDir = value(flags, "model", fail)!;
   const dataPath = value(flags, "data", fail) ??
     fail("sae eval: --model needs --data IDS.npy (token ids [N, T])");
-  const model = await loadModel(modelDir).catch((e) =>
+  // A repo id resolves to its cached snapshot folder, where the config's special ids are read.
+  const dir = await resolveModel(modelDir).catch((e) =>
     fail(`--model ${modelDir}: ${(e as Error).message}`)
   );
+  const loaded = await loadModel(dir).catch((e) =>
+    fail(`--model ${modelDir}: ${(e as Error).message}`)
+  );
+  const model = flags["process-weights"] ? processWeights(loaded) : loaded;
   const { tokens, context } = await readTokens(dataPath, model, {
     context: integer(flags, "context", 2, fail),
     tokens: integer(flags, "tokens", 1, fail),
   }, fail);
   const batch = integer(flags, "batch", 1, fail) ?? 8;
-  const fromConfig = configSpecialIds(modelDir);
+  const fromConfig = configSpecialIds(dir);
   const specialFlag = value(flags, "special-ids", fail);
   const special = specialFlag !== undefined
     ? idList(specialFlag, "special-ids", fail)
