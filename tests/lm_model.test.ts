@@ -70,6 +70,32 @@ test("lm model: stopEarly returns the asked activations, no logits, and runs not
   assert(full.logits !== null && reached === 1, "without stopEarly the pass reaches layer 1");
 });
 
+test("lm model: stopAtLayer caches the residual entering that block, as TransformerLens's stop_at_layer", async () => {
+  const model = await loadModel(root + "gpt2");
+  const { tensors: ref } = await loadSafetensors(root + "gpt2/reference.safetensors");
+  const one = runWithCache(model, ref.tokens, ["blocks.0.hook_mlp_out"], { stopAtLayer: 1 });
+  assertEquals(one.logits, null);
+  assertEquals(Object.keys(one.cache).sort(), ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_pre"]);
+  assertScaleClose("resid", one.cache["blocks.1.hook_resid_pre"], ref["blocks.1.hook_resid_pre"]);
+  const all = runWithCache(model, ref.tokens, [], { stopAtLayer: 2 });
+  assertScaleClose("end", all.cache["blocks.1.hook_resid_post"], ref["blocks.1.hook_resid_post"]);
+  for (
+    const [names, l, part] of [[["blocks.1.attn.hook_q"], 1, "past stopAtLayer 1"], [
+      [],
+      3,
+      "[0, 2]",
+    ]] as const
+  ) {
+    let msg = "";
+    try {
+      runWithCache(model, ref.tokens, names, { stopAtLayer: l });
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert(msg.includes(part), msg);
+  }
+});
+
 test("lm model: the cache sees what a hook returns", async () => {
   const model = await loadModel(root + "gpt_neox");
   const { tensors: ref } = await loadSafetensors(root + "gpt_neox/reference.safetensors");

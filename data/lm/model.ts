@@ -180,6 +180,12 @@ export interface RunWithCacheOptions {
    * layers computed. For harvesting activations from early layers of a large model.
    */
   stopEarly?: boolean;
+  /**
+   * TransformerLens's stop_at_layer: run blocks 0 … l − 1 only. The residual entering block l is
+   * cached as `blocks.{l}.hook_resid_pre` (for l = nLayer, the last block's `hook_resid_post`);
+   * logits are null, and an asked hook past that point is an error.
+   */
+  stopAtLayer?: number;
   /** A padding mask, as in forward. */
   attentionMask?: Tensor;
   /** Hooks to run as well (e.g. a dictionary spliced in); the cache sees what they return. */
@@ -199,6 +205,19 @@ export function runWithCache(
   const all = hookNames(model);
   const order = new Map(all.map((n, i) => [n, i]));
   checkHookNames("runWithCache", model, names, order);
+  if (opts.stopAtLayer !== undefined) {
+    const l = opts.stopAtLayer, L = model.cfg.nLayer;
+    if (!Number.isInteger(l) || l < 0 || l > L) {
+      throw new RangeError(`runWithCache: stopAtLayer must be an integer in [0, ${L}], got ${l}`);
+    }
+    const resid = l < L ? `blocks.${l}.hook_resid_pre` : `blocks.${L - 1}.hook_resid_post`;
+    const past = names.find((n) => order.get(n)! > order.get(resid)!);
+    if (past) {
+      throw new RangeError(`runWithCache: ${past} lies past stopAtLayer ${l} (${resid})`);
+    }
+    names = names.includes(resid) ? names : [...names, resid];
+    opts = { ...opts, stopEarly: true };
+  }
   const last = Math.max(-1, ...names.map((n) => order.get(n)!));
   const lastName = all[last];
   const cache: Record<string, Tensor> = {};
