@@ -18,6 +18,7 @@ import { runSync, scriptCommand } from "../tensor/platform/process.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { openMpi } from "../tensor/distributed/mpi.ts";
 import { singleProcess } from "../tensor/distributed/communicator.ts";
+import { lostRank } from "../tensor/distributed/launch.ts";
 import { loadCheckpoint } from "../sae/train/checkpoint.ts";
 import { verifyPartitionIntegrity } from "../sae/crosscoder/partition.ts";
 import { dfcPartition } from "../sae/arch/registry.ts";
@@ -127,6 +128,26 @@ test("distributed: one process is its own job; MPI that cannot load says why", (
   );
 });
 
+test("distributed: the lost rank, read from mpirun's report and the watchdog's line", () => {
+  assertEquals(
+    lostRank(
+      "mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).",
+    ),
+    "rank 1 on vm was killed by signal 9 (Killed)",
+  );
+  assertEquals(
+    lostRank(
+      "sparsecoder: rank 0 of 2 (vm, pid 7): MPI_Allreduce did not complete within 3 s (SPARSECODER_MPI_TIMEOUT)",
+    ),
+    "rank 0 on vm waited 3 s in MPI_Allreduce for a rank that had died or hung",
+  );
+  assertEquals(
+    lostRank("  Process name: [[2044,1],1]\n  Exit code:    2\n"),
+    "rank 1 exited with status 2",
+  );
+  assertEquals(lostRank("something else"), null);
+});
+
 if (!why) {
   for (const arch of ["topk", "relu", "dfc"]) {
     test(`distributed: ${arch}, 2 ranks × B/2 train the parameters of 1 process × B`, async () => {
@@ -183,6 +204,31 @@ if (!why) {
       },
     );
   }
+
+  test("distributed: sae train --ranks 2 relaunches under mpirun; rank 0 writes the run", async () => {
+    const out = dir("cli");
+    const cmd = scriptCommand("cli.ts");
+    const args = [
+      "train",
+      "--ranks",
+      "2",
+      "--steps",
+      "6",
+      "--batch",
+      "64",
+      "--quiet",
+      "--out",
+      out,
+    ];
+    const r = runSync(cmd[0], [...cmd.slice(1), ...args], { timeoutMs: 90_000 });
+    assert(r.status === 0, `exit ${r.status}: ${r.stdout}\n${r.stderr}`);
+    const files = await readdir(out);
+    for (const f of ["sae_weights.safetensors", "checkpoint", "metrics.jsonl", "eval.json"]) {
+      assert(files.includes(f), `${out} lacks ${f}: ${files.join(", ")}`);
+    }
+    const c = await loadCheckpoint(`${out}/checkpoint`);
+    assertEquals(c.data.ranks, 2, "the checkpoint records its ranks");
+  });
 
   test("distributed: clean up", () => rm(root, { recursive: true, force: true }));
 }

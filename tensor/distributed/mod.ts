@@ -5,3 +5,4 @@
 export * from "./communicator.ts";
 export * from "./job.ts";
 export { type MpiOptions, mpiTimeout, openMpi } from "./mpi.ts";
+export { JobError, launchRanks, lostRank, mpirunArgs } from "./launch.ts";
