@@ -83,7 +83,9 @@ static void leave(void) {
 
 // Start MPI (once) and the watchdog; timeout_s <= 0 disables the watchdog. Returns an MPI code.
 int sc_mpi_init(double timeout_s) {
-  int done = 0;
+  int done = 0, ended = 0;
+  MPI_Finalized(&ended);
+  if (ended) return MPI_ERR_OTHER;  // MPI cannot start twice in one process
   MPI_Initialized(&done);
   if (!done) {
     // The runtime opened this library with RTLD_LOCAL; Open MPI's plugins resolve symbols of

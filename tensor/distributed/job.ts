@@ -10,6 +10,8 @@ import { type Communicator, singleProcess } from "./communicator.ts";
 import { type MpiOptions, openMpi } from "./mpi.ts";
 
 let current: Communicator | null = null;
+/** MPI was started and finalized in this process: the standard forbids starting it again. */
+let mpiEnded = false;
 
 /**
  * The number of ranks a launcher started, read from its environment (Open MPI's mpirun, PMI, or
@@ -40,6 +42,9 @@ export interface InitOptions extends MpiOptions {
  */
 export function initDistributed(o: InitOptions = {}): Communicator {
   if (current) return current;
+  if (mpiEnded) {
+    throw new Error("initDistributed: MPI was finalized in this process and cannot start again");
+  }
   const launched = launchedRanks();
   if (!o.force && (!launched || launched.size === 1)) {
     current = singleProcess(
@@ -86,5 +91,6 @@ export function distributedInfo(): string {
 export function finalizeDistributed(): void {
   const c = current;
   current = null;
+  if (c?.describe.startsWith("mpi:")) mpiEnded = true;
   c?.finalize();
 }
