@@ -38,7 +38,10 @@ import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
 import { MODEL_EVAL_FLAGS, MODEL_EVAL_HELP, modelEval } from "./eval/model_cli.ts";
+import type { Communicator } from "../tensor/distributed/communicator.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
+import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/distributed/job.ts";
+import { JobError, launchRanks } from "../tensor/distributed/launch.ts";
 
 class UsageError extends Error {}
 
@@ -112,6 +115,9 @@ const TRAIN_HELP = `sae train: train a dictionary
   --seed N           seed for initialisation and data order (default 0)
   --out DIR          run folder (default runs/<arch>-<seed>)
   --resume           continue from DIR/checkpoint
+  --ranks N          data parallel on N ranks: relaunches this command under mpirun -np N (every
+                     rank trains on batch/N rows of each batch; rank 0 writes). Under mpirun or
+                     srun, the ranks are the launcher's and this flag may be left out
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --quiet            no progress bar
 
@@ -194,8 +200,40 @@ async function train(flags: Flags): Promise<void> {
     "resume",
     "backend",
     "quiet",
+    "ranks",
     ...CROSSCODER_FLAGS,
   ], "train");
+  const ranks = num(flags, "ranks", { int: true, min: 1 });
+  const launched = launchedRanks();
+  if (ranks !== undefined && ranks > 1 && !launched) {
+    await launchRanks(ranks, ["train", ...argvWithout(flags, "ranks")]);
+    return;
+  }
+  if (ranks !== undefined && launched && launched.size !== ranks) {
+    throw new UsageError(
+      `--ranks ${ranks}, but the launcher started ${launched.size} (${launched.by}); leave --ranks out under mpirun or srun`,
+    );
+  }
+  const comm = initDistributed();
+  try {
+    await trainOn(flags, comm);
+  } catch (e) {
+    if (comm.size === 1 || e instanceof UsageError || e instanceof ConfigError) throw e;
+    // Every rank must stop, not wait in the next collective for this one.
+    comm.abort(1, `sae train: rank ${comm.rank} of ${comm.size}: ${(e as Error).message}`);
+  }
+  finalizeDistributed();
+}
+
+/** The command line that gives `flags` again, less `drop`. */
+function argvWithout(flags: Flags, drop: string): string[] {
+  return Object.entries(flags).flatMap(([k, v]) =>
+    k === drop ? [] : v === true ? [`--${k}`] : [`--${k}`, v]
+  );
+}
+
+async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
+  const writer = comm.rank === 0;
   const arch = (str(flags, "arch") ?? "topk") as ArchName;
   if (!ARCHS.includes(arch)) {
     throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
@@ -263,17 +301,26 @@ async function train(flags: Flags): Promise<void> {
   const lr = num(flags, "lr", { min: 0 });
   if (lr !== undefined) tin.lr = lr;
   const tcfg = resolveTrainConfig(cfg, tin);
+  if (tcfg.batch_size % comm.size !== 0) {
+    throw new UsageError(
+      `--batch ${tcfg.batch_size} must be divisible by the ${comm.size} ranks (each trains on batch/ranks rows)`,
+    );
+  }
   const out = str(flags, "out") ?? `runs/${arch}-${seed}`;
   const quiet = flags.quiet === true;
-  if (!quiet) {
+  if (!quiet && writer) {
     process.stderr.write(
       `training ${arch} d_in=${d_in} d_sae=${d_sae}${
         cfg.k ? ` k=${cfg.k}` : ""
-      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}) → ${out}\n`,
+      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}${
+        comm.size > 1 ? `; ${comm.size} ranks × ${tcfg.batch_size / comm.size} rows` : ""
+      }) → ${out}\n`,
     );
   }
-  await ensureDir(out);
-  await writeJsonAtomic(`${out}/data.json`, describe);
+  if (writer) {
+    await ensureDir(out);
+    await writeJsonAtomic(`${out}/data.json`, describe);
+  }
   const res = await runTraining({
     cfg,
     train: tcfg,
@@ -281,7 +328,10 @@ async function train(flags: Flags): Promise<void> {
     out,
     resume: flags.resume === true,
     progress: !quiet,
+    comm,
   });
+  // The other ranks are done: rank 0 evaluates and reports.
+  if (!writer) return;
   if (cross) {
     const r = await crosscoderReport(
       res.params,
@@ -502,6 +552,11 @@ export async function main(
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof LmUsageError) {
       console.error(`sae: ${e.message}`);
       return 2;
+    }
+    // Ranks started by --ranks that failed: which was lost, and mpirun's status.
+    if (e instanceof JobError) {
+      console.error(`sae: ${e.message}`);
+      return e.status;
     }
     // A model folder that cannot be read: the message names the file, tensor or field.
     if (e instanceof LmConfigError || e instanceof LmLoadError) {

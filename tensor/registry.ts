@@ -4,6 +4,7 @@ import { cpu } from "./cpu/backend.ts";
 import { readEnv } from "./platform/env.ts";
 import { cuda } from "./cuda/backend.ts";
 import { cudaUnavailableReason } from "./cuda/runtime.ts";
+import { distributedInfo } from "./distributed/job.ts";
 
 const backends = new Map<string, Backend>([["cpu", cpu], ["cuda", cuda]]);
 /**
@@ -72,12 +73,14 @@ export function getBackend(): Backend {
 
 /**
  * What runs where, in one line per backend (with the reason for those that cannot run); `auto`
- * says why, when the current backend is what `selectBackend("auto")` chose.
+ * says why, when the current backend is what `selectBackend("auto")` chose; `distributed` is
+ * the job: a single process (and why) or this rank of an MPI job.
  */
 export function backendInfo(): {
   current: string;
   backends: Record<string, string>;
   auto?: string;
+  distributed: string;
 } {
   const names = new Set([...backends.keys(), ...unavailable.keys()]);
   const name = getBackend().name;
@@ -88,5 +91,6 @@ export function backendInfo(): {
       const b = backends.get(n);
       return [n, b ? b.info() : `unavailable: ${unavailable.get(n)!()}`];
     })),
+    distributed: distributedInfo(),
   };
 }

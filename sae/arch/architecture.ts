@@ -4,6 +4,7 @@
  * layout, parameter shapes, defaults and the reference they follow). Adding an architecture means
  * one file exporting such a record and one entry in registry.ts.
  */
+import type { BatchShare } from "./topk_encode.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { Code } from "../code.ts";
 import type { SaeConfig, SaeConfigInput } from "../config.ts";
@@ -24,6 +25,11 @@ export interface LossContext {
   numDead?: number;
   /** Add the ghost-grads term for dead features (ReLU SAEs). */
   ghost?: boolean;
+  /**
+   * Data parallel: the batch is this rank's share of the global batch, and a batch-level top-k
+   * (BatchTopK, Matryoshka, BatchTopK crosscoders) selects over every rank's share.
+   */
+  batchShare?: BatchShare;
 }
 
 /** Loss terms returned beside the total (all scalars but `code` and `xhat`). */

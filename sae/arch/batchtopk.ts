@@ -42,5 +42,12 @@ export const batchTopkSae: Architecture = {
   },
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),
   loss: (p, { x, y }, cfg, ctx) =>
-    topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => batchTopkSelect(pre, cfg.k * x.shape[0])),
+    topkFamilyLoss(
+      p,
+      x,
+      y ?? x,
+      cfg,
+      ctx,
+      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0], ctx.batchShare),
+    ),
 };

@@ -67,7 +67,7 @@ export const matryoshkaSae: Architecture = {
       y ?? x,
       cfg,
       ctx,
-      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0]),
+      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0], ctx.batchShare),
       (code, target) => {
         const coo = (code as Extract<Code, { kind: "coo" }>).coo;
         let total: Tensor | null = null, xhat: Tensor | null = null, end = 0;

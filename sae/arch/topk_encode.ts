@@ -17,6 +17,7 @@ import {
   contiguous,
   expandDims,
   reshape,
+  sliceAxis,
   squeeze,
   transpose,
 } from "../../tensor/ops/shape.ts";
@@ -155,10 +156,34 @@ export function topkSelect(pre: Tensor, k: number, applyRelu = true): SelectedCo
   return applyRelu ? cooFromRows(idx, relu(v)) : { ...cooFromRows(idx, v), linear: true };
 }
 
+/**
+ * A batch-level top-k over the ranks of a data-parallel job, each holding an equal share of the
+ * global batch. Given this rank's best candidates (values sorted best first, as many as the
+ * global count could take from one rank), `keep` says how many of them the global top-`total`
+ * holds: ties at the cut go to lower ranks first, as one process's top-k over the concatenated
+ * batch gives them to lower indices.
+ */
+export interface BatchShare {
+  ranks: number;
+  keep(sorted: Tensor, total: number): number;
+}
+
+/**
+ * The `total` largest of `scores` (a flat batch), or with `share` this rank's part of the
+ * `total · ranks` largest over every rank's scores: [values, flat indices], best first.
+ */
+export function batchTopk(scores: Tensor, total: number, share?: BatchShare): [Tensor, Tensor] {
+  if (!share || share.ranks === 1) return topk(scores, total);
+  const global = total * share.ranks;
+  const [v, i] = topk(scores, Math.min(global, scores.size));
+  const m = share.keep(v, global);
+  return m === v.size ? [v, i] : [sliceAxis(v, 0, 0, m), sliceAxis(i, 0, 0, m)];
+}
+
 /** The `total` largest pre-activations of the whole batch, ReLU'd, as COO entries. */
-export function batchTopkSelect(pre: Tensor, total: number): Coo {
+export function batchTopkSelect(pre: Tensor, total: number, share?: BatchShare): Coo {
   const F = pre.shape[1];
-  const [v, flat] = topk(reshape(pre, [-1]), total);
+  const [v, flat] = batchTopk(reshape(pre, [-1]), total, share);
   return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(v) };
 }
 

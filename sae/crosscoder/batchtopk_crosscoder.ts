@@ -35,7 +35,7 @@ import {
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
-import { sparseEncoder } from "../arch/topk_encode.ts";
+import { type BatchShare, batchTopk, sparseEncoder } from "../arch/topk_encode.ts";
 import { auxTerm, encodeWithAux, topkFamilyLoss } from "../arch/topk.ts";
 import {
   codeWeights,
@@ -56,10 +56,15 @@ import { perInput, single, type Threshold } from "../threshold.ts";
  * non-positive ones may pick other indices, which carry zero value and zero gradient) and saves
  * a pass over [B, F].
  */
-export function scaledBatchTopkSelect(pre: Tensor, w: Tensor, total: number): Coo {
+export function scaledBatchTopkSelect(
+  pre: Tensor,
+  w: Tensor,
+  total: number,
+  share?: BatchShare,
+): Coo {
   const F = pre.shape[1];
   const flatPre = reshape(pre, [-1]);
-  const [, flat] = topk(reshape(mul(pre, w), [-1]), total);
+  const [, flat] = batchTopk(reshape(mul(pre, w), [-1]), total, share);
   return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(take(flatPre, flat, 0)) };
 }
 
@@ -98,6 +103,12 @@ function encodeDecoupled(
   wL: Tensor,
 ): { code: Code & { kind: "inputs" }; aux: Coo | null } {
   const [L, d, F] = p.W_enc.shape;
+  if (ctx.batchShare && ctx.batchShare.ranks > 1) {
+    // Each input's entries are laid out `total` apiece (entryInputs); a rank's share would vary.
+    throw new Error(
+      `${cfg.arch} with code_norm "decoupled": data-parallel training does not gather the per-input batch top-k across ranks; train it on one process`,
+    );
+  }
   const total = cfg.k * xf.shape[0];
   const encP = { ...p, W_enc: reshape(p.W_enc, [L * d, F]) };
   const { main, aux } = encodeWithAux(
@@ -220,7 +231,7 @@ export const batchTopkCrosscoder: Architecture = {
       xf,
       cfg,
       ctx,
-      (pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0]),
+      (pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0], ctx.batchShare),
       (code, target) => {
         const xhat = decodeWith(code, flat.W_dec, flat.b_dec);
         return { recon: crosscoderRecon(target, xhat, cfg), xhat };

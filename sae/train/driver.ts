@@ -26,6 +26,8 @@ import type { SaeParams } from "../params.ts";
 import { writeReportQuietly } from "../eval/report.ts";
 import { architecture, usesThreshold } from "../arch/registry.ts";
 import { snakeKeys } from "../io/file_keys.ts";
+import type { Communicator } from "../../tensor/distributed/communicator.ts";
+import { broadcastFromRoot, checkSameOnEveryRank } from "./data_parallel.ts";
 
 export interface RunOptions {
   cfg: SaeConfig;
@@ -43,6 +45,13 @@ export interface RunOptions {
     | ((m: StepMetrics, info: { tokensPerSecond: number; etaSeconds: number }) => void);
   /** Stop after this step (the run can be resumed later); for tests and preemptible jobs. */
   stopAfter?: number;
+  /**
+   * The job's ranks (initDistributed()); with several, training is data parallel: batch_size is
+   * the global batch, each rank reads batch_size/size rows of it (rows of global batch g are
+   * source batch g·size + rank of that size), gradients are averaged, and only rank 0 writes
+   * (metrics, checkpoints, the dictionary). Every rank must run the same call.
+   */
+  comm?: Communicator;
 }
 
 export interface RunResult {
@@ -72,10 +81,19 @@ function progressLine(m: StepMetrics, steps: number, tps: number, eta: number): 
 
 export async function runTraining(o: RunOptions): Promise<RunResult> {
   const { cfg, train: t, data } = o;
+  const dp = o.comm && o.comm.size > 1 ? o.comm : null;
+  const ranks = dp?.size ?? 1, writer = !dp || dp.rank === 0;
+  if (t.batch_size % ranks !== 0) {
+    throw new Error(
+      `data parallel: batch_size ${t.batch_size} is not divisible by the ${ranks} ranks (each rank trains on batch_size/ranks rows)`,
+    );
+  }
+  const localBatch = (g: number) =>
+    dp ? data.batch(g * ranks + dp.rank, t.batch_size / ranks) : data.batch(g, t.batch_size);
   const logEvery = o.logEvery ?? 10;
   const ckptEvery = o.checkpointEvery ?? Math.max(100, Math.ceil(t.steps / 10));
   const ckptDir = o.out ? `${o.out}/checkpoint` : undefined;
-  if (o.out) await ensureDir(o.out);
+  if (o.out && writer) await ensureDir(o.out);
   let state: TrainState;
   let nextBatch: number;
   const resumed = o.resume && ckptDir ? await loadCheckpoint(ckptDir).catch(() => null) : null;
@@ -91,32 +109,45 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
         `resume: ${ckptDir} was written with a different configuration; start a new run folder or pass the same options`,
       );
     }
+    const was = typeof resumed.data.ranks === "number" ? resumed.data.ranks : 1;
+    if (was !== ranks) {
+      throw new Error(
+        `resume: ${ckptDir} was written by a run on ${was} rank(s), this one has ${ranks}; resume with the same number (each rank's data position depends on it)`,
+      );
+    }
     state = resumed.state;
     await checkResumedDfc(state.params, state.opt, cfg, ckptDir!);
     nextBatch = resumed.data.nextBatch;
   } else {
+    // Every rank initialises from the whole first global batch: the same scale, median and keys.
     const first = [data.batch(0, t.batch_size)];
     state = await initTrainState(random.key(t.seed), cfg, t, first);
     dispose(first);
+    if (dp) {
+      // Rank 0's initial parameters everywhere, whatever a rank's arithmetic did differently.
+      const own = { params: state.params, opt: state.opt };
+      state = { ...state, ...broadcastFromRoot(own, dp) };
+      dispose(own);
+    }
     nextBatch = 1;
   }
   // A multi-layer SAE reads each layer of an example as a row of its own.
   const layerRows = data.layers && architecture(cfg.arch).input === "layers";
-  const tokensPerStep = t.batch_size * (layerRows ? data.layers! : 1);
+  const tokensPerStep = t.batch_size * (layerRows ? data.layers! : 1); // global, all ranks
   const started = performance.now(), startStep = state.step;
   let last: StepMetrics | null = null;
   let lastPrinted = -1;
   const end = Math.min(t.steps, o.stopAfter ?? t.steps);
   while (state.step < end) {
-    const batch = data.batch(nextBatch++, t.batch_size);
-    const { state: next, metrics } = await trainStep(state, batch, cfg, t);
+    const batch = localBatch(nextBatch++);
+    const { state: next, metrics } = await trainStep(state, batch, cfg, t, dp);
     disposeReplaced([stateTensors(state), batch], stateTensors(next));
     state = next;
     last = metrics;
     const elapsed = (performance.now() - started) / 1000;
     const tps = ((state.step - startStep) * tokensPerStep) / elapsed;
     const eta = ((t.steps - state.step) * tokensPerStep) / tps;
-    if (o.out && (metrics.step % logEvery === 0 || state.step === t.steps)) {
+    if (o.out && writer && (metrics.step % logEvery === 0 || state.step === t.steps)) {
       await appendFile(
         `${o.out}/metrics.jsonl`,
         JSON.stringify(snakeKeys({ ...metrics, tokensPerS: tps })) + "\n",
@@ -124,7 +155,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     if (typeof o.progress === "function") {
       o.progress(metrics, { tokensPerSecond: tps, etaSeconds: eta });
-    } else if (o.progress) {
+    } else if (o.progress && writer) {
       const pct = Math.floor((10 * state.step) / t.steps);
       if (isTty()) process.stderr.write(`\r${progressLine(metrics, t.steps, tps, eta)}`);
       else if (pct !== lastPrinted) {
@@ -133,13 +164,18 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       lastPrinted = pct;
     }
     if (ckptDir && (state.step % ckptEvery === 0 || state.step === end)) {
-      await saveCheckpoint(ckptDir, { state, cfg, train: t, data: { nextBatch } });
-      await writeReportQuietly(o.out!);
+      // A checkpoint is rank 0's state: it stands for every rank only if they agree.
+      if (dp) checkSameOnEveryRank(stateTensors(state), dp, `step ${state.step}: parameters`);
+      if (writer) {
+        const position = { nextBatch, ...(dp ? { ranks } : {}) };
+        await saveCheckpoint(ckptDir, { state, cfg, train: t, data: position });
+        await writeReportQuietly(o.out!);
+      }
     }
   }
-  if (o.progress === true && isTty()) process.stderr.write("\n");
+  if (o.progress === true && writer && isTty()) process.stderr.write("\n");
   const params = foldScale(state.params, state.scale, state.scaleOut);
-  if (o.out && state.step === t.steps) {
+  if (o.out && writer && state.step === t.steps) {
     await saveSae(o.out, {
       params,
       cfg,

@@ -53,6 +53,15 @@ import { perInputGeometricMedian } from "../crosscoder/crosscoder.ts";
 import { maskGradients } from "../crosscoder/grad_mask.ts";
 import type { Partition } from "../crosscoder/partition.ts";
 import { initialThreshold, mapThreshold, type Threshold, updateThreshold } from "../threshold.ts";
+import type { Communicator } from "../../tensor/distributed/communicator.ts";
+import {
+  averageAcrossRanks,
+  averageScalars,
+  batchShareOf,
+  broadcastFromRoot,
+  firedOnAnyRank,
+  minAcrossRanks,
+} from "./data_parallel.ts";
 
 export interface TrainState {
   step: number;
@@ -213,12 +222,21 @@ interface StepPlan {
   /** Where the silence counters stop counting. */
   cap: number;
   partition: Partition | null;
+  /** The other ranks of a data-parallel job (null: this process trains alone). */
+  dp: Communicator | null;
 }
 
-function planStep(state: TrainState, batch: Batch, cfg: SaeConfig, t: TrainConfig): StepPlan {
+function planStep(
+  state: TrainState,
+  batch: Batch,
+  cfg: SaeConfig,
+  t: TrainConfig,
+  dp: Communicator | null,
+): StepPlan {
   const arch = architecture(cfg.arch);
   const k = kAt(cfg, t, state.step);
-  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1);
+  // Rows of the global batch: every rank holds the same share of it.
+  const B = batch.x.shape[0] * (arch.input === "layers" ? batch.x.shape[1] : 1) * (dp?.size ?? 1);
   // Resampling looks for features silent over resample_steps/2 steps; the counters must be able to
   // reach that window even when it is longer than dead_tokens, or nothing is ever resampled.
   const resampleWindow = t.resample_steps ? (t.resample_steps / 2) * B : 0;
@@ -232,6 +250,7 @@ function planStep(state: TrainState, batch: Batch, cfg: SaeConfig, t: TrainConfi
     resampleWindow,
     cap: Math.max(t.dead_tokens, resampleWindow),
     partition: dfcPartition(cfg),
+    dp,
   };
 }
 
@@ -253,12 +272,13 @@ interface StepTensors {
 const OPTIONAL_TERMS = ["sparsity", "auxk", "ghost", "gatedAux"] as const;
 
 /** What the loss reads besides params and batch: the L1 warmup and the dead features. */
-function lossContext(state: TrainState, t: TrainConfig): LossContext {
+function lossContext(state: TrainState, t: TrainConfig, plan: StepPlan): LossContext {
   return {
     l1Scale: t.sparsity_warmup_steps > 0 ? Math.min(state.step / t.sparsity_warmup_steps, 1) : 1,
     dead: state.numDead > 0 ? ge(state.sinceFired, t.dead_tokens) : null,
     numDead: state.numDead,
     ghost: t.ghost_grads,
+    ...(plan.dp ? { batchShare: batchShareOf(plan.dp) } : {}),
   };
 }
 
@@ -269,7 +289,7 @@ function lossAndGrads(
   plan: StepPlan,
   t: TrainConfig,
 ): { loss: Tensor; aux: LossAux; grads: SaeParams } {
-  const ctx = lossContext(state, t);
+  const ctx = lossContext(state, t, plan);
   const lossFn = (p: SaeParams) => plan.arch.loss(p, b, plan.stepCfg, ctx);
   const [[loss, aux], grads] = valueAndGrad(lossFn, { hasAux: true })(state.params) as [
     [Tensor, LossAux],
@@ -325,10 +345,13 @@ function computeStep(
   plan: StepPlan,
 ): StepTensors {
   const b = scaled(batch, state);
-  const { loss, aux, grads: rawGrads } = lossAndGrads(state, b, plan, t);
+  const { loss, aux, grads: localGrads } = lossAndGrads(state, b, plan, t);
+  // Data parallel: the mean of the ranks' gradients, before clipping, masks and the constraint.
+  const rawGrads = plan.dp ? averageAcrossRanks(localGrads, plan.dp) : localGrads;
   const grads = constrainGrads(rawGrads, state, plan);
   const { params, optState } = optimiserStep(grads, state, plan);
-  const { fired, l0 } = activity(aux.code, cfg.d_sae);
+  const { fired: firedHere, l0 } = activity(aux.code, cfg.d_sae);
+  const fired = plan.dp ? firedOnAnyRank(firedHere, plan.dp) : firedHere;
   const sinceFired = where(fired, 0, minimum(add(state.sinceFired, plan.B), plan.cap));
   const target = plan.arch.target(b, cfg);
   const residualVar = sum(variance(sub(target, aux.xhat), 0));
@@ -358,13 +381,19 @@ function computeStep(
 /** Read the step's scalars and θ statistic back to the host, releasing their tensors. */
 async function readBack(
   out: StepTensors,
+  dp: Communicator | null,
 ): Promise<{ host: Record<string, number>; minPositive: ArrayLike<number> | null }> {
   const host: Record<string, number> = {};
   for (const [name, v] of Object.entries(out.scalars)) host[name] = await v.item();
   dispose(out.scalars);
-  const minPositive = out.minPositive ? await out.minPositive.data() : null;
+  const here = out.minPositive ? await out.minPositive.data() : null;
   out.minPositive?.dispose();
-  return { host, minPositive };
+  if (!dp) return { host, minPositive: here };
+  // The dead count is the same everywhere already (the counters are global); the rest average.
+  const numDead = host.numDead;
+  averageScalars(host, dp);
+  host.numDead = numDead;
+  return { host, minPositive: here && minAcrossRanks(here, dp) };
 }
 
 /** θ after this step: SAELens's EMA from step 0, or DL's from threshold_start_step (first copies). */
@@ -399,13 +428,24 @@ async function resampleIfDue(
   if (!(t.resample_steps && step % t.resample_steps === t.resample_steps - 1)) {
     return { state: next };
   }
-  const r = await resampleDead(next, out.target, out.xhat, plan.resampleWindow, plan.B);
+  const local = await resampleDead(next, out.target, out.xhat, plan.resampleWindow, plan.B);
+  // The dead set is the same on every rank (global counters) but each drew from its own rows:
+  // rank 0's draw wins.
+  const r = plan.dp && local.count > 0 ? adoptRoot(local, plan.dp) : local;
   if (r.count === 0) return { state: r.state, resampled: r.count };
   // resampleDead counts features past its window; numDead is defined by dead_tokens.
   const n = tidy(() => countDead(r.state.sinceFired, t));
   const state = { ...r.state, numDead: await n.item() };
   n.dispose();
   return { state, resampled: r.count };
+}
+
+/** `r`'s state with rank 0's parameters, moments and counters (the replaced tensors disposed). */
+function adoptRoot<R extends { state: TrainState }>(r: R, dp: Communicator): R {
+  const mine = { params: r.state.params, opt: r.state.opt, sinceFired: r.state.sinceFired };
+  const root = broadcastFromRoot(mine, dp);
+  dispose(mine);
+  return { ...r, state: { ...r.state, ...root } };
 }
 
 /** The step's record for metrics.jsonl and the progress line. */
@@ -439,17 +479,19 @@ function stepMetrics(
 /**
  * One training step: loss and gradients, gradient constraints, the optimiser update and decoder
  * renormalisation, dead-feature counters, θ, resampling, metrics. Returns the new state (the old
- * one is left to the caller to dispose).
+ * one is left to the caller to dispose). With `dp`, this rank's batch is its share of the global
+ * batch and the step exchanges what data_parallel.ts lists with the other ranks.
  */
 export async function trainStep(
   state: TrainState,
   batch: Batch,
   cfg: SaeConfig,
   t: TrainConfig,
+  dp: Communicator | null = null,
 ): Promise<{ state: TrainState; metrics: StepMetrics }> {
-  const plan = planStep(state, batch, cfg, t);
+  const plan = planStep(state, batch, cfg, t, dp && dp.size > 1 ? dp : null);
   const out = tidy(() => computeStep(state, batch, cfg, t, plan));
-  const { host, minPositive } = await readBack(out);
+  const { host, minPositive } = await readBack(out, plan.dp);
   const threshold = nextThreshold(state.threshold, minPositive, state.step, t);
   const updated: TrainState = {
     ...state,

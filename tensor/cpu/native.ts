@@ -8,16 +8,12 @@
  *   SPARSECODER_NATIVE=0        use the TypeScript kernels only
  *   SPARSECODER_CACHE_DIR=dir   where the compiled library is kept (default ~/.cache/sparsecoder)
  */
-import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AdamHyper } from "../backend.ts";
 import { readEnv } from "../platform/env.ts";
 import { type Ffi, type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/ffi.ts";
-import { runSync, tailLines } from "../platform/process.ts";
-import { arch, granted, pid } from "../platform/runtime.ts";
+import { compileCached, cpuKey, defaultCacheDir } from "../platform/compile.ts";
+import { granted } from "../platform/runtime.ts";
 import { checkCount, checkFloats, checkIndices, I64_MAX } from "./native_bounds.ts";
 
 type F = Float32Array | Float64Array;
@@ -129,48 +125,18 @@ const SIGS: Record<string, FfiSig> = {
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
 };
 
-function defaultCacheDir(): string {
-  const set = readEnv("SPARSECODER_CACHE_DIR");
-  if (set) return set;
-  const xdg = readEnv("XDG_CACHE_HOME");
-  if (xdg) return join(xdg, "sparsecoder");
-  try {
-    return join(homedir(), ".cache", "sparsecoder");
-  } catch {
-    return join(tmpdir(), "sparsecoder-cache");
-  }
-}
-
-/** What the compiled code depends on besides its source: -march=native builds for this CPU. */
-function cpuKey(): string {
-  try {
-    const info = readFileSync("/proc/cpuinfo", "utf8");
-    return [/^model name.*$/m, /^flags.*$/m].map((re) => info.match(re)?.[0] ?? "").join("\n");
-  } catch {
-    return arch();
-  }
-}
-
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
 function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const src = fileURLToPath(new URL("../../csrc/cpu_kernels.c", import.meta.url));
-  const text = readFileSync(src, "utf8");
-  const key = createHash("sha256").update(text).update(FLAGS.join(" ")).update(cpuKey()).digest(
-    "hex",
-  ).slice(0, 16);
-  const path = join(dir, `libsparsecoder-cpu-${key}.so`);
-  if (existsSync(path)) return { path, compiled: false };
-  mkdirSync(dir, { recursive: true });
-  // Compile to a private name, then rename: a concurrent process never opens a half-written file.
-  const tmp = `${path}.${pid()}.${Math.random().toString(36).slice(2)}.tmp`;
-  const r = runSync(cc, [...FLAGS, "-o", tmp, src, "-lm"]);
-  if (r.error !== null || r.status !== 0) {
-    rmSync(tmp, { force: true });
-    const why = r.error ?? tailLines(r.stderr);
-    throw new Error(`${cc} could not compile ${src}: ${why}`);
-  }
-  renameSync(tmp, path);
-  return { path, compiled: true };
+  return compileCached({
+    src,
+    cc,
+    flags: FLAGS,
+    libs: ["-lm"],
+    keyParts: [cpuKey()],
+    prefix: "libsparsecoder-cpu",
+    dir,
+  });
 }
 
 type Raw = Record<string, FfiFn>;

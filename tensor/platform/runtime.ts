@@ -13,6 +13,7 @@ interface DenoGlobal {
   build: { arch: string; os: string };
   pid: number;
   execPath(): string;
+  mainModule: string;
   permissions: { querySync(desc: Record<string, string>): { state: string } };
   env: { get(name: string): string | undefined; set(name: string, value: string): void };
   unrefTimer(id: number): void;
@@ -79,6 +80,15 @@ export function arch(): string {
 /** The runtime's executable. */
 export function execPath(): string {
   return g.Deno ? g.Deno.execPath() : g.process?.execPath ?? "";
+}
+
+/** The path of the script this process runs (its main module), or "" when unknown. */
+export function mainScript(): string {
+  if (g.Deno) {
+    const m = g.Deno.mainModule;
+    return m.startsWith("file://") ? decodeURIComponent(new URL(m).pathname) : m;
+  }
+  return g.process?.argv[1] ?? "";
 }
 
 /** This process's id (0 when the runtime does not say). */
