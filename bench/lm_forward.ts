@@ -3,11 +3,12 @@
  * at context 128, batch 8, with one hook cached (blocks.6.hook_resid_post), through the
  * library's runWithCache on the default backend, beside the same forward written in plain
  * PyTorch (bench/lm_forward_torch.py, f32, no_grad, 2 threads) run from this process on the same
- * machine, with the ratio. Both sides build the same weights and tokens (bench/lm_weights.ts), so
+ * machine, the two sides alternating forward by forward; medians, and their ratio. Both sides build the same weights and tokens (bench/lm_weights.ts), so
  * the bench also reports how far apart their logits and cached values are.
  *   deno task bench:lm [--json] [--runs N]        bun bench/lm_forward.ts [--json] [--runs N]
  */
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import type { Buffer } from "node:buffer";
 import { existsSync } from "node:fs";
 import * as t from "../mod.ts";
 import { runWithCache } from "../data/lm/model.ts";
@@ -49,15 +50,68 @@ function relDiff(a: number[], b: number[]): number {
   return Math.max(...a.map((x, i) => Math.abs(x - b[i]))) / scale;
 }
 
-let torch: { tokens_per_s: number; threads: number; torch: string; probe: Probe } | null = null;
+/** The PyTorch side as a child process answering one JSON line per command (see the script). */
+class TorchSide {
+  #lines: string[] = [];
+  #waiting: ((line: string | null) => void) | null = null;
+  #proc: ChildProcess;
+  constructor(args: string[]) {
+    this.#proc = spawn("/usr/bin/python3", args, { stdio: ["pipe", "pipe", "pipe"] });
+    let buf = "", err = "";
+    this.#proc.stdout!.setEncoding("utf8");
+    this.#proc.stdout!.on("data", (chunk: string) => {
+      buf += chunk;
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+        this.#push(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    });
+    this.#proc.stderr!.on("data", (chunk: Buffer) => (err += chunk.toString()));
+    this.#proc.on("close", () => {
+      this.stderr = err.trim().split("\n").pop() ?? "";
+      this.#push(null);
+    });
+    this.#proc.on("error", (e: Error) => {
+      this.stderr = e.message;
+      this.#push(null);
+    });
+  }
+  stderr = "";
+  #push(line: string | null): void {
+    const w = this.#waiting;
+    if (w) {
+      this.#waiting = null;
+      w(line);
+    } else if (line !== null) this.#lines.push(line);
+  }
+  /** The next line, parsed; null once the process has ended. */
+  next(): Promise<Record<string, unknown> | null> {
+    const line = this.#lines.shift();
+    if (line !== undefined) return Promise.resolve(JSON.parse(line));
+    return new Promise((
+      resolve,
+    ) => (this.#waiting = (l) => resolve(l === null ? null : JSON.parse(l))));
+  }
+  ask(cmd: string): Promise<Record<string, unknown> | null> {
+    this.#proc.stdin!.write(cmd + "\n");
+    return this.next();
+  }
+  close(): void {
+    this.#proc.stdin!.end();
+  }
+}
+
+let torch: TorchSide | null = null;
+let torchInfo: { threads: number; torch: string } | null = null;
 let why = "";
 if (existsSync("/usr/bin/python3")) {
-  const r = spawnSync("/usr/bin/python3", [
+  torch = new TorchSide([
     new URL("./lm_forward_torch.py", import.meta.url).pathname,
-    ...[nLayer, dModel, nHead, vocabSize, T, B, hookLayer, runs, torchThreads].map(String),
-  ], { encoding: "utf8", maxBuffer: 1 << 24 });
-  if (r.status === 0) torch = JSON.parse(r.stdout.trim().split("\n").pop()!);
-  else why = `python3-torch failed: ${(r.stderr || "").trim().split("\n").pop()}`;
+    ...[nLayer, dModel, nHead, vocabSize, T, B, hookLayer, torchThreads].map(String),
+  ]);
+  const ready = await torch.next();
+  if (ready) torchInfo = ready as unknown as { threads: number; torch: string };
+  else why = `python3-torch failed: ${torch.stderr}`, torch = null;
 } else why = "no /usr/bin/python3 (apt-get install python3-torch)";
 
 const cfg = benchConfig({ nLayer, dModel, nHead, vocabSize, nPositions: T });
@@ -72,28 +126,40 @@ const one = async (): Promise<{ logits: t.Tensor; cache: t.Tensor }> => {
   await logits!.data();
   return { logits: logits!, cache: cache[hook] };
 };
-for (let i = 0; i < WARMUP; i++) t.dispose(await one());
-const times: number[] = [];
-for (let i = 0; i < runs; i++) {
+const timeOurs = async (): Promise<number> => {
   const t0 = performance.now();
-  const out = await one();
-  times.push(performance.now() - t0);
-  t.dispose(out);
+  t.dispose(await one());
+  return performance.now() - t0;
+};
+const timeTorch = async (): Promise<number | null> => {
+  const r = await torch?.ask("run");
+  return r ? r.ms as number : null;
+};
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+// The two sides alternate forward by forward, so a busy spell on a shared machine falls on both.
+for (let i = 0; i < WARMUP; i++) await timeOurs(), await timeTorch();
+const oursMs: number[] = [], torchMs: number[] = [];
+for (let i = 0; i < runs; i++) {
+  oursMs.push(await timeOurs());
+  const tm = await timeTorch();
+  if (tm !== null) torchMs.push(tm);
 }
-times.sort((a, b) => a - b);
-const m = times.length >> 1;
-const ms = times.length % 2 ? times[m] : (times[m - 1] + times[m]) / 2;
+const ms = median(oursMs);
 const tps = (B * T * 1000) / ms;
 const last = await one();
 const ours = probe(last.logits, last.cache);
-const agree = torch
-  ? {
-    logits: relDiff(ours.logits, torch.probe.logits),
-    cache: relDiff(ours.cache, torch.probe.cache),
-  }
+const theirs = torch ? (await torch.ask("probe")) as unknown as Probe | null : null;
+torch?.close();
+if (torch && torchMs.length < runs) why = `python3-torch failed: ${torch.stderr}`;
+const agree = theirs
+  ? { logits: relDiff(ours.logits, theirs.logits), cache: relDiff(ours.cache, theirs.cache) }
   : null;
 
-const pt = torch?.tokens_per_s;
+const pt = torchMs.length === runs ? (B * T * 1000) / median(torchMs) : null;
 if (json) {
   console.log(JSON.stringify({
     bench: "lm_forward",
@@ -107,7 +173,8 @@ if (json) {
     tokens_per_s: tps,
     ms_per_forward: ms,
     torch_tokens_per_s: pt ?? null,
-    torch_threads: torch?.threads ?? null,
+    torch_ms_per_forward: pt ? median(torchMs) : null,
+    torch_threads: torchInfo?.threads ?? null,
     ratio: pt ? tps / pt : null,
     rel_diff: agree,
     runtime,
@@ -120,7 +187,11 @@ if (json) {
   );
   console.log(
     `  ours ${tps.toFixed(0)} tok/s (${ms.toFixed(0)} ms)   pytorch ${
-      pt ? `${pt.toFixed(0)} tok/s (${torch!.threads} threads, torch ${torch!.torch})` : "n/a"
+      pt
+        ? `${pt.toFixed(0)} tok/s (${median(torchMs).toFixed(0)} ms; ${
+          torchInfo!.threads
+        } threads, torch ${torchInfo!.torch})`
+        : "n/a"
     }   ratio ${pt ? (tps / pt).toFixed(2) + "x" : why}`,
   );
   if (agree) {

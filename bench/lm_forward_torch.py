@@ -4,20 +4,18 @@ TypeScript side (bench/lm_weights.ts), so both sides run the same model on the s
 and their logits can be compared. f32, torch.no_grad, one hook's activation kept (the residual
 stream after block `hook_layer`), PyTorch's own fused ops (layer_norm, gelu, softmax).
 
-Prints one JSON line: {"tokens_per_s", "ms_per_forward", "threads", "torch", "probe"}, where
-probe holds a few logits and cached values at fixed positions for the agreement check.
-Usage: python3 bench/lm_forward_torch.py layers d heads vocab ctx batch hook_layer runs threads
+Usage: python3 bench/lm_forward_torch.py layers d heads vocab ctx batch hook_layer threads, then
+commands on stdin (see the loop at the end).
 """
 import json
 import math
 import sys
-
-from median_step import median_step_seconds
+import time
 
 import torch
 import torch.nn.functional as F
 
-L, d, H, V, T, B, hook_layer, runs, threads = (int(a) for a in sys.argv[1:10])
+L, d, H, V, T, B, hook_layer, threads = (int(a) for a in sys.argv[1:9])
 torch.set_num_threads(threads)
 hd, P = d // H, T
 
@@ -91,19 +89,27 @@ def forward(ids):
     return F.layer_norm(x, (d,), *lnF, 1e-5) @ wte.T, cache
 
 
-with torch.no_grad():
-    dt = median_step_seconds(lambda: forward(ids), runs, warmup=2)
-    logits, cache = forward(ids)
 
-# Fixed probe positions (the TypeScript side reads the same ones).
-probe = {
-    "logits": [logits[b % B, (7 * b) % T, (7919 * b) % V].item() for b in range(16)],
-    "cache": [cache[b % B, (5 * b) % T, (131 * b) % d].item() for b in range(16)],
-}
-print(json.dumps({
-    "tokens_per_s": B * T / dt,
-    "ms_per_forward": dt * 1e3,
-    "threads": torch.get_num_threads(),
-    "torch": torch.__version__,
-    "probe": probe,
-}))
+
+def one():
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = forward(ids)
+    return time.perf_counter() - t0, out
+
+
+# Driven line by line from stdin, so that the TypeScript side can alternate its forwards with
+# ours and both meet the same load on a shared machine: "run" times one forward (printed in ms),
+# "probe" prints the probe values, end of input ends the process.
+print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "run":
+        print(json.dumps({"ms": one()[0] * 1e3}), flush=True)
+    elif cmd == "probe":
+        _, (logits, cache) = one()
+        # Fixed probe positions (the TypeScript side reads the same ones).
+        print(json.dumps({
+            "logits": [logits[b % B, (7 * b) % T, (7919 * b) % V].item() for b in range(16)],
+            "cache": [cache[b % B, (5 * b) % T, (131 * b) % d].item() for b in range(16)],
+        }), flush=True)
