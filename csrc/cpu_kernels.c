@@ -402,3 +402,203 @@ ELEMENTWISE(double, sc_relu_grad_f64, RELU_GRAD_EXPR)
 
 SUM(float, sc_sum_f32)
 SUM(double, sc_sum_f64)
+
+// ---- Inference kernels: one pass standing in for a composition of ops -----------------------
+// Used only where autodiff watches no operand (a fused kernel has no VJP rule). Unlike the kernels
+// above, these have no TypeScript twin with the same bits: they compute in double and round once,
+// where the composition they replace rounds after every op, so they agree with it within f32
+// rounding (tests/lm_fused.test.ts) and are, if anything, closer to the exact value.
+
+// Rows of `cols` split over threads: job t takes rows [lo, hi).
+#define ROW_JOBS(NAME, FIELDS)                                                                     \
+  typedef struct {                                                                                 \
+    FIELDS;                                                                                        \
+    int64_t lo, hi;                                                                                \
+  } NAME##_job;
+
+// out = (x − mean)/√(var + eps)·w + b per row (LayerNorm, biased variance) when center, else
+// x/√(mean x² + eps)·w (RMSNorm), w taken as 1 + w with plus_one; b may be null.
+#define ROW_NORM(T, NAME)                                                                          \
+  ROW_JOBS(NAME, const T *x; const T *w; const T *b; T *out; int64_t cols; double eps;             \
+           int32_t center; int32_t plus_one)                                                       \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const T *x = j->x + r * C;                                                                   \
+      T *o = j->out + r * C;                                                                       \
+      double mean = 0, ss = 0;                                                                     \
+      if (j->center) {                                                                             \
+        for (int64_t c = 0; c < C; c++) mean += x[c];                                              \
+        mean /= (double)C;                                                                         \
+      }                                                                                            \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const double d = x[c] - mean;                                                              \
+        ss += d * d;                                                                               \
+      }                                                                                            \
+      const double inv = 1.0 / sqrt(ss / (double)C + j->eps);                                      \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const double w = j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c];                    \
+        o[c] = (T)((x[c] - mean) * inv * w + (j->b ? (double)j->b[c] : 0.0));                      \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const T *w, const T *b, T *out, int64_t rows, int64_t cols, double eps,    \
+            int32_t center, int32_t plus_one, int32_t threads) {                                   \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, w, b, out, cols, eps, center, plus_one, rows * t / nt,             \
+                             rows * (t + 1) / nt};                                                 \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ROW_NORM(float, sc_row_norm_f32)
+ROW_NORM(double, sc_row_norm_f64)
+
+// e^x in f32 to about 2 ulp, branch-free so that loops over it vectorise (libm's expf does not,
+// and at ~8 ns a call it dominated gelu): x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for
+// an exact n·ln2_hi), e^r by its degree-6 Taylor polynomial (error r⁷/7! < 2e-7 relative), 2ⁿ
+// put into the exponent bits. Clamped to [−87, 88] so 2ⁿ stays a normal float: exp(−87) ≈ 1.6e−38
+// stands for every smaller value (it only ever divides or is added to 1 here).
+// The clamps are selects only without trapping math (which changes no result here, and is
+// switched off for this section alone); with it GCC keeps them as branches and no loop vectorises.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+static inline float exp_f32(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  // n = round(x/ln2), by truncating a positive value (x/ln2 + 128.5 ≥ 3 after the clamp).
+  const int32_t n = (int32_t)(x * 1.44269504f + 128.5f) - 128;
+  const float r = (x - (float)n * 0.693359375f) - (float)n * -2.12194440e-4f;
+  const float p =
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+  const int32_t bits = (n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// Activations: 0 gelu with tanh (x·σ(2u), u = √(2/π)(x + 0.044715x³), which equals
+// ½x(1 + tanh u) without its cancellation), 1 exact gelu ½x(1 + erf(x/√2)), 2 silu x·σ(x).
+// EXP is the exponential used: libm's exp for f64, exp_f32 for f32 (its argument rounded to f32
+// moves e^y by |y|·6e-8 relative, which matters only where the result is negligible).
+#define ACTIVATION(T, NAME, EXP)                                                                   \
+  ROW_JOBS(NAME, const T *x; T *out; int32_t kind)                                                 \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *x = j->x;                                                                             \
+    T *out = j->out;                                                                               \
+    if (j->kind == 0) {                                                                            \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const double a = x[i], u = 0.7978845608028654 * (a + 0.044715 * a * a * a);                \
+        out[i] = (T)(a / (1.0 + EXP(-2.0 * u)));                                                   \
+      }                                                                                            \
+    } else if (j->kind == 1) {                                                                     \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const double a = x[i];                                                                     \
+        out[i] = (T)(0.5 * a * (1.0 + erf(a * 0.7071067811865476)));                               \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const double a = x[i];                                                                     \
+        out[i] = (T)(a / (1.0 + EXP(-a)));                                                         \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, T *out, int64_t n, int32_t kind, int32_t threads) {                        \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, out, kind, slice_start(n, t, nt), slice_start(n, t + 1, nt)};      \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ACTIVATION(float, sc_activation_f32, exp_f32)
+ACTIVATION(double, sc_activation_f64, exp)
+
+// Causal attention's pattern from raw scores [B·H, T, T]: s·scale, soft-capped c·tanh(s/c) when
+// softcap > 0, keys whose mask byte (mask [B, T], may be null) is 0 set to −1e30, keys after the
+// query or at least `window` before it (window ≤ 0: none) excluded, then a softmax over the row.
+#define ATTN_SOFTMAX(T, NAME)                                                                      \
+  ROW_JOBS(NAME, const T *s; T *out; const uint8_t *mask; int64_t t; int64_t heads;               \
+           double scale; double softcap; int64_t window; double *row)                              \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t Tn = j->t;                                                                       \
+    double *v = j->row;                                                                            \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const int64_t i = r % Tn, bh = r / Tn;                                                       \
+      const uint8_t *m = j->mask ? j->mask + (bh / j->heads) * Tn : 0;                             \
+      const T *s = j->s + r * Tn;                                                                  \
+      T *o = j->out + r * Tn;                                                                      \
+      const int64_t lo = j->window > 0 && i - j->window + 1 > 0 ? i - j->window + 1 : 0;           \
+      double mx = -INFINITY, sum = 0;                                                              \
+      for (int64_t k = lo; k <= i; k++) {                                                          \
+        double a = s[k] * j->scale;                                                                \
+        if (j->softcap > 0) a = j->softcap * tanh(a / j->softcap);                                 \
+        if (m && !m[k]) a = -1e30;                                                                 \
+        v[k] = a;                                                                                  \
+        if (a > mx) mx = a;                                                                        \
+      }                                                                                            \
+      for (int64_t k = lo; k <= i; k++) sum += v[k] = exp(v[k] - mx);                              \
+      for (int64_t k = 0; k < lo; k++) o[k] = 0;                                                   \
+      for (int64_t k = lo; k <= i; k++) o[k] = (T)(v[k] / sum);                                    \
+      for (int64_t k = i + 1; k < Tn; k++) o[k] = 0;                                               \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *s, T *out, const uint8_t *mask, int64_t rows, int64_t t, int64_t heads,    \
+               double scale, double softcap, int64_t window, int32_t threads) {                    \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    double *row = malloc(sizeof(double) * (size_t)(t > 0 ? t : 1) * (size_t)nt);                   \
+    if (!row) return 0;                                                                            \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int u = 0; u < nt; u++)                                                                   \
+      jobs[u] = (NAME##_job){s,     out,    mask,      t,           heads,                         \
+                             scale, softcap, window,   row + u * t, rows * u / nt,                 \
+                             rows * (u + 1) / nt};                                                 \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    free(row);                                                                                     \
+    return -1;                                                                                     \
+  }
+ATTN_SOFTMAX(float, sc_attn_softmax_f32)
+ATTN_SOFTMAX(double, sc_attn_softmax_f64)
+
+// out[i] = x[i] + y[i mod m]: a sum of two arrays of one shape (m = n) or of an array and a row
+// broadcast over it (m = the row's length). The same bits as the backend's TypeScript add.
+#define ADD_ROWS(T, NAME)                                                                          \
+  ROW_JOBS(NAME, const T *x; const T *y; T *out; int64_t m)                                        \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *x = j->x, *y = j->y;                                                                  \
+    T *out = j->out;                                                                               \
+    const int64_t m = j->m;                                                                        \
+    if (m == 0) {                                                                                  \
+      for (int64_t i = j->lo; i < j->hi; i++) out[i] = x[i] + y[i];                                \
+      return 0;                                                                                    \
+    }                                                                                              \
+    for (int64_t r = j->lo; r < j->hi; r++)                                                        \
+      for (int64_t c = 0; c < m; c++) out[r * m + c] = x[r * m + c] + y[c];                        \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const T *y, T *out, int64_t n, int64_t m, int32_t threads) {               \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    if (m == n) { /* elements split over threads; m = 0 marks the flat loop */                     \
+      for (int t = 0; t < nt; t++)                                                                 \
+        jobs[t] = (NAME##_job){x, y, out, 0, slice_start(n, t, nt), slice_start(n, t + 1, nt)};    \
+    } else { /* rows split over threads */                                                         \
+      const int64_t rows = n / m;                                                                  \
+      if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                \
+      for (int t = 0; t < nt; t++)                                                                 \
+        jobs[t] = (NAME##_job){x, y, out, m, rows * t / nt, rows * (t + 1) / nt};                  \
+    }                                                                                              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ADD_ROWS(float, sc_add_rows_f32)
+ADD_ROWS(double, sc_add_rows_f64)
+
+#pragma GCC pop_options

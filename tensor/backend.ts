@@ -128,6 +128,14 @@ export interface Backend {
     projectOutRows?(g: View, w: View): Buf;
     /** A copy of a contiguous view with element spans [start, end) (pairs, ascending, disjoint) set to 0. */
     zeroSpans?(x: View, spans: Int32Array): Buf;
+    // Inference kernels: one pass for a composition of ops, within f32 rounding of it. Operands
+    // are contiguous float views of one dtype; null means "not here": run the composition.
+    /** Each row over the last axis normalised (see RowNormOptions); w and b are [cols]. */
+    rowNorm?(x: View, w: View, b: View | null, o: RowNormOptions): Buf | null;
+    /** An activation elementwise. */
+    activation?(x: View, kind: Activation): Buf | null;
+    /** Causal attention's pattern from raw scores [B, H, T, T] (see AttnSoftmaxOptions). */
+    attnSoftmax?(scores: View, mask: View | null, o: AttnSoftmaxOptions): Buf | null;
   };
 }
 
@@ -139,4 +147,25 @@ export interface AdamHyper {
   c2: number;
   scale: number;
   decay: number;
+}
+
+/** LayerNorm (x − μ)/√(σ² + eps)·w + b when `center`, else RMSNorm x/√(mean x² + eps)·w. */
+export interface RowNormOptions {
+  eps: number;
+  center: boolean;
+  /** Multiply by 1 + w (Gemma stores its norm weights around 0). */
+  plusOne: boolean;
+}
+
+/** gelu's tanh form, exact (erf) gelu, silu. */
+export type Activation = "gelu_tanh" | "gelu" | "silu";
+
+/**
+ * softmax over keys of c·tanh(s·scale/c) (or s·scale without a cap), keys hidden by the [B, T]
+ * bool mask at −1e30, keys after the query or `window` or more before it at 0 weight.
+ */
+export interface AttnSoftmaxOptions {
+  scale: number;
+  softcap: number | null;
+  window: number | null;
 }

@@ -3,7 +3,14 @@
  * returns the fused result, or null when the caller must run its composition instead (the backend
  * has no such kernel, or an operand is not plain). Every safety check lives here, once.
  */
-import type { AdamHyper, Backend, Buf } from "./backend.ts";
+import type {
+  Activation,
+  AdamHyper,
+  AttnSoftmaxOptions,
+  Backend,
+  Buf,
+  RowNormOptions,
+} from "./backend.ts";
 import { isWatched, wrap } from "./prims.ts";
 import { shapesEqual } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
@@ -24,6 +31,9 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   unitRows: { float: true, matrix: true },
   projectOutRows: { float: true, matrix: true },
   zeroSpans: { float: false, matrix: false },
+  rowNorm: { float: true, matrix: false },
+  activation: { float: true, matrix: false },
+  attnSoftmax: { float: true, matrix: false },
 };
 
 /**
@@ -89,4 +99,76 @@ export function fusedProjectOutRows(g: Tensor, w: Tensor): Tensor | null {
 export function fusedZeroSpans(x: Tensor, spans: () => Int32Array): Tensor | null {
   const k = kernel("zeroSpans", [x]);
   return k ? like(x, k(x.view(), spans())) : null;
+}
+
+/**
+ * The backend's inference kernel `name` when every float operand is plain (as in `kernel`, shapes
+ * aside: each kernel states its own) and every other one (`extra`, e.g. a bool mask) is
+ * contiguous on the same backend.
+ */
+function inference<K extends "rowNorm" | "activation" | "attnSoftmax">(
+  name: K,
+  xs: readonly Tensor[],
+  extra: readonly Tensor[] = [],
+): Kernels[K] | undefined {
+  const x0 = xs[0];
+  const k = x0.backend.fused?.[name];
+  if (!k || (x0.dtype !== "f32" && x0.dtype !== "f64")) return undefined;
+  for (const x of xs) {
+    if (x.backend !== x0.backend || x.dtype !== x0.dtype || !x.isContiguous() || isWatched(x)) {
+      return undefined;
+    }
+  }
+  for (const x of extra) {
+    if (x.backend !== x0.backend || !x.isContiguous() || isWatched(x)) return undefined;
+  }
+  return k;
+}
+
+/**
+ * LayerNorm or RMSNorm over the last axis in one pass (see RowNormOptions); w and b are [C]. Null
+ * when the caller must compose it (an operand traced, or no kernel here).
+ */
+export function fusedRowNorm(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  o: RowNormOptions,
+): Tensor | null {
+  const C = x.shape[x.ndim - 1];
+  if (x.ndim < 1 || w.ndim !== 1 || w.shape[0] !== C || (b && (b.ndim !== 1 || b.shape[0] !== C))) {
+    return null;
+  }
+  const k = inference("rowNorm", b ? [x, w, b] : [x, w]);
+  const buf = k?.(x.view(), w.view(), b?.view() ?? null, o);
+  return buf ? like(x, buf) : null;
+}
+
+/** An activation (gelu's tanh form, exact gelu, silu) in one pass, or null: compose it. */
+export function fusedActivation(x: Tensor, kind: Activation): Tensor | null {
+  const buf = inference("activation", [x])?.(x.view(), kind);
+  return buf ? like(x, buf) : null;
+}
+
+/**
+ * Causal attention's pattern from raw scores [B, H, T, T] in one pass (see AttnSoftmaxOptions);
+ * `mask` is a bool [B, T] key mask. Null: compose it.
+ */
+export function fusedAttnSoftmax(
+  scores: Tensor,
+  mask: Tensor | null,
+  o: AttnSoftmaxOptions,
+): Tensor | null {
+  const [B, , T, Tk] = scores.shape;
+  if (scores.ndim !== 4 || T !== Tk) return null;
+  if (
+    mask && (mask.dtype !== "bool" || mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== T)
+  ) {
+    return null;
+  }
+  const window = o.window != null && Number.isFinite(o.window) ? o.window : null;
+  if (window !== null && !(Number.isInteger(window) && window >= 1)) return null;
+  const k = inference("attnSoftmax", [scores], mask ? [mask] : []);
+  const buf = k?.(scores.view(), mask?.view() ?? null, { ...o, window });
+  return buf ? like(scores, buf) : null;
 }

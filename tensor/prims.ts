@@ -83,7 +83,36 @@ function viewOf(x: Tensor, shape: Shape, strides: readonly number[], offset: num
 function reshapeStrides(x: Tensor, shape: Shape): number[] | null {
   const cs = contiguousStrides(x.shape);
   const dense = x.shape.every((d, i) => d === 1 || cs[i] === x.strides[i]);
-  return dense ? contiguousStrides(shape) : null;
+  if (dense) return contiguousStrides(shape);
+  return sizeOf(shape) === 0 ? null : viewStrides(x.shape, x.strides, shape);
+}
+
+/**
+ * Strides for `shape` over a strided layout, or null. Runs of old axes whose product equals a run
+ * of new axes map onto each other; a run is viewable when its old axes nest (each stride the
+ * next one's times its size), as for a slice of heads out of a fused QKV projection.
+ */
+function viewStrides(
+  oldShape: Shape,
+  oldStrides: readonly number[],
+  shape: Shape,
+): number[] | null {
+  const dims: number[] = [], strs: number[] = [];
+  oldShape.forEach((d, i) => d !== 1 && (dims.push(d), strs.push(oldStrides[i])));
+  const out = shape.map(() => 1);
+  let oi = 0, ni = 0;
+  while (oi < dims.length && ni < shape.length) {
+    let oj = oi + 1, nj = ni + 1, op = dims[oi], np = shape[ni];
+    while (op !== np) {
+      if (np < op) np *= shape[nj++];
+      else op *= dims[oj++];
+    }
+    for (let k = oi; k < oj - 1; k++) if (strs[k] !== dims[k + 1] * strs[k + 1]) return null;
+    out[nj - 1] = strs[oj - 1];
+    for (let k = nj - 1; k > ni; k--) out[k - 1] = out[k] * shape[k];
+    oi = oj, ni = nj;
+  }
+  return out;
 }
 
 type Impl<P extends Prim> = (xs: Tensor[], p: PrimParams[P], b: Backend) => Tensor[];

@@ -1,16 +1,23 @@
 /**
  * What the decoder-only families share: hook plumbing, token checks, LayerNorm and RMSNorm with
  * TransformerLens's hook points, rotary embeddings in the rotate-half convention, and causal
- * attention with grouped key/value heads. All built from the library's differentiable tensor ops.
+ * attention with grouped key/value heads. All built from the library's differentiable tensor ops;
+ * where no operand is traced and no hook asks for an intermediate, a norm, an activation or an
+ * attention pattern runs as one fused backend kernel instead (tensor/fused.ts), so inference does
+ * not pay for the compositions that gradients need.
  */
+import type { Activation } from "../../tensor/backend.ts";
+import { fusedActivation, fusedAttnSoftmax, fusedRowNorm } from "../../tensor/fused.ts";
 import { tensor } from "../../tensor/ops/create.ts";
 import {
   add,
   cast,
   div,
+  gelu,
   mul,
   ne,
   neg,
+  sigmoid,
   sqrt,
   sub,
   tanh,
@@ -38,15 +45,39 @@ export interface ForwardOptions {
 /** Token ids: an i32 tensor [B, T] or nested arrays. */
 export type Tokens = Tensor | readonly (readonly number[])[];
 
-/** Run the hook named `name` (if any) on `x`; its result, or `x` when it returns nothing. */
-export type Hook = (name: string, x: Tensor) => Tensor;
+/**
+ * Run the hook named `name` (if any) on `x`; its result, or `x` when it returns nothing. `has`
+ * says whether a hook is set, so a fused kernel may skip an intermediate nobody looks at.
+ */
+export type Hook = ((name: string, x: Tensor) => Tensor) & { has(name: string): boolean };
 
 export function makeHook(opts: ForwardOptions): Hook {
   const hooks = opts.hooks ?? {};
-  return (name, x) => {
+  const run = (name: string, x: Tensor): Tensor => {
     const f = hooks[name];
     return f ? (f(x) ?? x) : x;
   };
+  return Object.assign(run, { has: (name: string) => name in hooks });
+}
+
+/**
+ * x·w (+ b) for x [..., in] and w [in, out], as one GEMM over every row: the leading axes are
+ * folded into the rows first (a contiguous reshape is free), so BLAS sees one [rows, in] matrix
+ * rather than one small product per batch entry.
+ */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+  const lead = x.shape.slice(0, -1), n = x.shape[x.ndim - 1];
+  const y = matmul(x.ndim > 2 && x.isContiguous() ? reshape(x, [-1, n]) : x, w);
+  const out = b ? add(y, b) : y;
+  return out.ndim === lead.length + 1 ? out : reshape(out, [...lead, w.shape[1]]);
+}
+
+/** An activation, fused where nothing is traced. */
+export function activation(x: Tensor, kind: Activation): Tensor {
+  const fused = fusedActivation(x, kind);
+  if (fused) return fused;
+  if (kind === "silu") return mul(x, sigmoid(x));
+  return gelu(x, { approximate: kind === "gelu_tanh" ? "tanh" : "none" });
 }
 
 /** Token ids as an i32 [B, T] tensor, checked against the vocabulary and context length. */
@@ -102,6 +133,10 @@ export function layerNorm(
   b: Tensor,
   eps: number,
 ): Tensor {
+  if (!hook.has(prefix + ".hook_scale") && !hook.has(prefix + ".hook_normalized")) {
+    const fused = fusedRowNorm(x, w, b, { eps, center: true, plusOne: false });
+    if (fused) return fused;
+  }
   const c = sub(x, mean(x, -1, { keepdims: true }));
   const scale = hook(
     prefix + ".hook_scale",
@@ -123,6 +158,10 @@ export function rmsNorm(
   eps: number,
   opts: { plusOne?: boolean } = {},
 ): Tensor {
+  if (!hook.has(prefix + ".hook_scale") && !hook.has(prefix + ".hook_normalized")) {
+    const fused = fusedRowNorm(x, w, null, { eps, center: false, plusOne: !!opts.plusOne });
+    if (fused) return fused;
+  }
   const scale = hook(
     prefix + ".hook_scale",
     sqrt(add(mean(mul(x, x), -1, { keepdims: true }), eps)),
@@ -188,6 +227,27 @@ export function causalAttention(
     v = take(v, idx, 2);
   }
   const toBH = (t: Tensor) => transpose(t, [0, 2, 1, 3]); // [B, H, T, hd]
+  const raw = matmul(toBH(q), mT(toBH(k)));
+  const mask = opts.mask ? keyMask(opts.mask, q.shape[0], T) : null;
+  const pattern = hook(
+    prefix + "hook_pattern",
+    fusedAttnSoftmax(raw, mask && reshape(mask, [q.shape[0], T]), {
+      scale,
+      softcap: opts.softcap ?? null,
+      window: opts.window ?? null,
+    }) ?? composedPattern(raw, T, scale, mask, opts),
+  );
+  return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
+}
+
+/** The attention pattern as a composition of differentiable ops. */
+function composedPattern(
+  raw: Tensor,
+  T: number,
+  scale: number,
+  mask: Tensor | null,
+  opts: AttentionOptions,
+): Tensor {
   const window = opts.window ?? Infinity;
   const causal = tensor(
     Array.from(
@@ -196,12 +256,11 @@ export function causalAttention(
     ),
     { dtype: "bool" },
   );
-  let scores = mul(matmul(toBH(q), mT(toBH(k))), scale);
+  let scores = mul(raw, scale);
   if (opts.softcap != null) scores = softcap(scores, opts.softcap);
   // Padding gets a finite floor so that a fully hidden row stays finite; exp underflows to 0.
-  if (opts.mask) scores = where(keyMask(opts.mask, q.shape[0], T), scores, -1e30);
-  const pattern = hook(prefix + "hook_pattern", softmax(where(causal, scores, -Infinity), -1));
-  return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
+  if (mask) scores = where(mask, scores, -1e30);
+  return softmax(where(causal, scores, -Infinity), -1);
 }
 
 /** An attention mask [B, T] as a bool key mask [B, 1, 1, T], checked. */

@@ -5,21 +5,23 @@
  * `query_pre_attn_scalar`^−½ and soft-capped, even layers attend within a sliding window, the MLP
  * is GeGLU with tanh GELU and the final logits are soft-capped. The head is tied by default.
  */
-import { add, gelu, mul } from "../../tensor/ops/elementwise.ts";
-import { matmul } from "../../tensor/ops/linalg.ts";
+import { add, mul } from "../../tensor/ops/elementwise.ts";
 import { mT, reshape } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
+  activation,
   cacheRun,
   causalAttention,
   embedRows,
   type ForwardOptions,
+  linear,
   makeHook,
   rmsNorm,
   rotary,
   softcap,
   type Tokens,
   tokenTensor,
+  widen16,
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
 import { llamaHookNames, readHeads, readRopeTheta } from "./llama.ts";
@@ -229,7 +231,7 @@ export function gemma2Forward(
   const ids = tokenTensor(tokens, "gemma2", cfg.vocabSize, cfg.maxPositions);
   const [B, T] = ids.shape;
   const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, eps = cfg.rmsNormEps;
-  const lin = (x: Tensor, w: Tensor): Tensor => matmul(x, mT(w));
+  const lin = (x: Tensor, w: Tensor): Tensor => linear(x, mT(widen16(w)));
   const norm = (prefix: string, x: Tensor, w: Tensor) =>
     rmsNorm(hook, prefix, x, w, eps, { plusOne: true });
   // √d is rounded to the weights' dtype (f32) before it multiplies, as Gemma does.
@@ -254,7 +256,7 @@ export function gemma2Forward(
     const h = norm(b + "ln2", mid, p.ln2);
     const gate = hook(b + "mlp.hook_pre", lin(h, p.wGate));
     const up = hook(b + "mlp.hook_pre_linear", lin(h, p.wUp));
-    const post = hook(b + "mlp.hook_post", mul(gelu(gate, { approximate: "tanh" }), up));
+    const post = hook(b + "mlp.hook_post", mul(activation(gate, "gelu_tanh"), up));
     const mlpOut = hook(b + "hook_mlp_out", norm(b + "ln2_post", lin(post, p.wDown), p.ln2Post));
     x = hook(b + "hook_resid_post", add(mid, mlpOut));
   });

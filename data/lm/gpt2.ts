@@ -4,20 +4,21 @@
  * and meanings as TransformerLens gives them for the unprocessed model: no weight folding or
  * centring), where a caller may read or replace them.
  */
-import { add, gelu } from "../../tensor/ops/elementwise.ts";
-import { matmul } from "../../tensor/ops/linalg.ts";
+import { add } from "../../tensor/ops/elementwise.ts";
 import { broadcastTo, mT, reshape, sliceAxis } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { Gpt2Config } from "./config.ts";
 import type { Gpt2Model, Gpt2Params, LayerNormParams } from "./load.ts";
 
 import {
+  activation,
   cacheRun,
   causalAttention,
   embedRows,
   type ForwardOptions,
   type HookFn,
   layerNorm,
+  linear,
   makeHook,
   type Tokens,
   tokenTensor,
@@ -80,7 +81,7 @@ export function forward(
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);
-    const qkv = add(matmul(ln(b + "ln1", x, p.ln1), p.wQkv), p.bQkv);
+    const qkv = linear(ln(b + "ln1", x, p.ln1), p.wQkv, p.bQkv);
     const q = hook(b + "attn.hook_q", heads(sliceAxis(qkv, -1, 0, d)));
     const k = hook(b + "attn.hook_k", heads(sliceAxis(qkv, -1, d, 2 * d)));
     const v = hook(b + "attn.hook_v", heads(sliceAxis(qkv, -1, 2 * d, 3 * d)));
@@ -89,16 +90,22 @@ export function forward(
     const z = causalAttention(hook, b + "attn.", q, k, v, 1 / divisor, {
       mask: opts.attentionMask,
     });
-    const attnOut = hook(b + "hook_attn_out", add(matmul(reshape(z, [B, T, d]), p.wO), p.bO));
+    const attnOut = hook(b + "hook_attn_out", linear(reshape(z, [B, T, d]), p.wO, p.bO));
     const mid = hook(b + "hook_resid_mid", add(x, attnOut));
-    const pre = hook(b + "mlp.hook_pre", add(matmul(ln(b + "ln2", mid, p.ln2), p.wIn), p.bIn));
-    const post = hook(b + "mlp.hook_post", gelu(pre, { approximate: cfg.gelu }));
-    const mlpOut = hook(b + "hook_mlp_out", add(matmul(post, p.wOut), p.bOut));
+    const pre = hook(b + "mlp.hook_pre", linear(ln(b + "ln2", mid, p.ln2), p.wIn, p.bIn));
+    const post = hook(
+      b + "mlp.hook_post",
+      activation(pre, cfg.gelu === "tanh" ? "gelu_tanh" : "gelu"),
+    );
+    const mlpOut = hook(b + "hook_mlp_out", linear(post, p.wOut, p.bOut));
     x = hook(b + "hook_resid_post", add(mid, mlpOut));
   });
   // The head is tied (logits = LN_f(x)·wteᵀ) unless weight processing untied it.
-  const logits = matmul(ln("ln_final", x, params.lnF), mT(params.head ?? params.wte));
-  return params.headBias ? add(logits, params.headBias) : logits;
+  return linear(
+    ln("ln_final", x, params.lnF),
+    mT(widen16(params.head ?? params.wte)),
+    params.headBias,
+  );
 }
 
 /** Logits plus the activations at `names` (every hook point when omitted). */

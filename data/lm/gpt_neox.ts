@@ -3,20 +3,22 @@
  * points. Per-head interleaved QKV, partial rotary, parallel residual (or sequential when the
  * config says so), an untied `embed_out` head by default.
  */
-import { add, gelu } from "../../tensor/ops/elementwise.ts";
-import { matmul } from "../../tensor/ops/linalg.ts";
+import { add } from "../../tensor/ops/elementwise.ts";
 import { mT, reshape, sliceAxis } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
+  activation,
   cacheRun,
   causalAttention,
   embedRows,
   type ForwardOptions,
   layerNorm,
+  linear,
   makeHook,
   rotary,
   type Tokens,
   tokenTensor,
+  widen16,
 } from "./common.ts";
 import { LmConfigError, readConfigFields } from "./config.ts";
 import { type LayerNormParams, type LoadOptions, readModelTensors } from "./load.ts";
@@ -227,7 +229,7 @@ export function neoxHookNames(cfg: NeoxConfig): string[] {
 }
 
 /** y = x·Wᵀ + b for an nn.Linear weight [out, in]. */
-const linear = (x: Tensor, w: Tensor, b: Tensor): Tensor => add(matmul(x, mT(w)), b);
+const nnLinear = (x: Tensor, w: Tensor, b: Tensor): Tensor => linear(x, mT(widen16(w)), b);
 
 /** Logits [B, T, V] for token ids [B, T]; hooks run at each of neoxHookNames. */
 export function neoxForward(
@@ -245,7 +247,7 @@ export function neoxForward(
     const b = `blocks.${l}.`;
     x = hook(b + "hook_resid_pre", x);
     const h1 = layerNorm(hook, b + "ln1", x, p.ln1.w, p.ln1.b, eps);
-    const qkv = reshape(linear(h1, p.wQkv, p.bQkv), [B, T, H, 3 * hd]);
+    const qkv = reshape(nnLinear(h1, p.wQkv, p.bQkv), [B, T, H, 3 * hd]);
     const q = hook(b + "attn.hook_q", sliceAxis(qkv, -1, 0, hd));
     const k = hook(b + "attn.hook_k", sliceAxis(qkv, -1, hd, 2 * hd));
     const v = hook(b + "attn.hook_v", sliceAxis(qkv, -1, 2 * hd));
@@ -254,21 +256,27 @@ export function neoxForward(
     const z = causalAttention(hook, b + "attn.", rq, rk, v, 1 / Math.sqrt(hd), {
       mask: opts.attentionMask,
     });
-    const attnOut = hook(b + "hook_attn_out", linear(reshape(z, [B, T, d]), p.wO, p.bO));
+    const attnOut = hook(b + "hook_attn_out", nnLinear(reshape(z, [B, T, d]), p.wO, p.bO));
     // Parallel: the MLP reads the block input; sequential: the residual after attention.
     const mlpIn = cfg.parallelResidual ? x : hook(b + "hook_resid_mid", add(x, attnOut));
     const h2 = layerNorm(hook, b + "ln2", mlpIn, p.ln2.w, p.ln2.b, eps);
-    const pre = hook(b + "mlp.hook_pre", linear(h2, p.wIn, p.bIn));
-    const post = hook(b + "mlp.hook_post", gelu(pre, { approximate: cfg.gelu }));
-    const mlpOut = hook(b + "hook_mlp_out", linear(post, p.wOut, p.bOut));
+    const pre = hook(b + "mlp.hook_pre", nnLinear(h2, p.wIn, p.bIn));
+    const post = hook(
+      b + "mlp.hook_post",
+      activation(pre, cfg.gelu === "tanh" ? "gelu_tanh" : "gelu"),
+    );
+    const mlpOut = hook(b + "hook_mlp_out", nnLinear(post, p.wOut, p.bOut));
     x = hook(
       b + "hook_resid_post",
       cfg.parallelResidual ? add(add(x, attnOut), mlpOut) : add(mlpIn, mlpOut),
     );
   });
   const { w, b } = params.lnF;
-  const logits = matmul(layerNorm(hook, "ln_final", x, w, b, eps), mT(params.embedOut));
-  return params.headBias ? add(logits, params.headBias) : logits;
+  return linear(
+    layerNorm(hook, "ln_final", x, w, b, eps),
+    mT(widen16(params.embedOut)),
+    params.headBias,
+  );
 }
 
 /** Logits plus the activations at `names` (every hook point when omitted). */

@@ -4,20 +4,22 @@
  * qwen2.ts, adds q/k/v biases and per-layer sliding windows); the head is
  * `lm_head.weight`, or the embedding when tied.
  */
-import { add, mul, sigmoid } from "../../tensor/ops/elementwise.ts";
-import { matmul } from "../../tensor/ops/linalg.ts";
+import { add, mul } from "../../tensor/ops/elementwise.ts";
 import { mT, reshape } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import {
+  activation,
   cacheRun,
   causalAttention,
   embedRows,
   type ForwardOptions,
+  linear,
   makeHook,
   rmsNorm,
   rotary,
   type Tokens,
   tokenTensor,
+  widen16,
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
 import { type LoadOptions, readModelTensors } from "./load.ts";
@@ -265,8 +267,7 @@ export function llamaForward(
   const ids = tokenTensor(tokens, cfg.modelType, cfg.vocabSize, cfg.maxPositions);
   const [B, T] = ids.shape;
   const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, eps = cfg.rmsNormEps;
-  const lin = (x: Tensor, w: Tensor, bias?: Tensor): Tensor =>
-    bias ? add(matmul(x, mT(w)), bias) : matmul(x, mT(w));
+  const lin = (x: Tensor, w: Tensor, bias?: Tensor): Tensor => linear(x, mT(widen16(w)), bias);
   let x = hook("hook_embed", embedRows(params.embed, ids));
   params.blocks.forEach((p, l) => {
     const b = `blocks.${l}.`;
@@ -286,7 +287,7 @@ export function llamaForward(
     const h = rmsNorm(hook, b + "ln2", mid, p.ln2, eps);
     const gate = hook(b + "mlp.hook_pre", lin(h, p.wGate));
     const up = hook(b + "mlp.hook_pre_linear", lin(h, p.wUp));
-    const post = hook(b + "mlp.hook_post", mul(mul(gate, sigmoid(gate)), up));
+    const post = hook(b + "mlp.hook_post", mul(activation(gate, "silu"), up));
     const mlpOut = hook(b + "hook_mlp_out", lin(post, p.wDown));
     x = hook(b + "hook_resid_post", add(mid, mlpOut));
   });

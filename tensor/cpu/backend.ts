@@ -110,6 +110,17 @@ const sameFloat = (first: unknown, ...rest: unknown[]) =>
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
 
+/**
+ * m when a view reads its first m elements contiguously as its trailing axes and repeats them
+ * over the leading ones (stride 0): a row broadcast, or the whole array (m = its size); else 0.
+ */
+function rowPeriod(v: View): number {
+  let m = 1, d = v.shape.length - 1;
+  for (; d >= 0 && v.shape[d] !== 1 && v.strides[d] === m; d--) m *= v.shape[d];
+  for (; d >= 0; d--) if (v.shape[d] !== 1 && v.strides[d] !== 0) return 0;
+  return m;
+}
+
 /** A contiguous view's n elements as an array of exactly that length. */
 const own = (v: View, n: number): Num => {
   const { arr, offset } = num(v);
@@ -212,7 +223,28 @@ export const cpu: Backend = {
     }
     return map(UNARY[op], x.shape, outDtype, [x]);
   },
-  binary: (op, a, b, outDtype) => map(BINARY[op], a.shape, outDtype, [a, b]),
+  binary(op, a, b, outDtype) {
+    const nat = op === "add" ? native() : null;
+    if (nat && outDtype === a.dtype && sameFloat(a.buf, b.buf)) {
+      // A sum of one shape or with a broadcast row (a bias) in one native pass, same bits.
+      const n = sizeOf(a.shape);
+      const [x, y] = contiguous(a) ? [a, b] : [b, a];
+      const m = contiguous(x) ? rowPeriod(y) : 0;
+      if (m > 0 && n > 0) {
+        const out = takeArray(a.dtype, n) as F;
+        nat.addRows(
+          own(x, n) as F,
+          own({ ...y, shape: [m], strides: [1] }, m) as F,
+          out,
+          n,
+          m,
+          nativeThreads(n),
+        );
+        return out;
+      }
+    }
+    return map(BINARY[op], a.shape, outDtype, [a, b]);
+  },
   where: (c, a, b, outDtype) => map("(a ? b : c)", a.shape, outDtype, [c, a, b]),
   cast(x, dtype) {
     // Widening a contiguous 16-bit array is one bit-shift pass (16-bit weights kept in their
@@ -466,6 +498,50 @@ export const cpu: Backend = {
       }
       const n = sizeOf(g.shape), out = takeArray(g.dtype, n) as F;
       if (n > 0) nat.reluGrad(own(g, n) as F, own(x, n) as F, out, n, nativeThreads(n));
+      return out;
+    },
+    rowNorm(x, w, b, o) {
+      const nat = native(), C = x.shape[x.shape.length - 1] ?? 1, n = sizeOf(x.shape);
+      if (!nat || !sameFloat(x.buf, w.buf, ...(b ? [b.buf] : [])) || C === 0) return null;
+      const out = takeArray(x.dtype, n) as F;
+      nat.rowNorm(
+        own(x, n) as F,
+        own(w, C) as F,
+        b ? own(b, C) as F : null,
+        out,
+        n / C,
+        C,
+        o.eps,
+        o.center,
+        o.plusOne,
+        nativeThreads(n),
+      );
+      return out;
+    },
+    activation(x, kind) {
+      const nat = native(), n = sizeOf(x.shape);
+      if (!nat || !isFloat(x.buf)) return null;
+      const out = takeArray(x.dtype, n) as F;
+      const code = kind === "gelu_tanh" ? 0 : kind === "gelu" ? 1 : 2;
+      if (n > 0) nat.activation(own(x, n) as F, out, n, code, nativeThreads(n));
+      return out;
+    },
+    attnSoftmax(s, mask, o) {
+      const nat = native(), n = sizeOf(s.shape), [B, H, T] = s.shape;
+      if (!nat || !isFloat(s.buf) || n === 0) return null;
+      const out = takeArray(s.dtype, n) as F;
+      nat.attnSoftmax(
+        own(s, n) as F,
+        out,
+        mask ? own(mask, B * T) as Uint8Array : null,
+        B * H * T,
+        T,
+        H,
+        o.scale,
+        o.softcap ?? 0,
+        o.window ?? 0,
+        nativeThreads(n),
+      );
       return out;
     },
     zeroSpans(x, spans) {

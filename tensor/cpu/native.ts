@@ -79,6 +79,45 @@ export interface Native {
   reluGrad(g: F, x: F, out: F, n: number, threads: number): void;
   /** Sums over the middle axis of a contiguous [outer, n, inner] into out [outer, inner]. */
   sum(x: F, outer: number, n: number, inner: number, out: F, threads: number): number;
+  // The inference kernels below stand in for compositions of ops (see csrc): double inside,
+  // one rounding, so within f32 rounding of the composition rather than bit for bit.
+  /**
+   * Each contiguous row of x [rows, cols] normalised: LayerNorm (x − μ)/√(σ² + eps)·w + b when
+   * `center`, else RMSNorm x/√(mean x² + eps)·w; w read as 1 + w with `plusOne`; b may be null.
+   */
+  rowNorm(
+    x: F,
+    w: F,
+    b: F | null,
+    out: F,
+    rows: number,
+    cols: number,
+    eps: number,
+    center: boolean,
+    plusOne: boolean,
+    threads: number,
+  ): void;
+  /** out = act(x) over the first n elements: 0 gelu (tanh form), 1 gelu (erf), 2 silu. */
+  activation(x: F, out: F, n: number, kind: 0 | 1 | 2, threads: number): void;
+  /**
+   * Causal attention's pattern from raw scores [rows/t, t, t] (rows = B·H·t): scaled, soft-capped
+   * when softcap > 0, keys whose byte in mask [B, t] is 0 at −1e30, keys outside the causal
+   * window (window 0: unbounded) at 0 weight, softmax over each row.
+   */
+  attnSoftmax(
+    s: F,
+    out: F,
+    mask: Uint8Array | null,
+    rows: number,
+    t: number,
+    heads: number,
+    scale: number,
+    softcap: number,
+    window: number,
+    threads: number,
+  ): void;
+  /** out[i] = x[i] + y[i mod m] over the first n elements (m = n, or m divides n). */
+  addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
 
 export interface NativeStatus {
@@ -123,6 +162,16 @@ const SIGS: Record<string, FfiSig> = {
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
+  row_norm: {
+    args: ["buf", "buf", "buf", "buf", "i64", "i64", "f64", "i32", "i32", "i32"],
+    ret: "void",
+  },
+  activation: { args: ["buf", "buf", "i64", "i32", "i32"], ret: "void" },
+  attn_softmax: {
+    args: ["buf", "buf", "buf", "i64", "i64", "i64", "f64", "f64", "i64", "i32"],
+    ret: "i32",
+  },
+  add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -215,6 +264,51 @@ function bind(path: string, raw: Raw): Native {
       checkCount(k, "inner", inner, I64_MAX), checkCount(k, "threads", threads);
       checkFloats(k, "x", x, outer * n * inner, x), checkFloats(k, "out", out, outer * inner, x);
       return fn(k, x)(x, outer, n, inner, out, threads) as number;
+    },
+    rowNorm(x, wt, b, out, rows, cols, eps, center, plusOne, threads) {
+      const k = "rowNorm";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, rows * cols, x);
+      checkFloats(k, "w", wt, cols, x);
+      if (b !== null) checkFloats(k, "b", b, cols, x);
+      fn("row_norm", x)(x, wt, b, out, rows, cols, eps, +center, +plusOne, threads);
+    },
+    activation(x, out, n, kind, threads) {
+      const k = "activation";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, n, x);
+      if (kind !== 0 && kind !== 1 && kind !== 2) {
+        throw new RangeError(`native ${k}: kind ${kind} is not 0, 1 or 2`);
+      }
+      fn(k, x)(x, out, n, kind, threads);
+    },
+    attnSoftmax(sc, out, mask, rows, t, heads, scale, softcap, window, threads) {
+      const k = "attnSoftmax";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "t", t, I64_MAX);
+      checkCount(k, "heads", heads, I64_MAX), checkCount(k, "window", window, I64_MAX);
+      checkCount(k, "threads", threads);
+      if (heads < 1 || t < 1 || rows % (t * heads) !== 0) {
+        throw new RangeError(`native ${k}: ${rows} rows are not [B, ${heads}, ${t}] rows`);
+      }
+      checkFloats(k, "s", sc, rows * t, sc), checkFloats(k, "out", out, rows * t, sc);
+      if (mask !== null && !(mask instanceof Uint8Array && mask.length >= (rows / heads))) {
+        throw new RangeError(`native ${k}: mask must be a Uint8Array of ${rows / heads} bytes`);
+      }
+      if (
+        fn("attn_softmax", sc)(sc, out, mask, rows, t, heads, scale, softcap, window, threads) !==
+          -1
+      ) {
+        throw new Error(`native ${k}: out of memory for ${threads} rows of ${t}`);
+      }
+    },
+    addRows(x, y, out, n, m, threads) {
+      const k = "addRows";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "m", m, I64_MAX);
+      checkCount(k, "threads", threads);
+      if (m < 1 || n % m !== 0) throw new RangeError(`native ${k}: ${m} does not divide ${n}`);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
+      fn("add_rows", x)(x, y, out, n, m, threads);
     },
   };
 }
