@@ -23,6 +23,7 @@ import { cast, gt } from "../../tensor/ops/elementwise.ts";
 import { treeFlatten, treeUnflatten } from "../../autodiff/tree.ts";
 import { Tensor as TensorClass } from "../../tensor/tensor.ts";
 import type { Communicator } from "../../tensor/distributed/communicator.ts";
+import { deviceAllReduce } from "../../tensor/distributed/device.ts";
 import type { BatchShare } from "../arch/topk_encode.ts";
 
 type Floats = Float32Array | Float64Array;
@@ -45,16 +46,23 @@ function elementsOf(t: Tensor): Floats {
  * `tree` with every f32/f64 tensor replaced by its mean over the ranks; other leaves unchanged.
  * Large tensors are reduced from their own storage into pooled arrays that become the new
  * tensors' storage (no copy in JavaScript); small ones share one packed all-reduce per dtype.
- * The division by the number of ranks happens inside the all-reduce ("mean"). Synchronous: runs
- * inside the step's scope on a backend that reads synchronously (the CPU backend).
+ * The division by the number of ranks happens inside the all-reduce ("mean"). Device tensors
+ * (cuda) go through NCCL on the stream when the job has it, else through host memory.
+ * Synchronous: runs inside the step's scope.
  */
 export function averageAcrossRanks<T>(tree: T, comm: Communicator): T {
   const [leaves, def] = treeFlatten(tree);
   const out = leaves.slice();
+  // Device tensors through NCCL when the job has it (cuda), launched together.
+  const onDevice = leaves.flatMap((l, i) =>
+    l instanceof TensorClass && !l.backend.hostMemory && l.dtype.startsWith("f") ? [i] : []
+  );
+  const reduced = deviceAllReduce(onDevice.map((i) => leaves[i] as Tensor), comm, "mean");
+  if (reduced) onDevice.forEach((i, j) => (out[i] = reduced[j]));
   for (const dtype of ["f32", "f64"] as const) {
     const small: number[] = [];
     leaves.forEach((l, i) => {
-      if (!(l instanceof TensorClass) || l.dtype !== dtype) return;
+      if (!(l instanceof TensorClass) || l.dtype !== dtype || out[i] !== l) return;
       if (l.size < OWN_CALL) return void small.push(i);
       const mean = takeShared(dtype, l.size) as Floats;
       comm.allReduce(mean, "mean", elementsOf(l));
@@ -99,7 +107,10 @@ export function broadcastFromRoot<T>(tree: T, comm: Communicator, root = 0): T {
 
 /** Whether each feature fired on any rank (bool [F]) from this rank's bool [F]. */
 export function firedOnAnyRank(fired: Tensor, comm: Communicator): Tensor {
-  const counts = cast(fired, "f32").dataSync() as Float32Array;
+  const flags = cast(fired, "f32");
+  const onDevice = deviceAllReduce([flags], comm, "sum");
+  if (onDevice) return gt(onDevice[0], 0);
+  const counts = flags.dataSync() as Float32Array;
   comm.allReduce(counts, "sum");
   return gt(tensor(counts, { backend: fired.backend }), 0);
 }
