@@ -7,7 +7,7 @@
  */
 import process from "node:process";
 import type { Communicator } from "../../tensor/distributed/communicator.ts";
-import { type DataSource } from "../../data/sources.ts";
+import type { DataSource } from "../../data/sources.ts";
 import { activationData } from "../../data/formats.ts";
 import { ensureDir, writeJsonAtomic } from "../../data/atomic.ts";
 import { loadNpy } from "../../data/npy.ts";
