@@ -1,11 +1,13 @@
 /**
  * Data parallel on this machine: the TopK training step (d=512, F=8192, k=32, global batch 2048)
- * as 1 process × 1 thread, 1 process × 2 threads and 2 ranks × 1 thread under mpirun (median
- * step time; scaling efficiency = T(1×1) / (2 · T(2×1))), and the MPI all-reduce rate on 8.4M
+ * as 1 process × 1 thread, 1 process × 2 threads and 2 ranks × 1 thread under mpirun, waiting
+ * by sleeping (the default) and by spinning (SPARSECODER_MPI_WAIT=spin) (median step time;
+ * scaling efficiency = T(1×1) / (2 · T(2×1))), and the MPI all-reduce rate on 8.4M
  * floats (the gradient of a 512 × 8192 TopK SAE: 2·512·8192 + 8192 + 512).
  *   deno run -A bench/data_parallel.ts [--json]      bun bench/data_parallel.ts [--json]
  * Internally it reruns itself as `--step` (alone or under mpirun) and `--allreduce` (mpirun).
  */
+import { loadavg } from "node:os";
 import process from "node:process";
 import * as t from "../mod.ts";
 import { resolveConfig } from "../sae/config.ts";
@@ -63,7 +65,7 @@ function allReduceTime(): { s: number; rank: number } {
   return { s: median(times), rank: comm.rank };
 }
 
-function child(ranks: number, threads: number, mode: string): number {
+function child(ranks: number, threads: number, mode: string, wait = "sleep"): number {
   const cmd = [...scriptCommand("bench/data_parallel.ts"), mode];
   const full = ranks > 1 ? ["mpirun", ...mpirunArgs(ranks, cmd)] : cmd;
   const r = runSync(full[0], full.slice(1), {
@@ -71,6 +73,7 @@ function child(ranks: number, threads: number, mode: string): number {
       ...process.env,
       SPARSECODER_THREADS: String(threads),
       OPENBLAS_NUM_THREADS: String(threads),
+      SPARSECODER_MPI_WAIT: wait,
     } as Record<string, string>,
     timeoutMs: 600_000,
   });
@@ -91,11 +94,13 @@ if (argv.includes("--step")) {
   if (rank === 0) console.log(`RESULT ${s}`);
 } else {
   const one1 = child(1, 1, "--step"), one2 = child(1, 2, "--step"), two1 = child(2, 1, "--step");
+  const spin = child(2, 1, "--step", "spin");
   const ar = child(2, 1, "--allreduce");
   const r = {
     runtime,
     config: { d, F, k, batch: B, steps: STEPS },
-    step_ms: { "1x1": one1, "1x2": one2, "2x1": two1 },
+    load_average: loadavg()[0],
+    step_ms: { "1x1": one1, "1x2": one2, "2x1": two1, "2x1 spin": spin },
     tokens_per_s: { "1x1": B / one1 * 1e3, "1x2": B / one2 * 1e3, "2x1": B / two1 * 1e3 },
     scaling_efficiency_2x1: one1 / (2 * two1),
     ranks_vs_threads: one2 / two1,
@@ -103,7 +108,11 @@ if (argv.includes("--step")) {
   };
   if (argv.includes("--json")) console.log(JSON.stringify(r));
   else {
-    console.log(`TopK step d=${d} F=${F} k=${k} batch ${B} (${runtime}), median of ${STEPS}:`);
+    console.log(
+      `TopK step d=${d} F=${F} k=${k} batch ${B} (${runtime}), median of ${STEPS}; load average ${
+        r.load_average.toFixed(2)
+      } at the end:`,
+    );
     for (const [name, ms] of Object.entries(r.step_ms)) {
       console.log(
         `  ${name.replace("x", " × ")}: ${ms.toFixed(1)} ms (${(B / ms).toFixed(1)}k tok/s)`,

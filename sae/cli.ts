@@ -42,6 +42,7 @@ import type { Communicator } from "../tensor/distributed/communicator.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/distributed/job.ts";
 import { JobError, launchRanks } from "../tensor/distributed/launch.ts";
+import { type ModulesCommand, trainModulesCommand } from "./train/modules_cli.ts";
 
 class UsageError extends Error {}
 
@@ -118,6 +119,12 @@ const TRAIN_HELP = `sae train: train a dictionary
   --ranks N          data parallel on N ranks: relaunches this command under mpirun -np N (every
                      rank trains on batch/N rows of each batch; rank 0 writes). Under mpirun or
                      srun, the ranks are the launcher's and this flag may be left out
+  --hooks A,B,…      module parallel: one dictionary per hook point, whole dictionaries split across
+                     the ranks (--ranks N: contiguous runs of hooks per rank); activations from
+                     --model M (folder or repo id) --tokens ids.npy (int32 [N, T]; --batch rows =
+                     batch/T sequences, one forward per batch per rank, stopped at its last hook),
+                     or --data 'acts/{hook}' (one store per hook). Writes DIR/modules.json and
+                     DIR/<hook>/, each a run folder as below
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --quiet            no progress bar
 
@@ -201,6 +208,9 @@ async function train(flags: Flags): Promise<void> {
     "backend",
     "quiet",
     "ranks",
+    "hooks",
+    "model",
+    "tokens",
     ...CROSSCODER_FLAGS,
   ], "train");
   const ranks = num(flags, "ranks", { int: true, min: 1 });
@@ -216,13 +226,58 @@ async function train(flags: Flags): Promise<void> {
   }
   const comm = initDistributed();
   try {
-    await trainOn(flags, comm);
+    if (flags.hooks !== undefined) await trainModulesCommand(modulesCommand(flags), comm, usage);
+    else await trainOn(flags, comm);
   } catch (e) {
     if (comm.size === 1 || e instanceof UsageError || e instanceof ConfigError) throw e;
     // Every rank must stop, not wait in the next collective for this one.
     comm.abort(1, `sae train: rank ${comm.rank} of ${comm.size}: ${(e as Error).message}`);
   }
   finalizeDistributed();
+}
+
+const usage = (m: string): never => {
+  throw new UsageError(m);
+};
+
+/** `sae train --hooks …`'s options (module parallel). */
+function modulesCommand(flags: Flags): ModulesCommand {
+  for (const f of ["targets", "resume-from", ...CROSSCODER_FLAGS]) {
+    if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with --hooks`);
+  }
+  const hooks = (str(flags, "hooks") ?? "").split(",").map((h) => h.trim()).filter((h) => h);
+  if (!hooks.length) {
+    throw new UsageError(
+      "--hooks needs hook names, e.g. blocks.0.hook_resid_post,blocks.1.hook_resid_post",
+    );
+  }
+  const arch = (str(flags, "arch") ?? "topk") as ArchName;
+  if (!ARCHS.includes(arch)) {
+    throw new UsageError(`--arch must be one of ${ARCHS.join(", ")}, got ${JSON.stringify(arch)}`);
+  }
+  const seed = num(flags, "seed", { int: true, min: 0 }) ?? 0;
+  const train: TrainConfigInput = { seed };
+  const steps = num(flags, "steps", { int: true, min: 1 }),
+    batch = num(flags, "batch", { int: true, min: 1 });
+  const lr = num(flags, "lr", { min: 0 });
+  if (steps !== undefined) train.steps = steps;
+  if (batch !== undefined) train.batch_size = batch;
+  if (lr !== undefined) train.lr = lr;
+  return {
+    hooks,
+    model: str(flags, "model"),
+    tokens: str(flags, "tokens"),
+    data: str(flags, "data"),
+    arch,
+    dSae: num(flags, "d-sae", { int: true, min: 1 }),
+    expansion: num(flags, "expansion", { min: 0 }),
+    k: num(flags, "k", { int: true, min: 1 }),
+    l1: num(flags, "l1", { min: 0 }),
+    train,
+    out: str(flags, "out") ?? `runs/modules-${seed}`,
+    resume: flags.resume === true,
+    quiet: flags.quiet === true,
+  };
 }
 
 /** The command line that gives `flags` again, less `drop`. */

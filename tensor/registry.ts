@@ -5,6 +5,7 @@ import { readEnv } from "./platform/env.ts";
 import { cuda } from "./cuda/backend.ts";
 import { cudaUnavailableReason } from "./cuda/runtime.ts";
 import { distributedInfo } from "./distributed/job.ts";
+import { deviceCollectivesInfo } from "./distributed/device.ts";
 
 const backends = new Map<string, Backend>([["cpu", cpu], ["cuda", cuda]]);
 /**
@@ -91,6 +92,6 @@ export function backendInfo(): {
       const b = backends.get(n);
       return [n, b ? b.info() : `unavailable: ${unavailable.get(n)!()}`];
     })),
-    distributed: distributedInfo(),
+    distributed: [distributedInfo(), deviceCollectivesInfo()].filter((l) => l).join("; "),
   };
 }

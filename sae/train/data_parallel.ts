@@ -5,9 +5,9 @@
  * the driver make; each is a no-op question for a single process, which never calls them.
  *
  * What a rank sees locally and what is exchanged:
- *   - gradients: summed over ranks and divided by their number (one all-reduce of every
- *     gradient packed together); a mean loss over B/N rows per rank then gives the gradient of the
- *     mean over all B rows;
+ *   - gradients: summed over ranks and divided by their number (each large gradient reduced
+ *     from its own storage, the small ones packed into one bucket); a mean loss over B/N rows per
+ *     rank then gives the gradient of the mean over all B rows;
  *   - which features fired this step: OR-ed over ranks, so the dead-feature counters (and AuxK's
  *     and ghost grads' dead masks, and resampling's) are the global ones;
  *   - a batch-level top-k (BatchTopK, Matryoshka, BatchTopK crosscoders and DFC): every rank's
@@ -17,56 +17,76 @@
  *   - after resampling (drawn from rank 0's rows), rank 0's parameters and moments.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
-import { tensor } from "../../tensor/ops/create.ts";
+import { fromStorage, tensor } from "../../tensor/ops/create.ts";
+import { giveArray, takeShared } from "../../tensor/cpu/pool.ts";
 import { cast, gt } from "../../tensor/ops/elementwise.ts";
 import { treeFlatten, treeUnflatten } from "../../autodiff/tree.ts";
 import { Tensor as TensorClass } from "../../tensor/tensor.ts";
 import type { Communicator } from "../../tensor/distributed/communicator.ts";
+import { deviceAllReduce } from "../../tensor/distributed/device.ts";
 import type { BatchShare } from "../arch/topk_encode.ts";
 
 type Floats = Float32Array | Float64Array;
 
-/** The tensor leaves of `tree` of dtype `dtype`, in tree order. */
-function leavesOf(leaves: unknown[], dtype: "f32" | "f64"): number[] {
-  const out: number[] = [];
-  leaves.forEach((l, i) => {
-    if (l instanceof TensorClass && l.dtype === dtype) out.push(i);
-  });
-  return out;
+/**
+ * Gradients at least this long (elements) are all-reduced on their own, straight from their
+ * storage into a fresh array; shorter ones (biases, scales) are packed into one bucket so that a
+ * tree of many small tensors costs one collective, not one each.
+ */
+const OWN_CALL = 1 << 16;
+
+/** A contiguous host tensor's elements without a copy; a copy when strided or on a device. */
+function elementsOf(t: Tensor): Floats {
+  if (!t.backend.hostMemory || !t.isContiguous()) return t.dataSync() as Floats;
+  const buf = t.view().buf as Floats;
+  return buf.length === t.size ? buf : buf.subarray(0, t.size);
 }
 
 /**
- * `tree` with every f32/f64 tensor replaced by its mean over the ranks (one all-reduce per dtype
- * over the tensors packed end to end). Synchronous: runs inside the step's scope on a backend
- * that reads synchronously (the CPU backend).
+ * `tree` with every f32/f64 tensor replaced by its mean over the ranks; other leaves unchanged.
+ * Large tensors are reduced from their own storage into pooled arrays that become the new
+ * tensors' storage (no copy in JavaScript); small ones share one packed all-reduce per dtype.
+ * The division by the number of ranks happens inside the all-reduce ("mean"). Device tensors
+ * (cuda) go through NCCL on the stream when the job has it, else through host memory.
+ * Synchronous: runs inside the step's scope.
  */
 export function averageAcrossRanks<T>(tree: T, comm: Communicator): T {
   const [leaves, def] = treeFlatten(tree);
   const out = leaves.slice();
+  // Device tensors through NCCL when the job has it (cuda), launched together.
+  const onDevice = leaves.flatMap((l, i) =>
+    l instanceof TensorClass && !l.backend.hostMemory && l.dtype.startsWith("f") ? [i] : []
+  );
+  const reduced = deviceAllReduce(onDevice.map((i) => leaves[i] as Tensor), comm, "mean");
+  if (reduced) onDevice.forEach((i, j) => (out[i] = reduced[j]));
   for (const dtype of ["f32", "f64"] as const) {
-    const idx = leavesOf(leaves, dtype);
-    if (!idx.length) continue;
-    const ts = idx.map((i) => leaves[i] as Tensor);
-    const n = ts.reduce((a, t) => a + t.size, 0);
-    const packed: Floats = dtype === "f32" ? new Float32Array(n) : new Float64Array(n);
+    const small: number[] = [];
+    leaves.forEach((l, i) => {
+      if (!(l instanceof TensorClass) || l.dtype !== dtype || out[i] !== l) return;
+      if (l.size < OWN_CALL) return void small.push(i);
+      const mean = takeShared(dtype, l.size) as Floats;
+      comm.allReduce(mean, "mean", elementsOf(l));
+      out[i] = fromStorage(mean, dtype, l.shape, l.backend);
+    });
+    if (!small.length) continue;
+    const ts = small.map((i) => leaves[i] as Tensor);
+    const packed = takeShared(dtype, ts.reduce((a, t) => a + t.size, 0)) as Floats;
     let at = 0;
     for (const t of ts) {
-      packed.set(t.dataSync() as Floats, at);
+      packed.set(elementsOf(t), at);
       at += t.size;
     }
-    comm.allReduce(packed, "sum");
-    const inv = 1 / comm.size;
-    for (let i = 0; i < n; i++) packed[i] *= inv;
+    comm.allReduce(packed, "mean");
     at = 0;
-    idx.forEach((i, j) => {
+    small.forEach((i, j) => {
       const t = ts[j];
-      out[i] = tensor(packed.subarray(at, at + t.size), {
+      out[i] = tensor(packed.subarray(at, at += t.size), {
         shape: t.shape,
         dtype,
         backend: t.backend,
       });
-      at += t.size;
     });
+    giveArray(packed);
   }
   return treeUnflatten<T>(def, out);
 }
@@ -87,7 +107,10 @@ export function broadcastFromRoot<T>(tree: T, comm: Communicator, root = 0): T {
 
 /** Whether each feature fired on any rank (bool [F]) from this rank's bool [F]. */
 export function firedOnAnyRank(fired: Tensor, comm: Communicator): Tensor {
-  const counts = cast(fired, "f32").dataSync() as Float32Array;
+  const flags = cast(fired, "f32");
+  const onDevice = deviceAllReduce([flags], comm, "sum");
+  if (onDevice) return gt(onDevice[0], 0);
+  const counts = flags.dataSync() as Float32Array;
   comm.allReduce(counts, "sum");
   return gt(tensor(counts, { backend: fired.backend }), 0);
 }

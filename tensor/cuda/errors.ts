@@ -1,10 +1,10 @@
 /**
- * Status codes of the three libraries turned into errors that name the failing call. The tables
+ * Status codes of the CUDA libraries turned into errors that name the failing call. The tables
  * cover the codes we expect to meet; the driver's own cuGetErrorName is preferred when loaded.
  * Values are checked against cuda.h / library_types.h by tests/cuda_ffi.test.ts where gcc is.
  */
 
-export type CudaLibrary = "driver" | "nvrtc" | "cublas";
+export type CudaLibrary = "driver" | "nvrtc" | "cublas" | "nccl";
 
 export class CudaError extends Error {
   override name = "CudaError";
@@ -69,10 +69,23 @@ export const CUBLAS_STATUS: Record<number, string> = {
   16: "CUBLAS_STATUS_LICENSE_ERROR",
 };
 
+/** ncclResult_t values (nccl.h). */
+export const NCCL_STATUS: Record<number, string> = {
+  0: "ncclSuccess",
+  1: "ncclUnhandledCudaError",
+  2: "ncclSystemError",
+  3: "ncclInternalError",
+  4: "ncclInvalidArgument",
+  5: "ncclInvalidUsage",
+  6: "ncclRemoteError",
+  7: "ncclInProgress",
+};
+
 const TABLES: Record<CudaLibrary, Record<number, string>> = {
   driver: DRIVER_STATUS,
   nvrtc: NVRTC_STATUS,
   cublas: CUBLAS_STATUS,
+  nccl: NCCL_STATUS,
 };
 
 /** The symbolic name of a status code; `lookup` (the library's own, when loaded) wins. */

@@ -13,19 +13,21 @@ import {
   openFirst as openCandidate,
 } from "../platform/ffi.ts";
 
-export type CudaLib = "driver" | "nvrtc" | "cublas";
+export type CudaLib = "driver" | "nvrtc" | "cublas" | "nccl";
 
 /** The environment variable that forces one library's path. */
 export const PATH_ENV: Record<CudaLib, string> = {
   driver: "SPARSECODER_CUDA_DRIVER",
   nvrtc: "SPARSECODER_NVRTC",
   cublas: "SPARSECODER_CUBLAS",
+  nccl: "SPARSECODER_NCCL",
 };
 
 const SONAMES: Record<CudaLib, string[]> = {
   driver: ["libcuda.so.1"],
   nvrtc: ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"],
   cublas: ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"],
+  nccl: ["libnccl.so.2", "libnccl.so"],
 };
 
 const SYSTEM_DIRS = [
@@ -49,6 +51,7 @@ const WHEEL_SUBDIRS: Record<CudaLib, string[]> = {
   driver: [],
   nvrtc: ["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
   cublas: ["nvidia/cu13/lib", "nvidia/cublas/lib"],
+  nccl: ["nvidia/cu13/lib", "nvidia/nccl/lib"],
 };
 
 /**
@@ -86,6 +89,7 @@ const LABEL: Record<CudaLib, string> = {
   driver: "NVIDIA driver library libcuda.so.1",
   nvrtc: "NVRTC (libnvrtc.so)",
   cublas: "cuBLAS (libcublas.so)",
+  nccl: "NCCL (libnccl.so.2)",
 };
 
 export interface Opened {

@@ -1,6 +1,6 @@
 /**
  * The CUDA runtime of this process, opened on first use: libraries, device 0 (or
- * $SPARSECODER_CUDA_DEVICE), its primary context, one non-blocking stream, the caching allocator,
+ * $SPARSECODER_CUDA_DEVICE, or this rank's own GPU under MPI: deviceOrdinal), its primary context, one non-blocking stream, the caching allocator,
  * cuBLAS on that stream, and the kernel modules, each compiled by NVRTC once and cached. When any
  * piece is missing, `cudaRuntime()` returns null and `cudaUnavailableReason()` says why.
  */
@@ -49,6 +49,20 @@ function parsePrecision(v: string | undefined): MatmulPrecision {
   throw new Error(`SPARSECODER_CUDA_MATMUL=${v}: expected f32, tf32 or bf16`);
 }
 
+/**
+ * $SPARSECODER_CUDA_DEVICE, else this rank's local index on its node modulo the GPUs (one GPU
+ * per rank when an MPI launcher or Slurm started several ranks per node), else 0.
+ */
+export function deviceOrdinal(count: number, get = env): number {
+  const forced = get("SPARSECODER_CUDA_DEVICE");
+  if (forced !== undefined && forced !== "") return Number(forced);
+  for (const v of ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]) {
+    const local = Number(get(v));
+    if (get(v) !== undefined && Number.isInteger(local) && local >= 0) return local % count;
+  }
+  return 0;
+}
+
 function open(): Probe {
   if (env("SPARSECODER_NO_CUDA") === "1") {
     return { rt: null, reason: "disabled by SPARSECODER_NO_CUDA=1" };
@@ -62,7 +76,7 @@ function open(): Probe {
   try {
     driver.init();
     const count = driver.deviceCount();
-    ordinal = Number(env("SPARSECODER_CUDA_DEVICE") ?? 0);
+    ordinal = deviceOrdinal(count);
     if (count === 0) return { rt: null, reason: `${driver.path}: no CUDA device` };
     if (!(ordinal >= 0 && ordinal < count)) {
       return { rt: null, reason: `SPARSECODER_CUDA_DEVICE=${ordinal}: only ${count} device(s)` };

@@ -6,8 +6,8 @@
  */
 import process from "node:process";
 
-/** The element-wise reduction of an all-reduce. */
-export type ReduceOp = "sum" | "min" | "max";
+/** The element-wise reduction of an all-reduce; mean is the sum divided by the ranks. */
+export type ReduceOp = "sum" | "min" | "max" | "mean";
 
 export type HostArray =
   | Float32Array
@@ -24,8 +24,12 @@ export interface Communicator {
   size: number;
   /** One line: the engine, this rank, and the library (or why there is only one process). */
   describe: string;
-  /** Every rank's `buf` combined element-wise by `op` (default sum), into `buf` on every rank. */
-  allReduce(buf: Float32Array | Float64Array, op?: ReduceOp): void;
+  /**
+   * Every rank's `send` (default `buf` itself) combined element-wise by `op` (default sum), into
+   * `buf` on every rank. With a separate `send` (same type and length, not overlapping `buf`),
+   * `send` is only read: a gradient's own storage can be sent without copying it first.
+   */
+  allReduce<T extends Float32Array | Float64Array>(buf: T, op?: ReduceOp, send?: T): void;
   /** The root's `buf` copied into `buf` on every rank. */
   broadcast(buf: HostArray, root?: number): void;
   /** Every rank's `send` (the same length everywhere), concatenated in rank order. */
@@ -37,13 +41,30 @@ export interface Communicator {
   finalize(): void;
 }
 
+/** Throws unless `send` can be reduced into `buf`: the same element type and length. */
+export function checkSend(buf: Float32Array | Float64Array, send: Float32Array | Float64Array) {
+  if (send === buf) return;
+  if (send.constructor !== buf.constructor || send.length !== buf.length) {
+    throw new Error(
+      `allReduce: send is a ${send.constructor.name}[${send.length}], the result buffer a ${buf.constructor.name}[${buf.length}]`,
+    );
+  }
+  if (send.buffer === buf.buffer) {
+    const [a, b] = [send, buf].map((x) => [x.byteOffset, x.byteOffset + x.byteLength]);
+    if (a[0] < b[1] && b[0] < a[1]) throw new Error("allReduce: send overlaps the result buffer");
+  }
+}
+
 /** A job of one process: every collective is the identity. */
 export function singleProcess(why: string): Communicator {
   return {
     rank: 0,
     size: 1,
     describe: `single process (${why})`,
-    allReduce: () => {},
+    allReduce(buf, _op, send = buf) {
+      checkSend(buf, send);
+      if (send !== buf) buf.set(send);
+    },
     broadcast: () => {},
     allGather: <T extends HostArray>(send: T) => send.slice() as T,
     barrier: () => {},

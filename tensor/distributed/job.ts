@@ -8,6 +8,7 @@
 import { readEnv } from "../platform/env.ts";
 import { type Communicator, singleProcess } from "./communicator.ts";
 import { type MpiOptions, openMpi } from "./mpi.ts";
+import { endDeviceCollectives } from "./device.ts";
 
 let current: Communicator | null = null;
 /** MPI was started and finalized in this process: the standard forbids starting it again. */
@@ -92,5 +93,6 @@ export function finalizeDistributed(): void {
   const c = current;
   current = null;
   if (c?.describe.startsWith("mpi:")) mpiEnded = true;
+  if (c) endDeviceCollectives(c);
   c?.finalize();
 }

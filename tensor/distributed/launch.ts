@@ -24,6 +24,11 @@ export function mpirunArgs(ranks: number, command: readonly string[]): string[] 
     ...(root ? ["--allow-run-as-root"] : []),
     // More ranks than cores is a test or a debugging session, not a mistake to refuse.
     ...(ranks > availableParallelism() ? ["--oversubscribe"] : []),
+    // Open MPI's progress loop yields the core while waiting (the shim's sleeping arrival covers
+    // the wait for slow ranks; this covers the data movement once they are there).
+    "--mca",
+    "mpi_yield_when_idle",
+    "1",
     "-np",
     String(ranks),
     ...command,

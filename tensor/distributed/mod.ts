@@ -6,3 +6,4 @@ export * from "./communicator.ts";
 export * from "./job.ts";
 export { type MpiOptions, mpiTimeout, openMpi } from "./mpi.ts";
 export { JobError, launchRanks, lostRank, mpirunArgs } from "./launch.ts";
+export { deviceAllReduce, deviceCollectivesInfo, ncclJob } from "./device.ts";

@@ -4,6 +4,9 @@
  * and exports plain functions; this file binds them to a Communicator. Opening never throws: the
  * reason comes back instead (no mpicc, no FFI, no permission, MPI_Init failed).
  *   SPARSECODER_MPI_TIMEOUT=s   a collective waiting longer ends this rank (default 600; 0: never)
+ *   SPARSECODER_MPI_WAIT=sleep|spin   how a rank waits for the others to arrive at a collective:
+ *                               polling with short sleeps, leaving the core to a rank still
+ *                               computing (default), or MPI's own busy wait
  */
 import { fileURLToPath } from "node:url";
 import { readEnv } from "../platform/env.ts";
@@ -11,16 +14,15 @@ import { type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/ffi.ts";
 import { compileCached, defaultCacheDir } from "../platform/compile.ts";
 import { runSync, tailLines } from "../platform/process.ts";
 import { granted } from "../platform/runtime.ts";
-import type { Communicator, HostArray, ReduceOp } from "./communicator.ts";
+import { checkSend, type Communicator, type HostArray, type ReduceOp } from "./communicator.ts";
 
 const SIGS: Record<string, FfiSig> = {
-  sc_mpi_init: { args: ["f64"], ret: "i32" },
+  sc_mpi_init: { args: ["f64", "i32"], ret: "i32" },
   sc_mpi_rank: { args: [], ret: "i32" },
   sc_mpi_size: { args: [], ret: "i32" },
   sc_mpi_version: { args: ["buf", "i32"], ret: "void" },
   sc_mpi_error_string: { args: ["i32", "buf", "i32"], ret: "void" },
-  sc_mpi_allreduce_f32: { args: ["buf", "i64", "i32"], ret: "i32" },
-  sc_mpi_allreduce_f64: { args: ["buf", "i64", "i32"], ret: "i32" },
+  sc_mpi_allreduce: { args: ["buf", "buf", "i64", "i32", "i32"], ret: "i32" },
   sc_mpi_broadcast: { args: ["buf", "i64", "i32"], ret: "i32" },
   sc_mpi_allgather: { args: ["buf", "i64", "buf"], ret: "i32" },
   sc_mpi_barrier: { args: [], ret: "i32" },
@@ -29,7 +31,7 @@ const SIGS: Record<string, FfiSig> = {
 };
 
 const FLAGS = ["-O2", "-fPIC", "-shared", "-pthread"];
-const OPS: Record<ReduceOp, number> = { sum: 0, min: 1, max: 2 };
+const OPS: Record<ReduceOp, number> = { sum: 0, min: 1, max: 2, mean: 3 };
 const DEFAULT_TIMEOUT_S = 600;
 
 export interface MpiOptions {
@@ -38,6 +40,18 @@ export interface MpiOptions {
   cacheDir?: string;
   /** Seconds a collective may wait (default SPARSECODER_MPI_TIMEOUT, else 600; 0: no limit). */
   timeoutS?: number;
+  /** How a rank waits for the others (default SPARSECODER_MPI_WAIT, else "sleep"). */
+  wait?: MpiWait;
+}
+
+/** Sleep: poll for the other ranks with short sleeps, yielding the core; spin: MPI's busy wait. */
+export type MpiWait = "sleep" | "spin";
+
+/** The wait from SPARSECODER_MPI_WAIT, else "sleep". */
+export function mpiWait(): MpiWait {
+  const v = readEnv("SPARSECODER_MPI_WAIT") ?? "";
+  if (v === "" || v === "sleep" || v === "spin") return (v || "sleep") as MpiWait;
+  throw new Error(`SPARSECODER_MPI_WAIT must be "sleep" or "spin", got ${JSON.stringify(v)}`);
 }
 
 export interface MpiStatus {
@@ -75,7 +89,12 @@ function wrapperLine(mpicc: string): string {
 
 const bytesOf = (a: HostArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-function bind(path: string, fns: Record<string, FfiFn>, timeoutS: number): Communicator {
+function bind(
+  path: string,
+  fns: Record<string, FfiFn>,
+  timeoutS: number,
+  wait: MpiWait,
+): Communicator {
   const text = (fill: (buf: Uint8Array) => void) => {
     const buf = new Uint8Array(new ArrayBuffer(1024));
     fill(buf);
@@ -93,11 +112,14 @@ function bind(path: string, fns: Record<string, FfiFn>, timeoutS: number): Commu
     size,
     describe: `mpi: rank ${rank} of ${size} (${version}; ${path}; collective timeout ${
       timeoutS > 0 ? `${timeoutS} s` : "none"
-    })`,
-    allReduce(buf, op = "sum") {
+    }; ${wait} wait)`,
+    allReduce(buf, op = "sum", send = buf) {
+      checkSend(buf, send);
       if (buf.length === 0) return;
-      const fn = buf instanceof Float32Array ? fns.sc_mpi_allreduce_f32 : fns.sc_mpi_allreduce_f64;
-      check(fn(buf, buf.length, OPS[op]), `MPI_Allreduce (${op}, ${buf.length} elements)`);
+      check(
+        fns.sc_mpi_allreduce(send, buf, buf.length, buf instanceof Float32Array ? 0 : 1, OPS[op]),
+        `MPI_Allreduce (${op}, ${buf.length} elements)`,
+      );
     },
     broadcast(buf, root = 0) {
       if (buf.byteLength === 0) return;
@@ -151,10 +173,10 @@ export function openMpi(o: MpiOptions = {}): MpiStatus {
       dir: o.cacheDir ?? defaultCacheDir(),
     });
     const fns = ffi.open(path, SIGS).fns as Record<string, FfiFn>;
-    const timeoutS = o.timeoutS ?? mpiTimeout();
-    const rc = fns.sc_mpi_init(timeoutS) as number;
+    const timeoutS = o.timeoutS ?? mpiTimeout(), wait = o.wait ?? mpiWait();
+    const rc = fns.sc_mpi_init(timeoutS, wait === "sleep" ? 1 : 0) as number;
     if (rc !== 0) return { comm: null, reason: `MPI_Init failed (MPI error ${rc}) using ${path}` };
-    const comm = bind(path, fns, timeoutS);
+    const comm = bind(path, fns, timeoutS, wait);
     return { comm, reason: `${compiled ? "compiled and loaded" : "loaded"} ${path}` };
   } catch (e) {
     return { comm: null, reason: tailLines(e instanceof Error ? e.message : String(e), 2) };
