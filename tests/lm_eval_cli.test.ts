@@ -20,6 +20,17 @@ const expected = JSON.parse(readFileSync(dir + "expected.json", "utf8")).cases a
   { metrics: Record<string, number> }
 >;
 
+/** `sae eval DIR --model M --data tokens.npy …` for a dictionary of the fixture. */
+const evalArgs = (name: string, ...extra: string[]) => [
+  "eval",
+  dir + name,
+  "--model",
+  model,
+  "--data",
+  tokens,
+  ...extra,
+];
+
 function close(got: Record<string, unknown>, want: Record<string, number>, what: string) {
   for (const [k, e] of Object.entries(want)) {
     const a = got[k] as number;
@@ -29,17 +40,7 @@ function close(got: Record<string, unknown>, want: Record<string, number>, what:
 }
 
 test("sae eval --model: a ReLU SAE's CE/KL figures match the reference; activation metrics beside them", async () => {
-  const r = await runCli(
-    "eval",
-    dir + "relu",
-    "--model",
-    model,
-    "--data",
-    tokens,
-    "--batch",
-    "4",
-    "--json",
-  );
+  const r = await runCli(...evalArgs("relu", "--batch", "4", "--json"));
   assertEquals(r.code, 0, r.err);
   const m = JSON.parse(r.out);
   close(m, expected.relu.metrics, "relu");
@@ -52,19 +53,7 @@ test("sae eval --model: a ReLU SAE's CE/KL figures match the reference; activati
 });
 
 test("sae eval --model: --special-ids, a transcoder's and a crosscoder's hooks from cfg.json", async () => {
-  const none = await runCli(
-    "eval",
-    dir + "relu",
-    "--model",
-    model,
-    "--data",
-    tokens,
-    "--batch",
-    "4",
-    "--special-ids",
-    "",
-    "--json",
-  );
+  const none = await runCli(...evalArgs("relu", "--batch", "4", "--special-ids", "", "--json"));
   assertEquals(none.code, 0, none.err);
   close(JSON.parse(none.out), expected.relu_nospecial.metrics, "relu_nospecial");
   for (const name of ["transcoder", "crosscoder"]) {
@@ -82,35 +71,14 @@ test("sae eval --model: --special-ids, a transcoder's and a crosscoder's hooks f
     assertEquals(r.code, 0, r.err);
     close(JSON.parse(r.out), expected[name].metrics, name);
   }
-  const table = await runCli(
-    "eval",
-    dir + "topk",
-    "--model",
-    model,
-    "--data",
-    tokens,
-    "--batch",
-    "4",
-  );
+  const table = await runCli(...evalArgs("topk", "--batch", "4"));
   assertEquals(table.code, 0, table.err);
   assert(/ce_loss_score\s+0\.99/.test(table.out), table.out);
   assert(/spliced at blocks\.0\.hook_attn_out/.test(table.out), table.out);
 });
 
 test("sae eval --model: --context and --tokens choose what is read", async () => {
-  const r = await runCli(
-    "eval",
-    dir + "relu",
-    "--model",
-    model,
-    "--data",
-    tokens,
-    "--context",
-    "8",
-    "--tokens",
-    "20",
-    "--json",
-  );
+  const r = await runCli(...evalArgs("relu", "--context", "8", "--tokens", "20", "--json"));
   assertEquals(r.code, 0, r.err);
   const m = JSON.parse(r.out);
   // ceil(20 / 8) = 3 rows of 8 tokens; row 1's 63 sits at position 7, so 3 + 1 special positions.
