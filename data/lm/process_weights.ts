@@ -118,6 +118,33 @@ function foldLayerNorm(
   return { W: center(mul(W, along(ln.w)), inAxis), c: c2 };
 }
 
+/** The weights a LayerNorm block (GPT-2, NeoX) shares, whatever its orientation. */
+type LnBlock = Gpt2BlockParams & NeoxBlockParams;
+
+/**
+ * Fold ln1 into the QKV projection and ln2 into the MLP input, and centre the weights that write
+ * to the residual, for a block whose matrices are [in, out] (`inAxis` 0: GPT-2's Conv1D) or
+ * [out, in] (`inAxis` 1: nn.Linear).
+ */
+function foldAndCentreBlock<B extends LnBlock>(b: B, inAxis: 0 | 1, steps: Steps): B {
+  let { ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut } = b;
+  if (steps.foldLn) {
+    ({ W: wQkv, c: bQkv } = foldLayerNorm(wQkv, bQkv, ln1, inAxis));
+    ({ W: wIn, c: bIn } = foldLayerNorm(wIn, bIn, ln2, inAxis));
+    ln1 = identityLn(ln1);
+    ln2 = identityLn(ln2);
+  }
+  if (steps.centerWritingWeights) {
+    // The output (d) axis is the other one.
+    const outAxis = inAxis === 0 ? 1 : 0;
+    wO = center(wO, outAxis);
+    bO = center(bO, 0);
+    wOut = center(wOut, outAxis);
+    bOut = center(bOut, 0);
+  }
+  return { ...b, ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut };
+}
+
 /**
  * The unembedding [V, d] (and bias [V]) after the final norm's fold and the vocabulary centring.
  * An `ln` without `b` is an RMSNorm weight: no bias to fold, no centring over d (an RMSNorm's
@@ -144,26 +171,16 @@ function processHead(
 function processGpt2(p: Gpt2Params, steps: Steps): Gpt2Params {
   const d = p.wte.shape[1];
   const blocks = p.blocks.map((b): Gpt2BlockParams => {
-    let { ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut } = b;
-    if (steps.foldLn) {
-      ({ W: wQkv, c: bQkv } = foldLayerNorm(wQkv, bQkv, ln1, 0));
-      ({ W: wIn, c: bIn } = foldLayerNorm(wIn, bIn, ln2, 0));
-      ln1 = identityLn(ln1);
-      ln2 = identityLn(ln2);
-    }
-    if (steps.centerWritingWeights) {
-      wO = center(wO, 1);
-      bO = center(bO, 0);
-      wOut = center(wOut, 1);
-      bOut = center(bOut, 0);
-    }
+    const f = foldAndCentreBlock(b, 0, steps);
+    let { bO, bQkv } = f;
+    const { wO } = f;
     if (steps.foldValueBiases) {
       // Columns 2d…3d of the QKV bias are v, head-major as z is flattened; wO is [H·hd, d].
       const bV = sliceAxis(bQkv, 0, 2 * d, 3 * d);
       bO = add(bO, sum(mul(wO, reshape(bV, [d, 1])), 0));
       bQkv = concat([sliceAxis(bQkv, 0, 0, 2 * d), zerosLike(bV)], 0);
     }
-    return { ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut };
+    return { ...f, bQkv, bO };
   });
   // The head reads the original wte: it is untied before wte is centred.
   const { head, bias } = processHead(p.head ?? p.wte, p.headBias, p.lnF, steps);
@@ -182,19 +199,9 @@ function processGpt2(p: Gpt2Params, steps: Steps): Gpt2Params {
 function processNeox(p: NeoxParams, H: number, steps: Steps): NeoxParams {
   const d = p.embedIn.shape[1], hd = d / H;
   const blocks = p.blocks.map((b): NeoxBlockParams => {
-    let { ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut } = b;
-    if (steps.foldLn) {
-      ({ W: wQkv, c: bQkv } = foldLayerNorm(wQkv, bQkv, ln1, 1));
-      ({ W: wIn, c: bIn } = foldLayerNorm(wIn, bIn, ln2, 1));
-      ln1 = identityLn(ln1);
-      ln2 = identityLn(ln2);
-    }
-    if (steps.centerWritingWeights) {
-      wO = center(wO, 0);
-      bO = center(bO, 0);
-      wOut = center(wOut, 0);
-      bOut = center(bOut, 0);
-    }
+    const f = foldAndCentreBlock(b, 1, steps);
+    let { bO, bQkv } = f;
+    const { wO } = f;
     if (steps.foldValueBiases) {
       // Per head, the QKV rows are q, k, v (hd each); v flattened head-major matches z.
       const perHead = reshape(bQkv, [H, 3 * hd]);
@@ -202,7 +209,7 @@ function processNeox(p: NeoxParams, H: number, steps: Steps): NeoxParams {
       bO = add(bO, sum(mul(wO, reshape(bV, [1, d])), 1));
       bQkv = reshape(concat([sliceAxis(perHead, 1, 0, 2 * hd), zerosLike(bV)], 1), [3 * d]);
     }
-    return { ln1, wQkv, bQkv, wO, bO, ln2, wIn, bIn, wOut, bOut };
+    return { ...f, bQkv, bO };
   });
   const { head, bias } = processHead(p.embedOut, p.headBias, p.lnF, steps);
   const out: NeoxParams = {
