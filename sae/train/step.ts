@@ -28,7 +28,7 @@ import { dispose, disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
 import { valueAndGrad } from "../../autodiff/grad.ts";
 import {
   adam,
-  applyUpdates,
+  applyStep,
   chain,
   clipByGlobalNorm,
   type GradientTransformation,
@@ -316,9 +316,12 @@ function optimiserStep(
   state: TrainState,
   plan: StepPlan,
 ): { params: SaeParams; optState: unknown } {
-  const [updates, optState] = plan.opt.update(grads, state.opt, state.params);
-  const params = applyUpdates(state.params, updates) as SaeParams;
-  if (plan.constrained) params.W_dec = unitRows(params.W_dec);
+  // One pass per leaf where the backend fuses it (clipping's scale, Adam, the update, the rows).
+  const [params, optState] = applyStep(plan.opt, grads, state.opt, state.params, {
+    ...(plan.constrained
+      ? { unitRows: { leaves: new Set([state.params.W_dec]), rows: unitRows } }
+      : {}),
+  });
   return { params, optState };
 }
 

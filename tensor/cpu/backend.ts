@@ -121,6 +121,11 @@ function rowPeriod(v: View): number {
   return m;
 }
 
+/** A 2-D view that reads a contiguous [C, R] matrix as its transpose [R, C]. */
+const transposedMatrix = (v: View) =>
+  v.shape.length === 2 && v.shape[0] > 1 && v.shape[1] > 1 && v.strides[0] === 1 &&
+  v.strides[1] === v.shape[0];
+
 /** A contiguous view's n elements as an array of exactly that length. */
 const own = (v: View, n: number): Num => {
   const { arr, offset } = num(v);
@@ -215,6 +220,22 @@ export const cpu: Backend = {
   readSync: (buf, _dtype, size) => (buf as StorageArray).slice(0, size),
 
   unary(op, x, outDtype) {
+    // A transposed matrix made contiguous: a tiled native transpose (a strided copy writes a new
+    // cache line per element).
+    if (op === "copy" && outDtype === x.dtype && isFloat(x.buf) && transposedMatrix(x)) {
+      const nat = native(), [R, C] = x.shape, n = R * C;
+      if (nat && n > 0) {
+        const out = takeArray(x.dtype, n) as F;
+        nat.transpose(
+          own({ ...x, shape: [C, R], strides: [R, 1] }, n) as F,
+          C,
+          R,
+          out,
+          nativeThreads(n),
+        );
+        return out;
+      }
+    }
     const nat = op === "relu" ? native() : null;
     if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf)) {
       const n = sizeOf(x.shape), out = takeArray(x.dtype, n) as F;
@@ -566,6 +587,42 @@ export const cpu: Backend = {
       const [R, C] = w.shape;
       const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;
       rowJobs("projectOutRows", typeKey(G, W, out), R, C, [G, W, out], []);
+      return out;
+    },
+    adamApply(param, g, mu, nu, gradScale, h, o) {
+      const nat = native(), n = sizeOf(g.shape);
+      const G = g.buf, M = mu.buf, V = nu.buf, P = param.buf, S = gradScale?.buf ?? null;
+      if (!nat || n === 0 || !sameFloat(G, M, V, P, ...(S ? [S] : []))) return null;
+      if (o.unitRows && g.shape.length !== 2) return null;
+      const cols = o.unitRows ? g.shape[1] : n;
+      // Rows are the unit of work: without unit rows, rows of 4096 split the elements.
+      const C = o.unitRows ? cols : n % 4096 === 0 ? 4096 : n;
+      const P2 = takeArray(g.dtype, n) as F,
+        M2 = takeArray(g.dtype, n) as F,
+        V2 = takeArray(g.dtype, n) as F;
+      nat.adamApply(
+        own(g, n) as F,
+        own(mu, n) as F,
+        own(nu, n) as F,
+        own(param, n) as F,
+        gradScale ? own(gradScale, 1) as F : null,
+        P2,
+        M2,
+        V2,
+        n / C,
+        C,
+        h,
+        o.decay,
+        o.unitRows,
+        nativeThreads(n),
+      );
+      return [P2, M2, V2];
+    },
+    sumSquares(x) {
+      const nat = native(), n = sizeOf(x.shape);
+      if (!nat || n === 0 || !isFloat(x.buf)) return null;
+      const out = takeArray(x.dtype, 1) as F;
+      nat.sumSquares(own(x, n) as F, n, out, nativeThreads(n));
       return out;
     },
     adam(g, mu, nu, param, h) {

@@ -73,6 +73,31 @@ export interface Native {
     h: AdamHyper,
     threads: number,
   ): void;
+  /**
+   * One Adam step applied to the parameter p [rows, cols] in one pass: p2 = p + u, with m2, v2
+   * and u as `adam`'s (decay·p only when withDecay), the gradient first multiplied by gscale[0]
+   * and rounded when gscale is given, and each updated row scaled to unit norm when `unit`.
+   */
+  adamApply(
+    g: F,
+    m: F,
+    v: F,
+    p: F,
+    gscale: F | null,
+    p2: F,
+    m2: F,
+    v2: F,
+    rows: number,
+    cols: number,
+    h: AdamHyper,
+    withDecay: boolean,
+    unit: boolean,
+    threads: number,
+  ): void;
+  /** out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double). */
+  sumSquares(x: F, n: number, out: F, threads: number): void;
+  /** out [cols, rows] = x [rows, cols] transposed. */
+  transpose(x: F, rows: number, cols: number, out: F, threads: number): void;
   /** out = relu(x) over the first n elements. */
   relu(x: F, out: F, n: number, threads: number): void;
   /** out = g·step(x), the relu's cotangent, over the first n elements. */
@@ -159,6 +184,15 @@ const SIGS: Record<string, FfiSig> = {
     ],
     ret: "void",
   },
+  adam_apply: {
+    args: [
+      ...["buf", "buf", "buf", "buf", "buf", "buf", "buf", "buf"] as const,
+      ...["i64", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32", "i32", "i32"] as const,
+    ],
+    ret: "void",
+  },
+  sum_squares: { args: ["buf", "i64", "buf", "i32"], ret: "void" },
+  transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
@@ -243,6 +277,47 @@ function bind(path: string, raw: Raw): Native {
       checkFloats(k, "v2", v2, n, gr);
       const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
       fn(k, gr)(gr, m, v, p, u, m2, v2, n, ...hy, threads);
+    },
+    adamApply(gr, m, v, p, gscale, p2, m2, v2, rows, cols, h, withDecay, unit, threads) {
+      const k = "adamApply";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      const n = rows * cols;
+      for (const [name, a] of [["g", gr], ["m", m], ["v", v], ["p", p], ["p2", p2]] as const) {
+        checkFloats(k, name, a, n, gr);
+      }
+      checkFloats(k, "m2", m2, n, gr), checkFloats(k, "v2", v2, n, gr);
+      if (gscale !== null) checkFloats(k, "gscale", gscale, 1, gr);
+      const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
+      fn("adam_apply", gr)(
+        gr,
+        m,
+        v,
+        p,
+        gscale,
+        p2,
+        m2,
+        v2,
+        rows,
+        cols,
+        ...hy,
+        +withDecay,
+        +unit,
+        threads,
+      );
+    },
+    sumSquares(x, n, out, threads) {
+      const k = "sumSquares";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, 1, x);
+      fn("sum_squares", x)(x, n, out, threads);
+    },
+    transpose(x, rows, cols, out, threads) {
+      const k = "transpose";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, rows * cols, x);
+      fn(k, x)(x, rows, cols, out, threads);
     },
     relu(x, out, n, threads) {
       const k = "relu";
