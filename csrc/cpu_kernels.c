@@ -189,6 +189,20 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
   if (ranks_below(hv[0], hi[0], v, i)) heap_replace_root(hv, hi, k, v, i);
 }
 
+// How many of 32 entries are not <= rt (beat the root, or are NaN): a count, so the compiler
+// turns the loop into vector compares and one horizontal sum.
+#define TOPK_BLOCK 32
+static inline int sc_topk_f32_may_win(const float *a, float rt) {
+  int n = 0;
+  for (int e = 0; e < TOPK_BLOCK; e++) n += !(a[e] <= rt);
+  return n;
+}
+static inline int sc_topk_f64_may_win(const double *a, double rt) {
+  int n = 0;
+  for (int e = 0; e < TOPK_BLOCK; e++) n += !(a[e] <= rt);
+  return n;
+}
+
 #define TOPK(T, NAME)                                                                              \
   typedef struct {                                                                                 \
     const T *x;                                                                                    \
@@ -207,23 +221,19 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
       int64_t c = j->c0;                                                                           \
       for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                    \
       double root = j->hv[0];                                                                      \
-      for (; c < j->c1; c++) {                                                                     \
-        /* Most entries lose to the root: a block of 16 where none can win is skipped in one   \
-           vector compare (the root is a value of T, so comparing in T decides the same). */    \
-        if (c + 16 <= j->c1) {                                                                     \
-          const T rt = (T)root;                                                                    \
-          int win = 0;                                                                             \
-          for (int e = 0; e < 16; e++) win |= !(a[c + e] <= rt);                                   \
-          if (!win) {                                                                              \
-            c += 15;                                                                               \
-            continue;                                                                              \
-          }                                                                                        \
+      while (c < j->c1) {                                                                          \
+        /* Most entries lose to the root: a block where none can win is skipped after one pass   \
+           of vector compares (the root is a value of T, so comparing in T decides the same). */ \
+        int64_t end = c + TOPK_BLOCK;                                                              \
+        if (end > j->c1 || NAME##_may_win(a + c, (T)root)) end = end > j->c1 ? j->c1 : end;       \
+        else c = end;                                                                              \
+        for (; c < end; c++) {                                                                     \
+          const double v = a[c];                                                                   \
+          /* A later index loses ties, and nothing beats a NaN root. */                           \
+          if (v <= root || root != root) continue;                                                 \
+          heap_replace_root(j->hv, j->hi, k, v, c);                                                \
+          root = j->hv[0];                                                                         \
         }                                                                                          \
-        const double v = a[c];                                                                     \
-        /* A later index loses ties, and nothing beats a NaN root. */                             \
-        if (v <= root || root != root) continue;                                                   \
-        heap_replace_root(j->hv, j->hi, k, v, c);                                                  \
-        root = j->hv[0];                                                                           \
       }                                                                                            \
       if (j->values) HEAP_DRAIN(j->hv, j->hi, k, j->values + r * k, j->indices + r * k);           \
     }                                                                                              \
