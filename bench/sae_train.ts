@@ -6,6 +6,7 @@
  * PyTorch and ours alternate for `--rounds` rounds (each a median of 9 steps after 4 warm-up
  * steps); the figures are the medians over the rounds, printed with the load average.
  *   deno task bench:sae [--json] [--rounds N] [--matmul-precision f32|bf16]
+ * (bf16: the encoder matmul through cblas_sbgemm where the library and CPU have it, else f32 and why)
  *   bun bench/sae_train.ts [same]
  */
 import { spawnSync } from "node:child_process";
@@ -27,6 +28,12 @@ const rounds = Number(option("--rounds", "3"));
 if (!(Number.isInteger(rounds) && rounds >= 1)) {
   throw new Error(`--rounds: expected a positive integer, got ${option("--rounds", "")}`);
 }
+const precision = option("--matmul-precision", "f32");
+if (precision !== "f32" && precision !== "bf16") {
+  throw new Error(`--matmul-precision: expected f32 or bf16, got ${precision}`);
+}
+// Ours only: PyTorch's CPU step stays f32. A bf16 that cannot run here falls back to f32 and says why.
+const matmul = t.setCpuMatmulPrecision(precision);
 const d = 512, F = 8192, B = 2048, k = 32, steps = 9, WARMUP = 4;
 const archs = ["topk", "batchtopk", "relu"] as const;
 type Arch = (typeof archs)[number];
@@ -92,6 +99,11 @@ if (!json) {
     `SAE training step, d=${d} F=${F} batch=${B} k=${k}, median of ${rounds} alternating round(s) (${runtime}; ${t.getBackend().info()})`,
   );
   console.log(`  load average before: ${loadBefore}   after: ${loadAfter}`);
+  console.log(
+    `  matmul precision (ours): ${matmul.running}${
+      matmul.reason ? ` (asked ${matmul.asked}: ${matmul.reason})` : ""
+    }`,
+  );
 }
 const fig = (key: string) => (samples.has(key) ? median(samples.get(key)!) : null);
 for (const arch of archs) {
@@ -106,6 +118,8 @@ for (const arch of archs) {
       ratio_dense: dense ? tps / dense : null,
       ratio_sparse: sparse ? tps / sparse : null,
       rounds,
+      matmul_precision: matmul.running,
+      ...(matmul.reason ? { matmul_fallback: matmul.reason } : {}),
       samples: {
         ours: samples.get(`${arch}/ours`),
         dense: samples.get(`${arch}/dense`) ?? null,
