@@ -523,6 +523,59 @@ ADAM_APPLY(double, sc_adam_apply_f64)
 SUM_SQUARES(float, sc_sum_squares_f32)
 SUM_SQUARES(double, sc_sum_squares_f64)
 
+// ---- Σ over columns of the variance over rows, of x or of x − y ------------------------------
+// FVU's numerator and denominator: Σ_j var_j over the rows of a [rows, cols] matrix (biased, as
+// variance(x, 0) is), in double: column means first, then squared deviations, one rounding at the
+// end. The composition (sub, mean, sub, square, sum, div) rounds after every op, so the two agree
+// within a few f32 roundings (tests/native_fused_step.test.ts). Threads own column ranges.
+
+#define COL_VAR_SUM(T, NAME)                                                                       \
+  ROW_JOBS(NAME, const T *x; const T *y; int64_t rows; int64_t cols; double *acc; double s)        \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t R = j->rows, C = j->cols, c0 = j->lo, w = j->hi - j->lo;                         \
+    double *mu = j->acc, *ss = j->acc + w;                                                         \
+    for (int64_t c = 0; c < w; c++) mu[c] = 0, ss[c] = 0;                                          \
+    for (int64_t r = 0; r < R; r++) {                                                              \
+      const T *a = j->x + r * C + c0, *b = j->y ? j->y + r * C + c0 : 0;                           \
+      if (b) for (int64_t c = 0; c < w; c++) mu[c] += (double)a[c] - (double)b[c];                 \
+      else for (int64_t c = 0; c < w; c++) mu[c] += (double)a[c];                                  \
+    }                                                                                              \
+    for (int64_t c = 0; c < w; c++) mu[c] /= (double)R;                                            \
+    for (int64_t r = 0; r < R; r++) {                                                              \
+      const T *a = j->x + r * C + c0, *b = j->y ? j->y + r * C + c0 : 0;                           \
+      for (int64_t c = 0; c < w; c++) {                                                            \
+        const double e = (double)a[c] - (b ? (double)b[c] : 0) - mu[c];                            \
+        ss[c] += e * e;                                                                            \
+      }                                                                                            \
+    }                                                                                              \
+    double s = 0;                                                                                  \
+    for (int64_t c = 0; c < w; c++) s += ss[c] / (double)R;                                        \
+    j->s = s;                                                                                      \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *x, const T *y, int64_t rows, int64_t cols, T *out, int32_t threads) {      \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > cols / 8) nt = cols / 8 < 1 ? 1 : (int)(cols / 8);                                    \
+    double *acc = malloc(sizeof(double) * 2 * (size_t)(cols > 0 ? cols : 1));                      \
+    if (!acc) return -2;                                                                           \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) {                                                                 \
+      const int64_t c0 = t == 0 ? 0 : cols * t / nt / 8 * 8;                                       \
+      const int64_t c1 = t == nt - 1 ? cols : cols * (t + 1) / nt / 8 * 8;                         \
+      jobs[t] = (NAME##_job){x, y, rows, cols, acc + 2 * c0, 0, c0, c1};                           \
+    }                                                                                              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    double s = 0;                                                                                  \
+    for (int t = 0; t < nt; t++) s += jobs[t].s;                                                   \
+    out[0] = (T)s;                                                                                 \
+    free(acc);                                                                                     \
+    return -1;                                                                                     \
+  }
+
+COL_VAR_SUM(float, sc_col_var_sum_f32)
+COL_VAR_SUM(double, sc_col_var_sum_f64)
+
 // ---- Transpose --------------------------------------------------------------------------------
 // out [cols, rows] = x [rows, cols]ᵀ in 32×32 tiles, so reads and writes both stay within a few
 // cache lines per tile (a plain strided copy touches a new line on every write). A copy: exact.

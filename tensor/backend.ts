@@ -141,6 +141,12 @@ export interface Backend {
      * order (f32: within one rounding; f64: n·2⁻⁵² relative), or null: run the composition.
      */
     sumSquares?(x: View): Buf | null;
+    /**
+     * Σ_j var_j over the rows of a contiguous float [rows, cols] x, or of x − y (same shape): the
+     * biased variance of each column, summed, as a [] buffer — sum(variance(x − y, 0)) within a
+     * few roundings of the dtype (computed in double, rounded once) — or null: compose it.
+     */
+    columnVarianceSum?(x: View, y: View | null): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */

@@ -29,6 +29,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   adam: { float: true, matrix: false },
   adamApply: { float: true, matrix: false },
   sumSquares: { float: true, matrix: false },
+  columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
   projectOutRows: { float: true, matrix: true },
@@ -110,6 +111,16 @@ export function fusedAdamApply(
 /** Σx² as a scalar tensor: sum(square(x)) but for the order of the sum (see Backend); null: compose it. */
 export function fusedSumSquares(x: Tensor): Tensor | null {
   const buf = kernel("sumSquares", [x])?.(x.view());
+  return buf ? wrap(x.backend, buf, [], x.dtype) : null;
+}
+
+/**
+ * sum(variance(x − y, 0)) (y null: of x) for matrices, as a scalar tensor: FVU's terms in one
+ * pass, computed in double and rounded once (within a few roundings of the composition); null:
+ * compose it.
+ */
+export function fusedColumnVarianceSum(x: Tensor, y: Tensor | null): Tensor | null {
+  const buf = kernel("columnVarianceSum", y ? [x, y] : [x])?.(x.view(), y?.view() ?? null);
   return buf ? wrap(x.backend, buf, [], x.dtype) : null;
 }
 

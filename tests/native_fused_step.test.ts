@@ -1,8 +1,9 @@
 /**
  * The optimiser step's fused native kernels against the compositions they replace: Adam applied
  * to the parameter (clipping's gradient scale, weight decay and unit decoder rows folded in) bit
- * for bit, the tiled transpose bit for bit, and the sum of squares (another summation order)
- * within one rounding of sum(square(x)) in f32 (n·2⁻⁵² relative in f64); f32 and f64, one thread and several.
+ * for bit, the tiled transpose bit for bit, the sum of squares (another summation order) within
+ * one rounding of sum(square(x)) in f32 (n·2⁻⁵² relative in f64), and the column-variance sum
+ * (FVU's terms) within f32 rounding of the exact value; f32 and f64, one thread and several.
  */
 import fc from "fast-check";
 import { assert, assertEquals, test } from "./harness.ts";
@@ -14,7 +15,7 @@ import {
   clipByGlobalNorm,
   type GradientTransformation,
 } from "../autodiff/optim.ts";
-import { fusedAdamApply, fusedSumSquares } from "../tensor/fused.ts";
+import { fusedAdamApply, fusedColumnVarianceSum, fusedSumSquares } from "../tensor/fused.ts";
 import { unitRows } from "../sae/params.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { runs } from "./ref.ts";
@@ -45,6 +46,13 @@ function composed<T>(run: () => T): T {
 }
 
 type P = { W: t.Tensor; b: t.Tensor; D: t.Tensor };
+
+/** The fused kernel's value (it must run: a null would make the comparison vacuous). */
+function fusedFvuTerm(x: t.Tensor, y: t.Tensor | null): number {
+  const r = fusedColumnVarianceSum(x, y);
+  assert(r !== null, "the fused column-variance sum ran");
+  return r!.dataSync()[0];
+}
 
 /** Params, gradients and non-trivial moments (after one plain Adam step) of the given sizes. */
 function fixture(R: number, C: number, seed: number, dtype: "f32" | "f64") {
@@ -160,4 +168,37 @@ test("fused sum of squares is within one rounding of sum(square(x)); the tiled t
     Math.abs(fusedSumSquares(x)!.dataSync()[0] - ss) <= ss * 2 ** -23,
     "sum of squares 1000x1030",
   );
+});
+
+test("fused column-variance sum (FVU's terms) is within f32 rounding of the exact value and near the composition", () => {
+  if (!status.native) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 300 }),
+      fc.boolean(),
+      fc.double({ min: -3, max: 3, noNaN: true }),
+      fc.integer({ min: 0, max: 1000 }),
+      (R, C, withY, offset, seed) => {
+        const [k1, k2] = t.random.split(t.random.key(seed));
+        const x = t.add(t.random.normal(k1, [R, C]), offset);
+        const y = withY ? t.mul(t.random.normal(k2, [R, C]), 0.5) : null;
+        const got = fusedFvuTerm(x, y);
+        // The exact value: the composition in f64 from the same f32 inputs.
+        const x64 = t.cast(x, "f64"), y64 = y && t.cast(y, "f64");
+        const exact = t.sum(t.variance(y64 ? t.sub(x64, y64) : x64, 0)).dataSync()[0];
+        const f32 = composed(() => t.sum(t.variance(y ? t.sub(x, y) : x, 0)).dataSync()[0]);
+        const tol = (rel: number) => rel * Math.abs(exact) + 1e-30;
+        assert(Math.abs(got - exact) <= tol(2 ** -23), `${R}x${C}: ${got} vs exact ${exact}`);
+        assert(Math.abs(got - f32) <= tol(1e-5), `${R}x${C}: ${got} vs composed ${f32}`);
+      },
+    ),
+    { numRuns: runs(40) },
+  );
+  // Several threads (column ranges) on a step-sized matrix.
+  const x = t.add(t.random.normal(t.random.key(5), [2048, 520]), 2);
+  const y = t.random.normal(t.random.key(6), [2048, 520]);
+  const exact = t.sum(t.variance(t.sub(t.cast(x, "f64"), t.cast(y, "f64")), 0)).dataSync()[0];
+  const got = fusedFvuTerm(x, y);
+  assert(Math.abs(got - exact) <= exact * 2 ** -23, `2048x520: ${got} vs ${exact}`);
 });

@@ -618,6 +618,22 @@ export const cpu: Backend = {
       );
       return [P2, M2, V2];
     },
+    columnVarianceSum(x, y) {
+      const nat = native(), [R, C] = x.shape;
+      if (!nat || x.shape.length !== 2 || R === 0 || !sameFloat(x.buf, ...(y ? [y.buf] : []))) {
+        return null;
+      }
+      const out = takeArray(x.dtype, 1) as F;
+      nat.colVarSum(
+        own(x, R * C) as F,
+        y ? own(y, R * C) as F : null,
+        R,
+        C,
+        out,
+        nativeThreads(R * C),
+      );
+      return out;
+    },
     sumSquares(x) {
       const nat = native(), n = sizeOf(x.shape);
       if (!nat || n === 0 || !isFloat(x.buf)) return null;

@@ -96,6 +96,8 @@ export interface Native {
   ): void;
   /** out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double). */
   sumSquares(x: F, n: number, out: F, threads: number): void;
+  /** out[0] = Σ_j var_j over the rows of x [rows, cols] (or of x − y), biased, in double. */
+  colVarSum(x: F, y: F | null, rows: number, cols: number, out: F, threads: number): void;
   /** out [cols, rows] = x [rows, cols] transposed. */
   transpose(x: F, rows: number, cols: number, out: F, threads: number): void;
   /** out = relu(x) over the first n elements. */
@@ -193,6 +195,7 @@ const SIGS: Record<string, FfiSig> = {
   },
   sum_squares: { args: ["buf", "i64", "buf", "i32"], ret: "void" },
   transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
+  col_var_sum: { args: ["buf", "buf", "i64", "i64", "buf", "i32"], ret: "i32" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
@@ -311,6 +314,16 @@ function bind(path: string, raw: Raw): Native {
       checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
       checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, 1, x);
       fn("sum_squares", x)(x, n, out, threads);
+    },
+    colVarSum(x, y, rows, cols, out, threads) {
+      const k = "colVarSum";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, 1, x);
+      if (y !== null) checkFloats(k, "y", y, rows * cols, x);
+      if (fn("col_var_sum", x)(x, y, rows, cols, out, threads) !== -1) {
+        throw new Error(`native ${k}: out of memory for ${cols} columns`);
+      }
     },
     transpose(x, rows, cols, out, threads) {
       const k = "transpose";
