@@ -767,9 +767,9 @@ ACTIVATION(double, sc_activation_f64, exp)
 ATTN_SOFTMAX(float, sc_attn_softmax_f32)
 ATTN_SOFTMAX(double, sc_attn_softmax_f64)
 
-// out[i] = x[i] + y[i mod m]: a sum of two arrays of one shape (m = n) or of an array and a row
-// broadcast over it (m = the row's length). The same bits as the backend's TypeScript add.
-#define ADD_ROWS(T, NAME)                                                                          \
+// out[i] = x[i] + y[i mod m] (or −): a sum of two arrays of one shape (m = n) or of an array and a
+// row broadcast over it (m = the row's length). The same bits as the backend's TypeScript add/sub.
+#define ROWS_OP(T, NAME, OP)                                                                       \
   ROW_JOBS(NAME, const T *x; const T *y; T *out; int64_t m)                                        \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
@@ -777,11 +777,11 @@ ATTN_SOFTMAX(double, sc_attn_softmax_f64)
     T *out = j->out;                                                                               \
     const int64_t m = j->m;                                                                        \
     if (m == 0) {                                                                                  \
-      for (int64_t i = j->lo; i < j->hi; i++) out[i] = x[i] + y[i];                                \
+      for (int64_t i = j->lo; i < j->hi; i++) out[i] = x[i] OP y[i];                                  \
       return 0;                                                                                    \
     }                                                                                              \
     for (int64_t r = j->lo; r < j->hi; r++)                                                        \
-      for (int64_t c = 0; c < m; c++) out[r * m + c] = x[r * m + c] + y[c];                        \
+      for (int64_t c = 0; c < m; c++) out[r * m + c] = x[r * m + c] OP y[c];                        \
     return 0;                                                                                      \
   }                                                                                                \
   void NAME(const T *x, const T *y, T *out, int64_t n, int64_t m, int32_t threads) {               \
@@ -798,7 +798,9 @@ ATTN_SOFTMAX(double, sc_attn_softmax_f64)
     }                                                                                              \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
-ADD_ROWS(float, sc_add_rows_f32)
-ADD_ROWS(double, sc_add_rows_f64)
+ROWS_OP(float, sc_add_rows_f32, +)
+ROWS_OP(double, sc_add_rows_f64, +)
+ROWS_OP(float, sc_sub_rows_f32, -)
+ROWS_OP(double, sc_sub_rows_f64, -)
 
 #pragma GCC pop_options

@@ -202,3 +202,36 @@ test("fused column-variance sum (FVU's terms) is within f32 rounding of the exac
   const got = fusedFvuTerm(x, y);
   assert(Math.abs(got - exact) <= exact * 2 ** -23, `2048x520: ${got} vs ${exact}`);
 });
+
+test("native add and sub of a matrix and a broadcast row (or of one shape) give the TypeScript ops' bits", () => {
+  if (!status.native) return;
+  const special = [0, -0, NaN, Infinity, -Infinity, 1e-40, 3.5];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 40 }),
+      fc.boolean(),
+      fc.constantFrom("row", "same", "rowFirst"),
+      fc.integer({ min: 0, max: 1000 }),
+      (R, C, f64, kind, seed) => {
+        const dtype = f64 ? "f64" : "f32";
+        const [k1, k2] = t.random.split(t.random.key(seed));
+        const fill = (x: t.Tensor, o: number) => {
+          const v = Float64Array.from(x.dataSync() as ArrayLike<number>);
+          for (let i = o; i < v.length; i += 5) v[i] = special[(i + seed) % special.length];
+          return t.tensor(v, { shape: x.shape, dtype });
+        };
+        const x = fill(t.random.normal(k1, [R, C]), 1);
+        const y = fill(t.random.normal(k2, kind === "same" ? [R, C] : [C]), 2);
+        const run = () =>
+          kind === "rowFirst"
+            ? [t.sub(y, x), t.add(y, x)].map((r) => r.dataSync())
+            : [t.sub(x, y), t.add(x, y)].map((r) => r.dataSync());
+        const want = composed(run), got = run();
+        sameBits(got[0], want[0], `sub ${kind} ${R}x${C}`);
+        sameBits(got[1], want[1], `add ${kind} ${R}x${C}`);
+      },
+    ),
+    { numRuns: runs(60) },
+  );
+});

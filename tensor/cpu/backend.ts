@@ -245,15 +245,16 @@ export const cpu: Backend = {
     return map(UNARY[op], x.shape, outDtype, [x]);
   },
   binary(op, a, b, outDtype) {
-    const nat = op === "add" ? native() : null;
+    const nat = op === "add" || op === "sub" ? native() : null;
     if (nat && outDtype === a.dtype && sameFloat(a.buf, b.buf)) {
-      // A sum of one shape or with a broadcast row (a bias) in one native pass, same bits.
+      // A sum or difference of one shape or with a broadcast row (a bias) in one native pass,
+      // same bits; a sum may take its operands either way round.
       const n = sizeOf(a.shape);
-      const [x, y] = contiguous(a) ? [a, b] : [b, a];
+      const [x, y] = contiguous(a) || op === "sub" ? [a, b] : [b, a];
       const m = contiguous(x) ? rowPeriod(y) : 0;
       if (m > 0 && n > 0) {
         const out = takeArray(a.dtype, n) as F;
-        nat.addRows(
+        nat[op === "add" ? "addRows" : "subRows"](
           own(x, n) as F,
           own({ ...y, shape: [m], strides: [1] }, m) as F,
           out,

@@ -145,6 +145,8 @@ export interface Native {
   ): void;
   /** out[i] = x[i] + y[i mod m] over the first n elements (m = n, or m divides n). */
   addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out[i] = x[i] − y[i mod m], as addRows. */
+  subRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
 
 export interface NativeStatus {
@@ -209,6 +211,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -243,6 +246,22 @@ function open(ffi: Ffi, path: string): Raw {
 function bind(path: string, raw: Raw): Native {
   const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
   const fn = (name: string, x: F) => raw[`${name}_${w(x)}`];
+  const rows = (
+    k: string,
+    c: string,
+    x: F,
+    y: F,
+    out: F,
+    n: number,
+    m: number,
+    threads: number,
+  ) => {
+    checkCount(k, "n", n, I64_MAX), checkCount(k, "m", m, I64_MAX);
+    checkCount(k, "threads", threads);
+    if (m < 1 || n % m !== 0) throw new RangeError(`native ${k}: ${m} does not divide ${n}`);
+    checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
+    fn(c, x)(x, y, out, n, m, threads);
+  };
   return {
     path,
     spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
@@ -390,14 +409,8 @@ function bind(path: string, raw: Raw): Native {
         throw new Error(`native ${k}: out of memory for ${threads} rows of ${t}`);
       }
     },
-    addRows(x, y, out, n, m, threads) {
-      const k = "addRows";
-      checkCount(k, "n", n, I64_MAX), checkCount(k, "m", m, I64_MAX);
-      checkCount(k, "threads", threads);
-      if (m < 1 || n % m !== 0) throw new RangeError(`native ${k}: ${m} does not divide ${n}`);
-      checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
-      fn("add_rows", x)(x, y, out, n, m, threads);
-    },
+    addRows: (x, y, out, n, m, threads) => rows("addRows", "add_rows", x, y, out, n, m, threads),
+    subRows: (x, y, out, n, m, threads) => rows("subRows", "sub_rows", x, y, out, n, m, threads),
   };
 }
 
