@@ -410,8 +410,17 @@ export const cpu: Backend = {
   concat(xs, axis, outShape) {
     return produce(xs[0].dtype, sizeOf(outShape), (out) => {
       let at = 0;
+      // Runs of a contiguous piece are contiguous in the output too: copied whole (memcpy).
+      const outBlock = sizeOf(outShape.slice(axis)), inner = sizeOf(outShape.slice(axis + 1));
       for (const x of xs) {
-        K.copyInto(out, outShape, outShape.map((_, d) => (d === axis ? at : 0)), num(x));
+        const block = sizeOf(x.shape.slice(axis)), src = num(x);
+        if (contiguous(x) && block >= 64 && src.arr.constructor === out.constructor) {
+          const outer = sizeOf(x.shape.slice(0, axis));
+          for (let o = 0; o < outer; o++) {
+            const from = src.offset + o * block;
+            out.set(src.arr.subarray(from, from + block) as never, o * outBlock + at * inner);
+          }
+        } else K.copyInto(out, outShape, outShape.map((_, d) => (d === axis ? at : 0)), src);
         at += x.shape[axis];
       }
     });
