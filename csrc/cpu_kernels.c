@@ -484,6 +484,39 @@ SUM(double, sc_sum_f64)
 ADAM_APPLY(float, sc_adam_apply_f32)
 ADAM_APPLY(double, sc_adam_apply_f64)
 
+// ---- Decoder-gradient projection: out = g − ((g·w)/‖w‖²)·w per row ------------------------------
+// fused.ts's projectOutRowsLoop term for term (both dot products in double in index order).
+
+#define PROJECT_OUT_ROWS(T, NAME)                                                                  \
+  ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols)                                     \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const T *g = j->g + r * C, *w = j->w + r * C;                                                \
+      T *o = j->out + r * C;                                                                       \
+      double ww = 0, gw = 0;                                                                       \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        ww += (double)w[c] * (double)w[c];                                                         \
+        gw += (double)g[c] * (double)w[c];                                                         \
+      }                                                                                            \
+      const double s = gw / ww;                                                                    \
+      for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *w, T *out, int64_t rows, int64_t cols, int32_t threads) {         \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g, w, out, cols, rows * t / nt, rows * (t + 1) / nt};                 \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+PROJECT_OUT_ROWS(float, sc_project_out_rows_f32)
+PROJECT_OUT_ROWS(double, sc_project_out_rows_f64)
+
 // ---- Sum of squares -------------------------------------------------------------------------
 // Σ x² with each square rounded to T (as square() then sum() would give it), accumulated in
 // double: eight running sums per thread, then the threads' partials in order. The order differs

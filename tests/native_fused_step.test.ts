@@ -15,7 +15,12 @@ import {
   clipByGlobalNorm,
   type GradientTransformation,
 } from "../autodiff/optim.ts";
-import { fusedAdamApply, fusedColumnVarianceSum, fusedSumSquares } from "../tensor/fused.ts";
+import {
+  fusedAdamApply,
+  fusedColumnVarianceSum,
+  fusedProjectOutRows,
+  fusedSumSquares,
+} from "../tensor/fused.ts";
 import { unitRows } from "../sae/params.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { runs } from "./ref.ts";
@@ -234,4 +239,21 @@ test("native add and sub of a matrix and a broadcast row (or of one shape) give 
     ),
     { numRuns: runs(60) },
   );
+});
+
+test("native decoder-gradient projection gives the TypeScript loop's bits", () => {
+  if (!status.native) return;
+  for (
+    const [R, C, f64] of [[1, 1, false], [7, 33, false], [5, 9, true], [600, 512, false]] as const
+  ) {
+    const dtype = f64 ? "f64" : "f32";
+    const [k1, k2] = t.random.split(t.random.key(R * C));
+    const g = t.random.normal(k1, [R, C], { dtype }), w = t.random.normal(k2, [R, C], { dtype });
+    const run = () => {
+      const r = fusedProjectOutRows(g, w);
+      assert(r !== null, "the fused projection ran");
+      return r!.dataSync();
+    };
+    sameBits(run(), composed(run), `projectOutRows ${R}x${C} ${dtype}`);
+  }
 });

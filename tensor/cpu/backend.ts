@@ -595,6 +595,12 @@ export const cpu: Backend = {
     },
     projectOutRows(g, w) {
       const [R, C] = w.shape;
+      const nat = native(), n = R * C;
+      if (nat && n > 0 && sameFloat(g.buf, w.buf)) {
+        const out = takeArray(g.dtype, n) as F;
+        nat.projectOutRows(own(g, n) as F, own(w, n) as F, out, R, C, nativeThreads(n));
+        return out;
+      }
       const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;
       rowJobs("projectOutRows", typeKey(G, W, out), R, C, [G, W, out], []);
       return out;

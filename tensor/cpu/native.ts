@@ -94,6 +94,8 @@ export interface Native {
     unit: boolean,
     threads: number,
   ): void;
+  /** out = g − ((g·w)/‖w‖²)·w for each row of [rows, cols] (fused.ts's projectOutRowsLoop). */
+  projectOutRows(g: F, w: F, out: F, rows: number, cols: number, threads: number): void;
   /** out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double). */
   sumSquares(x: F, n: number, out: F, threads: number): void;
   /** out[0] = Σ_j var_j over the rows of x [rows, cols] (or of x − y), biased, in double. */
@@ -196,6 +198,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "void",
   },
   sum_squares: { args: ["buf", "i64", "buf", "i32"], ret: "void" },
+  project_out_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
   col_var_sum: { args: ["buf", "buf", "i64", "i64", "buf", "i32"], ret: "i32" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
@@ -327,6 +330,15 @@ function bind(path: string, raw: Raw): Native {
         +unit,
         threads,
       );
+    },
+    projectOutRows(gr, w, out, rows, cols, threads) {
+      const k = "projectOutRows";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      const n = rows * cols;
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "w", w, n, gr);
+      checkFloats(k, "out", out, n, gr);
+      fn("project_out_rows", gr)(gr, w, out, rows, cols, threads);
     },
     sumSquares(x, n, out, threads) {
       const k = "sumSquares";
