@@ -800,8 +800,9 @@ ACTIVATION(double, sc_activation_f64, exp)
 ATTN_SOFTMAX(float, sc_attn_softmax_f32)
 ATTN_SOFTMAX(double, sc_attn_softmax_f64)
 
-// out[i] = x[i] + y[i mod m] (or −): a sum of two arrays of one shape (m = n) or of an array and a
-// row broadcast over it (m = the row's length). The same bits as the backend's TypeScript add/sub.
+// out[i] = x[i] + y[i mod m] (or −, ×): a sum of two arrays of one shape (m = n) or of an array and a
+// row broadcast over it (m = the row's length; 1 for a scalar). The same bits as the backend's
+// TypeScript add/sub/mul (one correctly rounded operation either way).
 #define ROWS_OP(T, NAME, OP)                                                                       \
   ROW_JOBS(NAME, const T *x; const T *y; T *out; int64_t m)                                        \
   static void *NAME##_task(void *p) {                                                              \
@@ -835,5 +836,7 @@ ROWS_OP(float, sc_add_rows_f32, +)
 ROWS_OP(double, sc_add_rows_f64, +)
 ROWS_OP(float, sc_sub_rows_f32, -)
 ROWS_OP(double, sc_sub_rows_f64, -)
+ROWS_OP(float, sc_mul_rows_f32, *)
+ROWS_OP(double, sc_mul_rows_f64, *)
 
 #pragma GCC pop_options

@@ -208,7 +208,7 @@ test("fused column-variance sum (FVU's terms) is within f32 rounding of the exac
   assert(Math.abs(got - exact) <= exact * 2 ** -23, `2048x520: ${got} vs ${exact}`);
 });
 
-test("native add and sub of a matrix and a broadcast row (or of one shape) give the TypeScript ops' bits", () => {
+test("native add, sub and mul of a matrix and a broadcast row (or of one shape) give the TypeScript ops' bits", () => {
   if (!status.native) return;
   const special = [0, -0, NaN, Infinity, -Infinity, 1e-40, 3.5];
   fc.assert(
@@ -228,13 +228,15 @@ test("native add and sub of a matrix and a broadcast row (or of one shape) give 
         };
         const x = fill(t.random.normal(k1, [R, C]), 1);
         const y = fill(t.random.normal(k2, kind === "same" ? [R, C] : [C]), 2);
+        const s = t.scalar(special[seed % special.length] || 0.37, dtype);
         const run = () =>
-          kind === "rowFirst"
-            ? [t.sub(y, x), t.add(y, x)].map((r) => r.dataSync())
-            : [t.sub(x, y), t.add(x, y)].map((r) => r.dataSync());
+          (kind === "rowFirst"
+            ? [t.sub(y, x), t.add(y, x), t.mul(y, x), t.mul(s, x)]
+            : [t.sub(x, y), t.add(x, y), t.mul(x, y), t.mul(x, s)]).map((r) => r.dataSync());
         const want = composed(run), got = run();
-        sameBits(got[0], want[0], `sub ${kind} ${R}x${C}`);
-        sameBits(got[1], want[1], `add ${kind} ${R}x${C}`);
+        ["sub", "add", "mul", "mul by a scalar"].forEach((op, i) =>
+          sameBits(got[i], want[i], `${op} ${kind} ${R}x${C}`)
+        );
       },
     ),
     { numRuns: runs(60) },

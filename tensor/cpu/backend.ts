@@ -245,16 +245,16 @@ export const cpu: Backend = {
     return map(UNARY[op], x.shape, outDtype, [x]);
   },
   binary(op, a, b, outDtype) {
-    const nat = op === "add" || op === "sub" ? native() : null;
+    const nat = op === "add" || op === "sub" || op === "mul" ? native() : null;
     if (nat && outDtype === a.dtype && sameFloat(a.buf, b.buf)) {
-      // A sum or difference of one shape or with a broadcast row (a bias) in one native pass,
-      // same bits; a sum may take its operands either way round.
+      // A sum, difference or product of one shape or with a broadcast row (a bias) or scalar in
+      // one native pass, same bits; a sum or product may take its operands either way round.
       const n = sizeOf(a.shape);
       const [x, y] = contiguous(a) || op === "sub" ? [a, b] : [b, a];
       const m = contiguous(x) ? rowPeriod(y) : 0;
       if (m > 0 && n > 0) {
         const out = takeArray(a.dtype, n) as F;
-        nat[op === "add" ? "addRows" : "subRows"](
+        nat[op === "add" ? "addRows" : op === "sub" ? "subRows" : "mulRows"](
           own(x, n) as F,
           own({ ...y, shape: [m], strides: [1] }, m) as F,
           out,

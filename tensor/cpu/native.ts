@@ -149,6 +149,8 @@ export interface Native {
   addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
   /** out[i] = x[i] − y[i mod m], as addRows. */
   subRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out[i] = x[i] · y[i mod m], as addRows. */
+  mulRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
 
 export interface NativeStatus {
@@ -215,6 +217,7 @@ const SIGS: Record<string, FfiSig> = {
   },
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -423,6 +426,7 @@ function bind(path: string, raw: Raw): Native {
     },
     addRows: (x, y, out, n, m, threads) => rows("addRows", "add_rows", x, y, out, n, m, threads),
     subRows: (x, y, out, n, m, threads) => rows("subRows", "sub_rows", x, y, out, n, m, threads),
+    mulRows: (x, y, out, n, m, threads) => rows("mulRows", "mul_rows", x, y, out, n, m, threads),
   };
 }
 
