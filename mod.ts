@@ -56,6 +56,8 @@ export {
   setCudaMatmulPrecision,
 } from "./tensor/cuda/backend.ts";
 export { cudaUnavailableReason } from "./tensor/cuda/runtime.ts";
+export { cpuMatmulPrecision, setCpuMatmulPrecision } from "./tensor/cpu/matmul_precision.ts";
+export type { CpuMatmulPrecision, CpuPrecisionStatus } from "./tensor/cpu/matmul_precision.ts";
 export { initWebGPU, selectBackend } from "./tensor/webgpu/mod.ts";
 export type { WebGPUBackend } from "./tensor/webgpu/mod.ts";
 export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";

@@ -3,8 +3,9 @@
  * prints the per-step time of each primitive (with operand shapes; "T" marks a transposed view).
  *   deno run -A --v8-flags=--no-maglev bench/sae_profile.ts [arch] [steps]     bun bench/sae_profile.ts …
  * CPU kernels are synchronous, so the times are the kernels' own; on a GPU backend they would
- * only be launch times.
+ * only be launch times. The last line gives the encoder GEMM's share of the step (the floor).
  */
+import { loadavg } from "node:os";
 import * as t from "../mod.ts";
 import { timeKernels } from "./kernel_timer.ts";
 import { type ArchName, resolveConfig } from "../sae/config.ts";
@@ -46,4 +47,14 @@ const kernels = timer.report(steps, 0.5);
 console.log(
   `kernels ${kernels.toFixed(1)} ms of ${(total / steps).toFixed(1)} ms per step`,
 );
+// The floor: the encoder's one dense matmul (the costliest matmul entry); the rest is overhead.
+const gemm =
+  [...times].filter(([key]) => key.startsWith("matmul ")).sort((a, b) => b[1][0] - a[1][0])[0];
+if (gemm) {
+  console.log(
+    `encoder GEMM (${gemm[0].slice(7)}): ${(gemm[1][0] / steps).toFixed(1)} ms, ${
+      (100 * gemm[1][0] / total).toFixed(1)
+    }% of the step (load average ${loadavg().map((v) => v.toFixed(2)).join(" ")})`,
+  );
+}
 t.dispose([stateTensors(state), x]);

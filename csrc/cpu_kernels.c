@@ -189,6 +189,20 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
   if (ranks_below(hv[0], hi[0], v, i)) heap_replace_root(hv, hi, k, v, i);
 }
 
+// How many of 32 entries are not <= rt (beat the root, or are NaN): a count, so the compiler
+// turns the loop into vector compares and one horizontal sum.
+#define TOPK_BLOCK 32
+static inline int sc_topk_f32_may_win(const float *a, float rt) {
+  int n = 0;
+  for (int e = 0; e < TOPK_BLOCK; e++) n += !(a[e] <= rt);
+  return n;
+}
+static inline int sc_topk_f64_may_win(const double *a, double rt) {
+  int n = 0;
+  for (int e = 0; e < TOPK_BLOCK; e++) n += !(a[e] <= rt);
+  return n;
+}
+
 #define TOPK(T, NAME)                                                                              \
   typedef struct {                                                                                 \
     const T *x;                                                                                    \
@@ -207,12 +221,19 @@ static inline void heap_offer(double *hv, int64_t *hi, int64_t k, double v, int6
       int64_t c = j->c0;                                                                           \
       for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                    \
       double root = j->hv[0];                                                                      \
-      for (; c < j->c1; c++) {                                                                     \
-        const double v = a[c];                                                                     \
-        /* A later index loses ties, and nothing beats a NaN root. */                             \
-        if (v <= root || root != root) continue;                                                   \
-        heap_replace_root(j->hv, j->hi, k, v, c);                                                  \
-        root = j->hv[0];                                                                           \
+      while (c < j->c1) {                                                                          \
+        /* Most entries lose to the root: a block where none can win is skipped after one pass   \
+           of vector compares (the root is a value of T, so comparing in T decides the same). */ \
+        int64_t end = c + TOPK_BLOCK;                                                              \
+        if (end > j->c1 || NAME##_may_win(a + c, (T)root)) end = end > j->c1 ? j->c1 : end;       \
+        else c = end;                                                                              \
+        for (; c < end; c++) {                                                                     \
+          const double v = a[c];                                                                   \
+          /* A later index loses ties, and nothing beats a NaN root. */                           \
+          if (v <= root || root != root) continue;                                                 \
+          heap_replace_root(j->hv, j->hi, k, v, c);                                                \
+          root = j->hv[0];                                                                         \
+        }                                                                                          \
       }                                                                                            \
       if (j->values) HEAP_DRAIN(j->hv, j->hi, k, j->values + r * k, j->indices + r * k);           \
     }                                                                                              \
@@ -403,18 +424,230 @@ ELEMENTWISE(double, sc_relu_grad_f64, RELU_GRAD_EXPR)
 SUM(float, sc_sum_f32)
 SUM(double, sc_sum_f64)
 
-// ---- Inference kernels: one pass standing in for a composition of ops -----------------------
-// Used only where autodiff watches no operand (a fused kernel has no VJP rule). Unlike the kernels
-// above, these have no TypeScript twin with the same bits: they compute in double and round once,
-// where the composition they replace rounds after every op, so they agree with it within f32
-// rounding (tests/lm_fused.test.ts) and are, if anything, closer to the exact value.
-
 // Rows of `cols` split over threads: job t takes rows [lo, hi).
 #define ROW_JOBS(NAME, FIELDS)                                                                     \
   typedef struct {                                                                                 \
     FIELDS;                                                                                        \
     int64_t lo, hi;                                                                                \
   } NAME##_job;
+
+// ---- Adam applied: the new parameter in one pass ------------------------------------------
+// p' = p + u with u, m', v' as ADAM above, term for term, after the gradient is scaled by
+// *gscale (rounded to T, as a mul by a scalar tensor would) when gscale is given. With `unit`,
+// each updated row of `cols` is then scaled to unit L2 norm as fused.ts's unitRowsLoop does (sum
+// of squares in double in index order, 1/sqrt, one rounding). The same bits as the composition
+// fusedAdam → add → unitRows; the row is still in cache when it is renormalised.
+
+#define ADAM_APPLY(T, NAME)                                                                        \
+  ROW_JOBS(NAME, const T *g; const T *m; const T *v; const T *p; T *p2; T *m2; T *v2;             \
+           int64_t cols; double gs; double b1; double b2; double eps; double c2; double scale;    \
+           double decay; int scaled; int with_decay; int unit)                                     \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const double b1 = j->b1, b2 = j->b2, eps = j->eps, c2 = j->c2, scale = j->scale;              \
+    const double decay = j->decay, gs = j->gs;                                                     \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      for (int64_t i = r * C; i < (r + 1) * C; i++) {                                              \
+        const double gi = j->scaled ? (double)(T)((double)j->g[i] * gs) : (double)j->g[i];         \
+        const double m = b1 * (double)j->m[i] + (1 - b1) * gi;                                     \
+        const double v = b2 * (double)j->v[i] + (1 - b2) * gi * gi;                                \
+        j->m2[i] = (T)m;                                                                           \
+        j->v2[i] = (T)v;                                                                           \
+        const T u = (T)((scale * m) / (sqrt(v / c2) + eps) -                                       \
+                        (j->with_decay ? decay * (double)j->p[i] : 0));                            \
+        j->p2[i] = (T)((double)j->p[i] + (double)u);                                               \
+      }                                                                                            \
+      if (!j->unit) continue;                                                                      \
+      T *w = j->p2 + r * C;                                                                        \
+      double s = 0;                                                                                \
+      for (int64_t c = 0; c < C; c++) s += (double)w[c] * (double)w[c];                            \
+      const double inv = 1 / sqrt(s);                                                              \
+      for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                              \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *m, const T *v, const T *p, const T *gscale, T *p2, T *m2, T *v2, \
+            int64_t rows, int64_t cols, double b1, double b2, double eps, double c2, double scale, \
+            double decay, int32_t with_decay, int32_t unit, int32_t threads) {                     \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    const double gs = gscale ? (double)gscale[0] : 1;                                              \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g,     m,     v,          p,    p2,   m2,  v2,       cols, gs,  b1,   \
+                             b2,    eps,   c2,         scale, decay, gscale != 0, with_decay,      \
+                             unit,  rows * t / nt,     rows * (t + 1) / nt};                       \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+ADAM_APPLY(float, sc_adam_apply_f32)
+ADAM_APPLY(double, sc_adam_apply_f64)
+
+// ---- Decoder-gradient projection: out = g − ((g·w)/‖w‖²)·w per row ------------------------------
+// fused.ts's projectOutRowsLoop term for term (both dot products in double in index order).
+
+#define PROJECT_OUT_ROWS(T, NAME)                                                                  \
+  ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols)                                     \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const T *g = j->g + r * C, *w = j->w + r * C;                                                \
+      T *o = j->out + r * C;                                                                       \
+      double ww = 0, gw = 0;                                                                       \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        ww += (double)w[c] * (double)w[c];                                                         \
+        gw += (double)g[c] * (double)w[c];                                                         \
+      }                                                                                            \
+      const double s = gw / ww;                                                                    \
+      for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *w, T *out, int64_t rows, int64_t cols, int32_t threads) {         \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g, w, out, cols, rows * t / nt, rows * (t + 1) / nt};                 \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+PROJECT_OUT_ROWS(float, sc_project_out_rows_f32)
+PROJECT_OUT_ROWS(double, sc_project_out_rows_f64)
+
+// ---- Sum of squares -------------------------------------------------------------------------
+// Σ x² with each square rounded to T (as square() then sum() would give it), accumulated in
+// double: eight running sums per thread, then the threads' partials in order. The order differs
+// from sum()'s one running sum: in f32 the result may differ from sum(square(x)) by one rounding
+// (the double sums agree to ~n·2⁻⁵³ relative), in f64 by n·2⁻⁵² relative
+// (tests/native_fused_step.test.ts checks both).
+
+#define SUM_SQUARES(T, NAME)                                                                       \
+  ROW_JOBS(NAME, const T *x; double s)                                                             \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    double s[8] = {0};                                                                             \
+    int64_t i = j->lo;                                                                             \
+    for (; i + 8 <= j->hi; i += 8)                                                                 \
+      for (int r = 0; r < 8; r++) {                                                                \
+        const T sq = j->x[i + r] * j->x[i + r];                                                    \
+        s[r] += (double)sq;                                                                        \
+      }                                                                                            \
+    for (; i < j->hi; i++) {                                                                       \
+      const T sq = j->x[i] * j->x[i];                                                              \
+      s[0] += (double)sq;                                                                          \
+    }                                                                                              \
+    j->s = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                      \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, int64_t n, T *out, int32_t threads) {                                      \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, 0, slice_start(n, t, nt), slice_start(n, t + 1, nt)};              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    double s = 0;                                                                                  \
+    for (int t = 0; t < nt; t++) s += jobs[t].s;                                                   \
+    out[0] = (T)s;                                                                                 \
+  }
+
+SUM_SQUARES(float, sc_sum_squares_f32)
+SUM_SQUARES(double, sc_sum_squares_f64)
+
+// ---- Σ over columns of the variance over rows, of x or of x − y ------------------------------
+// FVU's numerator and denominator: Σ_j var_j over the rows of a [rows, cols] matrix (biased, as
+// variance(x, 0) is), in double: column means first, then squared deviations, one rounding at the
+// end. The composition (sub, mean, sub, square, sum, div) rounds after every op, so the two agree
+// within a few f32 roundings (tests/native_fused_step.test.ts). Threads own column ranges.
+
+#define COL_VAR_SUM(T, NAME)                                                                       \
+  ROW_JOBS(NAME, const T *x; const T *y; int64_t rows; int64_t cols; double *acc; double s)        \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t R = j->rows, C = j->cols, c0 = j->lo, w = j->hi - j->lo;                         \
+    double *mu = j->acc, *ss = j->acc + w;                                                         \
+    for (int64_t c = 0; c < w; c++) mu[c] = 0, ss[c] = 0;                                          \
+    for (int64_t r = 0; r < R; r++) {                                                              \
+      const T *a = j->x + r * C + c0, *b = j->y ? j->y + r * C + c0 : 0;                           \
+      if (b) for (int64_t c = 0; c < w; c++) mu[c] += (double)a[c] - (double)b[c];                 \
+      else for (int64_t c = 0; c < w; c++) mu[c] += (double)a[c];                                  \
+    }                                                                                              \
+    for (int64_t c = 0; c < w; c++) mu[c] /= (double)R;                                            \
+    for (int64_t r = 0; r < R; r++) {                                                              \
+      const T *a = j->x + r * C + c0, *b = j->y ? j->y + r * C + c0 : 0;                           \
+      for (int64_t c = 0; c < w; c++) {                                                            \
+        const double e = (double)a[c] - (b ? (double)b[c] : 0) - mu[c];                            \
+        ss[c] += e * e;                                                                            \
+      }                                                                                            \
+    }                                                                                              \
+    double s = 0;                                                                                  \
+    for (int64_t c = 0; c < w; c++) s += ss[c] / (double)R;                                        \
+    j->s = s;                                                                                      \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *x, const T *y, int64_t rows, int64_t cols, T *out, int32_t threads) {      \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > cols / 8) nt = cols / 8 < 1 ? 1 : (int)(cols / 8);                                    \
+    double *acc = malloc(sizeof(double) * 2 * (size_t)(cols > 0 ? cols : 1));                      \
+    if (!acc) return -2;                                                                           \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) {                                                                 \
+      const int64_t c0 = t == 0 ? 0 : cols * t / nt / 8 * 8;                                       \
+      const int64_t c1 = t == nt - 1 ? cols : cols * (t + 1) / nt / 8 * 8;                         \
+      jobs[t] = (NAME##_job){x, y, rows, cols, acc + 2 * c0, 0, c0, c1};                           \
+    }                                                                                              \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    double s = 0;                                                                                  \
+    for (int t = 0; t < nt; t++) s += jobs[t].s;                                                   \
+    out[0] = (T)s;                                                                                 \
+    free(acc);                                                                                     \
+    return -1;                                                                                     \
+  }
+
+COL_VAR_SUM(float, sc_col_var_sum_f32)
+COL_VAR_SUM(double, sc_col_var_sum_f64)
+
+// ---- Transpose --------------------------------------------------------------------------------
+// out [cols, rows] = x [rows, cols]ᵀ in 32×32 tiles, so reads and writes both stay within a few
+// cache lines per tile (a plain strided copy touches a new line on every write). A copy: exact.
+
+#define TRANSPOSE(T, NAME)                                                                         \
+  ROW_JOBS(NAME, const T *x; T *out; int64_t rows; int64_t cols)                                   \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t R = j->rows, C = j->cols;                                                        \
+    for (int64_t r0 = j->lo; r0 < j->hi; r0 += 32) {                                               \
+      const int64_t r1 = r0 + 32 < j->hi ? r0 + 32 : j->hi;                                        \
+      for (int64_t c0 = 0; c0 < C; c0 += 32) {                                                     \
+        const int64_t c1 = c0 + 32 < C ? c0 + 32 : C;                                              \
+        for (int64_t c = c0; c < c1; c++)                                                          \
+          for (int64_t r = r0; r < r1; r++) j->out[c * R + r] = j->x[r * C + c];                   \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, int64_t rows, int64_t cols, T *out, int32_t threads) {                     \
+    int nt = clamp_threads(threads);                                                               \
+    const int64_t tiles = (rows + 31) / 32;                                                        \
+    if (nt > tiles) nt = tiles < 1 ? 1 : (int)tiles;                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, out, rows, cols, tiles * t / nt * 32,                              \
+                             t == nt - 1 ? rows : tiles * (t + 1) / nt * 32};                      \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+
+TRANSPOSE(float, sc_transpose_f32)
+TRANSPOSE(double, sc_transpose_f64)
+
+// ---- Inference kernels: one pass standing in for a composition of ops -----------------------
+// Used only where autodiff watches no operand (a fused kernel has no VJP rule). Unlike the kernels
+// above, these have no TypeScript twin with the same bits: they compute in double and round once,
+// where the composition they replace rounds after every op, so they agree with it within f32
+// rounding (tests/lm_fused.test.ts) and are, if anything, closer to the exact value.
+
 
 // out = (x − mean)/√(var + eps)·w + b per row (LayerNorm, biased variance) when center, else
 // x/√(mean x² + eps)·w (RMSNorm), w taken as 1 + w with plus_one; b may be null.
@@ -567,9 +800,10 @@ ACTIVATION(double, sc_activation_f64, exp)
 ATTN_SOFTMAX(float, sc_attn_softmax_f32)
 ATTN_SOFTMAX(double, sc_attn_softmax_f64)
 
-// out[i] = x[i] + y[i mod m]: a sum of two arrays of one shape (m = n) or of an array and a row
-// broadcast over it (m = the row's length). The same bits as the backend's TypeScript add.
-#define ADD_ROWS(T, NAME)                                                                          \
+// out[i] = x[i] + y[i mod m] (or −, ×): a sum of two arrays of one shape (m = n) or of an array and a
+// row broadcast over it (m = the row's length; 1 for a scalar). The same bits as the backend's
+// TypeScript add/sub/mul (one correctly rounded operation either way).
+#define ROWS_OP(T, NAME, OP)                                                                       \
   ROW_JOBS(NAME, const T *x; const T *y; T *out; int64_t m)                                        \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
@@ -577,11 +811,11 @@ ATTN_SOFTMAX(double, sc_attn_softmax_f64)
     T *out = j->out;                                                                               \
     const int64_t m = j->m;                                                                        \
     if (m == 0) {                                                                                  \
-      for (int64_t i = j->lo; i < j->hi; i++) out[i] = x[i] + y[i];                                \
+      for (int64_t i = j->lo; i < j->hi; i++) out[i] = x[i] OP y[i];                                  \
       return 0;                                                                                    \
     }                                                                                              \
     for (int64_t r = j->lo; r < j->hi; r++)                                                        \
-      for (int64_t c = 0; c < m; c++) out[r * m + c] = x[r * m + c] + y[c];                        \
+      for (int64_t c = 0; c < m; c++) out[r * m + c] = x[r * m + c] OP y[c];                        \
     return 0;                                                                                      \
   }                                                                                                \
   void NAME(const T *x, const T *y, T *out, int64_t n, int64_t m, int32_t threads) {               \
@@ -598,7 +832,11 @@ ATTN_SOFTMAX(double, sc_attn_softmax_f64)
     }                                                                                              \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
-ADD_ROWS(float, sc_add_rows_f32)
-ADD_ROWS(double, sc_add_rows_f64)
+ROWS_OP(float, sc_add_rows_f32, +)
+ROWS_OP(double, sc_add_rows_f64, +)
+ROWS_OP(float, sc_sub_rows_f32, -)
+ROWS_OP(double, sc_sub_rows_f64, -)
+ROWS_OP(float, sc_mul_rows_f32, *)
+ROWS_OP(double, sc_mul_rows_f64, *)
 
 #pragma GCC pop_options

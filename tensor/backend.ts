@@ -120,6 +120,33 @@ export interface Backend {
       param: View | null,
       h: AdamHyper,
     ): [update: Buf, mu: Buf, nu: Buf];
+    /**
+     * One Adam step applied to a parameter of contiguous float views of one shape, as
+     * fusedAdam's [update, mu', nu'] then param + update (decay·param only with `decay`), with
+     * the gradient first multiplied by the scalar `gradScale` when given, and the new 2-D
+     * parameter's rows scaled to unit L2 norm (as unitRows) when `unitRows`. [param', mu', nu'],
+     * or null: run the composition.
+     */
+    adamApply?(
+      param: View,
+      g: View,
+      mu: View,
+      nu: View,
+      gradScale: View | null,
+      h: AdamHyper,
+      o: { decay: boolean; unitRows: boolean },
+    ): [param: Buf, mu: Buf, nu: Buf] | null;
+    /**
+     * Σx² over a contiguous float view as a [] buffer: sum(square(x)) but for the summation
+     * order (f32: within one rounding; f64: n·2⁻⁵² relative), or null: run the composition.
+     */
+    sumSquares?(x: View): Buf | null;
+    /**
+     * Σ_j var_j over the rows of a contiguous float [rows, cols] x, or of x − y (same shape): the
+     * biased variance of each column, summed, as a [] buffer — sum(variance(x − y, 0)) within a
+     * few roundings of the dtype (computed in double, rounded once) — or null: compose it.
+     */
+    columnVarianceSum?(x: View, y: View | null): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */

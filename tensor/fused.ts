@@ -27,6 +27,9 @@ interface Needs {
 
 const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   adam: { float: true, matrix: false },
+  adamApply: { float: true, matrix: false },
+  sumSquares: { float: true, matrix: false },
+  columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
   projectOutRows: { float: true, matrix: true },
@@ -78,6 +81,47 @@ export function fusedAdam(
   if (!k) return null;
   const [u, m2, v2] = k(g.view(), mu.view(), nu.view(), param?.view() ?? null, h);
   return [like(g, u), like(g, m2), like(g, v2)];
+}
+
+/**
+ * One Adam step applied to `param`: [param + update, mu', nu'] as fusedAdam then add (decay·param
+ * only with `decay`), the gradient first multiplied by the scalar `gradScale` (a clipping factor)
+ * when given, and the new parameter's rows scaled to unit norm (as unitRows) when `unitRows`.
+ * The same bits as that composition on the CPU backend; null: run the composition.
+ */
+export function fusedAdamApply(
+  param: Tensor,
+  g: Tensor,
+  mu: Tensor,
+  nu: Tensor,
+  gradScale: Tensor | null,
+  h: AdamHyper,
+  o: { decay: boolean; unitRows: boolean },
+): [Tensor, Tensor, Tensor] | null {
+  const k = kernel("adamApply", [param, g, mu, nu]);
+  if (!k || (o.unitRows && param.ndim !== 2)) return null;
+  if (
+    gradScale && (gradScale.size !== 1 || gradScale.backend !== g.backend ||
+      gradScale.dtype !== g.dtype || !gradScale.isContiguous() || isWatched(gradScale))
+  ) return null;
+  const r = k(param.view(), g.view(), mu.view(), nu.view(), gradScale?.view() ?? null, h, o);
+  return r && [like(g, r[0]), like(g, r[1]), like(g, r[2])];
+}
+
+/** Σx² as a scalar tensor: sum(square(x)) but for the order of the sum (see Backend); null: compose it. */
+export function fusedSumSquares(x: Tensor): Tensor | null {
+  const buf = kernel("sumSquares", [x])?.(x.view());
+  return buf ? wrap(x.backend, buf, [], x.dtype) : null;
+}
+
+/**
+ * sum(variance(x − y, 0)) (y null: of x) for matrices, as a scalar tensor: FVU's terms in one
+ * pass, computed in double and rounded once (within a few roundings of the composition); null:
+ * compose it.
+ */
+export function fusedColumnVarianceSum(x: Tensor, y: Tensor | null): Tensor | null {
+  const buf = kernel("columnVarianceSum", y ? [x, y] : [x])?.(x.view(), y?.view() ?? null);
+  return buf ? wrap(x.backend, buf, [], x.dtype) : null;
 }
 
 /** Rows of a matrix scaled to unit L2 norm. */

@@ -28,7 +28,7 @@ import { dispose, disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
 import { valueAndGrad } from "../../autodiff/grad.ts";
 import {
   adam,
-  applyUpdates,
+  applyStep,
   chain,
   clipByGlobalNorm,
   type GradientTransformation,
@@ -45,7 +45,7 @@ import {
 import { asCoo, type Code, l0PerRow } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import { type SaeParams, unitRows } from "../params.ts";
-import { fusedProjectOutRows } from "../../tensor/fused.ts";
+import { fusedColumnVarianceSum, fusedProjectOutRows } from "../../tensor/fused.ts";
 import type { TrainConfig } from "./config.ts";
 import { geometricMedian } from "./geometric_median.ts";
 import { resampleDead } from "./resample.ts";
@@ -316,9 +316,12 @@ function optimiserStep(
   state: TrainState,
   plan: StepPlan,
 ): { params: SaeParams; optState: unknown } {
-  const [updates, optState] = plan.opt.update(grads, state.opt, state.params);
-  const params = applyUpdates(state.params, updates) as SaeParams;
-  if (plan.constrained) params.W_dec = unitRows(params.W_dec);
+  // One pass per leaf where the backend fuses it (clipping's scale, Adam, the update, the rows).
+  const [params, optState] = applyStep(plan.opt, grads, state.opt, state.params, {
+    ...(plan.constrained
+      ? { unitRows: { leaves: new Set([state.params.W_dec]), rows: unitRows } }
+      : {}),
+  });
   return { params, optState };
 }
 
@@ -354,8 +357,10 @@ function computeStep(
   const fired = plan.dp ? firedOnAnyRank(firedHere, plan.dp) : firedHere;
   const sinceFired = where(fired, 0, minimum(add(state.sinceFired, plan.B), plan.cap));
   const target = plan.arch.target(b, cfg);
-  const residualVar = sum(variance(sub(target, aux.xhat), 0));
-  const fvu = div(residualVar, sum(variance(target, 0)));
+  // Σ_j var_j of the residual over Σ_j var_j of the target, one fused pass each where the backend has it.
+  const varSum = (x: Tensor, y: Tensor | null) =>
+    fusedColumnVarianceSum(x, y) ?? sum(variance(y ? sub(x, y) : x, 0));
+  const fvu = div(varSum(target, aux.xhat), varSum(target, null));
   const minPositive = smallestKept(aux, cfg);
   const scalars: Record<string, Tensor> = {
     loss,

@@ -121,6 +121,11 @@ function rowPeriod(v: View): number {
   return m;
 }
 
+/** A 2-D view that reads a contiguous [C, R] matrix as its transpose [R, C]. */
+const transposedMatrix = (v: View) =>
+  v.shape.length === 2 && v.shape[0] > 1 && v.shape[1] > 1 && v.strides[0] === 1 &&
+  v.strides[1] === v.shape[0];
+
 /** A contiguous view's n elements as an array of exactly that length. */
 const own = (v: View, n: number): Num => {
   const { arr, offset } = num(v);
@@ -215,6 +220,22 @@ export const cpu: Backend = {
   readSync: (buf, _dtype, size) => (buf as StorageArray).slice(0, size),
 
   unary(op, x, outDtype) {
+    // A transposed matrix made contiguous: a tiled native transpose (a strided copy writes a new
+    // cache line per element).
+    if (op === "copy" && outDtype === x.dtype && isFloat(x.buf) && transposedMatrix(x)) {
+      const nat = native(), [R, C] = x.shape, n = R * C;
+      if (nat && n > 0) {
+        const out = takeArray(x.dtype, n) as F;
+        nat.transpose(
+          own({ ...x, shape: [C, R], strides: [R, 1] }, n) as F,
+          C,
+          R,
+          out,
+          nativeThreads(n),
+        );
+        return out;
+      }
+    }
     const nat = op === "relu" ? native() : null;
     if (nat && outDtype === x.dtype && contiguous(x) && isFloat(x.buf)) {
       const n = sizeOf(x.shape), out = takeArray(x.dtype, n) as F;
@@ -224,15 +245,16 @@ export const cpu: Backend = {
     return map(UNARY[op], x.shape, outDtype, [x]);
   },
   binary(op, a, b, outDtype) {
-    const nat = op === "add" ? native() : null;
+    const nat = op === "add" || op === "sub" || op === "mul" ? native() : null;
     if (nat && outDtype === a.dtype && sameFloat(a.buf, b.buf)) {
-      // A sum of one shape or with a broadcast row (a bias) in one native pass, same bits.
+      // A sum, difference or product of one shape or with a broadcast row (a bias) or scalar in
+      // one native pass, same bits; a sum or product may take its operands either way round.
       const n = sizeOf(a.shape);
-      const [x, y] = contiguous(a) ? [a, b] : [b, a];
+      const [x, y] = contiguous(a) || op === "sub" ? [a, b] : [b, a];
       const m = contiguous(x) ? rowPeriod(y) : 0;
       if (m > 0 && n > 0) {
         const out = takeArray(a.dtype, n) as F;
-        nat.addRows(
+        nat[op === "add" ? "addRows" : op === "sub" ? "subRows" : "mulRows"](
           own(x, n) as F,
           own({ ...y, shape: [m], strides: [1] }, m) as F,
           out,
@@ -388,8 +410,17 @@ export const cpu: Backend = {
   concat(xs, axis, outShape) {
     return produce(xs[0].dtype, sizeOf(outShape), (out) => {
       let at = 0;
+      // Runs of a contiguous piece are contiguous in the output too: copied whole (memcpy).
+      const outBlock = sizeOf(outShape.slice(axis)), inner = sizeOf(outShape.slice(axis + 1));
       for (const x of xs) {
-        K.copyInto(out, outShape, outShape.map((_, d) => (d === axis ? at : 0)), num(x));
+        const block = sizeOf(x.shape.slice(axis)), src = num(x);
+        if (contiguous(x) && block >= 64 && src.arr.constructor === out.constructor) {
+          const outer = sizeOf(x.shape.slice(0, axis));
+          for (let o = 0; o < outer; o++) {
+            const from = src.offset + o * block;
+            out.set(src.arr.subarray(from, from + block) as never, o * outBlock + at * inner);
+          }
+        } else K.copyInto(out, outShape, outShape.map((_, d) => (d === axis ? at : 0)), src);
         at += x.shape[axis];
       }
     });
@@ -564,8 +595,66 @@ export const cpu: Backend = {
     },
     projectOutRows(g, w) {
       const [R, C] = w.shape;
+      const nat = native(), n = R * C;
+      if (nat && n > 0 && sameFloat(g.buf, w.buf)) {
+        const out = takeArray(g.dtype, n) as F;
+        nat.projectOutRows(own(g, n) as F, own(w, n) as F, out, R, C, nativeThreads(n));
+        return out;
+      }
       const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;
       rowJobs("projectOutRows", typeKey(G, W, out), R, C, [G, W, out], []);
+      return out;
+    },
+    adamApply(param, g, mu, nu, gradScale, h, o) {
+      const nat = native(), n = sizeOf(g.shape);
+      const G = g.buf, M = mu.buf, V = nu.buf, P = param.buf, S = gradScale?.buf ?? null;
+      if (!nat || n === 0 || !sameFloat(G, M, V, P, ...(S ? [S] : []))) return null;
+      if (o.unitRows && g.shape.length !== 2) return null;
+      const cols = o.unitRows ? g.shape[1] : n;
+      // Rows are the unit of work: without unit rows, rows of 4096 split the elements.
+      const C = o.unitRows ? cols : n % 4096 === 0 ? 4096 : n;
+      const P2 = takeArray(g.dtype, n) as F,
+        M2 = takeArray(g.dtype, n) as F,
+        V2 = takeArray(g.dtype, n) as F;
+      nat.adamApply(
+        own(g, n) as F,
+        own(mu, n) as F,
+        own(nu, n) as F,
+        own(param, n) as F,
+        gradScale ? own(gradScale, 1) as F : null,
+        P2,
+        M2,
+        V2,
+        n / C,
+        C,
+        h,
+        o.decay,
+        o.unitRows,
+        nativeThreads(n),
+      );
+      return [P2, M2, V2];
+    },
+    columnVarianceSum(x, y) {
+      const nat = native(), [R, C] = x.shape;
+      if (!nat || x.shape.length !== 2 || R === 0 || !sameFloat(x.buf, ...(y ? [y.buf] : []))) {
+        return null;
+      }
+      const out = takeArray(x.dtype, 1) as F;
+      nat.colVarSum(
+        own(x, R * C) as F,
+        y ? own(y, R * C) as F : null,
+        R,
+        C,
+        out,
+        nativeThreads(R * C),
+      );
+      return out;
+    },
+    sumSquares(x) {
+      const nat = native(), n = sizeOf(x.shape);
+      if (!nat || n === 0 || !isFloat(x.buf)) return null;
+      const out = takeArray(x.dtype, 1) as F;
+      nat.sumSquares(own(x, n) as F, n, out, nativeThreads(n));
       return out;
     },
     adam(g, mu, nu, param, h) {

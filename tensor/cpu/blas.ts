@@ -52,6 +52,30 @@ export interface Blas {
     cOff: number,
     ldc: number,
   ): void;
+  /**
+   * C = alpha·op(A)·op(B) + beta·C with A and B in bf16 (Uint16Array bit patterns) and f32
+   * accumulation (OpenBLAS's cblas_sbgemm); null when the library lacks it.
+   */
+  sbgemm:
+    | ((
+      transA: boolean,
+      transB: boolean,
+      M: number,
+      N: number,
+      K: number,
+      alpha: number,
+      A: Uint16Array,
+      lda: number,
+      B: Uint16Array,
+      ldb: number,
+      beta: number,
+      C: Float32Array,
+      cOff: number,
+      ldc: number,
+    ) => void)
+    | null;
+  /** out = x rounded to bf16, n elements (OpenBLAS's cblas_sbstobf16); null when absent. */
+  toBf16: ((x: Float32Array, out: Uint16Array, n: number) => void) | null;
   /** openblas_get_num_threads() if the library has it, else -1. */
   threads(): number;
   /** openblas_set_num_threads(n) if the library has it; otherwise nothing. */
@@ -85,6 +109,28 @@ const gemmSig = (f: "f32" | "f64"): FfiSig => ({
 const SIGS: Record<string, FfiSig> = {
   cblas_sgemm: gemmSig("f32"),
   cblas_dgemm: gemmSig("f64"),
+  // Only in OpenBLAS builds with BUILD_BFLOAT16 (not Debian's 0.3.21, for one).
+  cblas_sbgemm: {
+    args: [
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "f32",
+      "buf",
+      "i32",
+      "buf",
+      "i32",
+      "f32",
+      "buf",
+      "i32",
+    ],
+    ret: "void",
+    optional: true,
+  },
+  cblas_sbstobf16: { args: ["i32", "buf", "i32", "buf", "i32"], ret: "void", optional: true },
   // Absent (null) in non-OpenBLAS CBLAS libraries.
   openblas_get_num_threads: { args: [], ret: "i32", optional: true },
   openblas_set_num_threads: { args: ["i32"], ret: "void", optional: true },
@@ -135,10 +181,43 @@ function makeBlas(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>): Bl
       ldc,
     );
   };
+  const sb = fns.cblas_sbgemm, cv = fns.cblas_sbstobf16;
   return {
     path,
     sgemm: call<Float32Array>(fns.cblas_sgemm!),
     dgemm: call<Float64Array>(fns.cblas_dgemm!),
+    sbgemm: sb
+      ? (transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, cOff, ldc) => {
+        // The same layout checks as sgemm's, on the bit patterns' element counts.
+        const [a, b] = [A, B] as unknown as Float32Array[];
+        checkGemmArgs(transA, transB, M, N, K, a, 0, lda, b, 0, ldb, C, cOff, ldc);
+        if (M === 0 || N === 0 || K === 0) throw new RangeError("sbgemm: an empty dimension");
+        sb(
+          CblasRowMajor,
+          transA ? CblasTrans : CblasNoTrans,
+          transB ? CblasTrans : CblasNoTrans,
+          M,
+          N,
+          K,
+          alpha,
+          A,
+          lda,
+          B,
+          ldb,
+          beta,
+          ffi.bufAt(C, cOff),
+          ldc,
+        );
+      }
+      : null,
+    toBf16: cv
+      ? (x, out, n) => {
+        if (!(n >= 0 && n <= x.length && n <= out.length && n < 2 ** 31)) {
+          throw new RangeError(`sbstobf16: ${n} elements of ${x.length} into ${out.length}`);
+        }
+        if (n > 0) cv(n, x, 1, out, 1);
+      }
+      : null,
     threads: () => (fns.openblas_get_num_threads ? Number(fns.openblas_get_num_threads()) : -1),
     setThreads: (n: number) => void fns.openblas_set_num_threads?.(n),
   };

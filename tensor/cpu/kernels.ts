@@ -3,7 +3,9 @@ import type { Shape } from "../shape.ts";
 import { contiguousStrides } from "../shape.ts";
 import { mapStrided, reduceStrided, type StridedArg } from "./strided.ts";
 import { type FloatArray, gemmTs } from "./gemm.ts";
-import { loadBlas } from "./blas.ts";
+import { type Blas, loadBlas } from "./blas.ts";
+import { BF16_MIN_WORK, cpuMatmulPrecision } from "./matmul_precision.ts";
+import { encode16 } from "../dtype.ts";
 import { runtime } from "../platform/runtime.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
@@ -389,12 +391,58 @@ export function matmul(
       i * M * N,
       N,
     ] as const;
-    if (blas && out instanceof Float32Array) {
+    const bf16 = blas && out instanceof Float32Array && M * N * K >= BF16_MIN_WORK
+      ? cpuMatmulPrecision().running
+      : "f32";
+    if (blas && bf16 !== "f32") {
+      const A = bf16Operand(
+        a.arr as Float32Array,
+        ao[i],
+        la.ld,
+        la.trans ? K : M,
+        la.trans ? M : K,
+      );
+      const B = bf16Operand(
+        b.arr as Float32Array,
+        bo[i],
+        lb.ld,
+        lb.trans ? N : K,
+        lb.trans ? K : N,
+      );
+      const C = out as Float32Array, cOff = i * M * N;
+      if (bf16 === "bf16") {
+        const [A16, B16] = [A, B].map((x) => toBf16(blas, x));
+        blas.sbgemm!(la.trans, lb.trans, M, N, K, 1, A16, la.ld, B16, lb.ld, 0, C, cOff, N);
+      } else {
+        const [Ae, Be] = [A, B].map(roundedToBf16);
+        blas.sgemm(la.trans, lb.trans, M, N, K, 1, Ae, 0, la.ld, Be, 0, lb.ld, 0, C, cOff, N);
+      }
+    } else if (blas && out instanceof Float32Array) {
       blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));
     } else if (blas && out instanceof Float64Array) {
       blas.dgemm(...(args as unknown as Parameters<typeof blas.dgemm>));
     } else gemmTs(...args);
   }
+}
+
+/** The elements a gemm operand of `rows` rows of `cols` (leading dimension ld) reads from `off`. */
+function bf16Operand(x: Float32Array, off: number, ld: number, rows: number, cols: number) {
+  return x.subarray(off, off + (rows - 1) * ld + cols);
+}
+
+/** x's bf16 bit patterns: OpenBLAS's conversion when it has one, else ours (both round to nearest even). */
+function toBf16(blas: Blas, x: Float32Array): Uint16Array {
+  if (!blas.toBf16) return encode16("bf16", x);
+  const out = new Uint16Array(x.length);
+  blas.toBf16(x, out, x.length);
+  return out;
+}
+
+/** x rounded to bf16 and widened back: the values sbgemm multiplies. */
+function roundedToBf16(x: Float32Array): Float32Array {
+  const h = encode16("bf16", x), u = new Uint32Array(h.length);
+  for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+  return new Float32Array(u.buffer);
 }
 
 function contiguousCopy<T extends NumView & { arr: FloatArray }>(v: T): T {

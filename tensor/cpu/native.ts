@@ -73,6 +73,35 @@ export interface Native {
     h: AdamHyper,
     threads: number,
   ): void;
+  /**
+   * One Adam step applied to the parameter p [rows, cols] in one pass: p2 = p + u, with m2, v2
+   * and u as `adam`'s (decay·p only when withDecay), the gradient first multiplied by gscale[0]
+   * and rounded when gscale is given, and each updated row scaled to unit norm when `unit`.
+   */
+  adamApply(
+    g: F,
+    m: F,
+    v: F,
+    p: F,
+    gscale: F | null,
+    p2: F,
+    m2: F,
+    v2: F,
+    rows: number,
+    cols: number,
+    h: AdamHyper,
+    withDecay: boolean,
+    unit: boolean,
+    threads: number,
+  ): void;
+  /** out = g − ((g·w)/‖w‖²)·w for each row of [rows, cols] (fused.ts's projectOutRowsLoop). */
+  projectOutRows(g: F, w: F, out: F, rows: number, cols: number, threads: number): void;
+  /** out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double). */
+  sumSquares(x: F, n: number, out: F, threads: number): void;
+  /** out[0] = Σ_j var_j over the rows of x [rows, cols] (or of x − y), biased, in double. */
+  colVarSum(x: F, y: F | null, rows: number, cols: number, out: F, threads: number): void;
+  /** out [cols, rows] = x [rows, cols] transposed. */
+  transpose(x: F, rows: number, cols: number, out: F, threads: number): void;
   /** out = relu(x) over the first n elements. */
   relu(x: F, out: F, n: number, threads: number): void;
   /** out = g·step(x), the relu's cotangent, over the first n elements. */
@@ -118,6 +147,10 @@ export interface Native {
   ): void;
   /** out[i] = x[i] + y[i mod m] over the first n elements (m = n, or m divides n). */
   addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out[i] = x[i] − y[i mod m], as addRows. */
+  subRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out[i] = x[i] · y[i mod m], as addRows. */
+  mulRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
 
 export interface NativeStatus {
@@ -159,6 +192,17 @@ const SIGS: Record<string, FfiSig> = {
     ],
     ret: "void",
   },
+  adam_apply: {
+    args: [
+      ...["buf", "buf", "buf", "buf", "buf", "buf", "buf", "buf"] as const,
+      ...["i64", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32", "i32", "i32"] as const,
+    ],
+    ret: "void",
+  },
+  sum_squares: { args: ["buf", "i64", "buf", "i32"], ret: "void" },
+  project_out_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
+  col_var_sum: { args: ["buf", "buf", "i64", "i64", "buf", "i32"], ret: "i32" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
@@ -172,6 +216,8 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -206,6 +252,22 @@ function open(ffi: Ffi, path: string): Raw {
 function bind(path: string, raw: Raw): Native {
   const w = (x: F) => (x instanceof Float32Array ? "f32" : "f64");
   const fn = (name: string, x: F) => raw[`${name}_${w(x)}`];
+  const rows = (
+    k: string,
+    c: string,
+    x: F,
+    y: F,
+    out: F,
+    n: number,
+    m: number,
+    threads: number,
+  ) => {
+    checkCount(k, "n", n, I64_MAX), checkCount(k, "m", m, I64_MAX);
+    checkCount(k, "threads", threads);
+    if (m < 1 || n % m !== 0) throw new RangeError(`native ${k}: ${m} does not divide ${n}`);
+    checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
+    fn(c, x)(x, y, out, n, m, threads);
+  };
   return {
     path,
     spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
@@ -243,6 +305,66 @@ function bind(path: string, raw: Raw): Native {
       checkFloats(k, "v2", v2, n, gr);
       const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
       fn(k, gr)(gr, m, v, p, u, m2, v2, n, ...hy, threads);
+    },
+    adamApply(gr, m, v, p, gscale, p2, m2, v2, rows, cols, h, withDecay, unit, threads) {
+      const k = "adamApply";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      const n = rows * cols;
+      for (const [name, a] of [["g", gr], ["m", m], ["v", v], ["p", p], ["p2", p2]] as const) {
+        checkFloats(k, name, a, n, gr);
+      }
+      checkFloats(k, "m2", m2, n, gr), checkFloats(k, "v2", v2, n, gr);
+      if (gscale !== null) checkFloats(k, "gscale", gscale, 1, gr);
+      const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
+      fn("adam_apply", gr)(
+        gr,
+        m,
+        v,
+        p,
+        gscale,
+        p2,
+        m2,
+        v2,
+        rows,
+        cols,
+        ...hy,
+        +withDecay,
+        +unit,
+        threads,
+      );
+    },
+    projectOutRows(gr, w, out, rows, cols, threads) {
+      const k = "projectOutRows";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      const n = rows * cols;
+      checkFloats(k, "g", gr, n, gr), checkFloats(k, "w", w, n, gr);
+      checkFloats(k, "out", out, n, gr);
+      fn("project_out_rows", gr)(gr, w, out, rows, cols, threads);
+    },
+    sumSquares(x, n, out, threads) {
+      const k = "sumSquares";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, n, x), checkFloats(k, "out", out, 1, x);
+      fn("sum_squares", x)(x, n, out, threads);
+    },
+    colVarSum(x, y, rows, cols, out, threads) {
+      const k = "colVarSum";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, 1, x);
+      if (y !== null) checkFloats(k, "y", y, rows * cols, x);
+      if (fn("col_var_sum", x)(x, y, rows, cols, out, threads) !== -1) {
+        throw new Error(`native ${k}: out of memory for ${cols} columns`);
+      }
+    },
+    transpose(x, rows, cols, out, threads) {
+      const k = "transpose";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, rows * cols, x);
+      fn(k, x)(x, rows, cols, out, threads);
     },
     relu(x, out, n, threads) {
       const k = "relu";
@@ -302,14 +424,9 @@ function bind(path: string, raw: Raw): Native {
         throw new Error(`native ${k}: out of memory for ${threads} rows of ${t}`);
       }
     },
-    addRows(x, y, out, n, m, threads) {
-      const k = "addRows";
-      checkCount(k, "n", n, I64_MAX), checkCount(k, "m", m, I64_MAX);
-      checkCount(k, "threads", threads);
-      if (m < 1 || n % m !== 0) throw new RangeError(`native ${k}: ${m} does not divide ${n}`);
-      checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
-      fn("add_rows", x)(x, y, out, n, m, threads);
-    },
+    addRows: (x, y, out, n, m, threads) => rows("addRows", "add_rows", x, y, out, n, m, threads),
+    subRows: (x, y, out, n, m, threads) => rows("subRows", "sub_rows", x, y, out, n, m, threads),
+    mulRows: (x, y, out, n, m, threads) => rows("mulRows", "mul_rows", x, y, out, n, m, threads),
   };
 }
 
