@@ -12,6 +12,8 @@ type Table = Record<string, any>;
 export interface KernelTimes {
   /** Forget what was timed (after warm-up). */
   clear(): void;
+  /** Each kernel key with its total ms and calls. */
+  entries(): [key: string, [ms: number, calls: number]][];
   /** Print each kernel's time per `per` (steps or forwards) at or above `minMs`; returns the sum. */
   report(per: number, minMs: number): number;
 }
@@ -47,6 +49,7 @@ export function timeKernels(): KernelTimes {
   if (backend.fused) instrument(backend.fused, "fused.");
   return {
     clear: () => times.clear(),
+    entries: () => [...times],
     report(per, minMs) {
       let total = 0;
       for (const [key, [ms, n]] of [...times].sort((a, b) => b[1][0] - a[1][0])) {

@@ -49,7 +49,7 @@ console.log(
 );
 // The floor: the encoder's one dense matmul (the costliest matmul entry); the rest is overhead.
 const gemm =
-  [...times].filter(([key]) => key.startsWith("matmul ")).sort((a, b) => b[1][0] - a[1][0])[0];
+  timer.entries().filter(([key]) => key.startsWith("matmul ")).sort((a, b) => b[1][0] - a[1][0])[0];
 if (gemm) {
   console.log(
     `encoder GEMM (${gemm[0].slice(7)}): ${(gemm[1][0] / steps).toFixed(1)} ms, ${
