@@ -23,7 +23,7 @@ import {
 } from "../../tensor/ops/elementwise.ts";
 import { mean, min, sum, variance } from "../../tensor/ops/reduce.ts";
 import { scatterAdd } from "../../tensor/ops/index.ts";
-import { squeeze } from "../../tensor/ops/shape.ts";
+import { reshape, squeeze } from "../../tensor/ops/shape.ts";
 import { dispose, disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
 import { valueAndGrad } from "../../autodiff/grad.ts";
 import {
@@ -358,8 +358,10 @@ function computeStep(
   const sinceFired = where(fired, 0, minimum(add(state.sinceFired, plan.B), plan.cap));
   const target = plan.arch.target(b, cfg);
   // Σ_j var_j of the residual over Σ_j var_j of the target, one fused pass each where the backend has it.
+  // (Crosscoders' [B, L, d] as [B, L·d]: the same columns.)
+  const rows = (x: Tensor) => (x.ndim > 2 && x.isContiguous() ? reshape(x, [x.shape[0], -1]) : x);
   const varSum = (x: Tensor, y: Tensor | null) =>
-    fusedColumnVarianceSum(x, y) ?? sum(variance(y ? sub(x, y) : x, 0));
+    fusedColumnVarianceSum(rows(x), y && rows(y)) ?? sum(variance(y ? sub(x, y) : x, 0));
   const fvu = div(varSum(target, aux.xhat), varSum(target, null));
   const minPositive = smallestKept(aux, cfg);
   const scalars: Record<string, Tensor> = {
