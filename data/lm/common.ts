@@ -296,3 +296,47 @@ export function cacheRun(
   for (const n of names) hooks[n] = (a) => void (cache[n] = a);
   return { logits: run({ hooks }), cache };
 }
+
+/** What a family's blocks hook beyond the plain pre-norm block. */
+export interface HookLayout {
+  /** Learned position embeddings (`hook_pos_embed`). */
+  posEmbed?: boolean;
+  /** `attn.hook_rot_q|k` after rotary. */
+  rotary?: boolean;
+  /** False for parallel-residual blocks, which have no `hook_resid_mid`. */
+  residMid?: boolean;
+  /** A gated MLP's up projection (`mlp.hook_pre_linear`). */
+  gated?: boolean;
+}
+
+/** Every hook point of an `nLayer` model laid out as `h`, in the order the forward reaches them. */
+export function hookNamesOf(nLayer: number, h: HookLayout): string[] {
+  const names = h.posEmbed ? ["hook_embed", "hook_pos_embed"] : ["hook_embed"];
+  for (let l = 0; l < nLayer; l++) {
+    const b = `blocks.${l}.`;
+    names.push(
+      ...[
+        "hook_resid_pre",
+        "ln1.hook_scale",
+        "ln1.hook_normalized",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        ...(h.rotary ? ["attn.hook_rot_q", "attn.hook_rot_k"] : []),
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "hook_attn_out",
+        ...(h.residMid === false ? [] : ["hook_resid_mid"]),
+        "ln2.hook_scale",
+        "ln2.hook_normalized",
+        "mlp.hook_pre",
+        ...(h.gated ? ["mlp.hook_pre_linear"] : []),
+        "mlp.hook_post",
+        "hook_mlp_out",
+        "hook_resid_post",
+      ].map((n) => b + n),
+    );
+  }
+  names.push("ln_final.hook_scale", "ln_final.hook_normalized");
+  return names;
+}

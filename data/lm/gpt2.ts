@@ -17,6 +17,7 @@ import {
   embedRows,
   type ForwardOptions,
   type HookFn,
+  hookNamesOf,
   layerNorm,
   linear,
   makeHook,
@@ -29,30 +30,7 @@ export type { ForwardOptions, HookFn, Tokens };
 
 /** Every hook point of a GPT-2 with `nLayer` layers, in the order the forward pass reaches them. */
 export function gpt2HookNames(nLayer: number): string[] {
-  const names = ["hook_embed", "hook_pos_embed"];
-  for (let l = 0; l < nLayer; l++) {
-    const b = `blocks.${l}.`;
-    names.push(
-      b + "hook_resid_pre",
-      b + "ln1.hook_scale",
-      b + "ln1.hook_normalized",
-      b + "attn.hook_q",
-      b + "attn.hook_k",
-      b + "attn.hook_v",
-      b + "attn.hook_pattern",
-      b + "attn.hook_z",
-      b + "hook_attn_out",
-      b + "hook_resid_mid",
-      b + "ln2.hook_scale",
-      b + "ln2.hook_normalized",
-      b + "mlp.hook_pre",
-      b + "mlp.hook_post",
-      b + "hook_mlp_out",
-      b + "hook_resid_post",
-    );
-  }
-  names.push("ln_final.hook_scale", "ln_final.hook_normalized");
-  return names;
+  return hookNamesOf(nLayer, { posEmbed: true });
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   causalAttention,
   embedRows,
   type ForwardOptions,
+  hookNamesOf,
   layerNorm,
   linear,
   makeHook,
@@ -200,32 +201,7 @@ export async function loadNeox(dir: string, opts: LoadOptions = {}): Promise<Neo
 
 /** Every hook point, in the order the forward pass reaches them. */
 export function neoxHookNames(cfg: NeoxConfig): string[] {
-  const names = ["hook_embed"];
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const b = `blocks.${l}.`;
-    names.push(
-      b + "hook_resid_pre",
-      b + "ln1.hook_scale",
-      b + "ln1.hook_normalized",
-      b + "attn.hook_q",
-      b + "attn.hook_k",
-      b + "attn.hook_v",
-      b + "attn.hook_rot_q",
-      b + "attn.hook_rot_k",
-      b + "attn.hook_pattern",
-      b + "attn.hook_z",
-      b + "hook_attn_out",
-      ...(cfg.parallelResidual ? [] : [b + "hook_resid_mid"]),
-      b + "ln2.hook_scale",
-      b + "ln2.hook_normalized",
-      b + "mlp.hook_pre",
-      b + "mlp.hook_post",
-      b + "hook_mlp_out",
-      b + "hook_resid_post",
-    );
-  }
-  names.push("ln_final.hook_scale", "ln_final.hook_normalized");
-  return names;
+  return hookNamesOf(cfg.nLayer, { rotary: true, residMid: !cfg.parallelResidual });
 }
 
 /** y = x·Wᵀ + b for an nn.Linear weight [out, in]. */

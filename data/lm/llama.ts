@@ -13,6 +13,7 @@ import {
   causalAttention,
   embedRows,
   type ForwardOptions,
+  hookNamesOf,
   linear,
   makeHook,
   rmsNorm,
@@ -227,33 +228,7 @@ export async function loadLlamaLike(
 
 /** Every hook point of a Llama with `nLayer` layers, in the order the forward pass reaches them. */
 export function llamaHookNames(nLayer: number): string[] {
-  const names = ["hook_embed"];
-  for (let l = 0; l < nLayer; l++) {
-    const b = `blocks.${l}.`;
-    names.push(
-      b + "hook_resid_pre",
-      b + "ln1.hook_scale",
-      b + "ln1.hook_normalized",
-      b + "attn.hook_q",
-      b + "attn.hook_k",
-      b + "attn.hook_v",
-      b + "attn.hook_rot_q",
-      b + "attn.hook_rot_k",
-      b + "attn.hook_pattern",
-      b + "attn.hook_z",
-      b + "hook_attn_out",
-      b + "hook_resid_mid",
-      b + "ln2.hook_scale",
-      b + "ln2.hook_normalized",
-      b + "mlp.hook_pre",
-      b + "mlp.hook_pre_linear",
-      b + "mlp.hook_post",
-      b + "hook_mlp_out",
-      b + "hook_resid_post",
-    );
-  }
-  names.push("ln_final.hook_scale", "ln_final.hook_normalized");
-  return names;
+  return hookNamesOf(nLayer, { rotary: true, gated: true });
 }
 
 /** Logits [B, T, V] for token ids [B, T]; hooks run at each of llamaHookNames. */
