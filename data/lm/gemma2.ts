@@ -24,7 +24,7 @@ import {
   widen16,
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
-import { llamaHookNames, readHeads, readRopeTheta } from "./llama.ts";
+import { llamaHookNames, llamaTensorShapes, readHeads, readRopeTheta } from "./llama.ts";
 import { type LoadOptions, readModelTensors } from "./load.ts";
 
 export interface Gemma2Config {
@@ -146,26 +146,14 @@ export interface Gemma2Model {
   params: Gemma2Params;
 }
 
-/** Every tensor the model needs, by its Hugging Face name, with its expected shape. */
+/** Every tensor the model needs, by its Hugging Face name: Llama's layout with four norms a block. */
 export function gemma2TensorShapes(cfg: Gemma2Config): Map<string, number[]> {
-  const { dModel: d, dMlp: m, vocabSize: V, headDim: hd } = cfg;
-  const out = new Map<string, number[]>([["model.embed_tokens.weight", [V, d]]]);
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const p = `model.layers.${l}.`;
-    out.set(p + "input_layernorm.weight", [d]);
-    out.set(p + "self_attn.q_proj.weight", [cfg.nHead * hd, d]);
-    out.set(p + "self_attn.k_proj.weight", [cfg.nKvHead * hd, d]);
-    out.set(p + "self_attn.v_proj.weight", [cfg.nKvHead * hd, d]);
-    out.set(p + "self_attn.o_proj.weight", [d, cfg.nHead * hd]);
-    out.set(p + "post_attention_layernorm.weight", [d]);
-    out.set(p + "pre_feedforward_layernorm.weight", [d]);
-    out.set(p + "post_feedforward_layernorm.weight", [d]);
-    out.set(p + "mlp.gate_proj.weight", [m, d]).set(p + "mlp.up_proj.weight", [m, d]);
-    out.set(p + "mlp.down_proj.weight", [d, m]);
-  }
-  out.set("model.norm.weight", [d]);
-  if (!cfg.tiedHead) out.set("lm_head.weight", [V, d]);
-  return out;
+  return llamaTensorShapes({ ...cfg, qkvBias: false }, [
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+  ]);
 }
 
 /** Load a Gemma-2 model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */

@@ -150,13 +150,33 @@ export interface LlamaModel {
   params: LlamaParams;
 }
 
-/** Every tensor the model needs, by its Hugging Face name, with its expected shape. */
-export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
+/** The dimensions the Llama checkpoint layout depends on (Gemma-2 shares it). */
+export type LlamaLayout = Pick<
+  LlamaConfig,
+  | "dModel"
+  | "dMlp"
+  | "vocabSize"
+  | "headDim"
+  | "nLayer"
+  | "nHead"
+  | "nKvHead"
+  | "tiedHead"
+  | "qkvBias"
+>;
+
+/**
+ * Every tensor the model needs, by its Hugging Face name, with its expected shape. `norms` are the
+ * per-block RMSNorm weights ([d] each): Gemma-2 has two more than Llama.
+ */
+export function llamaTensorShapes(
+  cfg: LlamaLayout,
+  norms = ["input_layernorm", "post_attention_layernorm"],
+): Map<string, number[]> {
   const { dModel: d, dMlp: m, vocabSize: V, headDim: hd } = cfg;
   const out = new Map<string, number[]>([["model.embed_tokens.weight", [V, d]]]);
   for (let l = 0; l < cfg.nLayer; l++) {
     const p = `model.layers.${l}.`;
-    out.set(p + "input_layernorm.weight", [d]);
+    for (const n of norms) out.set(`${p}${n}.weight`, [d]);
     out.set(p + "self_attn.q_proj.weight", [cfg.nHead * hd, d]);
     out.set(p + "self_attn.k_proj.weight", [cfg.nKvHead * hd, d]);
     out.set(p + "self_attn.v_proj.weight", [cfg.nKvHead * hd, d]);
@@ -166,7 +186,6 @@ export function llamaTensorShapes(cfg: LlamaConfig): Map<string, number[]> {
       out.set(p + "self_attn.k_proj.bias", [cfg.nKvHead * hd]);
       out.set(p + "self_attn.v_proj.bias", [cfg.nKvHead * hd]);
     }
-    out.set(p + "post_attention_layernorm.weight", [d]);
     out.set(p + "mlp.gate_proj.weight", [m, d]).set(p + "mlp.up_proj.weight", [m, d]);
     out.set(p + "mlp.down_proj.weight", [d, m]);
   }
