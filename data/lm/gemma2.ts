@@ -24,8 +24,14 @@ import {
   widen16,
 } from "./common.ts";
 import { type ConfigFields, LmConfigError, readConfigFields } from "./config.ts";
-import { llamaHookNames, llamaTensorShapes, readHeads, readRopeTheta } from "./llama.ts";
-import { type LoadOptions, readModelTensors } from "./load.ts";
+import {
+  llamaHookNames,
+  llamaTensorShapes,
+  readHeads,
+  readLlamaLayout,
+  readRopeTheta,
+} from "./llama.ts";
+import type { LoadOptions } from "./load.ts";
 
 export interface Gemma2Config {
   modelType: "gemma2";
@@ -157,41 +163,21 @@ export function gemma2TensorShapes(cfg: Gemma2Config): Map<string, number[]> {
 }
 
 /** Load a Gemma-2 model folder; F16/BF16 weights stay 16-bit unless `dtype: "f32"`. */
-export async function loadGemma2(dir: string, opts: LoadOptions = {}): Promise<Gemma2Model> {
+export function loadGemma2(dir: string, opts: LoadOptions = {}): Promise<Gemma2Model> {
   const cfg = readGemma2Config(dir);
-  const { get } = await readModelTensors(dir, {
-    family: "gemma2",
-    expected: gemma2TensorShapes(cfg),
-    ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
-    optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
-  }, opts);
-  const blocks: Gemma2BlockParams[] = [];
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const p = `model.layers.${l}.`;
-    blocks.push({
-      ln1: get(p + "input_layernorm.weight"),
-      wQ: get(p + "self_attn.q_proj.weight"),
-      wK: get(p + "self_attn.k_proj.weight"),
-      wV: get(p + "self_attn.v_proj.weight"),
-      wO: get(p + "self_attn.o_proj.weight"),
-      ln1Post: get(p + "post_attention_layernorm.weight"),
-      ln2: get(p + "pre_feedforward_layernorm.weight"),
-      ln2Post: get(p + "post_feedforward_layernorm.weight"),
-      wGate: get(p + "mlp.gate_proj.weight"),
-      wUp: get(p + "mlp.up_proj.weight"),
-      wDown: get(p + "mlp.down_proj.weight"),
-    });
-  }
-  const embed = get("model.embed_tokens.weight");
-  return {
-    cfg,
-    params: {
-      embed,
-      blocks,
-      lnF: get("model.norm.weight"),
-      head: cfg.tiedHead ? embed : get("lm_head.weight"),
-    },
-  };
+  return readLlamaLayout(dir, cfg, gemma2TensorShapes(cfg), (get, p) => ({
+    ln1: get(p + "input_layernorm.weight"),
+    wQ: get(p + "self_attn.q_proj.weight"),
+    wK: get(p + "self_attn.k_proj.weight"),
+    wV: get(p + "self_attn.v_proj.weight"),
+    wO: get(p + "self_attn.o_proj.weight"),
+    ln1Post: get(p + "post_attention_layernorm.weight"),
+    ln2: get(p + "pre_feedforward_layernorm.weight"),
+    ln2Post: get(p + "post_feedforward_layernorm.weight"),
+    wGate: get(p + "mlp.gate_proj.weight"),
+    wUp: get(p + "mlp.up_proj.weight"),
+    wDown: get(p + "mlp.down_proj.weight"),
+  }), opts);
 }
 
 /** Every hook point of a Gemma-2 with `nLayer` layers: Llama's plus the two post-norms. */

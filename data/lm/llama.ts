@@ -200,49 +200,58 @@ export function loadLlama(dir: string, opts: LoadOptions = {}): Promise<LlamaMod
 }
 
 /** Load the tensors `cfg` calls for from a folder of Llama-named weights. */
-export async function loadLlamaLike(
+export function loadLlamaLike(
   dir: string,
   cfg: LlamaConfig,
   opts: LoadOptions = {},
 ): Promise<LlamaModel> {
+  return readLlamaLayout(dir, cfg, llamaTensorShapes(cfg), (get, p) => ({
+    ln1: get(p + "input_layernorm.weight"),
+    wQ: get(p + "self_attn.q_proj.weight"),
+    wK: get(p + "self_attn.k_proj.weight"),
+    wV: get(p + "self_attn.v_proj.weight"),
+    ...(cfg.qkvBias
+      ? {
+        bQ: get(p + "self_attn.q_proj.bias"),
+        bK: get(p + "self_attn.k_proj.bias"),
+        bV: get(p + "self_attn.v_proj.bias"),
+      }
+      : {}),
+    wO: get(p + "self_attn.o_proj.weight"),
+    ln2: get(p + "post_attention_layernorm.weight"),
+    wGate: get(p + "mlp.gate_proj.weight"),
+    wUp: get(p + "mlp.up_proj.weight"),
+    wDown: get(p + "mlp.down_proj.weight"),
+  }), opts);
+}
+
+/**
+ * A checkpoint in Llama's layout (Llama, Qwen2, Gemma-2): embedding, blocks under
+ * `model.layers.l.` (each picked by `block`), final norm, and a head that may be tied.
+ */
+export async function readLlamaLayout<
+  C extends Pick<LlamaConfig, "tiedHead" | "vocabSize" | "dModel" | "nLayer"> & {
+    modelType: string;
+  },
+  B,
+>(
+  dir: string,
+  cfg: C,
+  expected: Map<string, number[]>,
+  block: (get: (name: string) => Tensor, prefix: string) => B,
+  opts: LoadOptions,
+): Promise<{ cfg: C; params: { embed: Tensor; blocks: B[]; lnF: Tensor; head: Tensor } }> {
   const { get } = await readModelTensors(dir, {
     family: cfg.modelType,
-    expected: llamaTensorShapes(cfg),
+    expected,
     ignore: (name) => name.endsWith(".rotary_emb.inv_freq"),
     optional: cfg.tiedHead ? new Map([["lm_head.weight", [cfg.vocabSize, cfg.dModel]]]) : undefined,
   }, opts);
-  const blocks: LlamaBlockParams[] = [];
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const p = `model.layers.${l}.`;
-    blocks.push({
-      ln1: get(p + "input_layernorm.weight"),
-      wQ: get(p + "self_attn.q_proj.weight"),
-      wK: get(p + "self_attn.k_proj.weight"),
-      wV: get(p + "self_attn.v_proj.weight"),
-      ...(cfg.qkvBias
-        ? {
-          bQ: get(p + "self_attn.q_proj.bias"),
-          bK: get(p + "self_attn.k_proj.bias"),
-          bV: get(p + "self_attn.v_proj.bias"),
-        }
-        : {}),
-      wO: get(p + "self_attn.o_proj.weight"),
-      ln2: get(p + "post_attention_layernorm.weight"),
-      wGate: get(p + "mlp.gate_proj.weight"),
-      wUp: get(p + "mlp.up_proj.weight"),
-      wDown: get(p + "mlp.down_proj.weight"),
-    });
-  }
+  const blocks: B[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) blocks.push(block(get, `model.layers.${l}.`));
   const embed = get("model.embed_tokens.weight");
-  return {
-    cfg,
-    params: {
-      embed,
-      blocks,
-      lnF: get("model.norm.weight"),
-      head: cfg.tiedHead ? embed : get("lm_head.weight"),
-    },
-  };
+  const head = cfg.tiedHead ? embed : get("lm_head.weight");
+  return { cfg, params: { embed, blocks, lnF: get("model.norm.weight"), head } };
 }
 
 /** Every hook point of a Llama with `nLayer` layers, in the order the forward pass reaches them. */
