@@ -117,6 +117,7 @@ const TRAIN_HELP = `sae train: train a dictionary
   --seed N           seed for initialisation and data order (default 0)
   --out DIR          run folder (default runs/<arch>-<seed>)
   --resume           continue from DIR/checkpoint
+  --checkpoint-every N   steps between checkpoints (default a tenth of the run, at least 100)
   --ranks N          data parallel on N ranks: relaunches this command under mpirun -np N (every
                      rank trains on batch/N rows of each batch; rank 0 writes). Under mpirun or
                      srun, the ranks are the launcher's and this flag may be left out
@@ -258,6 +259,7 @@ async function train(flags: Flags): Promise<void> {
     "seed",
     "out",
     "resume",
+    "checkpoint-every",
     "backend",
     "quiet",
     "ranks",
@@ -296,7 +298,9 @@ const usage = (m: string): never => {
 
 /** `sae train --hooks …`'s options (module parallel). */
 function modulesCommand(flags: Flags): ModulesCommand {
-  for (const f of ["targets", "resume-from", ...LIVE_FLAGS, ...CROSSCODER_FLAGS]) {
+  for (
+    const f of ["targets", "resume-from", "checkpoint-every", ...LIVE_FLAGS, ...CROSSCODER_FLAGS]
+  ) {
     if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with --hooks`);
   }
   const hooks = (str(flags, "hooks") ?? "").split(",").map((h) => h.trim()).filter((h) => h);
@@ -437,6 +441,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     data,
     out,
     resume: flags.resume === true,
+    checkpointEvery: num(flags, "checkpoint-every", { int: true, min: 1 }),
     progress: !quiet,
     comm,
   });

@@ -119,6 +119,8 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     throw new Error(`resume: no readable checkpoint in ${ckptDir}`);
   }
   if (resumed) {
+    // Data first: its options also reach cfg.json (model_name, hook_name, dataset_path).
+    checkSameData(resumed.data.source, data.identity, ckptDir!);
     if (
       JSON.stringify(resumed.cfg) !== JSON.stringify(cfg) ||
       JSON.stringify(resumed.train) !== JSON.stringify(t)
@@ -133,7 +135,6 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
         `resume: ${ckptDir} was written by a run on ${was} rank(s), this one has ${ranks}; resume with the same number (each rank's data position depends on it)`,
       );
     }
-    checkSameData(resumed.data.source, data.identity, ckptDir!);
     state = resumed.state;
     await checkResumedDfc(state.params, state.opt, cfg, ckptDir!);
     nextBatch = resumed.data.nextBatch;
