@@ -552,7 +552,7 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
       throw new UsageError(
         `sae eval: ${dir} was trained on ${describe.model} ${
           describe.hooks.join(",")
-        } read live from ${describe.data}; pass --model M --tokens ids.npy (spliced in) or --data PATH`,
+        } read live from ${describe.data}; pass --model M --data ids.npy (spliced into the model) or --data ACTIVATIONS`,
       );
     }
     if (describe.kind !== "synthetic") {

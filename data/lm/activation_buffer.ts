@@ -51,9 +51,10 @@ export interface Origin {
 }
 
 export interface BufferStats {
-  /** Forward passes run and token rows they covered. */
+  /** Forward passes run, token rows they covered, and their wall time (model and readback). */
   forwards: number;
   contextsRun: number;
+  forwardSeconds: number;
   /** Refills so far, and the unread rows now. */
   refills: number;
   unread: number;
@@ -142,7 +143,7 @@ class ActivationBuffer {
   private position = 0;
   private size = 0;
   private prepared: Prepared | null = null;
-  private stats = { forwards: 0, contextsRun: 0, refills: 0 };
+  private stats = { forwards: 0, contextsRun: 0, forwardSeconds: 0, refills: 0 };
 
   constructor(private readonly o: ActivationBufferOptions) {
     const { model, hooks, rows } = o;
@@ -299,8 +300,9 @@ class ActivationBuffer {
 
   /** One draw of n rows; with `compute` false only the bookkeeping moves (no model, no copies). */
   private async step(n: number, compute: boolean) {
-    if (this.count * 2 <= this.capacity || this.count < n) await this.refill(n, compute);
+    // Recovery first: the group it computes last is the one a refill goes on reading.
     if (compute && this.missing > 0) await this.recover();
+    if (this.count * 2 <= this.capacity || this.count < n) await this.refill(n, compute);
     const out = this.draw(n, compute);
     this.position++;
     return out;
@@ -427,13 +429,16 @@ class ActivationBuffer {
     rows.forEach((r, i) => ids.set(r, i * T));
     this.stats.forwards++;
     this.stats.contextsRun += B;
-    return tidy(() => {
+    const started = performance.now();
+    const acts = tidy(() => {
       const { cache } = runWithCache(this.o.model, tensor(ids, { shape: [B, T] }), this.names, {
         stopEarly: true,
       });
       // A copy: the tensors' storage is released when the scope ends.
       return this.names.map((h) => Float32Array.from(cache[h].dataSync() as ArrayLike<number>));
     });
+    this.stats.forwardSeconds += (performance.now() - started) / 1000;
+    return acts;
   }
 
   private copyIn(slot: number, row: RowInfo, p: number): void {
