@@ -19,6 +19,13 @@ export interface Batch {
 
 export interface DataSource {
   batch(index: number, size: number): Batch;
+  /**
+   * A source that reads asynchronously (text through a live model) does its work here: a caller
+   * awaits prepare(index, size) before batch(index, size). Absent: batch alone suffices.
+   */
+  prepare?(index: number, size: number): Promise<void>;
+  /** What identifies the data, saved with checkpoints: a resume on other data is refused. */
+  identity?: Record<string, unknown>;
   describe(): string;
   /** Width of one input row (d) and, for [N, L, d] data, the number of layers/inputs. */
   width: number;

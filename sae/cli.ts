@@ -43,6 +43,7 @@ import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/distributed/job.ts";
 import { JobError, launchRanks } from "../tensor/distributed/launch.ts";
 import { type ModulesCommand, trainModulesCommand } from "./train/modules_cli.ts";
+import { LIVE_DEFAULTS, liveData } from "./train/live_cli.ts";
 
 class UsageError extends Error {}
 
@@ -116,6 +117,7 @@ const TRAIN_HELP = `sae train: train a dictionary
   --seed N           seed for initialisation and data order (default 0)
   --out DIR          run folder (default runs/<arch>-<seed>)
   --resume           continue from DIR/checkpoint
+  --checkpoint-every N   steps between checkpoints (default a tenth of the run, at least 100)
   --ranks N          data parallel on N ranks: relaunches this command under mpirun -np N (every
                      rank trains on batch/N rows of each batch; rank 0 writes). Under mpirun or
                      srun, the ranks are the launcher's and this flag may be left out
@@ -125,6 +127,14 @@ const TRAIN_HELP = `sae train: train a dictionary
                      batch/T sequences, one forward per batch per rank, stopped at its last hook),
                      or --data 'acts/{hook}' (one store per hook). Writes DIR/modules.json and
                      DIR/<hook>/, each a run folder as below
+  --model M --hook H --data ids.npy   activations straight from a live model (folder or repo id)
+                     through an activation buffer, no store: H,H2,… reads rows [L, d] (MLSAE,
+                     crosscoders); --target-hook H gives a transcoder its targets. --data: int32 token
+                     ids [N, T] or [n] (.npy). --context N tokens per row (default 128),
+                     --buffer-contexts N rows held (default 16 batches' worth; refilled when half is
+                     read, served shuffled), --model-batch N rows per forward (default 8),
+                     --exclude-special leaves out BOS/EOS/padding positions. --resume continues
+                     exactly (the buffer is replayed on token ids, not recomputed)
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --quiet            no progress bar
 
@@ -158,12 +168,56 @@ commands:
 
 sae <command> --help for options.`;
 
+/** `sae train`'s options for activations from a live model (besides --model and --data). */
+const LIVE_FLAGS = [
+  "hook",
+  "target-hook",
+  "context",
+  "buffer-contexts",
+  "model-batch",
+  "exclude-special",
+];
+
 async function dataFrom(
   flags: Flags,
   syn: SyntheticConfig | null,
   seed: number,
-): Promise<{ data: DataSource; describe: unknown; truth?: Tensor }> {
+): Promise<
+  { data: DataSource; describe: unknown; truth?: Tensor; extra?: Record<string, unknown> }
+> {
   const path = str(flags, "data");
+  const model = str(flags, "model");
+  for (const f of LIVE_FLAGS) {
+    if (flags[f] !== undefined && !model) throw new UsageError(`--${f} needs --model`);
+  }
+  if (model) {
+    const hooks = (str(flags, "hook") ?? "").split(",").map((h) => h.trim()).filter((h) => h);
+    if (!hooks.length) {
+      throw new UsageError(
+        "--model needs --hook NAME (A,B,… for rows [L, d]), or --hooks for one dictionary per hook",
+      );
+    }
+    if (!path) throw new UsageError("--model needs --data (the text the model reads)");
+    if (flags.targets !== undefined || flags.tokens !== undefined) {
+      throw new UsageError(
+        `--${
+          flags.targets !== undefined ? "targets" : "tokens"
+        } does not apply with --model --hook (a transcoder's targets: --target-hook)`,
+      );
+    }
+    return await liveData({
+      model,
+      hooks,
+      targetHook: str(flags, "target-hook"),
+      data: path,
+      context: num(flags, "context", { int: true, min: 1 }) ?? LIVE_DEFAULTS.context,
+      bufferContexts: num(flags, "buffer-contexts", { int: true, min: 1 }),
+      modelBatch: num(flags, "model-batch", { int: true, min: 1 }) ?? LIVE_DEFAULTS.modelBatch,
+      excludeSpecial: flags["exclude-special"] === true,
+      seed,
+      batch: num(flags, "batch", { int: true, min: 1 }) ?? 2048,
+    }, usage);
+  }
   if (path) {
     // Any supported format: Arrow store, SAELens / dictionary_learning caches, .npy, .safetensors (data/formats.ts).
     const { data, describe } = await activationData(path, { targets: str(flags, "targets"), seed })
@@ -205,12 +259,14 @@ async function train(flags: Flags): Promise<void> {
     "seed",
     "out",
     "resume",
+    "checkpoint-every",
     "backend",
     "quiet",
     "ranks",
     "hooks",
     "model",
     "tokens",
+    ...LIVE_FLAGS,
     ...CROSSCODER_FLAGS,
   ], "train");
   const ranks = num(flags, "ranks", { int: true, min: 1 });
@@ -242,7 +298,9 @@ const usage = (m: string): never => {
 
 /** `sae train --hooks …`'s options (module parallel). */
 function modulesCommand(flags: Flags): ModulesCommand {
-  for (const f of ["targets", "resume-from", ...CROSSCODER_FLAGS]) {
+  for (
+    const f of ["targets", "resume-from", "checkpoint-every", ...LIVE_FLAGS, ...CROSSCODER_FLAGS]
+  ) {
     if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with --hooks`);
   }
   const hooks = (str(flags, "hooks") ?? "").split(",").map((h) => h.trim()).filter((h) => h);
@@ -310,7 +368,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     })
     : null;
   const exclusive = num(flags, "synthetic-exclusive", { int: true, min: 0 });
-  const { data, describe, truth } = await dataFrom(
+  const { data, describe, truth, extra } = await dataFrom(
     flags,
     cross ? pairedConfig(syn, cross.n_inputs ?? 2, exclusive) as unknown as SyntheticConfig : syn,
     seed,
@@ -347,6 +405,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     ...(k !== undefined ? { k } : {}),
     ...(l1 !== undefined ? { l1_coefficient: l1 } : {}),
     ...(cross ?? {}),
+    ...(extra ? { extra } : {}),
   });
   const tin: TrainConfigInput = { seed };
   for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
@@ -382,6 +441,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     data,
     out,
     resume: flags.resume === true,
+    checkpointEvery: num(flags, "checkpoint-every", { int: true, min: 1 }),
     progress: !quiet,
     comm,
   });
@@ -410,6 +470,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     feature_density: undefined,
     ...(recovery ?? {}),
   });
+  await data.prepare?.(3_000_000, 32);
   await writeRunExtras(out, m, data.batch(3_000_000, 32));
   console.log(formatMetricsTable(m));
   if (recovery) console.log(recoveryLine(recovery));
@@ -444,8 +505,16 @@ function recoveryLine(
 }
 
 /** Batches far past anything training reads (synthetic sources are infinite; arrays wrap around). */
-function* heldOut(data: DataSource, size: number, n: number, offset: number): Generator<Batch> {
-  for (let i = 0; i < n; i++) yield data.batch(offset + i, size);
+async function* heldOut(
+  data: DataSource,
+  size: number,
+  n: number,
+  offset: number,
+): AsyncGenerator<Batch> {
+  for (let i = 0; i < n; i++) {
+    await data.prepare?.(offset + i, size);
+    yield data.batch(offset + i, size);
+  }
 }
 
 async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
@@ -479,6 +548,13 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
         throw new UsageError(`sae eval: ${dir}/data.json not found; pass --data PATH`);
       }),
     );
+    if (describe.kind === "model") {
+      throw new UsageError(
+        `sae eval: ${dir} was trained on ${describe.model} ${
+          describe.hooks.join(",")
+        } read live from ${describe.data}; pass --model M --data ids.npy (spliced into the model) or --data ACTIVATIONS`,
+      );
+    }
     if (describe.kind !== "synthetic") {
       throw new UsageError(`sae eval: ${dir} was trained on ${describe.path}; pass --data PATH`);
     }

@@ -8,6 +8,8 @@ export interface TokenRow {
   ids: Int32Array;
   /** This row's number in the stream (0, 1, 2, …): the position a resumed run skips to. */
   index: number;
+  /** How many leading ids are real; the rest is padding to drop (default: all). */
+  length?: number;
 }
 
 /** A restartable stream of rows: each call of `rows()` starts at row 0. */

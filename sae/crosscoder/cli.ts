@@ -114,7 +114,7 @@ export function crosscoderInfo(cfg: SaeConfig): Record<string, unknown> {
 export async function crosscoderReport(
   params: SaeParams,
   cfg: SaeConfig,
-  batches: Iterable<Batch>,
+  batches: Iterable<Batch> | AsyncIterable<Batch>,
   threshold?: Threshold,
 ): Promise<{ json: Record<string, unknown>; text: string }> {
   const m = await evaluateCrosscoder(params, cfg, batches, isSet(threshold) ? { threshold } : {});

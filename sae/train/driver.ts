@@ -79,6 +79,21 @@ function progressLine(m: StepMetrics, steps: number, tps: number, eta: number): 
     }% ETA ${fmtTime(eta)}`;
 }
 
+/** A checkpoint's data position means nothing on other data: refuse, naming what differs. */
+function checkSameData(was: unknown, now: Record<string, unknown> | undefined, dir: string): void {
+  if (JSON.stringify(was ?? null) === JSON.stringify(now ?? null)) return;
+  const a = (was ?? {}) as Record<string, unknown>, b = now ?? {};
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) =>
+    JSON.stringify(a[k]) !== JSON.stringify(b[k])
+  );
+  const show = (v: unknown) => v === undefined ? "(none)" : JSON.stringify(v);
+  throw new Error(
+    `resume: ${dir} was trained on other data (${
+      keys.map((k) => `${k}: ${show(a[k])} then, ${show(b[k])} now`).join("; ")
+    }); resume with the same data options or start a new run folder`,
+  );
+}
+
 export async function runTraining(o: RunOptions): Promise<RunResult> {
   const { cfg, train: t, data } = o;
   const dp = o.comm && o.comm.size > 1 ? o.comm : null;
@@ -88,8 +103,11 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       `data parallel: batch_size ${t.batch_size} is not divisible by the ${ranks} ranks (each rank trains on batch_size/ranks rows)`,
     );
   }
-  const localBatch = (g: number) =>
-    dp ? data.batch(g * ranks + dp.rank, t.batch_size / ranks) : data.batch(g, t.batch_size);
+  const localBatch = async (g: number) => {
+    const [index, size] = dp ? [g * ranks + dp.rank, t.batch_size / ranks] : [g, t.batch_size];
+    await data.prepare?.(index, size);
+    return data.batch(index, size);
+  };
   const logEvery = o.logEvery ?? 10;
   const ckptEvery = o.checkpointEvery ?? Math.max(100, Math.ceil(t.steps / 10));
   const ckptDir = o.out ? `${o.out}/checkpoint` : undefined;
@@ -101,6 +119,8 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     throw new Error(`resume: no readable checkpoint in ${ckptDir}`);
   }
   if (resumed) {
+    // Data first: its options also reach cfg.json (model_name, hook_name, dataset_path).
+    checkSameData(resumed.data.source, data.identity, ckptDir!);
     if (
       JSON.stringify(resumed.cfg) !== JSON.stringify(cfg) ||
       JSON.stringify(resumed.train) !== JSON.stringify(t)
@@ -120,6 +140,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     nextBatch = resumed.data.nextBatch;
   } else {
     // Every rank initialises from the whole first global batch: the same scale, median and keys.
+    await data.prepare?.(0, t.batch_size);
     const first = [data.batch(0, t.batch_size)];
     state = await initTrainState(random.key(t.seed), cfg, t, first);
     dispose(first);
@@ -139,7 +160,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   let lastPrinted = -1;
   const end = Math.min(t.steps, o.stopAfter ?? t.steps);
   while (state.step < end) {
-    const batch = localBatch(nextBatch++);
+    const batch = await localBatch(nextBatch++);
     const { state: next, metrics } = await trainStep(state, batch, cfg, t, dp);
     disposeReplaced([stateTensors(state), batch], stateTensors(next));
     state = next;
@@ -167,7 +188,11 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       // A checkpoint is rank 0's state: it stands for every rank only if they agree.
       if (dp) checkSameOnEveryRank(stateTensors(state), dp, `step ${state.step}: parameters`);
       if (writer) {
-        const position = { nextBatch, ...(dp ? { ranks } : {}) };
+        const position = {
+          nextBatch,
+          ...(dp ? { ranks } : {}),
+          ...(data.identity ? { source: data.identity } : {}),
+        };
         await saveCheckpoint(ckptDir, { state, cfg, train: t, data: position });
         await writeReportQuietly(o.out!);
       }
