@@ -44,6 +44,7 @@ import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/d
 import { JobError, launchRanks } from "../tensor/distributed/launch.ts";
 import { type ModulesCommand, trainModulesCommand } from "./train/modules_cli.ts";
 import { LIVE_DEFAULTS, liveData } from "./train/live_cli.ts";
+import { applyMatmulPrecision, type PrecisionChoice } from "./train/precision.ts";
 
 class UsageError extends Error {}
 
@@ -136,6 +137,8 @@ const TRAIN_HELP = `sae train: train a dictionary
                      --exclude-special leaves out BOS/EOS/padding positions. --resume continues
                      exactly (the buffer is replayed on token ids, not recomputed)
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
+  --matmul-precision P   f32 (default) | bf16 (CPU: sbgemm, bf16 inputs and f32 sums, where the CPU
+                     and OpenBLAS have it, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
@@ -261,6 +264,7 @@ async function train(flags: Flags): Promise<void> {
     "resume",
     "checkpoint-every",
     "backend",
+    "matmul-precision",
     "quiet",
     "ranks",
     "hooks",
@@ -353,6 +357,13 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
   }
   const backend = str(flags, "backend");
   if (backend) await chooseBackend(backend);
+  const asked = str(flags, "matmul-precision");
+  let precision: PrecisionChoice | null = null;
+  try {
+    if (asked) precision = applyMatmulPrecision(asked, getBackend().name);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const seed = num(flags, "seed", { int: true, min: 0 }) ?? 0;
   const synD = num(flags, "synthetic-d", { int: true, min: 1 }) ?? 64;
   const syn: SyntheticConfig = {
@@ -428,7 +439,13 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
         cfg.k ? ` k=${cfg.k}` : ""
       } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}${
         comm.size > 1 ? `; ${comm.size} ranks × ${tcfg.batch_size / comm.size} rows` : ""
-      }) → ${out}\n`,
+      }${precision ? `; matmul ${precision.running}` : ""}) → ${out}\n`,
+    );
+  }
+  // A fallback is a warning, shown even with --quiet.
+  if (precision?.reason && writer) {
+    console.error(
+      `--matmul-precision ${precision.asked}: running ${precision.running} (${precision.reason})`,
     );
   }
   if (writer) {
@@ -469,6 +486,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     ...m,
     feature_density: undefined,
     ...(recovery ?? {}),
+    ...(precision ? { matmul_precision: precision } : {}),
   });
   await data.prepare?.(3_000_000, 32);
   await writeRunExtras(out, m, data.batch(3_000_000, 32));

@@ -173,6 +173,8 @@ test("bad arguments return 2 with a message on stderr", async () => {
       [["train", "--d-sae", "8", "--expansion", "2", "--out", out], ["--d-sae", "--expansion"]],
       [["train", "--out"], ["--out needs a value"]],
       [["train", "extra-arg", "--out", out], ["unexpected argument", "extra-arg"]],
+      [["train", "--matmul-precision", "fp8", "--out", out], ["--matmul-precision", "fp8"]],
+      [["train", "--matmul-precision", "tf32", "--out", out], ["tf32 is a CUDA mode"]],
       [[
         "train",
         "--arch",
@@ -225,5 +227,38 @@ test("--help returns 0 for each command and prints its options", async () => {
       r.out.includes(fragment),
       `sae ${argv.join(" ")} printed ${JSON.stringify(r.out.slice(0, 200))}`,
     );
+  }
+});
+
+test("sae train --matmul-precision bf16 records what ran (sbgemm, or f32 with the reason)", async () => {
+  const dir = await tempDir();
+  try {
+    const out = join(dir, "run");
+    const r = await run(
+      "train",
+      "--steps",
+      "20",
+      "--batch",
+      "64",
+      "--synthetic-d",
+      "16",
+      "--matmul-precision",
+      "bf16",
+      "--out",
+      out,
+      "--quiet",
+    );
+    assertEquals(r.code, 0, r.err);
+    const ev = JSON.parse(await readFile(join(out, "eval.json"), "utf8"));
+    const want = t.setCpuMatmulPrecision("bf16");
+    t.setCpuMatmulPrecision("f32");
+    assertEquals(ev.matmul_precision, {
+      asked: "bf16",
+      running: want.running,
+      reason: want.reason,
+    });
+    if (want.reason) assert(r.err.includes(want.reason), `stderr lacks the reason: ${r.err}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
