@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { tensor } from "../tensor/ops/create.ts";
 import { scriptCommand } from "../tensor/platform/process.ts";
-import { type Manifest, PROGRESS, storeStream } from "../data/arrow_store.ts";
+import { type Manifest, PROGRESS, storeStream, writeStore } from "../data/arrow_store.ts";
 import { saveNpy } from "../data/npy.ts";
 import { countProgress } from "../data/progress.ts";
 import { type HarvestStoreOptions, harvestToStore } from "../data/lm/harvest_store.ts";
@@ -373,6 +373,11 @@ test("harvest: a crashed harvest continues to the same store; other options are 
     await expectError(
       () => harvestToStore({ ...o, batch: 4, rows: rowStream(rows), out: dir + "/r" }),
       ["batch: the store has 2, this run 4"],
+    );
+    await writeStore(dir + "/plain", new Float32Array(64), { rowShape: [32] });
+    await expectError(
+      () => harvestToStore({ ...o, rows: rowStream(rows), out: dir + "/plain" }),
+      ["/plain holds a store that was not harvested"],
     );
   });
 });

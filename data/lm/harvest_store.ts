@@ -237,6 +237,11 @@ export async function harvestToStore(o: HarvestStoreOptions): Promise<HarvestRes
     resumable: true,
   };
   const existing = existingHarvest(o.out);
+  if (existing && existing.meta === null) {
+    throw new HarvestError(
+      `harvest: ${o.out} holds a store that was not harvested (no meta.harvest); choose a new folder`,
+    );
+  }
   if (existing) {
     const diffs = metaDiffs(existing.meta, meta.harvest);
     if (diffs.length) {
