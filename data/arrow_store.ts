@@ -8,14 +8,18 @@
  *                        `sequence_id`, `position` (int32). Schema metadata
  *                        "sparsecoder:store" (JSON: row_shape, dtype, model, hook_point) and
  *                        "sparsecoder:stats" (this shard's Welford state: count, mean, m2).
+ *   progress.json        only while a resumable writer is unfinished: the shards so far, their
+ *                        statistics and the writer's cursor, rewritten atomically after each shard
  *
  * Shards are written whole and renamed into place, the manifest last, so a reader never sees a
- * half-written store. Reading streams one record batch at a time; each shard's sha256 is
+ * half-written store. A resumable writer (resumeStoreWriter) ends shards only between appends and
+ * records its progress after each one, so a killed writer continues after its last whole shard. Reading streams one record batch at a time; each shard's sha256 is
  * computed from the bytes as they pass and checked when the shard ends (verifyStore checks all
  * of them up front).
  */
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as A from "apache-arrow";
 import { encode16, f16ToF32 } from "../tensor/dtype.ts";
@@ -49,6 +53,8 @@ export class ArrowStoreError extends Error {
 export type StoreDType = "f32" | "f16" | "bf16";
 export const STORE_FORMAT = "sparsecoder.activations";
 export const MANIFEST = "manifest.json";
+export const PROGRESS = "progress.json";
+const PROGRESS_FORMAT = "sparsecoder.activations.progress";
 const EXTRA_COLUMNS = ["token_id", "sequence_id", "position"] as const;
 type ExtraColumn = (typeof EXTRA_COLUMNS)[number];
 
@@ -72,6 +78,8 @@ export interface Manifest {
   shards: ShardEntry[];
   /** Per-dimension mean and population variance over all rows (as stored, widened to f64). */
   stats: Moments;
+  /** What the writer was given as `meta` (e.g. how the rows were harvested); absent otherwise. */
+  meta?: Record<string, unknown>;
 }
 
 export interface StoreWriterOptions {
@@ -84,16 +92,29 @@ export interface StoreWriterOptions {
   columns?: ExtraColumn[];
   rowsPerBatch?: number;
   rowsPerShard?: number;
+  /** Free-form JSON kept in the manifest as `meta`; a resumed writer must be given the same. */
+  meta?: Record<string, unknown>;
+  /**
+   * Shards end only between appends (a shard is written once an append leaves rowsPerShard or
+   * more rows pending, so it may pass rowsPerShard by less than one append), and progress.json
+   * records, after each shard, the shards so far and the cursor of the last append in them.
+   */
+  resumable?: boolean;
 }
 
 /** An open store being written: append rows, then finish once. */
 export interface StoreWriter {
   rowShape: number[];
   dtype: StoreDType;
-  /** Append rows: f32 values (rows × row size) or a tensor [rows, ...rowShape]. */
-  append(x: Float32Array | Tensor, extras?: AppendExtras): Promise<void>;
+  /**
+   * Append rows: f32 values (rows × row size) or a tensor [rows, ...rowShape]. `cursor` (JSON) is
+   * where the caller stands after these rows: a resumable writer records it with the shard.
+   */
+  append(x: Float32Array | Tensor, extras?: AppendExtras, cursor?: unknown): Promise<void>;
   /** Write the last shard and the manifest; returns the manifest. */
   finish(): Promise<Manifest>;
+  /** Shards written so far (a resumed writer counts those it continued from). */
+  shardCount(): number;
 }
 
 export interface AppendExtras {
@@ -286,6 +307,26 @@ async function appendedRows(
   return { data, rows };
 }
 
+/** Where a writer starts: empty, or the shards and statistics a resumed writer already has. */
+interface WriterStart {
+  shards: ShardEntry[];
+  total: WelfordState;
+}
+
+/** The options a resumed writer must match, as recorded in progress.json. */
+function progressOptions(L: ShardLayout, o: StoreWriterOptions): Record<string, unknown> {
+  return {
+    row_shape: L.rowShape,
+    dtype: L.dtype,
+    model: o.model ?? null,
+    hook_point: o.hookPoint ?? null,
+    columns: L.columns,
+    rows_per_batch: L.rowsPerBatch,
+    rows_per_shard: L.rowsPerShard,
+    meta: o.meta ?? null,
+  };
+}
+
 /**
  * A writer that takes rows in any amount and writes whole shards. Rows are converted to the
  * store's dtype (round to nearest even for f16/bf16) on append; statistics are computed from the
@@ -293,16 +334,109 @@ async function appendedRows(
  */
 export function createStoreWriter(dir: string, o: StoreWriterOptions): StoreWriter {
   const L = shardLayout(o);
-  const { dtype, columns, size } = L;
-  if (existsSync(join(dir, MANIFEST))) {
+  for (const f of [MANIFEST, PROGRESS]) {
+    if (existsSync(join(dir, f))) {
+      throw new ArrowStoreError(
+        `createStoreWriter: ${dir} already holds a ${
+          f === MANIFEST ? "store" : "store being written"
+        } (${f}); choose a new folder`,
+      );
+    }
+  }
+  return openWriter(dir, L, o, { shards: [], total: welfordInit(L.size) });
+}
+
+/** What resumeStoreWriter found: the writer, and the cursor and rows of its last whole shard. */
+export interface ResumedWriter {
+  writer: StoreWriter;
+  /** The cursor given with the last append of the last recorded shard (null: none yet). */
+  cursor: unknown;
+  rows: number;
+  shards: number;
+}
+
+/**
+ * Continue an unfinished resumable store (one with progress.json) after its last recorded shard:
+ * the options (row shape, dtype, sizes, model, hook, columns, meta) must equal the recorded ones,
+ * else an error names each difference. Files past the record (a shard written but not recorded,
+ * temporary files of a killed write) are removed; the recorded shards' sizes are checked.
+ */
+export function resumeStoreWriter(dir: string, o: StoreWriterOptions): ResumedWriter {
+  const L = shardLayout({ ...o, resumable: true });
+  const path = join(dir, PROGRESS);
+  let p: {
+    format?: unknown;
+    options?: Record<string, unknown>;
+    shards?: ShardEntry[];
+    stats?: { count: number; mean: number[]; m2: number[] };
+    cursor?: unknown;
+  };
+  try {
+    p = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new ArrowStoreError(`${path}: cannot read the progress record: ${(e as Error).message}`);
+  }
+  if (p?.format !== PROGRESS_FORMAT || !Array.isArray(p.shards) || !p.options || !p.stats) {
     throw new ArrowStoreError(
-      `createStoreWriter: ${dir} already holds a store (${MANIFEST}); choose a new folder`,
+      `${path}: not a progress record (format ${
+        JSON.stringify(PROGRESS_FORMAT)
+      } with options, shards, stats)`,
     );
   }
+  const want = progressOptions(L, o);
+  const diffs = Object.keys(want).flatMap((k) => {
+    const [was, now] = [JSON.stringify(p.options![k] ?? null), JSON.stringify(want[k])];
+    return was === now ? [] : [`${k}: the store has ${was}, this run ${now}`];
+  });
+  if (diffs.length) {
+    throw new ArrowStoreError(
+      `${dir} was begun with other options; finish it with the same ones or choose a new folder (${
+        diffs.join("; ")
+      })`,
+    );
+  }
+  const recorded = new Set(p.shards.map((s) => s.file));
+  for (const s of p.shards) {
+    const f = join(dir, s.file);
+    const size = existsSync(f) ? statSync(f).size : -1;
+    if (size !== s.bytes) {
+      throw new ArrowStoreError(
+        `${f}: ${size < 0 ? "missing" : `${size} bytes`}, but ${PROGRESS} records ${s.bytes} bytes`,
+      );
+    }
+  }
+  for (const f of readdirSync(dir)) {
+    const stray = /^shard-\d+\.arrow$/.test(f) ? !recorded.has(f) : /^\..*\.tmp$/.test(f);
+    if (stray) unlinkSync(join(dir, f));
+  }
+  const total = welfordFromJson(p.stats, L.size, `${path}: stats`);
+  const rows = p.shards.reduce((a, s) => a + s.rows, 0);
+  if (total.count !== rows) {
+    throw new ArrowStoreError(
+      `${path}: stats count ${total.count} but the shards hold ${rows} rows`,
+    );
+  }
+  return {
+    writer: openWriter(dir, L, { ...o, resumable: true }, { shards: p.shards, total }),
+    cursor: p.cursor ?? null,
+    rows,
+    shards: p.shards.length,
+  };
+}
+
+function openWriter(
+  dir: string,
+  L: ShardLayout,
+  o: StoreWriterOptions,
+  start: WriterStart,
+): StoreWriter {
+  const { dtype, columns, size } = L;
+  const resumable = o.resumable === true;
   let pending = emptyShard(columns);
-  const shards: ShardEntry[] = [];
-  let total = welfordInit(size);
+  const shards = [...start.shards];
+  let total = start.total;
   let finished = false;
+  let cursor: unknown = null;
   const ready = ensureDir(dir);
   ready.catch(() => {}); // surfaces where it is awaited (flush, finish), never as an unhandled rejection
 
@@ -329,22 +463,44 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions): StoreWrit
       batches,
       sha256: createHash("sha256").update(bytes).digest("hex"),
     });
+    if (resumable) {
+      await writeJsonAtomic(join(dir, PROGRESS), {
+        format: PROGRESS_FORMAT,
+        options: progressOptions(L, o),
+        shards,
+        stats: welfordToJson(total),
+        cursor,
+      });
+    }
+  }
+
+  /** Queue rows r..r+n of an append in the stored dtype. */
+  function push(data: Float32Array, extras: AppendExtras, r: number, n: number): void {
+    const part = data.subarray(r * size, (r + n) * size);
+    pending.values.push(dtype === "f32" ? part.slice() : encode16(dtype, part));
+    for (const c of columns) pending.extras[c].push(extras[c]!.slice(r, r + n));
+    pending.rows += n;
   }
 
   return {
     rowShape: o.rowShape,
     dtype,
-    async append(x: Float32Array | Tensor, extras: AppendExtras = {}): Promise<void> {
+    shardCount: () => shards.length,
+    async append(x: Float32Array | Tensor, extras: AppendExtras = {}, at?: unknown): Promise<void> {
       if (finished) throw new ArrowStoreError(`append: the store ${dir} is already finished`);
       const { data, rows } = await appendedRows(L, x, extras);
+      if (resumable) {
+        // A shard holds whole appends: the cursor then says exactly where the shard ends.
+        push(data, extras, 0, rows);
+        cursor = at ?? null;
+        if (pending.rows >= L.rowsPerShard) await flushShard();
+        return;
+      }
       // Fill the pending shard up to rowsPerShard, write it, go on with the rest.
       let r = 0;
       while (r < rows) {
         const n = Math.min(rows - r, L.rowsPerShard - pending.rows);
-        const part = data.subarray(r * size, (r + n) * size);
-        pending.values.push(dtype === "f32" ? part.slice() : encode16(dtype, part));
-        for (const c of columns) pending.extras[c].push(extras[c]!.slice(r, r + n));
-        pending.rows += n;
+        push(data, extras, r, n);
         r += n;
         if (pending.rows === L.rowsPerShard) await flushShard();
       }
@@ -365,8 +521,11 @@ export function createStoreWriter(dir: string, o: StoreWriterOptions): StoreWrit
         rows: shards.reduce((a, s) => a + s.rows, 0),
         shards,
         stats: welfordFinish(total),
+        ...(o.meta ? { meta: o.meta } : {}),
       };
       await writeJsonAtomic(join(dir, MANIFEST), manifest);
+      // The manifest is in place; the progress record is no longer needed (a reader ignores it).
+      if (resumable) await rm(join(dir, PROGRESS), { force: true });
       return manifest;
     },
   };

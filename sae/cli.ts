@@ -23,6 +23,8 @@ import { activationData } from "../data/formats.ts";
 import { ensureDir, writeJsonAtomic } from "../data/atomic.ts";
 import { dataCommand } from "./io/commands.ts";
 import { lmCommand, LmUsageError } from "../data/lm/commands.ts";
+import { harvestCommand } from "../data/lm/harvest_cli.ts";
+import { HarvestError } from "../data/lm/harvest_store.ts";
 import { LmConfigError } from "../data/lm/config.ts";
 import { LmLoadError } from "../data/lm/load.ts";
 import {
@@ -167,6 +169,7 @@ commands:
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
   lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
+  harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
@@ -678,6 +681,10 @@ export async function main(
       await lmCommand(positional, flags);
       return 0;
     }
+    if (cmd === "harvest") {
+      await harvestCommand(positional, flags);
+      return 0;
+    }
     const above = commands[cmd];
     if (above) {
       await above(positional, flags);
@@ -708,7 +715,7 @@ export async function main(
       return e.status;
     }
     // A model folder that cannot be read: the message names the file, tensor or field.
-    if (e instanceof LmConfigError || e instanceof LmLoadError) {
+    if (e instanceof LmConfigError || e instanceof LmLoadError || e instanceof HarvestError) {
       console.error(`sae: ${e.message}`);
       return 1;
     }

@@ -22,3 +22,9 @@ export { processingSteps, processWeights, type ProcessWeightsOptions } from "./p
 export { LmConfigError } from "./config.ts";
 export { LmLoadError } from "./load.ts";
 export { runInBatches } from "./commands.ts";
+export {
+  HarvestError,
+  type HarvestResult,
+  type HarvestStoreOptions,
+  harvestToStore,
+} from "./harvest_store.ts";
