@@ -10,24 +10,31 @@
  */
 import type { CorpusDocument } from "./corpus.ts";
 import { CorpusError } from "./corpus_error.ts";
-import { byteLines, contentChunks, decodeUtf8 } from "./file_chunks.ts";
+import { contentChunks, decodeUtf8, type LineBlock, lineBlocks } from "./file_chunks.ts";
 
 export interface LineReadOptions {
   chunkBytes: number;
   maxDocumentBytes: number;
 }
 
-/** The file's lines, decoded strictly as UTF-8, with their 1-based numbers; errors name both. */
-export async function* textLines(
-  file: string,
-  opts: LineReadOptions,
-): AsyncGenerator<{ text: string; line: number; bytes: number }> {
+/** Decoded lines of one block: their texts, byte lengths and the first one's 1-based number. */
+export interface TextLines {
+  texts: string[];
+  bytes: number[];
+  firstLine: number;
+}
+
+/**
+ * The file's lines, decoded strictly as UTF-8 a block at a time; "\r\n" ends a line as "\n"
+ * does, and a byte-order mark at the start is dropped. Errors name the file and the line.
+ */
+export async function* textLines(file: string, opts: LineReadOptions): AsyncGenerator<TextLines> {
   const chunks = contentChunks(
     file,
     opts.chunkBytes,
     (msg) => new CorpusError(file, null, msg),
   );
-  const lines = byteLines(
+  const blocks = lineBlocks(
     chunks,
     opts.maxDocumentBytes,
     (line) =>
@@ -37,25 +44,39 @@ export async function* textLines(
         `line longer than maxDocumentBytes = ${opts.maxDocumentBytes} bytes`,
       ),
   );
-  let line = 0;
-  for await (const bytes of lines) {
-    line++;
+  for await (const block of blocks) {
+    const d = decodeUtf8(block.bytes);
+    if ("badByte" in d) throw invalidUtf8(file, block);
+    const texts = d.text.split("\n");
+    if (texts.length > block.lineBytes.length) texts.pop(); // the "" after the final "\n"
+    for (let i = 0; i < texts.length; i++) {
+      const t = texts[i];
+      if (t.charCodeAt(t.length - 1) === 13) texts[i] = t.slice(0, -1);
+    }
+    if (block.firstLine === 1 && texts[0].charCodeAt(0) === 0xfeff) texts[0] = texts[0].slice(1);
+    yield { texts, bytes: block.lineBytes, firstLine: block.firstLine };
+  }
+}
+
+/** The error for a block that failed to decode: which line, which byte, which bytes. */
+function invalidUtf8(file: string, block: LineBlock): CorpusError {
+  let at = 0;
+  for (let i = 0; i < block.lineBytes.length; i++) {
+    const bytes = block.bytes.subarray(at, at + block.lineBytes[i]);
     const d = decodeUtf8(bytes);
     if ("badByte" in d) {
       const b = d.badByte;
-      throw new CorpusError(
+      return new CorpusError(
         file,
-        `line ${line}`,
+        `line ${block.firstLine + i}`,
         `invalid UTF-8 at byte ${b} of the line (bytes ${
           [...bytes.subarray(b, b + 4)].map((x) => "0x" + x.toString(16).padStart(2, "0")).join(" ")
         })`,
       );
     }
-    let text = d.text;
-    if (line === 1 && text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte-order mark
-    if (text.endsWith("\r")) text = text.slice(0, -1);
-    yield { text, line, bytes: bytes.length };
+    at += block.lineBytes[i] + 1;
   }
+  return new CorpusError(file, `line ${block.firstLine}`, "invalid UTF-8");
 }
 
 /** Documents of one text file; empty ones are yielded too (the caller skips and counts them). */
@@ -87,23 +108,26 @@ export async function* textDocuments(
     parts.push(text);
   };
   let markerSeen = false;
-  for await (const { text, line, bytes: n } of textLines(file, opts)) {
-    if (separator === "line") {
-      yield { text, file, line };
-    } else if (separator === "blank") {
-      if (/^\s*$/.test(text)) {
-        if (parts.length > 0) yield flush();
+  for await (const block of textLines(file, opts)) {
+    for (let i = 0; i < block.texts.length; i++) {
+      const text = block.texts[i], line = block.firstLine + i, n = block.bytes[i];
+      if (separator === "line") {
+        yield { text, file, line };
+      } else if (separator === "blank") {
+        if (/^\s*$/.test(text)) {
+          if (parts.length > 0) yield flush();
+        } else add(text, line, n);
+      } else if (separator === "file") {
+        add(text, line, n);
+      } else if (text === separator) {
+        // A marker ends the document before it; two markers in a row enclose an empty one.
+        if (parts.length > 0 || markerSeen) {
+          if (parts.length === 0) first = line;
+          yield flush();
+        }
+        markerSeen = true;
       } else add(text, line, n);
-    } else if (separator === "file") {
-      add(text, line, n);
-    } else if (text === separator) {
-      // A marker ends the document before it; two markers in a row enclose an empty one.
-      if (parts.length > 0 || markerSeen) {
-        if (parts.length === 0) first = line;
-        yield flush();
-      }
-      markerSeen = true;
-    } else add(text, line, n);
+    }
   }
   if (parts.length > 0) yield flush();
   else if (separator === "file") yield { text: "", file, line: 1 };

@@ -94,34 +94,51 @@ export async function* contentChunks(
   }
 }
 
+/** Whole lines from one stretch of the input: `bytes` holds them, each ended by "\n" except perhaps the file's last. */
+export interface LineBlock {
+  bytes: Uint8Array;
+  /** Byte length of each line (its "\n" not counted). */
+  lineBytes: number[];
+  /** 1-based number of the block's first line. */
+  firstLine: number;
+}
+
 /**
- * Lines of bytes (without their "\n") from a stream of chunks. A line longer than `maxLineBytes`
- * is refused through `tooLong(lineNumber)` rather than grown without bound. The last line is
- * yielded even without a final newline; a file ending in "\n" has no empty line after it.
+ * Blocks of whole lines from a stream of chunks: each chunk's complete lines in one block (the
+ * partial line at its end carried into the next), so callers decode and split a block at once
+ * instead of paying per line. A line longer than `maxLineBytes` is refused through
+ * `tooLong(lineNumber)` rather than grown without bound. The last line is included even without
+ * a final newline; a file ending in "\n" has no empty line after it.
  */
-export async function* byteLines(
+export async function* lineBlocks(
   chunks: AsyncIterable<Uint8Array>,
   maxLineBytes: number,
   tooLong: (line: number) => Error,
-): AsyncGenerator<Uint8Array> {
+): AsyncGenerator<LineBlock> {
   let carry: Uint8Array[] = [];
   let carryBytes = 0;
   let line = 1;
   for await (const chunk of chunks) {
-    let start = 0;
+    const lineBytes: number[] = [];
+    let start = 0, prev = -1;
     for (;;) {
-      const nl = chunk.indexOf(0x0a, start);
+      const nl = chunk.indexOf(0x0a, prev + 1);
       if (nl < 0) break;
-      if (carryBytes + nl - start > maxLineBytes) throw tooLong(line);
-      if (carry.length === 0) yield chunk.subarray(start, nl);
-      else {
-        carry.push(chunk.subarray(start, nl));
-        yield concat(carry, carryBytes + nl - start);
-        carry = [];
-        carryBytes = 0;
-      }
-      line++;
-      start = nl + 1;
+      const n = nl - prev - 1 + (lineBytes.length === 0 ? carryBytes : 0);
+      if (n > maxLineBytes) throw tooLong(line + lineBytes.length);
+      lineBytes.push(n);
+      prev = nl;
+    }
+    if (lineBytes.length > 0) {
+      const end = prev + 1;
+      const bytes = carryBytes === 0
+        ? chunk.subarray(start, end)
+        : concat([...carry, chunk.subarray(0, end)], carryBytes + end);
+      yield { bytes, lineBytes, firstLine: line };
+      line += lineBytes.length;
+      carry = [];
+      carryBytes = 0;
+      start = end;
     }
     if (start < chunk.length) {
       carryBytes += chunk.length - start;
@@ -129,7 +146,9 @@ export async function* byteLines(
       carry.push(chunk.subarray(start));
     }
   }
-  if (carryBytes > 0) yield concat(carry, carryBytes);
+  if (carryBytes > 0) {
+    yield { bytes: concat(carry, carryBytes), lineBytes: [carryBytes], firstLine: line };
+  }
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {
