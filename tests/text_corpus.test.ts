@@ -193,6 +193,13 @@ test("text: a file much bigger than the chunk size, and the document-size bound"
   assertEquals(ds.length, 3000);
   assertEquals(ds[2999].text, para(2999));
   assertEquals(ds[2999].line, 2 * 2999 + 1);
+  const long = await put(fresh(".txt"), "short\n" + "x".repeat(5000) + "\nshort\n");
+  await rejects(
+    docs(long, { chunkBytes: 512, maxDocumentBytes: 4096 }),
+    long,
+    "line 2",
+    "line longer than maxDocumentBytes = 4096",
+  );
   await rejects(
     docs(f, { separator: "file", maxDocumentBytes: 10_000 }),
     f,
