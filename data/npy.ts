@@ -183,8 +183,24 @@ function fortranToC<T extends Host>(src: T, shape: readonly number[]): T {
 
 const SUPPORTED = new Set(["f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "b1"]);
 
-/** Parse an .npy file held in memory into a (C-order) tensor. */
-export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions = {}): Tensor {
+/** What an .npy header says: enough to read the data that follows, whole or in pieces. */
+export interface NpyHeader {
+  /** The dtype string as written ('<i4', '|u1', …) and its kind+size code ('i4'). */
+  descr: string;
+  code: string;
+  itemsize: number;
+  bigEndian: boolean;
+  fortranOrder: boolean;
+  shape: number[];
+  /** Byte offset of the first data byte (prefix + header). */
+  dataStart: number;
+}
+
+/**
+ * Parse and validate an .npy header. `bytes` needs only to hold the file's first bytes up to the
+ * end of the header (a streaming reader reads the 12-byte prefix, then the header length it gives).
+ */
+export function parseNpyHeader(bytes: Uint8Array, source = "<bytes>"): NpyHeader {
   const fail = (msg: string): never => {
     throw new NpyError(`${source}: ${msg}`);
   };
@@ -289,8 +305,25 @@ export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions
     }
   }
   const shape = dims as number[];
+  return {
+    descr: descr as string,
+    code,
+    itemsize,
+    bigEndian,
+    fortranOrder: fortran as boolean,
+    shape,
+    dataStart: prefix + hlen,
+  };
+}
 
-  const dataStart = prefix + hlen;
+/** Parse an .npy file held in memory into a (C-order) tensor. */
+export function parseNpy(bytes: Uint8Array, source = "<bytes>", opts: NpyOptions = {}): Tensor {
+  const fail = (msg: string): never => {
+    throw new NpyError(`${source}: ${msg}`);
+  };
+  const total = bytes.byteLength;
+  const { descr, code, itemsize, bigEndian, fortranOrder: fortran, shape, dataStart } =
+    parseNpyHeader(bytes, source);
   const have = total - dataStart;
   let need = shape.includes(0) ? 0n : BigInt(itemsize);
   let exact = true;
