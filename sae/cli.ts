@@ -25,6 +25,7 @@ import { dataCommand } from "./io/commands.ts";
 import { lmCommand, LmUsageError } from "../data/lm/commands.ts";
 import { LmConfigError } from "../data/lm/config.ts";
 import { LmLoadError } from "../data/lm/load.ts";
+import { tokenizeCommand } from "../data/text/commands.ts";
 import {
   CROSSCODER_FLAGS,
   CROSSCODER_HELP,
@@ -154,6 +155,7 @@ commands:
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
   lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
+  tokenize a model's token ids and pieces for a text
   serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
@@ -584,6 +586,7 @@ export async function main(
       await lmCommand(positional, flags);
       return 0;
     }
+    if (cmd === "tokenize") return await tokenizeCommand(positional, flags);
     const above = commands[cmd];
     if (above) {
       await above(positional, flags);
