@@ -3,7 +3,7 @@
 // normalisation, special tokens and BOS rules, bad files. (`sae tokenize` is tested in
 // text_tokenize_cli.test.ts: loading the CLI loads apache-arrow, whose Symbol.isConcatSpreadable
 // puts V8's Array.prototype.concat on its slow path, and gpt-3-encoder concatenates per word.)
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode as gpt3Encode } from "gpt-3-encoder";
@@ -349,4 +349,26 @@ test("bad input: a missing folder or file, broken JSON, unsupported model type, 
     () => tokenizerFromJson({ ...json, normalizer: { type: "Lowercase2" } }),
     ["tokenizer.json", "Lowercase2"],
   );
+});
+
+test("loadTokenizer: a repo id from the Hugging Face cache, offline; a snapshot without one", async () => {
+  await withTemp(async (cache) => {
+    const commit = "0123456789abcdef0123456789abcdef01234567";
+    const repo = join(cache, "models--org--tiny");
+    const snap = join(repo, "snapshots", commit);
+    await writeByteTokenizer(snap, { vocabSize: 40 });
+    await writeFile(join(snap, "config.json"), JSON.stringify({ bos_token_id: 0 }));
+    await writeFile(join(snap, "model.safetensors"), ""); // the cache lookup wants the weights
+    await mkdir(join(repo, "refs"), { recursive: true });
+    await writeFile(join(repo, "refs", "main"), commit);
+    const tok = await loadTokenizer("org/tiny", { cacheDir: cache, offline: true });
+    assertEquals([tok.vocabSize, tok.bosId], [40, 0]);
+    assertEquals(tok.decode(tok.encode("a b")), "a b");
+    await rm(join(snap, "tokenizer.json"));
+    await expectError(() => loadTokenizer("org/tiny", { cacheDir: cache, offline: true }), [
+      snap,
+      "no tokenizer.json",
+      "huggingface-cli download org/tiny tokenizer.json",
+    ]);
+  });
 });
