@@ -32,3 +32,4 @@ export {
 } from "./safetensors.ts";
 export { writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 export * as lm from "./lm/mod.ts";
+export * as text from "./text/mod.ts";

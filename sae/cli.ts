@@ -27,6 +27,7 @@ import { harvestCommand } from "../data/lm/harvest_cli.ts";
 import { HarvestError } from "../data/lm/harvest_store.ts";
 import { LmConfigError } from "../data/lm/config.ts";
 import { LmLoadError } from "../data/lm/load.ts";
+import { tokenizeCommand } from "../data/text/commands.ts";
 import {
   CROSSCODER_FLAGS,
   CROSSCODER_HELP,
@@ -169,6 +170,7 @@ commands:
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
   lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
+  tokenize a model's token ids and pieces for a text
   harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
 
@@ -685,6 +687,7 @@ export async function main(
       await harvestCommand(positional, flags);
       return 0;
     }
+    if (cmd === "tokenize") return await tokenizeCommand(positional, flags);
     const above = commands[cmd];
     if (above) {
       await above(positional, flags);

@@ -1,4 +1,5 @@
-/** Text to token rows: tokenizers, corpora, packing. Re-exports only. */
+/** Text to token rows: tokenizers, corpora, packing, and --data for model commands. Re-exports only. */
+export * from "./tokenizer.ts";
 export {
   type Corpus,
   type CorpusCounts,
@@ -18,3 +19,6 @@ export {
   tokenRows,
   type TokenRowStream,
 } from "./token_rows.ts";
+export { idRows, type IdRowsOptions } from "./id_rows.ts";
+export { openTextRows, type TextRows, type TextRowsOptions } from "./open_rows.ts";
+export { TOKENIZE_HELP, tokenizeCommand } from "./commands.ts";
