@@ -26,6 +26,8 @@ export interface DataSource {
   prepare?(index: number, size: number): Promise<void>;
   /** What identifies the data, saved with checkpoints: a resume on other data is refused. */
   identity?: Record<string, unknown>;
+  /** Release what reading holds open (files of a corpus read part-way); the owner calls it last. */
+  close?(): Promise<void>;
   describe(): string;
   /** Width of one input row (d) and, for [N, L, d] data, the number of layers/inputs. */
   width: number;

@@ -47,6 +47,7 @@ import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/d
 import { JobError, launchRanks } from "../tensor/distributed/launch.ts";
 import { type ModulesCommand, trainModulesCommand } from "./train/modules_cli.ts";
 import { LIVE_DEFAULTS, liveData } from "./train/live_cli.ts";
+import { TEXT_FLAGS, textRowsOptions } from "../data/text/open_rows.ts";
 import { applyMatmulPrecision, type PrecisionChoice } from "./train/precision.ts";
 
 class UsageError extends Error {}
@@ -131,14 +132,15 @@ const TRAIN_HELP = `sae train: train a dictionary
                      batch/T sequences, one forward per batch per rank, stopped at its last hook),
                      or --data 'acts/{hook}' (one store per hook). Writes DIR/modules.json and
                      DIR/<hook>/, each a run folder as below
-  --model M --hook H --data ids.npy   activations straight from a live model (folder or repo id)
+  --model M --hook H --data TEXT   activations straight from a live model (folder or repo id)
                      through an activation buffer, no store: H,H2,… reads rows [L, d] (MLSAE,
-                     crosscoders); --target-hook H gives a transcoder its targets. --data: int32 token
-                     ids [N, T] or [n] (.npy). --context N tokens per row (default 128),
-                     --buffer-contexts N rows held (default 16 batches' worth; refilled when half is
-                     read, served shuffled), --model-batch N rows per forward (default 8),
-                     --exclude-special leaves out BOS/EOS/padding positions. --resume continues
-                     exactly (the buffer is replayed on token ids, not recomputed)
+                     crosscoders); --target-hook H gives a transcoder its targets. --data: text
+                     (.txt, .jsonl(.zst), Parquet) tokenised by the model's tokenizer.json, or int32
+                     ids (.npy); --context, --packing, --prepend-bos, --field, --separator, --format
+                     as in sae harvest --help. --buffer-contexts N rows held (default 16 batches'
+                     worth; refilled when half is read, served shuffled), --model-batch N rows per
+                     forward (default 8), --exclude-special leaves out BOS/EOS/padding positions.
+                     --resume continues exactly (the buffer is replayed on token ids, not recomputed)
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --matmul-precision P   f32 (default) | bf16 (CPU: sbgemm, bf16 inputs and f32 sums, where the CPU
                      and OpenBLAS have it, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
@@ -180,7 +182,7 @@ sae <command> --help for options.`;
 const LIVE_FLAGS = [
   "hook",
   "target-hook",
-  "context",
+  ...TEXT_FLAGS,
   "buffer-contexts",
   "model-batch",
   "exclude-special",
@@ -218,7 +220,7 @@ async function dataFrom(
       hooks,
       targetHook: str(flags, "target-hook"),
       data: path,
-      context: num(flags, "context", { int: true, min: 1 }) ?? LIVE_DEFAULTS.context,
+      text: textRowsOptions(flags, usage, LIVE_DEFAULTS.context),
       bufferContexts: num(flags, "buffer-contexts", { int: true, min: 1 }),
       modelBatch: num(flags, "model-batch", { int: true, min: 1 }) ?? LIVE_DEFAULTS.modelBatch,
       excludeSpecial: flags["exclude-special"] === true,
@@ -389,114 +391,119 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     cross ? pairedConfig(syn, cross.n_inputs ?? 2, exclusive) as unknown as SyntheticConfig : syn,
     seed,
   );
-  if (cross && str(flags, "data")) {
-    Object.assign(
-      cross,
-      crosscoderFlags(flags, data.layers ?? 1, (m) => {
-        throw new UsageError(m);
-      }),
-    );
-  }
-  if (architecture(arch).needsTargets && !data.targetWidth && !str(flags, "data")) {
-    throw new UsageError(
-      `--arch ${arch} needs --data and --targets (input and output activations)`,
-    );
-  }
-  const d_in = data.width;
-  if (flags["d-sae"] !== undefined && flags.expansion !== undefined) {
-    throw new UsageError("give --d-sae or --expansion, not both");
-  }
-  const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ??
-    Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
-  // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
-  const topkFamily = isTopkFamily(architecture(arch));
-  const k = num(flags, "k", { int: true, min: 1 }) ??
-    (str(flags, "data") || !topkFamily ? undefined : 8);
-  const l1 = num(flags, "l1", { min: 0 });
-  const cfg = resolveConfig({
-    arch,
-    d_in,
-    d_sae,
-    ...(data.targetWidth ? { d_out: data.targetWidth } : {}),
-    ...(k !== undefined ? { k } : {}),
-    ...(l1 !== undefined ? { l1_coefficient: l1 } : {}),
-    ...(cross ?? {}),
-    ...(extra ? { extra } : {}),
-  });
-  const tin: TrainConfigInput = { seed };
-  for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
-    const v = num(flags, flag, { int: true, min: 1 });
-    if (v !== undefined) tin[field] = v;
-  }
-  const lr = num(flags, "lr", { min: 0 });
-  if (lr !== undefined) tin.lr = lr;
-  const tcfg = resolveTrainConfig(cfg, tin);
-  if (tcfg.batch_size % comm.size !== 0) {
-    throw new UsageError(
-      `--batch ${tcfg.batch_size} must be divisible by the ${comm.size} ranks (each trains on batch/ranks rows)`,
-    );
-  }
-  const out = str(flags, "out") ?? `runs/${arch}-${seed}`;
-  const quiet = flags.quiet === true;
-  if (!quiet && writer) {
-    process.stderr.write(
-      `training ${arch} d_in=${d_in} d_sae=${d_sae}${
-        cfg.k ? ` k=${cfg.k}` : ""
-      } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}${
-        comm.size > 1 ? `; ${comm.size} ranks × ${tcfg.batch_size / comm.size} rows` : ""
-      }${precision ? `; matmul ${precision.running}` : ""}) → ${out}\n`,
-    );
-  }
-  // A fallback is a warning, shown even with --quiet.
-  if (precision?.reason && writer) {
-    console.error(
-      `--matmul-precision ${precision.asked}: running ${precision.running} (${precision.reason})`,
-    );
-  }
-  if (writer) {
-    await ensureDir(out);
-    await writeJsonAtomic(`${out}/data.json`, describe);
-  }
-  const res = await runTraining({
-    cfg,
-    train: tcfg,
-    data,
-    out,
-    resume: flags.resume === true,
-    checkpointEvery: num(flags, "checkpoint-every", { int: true, min: 1 }),
-    progress: !quiet,
-    comm,
-  });
-  // The other ranks are done: rank 0 evaluates and reports.
-  if (!writer) return;
-  if (cross) {
-    const r = await crosscoderReport(
+  // A corpus read part-way holds files open: close it however training ends.
+  try {
+    if (cross && str(flags, "data")) {
+      Object.assign(
+        cross,
+        crosscoderFlags(flags, data.layers ?? 1, (m) => {
+          throw new UsageError(m);
+        }),
+      );
+    }
+    if (architecture(arch).needsTargets && !data.targetWidth && !str(flags, "data")) {
+      throw new UsageError(
+        `--arch ${arch} needs --data and --targets (input and output activations)`,
+      );
+    }
+    const d_in = data.width;
+    if (flags["d-sae"] !== undefined && flags.expansion !== undefined) {
+      throw new UsageError("give --d-sae or --expansion, not both");
+    }
+    const d_sae = num(flags, "d-sae", { int: true, min: 1 }) ??
+      Math.round((num(flags, "expansion", { min: 0 }) ?? 8) * d_in);
+    // The synthetic default has ~5 active features per sample: k = 8 fits it; real data keeps 32.
+    const topkFamily = isTopkFamily(architecture(arch));
+    const k = num(flags, "k", { int: true, min: 1 }) ??
+      (str(flags, "data") || !topkFamily ? undefined : 8);
+    const l1 = num(flags, "l1", { min: 0 });
+    const cfg = resolveConfig({
+      arch,
+      d_in,
+      d_sae,
+      ...(data.targetWidth ? { d_out: data.targetWidth } : {}),
+      ...(k !== undefined ? { k } : {}),
+      ...(l1 !== undefined ? { l1_coefficient: l1 } : {}),
+      ...(cross ?? {}),
+      ...(extra ? { extra } : {}),
+    });
+    const tin: TrainConfigInput = { seed };
+    for (const [flag, field] of [["steps", "steps"], ["batch", "batch_size"]] as const) {
+      const v = num(flags, flag, { int: true, min: 1 });
+      if (v !== undefined) tin[field] = v;
+    }
+    const lr = num(flags, "lr", { min: 0 });
+    if (lr !== undefined) tin.lr = lr;
+    const tcfg = resolveTrainConfig(cfg, tin);
+    if (tcfg.batch_size % comm.size !== 0) {
+      throw new UsageError(
+        `--batch ${tcfg.batch_size} must be divisible by the ${comm.size} ranks (each trains on batch/ranks rows)`,
+      );
+    }
+    const out = str(flags, "out") ?? `runs/${arch}-${seed}`;
+    const quiet = flags.quiet === true;
+    if (!quiet && writer) {
+      process.stderr.write(
+        `training ${arch} d_in=${d_in} d_sae=${d_sae}${
+          cfg.k ? ` k=${cfg.k}` : ""
+        } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}${
+          comm.size > 1 ? `; ${comm.size} ranks × ${tcfg.batch_size / comm.size} rows` : ""
+        }${precision ? `; matmul ${precision.running}` : ""}) → ${out}\n`,
+      );
+    }
+    // A fallback is a warning, shown even with --quiet.
+    if (precision?.reason && writer) {
+      console.error(
+        `--matmul-precision ${precision.asked}: running ${precision.running} (${precision.reason})`,
+      );
+    }
+    if (writer) {
+      await ensureDir(out);
+      await writeJsonAtomic(`${out}/data.json`, describe);
+    }
+    const res = await runTraining({
+      cfg,
+      train: tcfg,
+      data,
+      out,
+      resume: flags.resume === true,
+      checkpointEvery: num(flags, "checkpoint-every", { int: true, min: 1 }),
+      progress: !quiet,
+      comm,
+    });
+    // The other ranks are done: rank 0 evaluates and reports.
+    if (!writer) return;
+    if (cross) {
+      const r = await crosscoderReport(
+        res.params,
+        cfg,
+        heldOut(data, tcfg.batch_size, 4, 1_000_000),
+        foldedThreshold(res.state, cfg),
+      );
+      await writeJsonAtomic(`${out}/eval.json`, r.json);
+      console.log(r.text);
+      return;
+    }
+    const m = await evaluate(
       res.params,
       cfg,
       heldOut(data, tcfg.batch_size, 4, 1_000_000),
-      foldedThreshold(res.state, cfg),
+      isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {},
     );
-    await writeJsonAtomic(`${out}/eval.json`, r.json);
-    console.log(r.text);
-    return;
+    const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
+    await writeJsonAtomic(`${out}/eval.json`, {
+      ...m,
+      feature_density: undefined,
+      ...(recovery ?? {}),
+      ...(precision ? { matmul_precision: precision } : {}),
+    });
+    await data.prepare?.(3_000_000, 32);
+    await writeRunExtras(out, m, data.batch(3_000_000, 32));
+    console.log(formatMetricsTable(m));
+    if (recovery) console.log(recoveryLine(recovery));
+  } finally {
+    await data.close?.();
   }
-  const m = await evaluate(
-    res.params,
-    cfg,
-    heldOut(data, tcfg.batch_size, 4, 1_000_000),
-    isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {},
-  );
-  const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
-  await writeJsonAtomic(`${out}/eval.json`, {
-    ...m,
-    feature_density: undefined,
-    ...(recovery ?? {}),
-    ...(precision ? { matmul_precision: precision } : {}),
-  });
-  await data.prepare?.(3_000_000, 32);
-  await writeRunExtras(out, m, data.batch(3_000_000, 32));
-  console.log(formatMetricsTable(m));
-  if (recovery) console.log(recoveryLine(recovery));
 }
 
 /** --backend: a bad or unavailable name is a usage error (exit 2) naming the reason. */

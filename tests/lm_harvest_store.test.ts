@@ -486,6 +486,8 @@ test("sae harvest: --exclude-special drops the model's special ids; usage errors
       ids,
       "--context",
       "12",
+      "--packing",
+      "truncate",
       "--tokens",
       "100",
       "--out",
@@ -508,13 +510,15 @@ test("sae harvest: --exclude-special drops the model's special ids; usage errors
       ids,
       "--context",
       "20",
+      "--packing",
+      "zip",
       "--tokens",
       "5",
       "--out",
       dir + "/t",
     );
     assertEquals(ctx.code, 2);
-    assert(ctx.err.includes("--context 20 exceeds the 16 ids per row"), ctx.err);
+    assert(ctx.err.includes("--packing must be pack or truncate, got zip"), ctx.err);
     const unknown = await runCli("harvest", "--modle", "x");
     assert(unknown.code === 2 && unknown.err.includes("unknown option --modle"), unknown.err);
   });

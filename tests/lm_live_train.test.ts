@@ -311,7 +311,8 @@ test(
       ) => (msg = (e as Error).message));
       assert(
         msg.includes(`${join(b, "checkpoint")} was trained on other data`) &&
-          msg.includes(`data: "${ids} (48 rows of 8 token ids)" then, "${ids2} (48 rows`),
+          msg.includes(`of npy ${ids}, token ids" then, "`) &&
+          msg.includes(`of npy ${ids2}, token ids" now`),
         msg,
       );
       // Live options without a model, and a model without a hook, are usage errors.

@@ -4,14 +4,11 @@
  * a progress bar on stderr; run again with the same arguments, a killed harvest continues.
  * sae/cli.ts dispatches here.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import process from "node:process";
 import type { StoreDType } from "../arrow_store.ts";
-import { loadNpy, NpyError } from "../npy.ts";
-import type { TokenRowStream } from "../text/token_rows.ts";
+import { openTextRows, TEXT_FLAGS, TEXT_FLAGS_HELP, textRowsOptions } from "../text/open_rows.ts";
 import { LmUsageError } from "./commands.ts";
-import { HarvestError, harvestToStore } from "./harvest_store.ts";
+import { harvestToStore } from "./harvest_store.ts";
 import { resolveModel } from "./hub.ts";
 import { loadModel } from "./model.ts";
 
@@ -20,18 +17,19 @@ type Flags = Record<string, string | true>;
 export const HARVEST_HELP =
   `sae harvest: a model's activations on a corpus, written into an Arrow activation store
 
-  sae harvest --model MODEL --hooks H1[,H2…] --data IDS.npy --context T --tokens N --out STORE
+  sae harvest --model MODEL --hooks H1[,H2…] --data TEXT --context T --tokens N --out STORE
               [--dtype f32|f16|bf16] [--batch 8] [--exclude-special] [--exclude-ids 50256,…]
               [--model-b MODEL2] [--rows-per-shard R]
 
   One store row per kept token, with token_id, sequence_id (the token row) and position: [d] for
   one hook, [L, d] for several (same width), [2, d] with --model-b (same vocabulary and width; one
   hook). The store holds exactly N rows (the last token row is cut), fewer if the data runs out.
-  --data        pre-tokenised int32 ids [rows, T'] (.npy); rows are cut to --context T <= T'
+${TEXT_FLAGS_HELP}
   --dtype       stored precision (default f32); bf16 halves the size
   --batch       token rows per forward pass (default 8)
-  --exclude-special  leave out the model's special tokens (tokenizer.json's special added tokens
-                and config.json's bos/eos/pad ids); --exclude-ids lists ids explicitly
+  --exclude-special  leave out the model's special tokens (tokenizer.json's special added tokens;
+                config.json's bos/eos/pad ids when it has no tokenizer.json); --exclude-ids lists
+                ids explicitly
   --rows-per-shard   target rows per shard (default about 128 MiB); shards end between batches
   Killed, the same command continues after the last whole shard; other options against an
   existing store are an error.`;
@@ -40,7 +38,7 @@ const FLAGS = [
   "model",
   "hooks",
   "data",
-  "context",
+  ...TEXT_FLAGS,
   "tokens",
   "out",
   "dtype",
@@ -67,78 +65,6 @@ function count(flags: Flags, name: string, fallback?: number): number {
   return n;
 }
 
-/**
- * The token rows a harvest runs on. For now `--data` is pre-tokenised ids: an int32 .npy [rows,
- * T'] whose rows are cut to `context`. This is the one place a corpus + tokenizer pipeline plugs in.
- */
-export async function harvestTokenRows(data: string, context: number): Promise<TokenRowStream> {
-  if (!data.endsWith(".npy")) {
-    throw new LmUsageError(
-      `sae harvest: --data ${data}: only pre-tokenised int32 ids (.npy) are read for now`,
-    );
-  }
-  let ids: Int32Array, N: number, T: number;
-  try {
-    const t = await loadNpy(data);
-    if (t.dtype !== "i32" || t.ndim !== 2) {
-      throw new HarvestError(
-        `--data ${data}: expected int32 token ids [rows, T], found ${t.dtype} [${t.shape}]`,
-      );
-    }
-    [N, T] = t.shape;
-    ids = t.dataSync() as Int32Array;
-  } catch (e) {
-    if (e instanceof NpyError) throw new HarvestError(`--data: ${e.message}`);
-    throw e;
-  }
-  if (context > T) {
-    throw new LmUsageError(
-      `sae harvest: --context ${context} exceeds the ${T} ids per row of ${data}`,
-    );
-  }
-  return {
-    context,
-    describe: () => `${data} (int32 ids [${N}, ${T}]${T > context ? `, cut to ${context}` : ""})`,
-    async *rows() {
-      for (let i = 0; i < N; i++) {
-        yield { ids: ids.slice(i * T, i * T + context), index: i };
-      }
-    },
-  };
-}
-
-/**
- * The ids `--exclude-special` leaves out: tokenizer.json's added tokens marked special, and
- * config.json's bos/eos/pad ids (the Tokenizer's specialIds, read directly from the files).
- */
-export function specialTokenIds(modelDir: string): number[] {
-  const ids = new Set<number>();
-  const read = (file: string): Record<string, unknown> | null => {
-    const path = join(modelDir, file);
-    if (!existsSync(path)) return null;
-    try {
-      return JSON.parse(readFileSync(path, "utf8"));
-    } catch (e) {
-      throw new HarvestError(`${path}: cannot read: ${(e as Error).message}`);
-    }
-  };
-  const tok = read("tokenizer.json");
-  for (const t of (tok?.added_tokens ?? []) as { id?: unknown; special?: unknown }[]) {
-    if (t.special === true && Number.isInteger(t.id)) ids.add(t.id as number);
-  }
-  const cfg = read("config.json");
-  for (const k of ["bos_token_id", "eos_token_id", "pad_token_id"]) {
-    const v = cfg?.[k];
-    for (const id of Array.isArray(v) ? v : [v]) if (Number.isInteger(id)) ids.add(id);
-  }
-  if (ids.size === 0) {
-    throw new LmUsageError(
-      `sae harvest: --exclude-special: ${modelDir} names no special tokens (no tokenizer.json special tokens, no bos/eos/pad ids in config.json); give --exclude-ids`,
-    );
-  }
-  return [...ids].sort((a, b) => a - b);
-}
-
 /** Run `sae harvest …`; prints a summary on stdout and the progress bar on stderr. */
 export async function harvestCommand(positional: string[], flags: Flags): Promise<void> {
   if (flags.help) {
@@ -155,7 +81,10 @@ export async function harvestCommand(positional: string[], flags: Flags): Promis
   }
   const modelName = value(flags, "model"), out = value(flags, "out");
   const hooks = value(flags, "hooks").split(",").filter((s) => s !== "");
-  const context = count(flags, "context"), tokens = count(flags, "tokens");
+  const text = textRowsOptions(flags, (m) => {
+    throw new LmUsageError(`sae harvest: ${m}`);
+  });
+  const tokens = count(flags, "tokens");
   const batch = count(flags, "batch", 8);
   const rowsPerShard = flags["rows-per-shard"] === undefined
     ? undefined
@@ -175,11 +104,21 @@ export async function harvestCommand(positional: string[], flags: Flags): Promis
     }
   }
   const dir = await resolveModel(modelName);
-  if (flags["exclude-special"] === true) { for (const id of specialTokenIds(dir)) exclude.add(id); }
-  else if (flags["exclude-special"] !== undefined) {
+  if (flags["exclude-special"] !== undefined && flags["exclude-special"] !== true) {
     throw new LmUsageError("sae harvest: --exclude-special takes no value");
   }
-  const rows = await harvestTokenRows(value(flags, "data"), context);
+  const data = value(flags, "data");
+  const { rows, special } = await openTextRows(data, dir, text).catch((e) => {
+    throw new LmUsageError(`sae harvest: --data ${data}: ${(e as Error).message}`);
+  });
+  if (flags["exclude-special"] === true) {
+    if (special.size === 0) {
+      throw new LmUsageError(
+        `sae harvest: --exclude-special: ${dir} names no special tokens (none in tokenizer.json, no bos/eos/pad ids in config.json); give --exclude-ids`,
+      );
+    }
+    for (const id of special) exclude.add(id);
+  }
   const model = await loadModel(dir);
   const modelBName = flags["model-b"] === undefined ? undefined : value(flags, "model-b");
   const modelB = modelBName === undefined ? undefined : await loadModel(modelBName);
