@@ -73,9 +73,6 @@ export interface HarvestResult {
   exhausted: boolean;
 }
 
-/** A row that may end in padding: ids past `length` are not stored. */
-type PaddedRow = TokenRow & { length?: number };
-
 /** Hooks whose values are per head pair, not per token: they have no row per token. */
 const NOT_PER_TOKEN = /\.hook_(pattern|attn_scores)$/;
 
@@ -282,7 +279,7 @@ export async function harvestToStore(o: HarvestStoreOptions): Promise<HarvestRes
   const models = o.modelB ? [o.model, o.modelB] : [o.model];
 
   /** One forward per model over `rows`; the kept tokens' activations appended as one unit. */
-  const runBatch = async (rows: PaddedRow[]): Promise<void> => {
+  const runBatch = async (rows: TokenRow[]): Promise<void> => {
     const B = rows.length, ids = new Int32Array(B * T);
     rows.forEach((r, i) => ids.set(r.ids, i * T));
     const bad = ids.findIndex((v) => v < 0 || v >= vocab);
@@ -331,7 +328,7 @@ export async function harvestToStore(o: HarvestStoreOptions): Promise<HarvestRes
     bar?.advance(n);
   };
 
-  let pending: PaddedRow[] = [];
+  let pending: TokenRow[] = [];
   if (kept < o.tokens) {
     for await (const row of o.rows.rows()) {
       if (row.index < next) continue;
@@ -358,7 +355,7 @@ export async function harvestToStore(o: HarvestStoreOptions): Promise<HarvestRes
 }
 
 /** A token row as the harvest needs it: `context` ids, an index that fits int32, a sane length. */
-function checkRow(row: PaddedRow, T: number, s: TokenRowStream): void {
+function checkRow(row: TokenRow, T: number, s: TokenRowStream): void {
   if (!(row.ids instanceof Int32Array) || row.ids.length !== T) {
     throw new HarvestError(
       `harvest: ${s.describe()}: token row ${row.index} has ${row.ids?.length} ids, expected the context ${T}`,
