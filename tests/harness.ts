@@ -79,3 +79,19 @@ export function assertThrows(fn: () => unknown, ...fragments: string[]): Error {
     `expected an error mentioning ${fragments.map((f) => JSON.stringify(f)).join(", ")}`,
   );
 }
+
+/** Run `fn` in a fresh temporary folder (prefix `prefix`), removed afterwards whatever happens. */
+export async function withTempDir(
+  prefix: string,
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

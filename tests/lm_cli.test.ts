@@ -1,22 +1,13 @@
 // `sae lm info` and `sae lm run` on the tiny fixture models: the written cache equals the reference
 // hooks and logits, and bad arguments or folders fail with a message naming the problem.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { saveNpy } from "../data/npy.ts";
 import { loadSafetensors } from "../data/safetensors.ts";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
 import { assertScaleClose, root } from "./lm_fixtures.ts";
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "lm-cli-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("lm-cli-", fn);
 
 test("sae lm info: family, sizes and hook points, as text and JSON", async () => {
   const text = await runCli("lm", "info", root + "gpt_neox");

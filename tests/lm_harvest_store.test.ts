@@ -5,8 +5,6 @@
 // CLI) continues to the very store an uninterrupted run writes; other options are refused.
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { tensor } from "../tensor/ops/create.ts";
 import { scriptCommand } from "../tensor/platform/process.ts";
@@ -16,20 +14,13 @@ import { countProgress } from "../data/progress.ts";
 import { type HarvestStoreOptions, harvestToStore } from "../data/lm/harvest_store.ts";
 import { type LanguageModel, loadModel, runWithCache } from "../data/lm/model.ts";
 import type { TokenRow, TokenRowStream } from "../data/text/token_rows.ts";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
 import { expectError, root } from "./lm_fixtures.ts";
 
 const HOOK = "blocks.1.hook_resid_post";
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "lm-harvest-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("lm-harvest-", fn);
 
 /** Deterministic ids in [0, vocab): row i, position p. */
 function idRows(n: number, T: number, vocab: number, seed = 1): Int32Array[] {

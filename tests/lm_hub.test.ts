@@ -3,14 +3,13 @@
 // offline mode and an unreachable network as errors that say what is missing, where we looked
 // and how to fix it; and a download from a fake hub (a custom fetch) into the same layout.
 import { lstatSync, readFileSync, readlinkSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { forward, loadModel } from "../data/lm/model.ts";
 import { hubCacheDir, offlineFromEnv, parseRepoId, resolveModel } from "../data/lm/hub.ts";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { expectError, root } from "./lm_fixtures.ts";
 
 const TOKENS = [[1, 5, 9, 2]];
@@ -64,14 +63,7 @@ async function withEnv(vars: Record<string, string | undefined>, fn: () => Promi
   }
 }
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "lm-hub-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("lm-hub-", fn);
 
 const NO_HF_ENV = {
   HF_HUB_CACHE: undefined,

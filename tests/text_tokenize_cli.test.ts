@@ -1,19 +1,11 @@
 // `sae tokenize` through the CLI: a table and JSON from --text and --data, usage and file errors.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
 import { writeGpt2Tokenizer } from "./text_fixtures.ts";
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "text-cli-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("text-cli-", fn);
 
 test("sae tokenize: a table and JSON, from --text and --data", async () => {
   await withTemp(async (dir) => {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode as gpt3Encode } from "gpt-3-encoder";
 import { loadTokenizer, type Tokenizer, tokenizerFromJson } from "../data/text/tokenizer.ts";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { expectError } from "./lm_fixtures.ts";
 import {
   brownLines,
@@ -18,14 +18,7 @@ import {
   writeGpt2Tokenizer,
 } from "./text_fixtures.ts";
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "text-tok-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("text-tok-", fn);
 
 // One GPT-2 tokenizer for the file (building the 50k-piece vocabulary takes a moment), from the
 // folder writeGpt2Tokenizer writes.
