@@ -17,6 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Hand-written AVX2/FMA paths (f32 sparse products, top-k's filter) where the compiler targets
+// them (-march=native on a CPU that has them); portable C otherwise.
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SC_AVX2 1
+#endif
+
 #define MAX_THREADS 64
 
 typedef void *(*task_fn)(void *);
@@ -40,9 +47,165 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
 
 // ---- Sparse × dense: out[dst[i]] += vals[i] · dense[src[i]] --------------------------------
 // The entries are visited grouped by output row, in their original order within a row (a stable
-// counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows.
+// counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows,
+// and each output row is written whole by one call of ROW (no separate zeroing pass).
+//
+// f64 rows are sparse.ts's loop, bit for bit. f32 rows are summed in f32 registers, 64 columns at
+// a time, one fused multiply-add (one rounding) per term in the same order: sparse.ts rounds each
+// step twice (to double, then to f32), so the two differ only where that double rounding bites,
+// and each output is within γ_n·Σ|w·s| of the exact sum (n its terms, γ_n = n·u/(1 − n·u),
+// u = 2⁻²⁴): the bound of any sequential f32 sum, tested against f64 in tests/native.test.ts.
+// Without AVX2 and FMA the f32 rows are the double loop (sparse.ts's bits).
 
-#define SPMM(T, NAME)                                                                              \
+#define SPMM_ROW_SCALAR(T)                                                                         \
+  for (int64_t c = 0; c < d; c++) o[c] = 0;                                                        \
+  for (int64_t q = q0; q < q1; q++) {                                                              \
+    const int32_t i = order[q];                                                                    \
+    const double w = vals[i];                                                                      \
+    if (w == 0) continue;                                                                          \
+    const T *s = dense + src[i] * d;                                                               \
+    for (int64_t c = 0; c < d; c++) o[c] = (T)((double)o[c] + w * (double)s[c]);                   \
+  }
+
+static inline void spmm_row_f64(double *o, const int32_t *order, int64_t q0, int64_t q1,
+                                const int32_t *src, const double *vals, const double *dense,
+                                int64_t d) {
+  SPMM_ROW_SCALAR(double)
+}
+
+static inline void spmm_row_f32(float *o, const int32_t *order, int64_t q0, int64_t q1,
+                                const int32_t *src, const float *vals, const float *dense,
+                                int64_t d) {
+#ifdef SC_AVX2
+  int64_t c = 0;
+  for (; c + 64 <= d; c += 64) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w == 0) continue;
+      const float *s = dense + src[i] * d + c;
+      const __m256 v = _mm256_set1_ps(w);
+      a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s), a0);
+      a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 8), a1);
+      a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 16), a2);
+      a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 24), a3);
+      a4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 32), a4);
+      a5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 40), a5);
+      a6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 48), a6);
+      a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 56), a7);
+    }
+    _mm256_storeu_ps(o + c, a0), _mm256_storeu_ps(o + c + 8, a1);
+    _mm256_storeu_ps(o + c + 16, a2), _mm256_storeu_ps(o + c + 24, a3);
+    _mm256_storeu_ps(o + c + 32, a4), _mm256_storeu_ps(o + c + 40, a5);
+    _mm256_storeu_ps(o + c + 48, a6), _mm256_storeu_ps(o + c + 56, a7);
+  }
+  for (; c + 8 <= d; c += 8) {
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w != 0) a = _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(dense + src[i] * d + c), a);
+    }
+    _mm256_storeu_ps(o + c, a);
+  }
+  for (; c < d; c++) {
+    float a = 0;
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w != 0) a = fmaf(w, dense[src[i] * d + c], a);
+    }
+    o[c] = a;
+  }
+#else
+  SPMM_ROW_SCALAR(float)
+#endif
+}
+
+// f32 products whose dense operand is much larger than their output (the decoder's
+// Σ_j v·W_dec[idx]: 2 KB rows gathered 8 times each over from 16 MB) run source-major instead:
+// entries sorted by source row, so the dense matrix streams through once and each thread adds
+// into its own output rows, which stay in cache. Each output is then summed in ascending source
+// order, still one rounding per term (the same bound as above) and independent of the threads.
+#ifdef SC_AVX2
+typedef struct {
+  const int32_t *dst, *src, *order; // order: this thread's entries, by source row
+  const float *vals, *dense;
+  float *out;
+  int64_t d, n, lo, hi;
+} spmm_src_job;
+
+static void *spmm_src_task(void *p) {
+  spmm_src_job *j = p;
+  const int64_t d = j->d;
+  memset(j->out + j->lo * d, 0, sizeof(float) * (size_t)((j->hi - j->lo) * d));
+  for (int64_t q = 0; q < j->n; q++) {
+    const int32_t i = j->order[q];
+    const float w = j->vals[i];
+    if (w == 0) continue;
+    const float *s = j->dense + j->src[i] * d;
+    float *o = j->out + j->dst[i] * d;
+    // The next entry's output row is a random one: fetched while this one is added.
+    const char *pf = (const char *)(j->out + j->dst[j->order[q + 1 < j->n ? q + 1 : q]] * d);
+    const __m256 v = _mm256_set1_ps(w);
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      _mm_prefetch(pf + 4 * c, _MM_HINT_T0), _mm_prefetch(pf + 4 * c + 64, _MM_HINT_T0);
+      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c), _mm256_loadu_ps(o + c)));
+      _mm256_storeu_ps(o + c + 8, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 8),
+                                                  _mm256_loadu_ps(o + c + 8)));
+      _mm256_storeu_ps(o + c + 16, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 16),
+                                                   _mm256_loadu_ps(o + c + 16)));
+      _mm256_storeu_ps(o + c + 24, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 24),
+                                                   _mm256_loadu_ps(o + c + 24)));
+    }
+    for (; c < d; c++) o[c] = fmaf(w, s[c], o[c]);
+  }
+  return 0;
+}
+
+// Returns 0 when it did the product, 1 when it does not pay here, -2 out of memory.
+static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
+                              const float *dense, int32_t inRows, int32_t d, float *out,
+                              int32_t outRows, int32_t threads) {
+  if ((int64_t)inRows < 2 * (int64_t)outRows || nnz < 2 * (int64_t)inRows) return 1;
+  const int n = clamp_threads(threads);
+  int64_t *by_src = calloc((size_t)inRows + 1, sizeof(int64_t));
+  int64_t *by_dst = calloc((size_t)outRows + 1, sizeof(int64_t));
+  int32_t *sorted = malloc(sizeof(int32_t) * (size_t)nnz), *order = malloc(sizeof(int32_t) * (size_t)nnz);
+  int32_t *thread_of = malloc(sizeof(int32_t) * (size_t)outRows);
+  if (!by_src || !by_dst || !sorted || !order || !thread_of) {
+    free(by_src), free(by_dst), free(sorted), free(order), free(thread_of);
+    return -2;
+  }
+  for (int32_t i = 0; i < nnz; i++) by_src[src[i] + 1]++, by_dst[dst[i] + 1]++;
+  for (int32_t r = 0; r < inRows; r++) by_src[r + 1] += by_src[r];
+  for (int32_t r = 0; r < outRows; r++) by_dst[r + 1] += by_dst[r];
+  for (int32_t i = 0; i < nnz; i++) sorted[by_src[src[i]]++] = i;
+  // Threads own output rows (equal shares of entries); each gets its entries in source order.
+  spmm_src_job jobs[MAX_THREADS];
+  int64_t at[MAX_THREADS + 1] = {0};
+  int32_t r0 = 0;
+  for (int t = 0; t < n; t++) {
+    const int64_t want = (int64_t)nnz * (t + 1) / n;
+    int32_t r1 = r0;
+    while (r1 < outRows && by_dst[r1 + 1] <= want) r1++;
+    if (t == n - 1) r1 = outRows;
+    for (int32_t r = r0; r < r1; r++) thread_of[r] = t;
+    at[t + 1] = at[t] + by_dst[r1] - by_dst[r0];
+    jobs[t] = (spmm_src_job){dst, src, 0, vals, dense, out, d, at[t + 1] - at[t], r0, r1};
+    r0 = r1;
+  }
+  for (int t = 0; t < n; t++) jobs[t].order = order + at[t];
+  for (int32_t q = 0; q < nnz; q++) order[at[thread_of[dst[sorted[q]]]]++] = sorted[q];
+  run_tasks(spmm_src_task, jobs, sizeof(spmm_src_job), n);
+  free(by_src), free(by_dst), free(sorted), free(order), free(thread_of);
+  return 0;
+}
+#endif
+
+#define SPMM(T, NAME, ROW, FIRST)                                                                       \
   typedef struct {                                                                                 \
     const int32_t *src, *order;                                                                    \
     const int64_t *start;                                                                          \
@@ -53,23 +216,15 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
     const int64_t d = j->d;                                                                        \
-    for (int32_t r = j->lo; r < j->hi; r++) {                                                      \
-      T *o = j->out + r * d;                                                                       \
-      for (int64_t q = j->start[r]; q < j->start[r + 1]; q++) {                                    \
-        const int32_t i = j->order[q];                                                             \
-        const double w = j->vals[i];                                                               \
-        if (w == 0) continue;                                                                      \
-        const T *s = j->dense + j->src[i] * d;                                                     \
-        for (int64_t c = 0; c < d; c++) o[c] = (T)((double)o[c] + w * (double)s[c]);               \
-      }                                                                                            \
-    }                                                                                              \
+    for (int32_t r = j->lo; r < j->hi; r++)                                                        \
+      ROW(j->out + r * d, j->order, j->start[r], j->start[r + 1], j->src, j->vals, j->dense, d);   \
     return 0;                                                                                      \
   }                                                                                                \
   int32_t NAME(const int32_t *dst, const int32_t *src, const T *vals, int32_t nnz, const T *dense, \
                int32_t inRows, int32_t d, T *out, int32_t outRows, int32_t threads) {              \
     for (int32_t i = 0; i < nnz; i++)                                                              \
       if ((uint32_t)dst[i] >= (uint32_t)outRows || (uint32_t)src[i] >= (uint32_t)inRows) return i; \
-    memset(out, 0, sizeof(T) * (size_t)outRows * (size_t)d);                                       \
+    FIRST                                                                                          \
     int64_t *start = calloc((size_t)outRows + 1, sizeof(int64_t));                                 \
     int32_t *order = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));                            \
     if (!start || !order) {                                                                        \
@@ -85,10 +240,11 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
     NAME##_job jobs[MAX_THREADS];                                                                  \
     int32_t r0 = 0;                                                                                \
     for (int t = 0; t < n; t++) {                                                                  \
-      /* Equal shares of entries, not of rows: a few rows may hold most of them. */               \
-      const int64_t want = (int64_t)nnz * (t + 1) / n;                                             \
+      /* Equal shares of entries and rows (each row is written, empty or not): a few rows may     \
+         hold most of the entries. */                                                              \
+      const int64_t want = ((int64_t)nnz + outRows) * (t + 1) / n;                                 \
       int32_t r1 = r0;                                                                             \
-      while (r1 < outRows && start[r1 + 1] <= want) r1++;                                          \
+      while (r1 < outRows && start[r1 + 1] + r1 + 1 <= want) r1++;                                 \
       if (t == n - 1) r1 = outRows;                                                                \
       jobs[t] = (NAME##_job){src, order, start, vals, dense, out, d, r0, r1};                      \
       r0 = r1;                                                                                     \
@@ -98,8 +254,17 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
     return -1;                                                                                     \
   }
 
-SPMM(float, sc_spmm_f32)
-SPMM(double, sc_spmm_f64)
+#ifdef SC_AVX2
+#define SPMM_F32_FIRST                                                                             \
+  {                                                                                                \
+    const int rc = spmm_src_major_f32(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads); \
+    if (rc != 1) return rc == 0 ? -1 : rc;                                                         \
+  }
+#else
+#define SPMM_F32_FIRST
+#endif
+SPMM(float, sc_spmm_f32, spmm_row_f32, SPMM_F32_FIRST)
+SPMM(double, sc_spmm_f64, spmm_row_f64, )
 
 // ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
 // Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does.
