@@ -4,6 +4,8 @@
 // Each kernel gives the same bits as its TypeScript twin in tensor/cpu/ (sparse.ts, kernels.ts,
 // fused.ts): arithmetic is done in double exactly where JavaScript does it, in the same order,
 // and the file is compiled with -ffp-contract=off so no multiply-add is fused behind our back.
+// The one exception is the f32 sparse product (spmm), summed in f32 with explicit fused
+// multiply-adds within a stated bound (see there).
 // The TypeScript kernels stay the reference; these are the same loops where the compiler may use
 // SIMD and there is no bounds check per element (indices are checked once, up front).
 //
@@ -368,7 +370,67 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
   return n;
 }
 
-#define TOPK(T, NAME)                                                                              \
+// A faster first pass for long f32 rows: a bound from a sample, a vector filter, then the heap
+// over the survivors only. The r-th best of every 16th entry is a guess τ at a value with a few
+// times k entries at or above it; entries below τ cannot be among the k best once at least k
+// entries are at or above it, which the filter counts. The survivors go through the same heap in
+// index order, so the k best and their order are exactly the plain scan's; when fewer than k
+// survive (an unlucky sample) or more than `cap` do (ties, NaNs), the row is scanned as before.
+#define TOPK_STRIDE 16
+static inline int64_t topk_sample_rank(int64_t k) {
+  const double per = (double)k / TOPK_STRIDE;
+  // The count at or above the sample's r-th best is about 16·Gamma(r): r = k/16 + 3√(k/16) + 2
+  // keeps it below k with probability under ~1e-3 (for k = 32: r = 9, ~144 survivors).
+  return (int64_t)(per + 3 * sqrt(per) + 2);
+}
+static inline int64_t topk_filter_cap(int64_t k) { return 2 * k + 1024; }
+
+#ifdef SC_AVX2
+// 1 when the k best of a[c0, c1) were left in the heap hv/hi; 0 when the plain scan must run.
+static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, double *hv,
+                           int64_t *hi, int32_t *buf) {
+  const int64_t n = c1 - c0, m = n / TOPK_STRIDE, r = topk_sample_rank(k), cap = topk_filter_cap(k);
+  if (!buf || n < 1024 || 2 * r > m || r > k) return 0;
+  // τ: the r-th best sample (the heap is free until the survivors fill it).
+  int64_t size = 0;
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t c = c0 + i * TOPK_STRIDE;
+    if (size < r) heap_push(hv, hi, size++, a[c], c);
+    else heap_offer(hv, hi, r, a[c], c);
+  }
+  const __m256 thr = _mm256_set1_ps((float)hv[0]);
+  const float t = (float)hv[0];
+  int64_t count = 0, c = c0;
+  for (; c + 32 <= c1; c += 32) {
+    // Not below τ: at or above it, or NaN on either side (which the heap then ranks).
+    const unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c), thr, _CMP_NLT_UQ));
+    const unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 8), thr, _CMP_NLT_UQ));
+    const unsigned m2 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 16), thr, _CMP_NLT_UQ));
+    const unsigned m3 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 24), thr, _CMP_NLT_UQ));
+    uint32_t bits = m0 | m1 << 8 | m2 << 16 | (uint32_t)m3 << 24;
+    if (!bits) continue;
+    if (count + __builtin_popcount(bits) > cap) return 0;
+    for (; bits; bits &= bits - 1) buf[count++] = (int32_t)(c + __builtin_ctz(bits));
+  }
+  for (; c < c1; c++) {
+    if (a[c] < t) continue;
+    if (count == cap) return 0;
+    buf[count++] = (int32_t)c;
+  }
+  if (count < k) return 0;
+  int64_t q = 0;
+  for (; q < k; q++) heap_push(hv, hi, q, a[buf[q]], buf[q]);
+  for (; q < count; q++) heap_offer(hv, hi, k, a[buf[q]], buf[q]);
+  return 1;
+}
+#endif
+static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, double *hv,
+                           int64_t *hi, int32_t *buf) {
+  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf;
+  return 0;
+}
+
+#define TOPK(T, NAME, FILTER)                                                                      \
   typedef struct {                                                                                 \
     const T *x;                                                                                    \
     int64_t n, k, rows, c0, c1;                                                                    \
@@ -376,6 +438,7 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     int64_t *hi;                                                                                   \
     T *values;                                                                                     \
     int32_t *indices;                                                                              \
+    int32_t *buf; /* the filter's survivors (topk_filter_cap(k)), or null */                       \
   } NAME##_job;                                                                                    \
   /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
   static void *NAME##_task(void *p) {                                                              \
@@ -384,7 +447,9 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     for (int64_t r = 0; r < j->rows; r++) {                                                        \
       const T *a = j->x + r * j->n;                                                                \
       int64_t c = j->c0;                                                                           \
-      for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                    \
+      if (FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf)) c = j->c1;                             \
+      else                                                                                         \
+        for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                  \
       double root = j->hv[0];                                                                      \
       while (c < j->c1) {                                                                          \
         /* Most entries lose to the root: a block where none can win is skipped after one pass   \
@@ -412,8 +477,10 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     NAME##_job jobs[MAX_THREADS];                                                                  \
     double *hv = malloc(sizeof(double) * (size_t)k * nt);                                          \
     int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
-    if (!hv || !hi) {                                                                              \
-      free(hv), free(hi);                                                                          \
+    const int64_t cap = topk_filter_cap(k);                                                        \
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * nt);                                     \
+    if (!hv || !hi || !buf) {                                                                      \
+      free(hv), free(hi), free(buf);                                                               \
       return -2;                                                                                   \
     }                                                                                              \
     if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
@@ -422,7 +489,7 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
       for (int t = 0; t < nt; t++) {                                                               \
         const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
         jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
-                               values + r0 * k, indices + r0 * k};                                 \
+                               values + r0 * k, indices + r0 * k, buf + cap * t};                  \
       }                                                                                            \
       run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
     } else {                                                                                       \
@@ -430,19 +497,22 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
       for (int64_t r = 0; r < rows; r++) {                                                         \
         for (int t = 0; t < nt; t++)                                                               \
           jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
-                                 hv + k * t, hi + k * t, 0, 0};                                    \
+                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t};                     \
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
         for (int t = 1; t < nt; t++)                                                               \
           for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
         HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
       }                                                                                            \
     }                                                                                              \
-    free(hv), free(hi);                                                                            \
+    free(hv), free(hi), free(buf);                                                                 \
     return -1;                                                                                     \
   }
 
-TOPK(float, sc_topk_f32)
-TOPK(double, sc_topk_f64)
+#ifndef SC_AVX2
+#define topk_filter_f32(a, c0, c1, k, hv, hi, buf) 0
+#endif
+TOPK(float, sc_topk_f32, topk_filter_f32)
+TOPK(double, sc_topk_f64, topk_filter_f64)
 
 // ---- Adam, one leaf ------------------------------------------------------------------------
 // The update of fused.ts's adamLoop, in double, term for term.

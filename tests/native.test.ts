@@ -203,6 +203,44 @@ test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs,
   }
 });
 
+test("native top-k on long rows (sampled bound, vector filter) gives the TypeScript kernel's output", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1000, max: 5000 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 400 }),
+      fc.constantFrom("distinct", "ties", "specials", "sorted up", "sorted down"),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (rows, n, threads, f64, k, kind, seed) => {
+        const W = widths[+f64];
+        let s = seed;
+        const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+        const specials = [NaN, Infinity, -Infinity, 0, -0];
+        const x = make(f64, rows * n, (i) => {
+          const c = i % n;
+          if (kind === "ties") return Math.floor(rnd() * 12) - 6;
+          if (kind === "specials" && rnd() < 0.01) return specials[Math.floor(rnd() * 5)];
+          if (kind === "sorted up") return c + rnd();
+          if (kind === "sorted down") return -c - rnd();
+          return (rnd() - 0.5) * 8;
+        });
+        const wantV = new W(rows * k),
+          wantI = new Int32Array(rows * k),
+          gotV = new W(rows * k),
+          gotI = new Int32Array(rows * k);
+        topkTs({ arr: x, shape: [rows, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
+        assertEquals(nat.topk(x, rows, n, k, gotV, gotI, threads), -1);
+        sameBits(gotV, wantV, `topk ${kind} values`);
+        sameBits(gotI, wantI, `topk ${kind} indices`);
+      },
+    ),
+    { numRuns: runs(60) },
+  );
+});
+
 test("native Adam gives the TypeScript loop's bits, with and without weight decay", () => {
   if (!nat) return;
   fc.assert(
