@@ -4,6 +4,8 @@
 // Each kernel gives the same bits as its TypeScript twin in tensor/cpu/ (sparse.ts, kernels.ts,
 // fused.ts): arithmetic is done in double exactly where JavaScript does it, in the same order,
 // and the file is compiled with -ffp-contract=off so no multiply-add is fused behind our back.
+// The one exception is the f32 sparse product (spmm), summed in f32 with explicit fused
+// multiply-adds within a stated bound (see there).
 // The TypeScript kernels stay the reference; these are the same loops where the compiler may use
 // SIMD and there is no bounds check per element (indices are checked once, up front).
 //
@@ -16,6 +18,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+// Hand-written AVX2/FMA paths (f32 sparse products, top-k's filter) where the compiler targets
+// them (-march=native on a CPU that has them); portable C otherwise.
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SC_AVX2 1
+#endif
 
 #define MAX_THREADS 64
 
@@ -40,9 +49,165 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
 
 // ---- Sparse × dense: out[dst[i]] += vals[i] · dense[src[i]] --------------------------------
 // The entries are visited grouped by output row, in their original order within a row (a stable
-// counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows.
+// counting sort), exactly as sparse.ts visits them; threads own disjoint ranges of output rows,
+// and each output row is written whole by one call of ROW (no separate zeroing pass).
+//
+// f64 rows are sparse.ts's loop, bit for bit. f32 rows are summed in f32 registers, 64 columns at
+// a time, one fused multiply-add (one rounding) per term in the same order: sparse.ts rounds each
+// step twice (to double, then to f32), so the two differ only where that double rounding bites,
+// and each output is within γ_n·Σ|w·s| of the exact sum (n its terms, γ_n = n·u/(1 − n·u),
+// u = 2⁻²⁴): the bound of any sequential f32 sum, tested against f64 in tests/native.test.ts.
+// Without AVX2 and FMA the f32 rows are the double loop (sparse.ts's bits).
 
-#define SPMM(T, NAME)                                                                              \
+#define SPMM_ROW_SCALAR(T)                                                                         \
+  for (int64_t c = 0; c < d; c++) o[c] = 0;                                                        \
+  for (int64_t q = q0; q < q1; q++) {                                                              \
+    const int32_t i = order[q];                                                                    \
+    const double w = vals[i];                                                                      \
+    if (w == 0) continue;                                                                          \
+    const T *s = dense + src[i] * d;                                                               \
+    for (int64_t c = 0; c < d; c++) o[c] = (T)((double)o[c] + w * (double)s[c]);                   \
+  }
+
+static inline void spmm_row_f64(double *o, const int32_t *order, int64_t q0, int64_t q1,
+                                const int32_t *src, const double *vals, const double *dense,
+                                int64_t d) {
+  SPMM_ROW_SCALAR(double)
+}
+
+static inline void spmm_row_f32(float *o, const int32_t *order, int64_t q0, int64_t q1,
+                                const int32_t *src, const float *vals, const float *dense,
+                                int64_t d) {
+#ifdef SC_AVX2
+  int64_t c = 0;
+  for (; c + 64 <= d; c += 64) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w == 0) continue;
+      const float *s = dense + src[i] * d + c;
+      const __m256 v = _mm256_set1_ps(w);
+      a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s), a0);
+      a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 8), a1);
+      a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 16), a2);
+      a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 24), a3);
+      a4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 32), a4);
+      a5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 40), a5);
+      a6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 48), a6);
+      a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + 56), a7);
+    }
+    _mm256_storeu_ps(o + c, a0), _mm256_storeu_ps(o + c + 8, a1);
+    _mm256_storeu_ps(o + c + 16, a2), _mm256_storeu_ps(o + c + 24, a3);
+    _mm256_storeu_ps(o + c + 32, a4), _mm256_storeu_ps(o + c + 40, a5);
+    _mm256_storeu_ps(o + c + 48, a6), _mm256_storeu_ps(o + c + 56, a7);
+  }
+  for (; c + 8 <= d; c += 8) {
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w != 0) a = _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(dense + src[i] * d + c), a);
+    }
+    _mm256_storeu_ps(o + c, a);
+  }
+  for (; c < d; c++) {
+    float a = 0;
+    for (int64_t q = q0; q < q1; q++) {
+      const int32_t i = order[q];
+      const float w = vals[i];
+      if (w != 0) a = fmaf(w, dense[src[i] * d + c], a);
+    }
+    o[c] = a;
+  }
+#else
+  SPMM_ROW_SCALAR(float)
+#endif
+}
+
+// f32 products whose dense operand is much larger than their output (the decoder's
+// Σ_j v·W_dec[idx]: 2 KB rows gathered 8 times each over from 16 MB) run source-major instead:
+// entries sorted by source row, so the dense matrix streams through once and each thread adds
+// into its own output rows, which stay in cache. Each output is then summed in ascending source
+// order, still one rounding per term (the same bound as above) and independent of the threads.
+#ifdef SC_AVX2
+typedef struct {
+  const int32_t *dst, *src, *order; // order: this thread's entries, by source row
+  const float *vals, *dense;
+  float *out;
+  int64_t d, n, lo, hi;
+} spmm_src_job;
+
+static void *spmm_src_task(void *p) {
+  spmm_src_job *j = p;
+  const int64_t d = j->d;
+  memset(j->out + j->lo * d, 0, sizeof(float) * (size_t)((j->hi - j->lo) * d));
+  for (int64_t q = 0; q < j->n; q++) {
+    const int32_t i = j->order[q];
+    const float w = j->vals[i];
+    if (w == 0) continue;
+    const float *s = j->dense + j->src[i] * d;
+    float *o = j->out + j->dst[i] * d;
+    // The next entry's output row is a random one: fetched while this one is added.
+    const char *pf = (const char *)(j->out + j->dst[j->order[q + 1 < j->n ? q + 1 : q]] * d);
+    const __m256 v = _mm256_set1_ps(w);
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+      _mm_prefetch(pf + 4 * c, _MM_HINT_T0), _mm_prefetch(pf + 4 * c + 64, _MM_HINT_T0);
+      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c), _mm256_loadu_ps(o + c)));
+      _mm256_storeu_ps(o + c + 8, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 8),
+                                                  _mm256_loadu_ps(o + c + 8)));
+      _mm256_storeu_ps(o + c + 16, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 16),
+                                                   _mm256_loadu_ps(o + c + 16)));
+      _mm256_storeu_ps(o + c + 24, _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c + 24),
+                                                   _mm256_loadu_ps(o + c + 24)));
+    }
+    for (; c < d; c++) o[c] = fmaf(w, s[c], o[c]);
+  }
+  return 0;
+}
+
+// Returns 0 when it did the product, 1 when it does not pay here, -2 out of memory.
+static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
+                              const float *dense, int32_t inRows, int32_t d, float *out,
+                              int32_t outRows, int32_t threads) {
+  if ((int64_t)inRows < 2 * (int64_t)outRows || nnz < 2 * (int64_t)inRows) return 1;
+  const int n = clamp_threads(threads);
+  int64_t *by_src = calloc((size_t)inRows + 1, sizeof(int64_t));
+  int64_t *by_dst = calloc((size_t)outRows + 1, sizeof(int64_t));
+  int32_t *sorted = malloc(sizeof(int32_t) * (size_t)nnz), *order = malloc(sizeof(int32_t) * (size_t)nnz);
+  int32_t *thread_of = malloc(sizeof(int32_t) * (size_t)outRows);
+  if (!by_src || !by_dst || !sorted || !order || !thread_of) {
+    free(by_src), free(by_dst), free(sorted), free(order), free(thread_of);
+    return -2;
+  }
+  for (int32_t i = 0; i < nnz; i++) by_src[src[i] + 1]++, by_dst[dst[i] + 1]++;
+  for (int32_t r = 0; r < inRows; r++) by_src[r + 1] += by_src[r];
+  for (int32_t r = 0; r < outRows; r++) by_dst[r + 1] += by_dst[r];
+  for (int32_t i = 0; i < nnz; i++) sorted[by_src[src[i]]++] = i;
+  // Threads own output rows (equal shares of entries); each gets its entries in source order.
+  spmm_src_job jobs[MAX_THREADS];
+  int64_t at[MAX_THREADS + 1] = {0};
+  int32_t r0 = 0;
+  for (int t = 0; t < n; t++) {
+    const int64_t want = (int64_t)nnz * (t + 1) / n;
+    int32_t r1 = r0;
+    while (r1 < outRows && by_dst[r1 + 1] <= want) r1++;
+    if (t == n - 1) r1 = outRows;
+    for (int32_t r = r0; r < r1; r++) thread_of[r] = t;
+    at[t + 1] = at[t] + by_dst[r1] - by_dst[r0];
+    jobs[t] = (spmm_src_job){dst, src, 0, vals, dense, out, d, at[t + 1] - at[t], r0, r1};
+    r0 = r1;
+  }
+  for (int t = 0; t < n; t++) jobs[t].order = order + at[t];
+  for (int32_t q = 0; q < nnz; q++) order[at[thread_of[dst[sorted[q]]]]++] = sorted[q];
+  run_tasks(spmm_src_task, jobs, sizeof(spmm_src_job), n);
+  free(by_src), free(by_dst), free(sorted), free(order), free(thread_of);
+  return 0;
+}
+#endif
+
+#define SPMM(T, NAME, ROW, FIRST)                                                                       \
   typedef struct {                                                                                 \
     const int32_t *src, *order;                                                                    \
     const int64_t *start;                                                                          \
@@ -53,23 +218,15 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
     const int64_t d = j->d;                                                                        \
-    for (int32_t r = j->lo; r < j->hi; r++) {                                                      \
-      T *o = j->out + r * d;                                                                       \
-      for (int64_t q = j->start[r]; q < j->start[r + 1]; q++) {                                    \
-        const int32_t i = j->order[q];                                                             \
-        const double w = j->vals[i];                                                               \
-        if (w == 0) continue;                                                                      \
-        const T *s = j->dense + j->src[i] * d;                                                     \
-        for (int64_t c = 0; c < d; c++) o[c] = (T)((double)o[c] + w * (double)s[c]);               \
-      }                                                                                            \
-    }                                                                                              \
+    for (int32_t r = j->lo; r < j->hi; r++)                                                        \
+      ROW(j->out + r * d, j->order, j->start[r], j->start[r + 1], j->src, j->vals, j->dense, d);   \
     return 0;                                                                                      \
   }                                                                                                \
   int32_t NAME(const int32_t *dst, const int32_t *src, const T *vals, int32_t nnz, const T *dense, \
                int32_t inRows, int32_t d, T *out, int32_t outRows, int32_t threads) {              \
     for (int32_t i = 0; i < nnz; i++)                                                              \
       if ((uint32_t)dst[i] >= (uint32_t)outRows || (uint32_t)src[i] >= (uint32_t)inRows) return i; \
-    memset(out, 0, sizeof(T) * (size_t)outRows * (size_t)d);                                       \
+    FIRST                                                                                          \
     int64_t *start = calloc((size_t)outRows + 1, sizeof(int64_t));                                 \
     int32_t *order = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));                            \
     if (!start || !order) {                                                                        \
@@ -85,10 +242,11 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
     NAME##_job jobs[MAX_THREADS];                                                                  \
     int32_t r0 = 0;                                                                                \
     for (int t = 0; t < n; t++) {                                                                  \
-      /* Equal shares of entries, not of rows: a few rows may hold most of them. */               \
-      const int64_t want = (int64_t)nnz * (t + 1) / n;                                             \
+      /* Equal shares of entries and rows (each row is written, empty or not): a few rows may     \
+         hold most of the entries. */                                                              \
+      const int64_t want = ((int64_t)nnz + outRows) * (t + 1) / n;                                 \
       int32_t r1 = r0;                                                                             \
-      while (r1 < outRows && start[r1 + 1] <= want) r1++;                                          \
+      while (r1 < outRows && start[r1 + 1] + r1 + 1 <= want) r1++;                                 \
       if (t == n - 1) r1 = outRows;                                                                \
       jobs[t] = (NAME##_job){src, order, start, vals, dense, out, d, r0, r1};                      \
       r0 = r1;                                                                                     \
@@ -98,8 +256,17 @@ static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * 
     return -1;                                                                                     \
   }
 
-SPMM(float, sc_spmm_f32)
-SPMM(double, sc_spmm_f64)
+#ifdef SC_AVX2
+#define SPMM_F32_FIRST                                                                             \
+  {                                                                                                \
+    const int rc = spmm_src_major_f32(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads); \
+    if (rc != 1) return rc == 0 ? -1 : rc;                                                         \
+  }
+#else
+#define SPMM_F32_FIRST
+#endif
+SPMM(float, sc_spmm_f32, spmm_row_f32, SPMM_F32_FIRST)
+SPMM(double, sc_spmm_f64, spmm_row_f64, )
 
 // ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
 // Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does.
@@ -203,7 +370,67 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
   return n;
 }
 
-#define TOPK(T, NAME)                                                                              \
+// A faster first pass for long f32 rows: a bound from a sample, a vector filter, then the heap
+// over the survivors only. The r-th best of every 16th entry is a guess τ at a value with a few
+// times k entries at or above it; entries below τ cannot be among the k best once at least k
+// entries are at or above it, which the filter counts. The survivors go through the same heap in
+// index order, so the k best and their order are exactly the plain scan's; when fewer than k
+// survive (an unlucky sample) or more than `cap` do (ties, NaNs), the row is scanned as before.
+#define TOPK_STRIDE 16
+static inline int64_t topk_sample_rank(int64_t k) {
+  const double per = (double)k / TOPK_STRIDE;
+  // The count at or above the sample's r-th best is about 16·Gamma(r): r = k/16 + 3√(k/16) + 2
+  // keeps it below k with probability under ~1e-3 (for k = 32: r = 9, ~144 survivors).
+  return (int64_t)(per + 3 * sqrt(per) + 2);
+}
+static inline int64_t topk_filter_cap(int64_t k) { return 2 * k + 1024; }
+
+#ifdef SC_AVX2
+// 1 when the k best of a[c0, c1) were left in the heap hv/hi; 0 when the plain scan must run.
+static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, double *hv,
+                           int64_t *hi, int32_t *buf) {
+  const int64_t n = c1 - c0, m = n / TOPK_STRIDE, r = topk_sample_rank(k), cap = topk_filter_cap(k);
+  if (!buf || n < 1024 || 2 * r > m || r > k) return 0;
+  // τ: the r-th best sample (the heap is free until the survivors fill it).
+  int64_t size = 0;
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t c = c0 + i * TOPK_STRIDE;
+    if (size < r) heap_push(hv, hi, size++, a[c], c);
+    else heap_offer(hv, hi, r, a[c], c);
+  }
+  const __m256 thr = _mm256_set1_ps((float)hv[0]);
+  const float t = (float)hv[0];
+  int64_t count = 0, c = c0;
+  for (; c + 32 <= c1; c += 32) {
+    // Not below τ: at or above it, or NaN on either side (which the heap then ranks).
+    const unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c), thr, _CMP_NLT_UQ));
+    const unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 8), thr, _CMP_NLT_UQ));
+    const unsigned m2 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 16), thr, _CMP_NLT_UQ));
+    const unsigned m3 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + c + 24), thr, _CMP_NLT_UQ));
+    uint32_t bits = m0 | m1 << 8 | m2 << 16 | (uint32_t)m3 << 24;
+    if (!bits) continue;
+    if (count + __builtin_popcount(bits) > cap) return 0;
+    for (; bits; bits &= bits - 1) buf[count++] = (int32_t)(c + __builtin_ctz(bits));
+  }
+  for (; c < c1; c++) {
+    if (a[c] < t) continue;
+    if (count == cap) return 0;
+    buf[count++] = (int32_t)c;
+  }
+  if (count < k) return 0;
+  int64_t q = 0;
+  for (; q < k; q++) heap_push(hv, hi, q, a[buf[q]], buf[q]);
+  for (; q < count; q++) heap_offer(hv, hi, k, a[buf[q]], buf[q]);
+  return 1;
+}
+#endif
+static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, double *hv,
+                           int64_t *hi, int32_t *buf) {
+  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf;
+  return 0;
+}
+
+#define TOPK(T, NAME, FILTER)                                                                      \
   typedef struct {                                                                                 \
     const T *x;                                                                                    \
     int64_t n, k, rows, c0, c1;                                                                    \
@@ -211,6 +438,7 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     int64_t *hi;                                                                                   \
     T *values;                                                                                     \
     int32_t *indices;                                                                              \
+    int32_t *buf; /* the filter's survivors (topk_filter_cap(k)), or null */                       \
   } NAME##_job;                                                                                    \
   /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
   static void *NAME##_task(void *p) {                                                              \
@@ -219,7 +447,9 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     for (int64_t r = 0; r < j->rows; r++) {                                                        \
       const T *a = j->x + r * j->n;                                                                \
       int64_t c = j->c0;                                                                           \
-      for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                    \
+      if (FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf)) c = j->c1;                             \
+      else                                                                                         \
+        for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                  \
       double root = j->hv[0];                                                                      \
       while (c < j->c1) {                                                                          \
         /* Most entries lose to the root: a block where none can win is skipped after one pass   \
@@ -247,8 +477,10 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
     NAME##_job jobs[MAX_THREADS];                                                                  \
     double *hv = malloc(sizeof(double) * (size_t)k * nt);                                          \
     int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
-    if (!hv || !hi) {                                                                              \
-      free(hv), free(hi);                                                                          \
+    const int64_t cap = topk_filter_cap(k);                                                        \
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * nt);                                     \
+    if (!hv || !hi || !buf) {                                                                      \
+      free(hv), free(hi), free(buf);                                                               \
       return -2;                                                                                   \
     }                                                                                              \
     if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
@@ -257,7 +489,7 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
       for (int t = 0; t < nt; t++) {                                                               \
         const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
         jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
-                               values + r0 * k, indices + r0 * k};                                 \
+                               values + r0 * k, indices + r0 * k, buf + cap * t};                  \
       }                                                                                            \
       run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
     } else {                                                                                       \
@@ -265,19 +497,22 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
       for (int64_t r = 0; r < rows; r++) {                                                         \
         for (int t = 0; t < nt; t++)                                                               \
           jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
-                                 hv + k * t, hi + k * t, 0, 0};                                    \
+                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t};                     \
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
         for (int t = 1; t < nt; t++)                                                               \
           for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
         HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
       }                                                                                            \
     }                                                                                              \
-    free(hv), free(hi);                                                                            \
+    free(hv), free(hi), free(buf);                                                                 \
     return -1;                                                                                     \
   }
 
-TOPK(float, sc_topk_f32)
-TOPK(double, sc_topk_f64)
+#ifndef SC_AVX2
+#define topk_filter_f32(a, c0, c1, k, hv, hi, buf) 0
+#endif
+TOPK(float, sc_topk_f32, topk_filter_f32)
+TOPK(double, sc_topk_f64, topk_filter_f64)
 
 // ---- Adam, one leaf ------------------------------------------------------------------------
 // The update of fused.ts's adamLoop, in double, term for term.

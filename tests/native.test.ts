@@ -1,6 +1,6 @@
 /**
  * The native kernels (csrc/cpu_kernels.c through FFI) against their TypeScript twins, bit for
- * bit, on random shapes, indices and values (fast-check): sparse products, sampled dot products,
+ * bit (f32 sparse products: within the f32 summation bound of the exact sum), on random shapes, indices and values (fast-check): sparse products, sampled dot products,
  * top-k with ties and NaNs (rows split or one long row merged), and Adam; f32 and f64; one
  * thread and several. Also the compile cache and the error for a missing compiler.
  */
@@ -47,6 +47,41 @@ function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): voi
   }
 }
 
+/**
+ * f32 sparse products sum in f32 with one rounding per term (in an order of their choosing), so
+ * each output out[r] = Σ w·s over its n entries must lie within γ_n·Σ|w·s| of the exact sum
+ * (γ_n = n·u/(1 − n·u), u = 2⁻²⁴), computed here in f64 (products of f32 values are exact there).
+ */
+function withinSumBound(
+  got: ArrayLike<number>,
+  dst: Int32Array,
+  src: Int32Array,
+  vals: ArrayLike<number>,
+  dense: ArrayLike<number>,
+  d: number,
+  what: string,
+): void {
+  const exact = new Float64Array(got.length), abs = new Float64Array(got.length);
+  const terms = new Int32Array(got.length / d);
+  for (let i = 0; i < vals.length; i++) {
+    if (vals[i] === 0) continue;
+    terms[dst[i]]++;
+    for (let c = 0; c < d; c++) {
+      const p = vals[i] * dense[src[i] * d + c];
+      exact[dst[i] * d + c] += p, abs[dst[i] * d + c] += Math.abs(p);
+    }
+  }
+  const u = 2 ** -24;
+  for (let j = 0; j < got.length; j++) {
+    const n = terms[Math.floor(j / d)], gamma = (n * u) / (1 - n * u);
+    // The f64 reference's own error (n·2⁻⁵³ relative to Σ|w·s|) is covered by the slack.
+    const bound = gamma * abs[j] * (1 + 1e-6) + 1e-300;
+    if (!(Math.abs(got[j] - exact[j]) <= bound)) {
+      throw new Error(`${what}[${j}]: native ${got[j]}, exact ${exact[j]}, bound ${bound}`);
+    }
+  }
+}
+
 /** `run`'s results with the native kernels must equal its results with them switched off. */
 function sameAsTypeScript(run: () => ArrayLike<number>[], names: string[]): void {
   const was = setNativeKernels(false);
@@ -66,13 +101,14 @@ const value = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom(0, -0, NaN, Infinity, -Infinity) },
 );
 
-test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
+test("native spmm / spmmT / sddmm give the TypeScript kernels' bits (f32 spmm: the f32 sum bound)", () => {
   if (!nat) return;
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 12 }),
       fc.integer({ min: 1, max: 12 }),
-      fc.integer({ min: 1, max: 40 }),
+      // Past 64 columns: the f32 kernel's register tiles, its 8-wide steps and its tail.
+      fc.integer({ min: 1, max: 150 }),
       fc.integer({ min: 0, max: 60 }),
       fc.integer({ min: 1, max: 3 }),
       fc.boolean(),
@@ -104,7 +140,12 @@ test("native spmm / spmmT / sddmm give the TypeScript kernels' bits", () => {
           );
           const [dst, src] = transpose ? [cols, rows] : [rows, cols];
           assertEquals(nat.spmm(dst, src, vals, nnz, dense, inRows, d, got, outRows, threads), -1);
-          sameBits(got, want, `spmm transpose=${transpose}`);
+          if (f64) sameBits(got, want, `spmm transpose=${transpose}`);
+          else withinSumBound(got, dst, src, vals, dense, d, `spmm transpose=${transpose}`);
+          // The order of the sums is fixed: the same bits on any number of threads.
+          const one = new W(outRows * d);
+          assertEquals(nat.spmm(dst, src, vals, nnz, dense, inRows, d, one, outRows, 1), -1);
+          sameBits(got, one, `spmm transpose=${transpose} on ${threads} threads and on 1`);
         }
         const a = fill(R * d), b = fill(C * d);
         const want = new W(nnz), got = new W(nnz);
@@ -160,6 +201,44 @@ test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs,
     sameBits(gotV, wantV, `long row k=${k} values`);
     sameBits(gotI, wantI, `long row k=${k} indices`);
   }
+});
+
+test("native top-k on long rows (sampled bound, vector filter) gives the TypeScript kernel's output", () => {
+  if (!nat) return;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1000, max: 5000 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 400 }),
+      fc.constantFrom("distinct", "ties", "specials", "sorted up", "sorted down"),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (rows, n, threads, f64, k, kind, seed) => {
+        const W = widths[+f64];
+        let s = seed;
+        const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+        const specials = [NaN, Infinity, -Infinity, 0, -0];
+        const x = make(f64, rows * n, (i) => {
+          const c = i % n;
+          if (kind === "ties") return Math.floor(rnd() * 12) - 6;
+          if (kind === "specials" && rnd() < 0.01) return specials[Math.floor(rnd() * 5)];
+          if (kind === "sorted up") return c + rnd();
+          if (kind === "sorted down") return -c - rnd();
+          return (rnd() - 0.5) * 8;
+        });
+        const wantV = new W(rows * k),
+          wantI = new Int32Array(rows * k),
+          gotV = new W(rows * k),
+          gotI = new Int32Array(rows * k);
+        topkTs({ arr: x, shape: [rows, n], strides: [n, 1], offset: 0 }, k, wantV, wantI);
+        assertEquals(nat.topk(x, rows, n, k, gotV, gotI, threads), -1);
+        sameBits(gotV, wantV, `topk ${kind} values`);
+        sameBits(gotI, wantI, `topk ${kind} indices`);
+      },
+    ),
+    { numRuns: runs(60) },
+  );
 });
 
 test("native Adam gives the TypeScript loop's bits, with and without weight decay", () => {

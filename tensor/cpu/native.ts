@@ -1,7 +1,7 @@
 /**
  * The CPU backend's native kernels (csrc/cpu_kernels.c) through FFI, like OpenBLAS: the sparse
  * products, top-k, Adam, relu and sums, bit for bit the same as their TypeScript twins but with SIMD and
- * no per-element bounds checks. On first use the C file is compiled with the machine's compiler
+ * no per-element bounds checks (f32 spmm alone sums in f32: within the f32 summation bound, see csrc). On first use the C file is compiled with the machine's compiler
  * (`cc`, or SPARSECODER_CC) for this CPU and cached under a key of its source, flags and CPU;
  * later processes only open the cached library. Loading never throws: without a compiler, FFI
  * or permissions the TypeScript kernels run, and `loadNative().reason` says why.
