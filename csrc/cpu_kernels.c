@@ -436,51 +436,81 @@ SUM(double, sc_sum_f64)
 // *gscale (rounded to T, as a mul by a scalar tensor would) when gscale is given. With `unit`,
 // each updated row of `cols` is then scaled to unit L2 norm as fused.ts's unitRowsLoop does (sum
 // of squares in double in index order, 1/sqrt, one rounding). The same bits as the composition
-// fusedAdam → add → unitRows; the row is still in cache when it is renormalised.
+// fusedAdam → add → unitRows; the row is still in cache when it is renormalised. With `g_t` the
+// gradient is stored transposed ([cols, rows], as a sparse product makes ∂W_enc) and read in
+// tiles of 16 rows × 64 columns, so no transposed copy is made first; each element's arithmetic
+// is the same, so are its bits.
+
+#define ADAM_APPLY_ELEM(T, j, i, graw)                                                             \
+  do {                                                                                             \
+    const double gi = (j)->scaled ? (double)(T)((double)(graw) * gs) : (double)(graw);             \
+    const double m = b1 * (double)(j)->m[i] + (1 - b1) * gi;                                       \
+    const double v = b2 * (double)(j)->v[i] + (1 - b2) * gi * gi;                                  \
+    (j)->m2[i] = (T)m;                                                                             \
+    (j)->v2[i] = (T)v;                                                                             \
+    const T u = (T)((scale * m) / (sqrt(v / c2) + eps) -                                           \
+                    ((j)->with_decay ? decay * (double)(j)->p[i] : 0));                            \
+    (j)->p2[i] = (T)((double)(j)->p[i] + (double)u);                                               \
+  } while (0)
 
 #define ADAM_APPLY(T, NAME)                                                                        \
   ROW_JOBS(NAME, const T *g; const T *m; const T *v; const T *p; T *p2; T *m2; T *v2;             \
-           int64_t cols; double gs; double b1; double b2; double eps; double c2; double scale;    \
-           double decay; int scaled; int with_decay; int unit)                                     \
+           int64_t rows; int64_t cols; double gs; double b1; double b2; double eps; double c2;    \
+           double scale; double decay; int scaled; int with_decay; int unit; int g_t)             \
   static void *NAME##_task(void *q) {                                                              \
     NAME##_job *j = q;                                                                             \
     const double b1 = j->b1, b2 = j->b2, eps = j->eps, c2 = j->c2, scale = j->scale;              \
     const double decay = j->decay, gs = j->gs;                                                     \
-    const int64_t C = j->cols;                                                                     \
-    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
-      for (int64_t i = r * C; i < (r + 1) * C; i++) {                                              \
-        const double gi = j->scaled ? (double)(T)((double)j->g[i] * gs) : (double)j->g[i];         \
-        const double m = b1 * (double)j->m[i] + (1 - b1) * gi;                                     \
-        const double v = b2 * (double)j->v[i] + (1 - b2) * gi * gi;                                \
-        j->m2[i] = (T)m;                                                                           \
-        j->v2[i] = (T)v;                                                                           \
-        const T u = (T)((scale * m) / (sqrt(v / c2) + eps) -                                       \
-                        (j->with_decay ? decay * (double)j->p[i] : 0));                            \
-        j->p2[i] = (T)((double)j->p[i] + (double)u);                                               \
+    const int64_t C = j->cols, R = j->rows;                                                        \
+    if (j->g_t) {                                                                                  \
+      for (int64_t r0 = j->lo; r0 < j->hi; r0 += 16) {                                             \
+        const int64_t r1 = r0 + 16 < j->hi ? r0 + 16 : j->hi;                                      \
+        for (int64_t c0 = 0; c0 < C; c0 += 64) {                                                   \
+          const int64_t c1 = c0 + 64 < C ? c0 + 64 : C;                                            \
+          for (int64_t r = r0; r < r1; r++)                                                        \
+            for (int64_t c = c0; c < c1; c++) ADAM_APPLY_ELEM(T, j, r * C + c, j->g[c * R + r]);   \
+        }                                                                                          \
+        if (j->unit)                                                                               \
+          for (int64_t r = r0; r < r1; r++) NAME##_unit_row(j->p2 + r * C, C);                     \
       }                                                                                            \
-      if (!j->unit) continue;                                                                      \
-      T *w = j->p2 + r * C;                                                                        \
-      double s = 0;                                                                                \
-      for (int64_t c = 0; c < C; c++) s += (double)w[c] * (double)w[c];                            \
-      const double inv = 1 / sqrt(s);                                                              \
-      for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                              \
+      return 0;                                                                                    \
+    }                                                                                              \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      for (int64_t i = r * C; i < (r + 1) * C; i++) ADAM_APPLY_ELEM(T, j, i, j->g[i]);             \
+      if (j->unit) NAME##_unit_row(j->p2 + r * C, C);                                              \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
   void NAME(const T *g, const T *m, const T *v, const T *p, const T *gscale, T *p2, T *m2, T *v2, \
             int64_t rows, int64_t cols, double b1, double b2, double eps, double c2, double scale, \
-            double decay, int32_t with_decay, int32_t unit, int32_t threads) {                     \
+            double decay, int32_t with_decay, int32_t unit, int32_t g_t, int32_t threads) {        \
     int nt = clamp_threads(threads);                                                               \
     if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
     NAME##_job jobs[MAX_THREADS];                                                                  \
     const double gs = gscale ? (double)gscale[0] : 1;                                              \
-    for (int t = 0; t < nt; t++)                                                                   \
-      jobs[t] = (NAME##_job){g,     m,     v,          p,    p2,   m2,  v2,       cols, gs,  b1,   \
-                             b2,    eps,   c2,         scale, decay, gscale != 0, with_decay,      \
-                             unit,  rows * t / nt,     rows * (t + 1) / nt};                       \
+    for (int t = 0; t < nt; t++) {                                                                 \
+      /* Transposed: slices of whole 16-row tiles, so no two threads share a tile's g lines. */    \
+      const int64_t lo = g_t ? (t == 0 ? 0 : rows * t / nt / 16 * 16) : rows * t / nt;             \
+      const int64_t hi = g_t ? (t == nt - 1 ? rows : rows * (t + 1) / nt / 16 * 16)                \
+                             : rows * (t + 1) / nt;                                                \
+      jobs[t] = (NAME##_job){g,     m,     v,    p,          p2,         m2,   v2,   rows,        \
+                             cols,  gs,    b1,   b2,         eps,        c2,   scale, decay,      \
+                             gscale != 0,  with_decay,       unit,       g_t,  lo,   hi};          \
+    }                                                                                              \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
 
+// A row of an updated parameter scaled to unit L2 norm (see ADAM_APPLY).
+#define UNIT_ROW(T, NAME)                                                                          \
+  static void NAME##_unit_row(T *w, int64_t C) {                                                   \
+    double s = 0;                                                                                  \
+    for (int64_t c = 0; c < C; c++) s += (double)w[c] * (double)w[c];                              \
+    const double inv = 1 / sqrt(s);                                                                \
+    for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                                \
+  }
+
+UNIT_ROW(float, sc_adam_apply_f32)
+UNIT_ROW(double, sc_adam_apply_f64)
 ADAM_APPLY(float, sc_adam_apply_f32)
 ADAM_APPLY(double, sc_adam_apply_f64)
 
