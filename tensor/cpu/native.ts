@@ -161,7 +161,21 @@ export interface NativeStatus {
   reason: string;
 }
 
-const FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"];
+/**
+ * -ffp-contract=off: no fused multiply-add behind our back (the TypeScript twins' bits).
+ * -fno-math-errno: sqrt need not set errno, so loops over it vectorise (GCC keeps a libm call per
+ * element otherwise, and a per-function pragma does not lift it); the values are the same IEEE
+ * sqrt, and no kernel reads errno.
+ */
+const FLAGS = [
+  "-O3",
+  "-march=native",
+  "-ffp-contract=off",
+  "-fno-math-errno",
+  "-fPIC",
+  "-shared",
+  "-pthread",
+];
 
 // Each kernel exists as sc_<name>_f32 and sc_<name>_f64 with these argument types.
 const SIGS: Record<string, FfiSig> = {
