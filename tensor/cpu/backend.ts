@@ -199,6 +199,15 @@ function topkMerged(
   for (const c of cand) giveArray(c.v), giveArray(c.i);
 }
 
+/** out[idx[i]] += upd[i] in index order (kernels.ts's scatterAdd for a vector). */
+function scatterAddVector(out: Num, n: number, idx: Num, upd: Num): void {
+  for (let i = 0; i < idx.length; i++) {
+    const j = idx[i];
+    if (!(j >= 0 && j < n)) K.checkIndex("scatterAdd", j, n);
+    out[j] += upd[i];
+  }
+}
+
 export const cpu: Backend = {
   name: "cpu",
   hostMemory: true,
@@ -338,6 +347,18 @@ export const cpu: Backend = {
     return produce(base.dtype, sizeOf(base.shape), (out) => {
       K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
       const u = num(upd);
+      // A vector of sums from contiguous index and update vectors (∂b_enc, features fired): one
+      // loop, the generic kernel's order and bits, without its offset tables (2–6 ms → ~0.2 ms
+      // for 65,536 entries).
+      if (base.shape.length === 1 && contiguous(idx) && contiguous(upd)) {
+        scatterAddVector(
+          out,
+          base.shape[0],
+          own(idx, sizeOf(idx.shape)),
+          own(upd, sizeOf(upd.shape)),
+        );
+        return;
+      }
       perType(K.scatterAdd, typeKey(out, u.arr), {
         stridedOffsets: K.stridedOffsets,
         checkIndex: K.checkIndex,
