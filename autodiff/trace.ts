@@ -40,7 +40,9 @@ export function record(node: Node): void {
 export const isTraced = (x: Tensor): boolean => tapes.get(x) !== undefined;
 
 // Loading autodiff is what turns tracing on: the tensor layer calls back into it on every bind.
-observeBind({ bound: record, watches: isTraced });
+// With no trace on the stack (inside `untraced`: a customVjp's forward) nothing can be recorded,
+// so nothing is watched and fused kernels may run there.
+observeBind({ bound: record, watches: (x) => stack.length > 0 && isTraced(x) });
 
 /** Open a trace and make `leaf` live in it (leaves must be fresh aliases the caller owns). */
 export function openTrace(): Trace {

@@ -269,7 +269,13 @@ SPMM(float, sc_spmm_f32, spmm_row_f32, SPMM_F32_FIRST)
 SPMM(double, sc_spmm_f64, spmm_row_f64, )
 
 // ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
-// Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does.
+// Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does. The four sums
+// are the lanes of one vector, and four entries run side by side so their add chains overlap
+// (one entry's chain alone waits on the add latency), while the next four entries' b rows (random
+// rows of a matrix in L3 at best) are prefetched a line at a time; each entry's sums are the same,
+// in the same order, so are its bits.
+
+typedef double sc_v4d __attribute__((vector_size(32)));
 
 #define SDDMM(T, NAME)                                                                             \
   typedef struct {                                                                                 \
@@ -278,21 +284,49 @@ SPMM(double, sc_spmm_f64, spmm_row_f64, )
     T *out;                                                                                        \
     int32_t d, lo, hi;                                                                             \
   } NAME##_job;                                                                                    \
+  static inline sc_v4d NAME##_quad(const T *x, const T *y) {                                       \
+    const sc_v4d xv = {x[0], x[1], x[2], x[3]}, yv = {y[0], y[1], y[2], y[3]};                     \
+    return xv * yv;                                                                                \
+  }                                                                                                \
+  /* One entry's dot product from its four lane sums, then the tail (s0's, as sparse.ts). */       \
+  static inline T NAME##_finish(sc_v4d s, const T *x, const T *y, int64_t c, int64_t d) {          \
+    double s0 = s[0];                                                                              \
+    for (; c < d; c++) s0 += (double)x[c] * (double)y[c];                                          \
+    return (T)((s0 + s[1]) + (s[2] + s[3]));                                                       \
+  }                                                                                                \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
-    const int64_t d = j->d;                                                                        \
-    for (int32_t i = j->lo; i < j->hi; i++) {                                                      \
-      const T *x = j->a + j->rows[i] * d, *y = j->b + j->cols[i] * d;                              \
-      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                       \
-      int64_t c = 0;                                                                               \
-      for (; c + 3 < d; c += 4) {                                                                  \
-        s0 += (double)x[c] * (double)y[c];                                                         \
-        s1 += (double)x[c + 1] * (double)y[c + 1];                                                 \
-        s2 += (double)x[c + 2] * (double)y[c + 2];                                                 \
-        s3 += (double)x[c + 3] * (double)y[c + 3];                                                 \
+    const int64_t d = j->d, d4 = d / 4 * 4;                                                        \
+    int32_t i = j->lo;                                                                             \
+    for (; i + 4 <= j->hi; i += 4) {                                                               \
+      const T *x0 = j->a + j->rows[i] * d, *y0 = j->b + j->cols[i] * d;                            \
+      const T *x1 = j->a + j->rows[i + 1] * d, *y1 = j->b + j->cols[i + 1] * d;                    \
+      const T *x2 = j->a + j->rows[i + 2] * d, *y2 = j->b + j->cols[i + 2] * d;                    \
+      const T *x3 = j->a + j->rows[i + 3] * d, *y3 = j->b + j->cols[i + 3] * d;                    \
+      sc_v4d s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0;                                         \
+      const int nx = i + 8 <= j->hi;                                                               \
+      const T *n0 = nx ? j->b + j->cols[i + 4] * d : y0, *n1 = nx ? j->b + j->cols[i + 5] * d : y0; \
+      const T *n2 = nx ? j->b + j->cols[i + 6] * d : y0, *n3 = nx ? j->b + j->cols[i + 7] * d : y0; \
+      for (int64_t c = 0; c < d4; c += 4) {                                                        \
+        if ((c & (64 / sizeof(T) - 1)) == 0) {                                                     \
+          __builtin_prefetch(n0 + c), __builtin_prefetch(n1 + c);                                  \
+          __builtin_prefetch(n2 + c), __builtin_prefetch(n3 + c);                                  \
+        }                                                                                          \
+        s0 += NAME##_quad(x0 + c, y0 + c);                                                         \
+        s1 += NAME##_quad(x1 + c, y1 + c);                                                         \
+        s2 += NAME##_quad(x2 + c, y2 + c);                                                         \
+        s3 += NAME##_quad(x3 + c, y3 + c);                                                         \
       }                                                                                            \
-      for (; c < d; c++) s0 += (double)x[c] * (double)y[c];                                        \
-      j->out[i] = (T)((s0 + s1) + (s2 + s3));                                                      \
+      j->out[i] = NAME##_finish(s0, x0, y0, d4, d);                                                \
+      j->out[i + 1] = NAME##_finish(s1, x1, y1, d4, d);                                            \
+      j->out[i + 2] = NAME##_finish(s2, x2, y2, d4, d);                                            \
+      j->out[i + 3] = NAME##_finish(s3, x3, y3, d4, d);                                            \
+    }                                                                                              \
+    for (; i < j->hi; i++) {                                                                       \
+      const T *x = j->a + j->rows[i] * d, *y = j->b + j->cols[i] * d;                              \
+      sc_v4d s = {0, 0, 0, 0};                                                                     \
+      for (int64_t c = 0; c < d4; c += 4) s += NAME##_quad(x + c, y + c);                          \
+      j->out[i] = NAME##_finish(s, x, y, d4, d);                                                   \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -671,51 +705,108 @@ SUM(double, sc_sum_f64)
 // *gscale (rounded to T, as a mul by a scalar tensor would) when gscale is given. With `unit`,
 // each updated row of `cols` is then scaled to unit L2 norm as fused.ts's unitRowsLoop does (sum
 // of squares in double in index order, 1/sqrt, one rounding). The same bits as the composition
-// fusedAdam → add → unitRows; the row is still in cache when it is renormalised.
+// fusedAdam → add → unitRows; the row is still in cache when it is renormalised. With `g_t` the
+// gradient is stored transposed ([cols, rows], as a sparse product makes ∂W_enc) and read in
+// tiles of 16 rows (one cache line of it per column) × ADAM_TILE_C columns, the next tile's lines
+// prefetched, so no transposed copy is made first; each element's arithmetic is the same, so are
+// its bits.
+
+// n consecutive elements; `scaled` and `with_decay` are constants at each call of NAME##_span
+// below, so each of the four cases is its own loop without branches, and the restrict operands
+// (the outputs are fresh arrays) let it vectorise without alias checks.
+#define ADAM_APPLY_SPAN(T, NAME)                                                                   \
+  static inline __attribute__((always_inline)) void NAME##_span_of(                                \
+      const T *restrict g, const T *restrict m, const T *restrict v, const T *restrict p,          \
+      T *restrict p2, T *restrict m2, T *restrict v2, int64_t n, const NAME##_job *j,              \
+      const int scaled, const int with_decay) {                                                    \
+    const double b1 = j->b1, b2 = j->b2, eps = j->eps, c2 = j->c2, scale = j->scale;              \
+    const double decay = j->decay, gs = j->gs;                                                     \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      const double gi = scaled ? (double)(T)((double)g[i] * gs) : (double)g[i];                    \
+      const double mm = b1 * (double)m[i] + (1 - b1) * gi;                                         \
+      const double vv = b2 * (double)v[i] + (1 - b2) * gi * gi;                                    \
+      m2[i] = (T)mm;                                                                               \
+      v2[i] = (T)vv;                                                                               \
+      const T u = (T)((scale * mm) / (sqrt(vv / c2) + eps) - (with_decay ? decay * (double)p[i] : 0)); \
+      p2[i] = (T)((double)p[i] + (double)u);                                                       \
+    }                                                                                              \
+  }                                                                                                \
+  /* Elements [o, o + n) of the parameter; their gradient from g (its element 0 is element o's). */ \
+  static void NAME##_span(const NAME##_job *j, const T *g, int64_t o, int64_t n) {                 \
+    const T *m = j->m + o, *v = j->v + o, *p = j->p + o;                                           \
+    T *p2 = j->p2 + o, *m2 = j->m2 + o, *v2 = j->v2 + o;                                           \
+    if (j->scaled && j->with_decay) NAME##_span_of(g, m, v, p, p2, m2, v2, n, j, 1, 1);            \
+    else if (j->scaled) NAME##_span_of(g, m, v, p, p2, m2, v2, n, j, 1, 0);                        \
+    else if (j->with_decay) NAME##_span_of(g, m, v, p, p2, m2, v2, n, j, 0, 1);                    \
+    else NAME##_span_of(g, m, v, p, p2, m2, v2, n, j, 0, 0);                                       \
+  }
+
+// Columns of a transposed-gradient tile (16 rows): 64, 256, 512 and 1024 measured, 256 best.
+#define ADAM_TILE_C 256
 
 #define ADAM_APPLY(T, NAME)                                                                        \
   ROW_JOBS(NAME, const T *g; const T *m; const T *v; const T *p; T *p2; T *m2; T *v2;             \
-           int64_t cols; double gs; double b1; double b2; double eps; double c2; double scale;    \
-           double decay; int scaled; int with_decay; int unit)                                     \
+           int64_t rows; int64_t cols; double gs; double b1; double b2; double eps; double c2;    \
+           double scale; double decay; int scaled; int with_decay; int unit; int g_t)             \
+  ADAM_APPLY_SPAN(T, NAME)                                                                         \
   static void *NAME##_task(void *q) {                                                              \
     NAME##_job *j = q;                                                                             \
-    const double b1 = j->b1, b2 = j->b2, eps = j->eps, c2 = j->c2, scale = j->scale;              \
-    const double decay = j->decay, gs = j->gs;                                                     \
-    const int64_t C = j->cols;                                                                     \
-    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
-      for (int64_t i = r * C; i < (r + 1) * C; i++) {                                              \
-        const double gi = j->scaled ? (double)(T)((double)j->g[i] * gs) : (double)j->g[i];         \
-        const double m = b1 * (double)j->m[i] + (1 - b1) * gi;                                     \
-        const double v = b2 * (double)j->v[i] + (1 - b2) * gi * gi;                                \
-        j->m2[i] = (T)m;                                                                           \
-        j->v2[i] = (T)v;                                                                           \
-        const T u = (T)((scale * m) / (sqrt(v / c2) + eps) -                                       \
-                        (j->with_decay ? decay * (double)j->p[i] : 0));                            \
-        j->p2[i] = (T)((double)j->p[i] + (double)u);                                               \
+    const int64_t C = j->cols, R = j->rows;                                                        \
+    if (j->g_t) {                                                                                  \
+      T tile[16 * ADAM_TILE_C];                                                                             \
+      for (int64_t r0 = j->lo; r0 < j->hi; r0 += 16) {                                             \
+        const int64_t r1 = r0 + 16 < j->hi ? r0 + 16 : j->hi;                                      \
+        for (int64_t c0 = 0; c0 < C; c0 += ADAM_TILE_C) {                                          \
+          const int64_t c1 = c0 + ADAM_TILE_C < C ? c0 + ADAM_TILE_C : C;                          \
+          /* The tile's gradient transposed into a row-major buffer (16 values per g line), */     \
+          /* then each row's span as in the contiguous case. */                                    \
+          for (int64_t c = c0; c < c1; c++) {                                                      \
+            if (c + ADAM_TILE_C < C) __builtin_prefetch(j->g + (c + ADAM_TILE_C) * R + r0);        \
+            for (int64_t r = r0; r < r1; r++) tile[(r - r0) * ADAM_TILE_C + (c - c0)] = j->g[c * R + r]; \
+          }                                                                                        \
+          for (int64_t r = r0; r < r1; r++) NAME##_span(j, tile + (r - r0) * ADAM_TILE_C, r * C + c0, c1 - c0); \
+        }                                                                                          \
+        if (j->unit)                                                                               \
+          for (int64_t r = r0; r < r1; r++) NAME##_unit_row(j->p2 + r * C, C);                     \
       }                                                                                            \
-      if (!j->unit) continue;                                                                      \
-      T *w = j->p2 + r * C;                                                                        \
-      double s = 0;                                                                                \
-      for (int64_t c = 0; c < C; c++) s += (double)w[c] * (double)w[c];                            \
-      const double inv = 1 / sqrt(s);                                                              \
-      for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                              \
+      return 0;                                                                                    \
+    }                                                                                              \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      NAME##_span(j, j->g + r * C, r * C, C);                                                      \
+      if (j->unit) NAME##_unit_row(j->p2 + r * C, C);                                              \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
   void NAME(const T *g, const T *m, const T *v, const T *p, const T *gscale, T *p2, T *m2, T *v2, \
             int64_t rows, int64_t cols, double b1, double b2, double eps, double c2, double scale, \
-            double decay, int32_t with_decay, int32_t unit, int32_t threads) {                     \
+            double decay, int32_t with_decay, int32_t unit, int32_t g_t, int32_t threads) {        \
     int nt = clamp_threads(threads);                                                               \
     if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
     NAME##_job jobs[MAX_THREADS];                                                                  \
     const double gs = gscale ? (double)gscale[0] : 1;                                              \
-    for (int t = 0; t < nt; t++)                                                                   \
-      jobs[t] = (NAME##_job){g,     m,     v,          p,    p2,   m2,  v2,       cols, gs,  b1,   \
-                             b2,    eps,   c2,         scale, decay, gscale != 0, with_decay,      \
-                             unit,  rows * t / nt,     rows * (t + 1) / nt};                       \
+    for (int t = 0; t < nt; t++) {                                                                 \
+      /* Transposed: slices of whole 16-row tiles, so no two threads share a tile's g lines. */    \
+      const int64_t lo = g_t ? (t == 0 ? 0 : rows * t / nt / 16 * 16) : rows * t / nt;             \
+      const int64_t hi = g_t ? (t == nt - 1 ? rows : rows * (t + 1) / nt / 16 * 16)                \
+                             : rows * (t + 1) / nt;                                                \
+      jobs[t] = (NAME##_job){g,     m,     v,    p,          p2,         m2,   v2,   rows,        \
+                             cols,  gs,    b1,   b2,         eps,        c2,   scale, decay,      \
+                             gscale != 0,  with_decay,       unit,       g_t,  lo,   hi};          \
+    }                                                                                              \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
 
+// A row of an updated parameter scaled to unit L2 norm (see ADAM_APPLY).
+#define UNIT_ROW(T, NAME)                                                                          \
+  static void NAME##_unit_row(T *w, int64_t C) {                                                   \
+    double s = 0;                                                                                  \
+    for (int64_t c = 0; c < C; c++) s += (double)w[c] * (double)w[c];                              \
+    const double inv = 1 / sqrt(s);                                                                \
+    for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                                \
+  }
+
+UNIT_ROW(float, sc_adam_apply_f32)
+UNIT_ROW(double, sc_adam_apply_f64)
 ADAM_APPLY(float, sc_adam_apply_f32)
 ADAM_APPLY(double, sc_adam_apply_f64)
 

@@ -125,7 +125,8 @@ export interface Backend {
      * fusedAdam's [update, mu', nu'] then param + update (decay·param only with `decay`), with
      * the gradient first multiplied by the scalar `gradScale` when given, and the new 2-D
      * parameter's rows scaled to unit L2 norm (as unitRows) when `unitRows`. [param', mu', nu'],
-     * or null: run the composition.
+     * or null: run the composition. The gradient may also be a 2-D transposed view of a
+     * contiguous matrix (read as it is, no copy; the same bits).
      */
     adamApply?(
       param: View,
@@ -147,6 +148,13 @@ export interface Backend {
      * few roundings of the dtype (computed in double, rounded once) — or null: compose it.
      */
     columnVarianceSum?(x: View, y: View | null): Buf | null;
+    /**
+     * x·w + b for float matrices x [M, K] and w [K, N] (any strides) and a contiguous row b [N] of
+     * one dtype: b written into each row of the output and the product accumulated onto it in one
+     * GEMM. Within the GEMM's rounding of add(matmul(x, w), b), not the same bits (the bias is the
+     * sum's first term, not its last). Null: compose it.
+     */
+    affine?(x: View, w: View, b: View): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */

@@ -29,6 +29,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   adam: { float: true, matrix: false },
   adamApply: { float: true, matrix: false },
   sumSquares: { float: true, matrix: false },
+  affine: { float: true, matrix: true },
   columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
@@ -60,8 +61,32 @@ function kernel<K extends keyof Kernels>(name: K, xs: readonly Tensor[]): Kernel
   return k;
 }
 
+/** A 2-D view that reads a contiguous matrix as its transpose (what transpose() gives). */
+const isTransposedMatrix = (x: Tensor): boolean =>
+  x.ndim === 2 && x.shape[0] > 1 && x.shape[1] > 1 && x.strides[0] === 1 &&
+  x.strides[1] === x.shape[0];
+
 /** A fresh buffer with `x`'s shape, dtype and backend, as a tensor. */
 const like = (x: Tensor, buf: Buf): Tensor => wrap(x.backend, buf, x.shape, x.dtype);
+
+/**
+ * x·W + b for matrices x [M, K], W [K, N] and a row b [N] in one GEMM whose sum starts from the
+ * bias (no [x, 1]·[W; b] concatenation, no second pass over the result). Within the GEMM's
+ * rounding of add(matmul(x, W), b) (tests/fused_affine.test.ts bounds it), not the same bits.
+ * Null: compose it (an operand traced or of another dtype or backend, or no kernel here).
+ */
+export function fusedAffine(x: Tensor, W: Tensor, b: Tensor): Tensor | null {
+  const k = x.backend.fused?.affine;
+  if (
+    !k || x.ndim !== 2 || W.ndim !== 2 || b.ndim !== 1 || x.shape[1] !== W.shape[0] ||
+    b.shape[0] !== W.shape[1] || (x.dtype !== "f32" && x.dtype !== "f64") || !b.isContiguous()
+  ) return null;
+  for (const t of [x, W, b]) {
+    if (t.backend !== x.backend || t.dtype !== x.dtype || isWatched(t)) return null;
+  }
+  const buf = k(x.view(), W.view(), b.view());
+  return buf ? wrap(x.backend, buf, [x.shape[0], W.shape[1]], x.dtype) : null;
+}
 
 /** g·step(x), the relu's cotangent. */
 export function fusedReluGrad(g: Tensor, x: Tensor): Tensor | null {
@@ -98,8 +123,14 @@ export function fusedAdamApply(
   h: AdamHyper,
   o: { decay: boolean; unitRows: boolean },
 ): [Tensor, Tensor, Tensor] | null {
-  const k = kernel("adamApply", [param, g, mu, nu]);
+  // The gradient may be a transposed matrix (∂W_enc from a sparse product): the kernel reads it so.
+  const gT = isTransposedMatrix(g);
+  const k = kernel("adamApply", gT ? [param, mu, nu] : [param, g, mu, nu]);
   if (!k || (o.unitRows && param.ndim !== 2)) return null;
+  if (
+    gT && (g.backend !== param.backend || g.dtype !== param.dtype ||
+      !shapesEqual(g.shape, param.shape) || isWatched(g))
+  ) return null;
   if (
     gradScale && (gradScale.size !== 1 || gradScale.backend !== g.backend ||
       gradScale.dtype !== g.dtype || !gradScale.isContiguous() || isWatched(gradScale))
@@ -108,9 +139,19 @@ export function fusedAdamApply(
   return r && [like(g, r[0]), like(g, r[1]), like(g, r[2])];
 }
 
-/** Σx² as a scalar tensor: sum(square(x)) but for the order of the sum (see Backend); null: compose it. */
+/**
+ * Σx² as a scalar tensor: sum(square(x)) but for the order of the sum (see Backend); a transposed
+ * matrix is summed in its storage order. Null: compose it.
+ */
 export function fusedSumSquares(x: Tensor): Tensor | null {
-  const buf = kernel("sumSquares", [x])?.(x.view());
+  if (!isTransposedMatrix(x)) {
+    const buf = kernel("sumSquares", [x])?.(x.view());
+    return buf ? wrap(x.backend, buf, [], x.dtype) : null;
+  }
+  const k = x.backend.fused?.sumSquares;
+  if (!k || (x.dtype !== "f32" && x.dtype !== "f64") || isWatched(x)) return null;
+  const [r, c] = x.shape, v = x.view();
+  const buf = k({ ...v, shape: [c, r], strides: [r, 1] });
   return buf ? wrap(x.backend, buf, [], x.dtype) : null;
 }
 

@@ -22,6 +22,7 @@ import {
   transpose,
 } from "../../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../../tensor/ops/sparse.ts";
+import { fusedAffine } from "../../tensor/fused.ts";
 
 export interface TopKCode {
   /** [B, k] activations (≥ 0) and their feature indices (i32), largest first. */
@@ -43,11 +44,14 @@ export function preActivations(
 }
 
 /**
- * x·W + b as one GEMM over [x, 1]·[W; b]: the bias rides in the BLAS call instead of a second
- * pass over the [B, F] result (8 ms of an 80 ms encoder matmul at d=512, F=8192, B=2048).
+ * x·W + b with the bias riding in the GEMM: where the backend has the kernel, the GEMM's sum
+ * starts from the bias (K = d); elsewhere one GEMM over [x, 1]·[W; b] (K = d + 1). Either way no
+ * second pass over the [B, F] result (8 ms of an 80 ms encoder matmul at d=512, F=8192, B=2048).
  * Forward only (the sparse encoder's backward is its own), so nothing differentiates the concat.
  */
 function affine(x: Tensor, W: Tensor, b: Tensor): Tensor {
+  const fused = fusedAffine(x, W, b);
+  if (fused) return fused;
   const [B] = x.shape;
   return matmul(concat([x, ones([B, 1], x.dtype, x.backend)], 1), concat([W, expandDims(b, 0)], 0));
 }
@@ -62,7 +66,9 @@ function encoderBackward(
 ): (Tensor | null)[] {
   const [B] = xin.shape;
   const F = W_enc.shape[1];
-  const dW = needs[1] ? contiguous(transpose(spmmT(dpre, xin, F))) : null;
+  // ∂W_enc stays a transposed view of the sparse product's [F, d]: the fused Adam and the global
+  // norm read it as it is (no [d, F] copy); anything else reads it through its strides.
+  const dW = needs[1] ? transpose(spmmT(dpre, xin, F)) : null;
   const db = needs[2] || (withBDec && needs[3])
     ? scatterAdd(zeros([F], dpre.values.dtype, dpre.values.backend), dpre.cols, dpre.values, 0)
     : null;

@@ -199,6 +199,15 @@ function topkMerged(
   for (const c of cand) giveArray(c.v), giveArray(c.i);
 }
 
+/** out[idx[i]] += upd[i] in index order (kernels.ts's scatterAdd for a vector). */
+function scatterAddVector(out: Num, n: number, idx: Num, upd: Num): void {
+  for (let i = 0; i < idx.length; i++) {
+    const j = idx[i];
+    if (!(j >= 0 && j < n)) K.checkIndex("scatterAdd", j, n);
+    out[j] += upd[i];
+  }
+}
+
 export const cpu: Backend = {
   name: "cpu",
   hostMemory: true,
@@ -338,6 +347,18 @@ export const cpu: Backend = {
     return produce(base.dtype, sizeOf(base.shape), (out) => {
       K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
       const u = num(upd);
+      // A vector of sums from contiguous index and update vectors (∂b_enc, features fired): one
+      // loop, the generic kernel's order and bits, without its offset tables (2–6 ms → ~0.2 ms
+      // for 65,536 entries).
+      if (base.shape.length === 1 && contiguous(idx) && contiguous(upd)) {
+        scatterAddVector(
+          out,
+          base.shape[0],
+          own(idx, sizeOf(idx.shape)),
+          own(upd, sizeOf(upd.shape)),
+        );
+        return;
+      }
       perType(K.scatterAdd, typeKey(out, u.arr), {
         stridedOffsets: K.stridedOffsets,
         checkIndex: K.checkIndex,
@@ -587,6 +608,17 @@ export const cpu: Backend = {
       out.set(src.subarray(at, n), at);
       return out;
     },
+    affine(x, w, b) {
+      const [M] = x.shape, N = w.shape[1];
+      if (!sameFloat(x.buf, w.buf, b.buf) || M * N === 0) return null;
+      // The bias in each row, then the GEMM with beta = 1: BLAS would otherwise zero the output
+      // first, so the bias costs that pass's place, not a pass of its own.
+      const out = takeArray(x.dtype, M * N) as F, row = own(b, N) as F;
+      for (let r = 0; r < M; r++) out.set(row, r * N);
+      const view = (v: View) => num(v) as K.NumView & { arr: F };
+      K.matmul(view(x), view(w), out, false, true);
+      return out;
+    },
     unitRows(w) {
       const [R, C] = w.shape;
       const W = w.buf as F, out = takeArray(w.dtype, R * C) as F;
@@ -610,14 +642,17 @@ export const cpu: Backend = {
       const G = g.buf, M = mu.buf, V = nu.buf, P = param.buf, S = gradScale?.buf ?? null;
       if (!nat || n === 0 || !sameFloat(G, M, V, P, ...(S ? [S] : []))) return null;
       if (o.unitRows && g.shape.length !== 2) return null;
-      const cols = o.unitRows ? g.shape[1] : n;
+      // A transposed gradient (∂W_enc as the sparse product makes it) is read in tiles.
+      const gT = transposedMatrix(g);
+      if (!gT && !contiguous(g)) return null;
+      const cols = o.unitRows || gT ? g.shape[1] : n;
       // Rows are the unit of work: without unit rows, rows of 4096 split the elements.
-      const C = o.unitRows ? cols : n % 4096 === 0 ? 4096 : n;
+      const C = o.unitRows || gT ? cols : n % 4096 === 0 ? 4096 : n;
       const P2 = takeArray(g.dtype, n) as F,
         M2 = takeArray(g.dtype, n) as F,
         V2 = takeArray(g.dtype, n) as F;
       nat.adamApply(
-        own(g, n) as F,
+        own(gT ? { ...g, shape: [g.shape[1], g.shape[0]], strides: [g.shape[0], 1] } : g, n) as F,
         own(mu, n) as F,
         own(nu, n) as F,
         own(param, n) as F,
@@ -630,6 +665,7 @@ export const cpu: Backend = {
         h,
         o.decay,
         o.unitRows,
+        gT,
         nativeThreads(n),
       );
       return [P2, M2, V2];

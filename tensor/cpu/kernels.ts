@@ -352,11 +352,16 @@ function threadsFor(blas: NonNullable<ReturnType<typeof loadBlas>["blas"]>, work
   }
 }
 
+/**
+ * out = a·b over the batch, or out += a·b with `accumulate` (BLAS's beta = 1: whatever `out`
+ * holds, e.g. a bias written into each row, is the sum's starting value).
+ */
 export function matmul(
   a: NumView & { arr: FloatArray },
   b: NumView & { arr: FloatArray },
   out: FloatArray,
   forceTs = false,
+  accumulate = false,
 ): void {
   const r = a.shape.length;
   const M = a.shape[r - 2], K = a.shape[r - 1], N = b.shape[r - 1];
@@ -366,8 +371,9 @@ export function matmul(
   if (!la || !lb) {
     const cA = la ? a : contiguousCopy(a);
     const cB = lb ? b : contiguousCopy(b);
-    return matmul(cA, cB, out, forceTs);
+    return matmul(cA, cB, out, forceTs, accumulate);
   }
+  const beta = accumulate ? 1 : 0;
   const ao = stridedOffsets(batch, a.strides.slice(0, r - 2), a.offset);
   const bo = stridedOffsets(batch, b.strides.slice(0, r - 2), b.offset);
   const blas = forceTs || M * N * K < BLAS_MIN_WORK ? null : loadBlas().blas;
@@ -386,7 +392,7 @@ export function matmul(
       b.arr,
       bo[i],
       lb.ld,
-      0,
+      beta,
       out,
       i * M * N,
       N,
@@ -412,10 +418,10 @@ export function matmul(
       const C = out as Float32Array, cOff = i * M * N;
       if (bf16 === "bf16") {
         const [A16, B16] = [A, B].map((x) => toBf16(blas, x));
-        blas.sbgemm!(la.trans, lb.trans, M, N, K, 1, A16, la.ld, B16, lb.ld, 0, C, cOff, N);
+        blas.sbgemm!(la.trans, lb.trans, M, N, K, 1, A16, la.ld, B16, lb.ld, beta, C, cOff, N);
       } else {
         const [Ae, Be] = [A, B].map(roundedToBf16);
-        blas.sgemm(la.trans, lb.trans, M, N, K, 1, Ae, 0, la.ld, Be, 0, lb.ld, 0, C, cOff, N);
+        blas.sgemm(la.trans, lb.trans, M, N, K, 1, Ae, 0, la.ld, Be, 0, lb.ld, beta, C, cOff, N);
       }
     } else if (blas && out instanceof Float32Array) {
       blas.sgemm(...(args as unknown as Parameters<typeof blas.sgemm>));

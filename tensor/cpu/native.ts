@@ -77,6 +77,7 @@ export interface Native {
    * One Adam step applied to the parameter p [rows, cols] in one pass: p2 = p + u, with m2, v2
    * and u as `adam`'s (decay·p only when withDecay), the gradient first multiplied by gscale[0]
    * and rounded when gscale is given, and each updated row scaled to unit norm when `unit`.
+   * With `gTransposed`, g holds the gradient as [cols, rows] (read in tiles; the same bits).
    */
   adamApply(
     g: F,
@@ -92,6 +93,7 @@ export interface Native {
     h: AdamHyper,
     withDecay: boolean,
     unit: boolean,
+    gTransposed: boolean,
     threads: number,
   ): void;
   /** out = g − ((g·w)/‖w‖²)·w for each row of [rows, cols] (fused.ts's projectOutRowsLoop). */
@@ -159,7 +161,21 @@ export interface NativeStatus {
   reason: string;
 }
 
-const FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"];
+/**
+ * -ffp-contract=off: no fused multiply-add behind our back (the TypeScript twins' bits).
+ * -fno-math-errno: sqrt need not set errno, so loops over it vectorise (GCC keeps a libm call per
+ * element otherwise, and a per-function pragma does not lift it); the values are the same IEEE
+ * sqrt, and no kernel reads errno.
+ */
+const FLAGS = [
+  "-O3",
+  "-march=native",
+  "-ffp-contract=off",
+  "-fno-math-errno",
+  "-fPIC",
+  "-shared",
+  "-pthread",
+];
 
 // Each kernel exists as sc_<name>_f32 and sc_<name>_f64 with these argument types.
 const SIGS: Record<string, FfiSig> = {
@@ -195,7 +211,20 @@ const SIGS: Record<string, FfiSig> = {
   adam_apply: {
     args: [
       ...["buf", "buf", "buf", "buf", "buf", "buf", "buf", "buf"] as const,
-      ...["i64", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "i32", "i32", "i32"] as const,
+      ...[
+        "i64",
+        "i64",
+        "f64",
+        "f64",
+        "f64",
+        "f64",
+        "f64",
+        "f64",
+        "i32",
+        "i32",
+        "i32",
+        "i32",
+      ] as const,
     ],
     ret: "void",
   },
@@ -306,7 +335,7 @@ function bind(path: string, raw: Raw): Native {
       const hy = [h.b1, h.b2, h.eps, h.c2, h.scale, h.decay];
       fn(k, gr)(gr, m, v, p, u, m2, v2, n, ...hy, threads);
     },
-    adamApply(gr, m, v, p, gscale, p2, m2, v2, rows, cols, h, withDecay, unit, threads) {
+    adamApply(gr, m, v, p, gscale, p2, m2, v2, rows, cols, h, withDecay, unit, gT, threads) {
       const k = "adamApply";
       checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
       checkCount(k, "threads", threads);
@@ -331,6 +360,7 @@ function bind(path: string, raw: Raw): Native {
         ...hy,
         +withDecay,
         +unit,
+        +gT,
         threads,
       );
     },
