@@ -41,6 +41,7 @@ import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
 import { MODEL_EVAL_FLAGS, MODEL_EVAL_HELP, modelEval } from "./eval/model_cli.ts";
+import { FEATURES_HELP, featuresCommand } from "./eval/features_cli.ts";
 import type { Communicator } from "../tensor/distributed/communicator.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/distributed/job.ts";
@@ -173,6 +174,7 @@ commands:
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
   lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
   tokenize a model's token ids and pieces for a text
+  features top-activating contexts of a dictionary's features on a corpus
   harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
 
@@ -700,7 +702,9 @@ export async function main(
       await above(positional, flags);
       return 0;
     }
-    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP }[cmd];
+    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP, features: FEATURES_HELP }[
+      cmd
+    ];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {
       console.log(help);
@@ -712,7 +716,11 @@ export async function main(
       }
       await train(flags);
     } else if (cmd === "eval") await evalCmd(positional[0], flags);
-    else await info(positional[0], flags);
+    else if (cmd === "features") {
+      await featuresCommand(positional[0], flags, (m) => {
+        throw new UsageError(m);
+      });
+    } else await info(positional[0], flags);
     return 0;
   } catch (e) {
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof LmUsageError) {
