@@ -40,7 +40,14 @@ import {
 import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
-import { MODEL_EVAL_FLAGS, MODEL_EVAL_HELP, modelEval } from "./eval/model_cli.ts";
+import {
+  formatDownstream,
+  MODEL_EVAL_FLAGS,
+  MODEL_EVAL_HELP,
+  modelEval,
+  modelEvaluation,
+} from "./eval/model_cli.ts";
+import type { DownstreamMetrics } from "./eval/downstream.ts";
 import { FEATURES_HELP, featuresCommand } from "./eval/features_cli.ts";
 import type { Communicator } from "../tensor/distributed/communicator.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
@@ -141,7 +148,9 @@ const TRAIN_HELP = `sae train: train a dictionary
                      as in sae harvest --help. --buffer-contexts N rows held (default 16 batches'
                      worth; refilled when half is read, served shuffled), --model-batch N rows per
                      forward (default 8), --exclude-special leaves out BOS/EOS/padding positions.
-                     --resume continues exactly (the buffer is replayed on token ids, not recomputed)
+                     --resume continues exactly (the buffer is replayed on token ids, not recomputed).
+                     At the end the dictionary is spliced into the model on the first --eval-tokens
+                     (default 16384; 0: none) of --data: CE and KL recovered, into eval.json
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --matmul-precision P   f32 (default) | bf16 (CPU: sbgemm, bf16 inputs and f32 sums, where the CPU
                      and OpenBLAS have it, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
@@ -188,6 +197,7 @@ const LIVE_FLAGS = [
   "buffer-contexts",
   "model-batch",
   "exclude-special",
+  "eval-tokens",
 ];
 
 async function dataFrom(
@@ -493,19 +503,43 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
       isSet(res.state.threshold) ? { threshold: single(res.state.threshold, "sae train") } : {},
     );
     const recovery = truth ? await recoveryOf(truth, res.params.W_dec) : null;
+    const downstream = await liveDownstream(out, flags);
     await writeJsonAtomic(`${out}/eval.json`, {
       ...m,
       feature_density: undefined,
       ...(recovery ?? {}),
+      ...(downstream ? { ...downstream.downstream, downstream_eval: downstream.about } : {}),
       ...(precision ? { matmul_precision: precision } : {}),
     });
     await data.prepare?.(3_000_000, 32);
     await writeRunExtras(out, m, data.batch(3_000_000, 32));
     console.log(formatMetricsTable(m));
     if (recovery) console.log(recoveryLine(recovery));
+    if (downstream) console.log(formatDownstream(downstream.downstream, downstream.hooks));
   } finally {
     await data.close?.();
   }
+}
+
+/**
+ * A live run's CE and KL recovered: the saved dictionary spliced into the model on the first
+ * --eval-tokens of --data (the text the dictionary trained on, as SAELens's evals read the
+ * training stream). Null when the run did not read a live model or --eval-tokens is 0.
+ */
+async function liveDownstream(
+  out: string,
+  flags: Flags,
+): Promise<{ downstream: DownstreamMetrics; about: unknown; hooks: string[] } | null> {
+  const model = str(flags, "model");
+  const tokens = num(flags, "eval-tokens", { int: true, min: 0 }) ?? 16384;
+  if (!model || tokens === 0) return null;
+  const pass = Object.fromEntries(
+    ["model", "data", ...TEXT_FLAGS].filter((f) => flags[f] !== undefined).map((
+      f,
+    ) => [f, flags[f]]),
+  );
+  const r = await modelEvaluation(await loadSae(out), { ...pass, tokens: String(tokens) }, usage);
+  return { downstream: r.downstream, about: r.about, hooks: r.about.hooks as string[] };
 }
 
 /** --backend: a bad or unavailable name is a usage error (exit 2) naming the reason. */

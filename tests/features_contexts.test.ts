@@ -132,6 +132,11 @@ test("sae features: the saved maxima are the dictionary's codes on the model's a
       ...["--batch", "64", "--out", sae, "--quiet"],
     );
     assertEquals(tr.code, 0, tr.err);
+    // A live run splices its dictionary in at the end: CE/KL recovered in eval.json.
+    const ev = JSON.parse(await readFile(join(sae, "eval.json"), "utf8"));
+    assert(ev.ce_loss_score > 0 && ev.ce_positions > 0, JSON.stringify(ev));
+    assertEquals(ev.downstream_eval.hooks, [HOOK]);
+    assert(tr.out.includes("ce_loss_score"), tr.out);
     const r = await runCli(
       "features",
       sae,

@@ -140,3 +140,70 @@ test("sae eval --model --process-weights: the same log-probs, so the same clean 
   // The residual stream is centred by the processing, so the dictionary's reconstruction differs.
   assert(Math.abs(a.fvu - b.fvu) > 1e-6, `fvu ${a.fvu} vs ${b.fvu}`);
 });
+
+test("sae eval --model --data TEXT: the figures of the same rows given as ids", async () => {
+  const { copyFile, mkdir } = await import("node:fs/promises");
+  const { openTextRows } = await import("../data/text/open_rows.ts");
+  const tmp = await mkdtemp(join(tmpdir(), "eval-text-"));
+  try {
+    const m = join(tmp, "model");
+    await mkdir(m);
+    for (const f of ["config.json", "model.safetensors"]) {
+      await copyFile(model + "/" + f, join(m, f));
+    }
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+      await copyFile(fx + "text/" + f, join(m, f));
+    }
+    const corpus = fx + "text/corpus.jsonl";
+    const { rows, special } = await openTextRows(corpus, m, { context: 12 });
+    const ids: number[] = [];
+    for await (const r of rows.rows()) ids.push(...r.ids);
+    const n = Math.min(Math.floor(ids.length / 12), 20);
+    await saveNpy(
+      join(tmp, "ids.npy"),
+      tensor(ids.slice(0, n * 12), { shape: [n, 12], dtype: "i32" }),
+    );
+    const specials = [...new Set([63, ...special])].sort((a, b) => a - b);
+    const asText = await runCli(
+      "eval",
+      dir + "relu",
+      ...["--model", m, "--data", corpus, "--context", "12", "--tokens", String(n * 12), "--json"],
+    );
+    assertEquals(asText.code, 0, asText.err);
+    const asIds = await runCli(
+      "eval",
+      dir + "relu",
+      ...[
+        "--model",
+        m,
+        "--data",
+        join(tmp, "ids.npy"),
+        "--special-ids",
+        specials.join(","),
+        "--json",
+      ],
+    );
+    assertEquals(asIds.code, 0, asIds.err);
+    const a = JSON.parse(asText.out), b = JSON.parse(asIds.out);
+    assertEquals(a.special_ids, specials);
+    for (
+      const k of ["ce_clean", "ce_spliced", "ce_zero", "kl_spliced", "ce_positions", "fvu", "l0"]
+    ) {
+      assertEquals(a[k], b[k], k);
+    }
+    const bad = await runCli(
+      "eval",
+      dir + "relu",
+      "--model",
+      m,
+      "--data",
+      tokens,
+      "--packing",
+      "truncate",
+    );
+    assertEquals(bad.code, 2);
+    assert(bad.err.includes("--packing applies to text"), bad.err);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+});

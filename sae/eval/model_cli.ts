@@ -37,13 +37,19 @@ import {
   transcoderSplice,
 } from "./splice.ts";
 import { downstreamLoss, type DownstreamMetrics, tokenBatches } from "./downstream.ts";
+import {
+  openTextRows,
+  TEXT_FLAGS,
+  type TextRowsOptions,
+  textRowsOptions,
+} from "../../data/text/open_rows.ts";
 
 export const MODEL_EVAL_FLAGS = [
+  ...TEXT_FLAGS,
   "model",
   "hook",
   "hooks",
   "input-hook",
-  "context",
   "tokens",
   "special-ids",
   "pad-id",
@@ -55,15 +61,18 @@ with a language model (--model): the dictionary spliced in, CE and KL recovered 
   --model M          a model folder (config.json + safetensors) or a Hugging Face repo id
   --process-weights  TransformerLens's default weight processing (for dictionaries trained on its
                      activations, e.g. SAELens's GPT-2 small residual SAEs)
-  --data IDS.npy     token ids, an integer .npy [N, T]
+  --data PATH        token ids (an integer .npy [N, T]) or text, tokenised by the model's
+                     tokenizer.json and cut into rows as below (the first --tokens of it, default 32768)
   --hook NAME        the hook point (default: cfg.json's hook_name); a transcoder's output hook
   --input-hook NAME  a transcoder's input (default: cfg.json's hook_name, else blocks.L.ln2.hook_normalized)
   --hooks A,B,...    a crosscoder's or MLSAE's hook points, in its input order (default: cfg.json's hook_names)
-  --context N        tokens per row: each row's first N (default min(T, 128))
+  --context N        tokens per row: each row's first N (default min(T, 128); text: 128)
   --tokens N         evaluate the first ceil(N / context) rows (default all)
   --batch N          rows per forward pass (default 8)
-  --special-ids A,B  ids whose positions are left out (default: the config's bos/eos/pad ids)
-  --pad-id N         dictionary_learning's ignored target id (default: the config's pad_token_id)`;
+  --special-ids A,B  ids whose positions are left out (default: the config's bos/eos/pad ids, and
+                     for text the tokenizer's special tokens)
+  --pad-id N         dictionary_learning's ignored target id (default: the config's pad_token_id)
+  --packing, --prepend-bos, --field, --separator, --format   how text is read (sae harvest --help)`;
 
 type Flags = Record<string, string | true>;
 type Fail = (msg: string) => never;
@@ -109,18 +118,60 @@ export function configSpecialIds(modelDir: string): { special: number[]; pad: nu
   return { special, pad: typeof raw.pad_token_id === "number" ? raw.pad_token_id : null };
 }
 
-/** Token rows from the .npy, checked (2-D, integers, ids < vocabulary) and cut to `context`. */
+/** Token ids [N, T] from an integer .npy, or from text through the model's tokenizer.json. */
 async function readTokens(
   path: string,
   model: LanguageModel,
-  opts: { context?: number; tokens?: number },
+  modelDir: string,
+  opts: { context?: number; tokens?: number; text: TextRowsOptions | null },
   fail: Fail,
-): Promise<{ tokens: Tensor; context: number }> {
+): Promise<{ tokens: Tensor; context: number; special?: ReadonlySet<number> }> {
+  if (!path.endsWith(".npy")) {
+    const context = opts.context ?? 128;
+    const { rows, special } = await textTokenRows(
+      path,
+      modelDir,
+      { ...opts.text, context },
+      opts.tokens,
+    ).catch((e) => fail(`--data ${path}: ${(e as Error).message}`));
+    if (rows.shape[0] === 0) fail(`--data ${path}: no full row of ${context} tokens`);
+    return { ...checkTokens(rows, path, model, { context }, fail), special };
+  }
   const raw = await loadNpy(path).catch((e) => fail(`--data ${path}: ${(e as Error).message}`));
   // Integer .npy files (any width whose values fit) load as i32.
   if (raw.ndim !== 2 || raw.dtype !== "i32") {
     fail(`--data ${path}: expected integer token ids [N, T], got ${raw.dtype} [${raw.shape}]`);
   }
+  return checkTokens(raw, path, model, opts, fail);
+}
+
+/** The first rows of a text corpus, enough for `tokens` ids (default 32768), as i32 [N, T]. */
+async function textTokenRows(
+  path: string,
+  modelDir: string,
+  text: TextRowsOptions,
+  tokens = 32768,
+): Promise<{ rows: Tensor; special: ReadonlySet<number> }> {
+  const { rows, special } = await openTextRows(path, modelDir, text);
+  const T = text.context, want = Math.ceil(tokens / T), ids: Int32Array[] = [];
+  for await (const r of rows.rows()) {
+    // Padded rows (truncate mode) keep their padding: its special ids are left out of the loss.
+    ids.push(r.ids);
+    if (ids.length === want) break;
+  }
+  const flat = new Int32Array(ids.length * T);
+  ids.forEach((r, i) => flat.set(r, i * T));
+  return { rows: tensor(flat, { shape: [ids.length, T], dtype: "i32" }), special };
+}
+
+/** Rows checked (ids < vocabulary, context within the model's positions) and cut to `context`. */
+function checkTokens(
+  raw: Tensor,
+  path: string,
+  model: LanguageModel,
+  opts: { context?: number; tokens?: number },
+  fail: Fail,
+): { tokens: Tensor; context: number } {
   const [N, T] = raw.shape;
   const info = modelInfo(model);
   const context = opts.context ?? Math.min(T, 128);
@@ -241,11 +292,31 @@ function* activationBatches(
   }
 }
 
+/** What modelEvaluation measured: the activation metrics, the downstream ones, and on what. */
+export interface ModelEvaluation {
+  /** The activation metrics as eval.json holds them (a crosscoder's report for crosscoders). */
+  json: Record<string, unknown>;
+  downstream: DownstreamMetrics;
+  about: Record<string, unknown>;
+  /** Both as the printed table. */
+  text: string;
+}
+
 /** Run the evaluation and print it (a table, or one JSON object with --json). */
 export async function modelEval(saved: SavedSae, flags: Flags, fail: Fail): Promise<void> {
+  const r = await modelEvaluation(saved, flags, fail);
+  console.log(flags.json ? JSON.stringify({ ...r.json, ...r.downstream, ...r.about }) : r.text);
+}
+
+/** The dictionary on the model's activations and spliced into it, from `sae eval`'s flags. */
+export async function modelEvaluation(
+  saved: SavedSae,
+  flags: Flags,
+  fail: Fail,
+): Promise<ModelEvaluation> {
   const modelDir = value(flags, "model", fail)!;
   const dataPath = value(flags, "data", fail) ??
-    fail("sae eval: --model needs --data IDS.npy (token ids [N, T])");
+    fail("sae eval: --model needs --data (token ids [N, T] as .npy, or text)");
   // A repo id resolves to its cached snapshot folder, where the config's special ids are read.
   const dir = await resolveModel(modelDir).catch((e) =>
     fail(`--model ${modelDir}: ${(e as Error).message}`)
@@ -254,16 +325,23 @@ export async function modelEval(saved: SavedSae, flags: Flags, fail: Fail): Prom
     fail(`--model ${modelDir}: ${(e as Error).message}`)
   );
   const model = flags["process-weights"] ? processWeights(loaded) : loaded;
-  const { tokens, context } = await readTokens(dataPath, model, {
+  const isText = !dataPath.endsWith(".npy");
+  for (const f of TEXT_FLAGS) {
+    if (!isText && f !== "context" && flags[f] !== undefined) {
+      fail(`sae eval: --${f} applies to text --data, not to token ids (.npy)`);
+    }
+  }
+  const { tokens, context, special: textSpecial } = await readTokens(dataPath, model, dir, {
     context: integer(flags, "context", 2, fail),
     tokens: integer(flags, "tokens", 1, fail),
+    text: isText ? textRowsOptions(flags, fail) : null,
   }, fail);
   const batch = integer(flags, "batch", 1, fail) ?? 8;
   const fromConfig = configSpecialIds(dir);
   const specialFlag = value(flags, "special-ids", fail);
   const special = specialFlag !== undefined
     ? idList(specialFlag, "special-ids", fail)
-    : fromConfig.special;
+    : [...new Set([...fromConfig.special, ...(textSpecial ?? [])])].sort((a, b) => a - b);
   const padId = integer(flags, "pad-id", 0, fail) ?? fromConfig.pad;
   const { cfg, params, threshold } = saved;
   const { splice, reads, target } = planSplice(model, saved, flags, fail);
@@ -308,12 +386,7 @@ export async function modelEval(saved: SavedSae, flags: Flags, fail: Fail): Prom
     special_ids: special,
     pad_id: padId,
   };
-  if (flags.json) {
-    console.log(JSON.stringify({ ...json, ...d, ...about }));
-    return;
-  }
-  console.log(text);
-  console.log(formatDownstream(d, about.hooks));
+  return { json, downstream: d, about, text: `${text}\n${formatDownstream(d, about.hooks)}` };
 }
 
 /** The downstream figures as the table's continuation. */
