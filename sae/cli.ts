@@ -124,7 +124,8 @@ const TRAIN_HELP = `sae train: train a dictionary
   --batch N          batch size in rows (default 2048)
   --data PATH        activations: an Arrow store, a SAELens or dictionary_learning cache (DIR1,DIR2
                      for [N, L, d]), .npy or .safetensors ([N, d] or [N, L, d]); see sae convert --help.
-                     Stores and caches stream through a shuffle buffer. Default: synthetic superposition
+                     Stores and caches stream through a shuffle buffer. Default (or
+                     --data synthetic): synthetic superposition with known features
   --targets PATH     .npy/.safetensors of targets [N, d_out] (transcoders)
   --synthetic-d N, --synthetic-features N, --synthetic-active X   the synthetic data's width, true features, mean active
   --seed N           seed for initialisation and data order (default 0)
@@ -264,6 +265,8 @@ async function dataFrom(
 }
 
 async function train(flags: Flags): Promise<void> {
+  // `--data synthetic` names the default: the synthetic superposition with known features.
+  if (flags.data === "synthetic") delete flags.data;
   checkKnown(flags, [
     "arch",
     "d-sae",

@@ -219,6 +219,7 @@ test("--help returns 0 for each command and prints its options", async () => {
     [["train", "--help"], "--arch NAME"],
     [["eval", "--help"], "sae eval DIR"],
     [["info", "--help"], "sae info DIR"],
+    [["features", "--help"], "sae features DIR"],
   ];
   for (const [argv, fragment] of cases) {
     const r = await run(...argv);
@@ -258,6 +259,19 @@ test("sae train --matmul-precision bf16 records what ran (sbgemm, or f32 with th
       reason: want.reason,
     });
     if (want.reason) assert(r.err.includes(want.reason), `stderr lacks the reason: ${r.err}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("sae train --data synthetic is the default data: the same weights", async () => {
+  const dir = await tempDir();
+  try {
+    const a = await run("train", ...TINY, "--out", join(dir, "a"));
+    const b = await run("train", ...TINY, "--data", "synthetic", "--out", join(dir, "b"));
+    assertEquals([a.code, b.code], [0, 0], a.err + b.err);
+    const w = (d: string) => readFile(join(dir, d, "sae_weights.safetensors"));
+    assertEquals(new Uint8Array(await w("a")), new Uint8Array(await w("b")));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
