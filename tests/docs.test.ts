@@ -46,9 +46,12 @@ function anchors(md: string): Set<string> {
   return new Set([...body.matchAll(/^#{1,6} (.+)$/gm)].map((m) => slug(m[1])));
 }
 
-test("docs: every README snippet is an excerpt of the example file it names", () => {
-  const blocks = tsBlocks(read("README.md")).filter((b) => /^\/\/ examples\/\S+\.ts$/.test(b[0]));
-  assert(blocks.length >= 5, `expected the tour's snippets, found ${blocks.length}`);
+test("docs: every README and tour snippet is an excerpt of the example file it names", () => {
+  const named = (page: string) =>
+    tsBlocks(read(page)).filter((b) => /^\/\/ examples\/\S+\.ts$/.test(b[0]));
+  assert(named("README.md").length >= 2, "expected the README's API snippets");
+  assert(named("docs/tour.md").length >= 5, "expected the tour's snippets");
+  const blocks = [...named("README.md"), ...named("docs/tour.md")];
   for (const [head, ...rest] of blocks) {
     const file = head.slice(3);
     assert(existsSync(join(root, file)), `README snippet names ${file}, which does not exist`);
@@ -97,10 +100,10 @@ test("docs: no issue numbers in the README or docs/", () => {
   }
 });
 
-test("the README's layout table names every top-level folder and sae/'s subfolders, and nothing gone", () => {
-  const readme = read("README.md");
+test("docs/layout.md's table names every top-level folder and sae/'s subfolders, and nothing gone", () => {
+  const readme = read("docs/layout.md");
   const start = readme.indexOf("<!-- layout table");
-  assert(start >= 0, "README.md has no layout table marker");
+  assert(start >= 0, "docs/layout.md has no layout table marker");
   const table = readme.slice(start, readme.indexOf("\n\n", readme.indexOf("| path", start)));
   const named = new Set([...table.matchAll(/`([\w.]+\/?)`/g)].map((m) => m[1]));
   const dirs = (rel: string) =>
