@@ -14,7 +14,9 @@ const OPEN = new Set(["(", "[", "``"]);
 
 function word(token: string): string {
   const slash = token.lastIndexOf("/");
-  return slash > 0 ? token.slice(0, slash) : token;
+  const w = slash > 0 ? token.slice(0, slash) : token;
+  // inch marks inside a word (`1/2''`) are printed as a double quote too
+  return w.length > 2 ? w.replace(/''|``/g, '"') : w;
 }
 
 /** One paragraph's tokens as a line of text. */
