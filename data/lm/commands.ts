@@ -8,6 +8,7 @@ import { sliceAxis } from "../../tensor/ops/shape.ts";
 import { tidy } from "../../tensor/scope.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { loadNpy } from "../npy.ts";
+import { CORPUS_HELP, corpusCommand } from "../text/registry/command.ts";
 import { saveSafetensors } from "../safetensors.ts";
 import { hookNames, type LanguageModel, loadModel, modelInfo, runWithCache } from "./model.ts";
 
@@ -26,7 +27,8 @@ export const LM_HELP = `sae lm: language models (Hugging Face folders: config.js
              [--batch 8] [--no-logits] [--stop-early]
       runs the model on int32 token ids [N, T] and writes each hook's activations (a tensor named
       by the hook) and the logits; --stop-early stops after the last asked hook (implies
-      --no-logits). The output is held in memory until written: for a corpus, harvest to a store.`;
+      --no-logits). The output is held in memory until written: for a corpus, harvest to a store.
+${CORPUS_HELP}`;
 
 function check(flags: Flags, known: string[], cmd: string): void {
   for (const f of Object.keys(flags)) {
@@ -92,7 +94,11 @@ export async function lmCommand(positional: string[], flags: Flags): Promise<voi
     console.log(`wrote ${path}: ${shapes}`);
     return;
   }
-  throw new LmUsageError(`sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run)`);
+  if (sub === "corpus") {
+    if (rest.length) throw new LmUsageError(`sae lm corpus: unexpected argument ${rest[0]}`);
+    return corpusCommand(flags, (msg) => new LmUsageError(msg));
+  }
+  throw new LmUsageError(`sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run, corpus)`);
 }
 
 function formatInfo(source: string, info: ReturnType<typeof modelInfo>): string {
