@@ -12,15 +12,27 @@ import { BPE_HELP } from "../data/text/bpe_command.ts";
 import { bpeTokenizerJson, writeBpeTokenizer } from "../data/text/bpe_json.ts";
 import { type BpeResult, BpeTrainError, trainBpe, trainBpeCounts } from "../data/text/bpe_train.ts";
 import { countDocuments } from "../data/text/bpe_words.ts";
+import {
+  BYTE_CHARS,
+  BYTE_IDS,
+  BYTE_PIECES,
+  byteLevel,
+  fromByteLevel,
+} from "../data/text/byte_level.ts";
 import { loadTokenizer, tokenizerFromJson } from "../data/text/tokenizer.ts";
 import { runCli } from "./cli_run.ts";
 import { assert, assertEquals, assertThrows, test, withTempDir } from "./harness.ts";
-import { brownLines, byteChars } from "./text_fixtures.ts";
+import { brownLines, byteChars, gpt2VocabAndMerges } from "./text_fixtures.ts";
 
 const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("text-bpe-", fn);
 
-// The byte alphabet derived here independently: GPT-2's byte map, ids in code-point order.
-const ALPHABET = byteChars().slice().sort((a, b) => a.charCodeAt(0) - b.charCodeAt(0));
+// The byte pieces and their ids from GPT-2's own vocabulary (ids 0…255 are its bytes).
+const ALPHABET = (() => {
+  const { vocab } = gpt2VocabAndMerges();
+  const out: string[] = [];
+  for (const [p, id] of Object.entries(vocab)) if (id < 256) out[id] = p;
+  return out;
+})();
 const spell = (word: string): string[] =>
   Array.from(new TextEncoder().encode(word), (b) => byteChars()[b]);
 
@@ -137,6 +149,22 @@ test("fast trainer = naive trainer on word tables with large counts and long run
     ),
     { numRuns: 300 },
   );
+});
+
+test("byte pieces: GPT-2's 256 byte ids, and every byte spelt as GPT-2's vocabulary spells it", () => {
+  assertEquals(ALPHABET.length, 256);
+  assertEquals([...BYTE_PIECES], ALPHABET);
+  assertEquals(new Set(BYTE_CHARS).size, 256);
+  for (let b = 0; b < 256; b++) assertEquals(ALPHABET[BYTE_IDS[b]], BYTE_CHARS[b], `byte ${b}`);
+  // Printable bytes are themselves; space and newline are GPT-2's Ġ and Ċ; ids by code point.
+  assertEquals([BYTE_CHARS[0x41], BYTE_CHARS[0x20], BYTE_CHARS[0x0a], BYTE_CHARS[0xad]], [
+    "A",
+    "Ġ",
+    "Ċ",
+    "Ń",
+  ]);
+  assertEquals(byteLevel(" héllo\n"), "ĠhÃ©lloĊ");
+  assertEquals(fromByteLevel("ĠhÃ©lloĊ"), " héllo\n");
 });
 
 test("hand-worked: overlapping runs, count order, tie-break by ids not by strings", async () => {
