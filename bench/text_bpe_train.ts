@@ -7,7 +7,9 @@
  * trained for each vocabulary size (merges only; the count is shared). Compression is UTF-8 bytes
  * per token of the held-out text, encoded by the written tokenizer.json through loadTokenizer's
  * path (tokenizerFromJson), per domain; vocabulary 256 is bytes alone (one token per byte), and
- * GPT-2's 50257 (trained on WebText) is the reference.
+ * GPT-2's 50257 (trained on WebText) is the reference. Last, the merge step's worst case: 10 MB of
+ * Japanese-like text (kana and kanji morphemes, Zipf-distributed, no spaces), so nearly every
+ * sentence is one long distinct word that many merges must rewrite.
  *   deno run -A --v8-flags=--no-maglev bench/text_bpe_train.ts [--sizes 1024,4096] [--json]
  *   bun bench/text_bpe_train.ts
  */
@@ -17,7 +19,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { bpeTokenizerJson } from "../data/text/bpe_json.ts";
-import { trainBpeCounts } from "../data/text/bpe_train.ts";
+import { trainBpe, trainBpeCounts } from "../data/text/bpe_train.ts";
 import { countDocuments } from "../data/text/bpe_words.ts";
 import { loadTokenizer, type Tokenizer, tokenizerFromJson } from "../data/text/tokenizer.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
@@ -121,6 +123,55 @@ for (const size of sizes) {
     rss_MB: Math.round(process.memoryUsage().rss / 1e6),
   });
   report({ vocab: size, held_out_bytes_per_token: JSON.stringify(compression(tok)) });
+}
+
+/** A fixed pseudo-random stream (mulberry32). */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function japaneseLike(mb: number): string[] {
+  const rnd = random(1);
+  const kana = (i: number) => String.fromCharCode(0x3041 + i);
+  const kanji = (i: number) => String.fromCharCode(0x4e00 + 7 * i);
+  const morphemes = Array.from({ length: 5000 }, () => {
+    let s = "";
+    for (let n = 1 + Math.floor(rnd() * 3); n > 0; n--) {
+      s += rnd() < 0.5 ? kana(Math.floor(rnd() ** 2 * 83)) : kanji(Math.floor(rnd() ** 3 * 2000));
+    }
+    return s;
+  });
+  const docs: string[] = [];
+  for (let bytes = 0; bytes < mb * 1e6;) {
+    let d = "";
+    for (let s = 0; s < 30; s++) {
+      for (let n = 5 + Math.floor(rnd() * 30); n > 0; n--) {
+        d += morphemes[Math.floor(5000 ** rnd()) - 1];
+      }
+      d += rnd() < 0.3 ? "、" : "。";
+    }
+    docs.push(d);
+    bytes += enc.encode(d).length;
+  }
+  return docs;
+}
+{
+  const docs = japaneseLike(10);
+  t = performance.now();
+  const r = await trainBpe(docs, { vocabSize: 4096 });
+  const s = (performance.now() - t) / 1000;
+  report({
+    runtime,
+    step: "worst case: Japanese-like, 4096 ids",
+    MB: +(r.bytes / 1e6).toFixed(1),
+    distinct_words: r.words,
+    seconds: +s.toFixed(1),
+    train_bytes_per_token: +(r.bytes / r.tokens).toFixed(2),
+  });
 }
 
 const dir = mkdtempSync(join(tmpdir(), "bench-bpe-"));
