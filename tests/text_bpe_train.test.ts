@@ -1,8 +1,9 @@
 // The byte-level BPE trainer: the same merges as a naive trainer that recounts every pair at each
 // step (random corpora with ties and runs of one character), hand-worked examples, the written
 // tokenizer.json read back by loadTokenizer (round trips, training words, ids), bad input, and
-// `sae lm tokenizer`. No Python `tokenizers` here, so HF's own trainer is not run; one case is the
-// word table and expected merges of HF's trainer unit test (trainer.rs `test_train`).
+// `sae lm tokenizer`; and HF tokenizers' own trainer's merges on a mixed corpus (tests/golden/bpe_hf,
+// written by the Rust library through its npm binding), and the word table and merges of HF's
+// trainer unit test (trainer.rs `test_train`).
 import fc from "fast-check";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -187,6 +188,29 @@ test("hand-worked: overlapping runs, count order, tie-break by ids not by string
   // After aa (id 256): (b,c) and (aa,c) both count 2; ids (65, 66) < (256, 66) though "aa" < "b".
   r = trainBpeCounts(new Map([["aa", 5], ["aac", 2], ["bc", 2]]), { vocabSize: 259 + 1 });
   assertEquals(r.merges, [["a", "a"], ["b", "c"], ["aa", "c"]]);
+});
+
+test("HF tokenizers' own trainer: the same 6888 merges in the same order (English, German, Japanese, emoji, code)", async () => {
+  const dir = fileURLToPath(new URL("./golden/bpe_hf/", import.meta.url));
+  const corpus = readFileSync(dir + "corpus.txt", "utf8");
+  const hf = readFileSync(dir + "merges.txt", "utf8").split("\n").filter((l) => l !== "")
+    .map((l) => l.split(" "));
+  assertEquals(hf.length, 6888);
+  // HF trains on a file line by line, each line with its newline.
+  const lines = corpus.match(/[^\n]*\n|[^\n]+$/g)!;
+  const r = await trainBpe(lines, { vocabSize: 256 + hf.length, specialTokens: [] });
+  const first = r.merges.findIndex((m, i) => m[0] !== hf[i][0] || m[1] !== hf[i][1]);
+  assert(
+    first < 0,
+    `merge ${first}: ours ${JSON.stringify(r.merges.slice(first, first + 3))}, HF ${
+      JSON.stringify(hf.slice(first, first + 3))
+    }`,
+  );
+  assertEquals(r.merges.length, hf.length);
+  // The corpus exercises what matters: multi-byte pieces, indentation runs, German, Japanese.
+  for (const p of ["Ã¼", "ĠĠĠĠ", "Ġdie", "ãģ"]) {
+    assert(r.merges.some(([a, b]) => (a + b).includes(p)), p);
+  }
 });
 
 test("hand-worked: HF trainer test_train's words give its merges re, are, is (min frequency 2)", () => {
