@@ -7,18 +7,13 @@ import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { BYTE_CHARS } from "../data/text/byte_level.ts";
 
 const modules = fileURLToPath(new URL("../node_modules/", import.meta.url));
 
 /** GPT-2's byte → printable-character map: 188 bytes stand for themselves, the rest U+0100+n. */
 export function byteChars(): string[] {
-  const chars: string[] = [];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
-    chars.push(String.fromCharCode(printable ? b : 256 + n++));
-  }
-  return chars;
+  return [...BYTE_CHARS];
 }
 
 const json = (v: unknown): string => JSON.stringify(v);

@@ -1,7 +1,8 @@
 /**
  * `sae lm info M` and `sae lm run --model M --tokens ids.npy --hooks a,b --out acts.safetensors`:
  * what a model folder holds, and its activations on given token ids written as one tensor per hook
- * (named by the hook) plus `logits`. sae/cli.ts dispatches here.
+ * (named by the hook) plus `logits`; `sae lm tokenizer` trains a BPE tokenizer
+ * (data/text/bpe_command.ts). sae/cli.ts dispatches here.
  */
 import { tensor } from "../../tensor/ops/create.ts";
 import { sliceAxis } from "../../tensor/ops/shape.ts";
@@ -9,6 +10,9 @@ import { tidy } from "../../tensor/scope.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { loadNpy } from "../npy.ts";
 import { CORPUS_HELP, corpusCommand } from "../text/registry/command.ts";
+import { BPE_HELP, bpeCommand } from "../text/bpe_command.ts";
+import { BpeTrainError } from "../text/bpe_train.ts";
+import { CorpusError } from "../text/corpus_error.ts";
 import { saveSafetensors } from "../safetensors.ts";
 import { hookNames, type LanguageModel, loadModel, modelInfo, runWithCache } from "./model.ts";
 
@@ -28,7 +32,8 @@ export const LM_HELP = `sae lm: language models (Hugging Face folders: config.js
       runs the model on int32 token ids [N, T] and writes each hook's activations (a tensor named
       by the hook) and the logits; --stop-early stops after the last asked hook (implies
       --no-logits). The output is held in memory until written: for a corpus, harvest to a store.
-${CORPUS_HELP}`;
+${CORPUS_HELP}
+${BPE_HELP}`;
 
 function check(flags: Flags, known: string[], cmd: string): void {
   for (const f of Object.keys(flags)) {
@@ -98,7 +103,20 @@ export async function lmCommand(positional: string[], flags: Flags): Promise<voi
     if (rest.length) throw new LmUsageError(`sae lm corpus: unexpected argument ${rest[0]}`);
     return corpusCommand(flags, (msg) => new LmUsageError(msg));
   }
-  throw new LmUsageError(`sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run, corpus)`);
+  if (sub === "tokenizer") {
+    try {
+      await bpeCommand(rest, flags);
+    } catch (e) {
+      if (e instanceof BpeTrainError || e instanceof CorpusError) {
+        throw new LmUsageError(`sae lm tokenizer: ${e.message}`);
+      }
+      throw e;
+    }
+    return;
+  }
+  throw new LmUsageError(
+    `sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run, corpus, tokenizer)`,
+  );
 }
 
 function formatInfo(source: string, info: ReturnType<typeof modelInfo>): string {

@@ -1,4 +1,7 @@
-/** Text to token rows: tokenizers, corpora, packing, and --data for model commands. Re-exports only. */
+/**
+ * Text to token rows: tokenizers (loading them, and training byte-level BPE), corpora, packing, and
+ * --data for model commands. Re-exports only.
+ */
 export * from "./tokenizer.ts";
 export {
   type Corpus,
@@ -22,3 +25,18 @@ export {
 export { idRows, type IdRowsOptions } from "./id_rows.ts";
 export { openTextRows, type TextRows, type TextRowsOptions } from "./open_rows.ts";
 export { TOKENIZE_HELP, tokenizeCommand } from "./commands.ts";
+export {
+  type BpeResult,
+  BpeTrainError,
+  type BpeTrainOptions,
+  trainBpe,
+  trainBpeCounts,
+} from "./bpe_train.ts";
+export { countDocuments, countWords, newWordCounts, type WordCounts } from "./bpe_words.ts";
+export {
+  bpeTokenizerConfig,
+  bpeTokenizerJson,
+  type BpeTokenizerOptions,
+  writeBpeTokenizer,
+} from "./bpe_json.ts";
+export { BYTE_CHARS, BYTE_PIECES, byteLevel, fromByteLevel, GPT2_SPLIT } from "./byte_level.ts";
