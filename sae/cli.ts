@@ -171,7 +171,8 @@ commands:
   info     summarise a saved dictionary
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
-  lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids)
+  lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids),
+           lm train (a small GPT-2 with this library's autodiff)
   tokenize a model's token ids and pieces for a text
   harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
