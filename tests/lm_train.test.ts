@@ -221,6 +221,21 @@ test("lm train: the loss goes down on real text; curves, card and a loadable mod
   });
 });
 
+/** `sae lm train` on writeCorpus's files into `dir/out`, at the TINY size. */
+const trainArgs = (dir: string, out: string) => [
+  "lm",
+  "train",
+  "--data",
+  join(dir, "train.jsonl"),
+  "--heldout",
+  join(dir, "heldout.jsonl"),
+  "--tokenizer",
+  join(dir, "tok"),
+  "--out",
+  join(dir, out),
+  ...TINY,
+];
+
 /** Run the CLI as its own process; `onLine` may kill it. */
 function spawnCli(
   args: string[],
@@ -247,23 +262,13 @@ test(
       writeCorpus(dir, 200, 40);
       await writeByteTokenizer(join(dir, "tok"), { vocabSize: 96 });
       const args = (out: string) => [
-        "lm",
-        "train",
-        "--data",
-        join(dir, "train.jsonl"),
-        "--heldout",
-        join(dir, "heldout.jsonl"),
-        "--tokenizer",
-        join(dir, "tok"),
-        "--out",
-        join(dir, out),
-        ...TINY,
+        ...trainArgs(dir, out),
         "--steps",
-        "150",
+        "40",
         "--checkpoint-every",
         "5",
         "--eval-every",
-        "50",
+        "15",
         "--log-every",
         "1",
         "--dtype",
@@ -312,17 +317,7 @@ test("lm train: bad input is an error naming the option, file or line", async ()
     writeCorpus(dir, 40, 8);
     await writeByteTokenizer(join(dir, "tok"), { vocabSize: 96 });
     const base = [
-      "lm",
-      "train",
-      "--data",
-      join(dir, "train.jsonl"),
-      "--heldout",
-      join(dir, "heldout.jsonl"),
-      "--tokenizer",
-      join(dir, "tok"),
-      "--out",
-      join(dir, "o"),
-      ...TINY,
+      ...trainArgs(dir, "o"),
       "--steps",
       "3",
     ];
@@ -355,7 +350,7 @@ test("lm train: bad input is an error naming the option, file or line", async ()
       JSON.stringify({ "d-model": 32, heads: 4, context: 16, steps: 3, warmup: 1 }),
     );
     const c = await runCli(
-      ...base.slice(0, 10),
+      ...trainArgs(dir, "c").slice(0, 8),
       "--config",
       join(dir, "ok.json"),
       "--out",

@@ -152,7 +152,9 @@ export async function lmTrain(
 
   const evalOpts = { batch: o.batch, maxTokens: o.evalTokens };
   const tokensPerStep = o.batch * o.context;
-  let lastLoss = NaN, lastHeld = NaN, msSum = 0, msCount = 0;
+  // A resumed run that is already complete still reports its last logged loss.
+  let lastLoss = kept.length ? (JSON.parse(kept[kept.length - 1]) as CurvePoint).loss : NaN;
+  let lastHeld = NaN, msSum = 0, msCount = 0;
   const spec = { seed: o.seed, batch: o.batch, context: o.context };
   while (state.step < o.steps) {
     const t0 = performance.now();
