@@ -7,7 +7,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import { add, div, minimum, mul, sqrt, square, sub } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { zerosLike } from "../tensor/ops/create.ts";
-import { treeFlatten, treeLeaves, treeMap, treeUnflatten } from "./tree.ts";
+import { treeFlatten, treeLeaves, treeMap, treePaths, treeUnflatten } from "./tree.ts";
 import type { AdamHyper } from "../tensor/backend.ts";
 import { fusedAdam, fusedAdamApply, fusedSumSquares } from "../tensor/fused.ts";
 import type { Schedule } from "./schedule.ts";
@@ -123,6 +123,11 @@ export interface AdamOptions {
   eps?: number;
   /** Decoupled weight decay (AdamW): adds -lr·weightDecay·param to the update. */
   weightDecay?: number;
+  /**
+   * Which params leaves weight decay applies to, by path (`blocks[0].wQkv`, as treePaths spells
+   * it) and value; default all. nanoGPT decays matrices only: `(_, p) => p.ndim >= 2`.
+   */
+  decayMask?: (path: string, param: Tensor) => boolean;
 }
 
 /** Adam with bias correction; with weightDecay it is AdamW. */
@@ -133,6 +138,11 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
     const t = count + 1, lr = rate(o.lr, count);
     return { b1, b2, eps, c2: 1 - b2 ** t, scale: -lr / (1 - b1 ** t), decay: lr * wd };
   };
+  /** Per params leaf (flatten order): whether it decays. */
+  const decays = (params: unknown): boolean[] =>
+    treePaths(params).map(([path, p]) =>
+      wd !== 0 && (!o.decayMask || !(p instanceof Tensor) || o.decayMask(path, p))
+    );
   const self: GradientTransformation<AdamState> = {
     init: (params) => ({
       count: 0,
@@ -147,6 +157,7 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
       const h = hyper(state.count);
       const [gl, def] = treeFlatten(grads);
       const ml = treeLeaves(state.mu), vl = treeLeaves(state.nu), pl = wd ? treeLeaves(params) : [];
+      const dl = wd ? decays(params) : [];
       if (ml.length !== gl.length || (wd && pl.length !== gl.length)) {
         throw new TypeError(
           `adam: gradients have ${gl.length} leaves, the optimizer state ${ml.length}${
@@ -156,7 +167,7 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
       }
       const res = gl.map((g, i) =>
         g instanceof Tensor
-          ? adamLeaf(g, ml[i] as Tensor, vl[i] as Tensor, wd ? pl[i] as Tensor : null, h)
+          ? adamLeaf(g, ml[i] as Tensor, vl[i] as Tensor, dl[i] ? pl[i] as Tensor : null, h)
           : [g, ml[i], vl[i]]
       );
       const part = (j: number) => treeUnflatten(def, res.map((r) => r[j]));
@@ -174,18 +185,19 @@ export function adam(o: AdamOptions): GradientTransformation<AdamState> {
         );
       }
       const h = hyper(state.count);
+      const dl = decays(params);
       const unit = so.unitRows;
       const res = gl.map((g, i) => {
         const p = pl[i], m = ml[i], v = vl[i];
         if (!(g instanceof Tensor && p instanceof Tensor)) return [p, m, v];
         const isUnit = !!unit?.leaves.has(p);
         const fused = fusedAdamApply(p, g, m as Tensor, v as Tensor, so.gradScale ?? null, h, {
-          decay: wd !== 0,
+          decay: dl[i],
           unitRows: isUnit,
         });
         if (fused) return fused;
         const gs = so.gradScale ? mul(g, so.gradScale) : g;
-        const [u, m2, v2] = adamLeaf(gs, m as Tensor, v as Tensor, wd ? p : null, h);
+        const [u, m2, v2] = adamLeaf(gs, m as Tensor, v as Tensor, dl[i] ? p : null, h);
         const p2 = add(p, u);
         return [isUnit ? unit!.rows(p2) : p2, m2, v2];
       });

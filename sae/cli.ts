@@ -183,7 +183,8 @@ commands:
   convert  convert activations to an Arrow store / .npy, or a dictionary to a SAELens folder
   inspect  print the format, shapes, dtypes, rows and statistics of activations or a dictionary
   lm       language models: lm info (family, sizes, hooks), lm run (activations on token ids),
-           lm tokenizer (train a byte-level BPE tokenizer on a corpus)
+           lm train (a small GPT-2 with this library's autodiff), lm corpus (the registry
+           corpus), lm tokenizer (train a byte-level BPE tokenizer on a corpus)
   tokenize a model's token ids and pieces for a text
   features top-activating contexts of a dictionary's features on a corpus
   harvest  a model's activations on a corpus into an Arrow store (resumable)

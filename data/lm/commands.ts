@@ -14,7 +14,11 @@ import { BPE_HELP, bpeCommand } from "../text/bpe_command.ts";
 import { BpeTrainError } from "../text/bpe_train.ts";
 import { CorpusError } from "../text/corpus_error.ts";
 import { saveSafetensors } from "../safetensors.ts";
+import { TokenizerError } from "../text/tokenizer.ts";
+import { LmConfigError } from "./config.ts";
 import { hookNames, type LanguageModel, loadModel, modelInfo, runWithCache } from "./model.ts";
+import { LmTrainUsageError, parseLmTrainOptions } from "./train/options.ts";
+import { lmTrain } from "./train/run.ts";
 
 type Flags = Record<string, string | true>;
 
@@ -32,6 +36,18 @@ export const LM_HELP = `sae lm: language models (Hugging Face folders: config.js
       runs the model on int32 token ids [N, T] and writes each hook's activations (a tensor named
       by the hook) and the logits; --stop-early stops after the last asked hook (implies
       --no-logits). The output is held in memory until written: for a corpus, harvest to a store.
+  sae lm train --data TRAIN.jsonl --heldout HELDOUT.jsonl --tokenizer DIR --out DIR
+             [--config train.json] [--layers 1 --d-model 256 --heads 4 --context 128]
+             [--batch 32 --micro 1 --steps 2000 --lr 1e-3 --min-lr 1e-4 --warmup 200]
+             [--weight-decay 0.1 --clip 1 --seed 0 --eval-every 200 --eval-tokens 65536]
+             [--checkpoint-every 200 --log-every 10 --dtype bf16|f32]
+             [--init-from MODEL_DIR --domain D --resume]
+      trains a GPT-2-layout model (nanoGPT's recipe: AdamW 0.9/0.95, decay on matrices, clip,
+      warmup + cosine) on JSON lines {"text", "domain"?}; writes a Hugging Face folder
+      (config.json, model.safetensors, tokenizer.json), curves.jsonl, MODEL_CARD.md and
+      checkpoint/ (--resume continues it exactly). --config reads the same options from JSON
+      ({"d-model": 256, …}); flags win. --init-from continues a saved model (its shape wins);
+      --domain keeps only the training documents of that domain. See docs/lm-training.md.
 ${CORPUS_HELP}
 ${BPE_HELP}`;
 
@@ -114,8 +130,22 @@ export async function lmCommand(positional: string[], flags: Flags): Promise<voi
     }
     return;
   }
+  if (sub === "train") {
+    if (rest.length) throw new LmUsageError(`sae lm train: unexpected argument ${rest[0]}`);
+    try {
+      await lmTrain(parseLmTrainOptions(flags));
+    } catch (e) {
+      if (e instanceof LmTrainUsageError) throw new LmUsageError(e.message);
+      // Bad data or tokenizer files: the message names the file (and line); exit status 1.
+      if (e instanceof CorpusError || e instanceof TokenizerError) {
+        throw new LmConfigError(e.message);
+      }
+      throw e;
+    }
+    return;
+  }
   throw new LmUsageError(
-    `sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run, corpus, tokenizer)`,
+    `sae lm: unknown subcommand ${JSON.stringify(sub)} (info, run, train, corpus, tokenizer)`,
   );
 }
 
