@@ -9,6 +9,7 @@ import { loadNative, native } from "./native.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
 import { perType, typeKey } from "./specialize.ts";
+import { trainKernels } from "./train_fused.ts";
 
 type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
@@ -541,6 +542,7 @@ export const cpu: Backend = {
     });
   },
   fused: {
+    ...trainKernels({ own, nativeThreads }),
     reluGrad(g, x) {
       const nat = native();
       // Without the native kernel (or for 16-bit floats, or strided views), the rule's g·step(x)
