@@ -1189,13 +1189,14 @@ ROWS_OP(double, sc_mul_rows_f64, *)
 
 // out = g·act'(x): 0 gelu's tanh form, y = x·s with s = σ(2u), so y' = s + 2x·s(1 − s)·u' and
 // u' = √(2/π)(1 + 3·0.044715x²); 1 exact gelu, y' = Φ(x) + x·φ(x); 2 silu, y' = σ(1 + x(1 − σ)).
+// 1 − σ(z) is taken as e^(−z)·σ(z): no cancellation where σ is near 1.
 #define ACT_GRAD_BODY(T, EXP, ERF)                                                                 \
   if (j->kind == 0) {                                                                              \
     for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
       const T a = x[i], u = (T)0.7978845608028654 * (a + (T)0.044715 * a * a * a);                 \
-      const T s = (T)1 / ((T)1 + EXP(-(T)2 * u));                                                  \
+      const T e = EXP(-(T)2 * u), s = (T)1 / ((T)1 + e);                                           \
       const T du = (T)0.7978845608028654 * ((T)1 + (T)0.134145 * a * a);                           \
-      out[i] = g[i] * (s + (T)2 * a * s * ((T)1 - s) * du);                                        \
+      out[i] = g[i] * (s + (T)2 * a * s * (e * s) * du);                                           \
     }                                                                                              \
   } else if (j->kind == 1) {                                                                       \
     for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
@@ -1205,8 +1206,8 @@ ROWS_OP(double, sc_mul_rows_f64, *)
     }                                                                                              \
   } else {                                                                                         \
     for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
-      const T a = x[i], s = (T)1 / ((T)1 + EXP(-a));                                               \
-      out[i] = g[i] * (s * ((T)1 + a * ((T)1 - s)));                                               \
+      const T a = x[i], e = EXP(-a), s = (T)1 / ((T)1 + e);                                        \
+      out[i] = g[i] * (s * ((T)1 + a * (e * s)));                                                  \
     }                                                                                              \
   }
 
