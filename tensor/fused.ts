@@ -67,7 +67,7 @@ function kernel<K extends keyof Kernels>(name: K, xs: readonly Tensor[]): Kernel
 }
 
 /** A 2-D view that reads a contiguous matrix as its transpose (what transpose() gives). */
-const isTransposedMatrix = (x: Tensor): boolean =>
+export const isTransposedMatrix = (x: Tensor): boolean =>
   x.ndim === 2 && x.shape[0] > 1 && x.shape[1] > 1 && x.strides[0] === 1 &&
   x.strides[1] === x.shape[0];
 
