@@ -975,6 +975,22 @@ TRANSPOSE(double, sc_transpose_f64)
 // rounding (tests/lm_fused.test.ts) and are, if anything, closer to the exact value.
 
 
+// A row's mean (0 unless center) and inverse scale 1/√(mean (x − mean)² + eps), in double.
+#define ROW_STATS(X, C, CENTER, EPS, MEAN, INV)                                                    \
+  double MEAN = 0, INV;                                                                            \
+  {                                                                                                \
+    double ss_ = 0;                                                                                \
+    if (CENTER) {                                                                                  \
+      for (int64_t c = 0; c < C; c++) MEAN += X[c];                                                \
+      MEAN /= (double)C;                                                                           \
+    }                                                                                              \
+    for (int64_t c = 0; c < C; c++) {                                                              \
+      const double d_ = X[c] - MEAN;                                                               \
+      ss_ += d_ * d_;                                                                              \
+    }                                                                                              \
+    INV = 1.0 / sqrt(ss_ / (double)C + EPS);                                                       \
+  }
+
 // out = (x − mean)/√(var + eps)·w + b per row (LayerNorm, biased variance) when center, else
 // x/√(mean x² + eps)·w (RMSNorm), w taken as 1 + w with plus_one; b may be null.
 #define ROW_NORM(T, NAME)                                                                          \
@@ -986,16 +1002,7 @@ TRANSPOSE(double, sc_transpose_f64)
     for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
       const T *x = j->x + r * C;                                                                   \
       T *o = j->out + r * C;                                                                       \
-      double mean = 0, ss = 0;                                                                     \
-      if (j->center) {                                                                             \
-        for (int64_t c = 0; c < C; c++) mean += x[c];                                              \
-        mean /= (double)C;                                                                         \
-      }                                                                                            \
-      for (int64_t c = 0; c < C; c++) {                                                            \
-        const double d = x[c] - mean;                                                              \
-        ss += d * d;                                                                               \
-      }                                                                                            \
-      const double inv = 1.0 / sqrt(ss / (double)C + j->eps);                                      \
+      ROW_STATS(x, C, j->center, j->eps, mean, inv)                                                \
       for (int64_t c = 0; c < C; c++) {                                                            \
         const double w = j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c];                    \
         o[c] = (T)((x[c] - mean) * inv * w + (j->b ? (double)j->b[c] : 0.0));                      \
@@ -1349,16 +1356,8 @@ CROSS_ENTROPY_GRAD(double, sc_cross_entropy_grad_f64, exp)
     for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
       const T *x = j->x + r * C, *g = j->g + r * C;                                                \
       T *dx = j->dx + r * C;                                                                       \
-      double mean = 0, ss = 0, md = 0, mdx = 0;                                                    \
-      if (j->center) {                                                                             \
-        for (int64_t c = 0; c < C; c++) mean += x[c];                                              \
-        mean /= (double)C;                                                                         \
-      }                                                                                            \
-      for (int64_t c = 0; c < C; c++) {                                                            \
-        const double d = x[c] - mean;                                                              \
-        ss += d * d;                                                                               \
-      }                                                                                            \
-      const double inv = 1.0 / sqrt(ss / (double)C + j->eps);                                      \
+      ROW_STATS(x, C, j->center, j->eps, mean, inv)                                                \
+      double md = 0, mdx = 0;                                                                      \
       for (int64_t c = 0; c < C; c++) {                                                            \
         const double xh = (x[c] - mean) * inv, gc = g[c];                                          \
         const double d = gc * (j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c]);             \
