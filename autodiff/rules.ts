@@ -33,7 +33,7 @@ import { gather, scatterAdd } from "../tensor/ops/index.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { sddmm, spmm, spmmT } from "../tensor/ops/sparse.ts";
 import { bind1 } from "../tensor/prims.ts";
-import { fusedReluGrad } from "../tensor/fused.ts";
+import { fusedReluGrad, isTransposedMatrix } from "../tensor/fused.ts";
 
 /** `live[j]`: whether input j needs a cotangent (rules may skip work for the others). */
 type Rule<P extends Prim> = (
@@ -143,7 +143,12 @@ export const RULES: { [P in Prim]: Rule<P> } = {
     [g],
     { inputs: [a, b] },
     live,
-  ) => [when(live[0], () => matmul(g!, mT(b))), when(live[1], () => matmul(mT(a), g!))],
+  ) => [
+    when(live[0], () => matmul(g!, mT(b))),
+    // b a transposed matrix (a tied head, x·Wᵀ): ∂b as the transpose of gᵀ·a, so that ∂W comes
+    // out contiguous rather than transposed (the same product; BLAS reads either layout).
+    when(live[1], () => isTransposedMatrix(b) ? mT(matmul(mT(g!), a)) : matmul(mT(a), g!)),
+  ],
   gather: (
     [g],
     { inputs: [x, idx], params: { axis } },

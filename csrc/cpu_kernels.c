@@ -975,6 +975,22 @@ TRANSPOSE(double, sc_transpose_f64)
 // rounding (tests/lm_fused.test.ts) and are, if anything, closer to the exact value.
 
 
+// A row's mean (0 unless center) and inverse scale 1/√(mean (x − mean)² + eps), in double.
+#define ROW_STATS(X, C, CENTER, EPS, MEAN, INV)                                                    \
+  double MEAN = 0, INV;                                                                            \
+  {                                                                                                \
+    double ss_ = 0;                                                                                \
+    if (CENTER) {                                                                                  \
+      for (int64_t c = 0; c < C; c++) MEAN += X[c];                                                \
+      MEAN /= (double)C;                                                                           \
+    }                                                                                              \
+    for (int64_t c = 0; c < C; c++) {                                                              \
+      const double d_ = X[c] - MEAN;                                                               \
+      ss_ += d_ * d_;                                                                              \
+    }                                                                                              \
+    INV = 1.0 / sqrt(ss_ / (double)C + EPS);                                                       \
+  }
+
 // out = (x − mean)/√(var + eps)·w + b per row (LayerNorm, biased variance) when center, else
 // x/√(mean x² + eps)·w (RMSNorm), w taken as 1 + w with plus_one; b may be null.
 #define ROW_NORM(T, NAME)                                                                          \
@@ -986,16 +1002,7 @@ TRANSPOSE(double, sc_transpose_f64)
     for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
       const T *x = j->x + r * C;                                                                   \
       T *o = j->out + r * C;                                                                       \
-      double mean = 0, ss = 0;                                                                     \
-      if (j->center) {                                                                             \
-        for (int64_t c = 0; c < C; c++) mean += x[c];                                              \
-        mean /= (double)C;                                                                         \
-      }                                                                                            \
-      for (int64_t c = 0; c < C; c++) {                                                            \
-        const double d = x[c] - mean;                                                              \
-        ss += d * d;                                                                               \
-      }                                                                                            \
-      const double inv = 1.0 / sqrt(ss / (double)C + j->eps);                                      \
+      ROW_STATS(x, C, j->center, j->eps, mean, inv)                                                \
       for (int64_t c = 0; c < C; c++) {                                                            \
         const double w = j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c];                    \
         o[c] = (T)((x[c] - mean) * inv * w + (j->b ? (double)j->b[c] : 0.0));                      \
@@ -1039,11 +1046,29 @@ static inline float exp_f32(float x) {
   return p * scale;
 }
 
+// erf in f32 by Abramowitz & Stegun 7.1.26: 1 − t·P(t)·e^(−x²), t = 1/(1 + p|x|), odd in x. The
+// formula's absolute error is below 1.5e-7; with f32 rounding and exp_f32, |erf_f32 − erf| stays
+// below 2.5e-7 (tests/fused_ops.test.ts measures it against f64). Branch-free, so it vectorises.
+static inline float erf_f32(float x) {
+  const float ax = fabsf(x);
+  const float t = 1.0f / (1.0f + 0.3275911f * ax);
+  const float poly =
+      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const float y = 1.0f - poly * exp_f32(-ax * ax);
+  return copysignf(y, x);
+}
+
+// Exact gelu in f32: ½x(1 + erf(x/√2)); its error is ½|x| times erf_f32's plus a few roundings.
+static inline float gelu_f32(float x) { return 0.5f * x * (1.0f + erf_f32(x * 0.70710678f)); }
+
+static inline double gelu_f64(double a) { return 0.5 * a * (1.0 + erf(a * 0.7071067811865476)); }
+
 // Activations: 0 gelu with tanh (x·σ(2u), u = √(2/π)(x + 0.044715x³), which equals
 // ½x(1 + tanh u) without its cancellation), 1 exact gelu ½x(1 + erf(x/√2)), 2 silu x·σ(x).
 // EXP is the exponential used: libm's exp for f64, exp_f32 for f32 (its argument rounded to f32
-// moves e^y by |y|·6e-8 relative, which matters only where the result is negligible).
-#define ACTIVATION(T, NAME, EXP)                                                                   \
+// moves e^y by |y|·6e-8 relative, which matters only where the result is negligible); GELU the
+// exact gelu: in double with libm's erf for f64, gelu_f32 (vectorised) for f32.
+#define ACTIVATION(T, NAME, EXP, GELU)                                                                   \
   ROW_JOBS(NAME, const T *x; T *out; int32_t kind)                                                 \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
@@ -1055,10 +1080,7 @@ static inline float exp_f32(float x) {
         out[i] = (T)(a / (1.0 + EXP(-2.0 * u)));                                                   \
       }                                                                                            \
     } else if (j->kind == 1) {                                                                     \
-      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
-        const double a = x[i];                                                                     \
-        out[i] = (T)(0.5 * a * (1.0 + erf(a * 0.7071067811865476)));                               \
-      }                                                                                            \
+      for (int64_t i = j->lo; i < j->hi; i++) out[i] = GELU(x[i]);                                 \
     } else {                                                                                       \
       for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
         const double a = x[i];                                                                     \
@@ -1074,8 +1096,8 @@ static inline float exp_f32(float x) {
       jobs[t] = (NAME##_job){x, out, kind, slice_start(n, t, nt), slice_start(n, t + 1, nt)};      \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
-ACTIVATION(float, sc_activation_f32, exp_f32)
-ACTIVATION(double, sc_activation_f64, exp)
+ACTIVATION(float, sc_activation_f32, exp_f32, gelu_f32)
+ACTIVATION(double, sc_activation_f64, exp, gelu_f64)
 
 // Causal attention's pattern from raw scores [B·H, T, T]: s·scale, soft-capped c·tanh(s/c) when
 // softcap > 0, keys whose mask byte (mask [B, T], may be null) is 0 set to −1e30, keys after the
@@ -1164,5 +1186,248 @@ ROWS_OP(float, sc_sub_rows_f32, -)
 ROWS_OP(double, sc_sub_rows_f64, -)
 ROWS_OP(float, sc_mul_rows_f32, *)
 ROWS_OP(double, sc_mul_rows_f64, *)
+
+// ---- Training kernels: forward and backward of fused ops under autodiff ---------------------
+// autodiff/fused_ops.ts wraps these in customVjp rules: the forward pass keeps what the backward
+// needs (a row's log-sum-exp) and the backward pass reads the inputs again rather than keeping
+// [N, V] temporaries. Like the inference kernels, they agree with their compositions within
+// rounding, not bit for bit: f64 in double with libm throughout; f32 with exp_f32/erf_f32, whose
+// loops vectorise (the compositions run one libm call per element).
+
+// out = g·act'(x): 0 gelu's tanh form, y = x·s with s = σ(2u), so y' = s + 2x·s(1 − s)·u' and
+// u' = √(2/π)(1 + 3·0.044715x²); 1 exact gelu, y' = Φ(x) + x·φ(x); 2 silu, y' = σ(1 + x(1 − σ)).
+// 1 − σ(z) is taken as e^(−z)·σ(z): no cancellation where σ is near 1.
+#define ACT_GRAD_BODY(T, EXP, ERF)                                                                 \
+  if (j->kind == 0) {                                                                              \
+    for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
+      const T a = x[i], u = (T)0.7978845608028654 * (a + (T)0.044715 * a * a * a);                 \
+      const T e = EXP(-(T)2 * u), s = (T)1 / ((T)1 + e);                                           \
+      const T du = (T)0.7978845608028654 * ((T)1 + (T)0.134145 * a * a);                           \
+      out[i] = g[i] * (s + (T)2 * a * s * (e * s) * du);                                           \
+    }                                                                                              \
+  } else if (j->kind == 1) {                                                                       \
+    for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
+      const T a = x[i];                                                                            \
+      const T cdf = (T)0.5 * ((T)1 + ERF(a * (T)0.7071067811865476));                              \
+      out[i] = g[i] * (cdf + a * (T)0.3989422804014327 * EXP((T)-0.5 * a * a));                   \
+    }                                                                                              \
+  } else {                                                                                         \
+    for (int64_t i = j->lo; i < j->hi; i++) {                                                      \
+      const T a = x[i], e = EXP(-a), s = (T)1 / ((T)1 + e);                                        \
+      out[i] = g[i] * (s * ((T)1 + a * (e * s)));                                                  \
+    }                                                                                              \
+  }
+
+#define ACTIVATION_GRAD(T, NAME, EXP, ERF)                                                         \
+  ROW_JOBS(NAME, const T *g; const T *x; T *out; int32_t kind)                                     \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *g = j->g, *x = j->x;                                                                  \
+    T *out = j->out;                                                                               \
+    ACT_GRAD_BODY(T, EXP, ERF)                                                                     \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *x, T *out, int64_t n, int32_t kind, int32_t threads) {            \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g, x, out, kind, slice_start(n, t, nt), slice_start(n, t + 1, nt)};   \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ACTIVATION_GRAD(float, sc_activation_grad_f32, exp_f32, erf_f32)
+ACTIVATION_GRAD(double, sc_activation_grad_f64, exp, erf)
+
+// Softmax cross-entropy per row of x [rows, V] with target tgt[r] (rows whose target is `ignore`
+// get loss 0 and lse 0): lse = max + log Σ e^(x − max), loss = lse − x[tgt]. Returns -1, or the
+// first row whose target is neither in [0, V) nor `ignore`. f32 keeps 16 partial maxima and sums
+// (vectorised; the sums are added in double at the end).
+#define CE_LANES 16
+static double ce_row_f32(const float *x, int64_t V) {
+  float m16[CE_LANES], s16[CE_LANES];
+  int64_t c = 0;
+  for (int k = 0; k < CE_LANES; k++) m16[k] = -INFINITY, s16[k] = 0;
+  for (; c + CE_LANES <= V; c += CE_LANES)
+    for (int k = 0; k < CE_LANES; k++) m16[k] = x[c + k] > m16[k] ? x[c + k] : m16[k];
+  float mx = -INFINITY;
+  for (int k = 0; k < CE_LANES; k++) mx = m16[k] > mx ? m16[k] : mx;
+  for (int64_t i = c; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+  if (mx == -INFINITY || mx != mx) return mx;  // all −∞ (lse −∞) or a NaN (NaN)
+  for (c = 0; c + CE_LANES <= V; c += CE_LANES)
+    for (int k = 0; k < CE_LANES; k++) s16[k] += exp_f32(x[c + k] - mx);
+  double s = 0;
+  for (int k = 0; k < CE_LANES; k++) s += s16[k];
+  for (int64_t i = c; i < V; i++) s += exp_f32(x[i] - mx);
+  return (double)mx + log(s);
+}
+
+static double ce_row_f64(const double *x, int64_t V) {
+  double mx = -INFINITY, s = 0;
+  for (int64_t i = 0; i < V; i++) mx = x[i] > mx || x[i] != x[i] ? x[i] : mx;
+  if (mx == -INFINITY || mx != mx) return mx;
+  for (int64_t i = 0; i < V; i++) s += exp(x[i] - mx);
+  return mx + log(s);
+}
+
+#define CROSS_ENTROPY(T, NAME, ROW)                                                                \
+  ROW_JOBS(NAME, const T *x; const int32_t *tgt; T *loss; T *lse; int64_t V; int32_t ignore;       \
+           int64_t bad)                                                                            \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    j->bad = -1;                                                                                   \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const int32_t t = j->tgt[r];                                                                 \
+      if (t == j->ignore) {                                                                        \
+        j->loss[r] = 0, j->lse[r] = 0;                                                             \
+        continue;                                                                                  \
+      }                                                                                            \
+      if (t < 0 || t >= j->V) {                                                                    \
+        if (j->bad < 0) j->bad = r;                                                                \
+        continue;                                                                                  \
+      }                                                                                            \
+      const T *x = j->x + r * j->V;                                                                \
+      const double l = ROW(x, j->V);                                                               \
+      j->lse[r] = (T)l;                                                                            \
+      j->loss[r] = (T)(l - (double)x[t]);                                                          \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int64_t NAME(const T *x, const int32_t *tgt, T *loss, T *lse, int64_t rows, int64_t V,           \
+               int32_t ignore, int32_t threads) {                                                  \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, tgt, loss, lse, V, ignore, -1, rows * t / nt, rows * (t + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    for (int t = 0; t < nt; t++)                                                                   \
+      if (jobs[t].bad >= 0) return jobs[t].bad;                                                    \
+    return -1;                                                                                     \
+  }
+CROSS_ENTROPY(float, sc_cross_entropy_f32, ce_row_f32)
+CROSS_ENTROPY(double, sc_cross_entropy_f64, ce_row_f64)
+
+// ∂x = (softmax(x) − onehot(tgt))·g[r] per row, from the forward pass's lse: e^(x − lse) is the
+// softmax. Rows whose target is `ignore` get 0. Targets were checked by the forward pass; one out
+// of range here is skipped (its row gets no −g), never written.
+#define CROSS_ENTROPY_GRAD(T, NAME, EXP)                                                           \
+  ROW_JOBS(NAME, const T *x; const int32_t *tgt; const T *lse; const T *g; T *out; int64_t V;      \
+           int32_t ignore)                                                                         \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t V = j->V;                                                                        \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const int32_t t = j->tgt[r];                                                                 \
+      const T *x = j->x + r * V;                                                                   \
+      T *o = j->out + r * V;                                                                       \
+      if (t == j->ignore) {                                                                        \
+        memset(o, 0, sizeof(T) * (size_t)V);                                                       \
+        continue;                                                                                  \
+      }                                                                                            \
+      const T l = j->lse[r], gr = j->g[r];                                                         \
+      for (int64_t c = 0; c < V; c++) o[c] = EXP(x[c] - l) * gr;                                   \
+      if (t >= 0 && t < V) o[t] -= gr;                                                             \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const int32_t *tgt, const T *lse, const T *g, T *out, int64_t rows,        \
+            int64_t V, int32_t ignore, int32_t threads) {                                          \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, tgt, lse, g, out, V, ignore, rows * t / nt, rows * (t + 1) / nt};  \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+CROSS_ENTROPY_GRAD(float, sc_cross_entropy_grad_f32, exp_f32)
+CROSS_ENTROPY_GRAD(double, sc_cross_entropy_grad_f64, exp)
+
+// The row norm's backward (see ROW_NORM), in double per row: with x̂ the normalised row, r the
+// inverse scale and d = g·w (w as 1 + w with plus_one): ∂x = r·(d − mean d − x̂·mean(d·x̂)) for
+// LayerNorm, r·(d − x̂·mean(d·x̂)) for RMSNorm; ∂w = Σ_rows g·x̂, ∂b = Σ_rows g (db may be null).
+// Each thread sums its rows' ∂w, ∂b in double (acc, 2·cols per thread), added in thread order.
+#define ROW_NORM_GRAD(T, NAME)                                                                     \
+  ROW_JOBS(NAME, const T *g; const T *x; const T *w; T *dx; int64_t cols; double eps;              \
+           int32_t center; int32_t plus_one; double *acc)                                          \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    double *aw = j->acc, *ab = j->acc + C;                                                         \
+    for (int64_t c = 0; c < 2 * C; c++) j->acc[c] = 0;                                             \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const T *x = j->x + r * C, *g = j->g + r * C;                                                \
+      T *dx = j->dx + r * C;                                                                       \
+      ROW_STATS(x, C, j->center, j->eps, mean, inv)                                                \
+      double md = 0, mdx = 0;                                                                      \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const double xh = (x[c] - mean) * inv, gc = g[c];                                          \
+        const double d = gc * (j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c]);             \
+        md += d, mdx += d * xh;                                                                    \
+        aw[c] += gc * xh, ab[c] += gc;                                                             \
+      }                                                                                            \
+      md = j->center ? md / (double)C : 0, mdx /= (double)C;                                       \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const double xh = (x[c] - mean) * inv;                                                     \
+        const double d = g[c] * (j->plus_one ? 1.0 + (double)j->w[c] : (double)j->w[c]);           \
+        dx[c] = (T)(inv * (d - md - xh * mdx));                                                    \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  int32_t NAME(const T *g, const T *x, const T *w, T *dx, T *dw, T *db, int64_t rows,             \
+               int64_t cols, double eps, int32_t center, int32_t plus_one, int32_t threads) {     \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    double *acc = malloc(sizeof(double) * 2 * (size_t)(cols > 0 ? cols : 1) * (size_t)nt);        \
+    if (!acc) return 0;                                                                            \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){g,        x,   w, dx, cols, eps, center, plus_one, acc + 2 * cols * t, \
+                             rows * t / nt, rows * (t + 1) / nt};                                  \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    for (int64_t c = 0; c < cols; c++) {                                                           \
+      double sw = 0, sb = 0;                                                                       \
+      for (int t = 0; t < nt; t++) sw += acc[2 * cols * t + c], sb += acc[2 * cols * t + cols + c]; \
+      dw[c] = (T)sw;                                                                               \
+      if (db) db[c] = (T)sb;                                                                       \
+    }                                                                                              \
+    free(acc);                                                                                     \
+    return -1;                                                                                     \
+  }
+ROW_NORM_GRAD(float, sc_row_norm_grad_f32)
+ROW_NORM_GRAD(double, sc_row_norm_grad_f64)
+
+// Causal attention's pattern backward (see ATTN_SOFTMAX, without a soft cap): from the pattern p
+// and its cotangent g, ∂s = scale·p·(g − Σ_k g·p) over the keys up to the query, 0 after it and
+// where the key mask (may be null) hides the key.
+#define ATTN_SOFTMAX_GRAD(T, NAME)                                                                 \
+  ROW_JOBS(NAME, const T *g; const T *p; const uint8_t *mask; T *out; int64_t t; int64_t heads;    \
+           double scale)                                                                           \
+  static void *NAME##_task(void *q) {                                                              \
+    NAME##_job *j = q;                                                                             \
+    const int64_t Tn = j->t;                                                                       \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+      const int64_t i = r % Tn, bh = r / Tn;                                                       \
+      const uint8_t *m = j->mask ? j->mask + (bh / j->heads) * Tn : 0;                             \
+      const T *g = j->g + r * Tn, *p = j->p + r * Tn;                                              \
+      T *o = j->out + r * Tn;                                                                      \
+      double dot = 0;                                                                              \
+      for (int64_t k = 0; k <= i; k++) dot += (double)g[k] * (double)p[k];                         \
+      for (int64_t k = 0; k <= i; k++)                                                             \
+        o[k] = m && !m[k] ? 0 : (T)(j->scale * (double)p[k] * ((double)g[k] - dot));              \
+      for (int64_t k = i + 1; k < Tn; k++) o[k] = 0;                                               \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *g, const T *p, const uint8_t *mask, T *out, int64_t rows, int64_t t,          \
+            int64_t heads, double scale, int32_t threads) {                                        \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int u = 0; u < nt; u++)                                                                   \
+      jobs[u] = (NAME##_job){g, p, mask, out, t, heads, scale, rows * u / nt, rows * (u + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ATTN_SOFTMAX_GRAD(float, sc_attn_softmax_grad_f32)
+ATTN_SOFTMAX_GRAD(double, sc_attn_softmax_grad_f64)
 
 #pragma GCC pop_options

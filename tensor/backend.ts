@@ -171,6 +171,34 @@ export interface Backend {
     activation?(x: View, kind: Activation): Buf | null;
     /** Causal attention's pattern from raw scores [B, H, T, T] (see AttnSoftmaxOptions). */
     attnSoftmax?(scores: View, mask: View | null, o: AttnSoftmaxOptions): Buf | null;
+    // Training kernels: the forward and backward halves of ops that autodiff/fused_ops.ts gives
+    // hand-written VJPs, on contiguous views, within rounding of their compositions; null: compose.
+    /**
+     * Softmax cross-entropy of each row of logits [rows, V] against an i32 target per row:
+     * [loss, lse] (each [rows]), lse the row's log-sum-exp; a row whose target is `ignoreIndex`
+     * gets 0 for both. Throws a RangeError naming the first other target outside [0, V).
+     */
+    crossEntropy?(logits: View, targets: View, ignoreIndex: number): [loss: Buf, lse: Buf] | null;
+    /** (softmax(logits) − onehot(targets))·g per row from the forward's lse; ignored rows 0. */
+    crossEntropyGrad?(
+      logits: View,
+      targets: View,
+      lse: View,
+      g: View,
+      ignoreIndex: number,
+    ): Buf | null;
+    /** g·act′(x) elementwise. */
+    activationGrad?(g: View, x: View, kind: Activation): Buf | null;
+    /** rowNorm's backward for its cotangent g: [∂x, ∂w, ∂b] (∂b only with `withBias`). */
+    rowNormGrad?(
+      g: View,
+      x: View,
+      w: View,
+      withBias: boolean,
+      o: RowNormOptions,
+    ): [dx: Buf, dw: Buf, db: Buf | null] | null;
+    /** attnSoftmax's backward (no soft cap) from its output p and cotangent g: ∂scores. */
+    attnSoftmaxGrad?(g: View, p: View, mask: View | null, scale: number): Buf | null;
   };
 }
 

@@ -38,6 +38,11 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   rowNorm: { float: true, matrix: false },
   activation: { float: true, matrix: false },
   attnSoftmax: { float: true, matrix: false },
+  crossEntropy: { float: true, matrix: false },
+  crossEntropyGrad: { float: true, matrix: false },
+  activationGrad: { float: true, matrix: false },
+  rowNormGrad: { float: true, matrix: false },
+  attnSoftmaxGrad: { float: true, matrix: false },
 };
 
 /**
@@ -62,7 +67,7 @@ function kernel<K extends keyof Kernels>(name: K, xs: readonly Tensor[]): Kernel
 }
 
 /** A 2-D view that reads a contiguous matrix as its transpose (what transpose() gives). */
-const isTransposedMatrix = (x: Tensor): boolean =>
+export const isTransposedMatrix = (x: Tensor): boolean =>
   x.ndim === 2 && x.shape[0] > 1 && x.shape[1] > 1 && x.strides[0] === 1 &&
   x.strides[1] === x.shape[0];
 
@@ -256,4 +261,86 @@ export function fusedAttnSoftmax(
   const k = inference("attnSoftmax", [scores], mask ? [mask] : []);
   const buf = k?.(scores.view(), mask?.view() ?? null, { ...o, window });
   return buf ? like(scores, buf) : null;
+}
+
+// Training kernels: the halves of the ops that autodiff/fused_ops.ts differentiates by hand. Each
+// is null when an operand is traced, strided or elsewhere, or the backend has no such kernel.
+
+/** Operands fit for a training kernel: plain as in `inference`, and of x0's dtype when float. */
+function plain(xs: readonly Tensor[], ints: readonly Tensor[] = []): boolean {
+  const x0 = xs[0];
+  if (x0.dtype !== "f32" && x0.dtype !== "f64") return false;
+  for (const x of [...xs, ...ints]) {
+    if (x.backend !== x0.backend || !x.isContiguous() || isWatched(x)) return false;
+    if (!ints.includes(x) && x.dtype !== x0.dtype) return false;
+  }
+  return true;
+}
+
+/**
+ * Softmax cross-entropy over the last axis of logits [..., V] against i32 targets [...]: [loss,
+ * lse], both shaped like the targets (rows whose target is `ignoreIndex`: 0 and 0).
+ */
+export function fusedCrossEntropy(
+  logits: Tensor,
+  targets: Tensor,
+  ignoreIndex: number,
+): [loss: Tensor, lse: Tensor] | null {
+  const k = logits.backend.fused?.crossEntropy;
+  if (!k || targets.dtype !== "i32" || !plain([logits], [targets])) return null;
+  const r = k(logits.view(), targets.view(), ignoreIndex);
+  return r &&
+    [
+      wrap(logits.backend, r[0], targets.shape, logits.dtype),
+      wrap(logits.backend, r[1], targets.shape, logits.dtype),
+    ];
+}
+
+/** ∂logits of the summed g·loss from fusedCrossEntropy's lse: (softmax − onehot)·g. */
+export function fusedCrossEntropyGrad(
+  logits: Tensor,
+  targets: Tensor,
+  lse: Tensor,
+  g: Tensor,
+  ignoreIndex: number,
+): Tensor | null {
+  const k = logits.backend.fused?.crossEntropyGrad;
+  if (!k || !plain([logits, lse, g], [targets])) return null;
+  const buf = k(logits.view(), targets.view(), lse.view(), g.view(), ignoreIndex);
+  return buf ? like(logits, buf) : null;
+}
+
+/** g·act′(x), the activation's cotangent. */
+export function fusedActivationGrad(g: Tensor, x: Tensor, kind: Activation): Tensor | null {
+  const k = x.backend.fused?.activationGrad;
+  if (!k || !shapesEqual(g.shape, x.shape) || !plain([x, g])) return null;
+  const buf = k(g.view(), x.view(), kind);
+  return buf ? like(x, buf) : null;
+}
+
+/** fusedRowNorm's backward: [∂x, ∂w, ∂b] (∂b null without a bias). */
+export function fusedRowNormGrad(
+  g: Tensor,
+  x: Tensor,
+  w: Tensor,
+  withBias: boolean,
+  o: RowNormOptions,
+): [Tensor, Tensor, Tensor | null] | null {
+  const k = x.backend.fused?.rowNormGrad;
+  if (!k || !shapesEqual(g.shape, x.shape) || !plain([x, g, w])) return null;
+  const r = k(g.view(), x.view(), w.view(), withBias, o);
+  return r && [like(x, r[0]), like(w, r[1]), r[2] === null ? null : like(w, r[2])];
+}
+
+/** fusedAttnSoftmax's backward (no soft cap) from its output p: ∂scores. */
+export function fusedAttnSoftmaxGrad(
+  g: Tensor,
+  p: Tensor,
+  mask: Tensor | null,
+  scale: number,
+): Tensor | null {
+  const k = p.backend.fused?.attnSoftmaxGrad;
+  if (!k || !shapesEqual(g.shape, p.shape) || !plain([p, g], mask ? [mask] : [])) return null;
+  const buf = k(g.view(), p.view(), mask?.view() ?? null, scale);
+  return buf ? like(p, buf) : null;
 }

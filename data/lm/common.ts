@@ -1,30 +1,20 @@
 /**
  * What the decoder-only families share: hook plumbing, token checks, LayerNorm and RMSNorm with
  * TransformerLens's hook points, rotary embeddings in the rotate-half convention, and causal
- * attention with grouped key/value heads. All built from the library's differentiable tensor ops;
- * where no operand is traced and no hook asks for an intermediate, a norm, an activation or an
- * attention pattern runs as one fused backend kernel instead (tensor/fused.ts), so inference does
- * not pay for the compositions that gradients need.
+ * attention with grouped key/value heads. All differentiable; where no hook asks for an
+ * intermediate, a norm, an activation and an attention pattern are autodiff/fused_ops.ts's fused
+ * ops (one backend kernel per pass, forward and backward, where the backend has them), so neither
+ * inference nor training pays for a pass per elementwise op.
  */
 import type { Activation } from "../../tensor/backend.ts";
-import { fusedActivation, fusedAttnSoftmax, fusedRowNorm } from "../../tensor/fused.ts";
-import { tensor } from "../../tensor/ops/create.ts";
 import {
-  add,
-  cast,
-  div,
-  gelu,
-  mul,
-  ne,
-  neg,
-  sigmoid,
-  sqrt,
-  sub,
-  tanh,
-  where,
-} from "../../tensor/ops/elementwise.ts";
+  activation as fusedOrComposedActivation,
+  causalSoftmax,
+  rowNorm,
+} from "../../autodiff/fused_ops.ts";
+import { tensor } from "../../tensor/ops/create.ts";
+import { add, cast, div, mul, ne, neg, tanh } from "../../tensor/ops/elementwise.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { mean, softmax } from "../../tensor/ops/reduce.ts";
 import { concat, mT, reshape, sliceAxis, take, transpose } from "../../tensor/ops/shape.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 
@@ -72,12 +62,9 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
   return out.ndim === lead.length + 1 ? out : reshape(out, [...lead, w.shape[1]]);
 }
 
-/** An activation, fused where nothing is traced. */
+/** An activation, fused where the backend can (see autodiff/fused_ops.ts). */
 export function activation(x: Tensor, kind: Activation): Tensor {
-  const fused = fusedActivation(x, kind);
-  if (fused) return fused;
-  if (kind === "silu") return mul(x, sigmoid(x));
-  return gelu(x, { approximate: kind === "gelu_tanh" ? "tanh" : "none" });
+  return fusedOrComposedActivation(x, kind);
 }
 
 /** Token ids as an i32 [B, T] tensor, checked against the vocabulary and context length. */
@@ -124,6 +111,13 @@ export function embedRows(table: Tensor, ids: Tensor): Tensor {
   return widen16(take(table, ids, 0));
 }
 
+/** The hooks of a norm at `prefix`, as rowNorm's taps; none (so it may fuse) when neither is set. */
+function normTaps(hook: Hook, prefix: string) {
+  const scale = prefix + ".hook_scale", normalized = prefix + ".hook_normalized";
+  if (!hook.has(scale) && !hook.has(normalized)) return undefined;
+  return { scale: (x: Tensor) => hook(scale, x), normalized: (x: Tensor) => hook(normalized, x) };
+}
+
 /** LayerNorm (biased variance); the hooks see the scale and the value before w and b. */
 export function layerNorm(
   hook: Hook,
@@ -133,17 +127,7 @@ export function layerNorm(
   b: Tensor,
   eps: number,
 ): Tensor {
-  if (!hook.has(prefix + ".hook_scale") && !hook.has(prefix + ".hook_normalized")) {
-    const fused = fusedRowNorm(x, w, b, { eps, center: true, plusOne: false });
-    if (fused) return fused;
-  }
-  const c = sub(x, mean(x, -1, { keepdims: true }));
-  const scale = hook(
-    prefix + ".hook_scale",
-    sqrt(add(mean(mul(c, c), -1, { keepdims: true }), eps)),
-  );
-  const normalized = hook(prefix + ".hook_normalized", div(c, scale));
-  return add(mul(normalized, w), b);
+  return rowNorm(x, w, b, { eps, center: true, plusOne: false }, normTaps(hook, prefix));
 }
 
 /**
@@ -158,18 +142,8 @@ export function rmsNorm(
   eps: number,
   opts: { plusOne?: boolean } = {},
 ): Tensor {
-  if (!hook.has(prefix + ".hook_scale") && !hook.has(prefix + ".hook_normalized")) {
-    const fused = fusedRowNorm(x, w, null, { eps, center: false, plusOne: !!opts.plusOne });
-    if (fused) return fused;
-  }
-  const scale = hook(
-    prefix + ".hook_scale",
-    sqrt(add(mean(mul(x, x), -1, { keepdims: true }), eps)),
-  );
-  return mul(
-    hook(prefix + ".hook_normalized", div(x, scale)),
-    opts.plusOne ? add(1, widen16(w)) : w,
-  );
+  const o = { eps, center: false, plusOne: !!opts.plusOne };
+  return rowNorm(x, opts.plusOne ? widen16(w) : w, null, o, normTaps(hook, prefix));
 }
 
 /**
@@ -231,47 +205,23 @@ export function causalAttention(
   const mask = opts.mask ? keyMask(opts.mask, q.shape[0], T) : null;
   const pattern = hook(
     prefix + "hook_pattern",
-    fusedAttnSoftmax(raw, mask && reshape(mask, [q.shape[0], T]), {
+    causalSoftmax(raw, mask, {
       scale,
       softcap: opts.softcap ?? null,
       window: opts.window ?? null,
-    }) ?? composedPattern(raw, T, scale, mask, opts),
+    }),
   );
   return hook(prefix + "hook_z", transpose(matmul(pattern, toBH(v)), [0, 2, 1, 3]));
 }
 
-/** The attention pattern as a composition of differentiable ops. */
-function composedPattern(
-  raw: Tensor,
-  T: number,
-  scale: number,
-  mask: Tensor | null,
-  opts: AttentionOptions,
-): Tensor {
-  const window = opts.window ?? Infinity;
-  const causal = tensor(
-    Array.from(
-      { length: T },
-      (_, i) => Array.from({ length: T }, (_, j) => j <= i && j > i - window),
-    ),
-    { dtype: "bool" },
-  );
-  let scores = mul(raw, scale);
-  if (opts.softcap != null) scores = softcap(scores, opts.softcap);
-  // Padding gets a finite floor so that a fully hidden row stays finite; exp underflows to 0.
-  if (mask) scores = where(mask, scores, -1e30);
-  return softmax(where(causal, scores, -Infinity), -1);
-}
-
-/** An attention mask [B, T] as a bool key mask [B, 1, 1, T], checked. */
+/** An attention mask [B, T] as a bool key mask, checked. */
 function keyMask(mask: Tensor, B: number, T: number): Tensor {
   if (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== T) {
     throw new RangeError(
       `forward: attentionMask must be [${B}, ${T}] like the tokens, got [${mask.shape}]`,
     );
   }
-  const m = mask.dtype === "bool" ? mask : ne(mask, 0);
-  return reshape(m, [B, 1, 1, T]);
+  return mask.dtype === "bool" ? mask : ne(mask, 0);
 }
 
 /** c·tanh(x/c): bounded to (−c, c), close to x where |x| ≪ c. */

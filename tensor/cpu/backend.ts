@@ -9,6 +9,8 @@ import { loadNative, native } from "./native.ts";
 import * as K from "./kernels.ts";
 import * as S from "./sparse.ts";
 import { perType, typeKey } from "./specialize.ts";
+import { trainKernels } from "./train_fused.ts";
+import { gatherRows, scatterAddRows } from "./rows.ts";
 
 type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
@@ -341,11 +343,16 @@ export const cpu: Backend = {
       : produce(outDtype, n, (out) => out.set(res));
   },
   gather(x, idx, axis) {
-    return produce(x.dtype, sizeOf(idx.shape), (out) => K.gather(num(x), num(idx), axis, out));
+    return produce(x.dtype, sizeOf(idx.shape), (out) => {
+      if (!gatherRows(num(x), num(idx), axis, out)) K.gather(num(x), num(idx), axis, out);
+    });
   },
   scatterAdd(base, idx, upd, axis) {
     return produce(base.dtype, sizeOf(base.shape), (out) => {
-      K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
+      // A contiguous base (the zeros of a gather's VJP) is one block copy.
+      if (contiguous(base) && !is16(base.dtype)) {
+        (out as Float32Array).set(own(base, out.length) as Float32Array);
+      } else K.copyInto(out, base.shape, base.shape.map(() => 0), num(base));
       const u = num(upd);
       // A vector of sums from contiguous index and update vectors (∂b_enc, features fired): one
       // loop, the generic kernel's order and bits, without its offset tables (2–6 ms → ~0.2 ms
@@ -359,6 +366,7 @@ export const cpu: Backend = {
         );
         return;
       }
+      if (scatterAddRows(out, base.shape, num(idx), u, axis)) return;
       perType(K.scatterAdd, typeKey(out, u.arr), {
         stridedOffsets: K.stridedOffsets,
         checkIndex: K.checkIndex,
@@ -541,6 +549,7 @@ export const cpu: Backend = {
     });
   },
   fused: {
+    ...trainKernels({ own, nativeThreads }),
     reluGrad(g, x) {
       const nat = native();
       // Without the native kernel (or for 16-bit floats, or strided views), the rule's g·step(x)

@@ -15,11 +15,12 @@ import { type Ffi, type FfiFn, type FfiSig, getFfi, NO_FFI } from "../platform/f
 import { compileCached, cpuKey, defaultCacheDir } from "../platform/compile.ts";
 import { granted } from "../platform/runtime.ts";
 import { checkCount, checkFloats, checkIndices, I64_MAX } from "./native_bounds.ts";
+import { bindTrain, type NativeTrain, TRAIN_SIGS } from "./native_train.ts";
 
 type F = Float32Array | Float64Array;
 
 /** Each returns -1 on success or the position of the first entry whose index is out of range. */
-export interface Native {
+export interface Native extends NativeTrain {
   /** The compiled library that was opened. */
   path: string;
   // Counts are passed, never taken from array lengths: a tensor's buffer may be longer than the
@@ -247,6 +248,7 @@ const SIGS: Record<string, FfiSig> = {
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  ...TRAIN_SIGS,
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -299,6 +301,7 @@ function bind(path: string, raw: Raw): Native {
   };
   return {
     path,
+    ...bindTrain(fn),
     spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
       const k = "spmm";
       checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
