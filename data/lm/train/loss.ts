@@ -1,11 +1,9 @@
 /**
- * The training objective in one place: mean next-token cross-entropy of logits against targets.
- * A fused cross-entropy op can replace this function's body without touching its callers.
+ * The training objective in one place: mean next-token cross-entropy of logits against targets,
+ * through the fused op (one native pass forward, one backward, where the backend has the kernels).
  */
-import { neg } from "../../../tensor/ops/elementwise.ts";
-import { takeAlongAxis } from "../../../tensor/ops/index.ts";
-import { logSoftmax, mean } from "../../../tensor/ops/reduce.ts";
-import { reshape } from "../../../tensor/ops/shape.ts";
+import { crossEntropy } from "../../../autodiff/fused_ops.ts";
+import { mean } from "../../../tensor/ops/reduce.ts";
 import type { Tensor } from "../../../tensor/tensor.ts";
 
 /** Mean over every position of −log softmax(logits)[target]; logits [B, T, V], targets i32 [B, T]. */
@@ -19,6 +17,5 @@ export function lmLoss(logits: Tensor, targets: Tensor): Tensor {
       `lmLoss: logits must be [B, T, V] and targets i32 [B, T], got [${logits.shape}] and ${targets.dtype} [${targets.shape}]`,
     );
   }
-  const picked = takeAlongAxis(logSoftmax(logits, -1), reshape(targets, [B, T, 1]), -1);
-  return neg(mean(picked));
+  return mean(crossEntropy(logits, targets));
 }
