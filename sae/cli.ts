@@ -151,7 +151,8 @@ const TRAIN_HELP = `sae train: train a dictionary
                      forward (default 8), --exclude-special leaves out BOS/EOS/padding positions.
                      --resume continues exactly (the buffer is replayed on token ids, not recomputed).
                      At the end the dictionary is spliced into the model on the first --eval-tokens
-                     (default 16384; 0: none) of --data: CE and KL recovered, into eval.json
+                     (default 16384; 0: none) of --data: CE and KL recovered, into eval.json;
+                     --features K then runs sae features over --data and prints K features
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
   --matmul-precision P   f32 (default) | bf16 (CPU: sbgemm, bf16 inputs and f32 sums, where the CPU
                      and OpenBLAS have it, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
@@ -201,6 +202,7 @@ const LIVE_FLAGS = [
   "model-batch",
   "exclude-special",
   "eval-tokens",
+  "features",
 ];
 
 async function dataFrom(
@@ -521,6 +523,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
     console.log(formatMetricsTable(m));
     if (recovery) console.log(recoveryLine(recovery));
     if (downstream) console.log(formatDownstream(downstream.downstream, downstream.hooks));
+    await liveFeatures(out, flags);
   } finally {
     await data.close?.();
   }
@@ -545,6 +548,22 @@ async function liveDownstream(
   );
   const r = await modelEvaluation(await loadSae(out), { ...pass, tokens: String(tokens) }, usage);
   return { downstream: r.downstream, about: r.about, hooks: r.about.hooks as string[] };
+}
+
+/**
+ * `--features K` on a live run: the features pass of `sae features` over --data (its default
+ * --tokens), DIR/features/ written and K features printed with their top contexts.
+ */
+async function liveFeatures(out: string, flags: Flags): Promise<void> {
+  const show = num(flags, "features", { int: true, min: 0 }) ?? 0;
+  if (!str(flags, "model") || show === 0) return;
+  const pass = Object.fromEntries(
+    ["model", "data", "quiet", ...TEXT_FLAGS].filter((f) => flags[f] !== undefined).map((
+      f,
+    ) => [f, flags[f]]),
+  );
+  console.log(`\n${show} features (sae features ${out} --show ${show}):`);
+  await featuresCommand(out, { ...pass, show: String(show) }, usage);
 }
 
 /** --backend: a bad or unavailable name is a usage error (exit 2) naming the reason. */
