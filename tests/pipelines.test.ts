@@ -1,0 +1,132 @@
+/**
+ * The pipelines the README runs on the shipped models, at small size: a tiny corpus, `sae lm
+ * tokenizer` and `sae lm train` make a 2-layer model the same way the shipped ones were made, then
+ * each of package.json's `train*` command lines runs with the shipped paths pointed at them and
+ * fewer steps. Checked: the evaluation with CE and KL recovered in eval.json, SAELens's names in
+ * cfg.json, and what each pipeline adds (features printed, per-layer metrics, the MLP replaced).
+ */
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { assert, assertEquals, test } from "./harness.ts";
+import { runCli } from "./cli_run.ts";
+import { brownLines } from "./text_fixtures.ts";
+
+const SHIPPED_MODELS = ["models/lm-1l", "models/lm-2l"];
+const SHIPPED_DATA = "models/corpus/heldout.jsonl";
+const SMALL = ["--steps", "20", "--batch", "256", "--context", "32", "--eval-tokens", "512"];
+
+/** package.json's `train*` scripts as the arguments after `cli.ts`. */
+async function trainScripts(): Promise<Record<string, string[]>> {
+  const pkg = JSON.parse(await readFile("package.json", "utf8"));
+  const out: Record<string, string[]> = {};
+  for (const [name, line] of Object.entries(pkg.scripts as Record<string, string>)) {
+    if (!/^train(:|$)/.test(name)) continue;
+    const words = line.split(/\s+/);
+    out[name] = words.slice(words.indexOf("cli.ts") + 1);
+  }
+  return out;
+}
+
+const root = await mkdtemp(join(tmpdir(), "sc-pipelines-"));
+let made: Promise<{ corpus: string; lm: string }> | null = null;
+
+/** The tiny corpus and 2-layer model, made once for every pipeline. */
+function fixture(): Promise<{ corpus: string; lm: string }> {
+  return made ??= (async () => {
+    const corpus = join(root, "corpus.jsonl");
+    const lines = brownLines(600);
+    const docs = Array.from({ length: 60 }, (_, i) => lines.slice(i * 10, i * 10 + 10).join(" "));
+    await writeFile(corpus, docs.map((text) => JSON.stringify({ text, domain: "en" })).join("\n"));
+    const tok = join(root, "tok"), lm = join(root, "lm");
+    const t = await runCli("lm", "tokenizer", "--data", corpus, "--vocab", "320", "--out", tok);
+    assertEquals(t.code, 0, t.err);
+    const m = await runCli(
+      ...["lm", "train", "--data", corpus, "--heldout", corpus, "--tokenizer", tok, "--out", lm],
+      ...["--layers", "2", "--d-model", "32", "--heads", "2", "--context", "32", "--batch", "8"],
+      ...["--steps", "20", "--warmup", "2", "--eval-every", "20", "--eval-tokens", "512"],
+    );
+    assertEquals(m.code, 0, m.err);
+    return { corpus, lm };
+  })();
+}
+
+/** Run one script at small size; returns its output and run folder. */
+async function runScript(name: string): Promise<{ out: string; run: string; lm: string }> {
+  const scripts = await trainScripts();
+  const args = scripts[name];
+  assert(args, `package.json has no script ${name}`);
+  const { corpus, lm } = await fixture();
+  assert(args.includes(SHIPPED_DATA), `${name}: ${args.join(" ")}`);
+  const run = join(root, name.replace(":", "-"));
+  const mapped = args.map((a) =>
+    SHIPPED_MODELS.includes(a) ? lm : a === SHIPPED_DATA ? corpus : /^runs\//.test(a) ? run : a
+  );
+  const r = await runCli(...mapped, ...SMALL, "--quiet");
+  assertEquals(r.code, 0, `${name}: ${r.err}`);
+  return { out: r.out, run, lm };
+}
+
+async function json(path: string): Promise<Record<string, any>> {
+  return JSON.parse(await readFile(path, "utf8"));
+}
+
+function assertFinite(ev: Record<string, unknown>, keys: string[], what: string): void {
+  for (const k of keys) {
+    assert(typeof ev[k] === "number" && Number.isFinite(ev[k]), `${what} ${k}: ${ev[k]}`);
+  }
+}
+
+test("pipelines: the scripts the README names exist and read the shipped model and corpus", async () => {
+  const scripts = await trainScripts();
+  assertEquals(Object.keys(scripts).sort(), ["train", "train:mlsae", "train:transcoder"]);
+  const readme = await readFile("README.md", "utf8");
+  for (const name of Object.keys(scripts)) {
+    assert(readme.includes(`npm run ${name}`), `README does not name npm run ${name}`);
+  }
+});
+
+test("pipelines: main job, a TopK SAE on the MLP — CE/KL in eval.json, features printed", async () => {
+  const { out, run, lm } = await runScript("train");
+  assertFinite(
+    await json(join(run, "eval.json")),
+    ["fraction_variance_explained", "l0", "dead", "ce_loss_score", "kl_div_score"],
+    "eval.json",
+  );
+  const cfg = await json(join(run, "cfg.json"));
+  assertEquals([cfg.model_name, cfg.hook_name], [lm, "blocks.0.mlp.hook_post"]);
+  assert(/features \(sae features/.test(out), out);
+  assert(/^feature \d+: fires on/m.test(out), out);
+  const about = await json(join(run, "features/features.json"));
+  assert(about.tokens_scanned > 0 && about.alive > 0, JSON.stringify(about));
+});
+
+test("pipelines: transcoder from the MLP's input to its output, scored replacing the MLP", async () => {
+  const { out, run } = await runScript("train:transcoder");
+  const cfg = await json(join(run, "cfg.json"));
+  assertEquals(
+    [cfg.sparsecoder.arch, cfg.hook_name, cfg.hook_name_out],
+    ["transcoder", "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"],
+  );
+  assertFinite(
+    await json(join(run, "eval.json")),
+    ["fraction_variance_explained", "ce_clean", "ce_spliced", "ce_loss_score", "kl_div_score"],
+    "eval.json",
+  );
+  assert(/spliced at blocks\.0\.hook_mlp_out/.test(out), out);
+});
+
+test("pipelines: MLSAE over every residual stream, per-layer metrics and layer distributions", async () => {
+  const { out, run } = await runScript("train:mlsae");
+  const cfg = await json(join(run, "cfg.json"));
+  const hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"];
+  assertEquals([cfg.sparsecoder.arch, cfg.hook_names], ["mlsae", hooks]);
+  const ev = await json(join(run, "eval.json"));
+  assertFinite(ev, ["fraction_variance_explained", "ce_loss_score"], "eval.json");
+  for (const k of ["fvu", "l0"]) {
+    assertEquals(ev.per_layer?.[k]?.length, 3, `eval.json per_layer.${k}`);
+  }
+  assert(/layer/.test(out), out);
+});
+
+test("pipelines: clean up", () => rm(root, { recursive: true, force: true }));
