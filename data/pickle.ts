@@ -43,6 +43,8 @@ export interface UnpickleOptions {
   /** Resolve a persistent id (PyTorch: storages). Without it BINPERSID is refused. */
   persistentLoad?: (pid: PyValue) => PyValue;
   source?: string;
+  /** Told the offset just past STOP, where a stream of several pickles (legacy torch.save) goes on. */
+  stoppedAt?: (offset: number) => void;
 }
 
 const MAX_STACK = 1 << 20;
@@ -410,6 +412,7 @@ export function unpickle(b: Uint8Array, o: UnpickleOptions): PyValue {
       case 0x2e: { // STOP
         const v = pop();
         if (stack.length) fail(`${stack.length} values left on the stack`);
+        o.stoppedAt?.(p);
         return v;
       }
       default:

@@ -78,6 +78,83 @@ const intList = (v: PyValue, what: string): number[] => {
   });
 };
 
+/**
+ * The persistent-id loader both torch.save formats share: ('storage', type, key, location, numel)
+ * (zip) or the same plus view metadata None (legacy); `bytesOf` returns the storage's data.
+ */
+function storageLoader(
+  bytesOf: (key: string, type: string, numel: number) => Uint8Array,
+): (pid: PyValue) => PyValue {
+  const storages = new Map<string, StorageRef>();
+  return (pid) => {
+    const n = isTuple(pid) ? pid.items.length : 0;
+    if (
+      !isTuple(pid) || (n !== 5 && !(n === 6 && pid.items[5] === null)) ||
+      pid.items[0] !== "storage"
+    ) {
+      throw new Error(`expected ('storage', type, key, location, numel), got ${describe(pid)}`);
+    }
+    const [, type, key, , numel] = pid.items;
+    if (!isGlobal(type) || type.module !== "torch" || !STORAGES[type.name]) {
+      throw new Error(`storage type ${describe(type)} is not supported`);
+    }
+    if (
+      typeof key !== "string" || typeof numel !== "number" || !Number.isSafeInteger(numel) ||
+      numel < 0
+    ) throw new Error(`bad storage key ${describe(key)} or size ${describe(numel)}`);
+    let s = storages.get(key);
+    if (!s) {
+      s = { type: type.name, key, numel, bytes: bytesOf(key, type.name, numel) };
+      storages.set(key, s);
+    } else if (s.type !== type.name) {
+      throw new Error(`storage ${key} is used as both ${s.type} and ${type.name}`);
+    }
+    return { kind: "object", value: s };
+  };
+}
+
+function rebuildTensor(args: PyValue[]): PyValue {
+  if (args.length < 4) {
+    throw new Error(`needs (storage, offset, size, stride, …), got ${args.length} arguments`);
+  }
+  const [st, off, size, stride] = args;
+  const storage = (st as { value?: StorageRef })?.value;
+  if (!storage || !(storage.bytes instanceof Uint8Array)) {
+    throw new Error(`first argument must be a storage, got ${describe(st)}`);
+  }
+  if (typeof off !== "number" || !Number.isSafeInteger(off) || off < 0) {
+    throw new Error(`storage offset ${describe(off)} is not a non-negative int`);
+  }
+  const shape = intList(size, "size"), strides = intList(stride, "stride");
+  if (shape.length !== strides.length) {
+    throw new Error(`size has ${shape.length} dims but stride has ${strides.length}`);
+  }
+  if (!shape.includes(0)) {
+    let last = off;
+    for (let i = 0; i < shape.length; i++) last += (shape[i] - 1) * strides[i];
+    if (last >= storage.numel) {
+      throw new Error(
+        `view (offset ${off}, size [${shape}], stride [${strides}]) reaches element ${last} of a ${storage.numel}-element storage`,
+      );
+    }
+  }
+  const ref: TorchTensorRef = { storage, offset: off, shape, stride: strides };
+  return { kind: "object", value: ref };
+}
+
+/** The globals a pickle of tensors and state dicts may call. */
+const TENSOR_GLOBALS: Record<string, (args: PyValue[]) => PyValue> = {
+  "collections.OrderedDict": (a) => {
+    if (a.length > 0) throw new Error("OrderedDict with arguments is not supported");
+    return new Map();
+  },
+  "torch._utils._rebuild_tensor_v2": rebuildTensor,
+  "torch._utils._rebuild_parameter": (a) => {
+    if (!isTensorRef(a[0])) throw new Error(`expects a tensor, got ${describe(a[0])}`);
+    return a[0];
+  },
+};
+
 /** Run the pickle of a torch.save archive and return its value (tensors as TorchTensorRef objects). */
 export function parseTorch(bytes: Uint8Array, source = "<bytes>"): PyValue {
   try {
@@ -95,87 +172,123 @@ export function parseTorch(bytes: Uint8Array, source = "<bytes>"): PyValue {
     const bigEndian = order
       ? new TextDecoder().decode(zipData(bytes, order, source)).trim() === "big"
       : false;
-    const storages = new Map<string, StorageRef>();
-    const persistentLoad = (pid: PyValue): PyValue => {
-      if (!isTuple(pid) || pid.items.length !== 5 || pid.items[0] !== "storage") {
-        throw new Error(`expected ('storage', type, key, location, numel), got ${describe(pid)}`);
+    const persistentLoad = storageLoader((key, type, numel) => {
+      const e = zip.get(`${prefix}data/${key}`);
+      if (!e) throw new Error(`storage ${key}: no entry ${prefix}data/${key} in the archive`);
+      const { itemsize } = STORAGES[type];
+      if (e.size !== numel * itemsize) {
+        throw new Error(
+          `storage ${key}: entry holds ${e.size} bytes but ${numel} × ${itemsize}-byte elements need ${
+            numel * itemsize
+          }`,
+        );
       }
-      const [, type, key, , numel] = pid.items;
-      if (!isGlobal(type) || type.module !== "torch" || !STORAGES[type.name]) {
-        throw new Error(`storage type ${describe(type)} is not supported`);
-      }
-      if (
-        typeof key !== "string" || typeof numel !== "number" || !Number.isSafeInteger(numel) ||
-        numel < 0
-      ) throw new Error(`bad storage key ${describe(key)} or size ${describe(numel)}`);
-      let s = storages.get(key);
-      if (!s) {
-        const e = zip.get(`${prefix}data/${key}`);
-        if (!e) throw new Error(`storage ${key}: no entry ${prefix}data/${key} in the archive`);
-        const { itemsize } = STORAGES[type.name];
-        if (e.size !== numel * itemsize) {
-          throw new Error(
-            `storage ${key}: entry holds ${e.size} bytes but ${numel} × ${itemsize}-byte elements need ${
-              numel * itemsize
-            }`,
-          );
-        }
-        const data = zipData(bytes, e, source).slice(); // aligned, and safe to byte-swap
-        if (bigEndian && itemsize > 1) swapBytes(data, itemsize);
-        s = { type: type.name, key, numel, bytes: data };
-        storages.set(key, s);
-      } else if (s.type !== type.name) {
-        throw new Error(`storage ${key} is used as both ${s.type} and ${type.name}`);
-      }
-      return { kind: "object", value: s };
-    };
-    const rebuildTensor = (args: PyValue[]): PyValue => {
-      if (args.length < 4) {
-        throw new Error(`needs (storage, offset, size, stride, …), got ${args.length} arguments`);
-      }
-      const [st, off, size, stride] = args;
-      const storage = (st as { value?: StorageRef })?.value;
-      if (!storage || !(storage.bytes instanceof Uint8Array)) {
-        throw new Error(`first argument must be a storage, got ${describe(st)}`);
-      }
-      if (typeof off !== "number" || !Number.isSafeInteger(off) || off < 0) {
-        throw new Error(`storage offset ${describe(off)} is not a non-negative int`);
-      }
-      const shape = intList(size, "size"), strides = intList(stride, "stride");
-      if (shape.length !== strides.length) {
-        throw new Error(`size has ${shape.length} dims but stride has ${strides.length}`);
-      }
-      if (!shape.includes(0)) {
-        let last = off;
-        for (let i = 0; i < shape.length; i++) last += (shape[i] - 1) * strides[i];
-        if (last >= storage.numel) {
-          throw new Error(
-            `view (offset ${off}, size [${shape}], stride [${strides}]) reaches element ${last} of a ${storage.numel}-element storage`,
-          );
-        }
-      }
-      const ref: TorchTensorRef = { storage, offset: off, shape, stride: strides };
-      return { kind: "object", value: ref };
-    };
+      const data = zipData(bytes, e, source).slice(); // aligned, and safe to byte-swap
+      if (bigEndian && itemsize > 1) swapBytes(data, itemsize);
+      return data;
+    });
     return unpickle(zipData(bytes, zip.get(pkl[0])!, source), {
       source: `${source}:${pkl[0]}`,
       persistentLoad,
-      globals: {
-        "collections.OrderedDict": (a) => {
-          if (a.length > 0) throw new Error("OrderedDict with arguments is not supported");
-          return new Map();
-        },
-        "torch._utils._rebuild_tensor_v2": rebuildTensor,
-        "torch._utils._rebuild_parameter": (a) => {
-          if (!isTensorRef(a[0])) throw new Error(`expects a tensor, got ${describe(a[0])}`);
-          return a[0];
-        },
-      },
+      globals: TENSOR_GLOBALS,
       // OrderedDict state (a state dict's `_metadata`) and tensor state carry nothing we use.
       build: (obj) => obj,
     });
   } catch (e) {
     if (e instanceof ZipError || e instanceof PickleError) throw new TorchFileError(e.message);
+    throw e;
+  }
+}
+
+/**
+ * One storage in PyTorch's legacy (pre-zip) serialisation, as `pickle.dump` of a tensor embeds it
+ * (torch.storage._load_from_bytes): pickles of the magic number, the protocol version, the system
+ * info and the storage object, the storage keys, then per key an int64 element count and the raw
+ * elements.
+ */
+function legacyStorage(b: Uint8Array, source: string): PyValue {
+  let p = 0;
+  const next = (what: string, persistentLoad?: (pid: PyValue) => PyValue): PyValue => {
+    const v = unpickle(b.subarray(p), {
+      source: `${source} (legacy ${what} at byte ${p})`,
+      globals: {},
+      persistentLoad,
+      stoppedAt: (end) => (p += end),
+    });
+    return v;
+  };
+  const magic = next("magic number");
+  if (magic !== 0x1950a86a20f9469cfc6cn) {
+    throw new TorchFileError(`${source}: not a legacy torch storage (magic ${describe(magic)})`);
+  }
+  const version = next("protocol version");
+  if (version !== 1001) {
+    throw new TorchFileError(
+      `${source}: legacy protocol version ${describe(version)}, expected 1001`,
+    );
+  }
+  const info = next("system info");
+  const little = !(info instanceof Map) || info.get("little_endian") !== false;
+  const pending: { key: string; type: string; numel: number; out: Uint8Array }[] = [];
+  const value = next(
+    "storage",
+    storageLoader((key, type, numel) => {
+      const out = new Uint8Array(numel * STORAGES[type].itemsize);
+      pending.push({ key, type, numel, out });
+      return out;
+    }),
+  );
+  const keys = next("storage keys");
+  if (!Array.isArray(keys)) {
+    throw new TorchFileError(
+      `${source}: legacy storage keys must be a list, got ${describe(keys)}`,
+    );
+  }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (const key of keys) {
+    const s = pending.find((x) => x.key === key);
+    if (!s) {
+      throw new TorchFileError(`${source}: legacy storage key ${describe(key)} was never used`);
+    }
+    if (p + 8 > b.length) throw new TorchFileError(`${source}: storage ${s.key} is cut short`);
+    const n = Number(dv.getBigInt64(p, little));
+    p += 8;
+    if (n !== s.numel || p + s.out.length > b.length) {
+      throw new TorchFileError(
+        `${source}: storage ${s.key} holds ${n} elements (${
+          b.length - p
+        } bytes left), the pickle says ${s.numel}`,
+      );
+    }
+    s.out.set(b.subarray(p, p + s.out.length));
+    p += s.out.length;
+    if (!little && STORAGES[s.type].itemsize > 1) swapBytes(s.out, STORAGES[s.type].itemsize);
+  }
+  return value;
+}
+
+/**
+ * A pickle holding tensors: a torch.save file (zip), or a plain `pickle.dump` of dicts and lists of
+ * tensors, whose storages travel as legacy torch.save bytes (torch.storage._load_from_bytes).
+ */
+export function parsePickledTensors(bytes: Uint8Array, source = "<bytes>"): PyValue {
+  if (bytes[0] === 0x50 && bytes[1] === 0x4b) return parseTorch(bytes, source);
+  try {
+    return unpickle(bytes, {
+      source,
+      globals: {
+        ...TENSOR_GLOBALS,
+        "torch.storage._load_from_bytes": (a) => {
+          if (!(a[0] instanceof Uint8Array)) {
+            throw new Error(`expects bytes, got ${describe(a[0])}`);
+          }
+          return legacyStorage(a[0], source);
+        },
+      },
+      build: (obj) => obj,
+    });
+  } catch (e) {
+    if (e instanceof PickleError) throw new TorchFileError(e.message);
     throw e;
   }
 }

@@ -41,3 +41,4 @@ export * from "./crosscoder/io.ts";
 export * from "./crosscoder/eval.ts";
 export * from "./crosscoder/diffing.ts";
 export { pairedData } from "./crosscoder/paired_source.ts";
+export * as scae from "./scae/mod.ts";
