@@ -19,7 +19,8 @@ import { reshape } from "../tensor/ops/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { openTextRows } from "../data/text/open_rows.ts";
-import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
+import { fixtureModelAndCorpus } from "./features_fixture.ts";
 import { join } from "node:path";
 
 test("featureStats: masked positions neither fire nor become maxima", () => {
@@ -49,33 +50,7 @@ test("featureStats: masked positions neither fire nor become maxima", () => {
   ]);
 });
 
-const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
 const HOOK = "blocks.0.mlp.hook_post";
-
-/** The fixture model with the text fixture's tokenizer, and a corpus whose lines name a domain. */
-export async function fixtureModelAndCorpus(
-  dir: string,
-): Promise<{ model: string; corpus: string }> {
-  const model = join(dir, "model");
-  await mkdir(model);
-  for (const f of ["config.json", "model.safetensors"]) {
-    await copyFile(`${MODEL}/${f}`, `${model}/${f}`);
-  }
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
-    await copyFile(`${TEXT}/${f}`, `${model}/${f}`);
-  }
-  const lines = (await readFile(`${TEXT}/corpus.jsonl`, "utf8")).split("\n").filter((l) => l);
-  const corpus = join(dir, "corpus.jsonl");
-  const docs = lines.map((l) => JSON.parse(l).text as string).filter((t) => t);
-  const domain = (t: string) => (t.includes("def ") ? "code" : /[äöüß]/.test(t) ? "de" : "en");
-  await writeFile(
-    corpus,
-    Array.from({ length: 6 }, () => docs).flat().map((text) =>
-      JSON.stringify({ text, domain: domain(text) })
-    ).join("\n") + "\n",
-  );
-  return { model, corpus };
-}
 
 test("sae features: statistics are the dictionary's codes on the model's activations", async () => {
   await withTempDir("features-", async (dir) => {

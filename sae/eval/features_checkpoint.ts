@@ -10,6 +10,7 @@ import { unlink } from "node:fs/promises";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { tensor } from "../../tensor/ops/create.ts";
 import { loadSafetensors, saveSafetensors } from "../../data/safetensors.ts";
+import { ensureDir } from "../../data/atomic.ts";
 import { type FeatureStats, restoreStats, statsArrays, type StatsShape } from "./feature_stats.ts";
 
 const FORMAT = "sparsecoder.features-checkpoint/1";
@@ -29,6 +30,7 @@ export async function saveCheckpoint(
   nextRow: number,
   settings: Record<string, unknown>,
 ): Promise<void> {
+  await ensureDir(out);
   const tensors: Record<string, Tensor> = {};
   for (const [name, a] of Object.entries(statsArrays(st))) {
     const dtype = a instanceof Float64Array ? "f64" : a instanceof Int32Array ? "i32" : "f32";
