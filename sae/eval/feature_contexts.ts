@@ -110,8 +110,10 @@ export function offerTop(
     c.positions[to] = c.positions[from];
     c.slices[to] = c.slices[from];
     c.labels[to] = c.labels[from];
-    c.tokens.copyWithin(to * W, from * W, to * W);
-    c.acts.copyWithin(to * W, from * W, to * W);
+    for (let k = 0; k < W; k++) {
+      c.tokens[to * W + k] = c.tokens[from * W + k];
+      c.acts[to * W + k] = c.acts[from * W + k];
+    }
   }
   const i = base + slot;
   c.values[i] = v;

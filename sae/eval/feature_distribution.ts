@@ -95,16 +95,19 @@ export function sampleKey(
   slice: number,
   f: number,
 ): number {
-  let h = seed >>> 0;
-  for (const x of [row, pos, slice, f]) {
-    h = Math.imul(h ^ x, 0x9e3779b1);
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-  }
-  return h >>> 0;
+  let h = mix(seed >>> 0, row);
+  h = mix(h, pos);
+  h = mix(h, slice);
+  return mix(h, f) >>> 0;
+}
+
+function mix(h: number, x: number): number {
+  h = Math.imul(h ^ x, 0x9e3779b1);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
 /** Sample slot a comes before slot b: smaller key, then the earlier firing. */
@@ -151,6 +154,16 @@ function double(d: FeatureDistribution, shape: DistributionShape, W: number, f: 
   d.acts.fill(0, emptyFrom * W, end * W);
 }
 
+/** One interval's worth of sample slots, reused by every merge of the same shape. */
+let scratchCache: { S: number; W: number; d: FeatureDistribution } | null = null;
+function scratchFor(S: number, W: number): FeatureDistribution {
+  if (scratchCache?.S !== S || scratchCache.W !== W) {
+    const shape = { bins: 0, intervals: 1, samples: S, seed: 0 };
+    scratchCache = { S, W, d: emptyDistribution(1, shape, { top: 0, before: W - 1, after: 0 }) };
+  }
+  return scratchCache.d;
+}
+
 function moveSlot(
   from: FeatureDistribution,
   i: number,
@@ -164,8 +177,10 @@ function moveSlot(
   to.positions[j] = from.positions[i];
   to.slices[j] = from.slices[i];
   to.labels[j] = from.labels[i];
-  to.tokens.set(from.tokens.subarray(i * W, (i + 1) * W), j * W);
-  to.acts.set(from.acts.subarray(i * W, (i + 1) * W), j * W);
+  for (let k = 0; k < W; k++) {
+    to.tokens[j * W + k] = from.tokens[i * W + k];
+    to.acts[j * W + k] = from.acts[i * W + k];
+  }
 }
 
 /**
