@@ -15,10 +15,8 @@
  */
 import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { loadModel, runWithCache } from "../data/lm/model.ts";
 import { directLogitMap } from "../data/lm/direct_logits.ts";
@@ -32,6 +30,7 @@ import { featuresCommand } from "../sae/eval/features_cli.ts";
 import { logitEffects } from "../sae/eval/logit_effects.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 import { scriptCommand } from "../tensor/platform/process.ts";
+import { peakRssMiB } from "./peak_rss.ts";
 
 const argv = args();
 const flag = (name: string, fallback: number) => {
@@ -44,15 +43,6 @@ const HOOK = "blocks.0.mlp.hook_post", T = 128, B = 8;
 const F = flag("--features", 4096);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-/** Peak resident set size in MiB (Linux VmHWM; elsewhere the current RSS). */
-function peakRssMiB(): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
-    if (m) return Number(m[1]) / 1024;
-  } catch { /* not Linux */ }
-  return process.memoryUsage().rss / (1 << 20);
-}
 
 function randomSae() {
   const cfg = resolveConfig({

@@ -3,14 +3,12 @@
  * --resume, writes exactly the statistics of an uninterrupted run (every tensor of both files);
  * resuming with other settings is an error that names the setting.
  */
-import { spawn } from "node:child_process";
 import { cp } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { assert, assertEquals, test, withTempDir } from "./harness.ts";
-import { runCli } from "./cli_run.ts";
+import { runCli, spawnCli } from "./cli_run.ts";
 import { fixtureModelAndCorpus, randomDictionary } from "./features_fixture.ts";
-import { scriptCommand } from "../tensor/platform/process.ts";
 import { readFeatures } from "../sae/eval/features_file.ts";
 import { checkpointPath } from "../sae/eval/features_checkpoint.ts";
 
@@ -34,29 +32,15 @@ test(
         ...["--intervals", "4", "--samples", "2", "--bins", "8", "--domain-field", "domain"],
         ...["--show", "0", "--quiet"],
       ];
-      const cmd = scriptCommand("cli.ts");
-      const child = spawn(cmd[0], [...cmd.slice(1), ...args(killed)], {
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let err = "";
-      child.stderr!.on("data", (b: Uint8Array) => (err += new TextDecoder().decode(b)));
-      const exited = new Promise<void>((r) => child.on("exit", () => r()));
       const ckpt = checkpointPath(join(killed, "features"));
-      try {
-        for (let waited = 0; waited < 60_000 && child.exitCode === null; waited += 5) {
-          if (existsSync(ckpt)) {
-            // Let a few more batches pass, so the kill may land anywhere in the loop.
-            await new Promise((r) => setTimeout(r, 150));
-            child.kill("SIGKILL");
-            break;
-          }
-          await new Promise((r) => setTimeout(r, 5));
-        }
-        await exited;
-      } finally {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      }
-      assertEquals(child.signalCode, "SIGKILL", `killed mid-run: ${err}`);
+      // Killed a little after the first checkpoint, so the kill may land anywhere in the loop.
+      let seen = 0;
+      const child = await spawnCli(args(killed), () => {
+        if (!existsSync(ckpt)) return false;
+        seen ||= performance.now();
+        return performance.now() - seen > 150;
+      }, 60_000);
+      assertEquals(child.signal, "SIGKILL", `killed mid-run: ${child.output}`);
       assert(!existsSync(join(killed, "features/features.json")), "killed before it finished");
 
       const other = await runCli(...args(killed), "--resume", "--top", "4");

@@ -200,18 +200,21 @@ test("featureStats: equals a brute-force pass, for any batch cuts and a mid-stre
   );
 });
 
+/** One feature, one slice, one slot; 4 bins, 2 intervals of 1 sample. */
+const ONE: StatsShape = {
+  features: 1,
+  slices: 1,
+  top: 1,
+  before: 0,
+  after: 0,
+  bins: 4,
+  intervals: 2,
+  samples: 1,
+  seed: 0,
+};
+
 test("featureStats: histogram bins are exact at their edges and merge on doubling", () => {
-  const shape: StatsShape = {
-    features: 1,
-    slices: 1,
-    top: 1,
-    before: 0,
-    after: 0,
-    bins: 4,
-    intervals: 2,
-    samples: 1,
-    seed: 0,
-  };
+  const shape = ONE;
   const c = featureStats(shape);
   const add = (v: number, row: number) =>
     c.add({ ids: Int32Array.of(0), codes: Float32Array.of(v), rowIds: [row] });
@@ -229,17 +232,7 @@ test("featureStats: histogram bins are exact at their edges and merge on doublin
 });
 
 test("featureStats: bad shapes and batches are errors that name the field", () => {
-  const shape: StatsShape = {
-    features: 2,
-    slices: 1,
-    top: 1,
-    before: 0,
-    after: 0,
-    bins: 4,
-    intervals: 2,
-    samples: 1,
-    seed: 0,
-  };
+  const shape: StatsShape = { ...ONE, features: 2 };
   assertThrows(() => emptyStats({ ...shape, bins: 3 }), "bins must be an even integer");
   assertThrows(() => emptyStats({ ...shape, top: 0 }), "top must be an integer >= 1");
   const c = featureStats(shape);

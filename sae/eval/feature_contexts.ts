@@ -25,26 +25,34 @@ export interface ScanBatch {
 }
 
 /**
- * The window of feature f around (row r, position t, slice s) of `b`, into `tokens`/`acts` at
- * offset `o`: token ids (-1 outside the row) and f's activation in slice s (0 outside the row).
+ * One firing, where the collectors find it: feature f's activation v at (batch row r, position t,
+ * slice s) of batch b ([R, T] ids, S slices, F features), in the document label `label`. The
+ * collector reuses one such record for every firing (no allocation in the inner loop).
  */
+export interface Firing {
+  b: ScanBatch;
+  T: number;
+  S: number;
+  F: number;
+  f: number;
+  v: number;
+  r: number;
+  t: number;
+  s: number;
+  label: number;
+}
+
+/** The firing's window, into `tokens`/`acts` at offset `o`: ids (-1 outside the row) and f's activation in its slice (0 outside). */
 export function copyWindow(
-  b: ScanBatch,
-  T: number,
-  S: number,
-  F: number,
+  x: Firing,
   w: ContextWindow,
-  f: number,
-  r: number,
-  t: number,
-  s: number,
   tokens: Int32Array,
   acts: Float32Array,
   o: number,
 ): void {
-  const W = w.before + 1 + w.after;
+  const W = w.before + 1 + w.after, { b, T, S, F, f, r, s } = x;
   for (let i = 0; i < W; i++) {
-    const p = t - w.before + i;
+    const p = x.t - w.before + i;
     const inside = p >= 0 && p < T;
     tokens[o + i] = inside ? b.ids[r * T + p] : -1;
     acts[o + i] = inside ? b.codes[((r * T + p) * S + s) * F + f] : 0;
@@ -81,47 +89,45 @@ export function emptyTopContexts(F: number, w: ContextWindow): TopContexts {
 }
 
 /**
- * Offer feature f's activation v at (r, t, s) of the current batch. Firings must be offered in
- * scan order (row, position, slice): a tie keeps the earlier context, so the result does not
- * depend on how the stream was cut into batches.
+ * Offer a firing to the top slots. Firings must come in scan order (row, position, slice): a tie
+ * keeps the earlier context, so the result does not depend on how the stream was cut into batches.
  */
-export function offerTop(
-  c: TopContexts,
-  w: ContextWindow,
-  b: ScanBatch,
-  T: number,
-  S: number,
-  F: number,
-  f: number,
-  v: number,
-  r: number,
-  t: number,
-  s: number,
-  label: number,
-): void {
-  const top = w.top, base = f * top, W = w.before + 1 + w.after;
+export function offerTop(c: TopContexts, w: ContextWindow, x: Firing): void {
+  const top = w.top, base = x.f * top, W = w.before + 1 + w.after, v = x.v;
   if (!(v > c.values[base + top - 1])) return;
   let slot = top - 1;
   while (slot > 0 && v > c.values[base + slot - 1]) slot--;
-  for (let j = top - 1; j > slot; j--) {
-    const to = base + j, from = to - 1;
-    c.values[to] = c.values[from];
-    c.rows[to] = c.rows[from];
-    c.positions[to] = c.positions[from];
-    c.slices[to] = c.slices[from];
-    c.labels[to] = c.labels[from];
-    for (let k = 0; k < W; k++) {
-      c.tokens[to * W + k] = c.tokens[from * W + k];
-      c.acts[to * W + k] = c.acts[from * W + k];
-    }
+  for (let j = base + top - 1; j > base + slot; j--) moveSlot(c, j - 1, c, j, W);
+  fillSlot(c, base + slot, x, w);
+}
+
+/** Slot i of `from` copied into slot j of `to` (every field; windows of W). */
+export function moveSlot(
+  from: TopContexts,
+  i: number,
+  to: TopContexts,
+  j: number,
+  W: number,
+): void {
+  to.values[j] = from.values[i];
+  to.rows[j] = from.rows[i];
+  to.positions[j] = from.positions[i];
+  to.slices[j] = from.slices[i];
+  to.labels[j] = from.labels[i];
+  for (let k = 0; k < W; k++) {
+    to.tokens[j * W + k] = from.tokens[i * W + k];
+    to.acts[j * W + k] = from.acts[i * W + k];
   }
-  const i = base + slot;
-  c.values[i] = v;
-  c.rows[i] = b.rowIds[r];
-  c.positions[i] = t;
-  c.slices[i] = s;
-  c.labels[i] = label;
-  copyWindow(b, T, S, F, w, f, r, t, s, c.tokens, c.acts, i * W);
+}
+
+/** Slot i takes the firing x: its activation, place, label and window. */
+export function fillSlot(c: TopContexts, i: number, x: Firing, w: ContextWindow): void {
+  c.values[i] = x.v;
+  c.rows[i] = x.b.rowIds[x.r];
+  c.positions[i] = x.t;
+  c.slices[i] = x.s;
+  c.labels[i] = x.label;
+  copyWindow(x, w, c.tokens, c.acts, i * (w.before + 1 + w.after));
 }
 
 /** One kept context: where it is, its activation, and its window. */

@@ -14,7 +14,13 @@
  * that does not depend on the order of the stream, and merging two intervals is taking the
  * smallest keys of both. Ties in the key go to the earlier firing (row, position, slice).
  */
-import { type ContextWindow, copyWindow, type ScanBatch } from "./feature_contexts.ts";
+import {
+  type ContextWindow,
+  fillSlot,
+  type Firing,
+  moveSlot as moveContext,
+  type TopContexts,
+} from "./feature_contexts.ts";
 
 export interface DistributionShape {
   /** Histogram bins per feature (even, ≥ 2; 0: none). */
@@ -25,23 +31,18 @@ export interface DistributionShape {
   seed: number;
 }
 
-export interface FeatureDistribution {
+export interface FeatureDistribution extends TopContexts {
   /** [F] M: the bins cover (0, M]; 0 while the feature has not fired. */
   scale: Float64Array;
   /** [F, bins] firings per bin. */
   hist: Float64Array;
   /** [F, intervals] firings per interval. */
   counts: Float64Array;
-  /** [F, intervals, samples] each sample's key (Infinity: empty), activation (-Infinity: empty), place, label. */
+  /**
+   * [F, intervals, samples] each sample's key (Infinity: empty); the slot fields of TopContexts
+   * (activation, place, label, window) are [F, intervals, samples] and [F, intervals, samples, W].
+   */
   keys: Float64Array;
-  values: Float32Array;
-  rows: Int32Array;
-  positions: Int32Array;
-  slices: Int32Array;
-  labels: Int32Array;
-  /** [F, intervals, samples, W] window token ids and activations, as in feature_contexts.ts. */
-  tokens: Int32Array;
-  acts: Float32Array;
 }
 
 export function checkDistributionShape(d: DistributionShape): void {
@@ -132,11 +133,7 @@ function double(d: FeatureDistribution, shape: DistributionShape, W: number, f: 
   if (S === 0) return;
   // Interval j takes the S first of the (sorted) samples of intervals 2j and 2j+1. j < 2j, so
   // writing j never overwrites an interval still to be read; the merge goes through a scratch copy.
-  const scratch = emptyDistribution(1, { ...shape, intervals: 1 }, {
-    top: 0,
-    before: W - 1,
-    after: 0,
-  });
+  const scratch = scratchFor(S, W);
   for (let j = 0; j < Q / 2; j++) {
     let a = (f * Q + 2 * j) * S, b = a + S;
     const aEnd = a + S, bEnd = b + S;
@@ -172,37 +169,21 @@ function moveSlot(
   W: number,
 ): void {
   to.keys[j] = from.keys[i];
-  to.values[j] = from.values[i];
-  to.rows[j] = from.rows[i];
-  to.positions[j] = from.positions[i];
-  to.slices[j] = from.slices[i];
-  to.labels[j] = from.labels[i];
-  for (let k = 0; k < W; k++) {
-    to.tokens[j * W + k] = from.tokens[i * W + k];
-    to.acts[j * W + k] = from.acts[i * W + k];
-  }
+  moveContext(from, i, to, j, W);
 }
 
 /**
- * Feature f fired with v at (r, t, s) of the batch; firings come in scan order (row, position,
+ * A firing for the histogram and the interval samples; firings come in scan order (row, position,
  * slice), so an equal key never displaces an earlier sample.
  */
 export function offerDistribution(
   d: FeatureDistribution,
   shape: DistributionShape,
   w: ContextWindow,
-  b: ScanBatch,
-  T: number,
-  S: number,
-  F: number,
-  f: number,
-  v: number,
-  r: number,
-  t: number,
-  s: number,
-  label: number,
+  x: Firing,
 ): void {
   const W = w.before + 1 + w.after, H = shape.bins, Q = shape.intervals, K = shape.samples;
+  const { f, v } = x;
   let M = d.scale[f];
   if (M === 0) M = powerOfTwoAbove(v);
   else {
@@ -217,19 +198,13 @@ export function offerDistribution(
   const q = binOf(v, Q, M);
   d.counts[f * Q + q]++;
   if (K === 0) return;
-  const row = b.rowIds[r];
-  const key = sampleKey(shape.seed, row, t, s, f);
+  const row = x.b.rowIds[x.r];
+  const key = sampleKey(shape.seed, row, x.t, x.s, f);
   const base = (f * Q + q) * K;
   if (!(key < d.keys[base + K - 1])) return;
   let slot = K - 1;
   while (slot > 0 && key < d.keys[base + slot - 1]) slot--;
   for (let j = base + K - 1; j > base + slot; j--) moveSlot(d, j - 1, d, j, W);
-  const i = base + slot;
-  d.keys[i] = key;
-  d.values[i] = v;
-  d.rows[i] = row;
-  d.positions[i] = t;
-  d.slices[i] = s;
-  d.labels[i] = label;
-  copyWindow(b, T, S, F, w, f, r, t, s, d.tokens, d.acts, i * W);
+  d.keys[base + slot] = key;
+  fillSlot(d, base + slot, x, w);
 }

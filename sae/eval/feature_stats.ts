@@ -9,6 +9,7 @@
 import {
   type ContextWindow,
   emptyTopContexts,
+  type Firing,
   offerTop,
   type ScanBatch,
   type TopContexts,
@@ -131,6 +132,7 @@ export function featureStats(shape: StatsShape, from?: FeatureStats): StatsColle
         }
       }
       const D = st.labels.length, sh = st.shape;
+      const x: Firing = { b, T, S, F, f: 0, v: 0, r: 0, t: 0, s: 0, label: -1 };
       for (let r = 0; r < R; r++) {
         for (let t = 0; t < T; t++) {
           const n = r * T + t;
@@ -147,8 +149,9 @@ export function featureStats(shape: StatsShape, from?: FeatureStats): StatsColle
               st.sliceFires[f * S + s]++;
               st.sliceSum[f * S + s] += v;
               if (label >= 0) st.labelFires[f * D + label]++;
-              offerTop(st.top, sh, b, T, S, F, f, v, r, t, s, label);
-              offerDistribution(st.dist, sh, sh, b, T, S, F, f, v, r, t, s, label);
+              x.f = f, x.v = v, x.r = r, x.t = t, x.s = s, x.label = label;
+              offerTop(st.top, sh, x);
+              offerDistribution(st.dist, sh, sh, x);
             }
           }
         }
