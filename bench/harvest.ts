@@ -16,10 +16,8 @@
  *   deno run -A --v8-flags=--no-maglev bench/harvest.ts --rss 1000000
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { createStoreWriter } from "../data/arrow_store.ts";
 import { harvestToStore } from "../data/lm/harvest_store.ts";
@@ -30,6 +28,7 @@ import { tokenRows, type TokenRowStream } from "../data/text/token_rows.ts";
 import { brownLines, writeGpt2Tokenizer } from "../tests/text_fixtures.ts";
 import { args, runtime } from "../tensor/platform/runtime.ts";
 import { benchConfig, benchParams, benchTokens } from "./lm_weights.ts";
+import { peakRssMiB } from "./peak_rss.ts";
 
 const argv = args();
 const flag = (name: string, fallback: number) => {
@@ -66,15 +65,6 @@ async function textMsPerBatch(dir: string, batches = 32): Promise<number> {
   for await (const _ of rows.rows()) if (++n === B * batches) break;
   if (n < B * batches) throw new Error(`the text gave ${n} rows, fewer than ${B * batches}`);
   return (performance.now() - t0) / batches;
-}
-
-/** Peak resident set size in MiB (Linux VmHWM; elsewhere the current RSS). */
-function peakRssMiB(): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
-    if (m) return Number(m[1]) / 1024;
-  } catch { /* not Linux */ }
-  return process.memoryUsage().rss / (1 << 20);
 }
 
 async function throughput(): Promise<void> {

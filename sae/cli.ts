@@ -187,7 +187,8 @@ commands:
            lm train (a small GPT-2 with this library's autodiff), lm corpus (the registry
            corpus), lm tokenizer (train a byte-level BPE tokenizer on a corpus)
   tokenize a model's token ids and pieces for a text
-  features top-activating contexts of a dictionary's features on a corpus
+  features statistics of a dictionary's features on a corpus: top contexts, histograms,
+           interval samples, densities per layer and domain, logit effects (resumable)
   harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
 

@@ -3,11 +3,9 @@
 // absent with the others' sequence_id/position right, [L, d] rows for several hooks, [2, d] rows
 // pairing two models on one token, and a harvest killed (in-process, and a real SIGKILL of the
 // CLI) continues to the very store an uninterrupted run writes; other options are refused.
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { tensor } from "../tensor/ops/create.ts";
-import { scriptCommand } from "../tensor/platform/process.ts";
 import { type Manifest, PROGRESS, storeStream, writeStore } from "../data/arrow_store.ts";
 import { saveNpy } from "../data/npy.ts";
 import { countProgress } from "../data/progress.ts";
@@ -15,7 +13,7 @@ import { type HarvestStoreOptions, harvestToStore } from "../data/lm/harvest_sto
 import { type LanguageModel, loadModel, runWithCache } from "../data/lm/model.ts";
 import type { TokenRow, TokenRowStream } from "../data/text/token_rows.ts";
 import { assert, assertEquals, test, withTempDir } from "./harness.ts";
-import { runCli } from "./cli_run.ts";
+import { runCli, spawnCli } from "./cli_run.ts";
 import { expectError, root } from "./lm_fixtures.ts";
 
 const HOOK = "blocks.1.hook_resid_post";
@@ -406,28 +404,13 @@ test(
       rows.forEach((r, i) => flat.set(r, i * 20));
       await saveNpy(ids, tensor(flat, { shape: [800, 20] }));
       const killed = join(dir, "killed"), whole = join(dir, "whole");
-      const cmd = scriptCommand("cli.ts");
-      const child = spawn(cmd[0], [...cmd.slice(1), ...cliArgs(ids, killed)], {
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let err = "";
-      child.stderr!.on("data", (b: Uint8Array) => (err += new TextDecoder().decode(b)));
-      const exited = new Promise<void>((r) => child.on("exit", () => r()));
       let shardsAtKill = -1;
-      try {
-        for (let waited = 0; waited < 60_000 && child.exitCode === null; waited += 5) {
-          if (existsSync(join(killed, PROGRESS))) {
-            shardsAtKill = JSON.parse(readFileSync(join(killed, PROGRESS), "utf8")).shards.length;
-            child.kill("SIGKILL");
-            break;
-          }
-          await new Promise((r) => setTimeout(r, 5));
-        }
-        await exited;
-      } finally {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      }
-      assertEquals(child.signalCode, "SIGKILL", `killed mid-harvest: ${err}`);
+      const child = await spawnCli(cliArgs(ids, killed), () => {
+        if (!existsSync(join(killed, PROGRESS))) return false;
+        shardsAtKill = JSON.parse(readFileSync(join(killed, PROGRESS), "utf8")).shards.length;
+        return true;
+      }, 60_000);
+      assertEquals(child.signal, "SIGKILL", `killed mid-harvest: ${child.output}`);
       assert(shardsAtKill >= 1, "at least one shard was complete");
       assert(!existsSync(join(killed, "manifest.json")), "killed before it finished");
       const resumed = await runCli(...cliArgs(ids, killed));

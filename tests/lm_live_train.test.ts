@@ -6,15 +6,12 @@
  * GPT-2 fixture: a run killed by SIGKILL after a checkpoint and resumed ends with exactly the
  * weights of an uninterrupted run, and a resume on other --data is refused.
  */
-import { spawn } from "node:child_process";
 import { access, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import * as t from "../mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
-import { runCli } from "./cli_run.ts";
-import { scriptCommand } from "../tensor/platform/process.ts";
+import { runCli, spawnCli } from "./cli_run.ts";
 import { loadModel, runWithCache } from "../data/lm/model.ts";
 import { activationBuffer, type LiveSource } from "../data/lm/activation_buffer.ts";
 import { idRows } from "../data/text/id_rows.ts";
@@ -231,35 +228,8 @@ test("runTraining on a live buffer: stop and resume = straight (in process); oth
 });
 
 /** `sae train` on the fixture, as a child process; resolves when it exits. */
-function spawnTrain(args: string[], killWhen?: () => Promise<boolean>) {
-  const cmd = [...scriptCommand("cli.ts"), "train", ...args];
-  const child = spawn(cmd[0], cmd.slice(1), {
-    env: { ...process.env, NO_COLOR: "1" } as Record<string, string>,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout!.on("data", (b: Uint8Array) => (output += new TextDecoder().decode(b)));
-  child.stderr!.on("data", (b: Uint8Array) => (output += new TextDecoder().decode(b)));
-  const guard = setTimeout(() => child.kill("SIGKILL"), 100_000);
-  let polling = true;
-  const poll = async () => {
-    while (polling && killWhen) {
-      if (await killWhen()) {
-        child.kill("SIGKILL");
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
-  void poll();
-  return new Promise<{ code: number | null; signal: string | null; output: string }>((res) =>
-    child.on("close", (code, signal) => {
-      polling = false;
-      clearTimeout(guard);
-      res({ code, signal, output });
-    })
-  );
-}
+const spawnTrain = (args: string[], killWhen?: () => Promise<boolean>) =>
+  spawnCli(["train", ...args], killWhen);
 
 test(
   "sae train --model --hook --data: SIGKILL after a checkpoint, --resume = the uninterrupted run, bitwise",

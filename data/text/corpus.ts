@@ -25,6 +25,8 @@ export interface CorpusDocument {
    * goes between them, and a one-document-per-row reader treats them as one document.
    */
   continues?: boolean;
+  /** The value of the `labelField` option (e.g. a JSON line's `domain`), when one is asked for. */
+  label?: string;
 }
 
 export interface Corpus {
@@ -47,6 +49,11 @@ export interface CorpusOptions {
    * to it separates documents (e.g. "<|endoftext|>").
    */
   separator?: string;
+  /**
+   * JSON lines: a field carried along as each document's `label` (e.g. "domain"), so that what is
+   * computed on the text can be reported per label. Every record must have it (a string or number).
+   */
+  labelField?: string;
   /** A Hugging Face datasets folder with several splits (`train-00000-of-00002.parquet`): which. Default "train". */
   split?: string;
   /** Bytes per read (default 1 MiB). Tests set it tiny to exercise chunk boundaries. */
@@ -236,13 +243,22 @@ export async function openCorpus(path: string, opts: CorpusOptions = {}): Promis
   }
   if (separator === "") throw new RangeError(`openCorpus: separator must not be empty`);
   const { format, files } = await resolveFiles(path, opts);
+  if (opts.labelField !== undefined && format !== "jsonl") {
+    throw new CorpusError(
+      path,
+      null,
+      `a label field (${
+        JSON.stringify(opts.labelField)
+      }) is read from JSON lines only, not ${format}`,
+    );
+  }
   const lineOpts = { chunkBytes, maxDocumentBytes };
   const read = (file: string): AsyncIterable<CorpusDocument> => {
     switch (format) {
       case "text":
         return textDocuments(file, separator, lineOpts);
       case "jsonl":
-        return jsonlDocuments(file, field, lineOpts);
+        return jsonlDocuments(file, field, lineOpts, opts.labelField);
       case "parquet":
         return parquetDocuments(file, field);
       case "npy":

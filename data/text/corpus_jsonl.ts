@@ -1,7 +1,8 @@
 /**
  * JSON lines (`.jsonl`, optionally Zstandard-compressed): one JSON object per line; `field` names
  * the text. A string is a document's text; a list of integers is a pre-tokenised document's ids;
- * null is an empty document. Blank lines are not records and are passed over.
+ * null is an empty document. Blank lines are not records and are passed over. `labelField`, when
+ * given, is carried as each document's `label` (a string or a number; any other value is an error).
  */
 import type { CorpusDocument } from "./corpus.ts";
 import { CorpusError } from "./corpus_error.ts";
@@ -12,6 +13,7 @@ export async function* jsonlDocuments(
   file: string,
   field: string,
   opts: LineReadOptions,
+  labelField?: string,
 ): AsyncGenerator<CorpusDocument> {
   for await (const block of textLines(file, opts)) {
     for (let i = 0; i < block.texts.length; i++) {
@@ -47,13 +49,28 @@ export async function* jsonlDocuments(
         );
       }
       const value = (record as Record<string, unknown>)[field];
-      if (typeof value === "string") yield { text: value, file, line };
-      else if (value === null) yield { text: "", file, line };
+      let label: { label?: string } = {};
+      if (labelField !== undefined) {
+        const l = (record as Record<string, unknown>)[labelField];
+        if (typeof l !== "string" && typeof l !== "number") {
+          throw new CorpusError(
+            file,
+            where,
+            `label field ${JSON.stringify(labelField)} is ${
+              l === undefined ? "missing" : JSON.stringify(l)
+            }; expected a string or a number`,
+          );
+        }
+        label = { label: String(l) };
+      }
+      if (typeof value === "string") yield { text: value, file, line, ...label };
+      else if (value === null) yield { text: "", file, line, ...label };
       else if (Array.isArray(value)) {
         yield {
           ids: tokenIds(value, (msg) => new CorpusError(file, where, `${field}: ${msg}`)),
           file,
           line,
+          ...label,
         };
       } else {
         throw new CorpusError(

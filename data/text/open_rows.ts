@@ -19,6 +19,8 @@ export interface TextRowsOptions {
   format?: CorpusFormat;
   field?: string;
   separator?: string;
+  /** JSON lines: a field each row carries per position as `segments` (e.g. "domain"). */
+  labelField?: string;
 }
 
 export interface TextRows {
@@ -135,6 +137,7 @@ export async function openTextRows(
     ...(o.format ? { format: o.format } : {}),
     ...(o.field !== undefined ? { field: o.field } : {}),
     ...(o.separator !== undefined ? { separator: o.separator } : {}),
+    ...(o.labelField !== undefined ? { labelField: o.labelField } : {}),
   });
   const hasTokenizer = existsSync(join(modelDir, "tokenizer.json"));
   if (!hasTokenizer && corpus.format !== "npy" && corpus.format !== "parquet") {

@@ -28,6 +28,12 @@ export interface TokenRow {
    * the last row with `padLast`); absent when all `context` ids are real. Harvesting drops the rest.
    */
   length?: number;
+  /**
+   * Which document label (CorpusDocument.label) each position belongs to, when the corpus carries
+   * labels: the label of entry k holds from `at` up to the next entry's `at` (pack: a separator or
+   * BOS put before a document counts as that document's). Absent for unlabelled corpora.
+   */
+  segments?: { at: number; label: string }[];
 }
 
 /** A restartable stream of rows: each call of `rows()` starts at row 0. */
@@ -158,8 +164,11 @@ export function tokenRows(
   async function* pack(c: TokenRowCounts): AsyncGenerator<TokenRow> {
     let row = new Int32Array(context);
     let fill = 0; // 0: no row begun (SAELens's batch = None)
+    let segments: { at: number; label: string }[] = [];
     const emit = (length?: number): TokenRow => {
       const r: TokenRow = { ids: row, index: c.rows++ };
+      if (segments.length) r.segments = segments;
+      segments = [];
       if (length !== undefined) {
         r.length = length;
         c.padded++;
@@ -178,6 +187,8 @@ export function tokenRows(
       let offset = 0;
       let startOfDocument = !plain;
       while (offset < ids.length) {
+        // Each pass starts a row or a document within one: where this document's label begins.
+        if (doc.label !== undefined) segments.push({ at: fill, label: doc.label });
         const prefix: number[] = [];
         let first = ids[offset];
         if (startOfDocument && beginDocument !== null && first !== beginDocument) {
@@ -207,13 +218,15 @@ export function tokenRows(
   async function* truncate(c: TokenRowCounts): AsyncGenerator<TokenRow> {
     let row: Int32Array | null = null;
     let fill = 0;
+    let label: string | undefined;
     const finish = (): TokenRow | null => {
       const r = row!;
       const n = fill;
       row = null;
+      const seg = label === undefined ? {} : { segments: [{ at: 0, label }] };
       if (n === context) {
         c.tokens += context;
-        return { ids: r, index: c.rows++ };
+        return { ids: r, index: c.rows++, ...seg };
       }
       if (opts.dropShort) {
         c.droppedShort++;
@@ -222,7 +235,7 @@ export function tokenRows(
       r.fill(padId, n);
       c.tokens += n;
       c.padded++;
-      return { ids: r, index: c.rows++, length: n };
+      return { ids: r, index: c.rows++, length: n, ...seg };
     };
     for await (const doc of corpus.documents()) {
       if (doc.continues) {
@@ -243,6 +256,7 @@ export function tokenRows(
       if (ids.length === 0) continue;
       row = new Int32Array(context);
       fill = 0;
+      label = doc.label;
       if (bos !== null && doc.ids === undefined && ids[0] !== bos) row[fill++] = bos;
       const take = Math.min(context - fill, ids.length);
       row.set(ids.subarray(0, take), fill);

@@ -1,0 +1,42 @@
+/** The fixtures of the `sae features` tests: the tiny GPT-2 with a tokenizer, and a corpus with domains. */
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { resolveConfig, type SaeConfigInput } from "../sae/config.ts";
+import { architecture } from "../sae/arch/registry.ts";
+import { saveSae } from "../sae/io/saelens.ts";
+import * as random from "../tensor/random.ts";
+
+const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
+
+/** The fixture model with the text fixture's tokenizer, and a corpus (its documents `repeat` times) whose lines name a domain. */
+export async function fixtureModelAndCorpus(
+  dir: string,
+  repeat = 6,
+): Promise<{ model: string; corpus: string }> {
+  const model = join(dir, "model");
+  await mkdir(model);
+  for (const f of ["config.json", "model.safetensors"]) {
+    await copyFile(`${MODEL}/${f}`, `${model}/${f}`);
+  }
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    await copyFile(`${TEXT}/${f}`, `${model}/${f}`);
+  }
+  const lines = (await readFile(`${TEXT}/corpus.jsonl`, "utf8")).split("\n").filter((l) => l);
+  const corpus = join(dir, "corpus.jsonl");
+  const docs = lines.map((l) => JSON.parse(l).text as string).filter((t) => t);
+  const domain = (t: string) => (t.includes("def ") ? "code" : /[äöüß]/.test(t) ? "de" : "en");
+  await writeFile(
+    corpus,
+    Array.from({ length: repeat }, () => docs).flat().map((text) =>
+      JSON.stringify({ text, domain: domain(text) })
+    ).join("\n") + "\n",
+  );
+  return { model, corpus };
+}
+
+/** A dictionary of random weights (the architecture's own init) saved in `dir`. */
+export async function randomDictionary(dir: string, c: SaeConfigInput): Promise<void> {
+  const cfg = resolveConfig(c);
+  const params = architecture(cfg.arch).init(random.key(3), cfg);
+  await saveSae(dir, { params, cfg });
+}
