@@ -40,15 +40,9 @@ import {
 import type { PairedConfig } from "../data/synthetic.ts";
 import { writeRunExtras } from "./eval/report.ts";
 import { isSet, single } from "./threshold.ts";
-import {
-  formatDownstream,
-  MODEL_EVAL_FLAGS,
-  MODEL_EVAL_HELP,
-  modelEval,
-  modelEvaluation,
-} from "./eval/model_cli.ts";
-import type { DownstreamMetrics } from "./eval/downstream.ts";
+import { MODEL_EVAL_FLAGS, MODEL_EVAL_HELP, modelEval, splicedReport } from "./eval/model_cli.ts";
 import { FEATURES_HELP, featuresCommand } from "./eval/features_cli.ts";
+import { DIFF_HELP, diffCommand } from "./crosscoder/diff_cli.ts";
 import type { Communicator } from "../tensor/distributed/communicator.ts";
 import { architecture, ARCHS, isCrosscoderArch } from "./arch/registry.ts";
 import { finalizeDistributed, initDistributed, launchedRanks } from "../tensor/distributed/job.ts";
@@ -143,7 +137,10 @@ const TRAIN_HELP = `sae train: train a dictionary
                      DIR/<hook>/, each a run folder as below
   --model M --hook H --data TEXT   activations straight from a live model (folder or repo id)
                      through an activation buffer, no store: H,H2,… reads rows [L, d] (MLSAE,
-                     crosscoders); --target-hook H gives a transcoder its targets. --data: text
+                     crosscoders); --model A,B --hook H --arch crosscoder|batchtopk-crosscoder|dfc
+                     runs both models (one tokenizer) on the same tokens: rows [models, d], a
+                     crosscoder across models (CE/KL per model at the end; then sae diff DIR);
+                     --target-hook H gives a transcoder its targets. --data: text
                      (.txt, .jsonl(.zst), Parquet) tokenised by the model's tokenizer.json, or int32
                      ids (.npy); --context, --packing, --prepend-bos, --field, --separator, --format
                      as in sae harvest --help. --buffer-contexts N rows held (default 16 batches'
@@ -189,6 +186,8 @@ commands:
   tokenize a model's token ids and pieces for a text
   features statistics of a dictionary's features on a corpus: top contexts, histograms,
            interval samples, densities per layer and domain, logit effects (resumable)
+  diff     model diffing: which features of a crosscoder across a base and a finetuned model
+           fire on the finetuning domain's text
   harvest  a model's activations on a corpus into an Arrow store (resumable)
   serve    serve a dictionary over HTTP, with a dashboard
 
@@ -226,6 +225,8 @@ async function dataFrom(
       );
     }
     if (!path) throw new UsageError("--model needs --data (the text the model reads)");
+    const models = model.split(",").map((m) => m.trim()).filter((m) => m);
+    if (models.length > 1) checkSeveralModels(flags, models, hooks);
     if (flags.targets !== undefined || flags.tokens !== undefined) {
       throw new UsageError(
         `--${
@@ -234,7 +235,7 @@ async function dataFrom(
       );
     }
     return await liveData({
-      model,
+      models,
       hooks,
       targetHook: str(flags, "target-hook"),
       data: path,
@@ -267,6 +268,27 @@ async function dataFrom(
     describe: { kind: "synthetic", config: src.config },
     ...(truth ? { truth } : {}),
   };
+}
+
+/** `--model A,B`: a crosscoder across the models at one hook; other combinations are refused. */
+function checkSeveralModels(flags: Flags, models: string[], hooks: string[]): void {
+  const arch = str(flags, "arch") ?? "topk";
+  const several = `--model ${models.join(",")}`;
+  if (!isCrosscoderArch(arch)) {
+    throw new UsageError(
+      `${several}: several models train a crosscoder across them (--arch crosscoder | batchtopk-crosscoder | dfc), not a ${arch}`,
+    );
+  }
+  if (hooks.length > 1) {
+    throw new UsageError(
+      `${several} --hook ${
+        hooks.join(",")
+      }: several models are read at one hook each (rows [models, d]); give one --hook`,
+    );
+  }
+  for (const f of ["target-hook", "features"]) {
+    if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with ${several}`);
+  }
 }
 
 async function train(flags: Flags): Promise<void> {
@@ -333,6 +355,9 @@ function modulesCommand(flags: Flags): ModulesCommand {
     const f of ["targets", "resume-from", "checkpoint-every", ...LIVE_FLAGS, ...CROSSCODER_FLAGS]
   ) {
     if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with --hooks`);
+  }
+  if (str(flags, "model")?.includes(",")) {
+    throw new UsageError("--hooks reads one model: several models (--model A,B) need --hook H");
   }
   const hooks = (str(flags, "hooks") ?? "").split(",").map((h) => h.trim()).filter((h) => h);
   if (!hooks.length) {
@@ -500,8 +525,10 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
         heldOut(data, tcfg.batch_size, 4, 1_000_000),
         foldedThreshold(res.state, cfg),
       );
-      await writeJsonAtomic(`${out}/eval.json`, r.json);
+      const downstream = await liveDownstream(out, flags);
+      await writeJsonAtomic(`${out}/eval.json`, { ...r.json, ...(downstream?.json ?? {}) });
       console.log(r.text);
+      if (downstream) console.log(downstream.text);
       return;
     }
     const m = await evaluate(
@@ -516,14 +543,14 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
       ...m,
       feature_density: undefined,
       ...(recovery ?? {}),
-      ...(downstream ? { ...downstream.downstream, downstream_eval: downstream.about } : {}),
+      ...(downstream?.json ?? {}),
       ...(precision ? { matmul_precision: precision } : {}),
     });
     await data.prepare?.(3_000_000, 32);
     await writeRunExtras(out, m, data.batch(3_000_000, 32));
     console.log(formatMetricsTable(m));
     if (recovery) console.log(recoveryLine(recovery));
-    if (downstream) console.log(formatDownstream(downstream.downstream, downstream.hooks));
+    if (downstream) console.log(downstream.text);
     await liveFeatures(out, flags);
   } finally {
     await data.close?.();
@@ -531,14 +558,15 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
 }
 
 /**
- * A live run's CE and KL recovered: the saved dictionary spliced into the model on the first
- * --eval-tokens of --data (the text the dictionary trained on, as SAELens's evals read the
- * training stream). Null when the run did not read a live model or --eval-tokens is 0.
+ * A live run's CE and KL recovered: the saved dictionary spliced into the model (each model in
+ * turn, for a crosscoder across models) on the first --eval-tokens of --data (the text the
+ * dictionary trained on, as SAELens's evals read the training stream). Null when the run did not
+ * read a live model or --eval-tokens is 0.
  */
 async function liveDownstream(
   out: string,
   flags: Flags,
-): Promise<{ downstream: DownstreamMetrics; about: unknown; hooks: string[] } | null> {
+): Promise<{ json: Record<string, unknown>; text: string } | null> {
   const model = str(flags, "model");
   const tokens = num(flags, "eval-tokens", { int: true, min: 0 }) ?? 16384;
   if (!model || tokens === 0) return null;
@@ -547,8 +575,7 @@ async function liveDownstream(
       f,
     ) => [f, flags[f]]),
   );
-  const r = await modelEvaluation(await loadSae(out), { ...pass, tokens: String(tokens) }, usage);
-  return { downstream: r.downstream, about: r.about, hooks: r.about.hooks as string[] };
+  return await splicedReport(await loadSae(out), { ...pass, tokens: String(tokens) }, usage);
 }
 
 /**
@@ -761,9 +788,13 @@ export async function main(
       await above(positional, flags);
       return 0;
     }
-    const help = { train: TRAIN_HELP, eval: EVAL_HELP, info: INFO_HELP, features: FEATURES_HELP }[
-      cmd
-    ];
+    const help = {
+      train: TRAIN_HELP,
+      eval: EVAL_HELP,
+      info: INFO_HELP,
+      features: FEATURES_HELP,
+      diff: DIFF_HELP,
+    }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {
       console.log(help);
@@ -779,7 +810,8 @@ export async function main(
       await featuresCommand(positional[0], flags, (m) => {
         throw new UsageError(m);
       });
-    } else await info(positional[0], flags);
+    } else if (cmd === "diff") await diffCommand(positional[0], flags, usage);
+    else await info(positional[0], flags);
     return 0;
   } catch (e) {
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof LmUsageError) {

@@ -13,6 +13,10 @@
  * g·mb … g·mb + mb − 1 of a pass), so an activation recomputed after a resume is bitwise the one the
  * uninterrupted run computed.
  *
+ * Several models (`alongside`, a crosscoder across models: a base and a finetuned model) run on the
+ * same token rows in the same groups, and a row is [M, d]: each model's activation at the one hook,
+ * in model order, each bitwise what that model alone gives.
+ *
  * Reading text is asynchronous and DataSource.batch is not: `prepare(index, size)` does the work
  * (reads rows, runs the model, draws) and `batch(index, size)` hands the result over. Indices from
  * HELD_OUT_START on are evaluation batches read in row order from a separate pass, unshuffled.
@@ -29,6 +33,11 @@ export interface ActivationBufferOptions {
   model: LanguageModel;
   /** How the model was named (folder or repo id): for describe() and identity. */
   modelName: string;
+  /**
+   * Further models run on the same token rows (they must share the tokenizer): rows are then
+   * [M, d], model `model` first, all at the one hook of `hooks`.
+   */
+  alongside?: readonly { model: LanguageModel; name: string }[];
   rows: TokenRowStream;
   /** Hook points read: one gives rows [d]; several (equal widths) give rows [L, d]. */
   hooks: readonly string[];
@@ -114,8 +123,11 @@ class ActivationBuffer {
   private readonly wy: number;
   private readonly mb: number;
   private readonly capacity: number;
-  private readonly names: string[];
-  /** Where each read hook, and the target, sit in `names` (the forward's outputs). */
+  private readonly models: LanguageModel[];
+  private readonly modelNames: string[];
+  /** The hooks each model is run for: the first model's reads and target, the others' one hook. */
+  private readonly names: string[][];
+  /** Where each input (hook, or model) and the target sit in the forward's outputs. */
   private readonly hookAt: number[];
   private readonly targetAt: number;
   private readonly exclude: ReadonlySet<number>;
@@ -146,19 +158,33 @@ class ActivationBuffer {
   private stats = { forwards: 0, contextsRun: 0, forwardSeconds: 0, refills: 0 };
 
   constructor(private readonly o: ActivationBufferOptions) {
-    const { model, hooks, rows } = o;
+    const { hooks, rows } = o;
     this.T = rows.context;
-    const where = `activation buffer (${o.modelName} on ${rows.describe()})`;
+    this.models = [o.model, ...(o.alongside ?? []).map((a) => a.model)];
+    this.modelNames = [o.modelName, ...(o.alongside ?? []).map((a) => a.name)];
+    const M = this.models.length;
+    const where = `activation buffer (${this.modelNames.join(" + ")} on ${rows.describe()})`;
     if (!hooks.length) throw new RangeError(`${where}: no hook point given`);
-    const known = new Set(hookNames(model));
-    for (const h of [...hooks, ...(o.targetHook ? [o.targetHook] : [])]) {
-      if (!known.has(h)) {
-        throw new RangeError(
-          `${where}: ${h} is not a hook point of this ${model.family} model (sae lm info lists them)`,
-        );
-      }
+    if (M > 1 && (hooks.length > 1 || o.targetHook)) {
+      throw new RangeError(
+        `${where}: several models are read at one hook each (rows [models, d]); got hooks ${
+          [...hooks, ...(o.targetHook ? [o.targetHook] : [])].join(", ")
+        }`,
+      );
     }
-    const maxPos = modelInfo(model).maxPositions;
+    this.models.forEach((model, m) => {
+      const known = new Set(hookNames(model));
+      for (const h of [...hooks, ...(o.targetHook ? [o.targetHook] : [])]) {
+        if (!known.has(h)) {
+          throw new RangeError(
+            `${where}: ${h} is not a hook point of ${
+              M > 1 ? `${this.modelNames[m]}, a ` : "this "
+            }${model.family} model (sae lm info lists them)`,
+          );
+        }
+      }
+    });
+    const maxPos = Math.min(...this.models.map((m) => modelInfo(m).maxPositions));
     if (!Number.isInteger(this.T) || this.T < 1 || this.T > maxPos) {
       throw new RangeError(
         `${where}: context ${this.T} must be an integer in [1, ${maxPos}] (the model's positions)`,
@@ -172,25 +198,38 @@ class ActivationBuffer {
       }
     }
     this.mb = o.modelBatch ?? DEFAULT_MODEL_BATCH;
-    this.names = [...new Set([...hooks, ...(o.targetHook ? [o.targetHook] : [])])];
-    this.hookAt = hooks.map((h) => this.names.indexOf(h));
-    this.targetAt = o.targetHook ? this.names.indexOf(o.targetHook) : -1;
+    const first = [...new Set([...hooks, ...(o.targetHook ? [o.targetHook] : [])])];
+    this.names = [first, ...this.models.slice(1).map(() => [hooks[0]])];
+    this.hookAt = M > 1
+      ? this.models.map((_, m) => (m === 0 ? first.indexOf(hooks[0]) : first.length + m - 1))
+      : hooks.map((h) => first.indexOf(h));
+    this.targetAt = o.targetHook ? first.indexOf(o.targetHook) : -1;
     // Widths from a one-token pass (heads flattened: hook_z [b, p, h, hd] reads as h·hd).
-    const widths = tidy(() => {
-      const { cache } = runWithCache(
-        model,
-        tensor(new Int32Array(1), { shape: [1, 1] }),
-        this.names,
-        {
-          stopEarly: true,
-        },
-      );
-      return Object.fromEntries(
-        this.names.map((h) => [h, cache[h].shape.slice(2).reduce((a, b) => a * b, 1)]),
-      );
-    });
-    this.L = hooks.length;
+    const widthsOf = (m: number): Record<string, number> =>
+      tidy(() => {
+        const { cache } = runWithCache(
+          this.models[m],
+          tensor(new Int32Array(1), { shape: [1, 1] }),
+          this.names[m],
+          { stopEarly: true },
+        );
+        return Object.fromEntries(
+          this.names[m].map((h) => [h, cache[h].shape.slice(2).reduce((a, b) => a * b, 1)]),
+        );
+      });
+    const widths = widthsOf(0);
+    this.L = M > 1 ? M : hooks.length;
     this.w = widths[hooks[0]];
+    for (let m = 1; m < M; m++) {
+      const wm = widthsOf(m)[hooks[0]];
+      if (wm !== this.w) {
+        throw new RangeError(
+          `${where}: models read together must have equal widths at ${hooks[0]}: ${
+            this.modelNames[0]
+          } has ${this.w}, ${this.modelNames[m]} has ${wm}`,
+        );
+      }
+    }
     const odd = hooks.find((h) => widths[h] !== this.w);
     if (odd) {
       throw new RangeError(
@@ -202,7 +241,7 @@ class ActivationBuffer {
     this.wy = o.targetHook ? widths[o.targetHook] : 0;
     this.capacity = o.contexts * this.T;
     this.exclude = o.exclude ?? new Set();
-    this.vocab = model.cfg.vocabSize;
+    this.vocab = Math.min(...this.models.map((m) => m.cfg.vocabSize));
     this.x = new Float32Array(this.capacity * this.L * this.w);
     this.y = o.targetHook ? new Float32Array(this.capacity * this.wy) : null;
     this.slots = Int32Array.from({ length: this.capacity }, (_, i) => i);
@@ -216,6 +255,7 @@ class ActivationBuffer {
     const identity = {
       kind: "model",
       model: o.modelName,
+      ...(this.models.length > 1 ? { models: this.modelNames } : {}),
       hooks: [...o.hooks],
       ...(o.targetHook ? { target_hook: o.targetHook } : {}),
       data: o.rows.describe(),
@@ -229,7 +269,7 @@ class ActivationBuffer {
       prepare: (index, size) => this.prepare(index, size),
       batch: (index, size) => this.batch(index, size),
       describe: () =>
-        `${o.modelName} ${o.hooks.join(",")}${
+        `${this.modelNames.join(" + ")} ${o.hooks.join(",")}${
           o.targetHook ? ` → ${o.targetHook}` : ""
         } on ${o.rows.describe()} (live: ${o.contexts} contexts of ${this.T} tokens, refilled at half)`,
       width: this.w,
@@ -423,20 +463,27 @@ class ActivationBuffer {
     this.cached = g;
   }
 
-  /** Activations of each asked hook (target last) for rows of ids, [B·T·w] flattened, in f32. */
+  /**
+   * Activations of each asked hook (target among the first model's), then the other models' hook,
+   * for rows of ids, [B·T·w] flattened, in f32.
+   */
   private forward(rows: Int32Array[]): Float32Array[] {
     const B = rows.length, T = this.T, ids = new Int32Array(B * T);
     rows.forEach((r, i) => ids.set(r, i * T));
     this.stats.forwards++;
     this.stats.contextsRun += B;
     const started = performance.now();
-    const acts = tidy(() => {
-      const { cache } = runWithCache(this.o.model, tensor(ids, { shape: [B, T] }), this.names, {
-        stopEarly: true,
-      });
-      // A copy: the tensors' storage is released when the scope ends.
-      return this.names.map((h) => Float32Array.from(cache[h].dataSync() as ArrayLike<number>));
-    });
+    const acts = this.models.flatMap((model, m) =>
+      tidy(() => {
+        const { cache } = runWithCache(model, tensor(ids, { shape: [B, T] }), this.names[m], {
+          stopEarly: true,
+        });
+        // A copy: the tensors' storage is released when the scope ends.
+        return this.names[m].map((h) =>
+          Float32Array.from(cache[h].dataSync() as ArrayLike<number>)
+        );
+      })
+    );
     this.stats.forwardSeconds += (performance.now() - started) / 1000;
     return acts;
   }

@@ -40,3 +40,4 @@ export {
   writeBpeTokenizer,
 } from "./bpe_json.ts";
 export { BYTE_CHARS, BYTE_PIECES, byteLevel, fromByteLevel, GPT2_SPLIT } from "./byte_level.ts";
+export { assertSameTokenizer } from "./tokenizer_match.ts";

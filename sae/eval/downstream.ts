@@ -201,3 +201,21 @@ export function* tokenBatches(tokens: Tensor, batch: number): Generator<Tensor> 
   const N = tokens.shape[0];
   for (let i = 0; i < N; i += batch) yield sliceAxis(tokens, 0, i, Math.min(N, i + batch));
 }
+/** The downstream figures as the table's continuation. */
+export function formatDownstream(d: DownstreamMetrics, hooks: readonly string[]): string {
+  const f = (v: number) => (Number.isInteger(v) ? String(v) : v.toPrecision(6));
+  const rows: [string, number][] = [
+    ["ce_clean", d.ce_clean],
+    ["ce_spliced", d.ce_spliced],
+    ["ce_zero", d.ce_zero],
+    ["ce_loss_score", d.ce_loss_score],
+    ["kl_spliced", d.kl_spliced],
+    ["kl_zero", d.kl_zero],
+    ["kl_div_score", d.kl_div_score],
+    ["frac_recovered (dictionary_learning)", d.frac_recovered],
+    ["ce_positions", d.ce_positions],
+    ["kl_positions", d.kl_positions],
+  ];
+  return [`spliced at ${hooks.join(", ")}:`, ...rows.map(([k, v]) => `  ${k.padEnd(38)} ${f(v)}`)]
+    .join("\n");
+}

@@ -16,6 +16,9 @@
  *   after the last) give one reconstruction per hook; a second pass replaces the chosen hooks
  *   (default all) at once. MLSAE reconstructs the standardised vector, mapped back to the
  *   activation's scale with the token's own mean and standard deviation.
+ * - A crosscoder across models at one hook (a base and a finetuned model): each model's clean
+ *   activation at the same tokens is encoded together, and one model's hook becomes its own slice
+ *   of the reconstruction.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
 import { add, cast, mul, sqrt, stopGradient, sub, where } from "../../tensor/ops/elementwise.ts";
@@ -236,13 +239,8 @@ export function multiHookSplice(
       const { cache } = runWithCache(model, tokens, hooks, { stopEarly: true });
       const rows = hooks.map((h) => rowsOf(cache[h], h, cfg.d_in, "d_in"));
       let xhat: Tensor[];
-      if (cross) {
-        const a = architecture(cfg.arch);
-        const θ = isSet(dict.threshold) ? dict.threshold : undefined;
-        const x = stack(rows, 1); // [N, L, d]
-        const out = a.decode(dict.params, a.encodeInference(dict.params, x, cfg, θ), cfg);
-        xhat = hooks.map((_, l) => reshape(sliceAxis(out, 1, l, l + 1), [-1, cfg.d_in]));
-      } else {
+      if (cross) xhat = crosscoderSlices(dict, rows);
+      else {
         const z = reconstructRows(dict, reshape(stack(rows, 1), [-1, cfg.d_in]));
         const N = rows[0].shape[0];
         xhat = hooks.map((_, l) =>
@@ -260,5 +258,55 @@ export function multiHookSplice(
       );
     },
     zeroAblation: () => zeroAblationHooks(replaceOnly),
+  };
+}
+
+/** A crosscoder's reconstruction of rows [N, d] per input, one [N, d] per input. */
+function crosscoderSlices(dict: Dictionary, rows: readonly Tensor[]): Tensor[] {
+  const { cfg } = dict;
+  const a = architecture(cfg.arch);
+  const θ = isSet(dict.threshold) ? dict.threshold : undefined;
+  const x = stack([...rows], 1); // [N, L, d]
+  const out = a.decode(dict.params, a.encodeInference(dict.params, x, cfg, θ), cfg);
+  return rows.map((_, l) => reshape(sliceAxis(out, 1, l, l + 1), [-1, cfg.d_in]));
+}
+
+/**
+ * A crosscoder across `models` (in its input order) at one hook: model `which`'s hook becomes its
+ * own slice of the reconstruction, encoded from every model's clean activation at the same tokens
+ * (one pass of each model, cut after the hook). Pass the spliced hooks to `models[which]`.
+ */
+export function crossModelSplice(
+  models: readonly LanguageModel[],
+  dict: Dictionary,
+  hook: string,
+  which: number,
+): Splice {
+  for (const m of models) checkHook(m, hook);
+  const { cfg } = dict;
+  if (!isCrosscoder(cfg)) {
+    throw new SpliceError(
+      `splice: a ${cfg.arch} reads one model; crossModelSplice needs a crosscoder`,
+    );
+  }
+  if ((cfg.n_inputs ?? 1) !== models.length) {
+    throw new SpliceError(
+      `splice: the crosscoder has ${cfg.n_inputs ?? 1} inputs, ${models.length} models given`,
+    );
+  }
+  if (!Number.isInteger(which) || which < 0 || which >= models.length) {
+    throw new SpliceError(`splice: model ${which} is not one of the ${models.length} models`);
+  }
+  return {
+    replaces: [hook],
+    spliced: (tokens, opts = {}) => {
+      const rows = models.map((m) => {
+        const { cache } = runWithCache(m, tokens, [hook], { stopEarly: true });
+        return rowsOf(cache[hook], hook, cfg.d_in, "d_in");
+      });
+      const xhat = crosscoderSlices(dict, rows)[which];
+      return { [hook]: (a: Tensor) => replace(a, reshape(xhat, a.shape), opts) };
+    },
+    zeroAblation: () => zeroAblationHooks([hook]),
   };
 }

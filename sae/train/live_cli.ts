@@ -2,16 +2,18 @@
  * `sae train --model M --hook H --data TEXT`: a dictionary trained on activations straight from
  * the model, through an activation buffer (data/lm/activation_buffer.ts), with no store on disk.
  * `--hook A,B` reads several hook points as rows [L, d] (MLSAE, crosscoders); `--target-hook` gives
- * a transcoder its targets at the same tokens.
+ * a transcoder its targets at the same tokens. `--model A,B` runs several models sharing a tokenizer
+ * on the same token rows at one hook: rows [models, d] for a crosscoder across models.
  */
 import { resolveModel } from "../../data/lm/hub.ts";
 import { loadModel } from "../../data/lm/model.ts";
 import { activationBuffer, type LiveSource } from "../../data/lm/activation_buffer.ts";
 import { openTextRows, type TextRowsOptions } from "../../data/text/open_rows.ts";
+import { assertSameTokenizer } from "../../data/text/tokenizer_match.ts";
 
 export interface LiveCommand {
-  /** A model folder or Hugging Face repo id. */
-  model: string;
+  /** Model folders or Hugging Face repo ids: one, or several read together at one hook. */
+  models: string[];
   /** Hook points read (several: rows [L, d]). */
   hooks: string[];
   targetHook?: string;
@@ -34,9 +36,16 @@ export async function liveData(
   c: LiveCommand,
   fail: (m: string) => never,
 ): Promise<{ data: LiveSource; describe: unknown; extra: Record<string, unknown> }> {
-  const dir = await resolveModel(c.model);
-  const model = await loadModel(dir);
-  const { rows, special } = await openTextRows(c.data, dir, c.text).catch((e) =>
+  const dirs = await Promise.all(c.models.map((m) => resolveModel(m)));
+  if (dirs.length > 1) {
+    try {
+      assertSameTokenizer(dirs);
+    } catch (e) {
+      fail((e as Error).message);
+    }
+  }
+  const [model, ...others] = await Promise.all(dirs.map((d) => loadModel(d)));
+  const { rows, special } = await openTextRows(c.data, dirs[0], c.text).catch((e) =>
     fail(`--data ${c.data}: ${(e as Error).message}`)
   );
   const context = c.text.context;
@@ -46,7 +55,10 @@ export async function liveData(
   try {
     data = activationBuffer({
       model,
-      modelName: c.model,
+      modelName: c.models[0],
+      ...(others.length
+        ? { alongside: others.map((m, i) => ({ model: m, name: c.models[i + 1] })) }
+        : {}),
       rows,
       hooks: c.hooks,
       ...(c.targetHook ? { targetHook: c.targetHook } : {}),
@@ -70,7 +82,8 @@ export async function liveData(
     describe: data!.identity,
     // SAELens's names, so `sae eval --model` and SAELens-style readers find the hook.
     extra: {
-      model_name: c.model,
+      model_name: c.models[0],
+      ...(c.models.length > 1 ? { model_names: c.models } : {}),
       hook_name: c.hooks[0],
       ...(c.hooks.length > 1 ? { hook_names: c.hooks } : {}),
       ...(c.targetHook ? { hook_name_out: c.targetHook } : {}),

@@ -3,7 +3,8 @@
  * each document followed by the end-of-text id, and cached as `.npy` beside a `.json` holding its
  * identity (the corpus file's size and sha256, the tokenizer.json's sha256, the domain filter): a
  * rerun whose identity matches reads the cache instead of tokenising again. With `domains`, a second
- * array gives each token's domain (an index into `domains`), for losses per domain.
+ * array gives each token's domain (an index into `domains`), for losses per domain. Without a cache
+ * folder nothing is written (a one-off read, as `sae diff` does of held-out text).
  */
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -110,9 +111,9 @@ export interface CorpusTokensOptions {
   tokenizer: Tokenizer;
   /** The tokenizer folder (its tokenizer.json is hashed into the identity). */
   tokenizerDir: string;
-  /** Where the cache lives, and the files' base name there. */
-  cacheDir: string;
-  name: string;
+  /** Where the cache lives, and the files' base name there; no cacheDir: no cache. */
+  cacheDir?: string;
+  name?: string;
   domain?: string | null;
   /** Keep each token's domain (domainOf). */
   withDomains?: boolean;
@@ -136,8 +137,8 @@ export async function corpusTokens(path: string, o: CorpusTokensOptions): Promis
     endOfText: eot,
     domain: o.domain ?? null,
   };
-  const base = join(o.cacheDir, o.name);
-  const cached = await readCache(base, identity, !!o.withDomains);
+  const base = o.cacheDir === undefined ? null : join(o.cacheDir, o.name ?? "tokens");
+  const cached = base && await readCache(base, identity, !!o.withDomains);
   if (cached) return cached;
   const ids = new Ints(), dom = new Ints();
   const domains: string[] = [];
@@ -167,7 +168,8 @@ export async function corpusTokens(path: string, o: CorpusTokensOptions): Promis
     domains,
     ...(o.withDomains ? { domainOf: dom.done() } : {}),
   };
-  await ensureDir(o.cacheDir);
+  if (base === null) return out;
+  await ensureDir(o.cacheDir!);
   await saveNpy(`${base}.npy`, tensor(out.ids, { dtype: "i32", shape: [out.ids.length] }));
   if (out.domainOf) {
     await saveNpy(
@@ -213,13 +215,21 @@ async function readCache(
   };
 }
 
-/** The tokens of one domain (its documents in order), from an array with domainOf. */
-export function domainTokens(t: CorpusTokens, domain: number): Int32Array {
+/**
+ * The tokens of one domain (its documents in order), from an array with domainOf; with `except`,
+ * the tokens of every other domain.
+ */
+export function domainTokens(
+  t: CorpusTokens,
+  domain: number,
+  o: { except?: boolean } = {},
+): Int32Array {
   if (!t.domainOf) throw new Error("domainTokens: the token array was read without domains");
   const out = new Ints();
+  const except = o.except === true;
   let start = -1;
   for (let i = 0; i <= t.ids.length; i++) {
-    const inside = i < t.ids.length && t.domainOf[i] === domain;
+    const inside = i < t.ids.length && (t.domainOf[i] === domain) !== except;
     if (inside && start < 0) start = i;
     if (!inside && start >= 0) out.push(t.ids.subarray(start, i)), start = -1;
   }
