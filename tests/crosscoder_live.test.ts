@@ -14,7 +14,7 @@ import * as t from "../mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, test, withTempDir } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
 import { writeByteTokenizer } from "./text_fixtures.ts";
-import { root } from "./lm_fixtures.ts";
+import { root, takeBatch as take } from "./lm_fixtures.ts";
 import { type LanguageModel, loadModel } from "../data/lm/model.ts";
 import { activationBuffer, type LiveSource } from "../data/lm/activation_buffer.ts";
 import { idRows } from "../data/text/id_rows.ts";
@@ -24,6 +24,13 @@ import { runTraining } from "../sae/train/driver.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train/config.ts";
 import { saveSae } from "../sae/io/saelens.ts";
+import {
+  featureRatios,
+  partitionSets,
+  relativeNormSets,
+  setSpecificity,
+  topByRatio,
+} from "../sae/crosscoder/domain_specificity.ts";
 
 const H0 = "blocks.0.hook_resid_post", H1 = "blocks.1.hook_resid_post";
 const T = 32, D = 32;
@@ -60,6 +67,7 @@ async function modelPair(dir: string): Promise<{ a: string; b: string }> {
 
 /** 31 characters then the end-of-text id: one document per row of 32 (no merges: a char a token). */
 const DE_DOC = "qa ba ".repeat(5) + "q", EN_DOC = "xa ba ".repeat(5) + "x";
+const JA_DOC = "ya ba ".repeat(5) + "y";
 const DOCS = 20;
 
 async function corpus(dir: string): Promise<string> {
@@ -68,6 +76,7 @@ async function corpus(dir: string): Promise<string> {
   for (let i = 0; i < DOCS; i++) {
     lines.push(JSON.stringify({ text: DE_DOC, domain: "de" }));
     lines.push(JSON.stringify({ text: EN_DOC, domain: "en" }));
+    lines.push(JSON.stringify({ text: JA_DOC, domain: "ja" }));
   }
   await writeFile(path, lines.join("\n") + "\n");
   return path;
@@ -89,17 +98,6 @@ function buffer(
     modelBatch: 4,
     seed: opts.seed ?? 1,
   });
-}
-
-async function take(src: LiveSource, index: number, size: number) {
-  await src.prepare(index, size);
-  const b = src.batch(index, size);
-  const o = src.origin()!;
-  return {
-    x: b.x.dataSync() as Float32Array,
-    shape: b.x.shape,
-    origin: JSON.stringify([[...o.epoch], [...o.row], [...o.position]]),
-  };
 }
 
 test("two-model buffer: rows [2, d] = each model's own single-model rows, bitwise; replay too", async () => {
@@ -212,7 +210,8 @@ test(
       const d = await runCli("diff", out, "--data", data, "--domain", "de", "--context", String(T));
       assertEquals(d.code, 0, d.err);
       const diff = JSON.parse(await readFile(join(out, "diff.json"), "utf8"));
-      assertEquals(diff.tokens, { domain: DOCS * 31, rest: DOCS * 31 });
+      assertEquals(diff.tokens, { domain: DOCS * 31, rest: 2 * DOCS * 31 });
+      assertEquals(diff.per_domain.map((p: { domain: string }) => p.domain), ["de", "en", "ja"]);
       assertEquals(diff.by_partition.map((s: { set: string }) => s.set), [
         "A-exclusive",
         "B-exclusive",
@@ -343,14 +342,15 @@ test("sae diff on a hand-made DFC: a B-exclusive feature that fires only on the 
     const r = await runCli("diff", out, "--data", data, "--domain", "de", "--context", "32");
     assertEquals(r.code, 0, r.err);
     const j = JSON.parse(await readFile(join(out, "diff.json"), "utf8"));
-    // Each side: 20 rows of one 31-token document (the end-of-text id left out).
+    // Each domain: 20 rows of one 31-token document (the end-of-text id left out); the rest en + ja.
     const N = DOCS * 31;
     assertEquals([j.tokens, j.rest_domains, j.hook], [
-      { domain: N, rest: N },
-      ["en"],
+      { domain: N, rest: 2 * N },
+      ["en", "ja"],
       "hook_embed",
     ]);
-    const rq = (6 / 31) / (1 / N); // q: 6 per de document, never in en: freq(rest) floored at 1/N
+    // q: 6 per de document, never in en or ja: freq(rest) floored at 1/(2N).
+    const rq = (6 / 31) / (1 / (2 * N));
     const [pa, pb, ps] = j.by_partition;
     const close = (got: number, want: number, msg: string) =>
       assertClose([got], [want], { rtol: 1e-9, atol: 1e-12, msg });
@@ -360,7 +360,7 @@ test("sae diff on a hand-made DFC: a B-exclusive feature that fires only on the 
     assertEquals([pb.set, pb.features, pb.alive, pb.share_above], ["B-exclusive", 2, 2, 0.5]);
     close(pb.mean_ratio, (rq + 1) / 2, "B-exclusive mean");
     close(pb.median_ratio, (rq + 1) / 2, "B-exclusive median");
-    close(pb.pooled_ratio, (6 + 5) / 5, "B-exclusive pooled: (q + b on de) / (b on en)");
+    close(pb.pooled_ratio, (6 + 5) / 5, "B-exclusive pooled: (q + b on de) / (b on en, ja)");
     assertEquals([ps.set, ps.features, ps.alive, ps.mean_ratio, ps.pooled_ratio], [
       "shared",
       4,
@@ -384,6 +384,63 @@ test("sae diff on a hand-made DFC: a B-exclusive feature that fires only on the 
     close(j.top_b.features[0].freq_domain, 6 / 31, "feature 2 on de");
     assertEquals(j.top_b.features[0].freq_rest, 0);
     close(j.top_b.features[1].ratio, 1, "feature 3's ratio");
-    assert(r.out.includes("B-exclusive features most specific to de:"), r.out);
+    assertEquals(Object.keys(j.top_b.features[0].freq_by_domain), ["de", "en", "ja"]);
+    close(j.top_b.features[0].freq_by_domain.de, 6 / 31, "feature 2 on de");
+    assertEquals([j.top_b.features[0].freq_by_domain.en, j.top_b.features[0].freq_by_domain.ja], [
+      0,
+      0,
+    ]);
+    // Per domain, each set's mean frequency per feature: B-exclusive = (q + b) / 2 features.
+    const ja = j.per_domain.find((p: { domain: string }) => p.domain === "ja");
+    close(ja.set_frequency["B-exclusive"], (5 / 31) / 2, "B-exclusive on ja: b only");
+    close(j.per_domain[0].set_frequency["B-exclusive"], (11 / 31) / 2, "B-exclusive on de");
+    close(j.per_domain[1].set_frequency.shared, (6 / 31) / 4, "shared on en: x");
+    assert(
+      r.out.includes("B-exclusive features most specific to de (frequency on de / en / ja):"),
+      r.out,
+    );
   });
+});
+
+test("domain specificity: floored ratios, set statistics, buckets, order, and bad input named", () => {
+  const r = featureRatios({ fired: [10, 0, 4, 0, 3], tokens: 100 }, {
+    fired: [5, 0, 0, 2, 3],
+    tokens: 50,
+  });
+  assertEquals([...r.freqDomain], [0.1, 0, 0.04, 0, 0.03]);
+  assertEquals([...r.alive], [1, 0, 1, 1, 1]);
+  // 0.1 / 0.1; dead; 0.04 / (1/50) (never on the rest: floored); 0 / 0.04; 0.03 / 0.06.
+  assertClose(r.ratio, [1, 0, 2, 0, 0.5], { rtol: 1e-12, atol: 0, msg: "ratios" });
+  const [s] = setSpecificity(r, [{ name: "all", features: [0, 1, 2, 3, 4] }]);
+  assertEquals([s.features, s.alive], [5, 4]);
+  assertClose(
+    [s.meanRatio, s.medianRatio, s.shareAbove, s.pooledRatio],
+    [3.5 / 4, 0.75, 0, 0.17 / 0.2],
+    { rtol: 1e-12, atol: 1e-15, msg: "set statistics" },
+  );
+  assertEquals(setSpecificity(r, [{ name: "x", features: [2] }], 1.5)[0].shareAbove, 1);
+  assertEquals(setSpecificity(r, [{ name: "x", features: [2] }])[0].pooledRatio, Infinity);
+  assertEquals(topByRatio(r, [0, 1, 2, 3, 4], 3).map((f) => f.feature), [2, 0, 4]);
+  const sets = relativeNormSets([0.05, 0.5, 0.95, NaN, 0.1]);
+  assertEquals(sets.map((x) => [x.name, x.features]), [
+    ["A-only", [0]],
+    ["B-only", [2]],
+    ["shared", [1, 4]],
+    ["no decoder", [3]],
+  ]);
+  assertEquals(
+    partitionSets({ features: 6, exclusive: [[0, 1], [1, 3]], shared: [3, 6] }).map((x) =>
+      x.features
+    ),
+    [[0], [1, 2], [3, 4, 5]],
+  );
+  assertThrows(
+    () => featureRatios({ fired: [1], tokens: 1 }, { fired: [1, 2], tokens: 1 }),
+    "1 features counted on the domain, 2 on the rest",
+  );
+  assertThrows(
+    () => featureRatios({ fired: [1], tokens: 1 }, { fired: [0], tokens: 0 }),
+    "the rest needs a positive token count",
+  );
+  assertThrows(() => setSpecificity(r, [{ name: "x", features: [9] }]), "set x holds feature 9");
 });

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Tensor } from "../tensor/tensor.ts";
+import type { LiveSource } from "../data/lm/activation_buffer.ts";
 import { loadSafetensors, saveSafetensors } from "../data/safetensors.ts";
 import { assert, assertEquals, AssertionError } from "./harness.ts";
 
@@ -72,4 +73,17 @@ export async function withBrokenCopy(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Batch `index` of `size` rows of a live source: its values, shape, and where its rows came from. */
+export async function takeBatch(src: LiveSource, index: number, size: number) {
+  await src.prepare(index, size);
+  const b = src.batch(index, size);
+  const o = src.origin()!;
+  return {
+    x: b.x.dataSync() as Float32Array,
+    y: b.y ? b.y.dataSync() as Float32Array : null,
+    shape: b.x.shape,
+    origin: { epoch: [...o.epoch], row: [...o.row], position: [...o.position] },
+  };
 }

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as t from "../mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
+import { takeBatch as take } from "./lm_fixtures.ts";
 import { runCli, spawnCli } from "./cli_run.ts";
 import { loadModel, runWithCache } from "../data/lm/model.ts";
 import { activationBuffer, type LiveSource } from "../data/lm/activation_buffer.ts";
@@ -42,18 +43,6 @@ function buffer(opts: Partial<Parameters<typeof activationBuffer>[0]> = {}): Liv
     seed: 1,
     ...opts,
   });
-}
-
-async function take(src: LiveSource, index: number, size: number) {
-  await src.prepare(index, size);
-  const b = src.batch(index, size);
-  const o = src.origin()!;
-  return {
-    x: b.x.dataSync() as Float32Array,
-    y: b.y ? b.y.dataSync() as Float32Array : null,
-    shape: b.x.shape,
-    origin: { epoch: [...o.epoch], row: [...o.row], position: [...o.position] },
-  };
 }
 
 test("activation buffer: each token of a pass served exactly once, refilled at half, deterministic", async () => {

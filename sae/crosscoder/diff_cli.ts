@@ -3,7 +3,8 @@
  * models (domain_specificity.ts). The held-out documents of domain D and those of every other
  * domain are tokenised apart (each document followed by the end-of-text id, as `sae lm train`
  * reads held-out text per domain), cut into rows, run through both models and the dictionary, and
- * each feature's firing counted on either side. Writes DIR/diff.json and prints a table.
+ * each feature's firing counted per domain; the rest pools the other domains (each up to --tokens,
+ * so no one domain dominates by its size). Writes DIR/diff.json and prints a table.
  */
 import { join } from "node:path";
 import { tensor } from "../../tensor/ops/create.ts";
@@ -15,12 +16,14 @@ import { loadSae } from "../io/saelens.ts";
 import { dfcPartition, isCrosscoder } from "../arch/registry.ts";
 import { isSet } from "../threshold.ts";
 import { snakeKeys } from "../io/file_keys.ts";
-import { evaluateCrosscoder } from "./eval.ts";
+import { type CrosscoderMetrics, evaluateCrosscoder } from "./eval.ts";
 import { relativeDecoderNorms } from "./diffing.ts";
 import {
   featureRatios,
   partitionSets,
+  poolCounts,
   relativeNormSets,
+  setFrequencies,
   type SetSpecificity,
   setSpecificity,
   topByRatio,
@@ -40,10 +43,10 @@ export const DIFF_HELP =
 (a base A and a model B finetuned on domain D) that belong to B fire more on D's text?
 
   --data PATH     JSON lines with "text" and "domain" fields (e.g. models/corpus/heldout.jsonl)
-  --domain D      the domain; "the rest" is every other domain's documents
+  --domain D      the domain; "the rest" is every other domain, each read on its own and pooled
   --model A,B     the models, in the crosscoder's input order (default: cfg.json's model_names)
   --hook H        the hook point (default: cfg.json's hook_name)
-  --tokens N      tokens read from D and from the rest, each (default 65536)
+  --tokens N      tokens read from each domain (default 65536)
   --context T     tokens per row (default 128, at most the models' positions)
   --batch N       rows per forward pass (default 8)
   --top K         B's most domain-specific features listed (default 10)
@@ -113,29 +116,29 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
     if (n === 0) fail(`sae diff: ${what} has ${ids.length} tokens, not one row of ${context}`);
     return tensor(ids.slice(0, n * context), { shape: [n, context], dtype: "i32" });
   };
-  const others = corpus.domains.filter((x) => x !== domain);
-  const onD = rows(domainTokens(corpus, d), `domain ${domain}`);
-  const onR = rows(domainTokens(corpus, d, { except: true }), `the rest (${others.join(", ")})`);
   const special = [...new Set([...tokenizer.specialIds, ...configSpecialIds(dirs[0]).special])]
     .sort((a, b) => a - b);
   const batch = integer(flags, "batch", 1, fail) ?? 8;
   const top = integer(flags, "top", 0, fail) ?? 10;
   const θ = isSet(threshold) ? { threshold } : {};
-  const mD = await evaluateCrosscoder(
-    params,
-    cfg,
-    crossModelBatches(models, onD, batch, hook, special),
-    θ,
-  );
-  const mR = await evaluateCrosscoder(
-    params,
-    cfg,
-    crossModelBatches(models, onR, batch, hook, special),
-    θ,
-  );
-  onD.dispose();
-  onR.dispose();
-  const ratios = featureRatios(mD, mR);
+  // Each domain on its own (up to --tokens of it), the rest pooled from the other domains.
+  const perDomain: { domain: string; m: CrosscoderMetrics }[] = [];
+  for (let i = 0; i < corpus.domains.length; i++) {
+    const name = corpus.domains[i];
+    const ids = rows(domainTokens(corpus, i), `domain ${JSON.stringify(name)}`);
+    const m = await evaluateCrosscoder(
+      params,
+      cfg,
+      crossModelBatches(models, ids, batch, hook, special),
+      θ,
+    );
+    ids.dispose();
+    perDomain.push({ domain: name, m });
+  }
+  const mD = perDomain[d].m;
+  const others = perDomain.filter((_, i) => i !== d);
+  const rest = poolCounts(others.map((o) => o.m));
+  const ratios = featureRatios(mD, rest);
   const rel = await relativeDecoderNorms(params.W_dec);
   const part = dfcPartition(cfg);
   const normSets = relativeNormSets(rel);
@@ -143,6 +146,7 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
   const byPartition = partSets ? setSpecificity(ratios, partSets) : null;
   const byNorm = setSpecificity(ratios, normSets);
   const bSet = partSets ? partSets[1] : normSets[1];
+  const sets = partSets ?? normSets;
   const topB = topByRatio(ratios, bSet.features, top);
   const seconds = (performance.now() - started) / 1000;
   const out = {
@@ -152,16 +156,29 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
     hook,
     data,
     domain,
-    rest_domains: others,
+    rest_domains: others.map((o) => o.domain),
     context,
-    tokens: { domain: mD.tokens, rest: mR.tokens },
+    tokens: { domain: mD.tokens, rest: rest.tokens },
     special_ids: special,
-    fvu: { domain: mD.fvu_per_input, rest: mR.fvu_per_input },
-    l0: { domain: mD.l0, rest: mR.l0 },
     ratio: "freq(domain) / max(freq(rest), 1/tokens(rest)); sets over alive features",
     ...(byPartition ? { by_partition: byPartition.map(snakeKeys) } : {}),
     by_relative_norm: byNorm.map(snakeKeys),
-    top_b: { set: bSet.name, features: topB.map(snakeKeys) },
+    top_b: {
+      set: bSet.name,
+      features: topB.map((f) => ({
+        ...snakeKeys(f),
+        freq_by_domain: Object.fromEntries(
+          perDomain.map((p) => [p.domain, p.m.fired[f.feature] / p.m.tokens]),
+        ),
+      })),
+    },
+    per_domain: perDomain.map(({ domain, m }) => ({
+      domain,
+      tokens: m.tokens,
+      fvu: m.fvu_per_input,
+      l0: m.l0,
+      set_frequency: setFrequencies(m, sets),
+    })),
     seconds,
   };
   await writeJsonAtomic(join(dir, "diff.json"), out);
@@ -170,22 +187,29 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
     return;
   }
   const fvu = (v: number[]) => v.map((x) => x.toFixed(3)).join(" / ");
+  const e = (x: number) => (Number.isFinite(x) ? x.toExponential(2) : String(x));
   console.log(
     [
       `sae diff ${dir}: ${cfg.arch}, A = ${names[0]}, B = ${names[1]}, at ${hook}`,
-      `${domain}: ${mD.tokens} tokens (FVU A / B ${fvu(mD.fvu_per_input)}, L0 ${
-        mD.l0.toFixed(1)
-      }); rest (${others.join(", ")}): ${mR.tokens} tokens (FVU ${fvu(mR.fvu_per_input)}, L0 ${
-        mR.l0.toFixed(1)
-      })`,
-      `ratio = freq(${domain}) / freq(rest), over features alive on either side:`,
+      ...perDomain.map(({ domain: name, m }) =>
+        `  ${name.padEnd(8)} ${String(m.tokens).padStart(7)} tokens, FVU A / B ${
+          fvu(m.fvu_per_input)
+        }, L0 ${m.l0.toFixed(1)}, mean frequency per feature ${
+          sets.map((s) => `${s.name} ${e(setFrequencies(m, [s])[s.name])}`).join(", ")
+        }`
+      ),
+      `ratio = freq(${domain}) / freq(rest = ${
+        others.map((o) => o.domain).join(" + ")
+      }), over features alive on either side:`,
       ...(byPartition ? [setTable("DFC set", byPartition)] : []),
       setTable("relative norm", byNorm),
-      `${bSet.name} features most specific to ${domain}:`,
+      `${bSet.name} features most specific to ${domain} (frequency on ${
+        perDomain.map((p) => p.domain).join(" / ")
+      }):`,
       ...topB.map((f) =>
-        `  feature ${String(f.feature).padStart(6)}  ratio ${
-          fmtRatio(f.ratio).padStart(7)
-        }  freq ${domain} ${f.freqDomain.toExponential(2)}  rest ${f.freqRest.toExponential(2)}`
+        `  feature ${String(f.feature).padStart(6)}  ratio ${fmtRatio(f.ratio).padStart(7)}  ${
+          perDomain.map((p) => e(p.m.fired[f.feature] / p.m.tokens)).join(" / ")
+        }`
       ),
       `wrote ${join(dir, "diff.json")} (${seconds.toFixed(1)} s)`,
     ].join("\n"),

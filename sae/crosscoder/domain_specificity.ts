@@ -179,3 +179,32 @@ export function topByRatio(
       freqRest: r.freqRest[i],
     }));
 }
+
+/** Counts over several token sets taken together (the rest: every other domain). */
+export function poolCounts(counts: readonly FiringCounts[]): FiringCounts {
+  if (!counts.length) throw new RangeError("poolCounts: no counts to pool");
+  const fired = new Float64Array(counts[0].fired.length);
+  let tokens = 0;
+  for (const c of counts) {
+    if (c.fired.length !== fired.length) {
+      throw new RangeError(
+        `poolCounts: ${c.fired.length} features counted where the first had ${fired.length}`,
+      );
+    }
+    for (let i = 0; i < fired.length; i++) fired[i] += c.fired[i];
+    tokens += c.tokens;
+  }
+  return { fired, tokens };
+}
+
+/** Each set's mean firing frequency per feature under `c` (where in the text a set fires). */
+export function setFrequencies(
+  c: FiringCounts,
+  sets: readonly FeatureSet[],
+): Record<string, number> {
+  return Object.fromEntries(sets.map(({ name, features }) => {
+    let s = 0;
+    for (const i of features) s += c.fired[i];
+    return [name, features.length ? s / features.length / c.tokens : NaN];
+  }));
+}

@@ -8,7 +8,6 @@
 import type { Tensor } from "../../tensor/tensor.ts";
 import { tensor } from "../../tensor/ops/create.ts";
 import { reshape, stack, take } from "../../tensor/ops/shape.ts";
-import { dispose, tidy } from "../../tensor/scope.ts";
 import { hookNames, type LanguageModel, runWithCache } from "../../data/lm/model.ts";
 import type { Batch } from "../arch/architecture.ts";
 import { isCrosscoder } from "../arch/registry.ts";
@@ -22,7 +21,15 @@ import {
   formatDownstream,
   tokenBatches,
 } from "./downstream.ts";
-import { evalModels, evalTokens, type Fail, type Flags, hookWidths, value } from "./eval_tokens.ts";
+import {
+  evalModels,
+  evalTokens,
+  type Fail,
+  type Flags,
+  hookWidths,
+  keptPositionBatches,
+  value,
+} from "./eval_tokens.ts";
 
 /** The models a dictionary was trained across (cfg.json's model_names); [] for one model. */
 export function modelNamesOf(cfg: SaeConfig): string[] {
@@ -41,23 +48,13 @@ export function* crossModelBatches(
   hook: string,
   special: readonly number[],
 ): Generator<Batch> {
-  for (const tb of tokenBatches(tokens, batch)) {
-    const ids = tb.dataSync();
-    const keep: number[] = [];
-    for (let i = 0; i < ids.length; i++) if (!special.includes(Number(ids[i]))) keep.push(i);
-    if (keep.length === 0) continue;
-    // The caches and the gathered rows are freed once the consumer asks for the next batch.
-    const b: Batch = tidy(() => {
-      const idx = tensor(keep, { dtype: "i32" });
-      const rows = models.map((m) => {
-        const a = runWithCache(m, tb, [hook], { stopEarly: true }).cache[hook];
-        return take(reshape(a, [-1, a.shape[a.ndim - 1]]), idx, 0);
-      });
-      return { x: stack(rows, 1) };
+  yield* keptPositionBatches(tokens, batch, special, (tb, idx) => {
+    const rows = models.map((m) => {
+      const a = runWithCache(m, tb, [hook], { stopEarly: true }).cache[hook];
+      return take(reshape(a, [-1, a.shape[a.ndim - 1]]), idx, 0);
     });
-    yield b;
-    dispose(b);
-  }
+    return { x: stack(rows, 1) };
+  });
 }
 
 /** One model's downstream figures, named. */

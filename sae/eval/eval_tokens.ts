@@ -20,6 +20,9 @@ import {
   textRowsOptions,
 } from "../../data/text/open_rows.ts";
 import { assertSameTokenizer } from "../../data/text/tokenizer_match.ts";
+import { dispose, tidy } from "../../tensor/scope.ts";
+import type { Batch } from "../arch/architecture.ts";
+import { tokenBatches } from "./downstream.ts";
 
 export type Flags = Record<string, string | true>;
 export type Fail = (msg: string) => never;
@@ -229,4 +232,26 @@ export function hookWidths(
       return [h, s.length === 4 ? s[2] * s[3] : s[s.length - 1]];
     }),
   );
+}
+
+/**
+ * Batches of `batch` token rows, each made by `gather` (inside a scope) from the rows' ids and the
+ * flat indices (into [B·T]) of the positions whose token is not special; a batch with none is
+ * skipped, and each is freed once the consumer asks for the next.
+ */
+export function* keptPositionBatches(
+  tokens: Tensor,
+  batch: number,
+  special: readonly number[],
+  gather: (ids: Tensor, kept: Tensor) => Batch,
+): Generator<Batch> {
+  for (const tb of tokenBatches(tokens, batch)) {
+    const ids = tb.dataSync();
+    const keep: number[] = [];
+    for (let i = 0; i < ids.length; i++) if (!special.includes(Number(ids[i]))) keep.push(i);
+    if (keep.length === 0) continue;
+    const b: Batch = tidy(() => gather(tb, tensor(keep, { dtype: "i32" })));
+    yield b;
+    dispose(b);
+  }
 }

@@ -8,9 +8,7 @@
  * usage error.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
-import { tensor } from "../../tensor/ops/create.ts";
-import { reshape, sliceAxis, stack, take } from "../../tensor/ops/shape.ts";
-import { dispose, tidy } from "../../tensor/scope.ts";
+import { reshape, stack, take } from "../../tensor/ops/shape.ts";
 import { hookNames, type LanguageModel, runWithCache } from "../../data/lm/model.ts";
 import type { Batch } from "../arch/architecture.ts";
 import { architecture, isCrosscoder } from "../arch/registry.ts";
@@ -32,7 +30,15 @@ import {
   tokenBatches,
 } from "./downstream.ts";
 import { TEXT_FLAGS } from "../../data/text/open_rows.ts";
-import { evalModels, evalTokens, type Fail, type Flags, hookWidths, value } from "./eval_tokens.ts";
+import {
+  evalModels,
+  evalTokens,
+  type Fail,
+  type Flags,
+  hookWidths,
+  keptPositionBatches,
+  value,
+} from "./eval_tokens.ts";
 import { crossModelEvaluation, modelNamesOf } from "./cross_model.ts";
 
 export const MODEL_EVAL_FLAGS = [
@@ -130,26 +136,16 @@ function* activationBatches(
   layout: "rows" | "layers" | "inputs",
 ): Generator<Batch> {
   const names = target ? [...reads, target] : reads;
-  for (const tb of tokenBatches(tokens, batch)) {
-    const ids = tb.dataSync();
-    const keep: number[] = [];
-    for (let i = 0; i < ids.length; i++) if (!special.includes(Number(ids[i]))) keep.push(i);
-    if (keep.length === 0) continue;
-    // The cache and the gathered rows are freed once the consumer asks for the next batch.
-    const b: Batch = tidy(() => {
-      const { cache } = runWithCache(model, tb, names, { stopEarly: true });
-      const idx = tensor(keep, { dtype: "i32" });
-      const rows = (h: string) => {
-        const a = cache[h];
-        const d = a.ndim === 4 ? a.shape[2] * a.shape[3] : a.shape[a.ndim - 1];
-        return take(reshape(a, [-1, d]), idx, 0);
-      };
-      if (target) return { x: rows(reads[0]), y: rows(target) };
-      return layout === "rows" ? { x: rows(reads[0]) } : { x: stack(reads.map(rows), 1) };
-    });
-    yield b;
-    dispose(b);
-  }
+  yield* keptPositionBatches(tokens, batch, special, (tb, idx) => {
+    const { cache } = runWithCache(model, tb, names, { stopEarly: true });
+    const rows = (h: string) => {
+      const a = cache[h];
+      const d = a.ndim === 4 ? a.shape[2] * a.shape[3] : a.shape[a.ndim - 1];
+      return take(reshape(a, [-1, d]), idx, 0);
+    };
+    if (target) return { x: rows(reads[0]), y: rows(target) };
+    return layout === "rows" ? { x: rows(reads[0]) } : { x: stack(reads.map(rows), 1) };
+  });
 }
 
 /** What modelEvaluation measured: the activation metrics, the downstream ones, and on what. */
