@@ -61,7 +61,13 @@ share with ratio > 2, and the pooled ratio Σ freq(D) / Σ freq(rest). Writes DI
 const KNOWN = ["data", "domain", "model", "hook", "tokens", "context", "batch", "top", "json"];
 
 const fmtRatio = (x: number) =>
-  Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(2)) : String(x);
+  !Number.isFinite(x)
+    ? String(x)
+    : x >= 100
+    ? x.toFixed(0)
+    : x === 0 || x >= 0.01
+    ? x.toFixed(2)
+    : x.toExponential(0);
 
 function setTable(title: string, sets: SetSpecificity[]): string {
   const head = `${title.padEnd(14)} features  alive  mean ratio  median  >2      pooled`;
