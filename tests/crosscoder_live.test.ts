@@ -27,6 +27,7 @@ import { saveSae } from "../sae/io/saelens.ts";
 import {
   featureRatios,
   partitionSets,
+  relativeNormBins,
   relativeNormSets,
   setSpecificity,
   topByRatio,
@@ -378,6 +379,10 @@ test("sae diff on a hand-made DFC: a B-exclusive feature that fires only on the 
     assertEquals([norm["B-only"].alive, norm.shared.alive, norm.shared.mean_ratio], [3, 0, null]);
     close(norm["B-only"].median_ratio, 1, "B-only median of q, b, x");
     close(norm["B-only"].share_above, 1 / 3, "B-only share > 2");
+    assertEquals(
+      j.by_relative_norm_bin.map((s: { set: string; features: number }) => [s.set, s.features]),
+      [["r 0–0.1", 2], ["r 0.5–0.6", 3], ["r 0.9–1", 3]],
+    );
     assertEquals(j.top_b.set, "B-exclusive");
     assertEquals(j.top_b.features.map((f: { feature: number }) => f.feature), [2, 3]);
     close(j.top_b.features[0].ratio, rq, "feature 2's ratio");
@@ -427,6 +432,12 @@ test("domain specificity: floored ratios, set statistics, buckets, order, and ba
     ["B-only", [2]],
     ["shared", [1, 4]],
     ["no decoder", [3]],
+  ]);
+  assertEquals(relativeNormBins([0.05, 0.5, 0.95, NaN, 0.1, 1]).map((x) => [x.name, x.features]), [
+    ["r 0–0.1", [0]],
+    ["r 0.1–0.2", [4]],
+    ["r 0.5–0.6", [1]],
+    ["r 0.9–1", [2, 5]],
   ]);
   assertEquals(
     partitionSets({ features: 6, exclusive: [[0, 1], [1, 3]], shared: [3, 6] }).map((x) =>

@@ -22,6 +22,7 @@ import {
   featureRatios,
   partitionSets,
   poolCounts,
+  relativeNormBins,
   relativeNormSets,
   setFrequencies,
   type SetSpecificity,
@@ -55,8 +56,9 @@ export const DIFF_HELP =
 Per feature: freq(D) and freq(rest) = tokens it fires on / tokens (end-of-text ids left out), and
 ratio = freq(D) / max(freq(rest), 1/tokens(rest)). Per set of features (a DFC's A-exclusive,
 B-exclusive and shared sets; for every crosscoder the relative-decoder-norm buckets A-only r < 0.1,
-B-only r > 0.9, shared), over the features alive on either side: the mean and median ratio, the
-share with ratio > 2, and the pooled ratio Σ freq(D) / Σ freq(rest). Writes DIR/diff.json.`;
+B-only r > 0.9, shared, and r in tenths), over the features alive on either side: the mean and
+median ratio, the share with ratio > 2, and the pooled ratio Σ freq(D) / Σ freq(rest). Writes
+DIR/diff.json.`;
 
 const KNOWN = ["data", "domain", "model", "hook", "tokens", "context", "batch", "top", "json"];
 
@@ -151,6 +153,7 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
   const partSets = part ? partitionSets(part) : null;
   const byPartition = partSets ? setSpecificity(ratios, partSets) : null;
   const byNorm = setSpecificity(ratios, normSets);
+  const byBin = setSpecificity(ratios, relativeNormBins(rel));
   const bSet = partSets ? partSets[1] : normSets[1];
   const sets = partSets ?? normSets;
   const topB = topByRatio(ratios, bSet.features, top);
@@ -169,6 +172,7 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
     ratio: "freq(domain) / max(freq(rest), 1/tokens(rest)); sets over alive features",
     ...(byPartition ? { by_partition: byPartition.map(snakeKeys) } : {}),
     by_relative_norm: byNorm.map(snakeKeys),
+    by_relative_norm_bin: byBin.map(snakeKeys),
     top_b: {
       set: bSet.name,
       features: topB.map((f) => ({
@@ -209,6 +213,7 @@ export async function diffCommand(dir: string | undefined, flags: Flags, fail: F
       }), over features alive on either side:`,
       ...(byPartition ? [setTable("DFC set", byPartition)] : []),
       setTable("relative norm", byNorm),
+      setTable("r bin", byBin),
       `${bSet.name} features most specific to ${domain} (frequency on ${
         perDomain.map((p) => p.domain).join(" / ")
       }):`,

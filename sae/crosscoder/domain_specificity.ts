@@ -208,3 +208,23 @@ export function setFrequencies(
     return [name, features.length ? s / features.length / c.tokens : NaN];
   }));
 }
+
+/**
+ * Features by relative decoder norm in `bins` equal bins over [0, 1] (the last closed), named by
+ * their range; empty bins and features without a decoder are left out. Finer than the buckets:
+ * whether features that lean towards B fire more on B's domain even when none is one-sided.
+ */
+export function relativeNormBins(relative: ArrayLike<number>, bins = 10): FeatureSet[] {
+  if (!Number.isInteger(bins) || bins < 1) {
+    throw new RangeError(`relativeNormBins: bins must be a positive integer, got ${bins}`);
+  }
+  const members: number[][] = Array.from({ length: bins }, () => []);
+  for (let i = 0; i < relative.length; i++) {
+    const r = relative[i];
+    if (r >= 0 && r <= 1) members[Math.min(bins - 1, Math.floor(r * bins))].push(i);
+  }
+  const edge = (j: number) => Number((j / bins).toFixed(6));
+  return members.flatMap((features, j) =>
+    features.length ? [{ name: `r ${edge(j)}–${edge(j + 1)}`, features }] : []
+  );
+}
