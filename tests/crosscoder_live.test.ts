@@ -220,6 +220,15 @@ test(
       ]);
       assert(/B-exclusive features most specific to de/.test(d.out), d.out);
 
+      // sae eval with both models: the same report and CE/KL per model as the end of the run.
+      const both = await runCli(
+        ...["eval", out, "--model", `${a},${b}`, "--data", data, "--context", String(T)],
+        ...["--tokens", "256", "--json"],
+      );
+      assertEquals(both.code, 0, both.err);
+      const bj = JSON.parse(both.out);
+      assertEquals([bj.models, bj.hooks, bj.per_model.length], [[a, b], [H0], 2]);
+      assertEquals(bj.per_model[1].ce_clean, ev.per_model[1].ce_clean, "B's clean CE, 256 tokens");
       // A dictionary across two models cannot be judged on one.
       const one = await runCli("eval", out, "--model", a, "--data", data, "--context", String(T));
       assert(one.code === 2 && one.err.includes(`--model ${a},${b}`), one.err);
