@@ -286,8 +286,8 @@ function checkSeveralModels(flags: Flags, models: string[], hooks: string[]): vo
       }: several models are read at one hook each (rows [models, d]); give one --hook`,
     );
   }
-  for (const f of ["target-hook", "features"]) {
-    if (flags[f] !== undefined) throw new UsageError(`--${f} does not apply with ${several}`);
+  if (flags["target-hook"] !== undefined) {
+    throw new UsageError(`--target-hook does not apply with ${several}`);
   }
 }
 
@@ -529,6 +529,7 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
       await writeJsonAtomic(`${out}/eval.json`, { ...r.json, ...(downstream?.json ?? {}) });
       console.log(r.text);
       if (downstream) console.log(downstream.text);
+      await liveFeatures(out, flags);
       return;
     }
     const m = await evaluate(

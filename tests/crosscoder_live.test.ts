@@ -187,7 +187,8 @@ test(
       const r = await runCli(
         "train",
         ...["--model", `${a},${b}`, ...common, "--arch", "dfc", "--d-sae", "40", "--k", "4"],
-        ...["--steps", "16", "--batch", "64", "--eval-tokens", "256", "--out", out],
+        ...["--steps", "16", "--batch", "64", "--eval-tokens", "256", "--features", "2"],
+        ...["--out", out],
       );
       assertEquals(r.code, 0, r.err);
       const cfg = JSON.parse(await readFile(join(out, "cfg.json"), "utf8"));
@@ -207,6 +208,10 @@ test(
       ]);
       assert(ev.relative_norm.histogram.length === 10, JSON.stringify(ev.relative_norm));
       assert(r.out.includes(`spliced at ${H0} of ${b}:`), r.out);
+      assert(
+        /2 features \(sae features/.test(r.out) && /^feature \d+: fires on/m.test(r.out),
+        r.out,
+      );
 
       const d = await runCli("diff", out, "--data", data, "--domain", "de", "--context", String(T));
       assertEquals(d.code, 0, d.err);

@@ -136,6 +136,8 @@ export function featureSource(
         ? hookFlag
         : Array.isArray(extra.hook_names)
         ? (extra.hook_names as string[])
+        : models.length > 1 && typeof extra.hook_name === "string"
+        ? [extra.hook_name] // a crosscoder across models (sae train --model A,B --hook H)
         : undefined);
     if (models.length > 1) {
       if (kind !== "crosscoder") {
