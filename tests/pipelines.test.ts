@@ -12,59 +12,87 @@ import { assert, assertEquals, test } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
 import { brownLines } from "./text_fixtures.ts";
 
-const SHIPPED_MODELS = ["models/lm-1l", "models/lm-2l"];
 const SHIPPED_DATA = "models/corpus/heldout.jsonl";
-const SMALL = ["--steps", "20", "--batch", "256", "--context", "32", "--eval-tokens", "512"];
+const SMALL_TRAIN = ["--steps", "20", "--batch", "256", "--context", "32", "--eval-tokens", "512"];
+const SMALL_DIFF = ["--tokens", "256"];
 
-/** package.json's `train*` scripts as the arguments after `cli.ts`. */
-async function trainScripts(): Promise<Record<string, string[]>> {
+/** package.json's `train*` scripts, each as its commands' arguments after `cli.ts`. */
+async function trainScripts(): Promise<Record<string, string[][]>> {
   const pkg = JSON.parse(await readFile("package.json", "utf8"));
-  const out: Record<string, string[]> = {};
+  const out: Record<string, string[][]> = {};
   for (const [name, line] of Object.entries(pkg.scripts as Record<string, string>)) {
     if (!/^train(:|$)/.test(name)) continue;
-    const words = line.split(/\s+/);
-    out[name] = words.slice(words.indexOf("cli.ts") + 1);
+    out[name] = line.split("&&").map((command) => {
+      const words = command.trim().split(/\s+/);
+      return words.slice(words.indexOf("cli.ts") + 1);
+    });
   }
   return out;
 }
 
 const root = await mkdtemp(join(tmpdir(), "sc-pipelines-"));
-let made: Promise<{ corpus: string; lm: string }> | null = null;
+interface Fixture {
+  corpus: string;
+  /** Stand-ins for the shipped models, by their paths. */
+  models: Record<string, string>;
+}
+let made: Promise<Fixture> | null = null;
 
-/** The tiny corpus and 2-layer model, made once for every pipeline. */
-function fixture(): Promise<{ corpus: string; lm: string }> {
+/**
+ * A tiny corpus (documents labelled en and de in turn), its tokenizer, a 2-layer model standing in
+ * for both shipped base models, and its continuation on the `de` documents for model B.
+ */
+function fixture(): Promise<Fixture> {
   return made ??= (async () => {
     const corpus = join(root, "corpus.jsonl");
     const lines = brownLines(600);
-    const docs = Array.from({ length: 60 }, (_, i) => lines.slice(i * 10, i * 10 + 10).join(" "));
-    await writeFile(corpus, docs.map((text) => JSON.stringify({ text, domain: "en" })).join("\n"));
-    const tok = join(root, "tok"), lm = join(root, "lm");
+    const docs = Array.from({ length: 60 }, (_, i) => ({
+      text: lines.slice(i * 10, i * 10 + 10).join(" "),
+      domain: i % 2 ? "de" : "en",
+    }));
+    await writeFile(corpus, docs.map((d) => JSON.stringify(d)).join("\n"));
+    const tok = join(root, "tok"), lm = join(root, "lm"), lmB = join(root, "lm-b");
     const t = await runCli("lm", "tokenizer", "--data", corpus, "--vocab", "320", "--out", tok);
     assertEquals(t.code, 0, t.err);
+    const common = ["--data", corpus, "--heldout", corpus, "--tokenizer", tok, "--batch", "8"];
+    const small = ["--warmup", "2", "--eval-every", "20", "--eval-tokens", "512"];
     const m = await runCli(
-      ...["lm", "train", "--data", corpus, "--heldout", corpus, "--tokenizer", tok, "--out", lm],
-      ...["--layers", "2", "--d-model", "32", "--heads", "2", "--context", "32", "--batch", "8"],
-      ...["--steps", "20", "--warmup", "2", "--eval-every", "20", "--eval-tokens", "512"],
+      ...["lm", "train", ...common, "--out", lm, "--steps", "20", ...small],
+      ...["--layers", "2", "--d-model", "32", "--heads", "2", "--context", "32"],
     );
     assertEquals(m.code, 0, m.err);
-    return { corpus, lm };
+    const b = await runCli(
+      ...["lm", "train", ...common, "--out", lmB, "--steps", "10", ...small],
+      ...["--init-from", lm, "--domain", "de", "--context", "32"],
+    );
+    assertEquals(b.code, 0, b.err);
+    return {
+      corpus,
+      models: { "models/lm-1l": lm, "models/lm-2l": lm, "models/lm-1l-de": lmB },
+    };
   })();
 }
 
-/** Run one script at small size; returns its output and run folder. */
+/** Run one script's commands at small size; returns their output and the run folder. */
 async function runScript(name: string): Promise<{ out: string; run: string; lm: string }> {
-  const scripts = await trainScripts();
-  const args = scripts[name];
-  assert(args, `package.json has no script ${name}`);
-  const { corpus, lm } = await fixture();
-  assert(args.includes(SHIPPED_DATA), `${name}: ${args.join(" ")}`);
-  const run = join(root, name.replace(":", "-"));
-  const mapped = args.map((a) =>
-    SHIPPED_MODELS.includes(a) ? lm : a === SHIPPED_DATA ? corpus : /^runs\//.test(a) ? run : a
-  );
-  const r = await runCli(...mapped, ...SMALL, "--quiet");
-  assertEquals(r.code, 0, `${name}: ${r.err}`);
-  return { out: r.out, run, lm };
+  const commands = (await trainScripts())[name];
+  assert(commands, `package.json has no script ${name}`);
+  const { corpus, models } = await fixture();
+  const map = (a: string) =>
+    a.split(",").map((part) =>
+      models[part] ??
+        (part === SHIPPED_DATA ? corpus : /^runs\//.test(part) ? join(root, part) : part)
+    ).join(",");
+  let out = "", run = "";
+  for (const args of commands) {
+    assert(args.join(" ").includes(SHIPPED_DATA), `${name}: ${args.join(" ")}`);
+    run = join(root, args.find((a) => /^runs\//.test(a)) ?? "");
+    const small = args[0] === "train" ? [...SMALL_TRAIN, "--quiet"] : SMALL_DIFF;
+    const r = await runCli(...args.map(map), ...small);
+    assertEquals(r.code, 0, `${name}: ${args[0]}: ${r.err}`);
+    out += r.out + "\n";
+  }
+  return { out, run, lm: models["models/lm-1l"] };
 }
 
 async function json(path: string): Promise<Record<string, any>> {
@@ -79,7 +107,12 @@ function assertFinite(ev: Record<string, unknown>, keys: string[], what: string)
 
 test("pipelines: the scripts the README names exist and read the shipped model and corpus", async () => {
   const scripts = await trainScripts();
-  assertEquals(Object.keys(scripts).sort(), ["train", "train:mlsae", "train:transcoder"]);
+  assertEquals(Object.keys(scripts).sort(), [
+    "train",
+    "train:diff",
+    "train:mlsae",
+    "train:transcoder",
+  ]);
   const readme = await readFile("README.md", "utf8");
   for (const name of Object.keys(scripts)) {
     assert(readme.includes(`npm run ${name}`), `README does not name npm run ${name}`);
@@ -127,6 +160,18 @@ test("pipelines: MLSAE over every residual stream, per-layer metrics and layer d
     assertEquals(ev.per_layer?.[k]?.length, 3, `eval.json per_layer.${k}`);
   }
   assert(/layer/.test(out), out);
+});
+
+test("pipelines: DFC across the base and finetuned models, then sae diff on the finetuning domain", async () => {
+  const { out, run } = await runScript("train:diff");
+  const cfg = await json(join(run, "cfg.json"));
+  assertEquals(cfg.sparsecoder.arch, "dfc");
+  assertEquals(cfg.model_names.length, 2);
+  const ev = await json(join(run, "eval.json"));
+  assertEquals(ev.per_model?.length, 2, "eval.json per_model");
+  const diff = await json(join(run, "diff.json"));
+  assertEquals(diff.domain, "de");
+  assert(/B-exclusive/.test(out), out);
 });
 
 test("pipelines: clean up", () => rm(root, { recursive: true, force: true }));
