@@ -51,8 +51,18 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 /** `JSON.stringify(value, null, 2)` plus a newline, written atomically. */
+/** JSON.stringify's replacer for numeric records: typed arrays become plain arrays, not {"0": …}. */
+export function typedArraysAsLists(_key: string, v: unknown): unknown {
+  return ArrayBuffer.isView(v) && !(v instanceof DataView)
+    ? Array.from(
+      v as unknown as ArrayLike<number | bigint>,
+      (x) => typeof x === "bigint" ? Number(x) : x,
+    )
+    : v;
+}
+
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const text = JSON.stringify(value, null, 2);
+  const text = JSON.stringify(value, typedArraysAsLists, 2);
   if (text === undefined) {
     throw new TypeError(`writeJsonAtomic: ${path}: value is not JSON-serialisable`);
   }

@@ -20,7 +20,7 @@ import { isTopkFamily } from "./arch/architecture.ts";
 import type { Batch } from "./arch/architecture.ts";
 import { featureRecovery, makeSynthetic, type SyntheticConfig } from "../data/synthetic.ts";
 import { activationData } from "../data/formats.ts";
-import { ensureDir, writeJsonAtomic } from "../data/atomic.ts";
+import { ensureDir, typedArraysAsLists, writeJsonAtomic } from "../data/atomic.ts";
 import { dataCommand } from "./io/commands.ts";
 import { lmCommand, LmUsageError } from "../data/lm/commands.ts";
 import { harvestCommand } from "../data/lm/harvest_cli.ts";
@@ -690,7 +690,7 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
       heldOut(data, size, batches, 2_000_000),
       theta,
     );
-    console.log(flags.json ? JSON.stringify(r.json) : r.text);
+    console.log(flags.json ? JSON.stringify(r.json, typedArraysAsLists) : r.text);
     return;
   }
   const m = await evaluate(
@@ -701,7 +701,9 @@ async function evalCmd(dir: string | undefined, flags: Flags): Promise<void> {
   );
   const recovery = truth ? await recoveryOf(truth, saved.params.W_dec) : null;
   if (flags.json) {
-    console.log(JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }));
+    console.log(
+      JSON.stringify({ ...m, feature_density: undefined, ...(recovery ?? {}) }, typedArraysAsLists),
+    );
   } else {
     console.log(formatMetricsTable(m));
     if (recovery) console.log(recoveryLine(recovery));

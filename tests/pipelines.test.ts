@@ -159,7 +159,10 @@ test("pipelines: MLSAE over every residual stream, per-layer metrics and layer d
   for (const k of ["fvu", "l0"]) {
     assertEquals(ev.per_layer?.[k]?.length, 3, `eval.json per_layer.${k}`);
   }
-  assert(/layer/.test(out), out);
+  const spread = ev.latent_layer_distribution;
+  assert(Array.isArray(spread?.mean) && Array.isArray(spread?.std), "layer distributions as lists");
+  assertEquals(spread.mean.length, cfg.d_sae);
+  assert(/latent mean layer/.test(out), out);
 });
 
 test("pipelines: DFC across the base and finetuned models, then sae diff on the finetuning domain", async () => {

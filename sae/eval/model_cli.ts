@@ -7,6 +7,7 @@
  * downstream figures as downstream.ts defines them. cli.ts calls `modelEval`; `fail` throws its
  * usage error.
  */
+import { typedArraysAsLists } from "../../data/atomic.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { reshape, stack, take } from "../../tensor/ops/shape.ts";
 import { hookNames, type LanguageModel, runWithCache } from "../../data/lm/model.ts";
@@ -167,7 +168,9 @@ export async function modelEval(saved: SavedSae, flags: Flags, fail: Fail): Prom
   if (severalModels(flags, fail)) {
     const r = await crossModelEvaluation(saved, flags, fail);
     console.log(
-      flags.json ? JSON.stringify({ ...r.json, per_model: r.perModel, ...r.about }) : r.text,
+      flags.json
+        ? JSON.stringify({ ...r.json, per_model: r.perModel, ...r.about }, typedArraysAsLists)
+        : r.text,
     );
     return;
   }
