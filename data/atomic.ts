@@ -50,7 +50,6 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** `JSON.stringify(value, null, 2)` plus a newline, written atomically. */
 /** JSON.stringify's replacer for numeric records: typed arrays become plain arrays, not {"0": …}. */
 export function typedArraysAsLists(_key: string, v: unknown): unknown {
   return ArrayBuffer.isView(v) && !(v instanceof DataView)
@@ -61,6 +60,7 @@ export function typedArraysAsLists(_key: string, v: unknown): unknown {
     : v;
 }
 
+/** `JSON.stringify(value, typedArraysAsLists, 2)` plus a newline, written atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   const text = JSON.stringify(value, typedArraysAsLists, 2);
   if (text === undefined) {
