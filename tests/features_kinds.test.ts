@@ -17,7 +17,7 @@ import { tensor } from "../tensor/ops/create.ts";
 import { reshape, stack } from "../tensor/ops/shape.ts";
 import { loadModel, runWithCache } from "../data/lm/model.ts";
 import { openTextRows } from "../data/text/open_rows.ts";
-import { cp } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 const L0 = "blocks.0.hook_resid_post", L1 = "blocks.1.hook_resid_post";
@@ -144,5 +144,20 @@ test("sae features: crosscoders over two models and over two hooks (decoupled), 
     const bad = await runCli(...["features", cross, "--model", model, ...common]);
     assertEquals(bad.code, 2);
     assert(bad.err.includes("reads several hook points"), bad.err);
+
+    // Same vocabulary size, another tokenizer: the token rows would mean different text.
+    const modelC = join(dir, "modelC");
+    await cp(model, modelC, { recursive: true });
+    const tok = JSON.parse(await readFile(join(modelC, "tokenizer.json"), "utf8"));
+    tok.normalizer = { type: "Lowercase" };
+    await writeFile(join(modelC, "tokenizer.json"), JSON.stringify(tok));
+    const other = await runCli(
+      ...["features", cross, "--model", `${model},${modelC}`, "--hook", L1, ...common],
+    );
+    assertEquals(other.code, 2, other.err);
+    assert(
+      other.err.includes("must share a tokenizer") && other.err.includes("normalizer"),
+      other.err,
+    );
   });
 });

@@ -16,6 +16,7 @@ import { tensor } from "../../tensor/ops/create.ts";
 import { reshape, sliceAxis, squeeze, stack } from "../../tensor/ops/shape.ts";
 import { tidy } from "../../tensor/scope.ts";
 import { resolveModel } from "../../data/lm/hub.ts";
+import { assertSameTokenizer } from "../../data/text/tokenizer_match.ts";
 import {
   hookNames,
   type LanguageModel,
@@ -78,6 +79,13 @@ export async function loadModels(names: string[], fail: Fail): Promise<LoadedMod
       fail(`--model ${name}: ${(e as Error).message}`)
     );
     out.push({ name, dir, model });
+  }
+  if (out.length > 1) {
+    try {
+      assertSameTokenizer(out.map((m) => m.dir));
+    } catch (e) {
+      fail((e as Error).message);
+    }
   }
   const V = modelInfo(out[0].model).vocabSize;
   for (const m of out.slice(1)) {
