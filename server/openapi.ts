@@ -10,14 +10,14 @@ const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 
 function errors(...statuses: number[]) {
   const text: Record<number, string> = {
-    400: "malformed body (not JSON, wrong types, unknown fields)",
+    400: "malformed body or query (not JSON, wrong types, unknown fields)",
     401: "missing or wrong bearer token",
-    404: "unknown feature or route",
+    404: "unknown feature or route, or a file the operation reads is missing",
     405: "method not allowed",
     408: "the request body did not arrive within the request timeout",
-    413: "body or row count over the limit",
+    413: "body, row count or text over the limit",
     415: "Content-Type is not JSON or Arrow IPC",
-    422: "wrong width, non-finite values, no rows, index out of range",
+    422: "wrong width, non-finite values, no rows, index or token id out of range, no tokenizer",
     503: "the backend work ran past the request timeout",
   };
   return Object.fromEntries(
@@ -123,6 +123,34 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
               type: "object",
               required: ["code", "message"],
               properties: { code: { type: "string" }, message: { type: "string" } },
+            },
+          },
+        },
+        TokenSearch: {
+          type: "object",
+          properties: {
+            query: { type: ["string", "null"] },
+            tokens: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  id: { type: "integer" },
+                  text: { type: "string" },
+                  features: {
+                    type: "array",
+                    items: {
+                      type: "object",
+                      properties: {
+                        id: { type: "integer" },
+                        contexts: { type: "integer" },
+                        max_activation: { type: "number" },
+                        density: { type: ["number", "null"] },
+                      },
+                    },
+                  },
+                },
+              },
             },
           },
         },

@@ -5,6 +5,7 @@ import { resolveConfig, type SaeConfigInput } from "../sae/config.ts";
 import { architecture } from "../sae/arch/registry.ts";
 import { saveSae } from "../sae/io/saelens.ts";
 import * as random from "../tensor/random.ts";
+import { runCli } from "./cli_run.ts";
 
 const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
 
@@ -39,4 +40,27 @@ export async function randomDictionary(dir: string, c: SaeConfigInput): Promise<
   const cfg = resolveConfig(c);
   const params = architecture(cfg.arch).init(random.key(3), cfg);
   await saveSae(dir, { params, cfg });
+}
+
+/**
+ * A dictionary folder with its `sae features` statistics over the fixture corpus (the fixture
+ * model, a random dictionary of config `c` on its hook(s)): what the server's feature pages,
+ * search and prompt view read. Returns the folders; the caller's temp dir holds them.
+ */
+export async function dictionaryWithFeatures(
+  dir: string,
+  c: SaeConfigInput,
+  featureFlags: string[] = [],
+): Promise<{ dict: string; model: string; corpus: string }> {
+  const { model, corpus } = await fixtureModelAndCorpus(dir, 2);
+  const dict = join(dir, "dict");
+  await randomDictionary(dict, c);
+  const r = await runCli(
+    ...["features", dict, "--model", model, "--data", corpus, "--context", "16", "--quiet"],
+    ...["--top", "3", "--before", "4", "--after", "2", "--show", "0", "--bins", "8"],
+    ...["--intervals", "4", "--samples", "2", "--logits", "4", "--domain-field", "domain"],
+    ...featureFlags,
+  );
+  if (r.code !== 0) throw new Error(`sae features failed: ${r.err}`);
+  return { dict, model, corpus };
 }
