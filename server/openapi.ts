@@ -154,6 +154,45 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
             },
           },
         },
+        PromptResult: {
+          type: "object",
+          properties: {
+            model: { type: "string" },
+            kind: { type: "string" },
+            text: { type: "string" },
+            tokens: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  id: { type: "integer" },
+                  text: { type: "string" },
+                  span: { type: "array", items: { type: "integer" }, minItems: 2, maxItems: 2 },
+                  special: { type: "boolean" },
+                  features: {
+                    type: "array",
+                    items: {
+                      type: "object",
+                      properties: {
+                        id: { type: "integer" },
+                        value: { type: "number" },
+                        slice: { type: "string" },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+            layers: {
+              type: ["object", "null"],
+              properties: {
+                names: { type: "array", items: { type: "string" } },
+                latents: { type: "array", items: { type: "integer" } },
+                sums: { type: "array", items: { type: "array", items: { type: "number" } } },
+              },
+            },
+          },
+        },
         SparseRow: {
           type: "object",
           required: ["indices", "values"],

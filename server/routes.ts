@@ -25,6 +25,7 @@ import {
 } from "./dictionary.ts";
 import type { OpenApiTerms } from "./openapi.ts";
 import { featuresOnToken, featureStatsDetail, featureViewInfo, tokenText } from "./feature_view.ts";
+import { type Prompter, promptIds, runPrompt } from "./prompt.ts";
 import {
   ARROW_TYPE,
   bodyKind,
@@ -34,6 +35,7 @@ import {
   parseEncode,
   parseFeatureId,
   parseJsonObject,
+  parsePrompt,
   parseReconstruct,
   parseTokenSearch,
   readBody,
@@ -53,6 +55,8 @@ export interface Served {
   /** One batcher per backend operation; reconstruct is an encode then a decode through both. */
   encoder: Batcher<{ n: number; x: Float32Array }, SparseRow[]>;
   decoder: Batcher<SparseRow[], Float32Array>;
+  /** The model the prompt view runs (sae serve --model); null without one. */
+  prompter: Prompter | null;
   /** This app's OpenAPI document (openapi.ts reads this table, so the table cannot import it). */
   document(): Record<string, unknown>;
 }
@@ -149,6 +153,9 @@ function info(c: Context, s: Served): Response {
       features: dict.features !== null,
     },
     features: featureViewInfo(dict.features),
+    prompt: s.prompter
+      ? { model: s.prompter.model, kind: s.prompter.source.kind, max_tokens: s.prompter.maxTokens }
+      : null,
     limits: {
       max_body_bytes: limits.maxBodyBytes,
       max_rows: limits.maxRows,
@@ -315,6 +322,31 @@ async function reconstruct(c: Context, s: Served): Promise<Response> {
     );
   }
   return c.json({ outputs: rowsOf(out.xhat, n), metrics });
+}
+
+async function prompt(c: Context, s: Served): Promise<Response> {
+  const { bytes, since } = await body(c, s);
+  if (bodyKind(c.req.raw) !== "json") {
+    throw new HttpError(415, "unsupported_media_type", "POST /v1/prompt takes JSON");
+  }
+  const req = parsePrompt(parseJsonObject(bytes));
+  const p = s.prompter;
+  if (!p) {
+    throw new HttpError(
+      404,
+      "no_model",
+      `no model to run the prompt through: start the server with sae serve ${s.dict.dir} --model M`,
+    );
+  }
+  const ids = promptIds(p, req.text);
+  if (ids.length > p.maxTokens) {
+    throw new HttpError(
+      413,
+      "text_too_long",
+      `the text is ${ids.length} tokens; the limit is ${p.maxTokens} (the model's context, or --max-prompt-tokens)`,
+    );
+  }
+  return c.json(await timed(s, runPrompt(p, ids, req.topK), since));
 }
 
 // ---- the table, in the document's order --------------------------------------------------------
@@ -504,6 +536,41 @@ export const ROUTES: readonly Route[] = [
       responses: { "200": { description: "OK" }, ...t.errors(400, 401, 404, 503) },
     }),
     handle: feature,
+  },
+  {
+    method: "POST",
+    path: "/v1/prompt",
+    doc: (t) => ({
+      summary:
+        "tokenize a text, run the model and the dictionary: each token's strongest features (and an MLSAE's layer × latent sums)",
+      description:
+        "Needs the server started with --model M (else 404 no_model). The text must fit the model's context (413 text_too_long, naming the token count).",
+      requestBody: {
+        required: true,
+        content: {
+          [JSON_TYPE]: {
+            schema: {
+              type: "object",
+              required: ["text"],
+              additionalProperties: false,
+              properties: {
+                text: { type: "string", minLength: 1, maxLength: 16384 },
+                top_k: {
+                  type: "integer",
+                  minimum: 1,
+                  description: "features per token (default 5, at most 64)",
+                },
+              },
+            },
+          },
+        },
+      },
+      responses: {
+        "200": { description: "OK", content: { [JSON_TYPE]: { schema: t.ref("PromptResult") } } },
+        ...t.errors(400, 401, 404, 408, 413, 415, 422, 503),
+      },
+    }),
+    handle: prompt,
   },
   {
     method: "GET",

@@ -489,3 +489,32 @@ export function parseTokenSearch(q: URLSearchParams, vocabSize: number | null): 
   }
   return { tokenId, limit };
 }
+
+/** POST /v1/prompt's body: the text, and how many features to list per token. */
+export interface PromptRequest {
+  text: string;
+  topK: number;
+}
+
+/** Longest prompt text in characters (the token limit is checked after tokenizing). */
+export const MAX_PROMPT_CHARS = 16384;
+
+export function parsePrompt(body: Record<string, unknown>): PromptRequest {
+  onlyFields(body, ["text", "top_k"]);
+  const { text, top_k } = body;
+  if (typeof text !== "string") {
+    throw new HttpError(400, "wrong_type", `"text" must be a string, got ${describe(text)}`);
+  }
+  if (text.length === 0) throw new HttpError(422, "empty_text", `"text" is empty`);
+  if (text.length > MAX_PROMPT_CHARS) {
+    throw new HttpError(
+      413,
+      "text_too_long",
+      `"text" is ${text.length} characters; the limit is ${MAX_PROMPT_CHARS}`,
+    );
+  }
+  if (top_k !== undefined && !(Number.isInteger(top_k) && (top_k as number) >= 1)) {
+    throw new HttpError(400, "wrong_type", `"top_k" must be an integer >= 1, got ${top_k}`);
+  }
+  return { text, topK: Math.min((top_k as number | undefined) ?? 5, 64) };
+}
