@@ -7,6 +7,9 @@ import { ROUTES } from "./routes.ts";
 import { ARROW_TYPE, JSON_TYPE, type Limits } from "./validate.ts";
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const obj = (properties: Record<string, unknown>) => ({ type: "object", properties });
+const list = (items: unknown) => ({ type: "array", items });
+const INT = { type: "integer" }, NUM = { type: "number" }, STR = { type: "string" };
 
 function errors(...statuses: number[]) {
   const text: Record<number, string> = {
@@ -126,73 +129,35 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
             },
           },
         },
-        TokenSearch: {
-          type: "object",
-          properties: {
-            query: { type: ["string", "null"] },
-            tokens: {
-              type: "array",
-              items: {
-                type: "object",
-                properties: {
-                  id: { type: "integer" },
-                  text: { type: "string" },
-                  features: {
-                    type: "array",
-                    items: {
-                      type: "object",
-                      properties: {
-                        id: { type: "integer" },
-                        contexts: { type: "integer" },
-                        max_activation: { type: "number" },
-                        density: { type: ["number", "null"] },
-                      },
-                    },
-                  },
-                },
-              },
-            },
+        TokenSearch: obj({
+          query: { type: ["string", "null"] },
+          tokens: list(obj({
+            id: INT,
+            text: STR,
+            features: list(obj({
+              id: INT,
+              contexts: INT,
+              max_activation: NUM,
+              density: { type: ["number", "null"] },
+            })),
+          })),
+        }),
+        PromptResult: obj({
+          model: STR,
+          kind: STR,
+          text: STR,
+          tokens: list(obj({
+            id: INT,
+            text: STR,
+            span: { ...list(INT), minItems: 2, maxItems: 2 },
+            special: { type: "boolean" },
+            features: list(obj({ id: INT, value: NUM, slice: STR })),
+          })),
+          layers: {
+            ...obj({ names: list(STR), latents: list(INT), sums: list(list(NUM)) }),
+            type: ["object", "null"],
           },
-        },
-        PromptResult: {
-          type: "object",
-          properties: {
-            model: { type: "string" },
-            kind: { type: "string" },
-            text: { type: "string" },
-            tokens: {
-              type: "array",
-              items: {
-                type: "object",
-                properties: {
-                  id: { type: "integer" },
-                  text: { type: "string" },
-                  span: { type: "array", items: { type: "integer" }, minItems: 2, maxItems: 2 },
-                  special: { type: "boolean" },
-                  features: {
-                    type: "array",
-                    items: {
-                      type: "object",
-                      properties: {
-                        id: { type: "integer" },
-                        value: { type: "number" },
-                        slice: { type: "string" },
-                      },
-                    },
-                  },
-                },
-              },
-            },
-            layers: {
-              type: ["object", "null"],
-              properties: {
-                names: { type: "array", items: { type: "string" } },
-                latents: { type: "array", items: { type: "integer" } },
-                sums: { type: "array", items: { type: "array", items: { type: "number" } } },
-              },
-            },
-          },
-        },
+        }),
         SparseRow: {
           type: "object",
           required: ["indices", "values"],

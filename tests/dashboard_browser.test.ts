@@ -17,11 +17,13 @@ import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import {
   dictionaryWithFeatures,
   fixtureModelAndCorpus,
+  MLP_SAE,
   randomDictionary,
+  RESID_MLSAE,
 } from "./features_fixture.ts";
+import { postJson, viaSocket } from "./server_fixture.ts";
 import { browserTestsRun, launch, outDir, paintedPixels } from "./browser_fixture.ts";
 
-const HOOK = "blocks.0.mlp.hook_post";
 const L0 = "blocks.0.hook_resid_post", L1 = "blocks.1.hook_resid_post";
 const visible = (t: string) => t.replace(/\n/g, "↵").replace(/\t/g, "→");
 
@@ -55,13 +57,7 @@ async function withDashboard(
 if (browserTestsRun("dashboard_browser")) {
   test("feature page, search by token and prompt view in Chromium", async () => {
     await withTempDir("dashboard-browser-", async (dir) => {
-      const { dict: folder, model } = await dictionaryWithFeatures(dir, {
-        arch: "topk",
-        d_in: 128,
-        d_sae: 24,
-        k: 4,
-        extra: { hook_name: HOOK },
-      });
+      const { dict: folder, model } = await dictionaryWithFeatures(dir, MLP_SAE);
       await withDashboard(folder, model, async (page, api, errors) => {
         // The feature with the strongest context: its page, opened by its #feature/N link.
         const stats = await Promise.all(
@@ -132,10 +128,9 @@ if (browserTestsRun("dashboard_browser")) {
         // The prompt view.
         assert(await page.isVisible("#prompt"), "prompt view shown with a model");
         const prompt = "the cat sat on the mat";
-        const r = await (await fetch(page.url().replace(/\/#.*$/, "") + "/v1/prompt", {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ text: prompt, top_k: 10 }),
+        const r = await (await postJson(viaSocket(page.url().replace(/\/#.*$/, "")), "/v1/prompt", {
+          text: prompt,
+          top_k: 10,
         })).json();
         await page.fill("#prompt-text", prompt);
         await page.click("#prompt-run");
@@ -174,13 +169,7 @@ if (browserTestsRun("dashboard_browser")) {
       await withTempDir("dashboard-mlsae-", async (dir) => {
         const { model } = await fixtureModelAndCorpus(dir, 1);
         const folder = join(dir, "mlsae");
-        await randomDictionary(folder, {
-          arch: "mlsae",
-          d_in: 32,
-          d_sae: 24,
-          k: 3,
-          extra: { hook_names: [L0, L1] },
-        });
+        await randomDictionary(folder, RESID_MLSAE);
         await withDashboard(folder, model, async (page, _api, errors) => {
           await page.fill("#prompt-text", "the cat sat on the mat");
           await page.click("#prompt-run");

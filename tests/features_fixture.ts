@@ -9,6 +9,24 @@ import { runCli } from "./cli_run.ts";
 
 const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
 
+/** A TopK SAE on the fixture model's MLP (4 × 32 wide), the dashboard tests' dictionary. */
+export const MLP_SAE: SaeConfigInput = {
+  arch: "topk",
+  d_in: 128,
+  d_sae: 24,
+  k: 4,
+  extra: { hook_name: "blocks.0.mlp.hook_post" },
+};
+
+/** An MLSAE on the fixture model's two residual streams. */
+export const RESID_MLSAE: SaeConfigInput = {
+  arch: "mlsae",
+  d_in: 32,
+  d_sae: 24,
+  k: 3,
+  extra: { hook_names: ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"] },
+};
+
 /** The fixture model with the text fixture's tokenizer, and a corpus (its documents `repeat` times) whose lines name a domain. */
 export async function fixtureModelAndCorpus(
   dir: string,

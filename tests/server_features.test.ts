@@ -11,10 +11,9 @@ import { readFeatures } from "../sae/eval/features_file.ts";
 import { loadTokenizer } from "../data/text/tokenizer.ts";
 import { tokenSpans } from "../data/text/token_spans.ts";
 import { assert, assertClose, assertEquals, test, withTempDir } from "./harness.ts";
-import { dictionaryWithFeatures } from "./features_fixture.ts";
+import { dictionaryWithFeatures, MLP_SAE } from "./features_fixture.ts";
 import { makeFixture, viaApp } from "./server_fixture.ts";
 
-const HOOK = "blocks.0.mlp.hook_post";
 const getJson = async (c: ReturnType<typeof viaApp>, path: string) => {
   const r = await c(path);
   return { status: r.status, body: await r.json() };
@@ -22,13 +21,7 @@ const getJson = async (c: ReturnType<typeof viaApp>, path: string) => {
 
 test("GET /v1/features/:id: the saved statistics, contexts rendered from bytes", async () => {
   await withTempDir("server-features-", async (dir) => {
-    const { dict: folder, model } = await dictionaryWithFeatures(dir, {
-      arch: "topk",
-      d_in: 128,
-      d_sae: 24,
-      k: 4,
-      extra: { hook_name: HOOK },
-    });
+    const { dict: folder, model } = await dictionaryWithFeatures(dir, MLP_SAE);
     const dict = await loadDictionary(folder);
     try {
       const c = viaApp(createApp(dict));
@@ -104,13 +97,7 @@ function disposeAll(r: Awaited<ReturnType<typeof readFeatures>>) {
 
 test("GET /v1/features?token=: the index equals a scan of the top contexts; bad queries 4xx", async () => {
   await withTempDir("server-search-", async (dir) => {
-    const { dict: folder, model } = await dictionaryWithFeatures(dir, {
-      arch: "topk",
-      d_in: 128,
-      d_sae: 24,
-      k: 4,
-      extra: { hook_name: HOOK },
-    });
+    const { dict: folder, model } = await dictionaryWithFeatures(dir, MLP_SAE);
     const dict = await loadDictionary(folder);
     try {
       const c = viaApp(createApp(dict));

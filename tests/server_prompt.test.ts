@@ -17,8 +17,13 @@ import { reshape, stack } from "../tensor/ops/shape.ts";
 import { tidy } from "../tensor/scope.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { assert, assertClose, assertEquals, test, withTempDir } from "./harness.ts";
-import { fixtureModelAndCorpus, randomDictionary } from "./features_fixture.ts";
-import { postJson, viaApp } from "./server_fixture.ts";
+import {
+  fixtureModelAndCorpus,
+  MLP_SAE,
+  randomDictionary,
+  RESID_MLSAE,
+} from "./features_fixture.ts";
+import { postJson, viaApp, viaSocket } from "./server_fixture.ts";
 import { runCli } from "./cli_run.ts";
 
 const HOOK = "blocks.0.mlp.hook_post";
@@ -44,13 +49,7 @@ test("POST /v1/prompt: each token's top features are the SAE's codes on the mode
   await withTempDir("server-prompt-", async (dir) => {
     const { model } = await fixtureModelAndCorpus(dir, 1);
     const folder = join(dir, "sae");
-    await randomDictionary(folder, {
-      arch: "topk",
-      d_in: 128,
-      d_sae: 24,
-      k: 4,
-      extra: { hook_name: HOOK },
-    });
+    await randomDictionary(folder, MLP_SAE);
     const dict = await loadDictionary(folder);
     try {
       const prompter = await loadPrompter(dict.saved, model);
@@ -118,13 +117,7 @@ test("POST /v1/prompt on an MLSAE: per-layer slices and the layer × latent sums
   await withTempDir("server-prompt-mlsae-", async (dir) => {
     const { model } = await fixtureModelAndCorpus(dir, 1);
     const folder = join(dir, "mlsae");
-    await randomDictionary(folder, {
-      arch: "mlsae",
-      d_in: 32,
-      d_sae: 24,
-      k: 3,
-      extra: { hook_names: [L0, L1] },
-    });
+    await randomDictionary(folder, RESID_MLSAE);
     const dict = await loadDictionary(folder);
     try {
       const prompter = await loadPrompter(dict.saved, model);
@@ -173,17 +166,11 @@ test("sae serve --model: the prompt view is on; --max-prompt-tokens needs --mode
         });
         running.catch(reject);
       });
-      const r = await fetch(`${url}/v1/prompt`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ text: "the cat" }),
-      });
+      const r = await postJson(viaSocket(url), "/v1/prompt", { text: "the cat" });
       const body = await r.json();
       assertEquals([r.status, body.kind], [200, "transcoder"]);
-      const long = await fetch(`${url}/v1/prompt`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ text: "the cat sat on the mat and the dog" }),
+      const long = await postJson(viaSocket(url), "/v1/prompt", {
+        text: "the cat sat on the mat and the dog",
       });
       assertEquals(long.status, 413, "--max-prompt-tokens 8");
       await long.body?.cancel();
