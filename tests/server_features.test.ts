@@ -11,7 +11,7 @@ import { readFeatures } from "../sae/eval/features_file.ts";
 import { loadTokenizer } from "../data/text/tokenizer.ts";
 import { tokenSpans } from "../data/text/token_spans.ts";
 import { assert, assertClose, assertEquals, test, withTempDir } from "./harness.ts";
-import { dictionaryWithFeatures, MLP_SAE } from "./features_fixture.ts";
+import { dictionaryWithFeatures, MLP_SAE, RESID_MLSAE } from "./features_fixture.ts";
 import { makeFixture, viaApp } from "./server_fixture.ts";
 
 const getJson = async (c: ReturnType<typeof viaApp>, path: string) => {
@@ -203,4 +203,35 @@ test("GET /v1/features?token=: 404 naming sae features when the folder has no st
   } finally {
     await f.cleanup();
   }
+});
+
+test("GET /v1/features/:id on an MLSAE: contexts name their layer, firings per layer add up", async () => {
+  await withTempDir("server-features-mlsae-", async (dir) => {
+    const { dict: folder } = await dictionaryWithFeatures(dir, RESID_MLSAE);
+    const dict = await loadDictionary(folder);
+    try {
+      const c = viaApp(createApp(dict));
+      const layers = (RESID_MLSAE.extra as { hook_names: string[] }).hook_names;
+      const info = await getJson(c, "/v1/info");
+      assertEquals(info.body.features.slices, layers);
+      let seen = 0;
+      for (let f = 0; f < 24; f++) {
+        const st = (await getJson(c, `/v1/features/${f}`)).body.stats;
+        if (!st.fires) continue;
+        seen++;
+        assertEquals(Object.keys(st.slice_fires), layers);
+        const sum = Object.values(st.slice_fires as Record<string, number>).reduce((a, b) => a + b);
+        assertEquals(sum, st.fires, `feature ${f}: firings per layer add up`);
+        for (const x of st.contexts) assert(layers.includes(x.slice), `layer named: ${x.slice}`);
+        const tokens = info.body.features.tokens_scanned;
+        assertClose([st.density], [st.fires / (tokens * 2)], {
+          rtol: 1e-12,
+          msg: "per (token, layer)",
+        });
+      }
+      assert(seen > 5, `features that fired: ${seen}`);
+    } finally {
+      disposeDictionary(dict);
+    }
+  });
 });
