@@ -9,6 +9,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { cors } from "hono/cors";
 import type { Assets } from "./assets.ts";
+import type { Prompter } from "./prompt.ts";
 import { checkBearer } from "./auth.ts";
 import { createBatcher } from "./batcher.ts";
 import { decodeRows, encodeRows, type ServedDictionary, type SparseRow } from "./dictionary.ts";
@@ -36,6 +37,8 @@ export interface AppOptions {
   token?: string | null;
   /** Origins allowed by CORS ("*" for any); absent: no CORS headers at all. */
   corsOrigins?: string[];
+  /** The model POST /v1/prompt runs (prompt.ts, sae serve --model); absent: 404 no_model. */
+  prompter?: Prompter;
   /** Dashboard files (assets.ts); absent: no dashboard routes. */
   assets?: Assets;
 }
@@ -157,6 +160,7 @@ export function createApp(dict: ServedDictionary, options: AppOptions = {}): Hon
     maxDenseValues: o.maxDenseValues,
     requestTimeoutMs: o.requestTimeoutMs,
     auth: Boolean(o.token),
+    prompter: o.prompter ?? null,
     started: Date.now(),
     ...batchersFor(dict, o),
     document: () => openApiDocument(dict, limits),

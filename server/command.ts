@@ -9,6 +9,8 @@ import { ConfigError } from "../sae/config.ts";
 import { createApp, DEFAULTS } from "./app.ts";
 import { loadAssets } from "./assets.ts";
 import { loadDictionary } from "./dictionary.ts";
+import { loadPrompter } from "./prompt.ts";
+import { loadTokenizer } from "../data/text/tokenizer.ts";
 import { onShutdownSignal, startServer } from "./serve.ts";
 
 export const SERVE_HELP =
@@ -23,11 +25,15 @@ export const SERVE_HELP =
   --batch-wait-ms X    micro-batching: longest wait for other requests (default 2)
   --max-batch-rows N   micro-batching: most rows per backend call (default 256)
   --cors ORIGINS       comma-separated origins allowed by CORS, or * (default: CORS off)
+  --model M            a model folder (or Hub id in the cache) whose hook the dictionary reads:
+                       enables the prompt view (POST /v1/prompt) and gives feature pages text
+  --max-prompt-tokens N  longest prompt in tokens (default: the model's context)
   --token-env NAME     require "Authorization: Bearer $NAME" on /v1/* (default variable
                        SAE_SERVER_TOKEN; auth is on when it is set and non-empty)
 
 Optional files in DIR feed the dashboard: eval.json, feature_density.npy [d_sae],
-top_examples.json, sample_inputs.npy [n, d_in] (see README, "Server").`;
+top_examples.json, sample_inputs.npy [n, d_in], features/ (what sae features DIR saves:
+feature pages with contexts, histograms, logit tables, and search by token; docs/server.md).`;
 
 type Flags = Record<string, string | true>;
 
@@ -60,6 +66,8 @@ const KNOWN = [
   "max-batch-rows",
   "cors",
   "token-env",
+  "model",
+  "max-prompt-tokens",
 ];
 
 /** Runs until SIGINT/SIGTERM (or `signal` aborts); resolves after a graceful stop. */
@@ -92,7 +100,21 @@ export async function serveCommand(
     (number(flags, "max-body-mb", 0.001, false) ?? DEFAULTS.maxBodyBytes / (1 << 20)) * (1 << 20),
   );
   const cors = value(flags, "cors");
-  const dict = await loadDictionary(dir);
+  const model = value(flags, "model");
+  const maxPromptTokens = number(flags, "max-prompt-tokens", 1, true);
+  if (maxPromptTokens !== undefined && !model) {
+    throw new ConfigError("--max-prompt-tokens needs --model M");
+  }
+  // The model's tokenizer also gives the feature pages their text.
+  const tokenizer = model
+    ? await loadTokenizer(model).catch((e) => {
+      throw new ConfigError(`--model ${model}: ${(e as Error).message}`);
+    })
+    : undefined;
+  const dict = await loadDictionary(dir, { tokenizer });
+  const prompter = model
+    ? await loadPrompter(dict.saved, model, { tokenizer, maxTokens: maxPromptTokens })
+    : undefined;
   const app = createApp(dict, {
     maxBodyBytes,
     maxRows: number(flags, "max-rows", 1, true) ?? DEFAULTS.maxRows,
@@ -102,6 +124,7 @@ export async function serveCommand(
     token,
     ...(cors ? { corsOrigins: cors.split(",").map((s) => s.trim()).filter(Boolean) } : {}),
     assets: await loadAssets(),
+    ...(prompter ? { prompter } : {}),
   });
   const server = startServer(app.fetch, {
     port,
@@ -117,9 +140,11 @@ export async function serveCommand(
   opts.signal?.addEventListener("abort", () => stop("stop requested"), { once: true });
   const { cfg } = dict.saved;
   console.error(
-    `sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}; listening on ${server.url} (auth ${
-      token ? `on, token from $${tokenVar}` : "off"
-    })`,
+    `sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}${
+      prompter ? `, prompts through ${model}` : ""
+    }${
+      dict.features ? `, feature statistics of ${dict.features.scanned} tokens` : ""
+    }; listening on ${server.url} (auth ${token ? `on, token from $${tokenVar}` : "off"})`,
   );
   opts.onListen?.(server.url);
   try {

@@ -9,6 +9,7 @@
  * - feature_density.npy    [d_sae] firing frequency of each feature (0..1)
  * - top_examples.json      {"<feature id>": [{"activation": number, "text"?: string, "source"?: string}, ...]}
  * - sample_inputs.npy      [n, d_in] input rows offered by the dashboard's try-it panel
+ * - features/              what `sae features` saved: contexts, histograms, logit tables (feature_view.ts)
  */
 import { readFile } from "node:fs/promises";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -26,6 +27,8 @@ import { DENSITY_EDGES } from "../sae/eval/metrics.ts";
 import { isSet, type Threshold } from "../sae/threshold.ts";
 import { isTopkFamily } from "../sae/arch/architecture.ts";
 import { ConfigError, type SaeConfig } from "../sae/config.ts";
+import type { Tokenizer } from "../data/text/tokenizer.ts";
+import { type FeatureView, loadFeatureView } from "./feature_view.ts";
 
 export interface TopExample {
   activation: number;
@@ -46,6 +49,8 @@ export interface ServedDictionary {
   density: Float64Array | null;
   topExamples: Record<string, TopExample[]> | null;
   samples: { rows: number; data: Float32Array } | null;
+  /** DIR/features: the feature pages' statistics and the token index. */
+  features: FeatureView | null;
   /** False for BatchTopK without a saved θ: its code depends on the whole batch, so requests are never merged. */
   rowIndependent: boolean;
 }
@@ -149,8 +154,11 @@ async function optionalExamples(
   return out;
 }
 
-/** Load a dictionary folder and its optional dashboard files. */
-export async function loadDictionary(dir: string): Promise<ServedDictionary> {
+/** Load a dictionary folder and its optional dashboard files (`tokenizer`: the served model's). */
+export async function loadDictionary(
+  dir: string,
+  opts: { tokenizer?: Tokenizer } = {},
+): Promise<ServedDictionary> {
   const saved = await loadSae(dir);
   const { cfg } = saved;
   if (isCrosscoder(cfg)) {
@@ -179,6 +187,7 @@ export async function loadDictionary(dir: string): Promise<ServedDictionary> {
     density: await optionalVector(`${dir}/feature_density.npy`, cfg.d_sae, "feature density"),
     topExamples: await optionalExamples(`${dir}/top_examples.json`, cfg.d_sae),
     samples: await optionalSamples(`${dir}/sample_inputs.npy`, cfg.d_in),
+    features: await loadFeatureView(dir, cfg.d_sae, opts.tokenizer),
     // Without a learned θ the BatchTopK family selects over the whole batch.
     rowIndependent: !(usesThreshold(cfg) && saved.threshold === undefined),
   };

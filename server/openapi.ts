@@ -7,17 +7,20 @@ import { ROUTES } from "./routes.ts";
 import { ARROW_TYPE, JSON_TYPE, type Limits } from "./validate.ts";
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const obj = (properties: Record<string, unknown>) => ({ type: "object", properties });
+const list = (items: unknown) => ({ type: "array", items });
+const INT = { type: "integer" }, NUM = { type: "number" }, STR = { type: "string" };
 
 function errors(...statuses: number[]) {
   const text: Record<number, string> = {
-    400: "malformed body (not JSON, wrong types, unknown fields)",
+    400: "malformed body or query (not JSON, wrong types, unknown fields)",
     401: "missing or wrong bearer token",
-    404: "unknown feature or route",
+    404: "unknown feature or route, or a file the operation reads is missing",
     405: "method not allowed",
     408: "the request body did not arrive within the request timeout",
-    413: "body or row count over the limit",
+    413: "body, row count or text over the limit",
     415: "Content-Type is not JSON or Arrow IPC",
-    422: "wrong width, non-finite values, no rows, index out of range",
+    422: "wrong width, non-finite values, no rows, index or token id out of range, no tokenizer",
     503: "the backend work ran past the request timeout",
   };
   return Object.fromEntries(
@@ -126,6 +129,35 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
             },
           },
         },
+        TokenSearch: obj({
+          query: { type: ["string", "null"] },
+          tokens: list(obj({
+            id: INT,
+            text: STR,
+            features: list(obj({
+              id: INT,
+              contexts: INT,
+              max_activation: NUM,
+              density: { type: ["number", "null"] },
+            })),
+          })),
+        }),
+        PromptResult: obj({
+          model: STR,
+          kind: STR,
+          text: STR,
+          tokens: list(obj({
+            id: INT,
+            text: STR,
+            span: { ...list(INT), minItems: 2, maxItems: 2 },
+            special: { type: "boolean" },
+            features: list(obj({ id: INT, value: NUM, slice: STR })),
+          })),
+          layers: {
+            ...obj({ names: list(STR), latents: list(INT), sums: list(list(NUM)) }),
+            type: ["object", "null"],
+          },
+        }),
         SparseRow: {
           type: "object",
           required: ["indices", "values"],

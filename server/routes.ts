@@ -24,6 +24,8 @@ import {
   sparsityInfo,
 } from "./dictionary.ts";
 import type { OpenApiTerms } from "./openapi.ts";
+import { featuresOnToken, featureStatsDetail, featureViewInfo, tokenText } from "./feature_view.ts";
+import { type Prompter, promptIds, runPrompt } from "./prompt.ts";
 import {
   ARROW_TYPE,
   bodyKind,
@@ -33,7 +35,9 @@ import {
   parseEncode,
   parseFeatureId,
   parseJsonObject,
+  parsePrompt,
   parseReconstruct,
+  parseTokenSearch,
   readBody,
 } from "./validate.ts";
 import type { Limits } from "./validate.ts";
@@ -51,6 +55,8 @@ export interface Served {
   /** One batcher per backend operation; reconstruct is an encode then a decode through both. */
   encoder: Batcher<{ n: number; x: Float32Array }, SparseRow[]>;
   decoder: Batcher<SparseRow[], Float32Array>;
+  /** The model the prompt view runs (sae serve --model); null without one. */
+  prompter: Prompter | null;
   /** This app's OpenAPI document (openapi.ts reads this table, so the table cannot import it). */
   document(): Record<string, unknown>;
 }
@@ -144,7 +150,12 @@ function info(c: Context, s: Served): Response {
       feature_density: dict.density !== null,
       top_examples: dict.topExamples !== null,
       sample_inputs: dict.samples?.rows ?? 0,
+      features: dict.features !== null,
     },
+    features: featureViewInfo(dict.features),
+    prompt: s.prompter
+      ? { model: s.prompter.model, kind: s.prompter.source.kind, max_tokens: s.prompter.maxTokens }
+      : null,
     limits: {
       max_body_bytes: limits.maxBodyBytes,
       max_rows: limits.maxRows,
@@ -182,8 +193,52 @@ function samples(c: Context, s: Served): Response {
   return c.json({ rows: rowsOf(smp.data.subarray(0, n * s.dict.d_in), n), total: smp.rows });
 }
 
-const feature = async (c: Context, s: Served) =>
-  c.json(await timed(s, featureDetail(s.dict, parseFeatureId(c.req.param("id")!, s.dict.d_sae))));
+async function feature(c: Context, s: Served): Promise<Response> {
+  const id = parseFeatureId(c.req.param("id")!, s.dict.d_sae);
+  const detail = await timed(s, featureDetail(s.dict, id));
+  const v = s.dict.features;
+  return c.json({ ...detail, stats: v ? featureStatsDetail(v, id) : null });
+}
+
+/** What the search needs: the statistics, else 404 saying how to make them. */
+function needFeatures(s: Served) {
+  const v = s.dict.features;
+  if (!v) {
+    throw new HttpError(
+      404,
+      "no_features",
+      `${s.dict.dir}/features does not exist: run \`sae features ${s.dict.dir} --model M --data TEXT\` to collect the statistics the search reads`,
+    );
+  }
+  return v;
+}
+
+function search(c: Context, s: Served): Response {
+  const v = needFeatures(s);
+  const q = parseTokenSearch(new URL(c.req.url).searchParams, v.tokenizer?.vocabSize ?? null);
+  let ids: number[];
+  if (q.token !== undefined) {
+    if (!v.tokenizer) {
+      throw new HttpError(
+        422,
+        "no_tokenizer",
+        `no tokenizer to read ${
+          JSON.stringify(q.token.slice(0, 40))
+        } with: start the server with --model M, or search by ?token_id=N`,
+      );
+    }
+    ids = Array.from(v.tokenizer.encode(q.token));
+    if (ids.length === 0) throw new HttpError(422, "no_tokens", "token gives no token ids");
+  } else ids = [q.tokenId!];
+  return c.json({
+    query: q.token ?? null,
+    tokens: ids.map((id) => ({
+      id,
+      text: tokenText(v, id),
+      features: featuresOnToken(v, id, q.limit),
+    })),
+  });
+}
 
 async function encode(c: Context, s: Served): Promise<Response> {
   const { d_in, d_sae } = s.dict;
@@ -267,6 +322,31 @@ async function reconstruct(c: Context, s: Served): Promise<Response> {
     );
   }
   return c.json({ outputs: rowsOf(out.xhat, n), metrics });
+}
+
+async function prompt(c: Context, s: Served): Promise<Response> {
+  const { bytes, since } = await body(c, s);
+  if (bodyKind(c.req.raw) !== "json") {
+    throw new HttpError(415, "unsupported_media_type", "POST /v1/prompt takes JSON");
+  }
+  const req = parsePrompt(parseJsonObject(bytes));
+  const p = s.prompter;
+  if (!p) {
+    throw new HttpError(
+      404,
+      "no_model",
+      `no model to run the prompt through: start the server with sae serve ${s.dict.dir} --model M`,
+    );
+  }
+  const ids = promptIds(p, req.text);
+  if (ids.length > p.maxTokens) {
+    throw new HttpError(
+      413,
+      "text_too_long",
+      `the text is ${ids.length} tokens; the limit is ${p.maxTokens} (the model's context, or --max-prompt-tokens)`,
+    );
+  }
+  return c.json(await timed(s, runPrompt(p, ids, req.topK), since));
 }
 
 // ---- the table, in the document's order --------------------------------------------------------
@@ -421,9 +501,32 @@ export const ROUTES: readonly Route[] = [
   },
   {
     method: "GET",
+    path: "/v1/features",
+    doc: (t) => ({
+      summary: "search: the features whose saved top contexts peak on a token",
+      description:
+        "Give ?token=TEXT (tokenized with the model's tokenizer; each of its tokens is answered) or ?token_id=N, and ?limit (1..100, default 20). The index is built at load from features/contexts.safetensors: per token, the features with a top context whose maximum is that token, most such contexts first, then the strongest. 404 no_features when the folder has no statistics.",
+      parameters: [
+        { name: "token", in: "query", schema: { type: "string", minLength: 1, maxLength: 200 } },
+        { name: "token_id", in: "query", schema: { type: "integer", minimum: 0 } },
+        { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 100 } },
+      ],
+      responses: {
+        "200": {
+          description: "OK",
+          content: { [JSON_TYPE]: { schema: t.ref("TokenSearch") } },
+        },
+        ...t.errors(400, 401, 404, 413, 422),
+      },
+    }),
+    handle: search,
+  },
+  {
+    method: "GET",
     path: "/v1/features/:id",
     doc: (t) => ({
-      summary: "encoder and decoder vectors, bias, decoder norm, density, top examples",
+      summary:
+        "encoder and decoder vectors, bias, decoder norm, density, top examples; with features/ also its statistics (contexts with per-token activations, histogram, logit tables, interval samples)",
       parameters: [{
         name: "id",
         in: "path",
@@ -433,6 +536,41 @@ export const ROUTES: readonly Route[] = [
       responses: { "200": { description: "OK" }, ...t.errors(400, 401, 404, 503) },
     }),
     handle: feature,
+  },
+  {
+    method: "POST",
+    path: "/v1/prompt",
+    doc: (t) => ({
+      summary:
+        "tokenize a text, run the model and the dictionary: each token's strongest features (and an MLSAE's layer × latent sums)",
+      description:
+        "Needs the server started with --model M (else 404 no_model). The text must fit the model's context (413 text_too_long, naming the token count).",
+      requestBody: {
+        required: true,
+        content: {
+          [JSON_TYPE]: {
+            schema: {
+              type: "object",
+              required: ["text"],
+              additionalProperties: false,
+              properties: {
+                text: { type: "string", minLength: 1, maxLength: 16384 },
+                top_k: {
+                  type: "integer",
+                  minimum: 1,
+                  description: "features per token (default 5, at most 64)",
+                },
+              },
+            },
+          },
+        },
+      },
+      responses: {
+        "200": { description: "OK", content: { [JSON_TYPE]: { schema: t.ref("PromptResult") } } },
+        ...t.errors(400, 401, 404, 408, 413, 415, 422, 503),
+      },
+    }),
+    handle: prompt,
   },
   {
     method: "GET",

@@ -419,3 +419,102 @@ export function parseFeatureId(raw: string, d_sae: number): number {
   }
   return id;
 }
+
+/** GET /v1/features's query: a token's text or id (exactly one), and how many features per token. */
+export interface TokenSearch {
+  token?: string;
+  tokenId?: number;
+  limit: number;
+}
+
+/** Longest token text a search takes (it is tokenized; a longer text is not one token's search). */
+export const MAX_SEARCH_CHARS = 200;
+
+export function parseTokenSearch(q: URLSearchParams, vocabSize: number | null): TokenSearch {
+  for (const k of q.keys()) {
+    if (!["token", "token_id", "limit"].includes(k)) {
+      throw new HttpError(
+        400,
+        "unknown_parameter",
+        `unknown query parameter ${
+          JSON.stringify(k.slice(0, 40))
+        }; expected token, token_id, limit`,
+      );
+    }
+  }
+  const token = q.get("token"), rawId = q.get("token_id"), rawLimit = q.get("limit");
+  if ((token === null) === (rawId === null)) {
+    throw new HttpError(
+      400,
+      "bad_query",
+      "give exactly one of ?token=TEXT (tokenized by the model's tokenizer) or ?token_id=N",
+    );
+  }
+  let limit = 20;
+  if (rawLimit !== null) {
+    if (!/^\d{1,4}$/.test(rawLimit) || Number(rawLimit) < 1 || Number(rawLimit) > 100) {
+      throw new HttpError(
+        400,
+        "bad_limit",
+        `limit must be an integer in 1..100, got ${JSON.stringify(rawLimit.slice(0, 40))}`,
+      );
+    }
+    limit = Number(rawLimit);
+  }
+  if (token !== null) {
+    if (token === "") throw new HttpError(400, "empty_token", "token must not be empty");
+    if (token.length > MAX_SEARCH_CHARS) {
+      throw new HttpError(
+        413,
+        "text_too_long",
+        `token is ${token.length} characters; the limit is ${MAX_SEARCH_CHARS}`,
+      );
+    }
+    return { token, limit };
+  }
+  if (!/^\d{1,10}$/.test(rawId!)) {
+    throw new HttpError(
+      400,
+      "bad_token_id",
+      `token_id must be a non-negative integer, got ${JSON.stringify(rawId!.slice(0, 40))}`,
+    );
+  }
+  const tokenId = Number(rawId);
+  if (vocabSize !== null && tokenId >= vocabSize) {
+    throw new HttpError(
+      422,
+      "unknown_token",
+      `token id ${tokenId} is not in the vocabulary (0..${vocabSize - 1})`,
+    );
+  }
+  return { tokenId, limit };
+}
+
+/** POST /v1/prompt's body: the text, and how many features to list per token. */
+export interface PromptRequest {
+  text: string;
+  topK: number;
+}
+
+/** Longest prompt text in characters (the token limit is checked after tokenizing). */
+export const MAX_PROMPT_CHARS = 16384;
+
+export function parsePrompt(body: Record<string, unknown>): PromptRequest {
+  onlyFields(body, ["text", "top_k"]);
+  const { text, top_k } = body;
+  if (typeof text !== "string") {
+    throw new HttpError(400, "wrong_type", `"text" must be a string, got ${describe(text)}`);
+  }
+  if (text.length === 0) throw new HttpError(422, "empty_text", `"text" is empty`);
+  if (text.length > MAX_PROMPT_CHARS) {
+    throw new HttpError(
+      413,
+      "text_too_long",
+      `"text" is ${text.length} characters; the limit is ${MAX_PROMPT_CHARS}`,
+    );
+  }
+  if (top_k !== undefined && !(Number.isInteger(top_k) && (top_k as number) >= 1)) {
+    throw new HttpError(400, "wrong_type", `"top_k" must be an integer >= 1, got ${top_k}`);
+  }
+  return { text, topK: Math.min((top_k as number | undefined) ?? 5, 64) };
+}

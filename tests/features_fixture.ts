@@ -5,8 +5,27 @@ import { resolveConfig, type SaeConfigInput } from "../sae/config.ts";
 import { architecture } from "../sae/arch/registry.ts";
 import { saveSae } from "../sae/io/saelens.ts";
 import * as random from "../tensor/random.ts";
+import { runCli } from "./cli_run.ts";
 
 const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
+
+/** A TopK SAE on the fixture model's MLP (4 × 32 wide), the dashboard tests' dictionary. */
+export const MLP_SAE: SaeConfigInput = {
+  arch: "topk",
+  d_in: 128,
+  d_sae: 24,
+  k: 4,
+  extra: { hook_name: "blocks.0.mlp.hook_post" },
+};
+
+/** An MLSAE on the fixture model's two residual streams. */
+export const RESID_MLSAE: SaeConfigInput = {
+  arch: "mlsae",
+  d_in: 32,
+  d_sae: 24,
+  k: 3,
+  extra: { hook_names: ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"] },
+};
 
 /** The fixture model with the text fixture's tokenizer, and a corpus (its documents `repeat` times) whose lines name a domain. */
 export async function fixtureModelAndCorpus(
@@ -39,4 +58,27 @@ export async function randomDictionary(dir: string, c: SaeConfigInput): Promise<
   const cfg = resolveConfig(c);
   const params = architecture(cfg.arch).init(random.key(3), cfg);
   await saveSae(dir, { params, cfg });
+}
+
+/**
+ * A dictionary folder with its `sae features` statistics over the fixture corpus (the fixture
+ * model, a random dictionary of config `c` on its hook(s)): what the server's feature pages,
+ * search and prompt view read. Returns the folders; the caller's temp dir holds them.
+ */
+export async function dictionaryWithFeatures(
+  dir: string,
+  c: SaeConfigInput,
+  featureFlags: string[] = [],
+): Promise<{ dict: string; model: string; corpus: string }> {
+  const { model, corpus } = await fixtureModelAndCorpus(dir, 2);
+  const dict = join(dir, "dict");
+  await randomDictionary(dict, c);
+  const r = await runCli(
+    ...["features", dict, "--model", model, "--data", corpus, "--context", "16", "--quiet"],
+    ...["--top", "3", "--before", "4", "--after", "2", "--show", "0", "--bins", "8"],
+    ...["--intervals", "4", "--samples", "2", "--logits", "4", "--domain-field", "domain"],
+    ...featureFlags,
+  );
+  if (r.code !== 0) throw new Error(`sae features failed: ${r.err}`);
+  return { dict, model, corpus };
 }

@@ -2,49 +2,18 @@
 // works under both Deno and Bun): the density histogram and a feature page render real data on
 // canvas, the try-it panel returns the reference features, and a screenshot is saved outside the
 // repository. Also: report.html from `sae train` renders from disk with the network blocked.
-import { existsSync } from "node:fs";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
-import { chromium, type Page } from "playwright-core";
 import { createApp } from "../server/app.ts";
 import { loadAssets } from "../server/assets.ts";
 import { startServer } from "../server/serve.ts";
 import { main } from "../cli.ts";
-import { readEnv } from "../tensor/platform/env.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { makeFixture, topkRef } from "./server_fixture.ts";
+import { browserTestsRun, launch, outDir, paintedPixels } from "./browser_fixture.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const haveChromium = existsSync(CHROMIUM);
-const missing = `${CHROMIUM} not found (apt-get install -y chromium; .ci/run installs it)`;
-// CI sets REQUIRE_BROWSER=1 so a lost Chromium fails the run instead of skipping unseen. A
-// Chromium that is there but will not launch fails every test below either way.
-if (!haveChromium && readEnv("REQUIRE_BROWSER") === "1") {
-  test("dashboard: Chromium required (REQUIRE_BROWSER=1)", () => {
-    throw new Error(`REQUIRE_BROWSER=1 but ${missing}`);
-  });
-} else if (!haveChromium) console.log(`server_browser: skipped: ${missing}`);
-// Screenshots go under the system temp dir (or $TEST_OUTPUT), never into the repository.
-const outDir = process.env.TEST_OUTPUT ?? join(tmpdir(), "sparsecoder-test-output");
-
-/** Painted (non-transparent) pixels in the canvases under `selector`. */
-const paintedPixels = (page: Page, selector: string) =>
-  page.evaluate((sel) => {
-    let n = 0;
-    document.querySelectorAll(`${sel} canvas`).forEach((c) => {
-      const cv = c as HTMLCanvasElement;
-      const px = cv.getContext("2d")!.getImageData(0, 0, cv.width, cv.height).data;
-      for (let i = 3; i < px.length; i += 4) if (px[i] !== 0) n++;
-    });
-    return n;
-  }, selector);
-
-const launch = () =>
-  chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
-
-if (haveChromium) {
+if (browserTestsRun("server_browser")) {
   test(
     "dashboard: histogram, feature page and try-it panel render real data in Chromium",
     async () => {

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode as gpt3Encode } from "gpt-3-encoder";
 import { loadTokenizer, type Tokenizer, tokenizerFromJson } from "../data/text/tokenizer.ts";
+import { tokenSpans } from "../data/text/token_spans.ts";
 import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import { expectError } from "./lm_fixtures.ts";
 import {
@@ -228,6 +229,8 @@ test("SentencePiece-style BPE with byte fallback: hand-derived ids, BOS from the
     // BOS from the TemplateProcessing post-processor (no tokenizer_config here).
     assertEquals([tok.bosId, tok.addBos, [...tok.specialIds]], [1, true, [0, 1, 2]], form);
     assertEquals(tok.piece(3 + 0x0a), "<0x0A>");
+    // Rendered from bytes: byte-fallback pieces are their byte, ▁ a space (kept at the start).
+    assertEquals(tokenSpans(tok, tok.encode("hé! 😀")).text, " hé! 😀", form);
   }
   // Metaspace with split (the Rust default): each ▁ starts a word, "▁hello", "▁", "▁world".
   const split = tokenizerFromJson(llamaJson("metaspace-split"));

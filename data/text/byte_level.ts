@@ -50,13 +50,20 @@ export function byteLevel(word: string): string {
 
 const BYTE_OF = new Map(BYTE_CHARS.map((c, b) => [c, b]));
 
-/** The text of a byte-level piece (its bytes decoded as UTF-8; a piece may end inside a character). */
-export function fromByteLevel(piece: string): string {
+/** The bytes a byte-level piece spells, or null when a character is not one of the 256. */
+export function byteLevelBytes(piece: string): Uint8Array | null {
   const bytes = new Uint8Array(piece.length);
   for (let i = 0; i < piece.length; i++) {
     const b = BYTE_OF.get(piece[i]);
-    if (b === undefined) throw new RangeError(`${JSON.stringify(piece)} is not a byte-level piece`);
+    if (b === undefined) return null;
     bytes[i] = b;
   }
+  return bytes;
+}
+
+/** The text of a byte-level piece (its bytes decoded as UTF-8; a piece may end inside a character). */
+export function fromByteLevel(piece: string): string {
+  const bytes = byteLevelBytes(piece);
+  if (!bytes) throw new RangeError(`${JSON.stringify(piece)} is not a byte-level piece`);
   return new TextDecoder().decode(bytes);
 }

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { type HubOptions, resolveModel } from "../lm/hub.ts";
+import { byteLevelBytes } from "./byte_level.ts";
 
 export interface Tokenizer {
   /** Ids the tokenizer can produce (the model's embedding may have more rows: padding). */
@@ -27,6 +28,13 @@ export interface Tokenizer {
   decode(ids: ArrayLike<number>): string;
   /** One id's piece as the vocabulary spells it (`Ġthe`, `▁the`, `<0x0A>`). */
   piece(id: number): string;
+  /**
+   * The bytes one id adds to decoded text: a byte-level piece's bytes, a byte-fallback piece's
+   * byte, otherwise the piece's UTF-8 (Metaspace's `▁` as a space). A piece may hold part of a
+   * character, so a window's text is the decoding of its tokens' bytes joined (token_spans.ts).
+   * Optional: tokenizers without it are rendered token by token from `decode`.
+   */
+  bytes?(id: number): Uint8Array;
 }
 
 /** A tokenizer file that is missing, unreadable or not what we support; the message says which. */
@@ -155,6 +163,18 @@ export function tokenizerFromJson(
     }
     return p;
   };
+  const decoders = decoderTypes(tokenizerJson.decoder);
+  const addedIds = new Set(added.map((t) => t.id));
+  const utf8 = new TextEncoder();
+  const bytes = (id: number): Uint8Array => {
+    const p = piece(id);
+    // Added tokens are stored as their text, not in the byte alphabet.
+    if (addedIds.has(id)) return utf8.encode(p);
+    if (decoders.byteLevel) return byteLevelBytes(p) ?? utf8.encode(p);
+    const fallback = decoders.byteFallback && /^<0x([0-9A-Fa-f]{2})>$/.exec(p);
+    if (fallback) return Uint8Array.of(parseInt(fallback[1], 16));
+    return utf8.encode(decoders.space ? p.replaceAll(decoders.space, " ") : p);
+  };
   return {
     vocabSize,
     bosId,
@@ -186,7 +206,27 @@ export function tokenizerFromJson(
       return hf.decode(arr, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
     },
     piece,
+    bytes,
   };
+}
+
+/** What the decoder does to pieces: ByteLevel, ByteFallback, and which character stands for a space. */
+function decoderTypes(dec: unknown): { byteLevel: boolean; byteFallback: boolean; space: string } {
+  const out = { byteLevel: false, byteFallback: false, space: "" };
+  const visit = (d: unknown) => {
+    if (!isObject(d)) return;
+    if (d.type === "Sequence" && Array.isArray(d.decoders)) d.decoders.forEach(visit);
+    if (d.type === "ByteLevel") out.byteLevel = true;
+    if (d.type === "ByteFallback") out.byteFallback = true;
+    if (d.type === "Metaspace") {
+      out.space = typeof d.replacement === "string" ? d.replacement : "\u2581";
+    }
+    // Llama's decoder: Replace "▁" → " ".
+    const pat = isObject(d.pattern) ? d.pattern.String : undefined;
+    if (d.type === "Replace" && d.content === " " && typeof pat === "string") out.space = pat;
+  };
+  visit(dec);
+  return out;
 }
 
 interface AddedToken {

@@ -5,6 +5,7 @@
  * relative decoder norm; then one line of the domain rule's counts.
  */
 import type { Tokenizer } from "../../data/text/tokenizer.ts";
+import { tokenSpans } from "../../data/text/token_spans.ts";
 import { slotsOf } from "./feature_contexts.ts";
 import type { FeatureStats } from "./feature_stats.ts";
 import { DOMAIN_RULE, type DomainSummary } from "./features_file.ts";
@@ -47,10 +48,16 @@ const pct = (x: number) => `${(100 * x).toPrecision(3)} %`;
 
 export function formatFeatures(st: FeatureStats, features: number[], x: PrintExtras): string {
   const { top, before, after, slices: S } = st.shape, W = before + 1 + after;
+  const visible = (s: string) => s.replace(/\n/g, "↵").replace(/\t/g, "→");
   const text = (ids: number[]) => {
     const real = ids.filter((i) => i >= 0);
-    const s = x.tokenizer ? x.tokenizer.decode(real) : real.join(" ");
-    return s.replace(/\n/g, "↵").replace(/\t/g, "→");
+    return visible(x.tokenizer ? x.tokenizer.decode(real) : real.join(" "));
+  };
+  // The window decoded from its bytes, so a character split across tokens prints whole.
+  const windowText = (ids: number[]) => {
+    const { text: s, spans } = tokenSpans(x.tokenizer, ids);
+    const [a, b] = spans[before];
+    return `${visible(s.slice(0, a))}⟦${visible(s.slice(a, b))}⟧${visible(s.slice(b))}`;
   };
   const D = st.labels.length;
   const lines: string[] = [];
@@ -80,11 +87,7 @@ export function formatFeatures(st: FeatureStats, features: number[], x: PrintExt
       lines.push(`  decoder norms per input: ${norms.join(", ")}`);
     }
     for (const c of ctx.slice(0, x.perFeature ?? 3)) {
-      lines.push(
-        `  ${c.value.toFixed(2).padStart(7)}  ${text(c.tokens.slice(0, before))}⟦${
-          text([c.tokens[before]])
-        }⟧${text(c.tokens.slice(before + 1))}`,
-      );
+      lines.push(`  ${c.value.toFixed(2).padStart(7)}  ${windowText(c.tokens)}`);
     }
     for (const [l, e] of (x.logits ?? []).entries()) {
       const k = Math.min(e.k, 5);

@@ -92,6 +92,16 @@ async function loadInfo() {
   fillTable($("info-table"), rows);
   if (info.metrics) fillTable($("metrics-table"), Object.entries(info.metrics));
   $("feature-id").max = String(info.d_sae - 1);
+  if (info.features) {
+    rows.push([
+      "statistics",
+      `${info.features.tokens_scanned} tokens scanned (${info.features.format})`,
+    ]);
+    fillTable($("info-table"), rows);
+  }
+  $("search").hidden = !info.features;
+  $("prompt").hidden = !info.prompt;
+  if (info.prompt) $("prompt-model").textContent = info.prompt.model;
   $("overview").dataset.ready = "true";
 }
 
@@ -110,6 +120,306 @@ async function loadDensity() {
   $("density-source").textContent = `(from ${h.source})`;
   el.dataset.bins = String(h.counts.length);
   el.dataset.total = String(h.counts.reduce((a, b) => a + b, 0));
+}
+
+// ---- token-level rendering (contexts, prompts) -------------------------------------------------
+
+const visible = (t) => t.replace(/\n/g, "↵").replace(/\t/g, "→");
+
+/** A link that opens feature `id`'s page. */
+function featureLink(id) {
+  const a = document.createElement("a");
+  a.className = "feature";
+  a.textContent = String(id);
+  a.dataset.feature = String(id);
+  a.onclick = () => showFeature(id).catch(showError);
+  return a;
+}
+
+/**
+ * Text with per-token shading. `spans[i]` is token i's [start, end) in `text`; neighbours share a
+ * character split across them, so the text is cut at every span edge and each piece takes the
+ * strongest token covering it. `weight(i)` in 0..1 is token i's shade.
+ */
+function shadedTokens(text, spans, weight, title, maxAt) {
+  const cuts = new Set([0, text.length]);
+  for (const [a, b] of spans) if (b > a) cuts.add(a), cuts.add(b);
+  const edges = [...cuts].sort((x, y) => x - y);
+  const out = [];
+  for (let k = 0; k + 1 < edges.length; k++) {
+    const a = edges[k], b = edges[k + 1];
+    let best = -1;
+    spans.forEach(([s, e], i) => {
+      if (s <= a && e >= b && e > s && (best < 0 || weight(i) > weight(best) || i === maxAt)) {
+        best = i;
+      }
+    });
+    const el = document.createElement("span");
+    el.className = "tok";
+    el.textContent = visible(text.slice(a, b));
+    if (best >= 0) {
+      const w = Math.max(0, Math.min(1, weight(best)));
+      if (w > 0) el.style.background = `rgba(249,115,22,${(0.08 + 0.72 * w).toFixed(3)})`;
+      el.title = title(best);
+      el.dataset.token = String(best);
+      if (best === maxAt) el.classList.add("max");
+    }
+    out.push(el);
+  }
+  return out;
+}
+
+/** One saved context: its value, tags, and its tokens shaded by activation relative to `scale`. */
+function contextItem(c, scale) {
+  const li = document.createElement("li");
+  const v = document.createElement("span");
+  v.className = "value";
+  v.textContent = c.value.toFixed(3);
+  li.append(v);
+  li.append(...shadedTokens(
+    c.text,
+    c.spans,
+    (i) => (scale > 0 ? c.acts[i] / scale : 0),
+    (i) => `token ${c.ids[i]} · ${c.acts[i].toPrecision(3)}`,
+    c.max_at,
+  ));
+  for (const tag of [c.slice, c.domain]) {
+    if (tag) {
+      const t = document.createElement("span");
+      t.className = "tag";
+      t.textContent = tag;
+      li.append(t);
+    }
+  }
+  const max = li.querySelector(".tok.max");
+  li.dataset.max = max ? max.textContent : "";
+  return li;
+}
+
+function logitTable(el, rows) {
+  if (!rows || !rows.length) {
+    el.innerHTML = `<tr><td class="muted">not saved</td></tr>`;
+    return;
+  }
+  // Crosscoders: one list per input; each row shows them side by side.
+  el.replaceChildren(...rows[0].map((_, j) => {
+    const tr = document.createElement("tr");
+    for (const list of rows) {
+      const a = document.createElement("td"), b = document.createElement("td");
+      a.textContent = JSON.stringify(list[j].token);
+      a.title = `token ${list[j].id}`;
+      b.textContent = list[j].value.toFixed(3);
+      tr.append(a, b);
+    }
+    return tr;
+  }));
+  el.dataset.count = String(rows[0].length);
+}
+
+function showStats(st) {
+  const box = $("feature-stats");
+  box.hidden = !st;
+  if (!st) return;
+  const scale = st.max_activation || 0;
+  const list = $("feature-contexts");
+  list.replaceChildren(...st.contexts.map((c) => contextItem(c, scale)));
+  list.dataset.count = String(st.contexts.length);
+  if (!st.contexts.length) {
+    list.innerHTML = `<li class="muted">never fired in the scanned text</li>`;
+  }
+  const hist = $("feature-hist");
+  if (st.histogram && st.histogram.scale > 0) {
+    const h = st.histogram, w = h.scale / h.counts.length;
+    barChart(hist, h.counts.map((_, j) => (j + 0.5) * w), h.counts, {
+      xLabel: "activation",
+      yLabel: "firings",
+    });
+    hist.dataset.bins = String(h.counts.length);
+    hist.dataset.total = String(h.counts.reduce((a, b) => a + b, 0));
+  } else {
+    hist.textContent = "no histogram saved (or the feature never fired)";
+    hist.dataset.bins = "0";
+  }
+  logitTable($("logits-up"), st.logits.up);
+  logitTable($("logits-down"), st.logits.down);
+  const shares = [];
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  if (st.slice_fires && st.fires > 0) {
+    for (const [n, v] of Object.entries(st.slice_fires)) {
+      shares.push([`firings at ${n}`, pct(v / st.fires)]);
+    }
+  }
+  if (st.domain_share) {
+    for (const [n, v] of Object.entries(st.domain_share)) {
+      shares.push([`top contexts in ${n}`, pct(v)]);
+    }
+  }
+  if (st.decoder_norms) {
+    shares.push([
+      "decoder norm per input",
+      st.decoder_norms.map((x) => x.toFixed(3)).join(", "),
+    ]);
+  }
+  if (st.relative_norm !== null) shares.push(["relative decoder norm", st.relative_norm]);
+  fillTable(
+    $("feature-shares"),
+    shares.length ? shares : [["—", "no per-slice or per-domain figures"]],
+  );
+  const iv = $("interval-list");
+  iv.replaceChildren(...(st.intervals || []).map((q) => {
+    const d = document.createElement("div");
+    const h = document.createElement("p");
+    h.className = "muted";
+    h.textContent = `(${q.low.toPrecision(3)}, ${q.high.toPrecision(3)}]: ${q.count} firings`;
+    const ol = document.createElement("ol");
+    ol.className = "contexts";
+    ol.append(...q.samples.map((c) => contextItem(c, scale)));
+    d.append(h, ol);
+    return d;
+  }));
+}
+
+// ---- search by token ----------------------------------------------------------------------------
+
+async function runSearch() {
+  showError(null);
+  const q = $("search-token").value;
+  const out = $("search-results");
+  if (!q) return;
+  try {
+    const r = await api(`/v1/features?token=${encodeURIComponent(q)}&limit=20`);
+    $("search-status").textContent = `"${q}" is ${r.tokens.length} token${
+      r.tokens.length === 1 ? "" : "s"
+    }`;
+    out.replaceChildren(...r.tokens.map((t) => {
+      const d = document.createElement("div");
+      const h = document.createElement("h3");
+      h.textContent = `${JSON.stringify(t.text)} (token ${t.id}): ${t.features.length} features`;
+      const table = document.createElement("table");
+      table.dataset.token = String(t.id);
+      const head = document.createElement("tr");
+      head.innerHTML = "<th>feature</th><th>top contexts on it</th><th>max</th><th>density</th>";
+      table.append(
+        head,
+        ...t.features.map((f) => {
+          const tr = document.createElement("tr");
+          const cells = [
+            featureLink(f.id),
+            f.contexts,
+            fmt(f.max_activation),
+            f.density === null ? "—" : fmt(f.density),
+          ];
+          for (const c of cells) {
+            const td = document.createElement("td");
+            td.append(c instanceof Node ? c : String(c));
+            tr.append(td);
+          }
+          return tr;
+        }),
+      );
+      d.append(h, table);
+      return d;
+    }));
+    out.dataset.count = String(r.tokens.reduce((n, t) => n + t.features.length, 0));
+  } catch (e) {
+    out.replaceChildren();
+    showError(e);
+  }
+}
+
+// ---- prompt view ----------------------------------------------------------------------------------
+
+function selectPromptToken(r, t) {
+  document.querySelectorAll("#prompt-tokens .tok").forEach((el) =>
+    el.classList.toggle("selected", el.dataset.token === String(t))
+  );
+  const tok = r.tokens[t];
+  const head = document.createElement("tr");
+  head.innerHTML = `<th>feature</th><th>activation</th>${r.layers ? "<th>layer</th>" : ""}`;
+  $("prompt-features").replaceChildren(
+    head,
+    ...tok.features.map((f) => {
+      const tr = document.createElement("tr");
+      const cells = [featureLink(f.id), fmt(f.value)];
+      if (r.layers) cells.push(f.slice);
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.append(c instanceof Node ? c : String(c));
+        tr.append(td);
+      }
+      return tr;
+    }),
+  );
+  $("prompt-features").dataset.token = String(t);
+  $("prompt-features").dataset.count = String(tok.features.length);
+}
+
+function heatmap(r) {
+  const box = $("prompt-layers");
+  box.hidden = !r.layers;
+  if (!r.layers) return;
+  const { names, latents, sums } = r.layers;
+  const max = Math.max(1e-12, ...sums.flat());
+  const head = document.createElement("tr");
+  head.append(document.createElement("th"));
+  for (const f of latents) {
+    const th = document.createElement("th");
+    th.append(featureLink(f));
+    head.append(th);
+  }
+  const rows = names.map((n, l) => {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = n;
+    tr.append(th);
+    sums[l].forEach((v) => {
+      const td = document.createElement("td");
+      td.textContent = v > 0 ? v.toPrecision(2) : "";
+      td.style.background = `rgba(37,99,235,${(0.85 * v / max).toFixed(3)})`;
+      if (v / max > 0.5) td.style.color = "#fff";
+      tr.append(td);
+    });
+    return tr;
+  });
+  $("prompt-heatmap").replaceChildren(head, ...rows);
+  $("prompt-heatmap").dataset.cells = String(names.length * latents.length);
+}
+
+async function runPrompt() {
+  showError(null);
+  const status = $("prompt-status");
+  status.textContent = "running…";
+  try {
+    const r = await api("/v1/prompt", { text: $("prompt-text").value, top_k: 10 });
+    const top = r.tokens.map((t) => (t.features[0] ? t.features[0].value : 0));
+    const scale = Math.max(1e-12, ...top);
+    const box = $("prompt-tokens");
+    box.replaceChildren(...shadedTokens(
+      r.text,
+      r.tokens.map((t) => t.span),
+      (i) => top[i] / scale,
+      (i) => {
+        const f = r.tokens[i].features[0];
+        return `token ${r.tokens[i].id}${
+          f ? ` · top feature ${f.id} (${f.value.toPrecision(3)})` : ""
+        }`;
+      },
+      -1,
+    ));
+    box.querySelectorAll(".tok").forEach((el) => {
+      if (el.dataset.token !== undefined) {
+        el.onclick = () => selectPromptToken(r, Number(el.dataset.token));
+      }
+    });
+    box.dataset.tokens = String(r.tokens.length);
+    status.textContent = `${r.tokens.length} tokens (${r.kind})`;
+    heatmap(r);
+    // Start on the token whose top feature is strongest.
+    selectPromptToken(r, top.indexOf(Math.max(...top)));
+  } catch (e) {
+    status.textContent = "";
+    showError(e);
+  }
 }
 
 async function showFeature(id) {
@@ -152,6 +462,9 @@ async function showFeature(id) {
       f.top_examples ? "none recorded for this feature" : "none in this folder"
     }</li>`;}
   ex.dataset.count = String(f.top_examples ? f.top_examples.length : 0);
+  showStats(f.stats);
+  history.replaceState(null, "", `#feature/${f.id}`);
+  $("features").dataset.feature = String(f.id);
 }
 
 async function loadSamples() {
@@ -227,6 +540,11 @@ function wire() {
     }
   });
   $("try-run").onclick = runTry;
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runSearch();
+  });
+  $("prompt-run").onclick = runPrompt;
 }
 
 async function start() {
@@ -235,7 +553,9 @@ async function start() {
     await loadInfo();
     await Promise.all([
       loadDensity(),
-      showFeature(Number($("feature-id").value) || 0),
+      showFeature(
+        Number((/^#feature\/(\d+)$/.exec(location.hash) || [])[1] ?? $("feature-id").value) || 0,
+      ),
       loadSamples(),
     ]);
     document.body.dataset.ready = "true";
