@@ -10,7 +10,7 @@ import { tensor } from "../tensor/ops/create.ts";
 import { add, mul } from "../tensor/ops/elementwise.ts";
 import { matmul } from "../tensor/ops/linalg.ts";
 import { sum } from "../tensor/ops/reduce.ts";
-import { take, transpose } from "../tensor/ops/shape.ts";
+import { reshape, take, transpose } from "../tensor/ops/shape.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { loadSafetensors } from "../data/safetensors.ts";
 import { loadModel } from "../data/lm/model.ts";
@@ -97,11 +97,14 @@ test("scae scatter == gather: values and gradients on random tables (fast-check)
       const W = tensor(Float32Array.from({ length: H * N * Fd }, () => r() * 2 - 1), {
         shape: [H, N, Fd],
       });
+      // The op reads one V row per connected slot; differentiate w.r.t. the full [F_down, C, H].
+      const fan = fanOut({ rows: Fd, C, ids });
+      const slots = tensor(fan.slots, { dtype: "i32" });
       const loss = (form: "scatter" | "gather") => (p: { vals: Tensor; V: Tensor }) =>
         sum(
           mul(
             form === "scatter"
-              ? scatterContribution(p.vals, indices, p.V, fanOut({ rows: Fd, C, ids }))
+              ? scatterContribution(p.vals, indices, take(reshape(p.V, [Fd * C, H]), slots, 0), fan)
               : gathered(p.vals, indices, p.V, c, Fup),
             W,
           ),
@@ -134,11 +137,25 @@ test("scae scatter == gather: values and gradients on random tables (fast-check)
   );
 });
 
-test("scae scatter: fanOut inverts a table (−1 dropped, repeats kept, grouped by upstream id)", () => {
+test("scae scatter: fanOut inverts a table (−1 dropped, repeats kept, grouped by upstream id; empty)", () => {
   const f = fanOut({ rows: 3, C: 2, ids: Int32Array.from([2, -1, 0, 2, 2, 2]) });
+  // Connected slots (row-major): 0 (id 2), 2 (id 0), 3, 4, 5 (id 2).
+  assert(Array.from(f.slots).join() === "0,2,3,4,5", `slots ${Array.from(f.slots)}`);
+  assert(Array.from(f.ids).join() === "2,0,2,2,2", `ids ${Array.from(f.ids)}`);
   assert(Array.from(f.start).join() === "0,1,1,5", `start ${Array.from(f.start)}`);
   assert(Array.from(f.down).join() === "1,0,1,2,2", `down ${Array.from(f.down)}`);
-  assert(Array.from(f.slot).join() === "2,0,3,4,5", `slot ${Array.from(f.slot)}`);
+  assert(Array.from(f.slot).join() === "1,0,2,3,4", `slot ${Array.from(f.slot)}`);
+  // A table with every slot padded: no entries, and the op adds nothing.
+  const none = fanOut({ rows: 2, C: 2, ids: Int32Array.from([-1, -1, -1, -1]) });
+  assert(none.slots.length === 0 && none.start.length === 1, "empty fan-out");
+  const y = scatterContribution(
+    tensor([[1, 2]]),
+    tensor([[0, 1]], { dtype: "i32" }),
+    tensor(new Float32Array(0), { shape: [0, 3] }),
+    none,
+  );
+  assert(y.shape.join() === "3,1,2", `shape ${y.shape}`);
+  assert(Array.from(y.dataSync()).every((v) => v === 0), "zeros");
 });
 
 for (const family of ["gpt2", "gpt_neox"] as const) {
@@ -173,11 +190,11 @@ for (const family of ["gpt2", "gpt_neox"] as const) {
     let tables = 0;
     for (const [d, ups] of Object.entries(scatter)) {
       for (const [u, c] of Object.entries(ups)) {
-        const k = cfgs[u].k, Fd = F(d);
+        const k = cfgs[u].k;
         const probe = scatterRule(
           c,
           tensor(new Float32Array(k), { shape: [1, k] }),
-          tensor(new Float32Array(Fd * c.C), { shape: [Fd, c.C, 1] }),
+          params[u].W_dec,
           F(u),
         );
         assert(probe, `scatter rule refused ${d}<-${u}`);

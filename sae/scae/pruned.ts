@@ -23,14 +23,21 @@ import { add, div, mul, relu, square, sub } from "../../tensor/ops/elementwise.t
 import { topk } from "../../tensor/ops/index.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { mean, sum } from "../../tensor/ops/reduce.ts";
-import { expandDims, reshape, take, transpose } from "../../tensor/ops/shape.ts";
+import { contiguous, expandDims, reshape, take, transpose } from "../../tensor/ops/shape.ts";
+import { sddmm } from "../../tensor/ops/sparse.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
 import { sparseDecode, type TopKCode } from "../arch/topk_encode.ts";
 import { toDense } from "../code.ts";
 import type { Connections, ConnTable } from "./connections.ts";
 import type { FrozenRun, HeadWeights } from "./frozen.ts";
-import { type FanOut, fanOut, scatterContribution, scatterSupported } from "./scatter.ts";
+import {
+  type FanOut,
+  fanOut,
+  scatterContribution,
+  scatterSupported,
+  slotEntries,
+} from "./scatter.ts";
 import { type ScaeModule, type SuiteInfo, upstreamOf } from "./suite.ts";
 
 /** Everything but the dictionaries' parameters (which the passes differentiate). */
@@ -186,11 +193,16 @@ function virtualContribution(
   U: Tensor,
   c: ConnIndex,
 ): Tensor {
-  const V = mul(matmul(take(centre(W_dec), c.idx, 0), U), c.mask); // [F_down, C, H]
+  const [Fd, d, H] = U.shape;
   const vals = div(code.values, s);
-  if (scatterRule(c, vals, V, W_dec.shape[0])) {
-    return scatterContribution(vals, code.indices, V, c.fan!);
+  if (scatterRule(c, vals, W_dec, W_dec.shape[0])) {
+    // V for the connected slots only: one sddmm of the directions [F_down·H, d] with decoder rows.
+    const { rows, cols } = slotEntries(c.fan!, H, W_dec.backend);
+    const dirs = reshape(contiguous(transpose(U, [0, 2, 1])), [Fd * H, d]);
+    const Vc = reshape(sddmm(dirs, centre(W_dec), rows, cols), [c.fan!.slots.length, H]);
+    return scatterContribution(vals, code.indices, Vc, c.fan!);
   }
+  const V = mul(matmul(take(centre(W_dec), c.idx, 0), U), c.mask); // [F_down, C, H]
   const f = toDense({ kind: "rows", values: vals, indices: code.indices }, W_dec.shape[0]);
   const gathered = transpose(take(f, c.idx, 1), [1, 0, 2]); // [F_down, N, C]
   return transpose(matmul(gathered, V), [2, 1, 0]);
@@ -202,8 +214,9 @@ function virtualContribution(
  * F_down·C/F_up), but in scalar loops rather than a batched matmul. See docs/scae.md for the
  * measured crossover.
  */
-export function scatterRule(c: ConnIndex, vals: Tensor, V: Tensor, Fup: number): boolean {
-  return c.fan !== undefined && scatterSupported(vals, V) && vals.shape[1] * SCATTER_RATIO <= Fup;
+export function scatterRule(c: ConnIndex, vals: Tensor, W_dec: Tensor, Fup: number): boolean {
+  return c.fan !== undefined && scatterSupported(vals, W_dec) &&
+    vals.shape[1] * SCATTER_RATIO <= Fup;
 }
 
 /** Scatter while k·SCATTER_RATIO ≤ F_up. */

@@ -3,14 +3,17 @@
  * token, so instead of gathering C codes for every downstream feature ([N, F_down, C], mostly zeros)
  * each active upstream feature j pushes f_j·V[i, c, h] into every downstream feature i that lists
  * it (slot c): cost N·k·fan-out·H, memory the [H, N, F_down] output only. The connection table is
- * inverted once per pair (`fanOut`). One custom differentiable op whose kernels are TypeScript
- * loops over the host backend's arrays:
+ * inverted once per pair (`fanOut`); the virtual weights are formed for the connected slots only, as
+ * one sddmm (`slotEntries`), so no [F_down, C, d] gather of decoder rows either. One custom
+ * differentiable op whose kernels are TypeScript loops over the host backend's arrays (V[i, c, h]
+ * below is the row of slot (i, c) in the op's compact V):
  *   out[h, n, i] = Σ_t Σ_{(i,c) ∈ fanout(idx[n,t])} val[n, t]·V[i, c, h]
  *   ∂V[i, c, h]  = Σ_n Σ_t [(i,c) ∈ fanout(idx[n,t])] ∂out[h, n, i]·val[n, t]
  *   ∂val[n, t]   = Σ_{(i,c) ∈ fanout(idx[n,t])} Σ_h ∂out[h, n, i]·V[i, c, h]
  * The values' cotangent is what the gather form gives them through toDense: the dense codes'
  * cotangent read at the kept indices. Padded (−1) slots are in no fan-out, so their ∂V is 0.
  */
+import type { Backend } from "../../tensor/backend.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { customVjp } from "../../autodiff/grad.ts";
 import { tensor } from "../../tensor/ops/create.ts";
@@ -18,13 +21,17 @@ import { contiguous } from "../../tensor/ops/shape.ts";
 import type { ConnTable } from "./connections.ts";
 
 /**
- * A table inverted: for upstream feature j, entries e in [start[j], start[j + 1]) name a downstream
- * feature down[e] and its flat slot slot[e] = i·C + c. Ids ≥ the upstream count have no entries.
+ * A table inverted. Its non-padded slots are numbered q = 0…nnz−1 in row-major order: slots[q] =
+ * i·C + c and ids[q] = j; the virtual weights the scatter reads are one row per such slot, Vc [nnz,
+ * H]. For upstream feature j, entries e in [start[j], start[j + 1]) name a downstream feature
+ * down[e] and its slot number slot[e]. Ids ≥ start.length − 1 have no entries.
  */
 export interface FanOut {
   start: Int32Array;
   down: Int32Array;
   slot: Int32Array;
+  slots: Int32Array;
+  ids: Int32Array;
   /** Downstream rows and slots per row of the table it came from. */
   rows: number;
   C: number;
@@ -32,22 +39,49 @@ export interface FanOut {
 
 /** Invert a table (counting sort by upstream id; −1 slots dropped, repeats kept). */
 export function fanOut(t: ConnTable): FanOut {
-  let top = -1;
-  for (const v of t.ids) if (v > top) top = v;
+  let top = -1, nnz = 0;
+  for (const v of t.ids) if (v >= 0) nnz++, top = Math.max(top, v);
+  const slots = new Int32Array(nnz), ids = new Int32Array(nnz);
   const start = new Int32Array(top + 2);
-  for (const v of t.ids) if (v >= 0) start[v + 1]++;
-  for (let j = 0; j <= top; j++) start[j + 1] += start[j];
-  const n = start[top + 1];
-  const down = new Int32Array(n), slot = new Int32Array(n);
-  const fill = start.slice(0, top + 1);
-  for (let s = 0; s < t.ids.length; s++) {
-    const j = t.ids[s];
-    if (j < 0) continue;
-    const e = fill[j]++;
-    down[e] = Math.floor(s / t.C);
-    slot[e] = s;
+  for (let s = 0, q = 0; s < t.ids.length; s++) {
+    if (t.ids[s] < 0) continue;
+    slots[q] = s;
+    ids[q++] = t.ids[s];
+    start[t.ids[s] + 1]++;
   }
-  return { start, down, slot, rows: t.rows, C: t.C };
+  for (let j = 0; j <= top; j++) start[j + 1] += start[j];
+  const down = new Int32Array(nnz), slot = new Int32Array(nnz);
+  const fill = start.slice(0, top + 1);
+  for (let q = 0; q < nnz; q++) {
+    const e = fill[ids[q]]++;
+    down[e] = Math.floor(slots[q] / t.C);
+    slot[e] = q;
+  }
+  return { start, down, slot, slots, ids, rows: t.rows, C: t.C };
+}
+
+/**
+ * The COO entries that give each slot's virtual weights as one sddmm: entry q·H + h pairs row
+ * i·H + h of the downstream directions [F_down·H, d] with row ids[q] of the upstream decoder.
+ */
+export function slotEntries(
+  fan: FanOut,
+  H: number,
+  backend: Backend,
+): { rows: Tensor; cols: Tensor } {
+  const n = fan.slots.length;
+  const rows = new Int32Array(n * H), cols = new Int32Array(n * H);
+  for (let q = 0; q < n; q++) {
+    const i = Math.floor(fan.slots[q] / fan.C);
+    for (let h = 0; h < H; h++) {
+      rows[q * H + h] = i * H + h;
+      cols[q * H + h] = fan.ids[q];
+    }
+  }
+  return {
+    rows: tensor(rows, { dtype: "i32", backend }),
+    cols: tensor(cols, { dtype: "i32", backend }),
+  };
 }
 
 type Floats = Float32Array | Float64Array;
@@ -122,8 +156,9 @@ function backwardLoop(
 }
 
 /**
- * values [N, k] (the codes, already divided by the LN scale), indices [N, k] i32, V [F_down, C, H]
- * → [H, N, F_down]. Differentiable in values and V. Host backends only (see scatterSupported).
+ * values [N, k] (the codes, already divided by the LN scale), indices [N, k] i32, V [nnz, H] (one
+ * row per non-padded slot, numbered as in FanOut) → [H, N, F_down]. Differentiable in values and V.
+ * Host backends only (see scatterSupported).
  */
 export function scatterContribution(
   values: Tensor,
@@ -132,11 +167,14 @@ export function scatterContribution(
   fan: FanOut,
 ): Tensor {
   const [N, k] = values.shape;
-  const H = V.shape[2];
-  if (V.shape[0] !== fan.rows || V.shape[1] !== fan.C || indices.shape[0] !== N) {
+  const H = V.shape[1];
+  if (
+    V.ndim !== 2 || V.shape[0] !== fan.slots.length || indices.shape[0] !== N ||
+    indices.shape[1] !== k
+  ) {
     throw new Error(
       `scatterContribution: values [${values.shape}], indices [${indices.shape}] and V [${V.shape}] ` +
-        `do not fit a table of ${fan.rows} rows × ${fan.C} slots`,
+        `do not fit a table with ${fan.slots.length} connections`,
     );
   }
   const dtype = V.dtype, backend = V.backend;
