@@ -195,7 +195,6 @@ for (const family of ["gpt2", "gpt_neox"] as const) {
           c,
           tensor(new Float32Array(k), { shape: [1, k] }),
           params[u].W_dec,
-          F(u),
         );
         assert(probe, `scatter rule refused ${d}<-${u}`);
         tables++;

@@ -195,7 +195,7 @@ function virtualContribution(
 ): Tensor {
   const [Fd, d, H] = U.shape;
   const vals = div(code.values, s);
-  if (scatterRule(c, vals, W_dec, W_dec.shape[0])) {
+  if (scatterRule(c, vals, W_dec)) {
     // V for the connected slots only: one sddmm of the directions [F_down·H, d] with decoder rows.
     const { rows, cols } = slotEntries(c.fan!, H, W_dec.backend);
     const dirs = reshape(contiguous(transpose(U, [0, 2, 1])), [Fd * H, d]);
@@ -209,18 +209,14 @@ function virtualContribution(
 }
 
 /**
- * Scatter when the backend has its kernels (host memory) and k is a small share of F_up: it costs
- * N·k·fan-out·H against the gather's N·F_down·C·H, i.e. k/F_up of it (the mean fan-out is
- * F_down·C/F_up), but in scalar loops rather than a batched matmul. See docs/scae.md for the
- * measured crossover.
+ * Scatter wherever the backend has its kernels (host memory, f32/f64), else gather (the device
+ * backends). Scatter costs N·k·fan-out·H against the gather's N·F_down·C·H, i.e. k/F_up of it (the
+ * mean fan-out is F_down·C/F_up), in scalar loops rather than a batched matmul; measured faster at
+ * every k up to F_up (docs/scae.md), so k does not enter the rule.
  */
-export function scatterRule(c: ConnIndex, vals: Tensor, W_dec: Tensor, Fup: number): boolean {
-  return c.fan !== undefined && scatterSupported(vals, W_dec) &&
-    vals.shape[1] * SCATTER_RATIO <= Fup;
+export function scatterRule(c: ConnIndex, vals: Tensor, W_dec: Tensor): boolean {
+  return c.fan !== undefined && scatterSupported(vals, W_dec);
 }
-
-/** Scatter while k·SCATTER_RATIO ≤ F_up. */
-export const SCATTER_RATIO = 1;
 
 /** FVU = Σ‖y − ŷ‖² / Σ‖y − ȳ‖² over the rows. */
 export function fvu(y: Tensor, yhat: Tensor): Tensor {
