@@ -172,12 +172,15 @@ const vg = valueAndGrad(lossOf);
 const ours = { fwd: [] as number[], step: [] as number[] };
 const theirs = { fwd: [] as number[], step: [] as number[] };
 const ourLoss: number[] = [], theirLoss: number[] = [];
+let fwdPeak = [0, 0];
 for (let r = 0; r < reps + WARMUP; r++) {
   let t0 = performance.now();
   const o = prunedForward(params, ctx, idx);
   await Promise.all(Object.values(o.recon).map((x) => x.data()));
   const f = performance.now() - t0;
   const tf = await torch("fwd");
+  // The peaks after the first forward, before any step: what the forward alone needs.
+  if (r === 0) fwdPeak = [peakRssMiB(), (await torch("mem")).peak_mib];
   t0 = performance.now();
   const [loss, g] = vg(params) as [Tensor, SuiteParams];
   [params, state] = applyStep(adamOpt, g, state, params);
@@ -203,22 +206,25 @@ const [of, os, tf, ts] = [
   median(theirs.step),
 ];
 const peak = peakRssMiB();
-const row = (name: string, f: number, s: number, setup: number, pk: number) =>
+const row = (name: string, f: number, s: number, setup: number, fp: number, pk: number) =>
   `  ${name.padEnd(22)} ${f.toFixed(0).padStart(6)} ms/forward ${
     s.toFixed(0).padStart(6)
   } ms/step` +
-  `   RSS after setup ${setup.toFixed(0)} MB, peak ${pk.toFixed(0)} MB`;
+  `   RSS after setup ${setup.toFixed(0)} MB, peak after a forward ${fp.toFixed(0)} MB, ` +
+  `after the steps ${pk.toFixed(0)} MB`;
 console.log(
   `scae pruned pass, lm-2l suite (d ${d}, F ${F}, k ${K}, C ${C}, N ${B * T} tokens; ${runtime}; ` +
     `torch ${info.torch}, ${info.threads} threads), median of ${reps}, load ${
       loadavg().map((x) => x.toFixed(2)).join(" ")
     }:`,
 );
-console.log(row(`ours (${form})`, of, os, setupMiB, peak));
-console.log(row("torch (dense × mask)", tf, ts, mem.setup_mib, mem.peak_mib));
+console.log(row(`ours (${form})`, of, os, setupMiB, fwdPeak[0], peak));
+console.log(row("torch (dense × mask)", tf, ts, mem.setup_mib, fwdPeak[1], mem.peak_mib));
 console.log(
   `  ours / torch time: forward ${(of / tf).toFixed(2)}x, step ${(os / ts).toFixed(2)}x; ` +
-    `peak growth ours ${(peak - setupMiB).toFixed(0)} MB, torch ${
+    `peak growth (forward / steps) ours ${(fwdPeak[0] - setupMiB).toFixed(0)} / ${
+      (peak - setupMiB).toFixed(0)
+    } MB, torch ${(fwdPeak[1] - mem.setup_mib).toFixed(0)} / ${
       (mem.peak_mib - mem.setup_mib).toFixed(0)
     } MB`,
 );
