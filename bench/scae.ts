@@ -152,7 +152,16 @@ const py = spawn("/usr/bin/python3", [
   String(LR),
 ], { stdio: ["pipe", "pipe", "inherit"] });
 const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
-const next = async () => JSON.parse((await lines.next()).value as string);
+const next = async () => {
+  const { value, done } = await lines.next();
+  if (done) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(
+      "bench/scae_torch.py ended early (needs /usr/bin/python3 with torch; see its stderr)",
+    );
+  }
+  return JSON.parse(value as string);
+};
 const info = await next();
 const torch = async (cmd: string) => {
   py.stdin!.write(cmd + "\n");
