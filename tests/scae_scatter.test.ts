@@ -3,8 +3,6 @@
 // upstream ids repeated across rows and within a row, zero codes and ids no row lists; then the
 // whole pruned pass on the tiny GPT-2 and GPT-NeoX suites with and without the inverted tables.
 import fc from "fast-check";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { add, mul } from "../tensor/ops/elementwise.ts";
@@ -12,12 +10,7 @@ import { matmul } from "../tensor/ops/linalg.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { reshape, take, transpose } from "../tensor/ops/shape.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { loadSafetensors } from "../data/safetensors.ts";
-import { loadModel } from "../data/lm/model.ts";
 import { toDense } from "../sae/code.ts";
-import { loadSuite } from "../sae/scae/suite.ts";
-import { loadConnections } from "../sae/scae/connections.ts";
-import { frozenRun, headWeights } from "../sae/scae/frozen.ts";
 import {
   type ConnIndex,
   connIndex,
@@ -25,14 +18,11 @@ import {
   fvu,
   prunedForward,
   scatterRule,
-  type SuiteContext,
   type SuiteParams,
 } from "../sae/scae/pruned.ts";
 import { fanOut, scatterContribution } from "../sae/scae/scatter.ts";
 import { assert, assertClose, test } from "./harness.ts";
-
-const FIX = fileURLToPath(new URL("./golden/fixtures/scae/", import.meta.url));
-const LM = fileURLToPath(new URL("./golden/fixtures/lm/", import.meta.url));
+import { setup } from "./scae_fixture.ts";
 
 async function close(a: Tensor, b: Tensor, what: string, rtol = 1e-5, atol = 1e-6) {
   assertClose(Array.from(await a.data()), Array.from(await b.data()), { rtol, atol, msg: what });
@@ -160,25 +150,8 @@ test("scae scatter: fanOut inverts a table (−1 dropped, repeats kept, grouped 
 
 for (const family of ["gpt2", "gpt_neox"] as const) {
   test(`scae scatter (${family}): the pruned pass and its gradients equal the gather form`, async () => {
-    const model = await loadModel(join(LM, family), { dtype: "f32" });
-    const suite = await loadSuite(join(FIX, family, "suite"));
-    const F = (m: string) => suite.dicts[m].cfg.d_sae;
-    const conns = await loadConnections(
-      join(FIX, family, "suite/connections.safetensors"),
-      suite,
-      F,
-    );
-    const { tensors: exp } = await loadSafetensors(join(FIX, family, "expected.safetensors"));
-    const frozen = frozenRun(model, exp.tokens, suite);
-    const heads: SuiteContext["heads"] = {};
-    for (const m of suite.modules) {
-      if (m.kind === "attn") heads[m.layer] = headWeights(model, m.layer);
-    }
-    const cfgs = Object.fromEntries(suite.modules.map((m) => [m.name, suite.dicts[m.name].cfg]));
-    const ctx: SuiteContext = { info: suite, cfgs, frozen, heads };
-    const params: SuiteParams = Object.fromEntries(
-      suite.modules.map((m) => [m.name, suite.dicts[m.name].params]),
-    );
+    const { suite, conns, ctx, params } = await setup(family);
+    const { cfgs, frozen } = ctx;
     const scatter = connIndices(conns);
     const gather = Object.fromEntries(
       Object.entries(scatter).map(([d, ups]) => [
