@@ -42,6 +42,7 @@ const dims = fc.record({
   C: fc.integer({ min: 1, max: 4 }),
   H: fc.integer({ min: 1, max: 3 }),
   seed: fc.integer({ min: 0, max: 2 ** 30 }),
+  dtype: fc.constantFrom("f32" as const, "f64" as const),
 });
 
 /** A small deterministic generator, so one fast-check seed fixes every array. */
@@ -58,7 +59,7 @@ function rng(seed: number): () => number {
 test("scae scatter == gather: values and gradients on random tables (fast-check)", async () => {
   let repeats = 0, padded = 0, zeros = 0;
   await fc.assert(
-    fc.asyncProperty(dims, async ({ N, k, extra, Fd, C, H, seed }) => {
+    fc.asyncProperty(dims, async ({ N, k, extra, Fd, C, H, seed, dtype }) => {
       const r = rng(seed);
       const Fup = k + extra;
       // Few distinct ids so they repeat across rows (and, allowed here, within a row).
@@ -80,12 +81,14 @@ test("scae scatter == gather: values and gradients on random tables (fast-check)
       zeros += val.filter((v) => v === 0).length;
       repeats += ids.length - new Set(ids).size;
       const indices = tensor(idx, { dtype: "i32", shape: [N, k] });
-      const vals = tensor(val, { shape: [N, k] });
+      const vals = tensor(val, { shape: [N, k], dtype });
       const V = tensor(Float32Array.from({ length: Fd * C * H }, () => r() * 2 - 1), {
         shape: [Fd, C, H],
+        dtype,
       });
       const W = tensor(Float32Array.from({ length: H * N * Fd }, () => r() * 2 - 1), {
         shape: [H, N, Fd],
+        dtype,
       });
       // The op reads one V row per connected slot; differentiate w.r.t. the full [F_down, C, H].
       const fan = fanOut({ rows: Fd, C, ids });
@@ -110,6 +113,10 @@ test("scae scatter == gather: values and gradients on random tables (fast-check)
       await close(ys, yg, "value");
       await close(gs.vals, gg.vals, "∂values");
       await close(gs.V, gg.V, "∂V");
+      assert(
+        ys.dtype === dtype && gs.vals.dtype === dtype,
+        `computed in ${ys.dtype}, not ${dtype}`,
+      );
       // Padded slots carry no gradient at all, exactly.
       const dV = await gs.V.data();
       for (let s = 0; s < Fd * C; s++) {
