@@ -23,6 +23,7 @@ import {
   importPickledConnections,
   loadConnections,
   saveConnections,
+  saveSuiteConnections,
   truncateConnections,
 } from "../sae/scae/connections.ts";
 import { assert, assertEquals, assertThrows, test, withTempDir } from "./harness.ts";
@@ -99,6 +100,28 @@ test("scae: a suite folder round-trips (suite.json + one SAELens folder per modu
     await rejects(readSuiteInfo(dir), "suite.json", "comes before");
     await writeFile(join(dir, "suite.json"), JSON.stringify({ ...json, residual: "diagonal" }));
     await rejects(readSuiteInfo(dir), "suite.json", "residual");
+  });
+});
+
+test("scae: connecting a suite writes its tables and C into suite.json", async () => {
+  await withTempDir("scae-", async (dir) => {
+    const s = { ...tinySuite(), C: null };
+    await saveSuite(dir, s);
+    assertEquals((await readSuiteInfo(dir)).C, null);
+    const conns: Connections = {
+      mlp_0: {
+        attn_0: table(6, 4, Array.from({ length: 24 }, (_, i) => (i % 4 === 3 ? -1 : i % 4))),
+      },
+    };
+    const written = await saveSuiteConnections(dir, s, conns);
+    assertEquals(written.C, 4);
+    const back = await loadSuite(dir);
+    assertEquals([back.C, back.k, back.modules], [4, 2, s.modules]);
+    const F = (m: string) => back.dicts[m].cfg.d_sae;
+    const loaded = await loadConnections(join(dir, "connections.safetensors"), back, F);
+    assertEquals(Array.from(loaded.mlp_0.attn_0.ids), Array.from(conns.mlp_0.attn_0.ids));
+    await saveSuiteConnections(dir, back, {});
+    assertEquals((await readSuiteInfo(dir)).C, 0);
   });
 });
 

@@ -5,53 +5,27 @@
 // parameters. Properties: C = all equals the module-by-module chain through the residual; C = 0
 // leaves only the embedding and bias terms; gradients of unconnected decoder rows are exactly zero.
 import fc from "fast-check";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Tensor } from "../tensor/tensor.ts";
 import { zerosLike } from "../tensor/ops/create.ts";
 import { add } from "../tensor/ops/elementwise.ts";
 import { sum } from "../tensor/ops/reduce.ts";
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { loadSafetensors } from "../data/safetensors.ts";
-import { loadModel } from "../data/lm/model.ts";
 import { toDense } from "../sae/code.ts";
-import { loadSuite, type ScaeSuite, upstreamOf } from "../sae/scae/suite.ts";
-import { type Connections, loadConnections } from "../sae/scae/connections.ts";
-import { frozenRun, headWeights, suiteCe } from "../sae/scae/frozen.ts";
+import { type ScaeSuite, upstreamOf } from "../sae/scae/suite.ts";
+import type { Connections } from "../sae/scae/connections.ts";
+import { suiteCe } from "../sae/scae/frozen.ts";
 import {
   chainForward,
   connIndices,
   fvu,
   prunedForward,
-  type SuiteContext,
   type SuiteParams,
   suiteResidual,
 } from "../sae/scae/pruned.ts";
 import { assertGradMask } from "../testing/checkers.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import { assert, assertClose, test } from "./harness.ts";
-
-const FIX = fileURLToPath(new URL("./golden/fixtures/scae/", import.meta.url));
-const LM = fileURLToPath(new URL("./golden/fixtures/lm/", import.meta.url));
-
-async function setup(family: "gpt2" | "gpt_neox") {
-  const model = await loadModel(join(LM, family), { dtype: "f32" });
-  const suite = await loadSuite(join(FIX, family, "suite"));
-  const F = (m: string) => suite.dicts[m].cfg.d_sae;
-  const conns = await loadConnections(join(FIX, family, "suite/connections.safetensors"), suite, F);
-  const { tensors: exp } = await loadSafetensors(join(FIX, family, "expected.safetensors"));
-  const frozen = frozenRun(model, exp.tokens, suite);
-  const heads: SuiteContext["heads"] = {};
-  for (const m of suite.modules) {
-    if (m.kind === "attn") heads[m.layer] = headWeights(model, m.layer);
-  }
-  const cfgs = Object.fromEntries(suite.modules.map((m) => [m.name, suite.dicts[m.name].cfg]));
-  const ctx: SuiteContext = { info: suite, cfgs, frozen, heads };
-  const params: SuiteParams = Object.fromEntries(
-    suite.modules.map((m) => [m.name, suite.dicts[m.name].params]),
-  );
-  return { model, suite, conns, exp, ctx, params };
-}
+import { setup } from "./scae_fixture.ts";
 
 async function close(a: Tensor, b: Tensor, what: string, rtol = 2e-4, atol = 2e-5) {
   assertClose(Array.from(await a.data()), Array.from(await b.data()), { rtol, atol, msg: what });

@@ -7,13 +7,14 @@
  * `top_connections_{C}.pkl` (dict of dicts of LongTensors, pickled) imports through the safe
  * pickle reader.
  */
-import { readFileBytes } from "../../data/atomic.ts";
+import { join } from "node:path";
+import { readFileBytes, writeJsonAtomic } from "../../data/atomic.ts";
 import { loadSafetensors, saveSafetensors } from "../../data/safetensors.ts";
 import { isTensorRef, parsePickledTensors, torchTensor } from "../../data/torch_pt.ts";
 import { describe } from "../../data/pickle.ts";
 import { tensor } from "../../tensor/ops/create.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { moduleNamed, type SuiteInfo, upstreamOf } from "./suite.ts";
+import { moduleNamed, SUITE_FILE, type SuiteInfo, suiteJson, upstreamOf } from "./suite.ts";
 
 export const CONNECTIONS_FILE = "connections.safetensors";
 
@@ -106,6 +107,24 @@ export async function saveConnections(path: string, conns: Connections): Promise
   }
   await saveSafetensors(path, tensors, { format: "sparsecoder-scae-connections" });
   for (const t of Object.values(tensors)) t.dispose();
+}
+
+/**
+ * What `connect` writes into a suite folder: connections.safetensors, then suite.json with C set to
+ * the tables' C (the largest, should they differ; 0 without tables), so the folder says how it was
+ * connected. Both writes are atomic; returns the suite info as written.
+ */
+export async function saveSuiteConnections(
+  dir: string,
+  info: SuiteInfo,
+  conns: Connections,
+): Promise<SuiteInfo> {
+  let C = 0;
+  for (const ups of Object.values(conns)) for (const t of Object.values(ups)) C = Math.max(C, t.C);
+  await saveConnections(join(dir, CONNECTIONS_FILE), conns);
+  const written = { ...info, C };
+  await writeJsonAtomic(join(dir, SUITE_FILE), suiteJson(written));
+  return written;
 }
 
 /** Read connections.safetensors and check it against the suite. */

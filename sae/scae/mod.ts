@@ -4,3 +4,4 @@ export * from "./connections.ts";
 export * from "./frozen.ts";
 export * from "./pruned.ts";
 export * from "./connect.ts";
+export * from "./scatter.ts";

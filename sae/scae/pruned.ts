@@ -23,13 +23,21 @@ import { add, div, mul, relu, square, sub } from "../../tensor/ops/elementwise.t
 import { topk } from "../../tensor/ops/index.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { mean, sum } from "../../tensor/ops/reduce.ts";
-import { expandDims, reshape, take, transpose } from "../../tensor/ops/shape.ts";
+import { contiguous, expandDims, reshape, take, transpose } from "../../tensor/ops/shape.ts";
+import { sddmm } from "../../tensor/ops/sparse.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
 import { sparseDecode, type TopKCode } from "../arch/topk_encode.ts";
 import { toDense } from "../code.ts";
 import type { Connections, ConnTable } from "./connections.ts";
 import type { FrozenRun, HeadWeights } from "./frozen.ts";
+import {
+  type FanOut,
+  fanOut,
+  scatterContribution,
+  scatterSupported,
+  slotEntries,
+} from "./scatter.ts";
 import { type ScaeModule, type SuiteInfo, upstreamOf } from "./suite.ts";
 
 /** Everything but the dictionaries' parameters (which the passes differentiate). */
@@ -50,11 +58,15 @@ export interface SuiteOutput {
   recon: Record<string, Tensor>;
 }
 
-/** A connection table as gather indices (−1 → 0) and a 0/1 mask [F_down, C, 1]. */
+/**
+ * A connection table as gather indices (−1 → 0), a 0/1 mask [F_down, C, 1] and, for the scatter
+ * form, the table inverted (absent: the pass gathers).
+ */
 export interface ConnIndex {
   idx: Tensor;
   mask: Tensor;
   C: number;
+  fan?: FanOut;
 }
 
 export function connIndex(t: ConnTable): ConnIndex {
@@ -64,6 +76,7 @@ export function connIndex(t: ConnTable): ConnIndex {
     idx: tensor(safe, { dtype: "i32", shape: [t.rows, t.C] }),
     mask: tensor(m, { shape: [t.rows, t.C, 1] }),
     C: t.C,
+    fan: fanOut(t),
   };
 }
 
@@ -150,20 +163,17 @@ export function prunedForward(
     const U = hw
       ? transpose(matmul(hw.wOV, p.W_enc), [2, 1, 0])
       : expandDims(transpose(p.W_enc), 2);
-    let acc: Tensor | null = null; // [N, F] (MLP) or [F, N, H] (attention)
+    let acc: Tensor | null = null; // [H, N, F] (MLP: H = 1)
     for (const u of ups) {
       const c = tables[u.name];
       if (!c) continue;
-      const f = toDense({ kind: "rows", ...out.codes[u.name] }, params[u.name].W_dec.shape[0]);
-      const g = virtualContribution(div(f, s), centre(params[u.name].W_dec), U, c);
+      const g = virtualContribution(out.codes[u.name], s, params[u.name].W_dec, U, c);
       acc = acc ? add(acc, g) : g;
     }
     if (acc) {
       pre = add(
         pre,
-        hw
-          ? mixHeads(ctx.frozen.pattern[m.layer], transpose(acc, [2, 1, 0]), B, T)
-          : reshape(transpose(acc, [1, 0, 2]), pre.shape),
+        hw ? mixHeads(ctx.frozen.pattern[m.layer], acc, B, T) : reshape(acc, pre.shape),
       );
     }
     finish(p, cfg, pre, out, m.name);
@@ -172,13 +182,40 @@ export function prunedForward(
 }
 
 /**
- * Σ_c codes[n, conn[i, c]]·V[i, c, h] with V[i, c, h] = W_dec[conn[i, c]]·U[i, :, h]:
- * codes [N, F_up], W_dec [F_up, d], U [F_down, d, H] → [F_down, N, H].
+ * Σ_c (f/s)[n, conn[i, c]]·V[i, c, h] with V[i, c, h] = c(W_dec)[conn[i, c]]·U[i, :, h]:
+ * code [N, k] of F_up features, s [N, 1], W_dec [F_up, d], U [F_down, d, H] → [H, N, F_down].
+ * Scatter form where `scatterRule` picks it, else the gather form (codes gathered [F_down, N, C]).
  */
-function virtualContribution(codes: Tensor, W_dec: Tensor, U: Tensor, c: ConnIndex): Tensor {
-  const V = mul(matmul(take(W_dec, c.idx, 0), U), c.mask); // [F_down, C, H]
-  const gathered = transpose(take(codes, c.idx, 1), [1, 0, 2]); // [F_down, N, C]
-  return matmul(gathered, V);
+function virtualContribution(
+  code: TopKCode,
+  s: Tensor,
+  W_dec: Tensor,
+  U: Tensor,
+  c: ConnIndex,
+): Tensor {
+  const [Fd, d, H] = U.shape;
+  const vals = div(code.values, s);
+  if (scatterRule(c, vals, W_dec)) {
+    // V for the connected slots only: one sddmm of the directions [F_down·H, d] with decoder rows.
+    const { rows, cols } = slotEntries(c.fan!, H, W_dec.backend);
+    const dirs = reshape(contiguous(transpose(U, [0, 2, 1])), [Fd * H, d]);
+    const Vc = reshape(sddmm(dirs, centre(W_dec), rows, cols), [c.fan!.slots.length, H]);
+    return scatterContribution(vals, code.indices, Vc, c.fan!);
+  }
+  const V = mul(matmul(take(centre(W_dec), c.idx, 0), U), c.mask); // [F_down, C, H]
+  const f = toDense({ kind: "rows", values: vals, indices: code.indices }, W_dec.shape[0]);
+  const gathered = transpose(take(f, c.idx, 1), [1, 0, 2]); // [F_down, N, C]
+  return transpose(matmul(gathered, V), [2, 1, 0]);
+}
+
+/**
+ * Scatter wherever the backend has its kernels (host memory, f32/f64), else gather (the device
+ * backends). Scatter costs N·k·fan-out·H against the gather's N·F_down·C·H, i.e. k/F_up of it (the
+ * mean fan-out is F_down·C/F_up), in scalar loops rather than a batched matmul; measured faster at
+ * every k up to F_up (docs/scae.md), so k does not enter the rule.
+ */
+export function scatterRule(c: ConnIndex, vals: Tensor, W_dec: Tensor): boolean {
+  return c.fan !== undefined && scatterSupported(vals, W_dec);
 }
 
 /** FVU = Σ‖y − ŷ‖² / Σ‖y − ȳ‖² over the rows. */
