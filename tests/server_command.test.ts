@@ -87,7 +87,7 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       help.out.includes("--token-env") && help.out.includes("--backend"),
       "help lists the options",
     );
-    // A crosscoder folder: its rows are [n_inputs, d_in], which the server does not take.
+    // A decoupled crosscoder: one code per input, which the server's one code per row cannot carry.
     const cross = `${f.dir}-crosscoder`;
     const ccfg = resolveConfig({
       arch: "batchtopk-crosscoder",
@@ -95,6 +95,7 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       d_sae: 8,
       k: 2,
       n_inputs: 2,
+      code_norm: "decoupled",
     });
     await saveSae(cross, {
       params: ARCHITECTURES[ccfg.arch].init(t.random.key(1), ccfg),
@@ -112,8 +113,8 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       [["serve", f.dir, "--backend"], "--backend needs a value"],
       [
         ["serve", cross],
-        "a batchtopk-crosscoder dictionary reads [2, 4] rows",
-        "serves single-input dictionaries",
+        "a decoupled crosscoder has one code per input",
+        "inspect it with sae features",
       ],
     ];
     for (const [argv, ...says] of cases) {
