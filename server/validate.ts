@@ -143,6 +143,18 @@ function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
 // Strings a client might send for values JSON cannot carry: reported as non-finite, not as a type error.
 const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
 
+/** 422 for no rows, 413 for more than the limit. */
+function checkRowCount(n: number, field: string, limits: Limits): void {
+  if (n === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
+  if (n > limits.maxRows) {
+    throw new HttpError(
+      413,
+      "too_many_rows",
+      `"${field}" has ${n} rows; the limit is ${limits.maxRows}`,
+    );
+  }
+}
+
 /** A list of rows of exactly `width` finite numbers, as row-major f32. */
 export function parseMatrix(
   v: unknown,
@@ -157,14 +169,7 @@ export function parseMatrix(
       `"${field}" must be an array of rows (arrays of numbers), got ${describe(v)}`,
     );
   }
-  if (v.length === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
-  if (v.length > limits.maxRows) {
-    throw new HttpError(
-      413,
-      "too_many_rows",
-      `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`,
-    );
-  }
+  checkRowCount(v.length, field, limits);
   const data = new Float32Array(v.length * width);
   v.forEach((row, i) => {
     if (!Array.isArray(row)) {
@@ -233,14 +238,7 @@ export function parseInputRows(
       }`,
     );
   }
-  if (v.length === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
-  if (v.length > limits.maxRows) {
-    throw new HttpError(
-      413,
-      "too_many_rows",
-      `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`,
-    );
-  }
+  checkRowCount(v.length, field, limits);
   v.forEach((row, i) => {
     if (!Array.isArray(row)) {
       throw new HttpError(

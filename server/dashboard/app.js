@@ -127,7 +127,10 @@ async function loadRelativeNorms() {
       height: 220,
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: false, range: [0, 1] } },
+      scales: {
+        x: { time: false, range: [0, 1] },
+        y: { range: (_u, _lo, hi) => [0, Math.max(1, hi)] },
+      },
       axes: [{ label: "relative norm (0: A only, 1: B only)" }, { label: "features" }],
       series: [
         {},
@@ -350,13 +353,16 @@ function showStats(st) {
       shares.push([`top contexts in ${n}`, pct(v)]);
     }
   }
-  if (st.decoder_norms) {
+  // A served crosscoder's norms are in the feature's table already (from the weights).
+  if (st.decoder_norms && !state.info.crosscoder) {
     shares.push([
       "decoder norm per input",
       st.decoder_norms.map((x) => x.toFixed(3)).join(", "),
     ]);
   }
-  if (st.relative_norm !== null) shares.push(["relative decoder norm", st.relative_norm]);
+  if (st.relative_norm !== null && !state.info.crosscoder) {
+    shares.push(["relative decoder norm", st.relative_norm]);
+  }
   fillTable(
     $("feature-shares"),
     shares.length ? shares : [["—", "no per-slice or per-domain figures"]],
