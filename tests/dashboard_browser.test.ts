@@ -268,6 +268,21 @@ if (browserTestsRun("dashboard_browser")) {
             "one badge per feature, the API's partition",
           );
           await page.screenshot({ path: join(outDir, "dashboard-dfc-prompt.png"), fullPage: true });
+          // Try it: 64 pasted values are the two inputs' rows of 32.
+          const values = Array.from({ length: 64 }, (_, i) => Math.sin(i).toFixed(3));
+          await page.fill("#try-input", values.join(", "));
+          await page.click("#try-run");
+          await page.waitForSelector("#try-results[data-count]");
+          const enc =
+            await (await postJson(viaSocket(page.url().replace(/\/#.*$/, "")), "/v1/encode", {
+              inputs: [[values.slice(0, 32).map(Number), values.slice(32).map(Number)]],
+              top_k: 10,
+            })).json();
+          assertEquals(
+            await page.$eval("#try-results", (e) => (e as HTMLElement).dataset.count),
+            String(enc.features[0].indices.length),
+            "the try-it panel encodes the pasted row as [2, 32]",
+          );
           assertEquals(errors, [], "no script errors");
         });
       });

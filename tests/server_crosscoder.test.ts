@@ -258,7 +258,7 @@ async function handCodes(models: string[], hooks: string[], dict: string, ids: n
 
 test("POST /v1/prompt on crosscoders: over two models and over two hooks, features tagged with partition and relative norm", async () => {
   await withTempDir("server-cross-prompt-", async (dir) => {
-    const { model } = await fixtureModelAndCorpus(dir, 1);
+    const { model, corpus } = await fixtureModelAndCorpus(dir, 1);
     const modelB = join(dir, "modelB");
     await cp(model, modelB, { recursive: true });
     const cases: [string, SaeConfigInput, string, string[], string[]][] = [
@@ -312,6 +312,20 @@ test("POST /v1/prompt on crosscoders: over two models and over two hooks, featur
         if (name === "acausal") {
           const info = await (await c("/v1/info")).json();
           assertEquals(info.crosscoder.hooks, [L0, L1]);
+          // With sae features' statistics: the saved norms are the served ones.
+          const r = await runCli(
+            ...["features", folder, "--model", model, "--data", corpus, "--context", "16"],
+            ...["--quiet", "--top", "2", "--show", "0"],
+          );
+          assertEquals(r.code, 0, r.err);
+          const withStats = await loadDictionary(folder);
+          try {
+            const f = await (await viaApp(createApp(withStats))("/v1/features/3")).json();
+            assertClose(f.stats.decoder_norms, f.crosscoder.decoder_norms, { rtol: 1e-5 });
+            assertClose([f.stats.relative_norm], [f.crosscoder.relative_norm], { rtol: 1e-5 });
+          } finally {
+            disposeDictionary(withStats);
+          }
         }
       } finally {
         disposeDictionary(dict);
