@@ -6,33 +6,9 @@ import * as t from "../mod.ts";
 import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { saveSae } from "../sae/io/saelens.ts";
-import { serveCommand } from "../server/command.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
-import { makeFixture } from "./server_fixture.ts";
-
-/** Start `sae serve` quietly; resolves with its URL once it listens, rejects if it ends first. */
-async function serve(
-  dir: string,
-  flags: Record<string, string>,
-): Promise<{ url: string; stop(): Promise<void> }> {
-  const ctl = new AbortController();
-  const quiet = console.error;
-  console.error = () => {};
-  let running!: Promise<void>;
-  const url = await new Promise<string>((resolve, reject) => {
-    running = serveCommand(dir, flags, { signal: ctl.signal, onListen: resolve });
-    running.then(() => reject(new Error("sae serve returned before listening")), reject);
-  }).finally(() => (console.error = quiet));
-  return {
-    url,
-    stop: async () => {
-      console.error = () => {};
-      ctl.abort();
-      await running.finally(() => (console.error = quiet));
-    },
-  };
-}
+import { makeFixture, serveQuietly as serve } from "./server_fixture.ts";
 
 /** Serve a fresh fixture folder with `flags`, run `check` on its URL, then stop and clean up. */
 async function withServe(

@@ -29,8 +29,7 @@ import {
   randomDictionary,
   scaledDictionary,
 } from "./features_fixture.ts";
-import { postJson, viaApp, viaSocket } from "./server_fixture.ts";
-import { serveCommand } from "../server/command.ts";
+import { postJson, serveQuietly, viaApp, viaSocket } from "./server_fixture.ts";
 import { runCli } from "./cli_run.ts";
 
 const L0 = "blocks.0.hook_resid_post", L1 = "blocks.1.hook_resid_post";
@@ -348,28 +347,16 @@ test("POST /v1/prompt on crosscoders: over two models and over two hooks, featur
       disposeDictionary(dict);
     }
     // The command: sae serve DIR --model A,B runs the prompt through both.
-    const ctl = new AbortController();
-    const quiet = console.error;
-    const said: string[] = [];
-    console.error = (m: string) => said.push(m);
+    const s = await serveQuietly(join(dir, "dfc"), { port: "0", model: `${model},${modelB}` });
     try {
-      let running!: Promise<void>;
-      const url = await new Promise<string>((resolve, reject) => {
-        running = serveCommand(join(dir, "dfc"), { port: "0", model: `${model},${modelB}` }, {
-          signal: ctl.signal,
-          onListen: resolve,
-        });
-        running.catch(reject);
-      });
-      const r = await postJson(viaSocket(url), "/v1/prompt", { text: "the cat" });
+      const r = await postJson(viaSocket(s.url), "/v1/prompt", { text: "the cat" });
       const body = await r.json();
       assertEquals([r.status, body.kind], [200, "crosscoder"]);
-      ctl.abort();
-      await running;
     } finally {
-      console.error = quiet;
+      await s.stop();
     }
-    assert(said.some((m) => m.includes("dfc dictionary n_inputs=2 d_in=32")), said.join("\n"));
+    const said = s.said.join("\n");
+    assert(said.includes("dfc dictionary n_inputs=2 d_in=32"), said);
     const cli = await runCli("serve", join(dir, "dfc"), "--model", `${model},${modelC}`);
     assertEquals(cli.code, 2, cli.err);
     assert(cli.err.includes("must share a tokenizer"), cli.err);
