@@ -1,7 +1,8 @@
 /**
  * What the dashboard's feature pages, search and prompt view cost on a served dictionary: load time
  * of DIR/features (the token index included) and of the model, then medians of in-process requests
- * (app.fetch, no socket) for a feature page, a token search and two prompts.
+ * (app.fetch, no socket) for a feature page, a token search and two prompts; for a crosscoder
+ * (MODEL may be A,B) also the relative-norm histogram. Without features/ the search is skipped.
  *   deno run -A --v8-flags=--no-maglev bench/dashboard_pages.ts [DIR] [MODEL] [--feature N]   (or bun bench/dashboard_pages.ts …)
  * Defaults: runs/demo (after sae features runs/demo …) and models/lm-1l.
  */
@@ -19,13 +20,12 @@ const [dir = "runs/demo", model = "models/lm-1l"] = argv.filter((a, i) =>
 );
 
 let t0 = performance.now();
-const tokenizer = await loadTokenizer(model);
+const tokenizer = await loadTokenizer(model.split(",")[0]);
 const dict = await loadDictionary(dir, { tokenizer });
-if (!dict.features) throw new Error(`${dir}/features is missing: run sae features ${dir} first`);
 console.log(
-  `loadDictionary with features/: ${
+  `loadDictionary ${dict.features ? "with" : "without"} features/: ${
     (performance.now() - t0).toFixed(0)
-  } ms (${dict.features.index.size} tokens indexed)`,
+  } ms${dict.features ? ` (${dict.features.index.size} tokens indexed)` : ""}`,
 );
 t0 = performance.now();
 const prompter = await loadPrompter(dict.saved, model, { tokenizer });
@@ -57,11 +57,16 @@ await time(
   () => new Request(`http://local/v1/features/${feature}`),
   20,
 );
-await time(
-  "GET /v1/features?token= München",
-  () => new Request(`http://local/v1/features?token=${encodeURIComponent(" München")}`),
-  20,
-);
+if (dict.features) {
+  await time(
+    "GET /v1/features?token= München",
+    () => new Request(`http://local/v1/features?token=${encodeURIComponent(" München")}`),
+    20,
+  );
+}
+if (dict.cross?.relative) {
+  await time("GET /v1/relative-norms", () => new Request("http://local/v1/relative-norms"), 20);
+}
 const short = "Ich glaube, daß ich morgen nach München fahre. def f(x=None): return x + 1";
 const long = "The quick brown fox jumps over the lazy dog. ".repeat(6);
 for (const text of [short, long]) {

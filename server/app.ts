@@ -61,7 +61,7 @@ function batchersFor(
   dict: ServedDictionary,
   o: typeof DEFAULTS,
 ): Pick<Served, "encoder" | "decoder"> {
-  const { d_in, d_out } = dict;
+  const { inWidth: d_in, outWidth: d_out } = dict;
   const batchOpts = { maxWaitMs: o.batchWaitMs, maxRows: o.maxBatchRows };
   const encoder = createBatcher<{ n: number; x: Float32Array }, SparseRow[]>(async (items) => {
     const n = items.reduce((s, i) => s + i.n, 0);

@@ -26,13 +26,14 @@ export const SERVE_HELP =
   --max-batch-rows N   micro-batching: most rows per backend call (default 256)
   --cors ORIGINS       comma-separated origins allowed by CORS, or * (default: CORS off)
   --model M            a model folder (or Hub id in the cache) whose hook the dictionary reads:
-                       enables the prompt view (POST /v1/prompt) and gives feature pages text
+                       enables the prompt view (POST /v1/prompt) and gives feature pages text;
+                       a crosscoder over models takes --model A,B (one tokenizer between them)
   --max-prompt-tokens N  longest prompt in tokens (default: the model's context)
   --token-env NAME     require "Authorization: Bearer $NAME" on /v1/* (default variable
                        SAE_SERVER_TOKEN; auth is on when it is set and non-empty)
 
 Optional files in DIR feed the dashboard: eval.json, feature_density.npy [d_sae],
-top_examples.json, sample_inputs.npy [n, d_in], features/ (what sae features DIR saves:
+top_examples.json, sample_inputs.npy [n, d_in] (a crosscoder's [n, n_inputs·d_in]), features/ (what sae features DIR saves:
 feature pages with contexts, histograms, logit tables, and search by token; docs/server.md).`;
 
 type Flags = Record<string, string | true>;
@@ -106,9 +107,10 @@ export async function serveCommand(
     throw new ConfigError("--max-prompt-tokens needs --model M");
   }
   // The model's tokenizer also gives the feature pages their text.
-  const tokenizer = model
-    ? await loadTokenizer(model).catch((e) => {
-      throw new ConfigError(`--model ${model}: ${(e as Error).message}`);
+  const first = model?.split(",")[0];
+  const tokenizer = first
+    ? await loadTokenizer(first).catch((e) => {
+      throw new ConfigError(`--model ${first}: ${(e as Error).message}`);
     })
     : undefined;
   const dict = await loadDictionary(dir, { tokenizer });
@@ -140,7 +142,9 @@ export async function serveCommand(
   opts.signal?.addEventListener("abort", () => stop("stop requested"), { once: true });
   const { cfg } = dict.saved;
   console.error(
-    `sae serve: ${cfg.arch} dictionary d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}${
+    `sae serve: ${cfg.arch} dictionary ${
+      dict.inputs > 1 ? `n_inputs=${dict.inputs} ` : ""
+    }d_in=${cfg.d_in} d_sae=${cfg.d_sae} on ${dict.backend}${
       prompter ? `, prompts through ${model}` : ""
     }${
       dict.features ? `, feature statistics of ${dict.features.scanned} tokens` : ""

@@ -9,6 +9,10 @@
  * - feature_density.npy    [d_sae] firing frequency of each feature (0..1)
  * - top_examples.json      {"<feature id>": [{"activation": number, "text"?: string, "source"?: string}, ...]}
  * - sample_inputs.npy      [n, d_in] input rows offered by the dashboard's try-it panel
+ *                          ([n, n_inputs·d_in] for a crosscoder: each row its inputs one after another)
+ *
+ * A crosscoder (several inputs sharing one code) reads rows [n_inputs, d_in], host-side flattened
+ * to n_inputs·d_in values; crosscoder_view.ts holds its per-input decoder norms and partition.
  * - features/              what `sae features` saved: contexts, histograms, logit tables (feature_view.ts)
  */
 import { readFile } from "node:fs/promises";
@@ -29,6 +33,8 @@ import { isTopkFamily } from "../sae/arch/architecture.ts";
 import { ConfigError, type SaeConfig } from "../sae/config.ts";
 import type { Tokenizer } from "../data/text/tokenizer.ts";
 import { type FeatureView, loadFeatureView } from "./feature_view.ts";
+import { crosscoderFeature, type CrosscoderView, loadCrosscoderView } from "./crosscoder_view.ts";
+import { flatParams } from "../sae/crosscoder/crosscoder.ts";
 
 export interface TopExample {
   activation: number;
@@ -42,6 +48,10 @@ export interface ServedDictionary {
   d_in: number;
   d_sae: number;
   d_out: number;
+  /** Inputs per row (a crosscoder's n_inputs; 1 otherwise): a row holds inputs·d_in values, its output inputs·d_out. */
+  inputs: number;
+  inWidth: number;
+  outWidth: number;
   backend: string;
   /** ‖W_dec[i]‖ for every feature, computed once at load. */
   decoderNorms: Float32Array;
@@ -51,6 +61,8 @@ export interface ServedDictionary {
   samples: { rows: number; data: Float32Array } | null;
   /** DIR/features: the feature pages' statistics and the token index. */
   features: FeatureView | null;
+  /** Per-input decoder norms, relative norm, DFC partition; null for single-input dictionaries. */
+  cross: CrosscoderView | null;
   /** False for BatchTopK without a saved θ: its code depends on the whole batch, so requests are never merged. */
   rowIndependent: boolean;
 }
@@ -161,13 +173,18 @@ export async function loadDictionary(
 ): Promise<ServedDictionary> {
   const saved = await loadSae(dir);
   const { cfg } = saved;
-  if (isCrosscoder(cfg)) {
+  if (isCrosscoder(cfg) && cfg.code_norm === "decoupled") {
     dispose(saved.params);
     throw new ConfigError(
-      `${dir}: a ${cfg.arch} dictionary reads [${cfg.n_inputs}, ${cfg.d_in}] rows (one per input); the server serves single-input dictionaries (evaluate crosscoders with sae eval)`,
+      `${dir}: a decoupled crosscoder has one code per input; the server serves one code per row (evaluate it with sae eval, inspect it with sae features)`,
     );
   }
-  const decoderNorms = Float32Array.from(await tidy(() => norm(saved.params.W_dec, -1)).data());
+  const cross = await loadCrosscoderView(saved);
+  const inputs = cross ? cross.labels.length : 1;
+  // A crosscoder feature's norm is that of its whole decoder row over the inputs.
+  const decoderNorms = cross
+    ? Float32Array.from(cross.norms[0], (_, i) => Math.hypot(...cross.norms.map((n) => n[i])))
+    : Float32Array.from(await tidy(() => norm(saved.params.W_dec, -1)).data());
   const evalPath = `${dir}/eval.json`;
   const evaluation = (await exists(evalPath))
     ? (await readJson(evalPath)) as Record<string, unknown>
@@ -181,13 +198,17 @@ export async function loadDictionary(
     d_in: cfg.d_in,
     d_sae: cfg.d_sae,
     d_out: cfg.d_out,
+    inputs,
+    inWidth: inputs * cfg.d_in,
+    outWidth: inputs * cfg.d_out,
     backend: getBackend().name,
     decoderNorms,
     evaluation,
     density: await optionalVector(`${dir}/feature_density.npy`, cfg.d_sae, "feature density"),
     topExamples: await optionalExamples(`${dir}/top_examples.json`, cfg.d_sae),
-    samples: await optionalSamples(`${dir}/sample_inputs.npy`, cfg.d_in),
+    samples: await optionalSamples(`${dir}/sample_inputs.npy`, inputs * cfg.d_in),
     features: await loadFeatureView(dir, cfg.d_sae, opts.tokenizer),
+    cross,
     // Without a learned θ the BatchTopK family selects over the whole batch.
     rowIndependent: !(usesThreshold(cfg) && saved.threshold === undefined),
   };
@@ -255,7 +276,11 @@ export async function encodeRows(
   const arch = architecture(cfg.arch);
   const code = tidy(() => {
     const xt = tensor(x, {
-      shape: arch.input === "layers" ? [n, 1, cfg.d_in] : [n, cfg.d_in],
+      shape: arch.input === "layers"
+        ? [n, 1, cfg.d_in]
+        : arch.input === "inputs"
+        ? [n, d.inputs, cfg.d_in]
+        : [n, cfg.d_in],
     });
     return arch.encodeInference(params, xt, cfg, isSet(threshold) ? threshold : undefined);
   });
@@ -280,8 +305,9 @@ export async function decodeRows(d: ServedDictionary, rows: SparseRow[]): Promis
       vs[o] = r.values[j];
     }
   });
-  const { params } = d.saved;
   const out = tidy(() => {
+    // A crosscoder decodes as one SAE over the flattened inputs: x̂ [n, L·d].
+    const params = d.cross ? flatParams(d.saved.params) : d.saved.params;
     const coo = {
       rows: tensor(ri, { dtype: "i32" }),
       cols: tensor(ci, { dtype: "i32" }),
@@ -384,12 +410,18 @@ export function densityHistogram(
   return null;
 }
 
-/** Everything about one feature; vectors come back from the backend for this call only. */
+/**
+ * Everything about one feature; vectors come back from the backend for this call only. A
+ * crosscoder's encoder and decoder are one vector per input ([n_inputs][d]).
+ */
 export async function featureDetail(d: ServedDictionary, id: number) {
   const { params, cfg, threshold } = d.saved;
+  const L = d.inputs;
   const parts = tidy(() => ({
-    enc: reshape(sliceColumn(params.W_enc, id), [-1]),
-    dec: reshape(sliceRow(params.W_dec, id), [-1]),
+    enc: reshape(sliceAxis(params.W_enc, params.W_enc.ndim - 1, id, id + 1), [-1]),
+    dec: reshape(d.cross ? sliceAxis(params.W_dec, 1, id, id + 1) : sliceRow(params.W_dec, id), [
+      -1,
+    ]),
     ...(params.b_enc ? { b: reshape(sliceRow(reshape(params.b_enc, [-1, 1]), id), [-1]) } : {}),
     ...(params.threshold
       ? { th: reshape(sliceRow(reshape(params.threshold, [-1, 1]), id), [-1]) }
@@ -402,16 +434,22 @@ export async function featureDetail(d: ServedDictionary, id: number) {
       parts.b?.data(),
       parts.th?.data(),
     ]);
+    const perInput = (v: ArrayLike<number>) => {
+      const w = v.length / L;
+      return Array.from({ length: L }, (_, l) => Array.from(v).slice(l * w, (l + 1) * w));
+    };
+    // W_enc [L, d, F] sliced at F is [L, d, 1]: already one row per input.
     return {
       id,
       architecture: cfg.arch,
-      encoder: Array.from(enc),
-      decoder: Array.from(dec),
+      encoder: d.cross ? perInput(enc) : Array.from(enc),
+      decoder: d.cross ? perInput(dec) : Array.from(dec),
       bias: b ? b[0] : null,
       threshold: th ? th[0] : threshold ?? null,
       decoder_norm: d.decoderNorms[id],
       density: d.density ? d.density[id] : null,
       top_examples: d.topExamples ? (d.topExamples[String(id)] ?? []) : null,
+      crosscoder: d.cross ? crosscoderFeature(d.cross, id) : null,
     };
   } finally {
     dispose(parts);
@@ -419,4 +457,3 @@ export async function featureDetail(d: ServedDictionary, id: number) {
 }
 
 const sliceRow = (m: Tensor, i: number) => sliceAxis(m, 0, i, i + 1);
-const sliceColumn = (m: Tensor, j: number) => sliceAxis(m, 1, j, j + 1);

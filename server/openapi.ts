@@ -60,6 +60,14 @@ export interface OpenApiTerms {
   d_sae: number;
   d_out: number;
   maxRows: number;
+  /** A crosscoder's inputs per row (1 otherwise), and a row's width in Arrow (inputs·d). */
+  inputs: number;
+  inWidth: number;
+  outWidth: number;
+  /** How Arrow lays out a crosscoder's row ("" for single-input dictionaries). */
+  flatNote: string;
+  /** Rows of `d` numbers, or for a crosscoder rows [inputs][d]; 1 to maxRows of them. */
+  inputRows(d: number): Record<string, unknown>;
   /** A reference to one of the document's component schemas. */
   ref: typeof ref;
   /** Rows of `n` numbers, 1 to maxRows of them. */
@@ -81,13 +89,31 @@ function termsFor(d: ServedDictionary, limits: Limits): OpenApiTerms {
     minItems: n,
     maxItems: n,
   });
+  const matrix = (n: number) => ({
+    type: "array",
+    items: row(n),
+    minItems: 1,
+    maxItems: limits.maxRows,
+  });
+  const L = d.inputs;
   return {
     d_in: d.d_in,
     d_sae: d.d_sae,
     d_out: d.d_out,
     maxRows: limits.maxRows,
+    inputs: L,
+    inWidth: d.inWidth,
+    outWidth: d.outWidth,
+    flatNote: L > 1 ? ` (each row its ${L} inputs one after another)` : "",
+    inputRows: (n) =>
+      L === 1 ? matrix(n) : {
+        type: "array",
+        items: { type: "array", items: row(n), minItems: L, maxItems: L },
+        minItems: 1,
+        maxItems: limits.maxRows,
+      },
     ref,
-    matrix: (n) => ({ type: "array", items: row(n), minItems: 1, maxItems: limits.maxRows }),
+    matrix,
     errors,
     jsonBody,
     reply,
@@ -112,8 +138,9 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
     info: {
       title: "sparsecoder dictionary server",
       version: "1",
-      description:
-        `Serves a ${d.saved.cfg.arch} dictionary (d_in ${d_in}, d_sae ${d_sae}, d_out ${d_out}). Bodies are JSON or Arrow IPC (${ARROW_TYPE}); responses follow Accept, else the request's type. Largest body ${limits.maxBodyBytes} bytes, at most ${limits.maxRows} rows.`,
+      description: `Serves a ${d.saved.cfg.arch} dictionary (${
+        d.inputs > 1 ? `${d.inputs} inputs of ` : ""
+      }d_in ${d_in}, d_sae ${d_sae}, d_out ${d_out}). Bodies are JSON or Arrow IPC (${ARROW_TYPE}); responses follow Accept, else the request's type. Largest body ${limits.maxBodyBytes} bytes, at most ${limits.maxRows} rows.`,
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
@@ -151,12 +178,31 @@ export function openApiDocument(d: ServedDictionary, limits: Limits): Record<str
             text: STR,
             span: { ...list(INT), minItems: 2, maxItems: 2 },
             special: { type: "boolean" },
-            features: list(obj({ id: INT, value: NUM, slice: STR })),
+            features: list(obj({
+              id: INT,
+              value: NUM,
+              slice: STR,
+              partition: { ...STR, description: "a DFC's partition set: A-exclusive, …, shared" },
+              relative_norm: { ...NUM, description: "a two-input crosscoder's relative norm" },
+            })),
           })),
           layers: {
             ...obj({ names: list(STR), latents: list(INT), sums: list(list(NUM)) }),
             type: ["object", "null"],
           },
+        }),
+        CrosscoderFeature: obj({
+          inputs: list(STR),
+          decoder_norms: list(NUM),
+          relative_norm: { type: ["number", "null"] },
+          partition: { type: ["string", "null"] },
+        }),
+        RelativeNormHistogram: obj({
+          inputs: list(STR),
+          edges: list(NUM),
+          counts: list(INT),
+          nan: INT,
+          by_partition: { type: ["object", "null"], additionalProperties: list(INT) },
         }),
         SparseRow: {
           type: "object",

@@ -3,7 +3,9 @@
  * the model's tokenizer, run the model to the dictionary's hook point(s) and the dictionary on
  * every token, exactly as `sae features` reads activations (sae/eval/features_source.ts), and say
  * per token which features are strongest. For an MLSAE, whose layers are slices of one code, also
- * the layer × latent picture of the whole prompt (as the MLSAE web app draws it).
+ * the layer × latent picture of the whole prompt (as the MLSAE web app draws it). A crosscoder
+ * reads several hooks of one model, or one hook of each of several models (`--model A,B`, which
+ * must share a tokenizer, as `sae train --model A,B` checks); its rows are the stacked inputs.
  */
 import { loadTokenizer, type Tokenizer } from "../data/text/tokenizer.ts";
 import { tokenSpans } from "../data/text/token_spans.ts";
@@ -26,23 +28,23 @@ const fail = (m: string): never => {
 };
 
 /**
- * The model `name` (a folder or a Hub id in the cache) and its tokenizer, wired to `saved` as
- * `sae features` would; one token is run through at once, so a hook or width that does not fit
- * is a startup error, not a failed request.
+ * The model `name` (a folder or a Hub id in the cache; for a crosscoder over models, several
+ * comma-separated) and its tokenizer, wired to `saved` as `sae features` would; one token is run
+ * through at once, so a hook or width that does not fit is a startup error, not a failed request.
  */
 export async function loadPrompter(
   saved: SavedSae,
   name: string,
   opts: { maxTokens?: number; tokenizer?: Tokenizer } = {},
 ): Promise<Prompter> {
-  const models = await loadModels([name], fail);
+  const models = await loadModels(name.split(",").filter((m) => m !== ""), fail);
   const source = featureSource(saved, models, {}, fail);
   const tokenizer = opts.tokenizer ??
     await loadTokenizer(models[0].dir).catch((e) =>
       fail(`--model ${name}: ${(e as Error).message}`)
     );
   await source.encode(Int32Array.of(0), 1, 1);
-  const ctx = modelInfo(models[0].model).maxPositions;
+  const ctx = Math.min(...models.map((m) => modelInfo(m.model).maxPositions));
   return {
     model: name,
     tokenizer,
@@ -65,8 +67,17 @@ export interface PromptToken {
   /** [start, end) in the prompt's rendered text (a character split across tokens is in both). */
   span: [number, number];
   special: boolean;
-  /** Strongest features, largest first; for slices, each feature's largest slice and its value. */
-  features: { id: number; value: number; slice?: string }[];
+  /**
+   * Strongest features, largest first; for slices, each feature's largest slice and its value; for
+   * a crosscoder, its partition set (DFC) and relative norm (two inputs).
+   */
+  features: {
+    id: number;
+    value: number;
+    slice?: string;
+    partition?: string;
+    relative_norm?: number;
+  }[];
 }
 
 export interface PromptResult {
@@ -78,11 +89,15 @@ export interface PromptResult {
   layers: { names: string[]; latents: number[]; sums: number[][] } | null;
 }
 
-/** Run the prompt: per token its top `topK` features, and for slices the layer × latent sums. */
+/**
+ * Run the prompt: per token its top `topK` features (each with the fields `tags` gives it), and for
+ * slices the layer × latent sums.
+ */
 export async function runPrompt(
   p: Prompter,
   ids: number[],
   topK: number,
+  tags?: (f: number) => Record<string, unknown>,
   latents = 24,
 ): Promise<PromptResult> {
   const T = ids.length, F = p.d_sae, S = p.source.slices;
@@ -109,6 +124,7 @@ export async function runPrompt(
         id: f,
         value: Math.fround(v),
         ...(S > 1 ? { slice: sliceNames[s] } : {}),
+        ...(tags ? tags(f) : {}),
       })),
     };
   });

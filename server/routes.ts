@@ -24,6 +24,7 @@ import {
   sparsityInfo,
 } from "./dictionary.ts";
 import type { OpenApiTerms } from "./openapi.ts";
+import { crosscoderInfo, featureTags, relativeNormHistogram } from "./crosscoder_view.ts";
 import { featuresOnToken, featureStatsDetail, featureViewInfo, tokenText } from "./feature_view.ts";
 import { type Prompter, promptIds, runPrompt } from "./prompt.ts";
 import {
@@ -37,6 +38,7 @@ import {
   parseJsonObject,
   parsePrompt,
   parseReconstruct,
+  parseRelativeNormQuery,
   parseTokenSearch,
   readBody,
 } from "./validate.ts";
@@ -116,6 +118,10 @@ const rowsOf = (data: Float32Array, n: number) => {
   return Array.from({ length: n }, (_, i) => Array.from(data.subarray(i * w, (i + 1) * w)));
 };
 
+/** A crosscoder's inputs and outputs as JSON: each row [n_inputs][d] (flat rows otherwise). */
+const rowsIn = (data: Float32Array, n: number, inputs: number) =>
+  inputs === 1 ? rowsOf(data, n) : rowsOf(data, n).map((r) => rowsOf(Float32Array.from(r), inputs));
+
 function queryTopK(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d{1,9}$/.test(v) || Number(v) < 1) {
@@ -141,6 +147,7 @@ function info(c: Context, s: Served): Response {
     d_in,
     d_sae,
     d_out,
+    crosscoder: crosscoderInfo(dict.cross),
     ...sparsityInfo(cfg, threshold),
     dtype: params.W_enc.dtype,
     backend: dict.backend,
@@ -190,7 +197,25 @@ function samples(c: Context, s: Served): Response {
   const smp = s.dict.samples;
   if (!smp) throw new HttpError(404, "no_samples", "this folder has no sample_inputs.npy");
   const n = Math.min(smp.rows, 64);
-  return c.json({ rows: rowsOf(smp.data.subarray(0, n * s.dict.d_in), n), total: smp.rows });
+  return c.json({
+    rows: rowsIn(smp.data.subarray(0, n * s.dict.inWidth), n, s.dict.inputs),
+    total: smp.rows,
+  });
+}
+
+function relativeNorms(c: Context, s: Served): Response {
+  const v = s.dict.cross;
+  if (!v || !v.relative) {
+    throw new HttpError(
+      404,
+      "no_relative_norm",
+      v
+        ? `the relative decoder norm compares two inputs; this crosscoder has ${v.labels.length}`
+        : `a ${s.dict.saved.cfg.arch} dictionary has one input: relative decoder norms are a crosscoder's`,
+    );
+  }
+  const { bins } = parseRelativeNormQuery(new URL(c.req.url).searchParams);
+  return c.json({ inputs: v.labels, ...relativeNormHistogram(v, bins) });
 }
 
 async function feature(c: Context, s: Served): Promise<Response> {
@@ -241,16 +266,16 @@ function search(c: Context, s: Served): Response {
 }
 
 async function encode(c: Context, s: Served): Promise<Response> {
-  const { d_in, d_sae } = s.dict;
+  const { d_in, d_sae, inWidth, inputs } = s.dict;
   const { kind, bytes, since } = await body(c, s);
   const req = kind === "json"
-    ? parseEncode(parseJsonObject(bytes), d_in, s.limits)
+    ? parseEncode(parseJsonObject(bytes), d_in, s.limits, inputs)
     : (({ n, data }) => ({
       n,
       x: data,
       dense: c.req.query("dense") === "true",
       topK: queryTopK(c.req.query("top_k")),
-    }))(arrowMatrix(bytes, "inputs", d_in, s.limits));
+    }))(arrowMatrix(bytes, "inputs", inWidth, s.limits));
   if (req.dense && req.n * d_sae > s.maxDenseValues) {
     throw new HttpError(
       413,
@@ -279,7 +304,7 @@ async function encode(c: Context, s: Served): Promise<Response> {
 }
 
 async function decode(c: Context, s: Served): Promise<Response> {
-  const { d_sae, d_out } = s.dict;
+  const { d_sae, outWidth, inputs } = s.dict;
   const { kind, bytes, since } = await body(c, s);
   let rows: SparseRow[];
   if (kind === "json") {
@@ -294,17 +319,17 @@ async function decode(c: Context, s: Served): Promise<Response> {
   }
   const out = await timed(s, s.decoder.submit(rows, rows.length), since);
   if (wantsArrow(c.req.raw, kind)) {
-    return arrowResponse(arrowMatrixResponse("outputs", out, d_out));
+    return arrowResponse(arrowMatrixResponse("outputs", out, outWidth));
   }
-  return c.json({ outputs: rowsOf(out, rows.length) });
+  return c.json({ outputs: rowsIn(out, rows.length, inputs) });
 }
 
 async function reconstruct(c: Context, s: Served): Promise<Response> {
-  const { d_in, d_out } = s.dict;
+  const { d_in, d_out, inWidth, outWidth, inputs } = s.dict;
   const { kind, bytes, since } = await body(c, s);
   const { n, x } = kind === "json"
-    ? parseReconstruct(parseJsonObject(bytes), d_in, s.limits)
-    : (({ n, data }) => ({ n, x: data }))(arrowMatrix(bytes, "inputs", d_in, s.limits));
+    ? parseReconstruct(parseJsonObject(bytes), d_in, s.limits, inputs)
+    : (({ n, data }) => ({ n, x: data }))(arrowMatrix(bytes, "inputs", inWidth, s.limits));
   const out = await timed(
     s,
     s.encoder.submit({ n, x }, n).then((rows) =>
@@ -318,10 +343,10 @@ async function reconstruct(c: Context, s: Served): Promise<Response> {
     : null;
   if (wantsArrow(c.req.raw, kind)) {
     return arrowResponse(
-      arrowMatrixResponse("outputs", out.xhat, d_out, { metrics: JSON.stringify(metrics) }),
+      arrowMatrixResponse("outputs", out.xhat, outWidth, { metrics: JSON.stringify(metrics) }),
     );
   }
-  return c.json({ outputs: rowsOf(out.xhat, n), metrics });
+  return c.json({ outputs: rowsIn(out.xhat, n, inputs), metrics });
 }
 
 async function prompt(c: Context, s: Served): Promise<Response> {
@@ -346,7 +371,9 @@ async function prompt(c: Context, s: Served): Promise<Response> {
       `the text is ${ids.length} tokens; the limit is ${p.maxTokens} (the model's context, or --max-prompt-tokens)`,
     );
   }
-  return c.json(await timed(s, runPrompt(p, ids, req.topK), since));
+  const cross = s.dict.cross;
+  const tags = cross ? (f: number) => featureTags(cross, f) : undefined;
+  return c.json(await timed(s, runPrompt(p, ids, req.topK, tags), since));
 }
 
 // ---- the table, in the document's order --------------------------------------------------------
@@ -409,18 +436,39 @@ export const ROUTES: readonly Route[] = [
     handle: samples,
   },
   {
+    method: "GET",
+    path: "/v1/relative-norms",
+    doc: (t) => ({
+      summary:
+        "crosscoder over two inputs: histogram of the relative decoder norm ‖W_dec[B,i]‖ / (‖W_dec[A,i]‖ + ‖W_dec[B,i]‖) over [0, 1], and for a DFC the counts of each partition set",
+      description:
+        "Bins are [edges[j], edges[j+1]), the last closed; nan counts features with no decoder. 404 no_relative_norm for a single-input dictionary or a crosscoder of other than two inputs.",
+      parameters: [
+        { name: "bins", in: "query", schema: { type: "integer", minimum: 1, maximum: 200 } },
+      ],
+      responses: {
+        "200": {
+          description: "OK",
+          content: { [JSON_TYPE]: { schema: t.ref("RelativeNormHistogram") } },
+        },
+        ...t.errors(400, 401, 404),
+      },
+    }),
+    handle: relativeNorms,
+  },
+  {
     method: "POST",
     path: "/v1/encode",
     doc: (t) => ({
       summary: "non-zero features per row, largest first (or dense codes)",
       description:
-        `Arrow: column "inputs" FixedSizeList<Float32>[${t.d_in}]; query ?top_k=n&dense=true. Reply: "indices" List<Int32> + "values" List<Float32>, or "codes" FixedSizeList<Float32>[${t.d_sae}].`,
+        `Arrow: column "inputs" FixedSizeList<Float32>[${t.inWidth}]${t.flatNote}; query ?top_k=n&dense=true. Reply: "indices" List<Int32> + "values" List<Float32>, or "codes" FixedSizeList<Float32>[${t.d_sae}].`,
       requestBody: t.jsonBody({
         type: "object",
         required: ["inputs"],
         additionalProperties: false,
         properties: {
-          inputs: t.matrix(t.d_in),
+          inputs: t.inputRows(t.d_in),
           top_k: { type: "integer", minimum: 1 },
           dense: { type: "boolean" },
         },
@@ -443,7 +491,7 @@ export const ROUTES: readonly Route[] = [
     doc: (t) => ({
       summary: "outputs from sparse features or dense codes (repeated indices add up)",
       description:
-        `Arrow: "indices" List<Int32> + "values" List<Float32>, or ?codes=dense with column "codes" FixedSizeList<Float32>[${t.d_sae}]. Reply: "outputs" FixedSizeList<Float32>[${t.d_out}].`,
+        `Arrow: "indices" List<Int32> + "values" List<Float32>, or ?codes=dense with column "codes" FixedSizeList<Float32>[${t.d_sae}]. Reply: "outputs" FixedSizeList<Float32>[${t.outWidth}]${t.flatNote}.`,
       requestBody: t.jsonBody({
         type: "object",
         additionalProperties: false,
@@ -459,7 +507,7 @@ export const ROUTES: readonly Route[] = [
         },
       }),
       responses: {
-        ...t.reply({ type: "object", properties: { outputs: t.matrix(t.d_out) } }),
+        ...t.reply({ type: "object", properties: { outputs: t.inputRows(t.d_out) } }),
         ...t.errors(...t.bodyErrors),
       },
     }),
@@ -472,18 +520,18 @@ export const ROUTES: readonly Route[] = [
       summary:
         "decode(encode(x)) and its metrics: mse (mean over rows of the summed squared error), mean cosine, mean L0",
       description:
-        `Arrow: column "inputs" FixedSizeList<Float32>[${t.d_in}]. Reply: "outputs" FixedSizeList<Float32>[${t.d_out}], metrics as JSON in the schema metadata key "metrics".`,
+        `Arrow: column "inputs" FixedSizeList<Float32>[${t.inWidth}]${t.flatNote}. Reply: "outputs" FixedSizeList<Float32>[${t.outWidth}], metrics as JSON in the schema metadata key "metrics".`,
       requestBody: t.jsonBody({
         type: "object",
         required: ["inputs"],
         additionalProperties: false,
-        properties: { inputs: t.matrix(t.d_in) },
+        properties: { inputs: t.inputRows(t.d_in) },
       }),
       responses: {
         ...t.reply({
           type: "object",
           properties: {
-            outputs: t.matrix(t.d_out),
+            outputs: t.inputRows(t.d_out),
             metrics: {
               type: ["object", "null"],
               properties: {
@@ -526,14 +574,31 @@ export const ROUTES: readonly Route[] = [
     path: "/v1/features/:id",
     doc: (t) => ({
       summary:
-        "encoder and decoder vectors, bias, decoder norm, density, top examples; with features/ also its statistics (contexts with per-token activations, histogram, logit tables, interval samples)",
+        "encoder and decoder vectors (a crosscoder's: one per input), bias, decoder norm, density, top examples; a crosscoder's per-input decoder norms, relative norm and DFC partition set; with features/ also its statistics (contexts with per-token activations, histogram, logit tables, interval samples)",
       parameters: [{
         name: "id",
         in: "path",
         required: true,
         schema: { type: "integer", minimum: 0, maximum: t.d_sae - 1 },
       }],
-      responses: { "200": { description: "OK" }, ...t.errors(400, 401, 404, 503) },
+      responses: {
+        "200": {
+          description: "OK",
+          content: {
+            [JSON_TYPE]: {
+              schema: {
+                type: "object",
+                properties: {
+                  id: { type: "integer" },
+                  decoder_norm: { type: "number" },
+                  crosscoder: { ...t.ref("CrosscoderFeature"), type: ["object", "null"] },
+                },
+              },
+            },
+          },
+        },
+        ...t.errors(400, 401, 404, 503),
+      },
     }),
     handle: feature,
   },

@@ -143,6 +143,18 @@ function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
 // Strings a client might send for values JSON cannot carry: reported as non-finite, not as a type error.
 const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
 
+/** 422 for no rows, 413 for more than the limit. */
+function checkRowCount(n: number, field: string, limits: Limits): void {
+  if (n === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
+  if (n > limits.maxRows) {
+    throw new HttpError(
+      413,
+      "too_many_rows",
+      `"${field}" has ${n} rows; the limit is ${limits.maxRows}`,
+    );
+  }
+}
+
 /** A list of rows of exactly `width` finite numbers, as row-major f32. */
 export function parseMatrix(
   v: unknown,
@@ -157,14 +169,7 @@ export function parseMatrix(
       `"${field}" must be an array of rows (arrays of numbers), got ${describe(v)}`,
     );
   }
-  if (v.length === 0) throw new HttpError(422, "empty_input", `"${field}" has no rows`);
-  if (v.length > limits.maxRows) {
-    throw new HttpError(
-      413,
-      "too_many_rows",
-      `"${field}" has ${v.length} rows; the limit is ${limits.maxRows}`,
-    );
-  }
+  checkRowCount(v.length, field, limits);
   const data = new Float32Array(v.length * width);
   v.forEach((row, i) => {
     if (!Array.isArray(row)) {
@@ -212,6 +217,66 @@ export function parseMatrix(
   return { n: v.length, data };
 }
 
+/**
+ * Input rows: for a single-input dictionary (`inputs` 1) rows of `d` numbers; for a crosscoder,
+ * rows [inputs, d] (one list of d numbers per input). Row-major f32 of n·inputs·d values.
+ */
+export function parseInputRows(
+  v: unknown,
+  field: string,
+  d: number,
+  inputs: number,
+  limits: Limits,
+): { n: number; data: Float32Array } {
+  if (inputs === 1) return parseMatrix(v, field, d, limits);
+  if (!Array.isArray(v)) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `"${field}" must be an array of rows, each [${inputs}, ${d}] (one list of ${d} numbers per input), got ${
+        describe(v)
+      }`,
+    );
+  }
+  checkRowCount(v.length, field, limits);
+  v.forEach((row, i) => {
+    if (!Array.isArray(row)) {
+      throw new HttpError(
+        400,
+        "wrong_type",
+        `${field}[${i}] must be [${inputs}, ${d}] (a list per input), got ${describe(row)}`,
+      );
+    }
+    if (row.length !== inputs || row.some((r) => !Array.isArray(r))) {
+      throw new HttpError(
+        422,
+        "wrong_shape",
+        `${field}[${i}] must be [${inputs}, ${d}]: one list of ${d} numbers for each of the crosscoder's ${inputs} inputs, got ${
+          row.every((r) => Array.isArray(r))
+            ? `${row.length} lists`
+            : `${row.length} values (flatten nothing: nest one list per input)`
+        }`,
+      );
+    }
+  });
+  // Each input's list is a row of d numbers: the matrix check names [i·inputs + l].
+  try {
+    return (({ data }) => ({ n: v.length, data }))(
+      parseMatrix(v.flat(), field, d, { ...limits, maxRows: limits.maxRows * inputs }),
+    );
+  } catch (e) {
+    if (!(e instanceof HttpError)) throw e;
+    throw new HttpError(
+      e.status,
+      e.code,
+      e.message.replace(
+        new RegExp(`^${field}\\[(\\d+)\\]`),
+        (_, k) => `${field}[${Math.floor(Number(k) / inputs)}][${Number(k) % inputs}]`,
+      ),
+    );
+  }
+}
+
 function optionalInt(
   body: Record<string, unknown>,
   field: string,
@@ -253,18 +318,21 @@ export function parseEncode(
   body: Record<string, unknown>,
   d_in: number,
   limits: Limits,
+  inputs = 1,
 ): EncodeRequest {
   onlyFields(body, ["inputs", "top_k", "dense"]);
   if (body.inputs === undefined) {
     throw new HttpError(
       400,
       "missing_field",
-      `"inputs" is required: an array of rows of ${d_in} numbers`,
+      `"inputs" is required: an array of rows of ${
+        inputs > 1 ? `[${inputs}, ${d_in}]` : d_in
+      } numbers`,
     );
   }
   const topK = optionalInt(body, "top_k", 1);
   const dense = optionalBool(body, "dense");
-  const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
+  const { n, data } = parseInputRows(body.inputs, "inputs", d_in, inputs, limits);
   return { n, x: data, dense, ...(topK !== undefined ? { topK } : {}) };
 }
 
@@ -272,16 +340,19 @@ export function parseReconstruct(
   body: Record<string, unknown>,
   d_in: number,
   limits: Limits,
+  inputs = 1,
 ): { n: number; x: Float32Array } {
   onlyFields(body, ["inputs"]);
   if (body.inputs === undefined) {
     throw new HttpError(
       400,
       "missing_field",
-      `"inputs" is required: an array of rows of ${d_in} numbers`,
+      `"inputs" is required: an array of rows of ${
+        inputs > 1 ? `[${inputs}, ${d_in}]` : d_in
+      } numbers`,
     );
   }
-  const { n, data } = parseMatrix(body.inputs, "inputs", d_in, limits);
+  const { n, data } = parseInputRows(body.inputs, "inputs", d_in, inputs, limits);
   return { n, x: data };
 }
 
@@ -517,4 +588,18 @@ export function parsePrompt(body: Record<string, unknown>): PromptRequest {
     throw new HttpError(400, "wrong_type", `"top_k" must be an integer >= 1, got ${top_k}`);
   }
   return { text, topK: Math.min((top_k as number | undefined) ?? 5, 64) };
+}
+
+/** GET /v1/relative-norms?bins=N: 1..200 bins over [0, 1], default 20. */
+export function parseRelativeNormQuery(q: URLSearchParams): { bins: number } {
+  const v = q.get("bins");
+  if (v === null) return { bins: 20 };
+  if (!/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 200) {
+    throw new HttpError(
+      400,
+      "wrong_type",
+      `query bins must be an integer in [1, 200], got ${JSON.stringify(v.slice(0, 40))}`,
+    );
+  }
+  return { bins: Number(v) };
 }

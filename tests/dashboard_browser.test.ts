@@ -3,9 +3,11 @@
 // maximum token outlined and the tokens shaded, the histogram drawn and the logit tables filled;
 // searching a token lists the features the API gives and links to their pages; the prompt view
 // shades the prompt's tokens, lists a clicked token's features and opens a feature from there; an
-// MLSAE's layer × latent heatmap has a cell per layer and latent. Screenshots go where
+// MLSAE's layer × latent heatmap has a cell per layer and latent; a DFC over two models draws its
+// relative-norm histogram stacked by partition and badges each feature with its partition set on
+// its page and in the prompt view. Screenshots go where
 // server_browser.test.ts saves its.
-import { stat } from "node:fs/promises";
+import { cp, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { createApp } from "../server/app.ts";
@@ -15,11 +17,13 @@ import { loadPrompter } from "../server/prompt.ts";
 import { startServer } from "../server/serve.ts";
 import { assert, assertEquals, test, withTempDir } from "./harness.ts";
 import {
+  DFC,
   dictionaryWithFeatures,
   fixtureModelAndCorpus,
   MLP_SAE,
   randomDictionary,
   RESID_MLSAE,
+  scaledDictionary,
 } from "./features_fixture.ts";
 import { postJson, viaSocket } from "./server_fixture.ts";
 import { browserTestsRun, launch, outDir, paintedPixels } from "./browser_fixture.ts";
@@ -191,6 +195,95 @@ if (browserTestsRun("dashboard_browser")) {
         });
         await withDashboard(folder, null, async (page) => {
           assert(await page.isHidden("#prompt"), "no model: the prompt view is hidden");
+        });
+      });
+    },
+    120_000,
+  );
+
+  test(
+    "DFC over two models: relative-norm histogram by partition, partition badges on feature pages and prompts",
+    async () => {
+      await withTempDir("dashboard-dfc-", async (dir) => {
+        const { model } = await fixtureModelAndCorpus(dir, 1);
+        const modelB = join(dir, "modelB");
+        await cp(model, modelB, { recursive: true });
+        const folder = join(dir, "dfc");
+        await scaledDictionary(folder, { ...DFC, d_in: 32, extra: { hook_name: L1 } });
+        await withDashboard(folder, `${model},${modelB}`, async (page, api, errors) => {
+          const h = await api("/v1/relative-norms?bins=20");
+          assert(await page.isVisible("#relnorm"), "relative-norm section shown");
+          const chart = await page.$eval(
+            "#relnorm-chart",
+            (e) => ({ ...(e as HTMLElement).dataset }),
+          );
+          assertEquals(
+            [chart.bins, chart.total, chart.sets],
+            ["20", "20", "A-exclusive,B-exclusive,shared"],
+          );
+          assert((await paintedPixels(page, "#relnorm-chart")) > 300, "histogram drawn");
+          const legend = await page.$$eval(
+            "#relnorm-legend .badge",
+            (b) => b.map((x) => x.textContent),
+          );
+          const sizes = Object.entries(h.by_partition as Record<string, number[]>)
+            .map(([n, c]) => `${n} ${c.reduce((a, b) => a + b, 0)}`);
+          assertEquals(legend, sizes, "legend: each set and its size");
+          for (
+            const [f, set] of [[2, "A-exclusive"], [7, "B-exclusive"], [15, "shared"]] as const
+          ) {
+            await page.fill("#feature-id", String(f));
+            await page.click("#feature-form button[type=submit]");
+            await page.waitForSelector(`#features[data-feature='${f}']`);
+            assertEquals(
+              await page.$eval("#feature-info .badge", (b) => b.textContent),
+              set,
+              `feature ${f}'s badge`,
+            );
+          }
+          await page.screenshot({
+            path: join(outDir, "dashboard-dfc-feature.png"),
+            fullPage: true,
+          });
+          const prompt = "the cat sat on the mat";
+          const r =
+            await (await postJson(viaSocket(page.url().replace(/\/#.*$/, "")), "/v1/prompt", {
+              text: prompt,
+              top_k: 10,
+            })).json();
+          const t = r.tokens.findIndex((x: { features: unknown[] }) => x.features.length > 0);
+          assert(t >= 0, "some token has features");
+          await page.fill("#prompt-text", prompt);
+          await page.click("#prompt-run");
+          await page.waitForSelector("#prompt-features[data-count]");
+          await page.click(`#prompt-tokens .tok[data-token='${t}']`);
+          await page.waitForSelector(`#prompt-features[data-token='${t}']`);
+          const badges = await page.$$eval(
+            "#prompt-features .badge",
+            (b) => b.map((x) => (x as HTMLElement).dataset.partition),
+          );
+          assertEquals(
+            badges,
+            r.tokens[t].features.map((x: { partition: string }) => x.partition),
+            "one badge per feature, the API's partition",
+          );
+          await page.screenshot({ path: join(outDir, "dashboard-dfc-prompt.png"), fullPage: true });
+          // Try it: 64 pasted values are the two inputs' rows of 32.
+          const values = Array.from({ length: 64 }, (_, i) => Math.sin(i).toFixed(3));
+          await page.fill("#try-input", values.join(", "));
+          await page.click("#try-run");
+          await page.waitForSelector("#try-results[data-count]");
+          const enc =
+            await (await postJson(viaSocket(page.url().replace(/\/#.*$/, "")), "/v1/encode", {
+              inputs: [[values.slice(0, 32).map(Number), values.slice(32).map(Number)]],
+              top_k: 10,
+            })).json();
+          assertEquals(
+            await page.$eval("#try-results", (e) => (e as HTMLElement).dataset.count),
+            String(enc.features[0].indices.length),
+            "the try-it panel encodes the pasted row as [2, 32]",
+          );
+          assertEquals(errors, [], "no script errors");
         });
       });
     },

@@ -5,6 +5,8 @@ import { resolveConfig, type SaeConfigInput } from "../sae/config.ts";
 import { architecture } from "../sae/arch/registry.ts";
 import { saveSae } from "../sae/io/saelens.ts";
 import * as random from "../tensor/random.ts";
+import { mul } from "../tensor/ops/elementwise.ts";
+import { dispose } from "../tensor/scope.ts";
 import { runCli } from "./cli_run.ts";
 
 const MODEL = "tests/golden/fixtures/lm/gpt2", TEXT = "tests/golden/fixtures/text";
@@ -51,6 +53,28 @@ export async function fixtureModelAndCorpus(
     ).join("\n") + "\n",
   );
   return { model, corpus };
+}
+
+/** A DFC over two inputs: A-exclusive [0, 4), B-exclusive [4, 10), shared [10, 20). */
+export const DFC: SaeConfigInput = {
+  arch: "dfc",
+  d_in: 8,
+  d_sae: 20,
+  k: 3,
+  dfc_shares: [0.2, 0.3],
+};
+
+/** The architecture's init with each decoder row W_dec[l, i] scaled by a random 0.2..2 (so relative norms spread); forbidden rows stay 0. */
+export async function scaledDictionary(dir: string, c: SaeConfigInput): Promise<void> {
+  const cfg = resolveConfig(c);
+  const p = architecture(cfg.arch).init(random.key(5), cfg);
+  const s = random.uniform(random.key(6), [cfg.n_inputs!, cfg.d_sae, 1], {
+    min: 0.2,
+    max: 2,
+  });
+  const W_dec = mul(p.W_dec, s);
+  await saveSae(dir, { params: { ...p, W_dec }, cfg });
+  dispose([p, s, W_dec]);
 }
 
 /** A dictionary of random weights (the architecture's own init) saved in `dir`. */

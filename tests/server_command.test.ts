@@ -6,33 +6,9 @@ import * as t from "../mod.ts";
 import { ARCHITECTURES } from "../sae/arch/registry.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { saveSae } from "../sae/io/saelens.ts";
-import { serveCommand } from "../server/command.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 import { runCli } from "./cli_run.ts";
-import { makeFixture } from "./server_fixture.ts";
-
-/** Start `sae serve` quietly; resolves with its URL once it listens, rejects if it ends first. */
-async function serve(
-  dir: string,
-  flags: Record<string, string>,
-): Promise<{ url: string; stop(): Promise<void> }> {
-  const ctl = new AbortController();
-  const quiet = console.error;
-  console.error = () => {};
-  let running!: Promise<void>;
-  const url = await new Promise<string>((resolve, reject) => {
-    running = serveCommand(dir, flags, { signal: ctl.signal, onListen: resolve });
-    running.then(() => reject(new Error("sae serve returned before listening")), reject);
-  }).finally(() => (console.error = quiet));
-  return {
-    url,
-    stop: async () => {
-      console.error = () => {};
-      ctl.abort();
-      await running.finally(() => (console.error = quiet));
-    },
-  };
-}
+import { makeFixture, serveQuietly as serve } from "./server_fixture.ts";
 
 /** Serve a fresh fixture folder with `flags`, run `check` on its URL, then stop and clean up. */
 async function withServe(
@@ -87,7 +63,7 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       help.out.includes("--token-env") && help.out.includes("--backend"),
       "help lists the options",
     );
-    // A crosscoder folder: its rows are [n_inputs, d_in], which the server does not take.
+    // A decoupled crosscoder: one code per input, which the server's one code per row cannot carry.
     const cross = `${f.dir}-crosscoder`;
     const ccfg = resolveConfig({
       arch: "batchtopk-crosscoder",
@@ -95,6 +71,7 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       d_sae: 8,
       k: 2,
       n_inputs: 2,
+      code_norm: "decoupled",
     });
     await saveSae(cross, {
       params: ARCHITECTURES[ccfg.arch].init(t.random.key(1), ccfg),
@@ -112,8 +89,8 @@ test("sae serve: --help; usage errors exit with 2 and name the problem", async (
       [["serve", f.dir, "--backend"], "--backend needs a value"],
       [
         ["serve", cross],
-        "a batchtopk-crosscoder dictionary reads [2, 4] rows",
-        "serves single-input dictionaries",
+        "a decoupled crosscoder has one code per input",
+        "inspect it with sae features",
       ],
     ];
     for (const [argv, ...says] of cases) {

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import * as t from "../mod.ts";
 import type { ArchName } from "../sae/config.ts";
 import { loadDictionary, type ServedDictionary } from "../server/dictionary.ts";
+import { serveCommand } from "../server/command.ts";
 
 export interface Fixture {
   dir: string;
@@ -144,3 +145,32 @@ export const postJson = (
     headers: { "content-type": "application/json", ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
+
+/**
+ * Start `sae serve` in-process, its messages kept in `said` instead of printed; resolves with its
+ * URL once it listens, rejects if it ends first.
+ */
+export async function serveQuietly(
+  dir: string,
+  flags: Record<string, string>,
+): Promise<{ url: string; said: string[]; stop(): Promise<void> }> {
+  const ctl = new AbortController();
+  const said: string[] = [];
+  const quiet = console.error;
+  const keep = (m: unknown) => void said.push(String(m));
+  console.error = keep;
+  let running!: Promise<void>;
+  const url = await new Promise<string>((resolve, reject) => {
+    running = serveCommand(dir, flags, { signal: ctl.signal, onListen: resolve });
+    running.then(() => reject(new Error("sae serve returned before listening")), reject);
+  }).finally(() => (console.error = quiet));
+  return {
+    url,
+    said,
+    stop: async () => {
+      console.error = keep;
+      ctl.abort();
+      await running.finally(() => (console.error = quiet));
+    },
+  };
+}

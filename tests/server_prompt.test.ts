@@ -7,7 +7,6 @@ import { join } from "node:path";
 import { createApp } from "../server/app.ts";
 import { disposeDictionary, loadDictionary } from "../server/dictionary.ts";
 import { loadPrompter } from "../server/prompt.ts";
-import { serveCommand } from "../server/command.ts";
 import { loadModel, runWithCache } from "../data/lm/model.ts";
 import { loadTokenizer } from "../data/text/tokenizer.ts";
 import { architecture } from "../sae/arch/registry.ts";
@@ -23,7 +22,7 @@ import {
   randomDictionary,
   RESID_MLSAE,
 } from "./features_fixture.ts";
-import { postJson, viaApp, viaSocket } from "./server_fixture.ts";
+import { postJson, serveQuietly, viaApp, viaSocket } from "./server_fixture.ts";
 import { runCli } from "./cli_run.ts";
 
 const HOOK = "blocks.0.mlp.hook_post";
@@ -154,30 +153,18 @@ test("sae serve --model: the prompt view is on; --max-prompt-tokens needs --mode
       d_sae: 16,
       extra: { hook_name: "blocks.0.ln2.hook_normalized" },
     });
-    const ctl = new AbortController();
-    const quiet = console.error;
-    console.error = () => {};
+    const s = await serveQuietly(folder, { port: "0", model, "max-prompt-tokens": "8" });
     try {
-      let running!: Promise<void>;
-      const url = await new Promise<string>((resolve, reject) => {
-        running = serveCommand(folder, { port: "0", model, "max-prompt-tokens": "8" }, {
-          signal: ctl.signal,
-          onListen: resolve,
-        });
-        running.catch(reject);
-      });
-      const r = await postJson(viaSocket(url), "/v1/prompt", { text: "the cat" });
+      const r = await postJson(viaSocket(s.url), "/v1/prompt", { text: "the cat" });
       const body = await r.json();
       assertEquals([r.status, body.kind], [200, "transcoder"]);
-      const long = await postJson(viaSocket(url), "/v1/prompt", {
+      const long = await postJson(viaSocket(s.url), "/v1/prompt", {
         text: "the cat sat on the mat and the dog",
       });
       assertEquals(long.status, 413, "--max-prompt-tokens 8");
       await long.body?.cancel();
-      ctl.abort();
-      await running;
     } finally {
-      console.error = quiet;
+      await s.stop();
     }
     const r = await runCli("serve", folder, "--max-prompt-tokens", "8");
     assertEquals(r.code, 2);

@@ -75,6 +75,92 @@ function barChart(el, xs, ys, opts) {
   );
 }
 
+// ---- crosscoders: partition badges and the relative-norm histogram ------------------------------
+
+// One colour per partition set: A-exclusive, B-exclusive, … in input order, shared last.
+const PART_COLORS = ["#dc2626", "#2563eb", "#16a34a", "#9333ea", "#ea580c"];
+const SHARED_COLOR = "#64748b";
+
+function partColor(name) {
+  if (name === "shared") return SHARED_COLOR;
+  const l = name.charCodeAt(0) - 65;
+  return PART_COLORS[l % PART_COLORS.length];
+}
+
+/** A DFC feature's partition set as a coloured badge. */
+function partitionBadge(name) {
+  const b = document.createElement("span");
+  b.className = "badge";
+  b.textContent = name;
+  b.dataset.partition = name;
+  b.style.setProperty("--part-color", partColor(name));
+  return b;
+}
+
+/**
+ * The relative-norm histogram; a DFC's bars stacked by partition set: each set drawn as the
+ * running total up to it, largest first, so every set shows as its own band.
+ */
+async function loadRelativeNorms() {
+  const cc = state.info.crosscoder;
+  $("relnorm").hidden = !(cc && cc.relative_norm);
+  if (!cc || !cc.relative_norm) return;
+  const h = await api("/v1/relative-norms?bins=20");
+  const el = $("relnorm-chart");
+  el.replaceChildren();
+  const xs = h.counts.map((_, j) => (h.edges[j] + h.edges[j + 1]) / 2);
+  const sets = h.by_partition ? Object.keys(h.by_partition) : [];
+  const layers = sets.length
+    ? sets.map((_, s) =>
+      // A set with no features in a bin draws no bar there (null), not a flat line.
+      xs.map((_, j) =>
+        h.by_partition[sets[s]][j]
+          ? sets.slice(0, s + 1).reduce((a, n) => a + h.by_partition[n][j], 0)
+          : null
+      )
+    ).reverse()
+    : [h.counts];
+  const names = sets.length ? [...sets].reverse() : ["features"];
+  new uPlot(
+    {
+      width: Math.max(320, el.clientWidth || 480),
+      height: 220,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: {
+        x: { time: false, range: [0, 1] },
+        y: { range: (_u, _lo, hi) => [0, Math.max(1, hi)] },
+      },
+      axes: [{ label: "relative norm (0: A only, 1: B only)" }, { label: "features" }],
+      series: [
+        {},
+        ...names.map((n) => ({
+          label: n,
+          fill: sets.length ? partColor(n) : "rgba(37,99,235,.35)",
+          stroke: sets.length ? partColor(n) : "#2563eb",
+          paths: uPlot.paths.bars({ size: [0.9, 60] }),
+          points: { show: false },
+        })),
+      ],
+    },
+    [xs, ...layers],
+    el,
+  );
+  $("relnorm-legend").replaceChildren(...sets.map((n) => {
+    const b = partitionBadge(n);
+    b.textContent = `${n} ${h.by_partition[n].reduce((a, c) => a + c, 0)}`;
+    return b;
+  }));
+  $("relnorm-inputs").textContent = cc.hooks
+    ? `A = ${cc.hooks[0]}, B = ${cc.hooks[1]}.`
+    : state.info.prompt && state.info.prompt.model.includes(",")
+    ? state.info.prompt.model.split(",").map((m, l) => `${cc.inputs[l]} = ${m}`).join(", ") + "."
+    : "";
+  el.dataset.bins = String(h.counts.length);
+  el.dataset.total = String(h.counts.reduce((a, b) => a + b, 0) + h.nan);
+  el.dataset.sets = sets.join(",");
+}
+
 async function loadInfo() {
   const info = await api("/v1/info");
   state.info = info;
@@ -85,9 +171,22 @@ async function loadInfo() {
   ]];
   if (info.k !== undefined) rows.push(["k", info.k]);
   if (info.threshold !== undefined) rows.push(["threshold", info.threshold]);
+  const cc = info.crosscoder;
+  if (cc) {
+    rows.push([
+      "inputs",
+      `${cc.n_inputs}: ${cc.inputs.join(", ")}${cc.hooks ? ` (${cc.hooks.join(", ")})` : ""}`,
+    ]);
+    if (cc.partition) {
+      rows.push([
+        "partition",
+        Object.entries(cc.partition).map(([n, r]) => `${n} [${r.start}, ${r.end})`).join(", "),
+      ]);
+    }
+  }
   rows.push(["dtype", info.dtype], ["backend", info.backend], [
     "parameters",
-    info.d_in * info.d_sae + info.d_sae * info.d_out,
+    (cc ? cc.n_inputs : 1) * (info.d_in * info.d_sae + info.d_sae * info.d_out),
   ]);
   fillTable($("info-table"), rows);
   if (info.metrics) fillTable($("metrics-table"), Object.entries(info.metrics));
@@ -254,13 +353,16 @@ function showStats(st) {
       shares.push([`top contexts in ${n}`, pct(v)]);
     }
   }
-  if (st.decoder_norms) {
+  // A served crosscoder's norms are in the feature's table already (from the weights).
+  if (st.decoder_norms && !state.info.crosscoder) {
     shares.push([
       "decoder norm per input",
       st.decoder_norms.map((x) => x.toFixed(3)).join(", "),
     ]);
   }
-  if (st.relative_norm !== null) shares.push(["relative decoder norm", st.relative_norm]);
+  if (st.relative_norm !== null && !state.info.crosscoder) {
+    shares.push(["relative decoder norm", st.relative_norm]);
+  }
   fillTable(
     $("feature-shares"),
     shares.length ? shares : [["—", "no per-slice or per-domain figures"]],
@@ -335,13 +437,19 @@ function selectPromptToken(r, t) {
   );
   const tok = r.tokens[t];
   const head = document.createElement("tr");
-  head.innerHTML = `<th>feature</th><th>activation</th>${r.layers ? "<th>layer</th>" : ""}`;
+  const cross = r.kind === "crosscoder";
+  const parts = cross && tok.features.some((f) => f.partition);
+  head.innerHTML = `<th>feature</th><th>activation</th>${r.layers ? "<th>layer</th>" : ""}${
+    parts ? "<th>partition</th>" : ""
+  }${cross ? "<th>relative norm</th>" : ""}`;
   $("prompt-features").replaceChildren(
     head,
     ...tok.features.map((f) => {
       const tr = document.createElement("tr");
       const cells = [featureLink(f.id), fmt(f.value)];
       if (r.layers) cells.push(f.slice);
+      if (parts) cells.push(partitionBadge(f.partition));
+      if (cross) cells.push(f.relative_norm === undefined ? "—" : fmt(f.relative_norm));
       for (const c of cells) {
         const td = document.createElement("td");
         td.append(c instanceof Node ? c : String(c));
@@ -433,15 +541,29 @@ async function showFeature(id) {
     "firing density",
     f.density === null ? "unknown (no feature_density.npy)" : f.density,
   ]);
+  const cc = f.crosscoder;
+  if (cc) {
+    rows.push([
+      "decoder norm per input",
+      cc.decoder_norms.map((x, l) => `${cc.inputs[l]} ${x.toFixed(3)}`).join(", "),
+    ]);
+    if (cc.relative_norm !== null) rows.push(["relative decoder norm", cc.relative_norm]);
+  }
   const info = document.createElement("table");
   fillTable(info, rows);
-  $("feature-info").replaceChildren(info);
-  // The 16 output dimensions with the largest |decoder weight|.
-  const top = f.decoder.map((w, d) => [w, d]).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(
+  const badges = document.createElement("p");
+  if (cc && cc.partition) badges.append("partition ", partitionBadge(cc.partition));
+  $("feature-info").replaceChildren(badges, info);
+  $("feature-info").dataset.partition = cc && cc.partition ? cc.partition : "";
+  // The 16 output dimensions with the largest |decoder weight| (a crosscoder's named by input).
+  const flat = cc ? f.decoder.flat() : f.decoder;
+  const width = cc ? f.decoder[0].length : flat.length;
+  const dimName = (d) => (cc ? `${cc.inputs[Math.floor(d / width)]}:${d % width}` : String(d));
+  const top = flat.map((w, d) => [w, d]).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(
     0,
     16,
   );
-  const dims = top.map(([, d]) => d);
+  const dims = top.map(([, d]) => dimName(d));
   const el = $("feature-chart");
   state.featureChart = barChart(el, top.map((_, i) => i), top.map(([w]) => w), {
     xLabel: "output dimension",
@@ -492,7 +614,13 @@ async function runTry() {
   const status = $("try-status");
   const topK = Number($("try-topk").value) || 10;
   try {
-    const r = await api("/v1/encode", { inputs: [values], top_k: topK });
+    // A crosscoder's row is one vector per input: the pasted values split evenly.
+    const L = state.info.crosscoder ? state.info.crosscoder.n_inputs : 1;
+    const w = values.length / L;
+    const row = L === 1
+      ? values
+      : Array.from({ length: L }, (_, l) => values.slice(l * w, (l + 1) * w));
+    const r = await api("/v1/encode", { inputs: [row], top_k: topK });
     const f = r.features[0];
     status.textContent = `${f.indices.length} features shown (largest first)`;
     const head = document.createElement("tr");
@@ -536,7 +664,9 @@ function wire() {
   $("sample-select").addEventListener("change", (e) => {
     const i = e.target.value;
     if (i !== "" && state.samples) {
-      $("try-input").value = state.samples[Number(i)].map((v) => v.toPrecision(5)).join(", ");
+      $("try-input").value = state.samples[Number(i)].flat().map((v) => v.toPrecision(5)).join(
+        ", ",
+      );
     }
   });
   $("try-run").onclick = runTry;
@@ -553,6 +683,7 @@ async function start() {
     await loadInfo();
     await Promise.all([
       loadDensity(),
+      loadRelativeNorms(),
       showFeature(
         Number((/^#feature\/(\d+)$/.exec(location.hash) || [])[1] ?? $("feature-id").value) || 0,
       ),
