@@ -1237,6 +1237,38 @@ ROWS_OP(double, sc_mul_rows_f64, *)
 ACTIVATION_GRAD(float, sc_activation_grad_f32, exp_f32, erf_f32)
 ACTIVATION_GRAD(double, sc_activation_grad_f64, exp, erf)
 
+// The squared error's cotangent: mean over rows of Σ (x − y)² has ∂x = 2·(s·r) and ∂y = −2·(s·r)
+// for r = x − y and s = g/rows. The composition's rules form s·r once for each factor of r·r,
+// add the two and negate for y; q + q is exact, so one product per element gives their bits.
+#define SQUARED_ERROR_GRAD(T, NAME)                                                                \
+  ROW_JOBS(NAME, const T *r; T s; T *out; int32_t negate)                                          \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *restrict r = j->r, s = j->s;                                                          \
+    T *restrict out = j->out;                                                                      \
+    if (j->negate) {                                                                               \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const T q = s * r[i];                                                                      \
+        out[i] = -(q + q);                                                                         \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const T q = s * r[i];                                                                      \
+        out[i] = q + q;                                                                            \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *r, const T *s, T *out, int64_t n, int32_t negate, int32_t threads) {          \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){r, *s, out, negate, slice_start(n, t, nt), slice_start(n, t + 1, nt)}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+SQUARED_ERROR_GRAD(float, sc_squared_error_grad_f32)
+SQUARED_ERROR_GRAD(double, sc_squared_error_grad_f64)
+
 // Softmax cross-entropy per row of x [rows, V] with target tgt[r] (rows whose target is `ignore`
 // get loss 0 and lse 0): lse = max + log Σ e^(x − max), loss = lse − x[tgt]. Returns -1, or the
 // first row whose target is neither in [0, V) nor `ignore`. f32 keeps 16 partial maxima and sums

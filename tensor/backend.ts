@@ -199,6 +199,11 @@ export interface Backend {
     ): [dx: Buf, dw: Buf, db: Buf | null] | null;
     /** attnSoftmax's backward (no soft cap) from its output p and cotangent g: ∂scores. */
     attnSoftmaxGrad?(g: View, p: View, mask: View | null, scale: number): Buf | null;
+    /**
+     * The squared error's cotangent from r = x − y and the scalar s = g/rows: q + q (negated with
+     * `negate`), q = s·r, elementwise: the bits of add(mul(s, r), mul(s, r)) (and its neg).
+     */
+    squaredErrorGrad?(r: View, s: View, negate: boolean): Buf | null;
   };
 }
 

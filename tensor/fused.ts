@@ -43,6 +43,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   activationGrad: { float: true, matrix: false },
   rowNormGrad: { float: true, matrix: false },
   attnSoftmaxGrad: { float: true, matrix: false },
+  squaredErrorGrad: { float: true, matrix: false },
 };
 
 /**
@@ -343,4 +344,20 @@ export function fusedAttnSoftmaxGrad(
   if (!k || !shapesEqual(g.shape, p.shape) || !plain([p, g], mask ? [mask] : [])) return null;
   const buf = k(g.view(), p.view(), mask?.view() ?? null, scale);
   return buf ? like(p, buf) : null;
+}
+
+/** Whether fusedSquaredErrorGrad may run for the squared error of x against y (one shape). */
+export function canFuseSquaredError(x: Tensor, y: Tensor): boolean {
+  return !!x.backend.fused?.squaredErrorGrad && shapesEqual(x.shape, y.shape) && plain([x, y]);
+}
+
+/**
+ * The squared error's cotangent for x (y with `negate`) from r = x − y and the scalar s = g/rows
+ * (see autodiff/fused_ops.ts squaredError): the bits of add(mul(s, r), mul(s, r)), negated.
+ */
+export function fusedSquaredErrorGrad(r: Tensor, s: Tensor, negate: boolean): Tensor | null {
+  const k = r.backend.fused?.squaredErrorGrad;
+  if (!k || s.size !== 1 || !plain([r, s])) return null;
+  const buf = k(r.view(), s.view(), negate);
+  return buf ? like(r, buf) : null;
 }

@@ -1,5 +1,5 @@
 /**
- * The CPU backend's training kernels (see Backend.fused: crossEntropy … attnSoftmaxGrad): native
+ * The CPU backend's training kernels (see Backend.fused: crossEntropy … squaredErrorGrad): native
  * only, so each returns null without the native library (or for 16-bit floats), and the caller
  * composes the op from primitives instead.
  */
@@ -28,7 +28,12 @@ export function trainKernels(
   { own, nativeThreads }: TrainHelpers,
 ): Pick<
   Fused,
-  "crossEntropy" | "crossEntropyGrad" | "activationGrad" | "rowNormGrad" | "attnSoftmaxGrad"
+  | "crossEntropy"
+  | "crossEntropyGrad"
+  | "activationGrad"
+  | "rowNormGrad"
+  | "attnSoftmaxGrad"
+  | "squaredErrorGrad"
 > {
   const f = (v: View, n: number) => own(v, n) as F;
   return {
@@ -108,6 +113,13 @@ export function trainKernels(
         scale,
         nativeThreads(n),
       );
+      return out;
+    },
+    squaredErrorGrad(r, s, negate) {
+      const nat = native(), n = sizeOf(r.shape);
+      if (!nat || !width(r, s) || sizeOf(s.shape) !== 1) return null;
+      const out = takeArray(r.dtype, n) as F;
+      if (n > 0) nat.squaredErrorGrad(f(r, n), f(s, 1), out, n, negate, nativeThreads(n));
       return out;
     },
   };
