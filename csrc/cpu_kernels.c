@@ -407,9 +407,10 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
 // A faster first pass for long f32 rows: a bound from a sample, a vector filter, then the heap
 // over the survivors only. The r-th best of every 16th entry is a guess τ at a value with a few
 // times k entries at or above it; entries below τ cannot be among the k best once at least k
-// entries are at or above it, which the filter counts. The survivors go through the same heap in
-// index order, so the k best and their order are exactly the plain scan's; when fewer than k
-// survive (an unlucky sample) or more than `cap` do (ties, NaNs), the row is scanned as before.
+// entries are at or above it, which the filter counts. The survivors are ranked by integer keys
+// that order them as the heap does (through the same heap when one is NaN), so the k best and
+// their order are exactly the plain scan's; when fewer than k survive (an unlucky sample) or more
+// than `cap` do (ties), the row is scanned as before.
 #define TOPK_STRIDE 16
 static inline int64_t topk_sample_rank(int64_t k) {
   const double per = (double)k / TOPK_STRIDE;
@@ -418,22 +419,75 @@ static inline int64_t topk_sample_rank(int64_t k) {
   return (int64_t)(per + 3 * sqrt(per) + 2);
 }
 static inline int64_t topk_filter_cap(int64_t k) { return 2 * k + 1024; }
+#define TOPK_LIST 64
 
 #ifdef SC_AVX2
-// 1 when the k best of a[c0, c1) were left in the heap hv/hi; 0 when the plain scan must run.
+// The survivors ranked without the heap: each (value, index) as one integer whose order is the
+// heap's (the float's bits made monotone, −0 as +0 so that zeros tie, then the index reversed so
+// that lower indices win ties), the k largest kept sorted by insertion. No NaN may take part.
+static inline uint64_t topk_key_f32(float v, int32_t i) {
+  if (v == 0) v = 0.0f;
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (uint64_t)u << 32 | (uint32_t)~(uint32_t)i;
+}
+
+// 1 when values/indices [0, k) hold the k best of the survivors buf[0, count), best first; 0 when
+// one of them is NaN (the heap ranks those).
+static int topk_keys_f32(const float *a, const int32_t *buf, int64_t count, int64_t k,
+                         uint64_t *key, float *values, int32_t *indices) {
+  for (int64_t q = 0; q < count; q++) {
+    const float v = a[buf[q]];
+    if (v != v) return 0;
+    key[q] = topk_key_f32(v, buf[q]);
+  }
+  for (int64_t q = 1; q < count; q++) {
+    const uint64_t x = key[q];
+    if (q >= k && x <= key[k - 1]) continue;
+    int64_t j = q < k ? q : k - 1;
+    for (; j > 0 && key[j - 1] < x; j--) key[j] = key[j - 1];
+    key[j] = x;
+  }
+  for (int64_t t = 0; t < k; t++) {
+    const int32_t i = (int32_t)~(uint32_t)key[t];
+    values[t] = a[i], indices[t] = i;
+  }
+  return 1;
+}
+
+// 1 when the k best of a[c0, c1) were left in the heap hv/hi, 2 when they were written to
+// values/indices instead (given, with `key` of topk_filter_cap(k)); 0 when the plain scan must run.
 static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, double *hv,
-                           int64_t *hi, int32_t *buf) {
+                           int64_t *hi, int32_t *buf, uint64_t *key, float *values,
+                           int32_t *indices) {
   const int64_t n = c1 - c0, m = n / TOPK_STRIDE, r = topk_sample_rank(k), cap = topk_filter_cap(k);
   if (!buf || n < 1024 || 2 * r > m || r > k) return 0;
-  // τ: the r-th best sample (the heap is free until the survivors fill it).
-  int64_t size = 0;
-  for (int64_t i = 0; i < m; i++) {
-    const int64_t c = c0 + i * TOPK_STRIDE;
-    if (size < r) heap_push(hv, hi, size++, a[c], c);
-    else heap_offer(hv, hi, r, a[c], c);
+  // τ: the r-th best sample. Any τ gives the exact k best (the count below decides), so a short
+  // sorted list of floats serves for small r (NaNs left out); the heap for large r (k > ~700).
+  float t;
+  if (r <= TOPK_LIST) {
+    float best[TOPK_LIST];
+    int64_t size = 0;
+    for (int64_t i = 0; i < m; i++) {
+      const float v = a[c0 + i * TOPK_STRIDE];
+      if (!(size < r || v > best[r - 1])) continue;
+      int64_t j = size < r ? size++ : r - 1;
+      for (; j > 0 && best[j - 1] < v; j--) best[j] = best[j - 1];
+      best[j] = v;
+    }
+    if (size < r) return 0;
+    t = best[r - 1];
+  } else {
+    // (the heap is free until the survivors fill it)
+    for (int64_t i = 0; i < m; i++) {
+      const int64_t c = c0 + i * TOPK_STRIDE;
+      if (i < r) heap_push(hv, hi, i, a[c], c);
+      else heap_offer(hv, hi, r, a[c], c);
+    }
+    t = (float)hv[0];
   }
-  const __m256 thr = _mm256_set1_ps((float)hv[0]);
-  const float t = (float)hv[0];
+  const __m256 thr = _mm256_set1_ps(t);
   int64_t count = 0, c = c0;
   for (; c + 32 <= c1; c += 32) {
     // Not below τ: at or above it, or NaN on either side (which the heap then ranks).
@@ -452,6 +506,7 @@ static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, do
     buf[count++] = (int32_t)c;
   }
   if (count < k) return 0;
+  if (values && topk_keys_f32(a, buf, count, k, key, values, indices)) return 2;
   int64_t q = 0;
   for (; q < k; q++) heap_push(hv, hi, q, a[buf[q]], buf[q]);
   for (; q < count; q++) heap_offer(hv, hi, k, a[buf[q]], buf[q]);
@@ -459,8 +514,10 @@ static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, do
 }
 #endif
 static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, double *hv,
-                           int64_t *hi, int32_t *buf) {
-  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf;
+                           int64_t *hi, int32_t *buf, uint64_t *key, double *values,
+                           int32_t *indices) {
+  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf, (void)key, (void)values;
+  (void)indices;
   return 0;
 }
 
@@ -473,6 +530,7 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     T *values;                                                                                     \
     int32_t *indices;                                                                              \
     int32_t *buf; /* the filter's survivors (topk_filter_cap(k)), or null */                       \
+    uint64_t *key; /* their ranking keys (as many) */                                              \
   } NAME##_job;                                                                                    \
   /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
   static void *NAME##_task(void *p) {                                                              \
@@ -480,8 +538,12 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     const int64_t k = j->k;                                                                        \
     for (int64_t r = 0; r < j->rows; r++) {                                                        \
       const T *a = j->x + r * j->n;                                                                \
+      T *const rv = j->values ? j->values + r * k : 0;                                             \
+      int32_t *const ri = j->values ? j->indices + r * k : 0;                                      \
       int64_t c = j->c0;                                                                           \
-      if (FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf)) c = j->c1;                             \
+      const int filtered = FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf, j->key, rv, ri);      \
+      if (filtered == 2) continue;                                                                 \
+      if (filtered) c = j->c1;                                                                     \
       else                                                                                         \
         for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                  \
       double root = j->hv[0];                                                                      \
@@ -499,7 +561,7 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
           root = j->hv[0];                                                                         \
         }                                                                                          \
       }                                                                                            \
-      if (j->values) HEAP_DRAIN(j->hv, j->hi, k, j->values + r * k, j->indices + r * k);           \
+      if (j->values) HEAP_DRAIN(j->hv, j->hi, k, rv, ri);                                          \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -513,8 +575,9 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
     const int64_t cap = topk_filter_cap(k);                                                        \
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * nt);                                     \
-    if (!hv || !hi || !buf) {                                                                      \
-      free(hv), free(hi), free(buf);                                                               \
+    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)cap * nt);                                   \
+    if (!hv || !hi || !buf || !key) {                                                              \
+      free(hv), free(hi), free(buf), free(key);                                                    \
       return -2;                                                                                   \
     }                                                                                              \
     if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
@@ -523,7 +586,7 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
       for (int t = 0; t < nt; t++) {                                                               \
         const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
         jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
-                               values + r0 * k, indices + r0 * k, buf + cap * t};                  \
+                               values + r0 * k, indices + r0 * k, buf + cap * t, key + cap * t};   \
       }                                                                                            \
       run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
     } else {                                                                                       \
@@ -531,19 +594,19 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
       for (int64_t r = 0; r < rows; r++) {                                                         \
         for (int t = 0; t < nt; t++)                                                               \
           jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
-                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t};                     \
+                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t, key + cap * t};      \
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
         for (int t = 1; t < nt; t++)                                                               \
           for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
         HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
       }                                                                                            \
     }                                                                                              \
-    free(hv), free(hi), free(buf);                                                                 \
+    free(hv), free(hi), free(buf), free(key);                                                      \
     return -1;                                                                                     \
   }
 
 #ifndef SC_AVX2
-#define topk_filter_f32(a, c0, c1, k, hv, hi, buf) 0
+#define topk_filter_f32(a, c0, c1, k, hv, hi, buf, key, values, indices) 0
 #endif
 TOPK(float, sc_topk_f32, topk_filter_f32)
 TOPK(double, sc_topk_f64, topk_filter_f64)

@@ -212,7 +212,15 @@ test("native top-k on long rows (sampled bound, vector filter) gives the TypeScr
       fc.integer({ min: 1, max: 3 }),
       fc.boolean(),
       fc.integer({ min: 1, max: 400 }),
-      fc.constantFrom("distinct", "ties", "specials", "sorted up", "sorted down"),
+      fc.constantFrom(
+        "distinct",
+        "ties",
+        "specials",
+        "signed zeros",
+        "infinities",
+        "sorted up",
+        "sorted down",
+      ),
       fc.integer({ min: 0, max: 2 ** 31 - 1 }),
       (rows, n, threads, f64, k, kind, seed) => {
         const W = widths[+f64];
@@ -223,6 +231,13 @@ test("native top-k on long rows (sampled bound, vector filter) gives the TypeScr
           const c = i % n;
           if (kind === "ties") return Math.floor(rnd() * 12) - 6;
           if (kind === "specials" && rnd() < 0.01) return specials[Math.floor(rnd() * 5)];
+          // No NaN: rows that rank by integer keys, where −0 must tie with 0.
+          if (kind === "signed zeros") {
+            // Few positives, so that the k-th best is a zero.
+            const u = rnd();
+            return u < 0.2 ? (u < 0.1 ? -0 : 0) : u < 0.22 ? 1 + u : -1 - u;
+          }
+          if (kind === "infinities" && rnd() < 0.02) return rnd() < 0.5 ? Infinity : -Infinity;
           if (kind === "sorted up") return c + rnd();
           if (kind === "sorted down") return -c - rnd();
           return (rnd() - 0.5) * 8;
