@@ -1,7 +1,7 @@
 /**
  * Differentiable ops with fused kernels for both passes: softmax cross-entropy, activations
- * (exact and tanh gelu, silu), LayerNorm/RMSNorm and causal attention's softmax; and the squared
- * error, whose backward alone is fused. Where the backend
+ * (exact and tanh gelu, silu), LayerNorm/RMSNorm, causal attention's softmax and the squared
+ * error. Where the backend
  * has the kernels (tensor/fused.ts), the forward is one kernel and the backward another, joined by
  * a customVjp rule, so a training step holds no [N, V] temporaries beyond the gradient and makes
  * no pass per elementwise op. Elsewhere (WebGPU, CUDA, 16-bit or strided operands) each op is its
@@ -20,6 +20,7 @@ import {
   fusedRowNorm,
   fusedRowNormGrad,
   fusedSquaredErrorGrad,
+  fusedSquaredErrorRows,
 } from "../tensor/fused.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import {
@@ -223,10 +224,10 @@ export function causalSoftmax(raw: Tensor, mask: Tensor | null, o: AttnSoftmaxOp
 
 /**
  * The squared error mean(Σ (x − y)² over the last axis) of two tensors of one shape (an SAE's
- * reconstruction loss), differentiable. The forward pass is that composition; the backward pass
- * is one kernel per operand that needs a cotangent, with the composition's bits (its rules form
- * s·r for each factor of r·r, add them, and negate for y: three passes more than one), where the
- * backend has it.
+ * reconstruction loss), differentiable, where the backend has the kernels, in one pass forward
+ * (the residual and its rows' sums of squares) and one per operand that needs a cotangent
+ * backward (the rules form s·r for each factor of r·r, add them and negate for y: three passes
+ * more), with the composition's bits both ways.
  */
 export function squaredError(x: Tensor, y: Tensor): Tensor {
   const compose = (x: Tensor, y: Tensor) => {
@@ -240,6 +241,8 @@ export function squaredError(x: Tensor, y: Tensor): Tensor {
     [x, y],
     () => {
       if (!canFuseSquaredError(x, y)) return null;
+      const rows = fusedSquaredErrorRows(x, y);
+      if (rows) return [mean(rows[1]), rows[0]];
       const r = sub(x, y);
       return [mean(sum(mul(r, r), -1)), r];
     },

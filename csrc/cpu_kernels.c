@@ -167,11 +167,15 @@ static void *spmm_src_task(void *p) {
   return 0;
 }
 
+static inline int spmm_src_major_pays(int32_t nnz, int32_t inRows, int32_t outRows) {
+  return (int64_t)inRows >= 2 * (int64_t)outRows && nnz >= 2 * (int64_t)inRows;
+}
+
 // Returns 0 when it did the product, 1 when it does not pay here, -2 out of memory.
 static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
                               const float *dense, int32_t inRows, int32_t d, float *out,
                               int32_t outRows, int32_t threads) {
-  if ((int64_t)inRows < 2 * (int64_t)outRows || nnz < 2 * (int64_t)inRows) return 1;
+  if (!spmm_src_major_pays(nnz, inRows, outRows)) return 1;
   const int n = clamp_threads(threads);
   int64_t *by_src = calloc((size_t)inRows + 1, sizeof(int64_t));
   int64_t *by_dst = calloc((size_t)outRows + 1, sizeof(int64_t));
@@ -267,6 +271,141 @@ static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const floa
 #endif
 SPMM(float, sc_spmm_f32, spmm_row_f32, SPMM_F32_FIRST)
 SPMM(double, sc_spmm_f64, spmm_row_f64, )
+
+// ---- The f32 product above, written transposed: out [d, outRows] ----------------------------
+// ∂W_enc comes from Sᵀ·x as [F, d]; the optimiser wants [d, F] (W_enc's layout), which read as a
+// transposed view costs it a cache line per element group. Here each thread takes bands of 32
+// columns of x (copied first into a contiguous [inRows, 32] slab that stays in cache), and for
+// each 8 output rows sums their entries (sorted by output row, in their original order, zero
+// weights skipped: the row form's FMA sequence per element, so its bits) into registers, then
+// writes them through 8×8 register transposes as runs of 8 floats of out. Returns -1 done, -3 not
+// here (no AVX2, d not a multiple of 32, or spmm's source-major form), -2 out of memory, or the
+// first bad entry.
+#ifdef SC_AVX2
+#define SPMM_TT_BAND 32
+typedef struct {
+  const int64_t *start; // by output row, outRows + 1
+  const int32_t *src;   // sources in sorted order
+  const float *w, *dense;
+  float *out, *slab;
+  int64_t d, in_rows, out_rows, b0, b1; // bands [b0, b1) of SPMM_TT_BAND columns
+} spmm_tt_job;
+
+// Rows r[0..8) of an 8×8 block become its columns, in place.
+static inline void transpose8_ps(__m256 *r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static void *spmm_tt_task(void *p) {
+  spmm_tt_job *j = p;
+  const int64_t d = j->d, R = j->out_rows;
+  float *slab = j->slab;
+  float tile[8][SPMM_TT_BAND];
+  for (int64_t band = j->b0; band < j->b1; band++) {
+    const int64_t c0 = band * SPMM_TT_BAND;
+    for (int64_t b = 0; b < j->in_rows; b++)
+      for (int g = 0; g < SPMM_TT_BAND; g += 8)
+        _mm256_storeu_ps(slab + b * SPMM_TT_BAND + g, _mm256_loadu_ps(j->dense + b * d + c0 + g));
+    for (int64_t r0 = 0; r0 < R; r0 += 8) {
+      const int64_t n = R - r0 < 8 ? R - r0 : 8;
+      for (int64_t e = 0; e < 8; e++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (e < n) {
+          for (int64_t q = j->start[r0 + e]; q < j->start[r0 + e + 1]; q++) {
+            const float w = j->w[q];
+            if (w == 0) continue;
+            const float *x = slab + j->src[q] * SPMM_TT_BAND;
+            const __m256 v = _mm256_set1_ps(w);
+            a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x), a0);
+            a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 8), a1);
+            a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 16), a2);
+            a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 24), a3);
+          }
+        }
+        _mm256_storeu_ps(tile[e], a0), _mm256_storeu_ps(tile[e] + 8, a1);
+        _mm256_storeu_ps(tile[e] + 16, a2), _mm256_storeu_ps(tile[e] + 24, a3);
+      }
+      for (int g = 0; g < SPMM_TT_BAND; g += 8) {
+        __m256 acc[8];
+        for (int e = 0; e < 8; e++) acc[e] = _mm256_loadu_ps(tile[e] + g);
+        transpose8_ps(acc);
+        float *o = j->out + (c0 + g) * R + r0;
+        if (n == 8) {
+          for (int e = 0; e < 8; e++) _mm256_storeu_ps(o + e * R, acc[e]);
+        } else {
+          float tmp[8];
+          for (int e = 0; e < 8; e++) {
+            _mm256_storeu_ps(tmp, acc[e]);
+            for (int64_t x = 0; x < n; x++) o[e * R + x] = tmp[x];
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+#endif
+
+int32_t sc_spmm_tt_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
+                       const float *dense, int32_t inRows, int32_t d, float *out, int32_t outRows,
+                       int32_t threads) {
+#ifdef SC_AVX2
+  // (the row form's bits only: where spmm sums source-major, so must its transpose)
+  if (d % SPMM_TT_BAND != 0 || spmm_src_major_pays(nnz, inRows, outRows)) return -3;
+  for (int32_t i = 0; i < nnz; i++)
+    if ((uint32_t)dst[i] >= (uint32_t)outRows || (uint32_t)src[i] >= (uint32_t)inRows) return i;
+  const int64_t bands = d / SPMM_TT_BAND;
+  int n = clamp_threads(threads);
+  if (n > bands) n = bands > 0 ? (int)bands : 1;
+  int64_t *start = calloc((size_t)outRows + 1, sizeof(int64_t));
+  int32_t *sorted_src = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));
+  float *w = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
+  float *slab = malloc(sizeof(float) * SPMM_TT_BAND * ((size_t)inRows + 1) * (size_t)n);
+  if (!start || !sorted_src || !w || !slab) {
+    free(start), free(sorted_src), free(w), free(slab);
+    return -2;
+  }
+  // A stable counting sort by output row: each row's entries keep their order.
+  for (int32_t i = 0; i < nnz; i++) start[dst[i] + 1]++;
+  for (int32_t r = 0; r < outRows; r++) start[r + 1] += start[r];
+  for (int32_t i = 0; i < nnz; i++) {
+    const int64_t q = start[dst[i]]++;
+    sorted_src[q] = src[i], w[q] = vals[i];
+  }
+  for (int32_t r = outRows; r > 0; r--) start[r] = start[r - 1];
+  start[0] = 0;
+  spmm_tt_job jobs[MAX_THREADS];
+  for (int t = 0; t < n; t++)
+    jobs[t] = (spmm_tt_job){start, sorted_src, w, dense, out, slab + (size_t)t * SPMM_TT_BAND * ((size_t)inRows + 1),
+                            d, inRows, outRows, bands * t / n, bands * (t + 1) / n};
+  run_tasks(spmm_tt_task, jobs, sizeof(spmm_tt_job), n);
+  free(start), free(sorted_src), free(w), free(slab);
+  return -1;
+#else
+  (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
+  (void)outRows, (void)threads;
+  return -3;
+#endif
+}
+// (f64 products keep their row form: sparse.ts's bits)
+int32_t sc_spmm_tt_f64(const int32_t *dst, const int32_t *src, const double *vals, int32_t nnz,
+                       const double *dense, int32_t inRows, int32_t d, double *out, int32_t outRows,
+                       int32_t threads) {
+  (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
+  (void)outRows, (void)threads;
+  return -3;
+}
 
 // ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
 // Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does. The four sums
@@ -1331,6 +1470,39 @@ ACTIVATION_GRAD(double, sc_activation_grad_f64, exp, erf)
   }
 SQUARED_ERROR_GRAD(float, sc_squared_error_grad_f32)
 SQUARED_ERROR_GRAD(double, sc_squared_error_grad_f64)
+
+// Its forward half: r = x − y and each row's Σ r², as sub, mul and a sum over the last axis give
+// them (r and r·r rounded to T, the squares summed in double in index order, rounded once), in
+// one pass over [rows, cols].
+#define SQUARED_ERROR_ROWS(T, NAME)                                                                \
+  ROW_JOBS(NAME, const T *x; const T *y; T *r; T *s; int64_t cols)                                 \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t row = j->lo; row < j->hi; row++) {                                                \
+      const T *restrict x = j->x + row * C, *restrict y = j->y + row * C;                          \
+      T *restrict r = j->r + row * C;                                                              \
+      double acc = 0;                                                                              \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const T d = x[c] - y[c];                                                                   \
+        const T q = d * d;                                                                         \
+        r[c] = d;                                                                                  \
+        acc += q;                                                                                  \
+      }                                                                                            \
+      j->s[row] = (T)acc;                                                                          \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const T *y, T *r, T *s, int64_t rows, int64_t cols, int32_t threads) {     \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows > 0 ? (int)rows : 1;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, y, r, s, cols, rows * t / nt, rows * (t + 1) / nt};                \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+SQUARED_ERROR_ROWS(float, sc_squared_error_rows_f32)
+SQUARED_ERROR_ROWS(double, sc_squared_error_rows_f64)
 
 // Softmax cross-entropy per row of x [rows, V] with target tgt[r] (rows whose target is `ignore`
 // get loss 0 and lse 0): lse = max + log Σ e^(x − max), loss = lse − x[tgt]. Returns -1, or the

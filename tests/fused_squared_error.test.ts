@@ -2,7 +2,7 @@
  * The squared error (autodiff/fused_ops.ts squaredError, an SAE's reconstruction loss): its value
  * and the gradients of both operands, alone or in a larger loss, are the bits of the composition
  * mean(sum(square(sub(x, y)), -1)) it replaces, in f32 and f64, on matrices and 3-D tensors, on
- * one thread and several, with the backward kernel seen to run; the composition runs where the
+ * one thread and several, with the forward and backward kernels seen to run; the composition runs where the
  * kernel is missing, and the gradient stays right against central differences.
  */
 import fc from "fast-check";
@@ -25,19 +25,25 @@ if (!status.native) {
 // deno-lint-ignore no-explicit-any
 const fusedTable = () => t.getBackend().fused as Record<string, (...a: any[]) => unknown>;
 
-/** `fn`'s result and how many times the backward kernel gave a result during it. */
-function counted<R>(fn: () => R): [R, number] {
-  const table = fusedTable(), k = table.squaredErrorGrad;
-  let n = 0;
+/** `fn`'s result and how many times the backward (and forward) kernel gave a result during it. */
+function counted<R>(fn: () => R): [R, number, number] {
+  const table = fusedTable(), k = table.squaredErrorGrad, kf = table.squaredErrorRows;
+  let n = 0, nf = 0;
   table.squaredErrorGrad = (...a) => {
     const r = k(...a);
     if (r) n++;
     return r;
   };
+  table.squaredErrorRows = (...a) => {
+    const r = kf(...a);
+    if (r) nf++;
+    return r;
+  };
   try {
-    return [fn(), n];
+    return [fn(), n, nf];
   } finally {
     table.squaredErrorGrad = k;
+    table.squaredErrorRows = kf;
   }
 }
 
@@ -83,11 +89,14 @@ test("squaredError gives the composition's loss and gradient bits", async () => 
         const [k1, k2] = t.random.split(t.random.key(seed), 2);
         const x = t.random.normal(k1, shape, { dtype });
         const y = t.mul(t.random.normal(k2, shape, { dtype }), 0.5);
-        const [[lf, gf], n] = counted(() =>
+        const [[lf, gf], n, nf] = counted(() =>
           lossAndGrads(t.squaredError, x, y, scale, extra, which)
         );
         const [lc, gc] = lossAndGrads(composition, x, y, scale, extra, which);
-        if (status.native) assertEquals(n, which.filter(Boolean).length, "kernel calls");
+        if (status.native) {
+          assertEquals(n, which.filter(Boolean).length, "backward kernel calls");
+          assertEquals(nf, 1, "forward kernel calls");
+        }
         sameBits(await lf.data(), await lc.data(), "loss");
         for (const name of ["x", "y"] as const) {
           assertEquals(gf[name] === undefined, gc[name] === undefined, `${name}'s gradient`);
@@ -128,13 +137,16 @@ test("squaredError composes without the kernel and checks against central differ
   const x = t.random.normal(t.random.key(5), [6, 4], { dtype: "f64" });
   const y = t.random.normal(t.random.key(6), [6, 4], { dtype: "f64" });
   const table = fusedTable(), k = table.squaredErrorGrad;
+  const kf = table.squaredErrorRows;
   delete table.squaredErrorGrad;
+  delete table.squaredErrorRows;
   try {
     const [l] = lossAndGrads(t.squaredError, x, y, 1, false, [true, true]);
     assertEquals(l.dtype, "f64");
     checkGrads((a: Tensor, b: Tensor) => t.squaredError(a, b), [x, y], { rtol: 1e-6 });
   } finally {
     table.squaredErrorGrad = k;
+    table.squaredErrorRows = kf;
   }
   const [, n] = counted(() =>
     checkGrads((a: Tensor, b: Tensor) => t.squaredError(a, b), [x, y], { rtol: 1e-6 })

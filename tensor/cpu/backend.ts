@@ -605,6 +605,31 @@ export const cpu: Backend = {
       );
       return out;
     },
+    spmmTransposed(rows, cols, vals, dense, outRows) {
+      const nat = native(), nnz = sizeOf(vals.shape), [inRows, d] = dense.shape;
+      if (!nat || nnz === 0 || d === 0 || !sameFloat(own(vals, nnz), own(dense, inRows * d))) {
+        return null;
+      }
+      const out = takeArray(dense.dtype, outRows * d) as F;
+      const dst = own(cols, nnz) as Int32Array, src = own(rows, nnz) as Int32Array;
+      const r = nat.spmmTransposed(
+        dst,
+        src,
+        own(vals, nnz) as F,
+        nnz,
+        own(dense, inRows * d) as F,
+        inRows,
+        d,
+        out,
+        outRows,
+        nativeThreads(nnz * d),
+      );
+      if (r >= 0) S.check("spmm", dst[r], outRows), S.check("spmm", src[r], inRows);
+      if (r === -1) return out;
+      giveArray(out);
+      if (r === -2) throw new Error(`native spmmTransposed: out of memory for ${nnz} entries`);
+      return null;
+    },
     zeroSpans(x, spans) {
       // Copies between the spans and fills inside them: each element written once, at memcpy speed.
       const n = sizeOf(x.shape), src = own(x, n), out = takeArray(x.dtype, n) as Num;

@@ -38,6 +38,23 @@ export interface Native extends NativeTrain {
     outRows: number,
     threads: number,
   ): number;
+  /**
+   * spmm's f32 product written as its transpose, out [d, outRows], the same bits: -1 done, -3 not
+   * here (f64, no AVX2, d not a multiple of 32, spmm's source-major form: use spmm), -2 out of
+   * memory, or the first bad entry.
+   */
+  spmmTransposed(
+    dst: Int32Array,
+    src: Int32Array,
+    vals: F,
+    nnz: number,
+    dense: F,
+    inRows: number,
+    d: number,
+    out: F,
+    outRows: number,
+    threads: number,
+  ): number;
   /** out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). */
   sddmm(
     a: F,
@@ -184,6 +201,10 @@ const SIGS: Record<string, FfiSig> = {
     args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
     ret: "i32",
   },
+  spmm_tt: {
+    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
+    ret: "i32",
+  },
   sddmm: {
     args: ["buf", "i32", "buf", "i32", "buf", "buf", "i32", "i32", "buf", "i32"],
     ret: "i32",
@@ -310,6 +331,26 @@ function bind(path: string, raw: Raw): Native {
       checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
       checkFloats(k, "out", out, outRows * d, dense);
       return fn(k, dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number;
+    },
+    spmmTransposed(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
+      const k = "spmmTransposed";
+      checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
+      checkCount(k, "inRows", inRows), checkCount(k, "outRows", outRows);
+      checkIndices(k, "dst", dst, nnz), checkIndices(k, "src", src, nnz);
+      checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
+      checkFloats(k, "out", out, outRows * d, dense);
+      return fn("spmm_tt", dense)(
+        dst,
+        src,
+        vals,
+        nnz,
+        dense,
+        inRows,
+        d,
+        out,
+        outRows,
+        threads,
+      ) as number;
     },
     sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads) {
       const k = "sddmm";

@@ -34,6 +34,7 @@ export function trainKernels(
   | "rowNormGrad"
   | "attnSoftmaxGrad"
   | "squaredErrorGrad"
+  | "squaredErrorRows"
 > {
   const f = (v: View, n: number) => own(v, n) as F;
   return {
@@ -121,6 +122,13 @@ export function trainKernels(
       const out = takeArray(r.dtype, n) as F;
       if (n > 0) nat.squaredErrorGrad(f(r, n), f(s, 1), out, n, negate, nativeThreads(n));
       return out;
+    },
+    squaredErrorRows(x, y) {
+      const nat = native(), n = sizeOf(x.shape), C = x.shape[x.shape.length - 1] ?? 0;
+      if (!nat || !width(x, y) || C === 0) return null;
+      const rows = n / C, r = takeArray(x.dtype, n) as F, s = takeArray(x.dtype, rows) as F;
+      nat.squaredErrorRows(f(x, n), f(y, n), r, s, rows, C, nativeThreads(n));
+      return [r, s];
     },
   };
 }
