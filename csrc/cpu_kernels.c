@@ -1389,6 +1389,25 @@ ROWS_OP(double, sc_sub_rows_f64, -)
 ROWS_OP(float, sc_mul_rows_f32, *)
 ROWS_OP(double, sc_mul_rows_f64, *)
 
+// out [rows, m] = the row y in every row (the encoder's bias, before the GEMM adds onto it):
+// one core's stores alone do not reach the memory's write rate.
+#define FILL_ROWS(T, NAME)                                                                         \
+  ROW_JOBS(NAME, const T *y; T *out; int64_t m)                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    for (int64_t r = j->lo; r < j->hi; r++) memcpy(j->out + r * j->m, j->y, sizeof(T) * (size_t)j->m); \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *y, T *out, int64_t rows, int64_t m, int32_t threads) {                        \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) jobs[t] = (NAME##_job){y, out, m, rows * t / nt, rows * (t + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+FILL_ROWS(float, sc_fill_rows_f32)
+FILL_ROWS(double, sc_fill_rows_f64)
+
 // ---- Training kernels: forward and backward of fused ops under autodiff ---------------------
 // autodiff/fused_ops.ts wraps these in customVjp rules: the forward pass keeps what the backward
 // needs (a row's log-sum-exp) and the backward pass reads the inputs again rather than keeping

@@ -647,8 +647,9 @@ export const cpu: Backend = {
       if (!sameFloat(x.buf, w.buf, b.buf) || M * N === 0) return null;
       // The bias in each row, then the GEMM with beta = 1: BLAS would otherwise zero the output
       // first, so the bias costs that pass's place, not a pass of its own.
-      const out = takeArray(x.dtype, M * N) as F, row = own(b, N) as F;
-      for (let r = 0; r < M; r++) out.set(row, r * N);
+      const out = takeArray(x.dtype, M * N) as F, row = own(b, N) as F, nat = native();
+      if (nat && sameFloat(row, out)) nat.fillRows(row, out, M, N, nativeThreads(M * N));
+      else for (let r = 0; r < M; r++) out.set(row, r * N);
       const view = (v: View) => num(v) as K.NumView & { arr: F };
       K.matmul(view(x), view(w), out, false, true);
       return out;

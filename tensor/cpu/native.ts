@@ -169,6 +169,8 @@ export interface Native extends NativeTrain {
   addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
   /** out[i] = x[i] − y[i mod m], as addRows. */
   subRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out [rows, m] = the row y in each row. */
+  fillRows(y: F, out: F, rows: number, m: number, threads: number): void;
   /** out[i] = x[i] · y[i mod m], as addRows. */
   mulRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
@@ -267,6 +269,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  fill_rows: { args: ["buf", "buf", "i64", "i64", "i32"], ret: "void" },
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   ...TRAIN_SIGS,
@@ -501,6 +504,13 @@ function bind(path: string, raw: Raw): Native {
     addRows: (x, y, out, n, m, threads) => rows("addRows", "add_rows", x, y, out, n, m, threads),
     subRows: (x, y, out, n, m, threads) => rows("subRows", "sub_rows", x, y, out, n, m, threads),
     mulRows: (x, y, out, n, m, threads) => rows("mulRows", "mul_rows", x, y, out, n, m, threads),
+    fillRows(y, out, rows, m, threads) {
+      const k = "fillRows";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "m", m, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "y", y, m, y), checkFloats(k, "out", out, rows * m, y);
+      fn("fill_rows", y)(y, out, rows, m, threads);
+    },
   };
 }
 
