@@ -572,8 +572,20 @@ static inline uint64_t topk_key_f32(float v, int32_t i) {
   return (uint64_t)u << 32 | (uint32_t)~(uint32_t)i;
 }
 
+// key[0, n) in descending order (tmp: n more), by 8 passes of a byte-wise counting sort.
+static void topk_sort_keys_desc(uint64_t *key, uint64_t *tmp, int64_t n) {
+  for (int shift = 0; shift < 64; shift += 8) {
+    int64_t at[257] = {0};
+    for (int64_t q = 0; q < n; q++) at[((~key[q] >> shift) & 255) + 1]++;
+    for (int b = 0; b < 256; b++) at[b + 1] += at[b];
+    for (int64_t q = 0; q < n; q++) tmp[at[(~key[q] >> shift) & 255]++] = key[q];
+    uint64_t *t = key;
+    key = tmp, tmp = t;
+  }
+}
+
 // 1 when values/indices [0, k) hold the k best of the survivors buf[0, count), best first; 0 when
-// one of them is NaN (the heap ranks those).
+// one of them is NaN (the heap ranks those). `key` holds 2·count (the sort's second half).
 static int topk_keys_f32(const float *a, const int32_t *buf, int64_t count, int64_t k,
                          uint64_t *key, float *values, int32_t *indices) {
   for (int64_t q = 0; q < count; q++) {
@@ -581,13 +593,15 @@ static int topk_keys_f32(const float *a, const int32_t *buf, int64_t count, int6
     if (v != v) return 0;
     key[q] = topk_key_f32(v, buf[q]);
   }
-  for (int64_t q = 1; q < count; q++) {
+  if (k > TOPK_LIST) topk_sort_keys_desc(key, key + count, count);
+  else
+    for (int64_t q = 1; q < count; q++) {
     const uint64_t x = key[q];
     if (q >= k && x <= key[k - 1]) continue;
     int64_t j = q < k ? q : k - 1;
     for (; j > 0 && key[j - 1] < x; j--) key[j] = key[j - 1];
     key[j] = x;
-  }
+    }
   for (int64_t t = 0; t < k; t++) {
     const int32_t i = (int32_t)~(uint32_t)key[t];
     values[t] = a[i], indices[t] = i;
@@ -596,7 +610,8 @@ static int topk_keys_f32(const float *a, const int32_t *buf, int64_t count, int6
 }
 
 // 1 when the k best of a[c0, c1) were left in the heap hv/hi, 2 when they were written to
-// values/indices instead (given, with `key` of topk_filter_cap(k)); 0 when the plain scan must run.
+// values/indices instead (given, with `key` of 2·topk_filter_cap(k)); 0 when the plain scan must
+// run.
 static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, double *hv,
                            int64_t *hi, int32_t *buf, uint64_t *key, float *values,
                            int32_t *indices) {
@@ -671,7 +686,7 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     int32_t *buf; /* the filter's survivors (topk_filter_cap(k)), or null */                       \
     uint64_t *key; /* their ranking keys (as many) */                                              \
   } NAME##_job;                                                                                    \
-  /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
+  /* The top k of columns [c0, c1) of each row, sorted best first. */                              \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
     const int64_t k = j->k;                                                                        \
@@ -714,33 +729,48 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
     const int64_t cap = topk_filter_cap(k);                                                        \
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * nt);                                     \
-    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)cap * nt);                                   \
-    if (!hv || !hi || !buf || !key) {                                                              \
-      free(hv), free(hi), free(buf), free(key);                                                    \
+    uint64_t *key = malloc(sizeof(uint64_t) * 2 * (size_t)cap * nt);                               \
+    /* Few long rows: each thread's k best, sorted, before they merge. */                          \
+    const int split = !(rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt);                \
+    T *tv = split ? malloc(sizeof(T) * (size_t)k * nt) : 0;                                        \
+    int32_t *ti = split ? malloc(sizeof(int32_t) * (size_t)k * nt) : 0;                            \
+    if (!hv || !hi || !buf || !key || (split && (!tv || !ti))) {                                   \
+      free(hv), free(hi), free(buf), free(key), free(tv), free(ti);                                \
       return -2;                                                                                   \
     }                                                                                              \
-    if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
+    if (!split) {                                                                                  \
       /* Rows split among threads. */                                                              \
       if (nt > rows) nt = rows > 0 ? rows : 1;                                                     \
       for (int t = 0; t < nt; t++) {                                                               \
         const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
         jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
-                               values + r0 * k, indices + r0 * k, buf + cap * t, key + cap * t};   \
+                               values + r0 * k, indices + r0 * k, buf + cap * t,                   \
+                               key + 2 * cap * t};                                                 \
       }                                                                                            \
       run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
     } else {                                                                                       \
-      /* Few long rows: each thread takes the top k of a column range; the heaps then merge. */    \
+      /* Few long rows: each thread sorts the k best of a column range; the lists then merge,   \
+         the best head first (the order is total, so this is the one scan's output). */            \
       for (int64_t r = 0; r < rows; r++) {                                                         \
         for (int t = 0; t < nt; t++)                                                               \
           jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
-                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t, key + cap * t};      \
+                                 hv + k * t, hi + k * t, tv + k * t, ti + k * t, buf + cap * t,    \
+                                 key + 2 * cap * t};                                               \
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
-        for (int t = 1; t < nt; t++)                                                               \
-          for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
-        HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
+        int64_t head[MAX_THREADS] = {0};                                                           \
+        for (int64_t s = 0; s < k; s++) {                                                          \
+          int b = -1;                                                                              \
+          for (int t = 0; t < nt; t++) {                                                           \
+            if (head[t] == k) continue;                                                            \
+            const int64_t q = k * t + head[t];                                                     \
+            if (b < 0 || ranks_below(tv[k * b + head[b]], ti[k * b + head[b]], tv[q], ti[q])) b = t; \
+          }                                                                                        \
+          values[r * k + s] = tv[k * b + head[b]], indices[r * k + s] = ti[k * b + head[b]];       \
+          head[b]++;                                                                               \
+        }                                                                                          \
       }                                                                                            \
     }                                                                                              \
-    free(hv), free(hi), free(buf), free(key);                                                      \
+    free(hv), free(hi), free(buf), free(key), free(tv), free(ti);                                  \
     return -1;                                                                                     \
   }
 
