@@ -5,6 +5,7 @@
  * on one thread and several; the TopK encoder's ∂W_enc is the same with and without it.
  */
 import fc from "fast-check";
+import { readFileSync } from "node:fs";
 import * as t from "../mod.ts";
 import { loadNative } from "../tensor/cpu/native.ts";
 import { fusedSpmmTransposed } from "../tensor/fused.ts";
@@ -25,7 +26,7 @@ const avx2 = status.native !== null && /avx2/.test(readCpuFlags());
 
 function readCpuFlags(): string {
   try {
-    return Deno.readTextFileSync("/proc/cpuinfo");
+    return readFileSync("/proc/cpuinfo", "utf8");
   } catch {
     return "";
   }
