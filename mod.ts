@@ -62,7 +62,13 @@ export { initWebGPU, selectBackend } from "./tensor/webgpu/mod.ts";
 export type { WebGPUBackend } from "./tensor/webgpu/mod.ts";
 export { customVjp, grad, valueAndGrad, vjp } from "./autodiff/grad.ts";
 export type { GradOptions } from "./autodiff/grad.ts";
-export { activation, causalSoftmax, crossEntropy, rowNorm } from "./autodiff/fused_ops.ts";
+export {
+  activation,
+  causalSoftmax,
+  crossEntropy,
+  rowNorm,
+  squaredError,
+} from "./autodiff/fused_ops.ts";
 export type { CrossEntropyOptions, RowNormTaps } from "./autodiff/fused_ops.ts";
 export { checkGrads, numericalGrad } from "./autodiff/check.ts";
 export type { CheckGradsOptions } from "./autodiff/check.ts";

@@ -1,6 +1,7 @@
 /**
  * Differentiable ops with fused kernels for both passes: softmax cross-entropy, activations
- * (exact and tanh gelu, silu), LayerNorm/RMSNorm and causal attention's softmax. Where the backend
+ * (exact and tanh gelu, silu), LayerNorm/RMSNorm, causal attention's softmax and the squared
+ * error. Where the backend
  * has the kernels (tensor/fused.ts), the forward is one kernel and the backward another, joined by
  * a customVjp rule, so a training step holds no [N, V] temporaries beyond the gradient and makes
  * no pass per elementwise op. Elsewhere (WebGPU, CUDA, 16-bit or strided operands) each op is its
@@ -18,6 +19,8 @@ import {
   fusedCrossEntropyGrad,
   fusedRowNorm,
   fusedRowNormGrad,
+  fusedSquaredErrorGrad,
+  fusedSquaredErrorRows,
 } from "../tensor/fused.ts";
 import { tensor } from "../tensor/ops/create.ts";
 import {
@@ -33,9 +36,10 @@ import {
   where,
 } from "../tensor/ops/elementwise.ts";
 import { takeAlongAxis } from "../tensor/ops/index.ts";
-import { logsumexp, mean, softmax } from "../tensor/ops/reduce.ts";
+import { logsumexp, mean, softmax, sum } from "../tensor/ops/reduce.ts";
 import { contiguous, expandDims, reshape } from "../tensor/ops/shape.ts";
 import { fmt, shapesEqual } from "../tensor/shape.ts";
+import { canFuseSquaredError } from "../tensor/fused.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { customVjp, vjp } from "./grad.ts";
 import { untraced } from "./trace.ts";
@@ -49,17 +53,17 @@ function fusedVjp<R>(
   name: string,
   xs: Tensor[],
   forward: () => [Tensor, R] | null,
-  backward: (res: R, g: Tensor) => (Tensor | null)[] | null,
+  backward: (res: R, g: Tensor, needs: boolean[]) => (Tensor | null)[] | null,
   compose: (...xs: Tensor[]) => Tensor,
 ): Tensor {
   const done = untraced(forward);
   if (!done) return compose(...xs);
   const op = customVjp(
     (..._: Tensor[]) => done,
-    (res: R, g: Tensor) => {
+    (res: R, g: Tensor, needs: boolean[]) => {
       // A broadcast cotangent (from a mean, say) is copied once rather than lose the kernel.
       const gc = g.isContiguous() ? g : contiguous(g);
-      return backward(res, gc) ?? vjp(compose, ...xs)[1](g);
+      return backward(res, gc, needs) ?? vjp(compose, ...xs)[1](g);
     },
     name,
   );
@@ -213,6 +217,41 @@ export function causalSoftmax(raw: Tensor, mask: Tensor | null, o: AttnSoftmaxOp
     (p, g) => {
       const ds = fusedAttnSoftmaxGrad(g, p, mask, o.scale);
       return ds && [ds];
+    },
+    compose,
+  );
+}
+
+/**
+ * The squared error mean(Σ (x − y)² over the last axis) of two tensors of one shape (an SAE's
+ * reconstruction loss), differentiable, where the backend has the kernels, in one pass forward
+ * (the residual and its rows' sums of squares) and one per operand that needs a cotangent
+ * backward (the rules form s·r for each factor of r·r, add them and negate for y: three passes
+ * more), with the composition's bits both ways.
+ */
+export function squaredError(x: Tensor, y: Tensor): Tensor {
+  const compose = (x: Tensor, y: Tensor) => {
+    const r = sub(x, y);
+    return mean(sum(mul(r, r), -1));
+  };
+  if (x.ndim < 1) return compose(x, y);
+  const rows = x.size / x.shape[x.ndim - 1];
+  return fusedVjp(
+    "squaredError",
+    [x, y],
+    () => {
+      if (!canFuseSquaredError(x, y)) return null;
+      const rows = fusedSquaredErrorRows(x, y);
+      if (rows) return [mean(rows[1]), rows[0]];
+      const r = sub(x, y);
+      return [mean(sum(mul(r, r), -1)), r];
+    },
+    (r, g, needs) => {
+      // mean's rule: g/rows, broadcast over r (every element the same s).
+      const s = div(g, rows);
+      const dx = needs[0] ? fusedSquaredErrorGrad(r, s, false) : null;
+      const dy = needs[1] ? fusedSquaredErrorGrad(r, s, true) : null;
+      return (needs[0] && !dx) || (needs[1] && !dy) ? null : [dx, dy];
     },
     compose,
   );

@@ -167,11 +167,15 @@ static void *spmm_src_task(void *p) {
   return 0;
 }
 
+static inline int spmm_src_major_pays(int32_t nnz, int32_t inRows, int32_t outRows) {
+  return (int64_t)inRows >= 2 * (int64_t)outRows && nnz >= 2 * (int64_t)inRows;
+}
+
 // Returns 0 when it did the product, 1 when it does not pay here, -2 out of memory.
 static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
                               const float *dense, int32_t inRows, int32_t d, float *out,
                               int32_t outRows, int32_t threads) {
-  if ((int64_t)inRows < 2 * (int64_t)outRows || nnz < 2 * (int64_t)inRows) return 1;
+  if (!spmm_src_major_pays(nnz, inRows, outRows)) return 1;
   const int n = clamp_threads(threads);
   int64_t *by_src = calloc((size_t)inRows + 1, sizeof(int64_t));
   int64_t *by_dst = calloc((size_t)outRows + 1, sizeof(int64_t));
@@ -267,6 +271,141 @@ static int spmm_src_major_f32(const int32_t *dst, const int32_t *src, const floa
 #endif
 SPMM(float, sc_spmm_f32, spmm_row_f32, SPMM_F32_FIRST)
 SPMM(double, sc_spmm_f64, spmm_row_f64, )
+
+// ---- The f32 product above, written transposed: out [d, outRows] ----------------------------
+// ∂W_enc comes from Sᵀ·x as [F, d]; the optimiser wants [d, F] (W_enc's layout), which read as a
+// transposed view costs it a cache line per element group. Here each thread takes bands of 32
+// columns of x (copied first into a contiguous [inRows, 32] slab that stays in cache), and for
+// each 8 output rows sums their entries (sorted by output row, in their original order, zero
+// weights skipped: the row form's FMA sequence per element, so its bits) into registers, then
+// writes them through 8×8 register transposes as runs of 8 floats of out. Returns -1 done, -3 not
+// here (no AVX2, d not a multiple of 32, or spmm's source-major form), -2 out of memory, or the
+// first bad entry.
+#ifdef SC_AVX2
+#define SPMM_TT_BAND 32
+typedef struct {
+  const int64_t *start; // by output row, outRows + 1
+  const int32_t *src;   // sources in sorted order
+  const float *w, *dense;
+  float *out, *slab;
+  int64_t d, in_rows, out_rows, b0, b1; // bands [b0, b1) of SPMM_TT_BAND columns
+} spmm_tt_job;
+
+// Rows r[0..8) of an 8×8 block become its columns, in place.
+static inline void transpose8_ps(__m256 *r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static void *spmm_tt_task(void *p) {
+  spmm_tt_job *j = p;
+  const int64_t d = j->d, R = j->out_rows;
+  float *slab = j->slab;
+  float tile[8][SPMM_TT_BAND];
+  for (int64_t band = j->b0; band < j->b1; band++) {
+    const int64_t c0 = band * SPMM_TT_BAND;
+    for (int64_t b = 0; b < j->in_rows; b++)
+      for (int g = 0; g < SPMM_TT_BAND; g += 8)
+        _mm256_storeu_ps(slab + b * SPMM_TT_BAND + g, _mm256_loadu_ps(j->dense + b * d + c0 + g));
+    for (int64_t r0 = 0; r0 < R; r0 += 8) {
+      const int64_t n = R - r0 < 8 ? R - r0 : 8;
+      for (int64_t e = 0; e < 8; e++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (e < n) {
+          for (int64_t q = j->start[r0 + e]; q < j->start[r0 + e + 1]; q++) {
+            const float w = j->w[q];
+            if (w == 0) continue;
+            const float *x = slab + j->src[q] * SPMM_TT_BAND;
+            const __m256 v = _mm256_set1_ps(w);
+            a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x), a0);
+            a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 8), a1);
+            a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 16), a2);
+            a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + 24), a3);
+          }
+        }
+        _mm256_storeu_ps(tile[e], a0), _mm256_storeu_ps(tile[e] + 8, a1);
+        _mm256_storeu_ps(tile[e] + 16, a2), _mm256_storeu_ps(tile[e] + 24, a3);
+      }
+      for (int g = 0; g < SPMM_TT_BAND; g += 8) {
+        __m256 acc[8];
+        for (int e = 0; e < 8; e++) acc[e] = _mm256_loadu_ps(tile[e] + g);
+        transpose8_ps(acc);
+        float *o = j->out + (c0 + g) * R + r0;
+        if (n == 8) {
+          for (int e = 0; e < 8; e++) _mm256_storeu_ps(o + e * R, acc[e]);
+        } else {
+          float tmp[8];
+          for (int e = 0; e < 8; e++) {
+            _mm256_storeu_ps(tmp, acc[e]);
+            for (int64_t x = 0; x < n; x++) o[e * R + x] = tmp[x];
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+#endif
+
+int32_t sc_spmm_tt_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
+                       const float *dense, int32_t inRows, int32_t d, float *out, int32_t outRows,
+                       int32_t threads) {
+#ifdef SC_AVX2
+  // (the row form's bits only: where spmm sums source-major, so must its transpose)
+  if (d % SPMM_TT_BAND != 0 || spmm_src_major_pays(nnz, inRows, outRows)) return -3;
+  for (int32_t i = 0; i < nnz; i++)
+    if ((uint32_t)dst[i] >= (uint32_t)outRows || (uint32_t)src[i] >= (uint32_t)inRows) return i;
+  const int64_t bands = d / SPMM_TT_BAND;
+  int n = clamp_threads(threads);
+  if (n > bands) n = bands > 0 ? (int)bands : 1;
+  int64_t *start = calloc((size_t)outRows + 1, sizeof(int64_t));
+  int32_t *sorted_src = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));
+  float *w = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
+  float *slab = malloc(sizeof(float) * SPMM_TT_BAND * ((size_t)inRows + 1) * (size_t)n);
+  if (!start || !sorted_src || !w || !slab) {
+    free(start), free(sorted_src), free(w), free(slab);
+    return -2;
+  }
+  // A stable counting sort by output row: each row's entries keep their order.
+  for (int32_t i = 0; i < nnz; i++) start[dst[i] + 1]++;
+  for (int32_t r = 0; r < outRows; r++) start[r + 1] += start[r];
+  for (int32_t i = 0; i < nnz; i++) {
+    const int64_t q = start[dst[i]]++;
+    sorted_src[q] = src[i], w[q] = vals[i];
+  }
+  for (int32_t r = outRows; r > 0; r--) start[r] = start[r - 1];
+  start[0] = 0;
+  spmm_tt_job jobs[MAX_THREADS];
+  for (int t = 0; t < n; t++)
+    jobs[t] = (spmm_tt_job){start, sorted_src, w, dense, out, slab + (size_t)t * SPMM_TT_BAND * ((size_t)inRows + 1),
+                            d, inRows, outRows, bands * t / n, bands * (t + 1) / n};
+  run_tasks(spmm_tt_task, jobs, sizeof(spmm_tt_job), n);
+  free(start), free(sorted_src), free(w), free(slab);
+  return -1;
+#else
+  (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
+  (void)outRows, (void)threads;
+  return -3;
+#endif
+}
+// (f64 products keep their row form: sparse.ts's bits)
+int32_t sc_spmm_tt_f64(const int32_t *dst, const int32_t *src, const double *vals, int32_t nnz,
+                       const double *dense, int32_t inRows, int32_t d, double *out, int32_t outRows,
+                       int32_t threads) {
+  (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
+  (void)outRows, (void)threads;
+  return -3;
+}
 
 // ---- Sampled dense-dense: out[i] = a[rows[i]] · b[cols[i]] ---------------------------------
 // Four partial sums in double, combined as (s0 + s1) + (s2 + s3), as sparse.ts does. The four sums
@@ -407,9 +546,10 @@ static inline int sc_topk_f64_may_win(const double *a, double rt) {
 // A faster first pass for long f32 rows: a bound from a sample, a vector filter, then the heap
 // over the survivors only. The r-th best of every 16th entry is a guess τ at a value with a few
 // times k entries at or above it; entries below τ cannot be among the k best once at least k
-// entries are at or above it, which the filter counts. The survivors go through the same heap in
-// index order, so the k best and their order are exactly the plain scan's; when fewer than k
-// survive (an unlucky sample) or more than `cap` do (ties, NaNs), the row is scanned as before.
+// entries are at or above it, which the filter counts. The survivors are ranked by integer keys
+// that order them as the heap does (through the same heap when one is NaN), so the k best and
+// their order are exactly the plain scan's; when fewer than k survive (an unlucky sample) or more
+// than `cap` do (ties), the row is scanned as before.
 #define TOPK_STRIDE 16
 static inline int64_t topk_sample_rank(int64_t k) {
   const double per = (double)k / TOPK_STRIDE;
@@ -418,22 +558,90 @@ static inline int64_t topk_sample_rank(int64_t k) {
   return (int64_t)(per + 3 * sqrt(per) + 2);
 }
 static inline int64_t topk_filter_cap(int64_t k) { return 2 * k + 1024; }
+#define TOPK_LIST 64
 
 #ifdef SC_AVX2
-// 1 when the k best of a[c0, c1) were left in the heap hv/hi; 0 when the plain scan must run.
+// The survivors ranked without the heap: each (value, index) as one integer whose order is the
+// heap's (the float's bits made monotone, −0 as +0 so that zeros tie, then the index reversed so
+// that lower indices win ties), the k largest kept sorted by insertion. No NaN may take part.
+static inline uint64_t topk_key_f32(float v, int32_t i) {
+  if (v == 0) v = 0.0f;
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (uint64_t)u << 32 | (uint32_t)~(uint32_t)i;
+}
+
+// key[0, n) in descending order (tmp: n more), by 8 passes of a byte-wise counting sort.
+static void topk_sort_keys_desc(uint64_t *key, uint64_t *tmp, int64_t n) {
+  for (int shift = 0; shift < 64; shift += 8) {
+    int64_t at[257] = {0};
+    for (int64_t q = 0; q < n; q++) at[((~key[q] >> shift) & 255) + 1]++;
+    for (int b = 0; b < 256; b++) at[b + 1] += at[b];
+    for (int64_t q = 0; q < n; q++) tmp[at[(~key[q] >> shift) & 255]++] = key[q];
+    uint64_t *t = key;
+    key = tmp, tmp = t;
+  }
+}
+
+// 1 when values/indices [0, k) hold the k best of the survivors buf[0, count), best first; 0 when
+// one of them is NaN (the heap ranks those). `key` holds 2·count (the sort's second half).
+static int topk_keys_f32(const float *a, const int32_t *buf, int64_t count, int64_t k,
+                         uint64_t *key, float *values, int32_t *indices) {
+  for (int64_t q = 0; q < count; q++) {
+    const float v = a[buf[q]];
+    if (v != v) return 0;
+    key[q] = topk_key_f32(v, buf[q]);
+  }
+  if (k > TOPK_LIST) topk_sort_keys_desc(key, key + count, count);
+  else
+    for (int64_t q = 1; q < count; q++) {
+    const uint64_t x = key[q];
+    if (q >= k && x <= key[k - 1]) continue;
+    int64_t j = q < k ? q : k - 1;
+    for (; j > 0 && key[j - 1] < x; j--) key[j] = key[j - 1];
+    key[j] = x;
+    }
+  for (int64_t t = 0; t < k; t++) {
+    const int32_t i = (int32_t)~(uint32_t)key[t];
+    values[t] = a[i], indices[t] = i;
+  }
+  return 1;
+}
+
+// 1 when the k best of a[c0, c1) were left in the heap hv/hi, 2 when they were written to
+// values/indices instead (given, with `key` of 2·topk_filter_cap(k)); 0 when the plain scan must
+// run.
 static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, double *hv,
-                           int64_t *hi, int32_t *buf) {
+                           int64_t *hi, int32_t *buf, uint64_t *key, float *values,
+                           int32_t *indices) {
   const int64_t n = c1 - c0, m = n / TOPK_STRIDE, r = topk_sample_rank(k), cap = topk_filter_cap(k);
   if (!buf || n < 1024 || 2 * r > m || r > k) return 0;
-  // τ: the r-th best sample (the heap is free until the survivors fill it).
-  int64_t size = 0;
-  for (int64_t i = 0; i < m; i++) {
-    const int64_t c = c0 + i * TOPK_STRIDE;
-    if (size < r) heap_push(hv, hi, size++, a[c], c);
-    else heap_offer(hv, hi, r, a[c], c);
+  // τ: the r-th best sample. Any τ gives the exact k best (the count below decides), so a short
+  // sorted list of floats serves for small r (NaNs left out); the heap for large r (k > ~700).
+  float t;
+  if (r <= TOPK_LIST) {
+    float best[TOPK_LIST];
+    int64_t size = 0;
+    for (int64_t i = 0; i < m; i++) {
+      const float v = a[c0 + i * TOPK_STRIDE];
+      if (!(size < r || v > best[r - 1])) continue;
+      int64_t j = size < r ? size++ : r - 1;
+      for (; j > 0 && best[j - 1] < v; j--) best[j] = best[j - 1];
+      best[j] = v;
+    }
+    if (size < r) return 0;
+    t = best[r - 1];
+  } else {
+    // (the heap is free until the survivors fill it)
+    for (int64_t i = 0; i < m; i++) {
+      const int64_t c = c0 + i * TOPK_STRIDE;
+      if (i < r) heap_push(hv, hi, i, a[c], c);
+      else heap_offer(hv, hi, r, a[c], c);
+    }
+    t = (float)hv[0];
   }
-  const __m256 thr = _mm256_set1_ps((float)hv[0]);
-  const float t = (float)hv[0];
+  const __m256 thr = _mm256_set1_ps(t);
   int64_t count = 0, c = c0;
   for (; c + 32 <= c1; c += 32) {
     // Not below τ: at or above it, or NaN on either side (which the heap then ranks).
@@ -452,6 +660,7 @@ static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, do
     buf[count++] = (int32_t)c;
   }
   if (count < k) return 0;
+  if (values && topk_keys_f32(a, buf, count, k, key, values, indices)) return 2;
   int64_t q = 0;
   for (; q < k; q++) heap_push(hv, hi, q, a[buf[q]], buf[q]);
   for (; q < count; q++) heap_offer(hv, hi, k, a[buf[q]], buf[q]);
@@ -459,8 +668,10 @@ static int topk_filter_f32(const float *a, int64_t c0, int64_t c1, int64_t k, do
 }
 #endif
 static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, double *hv,
-                           int64_t *hi, int32_t *buf) {
-  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf;
+                           int64_t *hi, int32_t *buf, uint64_t *key, double *values,
+                           int32_t *indices) {
+  (void)a, (void)c0, (void)c1, (void)k, (void)hv, (void)hi, (void)buf, (void)key, (void)values;
+  (void)indices;
   return 0;
 }
 
@@ -473,15 +684,20 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     T *values;                                                                                     \
     int32_t *indices;                                                                              \
     int32_t *buf; /* the filter's survivors (topk_filter_cap(k)), or null */                       \
+    uint64_t *key; /* their ranking keys (as many) */                                              \
   } NAME##_job;                                                                                    \
-  /* The top k of columns [c0, c1) of each row, left in the heap (one row) or drained sorted. */   \
+  /* The top k of columns [c0, c1) of each row, sorted best first. */                              \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
     const int64_t k = j->k;                                                                        \
     for (int64_t r = 0; r < j->rows; r++) {                                                        \
       const T *a = j->x + r * j->n;                                                                \
+      T *const rv = j->values ? j->values + r * k : 0;                                             \
+      int32_t *const ri = j->values ? j->indices + r * k : 0;                                      \
       int64_t c = j->c0;                                                                           \
-      if (FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf)) c = j->c1;                             \
+      const int filtered = FILTER(a, j->c0, j->c1, k, j->hv, j->hi, j->buf, j->key, rv, ri);      \
+      if (filtered == 2) continue;                                                                 \
+      if (filtered) c = j->c1;                                                                     \
       else                                                                                         \
         for (int64_t s = 0; s < k; s++, c++) heap_push(j->hv, j->hi, s, a[c], c);                  \
       double root = j->hv[0];                                                                      \
@@ -499,7 +715,7 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
           root = j->hv[0];                                                                         \
         }                                                                                          \
       }                                                                                            \
-      if (j->values) HEAP_DRAIN(j->hv, j->hi, k, j->values + r * k, j->indices + r * k);           \
+      if (j->values) HEAP_DRAIN(j->hv, j->hi, k, rv, ri);                                          \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -513,37 +729,53 @@ static int topk_filter_f64(const double *a, int64_t c0, int64_t c1, int64_t k, d
     int64_t *hi = malloc(sizeof(int64_t) * (size_t)k * nt);                                        \
     const int64_t cap = topk_filter_cap(k);                                                        \
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * nt);                                     \
-    if (!hv || !hi || !buf) {                                                                      \
-      free(hv), free(hi), free(buf);                                                               \
+    uint64_t *key = malloc(sizeof(uint64_t) * 2 * (size_t)cap * nt);                               \
+    /* Few long rows: each thread's k best, sorted, before they merge. */                          \
+    const int split = !(rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt);                \
+    T *tv = split ? malloc(sizeof(T) * (size_t)k * nt) : 0;                                        \
+    int32_t *ti = split ? malloc(sizeof(int32_t) * (size_t)k * nt) : 0;                            \
+    if (!hv || !hi || !buf || !key || (split && (!tv || !ti))) {                                   \
+      free(hv), free(hi), free(buf), free(key), free(tv), free(ti);                                \
       return -2;                                                                                   \
     }                                                                                              \
-    if (rows >= nt || nt == 1 || (int64_t)n < 4 * (int64_t)k * nt) {                               \
+    if (!split) {                                                                                  \
       /* Rows split among threads. */                                                              \
       if (nt > rows) nt = rows > 0 ? rows : 1;                                                     \
       for (int t = 0; t < nt; t++) {                                                               \
         const int64_t r0 = (int64_t)rows * t / nt, r1 = (int64_t)rows * (t + 1) / nt;              \
         jobs[t] = (NAME##_job){x + r0 * n, n, k, r1 - r0, 0, n, hv + k * t, hi + k * t,            \
-                               values + r0 * k, indices + r0 * k, buf + cap * t};                  \
+                               values + r0 * k, indices + r0 * k, buf + cap * t,                   \
+                               key + 2 * cap * t};                                                 \
       }                                                                                            \
       run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                        \
     } else {                                                                                       \
-      /* Few long rows: each thread takes the top k of a column range; the heaps then merge. */    \
+      /* Few long rows: each thread sorts the k best of a column range; the lists then merge,   \
+         the best head first (the order is total, so this is the one scan's output). */            \
       for (int64_t r = 0; r < rows; r++) {                                                         \
         for (int t = 0; t < nt; t++)                                                               \
           jobs[t] = (NAME##_job){x + r * n, n, k, 1, (int64_t)n * t / nt, (int64_t)n * (t + 1) / nt, \
-                                 hv + k * t, hi + k * t, 0, 0, buf + cap * t};                     \
+                                 hv + k * t, hi + k * t, tv + k * t, ti + k * t, buf + cap * t,    \
+                                 key + 2 * cap * t};                                               \
         run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                      \
-        for (int t = 1; t < nt; t++)                                                               \
-          for (int64_t s = 0; s < k; s++) heap_offer(hv, hi, k, hv[k * t + s], hi[k * t + s]);     \
-        HEAP_DRAIN(hv, hi, k, values + r * k, indices + r * k);                                    \
+        int64_t head[MAX_THREADS] = {0};                                                           \
+        for (int64_t s = 0; s < k; s++) {                                                          \
+          int b = -1;                                                                              \
+          for (int t = 0; t < nt; t++) {                                                           \
+            if (head[t] == k) continue;                                                            \
+            const int64_t q = k * t + head[t];                                                     \
+            if (b < 0 || ranks_below(tv[k * b + head[b]], ti[k * b + head[b]], tv[q], ti[q])) b = t; \
+          }                                                                                        \
+          values[r * k + s] = tv[k * b + head[b]], indices[r * k + s] = ti[k * b + head[b]];       \
+          head[b]++;                                                                               \
+        }                                                                                          \
       }                                                                                            \
     }                                                                                              \
-    free(hv), free(hi), free(buf);                                                                 \
+    free(hv), free(hi), free(buf), free(key), free(tv), free(ti);                                  \
     return -1;                                                                                     \
   }
 
 #ifndef SC_AVX2
-#define topk_filter_f32(a, c0, c1, k, hv, hi, buf) 0
+#define topk_filter_f32(a, c0, c1, k, hv, hi, buf, key, values, indices) 0
 #endif
 TOPK(float, sc_topk_f32, topk_filter_f32)
 TOPK(double, sc_topk_f64, topk_filter_f64)
@@ -1187,6 +1419,25 @@ ROWS_OP(double, sc_sub_rows_f64, -)
 ROWS_OP(float, sc_mul_rows_f32, *)
 ROWS_OP(double, sc_mul_rows_f64, *)
 
+// out [rows, m] = the row y in every row (the encoder's bias, before the GEMM adds onto it):
+// one core's stores alone do not reach the memory's write rate.
+#define FILL_ROWS(T, NAME)                                                                         \
+  ROW_JOBS(NAME, const T *y; T *out; int64_t m)                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    for (int64_t r = j->lo; r < j->hi; r++) memcpy(j->out + r * j->m, j->y, sizeof(T) * (size_t)j->m); \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *y, T *out, int64_t rows, int64_t m, int32_t threads) {                        \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) jobs[t] = (NAME##_job){y, out, m, rows * t / nt, rows * (t + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+FILL_ROWS(float, sc_fill_rows_f32)
+FILL_ROWS(double, sc_fill_rows_f64)
+
 // ---- Training kernels: forward and backward of fused ops under autodiff ---------------------
 // autodiff/fused_ops.ts wraps these in customVjp rules: the forward pass keeps what the backward
 // needs (a row's log-sum-exp) and the backward pass reads the inputs again rather than keeping
@@ -1236,6 +1487,71 @@ ROWS_OP(double, sc_mul_rows_f64, *)
   }
 ACTIVATION_GRAD(float, sc_activation_grad_f32, exp_f32, erf_f32)
 ACTIVATION_GRAD(double, sc_activation_grad_f64, exp, erf)
+
+// The squared error's cotangent: mean over rows of Σ (x − y)² has ∂x = 2·(s·r) and ∂y = −2·(s·r)
+// for r = x − y and s = g/rows. The composition's rules form s·r once for each factor of r·r,
+// add the two and negate for y; q + q is exact, so one product per element gives their bits.
+#define SQUARED_ERROR_GRAD(T, NAME)                                                                \
+  ROW_JOBS(NAME, const T *r; T s; T *out; int32_t negate)                                          \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const T *restrict r = j->r, s = j->s;                                                          \
+    T *restrict out = j->out;                                                                      \
+    if (j->negate) {                                                                               \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const T q = s * r[i];                                                                      \
+        out[i] = -(q + q);                                                                         \
+      }                                                                                            \
+    } else {                                                                                       \
+      for (int64_t i = j->lo; i < j->hi; i++) {                                                    \
+        const T q = s * r[i];                                                                      \
+        out[i] = q + q;                                                                            \
+      }                                                                                            \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *r, const T *s, T *out, int64_t n, int32_t negate, int32_t threads) {          \
+    int nt = clamp_threads(threads);                                                               \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){r, *s, out, negate, slice_start(n, t, nt), slice_start(n, t + 1, nt)}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+SQUARED_ERROR_GRAD(float, sc_squared_error_grad_f32)
+SQUARED_ERROR_GRAD(double, sc_squared_error_grad_f64)
+
+// Its forward half: r = x − y and each row's Σ r², as sub, mul and a sum over the last axis give
+// them (r and r·r rounded to T, the squares summed in double in index order, rounded once), in
+// one pass over [rows, cols].
+#define SQUARED_ERROR_ROWS(T, NAME)                                                                \
+  ROW_JOBS(NAME, const T *x; const T *y; T *r; T *s; int64_t cols)                                 \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t C = j->cols;                                                                     \
+    for (int64_t row = j->lo; row < j->hi; row++) {                                                \
+      const T *restrict x = j->x + row * C, *restrict y = j->y + row * C;                          \
+      T *restrict r = j->r + row * C;                                                              \
+      double acc = 0;                                                                              \
+      for (int64_t c = 0; c < C; c++) {                                                            \
+        const T d = x[c] - y[c];                                                                   \
+        const T q = d * d;                                                                         \
+        r[c] = d;                                                                                  \
+        acc += q;                                                                                  \
+      }                                                                                            \
+      j->s[row] = (T)acc;                                                                          \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, const T *y, T *r, T *s, int64_t rows, int64_t cols, int32_t threads) {     \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows > 0 ? (int)rows : 1;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++)                                                                   \
+      jobs[t] = (NAME##_job){x, y, r, s, cols, rows * t / nt, rows * (t + 1) / nt};                \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+SQUARED_ERROR_ROWS(float, sc_squared_error_rows_f32)
+SQUARED_ERROR_ROWS(double, sc_squared_error_rows_f64)
 
 // Softmax cross-entropy per row of x [rows, V] with target tgt[r] (rows whose target is `ignore`
 // get loss 0 and lse 0): lse = max + log Σ e^(x − max), loss = lse − x[tgt]. Returns -1, or the

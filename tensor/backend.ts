@@ -155,6 +155,12 @@ export interface Backend {
      * sum's first term, not its last). Null: compose it.
      */
     affine?(x: View, w: View, b: View): Buf | null;
+    /**
+     * Sᵀ·dense for COO entries (rows, cols: i32; vals) and a contiguous float dense [rows', d],
+     * written as its transpose [d, outRows]: the bits of the backend's spmm (transpose) then a
+     * copy of its transpose, in one pass. Null: compose it.
+     */
+    spmmTransposed?(rows: View, cols: View, vals: View, dense: View, outRows: number): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */
@@ -199,6 +205,16 @@ export interface Backend {
     ): [dx: Buf, dw: Buf, db: Buf | null] | null;
     /** attnSoftmax's backward (no soft cap) from its output p and cotangent g: ∂scores. */
     attnSoftmaxGrad?(g: View, p: View, mask: View | null, scale: number): Buf | null;
+    /**
+     * The squared error's cotangent from r = x − y and the scalar s = g/rows: q + q (negated with
+     * `negate`), q = s·r, elementwise: the bits of add(mul(s, r), mul(s, r)) (and its neg).
+     */
+    squaredErrorGrad?(r: View, s: View, negate: boolean): Buf | null;
+    /**
+     * The squared error's forward half over the last axis of x and y (one shape): [r, s] with
+     * r = x − y and s its rows' Σ r², the bits of sub, mul and sum(−1).
+     */
+    squaredErrorRows?(x: View, y: View): [r: Buf, s: Buf] | null;
   };
 }
 

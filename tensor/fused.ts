@@ -14,6 +14,7 @@ import type {
 import { isWatched, wrap } from "./prims.ts";
 import { shapesEqual } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
+import type { Coo } from "./ops/sparse.ts";
 
 type Kernels = NonNullable<Backend["fused"]>;
 
@@ -43,6 +44,9 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   activationGrad: { float: true, matrix: false },
   rowNormGrad: { float: true, matrix: false },
   attnSoftmaxGrad: { float: true, matrix: false },
+  squaredErrorGrad: { float: true, matrix: false },
+  squaredErrorRows: { float: true, matrix: false },
+  spmmTransposed: { float: true, matrix: true },
 };
 
 /**
@@ -91,6 +95,23 @@ export function fusedAffine(x: Tensor, W: Tensor, b: Tensor): Tensor | null {
   }
   const buf = k(x.view(), W.view(), b.view());
   return buf ? wrap(x.backend, buf, [x.shape[0], W.shape[1]], x.dtype) : null;
+}
+
+/**
+ * Sᵀ·dense ([features, d], as spmmT) written as its transpose [d, features], contiguous: the bits
+ * of contiguous(transpose(spmmT(s, dense, features))) in one pass (∂W_enc in W_enc's layout).
+ * Null: compose it (operands traced, strided or of other dtypes, or no kernel for them here).
+ */
+export function fusedSpmmTransposed(s: Coo, dense: Tensor, features: number): Tensor | null {
+  const k = dense.backend.fused?.spmmTransposed;
+  const { rows, cols, values } = s;
+  if (!k || dense.ndim !== 2 || (dense.dtype !== "f32" && dense.dtype !== "f64")) return null;
+  if (rows.dtype !== "i32" || cols.dtype !== "i32" || values.dtype !== dense.dtype) return null;
+  for (const t of [rows, cols, values, dense]) {
+    if (t.backend !== dense.backend || !t.isContiguous() || isWatched(t)) return null;
+  }
+  const buf = k(rows.view(), cols.view(), values.view(), dense.view(), features);
+  return buf ? wrap(dense.backend, buf, [dense.shape[1], features], dense.dtype) : null;
 }
 
 /** g·step(x), the relu's cotangent. */
@@ -343,4 +364,28 @@ export function fusedAttnSoftmaxGrad(
   if (!k || !shapesEqual(g.shape, p.shape) || !plain([p, g], mask ? [mask] : [])) return null;
   const buf = k(g.view(), p.view(), mask?.view() ?? null, scale);
   return buf ? like(p, buf) : null;
+}
+
+/** Whether fusedSquaredErrorGrad may run for the squared error of x against y (one shape). */
+export function canFuseSquaredError(x: Tensor, y: Tensor): boolean {
+  return !!x.backend.fused?.squaredErrorGrad && shapesEqual(x.shape, y.shape) && plain([x, y]);
+}
+
+/**
+ * The squared error's cotangent for x (y with `negate`) from r = x − y and the scalar s = g/rows
+ * (see autodiff/fused_ops.ts squaredError): the bits of add(mul(s, r), mul(s, r)), negated.
+ */
+export function fusedSquaredErrorGrad(r: Tensor, s: Tensor, negate: boolean): Tensor | null {
+  const k = r.backend.fused?.squaredErrorGrad;
+  if (!k || s.size !== 1 || !plain([r, s])) return null;
+  const buf = k(r.view(), s.view(), negate);
+  return buf ? like(r, buf) : null;
+}
+
+/** [x − y, its rows' Σ (x − y)² over the last axis]: the bits of sub, mul and sum(−1), one pass. */
+export function fusedSquaredErrorRows(x: Tensor, y: Tensor): [Tensor, Tensor] | null {
+  const k = x.backend.fused?.squaredErrorRows;
+  if (!k || x.ndim < 1 || !shapesEqual(x.shape, y.shape) || !plain([x, y])) return null;
+  const r = k(x.view(), y.view());
+  return r && [like(x, r[0]), wrap(x.backend, r[1], x.shape.slice(0, -1), x.dtype)];
 }

@@ -185,13 +185,18 @@ test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs,
     ),
     { numRuns: runs(200) },
   );
-  // One long row with few k per thread takes the split-and-merge path.
-  const n = 50_000,
-    x = Float32Array.from(
-      { length: n },
-      (_, i) => (i % 97 === 3 ? NaN : Math.floor(Math.sin(i) * 20)),
-    );
-  for (const k of [1, 77, 3000]) {
+  // One long row with few k per thread takes the split-and-merge path (with NaNs the heap ranks
+  // each part; without, the integer keys, sorted for large k).
+  const n = 50_000;
+  for (
+    const [x, k] of [true, false].flatMap((nan) => {
+      const x = Float32Array.from(
+        { length: n },
+        (_, i) => (nan && i % 97 === 3 ? NaN : i % 89 === 5 ? -0 : Math.floor(Math.sin(i) * 20)),
+      );
+      return [1, 77, 3000].map((k) => [x, k] as const);
+    })
+  ) {
     const wantV = new Float32Array(k),
       wantI = new Int32Array(k),
       gotV = new Float32Array(k),
@@ -212,7 +217,15 @@ test("native top-k on long rows (sampled bound, vector filter) gives the TypeScr
       fc.integer({ min: 1, max: 3 }),
       fc.boolean(),
       fc.integer({ min: 1, max: 400 }),
-      fc.constantFrom("distinct", "ties", "specials", "sorted up", "sorted down"),
+      fc.constantFrom(
+        "distinct",
+        "ties",
+        "specials",
+        "signed zeros",
+        "infinities",
+        "sorted up",
+        "sorted down",
+      ),
       fc.integer({ min: 0, max: 2 ** 31 - 1 }),
       (rows, n, threads, f64, k, kind, seed) => {
         const W = widths[+f64];
@@ -223,6 +236,13 @@ test("native top-k on long rows (sampled bound, vector filter) gives the TypeScr
           const c = i % n;
           if (kind === "ties") return Math.floor(rnd() * 12) - 6;
           if (kind === "specials" && rnd() < 0.01) return specials[Math.floor(rnd() * 5)];
+          // No NaN: rows that rank by integer keys, where −0 must tie with 0.
+          if (kind === "signed zeros") {
+            // Few positives, so that the k-th best is a zero.
+            const u = rnd();
+            return u < 0.2 ? (u < 0.1 ? -0 : 0) : u < 0.22 ? 1 + u : -1 - u;
+          }
+          if (kind === "infinities" && rnd() < 0.02) return rnd() < 0.5 ? Infinity : -Infinity;
           if (kind === "sorted up") return c + rnd();
           if (kind === "sorted down") return -c - rnd();
           return (rnd() - 0.5) * 8;

@@ -5,10 +5,14 @@ import { mean, norm, sum } from "../../tensor/ops/reduce.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { expandDims, squeeze } from "../../tensor/ops/shape.ts";
 import { type Coo, spmm } from "../../tensor/ops/sparse.ts";
+import { squaredError } from "../../autodiff/fused_ops.ts";
 
-/** Mean over the batch of Σ_d (x − x̂)² (dictionary_learning and SAELens). */
+/**
+ * Mean over the batch of Σ_d (x − x̂)² (dictionary_learning and SAELens); its backward is one
+ * pass where the backend fuses it (the composition's bits).
+ */
 export function reconstruction(x: Tensor, xhat: Tensor): Tensor {
-  return mean(sum(square(sub(x, xhat)), -1));
+  return squaredError(x, xhat);
 }
 
 /**
@@ -34,7 +38,7 @@ export function l1Penalty(
  */
 export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Tensor): Tensor {
   const ehat = spmm(aux, W_dec, residual.shape[0]);
-  const err = mean(sum(square(sub(residual, ehat)), -1));
+  const err = squaredError(residual, ehat);
   const denom = mean(sum(square(sub(residual, mean(residual, 0, { keepdims: true }))), -1));
   const r = div(err, denom);
   return where(isFinite(r), r, 0);
@@ -49,5 +53,5 @@ export function auxkLossSaeLens(
   scale: number,
 ): Tensor {
   const ehat = add(spmm(aux, W_dec, residual.shape[0]), b_dec);
-  return mul(mean(sum(square(sub(ehat, residual)), -1)), scale);
+  return mul(squaredError(ehat, residual), scale);
 }

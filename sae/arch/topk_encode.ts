@@ -22,7 +22,7 @@ import {
   transpose,
 } from "../../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../../tensor/ops/sparse.ts";
-import { fusedAffine } from "../../tensor/fused.ts";
+import { fusedAffine, fusedSpmmTransposed } from "../../tensor/fused.ts";
 
 export interface TopKCode {
   /** [B, k] activations (≥ 0) and their feature indices (i32), largest first. */
@@ -66,9 +66,10 @@ function encoderBackward(
 ): (Tensor | null)[] {
   const [B] = xin.shape;
   const F = W_enc.shape[1];
-  // ∂W_enc stays a transposed view of the sparse product's [F, d]: the fused Adam and the global
-  // norm read it as it is (no [d, F] copy); anything else reads it through its strides.
-  const dW = needs[1] ? transpose(spmmT(dpre, xin, F)) : null;
+  // ∂W_enc in W_enc's [d, F] layout, written so by the sparse product where the backend can (the
+  // same bits); elsewhere a transposed view of its [F, d], which the fused Adam and the global
+  // norm read as it is (no copy) and anything else through its strides.
+  const dW = needs[1] ? fusedSpmmTransposed(dpre, xin, F) ?? transpose(spmmT(dpre, xin, F)) : null;
   const db = needs[2] || (withBDec && needs[3])
     ? scatterAdd(zeros([F], dpre.values.dtype, dpre.values.backend), dpre.cols, dpre.values, 0)
     : null;

@@ -605,6 +605,31 @@ export const cpu: Backend = {
       );
       return out;
     },
+    spmmTransposed(rows, cols, vals, dense, outRows) {
+      const nat = native(), nnz = sizeOf(vals.shape), [inRows, d] = dense.shape;
+      if (!nat || nnz === 0 || d === 0 || !sameFloat(own(vals, nnz), own(dense, inRows * d))) {
+        return null;
+      }
+      const out = takeArray(dense.dtype, outRows * d) as F;
+      const dst = own(cols, nnz) as Int32Array, src = own(rows, nnz) as Int32Array;
+      const r = nat.spmmTransposed(
+        dst,
+        src,
+        own(vals, nnz) as F,
+        nnz,
+        own(dense, inRows * d) as F,
+        inRows,
+        d,
+        out,
+        outRows,
+        nativeThreads(nnz * d),
+      );
+      if (r >= 0) S.check("spmm", dst[r], outRows), S.check("spmm", src[r], inRows);
+      if (r === -1) return out;
+      giveArray(out);
+      if (r === -2) throw new Error(`native spmmTransposed: out of memory for ${nnz} entries`);
+      return null;
+    },
     zeroSpans(x, spans) {
       // Copies between the spans and fills inside them: each element written once, at memcpy speed.
       const n = sizeOf(x.shape), src = own(x, n), out = takeArray(x.dtype, n) as Num;
@@ -622,8 +647,9 @@ export const cpu: Backend = {
       if (!sameFloat(x.buf, w.buf, b.buf) || M * N === 0) return null;
       // The bias in each row, then the GEMM with beta = 1: BLAS would otherwise zero the output
       // first, so the bias costs that pass's place, not a pass of its own.
-      const out = takeArray(x.dtype, M * N) as F, row = own(b, N) as F;
-      for (let r = 0; r < M; r++) out.set(row, r * N);
+      const out = takeArray(x.dtype, M * N) as F, row = own(b, N) as F, nat = native();
+      if (nat && sameFloat(row, out)) nat.fillRows(row, out, M, N, nativeThreads(M * N));
+      else for (let r = 0; r < M; r++) out.set(row, r * N);
       const view = (v: View) => num(v) as K.NumView & { arr: F };
       K.matmul(view(x), view(w), out, false, true);
       return out;

@@ -20,24 +20,33 @@ import { bindTrain, type NativeTrain, TRAIN_SIGS } from "./native_train.ts";
 type F = Float32Array | Float64Array;
 
 /** Each returns -1 on success or the position of the first entry whose index is out of range. */
+/** A sparse × dense product's entry point: -1 done, or a status (see each). */
+type SpmmFn = (
+  dst: Int32Array,
+  src: Int32Array,
+  vals: F,
+  nnz: number,
+  dense: F,
+  inRows: number,
+  d: number,
+  out: F,
+  outRows: number,
+  threads: number,
+) => number;
+
 export interface Native extends NativeTrain {
   /** The compiled library that was opened. */
   path: string;
   // Counts are passed, never taken from array lengths: a tensor's buffer may be longer than the
   // tensor (a leading slice), and native code writing past an array corrupts the heap.
   /** out = 0; out[dst[i]] += vals[i]·dense[src[i]] for i < nnz (rows of width d). */
-  spmm(
-    dst: Int32Array,
-    src: Int32Array,
-    vals: F,
-    nnz: number,
-    dense: F,
-    inRows: number,
-    d: number,
-    out: F,
-    outRows: number,
-    threads: number,
-  ): number;
+  spmm: SpmmFn;
+  /**
+   * spmm's f32 product written as its transpose, out [d, outRows], the same bits: -1 done, -3 not
+   * here (f64, no AVX2, d not a multiple of 32, spmm's source-major form: use spmm), -2 out of
+   * memory, or the first bad entry.
+   */
+  spmmTransposed: SpmmFn;
   /** out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). */
   sddmm(
     a: F,
@@ -152,6 +161,8 @@ export interface Native extends NativeTrain {
   addRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
   /** out[i] = x[i] − y[i mod m], as addRows. */
   subRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /** out [rows, m] = the row y in each row. */
+  fillRows(y: F, out: F, rows: number, m: number, threads: number): void;
   /** out[i] = x[i] · y[i mod m], as addRows. */
   mulRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
 }
@@ -181,6 +192,10 @@ const FLAGS = [
 // Each kernel exists as sc_<name>_f32 and sc_<name>_f64 with these argument types.
 const SIGS: Record<string, FfiSig> = {
   spmm: {
+    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
+    ret: "i32",
+  },
+  spmm_tt: {
     args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
     ret: "i32",
   },
@@ -246,6 +261,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   add_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  fill_rows: { args: ["buf", "buf", "i64", "i64", "i32"], ret: "void" },
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   ...TRAIN_SIGS,
@@ -299,18 +315,32 @@ function bind(path: string, raw: Raw): Native {
     checkFloats(k, "x", x, n, x), checkFloats(k, "y", y, m, x), checkFloats(k, "out", out, n, x);
     fn(c, x)(x, y, out, n, m, threads);
   };
-  return {
-    path,
-    ...bindTrain(fn),
-    spmm(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) {
-      const k = "spmm";
+  const spmmOf =
+    (k: string, name: string): SpmmFn =>
+    (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) => {
       checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
       checkCount(k, "inRows", inRows), checkCount(k, "outRows", outRows);
       checkIndices(k, "dst", dst, nnz), checkIndices(k, "src", src, nnz);
       checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
       checkFloats(k, "out", out, outRows * d, dense);
-      return fn(k, dense)(dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) as number;
-    },
+      return fn(name, dense)(
+        dst,
+        src,
+        vals,
+        nnz,
+        dense,
+        inRows,
+        d,
+        out,
+        outRows,
+        threads,
+      ) as number;
+    };
+  return {
+    path,
+    ...bindTrain(fn),
+    spmm: spmmOf("spmm", "spmm"),
+    spmmTransposed: spmmOf("spmmTransposed", "spmm_tt"),
     sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads) {
       const k = "sddmm";
       checkCount(k, "na", na), checkCount(k, "nb", nb), checkCount(k, "nnz", nnz);
@@ -460,6 +490,13 @@ function bind(path: string, raw: Raw): Native {
     addRows: (x, y, out, n, m, threads) => rows("addRows", "add_rows", x, y, out, n, m, threads),
     subRows: (x, y, out, n, m, threads) => rows("subRows", "sub_rows", x, y, out, n, m, threads),
     mulRows: (x, y, out, n, m, threads) => rows("mulRows", "mul_rows", x, y, out, n, m, threads),
+    fillRows(y, out, rows, m, threads) {
+      const k = "fillRows";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "m", m, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "y", y, m, y), checkFloats(k, "out", out, rows * m, y);
+      fn("fill_rows", y)(y, out, rows, m, threads);
+    },
   };
 }
 

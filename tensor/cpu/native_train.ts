@@ -65,6 +65,10 @@ export interface NativeTrain {
     scale: number,
     threads: number,
   ): void;
+  /** out = ±(q + q), q = s[0]·r, over the first n elements (−, the default sign, with `negate`). */
+  squaredErrorGrad(r: F, s: F, out: F, n: number, negate: boolean, threads: number): void;
+  /** r = x − y over [rows, cols] and s[row] = Σ r² (squares rounded, summed in double). */
+  squaredErrorRows(x: F, y: F, r: F, s: F, rows: number, cols: number, threads: number): void;
 }
 
 /** Signatures by kernel name (each compiled as sc_<name>_f32 and sc_<name>_f64). */
@@ -83,6 +87,8 @@ export const TRAIN_SIGS: Record<string, FfiSig> = {
     args: ["buf", "buf", "buf", "buf", "i64", "i64", "i64", "f64", "i32"],
     ret: "void",
   },
+  squared_error_grad: { args: ["buf", "buf", "buf", "i64", "i32", "i32"], ret: "void" },
+  squared_error_rows: { args: ["buf", "buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
 };
 
 /** The checked kernels over `fn(name, like)`, the raw kernel of `like`'s width. */
@@ -157,6 +163,19 @@ export function bindTrain(fn: (name: string, like: F) => FfiFn): NativeTrain {
         throw new RangeError(`native ${k}: mask must be a Uint8Array of ${rows / heads} bytes`);
       }
       fn("attn_softmax_grad", p)(g, p, mask, out, rows, t, heads, scale, threads);
+    },
+    squaredErrorGrad(r, s, out, n, negate, threads) {
+      const k = "squaredErrorGrad";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      checkFloats(k, "r", r, n, r), checkFloats(k, "s", s, 1, r), checkFloats(k, "out", out, n, r);
+      fn("squared_error_grad", r)(r, s, out, n, +negate, threads);
+    },
+    squaredErrorRows(x, y, r, s, rows, cols, threads) {
+      const k = "squaredErrorRows";
+      rowsOf(k, rows, cols, threads);
+      checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "y", y, rows * cols, x);
+      checkFloats(k, "r", r, rows * cols, x), checkFloats(k, "s", s, rows, x);
+      fn("squared_error_rows", x)(x, y, r, s, rows, cols, threads);
     },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * The CPU backend's training kernels (see Backend.fused: crossEntropy … attnSoftmaxGrad): native
+ * The CPU backend's training kernels (see Backend.fused: crossEntropy … squaredErrorGrad): native
  * only, so each returns null without the native library (or for 16-bit floats), and the caller
  * composes the op from primitives instead.
  */
@@ -28,7 +28,13 @@ export function trainKernels(
   { own, nativeThreads }: TrainHelpers,
 ): Pick<
   Fused,
-  "crossEntropy" | "crossEntropyGrad" | "activationGrad" | "rowNormGrad" | "attnSoftmaxGrad"
+  | "crossEntropy"
+  | "crossEntropyGrad"
+  | "activationGrad"
+  | "rowNormGrad"
+  | "attnSoftmaxGrad"
+  | "squaredErrorGrad"
+  | "squaredErrorRows"
 > {
   const f = (v: View, n: number) => own(v, n) as F;
   return {
@@ -109,6 +115,20 @@ export function trainKernels(
         nativeThreads(n),
       );
       return out;
+    },
+    squaredErrorGrad(r, s, negate) {
+      const nat = native(), n = sizeOf(r.shape);
+      if (!nat || !width(r, s) || sizeOf(s.shape) !== 1) return null;
+      const out = takeArray(r.dtype, n) as F;
+      if (n > 0) nat.squaredErrorGrad(f(r, n), f(s, 1), out, n, negate, nativeThreads(n));
+      return out;
+    },
+    squaredErrorRows(x, y) {
+      const nat = native(), n = sizeOf(x.shape), C = x.shape[x.shape.length - 1] ?? 0;
+      if (!nat || !width(x, y) || C === 0) return null;
+      const rows = n / C, r = takeArray(x.dtype, n) as F, s = takeArray(x.dtype, rows) as F;
+      nat.squaredErrorRows(f(x, n), f(y, n), r, s, rows, C, nativeThreads(n));
+      return [r, s];
     },
   };
 }
