@@ -14,6 +14,7 @@ import {
 } from "../tensor/cpu/matmul_precision.ts";
 import { loadBlas } from "../tensor/cpu/blas.ts";
 import { bf16ToF32, f32ToBf16 } from "../tensor/dtype.ts";
+import { setEnv } from "../tensor/platform/env.ts";
 
 const blas = loadBlas().blas;
 
@@ -73,4 +74,25 @@ test("bf16 matmul: falls back with a reason, or emulates sbgemm's numbers on req
   } finally {
     setCpuMatmulPrecision("f32");
   }
+});
+
+test("SPARSECODER_CPU_BF16_EMULATE=1 makes a bf16 request that cannot run emulate (what sae train --matmul-precision bf16 then runs)", () => {
+  const can = bf16Availability();
+  if (!setEnv("SPARSECODER_CPU_BF16_EMULATE", "1")) {
+    console.log("skipped: this runtime cannot set the environment variable");
+    return;
+  }
+  try {
+    const s = setCpuMatmulPrecision("bf16");
+    assertEquals(s.running, can.ok ? "bf16" : "bf16-emulated", s.reason);
+    assertEquals(
+      setCpuMatmulPrecision("bf16", { emulate: false }).running,
+      can.ok ? "bf16" : "f32",
+    );
+  } finally {
+    setEnv("SPARSECODER_CPU_BF16_EMULATE", "");
+    setCpuMatmulPrecision("f32");
+  }
+  assertEquals(setCpuMatmulPrecision("bf16").running, can.ok ? "bf16" : "f32", "unset again");
+  setCpuMatmulPrecision("f32");
 });

@@ -6,6 +6,9 @@
  * rounds the inputs to bf16 and multiplies with sgemm: sbgemm's numbers without its speed, to
  * measure what bf16 does to training on a machine without it.
  *   SPARSECODER_CPU_MATMUL=bf16   the same as setCpuMatmulPrecision("bf16") at start-up
+ *   SPARSECODER_CPU_BF16_EMULATE=1   emulate wherever bf16 is asked and cannot run (a measurement
+ *                                   switch: `sae train --matmul-precision bf16` then shows bf16's
+ *                                   numbers on a machine without sbgemm)
  */
 import { readFileSync } from "node:fs";
 import { readEnv } from "../platform/env.ts";
@@ -78,7 +81,8 @@ export function setCpuMatmulPrecision(
   if (asked === "f32") return status = { asked, running: "f32", reason: "" };
   const can = bf16Availability();
   if (can.ok) return status = { asked, running: "bf16", reason: "" };
-  return status = { asked, running: o.emulate ? "bf16-emulated" : "f32", reason: can.reason };
+  const emulate = o.emulate ?? readEnv("SPARSECODER_CPU_BF16_EMULATE") === "1";
+  return status = { asked, running: emulate ? "bf16-emulated" : "f32", reason: can.reason };
 }
 
 /** The current setting (SPARSECODER_CPU_MATMUL until set). */
