@@ -18,15 +18,13 @@ import {
   div,
   ge,
   gt,
-  isFinite,
   mul,
-  square,
   stopGradient,
   sub,
   where,
 } from "../../tensor/ops/elementwise.ts";
 import { scatterAdd, topk } from "../../tensor/ops/index.ts";
-import { mean, sum } from "../../tensor/ops/reduce.ts";
+import { sum } from "../../tensor/ops/reduce.ts";
 import { reshape } from "../../tensor/ops/shape.ts";
 import { disposeReplaced, keep, tidy } from "../../tensor/scope.ts";
 import { valueAndGrad } from "../../autodiff/grad.ts";
@@ -39,7 +37,8 @@ import {
 } from "../../autodiff/optim.ts";
 import { ensureDir } from "../../data/atomic.ts";
 import type { LanguageModel } from "../../data/lm/model.ts";
-import { cooFromRows, spmm } from "../../tensor/ops/sparse.ts";
+import { cooFromRows } from "../../tensor/ops/sparse.ts";
+import { auxkLoss } from "../arch/losses.ts";
 import { ConfigError } from "../config.ts";
 import { readTreeFolder, writeTreeFolder } from "../train/checkpoint.ts";
 import { type Connections, truncateConnections } from "./connections.ts";
@@ -155,17 +154,12 @@ export function suitePass(s: FinetuneSetup, params: SuiteParams, ctx: SuiteConte
 }
 
 /**
- * AuxK (dictionary_learning's form): the top k_aux dead pre-activations, decoded without bias,
- * fit the module's residual (no gradient through it), normalised by its variance; 0/0 → 0.
+ * AuxK (dictionary_learning's form, arch/losses.ts): the top k_aux dead pre-activations, decoded
+ * without bias, fit the module's residual (no gradient through it), normalised by its variance.
  */
 function auxk(pre: Tensor, dead: Tensor, kAux: number, W_dec: Tensor, residual: Tensor): Tensor {
   const [v, idx] = topk(where(dead, pre, -Infinity), kAux);
-  const values = where(gt(v, 0), v, 0);
-  const ehat = spmm(cooFromRows(idx, values), W_dec, residual.shape[0]);
-  const err = mean(sum(square(sub(residual, ehat)), -1));
-  const denom = mean(sum(square(sub(residual, mean(residual, 0, { keepdims: true }))), -1));
-  const r = div(err, denom);
-  return where(isFinite(r), r, 0);
+  return auxkLoss(residual, cooFromRows(idx, where(gt(v, 0), v, 0)), W_dec);
 }
 
 /** One step on `rows` (i32 [S, T]). */
