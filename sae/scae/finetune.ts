@@ -4,13 +4,14 @@
  * residual), and takes one Adam step on every dictionary's parameters against Σ per-module FVU,
  * the suite's next-token CE, or both, plus α·AuxK over each module's dead features when asked.
  *
- * Batch g is a fixed function of g (rows g·S … g·S + S − 1 of the token ids, wrapping round), and
- * nothing else is random, so a checkpoint of (params, Adam state, dead counters, step) continues
- * bit-identically: see `runFinetune`'s resume.
+ * Batch g is a fixed function of g (rows g·S … g·S + S − 1 of one fixed shuffle of the token
+ * rows, wrapping round), and nothing else is random, so a checkpoint of (params, Adam state, dead
+ * counters, step) continues bit-identically: see `runFinetune`'s resume.
  */
 import process from "node:process";
 import { appendFile } from "node:fs/promises";
 import type { Tensor } from "../../tensor/tensor.ts";
+import * as random from "../../tensor/random.ts";
 import { tensor, zeros } from "../../tensor/ops/create.ts";
 import {
   add,
@@ -137,15 +138,24 @@ export function initFinetuneState(s: FinetuneSetup): FinetuneState {
   return { step: 0, params, opt: s.opt.init(params), sinceFired };
 }
 
-/** Batch g's token rows: rows g·S … g·S + S − 1 of `tokens` [N, T], wrapping round. */
-export function batchRows(tokens: Tensor, g: number, S: number): Tensor {
+/**
+ * Batch g's token rows: rows order[g·S … g·S + S − 1] of `tokens` [N, T], wrapping round; `order`
+ * is one fixed shuffle of the rows (a corpus read in order changes language and domain by
+ * document, so consecutive rows would finetune on one domain at a time).
+ */
+export function batchRows(tokens: Tensor, g: number, S: number, order: Int32Array): Tensor {
   const [N, T] = tokens.shape;
   const ids = tokens.dataSync() as Int32Array, out = new Int32Array(S * T);
   for (let j = 0; j < S; j++) {
-    const r = (g * S + j) % N;
+    const r = order[(g * S + j) % N];
     out.set(ids.subarray(r * T, (r + 1) * T), j * T);
   }
   return tensor(out, { shape: [S, T], dtype: "i32" });
+}
+
+/** The fixed row order of a finetuning run over N rows. */
+export function rowOrder(N: number, seed = 0): Int32Array {
+  return Int32Array.from(random.permutation(random.key(seed), N).dataSync());
 }
 
 /** The suite's pass at this setup's C on a frozen run. */
@@ -298,8 +308,9 @@ export async function runFinetune(r: FinetuneRun): Promise<FinetuneState> {
   const end = Math.min(s.cfg.steps, r.stopAfter ?? s.cfg.steps);
   const started = performance.now(), first = state.step;
   let shown = -1;
+  const order = rowOrder(r.tokens.shape[0]);
   while (state.step < end) {
-    const rows = batchRows(r.tokens, state.step, s.cfg.rows);
+    const rows = batchRows(r.tokens, state.step, s.cfg.rows, order);
     const res = await finetuneStep(s, state, rows);
     rows.dispose();
     state = res.state;
