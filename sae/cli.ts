@@ -51,6 +51,7 @@ import { type ModulesCommand, trainModulesCommand } from "./train/modules_cli.ts
 import { LIVE_DEFAULTS, liveData } from "./train/live_cli.ts";
 import { TEXT_FLAGS, textRowsOptions } from "../data/text/open_rows.ts";
 import { applyMatmulPrecision, type PrecisionChoice } from "./train/precision.ts";
+import { SCAE_HELP, scaeCommand } from "./scae/cli.ts";
 
 class UsageError extends Error {}
 
@@ -189,6 +190,7 @@ commands:
   diff     model diffing: which features of a crosscoder across a base and a finetuned model
            fire on the finetuning domain's text
   harvest  a model's activations on a corpus into an Arrow store (resumable)
+  scae     sparsely connected autoencoder suites: scae train | connect | finetune | eval
   serve    serve a dictionary over HTTP, with a dashboard
 
 sae <command> --help for options.`;
@@ -797,6 +799,7 @@ export async function main(
       info: INFO_HELP,
       features: FEATURES_HELP,
       diff: DIFF_HELP,
+      scae: SCAE_HELP,
     }[cmd];
     if (!help) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${MAIN_HELP}`);
     if (flags.help) {
@@ -814,6 +817,7 @@ export async function main(
         throw new UsageError(m);
       });
     } else if (cmd === "diff") await diffCommand(positional[0], flags, usage);
+    else if (cmd === "scae") await scaeCommand(positional, flags, usage);
     else await info(positional[0], flags);
     return 0;
   } catch (e) {

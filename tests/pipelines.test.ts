@@ -15,6 +15,13 @@ import { brownLines } from "./text_fixtures.ts";
 const SHIPPED_DATA = "models/corpus/heldout.jsonl";
 const SMALL_TRAIN = ["--steps", "20", "--batch", "256", "--context", "32", "--eval-tokens", "512"];
 const SMALL_DIFF = ["--tokens", "256"];
+/** `sae scae` subcommands at small size (the eval reads text past what training read). */
+const SMALL_SCAE: Record<string, string[]> = {
+  train: ["--steps", "10", "--batch", "256", "--context", "32", "--tokens", "2048", "--quiet"],
+  connect: ["--tokens", "512", "--context", "32"],
+  finetune: ["--steps", "3", "--batch", "64", "--tokens", "512", "--context", "32", "--quiet"],
+  eval: ["--skip-tokens", "2048", "--tokens", "512", "--context", "32"],
+};
 
 /** package.json's `train*` scripts, each as its commands' arguments after `cli.ts`. */
 async function trainScripts(): Promise<Record<string, string[][]>> {
@@ -87,7 +94,11 @@ async function runScript(name: string): Promise<{ out: string; run: string; lm: 
   for (const args of commands) {
     assert(args.join(" ").includes(SHIPPED_DATA), `${name}: ${args.join(" ")}`);
     run = join(root, args.find((a) => /^runs\//.test(a)) ?? "");
-    const small = args[0] === "train" ? [...SMALL_TRAIN, "--quiet"] : SMALL_DIFF;
+    const small = args[0] === "train"
+      ? [...SMALL_TRAIN, "--quiet"]
+      : args[0] === "scae"
+      ? SMALL_SCAE[args[1]]
+      : SMALL_DIFF;
     const r = await runCli(...args.map(map), ...small);
     assertEquals(r.code, 0, `${name}: ${args[0]}: ${r.err}`);
     out += r.out + "\n";
@@ -111,6 +122,7 @@ test("pipelines: the scripts the README names exist and read the shipped model a
     "train",
     "train:diff",
     "train:mlsae",
+    "train:scae",
     "train:transcoder",
   ]);
   const readme = await readFile("README.md", "utf8");
@@ -175,6 +187,19 @@ test("pipelines: DFC across the base and finetuned models, then sae diff on the 
   const diff = await json(join(run, "diff.json"));
   assertEquals(diff.domain, "de");
   assert(/B-exclusive/.test(out), out);
+});
+
+test("pipelines: SCAE suite on lm-2l — pretrain, connect, finetune, eval tables for each C", async () => {
+  const { out, run } = await runScript("train:scae");
+  const suite = join(run, "..", "scae");
+  const info = await json(join(suite, "suite.json"));
+  assertEquals([info.C, info.modules.length], [64, 4]);
+  assertEquals((await json(join(run, "suite.json"))).C, 16);
+  assertEquals((await json(join(run, "finetune.json"))).loss, "fvu+ce");
+  // Two tables (pretrained, finetuned suite), each with the unpruned row and one per C.
+  for (const c of ["unpruned", "0", "4", "16", "64", "all"]) {
+    assertEquals(out.match(new RegExp(`^${c} `, "gm"))?.length, 2, `${c} rows: ${out}`);
+  }
 });
 
 test("pipelines: clean up", () => rm(root, { recursive: true, force: true }));

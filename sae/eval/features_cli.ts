@@ -18,6 +18,7 @@ import {
 import type { TokenRow } from "../../data/text/token_rows.ts";
 import { countProgress } from "../../data/progress.ts";
 import { loadSae } from "../io/saelens.ts";
+import { suiteModuleHooks } from "../scae/suite.ts";
 import { featureStats, type StatsShape } from "./feature_stats.ts";
 import { domainSummary, writeFeatures } from "./features_file.ts";
 import { loadCheckpoint, removeCheckpoint, saveCheckpoint } from "./features_checkpoint.ts";
@@ -122,6 +123,11 @@ export async function featuresCommand(
   const data = str(flags, "data", fail) ?? fail("sae features: --data TEXT is required");
   const saved = await loadSae(dir!);
   const { cfg } = saved;
+  // A suite's module folder: its hooks from suite.json where cfg.json names none.
+  if (cfg.extra?.hook_name === undefined && flags.hook === undefined) {
+    const hooks = await suiteModuleHooks(dir!);
+    if (hooks) cfg.extra = { ...cfg.extra, ...hooks };
+  }
   const models = await loadModels(modelNames, fail);
   const src = featureSource(saved, models, flags, fail);
   const domainField = str(flags, "domain-field", fail);

@@ -5,7 +5,7 @@
  * module, `suite.json` (model, residual style, module order, hooks, k, C) and, once connected,
  * `connections.safetensors` (connections.ts).
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { readFileBytes, writeJsonAtomic } from "../../data/atomic.ts";
 import { ConfigError } from "../config.ts";
 import { loadSae, type SavedSae, saveSae } from "../io/saelens.ts";
@@ -210,4 +210,18 @@ export async function loadSuite(dir: string): Promise<ScaeSuite> {
     dicts[m.name] = d;
   }
   return { ...info, dicts };
+}
+
+/**
+ * The hook names of a suite module's folder (SUITE/<module>), from its suite.json: for a
+ * dictionary whose cfg.json names none (suites written by other tools). Null when `dir` is not a
+ * module of a suite.
+ */
+export async function suiteModuleHooks(
+  dir: string,
+): Promise<{ hook_name: string; hook_name_out?: string } | null> {
+  const info = await readSuiteInfo(dirname(dir)).catch(() => null);
+  const m = info?.modules.find((x) => x.name === basename(dir));
+  if (!m) return null;
+  return { hook_name: m.hookIn, ...(m.kind === "mlp" ? { hook_name_out: m.hookOut } : {}) };
 }

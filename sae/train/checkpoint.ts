@@ -46,9 +46,16 @@ function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
 }
 
-export async function saveCheckpoint(dir: string, c: Checkpoint): Promise<void> {
-  const s = c.state;
-  const [leaves, def] = treeFlatten({ params: s.params, opt: s.opt, sinceFired: s.sinceFired });
+/**
+ * Write a record tree as a checkpoint folder: its tensors in state.safetensors, everything else
+ * and `body` in state.json. The folder is written beside `dir` and swapped in by rename.
+ */
+export async function writeTreeFolder(
+  dir: string,
+  tree: unknown,
+  body: Record<string, unknown>,
+): Promise<void> {
+  const [leaves, def] = treeFlatten(tree);
   const tensors: Record<string, Tensor> = {};
   const json = leaves.map((l, i) => {
     if (l instanceof Tensor) {
@@ -58,10 +65,53 @@ export async function saveCheckpoint(dir: string, c: Checkpoint): Promise<void> 
     }
     return l;
   });
-  const body: StateJson = {
-    version: 1,
-    def,
-    leaves: json,
+  const tmp = `${dir}.tmp-${Date.now()}`, old = `${dir}.old-${Date.now()}`;
+  await ensureDir(tmp);
+  try {
+    await saveSafetensors(`${tmp}/${TENSORS_FILE}`, tensors);
+    await writeJsonAtomic(`${tmp}/${STATE_FILE}`, { version: 1, def, leaves: json, ...body });
+    const had = await exists(dir);
+    if (had) await rename(dir, old);
+    await rename(tmp, dir);
+    if (had) await rm(old, { recursive: true, force: true });
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw new Error(`cannot write checkpoint ${dir}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Read a folder writeTreeFolder wrote: the tree and state.json's other fields. */
+export async function readTreeFolder<T>(
+  dir: string,
+): Promise<{ tree: T; body: Record<string, unknown> }> {
+  const path = `${dir}/${STATE_FILE}`;
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(new TextDecoder().decode(await readFileBytes(path)));
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  if (body.version !== 1) {
+    throw new Error(`${path}: unknown version ${JSON.stringify(body.version)}`);
+  }
+  const { tensors } = await loadSafetensors(`${dir}/${TENSORS_FILE}`);
+  const leaves = (body.leaves as unknown[]).map((l) => {
+    if (l && typeof l === "object" && "tensor" in (l as object)) {
+      const name = (l as { tensor: string }).tensor;
+      const t = tensors[name];
+      if (!t) {
+        throw new Error(`${dir}/${TENSORS_FILE} lacks tensor "${name}" named in ${STATE_FILE}`);
+      }
+      return t;
+    }
+    return l;
+  });
+  return { tree: treeUnflatten<T>(body.def as TreeDef, leaves), body };
+}
+
+export async function saveCheckpoint(dir: string, c: Checkpoint): Promise<void> {
+  const s = c.state;
+  const body: Omit<StateJson, "version" | "def" | "leaves"> = {
     step: s.step,
     numDead: s.numDead,
     threshold: s.threshold,
@@ -72,50 +122,20 @@ export async function saveCheckpoint(dir: string, c: Checkpoint): Promise<void> 
     train: c.train,
     data: c.data,
   };
-  const tmp = `${dir}.tmp-${Date.now()}`, old = `${dir}.old-${Date.now()}`;
-  await ensureDir(tmp);
-  try {
-    await saveSafetensors(`${tmp}/${TENSORS_FILE}`, tensors);
-    await writeJsonAtomic(`${tmp}/${STATE_FILE}`, body);
-    const had = await exists(dir);
-    if (had) await rename(dir, old);
-    await rename(tmp, dir);
-    if (had) await rm(old, { recursive: true, force: true });
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    throw new Error(`saveCheckpoint: cannot write ${dir}: ${(e as Error).message}`, { cause: e });
-  }
+  await writeTreeFolder(dir, { params: s.params, opt: s.opt, sinceFired: s.sinceFired }, body)
+    .catch((e) => {
+      throw new Error(`saveCheckpoint: ${(e as Error).message}`, { cause: e });
+    });
 }
 
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
-  const path = `${dir}/${STATE_FILE}`;
-  let body: StateJson;
-  try {
-    body = JSON.parse(new TextDecoder().decode(await readFileBytes(path)));
-  } catch (e) {
-    throw new Error(`loadCheckpoint: ${path}: ${(e as Error).message}`);
-  }
-  if (body.version !== 1) {
-    throw new Error(`loadCheckpoint: ${path}: unknown version ${JSON.stringify(body.version)}`);
-  }
-  const { tensors } = await loadSafetensors(`${dir}/${TENSORS_FILE}`);
-  const leaves = body.leaves.map((l) => {
-    if (l && typeof l === "object" && "tensor" in (l as object)) {
-      const name = (l as { tensor: string }).tensor;
-      const t = tensors[name];
-      if (!t) {
-        throw new Error(
-          `loadCheckpoint: ${dir}/${TENSORS_FILE} lacks tensor "${name}" named in ${STATE_FILE}`,
-        );
-      }
-      return t;
-    }
-    return l;
+  const { tree, body: raw } = await readTreeFolder<
+    { params: TrainState["params"]; opt: unknown; sinceFired: Tensor }
+  >(dir).catch((e) => {
+    throw new Error(`loadCheckpoint: ${(e as Error).message}`);
   });
-  const tree = treeUnflatten<{ params: TrainState["params"]; opt: unknown; sinceFired: Tensor }>(
-    body.def,
-    leaves,
-  );
+  const body = raw as unknown as StateJson;
+  const path = `${dir}/${STATE_FILE}`;
   const state: TrainState = {
     ...tree,
     step: body.step,
