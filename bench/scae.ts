@@ -7,7 +7,9 @@
  * alternate call by call; medians; each process's peak RSS. Dictionaries: the library's random
  * TopK/transcoder init (untrained); connections: random, C upstream (module, feature) pairs per
  * downstream feature drawn jointly over its upstream modules; tokens: random ids, batch 8 × 128.
- *   npm run bench:scae [-- --reps N] [-- --form gather]     bun bench/scae.ts [same]
+ *   npm run bench:scae [-- --reps N] [-- --form gather] [-- --suite DIR]     bun bench/scae.ts [same]
+ * --suite DIR times a trained suite on lm-2l (`sae scae train` + `connect`, as `npm run train:scae`
+ * writes runs/scae) with its connections cut to C 16 by joint rank, instead of the random ones.
  * --form gather times the gather form instead of the scatter form (a separate run: peaks are per
  * process).
  */
@@ -28,8 +30,14 @@ import { saveSafetensors } from "../data/safetensors.ts";
 import { loadModel } from "../data/lm/model.ts";
 import { resolveConfig } from "../sae/config.ts";
 import { architecture } from "../sae/arch/registry.ts";
-import { type ScaeSuite, suiteModules, upstreamOf } from "../sae/scae/suite.ts";
-import { type Connections, pairName } from "../sae/scae/connections.ts";
+import { loadSuite, type ScaeSuite, suiteModules, upstreamOf } from "../sae/scae/suite.ts";
+import {
+  type Connections,
+  CONNECTIONS_FILE,
+  loadConnections,
+  pairName,
+  truncateConnections,
+} from "../sae/scae/connections.ts";
 import { frozenRun, headWeights, suiteCe } from "../sae/scae/frozen.ts";
 import {
   connIndices,
@@ -60,26 +68,45 @@ const model = await loadModel(root, { dtype: "f32" });
 if (model.family !== "gpt2") throw new Error(`bench:scae expects a gpt2 model at ${root}`);
 const d = model.cfg.dModel, V = model.cfg.vocabSize;
 
-// The suite: random dictionaries, random connections, random tokens (fixed seeds).
-const modules = suiteModules(L);
-const dicts: ScaeSuite["dicts"] = {};
-modules.forEach((m, i) => {
-  const cfg = resolveConfig({
-    arch: m.kind === "attn" ? "topk" : "transcoder",
-    d_in: d,
-    d_sae: F,
-    d_out: d,
-    k: K,
+// The suite: random dictionaries, random connections, random tokens (fixed seeds), or a trained one.
+const suiteDir = opt("--suite", "");
+const trained = suiteDir ? await loadSuite(suiteDir) : null;
+const modules = trained?.modules ?? suiteModules(L);
+if (modules.length !== 2 * L) throw new Error(`${suiteDir}: expected ${2 * L} modules (lm-2l)`);
+const dicts: ScaeSuite["dicts"] = trained?.dicts ?? {};
+if (!trained) {
+  modules.forEach((m, i) => {
+    const cfg = resolveConfig({
+      arch: m.kind === "attn" ? "topk" : "transcoder",
+      d_in: d,
+      d_sae: F,
+      d_out: d,
+      k: K,
+    });
+    dicts[m.name] = { cfg, params: architecture(cfg.arch).init(random.key(i + 1), cfg) };
   });
-  dicts[m.name] = { cfg, params: architecture(cfg.arch).init(random.key(i + 1), cfg) };
-});
+}
+for (const m of modules) {
+  const c = dicts[m.name].cfg;
+  if (c.d_sae !== F || c.k !== K) {
+    throw new Error(
+      `${suiteDir}/${m.name}: the bench's shape is F ${F}, k ${K}; found ${c.d_sae}, ${c.k}`,
+    );
+  }
+}
 const suite: ScaeSuite = { model: "lm-2l", residual: "sequential", modules, k: K, C, dicts };
 const rand = (() => {
   let s = 0x9e3779b9;
   return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
 })();
-const conns: Connections = {};
-for (const m of modules) {
+let conns: Connections = {};
+if (trained) {
+  conns = truncateConnections(
+    await loadConnections(join(suiteDir, CONNECTIONS_FILE), trained, (m) => dicts[m].cfg.d_sae),
+    C,
+  );
+}
+for (const m of trained ? [] : modules) {
   const ups = upstreamOf(suite, m.name);
   if (!ups.length) continue;
   const tabs = ups.map(() => new Int32Array(F * C).fill(-1));
