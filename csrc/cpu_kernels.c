@@ -26,23 +26,8 @@
 #define SC_AVX2 1
 #endif
 
-#define MAX_THREADS 64
-
-typedef void *(*task_fn)(void *);
-
-// Run task(jobs[t]) for t < n, jobs[0] on this thread. A thread that cannot start runs here.
-static void run_tasks(task_fn task, void *jobs, size_t size, int n) {
-  pthread_t th[MAX_THREADS];
-  int started[MAX_THREADS] = {0};
-  for (int t = 1; t < n; t++) started[t] = pthread_create(&th[t], 0, task, (char *)jobs + t * size) == 0;
-  task(jobs);
-  for (int t = 1; t < n; t++) {
-    if (started[t]) pthread_join(th[t], 0);
-    else task((char *)jobs + t * size);
-  }
-}
-
-static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
+#include "threads.h"
+#include "topk_key.h"
 
 // Where slice t of nt over [0, n) starts: multiples of 16 elements, so slices share no cache line.
 static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * t / nt / 16 * 16; }
@@ -561,17 +546,6 @@ static inline int64_t topk_filter_cap(int64_t k) { return 2 * k + 1024; }
 #define TOPK_LIST 64
 
 #ifdef SC_AVX2
-// The survivors ranked without the heap: each (value, index) as one integer whose order is the
-// heap's (the float's bits made monotone, −0 as +0 so that zeros tie, then the index reversed so
-// that lower indices win ties), the k largest kept sorted by insertion. No NaN may take part.
-static inline uint64_t topk_key_f32(float v, int32_t i) {
-  if (v == 0) v = 0.0f;
-  uint32_t u;
-  memcpy(&u, &v, sizeof u);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (uint64_t)u << 32 | (uint32_t)~(uint32_t)i;
-}
-
 // key[0, n) in descending order (tmp: n more), by 8 passes of a byte-wise counting sort.
 static void topk_sort_keys_desc(uint64_t *key, uint64_t *tmp, int64_t n) {
   for (int shift = 0; shift < 64; shift += 8) {

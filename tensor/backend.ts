@@ -156,6 +156,14 @@ export interface Backend {
      */
     affine?(x: View, w: View, b: View): Buf | null;
     /**
+     * Each row's k largest entries of x·w + b (as affine's operands; 1 ≤ k ≤ N) as [values [M, k],
+     * indices [M, k] (i32)], best first and ranked as topk ranks them, without the [M, N] product
+     * in memory. The values are the backend's own sum of each entry (for the CPU: sgemm's order
+     * where it is known, see csrc/affine_topk.c), within the GEMM's rounding of affine's. Null:
+     * compose it (affine, then topk).
+     */
+    affineTopk?(x: View, w: View, b: View, k: number): [values: Buf, indices: Buf] | null;
+    /**
      * Sᵀ·dense for COO entries (rows, cols: i32; vals) and a contiguous float dense [rows', d],
      * written as its transpose [d, outRows]: the bits of the backend's spmm (transpose) then a
      * copy of its transpose, in one pass. Null: compose it.

@@ -31,6 +31,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   adamApply: { float: true, matrix: false },
   sumSquares: { float: true, matrix: false },
   affine: { float: true, matrix: true },
+  affineTopk: { float: true, matrix: true },
   columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
@@ -95,6 +96,33 @@ export function fusedAffine(x: Tensor, W: Tensor, b: Tensor): Tensor | null {
   }
   const buf = k(x.view(), W.view(), b.view());
   return buf ? wrap(x.backend, buf, [x.shape[0], W.shape[1]], x.dtype) : null;
+}
+
+/**
+ * topk(x·W + b, k) for matrices x [M, K], W [K, N] and a row b [N], the product never held in
+ * memory: [values, indices] as topk gives them, the values each entry's sum as the backend's GEMM
+ * forms it (within that GEMM's rounding of fusedAffine's; the same bits where both sum in one
+ * order). Null: compose it (as fusedAffine; or no kernel for this k, dtype or backend, or a NaN).
+ */
+export function fusedAffineTopk(
+  x: Tensor,
+  W: Tensor,
+  b: Tensor,
+  k: number,
+): [Tensor, Tensor] | null {
+  const kern = x.backend.fused?.affineTopk;
+  if (
+    !kern || x.ndim !== 2 || W.ndim !== 2 || b.ndim !== 1 || x.shape[1] !== W.shape[0] ||
+    b.shape[0] !== W.shape[1] || !Number.isInteger(k) || k < 1 || k > W.shape[1] ||
+    x.shape[0] === 0 || x.shape[1] === 0
+  ) return null;
+  for (const t of [x, W, b]) {
+    if (t.backend !== x.backend || t.dtype !== x.dtype || isWatched(t)) return null;
+  }
+  const r = kern(x.view(), W.view(), b.view(), k);
+  if (!r) return null;
+  const shape = [x.shape[0], k];
+  return [wrap(x.backend, r[0], shape, x.dtype), wrap(x.backend, r[1], shape, "i32")];
 }
 
 /**

@@ -12,7 +12,7 @@ import { fmt, ShapeError } from "../../tensor/shape.ts";
 import { type Architecture, saeShapes } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { auxTerm, encodeWithAux, topkSae } from "./topk.ts";
-import { topkSelect } from "./topk_encode.ts";
+import { rowTopkSelect } from "./topk_encode.ts";
 import type { SaeConfig } from "../config.ts";
 import { initParams } from "../params.ts";
 
@@ -57,7 +57,7 @@ export const mlsae: Architecture = {
   loss(p, { x }, cfg, ctx) {
     const [B, L, d] = x.shape;
     const xs = flatTokens(x, cfg);
-    const { main, aux } = encodeWithAux(p, xs, cfg, ctx, (pre) => topkSelect(pre, cfg.k));
+    const { main, aux } = encodeWithAux(p, xs, cfg, ctx, rowTopkSelect(cfg.k));
     const code: Code = { kind: "coo", coo: main, batch: B * L };
     const xhat = decodeWith(code, p.W_dec, p.b_dec);
     const recon = mean(layerFvu(reshape(xs, [B, L, d]), reshape(xhat, [B, L, d])));

@@ -12,7 +12,7 @@ import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import { auxkLoss, auxkLossSaeLens, reconstruction } from "./losses.ts";
 import { initParams, type SaeParams } from "../params.ts";
-import { type SelectedCoo, sparseEncoder, topkSelect } from "./topk_encode.ts";
+import { rowTopkSelect, type Select, sparseEncoder, topkSelect } from "./topk_encode.ts";
 
 const inputBias = (p: SaeParams, cfg: SaeConfig) => (cfg.apply_b_dec_to_input ? p.b_dec : null);
 
@@ -22,11 +22,11 @@ export function encodeWithAux(
   x: Tensor,
   cfg: SaeConfig,
   ctx: LossContext,
-  selectMain: (pre: Tensor) => Coo,
+  selectMain: Select,
 ): { main: Coo; aux: Coo | null } {
   const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
   const withAux = cfg.auxk_alpha > 0 && kAux > 0 && ctx.dead != null;
-  const selects: ((pre: Tensor) => SelectedCoo)[] = [selectMain];
+  const selects: Select[] = [selectMain];
   const dl = cfg.auxk_variant === "dl";
   if (withAux) selects.push((pre) => topkSelect(where(ctx.dead!, pre, -Infinity), kAux, dl));
   const [main, aux] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), selects);
@@ -59,7 +59,7 @@ export function topkFamilyLoss(
   target: Tensor,
   cfg: SaeConfig,
   ctx: LossContext,
-  selectMain: (pre: Tensor) => Coo,
+  selectMain: Select,
   recon: (code: Code, target: Tensor) => { recon: Tensor; xhat: Tensor } = (code, t) => {
     const xhat = decodeWith(code, p.W_dec, p.b_dec);
     return { recon: reconstruction(t, xhat), xhat };
@@ -97,7 +97,7 @@ export const topkSae: Architecture = {
   init: initParams,
   encode(p, x, cfg): Code {
     const [coo] = sparseEncoder("encode", x, p.W_enc, p.b_enc!, inputBias(p, cfg), [
-      (pre) => topkSelect(pre, cfg.k),
+      rowTopkSelect(cfg.k),
     ]);
     return { kind: "coo", coo, batch: x.shape[0] };
   },
@@ -105,6 +105,5 @@ export const topkSae: Architecture = {
     return topkSae.encode(p, x, cfg);
   },
   decode: (p, code) => decodeWith(code, p.W_dec, p.b_dec),
-  loss: (p, { x, y }, cfg, ctx) =>
-    topkFamilyLoss(p, x, y ?? x, cfg, ctx, (pre) => topkSelect(pre, cfg.k)),
+  loss: (p, { x, y }, cfg, ctx) => topkFamilyLoss(p, x, y ?? x, cfg, ctx, rowTopkSelect(cfg.k)),
 };

@@ -22,7 +22,7 @@ import {
   transpose,
 } from "../../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../../tensor/ops/sparse.ts";
-import { fusedAffine, fusedSpmmTransposed } from "../../tensor/fused.ts";
+import { fusedAffine, fusedAffineTopk, fusedSpmmTransposed } from "../../tensor/fused.ts";
 
 export interface TopKCode {
   /** [B, k] activations (≥ 0) and their feature indices (i32), largest first. */
@@ -85,6 +85,25 @@ export type SelectedCoo = Coo & { linear?: boolean };
 type Residuals = { xin: Tensor; W: Tensor; coos: SelectedCoo[] };
 
 /**
+ * A selection of kept pre-activations; `rowTopk` marks the plain per-row top-k (ReLU'd), which
+ * the encoder may find inside the GEMM without the [B, F] pre-activations (fusedAffineTopk).
+ */
+export type Select = ((pre: Tensor) => SelectedCoo) & { rowTopk?: number };
+
+/** The k largest pre-activations of each row, ReLU'd (topkSelect), marked as fusible. */
+export const rowTopkSelect = (k: number): Select =>
+  Object.assign((pre: Tensor) => topkSelect(pre, k), { rowTopk: k });
+
+/** The selections' kept entries: fused with the GEMM when the only one is a row top-k. */
+function select(xin: Tensor, W: Tensor, b: Tensor, selects: Select[]): SelectedCoo[] {
+  const k = selects.length === 1 ? selects[0].rowTopk : undefined;
+  const fused = k === undefined ? null : fusedAffineTopk(xin, W, b, k);
+  if (fused) return [cooFromRows(fused[1], relu(fused[0]))];
+  const pre = affine(xin, W, b);
+  return selects.map((s) => s(pre));
+}
+
+/**
  * One dense matmul, then each `select` keeps some pre-activations as COO entries (values after
  * ReLU). Several selections share the matmul (the main code and AuxK's dead-feature code); their
  * cotangents are concatenated into one sparse backward pass.
@@ -95,15 +114,14 @@ export function sparseEncoder(
   W_enc: Tensor,
   b_enc: Tensor,
   b_dec: Tensor | null,
-  selects: ((pre: Tensor) => SelectedCoo)[],
+  selects: Select[],
 ): Coo[] {
   const withBDec = b_dec !== null;
   const f = customVjp(
     (...args: Tensor[]) => {
       const [xx, W, b, bd] = args;
       const xin = withBDec ? sub(xx, bd) : xx;
-      const pre = affine(xin, W, b);
-      const coos = selects.map((s) => s(pre));
+      const coos = select(xin, W, b, selects);
       return [coos.flatMap((c) => [c.values, c.rows, c.cols]), { xin, W, coos }] as [
         Tensor[],
         Residuals,
@@ -138,7 +156,7 @@ export function topkEncode(
   b_dec: Tensor | null,
   k: number,
 ): TopKCode {
-  const [coo] = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, [(pre) => topkSelect(pre, k)]);
+  const [coo] = sparseEncoder("topkEncode", x, W_enc, b_enc, b_dec, [rowTopkSelect(k)]);
   // The COO entries are the row-major [B, k] code; reshaping keeps the values on the tape.
   const [B] = x.shape;
   return { values: reshape(coo.values, [B, k]), indices: reshape(coo.cols, [B, k]) };

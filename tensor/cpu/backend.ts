@@ -14,6 +14,7 @@ import { gatherRows, scatterAddRows } from "./rows.ts";
 
 type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
+import { cpuMatmulPrecision } from "./matmul_precision.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
 
@@ -653,6 +654,37 @@ export const cpu: Backend = {
       const view = (v: View) => num(v) as K.NumView & { arr: F };
       K.matmul(view(x), view(w), out, false, true);
       return out;
+    },
+    affineTopk(x, w, b, k) {
+      const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
+      // The fused sums are sgemm's f32 ones; a bf16 matmul, when asked for, is the composition's.
+      if (!nat || cpuMatmulPrecision().running !== "f32" || x.dtype !== "f32") return null;
+      if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(b)) return null;
+      // A [K, 1] or [1, N] view lies in row order whatever its other stride says.
+      const rowOrder = contiguous(w) || (Kd === 1 && w.strides[1] === 1) ||
+        (N === 1 && w.strides[0] === 1);
+      const wT = !rowOrder && transposedMatrix(w);
+      if (!wT && !rowOrder) return null;
+      const packed = takeArray("f32", Kd * Math.ceil(N / 32) * 32) as F;
+      const values = takeArray("f32", M * k) as F, indices = takeArray("i32", M * k) as Int32Array;
+      const r = nat.affineTopk(
+        own(x, M * Kd) as F,
+        M,
+        Kd,
+        own(w, Kd * N) as F,
+        wT,
+        N,
+        own(b, N) as F,
+        k,
+        packed,
+        values,
+        indices,
+        nativeThreads(M * N),
+      );
+      giveArray(packed);
+      if (r === "done") return [values, indices];
+      giveArray(values), giveArray(indices);
+      return null;
     },
     unitRows(w) {
       const [R, C] = w.shape;

@@ -165,6 +165,26 @@ export interface Native extends NativeTrain {
   fillRows(y: F, out: F, rows: number, m: number, threads: number): void;
   /** out[i] = x[i] · y[i mod m], as addRows. */
   mulRows(x: F, y: F, out: F, n: number, m: number, threads: number): void;
+  /**
+   * Each row's k largest of x [M, K] · w + b (w [K, N], or [N, K] with `wT`; b [N]) into values
+   * and indices [M, k], best first, without writing the product (csrc/affine_topk.c): "done", or
+   * "compose" where this build or k has no fused kernel or the product holds a NaN. `packed` is
+   * scratch of K·⌈N/32⌉·32 elements.
+   */
+  affineTopk(
+    x: F,
+    M: number,
+    K: number,
+    w: F,
+    wT: boolean,
+    N: number,
+    b: F,
+    k: number,
+    packed: F,
+    values: F,
+    indices: Int32Array,
+    threads: number,
+  ): "done" | "compose";
 }
 
 export interface NativeStatus {
@@ -264,14 +284,19 @@ const SIGS: Record<string, FfiSig> = {
   fill_rows: { args: ["buf", "buf", "i64", "i64", "i32"], ret: "void" },
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  affine_topk: {
+    args: ["buf", "i64", "i64", "buf", "i32", "i64", "buf", "i64", "buf", "buf", "buf", "i32"],
+    ret: "i32",
+  },
   ...TRAIN_SIGS,
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
 function build(cc: string, dir: string): { path: string; compiled: boolean } {
-  const src = fileURLToPath(new URL("../../csrc/cpu_kernels.c", import.meta.url));
+  const at = (f: string) => fileURLToPath(new URL(`../../csrc/${f}`, import.meta.url));
   return compileCached({
-    src,
+    src: at("cpu_kernels.c"),
+    more: ["affine_topk.c", "threads.h", "topk_key.h"].map(at),
     cc,
     flags: FLAGS,
     libs: ["-lm"],
@@ -396,6 +421,21 @@ function bind(path: string, raw: Raw): Native {
         +gT,
         threads,
       );
+    },
+    affineTopk(x, M, K, w, wT, N, b, kk, packed, values, indices, threads) {
+      const k = "affineTopk";
+      for (const [name, v] of [["M", M], ["K", K], ["N", N], ["k", kk]] as const) {
+        checkCount(k, name, v, I64_MAX);
+      }
+      checkCount(k, "threads", threads);
+      if (kk < 1 || kk > N) throw new RangeError(`native ${k}: k = ${kk} is not in [1, ${N}]`);
+      checkFloats(k, "x", x, M * K, x), checkFloats(k, "w", w, K * N, x);
+      checkFloats(k, "b", b, N, x), checkFloats(k, "packed", packed, K * Math.ceil(N / 32) * 32, x);
+      checkFloats(k, "values", values, M * kk, x), checkIndices(k, "indices", indices, M * kk);
+      const r = fn("affine_topk", x)(x, M, K, w, +wT, N, b, kk, packed, values, indices, threads);
+      if (r === -1) return "done";
+      if (r === -2) throw new Error(`native ${k}: out of memory for ${M} rows`);
+      return "compose";
     },
     projectOutRows(gr, w, out, rows, cols, threads) {
       const k = "projectOutRows";

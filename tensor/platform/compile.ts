@@ -37,6 +37,8 @@ export function cpuKey(): string {
 export interface CompileSpec {
   /** The C file. */
   src: string;
+  /** More C files compiled with it, and headers they include: all part of the key. */
+  more?: readonly string[];
   /** The compiler command (`cc`, `mpicc`, …). */
   cc: string;
   /** Flags before `-o`; part of the key. */
@@ -52,15 +54,18 @@ export interface CompileSpec {
 
 /** The cached library for `spec`, compiled now if missing; throws with the compiler's message. */
 export function compileCached(spec: CompileSpec): { path: string; compiled: boolean } {
-  const text = readFileSync(spec.src, "utf8");
-  const h = createHash("sha256").update(text).update(spec.flags.join(" "));
+  const more = spec.more ?? [];
+  const h = createHash("sha256");
+  for (const f of [spec.src, ...more]) h.update(readFileSync(f, "utf8"));
+  h.update(spec.flags.join(" "));
   for (const p of spec.keyParts) h.update(p);
   const path = join(spec.dir, `${spec.prefix}-${h.digest("hex").slice(0, 16)}.so`);
   if (existsSync(path)) return { path, compiled: false };
   mkdirSync(spec.dir, { recursive: true });
   // Compile to a private name, then rename: a concurrent process never opens a half-written file.
   const tmp = `${path}.${pid()}.${Math.random().toString(36).slice(2)}.tmp`;
-  const r = runSync(spec.cc, [...spec.flags, "-o", tmp, spec.src, ...spec.libs]);
+  const sources = [spec.src, ...more.filter((f) => f.endsWith(".c"))];
+  const r = runSync(spec.cc, [...spec.flags, "-o", tmp, ...sources, ...spec.libs]);
   if (r.error !== null || r.status !== 0) {
     rmSync(tmp, { force: true });
     const why = r.error ?? tailLines(r.stderr);

@@ -1,0 +1,250 @@
+// The TopK encoder's forward in one pass: the k largest entries of each row of x·W + b, found
+// while the GEMM's tiles are still in registers and cache, so the [rows, N] product is never
+// written. At d 512, F 8192, batch 2048 that product is 64 MB; on a 2-core machine its stores,
+// the bias pass before them and top-k's reload after them cost about a third of the GEMM itself.
+//
+// The sums are OpenBLAS's (SkylakeX sgemm, GEMM_Q = 256) to the bit: each output starts from the
+// bias and adds, chunk by chunk of 256 along K, a partial sum accumulated from zero by one fused
+// multiply-add per term in order. That is the order this file defines for every K; it is the one
+// cblas_sgemm(beta = 1 onto the bias) uses on such a CPU when K ≤ 256 or K is a multiple of 256,
+// and within the usual sgemm rounding of any other order. The selection is sc_topk_f32's: larger
+// first, ties to the lower index, −0 equal to +0 (a NaN anywhere returns -4: the caller composes).
+//
+// Built where the compiler targets AVX-512 (-march=native on such a CPU); elsewhere the function
+// returns -5 and the caller runs the GEMM and top-k as before.
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "threads.h"
+#include "topk_key.h"
+
+// Return codes: -1 done; -2 out of memory; -3 bad k; -4 a NaN in the product; -5 not built here
+// (or k above AT_MAX_K, where insertion into sorted lists stops paying).
+#define AT_MAX_K 256
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define AT_MR 12   // rows of a micro-tile: 24 accumulators of 16 lanes
+#define AT_NR 32   // columns of a micro-tile (two vectors); W is packed in slivers this wide
+#define AT_KC 256  // the depth of one partial sum (and of the B sliver kept in L1)
+
+// C[12][32] = bias + A·B (first chunk) or C + A·B (later ones) over kc terms; A packed [kc][12],
+// B packed [kc][32]. The partial sum starts from zero, one fused multiply-add per term in order.
+// aligned_alloc wants a multiple of the alignment.
+static void *at_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
+
+static inline void at_tile(int64_t kc, const float *A, const float *B, const float *bias, float *C,
+                           int first) {
+  __m512 a0[AT_MR], a1[AT_MR];
+  for (int i = 0; i < AT_MR; i++) a0[i] = _mm512_setzero_ps(), a1[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_loadu_ps(B + k * AT_NR), b1 = _mm512_loadu_ps(B + k * AT_NR + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < AT_MR; i++) {
+      const __m512 a = _mm512_set1_ps(A[k * AT_MR + i]);
+      a0[i] = _mm512_fmadd_ps(a, b0, a0[i]);
+      a1[i] = _mm512_fmadd_ps(a, b1, a1[i]);
+    }
+  }
+  const __m512 z0 = first ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  const __m512 z1 = first ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+  for (int i = 0; i < AT_MR; i++) {
+    float *c = C + i * AT_NR;
+    _mm512_store_ps(c, _mm512_add_ps(first ? z0 : _mm512_load_ps(c), a0[i]));
+    _mm512_store_ps(c + 16, _mm512_add_ps(first ? z1 : _mm512_load_ps(c + 16), a1[i]));
+  }
+}
+
+typedef struct {
+  const float *w;
+  float *packed;
+  int64_t K, N, s0, s1;
+  int wT;
+} at_pack_job;
+
+// W's column slivers [s0, s1) as [K][32] blocks (columns past N zero); W is [K, N], or [N, K] when wT.
+static void *at_pack_task(void *p) {
+  const at_pack_job *j = p;
+  const int64_t K = j->K, N = j->N;
+  for (int64_t s = j->s0; s < j->s1; s++) {
+    float *dst = j->packed + s * K * AT_NR;
+    const int64_t c0 = s * AT_NR, n = N - c0 < AT_NR ? N - c0 : AT_NR;
+    if (!j->wT) {
+      for (int64_t k = 0; k < K; k++) {
+        memcpy(dst + k * AT_NR, j->w + k * N + c0, sizeof(float) * (size_t)n);
+        memset(dst + k * AT_NR + n, 0, sizeof(float) * (size_t)(AT_NR - n));
+      }
+    } else {
+      for (int64_t c = 0; c < AT_NR; c++)
+        for (int64_t k = 0; k < K; k++) dst[k * AT_NR + c] = c < n ? j->w[(c0 + c) * K + k] : 0;
+    }
+  }
+  return 0;
+}
+
+typedef struct {
+  const float *x, *packed, *bias;
+  int64_t M, K, N, k, s0, s1, block;  // rows in slivers of 12: [s0, s1), `block` slivers at a time
+  float *values;
+  int32_t *indices;
+  int status;  // -1, -2 or -4
+} at_job;
+
+// Each row's k best so far: keys sorted descending with their values; `thr` the k-th value once full.
+typedef struct {
+  uint64_t *keys;
+  float *vals, *thr;
+  int64_t *count;
+} at_lists;
+
+static inline void at_insert(at_lists *L, int64_t i, int64_t k, float v, int32_t c) {
+  const uint64_t key = topk_key_f32(v, c);
+  uint64_t *K = L->keys + i * k;
+  float *V = L->vals + i * k;
+  int64_t n = L->count[i];
+  if (n == k) {
+    if (key <= K[k - 1]) return;
+    n = k - 1;
+  }
+  int64_t q = n;
+  for (; q > 0 && K[q - 1] < key; q--) K[q] = K[q - 1], V[q] = V[q - 1];
+  K[q] = key, V[q] = v, L->count[i] = n + 1;
+  if (n + 1 == k) L->thr[i] = V[k - 1];
+}
+
+// Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN.
+static inline int at_offer(at_lists *L, int64_t i, int64_t k, const float *t, int64_t c0, int64_t n) {
+  const __m512 v0 = _mm512_load_ps(t), v1 = _mm512_load_ps(t + 16);
+  const uint32_t real = n >= 32 ? 0xffffffffu : (1u << n) - 1;
+  const uint32_t nan = ((uint32_t)_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) |
+                        (uint32_t)_mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q) << 16) & real;
+  if (nan) return 0;
+  uint32_t hits = real;
+  if (L->count[i] == k) {
+    // A later column equal to the k-th loses the tie, so only strictly larger values can enter.
+    const __m512 thr = _mm512_set1_ps(L->thr[i]);
+    hits &= (uint32_t)_mm512_cmp_ps_mask(v0, thr, _CMP_GT_OQ) |
+            (uint32_t)_mm512_cmp_ps_mask(v1, thr, _CMP_GT_OQ) << 16;
+  }
+  for (; hits; hits &= hits - 1) {
+    const int e = __builtin_ctz(hits);
+    at_insert(L, i, k, t[e], (int32_t)(c0 + e));
+  }
+  return 1;
+}
+
+static void *at_task(void *p) {
+  at_job *j = p;
+  const int64_t K = j->K, N = j->N, k = j->k, B = j->block, rowsB = B * AT_MR;
+  const int64_t slivers = (N + AT_NR - 1) / AT_NR;
+  float *A = at_alloc(sizeof(float) * (size_t)(rowsB * K));
+  float *tile = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
+  at_lists L = {malloc(sizeof(uint64_t) * (size_t)(rowsB * k)), malloc(sizeof(float) * (size_t)(rowsB * k)),
+                malloc(sizeof(float) * (size_t)rowsB), malloc(sizeof(int64_t) * (size_t)rowsB)};
+  j->status = -1;
+  if (!A || !tile || !L.keys || !L.vals || !L.thr || !L.count) {
+    j->status = -2;
+    goto done;
+  }
+  for (int64_t sb = j->s0; sb < j->s1; sb += B) {
+    const int64_t se = sb + B < j->s1 ? sb + B : j->s1, r0 = sb * AT_MR;
+    const int64_t r1 = se * AT_MR < j->M ? se * AT_MR : j->M;
+    for (int64_t s = sb; s < se; s++) {
+      float *a = A + (s - sb) * K * AT_MR;
+      for (int64_t kk = 0; kk < K; kk++)
+        for (int64_t i = 0; i < AT_MR; i++) {
+          const int64_t r = s * AT_MR + i;
+          a[kk * AT_MR + i] = r < j->M ? j->x[r * K + kk] : 0;
+        }
+    }
+    memset(L.count, 0, sizeof(int64_t) * (size_t)(r1 - r0));
+    for (int64_t js = 0; js < slivers; js++) {
+      const float *b = j->packed + js * K * AT_NR;
+      // Each 256-deep chunk of W's sliver is read from L1 by every micro-tile of the block.
+      for (int64_t k0 = 0; k0 < K; k0 += AT_KC) {
+        const int64_t kc = K - k0 < AT_KC ? K - k0 : AT_KC;
+        for (int64_t s = sb; s < se; s++)
+          at_tile(kc, A + (s - sb) * K * AT_MR + k0 * AT_MR, b + k0 * AT_NR, j->bias + js * AT_NR,
+                  tile + (s - sb) * AT_MR * AT_NR, k0 == 0);
+      }
+      const int64_t c0 = js * AT_NR;
+      for (int64_t r = r0; r < r1; r++) {
+        if (!at_offer(&L, r - r0, k, tile + (r - r0) * AT_NR, c0, N - c0)) {
+          j->status = -4;
+          goto done;
+        }
+      }
+    }
+    for (int64_t r = r0; r < r1; r++) {
+      const uint64_t *keys = L.keys + (r - r0) * k;
+      for (int64_t t = 0; t < k; t++) {
+        j->values[r * k + t] = L.vals[(r - r0) * k + t];
+        j->indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
+      }
+    }
+  }
+done:
+  free(A), free(tile), free(L.keys), free(L.vals), free(L.thr), free(L.count);
+  return 0;
+}
+
+// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: K·⌈N/32⌉·32 floats
+// of scratch. values/indices [M, k]: each row's k largest of x·W + b, best first.
+int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
+                           const float *b, int64_t k, float *packed, float *values, int32_t *indices,
+                           int32_t threads) {
+  if (k < 1 || k > N || M < 1 || K < 1) return -3;
+  if (k > AT_MAX_K) return -5;
+  const int64_t slivers = (N + AT_NR - 1) / AT_NR, rowSlivers = (M + AT_MR - 1) / AT_MR;
+  float *bias = at_alloc(sizeof(float) * (size_t)(slivers * AT_NR));
+  if (!bias) return -2;
+  memcpy(bias, b, sizeof(float) * (size_t)N);
+  memset(bias + N, 0, sizeof(float) * (size_t)(slivers * AT_NR - N));
+  int nt = clamp_threads(threads);
+  at_pack_job pj[MAX_THREADS];
+  const int np = nt < slivers ? nt : (int)slivers;
+  for (int t = 0; t < np; t++)
+    pj[t] = (at_pack_job){w, packed, K, N, slivers * t / np, slivers * (t + 1) / np, wT};
+  run_tasks(at_pack_task, pj, sizeof(at_pack_job), np);
+  // A block of rows (packed, ~1 MB) stays in L2 while all of W's slivers stream past it.
+  int64_t per = (1 << 20) / (int64_t)(sizeof(float) * AT_MR * K);
+  per = per < 1 ? 1 : per > 48 ? 48 : per;
+  if (nt > rowSlivers) nt = (int)rowSlivers;
+  at_job jobs[MAX_THREADS];
+  for (int t = 0; t < nt; t++) {
+    const int64_t s0 = rowSlivers * t / nt, s1 = rowSlivers * (t + 1) / nt;
+    const int64_t blocks = (s1 - s0 + per - 1) / per;
+    const int64_t block = blocks > 0 ? (s1 - s0 + blocks - 1) / blocks : 1;
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1};
+  }
+  run_tasks(at_task, jobs, sizeof(at_job), nt);
+  free(bias);
+  int status = -1;
+  for (int t = 0; t < nt; t++)
+    if (jobs[t].status == -2 || (jobs[t].status == -4 && status == -1)) status = jobs[t].status;
+  return status;
+}
+
+#else
+
+int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
+                           const float *b, int64_t k, float *packed, float *values, int32_t *indices,
+                           int32_t threads) {
+  (void)x, (void)M, (void)K, (void)w, (void)wT, (void)N, (void)b, (void)packed, (void)values;
+  (void)indices, (void)threads;
+  return k < 1 || k > N ? -3 : -5;
+}
+
+#endif
+
+// f64 has no fused kernel: the caller composes.
+int32_t sc_affine_topk_f64(const double *x, int64_t M, int64_t K, const double *w, int32_t wT, int64_t N,
+                           const double *b, int64_t k, double *packed, double *values, int32_t *indices,
+                           int32_t threads) {
+  (void)x, (void)M, (void)K, (void)w, (void)wT, (void)b, (void)packed, (void)values, (void)indices;
+  (void)threads;
+  return k < 1 || k > N ? -3 : -5;
+}

@@ -1,0 +1,210 @@
+/**
+ * The TopK encoder's GEMM and top-k in one pass (fusedAffineTopk, csrc/affine_topk.c) against an
+ * oracle written here: each entry b + Σ_chunks (Σ_k x·W by one f32 fused multiply-add per term,
+ * in order, from zero), chunks of 256 along K, then the k largest, ties to the lower index, −0
+ * equal to +0. Exact bits, on random floats (tails of every blocking: rows not a multiple of 12,
+ * columns not a multiple of 32, K past 256 and not a multiple of it, k = 1 and k = N, W
+ * transposed) and on integers, whose sums are exact in any order and full of ties, against the
+ * composition topk(x·W + b). A NaN, a traced operand or a bf16 matmul sends the caller back to
+ * the composition; the encoder gives the composition's code either way.
+ */
+import fc from "fast-check";
+import { assert, assertEquals, test } from "./harness.ts";
+import * as t from "../mod.ts";
+import { fusedAffineTopk } from "../tensor/fused.ts";
+import { topkEncode } from "../sae/arch/topk_encode.ts";
+import { setNativeKernels } from "../tensor/cpu/native.ts";
+
+const f32 = new Float32Array(1), bits = new Uint32Array(f32.buffer);
+
+/** The f32 next to the f32 `r`, towards `towards`. */
+function neighbour(r: number, towards: number): number {
+  f32[0] = r;
+  const up = towards > r;
+  if (r === 0) {
+    bits[0] = 1;
+    return up ? f32[0] : -f32[0];
+  }
+  bits[0] += (r > 0) === up ? 1 : -1;
+  return f32[0];
+}
+
+/** fmaf(a, b, c) for f32 a, b, c: one rounding of a·b + c (the product is exact in double). */
+function fmaf(a: number, b: number, c: number): number {
+  const p = a * b, s = p + c, v = s - p, e = (p - (s - v)) + (c - v); // s + e = p + c exactly
+  const r = Math.fround(s);
+  if (e === 0 || r === s) return r;
+  // Rounding s to f32 is a second rounding; it errs only when s is a midpoint: e decides.
+  const o = neighbour(r, s);
+  if (s - r !== o - s) return r;
+  return (e > 0) === (o > r) ? o : r;
+}
+
+/** Each entry in the kernel's order: b, then each 256-deep partial sum added. */
+function oracle(x: Float32Array, W: Float32Array, b: Float32Array, M: number, K: number) {
+  const N = b.length, out = new Float32Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let v = b[j];
+      for (let k0 = 0; k0 < K; k0 += 256) {
+        let acc = 0;
+        for (let k = k0; k < Math.min(K, k0 + 256); k++) {
+          acc = fmaf(x[i * K + k], W[k * N + j], acc);
+        }
+        v = Math.fround(v + acc);
+      }
+      out[i * N + j] = v;
+    }
+  }
+  return out;
+}
+
+/** The k best of each row: larger first, −0 as +0, ties to the lower index. */
+function topkRows(pre: Float32Array, M: number, N: number, k: number) {
+  const values = new Float32Array(M * k), indices = new Int32Array(M * k);
+  for (let i = 0; i < M; i++) {
+    const row = pre.subarray(i * N, (i + 1) * N);
+    const order = Array.from({ length: N }, (_, j) => j).sort((a, b) => row[b] - row[a] || a - b);
+    for (let q = 0; q < k; q++) values[i * k + q] = row[order[q]], indices[i * k + q] = order[q];
+  }
+  return { values, indices };
+}
+
+function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * scale * (i % 5 === 0 ? 8 : 1);
+  }
+  return out;
+}
+
+const sameBits = (a: Float32Array, b: Float32Array, what: string) => {
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) throw new Error(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
+  }
+};
+
+/** Runs the fused kernel on these operands, or says why this build has none. */
+function fused(
+  x: Float32Array,
+  W: Float32Array,
+  b: Float32Array,
+  M: number,
+  K: number,
+  k: number,
+  wT: boolean,
+) {
+  const N = b.length;
+  const w = wT
+    ? t.transpose(t.tensor(transposeOf(W, K, N), { shape: [N, K] }))
+    : t.tensor(W, { shape: [K, N] });
+  return fusedAffineTopk(t.tensor(x, { shape: [M, K] }), w, t.tensor(b), k);
+}
+
+function transposeOf(W: Float32Array, K: number, N: number): Float32Array {
+  const out = new Float32Array(K * N);
+  for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) out[j * K + k] = W[k * N + j];
+  return out;
+}
+
+// The kernel is built only where the compiler targets AVX-512; elsewhere the composition runs.
+const here = fused(new Float32Array(1), new Float32Array(1), new Float32Array(1), 1, 1, 1, false);
+if (!here) {
+  console.log(
+    "affine_topk: no fused kernel on this machine (no AVX-512 or no native kernels); " +
+      "the bit tests below check only that the composition runs",
+  );
+}
+
+test("fusedAffineTopk: the oracle's bits and selection on random floats, every blocking tail", () => {
+  const cases: [number, number, number, number, boolean][] = [
+    [1, 1, 1, 1, false],
+    [5, 7, 9, 3, false],
+    [13, 256, 100, 5, true],
+    [25, 300, 70, 32, false],
+    [12, 513, 40, 40, true],
+    [30, 64, 33, 1, false],
+  ];
+  for (const [M, K, N, k, wT] of cases) {
+    const x = randomF32(M * K, 11 + M), W = randomF32(K * N, 23 + K), b = randomF32(N, 37 + N);
+    const want = topkRows(oracle(x, W, b, M, K), M, N, k);
+    const got = fused(x, W, b, M, K, k, wT);
+    if (!got) {
+      assert(!here, `${M}x${K}x${N} k ${k}: no fused result where the kernel exists`);
+      continue;
+    }
+    assertEquals(got[0].shape, [M, k]);
+    assertEquals(got[1].dtype, "i32");
+    const tag = `${M}x${K}·${K}x${N}${wT ? "ᵀ" : ""} k ${k}`;
+    assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `${tag} indices`);
+    sameBits(got[0].dataSync() as Float32Array, want.values, `${tag} values`);
+  }
+});
+
+test("fusedAffineTopk: integer operands (exact sums, many ties) equal topk(x·W + b)", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 30 }),
+      fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 70 }),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      fc.boolean(),
+      (M, K, N, seed, wT) => {
+        const int = (n: number, s: number, span: number) =>
+          Float32Array.from(randomF32(n, s), (v) => Math.round(v * span) || (v < 0 ? -0 : 0));
+        const x = int(M * K, seed, 2), W = int(K * N, seed + 1, 2), b = int(N, seed + 2, 4);
+        const k = 1 + (seed % N);
+        const got = fused(x, W, b, M, K, k, wT);
+        if (!got) return !here;
+        const xt = t.tensor(x, { shape: [M, K] }), Wt = t.tensor(W, { shape: [K, N] });
+        const [v, i] = t.topk(t.add(t.matmul(xt, Wt), t.tensor(b)), k);
+        assertEquals(Array.from(got[1].dataSync()), Array.from(i.dataSync()), "indices");
+        assertEquals(Array.from(got[0].dataSync()), Array.from(v.dataSync()), "values");
+        return true;
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+test("fusedAffineTopk: null for a NaN, a traced operand or a bf16 matmul; the encoder composes", () => {
+  const M = 6, K = 20, N = 40, k = 4;
+  const x = randomF32(M * K, 3), W = randomF32(K * N, 4), b = randomF32(N, 5);
+  x[2 * K + 7] = NaN;
+  assert(fused(x, W, b, M, K, k, false) === null, "a NaN in x must send the caller back");
+  x[2 * K + 7] = 0.5;
+  const xt = t.tensor(x, { shape: [M, K] }), Wt = t.tensor(W, { shape: [K, N] }), bt = t.tensor(b);
+  let traced: unknown = "not run";
+  t.grad((w: t.Tensor) => {
+    traced = fusedAffineTopk(xt, w, bt, k);
+    return t.sum(w);
+  })(Wt);
+  assert(traced === null, "a traced W must not take the fused kernel");
+  const prior = t.cpuMatmulPrecision().asked;
+  const s = t.setCpuMatmulPrecision("bf16", { emulate: true });
+  try {
+    if (s.running !== "f32") assert(fusedAffineTopk(xt, Wt, bt, k) === null, `bf16 (${s.running})`);
+  } finally {
+    t.setCpuMatmulPrecision(prior);
+  }
+  // The encoder's code is the same with the fused kernel and with the composition (native off).
+  const enc = () => topkEncode(xt, Wt, bt, null, k);
+  const a = enc();
+  const was = setNativeKernels(false);
+  let c;
+  try {
+    c = enc();
+  } finally {
+    setNativeKernels(was);
+  }
+  assertEquals(Array.from(a.indices.dataSync()), Array.from(c.indices.dataSync()), "indices");
+  const av = a.values.dataSync(), cv = c.values.dataSync();
+  for (let q = 0; q < av.length; q++) {
+    assert(
+      Math.abs(av[q] - cv[q]) <= 1e-5 * (1 + Math.abs(cv[q])),
+      `value ${q}: ${av[q]} vs ${cv[q]}`,
+    );
+  }
+});
