@@ -10,13 +10,17 @@
 // and within the usual sgemm rounding of any other order. The selection is sc_topk_f32's: larger
 // first, ties to the lower index, −0 equal to +0 (a NaN anywhere returns -4: the caller composes).
 //
-// Built where the compiler targets AVX-512 (-march=native on such a CPU); elsewhere the function
-// returns -5 and the caller runs the GEMM and top-k as before.
+// With `bf16` the product runs on AMX tiles instead (amx_bf16.h): x and W rounded to bf16 as they
+// are packed, products summed in f32, the bias added after; the selection as above.
+//
+// Built where the compiler targets AVX-512 (AMX for bf16; -march=native on such a CPU); elsewhere
+// the function returns -5 and the caller runs the GEMM and top-k as before.
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "amx_bf16.h"
 #include "threads.h"
 #include "topk_key.h"
 
@@ -88,6 +92,7 @@ static void *at_pack_task(void *p) {
 typedef struct {
   const float *x, *packed, *bias;
   int64_t M, K, N, k, s0, s1, block;  // rows in slivers of 12: [s0, s1), `block` slivers at a time
+                                      // (bf16: rows [s0, s1), `block` rows at a time)
   float *values;
   int32_t *indices;
   int status;  // -1, -2 or -4
@@ -99,6 +104,25 @@ typedef struct {
   float *vals, *thr;
   int64_t *count;
 } at_lists;
+
+static at_lists at_lists_new(int64_t rows, int64_t k) {
+  return (at_lists){malloc(sizeof(uint64_t) * (size_t)(rows * k)), malloc(sizeof(float) * (size_t)(rows * k)),
+                    malloc(sizeof(float) * (size_t)rows), malloc(sizeof(int64_t) * (size_t)rows)};
+}
+
+static void at_lists_free(at_lists *L) { free(L->keys), free(L->vals), free(L->thr), free(L->count); }
+
+// Rows [r0, r1)'s lists (list i is row r0 + i) into values/indices [rows, k].
+static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
+                           int32_t *indices) {
+  for (int64_t r = r0; r < r1; r++) {
+    const uint64_t *keys = L->keys + (r - r0) * k;
+    for (int64_t t = 0; t < k; t++) {
+      values[r * k + t] = L->vals[(r - r0) * k + t];
+      indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
+    }
+  }
+}
 
 static inline void at_insert(at_lists *L, int64_t i, int64_t k, float v, int32_t c) {
   const uint64_t key = topk_key_f32(v, c);
@@ -142,8 +166,7 @@ static void *at_task(void *p) {
   const int64_t slivers = (N + AT_NR - 1) / AT_NR;
   float *A = at_alloc(sizeof(float) * (size_t)(rowsB * K));
   float *tile = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
-  at_lists L = {malloc(sizeof(uint64_t) * (size_t)(rowsB * k)), malloc(sizeof(float) * (size_t)(rowsB * k)),
-                malloc(sizeof(float) * (size_t)rowsB), malloc(sizeof(int64_t) * (size_t)rowsB)};
+  at_lists L = at_lists_new(rowsB, k);
   j->status = -1;
   if (!A || !tile || !L.keys || !L.vals || !L.thr || !L.count) {
     j->status = -2;
@@ -178,32 +201,134 @@ static void *at_task(void *p) {
         }
       }
     }
-    for (int64_t r = r0; r < r1; r++) {
-      const uint64_t *keys = L.keys + (r - r0) * k;
-      for (int64_t t = 0; t < k; t++) {
-        j->values[r * k + t] = L.vals[(r - r0) * k + t];
-        j->indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
-      }
-    }
+    at_lists_write(&L, r0, r1, k, j->values, j->indices);
   }
 done:
-  free(A), free(tile), free(L.keys), free(L.vals), free(L.thr), free(L.count);
+  free(A), free(tile), at_lists_free(&L);
   return 0;
 }
 
-// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: K·⌈N/32⌉·32 floats
-// of scratch. values/indices [M, k]: each row's k largest of x·W + b, best first.
+#ifdef SC_AMX
+// The bf16 product on AMX: W packed in VNNI slivers (amx_pack_b) into `packed`, rows of x as bf16
+// a block at a time; each 32 × 32 block of the product offered to its rows' lists as it is made.
+typedef struct {
+  const float *w;
+  uint16_t *packed;
+  int64_t K, N, s0, s1;
+  int wT;
+} at_amx_pack_job;
+
+static void *at_amx_pack_task(void *p) {
+  const at_amx_pack_job *j = p;
+  const int64_t Kp = amx_kp(j->K);
+  for (int64_t s = j->s0; s < j->s1; s++)
+    amx_pack_b(j->w, j->wT, j->wT ? j->K : j->N, j->K, j->N, s, j->packed + s * Kp * 32);
+  return 0;
+}
+
+static void *at_amx_task(void *p) {
+  at_job *j = p;
+  const int64_t K = j->K, N = j->N, k = j->k, R = j->block, Kp = amx_kp(K);
+  const int64_t slivers = (N + 31) / 32;
+  const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
+  amx_configure();
+  uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
+  float *tile = at_alloc(sizeof(float) * 32 * 32);
+  at_lists L = at_lists_new(R, k);
+  j->status = -1;
+  if (!A || !tile || !L.keys || !L.vals || !L.thr || !L.count) {
+    j->status = -2;
+    goto done;
+  }
+  for (int64_t r0 = j->s0; r0 < j->s1; r0 += R) {
+    const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
+    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
+    memset(L.count, 0, sizeof(int64_t) * (size_t)rows);
+    for (int64_t js = 0; js < slivers; js++) {
+      const int64_t c0 = js * 32;
+      const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
+      for (int64_t i0 = 0; i0 < rows; i0 += 32) {
+        amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
+        for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
+          float *t = tile + (i - i0) * 32;
+          _mm512_store_ps(t, _mm512_add_ps(_mm512_load_ps(t), b0));
+          _mm512_store_ps(t + 16, _mm512_add_ps(_mm512_load_ps(t + 16), b1));
+          if (!at_offer(&L, i, k, t, c0, N - c0)) {
+            j->status = -4;
+            goto done;
+          }
+        }
+      }
+    }
+    at_lists_write(&L, r0, r1, k, j->values, j->indices);
+  }
+done:
+  _tile_release();
+  free(A), free(tile), at_lists_free(&L);
+  return 0;
+}
+#endif
+
+// Each thread's status: -2 before -4 before -1.
+static int32_t at_status(const at_job *jobs, int nt) {
+  int status = -1;
+  for (int t = 0; t < nt; t++)
+    if (jobs[t].status == -2 || (jobs[t].status == -4 && status == -1)) status = jobs[t].status;
+  return status;
+}
+
+#ifdef SC_AMX
+static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
+                      const float *bias, int64_t k, float *packed, float *values, int32_t *indices,
+                      int nt) {
+  const int64_t slivers = (N + 31) / 32, Kp = amx_kp(K);
+  at_amx_pack_job pj[MAX_THREADS];
+  const int np = nt < slivers ? nt : (int)slivers;
+  uint16_t *p16 = (uint16_t *)(void *)packed;
+  for (int t = 0; t < np; t++)
+    pj[t] = (at_amx_pack_job){w, p16, K, N, slivers * t / np, slivers * (t + 1) / np, wT};
+  run_tasks(at_amx_pack_task, pj, sizeof(at_amx_pack_job), np);
+  // Row blocks of ~512 KB of bf16 stay in L2 while W's slivers pass; rows split in 32s.
+  int64_t R = (1 << 19) / (int64_t)(sizeof(uint16_t) * Kp) / 32 * 32;
+  R = R < 32 ? 32 : R > 512 ? 512 : R;
+  const int64_t groups = (M + 31) / 32;
+  if (nt > groups) nt = (int)groups;
+  at_job jobs[MAX_THREADS];
+  for (int t = 0; t < nt; t++) {
+    const int64_t r0 = groups * t / nt * 32, r1 = t == nt - 1 ? M : groups * (t + 1) / nt * 32;
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, r0, r1, R, values, indices, -1};
+  }
+  run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
+  return at_status(jobs, nt);
+}
+#endif
+
+// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: ⌈K/32⌉·32·⌈N/32⌉·32
+// floats of scratch. values/indices [M, k]: each row's k largest of x·W + b, best first. `bf16`:
+// the product on AMX tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                            const float *b, int64_t k, float *packed, float *values, int32_t *indices,
-                           int32_t threads) {
+                           int32_t bf16, int32_t threads) {
   if (k < 1 || k > N || M < 1 || K < 1) return -3;
   if (k > AT_MAX_K) return -5;
+#ifdef SC_AMX
+  if (bf16 && !amx_ready()) return -5;
+#else
+  if (bf16) return -5;
+#endif
   const int64_t slivers = (N + AT_NR - 1) / AT_NR, rowSlivers = (M + AT_MR - 1) / AT_MR;
   float *bias = at_alloc(sizeof(float) * (size_t)(slivers * AT_NR));
   if (!bias) return -2;
   memcpy(bias, b, sizeof(float) * (size_t)N);
   memset(bias + N, 0, sizeof(float) * (size_t)(slivers * AT_NR - N));
   int nt = clamp_threads(threads);
+#ifdef SC_AMX
+  if (bf16) {
+    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt);
+    free(bias);
+    return status;
+  }
+#endif
   at_pack_job pj[MAX_THREADS];
   const int np = nt < slivers ? nt : (int)slivers;
   for (int t = 0; t < np; t++)
@@ -222,19 +347,16 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
   }
   run_tasks(at_task, jobs, sizeof(at_job), nt);
   free(bias);
-  int status = -1;
-  for (int t = 0; t < nt; t++)
-    if (jobs[t].status == -2 || (jobs[t].status == -4 && status == -1)) status = jobs[t].status;
-  return status;
+  return at_status(jobs, nt);
 }
 
 #else
 
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                            const float *b, int64_t k, float *packed, float *values, int32_t *indices,
-                           int32_t threads) {
+                           int32_t bf16, int32_t threads) {
   (void)x, (void)M, (void)K, (void)w, (void)wT, (void)N, (void)b, (void)packed, (void)values;
-  (void)indices, (void)threads;
+  (void)indices, (void)bf16, (void)threads;
   return k < 1 || k > N ? -3 : -5;
 }
 
@@ -243,8 +365,8 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
 // f64 has no fused kernel: the caller composes.
 int32_t sc_affine_topk_f64(const double *x, int64_t M, int64_t K, const double *w, int32_t wT, int64_t N,
                            const double *b, int64_t k, double *packed, double *values, int32_t *indices,
-                           int32_t threads) {
+                           int32_t bf16, int32_t threads) {
   (void)x, (void)M, (void)K, (void)w, (void)wT, (void)b, (void)packed, (void)values, (void)indices;
-  (void)threads;
+  (void)bf16, (void)threads;
   return k < 1 || k > N ? -3 : -5;
 }

@@ -6,14 +6,17 @@
  * columns not a multiple of 32, K past 256 and not a multiple of it, k = 1 and k = N, W
  * transposed) and on integers, whose sums are exact in any order and full of ties, against the
  * composition topk(x·W + b). A NaN, a traced operand or a bf16 matmul sends the caller back to
- * the composition; the encoder gives the composition's code either way.
+ * the composition; the encoder gives the composition's code either way. Under bf16 on AMX tiles:
+ * each value within f32 summation of the bf16-rounded operands' exact product, and the selection
+ * the k best of those exact values up to that tolerance.
  */
 import fc from "fast-check";
 import { assert, assertEquals, test } from "./harness.ts";
 import * as t from "../mod.ts";
 import { fusedAffineTopk } from "../tensor/fused.ts";
 import { topkEncode } from "../sae/arch/topk_encode.ts";
-import { setNativeKernels } from "../tensor/cpu/native.ts";
+import { native, setNativeKernels } from "../tensor/cpu/native.ts";
+import { bf16ToF32, f32ToBf16 } from "../tensor/dtype.ts";
 
 const f32 = new Float32Array(1), bits = new Uint32Array(f32.buffer);
 
@@ -185,7 +188,9 @@ test("fusedAffineTopk: null for a NaN, a traced operand or a bf16 matmul; the en
   const prior = t.cpuMatmulPrecision().asked;
   const s = t.setCpuMatmulPrecision("bf16", { emulate: true });
   try {
-    if (s.running !== "f32") assert(fusedAffineTopk(xt, Wt, bt, k) === null, `bf16 (${s.running})`);
+    if (s.running === "bf16-emulated") {
+      assert(fusedAffineTopk(xt, Wt, bt, k) === null, "emulated bf16 is the composition's");
+    }
   } finally {
     t.setCpuMatmulPrecision(prior);
   }
@@ -206,5 +211,56 @@ test("fusedAffineTopk: null for a NaN, a traced operand or a bf16 matmul; the en
       Math.abs(av[q] - cv[q]) <= 1e-5 * (1 + Math.abs(cv[q])),
       `value ${q}: ${av[q]} vs ${cv[q]}`,
     );
+  }
+});
+
+test("fusedAffineTopk under bf16 on AMX tiles: bf16-rounded operands, f32 sums, the k best", () => {
+  if (!native()?.amxBf16()) {
+    console.log(
+      "affine_topk bf16: no AMX-BF16 tiles here; the bf16 request composes (tested above)",
+    );
+    return;
+  }
+  const prior = t.cpuMatmulPrecision().asked;
+  const s = t.setCpuMatmulPrecision("bf16");
+  try {
+    assertEquals([s.running, s.via], ["bf16", "amx"]);
+    for (const [M, K, N, k, wT] of [[40, 512, 300, 32, false], [7, 45, 70, 5, true]] as const) {
+      const x = randomF32(M * K, 5 + K), W = randomF32(K * N, 6 + N), b = randomF32(N, 7);
+      const got = fused(x, W, b, M, K, k, wT)!;
+      assert(got, `${M}x${K}x${N}: a result`);
+      const r = (v: number) => bf16ToF32(f32ToBf16(v));
+      const exact = new Float64Array(M * N), mag = new Float64Array(M * N);
+      for (let i = 0; i < M; i++) {
+        for (let j = 0; j < N; j++) {
+          let e = b[j], a = Math.abs(b[j]);
+          for (let q = 0; q < K; q++) {
+            const p = r(x[i * K + q]) * r(W[q * N + j]);
+            e += p, a += Math.abs(p);
+          }
+          exact[i * N + j] = e, mag[i * N + j] = a;
+        }
+      }
+      const v = got[0].dataSync(), idx = got[1].dataSync();
+      const tol = (q: number) => (K + 2) * 2 ** -24 * mag[q];
+      for (let i = 0; i < M; i++) {
+        const chosen = new Set<number>();
+        for (let q = 0; q < k; q++) {
+          const j = idx[i * k + q], e = exact[i * N + j];
+          chosen.add(j);
+          assert(Math.abs(v[i * k + q] - e) <= tol(i * N + j), `row ${i} value ${q}`);
+          if (q > 0) assert(v[i * k + q] <= v[i * k + q - 1], `row ${i} sorted`);
+        }
+        // Nothing left out beats the k-th kept by more than the two roundings.
+        const kth = exact[i * N + idx[i * k + k - 1]];
+        for (let j = 0; j < N; j++) {
+          if (chosen.has(j)) continue;
+          const slack = tol(i * N + j) + tol(i * N + idx[i * k + k - 1]);
+          assert(exact[i * N + j] <= kth + slack, `row ${i}: column ${j} left out`);
+        }
+      }
+    }
+  } finally {
+    t.setCpuMatmulPrecision(prior);
   }
 });

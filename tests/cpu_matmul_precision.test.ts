@@ -2,7 +2,8 @@
  * The CPU backend's bf16 matmul switch: the availability check names what is missing (library
  * symbol, CPU extension), a bf16 request that cannot run falls back to f32 with that reason, the
  * emulated mode multiplies the bf16-rounded operands (the numbers sbgemm would give, up to f32
- * summation order), and a real sbgemm, where present, agrees with the emulation.
+ * summation order), and a real bf16 product (sbgemm, or the native kernels' AMX tiles where the
+ * library lacks it), where present, agrees with the emulation.
  */
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 import * as t from "../mod.ts";
@@ -26,11 +27,17 @@ test("bf16 availability names the missing CPU extension or library symbol", () =
   });
   const no = cpuBf16Support(flags("avx2"));
   assert(!no.ok && no.reason.includes("no avx512_bf16") && no.reason.includes("avx2"), no.reason);
+  const noAmx = () => false, amx = () => true;
   if (blas) {
-    const noSym = bf16Availability({ ...blas, sbgemm: null }, { ok: true, reason: "" });
+    const noSym = bf16Availability({ ...blas, sbgemm: null }, { ok: true, reason: "" }, noAmx);
     assert(!noSym.ok && noSym.reason.includes("cblas_sbgemm"), noSym.reason);
-    const noCpu = bf16Availability({ ...blas, sbgemm: () => {} }, no);
-    assertEquals(noCpu.reason, no.reason);
+    assert(noSym.reason.includes("no AMX-BF16"), noSym.reason);
+    const noCpu = bf16Availability({ ...blas, sbgemm: () => {} }, no, noAmx);
+    assert(!noCpu.ok && noCpu.reason.startsWith(no.reason), noCpu.reason);
+    // sbgemm first where it can run; the native AMX kernels where the library lacks it.
+    const both = bf16Availability({ ...blas, sbgemm: () => {} }, { ok: true, reason: "" }, amx);
+    assertEquals(both.via, "sbgemm");
+    assertEquals(bf16Availability({ ...blas, sbgemm: null }, no, amx).via, "amx");
   }
   assertThrows(() => setCpuMatmulPrecision("fp8" as never), "expected f32 or bf16");
 });
@@ -60,9 +67,10 @@ test("bf16 matmul: falls back with a reason, or emulates sbgemm's numbers on req
       // The same sgemm on the same rounded operands: the same bits.
       assertEquals(Array.from(got), Array.from(want), "emulated bf16");
     } else {
-      // Real sbgemm: f32 accumulation in its own order.
+      // Real bf16 (sbgemm or AMX): f32 accumulation in its own order.
+      console.log(`bf16 matmul runs through ${e.via}`);
       for (let i = 0; i < got.length; i++) {
-        assert(Math.abs(got[i] - want[i]) <= 1e-4 * (1 + Math.abs(want[i])), `sbgemm [${i}]`);
+        assert(Math.abs(got[i] - want[i]) <= 1e-4 * (1 + Math.abs(want[i])), `${e.via} [${i}]`);
       }
     }
     // bf16 changes the result (the comparison above is not f32 against itself).
@@ -71,6 +79,19 @@ test("bf16 matmul: falls back with a reason, or emulates sbgemm's numbers on req
     const bt = t.contiguous(t.transpose(b));
     const got2 = t.matmul(a, t.transpose(bt)).dataSync();
     assertEquals(Array.from(got2), Array.from(got), "transposed B");
+    if (e.via === "amx") {
+      // Tiles of 32 rows, columns and depth: odd sizes exercise every padded edge; A transposed.
+      const [m, k, n] = [301, 333, 171];
+      assert(m * k * n >= BF16_MIN_WORK, "large enough for bf16");
+      const x = t.random.normal(t.random.key(3), [k, m]),
+        y = t.random.normal(t.random.key(4), [k, n]);
+      const odd = t.matmul(t.transpose(x), y).dataSync();
+      setCpuMatmulPrecision("bf16", { emulate: true });
+      const ref = t.matmul(t.transpose(round(x)), round(y)).dataSync();
+      for (let i = 0; i < ref.length; i++) {
+        assert(Math.abs(odd[i] - ref[i]) <= 1e-4 * (1 + Math.abs(ref[i])), `AMX odd [${i}]`);
+      }
+    }
   } finally {
     setCpuMatmulPrecision("f32");
   }

@@ -657,15 +657,16 @@ export const cpu: Backend = {
     },
     affineTopk(x, w, b, k) {
       const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
-      // The fused sums are sgemm's f32 ones; a bf16 matmul, when asked for, is the composition's.
-      if (!nat || cpuMatmulPrecision().running !== "f32" || x.dtype !== "f32") return null;
+      // f32: sgemm's sums; bf16 on AMX tiles; emulated bf16 is the composition's alone.
+      const precision = cpuMatmulPrecision().running;
+      if (!nat || precision === "bf16-emulated" || x.dtype !== "f32") return null;
       if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(b)) return null;
       // A [K, 1] or [1, N] view lies in row order whatever its other stride says.
       const rowOrder = contiguous(w) || (Kd === 1 && w.strides[1] === 1) ||
         (N === 1 && w.strides[0] === 1);
       const wT = !rowOrder && transposedMatrix(w);
       if (!wT && !rowOrder) return null;
-      const packed = takeArray("f32", Kd * Math.ceil(N / 32) * 32) as F;
+      const packed = takeArray("f32", Math.ceil(Kd / 32) * 32 * Math.ceil(N / 32) * 32) as F;
       const values = takeArray("f32", M * k) as F, indices = takeArray("i32", M * k) as Int32Array;
       const r = nat.affineTopk(
         own(x, M * Kd) as F,
@@ -679,6 +680,7 @@ export const cpu: Backend = {
         packed,
         values,
         indices,
+        precision === "bf16",
         nativeThreads(M * N),
       );
       giveArray(packed);

@@ -6,6 +6,9 @@ import { type FloatArray, gemmTs } from "./gemm.ts";
 import { type Blas, loadBlas } from "./blas.ts";
 import { BF16_MIN_WORK, cpuMatmulPrecision } from "./matmul_precision.ts";
 import { encode16 } from "../dtype.ts";
+import { giveArray, takeArray } from "./pool.ts";
+import { native } from "./native.ts";
+import { threadCap } from "./threads.ts";
 import { runtime } from "../platform/runtime.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
@@ -416,7 +419,27 @@ export function matmul(
         lb.trans ? K : N,
       );
       const C = out as Float32Array, cOff = i * M * N;
-      if (bf16 === "bf16") {
+      if (bf16 === "bf16" && cpuMatmulPrecision().via === "amx") {
+        const packed = takeArray("f32", Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 16);
+        const ok = native()!.gemmBf16(
+          A,
+          la.trans,
+          la.ld,
+          B,
+          lb.trans,
+          lb.ld,
+          M,
+          N,
+          K,
+          beta,
+          C.subarray(cOff),
+          N,
+          packed as Float32Array,
+          threadCap(),
+        );
+        giveArray(packed);
+        if (!ok) throw new Error("bf16 matmul: the native AMX kernel is not available after all");
+      } else if (bf16 === "bf16") {
         const [A16, B16] = [A, B].map((x) => toBf16(blas, x));
         blas.sbgemm!(la.trans, lb.trans, M, N, K, 1, A16, la.ld, B16, lb.ld, beta, C, cOff, N);
       } else {

@@ -1,8 +1,10 @@
 /**
  * How the CPU backend computes large f32 matmuls: "f32" (sgemm), or "bf16" — inputs rounded to
- * bf16, products accumulated in f32 (OpenBLAS's cblas_sbgemm), the CUDA backend's bf16 mode on
- * the CPU. bf16 runs only where it pays: the library exports cblas_sbgemm and the CPU has bf16 dot
- * products (AVX-512 BF16 or AMX-BF16); elsewhere f32 runs and the status says why. `emulate`
+ * bf16, products accumulated in f32, the CUDA backend's bf16 mode on the CPU. bf16 runs only where
+ * it pays: through OpenBLAS's cblas_sbgemm where the library exports it and the CPU has bf16 dot
+ * products (AVX-512 BF16 or AMX-BF16), else through the native kernels' AMX tiles
+ * (csrc/gemm_bf16.c, and the TopK encoder's fused GEMM) where the CPU has AMX-BF16 and Linux
+ * grants the tiles; elsewhere f32 runs and the status says why. `emulate`
  * rounds the inputs to bf16 and multiplies with sgemm: sbgemm's numbers without its speed, to
  * measure what bf16 does to training on a machine without it.
  *   SPARSECODER_CPU_MATMUL=bf16   the same as setCpuMatmulPrecision("bf16") at start-up
@@ -13,6 +15,7 @@
 import { readFileSync } from "node:fs";
 import { readEnv } from "../platform/env.ts";
 import { type Blas, loadBlas } from "./blas.ts";
+import { native } from "./native.ts";
 
 export type CpuMatmulPrecision = "f32" | "bf16";
 
@@ -23,6 +26,8 @@ export interface CpuPrecisionStatus {
   running: "f32" | "bf16" | "bf16-emulated";
   /** Why bf16 is not running when it was asked (empty otherwise). */
   reason: string;
+  /** What computes bf16 when it runs: "sbgemm" (OpenBLAS) or "amx" (the native kernels). */
+  via?: "sbgemm" | "amx";
 }
 
 /** Below this many multiply-adds a matmul stays f32: rounding both operands costs more than it saves. */
@@ -44,20 +49,22 @@ export function cpuBf16Support(
   return { ok: false, reason: `the CPU has no avx512_bf16 or amx_bf16 (best: ${simd})` };
 }
 
-/** Whether bf16 can run here with this library, and why not. */
+/** Whether bf16 can run here (through sbgemm, or else AMX tiles), and why not. */
 export function bf16Availability(
   blas: Blas | null = loadBlas().blas,
   cpu = cpuBf16Support(),
-): { ok: boolean; reason: string } {
-  if (!blas) return { ok: false, reason: `no BLAS (${loadBlas().reason})` };
-  if (!blas.sbgemm) {
-    return {
-      ok: false,
-      reason: `${blas.path} has no cblas_sbgemm (OpenBLAS built without BFLOAT16)`,
-    };
-  }
-  if (!cpu.ok) return { ok: false, reason: cpu.reason };
-  return { ok: true, reason: "" };
+  amx: () => boolean = () => native()?.amxBf16() ?? false,
+): { ok: boolean; reason: string; via?: "sbgemm" | "amx" } {
+  if (blas?.sbgemm && cpu.ok) return { ok: true, reason: "", via: "sbgemm" };
+  if (amx()) return { ok: true, reason: "", via: "amx" };
+  const lib = !blas
+    ? `no BLAS (${loadBlas().reason})`
+    : !blas.sbgemm
+    ? `${blas.path} has no cblas_sbgemm (OpenBLAS built without BFLOAT16)`
+    : "";
+  const noAmx = "no AMX-BF16 tiles for the native kernels";
+  if (lib) return { ok: false, reason: `${lib}, and ${noAmx}` };
+  return { ok: false, reason: `${cpu.reason}, and ${noAmx}` };
 }
 
 function parse(v: string | undefined, where: string): CpuMatmulPrecision {
@@ -80,7 +87,7 @@ export function setCpuMatmulPrecision(
   const asked = parse(p, "setCpuMatmulPrecision");
   if (asked === "f32") return status = { asked, running: "f32", reason: "" };
   const can = bf16Availability();
-  if (can.ok) return status = { asked, running: "bf16", reason: "" };
+  if (can.ok) return status = { asked, running: "bf16", reason: "", via: can.via };
   const emulate = o.emulate ?? readEnv("SPARSECODER_CPU_BF16_EMULATE") === "1";
   return status = { asked, running: emulate ? "bf16-emulated" : "f32", reason: can.reason };
 }

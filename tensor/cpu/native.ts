@@ -168,8 +168,9 @@ export interface Native extends NativeTrain {
   /**
    * Each row's k largest of x [M, K] · w + b (w [K, N], or [N, K] with `wT`; b [N]) into values
    * and indices [M, k], best first, without writing the product (csrc/affine_topk.c): "done", or
-   * "compose" where this build or k has no fused kernel or the product holds a NaN. `packed` is
-   * scratch of K·⌈N/32⌉·32 elements.
+   * "compose" where this build or k has no fused kernel or the product holds a NaN. `bf16`: the
+   * product from bf16-rounded operands on AMX tiles. `packed` is scratch of ⌈K/32⌉·32·⌈N/32⌉·32
+   * elements.
    */
   affineTopk(
     x: F,
@@ -183,8 +184,33 @@ export interface Native extends NativeTrain {
     packed: F,
     values: F,
     indices: Int32Array,
+    bf16: boolean,
     threads: number,
   ): "done" | "compose";
+  /** Whether this build has AMX-BF16 and the OS granted this process its tiles (the bf16 kernels). */
+  amxBf16(): boolean;
+  /**
+   * c [M, N] (row stride ldc) = a·b + beta·c from bf16-rounded a [M, K] (stored [K, M] when aT;
+   * row stride lda) and b [K, N] (stored [N, K] when bT), summed in f32 on AMX tiles
+   * (csrc/gemm_bf16.c): cblas_sbgemm's product. `packed`: scratch of ⌈K/32⌉·32·⌈N/32⌉·32 / 2
+   * floats. False where amxBf16() is.
+   */
+  gemmBf16(
+    a: Float32Array,
+    aT: boolean,
+    lda: number,
+    b: Float32Array,
+    bT: boolean,
+    ldb: number,
+    M: number,
+    N: number,
+    K: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+    packed: Float32Array,
+    threads: number,
+  ): boolean;
 }
 
 export interface NativeStatus {
@@ -285,10 +311,48 @@ const SIGS: Record<string, FfiSig> = {
   sub_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   mul_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
   affine_topk: {
-    args: ["buf", "i64", "i64", "buf", "i32", "i64", "buf", "i64", "buf", "buf", "buf", "i32"],
+    args: [
+      "buf",
+      "i64",
+      "i64",
+      "buf",
+      "i32",
+      "i64",
+      "buf",
+      "i64",
+      "buf",
+      "buf",
+      "buf",
+      "i32",
+      "i32",
+    ],
     ret: "i32",
   },
   ...TRAIN_SIGS,
+};
+
+// Kernels of one width only, by their full names.
+const ONE_WIDTH: Record<string, FfiSig> = {
+  sc_gemm_bf16_f32: {
+    args: [
+      "buf",
+      "i32",
+      "i64",
+      "buf",
+      "i32",
+      "i64",
+      "i64",
+      "i64",
+      "i64",
+      "f32",
+      "buf",
+      "i64",
+      "buf",
+      "i32",
+    ],
+    ret: "i32",
+  },
+  sc_amx_bf16_ready: { args: [], ret: "i32" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -296,7 +360,7 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const at = (f: string) => fileURLToPath(new URL(`../../csrc/${f}`, import.meta.url));
   return compileCached({
     src: at("cpu_kernels.c"),
-    more: ["affine_topk.c", "threads.h", "topk_key.h"].map(at),
+    more: ["affine_topk.c", "gemm_bf16.c", "amx_bf16.h", "threads.h", "topk_key.h"].map(at),
     cc,
     flags: FLAGS,
     libs: ["-lm"],
@@ -310,9 +374,10 @@ type Raw = Record<string, FfiFn>;
 
 /** The kernels by "<name>_<width>" (throws when the library lacks one). */
 function open(ffi: Ffi, path: string): Raw {
-  const sigs = Object.fromEntries(
-    Object.entries(SIGS).flatMap(([n, sig]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, sig])),
-  );
+  const sigs = Object.fromEntries([
+    ...Object.entries(SIGS).flatMap(([n, sig]) => ["f32", "f64"].map((w) => [`sc_${n}_${w}`, sig])),
+    ...Object.entries(ONE_WIDTH),
+  ]);
   const fns = ffi.open(path, sigs).fns;
   return Object.fromEntries(Object.keys(sigs).map((name) => [name.slice(3), fns[name]!]));
 }
@@ -422,7 +487,27 @@ function bind(path: string, raw: Raw): Native {
         threads,
       );
     },
-    affineTopk(x, M, K, w, wT, N, b, kk, packed, values, indices, threads) {
+    amxBf16: () => raw.amx_bf16_ready() === 1,
+    gemmBf16(a, aT, lda, b, bT, ldb, M, N, K, beta, c, ldc, packed, threads) {
+      const k = "gemmBf16";
+      for (
+        const [name, v] of [["M", M], ["N", N], ["K", K], ["lda", lda], ["ldb", ldb], [
+          "ldc",
+          ldc,
+        ]] as const
+      ) checkCount(k, name, v, I64_MAX);
+      checkCount(k, "threads", threads);
+      const span = (rows: number, cols: number, ld: number) =>
+        rows > 0 ? (rows - 1) * ld + cols : 0;
+      checkFloats(k, "a", a, aT ? span(K, M, lda) : span(M, K, lda), a);
+      checkFloats(k, "b", b, bT ? span(N, K, ldb) : span(K, N, ldb), a);
+      checkFloats(k, "c", c, span(M, N, ldc), a);
+      checkFloats(k, "packed", packed, Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 16, a);
+      const r = raw.gemm_bf16_f32(a, +aT, lda, b, +bT, ldb, M, N, K, beta, c, ldc, packed, threads);
+      if (r === -2) throw new Error(`native ${k}: out of memory for ${M}x${K}·${K}x${N}`);
+      return r === -1;
+    },
+    affineTopk(x, M, K, w, wT, N, b, kk, packed, values, indices, bf16, threads) {
       const k = "affineTopk";
       for (const [name, v] of [["M", M], ["K", K], ["N", N], ["k", kk]] as const) {
         checkCount(k, name, v, I64_MAX);
@@ -430,9 +515,24 @@ function bind(path: string, raw: Raw): Native {
       checkCount(k, "threads", threads);
       if (kk < 1 || kk > N) throw new RangeError(`native ${k}: k = ${kk} is not in [1, ${N}]`);
       checkFloats(k, "x", x, M * K, x), checkFloats(k, "w", w, K * N, x);
-      checkFloats(k, "b", b, N, x), checkFloats(k, "packed", packed, K * Math.ceil(N / 32) * 32, x);
+      checkFloats(k, "b", b, N, x);
+      checkFloats(k, "packed", packed, Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 32, x);
       checkFloats(k, "values", values, M * kk, x), checkIndices(k, "indices", indices, M * kk);
-      const r = fn("affine_topk", x)(x, M, K, w, +wT, N, b, kk, packed, values, indices, threads);
+      const r = fn("affine_topk", x)(
+        x,
+        M,
+        K,
+        w,
+        +wT,
+        N,
+        b,
+        kk,
+        packed,
+        values,
+        indices,
+        +bf16,
+        threads,
+      );
       if (r === -1) return "done";
       if (r === -2) throw new Error(`native ${k}: out of memory for ${M} rows`);
       return "compose";
