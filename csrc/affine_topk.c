@@ -98,7 +98,8 @@ typedef struct {
   int status;  // -1, -2 or -4
 } at_job;
 
-// Each row's k best so far: keys sorted descending with their values; `thr` the k-th value once full.
+// Each row's k best so far as a min-heap of ranking keys (topk_key_f32) with their values, the
+// weakest at the root; `thr` the root's value once the heap is full. Written out sorted at the end.
 typedef struct {
   uint64_t *keys;
   float *vals, *thr;
@@ -112,14 +113,28 @@ static at_lists at_lists_new(int64_t rows, int64_t k) {
 
 static void at_lists_free(at_lists *L) { free(L->keys), free(L->vals), free(L->thr), free(L->count); }
 
-// Rows [r0, r1)'s lists (list i is row r0 + i) into values/indices [rows, k].
+// (key, v) into the heap K/V of n entries at slot q's subtree root, sifting down.
+static inline void at_sift_down(uint64_t *K, float *V, int64_t n, int64_t q, uint64_t key, float v) {
+  for (;;) {
+    int64_t c = 2 * q + 1;
+    if (c >= n) break;
+    if (c + 1 < n && K[c + 1] < K[c]) c++;
+    if (K[c] >= key) break;
+    K[q] = K[c], V[q] = V[c], q = c;
+  }
+  K[q] = key, V[q] = v;
+}
+
+// Rows [r0, r1)'s heaps (heap i is row r0 + i) into values/indices [rows, k], best first: the
+// weakest popped to the back repeatedly.
 static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
                            int32_t *indices) {
   for (int64_t r = r0; r < r1; r++) {
-    const uint64_t *keys = L->keys + (r - r0) * k;
-    for (int64_t t = 0; t < k; t++) {
-      values[r * k + t] = L->vals[(r - r0) * k + t];
-      indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
+    uint64_t *K = L->keys + (r - r0) * k;
+    float *V = L->vals + (r - r0) * k;
+    for (int64_t n = k; n > 0; n--) {
+      values[r * k + n - 1] = V[0], indices[r * k + n - 1] = (int32_t)~(uint32_t)K[0];
+      at_sift_down(K, V, n - 1, 0, K[n - 1], V[n - 1]);
     }
   }
 }
@@ -128,15 +143,17 @@ static inline void at_insert(at_lists *L, int64_t i, int64_t k, float v, int32_t
   const uint64_t key = topk_key_f32(v, c);
   uint64_t *K = L->keys + i * k;
   float *V = L->vals + i * k;
-  int64_t n = L->count[i];
-  if (n == k) {
-    if (key <= K[k - 1]) return;
-    n = k - 1;
+  const int64_t n = L->count[i];
+  if (n < k) {
+    int64_t q = n;
+    for (; q > 0 && K[(q - 1) / 2] > key; q = (q - 1) / 2) K[q] = K[(q - 1) / 2], V[q] = V[(q - 1) / 2];
+    K[q] = key, V[q] = v, L->count[i] = n + 1;
+    if (n + 1 == k) L->thr[i] = V[0];
+    return;
   }
-  int64_t q = n;
-  for (; q > 0 && K[q - 1] < key; q--) K[q] = K[q - 1], V[q] = V[q - 1];
-  K[q] = key, V[q] = v, L->count[i] = n + 1;
-  if (n + 1 == k) L->thr[i] = V[k - 1];
+  if (key <= K[0]) return;
+  at_sift_down(K, V, k, 0, key, v);
+  L->thr[i] = V[0];
 }
 
 // Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN.
