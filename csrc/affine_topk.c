@@ -73,18 +73,23 @@ typedef struct {
 static void *at_pack_task(void *p) {
   const at_pack_job *j = p;
   const int64_t K = j->K, N = j->N;
-  for (int64_t s = j->s0; s < j->s1; s++) {
+  // W [K, N]: 8 slivers at a time, each row's 1 KB read once in order (one read stream, 8 writes).
+  for (int64_t s8 = j->s0; !j->wT && s8 < j->s1; s8 += 8) {
+    const int64_t s1 = s8 + 8 < j->s1 ? s8 + 8 : j->s1;
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t s = s8; s < s1; s++) {
+        float *dst = j->packed + s * K * AT_NR + k * AT_NR;
+        const int64_t c0 = s * AT_NR, n = N - c0 < AT_NR ? N - c0 : AT_NR;
+        memcpy(dst, j->w + k * N + c0, sizeof(float) * (size_t)n);
+        memset(dst + n, 0, sizeof(float) * (size_t)(AT_NR - n));
+      }
+  }
+  // W stored [N, K]: each column's K values read in order.
+  for (int64_t s = j->s0; j->wT && s < j->s1; s++) {
     float *dst = j->packed + s * K * AT_NR;
     const int64_t c0 = s * AT_NR, n = N - c0 < AT_NR ? N - c0 : AT_NR;
-    if (!j->wT) {
-      for (int64_t k = 0; k < K; k++) {
-        memcpy(dst + k * AT_NR, j->w + k * N + c0, sizeof(float) * (size_t)n);
-        memset(dst + k * AT_NR + n, 0, sizeof(float) * (size_t)(AT_NR - n));
-      }
-    } else {
-      for (int64_t c = 0; c < AT_NR; c++)
-        for (int64_t k = 0; k < K; k++) dst[k * AT_NR + c] = c < n ? j->w[(c0 + c) * K + k] : 0;
-    }
+    for (int64_t c = 0; c < AT_NR; c++)
+      for (int64_t k = 0; k < K; k++) dst[k * AT_NR + c] = c < n ? j->w[(c0 + c) * K + k] : 0;
   }
   return 0;
 }
@@ -98,62 +103,96 @@ typedef struct {
   int status;  // -1, -2 or -4
 } at_job;
 
-// Each row's k best so far as a min-heap of ranking keys (topk_key_f32) with their values, the
-// weakest at the root; `thr` the root's value once the heap is full. Written out sorted at the end.
+// Each row's candidates: up to 2k ranking keys (topk_key_f32) appended as they come; when 2k are
+// held, the k best are kept (quickselect) and `thr` becomes the k-th best's value, which later
+// columns must beat (a later column never wins a tie). Until then every column is a candidate.
+// Appending is cheap and the cut leaves few later candidates; at the end the k best are sorted.
+// A key holds its value exactly but for −0, which it merges with +0: the f32 sums are never −0
+// (each adds a partial sum begun at +0 to the bias); on AMX a sum flushed to −0 plus a −0 bias
+// would come back as +0.
 typedef struct {
   uint64_t *keys;
-  float *vals, *thr;
+  float *thr;
   int64_t *count;
+  uint8_t *primed;
 } at_lists;
 
 static at_lists at_lists_new(int64_t rows, int64_t k) {
-  return (at_lists){malloc(sizeof(uint64_t) * (size_t)(rows * k)), malloc(sizeof(float) * (size_t)(rows * k)),
-                    malloc(sizeof(float) * (size_t)rows), malloc(sizeof(int64_t) * (size_t)rows)};
+  return (at_lists){malloc(sizeof(uint64_t) * (size_t)(rows * 2 * k)), malloc(sizeof(float) * (size_t)rows),
+                    malloc(sizeof(int64_t) * (size_t)rows), malloc((size_t)rows)};
 }
 
-static void at_lists_free(at_lists *L) { free(L->keys), free(L->vals), free(L->thr), free(L->count); }
+static int at_lists_ok(const at_lists *L) { return L->keys && L->thr && L->count && L->primed; }
 
-// (key, v) into the heap K/V of n entries at slot q's subtree root, sifting down.
-static inline void at_sift_down(uint64_t *K, float *V, int64_t n, int64_t q, uint64_t key, float v) {
-  for (;;) {
-    int64_t c = 2 * q + 1;
-    if (c >= n) break;
-    if (c + 1 < n && K[c + 1] < K[c]) c++;
-    if (K[c] >= key) break;
-    K[q] = K[c], V[q] = V[c], q = c;
+static void at_lists_free(at_lists *L) { free(L->keys), free(L->thr), free(L->count), free(L->primed); }
+
+static void at_lists_reset(at_lists *L, int64_t rows) {
+  memset(L->count, 0, sizeof(int64_t) * (size_t)rows);
+  memset(L->primed, 0, (size_t)rows);
+}
+
+// The value a key was made from (topk_key_f32 undone; −0 never occurs here).
+static inline float at_value(uint64_t key) {
+  const uint32_t u = (uint32_t)(key >> 32), bits = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+  float v;
+  memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+// Reorders K[0, n) so that the k largest come first, the k-th largest at k − 1 (keys are distinct:
+// each holds its column).
+static void at_select(uint64_t *K, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    uint64_t t;
+    // Median of three as the pivot, moved to hi.
+    if (K[mid] > K[lo]) t = K[mid], K[mid] = K[lo], K[lo] = t;
+    if (K[hi] > K[lo]) t = K[hi], K[hi] = K[lo], K[lo] = t;
+    if (K[mid] > K[hi]) t = K[mid], K[mid] = K[hi], K[hi] = t;
+    const uint64_t pivot = K[hi];
+    int64_t store = lo;
+    // Branch-free (the keys come in random order, so a branch would be mispredicted half the time).
+    for (int64_t q = lo; q < hi; q++) {
+      const uint64_t x = K[q], y = K[store];
+      const int64_t c = x > pivot;
+      K[q] = c ? y : x, K[store] = c ? x : y, store += c;
+    }
+    K[hi] = K[store], K[store] = pivot;
+    if (store == k - 1) return;
+    if (store < k - 1) lo = store + 1;
+    else hi = store - 1;
   }
-  K[q] = key, V[q] = v;
 }
 
-// Rows [r0, r1)'s heaps (heap i is row r0 + i) into values/indices [rows, k], best first: the
-// weakest popped to the back repeatedly.
+// Rows [r0, r1)'s candidates (list i is row r0 + i) into values/indices [rows, k], best first.
 static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
                            int32_t *indices) {
   for (int64_t r = r0; r < r1; r++) {
-    uint64_t *K = L->keys + (r - r0) * k;
-    float *V = L->vals + (r - r0) * k;
-    for (int64_t n = k; n > 0; n--) {
-      values[r * k + n - 1] = V[0], indices[r * k + n - 1] = (int32_t)~(uint32_t)K[0];
-      at_sift_down(K, V, n - 1, 0, K[n - 1], V[n - 1]);
+    uint64_t *K = L->keys + (r - r0) * 2 * k;
+    at_select(K, L->count[r - r0], k);
+    for (int64_t q = 1; q < k; q++) {
+      const uint64_t key = K[q];
+      int64_t p = q;
+      for (; p > 0 && K[p - 1] < key; p--) K[p] = K[p - 1];
+      K[p] = key;
+    }
+    for (int64_t t = 0; t < k; t++) {
+      values[r * k + t] = at_value(K[t]);
+      indices[r * k + t] = (int32_t)~(uint32_t)K[t];
     }
   }
 }
 
 static inline void at_insert(at_lists *L, int64_t i, int64_t k, float v, int32_t c) {
-  const uint64_t key = topk_key_f32(v, c);
-  uint64_t *K = L->keys + i * k;
-  float *V = L->vals + i * k;
-  const int64_t n = L->count[i];
-  if (n < k) {
-    int64_t q = n;
-    for (; q > 0 && K[(q - 1) / 2] > key; q = (q - 1) / 2) K[q] = K[(q - 1) / 2], V[q] = V[(q - 1) / 2];
-    K[q] = key, V[q] = v, L->count[i] = n + 1;
-    if (n + 1 == k) L->thr[i] = V[0];
-    return;
+  uint64_t *K = L->keys + i * 2 * k;
+  int64_t n = L->count[i];
+  K[n++] = topk_key_f32(v, c);
+  if (n == 2 * k) {
+    at_select(K, n, k);
+    n = k, L->thr[i] = at_value(K[k - 1]), L->primed[i] = 1;
   }
-  if (key <= K[0]) return;
-  at_sift_down(K, V, k, 0, key, v);
-  L->thr[i] = V[0];
+  L->count[i] = n;
 }
 
 // Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN.
@@ -164,7 +203,7 @@ static inline int at_offer(at_lists *L, int64_t i, int64_t k, const float *t, in
                         (uint32_t)_mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q) << 16) & real;
   if (nan) return 0;
   uint32_t hits = real;
-  if (L->count[i] == k) {
+  if (L->primed[i]) {
     // A later column equal to the k-th loses the tie, so only strictly larger values can enter.
     const __m512 thr = _mm512_set1_ps(L->thr[i]);
     hits &= (uint32_t)_mm512_cmp_ps_mask(v0, thr, _CMP_GT_OQ) |
@@ -185,7 +224,7 @@ static void *at_task(void *p) {
   float *tile = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
   at_lists L = at_lists_new(rowsB, k);
   j->status = -1;
-  if (!A || !tile || !L.keys || !L.vals || !L.thr || !L.count) {
+  if (!A || !tile || !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
@@ -200,7 +239,7 @@ static void *at_task(void *p) {
           a[kk * AT_MR + i] = r < j->M ? j->x[r * K + kk] : 0;
         }
     }
-    memset(L.count, 0, sizeof(int64_t) * (size_t)(r1 - r0));
+    at_lists_reset(&L, r1 - r0);
     for (int64_t js = 0; js < slivers; js++) {
       const float *b = j->packed + js * K * AT_NR;
       // Each 256-deep chunk of W's sliver is read from L1 by every micro-tile of the block.
@@ -253,14 +292,14 @@ static void *at_amx_task(void *p) {
   float *tile = at_alloc(sizeof(float) * 32 * 32);
   at_lists L = at_lists_new(R, k);
   j->status = -1;
-  if (!A || !tile || !L.keys || !L.vals || !L.thr || !L.count) {
+  if (!A || !tile || !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
   for (int64_t r0 = j->s0; r0 < j->s1; r0 += R) {
     const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
     amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
-    memset(L.count, 0, sizeof(int64_t) * (size_t)rows);
+    at_lists_reset(&L, rows);
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
