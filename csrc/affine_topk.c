@@ -3,12 +3,12 @@
 // written. At d 512, F 8192, batch 2048 that product is 64 MB; on a 2-core machine its stores,
 // the bias pass before them and top-k's reload after them cost about a third of the GEMM itself.
 //
-// The sums are OpenBLAS's (SkylakeX sgemm, GEMM_Q = 256) to the bit: each output starts from the
-// bias and adds, chunk by chunk of 256 along K, a partial sum accumulated from zero by one fused
-// multiply-add per term in order. That is the order this file defines for every K; it is the one
-// cblas_sgemm(beta = 1 onto the bias) uses on such a CPU when K ≤ 256 or K is a multiple of 256,
-// and within the usual sgemm rounding of any other order. The selection is sc_topk_f32's: larger
-// first, ties to the lower index, −0 equal to +0 (a NaN anywhere returns -4: the caller composes).
+// The sums are OpenBLAS's (its SkylakeX sgemm) to the bit: each output starts from the bias and
+// adds, chunk by chunk along K (OpenBLAS's split: at_chunk_end), a partial sum accumulated from zero
+// by one fused multiply-add per term in order. That is the order this file defines; it is the one
+// cblas_sgemm (beta = 1 onto the bias) uses where OpenBLAS picks SkylakeX parameters, and within
+// the usual sgemm rounding of any other order. The selection is sc_topk_f32's: larger first, ties
+// to the lower index, −0 equal to +0 (a NaN anywhere returns -4: the caller composes).
 //
 // With `bf16` the product runs on AMX tiles instead (amx_bf16.h): x and W rounded to bf16 as they
 // are packed, products summed in f32, the bias added after; the selection as above.
@@ -33,18 +33,35 @@
 
 #define AT_MR 12   // rows of a micro-tile: 24 accumulators of 16 lanes
 #define AT_NR 32   // columns of a micro-tile (two vectors); W is packed in slivers this wide
-#define AT_KC 256  // the depth of one partial sum (and of the B sliver kept in L1)
+#define AT_KQ 256  // the most terms of a step (the slice of W's sliver kept in L1: 32 KB)
 
-// C[12][32] = bias + A·B (first chunk) or C + A·B (later ones) over kc terms; A packed [kc][12],
-// B packed [kc][32]. The partial sum starts from zero, one fused multiply-add per term in order.
+// OpenBLAS's split of K (its SkylakeX sgemm, GEMM_Q 448, as measured against cblas_sgemm): chunks
+// of 448 while at least twice that is left, a remainder above 448 halved (the first half rounded
+// up), else the rest. The end of the chunk that starts at ls.
+#define AT_Q 448
+static inline int64_t at_chunk_end(int64_t ls, int64_t K) {
+  int64_t n = K - ls;
+  if (n >= 2 * AT_Q) n = AT_Q;
+  else if (n > AT_Q) n = (n + 1) / 2;
+  return ls + n;
+}
+
 // aligned_alloc wants a multiple of the alignment.
 static void *at_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
-static inline void at_tile(int64_t kc, const float *A, const float *B, const float *bias, float *C,
-                           int first) {
+// One step of a micro-tile over kq terms (A packed [kq][12], B packed [kq][32]): the chunk's
+// partial sum starts from zero (`begin`) or from acc, and is parked in acc between steps; at the
+// chunk's end it is added to C[12][32] — onto the bias for the first chunk. Parking the sum does
+// not change its bits (the same fused multiply-adds in the same order); it lets a step's slice of
+// W's sliver (at most AT_KQ × 32) stay in L1 across the block's micro-tiles.
+static inline void at_tile(int64_t kq, const float *A, const float *B, const float *bias, float *C,
+                           float *acc, int begin, int end, int first) {
   __m512 a0[AT_MR], a1[AT_MR];
-  for (int i = 0; i < AT_MR; i++) a0[i] = _mm512_setzero_ps(), a1[i] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k++) {
+  for (int i = 0; i < AT_MR; i++) {
+    a0[i] = begin ? _mm512_setzero_ps() : _mm512_load_ps(acc + i * AT_NR);
+    a1[i] = begin ? _mm512_setzero_ps() : _mm512_load_ps(acc + i * AT_NR + 16);
+  }
+  for (int64_t k = 0; k < kq; k++) {
     const __m512 b0 = _mm512_loadu_ps(B + k * AT_NR), b1 = _mm512_loadu_ps(B + k * AT_NR + 16);
 #pragma GCC unroll 12
     for (int i = 0; i < AT_MR; i++) {
@@ -52,6 +69,13 @@ static inline void at_tile(int64_t kc, const float *A, const float *B, const flo
       a0[i] = _mm512_fmadd_ps(a, b0, a0[i]);
       a1[i] = _mm512_fmadd_ps(a, b1, a1[i]);
     }
+  }
+  if (!end) {
+    for (int i = 0; i < AT_MR; i++) {
+      _mm512_store_ps(acc + i * AT_NR, a0[i]);
+      _mm512_store_ps(acc + i * AT_NR + 16, a1[i]);
+    }
+    return;
   }
   const __m512 z0 = first ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 z1 = first ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
@@ -222,9 +246,10 @@ static void *at_task(void *p) {
   const int64_t slivers = (N + AT_NR - 1) / AT_NR;
   float *A = at_alloc(sizeof(float) * (size_t)(rowsB * K));
   float *tile = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
+  float *acc = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
   at_lists L = at_lists_new(rowsB, k);
   j->status = -1;
-  if (!A || !tile || !at_lists_ok(&L)) {
+  if (!A || !tile || !acc || !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
@@ -242,12 +267,17 @@ static void *at_task(void *p) {
     at_lists_reset(&L, r1 - r0);
     for (int64_t js = 0; js < slivers; js++) {
       const float *b = j->packed + js * K * AT_NR;
-      // Each 256-deep chunk of W's sliver is read from L1 by every micro-tile of the block.
-      for (int64_t k0 = 0; k0 < K; k0 += AT_KC) {
-        const int64_t kc = K - k0 < AT_KC ? K - k0 : AT_KC;
-        for (int64_t s = sb; s < se; s++)
-          at_tile(kc, A + (s - sb) * K * AT_MR + k0 * AT_MR, b + k0 * AT_NR, j->bias + js * AT_NR,
-                  tile + (s - sb) * AT_MR * AT_NR, k0 == 0);
+      // Each step's slice of W's sliver is read from L1 by every micro-tile of the block.
+      for (int64_t ls = 0; ls < K;) {
+        const int64_t le = at_chunk_end(ls, K);
+        for (int64_t k0 = ls; k0 < le; k0 += AT_KQ) {
+          const int64_t kq = le - k0 < AT_KQ ? le - k0 : AT_KQ;
+          for (int64_t s = sb; s < se; s++)
+            at_tile(kq, A + (s - sb) * K * AT_MR + k0 * AT_MR, b + k0 * AT_NR, j->bias + js * AT_NR,
+                    tile + (s - sb) * AT_MR * AT_NR, acc + (s - sb) * AT_MR * AT_NR, k0 == ls,
+                    k0 + kq == le, ls == 0);
+        }
+        ls = le;
       }
       const int64_t c0 = js * AT_NR;
       for (int64_t r = r0; r < r1; r++) {
@@ -260,7 +290,7 @@ static void *at_task(void *p) {
     at_lists_write(&L, r0, r1, k, j->values, j->indices);
   }
 done:
-  free(A), free(tile), at_lists_free(&L);
+  free(A), free(tile), free(acc), at_lists_free(&L);
   return 0;
 }
 

@@ -1,10 +1,11 @@
 /**
  * The TopK encoder's GEMM and top-k in one pass (fusedAffineTopk, csrc/affine_topk.c) against an
  * oracle written here: each entry b + Σ_chunks (Σ_k x·W by one f32 fused multiply-add per term,
- * in order, from zero), chunks of 256 along K, then the k largest, ties to the lower index, −0
- * equal to +0. Exact bits, on random floats (tails of every blocking: rows not a multiple of 12,
- * columns not a multiple of 32, K past 256 and not a multiple of it, k = 1 and k = N, W
- * transposed) and on integers, whose sums are exact in any order and full of ties, against the
+ * in order, from zero), K split into chunks as OpenBLAS's SkylakeX sgemm splits it (448 at a time,
+ * a remainder above 448 halved), then the k largest, ties to the lower index, −0 equal to +0.
+ * Exact bits, on random floats (tails of every blocking: rows not a multiple of 12, columns not a
+ * multiple of 32, K past 256, 448 and 896, odd, k = 1 and k = N, W transposed) and on integers,
+ * whose sums are exact in any order and full of ties, against the
  * composition topk(x·W + b). A NaN, a traced operand or a bf16 matmul sends the caller back to
  * the composition; the encoder gives the composition's code either way. Under bf16 on AMX tiles:
  * each value within f32 summation of the bf16-rounded operands' exact product, and the selection
@@ -43,15 +44,23 @@ function fmaf(a: number, b: number, c: number): number {
   return (e > 0) === (o > r) ? o : r;
 }
 
-/** Each entry in the kernel's order: b, then each 256-deep partial sum added. */
+/** Where the chunk of K that starts at ls ends: OpenBLAS SkylakeX's split (GEMM_Q 448). */
+function chunkEnd(ls: number, K: number): number {
+  let n = K - ls;
+  if (n >= 2 * 448) n = 448;
+  else if (n > 448) n = Math.ceil(n / 2);
+  return ls + n;
+}
+
+/** Each entry in the kernel's order: b, then each chunk's partial sum added. */
 function oracle(x: Float32Array, W: Float32Array, b: Float32Array, M: number, K: number) {
   const N = b.length, out = new Float32Array(M * N);
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
       let v = b[j];
-      for (let k0 = 0; k0 < K; k0 += 256) {
+      for (let k0 = 0; k0 < K; k0 = chunkEnd(k0, K)) {
         let acc = 0;
-        for (let k = k0; k < Math.min(K, k0 + 256); k++) {
+        for (let k = k0; k < chunkEnd(k0, K); k++) {
           acc = fmaf(x[i * K + k], W[k * N + j], acc);
         }
         v = Math.fround(v + acc);
@@ -128,6 +137,7 @@ test("fusedAffineTopk: the oracle's bits and selection on random floats, every b
     [13, 256, 100, 5, true],
     [25, 300, 70, 32, false],
     [12, 513, 40, 40, true],
+    [14, 1000, 48, 6, false],
     [30, 64, 33, 1, false],
   ];
   for (const [M, K, N, k, wT] of cases) {
