@@ -100,7 +100,7 @@ if (!json) {
   );
   console.log(`  load average before: ${loadBefore}   after: ${loadAfter}`);
   console.log(
-    `  matmul precision (ours): ${matmul.running}${
+    `  matmul precision (ours): ${matmul.running}${matmul.via ? ` (${matmul.via})` : ""}${
       matmul.reason ? ` (asked ${matmul.asked}: ${matmul.reason})` : ""
     }`,
   );

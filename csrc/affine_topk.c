@@ -295,23 +295,8 @@ done:
 }
 
 #ifdef SC_AMX
-// The bf16 product on AMX: W packed in VNNI slivers (amx_pack_b) into `packed`, rows of x as bf16
+// The bf16 product on AMX: W packed in VNNI slivers (amx_pack_all) into `packed`, rows of x as bf16
 // a block at a time; each 32 × 32 block of the product offered to its rows' lists as it is made.
-typedef struct {
-  const float *w;
-  uint16_t *packed;
-  int64_t K, N, s0, s1;
-  int wT;
-} at_amx_pack_job;
-
-static void *at_amx_pack_task(void *p) {
-  const at_amx_pack_job *j = p;
-  const int64_t Kp = amx_kp(j->K);
-  for (int64_t s = j->s0; s < j->s1; s++)
-    amx_pack_b(j->w, j->wT, j->wT ? j->K : j->N, j->K, j->N, s, j->packed + s * Kp * 32);
-  return 0;
-}
-
 static void *at_amx_task(void *p) {
   at_job *j = p;
   const int64_t K = j->K, N = j->N, k = j->k, R = j->block, Kp = amx_kp(K);
@@ -367,13 +352,8 @@ static int32_t at_status(const at_job *jobs, int nt) {
 static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                       const float *bias, int64_t k, float *packed, float *values, int32_t *indices,
                       int nt) {
-  const int64_t slivers = (N + 31) / 32, Kp = amx_kp(K);
-  at_amx_pack_job pj[MAX_THREADS];
-  const int np = nt < slivers ? nt : (int)slivers;
-  uint16_t *p16 = (uint16_t *)(void *)packed;
-  for (int t = 0; t < np; t++)
-    pj[t] = (at_amx_pack_job){w, p16, K, N, slivers * t / np, slivers * (t + 1) / np, wT};
-  run_tasks(at_amx_pack_task, pj, sizeof(at_amx_pack_job), np);
+  const int64_t Kp = amx_kp(K);
+  amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt);
   // Row blocks of ~512 KB of bf16 stay in L2 while W's slivers pass; rows split in 32s.
   int64_t R = (1 << 19) / (int64_t)(sizeof(uint16_t) * Kp) / 32 * 32;
   R = R < 32 ? 32 : R > 512 ? 512 : R;

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "threads.h"
+
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 #define SC_AMX 1
 #include <immintrin.h>
@@ -76,6 +78,32 @@ static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, in
       }
     }
   }
+}
+
+typedef struct {
+  const float *b;
+  uint16_t *packed;
+  int64_t ldb, K, N, s0, s1;
+  int bT;
+} amx_pack_job;
+
+static void *amx_pack_task(void *p) {
+  const amx_pack_job *j = p;
+  const int64_t Kp = amx_kp(j->K);
+  for (int64_t s = j->s0; s < j->s1; s++)
+    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32);
+  return 0;
+}
+
+// All of B's slivers into packed (⌈K/32⌉·32 · ⌈N/32⌉·32 values), split over nt threads.
+static inline void amx_pack_all(const float *b, int bT, int64_t ldb, int64_t K, int64_t N,
+                                uint16_t *packed, int nt) {
+  const int64_t slivers = (N + 31) / 32;
+  amx_pack_job jobs[MAX_THREADS];
+  const int np = nt < slivers ? nt : (int)slivers;
+  for (int t = 0; t < np; t++)
+    jobs[t] = (amx_pack_job){b, packed, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT};
+  run_tasks(amx_pack_task, jobs, sizeof(amx_pack_job), np);
 }
 
 // Rows [r0, r0 + rows) of A ([M, K] with row stride lda, or stored [K, M] when aT) as bf16 rows of

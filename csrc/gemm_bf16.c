@@ -12,21 +12,6 @@
 
 #ifdef SC_AMX
 typedef struct {
-  const float *b;
-  uint16_t *packed;
-  int64_t ldb, K, N, s0, s1;
-  int bT;
-} gb_pack_job;
-
-static void *gb_pack_task(void *p) {
-  const gb_pack_job *j = p;
-  const int64_t Kp = amx_kp(j->K);
-  for (int64_t s = j->s0; s < j->s1; s++)
-    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32);
-  return 0;
-}
-
-typedef struct {
   const float *a;
   const uint16_t *packed;
   float *c;
@@ -80,14 +65,10 @@ int32_t sc_gemm_bf16_f32(const float *a, int32_t aT, int64_t lda, const float *b
 #ifdef SC_AMX
   if (!amx_ready()) return -5;
   if (M < 1 || N < 1 || K < 1) return -3;
-  const int64_t slivers = (N + 31) / 32, groups = (M + 31) / 32;
+  const int64_t groups = (M + 31) / 32;
   int nt = clamp_threads(threads);
   uint16_t *p16 = (uint16_t *)(void *)packed;
-  gb_pack_job pj[MAX_THREADS];
-  const int np = nt < slivers ? nt : (int)slivers;
-  for (int t = 0; t < np; t++)
-    pj[t] = (gb_pack_job){b, p16, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT};
-  run_tasks(gb_pack_task, pj, sizeof(gb_pack_job), np);
+  amx_pack_all(b, bT, ldb, K, N, p16, nt);
   if (nt > groups) nt = (int)groups;
   gb_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {

@@ -12,7 +12,12 @@
  * the k best of those exact values up to that tolerance.
  */
 import fc from "fast-check";
-import { assert, assertEquals, test } from "./harness.ts";
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { assert, assertEquals, test, withTempDir } from "./harness.ts";
+import { scriptCommand } from "../tensor/platform/process.ts";
 import * as t from "../mod.ts";
 import { fusedAffineTopk } from "../tensor/fused.ts";
 import { topkEncode } from "../sae/arch/topk_encode.ts";
@@ -273,4 +278,27 @@ test("fusedAffineTopk under bf16 on AMX tiles: bf16-rounded operands, f32 sums, 
   } finally {
     t.setCpuMatmulPrecision(prior);
   }
+});
+
+test("SPARSECODER_FUSED_TOPK=0 runs the GEMM then top-k (read at start-up)", async () => {
+  await withTempDir("affine-topk-", (dir) => {
+    const url = (f: string) => new URL(`../${f}`, import.meta.url).href;
+    const probe = join(dir, "probe.ts");
+    writeFileSync(
+      probe,
+      `import * as t from "${url("mod.ts")}";
+import { fusedAffineTopk } from "${url("tensor/fused.ts")}";
+const r = fusedAffineTopk(t.ones([2, 3]), t.ones([3, 4]), t.zeros([4]), 2);
+console.log(r === null ? "composed" : "fused");
+`,
+    );
+    const run = (env: Record<string, string>) => {
+      const [cmd, ...args] = scriptCommand(probe);
+      const r = spawnSync(cmd, args, { env: { ...process.env, ...env }, encoding: "utf8" });
+      return `${r.stdout}${r.stderr}`.trim();
+    };
+    assertEquals(run({ SPARSECODER_FUSED_TOPK: "0" }), "composed");
+    assertEquals(run({}), here ? "fused" : "composed");
+    return Promise.resolve();
+  });
 });

@@ -1,7 +1,7 @@
 /**
  * `--matmul-precision`: how a run's large matmuls are computed, on whichever backend it runs. The
- * CPU has f32 and bf16 (sbgemm, falling back to f32 with the reason where the CPU or the BLAS
- * lacks it); CUDA has f32, tf32 and bf16; WebGPU computes in f32 only.
+ * CPU has f32 and bf16 (OpenBLAS's sbgemm or the native kernels' AMX tiles, falling back to f32
+ * with the reason where neither can run); CUDA has f32, tf32 and bf16; WebGPU computes in f32 only.
  */
 import { setCpuMatmulPrecision } from "../../tensor/cpu/matmul_precision.ts";
 import { setCudaMatmulPrecision } from "../../tensor/cuda/backend.ts";
@@ -35,7 +35,7 @@ export function applyMatmulPrecision(asked: string, backend: string): PrecisionC
       );
     }
     const s = setCpuMatmulPrecision(p);
-    return { asked: p, running: s.running, reason: s.reason };
+    return { asked: p, running: s.via ? `${s.running} (${s.via})` : s.running, reason: s.reason };
   }
   if (p !== "f32") {
     throw new RangeError(`--matmul-precision ${p}: the ${backend} backend computes in f32 only`);

@@ -15,6 +15,7 @@ import { gatherRows, scatterAddRows } from "./rows.ts";
 type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
 import { cpuMatmulPrecision } from "./matmul_precision.ts";
+import { readEnv } from "../platform/env.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
 
@@ -112,6 +113,7 @@ const sameFloat = (first: unknown, ...rest: unknown[]) =>
   isFloat(first) && rest.every((a) => a?.constructor === first.constructor);
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
+const fusedTopkOn = readEnv("SPARSECODER_FUSED_TOPK") !== "0";
 
 /**
  * m when a view reads its first m elements contiguously as its trailing axes and repeats them
@@ -658,8 +660,9 @@ export const cpu: Backend = {
     affineTopk(x, w, b, k) {
       const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
       // f32: sgemm's sums; bf16 on AMX tiles; emulated bf16 is the composition's alone.
+      // SPARSECODER_FUSED_TOPK=0 composes instead (the same bits in f32: for measuring both).
       const precision = cpuMatmulPrecision().running;
-      if (!nat || precision === "bf16-emulated" || x.dtype !== "f32") return null;
+      if (!nat || precision === "bf16-emulated" || x.dtype !== "f32" || !fusedTopkOn) return null;
       if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(b)) return null;
       // A [K, 1] or [1, N] view lies in row order whatever its other stride says.
       const rowOrder = contiguous(w) || (Kd === 1 && w.strides[1] === 1) ||
