@@ -152,8 +152,8 @@ const TRAIN_HELP = `sae train: train a dictionary
                      (default 16384; 0: none) of --data: CE and KL recovered, into eval.json;
                      --features K then runs sae features over --data and prints K features
   --backend NAME     cpu | webgpu | auto (webgpu on a hardware adapter, else cpu; default: $SPARSECODER_BACKEND or cpu)
-  --matmul-precision P   f32 (default) | bf16 (CPU: sbgemm, bf16 inputs and f32 sums, where the CPU
-                     and OpenBLAS have it, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
+  --matmul-precision P   f32 (default) | bf16 (CPU: bf16 inputs and f32 sums through OpenBLAS's sbgemm
+                     or AMX tiles, where the CPU has them, else f32 with the reason; CUDA: cuBLAS) | tf32 (CUDA)
   --quiet            no progress bar
 
 Writes DIR/cfg.json + DIR/sae_weights.safetensors (SAELens layout), DIR/metrics.jsonl,
@@ -495,7 +495,11 @@ async function trainOn(flags: Flags, comm: Communicator): Promise<void> {
           cfg.k ? ` k=${cfg.k}` : ""
         } for ${tcfg.steps} steps of ${tcfg.batch_size} on ${data.describe()} (${getBackend().info()}${
           comm.size > 1 ? `; ${comm.size} ranks × ${tcfg.batch_size / comm.size} rows` : ""
-        }${precision ? `; matmul ${precision.running}` : ""}) → ${out}\n`,
+        }${
+          precision
+            ? `; matmul ${precision.running}${precision.via ? ` (${precision.via})` : ""}`
+            : ""
+        }) → ${out}\n`,
       );
     }
     // A fallback is a warning, shown even with --quiet.

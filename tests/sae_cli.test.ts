@@ -231,7 +231,7 @@ test("--help returns 0 for each command and prints its options", async () => {
   }
 });
 
-test("sae train --matmul-precision bf16 records what ran (sbgemm, or f32 with the reason)", async () => {
+test("sae train --matmul-precision bf16 records what ran (sbgemm or AMX, or f32 with the reason)", async () => {
   const dir = await tempDir();
   try {
     const out = join(dir, "run");
@@ -257,6 +257,7 @@ test("sae train --matmul-precision bf16 records what ran (sbgemm, or f32 with th
       asked: "bf16",
       running: want.running,
       reason: want.reason,
+      ...(want.via ? { via: want.via } : {}),
     });
     if (want.reason) assert(r.err.includes(want.reason), `stderr lacks the reason: ${r.err}`);
   } finally {

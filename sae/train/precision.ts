@@ -14,6 +14,8 @@ export interface PrecisionChoice {
   /** What runs; differs from `asked` only on a fallback, which `reason` explains. */
   running: string;
   reason: string;
+  /** The CPU's bf16 engine when bf16 runs: "sbgemm" (OpenBLAS) or "amx" (the native kernels). */
+  via?: string;
 }
 
 /** Set `asked` on `backend` (its name); a mode the backend has no such thing as is an error. */
@@ -35,7 +37,7 @@ export function applyMatmulPrecision(asked: string, backend: string): PrecisionC
       );
     }
     const s = setCpuMatmulPrecision(p);
-    return { asked: p, running: s.via ? `${s.running} (${s.via})` : s.running, reason: s.reason };
+    return { asked: p, running: s.running, reason: s.reason, ...(s.via ? { via: s.via } : {}) };
   }
   if (p !== "f32") {
     throw new RangeError(`--matmul-precision ${p}: the ${backend} backend computes in f32 only`);
