@@ -354,15 +354,12 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
                       int nt) {
   const int64_t Kp = amx_kp(K);
   amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt);
-  // Row blocks of ~512 KB of bf16 stay in L2 while W's slivers pass; rows split in 32s.
-  int64_t R = (1 << 19) / (int64_t)(sizeof(uint16_t) * Kp) / 32 * 32;
-  R = R < 32 ? 32 : R > 512 ? 512 : R;
-  const int64_t groups = (M + 31) / 32;
+  const int64_t groups = (M + 31) / 32, R = amx_block_rows(Kp);
   if (nt > groups) nt = (int)groups;
   at_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
-    const int64_t r0 = groups * t / nt * 32, r1 = t == nt - 1 ? M : groups * (t + 1) / nt * 32;
-    jobs[t] = (at_job){x, packed, bias, M, K, N, k, r0, r1, R, values, indices, -1};
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
+                       R, values, indices, -1};
   }
   run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
   return at_status(jobs, nt);

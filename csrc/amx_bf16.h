@@ -106,6 +106,17 @@ static inline void amx_pack_all(const float *b, int bT, int64_t ldb, int64_t K, 
   run_tasks(amx_pack_task, jobs, sizeof(amx_pack_job), np);
 }
 
+// Rows of A a thread packs at a time: ~512 KB of bf16, which stays in L2 while B's slivers pass.
+static inline int64_t amx_block_rows(int64_t Kp) {
+  const int64_t R = (1 << 19) / (int64_t)(sizeof(uint16_t) * Kp) / 32 * 32;
+  return R < 32 ? 32 : R > 512 ? 512 : R;
+}
+
+// Where thread t of nt starts among M rows dealt in whole groups of 32 (t = nt: M).
+static inline int64_t amx_row_start(int64_t M, int t, int nt) {
+  return t >= nt ? M : (M + 31) / 32 * t / nt * 32;
+}
+
 // Rows [r0, r0 + rows) of A ([M, K] with row stride lda, or stored [K, M] when aT) as bf16 rows of
 // Kp values into dst, then zero rows up to a multiple of 32 (rows past M are zero too).
 static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, int64_t K, int64_t r0,

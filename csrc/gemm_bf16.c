@@ -23,9 +23,7 @@ typedef struct {
 static void *gb_task(void *p) {
   gb_job *j = p;
   const int64_t K = j->K, N = j->N, Kp = amx_kp(K), slivers = (N + 31) / 32;
-  // Row blocks of ~512 KB of bf16 stay in L2 while B's slivers pass.
-  int64_t R = (1 << 19) / (int64_t)(sizeof(uint16_t) * Kp) / 32 * 32;
-  R = R < 32 ? 32 : R > 512 ? 512 : R;
+  const int64_t R = amx_block_rows(Kp);
   uint16_t *A = aligned_alloc(64, sizeof(uint16_t) * (size_t)(R * Kp));
   float *tile = aligned_alloc(64, sizeof(float) * 32 * 32);
   j->status = -1;
@@ -72,8 +70,8 @@ int32_t sc_gemm_bf16_f32(const float *a, int32_t aT, int64_t lda, const float *b
   if (nt > groups) nt = (int)groups;
   gb_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
-    const int64_t r0 = groups * t / nt * 32, r1 = t == nt - 1 ? M : groups * (t + 1) / nt * 32;
-    jobs[t] = (gb_job){a, p16, c, lda, ldc, M, N, K, r0, r1, beta, aT, -1};
+    jobs[t] = (gb_job){a, p16, c, lda, ldc, M, N, K, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
+                       beta, aT, -1};
   }
   run_tasks(gb_task, jobs, sizeof(gb_job), nt);
   for (int t = 0; t < nt; t++)
