@@ -51,11 +51,12 @@ static void *at_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64
 
 // One step of a micro-tile over kq terms (A packed [kq][12], B packed [kq][32]): the chunk's
 // partial sum starts from zero (`begin`) or from acc, and is parked in acc between steps; at the
-// chunk's end it is added to C[12][32] — onto the bias for the first chunk. Parking the sum does
+// chunk's end it is added to C[12][32] — onto the bias for the first chunk — and the total written
+// to out (C itself but for the last chunk, whose sums go straight to the offer). Parking the sum does
 // not change its bits (the same fused multiply-adds in the same order); it lets a step's slice of
 // W's sliver (at most AT_KQ × 32) stay in L1 across the block's micro-tiles.
-static inline void at_tile(int64_t kq, const float *A, const float *B, const float *bias, float *C,
-                           float *acc, int begin, int end, int first) {
+static inline void at_tile(int64_t kq, const float *A, const float *B, const float *bias, const float *C,
+                           float *out, float *acc, int begin, int end, int first) {
   __m512 a0[AT_MR], a1[AT_MR];
   for (int i = 0; i < AT_MR; i++) {
     a0[i] = begin ? _mm512_setzero_ps() : _mm512_load_ps(acc + i * AT_NR);
@@ -80,9 +81,9 @@ static inline void at_tile(int64_t kq, const float *A, const float *B, const flo
   const __m512 z0 = first ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 z1 = first ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
   for (int i = 0; i < AT_MR; i++) {
-    float *c = C + i * AT_NR;
-    _mm512_store_ps(c, _mm512_add_ps(first ? z0 : _mm512_load_ps(c), a0[i]));
-    _mm512_store_ps(c + 16, _mm512_add_ps(first ? z1 : _mm512_load_ps(c + 16), a1[i]));
+    const float *c = C + i * AT_NR;
+    _mm512_store_ps(out + i * AT_NR, _mm512_add_ps(first ? z0 : _mm512_load_ps(c), a0[i]));
+    _mm512_store_ps(out + i * AT_NR + 16, _mm512_add_ps(first ? z1 : _mm512_load_ps(c + 16), a1[i]));
   }
 }
 
@@ -127,32 +128,47 @@ typedef struct {
   int status;  // -1, -2 or -4
 } at_job;
 
-// Each row's candidates: up to 2k ranking keys (topk_key_f32) appended as they come; when 2k are
-// held, the k best are kept (quickselect) and `thr` becomes the k-th best's value, which later
-// columns must beat (a later column never wins a tie). Until then every column is a candidate.
-// Appending is cheap and the cut leaves few later candidates; at the end the k best are sorted.
-// A key holds its value exactly but for −0, which it merges with +0: the f32 sums are never −0
-// (each adds a partial sum begun at +0 to the bias); on AMX a sum flushed to −0 plus a −0 bias
-// would come back as +0.
+// Each row's candidates. For k ≤ AT_SORTED_K, the k best so far, kept sorted (values and columns,
+// best first, in ⌈k/16⌉ vectors): a column enters at the place after every kept value ≥ it (an
+// earlier column wins a tie), the ones after it move down a lane and the last drops out; once k are
+// held, the k-th best is the threshold later columns must beat. About k·(1 + ln(N/k)) columns
+// enter a row of N in random order, each for a few vector operations.
+// For larger k, up to 2k ranking keys (topk_key_f32) appended as they come; when 2k are held, the k
+// best are kept (quickselect) and `thr` becomes the k-th best's value. A key holds its value
+// exactly but for −0, which it merges with +0: the f32 sums are never −0 (each adds a partial sum
+// begun at +0 to the bias); on AMX a sum flushed to −0 plus a −0 bias would come back as +0. The
+// sorted lists compare floats (−0 equal to +0, as the keys rank them) and keep the value itself.
+#define AT_SORTED_K 128
 typedef struct {
+  int64_t k, width;  // width: floats per row's sorted list (⌈k/16⌉·16), or keys per row (2k)
   uint64_t *keys;
-  float *thr;
+  float *vals;
+  int32_t *cols;
+  float *thr;  // NaN until the list is primed (k held, or the keys cut once): every column enters
   int64_t *count;
-  uint8_t *primed;
 } at_lists;
 
 static at_lists at_lists_new(int64_t rows, int64_t k) {
-  return (at_lists){malloc(sizeof(uint64_t) * (size_t)(rows * 2 * k)), malloc(sizeof(float) * (size_t)rows),
-                    malloc(sizeof(int64_t) * (size_t)rows), malloc((size_t)rows)};
+  at_lists L = {k, k <= AT_SORTED_K ? (k + 15) / 16 * 16 : 2 * k, 0, 0, 0, 0, 0};
+  if (k <= AT_SORTED_K) {
+    L.vals = at_alloc(sizeof(float) * (size_t)(rows * L.width));
+    L.cols = at_alloc(sizeof(int32_t) * (size_t)(rows * L.width));
+  } else {
+    L.keys = malloc(sizeof(uint64_t) * (size_t)(rows * L.width));
+  }
+  L.thr = malloc(sizeof(float) * (size_t)rows), L.count = malloc(sizeof(int64_t) * (size_t)rows);
+  return L;
 }
 
-static int at_lists_ok(const at_lists *L) { return L->keys && L->thr && L->count && L->primed; }
+static int at_lists_ok(const at_lists *L) { return (L->keys || (L->vals && L->cols)) && L->thr && L->count;
+}
 
-static void at_lists_free(at_lists *L) { free(L->keys), free(L->thr), free(L->count), free(L->primed); }
+static void at_lists_free(at_lists *L) { free(L->keys), free(L->vals), free(L->cols), free(L->thr), free(L->count);
+}
 
 static void at_lists_reset(at_lists *L, int64_t rows) {
   memset(L->count, 0, sizeof(int64_t) * (size_t)rows);
-  memset(L->primed, 0, (size_t)rows);
+  for (int64_t i = 0; i < rows; i++) L->thr[i] = __builtin_nanf("");
 }
 
 // The value a key was made from (topk_key_f32 undone; −0 never occurs here).
@@ -193,7 +209,12 @@ static void at_select(uint64_t *K, int64_t n, int64_t k) {
 static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
                            int32_t *indices) {
   for (int64_t r = r0; r < r1; r++) {
-    uint64_t *K = L->keys + (r - r0) * 2 * k;
+    if (L->vals) {
+      memcpy(values + r * k, L->vals + (r - r0) * L->width, sizeof(float) * (size_t)k);
+      memcpy(indices + r * k, L->cols + (r - r0) * L->width, sizeof(int32_t) * (size_t)k);
+      continue;
+    }
+    uint64_t *K = L->keys + (r - r0) * L->width;
     at_select(K, L->count[r - r0], k);
     for (int64_t q = 1; q < k; q++) {
       const uint64_t key = K[q];
@@ -208,34 +229,75 @@ static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k,
   }
 }
 
-static inline void at_insert(at_lists *L, int64_t i, int64_t k, float v, int32_t c) {
-  uint64_t *K = L->keys + i * 2 * k;
+// Lanes [0, n) of a vector, n clamped to [0, 16].
+static inline __mmask16 at_lanes_below(int64_t n) {
+  return n <= 0 ? 0 : n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+}
+
+// v (column c) into row i's sorted list; when the list is full, v beats its k-th (the caller checks).
+static inline void at_push_sorted(at_lists *L, int64_t i, float v, int32_t c) {
+  const int64_t k = L->k, n = L->count[i], vecs = L->width / 16;
+  float *V = L->vals + i * L->width;
+  int32_t *C = L->cols + i * L->width;
+  const __m512 x = _mm512_set1_ps(v);
+  const __m512i xc = _mm512_set1_epi32(c);
+  // The kept values ≥ v (a prefix: the list is sorted) stay ahead of it.
+  int64_t pos = 0;
+  for (int64_t q = 0; q < vecs && 16 * q < n; q++)
+    pos += __builtin_popcount(
+        _mm512_mask_cmp_ps_mask(at_lanes_below(n - 16 * q), _mm512_load_ps(V + 16 * q), x, _CMP_GE_OQ));
+  __m512 prev = x;
+  __m512i prevc = xc;
+  for (int64_t q = pos / 16; q < vecs; q++) {
+    const __m512 a = _mm512_load_ps(V + 16 * q);
+    const __m512i ac = _mm512_load_si512(C + 16 * q);
+    const int64_t at = pos - 16 * q;
+    const __mmask16 keep = at_lanes_below(at), put = at >= 0 && at < 16 ? (__mmask16)(1u << at) : 0;
+    // [the previous vector's last lane, a₀ … a₁₄]: every entry after v moves down one lane.
+    __m512 s = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(a), _mm512_castps_si512(prev), 15));
+    __m512i sc = _mm512_alignr_epi32(ac, prevc, 15);
+    s = _mm512_mask_mov_ps(_mm512_mask_mov_ps(s, keep, a), put, x);
+    sc = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(sc, keep, ac), put, xc);
+    _mm512_store_ps(V + 16 * q, s);
+    _mm512_store_si512(C + 16 * q, sc);
+    prev = a, prevc = ac;
+  }
+  if (n < k) L->count[i] = n + 1;
+  if (n + 1 >= k) L->thr[i] = V[k - 1];
+}
+
+static inline void at_push_key(at_lists *L, int64_t i, float v, int32_t c) {
+  const int64_t k = L->k;
+  uint64_t *K = L->keys + i * L->width;
   int64_t n = L->count[i];
   K[n++] = topk_key_f32(v, c);
   if (n == 2 * k) {
     at_select(K, n, k);
-    n = k, L->thr[i] = at_value(K[k - 1]), L->primed[i] = 1;
+    n = k, L->thr[i] = at_value(K[k - 1]);
   }
   L->count[i] = n;
 }
 
-// Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN.
-static inline int at_offer(at_lists *L, int64_t i, int64_t k, const float *t, int64_t c0, int64_t n) {
-  const __m512 v0 = _mm512_load_ps(t), v1 = _mm512_load_ps(t + 16);
+// Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN. The common
+// case, no column above the threshold, is two compares: `!(v <= thr)` holds for v > thr, for a NaN
+// v (found below) and for every v while thr is NaN (the list not yet primed). A later column equal
+// to the k-th loses the tie, so only values strictly above it enter.
+static inline int at_offer(at_lists *L, int64_t i, const float *t, int64_t c0, int64_t n) {
+  const __m512 v0 = _mm512_load_ps(t), v1 = _mm512_load_ps(t + 16), thr = _mm512_set1_ps(L->thr[i]);
   const uint32_t real = n >= 32 ? 0xffffffffu : (1u << n) - 1;
-  const uint32_t nan = ((uint32_t)_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) |
-                        (uint32_t)_mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q) << 16) & real;
-  if (nan) return 0;
-  uint32_t hits = real;
-  if (L->primed[i]) {
-    // A later column equal to the k-th loses the tie, so only strictly larger values can enter.
-    const __m512 thr = _mm512_set1_ps(L->thr[i]);
-    hits &= (uint32_t)_mm512_cmp_ps_mask(v0, thr, _CMP_GT_OQ) |
-            (uint32_t)_mm512_cmp_ps_mask(v1, thr, _CMP_GT_OQ) << 16;
-  }
+  uint32_t hits = ((uint32_t)_mm512_cmp_ps_mask(v0, thr, _CMP_NLE_UQ) |
+                   (uint32_t)_mm512_cmp_ps_mask(v1, thr, _CMP_NLE_UQ) << 16) & real;
+  if (!hits) return 1;
+  if (((uint32_t)_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) |
+       (uint32_t)_mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q) << 16) & real)
+    return 0;
   for (; hits; hits &= hits - 1) {
     const int e = __builtin_ctz(hits);
-    at_insert(L, i, k, t[e], (int32_t)(c0 + e));
+    // thr may have risen since the compare (NaN compares false: unprimed lists take all).
+    if (t[e] <= L->thr[i]) continue;
+    if (L->vals) at_push_sorted(L, i, t[e], (int32_t)(c0 + e));
+    else at_push_key(L, i, t[e], (int32_t)(c0 + e));
   }
   return 1;
 }
@@ -247,9 +309,10 @@ static void *at_task(void *p) {
   float *A = at_alloc(sizeof(float) * (size_t)(rowsB * K));
   float *tile = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
   float *acc = at_alloc(sizeof(float) * (size_t)(rowsB * AT_NR));
+  float *sums = at_alloc(sizeof(float) * AT_MR * AT_NR);
   at_lists L = at_lists_new(rowsB, k);
   j->status = -1;
-  if (!A || !tile || !acc || !at_lists_ok(&L)) {
+  if (!A || !tile || !acc || !sums || !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
@@ -267,30 +330,33 @@ static void *at_task(void *p) {
     at_lists_reset(&L, r1 - r0);
     for (int64_t js = 0; js < slivers; js++) {
       const float *b = j->packed + js * K * AT_NR;
-      // Each step's slice of W's sliver is read from L1 by every micro-tile of the block.
+      const int64_t c0 = js * AT_NR;
+      // Each step's slice of W's sliver is read from L1 by every micro-tile of the block; each
+      // micro-tile's finished sums are offered to its rows' lists while they are in L1.
       for (int64_t ls = 0; ls < K;) {
         const int64_t le = at_chunk_end(ls, K);
         for (int64_t k0 = ls; k0 < le; k0 += AT_KQ) {
           const int64_t kq = le - k0 < AT_KQ ? le - k0 : AT_KQ;
-          for (int64_t s = sb; s < se; s++)
-            at_tile(kq, A + (s - sb) * K * AT_MR + k0 * AT_MR, b + k0 * AT_NR, j->bias + js * AT_NR,
-                    tile + (s - sb) * AT_MR * AT_NR, acc + (s - sb) * AT_MR * AT_NR, k0 == ls,
-                    k0 + kq == le, ls == 0);
+          const int last = le == K && k0 + kq == le;
+          for (int64_t s = sb; s < se; s++) {
+            float *C = tile + (s - sb) * AT_MR * AT_NR;
+            at_tile(kq, A + (s - sb) * K * AT_MR + k0 * AT_MR, b + k0 * AT_NR, j->bias + c0, C,
+                    last ? sums : C, acc + (s - sb) * AT_MR * AT_NR, k0 == ls, k0 + kq == le, ls == 0);
+            for (int64_t r = s * AT_MR; last && r < (s + 1) * AT_MR && r < r1; r++) {
+              if (!at_offer(&L, r - r0, sums + (r - s * AT_MR) * AT_NR, c0, N - c0)) {
+                j->status = -4;
+                goto done;
+              }
+            }
+          }
         }
         ls = le;
-      }
-      const int64_t c0 = js * AT_NR;
-      for (int64_t r = r0; r < r1; r++) {
-        if (!at_offer(&L, r - r0, k, tile + (r - r0) * AT_NR, c0, N - c0)) {
-          j->status = -4;
-          goto done;
-        }
       }
     }
     at_lists_write(&L, r0, r1, k, j->values, j->indices);
   }
 done:
-  free(A), free(tile), free(acc), at_lists_free(&L);
+  free(A), free(tile), free(acc), free(sums), at_lists_free(&L);
   return 0;
 }
 
@@ -324,7 +390,7 @@ static void *at_amx_task(void *p) {
           float *t = tile + (i - i0) * 32;
           _mm512_store_ps(t, _mm512_add_ps(_mm512_load_ps(t), b0));
           _mm512_store_ps(t + 16, _mm512_add_ps(_mm512_load_ps(t + 16), b1));
-          if (!at_offer(&L, i, k, t, c0, N - c0)) {
+          if (!at_offer(&L, i, t, c0, N - c0)) {
             j->status = -4;
             goto done;
           }

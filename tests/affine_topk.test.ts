@@ -144,6 +144,11 @@ test("fusedAffineTopk: the oracle's bits and selection on random floats, every b
     [12, 513, 40, 40, true],
     [14, 1000, 48, 6, false],
     [30, 64, 33, 1, false],
+    // The sorted lists at k = 17 (a partial vector) and their largest k; the key lists above it.
+    [26, 40, 300, 17, false],
+    [9, 70, 400, 128, true],
+    [11, 64, 500, 129, false],
+    [8, 33, 300, 256, false],
   ];
   for (const [M, K, N, k, wT] of cases) {
     const x = randomF32(M * K, 11 + M), W = randomF32(K * N, 23 + K), b = randomF32(N, 37 + N);
@@ -166,7 +171,7 @@ test("fusedAffineTopk: integer operands (exact sums, many ties) equal topk(x·W 
     fc.property(
       fc.integer({ min: 1, max: 30 }),
       fc.integer({ min: 1, max: 300 }),
-      fc.integer({ min: 1, max: 70 }),
+      fc.integer({ min: 1, max: 330 }),
       fc.integer({ min: 0, max: 2 ** 31 - 1 }),
       fc.boolean(),
       (M, K, N, seed, wT) => {
