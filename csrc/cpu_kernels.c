@@ -1069,22 +1069,19 @@ ADAM_APPLY(double, sc_adam_apply_f64)
 
 #define PROJECT_OUT_ROWS(T, NAME)                                                                  \
   ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols)                                     \
-  static inline void NAME##_row(const T *g, const T *w, T *o, int64_t C, double s) {               \
-    for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                  \
-  }                                                                                                \
   static void *NAME##_task(void *q) {                                                              \
     NAME##_job *j = q;                                                                             \
     const int64_t C = j->cols;                                                                     \
-    int64_t r = j->lo;                                                                             \
-    PROJECT_ROWS8_##T(j, C, r, NAME)                                                               \
-    for (; r < j->hi; r++) {                                                                       \
+    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
       const T *g = j->g + r * C, *w = j->w + r * C;                                                \
+      T *o = j->out + r * C;                                                                       \
       double ww = 0, gw = 0;                                                                       \
       for (int64_t c = 0; c < C; c++) {                                                            \
         ww += (double)w[c] * (double)w[c];                                                         \
         gw += (double)g[c] * (double)w[c];                                                         \
       }                                                                                            \
-      NAME##_row(g, w, j->out + r * C, C, gw / ww);                                                \
+      const double s = gw / ww;                                                                    \
+      for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -1096,21 +1093,6 @@ ADAM_APPLY(double, sc_adam_apply_f64)
       jobs[t] = (NAME##_job){g, w, out, cols, rows * t / nt, rows * (t + 1) / nt};                 \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
-
-// f32 rows eight at a time (rows8_dot_f32: the same sums).
-#ifdef SC_AVX2
-#define PROJECT_ROWS8_float(j, C, r, NAME)                                                         \
-  for (; r + 8 <= j->hi; r += 8) {                                                                 \
-    double ww[8], gw[8];                                                                           \
-    rows8_dot_f32(j->w + r * C, j->w + r * C, C, ww);                                              \
-    rows8_dot_f32(j->g + r * C, j->w + r * C, C, gw);                                              \
-    for (int q = 0; q < 8; q++)                                                                    \
-      NAME##_row(j->g + (r + q) * C, j->w + (r + q) * C, j->out + (r + q) * C, C, gw[q] / ww[q]);  \
-  }
-#else
-#define PROJECT_ROWS8_float(j, C, r, NAME)
-#endif
-#define PROJECT_ROWS8_double(j, C, r, NAME)
 
 PROJECT_OUT_ROWS(float, sc_project_out_rows_f32)
 PROJECT_OUT_ROWS(double, sc_project_out_rows_f64)
