@@ -16,6 +16,7 @@
 // Built where the compiler targets AVX-512 (AMX for bf16; -march=native on such a CPU); elsewhere
 // the function returns -5 and the caller runs the GEMM and top-k as before.
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +126,13 @@ typedef struct {
                                       // (bf16: rows [s0, s1), `block` rows at a time)
   float *values;
   int32_t *indices;
-  int status;  // -1, -2 or -4
+  int status;  // -1, -2, -4, or -6 (the bf16 screen cannot vouch for a row: see at_screen)
+  // The f32 product through a bf16 screen (at_screen): W as given, its largest column norm, and
+  // how many approximate candidates each row keeps (0: plain bf16, no screen).
+  const float *w;
+  int32_t wT;
+  int64_t keep;
+  const double *wn;
 } at_job;
 
 // Each row's candidates. For k ≤ AT_SORTED_K, the k best so far, kept sorted (values and columns,
@@ -361,6 +368,168 @@ done:
 }
 
 #ifdef SC_AMX
+// ---- The f32 top-k through a bf16 screen ----------------------------------------------------
+// The exact f32 top-k (the sums above, to the bit) for about the cost of bf16 GEMMs: AMX computes
+// every entry from two-term bf16 splits, x ≈ x̃ + δx̃ (x̃ = bf16(x), δx̃ = bf16(x − x̃)) and the same
+// for W, as x̃·w̃ + x̃·δw̃ + δx̃·w̃; each row keeps its `keep` best approximate values, and only those
+// within the screen's error of the approximate k-th best are summed again exactly.
+//
+// The bound. With δx = x − x̃ and δ²x = δx − δx̃ (likewise for w), x·w − (x̃·w̃ + x̃·δw̃ + δx̃·w̃) =
+// x̃·δ²w + δ²x·w̃ + δx·δw, so the products' sum moves by at most ‖x̃‖·‖δ²w_c‖ + ‖δ²x‖·‖w̃_c‖ +
+// ‖δx‖·‖δw_c‖ (Cauchy–Schwarz on the rounding errors themselves: about 3·2⁻¹⁶·‖x‖·‖w‖). AMX sums
+// 3K exact bf16 products in f32 and the exact path K products, erring by at most 4K·2⁻²⁴·S in all,
+// S = (‖x‖ + 2‖δx‖)·(max‖w_c‖ + 2·max‖δw_c‖) bounding every Σ|term| (first order; K ≤ 2¹⁴);
+// adding the bias rounds by at most 3·2⁻²⁴·(S + max|b|). So every approximate value a is within
+//   ε = 1.01·(‖x̃‖·max‖δ²w_c‖ + ‖δ²x‖·max‖w̃_c‖ + ‖δx‖·max‖δw_c‖ + 4K·2⁻²⁴·S + 2⁻²¹·(S + max|b|)) + 2⁻¹⁰⁰
+// of its exact value e (the last term: products and sums AMX flushes to zero below 2⁻¹²⁶, and
+// operands lie in [2⁻¹⁰⁰, 2⁶⁰] or are 0, so no split term is subnormal). The k-th best approximate
+// value is then within ε of the k-th best exact one, and every column whose exact value could be
+// among the k best has a ≥ (approximate k-th) − 2ε. The row's list holds its `keep` best a; when
+// the last of them is below that cut, every possible winner is in the list, and the exact sums of
+// the listed columns above the cut give the exact top-k (ties to the lower column). When it is not
+// (more than `keep` columns within 2ε of the k-th best), the row cannot be vouched for and the call
+// returns -6, for the f32 kernel to redo. Operands outside that range keep the screen out.
+
+// Room in a row's list beyond the k best: a vector's worth (ε is ~2⁻¹³ of the pre-activations' scale,
+// so near-ties within 2ε are few).
+static int64_t at_screen_keep(int64_t k) { return (k + 31) / 16 * 16; }
+
+// Worth screening: the kept candidates fit the sorted lists and are fewer than the columns, K within
+// the bound's first-order range, and not switched off (SPARSECODER_TOPK_SCREEN=0, for A/B timing).
+static int at_screen_wanted(int64_t k, int64_t K, int64_t N) {
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("SPARSECODER_TOPK_SCREEN");
+    off = e && e[0] == '0' && e[1] == 0;
+  }
+  return !off && at_screen_keep(k) <= AT_SORTED_K && at_screen_keep(k) < N && K <= (1 << 14);
+}
+
+// 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁶⁰]; squares of v, δv, ṽ and δ²v added to sq[0..4) in double.
+static inline int at_screen_add(float v, double *sq) {
+  const float a = v < 0 ? -v : v;
+  if (!(a <= 0x1p60f) || (a != 0 && a < 0x1p-100f)) return 0;
+  const float d = amx_resid(v), t = v - d, dd = amx_resid(d);
+  sq[0] += (double)v * (double)v, sq[1] += (double)d * (double)d;
+  sq[2] += (double)t * (double)t, sq[3] += (double)dd * (double)dd;
+  return 1;
+}
+
+// [‖v‖², ‖δv‖², ‖ṽ‖², ‖δ²v‖²] of n values v; 0 when one is out of the screen's range.
+static int at_screen_norms(const float *v, int64_t n, double *sq) {
+  sq[0] = sq[1] = sq[2] = sq[3] = 0;
+  int ok = 1;
+  for (int64_t i = 0; i < n; i++) ok &= at_screen_add(v[i], sq);
+  return ok;
+}
+
+// The largest column norms of W, δW, W̃ and δ²W ([K, N], or [N, K] when wT) into wn[0..4); 0 when a
+// value is out of the screen's range.
+static int at_screen_wnorms(const float *w, int32_t wT, int64_t K, int64_t N, double *wn) {
+  double *col = calloc((size_t)(4 * N), sizeof(double));
+  if (!col) return 0;
+  int ok = 1;
+  for (int64_t c = 0; wT && ok && c < N; c++) ok = at_screen_norms(w + c * K, K, col + 4 * c);
+  for (int64_t k = 0; !wT && ok && k < K; k++)
+    for (int64_t c = 0; c < N; c++) ok &= at_screen_add(w[k * N + c], col + 4 * c);
+  wn[0] = wn[1] = wn[2] = wn[3] = 0;
+  for (int64_t c = 0; c < N; c++)
+    for (int q = 0; q < 4; q++) wn[q] = fmax(wn[q], col[4 * c + q]);
+  for (int q = 0; q < 4; q++) wn[q] = sqrt(wn[q]);
+  free(col);
+  return ok;
+}
+
+// Exact sums at the block's candidates, 16 (row, column) pairs of one row a group: b + Σ over K's
+// chunks (at_chunk_end) of a partial sum from zero by one FMA per term in order — at_tile's
+// arithmetic. k runs outermost, so each row of W (32 KB at N 8192) is read once per block from L1
+// by every group's gather.
+typedef struct {
+  int32_t *cols;  // [groups][16] columns (lanes past `live` repeat a live one)
+  int32_t *row;   // each group's row
+  __mmask16 *live;
+  float *acc, *sum;  // [groups][16]
+} at_exact_groups;
+
+static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) {
+  const int64_t K = j->K, N = j->N;
+  for (int64_t g = 0; g < groups; g++)
+    _mm512_store_ps(G->sum + 16 * g, _mm512_i32gather_ps(_mm512_load_si512(G->cols + 16 * g), j->bias, 4));
+  for (int64_t ls = 0; ls < K;) {
+    const int64_t le = at_chunk_end(ls, K);
+    for (int64_t g = 0; g < groups; g++) _mm512_store_ps(G->acc + 16 * g, _mm512_setzero_ps());
+    for (int64_t kk = ls; kk < le; kk++) {
+      const float *wrow = j->w + kk * N;
+      for (int64_t g = 0; g < groups; g++) {
+        const __m512 wv = _mm512_i32gather_ps(_mm512_load_si512(G->cols + 16 * g), wrow, 4);
+        const __m512 xv = _mm512_set1_ps(j->x[(int64_t)G->row[g] * K + kk]);
+        _mm512_store_ps(G->acc + 16 * g, _mm512_fmadd_ps(xv, wv, _mm512_load_ps(G->acc + 16 * g)));
+      }
+    }
+    for (int64_t g = 0; g < groups; g++)
+      _mm512_store_ps(G->sum + 16 * g,
+                      _mm512_add_ps(_mm512_load_ps(G->sum + 16 * g), _mm512_load_ps(G->acc + 16 * g)));
+    ls = le;
+  }
+}
+
+// Rows [r0, r1)'s screened lists (list i is row r0 + i) into values/indices; -1 done, -4 a NaN
+// among the exact sums, -6 a row the screen cannot vouch for. G has room for the rows' lists.
+static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1, const at_exact_groups *G) {
+  const int64_t k = j->k, keep = j->keep, K = j->K;
+  double bmax = 0;
+  for (int64_t c = 0; c < j->N; c++) bmax = fmax(bmax, fabs((double)j->bias[c]));
+  if (!(bmax <= 1e30)) return -6;
+  // Each row's candidates: its listed columns above the cut, in groups of 16.
+  int64_t groups = 0;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *V = L->vals + (r - r0) * L->width;
+    const int32_t *C = L->cols + (r - r0) * L->width;
+    double sq[4];
+    if (!at_screen_norms(j->x + r * K, K, sq)) return -6;
+    const double nx = sqrt(sq[0]), dx = sqrt(sq[1]), tx = sqrt(sq[2]), ddx = sqrt(sq[3]);
+    const double *wn = j->wn;  // max column norms of W, δW, W̃, δ²W
+    const double S = (nx + 2 * dx) * (wn[0] + 2 * wn[1]);
+    const double eps = 1.01 * (tx * wn[3] + ddx * wn[2] + dx * wn[1] + 4.0 * (double)K * 0x1p-24 * S +
+                               0x1p-21 * (S + bmax)) +
+                       0x1p-100;
+    const double cut = (double)V[k - 1] - 2 * eps;
+    if (keep < j->N && (double)V[keep - 1] >= cut) return -6;
+    int64_t n = k;
+    while (n < keep && (double)V[n] >= cut) n++;
+    for (int64_t q = 0; q < n; q += 16, groups++) {
+      for (int64_t e = 0; e < 16; e++) G->cols[16 * groups + e] = C[q + e < n ? q + e : q];
+      G->row[groups] = (int32_t)r, G->live[groups] = at_lanes_below(n - q);
+    }
+  }
+  at_exact(j, G, groups);
+  // Each row's exact k best among its candidates.
+  uint64_t keys[AT_SORTED_K];
+  for (int64_t g = 0; g < groups;) {
+    const int32_t r = G->row[g];
+    int64_t n = 0;
+    for (; g < groups && G->row[g] == r; g++)
+      for (int e = 0; e < 16; e++) {
+        if (!((G->live[g] >> e) & 1)) continue;
+        const float v = G->sum[16 * g + e];
+        if (v != v) return -4;
+        keys[n++] = topk_key_f32(v, G->cols[16 * g + e]);
+      }
+    at_select(keys, n, k);
+    for (int64_t q = 1; q < k; q++) {
+      const uint64_t key = keys[q];
+      int64_t p = q;
+      for (; p > 0 && keys[p - 1] < key; p--) keys[p] = keys[p - 1];
+      keys[p] = key;
+    }
+    for (int64_t t = 0; t < k; t++) {
+      j->values[r * k + t] = at_value(keys[t]);
+      j->indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
+    }
+  }
+  return -1;
+}
+
 // The bf16 product on AMX: W packed in VNNI slivers (amx_pack_all) into `packed`, rows of x as bf16
 // a block at a time; each 32 × 32 block of the product offered to its rows' lists as it is made.
 static void *at_amx_task(void *p) {
@@ -370,22 +539,34 @@ static void *at_amx_task(void *p) {
   const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
   amx_configure();
   uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
+  uint16_t *A2 = j->keep ? at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp)) : 0;
+  const uint16_t *packed2 = packed + Kp * slivers * 32;
   float *tile = at_alloc(sizeof(float) * 32 * 32);
-  at_lists L = at_lists_new(R, k);
+  at_lists L = at_lists_new(R, j->keep ? j->keep : k);
+  // The screen's exact sums: at most ⌈keep/16⌉ groups a row.
+  const int64_t most = j->keep ? R * ((j->keep + 15) / 16) : 0;
+  at_exact_groups G = {at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
+                       at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most)),
+                       at_alloc(sizeof(float) * (size_t)(16 * most))};
   j->status = -1;
-  if (!A || !tile || !at_lists_ok(&L)) {
+  if (!A || (j->keep && (!A2 || !G.cols || !G.row || !G.live || !G.acc || !G.sum)) || !tile ||
+      !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
   for (int64_t r0 = j->s0; r0 < j->s1; r0 += R) {
     const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
-    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
+    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A, 0);
+    if (j->keep) amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A2, 1);
     at_lists_reset(&L, rows);
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-        amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
+        if (j->keep)
+          amx_block3(A + i0 * Kp, A2 + i0 * Kp, packed + js * Kp * 32, packed2 + js * Kp * 32, Kp, tile);
+        else
+          amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *t = tile + (i - i0) * 32;
           _mm512_store_ps(t, _mm512_add_ps(_mm512_load_ps(t), b0));
@@ -397,35 +578,45 @@ static void *at_amx_task(void *p) {
         }
       }
     }
-    at_lists_write(&L, r0, r1, k, j->values, j->indices);
+    if (!j->keep) {
+      at_lists_write(&L, r0, r1, k, j->values, j->indices);
+    } else if ((j->status = at_screen(j, &L, r0, r1, &G)) != -1) {
+      goto done;
+    }
   }
 done:
   _tile_release();
-  free(A), free(tile), at_lists_free(&L);
+  free(A), free(A2), free(tile), at_lists_free(&L);
+  free(G.cols), free(G.row), free(G.live), free(G.acc), free(G.sum);
   return 0;
 }
 #endif
 
-// Each thread's status: -2 before -4 before -1.
+// Each thread's status: -2 before -6 before -4 before -1.
 static int32_t at_status(const at_job *jobs, int nt) {
   int status = -1;
-  for (int t = 0; t < nt; t++)
-    if (jobs[t].status == -2 || (jobs[t].status == -4 && status == -1)) status = jobs[t].status;
+  for (int t = 0; t < nt; t++) {
+    const int s = jobs[t].status;
+    if (s == -2 || (s == -6 && status != -2) || (s == -4 && status == -1)) status = s;
+  }
   return status;
 }
 
 #ifdef SC_AMX
 static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                       const float *bias, int64_t k, float *packed, float *values, int32_t *indices,
-                      int nt) {
+                      int nt, int64_t keep, const double *wn) {
   const int64_t Kp = amx_kp(K);
-  amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt);
+  uint16_t *p16 = (uint16_t *)(void *)packed;
+  amx_pack_all(w, wT, wT ? K : N, K, N, p16, nt, 0);
+  // The screen's second terms after the first: the scratch holds twice the bf16 slivers.
+  if (keep) amx_pack_all(w, wT, wT ? K : N, K, N, p16 + Kp * ((N + 31) / 32 * 32), nt, 1);
   const int64_t groups = (M + 31) / 32, R = amx_block_rows(Kp);
   if (nt > groups) nt = (int)groups;
   at_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
-    jobs[t] = (at_job){x, packed, bias, M, K, N, k, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
-                       R, values, indices, -1};
+    jobs[t] = (at_job){x,      packed,  bias, M,  K,    N,    k, amx_row_start(M, t, nt),
+                       amx_row_start(M, t + 1, nt), R, values, indices, -1, w, wT, keep, wn};
   }
   run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
   return at_status(jobs, nt);
@@ -453,9 +644,22 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
   int nt = clamp_threads(threads);
 #ifdef SC_AMX
   if (bf16) {
-    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt);
+    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0);
     free(bias);
     return status;
+  }
+  // f32 through the bf16 screen where AMX runs (at_screen); a row it cannot vouch for, or a NaN,
+  // sends the call on to the f32 kernel below. SPARSECODER_TOPK_SCREEN=0 turns it off (A/B timing).
+  if (!wT && at_screen_wanted(k, K, N) && amx_ready()) {
+    double wn[4];
+    if (at_screen_wnorms(w, wT, K, N, wn)) {
+      const int32_t status =
+          at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, at_screen_keep(k), wn);
+      if (status == -1 || status == -2) {
+        free(bias);
+        return status;
+      }
+    }
   }
 #endif
   at_pack_job pj[MAX_THREADS];
@@ -472,7 +676,7 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     const int64_t s0 = rowSlivers * t / nt, s1 = rowSlivers * (t + 1) / nt;
     const int64_t blocks = (s1 - s0 + per - 1) / per;
     const int64_t block = blocks > 0 ? (s1 - s0 + blocks - 1) / blocks : 1;
-    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1};
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1, w, wT, 0, 0};
   }
   run_tasks(at_task, jobs, sizeof(at_job), nt);
   free(bias);

@@ -45,6 +45,20 @@ static inline uint16_t amx_bf16(float f) {
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
+// What bf16 rounding leaves of v: v − bf16(v), exact in f32. Packing it as bf16 again gives the
+// second term of a two-term split v ≈ bf16(v) + bf16(v − bf16(v)) (about 16 significant bits).
+static inline float amx_resid(float v) {
+  const uint32_t h = (uint32_t)amx_bf16(v) << 16;
+  float r;
+  memcpy(&r, &h, sizeof r);
+  return v - r;
+}
+
+static inline __m512 amx_resid16(__m512 v) {
+  const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+  return _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+}
+
 // K rounded up to whole tile steps (32 bf16).
 static inline int64_t amx_kp(int64_t K) { return (K + 31) / 32 * 32; }
 
@@ -52,7 +66,7 @@ static inline int64_t amx_kp(int64_t K) { return (K + 31) / 32 * 32; }
 // VNNI form: two halves of 16 columns, each Kp/2 rows of (k even, k odd) pairs per column;
 // zero past K and N. dst holds Kp · 32 values.
 static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, int64_t N, int64_t s,
-                              uint16_t *dst) {
+                              uint16_t *dst, int resid) {
   const int64_t Kp = amx_kp(K);
   if (!bT && (s + 1) * 32 <= N) {
     // Rows k and k + 1 of the sliver, 16 columns at a time: converted together, then interleaved.
@@ -61,8 +75,9 @@ static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, in
     for (int64_t k = 0; k < Kp; k += 2)
       for (int64_t h = 0; h < 2; h++) {
         const float *r0 = b + k * ldb + s * 32 + h * 16;
-        const __m512 lo = k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps();
-        const __m512 hi = k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps();
+        __m512 lo = k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps();
+        __m512 hi = k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps();
+        if (resid) lo = amx_resid16(lo), hi = amx_resid16(hi);
         const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
         _mm512_storeu_si512((void *)(dst + h * Kp * 16 + (k >> 1) * 32), _mm512_permutexvar_epi16(pairs, v));
       }
@@ -74,7 +89,7 @@ static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, in
       const int64_t c = s * 32 + h * 16 + n;
       for (int64_t k = 0; k < Kp; k++) {
         const float v = c < N && k < K ? (bT ? b[c * ldb + k] : b[k * ldb + c]) : 0.0f;
-        d[(k >> 1) * 32 + n * 2 + (k & 1)] = amx_bf16(v);
+        d[(k >> 1) * 32 + n * 2 + (k & 1)] = amx_bf16(resid ? amx_resid(v) : v);
       }
     }
   }
@@ -84,25 +99,26 @@ typedef struct {
   const float *b;
   uint16_t *packed;
   int64_t ldb, K, N, s0, s1;
-  int bT;
+  int bT, resid;
 } amx_pack_job;
 
 static void *amx_pack_task(void *p) {
   const amx_pack_job *j = p;
   const int64_t Kp = amx_kp(j->K);
   for (int64_t s = j->s0; s < j->s1; s++)
-    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32);
+    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32, j->resid);
   return 0;
 }
 
-// All of B's slivers into packed (⌈K/32⌉·32 · ⌈N/32⌉·32 values), split over nt threads.
+// All of B's slivers into packed (⌈K/32⌉·32 · ⌈N/32⌉·32 values), split over nt threads; with
+// `resid`, the bf16 rounding of what bf16 rounding leaves of each value (amx_resid).
 static inline void amx_pack_all(const float *b, int bT, int64_t ldb, int64_t K, int64_t N,
-                                uint16_t *packed, int nt) {
+                                uint16_t *packed, int nt, int resid) {
   const int64_t slivers = (N + 31) / 32;
   amx_pack_job jobs[MAX_THREADS];
   const int np = nt < slivers ? nt : (int)slivers;
   for (int t = 0; t < np; t++)
-    jobs[t] = (amx_pack_job){b, packed, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT};
+    jobs[t] = (amx_pack_job){b, packed, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT, resid};
   run_tasks(amx_pack_task, jobs, sizeof(amx_pack_job), np);
 }
 
@@ -118,9 +134,10 @@ static inline int64_t amx_row_start(int64_t M, int t, int nt) {
 }
 
 // Rows [r0, r0 + rows) of A ([M, K] with row stride lda, or stored [K, M] when aT) as bf16 rows of
-// Kp values into dst, then zero rows up to a multiple of 32 (rows past M are zero too).
+// Kp values into dst, then zero rows up to a multiple of 32 (rows past M are zero too); `resid` as
+// for amx_pack_all.
 static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, int64_t K, int64_t r0,
-                              int64_t rows, uint16_t *dst) {
+                              int64_t rows, uint16_t *dst, int resid) {
   const int64_t Kp = amx_kp(K), padded = (rows + 31) / 32 * 32;
   for (int64_t i = 0; i < padded; i++) {
     const int64_t r = r0 + i;
@@ -133,13 +150,57 @@ static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, in
     if (!aT) {
       const float *x = a + r * lda;
       for (; k + 32 <= K; k += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
+        __m512 lo = _mm512_loadu_ps(x + k), hi = _mm512_loadu_ps(x + k + 16);
+        if (resid) lo = amx_resid16(lo), hi = amx_resid16(hi);
+        const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
         _mm512_storeu_si512((void *)(d + k), (__m512i)v);
       }
     }
-    for (; k < K; k++) d[k] = amx_bf16(aT ? a[k * lda + r] : a[r * lda + k]);
+    for (; k < K; k++) {
+      const float v = aT ? a[k * lda + r] : a[r * lda + k];
+      d[k] = amx_bf16(resid ? amx_resid(v) : v);
+    }
     for (; k < Kp; k++) d[k] = 0;
   }
+}
+
+// C[32][32] = A·B + A·B' + A'·B (A' and B' packed with `resid`): the product of two-term splits
+// but for its smallest term, summed in f32 (the f32 top-k's screen, affine_topk.c).
+static inline void amx_block3(const uint16_t *A, const uint16_t *A2, const uint16_t *B, const uint16_t *B2,
+                              int64_t Kp, float *C) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const uint16_t *B1 = B + Kp * 16, *B21 = B2 + Kp * 16;
+  for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
+    _tile_loadd(4, A + k0, Kp * 2);
+    _tile_loadd(5, A + 16 * Kp + k0, Kp * 2);
+    _tile_loadd(6, B + k0 * 16, 64);
+    _tile_loadd(7, B1 + k0 * 16, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    _tile_loadd(6, B2 + k0 * 16, 64);
+    _tile_loadd(7, B21 + k0 * 16, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    _tile_loadd(4, A2 + k0, Kp * 2);
+    _tile_loadd(5, A2 + 16 * Kp + k0, Kp * 2);
+    _tile_loadd(6, B + k0 * 16, 64);
+    _tile_loadd(7, B1 + k0 * 16, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, C, 128);
+  _tile_stored(1, C + 16, 128);
+  _tile_stored(2, C + 16 * 32, 128);
+  _tile_stored(3, C + 16 * 32 + 16, 128);
 }
 
 // C[32][32] (row stride 32) = A[32 rows of Kp] · B (a sliver from amx_pack_b), summed in f32.

@@ -35,7 +35,7 @@ static void *gb_task(void *p) {
   amx_configure();
   for (int64_t r0 = j->r0; r0 < j->r1; r0 += R) {
     const int64_t rows = j->r1 - r0 < R ? j->r1 - r0 : R;
-    amx_pack_a(j->a, j->aT, j->lda, j->M, K, r0, rows, A);
+    amx_pack_a(j->a, j->aT, j->lda, j->M, K, r0, rows, A, 0);
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32, n = N - c0 < 32 ? N - c0 : 32;
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
@@ -66,7 +66,7 @@ int32_t sc_gemm_bf16_f32(const float *a, int32_t aT, int64_t lda, const float *b
   const int64_t groups = (M + 31) / 32;
   int nt = clamp_threads(threads);
   uint16_t *p16 = (uint16_t *)(void *)packed;
-  amx_pack_all(b, bT, ldb, K, N, p16, nt);
+  amx_pack_all(b, bT, ldb, K, N, p16, nt, 0);
   if (nt > groups) nt = (int)groups;
   gb_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
