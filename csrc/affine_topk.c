@@ -29,6 +29,11 @@
 // (or k above AT_MAX_K, where insertion into sorted lists stops paying).
 #define AT_MAX_K 256
 
+// Calls answered through the screen (a diagnostic: tests check that the screen runs).
+static int64_t at_screened = 0;
+
+int64_t sc_affine_topk_screened(void) { return __atomic_load_n(&at_screened, __ATOMIC_RELAXED); }
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -132,7 +137,8 @@ typedef struct {
   const float *w;
   int32_t wT;
   int64_t keep;
-  const double *wn;
+  const float *ucol;  // per column (padded to whole slivers with zeros): ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖
+  double d0;          // the bound's constant term (at_screen_eps)
 } at_job;
 
 // Each row's candidates. For k ≤ AT_SORTED_K, the k best so far, kept sorted (values and columns,
@@ -382,7 +388,7 @@ done:
 // adding the bias rounds by at most 3·2⁻²⁴·(S + max|b|). So every approximate value a is within
 //   ε = 1.01·(‖x̃‖·max‖δ²w_c‖ + ‖δ²x‖·max‖w̃_c‖ + ‖δx‖·max‖δw_c‖ + 4K·2⁻²⁴·S + 2⁻²¹·(S + max|b|)) + 2⁻¹⁰⁰
 // of its exact value e (the last term: products and sums AMX flushes to zero below 2⁻¹²⁶, and
-// operands lie in [2⁻¹⁰⁰, 2⁶⁰] or are 0, so no split term is subnormal). The k-th best approximate
+// operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no split term is subnormal). The k-th best approximate
 // value is then within ε of the k-th best exact one, and every column whose exact value could be
 // among the k best has a ≥ (approximate k-th) − 2ε. The row's list holds its `keep` best a; when
 // the last of them is below that cut, every possible winner is in the list, and the exact sums of
@@ -392,7 +398,7 @@ done:
 
 // Room in a row's list beyond the k best: a vector's worth (ε is ~2⁻¹³ of the pre-activations' scale,
 // so near-ties within 2ε are few).
-static int64_t at_screen_keep(int64_t k) { return (k + 31) / 16 * 16; }
+static int64_t at_screen_keep(int64_t k) { return (2 * k + 15) / 16 * 16; }
 
 // Worth screening: the kept candidates fit the sorted lists and are fewer than the columns, K within
 // the bound's first-order range, and not switched off (SPARSECODER_TOPK_SCREEN=0, for A/B timing).
@@ -405,39 +411,129 @@ static int at_screen_wanted(int64_t k, int64_t K, int64_t N) {
   return !off && at_screen_keep(k) <= AT_SORTED_K && at_screen_keep(k) < N && K <= (1 << 14);
 }
 
-// 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁶⁰]; squares of v, δv, ṽ and δ²v added to sq[0..4) in double.
+// 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁵⁰]; squares of v, δv, ṽ and δ²v added to sq[0..4) in double.
 static inline int at_screen_add(float v, double *sq) {
   const float a = v < 0 ? -v : v;
-  if (!(a <= 0x1p60f) || (a != 0 && a < 0x1p-100f)) return 0;
+  if (!(a <= 0x1p50f) || (a != 0 && a < 0x1p-100f)) return 0;
   const float d = amx_resid(v), t = v - d, dd = amx_resid(d);
   sq[0] += (double)v * (double)v, sq[1] += (double)d * (double)d;
   sq[2] += (double)t * (double)t, sq[3] += (double)dd * (double)dd;
   return 1;
 }
 
-// [‖v‖², ‖δv‖², ‖ṽ‖², ‖δ²v‖²] of n values v; 0 when one is out of the screen's range.
+// Lanes of v out of the screen's range (not 0 and not in [2⁻¹⁰⁰, 2⁵⁰], or NaN).
+static inline __mmask16 at_screen_out(__m512 v) {
+  const __m512 a = _mm512_abs_ps(v);
+  return _mm512_cmp_ps_mask(a, _mm512_set1_ps(0x1p50f), _CMP_NLE_UQ) |
+         (_mm512_cmp_ps_mask(a, _mm512_set1_ps(0x1p-100f), _CMP_LT_OQ) &
+          _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ));
+}
+
+// acc[0..2) += the squares of v's 16 lanes in double (low and high halves).
+static inline void at_sq16(__m512 v, __m512d *acc) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  acc[0] = _mm512_fmadd_pd(lo, lo, acc[0]), acc[1] = _mm512_fmadd_pd(hi, hi, acc[1]);
+}
+
+// [‖v‖², ‖δv‖², ‖ṽ‖², ‖δ²v‖²] of n contiguous values; 0 when one is out of the screen's range.
 static int at_screen_norms(const float *v, int64_t n, double *sq) {
-  sq[0] = sq[1] = sq[2] = sq[3] = 0;
-  int ok = 1;
-  for (int64_t i = 0; i < n; i++) ok &= at_screen_add(v[i], sq);
+  __m512d acc[4][2];
+  for (int q = 0; q < 4; q++) acc[q][0] = acc[q][1] = _mm512_setzero_pd();
+  __mmask16 out = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(v + i), d = amx_resid16(x), dd = amx_resid16(d);
+    out |= at_screen_out(x);
+    at_sq16(x, acc[0]), at_sq16(d, acc[1]), at_sq16(_mm512_sub_ps(x, d), acc[2]), at_sq16(dd, acc[3]);
+  }
+  for (int q = 0; q < 4; q++) sq[q] = _mm512_reduce_add_pd(_mm512_add_pd(acc[q][0], acc[q][1]));
+  int ok = !out;
+  for (; i < n; i++) ok &= at_screen_add(v[i], sq);
   return ok;
 }
 
-// The largest column norms of W, δW, W̃ and δ²W ([K, N], or [N, K] when wT) into wn[0..4); 0 when a
-// value is out of the screen's range.
-static int at_screen_wnorms(const float *w, int32_t wT, int64_t K, int64_t N, double *wn) {
+// Columns [c0, c1) of W [K, N]: each column's ‖w‖², ‖δw‖², ‖w̃‖², ‖δ²w‖² (col[4c + q]), and
+// whether every value is in the screen's range.
+typedef struct {
+  const float *w;
+  int64_t K, N, c0, c1;
+  double *col;
+  int ok;
+} at_wn_job;
+
+static void *at_wn_task(void *p) {
+  at_wn_job *j = p;
+  const int64_t c16 = j->c0 + (j->c1 - j->c0) / 16 * 16, w = c16 - j->c0;
+  // Rows of W in order (one read stream); the band's sums in f32 (values within 2⁵⁰, so no square
+  // or sum overflows), each within K·2⁻²⁴ of its value, which the bound's 1.01 absorbs (K ≤ 2¹⁴).
+  float *acc = at_alloc(sizeof(float) * (size_t)(4 * (w > 0 ? w : 1)));
+  if (!acc) {
+    j->ok = 0;
+    return 0;
+  }
+  memset(acc, 0, sizeof(float) * (size_t)(4 * w));
+  __mmask16 out = 0;
+  int ok = 1;
+  for (int64_t k = 0; k < j->K; k++) {
+    const float *row = j->w + k * j->N;
+    for (int64_t c = j->c0; c < c16; c += 16) {
+      const __m512 x = _mm512_loadu_ps(row + c), d = amx_resid16(x), dd = amx_resid16(d);
+      const __m512 t = _mm512_sub_ps(x, d);
+      float *a = acc + 4 * (c - j->c0);
+      out |= at_screen_out(x);
+      _mm512_store_ps(a, _mm512_fmadd_ps(x, x, _mm512_load_ps(a)));
+      _mm512_store_ps(a + 16, _mm512_fmadd_ps(d, d, _mm512_load_ps(a + 16)));
+      _mm512_store_ps(a + 32, _mm512_fmadd_ps(t, t, _mm512_load_ps(a + 32)));
+      _mm512_store_ps(a + 48, _mm512_fmadd_ps(dd, dd, _mm512_load_ps(a + 48)));
+    }
+  }
+  for (int64_t c = j->c0; c < c16; c++)
+    for (int q = 0; q < 4; q++) j->col[4 * c + q] = acc[4 * (c - j->c0 - (c - j->c0) % 16) + 16 * q + (c - j->c0) % 16];
+  free(acc);
+  for (int64_t c = c16; c < j->c1; c++)
+    for (int64_t k = 0; k < j->K; k++) ok &= at_screen_add(j->w[k * j->N + c], j->col + 4 * c);
+  j->ok = ok && !out;
+  return 0;
+}
+
+// W's column norms as the bound uses them ([3][Np] into u: ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖, zero past
+// N); 0 when a value is out of the screen's range.
+static int at_screen_wnorms(const float *w, int64_t K, int64_t N, int nt, float *u, int64_t Np) {
   double *col = calloc((size_t)(4 * N), sizeof(double));
   if (!col) return 0;
+  // Column bands of 16 (a thread reads its band of every row).
+  const int64_t bands = (N + 15) / 16;
+  if (nt > bands) nt = (int)bands;
+  at_wn_job jobs[MAX_THREADS];
+  for (int t = 0; t < nt; t++) {
+    const int64_t c0 = bands * t / nt * 16, c1 = t == nt - 1 ? N : bands * (t + 1) / nt * 16;
+    jobs[t] = (at_wn_job){w, K, N, c0, c1, col, 1};
+  }
+  run_tasks(at_wn_task, jobs, sizeof(at_wn_job), nt);
   int ok = 1;
-  for (int64_t c = 0; wT && ok && c < N; c++) ok = at_screen_norms(w + c * K, K, col + 4 * c);
-  for (int64_t k = 0; !wT && ok && k < K; k++)
-    for (int64_t c = 0; c < N; c++) ok &= at_screen_add(w[k * N + c], col + 4 * c);
-  wn[0] = wn[1] = wn[2] = wn[3] = 0;
-  for (int64_t c = 0; c < N; c++)
-    for (int q = 0; q < 4; q++) wn[q] = fmax(wn[q], col[4 * c + q]);
-  for (int q = 0; q < 4; q++) wn[q] = sqrt(wn[q]);
+  for (int t = 0; t < nt; t++) ok &= jobs[t].ok;
+  memset(u, 0, sizeof(float) * (size_t)(3 * Np));
+  // Rounded up to f32 (the sums' own error is inside the bound's 1.01).
+  for (int64_t c = 0; c < N; c++) {
+    const double n = sqrt(col[4 * c]), d = sqrt(col[4 * c + 1]), dd = sqrt(col[4 * c + 3]);
+    u[c] = (float)(n * (1 + 0x1p-20)), u[Np + c] = (float)(dd * (1 + 0x1p-20));
+    u[2 * Np + c] = (float)((n + 2 * d) * (1 + 0x1p-20));
+  }
   free(col);
   return ok;
+}
+
+// The bound for row r (norms nx = ‖x‖, dx = ‖δx‖, tx = ‖x̃‖) at a column with coefficients
+// (u0, u1, u2) = (‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖): ε = a·u0 + b·u1 + g·u2 + d0 with
+// a = 1.01·‖δx‖, b = 1.01·‖x̃‖, g = 1.01·(3K·2⁻²⁴ + 2⁻²¹)·(‖x‖ + ‖δx‖), d0 = 1.01·2⁻²¹·max|b| + 2⁻¹⁰⁰.
+typedef struct {
+  double a, b, g;
+} at_row_eps;
+
+static at_row_eps at_screen_row(const double *sq, int64_t K) {
+  const double nx = sqrt(sq[0]), dx = sqrt(sq[1]), tx = sqrt(sq[2]);
+  return (at_row_eps){1.01 * dx, 1.01 * tx, 1.01 * (3.0 * (double)K * 0x1p-24 + 0x1p-21) * (nx + dx)};
 }
 
 // Exact sums at the block's candidates, 16 (row, column) pairs of one row a group: b + Σ over K's
@@ -473,33 +569,55 @@ static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) 
   }
 }
 
-// Rows [r0, r1)'s screened lists (list i is row r0 + i) into values/indices; -1 done, -4 a NaN
-// among the exact sums, -6 a row the screen cannot vouch for. G has room for the rows' lists.
-static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1, const at_exact_groups *G) {
-  const int64_t k = j->k, keep = j->keep, K = j->K;
-  double bmax = 0;
-  for (int64_t c = 0; c < j->N; c++) bmax = fmax(bmax, fabs((double)j->bias[c]));
-  if (!(bmax <= 1e30)) return -6;
-  // Each row's candidates: its listed columns above the cut, in groups of 16.
+// Rows [r0, r1)'s screened lists (list i is row r0 + i: the `keep` best upper bounds a + ε) into
+// values/indices; -1 done, -4 a NaN among the exact sums, -6 a row the screen cannot vouch for.
+// E: each row's bound coefficients. G has room for the rows' lists.
+//   A listed column's exact value lies in [lo, hi'] with hi' = h + 2⁻²²·|h| + 2⁻²⁰·ε and lo = h −
+// 2.02·ε − 2⁻²²·|h| (h = fl(a + ε̂), ε̂ the f32 bound within 1.01 of ε); an unlisted one lies below
+// the last listed h's hi' taken with the row's largest ε. L = the k-th largest lo among the listed
+// is at most the exact k-th best, so the winners are among the listed with hi' ≥ L, provided the
+// unlisted ones lie below L.
+static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1, const at_row_eps *E,
+                     const at_exact_groups *G) {
+  const int64_t k = j->k, keep = j->keep, Np = (j->N + 31) / 32 * 32;
+  const float *u0 = j->ucol, *u1 = u0 + Np, *u2 = u1 + Np;
+  double umax[3] = {0, 0, 0};
+  for (int64_t c = 0; c < j->N; c++) umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
   int64_t groups = 0;
+  double lo[AT_SORTED_K], hi[AT_SORTED_K];
   for (int64_t r = r0; r < r1; r++) {
     const float *V = L->vals + (r - r0) * L->width;
     const int32_t *C = L->cols + (r - r0) * L->width;
-    double sq[4];
-    if (!at_screen_norms(j->x + r * K, K, sq)) return -6;
-    const double nx = sqrt(sq[0]), dx = sqrt(sq[1]), tx = sqrt(sq[2]), ddx = sqrt(sq[3]);
-    const double *wn = j->wn;  // max column norms of W, δW, W̃, δ²W
-    const double S = (nx + 2 * dx) * (wn[0] + 2 * wn[1]);
-    const double eps = 1.01 * (tx * wn[3] + ddx * wn[2] + dx * wn[1] + 4.0 * (double)K * 0x1p-24 * S +
-                               0x1p-21 * (S + bmax)) +
-                       0x1p-100;
-    const double cut = (double)V[k - 1] - 2 * eps;
-    if (keep < j->N && (double)V[keep - 1] >= cut) return -6;
-    int64_t n = k;
-    while (n < keep && (double)V[n] >= cut) n++;
-    for (int64_t q = 0; q < n; q += 16, groups++) {
-      for (int64_t e = 0; e < 16; e++) G->cols[16 * groups + e] = C[q + e < n ? q + e : q];
-      G->row[groups] = (int32_t)r, G->live[groups] = at_lanes_below(n - q);
+    const at_row_eps e = E[r - r0];
+    for (int64_t q = 0; q < keep; q++) {
+      const int32_t c = C[q];
+      const double h = V[q], eps = e.a * u0[c] + e.b * u1[c] + e.g * u2[c] + j->d0;
+      lo[q] = h - 2.02 * eps - 0x1p-22 * fabs(h), hi[q] = h + 0x1p-22 * fabs(h) + 0x1p-20 * eps;
+    }
+    // L: the k-th largest lo (lo is not sorted; a copy is selected).
+    double t[AT_SORTED_K];
+    memcpy(t, lo, sizeof(double) * (size_t)keep);
+    for (int64_t q = 0; q < k; q++) {
+      int64_t best = q;
+      for (int64_t p = q + 1; p < keep; p++) best = t[p] > t[best] ? p : best;
+      const double x = t[q];
+      t[q] = t[best], t[best] = x;
+    }
+    const double Lk = t[k - 1];
+    if (keep < j->N) {
+      const double h = V[keep - 1];
+      const double emax = e.a * umax[0] + e.b * umax[1] + e.g * umax[2] + j->d0;
+      if (h + 0x1p-22 * fabs(h) + 0x1p-20 * emax >= Lk) return -6;
+    }
+    int64_t n = 0;
+    for (int64_t q = 0; q < keep; q++) {
+      if (hi[q] < Lk) continue;
+      G->cols[16 * groups + n % 16] = C[q];
+      if (++n % 16 == 0) G->row[groups] = (int32_t)r, G->live[groups] = 0xffff, groups++;
+    }
+    if (n % 16) {
+      for (int64_t e2 = n % 16; e2 < 16; e2++) G->cols[16 * groups + e2] = G->cols[16 * groups];
+      G->row[groups] = (int32_t)r, G->live[groups] = at_lanes_below(n % 16), groups++;
     }
   }
   at_exact(j, G, groups);
@@ -539,38 +657,56 @@ static void *at_amx_task(void *p) {
   const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
   amx_configure();
   uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
-  uint16_t *A2 = j->keep ? at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp)) : 0;
   const uint16_t *packed2 = packed + Kp * slivers * 32;
   float *tile = at_alloc(sizeof(float) * 32 * 32);
   at_lists L = at_lists_new(R, j->keep ? j->keep : k);
+  at_row_eps *E = j->keep ? malloc(sizeof(at_row_eps) * (size_t)R) : 0;
   // The screen's exact sums: at most ⌈keep/16⌉ groups a row.
   const int64_t most = j->keep ? R * ((j->keep + 15) / 16) : 0;
   at_exact_groups G = {at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
                        at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most)),
                        at_alloc(sizeof(float) * (size_t)(16 * most))};
   j->status = -1;
-  if (!A || (j->keep && (!A2 || !G.cols || !G.row || !G.live || !G.acc || !G.sum)) || !tile ||
+  if (!A || (j->keep && (!E || !G.cols || !G.row || !G.live || !G.acc || !G.sum)) || !tile ||
       !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
   }
   for (int64_t r0 = j->s0; r0 < j->s1; r0 += R) {
     const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
-    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A, 0);
-    if (j->keep) amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A2, 1);
+    // The screen's bound for each row first: a row out of its range declines the call at once.
+    for (int64_t i = 0; j->keep && i < rows; i++) {
+      double sq[4];
+      if (!at_screen_norms(j->x + (r0 + i) * K, K, sq)) {
+        j->status = -6;
+        goto done;
+      }
+      E[i] = at_screen_row(sq, K);
+    }
+    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
     at_lists_reset(&L, rows);
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
         if (j->keep)
-          amx_block3(A + i0 * Kp, A2 + i0 * Kp, packed + js * Kp * 32, packed2 + js * Kp * 32, Kp, tile);
+          amx_block2(A + i0 * Kp, packed + js * Kp * 32, packed2 + js * Kp * 32, Kp, tile);
         else
           amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *t = tile + (i - i0) * 32;
-          _mm512_store_ps(t, _mm512_add_ps(_mm512_load_ps(t), b0));
-          _mm512_store_ps(t + 16, _mm512_add_ps(_mm512_load_ps(t + 16), b1));
+          __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), b0), v1 = _mm512_add_ps(_mm512_load_ps(t + 16), b1);
+          if (j->keep) {
+            // Ranked by the upper bound a + ε̂ (ε̂: the bound in f32, coefficients rounded up).
+            const at_row_eps e = E[i];
+            const __m512 ea = _mm512_set1_ps((float)(e.a * (1 + 0x1p-20))), eb = _mm512_set1_ps((float)(e.b * (1 + 0x1p-20)));
+            const __m512 eg = _mm512_set1_ps((float)(e.g * (1 + 0x1p-20))), ed = _mm512_set1_ps((float)(j->d0 * (1 + 0x1p-20)));
+            const float *u0 = j->ucol + c0, *u1 = u0 + slivers * 32, *u2 = u1 + slivers * 32;
+            v0 = _mm512_add_ps(v0, _mm512_fmadd_ps(ea, _mm512_load_ps(u0), _mm512_fmadd_ps(eb, _mm512_load_ps(u1), _mm512_fmadd_ps(eg, _mm512_load_ps(u2), ed))));
+            v1 = _mm512_add_ps(v1, _mm512_fmadd_ps(ea, _mm512_load_ps(u0 + 16), _mm512_fmadd_ps(eb, _mm512_load_ps(u1 + 16), _mm512_fmadd_ps(eg, _mm512_load_ps(u2 + 16), ed))));
+          }
+          _mm512_store_ps(t, v0);
+          _mm512_store_ps(t + 16, v1);
           if (!at_offer(&L, i, t, c0, N - c0)) {
             j->status = -4;
             goto done;
@@ -580,13 +716,13 @@ static void *at_amx_task(void *p) {
     }
     if (!j->keep) {
       at_lists_write(&L, r0, r1, k, j->values, j->indices);
-    } else if ((j->status = at_screen(j, &L, r0, r1, &G)) != -1) {
+    } else if ((j->status = at_screen(j, &L, r0, r1, E, &G)) != -1) {
       goto done;
     }
   }
 done:
   _tile_release();
-  free(A), free(A2), free(tile), at_lists_free(&L);
+  free(A), free(tile), free(E), at_lists_free(&L);
   free(G.cols), free(G.row), free(G.live), free(G.acc), free(G.sum);
   return 0;
 }
@@ -605,7 +741,7 @@ static int32_t at_status(const at_job *jobs, int nt) {
 #ifdef SC_AMX
 static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                       const float *bias, int64_t k, float *packed, float *values, int32_t *indices,
-                      int nt, int64_t keep, const double *wn) {
+                      int nt, int64_t keep, const float *ucol, double d0) {
   const int64_t Kp = amx_kp(K);
   uint16_t *p16 = (uint16_t *)(void *)packed;
   amx_pack_all(w, wT, wT ? K : N, K, N, p16, nt, 0);
@@ -616,7 +752,7 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
   at_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
     jobs[t] = (at_job){x,      packed,  bias, M,  K,    N,    k, amx_row_start(M, t, nt),
-                       amx_row_start(M, t + 1, nt), R, values, indices, -1, w, wT, keep, wn};
+                       amx_row_start(M, t + 1, nt), R, values, indices, -1, w, wT, keep, ucol, d0};
   }
   run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
   return at_status(jobs, nt);
@@ -644,22 +780,29 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
   int nt = clamp_threads(threads);
 #ifdef SC_AMX
   if (bf16) {
-    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0);
+    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0, 0);
     free(bias);
     return status;
   }
   // f32 through the bf16 screen where AMX runs (at_screen); a row it cannot vouch for, or a NaN,
   // sends the call on to the f32 kernel below. SPARSECODER_TOPK_SCREEN=0 turns it off (A/B timing).
   if (!wT && at_screen_wanted(k, K, N) && amx_ready()) {
-    double wn[4];
-    if (at_screen_wnorms(w, wT, K, N, wn)) {
+    const int64_t Np = slivers * AT_NR;
+    float *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
+    double bmax = 0;
+    for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
+    if (ucol && bmax <= 0x1p50 && at_screen_wnorms(w, K, N, nt, ucol, Np)) {
+      const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
       const int32_t status =
-          at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, at_screen_keep(k), wn);
+          at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, at_screen_keep(k), ucol, d0);
+      free(ucol), ucol = 0;
+      if (status == -1) __atomic_fetch_add(&at_screened, 1, __ATOMIC_RELAXED);
       if (status == -1 || status == -2) {
         free(bias);
         return status;
       }
     }
+    free(ucol);
   }
 #endif
   at_pack_job pj[MAX_THREADS];
@@ -676,7 +819,7 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     const int64_t s0 = rowSlivers * t / nt, s1 = rowSlivers * (t + 1) / nt;
     const int64_t blocks = (s1 - s0 + per - 1) / per;
     const int64_t block = blocks > 0 ? (s1 - s0 + blocks - 1) / blocks : 1;
-    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1, w, wT, 0, 0};
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1, w, wT, 0, 0, 0};
   }
   run_tasks(at_task, jobs, sizeof(at_job), nt);
   free(bias);

@@ -134,10 +134,9 @@ static inline int64_t amx_row_start(int64_t M, int t, int nt) {
 }
 
 // Rows [r0, r0 + rows) of A ([M, K] with row stride lda, or stored [K, M] when aT) as bf16 rows of
-// Kp values into dst, then zero rows up to a multiple of 32 (rows past M are zero too); `resid` as
-// for amx_pack_all.
+// Kp values into dst, then zero rows up to a multiple of 32 (rows past M are zero too).
 static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, int64_t K, int64_t r0,
-                              int64_t rows, uint16_t *dst, int resid) {
+                              int64_t rows, uint16_t *dst) {
   const int64_t Kp = amx_kp(K), padded = (rows + 31) / 32 * 32;
   for (int64_t i = 0; i < padded; i++) {
     const int64_t r = r0 + i;
@@ -150,24 +149,19 @@ static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, in
     if (!aT) {
       const float *x = a + r * lda;
       for (; k + 32 <= K; k += 32) {
-        __m512 lo = _mm512_loadu_ps(x + k), hi = _mm512_loadu_ps(x + k + 16);
-        if (resid) lo = amx_resid16(lo), hi = amx_resid16(hi);
-        const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
         _mm512_storeu_si512((void *)(d + k), (__m512i)v);
       }
     }
-    for (; k < K; k++) {
-      const float v = aT ? a[k * lda + r] : a[r * lda + k];
-      d[k] = amx_bf16(resid ? amx_resid(v) : v);
-    }
+    for (; k < K; k++) d[k] = amx_bf16(aT ? a[k * lda + r] : a[r * lda + k]);
     for (; k < Kp; k++) d[k] = 0;
   }
 }
 
-// C[32][32] = A·B + A·B' + A'·B (A' and B' packed with `resid`): the product of two-term splits
-// but for its smallest term, summed in f32 (the f32 top-k's screen, affine_topk.c).
-static inline void amx_block3(const uint16_t *A, const uint16_t *A2, const uint16_t *B, const uint16_t *B2,
-                              int64_t Kp, float *C) {
+// C[32][32] = A·(B + B') (B' packed with `resid`): W as a two-term bf16 split, summed in f32
+// (the f32 top-k's screen, affine_topk.c).
+static inline void amx_block2(const uint16_t *A, const uint16_t *B, const uint16_t *B2, int64_t Kp,
+                              float *C) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -184,14 +178,6 @@ static inline void amx_block3(const uint16_t *A, const uint16_t *A2, const uint1
     _tile_dpbf16ps(3, 5, 7);
     _tile_loadd(6, B2 + k0 * 16, 64);
     _tile_loadd(7, B21 + k0 * 16, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-    _tile_loadd(4, A2 + k0, Kp * 2);
-    _tile_loadd(5, A2 + 16 * Kp + k0, Kp * 2);
-    _tile_loadd(6, B + k0 * 16, 64);
-    _tile_loadd(7, B1 + k0 * 16, 64);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);

@@ -35,7 +35,7 @@ static void *gb_task(void *p) {
   amx_configure();
   for (int64_t r0 = j->r0; r0 < j->r1; r0 += R) {
     const int64_t rows = j->r1 - r0 < R ? j->r1 - r0 : R;
-    amx_pack_a(j->a, j->aT, j->lda, j->M, K, r0, rows, A, 0);
+    amx_pack_a(j->a, j->aT, j->lda, j->M, K, r0, rows, A);
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32, n = N - c0 < 32 ? N - c0 : 32;
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {

@@ -166,6 +166,59 @@ test("fusedAffineTopk: the oracle's bits and selection on random floats, every b
   }
 });
 
+test("f32 through the bf16 screen (AMX): the oracle's bits; near-ties and odd operands decline it", () => {
+  const nat = native();
+  if (!here || !nat?.amxBf16()) {
+    console.log(
+      "affine_topk screen: no AMX-BF16 tiles here; the f32 kernel answers (tested above)",
+    );
+    return;
+  }
+  const check = (
+    x: Float32Array,
+    W: Float32Array,
+    b: Float32Array,
+    M: number,
+    K: number,
+    k: number,
+  ) => {
+    const before = nat.topkScreened();
+    const got = fused(x, W, b, M, K, k, false)!;
+    const want = topkRows(oracle(x, W, b, M, K), M, b.length, k);
+    const tag = `${M}x${K}x${b.length} k ${k}`;
+    assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `${tag} indices`);
+    sameBits(got[0].dataSync() as Float32Array, want.values, `${tag} values`);
+    return nat.topkScreened() - before;
+  };
+  // Random operands at several k and K (past 448 and 896, odd): the screen answers, to the bit.
+  for (
+    const [M, K, N, k] of [[40, 512, 2048, 32], [33, 1000, 700, 64], [17, 97, 300, 1], [
+      9,
+      64,
+      200,
+      20,
+    ]]
+  ) {
+    const x = randomF32(M * K, 3 + K), W = randomF32(K * N, 4 + N), b = randomF32(N, 5 + k);
+    assertEquals(check(x, W, b, M, K, k), 1, `${M}x${K}x${N} k ${k}: answered through the screen`);
+  }
+  // Two distinct columns, each 128 times: more columns tie with the k-th than the list holds, so
+  // the screen declines and the f32 kernel answers.
+  const M = 6, K = 64, N = 256, k = 40;
+  const x = randomF32(M * K, 8), two = randomF32(K * 2, 9), W = new Float32Array(K * N);
+  for (let q = 0; q < K; q++) for (let j = 0; j < N; j++) W[q * N + j] = two[q * 2 + (j >> 7)];
+  const b = new Float32Array(N);
+  assertEquals(check(x, W, b, M, K, k), 0, "near-ties: declined");
+  // A subnormal operand is outside the screen's bound (AMX reads it as zero): declined.
+  const xs = randomF32(M * K, 10);
+  xs[3] = 1e-40;
+  assertEquals(
+    check(xs, randomF32(K * N, 11), randomF32(N, 12), M, K, 8),
+    0,
+    "subnormal: declined",
+  );
+});
+
 test("fusedAffineTopk: integer operands (exact sums, many ties) equal topk(x·W + b)", () => {
   fc.assert(
     fc.property(
@@ -180,7 +233,8 @@ test("fusedAffineTopk: integer operands (exact sums, many ties) equal topk(x·W 
         const x = int(M * K, seed, 2), W = int(K * N, seed + 1, 2), b = int(N, seed + 2, 4);
         const k = 1 + (seed % N);
         const got = fused(x, W, b, M, K, k, wT);
-        if (!got) return !here;
+        // Past k = 256 the kernel declines (the composition runs).
+        if (!got) return !here || k > 256;
         const xt = t.tensor(x, { shape: [M, K] }), Wt = t.tensor(W, { shape: [K, N] });
         const [v, i] = t.topk(t.add(t.matmul(xt, Wt), t.tensor(b)), k);
         assertEquals(Array.from(got[1].dataSync()), Array.from(i.dataSync()), "indices");

@@ -190,6 +190,11 @@ export interface Native extends NativeTrain {
   /** Whether this build has AMX-BF16 and the OS granted this process its tiles (the bf16 kernels). */
   amxBf16(): boolean;
   /**
+   * How many f32 affineTopk calls of this process found their result through the bf16 screen
+   * (csrc/affine_topk.c), not the f32 kernel: for tests that the screen runs.
+   */
+  topkScreened(): number;
+  /**
    * c [M, N] (row stride ldc) = a·b + beta·c from bf16-rounded a [M, K] (stored [K, M] when aT;
    * row stride lda) and b [K, N] (stored [N, K] when bT), summed in f32 on AMX tiles
    * (csrc/gemm_bf16.c): cblas_sbgemm's product. `packed`: scratch of ⌈K/32⌉·32·⌈N/32⌉·32 / 2
@@ -353,6 +358,7 @@ const ONE_WIDTH: Record<string, FfiSig> = {
     ret: "i32",
   },
   sc_amx_bf16_ready: { args: [], ret: "i32" },
+  sc_affine_topk_screened: { args: [], ret: "i64" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -488,6 +494,7 @@ function bind(path: string, raw: Raw): Native {
       );
     },
     amxBf16: () => raw.amx_bf16_ready() === 1,
+    topkScreened: () => Number(raw.affine_topk_screened()),
     gemmBf16(a, aT, lda, b, bT, ldb, M, N, K, beta, c, ldc, packed, threads) {
       const k = "gemmBf16";
       for (
