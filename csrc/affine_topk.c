@@ -176,7 +176,8 @@ static at_lists at_lists_new(int64_t rows, int64_t k) {
 static int at_lists_ok(const at_lists *L) { return (L->keys || (L->vals && L->cols)) && L->thr && L->count;
 }
 
-static void at_lists_free(at_lists *L) { free(L->keys), free(L->vals), free(L->cols), free(L->thr), free(L->count);
+static void at_lists_free(at_lists *L) {
+  free(L->keys), free(L->vals), free(L->cols), free(L->thr), free(L->count);
 }
 
 static void at_lists_reset(at_lists *L, int64_t rows) {
@@ -376,28 +377,27 @@ done:
 #ifdef SC_AMX
 // ---- The f32 top-k through a bf16 screen ----------------------------------------------------
 // The exact f32 top-k (the sums above, to the bit) for about the cost of bf16 GEMMs: AMX computes
-// every entry from two-term bf16 splits, x ≈ x̃ + δx̃ (x̃ = bf16(x), δx̃ = bf16(x − x̃)) and the same
-// for W, as x̃·w̃ + x̃·δw̃ + δx̃·w̃; each row keeps its `keep` best approximate values, and only those
-// within the screen's error of the approximate k-th best are summed again exactly.
+// every entry a = x̃·(w̃ + δw̃) + b from x̃ = bf16(x) and W as a two-term split (w̃ = bf16(w),
+// δw̃ = bf16(w − w̃)); each row keeps the `keep` best upper bounds a + ε; only the columns the bound
+// cannot rule out are summed again exactly, and their exact k best are the answer.
 //
-// The bound. With δx = x − x̃ and δ²x = δx − δx̃ (likewise for w), x·w − (x̃·w̃ + x̃·δw̃ + δx̃·w̃) =
-// x̃·δ²w + δ²x·w̃ + δx·δw, so the products' sum moves by at most ‖x̃‖·‖δ²w_c‖ + ‖δ²x‖·‖w̃_c‖ +
-// ‖δx‖·‖δw_c‖ (Cauchy–Schwarz on the rounding errors themselves: about 3·2⁻¹⁶·‖x‖·‖w‖). AMX sums
-// 3K exact bf16 products in f32 and the exact path K products, erring by at most 4K·2⁻²⁴·S in all,
-// S = (‖x‖ + 2‖δx‖)·(max‖w_c‖ + 2·max‖δw_c‖) bounding every Σ|term| (first order; K ≤ 2¹⁴);
-// adding the bias rounds by at most 3·2⁻²⁴·(S + max|b|). So every approximate value a is within
-//   ε = 1.01·(‖x̃‖·max‖δ²w_c‖ + ‖δ²x‖·max‖w̃_c‖ + ‖δx‖·max‖δw_c‖ + 4K·2⁻²⁴·S + 2⁻²¹·(S + max|b|)) + 2⁻¹⁰⁰
-// of its exact value e (the last term: products and sums AMX flushes to zero below 2⁻¹²⁶, and
-// operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no split term is subnormal). The k-th best approximate
-// value is then within ε of the k-th best exact one, and every column whose exact value could be
-// among the k best has a ≥ (approximate k-th) − 2ε. The row's list holds its `keep` best a; when
-// the last of them is below that cut, every possible winner is in the list, and the exact sums of
-// the listed columns above the cut give the exact top-k (ties to the lower column). When it is not
-// (more than `keep` columns within 2ε of the k-th best), the row cannot be vouched for and the call
-// returns -6, for the f32 kernel to redo. Operands outside that range keep the screen out.
+// The bound. With δx = x − x̃ and δ²w = (w − w̃) − δw̃, x·w − x̃·(w̃ + δw̃) = δx·w + x̃·δ²w, so the
+// products' sum moves by at most ‖δx‖·‖w_c‖ + ‖x̃‖·‖δ²w_c‖ (Cauchy–Schwarz on the rounding errors
+// themselves: about 2⁻⁹·‖x‖·‖w_c‖, not the worst case 2⁻⁷). AMX sums 2K exact bf16 products in f32
+// and the exact path K products, erring by at most 3K·2⁻²⁴·S in all, S = (‖x‖ + ‖δx‖)·(‖w_c‖ +
+// 2‖δw_c‖) bounding every Σ|term| (first order; K ≤ 2¹⁴); adding the bias rounds by at most
+// 3·2⁻²⁴·(S + max|b|). So each approximate value a is within
+//   ε_c = 1.01·(‖δx‖·‖w_c‖ + ‖x̃‖·‖δ²w_c‖ + (3K·2⁻²⁴ + 2⁻²¹)·S + 2⁻²¹·max|b|) + 2⁻¹⁰⁰
+// of its exact value e (at_screen_row; the last term covers products and sums AMX flushes to zero
+// below 2⁻¹²⁶: operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no operand or split term is subnormal).
+// Each row's list ranks the upper bounds h = a + ε_c; at_screen takes the k-th largest lower bound L
+// among the listed (at most the exact k-th best), keeps the listed columns whose upper bound reaches
+// L, and vouches for the row when the last listed h, hence every unlisted column, is below L. When
+// it is not (more than `keep` columns near the k-th best), the call returns -6, for the f32 kernel
+// to redo. Operands outside that range keep the screen out.
 
-// Room in a row's list beyond the k best: a vector's worth (ε is ~2⁻¹³ of the pre-activations' scale,
-// so near-ties within 2ε are few).
+// Room in a row's list: twice the k best (ε is ~2⁻⁹ of ‖x‖·‖w‖, so a few columns beyond the k best
+// come within it).
 static int64_t at_screen_keep(int64_t k) { return (2 * k + 15) / 16 * 16; }
 
 // Worth screening: the kept candidates fit the sorted lists and are fewer than the columns, K within
@@ -582,7 +582,9 @@ static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1,
   const int64_t k = j->k, keep = j->keep, Np = (j->N + 31) / 32 * 32;
   const float *u0 = j->ucol, *u1 = u0 + Np, *u2 = u1 + Np;
   double umax[3] = {0, 0, 0};
-  for (int64_t c = 0; c < j->N; c++) umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
+  for (int64_t c = 0; c < j->N; c++) {
+    umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
+  }
   int64_t groups = 0;
   double lo[AT_SORTED_K], hi[AT_SORTED_K];
   for (int64_t r = r0; r < r1; r++) {
@@ -699,11 +701,18 @@ static void *at_amx_task(void *p) {
           if (j->keep) {
             // Ranked by the upper bound a + ε̂ (ε̂: the bound in f32, coefficients rounded up).
             const at_row_eps e = E[i];
-            const __m512 ea = _mm512_set1_ps((float)(e.a * (1 + 0x1p-20))), eb = _mm512_set1_ps((float)(e.b * (1 + 0x1p-20)));
-            const __m512 eg = _mm512_set1_ps((float)(e.g * (1 + 0x1p-20))), ed = _mm512_set1_ps((float)(j->d0 * (1 + 0x1p-20)));
+            const __m512 ea = _mm512_set1_ps((float)(e.a * (1 + 0x1p-20)));
+            const __m512 eb = _mm512_set1_ps((float)(e.b * (1 + 0x1p-20)));
+            const __m512 eg = _mm512_set1_ps((float)(e.g * (1 + 0x1p-20)));
+            const __m512 ed = _mm512_set1_ps((float)(j->d0 * (1 + 0x1p-20)));
             const float *u0 = j->ucol + c0, *u1 = u0 + slivers * 32, *u2 = u1 + slivers * 32;
-            v0 = _mm512_add_ps(v0, _mm512_fmadd_ps(ea, _mm512_load_ps(u0), _mm512_fmadd_ps(eb, _mm512_load_ps(u1), _mm512_fmadd_ps(eg, _mm512_load_ps(u2), ed))));
-            v1 = _mm512_add_ps(v1, _mm512_fmadd_ps(ea, _mm512_load_ps(u0 + 16), _mm512_fmadd_ps(eb, _mm512_load_ps(u1 + 16), _mm512_fmadd_ps(eg, _mm512_load_ps(u2 + 16), ed))));
+            for (int h = 0; h < 2; h++) {
+              const __m512 eps = _mm512_fmadd_ps(
+                  ea, _mm512_load_ps(u0 + 16 * h),
+                  _mm512_fmadd_ps(eb, _mm512_load_ps(u1 + 16 * h), _mm512_fmadd_ps(eg, _mm512_load_ps(u2 + 16 * h), ed)));
+              if (h == 0) v0 = _mm512_add_ps(v0, eps);
+              else v1 = _mm512_add_ps(v1, eps);
+            }
           }
           _mm512_store_ps(t, v0);
           _mm512_store_ps(t + 16, v1);
