@@ -691,10 +691,7 @@ static void *at_amx_task(void *p) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-        if (j->keep)
-          amx_block2(A + i0 * Kp, packed + js * Kp * 32, packed2 + js * Kp * 32, Kp, tile);
-        else
-          amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
+        amx_block(A + i0 * Kp, packed + js * Kp * 32, j->keep ? packed2 + js * Kp * 32 : 0, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *t = tile + (i - i0) * 32;
           __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), b0), v1 = _mm512_add_ps(_mm512_load_ps(t + 16), b1);

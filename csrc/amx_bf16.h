@@ -158,53 +158,27 @@ static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, in
   }
 }
 
-// C[32][32] = A·(B + B') (B' packed with `resid`): W as a two-term bf16 split, summed in f32
-// (the f32 top-k's screen, affine_topk.c).
-static inline void amx_block2(const uint16_t *A, const uint16_t *B, const uint16_t *B2, int64_t Kp,
-                              float *C) {
+// C[32][32] (row stride 32) = A[32 rows of Kp] · B (a sliver from amx_pack_b), summed in f32; with
+// B2 (the same sliver packed with `resid`), A·(B + B2): W as a two-term bf16 split (the f32 top-k's
+// screen, affine_topk.c).
+static inline void amx_block(const uint16_t *A, const uint16_t *B, const uint16_t *B2, int64_t Kp,
+                             float *C) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  const uint16_t *B1 = B + Kp * 16, *B21 = B2 + Kp * 16;
   for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
     _tile_loadd(4, A + k0, Kp * 2);
     _tile_loadd(5, A + 16 * Kp + k0, Kp * 2);
-    _tile_loadd(6, B + k0 * 16, 64);
-    _tile_loadd(7, B1 + k0 * 16, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-    _tile_loadd(6, B2 + k0 * 16, 64);
-    _tile_loadd(7, B21 + k0 * 16, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, C, 128);
-  _tile_stored(1, C + 16, 128);
-  _tile_stored(2, C + 16 * 32, 128);
-  _tile_stored(3, C + 16 * 32 + 16, 128);
-}
-
-// C[32][32] (row stride 32) = A[32 rows of Kp] · B (a sliver from amx_pack_b), summed in f32.
-static inline void amx_block(const uint16_t *A, const uint16_t *B, int64_t Kp, float *C) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  const uint16_t *B1 = B + Kp * 16;
-  for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
-    _tile_loadd(4, A + k0, Kp * 2);
-    _tile_loadd(5, A + 16 * Kp + k0, Kp * 2);
-    _tile_loadd(6, B + k0 * 16, 64);
-    _tile_loadd(7, B1 + k0 * 16, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+    for (int term = 0; term < (B2 ? 2 : 1); term++) {
+      const uint16_t *b = term ? B2 : B;
+      _tile_loadd(6, b + k0 * 16, 64);
+      _tile_loadd(7, b + Kp * 16 + k0 * 16, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
   }
   _tile_stored(0, C, 128);
   _tile_stored(1, C + 16, 128);

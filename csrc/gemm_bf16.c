@@ -39,7 +39,7 @@ static void *gb_task(void *p) {
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32, n = N - c0 < 32 ? N - c0 : 32;
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-        amx_block(A + i0 * Kp, j->packed + js * Kp * 32, Kp, tile);
+        amx_block(A + i0 * Kp, j->packed + js * Kp * 32, 0, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *out = j->c + (r0 + i) * j->ldc + c0;
           const float *t = tile + (i - i0) * 32;
