@@ -191,14 +191,8 @@ test("f32 through the bf16 screen (AMX): the oracle's bits; near-ties and odd op
     return nat.topkScreened() - before;
   };
   // Random operands at several k and K (past 448 and 896, odd): the screen answers, to the bit.
-  for (
-    const [M, K, N, k] of [[40, 512, 2048, 32], [33, 1000, 700, 64], [17, 97, 300, 1], [
-      9,
-      64,
-      200,
-      20,
-    ]]
-  ) {
+  const cases = [[40, 512, 2048, 32], [33, 1000, 700, 64], [17, 97, 300, 1], [9, 64, 200, 20]];
+  for (const [M, K, N, k] of cases) {
     const x = randomF32(M * K, 3 + K), W = randomF32(K * N, 4 + N), b = randomF32(N, 5 + k);
     assertEquals(check(x, W, b, M, K, k), 1, `${M}x${K}x${N} k ${k}: answered through the screen`);
   }
