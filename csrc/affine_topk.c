@@ -219,6 +219,18 @@ static void at_select(uint64_t *K, int64_t n, int64_t k) {
   }
 }
 
+// The k best of n keys (reordered in place) into values/indices [k], best first.
+static void at_keys_write(uint64_t *K, int64_t n, int64_t k, float *values, int32_t *indices) {
+  at_select(K, n, k);
+  for (int64_t q = 1; q < k; q++) {
+    const uint64_t key = K[q];
+    int64_t p = q;
+    for (; p > 0 && K[p - 1] < key; p--) K[p] = K[p - 1];
+    K[p] = key;
+  }
+  for (int64_t t = 0; t < k; t++) values[t] = at_value(K[t]), indices[t] = (int32_t)~(uint32_t)K[t];
+}
+
 // Rows [r0, r1)'s candidates (list i is row r0 + i) into values/indices [rows, k], best first.
 static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
                            int32_t *indices) {
@@ -228,18 +240,7 @@ static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k,
       memcpy(indices + r * k, L->cols + (r - r0) * L->width, sizeof(int32_t) * (size_t)k);
       continue;
     }
-    uint64_t *K = L->keys + (r - r0) * L->width;
-    at_select(K, L->count[r - r0], k);
-    for (int64_t q = 1; q < k; q++) {
-      const uint64_t key = K[q];
-      int64_t p = q;
-      for (; p > 0 && K[p - 1] < key; p--) K[p] = K[p - 1];
-      K[p] = key;
-    }
-    for (int64_t t = 0; t < k; t++) {
-      values[r * k + t] = at_value(K[t]);
-      indices[r * k + t] = (int32_t)~(uint32_t)K[t];
-    }
+    at_keys_write(L->keys + (r - r0) * L->width, L->count[r - r0], k, values + r * k, indices + r * k);
   }
 }
 
@@ -635,17 +636,7 @@ static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1,
         if (v != v) return -4;
         keys[n++] = topk_key_f32(v, G->cols[16 * g + e]);
       }
-    at_select(keys, n, k);
-    for (int64_t q = 1; q < k; q++) {
-      const uint64_t key = keys[q];
-      int64_t p = q;
-      for (; p > 0 && keys[p - 1] < key; p--) keys[p] = keys[p - 1];
-      keys[p] = key;
-    }
-    for (int64_t t = 0; t < k; t++) {
-      j->values[r * k + t] = at_value(keys[t]);
-      j->indices[r * k + t] = (int32_t)~(uint32_t)keys[t];
-    }
+    at_keys_write(keys, n, k, j->values + r * k, j->indices + r * k);
   }
   return -1;
 }
