@@ -906,31 +906,29 @@ SUM(double, sc_sum_f64)
     int64_t lo, hi;                                                                                \
   } NAME##_job;
 
-// ---- Row dot products in double, eight rows side by side ----------------------------------
-// Σ_c a[r][c]·b[r][c] for rows r = 0 … 7 (row stride C), each summed in double in index order as
-// a loop per row would: the f32 products are exact in double, so each step rounds once whether
-// it is a multiply then an add or one fused multiply-add. One row's sum is a chain of dependent
-// adds (4 cycles each); eight rows' chains side by side, columns turned into row vectors by 8×8
+// ---- Row sums of squares in double, eight rows side by side --------------------------------
+// Σ_c w[r][c]² for rows r = 0 … 7 (row stride C), each summed in double in index order as a loop
+// per row would: the f32 squares are exact in double, so each step rounds once whether it is a
+// multiply then an add or one fused multiply-add. One row's sum is a chain of dependent adds (4
+// cycles each); eight rows' chains side by side, columns turned into row vectors by 8×8
 // transposes, take the time of one.
 #ifdef SC_AVX2
-static void rows8_dot_f32(const float *a, const float *b, int64_t C, double *out) {
+static void rows8_sumsq_f32(const float *w, int64_t C, double *out) {
   __m256d lo = _mm256_setzero_pd(), hi = lo;  // rows 0–3 and 4–7
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
-    __m256 A[8], B[8];
-    for (int r = 0; r < 8; r++) A[r] = _mm256_loadu_ps(a + r * C + c), B[r] = _mm256_loadu_ps(b + r * C + c);
+    __m256 A[8];
+    for (int r = 0; r < 8; r++) A[r] = _mm256_loadu_ps(w + r * C + c);
     transpose8_ps(A);
-    transpose8_ps(B);
     for (int i = 0; i < 8; i++) {
-      lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(A[i])),
-                           _mm256_cvtps_pd(_mm256_castps256_ps128(B[i])), lo);
-      hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(A[i], 1)),
-                           _mm256_cvtps_pd(_mm256_extractf128_ps(B[i], 1)), hi);
+      const __m256d l = _mm256_cvtps_pd(_mm256_castps256_ps128(A[i]));
+      const __m256d h = _mm256_cvtps_pd(_mm256_extractf128_ps(A[i], 1));
+      lo = _mm256_fmadd_pd(l, l, lo), hi = _mm256_fmadd_pd(h, h, hi);
     }
   }
   _mm256_storeu_pd(out, lo), _mm256_storeu_pd(out + 4, hi);
   for (int r = 0; r < 8; r++)
-    for (int64_t t = c; t < C; t++) out[r] += (double)a[r * C + t] * (double)b[r * C + t];
+    for (int64_t t = c; t < C; t++) out[r] += (double)w[r * C + t] * (double)w[r * C + t];
 }
 #endif
 
@@ -1037,7 +1035,7 @@ static void rows8_dot_f32(const float *a, const float *b, int64_t C, double *out
     const double inv = 1 / sqrt(s);                                                                \
     for (int64_t c = 0; c < C; c++) w[c] = (T)((double)w[c] * inv);                                \
   }                                                                                                \
-  /* n rows from w; f32 rows eight at a time where rows8_dot_f32 exists (the same sums). */       \
+  /* n rows from w; f32 rows eight at a time where rows8_sumsq_f32 exists (the same sums). */       \
   static void NAME##_unit_rows(T *w, int64_t C, int64_t n) {                                       \
     int64_t r = 0;                                                                                 \
     UNIT_ROWS8_##T(w, C, n, r, NAME)                                                               \
@@ -1051,7 +1049,7 @@ static void rows8_dot_f32(const float *a, const float *b, int64_t C, double *out
 #define UNIT_ROWS8_float(w, C, n, r, NAME)                                                         \
   for (; r + 8 <= n; r += 8) {                                                                     \
     double s8[8];                                                                                  \
-    rows8_dot_f32(w + r * C, w + r * C, C, s8);                                                    \
+    rows8_sumsq_f32(w + r * C, C, s8);                                                    \
     for (int q = 0; q < 8; q++) NAME##_scale_row(w + (r + q) * C, C, s8[q]);                       \
   }
 #else
