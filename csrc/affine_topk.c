@@ -134,7 +134,7 @@ typedef struct {
   int status;  // -1, -2, -4, or -6 (the bf16 screen cannot vouch for a row: see at_screen)
   // The f32 product through a bf16 screen (at_screen): W as given, its largest column norm, and
   // how many approximate candidates each row keeps (0: plain bf16, no screen).
-  const float *w;
+  const float *w, *wt;  // wt: W transposed ([N, K]), for the screen's exact sums
   int32_t wT;
   int64_t keep;
   const float *ucol;  // per column (padded to whole slivers with zeros): ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖
@@ -454,74 +454,124 @@ static int at_screen_norms(const float *v, int64_t n, double *sq) {
   return ok;
 }
 
-// Columns [c0, c1) of W [K, N]: each column's ‖w‖², ‖δw‖², ‖w̃‖², ‖δ²w‖² (col[4c + q]), and
-// whether every value is in the screen's range.
+// 16 vectors as a 16 × 16 block, transposed in place: r[i] lane l becomes r[l] lane i.
+static inline void at_t16(__m512 *r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4)
+    for (int h = 0; h < 2; h++) {
+      const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + h + 2]);
+      r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  // Now r[4q + j] holds, in 128-bit quarter b, column 4b + j of rows 4q … 4q + 3.
+  for (int i = 0; i < 8; i++) {
+    const int a = (i / 4) * 8 + i % 4;
+    t[i] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
+    t[i + 8] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xdd);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 4], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 4], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 8], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 8], t[i + 12], 0xdd);
+  }
+}
+
+// What the screen needs of W [K, N], made in one read of W (slivers [s0, s1) of 32 columns): the
+// two-term bf16 split packed for AMX (amx_pack_b's layout; second terms at packed2), W transposed
+// into wt [N, K] for the exact sums, and each column's norms as the bound uses them (u [3][Np]:
+// ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖, zero past N); ok = 0 when a value is out of the screen's range.
 typedef struct {
   const float *w;
-  int64_t K, N, c0, c1;
-  double *col;
+  int64_t K, N, Np, s0, s1;
+  uint16_t *packed, *packed2;
+  float *wt, *u;
   int ok;
-} at_wn_job;
+} at_prep_job;
 
-static void *at_wn_task(void *p) {
-  at_wn_job *j = p;
-  const int64_t c16 = j->c0 + (j->c1 - j->c0) / 16 * 16, w = c16 - j->c0;
-  // Rows of W in order (one read stream); the band's sums in f32 (values within 2⁵⁰, so no square
-  // or sum overflows), each within K·2⁻²⁴ of its value, which the bound's 1.01 absorbs (K ≤ 2¹⁴).
-  float *acc = at_alloc(sizeof(float) * (size_t)(4 * (w > 0 ? w : 1)));
-  if (!acc) {
-    j->ok = 0;
-    return 0;
-  }
-  memset(acc, 0, sizeof(float) * (size_t)(4 * w));
+// Norms from sums of squares, rounded up to f32 (the sums' own error is inside the bound's 1.01).
+static void at_prep_norms(float *u, int64_t Np, int64_t c, double nn, double dd, double ddd) {
+  const double n = sqrt(nn), d = sqrt(dd), e = sqrt(ddd);
+  u[c] = (float)(n * (1 + 0x1p-20)), u[Np + c] = (float)(e * (1 + 0x1p-20));
+  u[2 * Np + c] = (float)((n + 2 * d) * (1 + 0x1p-20));
+}
+
+static void *at_prep_task(void *p) {
+  at_prep_job *j = p;
+  const int64_t K = j->K, N = j->N, Kp = amx_kp(K), full = N / 32;
+  // Rows k and k + 1 converted together, then interleaved (amx_pack_b's VNNI pairs).
+  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   __mmask16 out = 0;
   int ok = 1;
-  for (int64_t k = 0; k < j->K; k++) {
-    const float *row = j->w + k * j->N;
-    for (int64_t c = j->c0; c < c16; c += 16) {
-      const __m512 x = _mm512_loadu_ps(row + c), d = amx_resid16(x), dd = amx_resid16(d);
-      const __m512 t = _mm512_sub_ps(x, d);
-      float *a = acc + 4 * (c - j->c0);
-      out |= at_screen_out(x);
-      _mm512_store_ps(a, _mm512_fmadd_ps(x, x, _mm512_load_ps(a)));
-      _mm512_store_ps(a + 16, _mm512_fmadd_ps(d, d, _mm512_load_ps(a + 16)));
-      _mm512_store_ps(a + 32, _mm512_fmadd_ps(t, t, _mm512_load_ps(a + 32)));
-      _mm512_store_ps(a + 48, _mm512_fmadd_ps(dd, dd, _mm512_load_ps(a + 48)));
+  for (int64_t s = j->s0; s < j->s1; s++) {
+    uint16_t *d1 = j->packed + s * Kp * 32, *d2 = j->packed2 + s * Kp * 32;
+    if (s >= full) {
+      // The last, partial sliver: element by element.
+      amx_pack_b(j->w, 0, N, K, N, s, d1, 0), amx_pack_b(j->w, 0, N, K, N, s, d2, 1);
+      for (int64_t c = s * 32; c < N; c++) {
+        double sq[4] = {0, 0, 0, 0};
+        for (int64_t k = 0; k < K; k++) {
+          const float v = j->w[k * N + c];
+          ok &= at_screen_add(v, sq), j->wt[c * K + k] = v;
+        }
+        at_prep_norms(j->u, j->Np, c, sq[0], sq[1], sq[3]);
+      }
+      continue;
+    }
+    for (int h = 0; h < 2; h++) {
+      const int64_t c0 = s * 32 + h * 16;
+      // Per column, in f32 in K's order: Σw², Σ(δw)², Σ(δ²w)² (values within 2⁵⁰: nothing overflows;
+      // each sum within K·2⁻²⁴ of its value, which the bound's 1.01 absorbs, K ≤ 2¹⁴).
+      __m512 n0 = _mm512_setzero_ps(), n1 = n0, n2 = n0;
+      for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
+        __m512 r[16];
+        for (int l = 0; l < 16; l++)
+          r[l] = k0 + l < K ? _mm512_loadu_ps(j->w + (k0 + l) * N + c0) : _mm512_setzero_ps();
+        for (int l = 0; l < 16; l += 2) {
+          const __m512 e0 = amx_resid16(r[l]), e1 = amx_resid16(r[l + 1]);
+          const __m512 f0 = amx_resid16(e0), f1 = amx_resid16(e1);
+          out |= at_screen_out(r[l]) | at_screen_out(r[l + 1]);
+          n0 = _mm512_fmadd_ps(r[l + 1], r[l + 1], _mm512_fmadd_ps(r[l], r[l], n0));
+          n1 = _mm512_fmadd_ps(e1, e1, _mm512_fmadd_ps(e0, e0, n1));
+          n2 = _mm512_fmadd_ps(f1, f1, _mm512_fmadd_ps(f0, f0, n2));
+          const int64_t at = h * Kp * 16 + ((k0 + l) >> 1) * 32;
+          _mm512_storeu_si512((void *)(d1 + at),
+                              _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(r[l + 1], r[l])));
+          _mm512_storeu_si512((void *)(d2 + at),
+                              _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(e1, e0)));
+        }
+        if (k0 >= K) continue;
+        at_t16(r);
+        const __mmask16 m = at_lanes_below(K - k0);
+        for (int l = 0; l < 16; l++) _mm512_mask_storeu_ps(j->wt + (c0 + l) * K + k0, m, r[l]);
+      }
+      float a0[16], a1[16], a2[16];
+      _mm512_storeu_ps(a0, n0), _mm512_storeu_ps(a1, n1), _mm512_storeu_ps(a2, n2);
+      for (int l = 0; l < 16; l++) at_prep_norms(j->u, j->Np, c0 + l, a0[l], a1[l], a2[l]);
     }
   }
-  for (int64_t c = j->c0; c < c16; c++)
-    for (int q = 0; q < 4; q++) j->col[4 * c + q] = acc[4 * (c - j->c0 - (c - j->c0) % 16) + 16 * q + (c - j->c0) % 16];
-  free(acc);
-  for (int64_t c = c16; c < j->c1; c++)
-    for (int64_t k = 0; k < j->K; k++) ok &= at_screen_add(j->w[k * j->N + c], j->col + 4 * c);
   j->ok = ok && !out;
   return 0;
 }
 
-// W's column norms as the bound uses them ([3][Np] into u: ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖, zero past
-// N); 0 when a value is out of the screen's range.
-static int at_screen_wnorms(const float *w, int64_t K, int64_t N, int nt, float *u, int64_t Np) {
-  double *col = calloc((size_t)(4 * N), sizeof(double));
-  if (!col) return 0;
-  // Column bands of 16 (a thread reads its band of every row).
-  const int64_t bands = (N + 15) / 16;
-  if (nt > bands) nt = (int)bands;
-  at_wn_job jobs[MAX_THREADS];
-  for (int t = 0; t < nt; t++) {
-    const int64_t c0 = bands * t / nt * 16, c1 = t == nt - 1 ? N : bands * (t + 1) / nt * 16;
-    jobs[t] = (at_wn_job){w, K, N, c0, c1, col, 1};
-  }
-  run_tasks(at_wn_task, jobs, sizeof(at_wn_job), nt);
+// at_prep_task over nt threads; u zeroed past N. 0 when a value is out of the screen's range.
+static int at_screen_prep(const float *w, int64_t K, int64_t N, int nt, uint16_t *packed, float *wt,
+                          float *u, int64_t Np) {
+  const int64_t slivers = (N + 31) / 32;
+  if (nt > slivers) nt = (int)slivers;
+  memset(u, 0, sizeof(float) * (size_t)(3 * Np));
+  at_prep_job jobs[MAX_THREADS];
+  for (int t = 0; t < nt; t++)
+    jobs[t] = (at_prep_job){w,      K,      N, Np, slivers * t / nt, slivers * (t + 1) / nt, packed,
+                            packed + amx_kp(K) * slivers * 32, wt, u, 1};
+  run_tasks(at_prep_task, jobs, sizeof(at_prep_job), nt);
   int ok = 1;
   for (int t = 0; t < nt; t++) ok &= jobs[t].ok;
-  memset(u, 0, sizeof(float) * (size_t)(3 * Np));
-  // Rounded up to f32 (the sums' own error is inside the bound's 1.01).
-  for (int64_t c = 0; c < N; c++) {
-    const double n = sqrt(col[4 * c]), d = sqrt(col[4 * c + 1]), dd = sqrt(col[4 * c + 3]);
-    u[c] = (float)(n * (1 + 0x1p-20)), u[Np + c] = (float)(dd * (1 + 0x1p-20));
-    u[2 * Np + c] = (float)((n + 2 * d) * (1 + 0x1p-20));
-  }
-  free(col);
   return ok;
 }
 
@@ -539,34 +589,45 @@ static at_row_eps at_screen_row(const double *sq, int64_t K) {
 
 // Exact sums at the block's candidates, 16 (row, column) pairs of one row a group: b + Σ over K's
 // chunks (at_chunk_end) of a partial sum from zero by one FMA per term in order — at_tile's
-// arithmetic. k runs outermost, so each row of W (32 KB at N 8192) is read once per block from L1
-// by every group's gather.
+// arithmetic. Each lane reads its column of W from the transposed copy (a contiguous row of wt),
+// 16 terms at a time, turned into 16 vectors of one term each by a register transpose.
 typedef struct {
   int32_t *cols;  // [groups][16] columns (lanes past `live` repeat a live one)
   int32_t *row;   // each group's row
   __mmask16 *live;
-  float *acc, *sum;  // [groups][16]
+  float *sum;  // [groups][16]
 } at_exact_groups;
 
+// How far ahead (terms) each lane's row of wt is fetched: the rows are in L3, 16 streams a group.
+#define AT_EXACT_AHEAD 256
+
 static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) {
-  const int64_t K = j->K, N = j->N;
-  for (int64_t g = 0; g < groups; g++)
-    _mm512_store_ps(G->sum + 16 * g, _mm512_i32gather_ps(_mm512_load_si512(G->cols + 16 * g), j->bias, 4));
-  for (int64_t ls = 0; ls < K;) {
-    const int64_t le = at_chunk_end(ls, K);
-    for (int64_t g = 0; g < groups; g++) _mm512_store_ps(G->acc + 16 * g, _mm512_setzero_ps());
-    for (int64_t kk = ls; kk < le; kk++) {
-      const float *wrow = j->w + kk * N;
-      for (int64_t g = 0; g < groups; g++) {
-        const __m512 wv = _mm512_i32gather_ps(_mm512_load_si512(G->cols + 16 * g), wrow, 4);
-        const __m512 xv = _mm512_set1_ps(j->x[(int64_t)G->row[g] * K + kk]);
-        _mm512_store_ps(G->acc + 16 * g, _mm512_fmadd_ps(xv, wv, _mm512_load_ps(G->acc + 16 * g)));
+  const int64_t K = j->K;
+  const float *wt = j->wt;
+  for (int64_t g = 0; g < groups; g++) {
+    const int32_t *cols = G->cols + 16 * g;
+    const float *x = j->x + (int64_t)G->row[g] * K;
+    __m512 sum = _mm512_i32gather_ps(_mm512_load_si512(cols), j->bias, 4), acc = _mm512_setzero_ps();
+    int64_t le = at_chunk_end(0, K);
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      const int64_t ahead = k0 + AT_EXACT_AHEAD;
+      if (ahead < K) {
+        for (int l = 0; l < 16; l++) _mm_prefetch((const char *)(wt + (int64_t)cols[l] * K + ahead), _MM_HINT_T0);
+      } else if (g + 1 < groups) {
+        for (int l = 0; l < 16; l++)
+          _mm_prefetch((const char *)(wt + (int64_t)cols[16 + l] * K + ahead - K), _MM_HINT_T0);
+      }
+      const int64_t n = K - k0 < 16 ? K - k0 : 16;
+      const __mmask16 m = at_lanes_below(n);
+      __m512 r[16];
+      for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(m, wt + (int64_t)cols[l] * K + k0);
+      at_t16(r);
+      for (int64_t q = 0; q < n; q++) {
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(x[k0 + q]), r[q], acc);
+        if (k0 + q + 1 == le) sum = _mm512_add_ps(sum, acc), acc = _mm512_setzero_ps(), le = at_chunk_end(le, K);
       }
     }
-    for (int64_t g = 0; g < groups; g++)
-      _mm512_store_ps(G->sum + 16 * g,
-                      _mm512_add_ps(_mm512_load_ps(G->sum + 16 * g), _mm512_load_ps(G->acc + 16 * g)));
-    ls = le;
+    _mm512_store_ps(G->sum + 16 * g, sum);
   }
 }
 
@@ -657,10 +718,9 @@ static void *at_amx_task(void *p) {
   // The screen's exact sums: at most ⌈keep/16⌉ groups a row.
   const int64_t most = j->keep ? R * ((j->keep + 15) / 16) : 0;
   at_exact_groups G = {at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
-                       at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most)),
-                       at_alloc(sizeof(float) * (size_t)(16 * most))};
+                       at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
   j->status = -1;
-  if (!A || (j->keep && (!E || !G.cols || !G.row || !G.live || !G.acc || !G.sum)) || !tile ||
+  if (!A || (j->keep && (!E || !G.cols || !G.row || !G.live || !G.sum)) || !tile ||
       !at_lists_ok(&L)) {
     j->status = -2;
     goto done;
@@ -720,7 +780,7 @@ static void *at_amx_task(void *p) {
 done:
   _tile_release();
   free(A), free(tile), free(E), at_lists_free(&L);
-  free(G.cols), free(G.row), free(G.live), free(G.acc), free(G.sum);
+  free(G.cols), free(G.row), free(G.live), free(G.sum);
   return 0;
 }
 #endif
@@ -736,28 +796,25 @@ static int32_t at_status(const at_job *jobs, int nt) {
 }
 
 #ifdef SC_AMX
+// W already packed into `packed` (amx_pack_all; for the screen, at_screen_prep, with wt).
 static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                       const float *bias, int64_t k, float *packed, float *values, int32_t *indices,
-                      int nt, int64_t keep, const float *ucol, double d0) {
-  const int64_t Kp = amx_kp(K);
-  uint16_t *p16 = (uint16_t *)(void *)packed;
-  amx_pack_all(w, wT, wT ? K : N, K, N, p16, nt, 0);
-  // The screen's second terms after the first: the scratch holds twice the bf16 slivers.
-  if (keep) amx_pack_all(w, wT, wT ? K : N, K, N, p16 + Kp * ((N + 31) / 32 * 32), nt, 1);
-  const int64_t groups = (M + 31) / 32, R = amx_block_rows(Kp);
+                      int nt, int64_t keep, const float *ucol, double d0, const float *wt) {
+  const int64_t groups = (M + 31) / 32, R = amx_block_rows(amx_kp(K));
   if (nt > groups) nt = (int)groups;
   at_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
-    jobs[t] = (at_job){x,      packed,  bias, M,  K,    N,    k, amx_row_start(M, t, nt),
-                       amx_row_start(M, t + 1, nt), R, values, indices, -1, w, wT, keep, ucol, d0};
+    jobs[t] = (at_job){x,       packed, bias, M, K,  N,    k, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
+                       R,       values, indices, -1, w, wt, wT, keep, ucol, d0};
   }
   run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
   return at_status(jobs, nt);
 }
 #endif
 
-// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: ⌈K/32⌉·32·⌈N/32⌉·32
-// floats of scratch. values/indices [M, k]: each row's k largest of x·W + b, best first. `bf16`:
+// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: 2·⌈K/32⌉·32·⌈N/32⌉·32
+// floats of scratch (the screen keeps W's bf16 split and a transposed copy there). values/indices
+// [M, k]: each row's k largest of x·W + b, best first. `bf16`:
 // the product on AMX tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                            const float *b, int64_t k, float *packed, float *values, int32_t *indices,
@@ -777,7 +834,8 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
   int nt = clamp_threads(threads);
 #ifdef SC_AMX
   if (bf16) {
-    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0, 0);
+    amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt, 0);
+    const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0, 0, 0);
     free(bias);
     return status;
   }
@@ -788,10 +846,12 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     float *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
     double bmax = 0;
     for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
-    if (ucol && bmax <= 0x1p50 && at_screen_wnorms(w, K, N, nt, ucol, Np)) {
+    // The scratch: both bf16 terms (Kp·Np floats' room), then W transposed.
+    float *wt = packed + amx_kp(K) * Np;
+    if (ucol && bmax <= 0x1p50 && at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)) {
       const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
       const int32_t status =
-          at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, at_screen_keep(k), ucol, d0);
+          at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, at_screen_keep(k), ucol, d0, wt);
       free(ucol), ucol = 0;
       if (status == -1) __atomic_fetch_add(&at_screened, 1, __ATOMIC_RELAXED);
       if (status == -1 || status == -2) {
@@ -816,7 +876,7 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     const int64_t s0 = rowSlivers * t / nt, s1 = rowSlivers * (t + 1) / nt;
     const int64_t blocks = (s1 - s0 + per - 1) / per;
     const int64_t block = blocks > 0 ? (s1 - s0 + blocks - 1) / blocks : 1;
-    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1, w, wT, 0, 0, 0};
+    jobs[t] = (at_job){x, packed, bias, M, K, N, k, s0, s1, block, values, indices, -1, w, 0, wT, 0, 0, 0};
   }
   run_tasks(at_task, jobs, sizeof(at_job), nt);
   free(bias);
