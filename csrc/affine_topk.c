@@ -26,7 +26,7 @@
 #include "topk_key.h"
 
 // Return codes: -1 done; -2 out of memory; -3 bad k; -4 a NaN in the product; -5 not built here
-// (or k above AT_MAX_K, where insertion into sorted lists stops paying).
+// (or k above AT_MAX_K, the most the candidate lists are sized for).
 #define AT_MAX_K 256
 
 // Calls answered through the screen (a diagnostic: tests check that the screen runs).
@@ -141,107 +141,35 @@ typedef struct {
   double d0;          // the bound's constant term (at_screen_eps)
 } at_job;
 
-// Each row's candidates. For k ≤ AT_SORTED_K, the k best so far, kept sorted (values and columns,
-// best first, in ⌈k/16⌉ vectors): a column enters at the place after every kept value ≥ it (an
-// earlier column wins a tie), the ones after it move down a lane and the last drops out; once k are
-// held, the k-th best is the threshold later columns must beat. About k·(1 + ln(N/k)) columns
-// enter a row of N in random order, each for a few vector operations.
-// For larger k, up to 2k ranking keys (topk_key_f32) appended as they come; when 2k are held, the k
-// best are kept (quickselect) and `thr` becomes the k-th best's value. A key holds its value
-// exactly but for −0, which it merges with +0: the f32 sums are never −0 (each adds a partial sum
-// begun at +0 to the bias); on AMX a sum flushed to −0 plus a −0 bias would come back as +0. The
-// sorted lists compare floats (−0 equal to +0, as the keys rank them) and keep the value itself.
-#define AT_SORTED_K 128
+// Each row's candidates: the columns whose value beat the row's threshold, in column order
+// (values and columns, compressed out of each offered vector). When 2·keep are held, the keep-th
+// best value (found by a binary search on order keys, at_lists_cut) becomes the threshold and only
+// the values at or above it stay; a later column equal to it loses the tie to the earlier ones, so
+// only values strictly above it enter. About keep·ln(N/keep) columns of a row of N in random order
+// enter, a compressed store per offered vector that has any; the threshold test is one compare.
 typedef struct {
-  int64_t k, width;  // width: floats per row's sorted list (⌈k/16⌉·16), or keys per row (2k)
-  uint64_t *keys;
+  int64_t keep, width;  // width: room per row (2·keep and one more offer, in whole vectors)
   float *vals;
   int32_t *cols;
-  float *thr;  // NaN until the list is primed (k held, or the keys cut once): every column enters
+  float *thr;  // NaN until the first cut: every column enters
   int64_t *count;
 } at_lists;
 
-static at_lists at_lists_new(int64_t rows, int64_t k) {
-  at_lists L = {k, k <= AT_SORTED_K ? (k + 15) / 16 * 16 : 2 * k, 0, 0, 0, 0, 0};
-  if (k <= AT_SORTED_K) {
-    L.vals = at_alloc(sizeof(float) * (size_t)(rows * L.width));
-    L.cols = at_alloc(sizeof(int32_t) * (size_t)(rows * L.width));
-  } else {
-    L.keys = malloc(sizeof(uint64_t) * (size_t)(rows * L.width));
-  }
+static at_lists at_lists_new(int64_t rows, int64_t keep) {
+  at_lists L = {keep, (2 * keep + AT_NR + 15) / 16 * 16, 0, 0, 0, 0};
+  L.vals = at_alloc(sizeof(float) * (size_t)(rows * L.width));
+  L.cols = at_alloc(sizeof(int32_t) * (size_t)(rows * L.width));
   L.thr = malloc(sizeof(float) * (size_t)rows), L.count = malloc(sizeof(int64_t) * (size_t)rows);
   return L;
 }
 
-static int at_lists_ok(const at_lists *L) { return (L->keys || (L->vals && L->cols)) && L->thr && L->count;
-}
+static int at_lists_ok(const at_lists *L) { return L->vals && L->cols && L->thr && L->count; }
 
-static void at_lists_free(at_lists *L) {
-  free(L->keys), free(L->vals), free(L->cols), free(L->thr), free(L->count);
-}
+static void at_lists_free(at_lists *L) { free(L->vals), free(L->cols), free(L->thr), free(L->count); }
 
 static void at_lists_reset(at_lists *L, int64_t rows) {
   memset(L->count, 0, sizeof(int64_t) * (size_t)rows);
   for (int64_t i = 0; i < rows; i++) L->thr[i] = __builtin_nanf("");
-}
-
-// The value a key was made from (topk_key_f32 undone; −0 never occurs here).
-static inline float at_value(uint64_t key) {
-  const uint32_t u = (uint32_t)(key >> 32), bits = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
-  float v;
-  memcpy(&v, &bits, sizeof v);
-  return v;
-}
-
-// Reorders K[0, n) so that the k largest come first, the k-th largest at k − 1 (keys are distinct:
-// each holds its column).
-static void at_select(uint64_t *K, int64_t n, int64_t k) {
-  int64_t lo = 0, hi = n - 1;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    uint64_t t;
-    // Median of three as the pivot, moved to hi.
-    if (K[mid] > K[lo]) t = K[mid], K[mid] = K[lo], K[lo] = t;
-    if (K[hi] > K[lo]) t = K[hi], K[hi] = K[lo], K[lo] = t;
-    if (K[mid] > K[hi]) t = K[mid], K[mid] = K[hi], K[hi] = t;
-    const uint64_t pivot = K[hi];
-    int64_t store = lo;
-    // Branch-free (the keys come in random order, so a branch would be mispredicted half the time).
-    for (int64_t q = lo; q < hi; q++) {
-      const uint64_t x = K[q], y = K[store];
-      const int64_t c = x > pivot;
-      K[q] = c ? y : x, K[store] = c ? x : y, store += c;
-    }
-    K[hi] = K[store], K[store] = pivot;
-    if (store == k - 1) return;
-    if (store < k - 1) lo = store + 1;
-    else hi = store - 1;
-  }
-}
-
-// The k best of n keys (reordered in place) into values/indices [k], best first.
-static void at_keys_write(uint64_t *K, int64_t n, int64_t k, float *values, int32_t *indices) {
-  at_select(K, n, k);
-  for (int64_t q = 1; q < k; q++) {
-    const uint64_t key = K[q];
-    int64_t p = q;
-    for (; p > 0 && K[p - 1] < key; p--) K[p] = K[p - 1];
-    K[p] = key;
-  }
-  for (int64_t t = 0; t < k; t++) values[t] = at_value(K[t]), indices[t] = (int32_t)~(uint32_t)K[t];
-}
-
-// Rows [r0, r1)'s candidates (list i is row r0 + i) into values/indices [rows, k], best first.
-static void at_lists_write(const at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values,
-                           int32_t *indices) {
-  for (int64_t r = r0; r < r1; r++) {
-    if (L->vals) {
-      memcpy(values + r * k, L->vals + (r - r0) * L->width, sizeof(float) * (size_t)k);
-      memcpy(indices + r * k, L->cols + (r - r0) * L->width, sizeof(int32_t) * (size_t)k);
-      continue;
-    }
-    at_keys_write(L->keys + (r - r0) * L->width, L->count[r - r0], k, values + r * k, indices + r * k);
-  }
 }
 
 // Lanes [0, n) of a vector, n clamped to [0, 16].
@@ -249,71 +177,122 @@ static inline __mmask16 at_lanes_below(int64_t n) {
   return n <= 0 ? 0 : n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
 }
 
-// v (column c) into row i's sorted list; when the list is full, v beats its k-th (the caller checks).
-static inline void at_push_sorted(at_lists *L, int64_t i, float v, int32_t c) {
-  const int64_t k = L->k, n = L->count[i], vecs = L->width / 16;
-  float *V = L->vals + i * L->width;
-  int32_t *C = L->cols + i * L->width;
-  const __m512 x = _mm512_set1_ps(v);
-  const __m512i xc = _mm512_set1_epi32(c);
-  // The kept values ≥ v (a prefix: the list is sorted) stay ahead of it.
-  int64_t pos = 0;
-  for (int64_t q = 0; q < vecs && 16 * q < n; q++)
-    pos += __builtin_popcount(
-        _mm512_mask_cmp_ps_mask(at_lanes_below(n - 16 * q), _mm512_load_ps(V + 16 * q), x, _CMP_GE_OQ));
-  __m512 prev = x;
-  __m512i prevc = xc;
-  for (int64_t q = pos / 16; q < vecs; q++) {
-    const __m512 a = _mm512_load_ps(V + 16 * q);
-    const __m512i ac = _mm512_load_si512(C + 16 * q);
-    const int64_t at = pos - 16 * q;
-    const __mmask16 keep = at_lanes_below(at), put = at >= 0 && at < 16 ? (__mmask16)(1u << at) : 0;
-    // [the previous vector's last lane, a₀ … a₁₄]: every entry after v moves down one lane.
-    __m512 s = _mm512_castsi512_ps(
-        _mm512_alignr_epi32(_mm512_castps_si512(a), _mm512_castps_si512(prev), 15));
-    __m512i sc = _mm512_alignr_epi32(ac, prevc, 15);
-    s = _mm512_mask_mov_ps(_mm512_mask_mov_ps(s, keep, a), put, x);
-    sc = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(sc, keep, ac), put, xc);
-    _mm512_store_ps(V + 16 * q, s);
-    _mm512_store_si512(C + 16 * q, sc);
-    prev = a, prevc = ac;
-  }
-  if (n < k) L->count[i] = n + 1;
-  if (n + 1 >= k) L->thr[i] = V[k - 1];
+// Order keys: unsigned integers in the floats' order, −0 as +0 (topk_key_f32's upper half).
+static inline __m512i at_ord16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(_mm512_add_ps(v, _mm512_setzero_ps()));  // −0 + 0 = +0
+  return _mm512_mask_xor_epi32(_mm512_or_si512(u, _mm512_set1_epi32((int)0x80000000u)), _mm512_movepi32_mask(u),
+                               u, _mm512_set1_epi32(-1));
 }
 
-static inline void at_push_key(at_lists *L, int64_t i, float v, int32_t c) {
-  const int64_t k = L->k;
-  uint64_t *K = L->keys + i * L->width;
-  int64_t n = L->count[i];
-  K[n++] = topk_key_f32(v, c);
-  if (n == 2 * k) {
-    at_select(K, n, k);
-    n = k, L->thr[i] = at_value(K[k - 1]);
+static inline float at_unord(uint32_t o) {
+  const uint32_t u = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// n values/columns (in column order) cut to those whose order key is at least t's, then to `most`
+// of them: the ones above t, then the earliest equal to t. Returns how many stay.
+static int64_t at_keep_from(float *V, int32_t *C, int64_t n, uint32_t t, int64_t most) {
+  const __m512i tv = _mm512_set1_epi32((int)t);
+  int64_t above = 0;
+  for (int64_t q = 0; 16 * q < n; q++)
+    above += __builtin_popcount(
+        _mm512_mask_cmpgt_epu32_mask(at_lanes_below(n - 16 * q), at_ord16(_mm512_loadu_ps(V + 16 * q)), tv));
+  int64_t ties = most - above, w = 0;
+  for (int64_t q = 0; 16 * q < n; q++) {
+    const __m512 v = _mm512_loadu_ps(V + 16 * q);
+    const __m512i o = at_ord16(v);
+    const __mmask16 live = at_lanes_below(n - 16 * q);
+    __mmask16 eq = _mm512_mask_cmpeq_epu32_mask(live, o, tv);
+    // The first `ties` equal ones, in column order.
+    for (int64_t e = __builtin_popcount(eq); e > ties; e--) eq &= (__mmask16)~(0x8000u >> __builtin_clz((uint32_t)eq << 16));
+    ties -= __builtin_popcount(eq);
+    const __mmask16 m = _mm512_mask_cmpgt_epu32_mask(live, o, tv) | eq;
+    // Stores go no further than the buffer's own entries: w ≤ 16·q.
+    _mm512_storeu_ps(V + w, _mm512_maskz_compress_ps(m, v));
+    _mm512_storeu_si512(C + w, _mm512_maskz_compress_epi32(m, _mm512_loadu_si512(C + 16 * q)));
+    w += __builtin_popcount(m);
   }
-  L->count[i] = n;
+  return w;
+}
+
+// The order key of the m-th largest of n values (1 ≤ m ≤ n): the largest t that at least m reach.
+static uint32_t at_mth_ord(const float *V, int64_t n, int64_t m) {
+  __m512i o[(2 * AT_MAX_K + AT_NR + 15) / 16];
+  const int64_t vecs = (n + 15) / 16;
+  for (int64_t q = 0; q < vecs; q++) {
+    // Lanes past n as key 0, below every value's (a NaN never gets here).
+    o[q] = _mm512_maskz_mov_epi32(at_lanes_below(n - 16 * q), at_ord16(_mm512_loadu_ps(V + 16 * q)));
+  }
+  uint32_t lo = 0, hi = 0xffffffffu;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2 + 1;
+    const __m512i mv = _mm512_set1_epi32((int)mid);
+    int64_t c = 0;
+    for (int64_t q = 0; q < vecs; q++) c += __builtin_popcount(_mm512_cmpge_epu32_mask(o[q], mv));
+    if (c >= m) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Row i's list cut to its keep best; the keep-th best becomes the threshold.
+static void at_lists_cut(at_lists *L, int64_t i) {
+  float *V = L->vals + i * L->width;
+  int32_t *C = L->cols + i * L->width;
+  const uint32_t t = at_mth_ord(V, L->count[i], L->keep);
+  L->count[i] = at_keep_from(V, C, L->count[i], t, L->keep);
+  L->thr[i] = at_unord(t);
+}
+
+// The k best of n values/columns (column order) into values/indices [k], best first: larger first,
+// ties to the earlier column; the values themselves (a −0 stays −0).
+static void at_best(float *V, int32_t *C, int64_t n, int64_t k, float *values, int32_t *indices) {
+  n = at_keep_from(V, C, n, at_mth_ord(V, n, k), k);
+  uint64_t keys[AT_MAX_K];
+  for (int64_t p = 0; p < n; p++) {
+    // The value's order key (topk_key_f32's upper half), then the position: column order.
+    const uint64_t key = (topk_key_f32(V[p], 0) >> 32) << 32 | (uint32_t)~(uint32_t)p;
+    int64_t q = p;
+    for (; q > 0 && keys[q - 1] < key; q--) keys[q] = keys[q - 1];
+    keys[q] = key;
+  }
+  for (int64_t t = 0; t < n; t++) {
+    const uint32_t p = ~(uint32_t)keys[t];
+    values[t] = V[p], indices[t] = C[p];
+  }
+}
+
+// Rows [r0, r1)'s candidates (list i is row r0 + i) into values/indices [rows, k], best first.
+static void at_lists_write(at_lists *L, int64_t r0, int64_t r1, int64_t k, float *values, int32_t *indices) {
+  for (int64_t r = r0; r < r1; r++)
+    at_best(L->vals + (r - r0) * L->width, L->cols + (r - r0) * L->width, L->count[r - r0], k, values + r * k,
+            indices + r * k);
 }
 
 // Offer one row's 32 columns from c0 (n of them real) to its list; 0 when one is NaN. The common
 // case, no column above the threshold, is two compares: `!(v <= thr)` holds for v > thr, for a NaN
-// v (found below) and for every v while thr is NaN (the list not yet primed). A later column equal
-// to the k-th loses the tie, so only values strictly above it enter.
+// v (found below) and for every v while thr is NaN (the list not yet cut).
 static inline int at_offer(at_lists *L, int64_t i, const float *t, int64_t c0, int64_t n) {
   const __m512 v0 = _mm512_load_ps(t), v1 = _mm512_load_ps(t + 16), thr = _mm512_set1_ps(L->thr[i]);
-  const uint32_t real = n >= 32 ? 0xffffffffu : (1u << n) - 1;
-  uint32_t hits = ((uint32_t)_mm512_cmp_ps_mask(v0, thr, _CMP_NLE_UQ) |
-                   (uint32_t)_mm512_cmp_ps_mask(v1, thr, _CMP_NLE_UQ) << 16) & real;
-  if (!hits) return 1;
-  if (((uint32_t)_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) |
-       (uint32_t)_mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q) << 16) & real)
-    return 0;
-  for (; hits; hits &= hits - 1) {
-    const int e = __builtin_ctz(hits);
-    // thr may have risen since the compare (NaN compares false: unprimed lists take all).
-    if (t[e] <= L->thr[i]) continue;
-    if (L->vals) at_push_sorted(L, i, t[e], (int32_t)(c0 + e));
-    else at_push_key(L, i, t[e], (int32_t)(c0 + e));
-  }
+  const __mmask16 r0 = at_lanes_below(n), r1 = at_lanes_below(n - 16);
+  const __mmask16 h0 = _mm512_mask_cmp_ps_mask(r0, v0, thr, _CMP_NLE_UQ);
+  const __mmask16 h1 = _mm512_mask_cmp_ps_mask(r1, v1, thr, _CMP_NLE_UQ);
+  if (!(h0 | h1)) return 1;
+  if (_mm512_mask_cmp_ps_mask(r0, v0, v0, _CMP_UNORD_Q) | _mm512_mask_cmp_ps_mask(r1, v1, v1, _CMP_UNORD_Q)) return 0;
+  float *V = L->vals + i * L->width;
+  int32_t *C = L->cols + i * L->width;
+  int64_t m = L->count[i];
+  const __m512i c = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int32_t)c0));
+  _mm512_storeu_ps(V + m, _mm512_maskz_compress_ps(h0, v0));
+  _mm512_storeu_si512(C + m, _mm512_maskz_compress_epi32(h0, c));
+  m += __builtin_popcount(h0);
+  _mm512_storeu_ps(V + m, _mm512_maskz_compress_ps(h1, v1));
+  _mm512_storeu_si512(C + m, _mm512_maskz_compress_epi32(h1, _mm512_add_epi32(c, _mm512_set1_epi32(16))));
+  L->count[i] = m + __builtin_popcount(h1);
+  if (L->count[i] >= 2 * L->keep) at_lists_cut(L, i);
   return 1;
 }
 
@@ -398,10 +377,11 @@ done:
 // to redo. Operands outside that range keep the screen out.
 
 // Room in a row's list: twice the k best (ε is ~2⁻⁹ of ‖x‖·‖w‖, so a few columns beyond the k best
-// come within it).
+// come within it), at most AT_SCREEN_MOST.
+#define AT_SCREEN_MOST 128
 static int64_t at_screen_keep(int64_t k) { return (2 * k + 15) / 16 * 16; }
 
-// Worth screening: the kept candidates fit the sorted lists and are fewer than the columns, K within
+// Worth screening: the kept candidates fit AT_SCREEN_MOST and are fewer than the columns, K within
 // the bound's first-order range, and not switched off (SPARSECODER_TOPK_SCREEN=0, for A/B timing).
 static int at_screen_wanted(int64_t k, int64_t K, int64_t N) {
   static int off = -1;
@@ -409,7 +389,7 @@ static int at_screen_wanted(int64_t k, int64_t K, int64_t N) {
     const char *e = getenv("SPARSECODER_TOPK_SCREEN");
     off = e && e[0] == '0' && e[1] == 0;
   }
-  return !off && at_screen_keep(k) <= AT_SORTED_K && at_screen_keep(k) < N && K <= (1 << 14);
+  return !off && at_screen_keep(k) <= AT_SCREEN_MOST && at_screen_keep(k) < N && K <= (1 << 14);
 }
 
 // 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁵⁰]; squares of v, δv, ṽ and δ²v added to sq[0..4) in double.
@@ -639,7 +619,7 @@ static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) 
 // the last listed h's hi' taken with the row's largest ε. L = the k-th largest lo among the listed
 // is at most the exact k-th best, so the winners are among the listed with hi' ≥ L, provided the
 // unlisted ones lie below L.
-static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1, const at_row_eps *E,
+static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const at_row_eps *E,
                      const at_exact_groups *G) {
   const int64_t k = j->k, keep = j->keep, Np = (j->N + 31) / 32 * 32;
   const float *u0 = j->ucol, *u1 = u0 + Np, *u2 = u1 + Np;
@@ -648,18 +628,22 @@ static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1,
     umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
   }
   int64_t groups = 0;
-  double lo[AT_SORTED_K], hi[AT_SORTED_K];
+  double lo[AT_SCREEN_MOST], hi[AT_SCREEN_MOST];
   for (int64_t r = r0; r < r1; r++) {
-    const float *V = L->vals + (r - r0) * L->width;
-    const int32_t *C = L->cols + (r - r0) * L->width;
+    float *V = L->vals + (r - r0) * L->width;
+    int32_t *C = L->cols + (r - r0) * L->width;
     const at_row_eps e = E[r - r0];
+    // Exactly the keep best (the list holds at least that many: N > keep); hk the keep-th.
+    const uint32_t tk = at_mth_ord(V, L->count[r - r0], keep);
+    at_keep_from(V, C, L->count[r - r0], tk, keep);
+    const double hk = at_unord(tk);
     for (int64_t q = 0; q < keep; q++) {
       const int32_t c = C[q];
       const double h = V[q], eps = e.a * u0[c] + e.b * u1[c] + e.g * u2[c] + j->d0;
       lo[q] = h - 2.02 * eps - 0x1p-22 * fabs(h), hi[q] = h + 0x1p-22 * fabs(h) + 0x1p-20 * eps;
     }
     // L: the k-th largest lo (lo is not sorted; a copy is selected).
-    double t[AT_SORTED_K];
+    double t[AT_SCREEN_MOST];
     memcpy(t, lo, sizeof(double) * (size_t)keep);
     for (int64_t q = 0; q < k; q++) {
       int64_t best = q;
@@ -668,11 +652,8 @@ static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1,
       t[q] = t[best], t[best] = x;
     }
     const double Lk = t[k - 1];
-    if (keep < j->N) {
-      const double h = V[keep - 1];
-      const double emax = e.a * umax[0] + e.b * umax[1] + e.g * umax[2] + j->d0;
-      if (h + 0x1p-22 * fabs(h) + 0x1p-20 * emax >= Lk) return -6;
-    }
+    const double emax = e.a * umax[0] + e.b * umax[1] + e.g * umax[2] + j->d0;
+    if (hk + 0x1p-22 * fabs(hk) + 0x1p-20 * emax >= Lk) return -6;
     int64_t n = 0;
     for (int64_t q = 0; q < keep; q++) {
       if (hi[q] < Lk) continue;
@@ -685,19 +666,20 @@ static int at_screen(const at_job *j, const at_lists *L, int64_t r0, int64_t r1,
     }
   }
   at_exact(j, G, groups);
-  // Each row's exact k best among its candidates.
-  uint64_t keys[AT_SORTED_K];
+  // Each row's exact k best among its candidates (in column order, as the list was).
+  float V[AT_SCREEN_MOST + 16];
+  int32_t C[AT_SCREEN_MOST + 16];
   for (int64_t g = 0; g < groups;) {
     const int32_t r = G->row[g];
     int64_t n = 0;
-    for (; g < groups && G->row[g] == r; g++)
-      for (int e = 0; e < 16; e++) {
-        if (!((G->live[g] >> e) & 1)) continue;
-        const float v = G->sum[16 * g + e];
-        if (v != v) return -4;
-        keys[n++] = topk_key_f32(v, G->cols[16 * g + e]);
-      }
-    at_keys_write(keys, n, k, j->values + r * k, j->indices + r * k);
+    for (; g < groups && G->row[g] == r; g++) {
+      const __m512 v = _mm512_load_ps(G->sum + 16 * g);
+      if (_mm512_mask_cmp_ps_mask(G->live[g], v, v, _CMP_UNORD_Q)) return -4;
+      _mm512_storeu_ps(V + n, _mm512_maskz_compress_ps(G->live[g], v));
+      _mm512_storeu_si512(C + n, _mm512_maskz_compress_epi32(G->live[g], _mm512_load_si512(G->cols + 16 * g)));
+      n += __builtin_popcount(G->live[g]);
+    }
+    at_best(V, C, n, k, j->values + r * k, j->indices + r * k);
   }
   return -1;
 }
