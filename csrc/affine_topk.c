@@ -217,22 +217,30 @@ static int64_t at_keep_from(float *V, int32_t *C, int64_t n, uint32_t t, int64_t
   return w;
 }
 
-// The order key of the m-th largest of n values (1 ≤ m ≤ n): the largest t that at least m reach.
+// An order key t that exactly m of n values reach, or else the m-th largest's (1 ≤ m ≤ n): the
+// largest t at least m reach, or the first t a binary search meets that exactly m reach. Either
+// way the m best by value and column are among those at or above t (at_keep_from keeps them), and
+// every other value is at most t's.
 static uint32_t at_mth_ord(const float *V, int64_t n, int64_t m) {
   __m512i o[(2 * AT_MAX_K + AT_NR + 15) / 16];
   const int64_t vecs = (n + 15) / 16;
+  __m512i lo16 = _mm512_set1_epi32(-1), hi16 = _mm512_setzero_si512();
   for (int64_t q = 0; q < vecs; q++) {
-    // Lanes past n as key 0, below every value's (a NaN never gets here).
-    o[q] = _mm512_maskz_mov_epi32(at_lanes_below(n - 16 * q), at_ord16(_mm512_loadu_ps(V + 16 * q)));
+    // Lanes past n as key 0, below every value's (a NaN never gets here) and below the search.
+    const __mmask16 live = at_lanes_below(n - 16 * q);
+    o[q] = _mm512_maskz_mov_epi32(live, at_ord16(_mm512_loadu_ps(V + 16 * q)));
+    lo16 = _mm512_mask_min_epu32(lo16, live, lo16, o[q]), hi16 = _mm512_max_epu32(hi16, o[q]);
   }
-  uint32_t lo = 0, hi = 0xffffffffu;
+  // All n reach the smallest; search (smallest, largest].
+  uint32_t lo = _mm512_reduce_min_epu32(lo16), hi = _mm512_reduce_max_epu32(hi16);
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo) / 2 + 1;
     const __m512i mv = _mm512_set1_epi32((int)mid);
     int64_t c = 0;
     for (int64_t q = 0; q < vecs; q++) c += __builtin_popcount(_mm512_cmpge_epu32_mask(o[q], mv));
-    if (c >= m) lo = mid;
-    else hi = mid - 1;
+    if (c == m) return mid;
+    lo = c > m ? mid : lo;
+    hi = c > m ? hi : mid - 1;
   }
   return lo;
 }
@@ -372,9 +380,9 @@ done:
 // below 2⁻¹²⁶: operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no operand or split term is subnormal).
 // Each row's list ranks the upper bounds h = a + ε_c; at_screen takes the k-th largest lower bound L
 // among the listed (at most the exact k-th best), keeps the listed columns whose upper bound reaches
-// L, and vouches for the row when the last listed h, hence every unlisted column, is below L. When
-// it is not (more than `keep` columns near the k-th best), the call returns -6, for the f32 kernel
-// to redo. Operands outside that range keep the screen out.
+// L, and vouches for the row when every unlisted column's h (at most the list's cut, hk) is below
+// L. When it is not (more than `keep` columns near the k-th best), the call returns -6, for the f32
+// kernel to redo. Operands outside that range keep the screen out.
 
 // Room in a row's list: twice the k best (ε is ~2⁻⁹ of ‖x‖·‖w‖, so a few columns beyond the k best
 // come within it), at most AT_SCREEN_MOST.
@@ -616,7 +624,7 @@ static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) 
 // E: each row's bound coefficients. G has room for the rows' lists.
 //   A listed column's exact value lies in [lo, hi'] with hi' = h + 2⁻²²·|h| + 2⁻²⁰·ε and lo = h −
 // 2.02·ε − 2⁻²²·|h| (h = fl(a + ε̂), ε̂ the f32 bound within 1.01 of ε); an unlisted one lies below
-// the last listed h's hi' taken with the row's largest ε. L = the k-th largest lo among the listed
+// the cut hk's hi' taken with the row's largest ε. L = the k-th largest lo among the listed
 // is at most the exact k-th best, so the winners are among the listed with hi' ≥ L, provided the
 // unlisted ones lie below L.
 static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const at_row_eps *E,
@@ -633,7 +641,7 @@ static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const
     float *V = L->vals + (r - r0) * L->width;
     int32_t *C = L->cols + (r - r0) * L->width;
     const at_row_eps e = E[r - r0];
-    // Exactly the keep best (the list holds at least that many: N > keep); hk the keep-th.
+    // Exactly the keep best (the list holds at least that many: N > keep); no unlisted h is above hk.
     const uint32_t tk = at_mth_ord(V, L->count[r - r0], keep);
     at_keep_from(V, C, L->count[r - r0], tk, keep);
     const double hk = at_unord(tk);
