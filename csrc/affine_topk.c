@@ -30,9 +30,12 @@
 #define AT_MAX_K 256
 
 // Calls answered through the screen (a diagnostic: tests check that the screen runs).
-static int64_t at_screened = 0;
+static int64_t at_screened = 0, at_full_rows = 0;
 
 int64_t sc_affine_topk_screened(void) { return __atomic_load_n(&at_screened, __ATOMIC_RELAXED); }
+
+// Rows the screen could not vouch for and summed in full (a diagnostic: tests check that path runs).
+int64_t sc_affine_topk_full_rows(void) { return __atomic_load_n(&at_full_rows, __ATOMIC_RELAXED); }
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -364,30 +367,30 @@ done:
 
 #ifdef SC_AMX
 // ---- The f32 top-k through a bf16 screen ----------------------------------------------------
-// The exact f32 top-k (the sums above, to the bit) for about the cost of bf16 GEMMs: AMX computes
-// every entry a = x̃·(w̃ + δw̃) + b from x̃ = bf16(x) and W as a two-term split (w̃ = bf16(w),
-// δw̃ = bf16(w − w̃)); each row keeps the `keep` best upper bounds a + ε; only the columns the bound
-// cannot rule out are summed again exactly, and their exact k best are the answer.
+// The exact f32 top-k (the sums above, to the bit) for about the cost of a bf16 GEMM: AMX computes
+// every entry a = x̃·w̃ + b from x̃ = bf16(x) and w̃ = bf16(w); each row keeps the `keep` best upper
+// bounds a + ε; only the columns the bound cannot rule out are summed again exactly, and their
+// exact k best are the answer.
 //
-// The bound. With δx = x − x̃ and δ²w = (w − w̃) − δw̃, x·w − x̃·(w̃ + δw̃) = δx·w + x̃·δ²w, so the
-// products' sum moves by at most ‖δx‖·‖w_c‖ + ‖x̃‖·‖δ²w_c‖ (Cauchy–Schwarz on the rounding errors
-// themselves: about 2⁻⁹·‖x‖·‖w_c‖, not the worst case 2⁻⁷). AMX sums 2K exact bf16 products in f32
-// and the exact path K products, erring by at most 3K·2⁻²⁴·S in all, S = (‖x‖ + ‖δx‖)·(‖w_c‖ +
-// 2‖δw_c‖) bounding every Σ|term| (first order; K ≤ 2¹⁴); adding the bias rounds by at most
-// 3·2⁻²⁴·(S + max|b|). So each approximate value a is within
-//   ε_c = 1.01·(‖δx‖·‖w_c‖ + ‖x̃‖·‖δ²w_c‖ + (3K·2⁻²⁴ + 2⁻²¹)·S + 2⁻²¹·max|b|) + 2⁻¹⁰⁰
+// The bound. With δx = x − x̃ and δw = w − w̃, x·w − x̃·w̃ = δx·w + x̃·δw, so the products' sum moves
+// by at most ‖δx‖·‖w_c‖ + ‖x̃‖·‖δw_c‖ (Cauchy–Schwarz on the rounding errors themselves: about
+// 2⁻⁸·‖x‖·‖w_c‖, not the worst case 2⁻⁷). AMX sums K exact bf16 products in f32 and the exact path
+// K products, erring by at most 3K·2⁻²⁴·S in all, S = (‖x‖ + ‖δx‖)·(‖w_c‖ + ‖δw_c‖) bounding every
+// Σ|term| (first order; K ≤ 2¹⁴); adding the bias rounds by at most 3·2⁻²⁴·(S + max|b|). So each
+// approximate value a is within
+//   ε_c = 1.01·(‖δx‖·‖w_c‖ + ‖x̃‖·‖δw_c‖ + (3K·2⁻²⁴ + 2⁻²¹)·S + 2⁻²¹·max|b|) + 2⁻¹⁰⁰
 // of its exact value e (at_screen_row; the last term covers products and sums AMX flushes to zero
-// below 2⁻¹²⁶: operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no operand or split term is subnormal).
+// below 2⁻¹²⁶: operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no operand is subnormal in bf16).
 // Each row's list ranks the upper bounds h = a + ε_c; at_screen takes the k-th largest lower bound L
 // among the listed (at most the exact k-th best), keeps the listed columns whose upper bound reaches
 // L, and vouches for the row when every unlisted column's h (at most the list's cut, hk) is below
 // L. When it is not (more than `keep` columns near the k-th best), the call returns -6, for the f32
 // kernel to redo. Operands outside that range keep the screen out.
 
-// Room in a row's list: twice the k best (ε is ~2⁻⁹ of ‖x‖·‖w‖, so a few columns beyond the k best
-// come within it), at most AT_SCREEN_MOST.
-#define AT_SCREEN_MOST 128
-static int64_t at_screen_keep(int64_t k) { return (2 * k + 15) / 16 * 16; }
+// Room in a row's list: three times the k best (ε is ~2⁻⁸ of ‖x‖·‖w‖, so columns beyond the k best
+// come within it: about 1.6k of them on random operands), at most AT_SCREEN_MOST.
+#define AT_SCREEN_MOST 192
+static int64_t at_screen_keep(int64_t k) { return (3 * k + 15) / 16 * 16; }
 
 // Worth screening: the kept candidates fit AT_SCREEN_MOST and are fewer than the columns, K within
 // the bound's first-order range, and not switched off (SPARSECODER_TOPK_SCREEN=0, for A/B timing).
@@ -400,13 +403,12 @@ static int at_screen_wanted(int64_t k, int64_t K, int64_t N) {
   return !off && at_screen_keep(k) <= AT_SCREEN_MOST && at_screen_keep(k) < N && K <= (1 << 14);
 }
 
-// 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁵⁰]; squares of v, δv, ṽ and δ²v added to sq[0..4) in double.
+// 1 when |v| is 0 or in [2⁻¹⁰⁰, 2⁵⁰]; squares of v, δv and ṽ added to sq[0..3) in double.
 static inline int at_screen_add(float v, double *sq) {
   const float a = v < 0 ? -v : v;
   if (!(a <= 0x1p50f) || (a != 0 && a < 0x1p-100f)) return 0;
-  const float d = amx_resid(v), t = v - d, dd = amx_resid(d);
-  sq[0] += (double)v * (double)v, sq[1] += (double)d * (double)d;
-  sq[2] += (double)t * (double)t, sq[3] += (double)dd * (double)dd;
+  const float d = amx_resid(v), t = v - d;
+  sq[0] += (double)v * (double)v, sq[1] += (double)d * (double)d, sq[2] += (double)t * (double)t;
   return 1;
 }
 
@@ -425,18 +427,18 @@ static inline void at_sq16(__m512 v, __m512d *acc) {
   acc[0] = _mm512_fmadd_pd(lo, lo, acc[0]), acc[1] = _mm512_fmadd_pd(hi, hi, acc[1]);
 }
 
-// [‖v‖², ‖δv‖², ‖ṽ‖², ‖δ²v‖²] of n contiguous values; 0 when one is out of the screen's range.
+// [‖v‖², ‖δv‖², ‖ṽ‖²] of n contiguous values; 0 when one is out of the screen's range.
 static int at_screen_norms(const float *v, int64_t n, double *sq) {
-  __m512d acc[4][2];
-  for (int q = 0; q < 4; q++) acc[q][0] = acc[q][1] = _mm512_setzero_pd();
+  __m512d acc[3][2];
+  for (int q = 0; q < 3; q++) acc[q][0] = acc[q][1] = _mm512_setzero_pd();
   __mmask16 out = 0;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 x = _mm512_loadu_ps(v + i), d = amx_resid16(x), dd = amx_resid16(d);
+    const __m512 x = _mm512_loadu_ps(v + i), d = amx_resid16(x);
     out |= at_screen_out(x);
-    at_sq16(x, acc[0]), at_sq16(d, acc[1]), at_sq16(_mm512_sub_ps(x, d), acc[2]), at_sq16(dd, acc[3]);
+    at_sq16(x, acc[0]), at_sq16(d, acc[1]), at_sq16(_mm512_sub_ps(x, d), acc[2]);
   }
-  for (int q = 0; q < 4; q++) sq[q] = _mm512_reduce_add_pd(_mm512_add_pd(acc[q][0], acc[q][1]));
+  for (int q = 0; q < 3; q++) sq[q] = _mm512_reduce_add_pd(_mm512_add_pd(acc[q][0], acc[q][1]));
   int ok = !out;
   for (; i < n; i++) ok &= at_screen_add(v[i], sq);
   return ok;
@@ -469,78 +471,69 @@ static inline void at_t16(__m512 *r) {
   }
 }
 
-// What the screen needs of W [K, N], made in one read of W (slivers [s0, s1) of 32 columns): the
-// two-term bf16 split packed for AMX (amx_pack_b's layout; second terms at packed2), W transposed
-// into wt [N, K] for the exact sums, and each column's norms as the bound uses them (u [3][Np]:
-// ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖, zero past N); ok = 0 when a value is out of the screen's range.
+// What the screen needs of W [K, N], made in one read of W (slivers [s0, s1) of 32 columns): W in
+// bf16 packed for AMX (amx_pack_b's layout), W transposed into wt [N, K] for the exact sums, and
+// each column's norms as the bound uses them (u [3][Np]: ‖w_c‖, ‖δw_c‖, ‖w_c‖ + ‖δw_c‖, zero past N);
+// ok = 0 when a value is out of the screen's range.
 typedef struct {
   const float *w;
   int64_t K, N, Np, s0, s1;
-  uint16_t *packed, *packed2;
+  uint16_t *packed;
   float *wt, *u;
   int ok;
 } at_prep_job;
 
 // Norms from sums of squares, rounded up to f32 (the sums' own error is inside the bound's 1.01).
-static void at_prep_norms(float *u, int64_t Np, int64_t c, double nn, double dd, double ddd) {
-  const double n = sqrt(nn), d = sqrt(dd), e = sqrt(ddd);
-  u[c] = (float)(n * (1 + 0x1p-20)), u[Np + c] = (float)(e * (1 + 0x1p-20));
-  u[2 * Np + c] = (float)((n + 2 * d) * (1 + 0x1p-20));
+static void at_prep_norms(float *u, int64_t Np, int64_t c, double nn, double dd) {
+  const double n = sqrt(nn), d = sqrt(dd);
+  u[c] = (float)(n * (1 + 0x1p-20)), u[Np + c] = (float)(d * (1 + 0x1p-20));
+  u[2 * Np + c] = (float)((n + d) * (1 + 0x1p-20));
 }
 
 static void *at_prep_task(void *p) {
   at_prep_job *j = p;
   const int64_t K = j->K, N = j->N, Kp = amx_kp(K), full = N / 32;
-  // Rows k and k + 1 converted together, then interleaved (amx_pack_b's VNNI pairs).
-  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   __mmask16 out = 0;
   int ok = 1;
   for (int64_t s = j->s0; s < j->s1; s++) {
-    uint16_t *d1 = j->packed + s * Kp * 32, *d2 = j->packed2 + s * Kp * 32;
+    uint16_t *dst = j->packed + s * Kp * 32;
     if (s >= full) {
       // The last, partial sliver: element by element.
-      amx_pack_b(j->w, 0, N, K, N, s, d1, 0), amx_pack_b(j->w, 0, N, K, N, s, d2, 1);
+      amx_pack_b(j->w, 0, N, K, N, s, dst);
       for (int64_t c = s * 32; c < N; c++) {
-        double sq[4] = {0, 0, 0, 0};
+        double sq[3] = {0, 0, 0};
         for (int64_t k = 0; k < K; k++) {
           const float v = j->w[k * N + c];
           ok &= at_screen_add(v, sq), j->wt[c * K + k] = v;
         }
-        at_prep_norms(j->u, j->Np, c, sq[0], sq[1], sq[3]);
+        at_prep_norms(j->u, j->Np, c, sq[0], sq[1]);
       }
       continue;
     }
     for (int h = 0; h < 2; h++) {
       const int64_t c0 = s * 32 + h * 16;
-      // Per column, in f32 in K's order: Σw², Σ(δw)², Σ(δ²w)² (values within 2⁵⁰: nothing overflows;
-      // each sum within K·2⁻²⁴ of its value, which the bound's 1.01 absorbs, K ≤ 2¹⁴).
-      __m512 n0 = _mm512_setzero_ps(), n1 = n0, n2 = n0;
+      // Per column, in f32 in K's order: Σw² and Σ(δw)² (values within 2⁵⁰: nothing overflows; each
+      // sum within K·2⁻²⁴ of its value, which the bound's 1.01 absorbs, K ≤ 2¹⁴).
+      __m512 n0 = _mm512_setzero_ps(), n1 = n0;
       for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
         __m512 r[16];
         for (int l = 0; l < 16; l++)
           r[l] = k0 + l < K ? _mm512_loadu_ps(j->w + (k0 + l) * N + c0) : _mm512_setzero_ps();
         for (int l = 0; l < 16; l += 2) {
           const __m512 e0 = amx_resid16(r[l]), e1 = amx_resid16(r[l + 1]);
-          const __m512 f0 = amx_resid16(e0), f1 = amx_resid16(e1);
           out |= at_screen_out(r[l]) | at_screen_out(r[l + 1]);
           n0 = _mm512_fmadd_ps(r[l + 1], r[l + 1], _mm512_fmadd_ps(r[l], r[l], n0));
           n1 = _mm512_fmadd_ps(e1, e1, _mm512_fmadd_ps(e0, e0, n1));
-          n2 = _mm512_fmadd_ps(f1, f1, _mm512_fmadd_ps(f0, f0, n2));
-          const int64_t at = h * Kp * 16 + ((k0 + l) >> 1) * 32;
-          _mm512_storeu_si512((void *)(d1 + at),
-                              _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(r[l + 1], r[l])));
-          _mm512_storeu_si512((void *)(d2 + at),
-                              _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(e1, e0)));
+          amx_pack_pair(r[l], r[l + 1], dst + h * Kp * 16 + ((k0 + l) >> 1) * 32);
         }
         if (k0 >= K) continue;
         at_t16(r);
         const __mmask16 m = at_lanes_below(K - k0);
         for (int l = 0; l < 16; l++) _mm512_mask_storeu_ps(j->wt + (c0 + l) * K + k0, m, r[l]);
       }
-      float a0[16], a1[16], a2[16];
-      _mm512_storeu_ps(a0, n0), _mm512_storeu_ps(a1, n1), _mm512_storeu_ps(a2, n2);
-      for (int l = 0; l < 16; l++) at_prep_norms(j->u, j->Np, c0 + l, a0[l], a1[l], a2[l]);
+      float a0[16], a1[16];
+      _mm512_storeu_ps(a0, n0), _mm512_storeu_ps(a1, n1);
+      for (int l = 0; l < 16; l++) at_prep_norms(j->u, j->Np, c0 + l, a0[l], a1[l]);
     }
   }
   j->ok = ok && !out;
@@ -555,8 +548,7 @@ static int at_screen_prep(const float *w, int64_t K, int64_t N, int nt, uint16_t
   memset(u, 0, sizeof(float) * (size_t)(3 * Np));
   at_prep_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++)
-    jobs[t] = (at_prep_job){w,      K,      N, Np, slivers * t / nt, slivers * (t + 1) / nt, packed,
-                            packed + amx_kp(K) * slivers * 32, wt, u, 1};
+    jobs[t] = (at_prep_job){w, K, N, Np, slivers * t / nt, slivers * (t + 1) / nt, packed, wt, u, 1};
   run_tasks(at_prep_task, jobs, sizeof(at_prep_job), nt);
   int ok = 1;
   for (int t = 0; t < nt; t++) ok &= jobs[t].ok;
@@ -619,64 +611,86 @@ static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) 
   }
 }
 
-// Rows [r0, r1)'s screened lists (list i is row r0 + i: the `keep` best upper bounds a + ε) into
-// values/indices; -1 done, -4 a NaN among the exact sums, -6 a row the screen cannot vouch for.
+// Row r's exact k best from all N columns (a row the screen could not vouch for): every column's
+// exact sum, 16 at a time, offered to a one-row list. 0 when a sum is NaN or memory runs out.
+static int at_full_row(const at_job *j, int64_t r) {
+  const int64_t N = j->N, groups = (N + 15) / 16;
+  at_exact_groups F = {at_alloc(sizeof(int32_t) * (size_t)(16 * groups)), at_alloc(sizeof(int32_t) * (size_t)groups),
+                       at_alloc(sizeof(__mmask16) * (size_t)groups), at_alloc(sizeof(float) * (size_t)(16 * groups + AT_NR))};
+  at_lists L = at_lists_new(1, j->k);
+  int ok = F.cols && F.row && F.live && F.sum && at_lists_ok(&L);
+  if (ok) {
+    for (int64_t g = 0; g < groups; g++) {
+      for (int64_t l = 0; l < 16; l++) F.cols[16 * g + l] = (int32_t)(16 * g + l < N ? 16 * g + l : N - 1);
+      F.row[g] = (int32_t)r, F.live[g] = at_lanes_below(N - 16 * g);
+    }
+    at_exact(j, &F, groups);
+    at_lists_reset(&L, 1);
+    for (int64_t c0 = 0; ok && c0 < N; c0 += AT_NR) ok = at_offer(&L, 0, F.sum + c0, c0, N - c0);
+    if (ok) at_lists_write(&L, r, r + 1, j->k, j->values, j->indices);
+  }
+  free(F.cols), free(F.row), free(F.live), free(F.sum), at_lists_free(&L);
+  return ok;
+}
+
+// Rows [r0, r1)'s screened lists (list i is row r0 + i: the columns whose upper bound a + ε beat
+// its threshold) into values/indices; -1 done, -2 out of memory, -4 a NaN among the exact sums, -6
+// more rows than the screen could vouch for (1 in 32; the few others are summed in full).
 // E: each row's bound coefficients. G has room for the rows' lists.
 //   A listed column's exact value lies in [lo, hi'] with hi' = h + 2⁻²²·|h| + 2⁻²⁰·ε and lo = h −
-// 2.02·ε − 2⁻²²·|h| (h = fl(a + ε̂), ε̂ the f32 bound within 1.01 of ε); an unlisted one lies below
-// the cut hk's hi' taken with the row's largest ε. L = the k-th largest lo among the listed
-// is at most the exact k-th best, so the winners are among the listed with hi' ≥ L, provided the
-// unlisted ones lie below L.
+// 2.02·ε − 2⁻²²·|h| (h = fl(a + ε̂), ε̂ the f32 bound within 1.01 of ε); an unlisted one (its h at
+// most the list's threshold) lies below the threshold's hi' taken with the row's largest ε. L, a
+// value at least k of the listed lo reach, is at most the exact k-th best, so the winners are among
+// the listed with hi' ≥ L, provided the unlisted ones lie below L.
 static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const at_row_eps *E,
                      const at_exact_groups *G) {
-  const int64_t k = j->k, keep = j->keep, Np = (j->N + 31) / 32 * 32;
+  const int64_t k = j->k, Np = (j->N + 31) / 32 * 32;
   const float *u0 = j->ucol, *u1 = u0 + Np, *u2 = u1 + Np;
   double umax[3] = {0, 0, 0};
   for (int64_t c = 0; c < j->N; c++) {
     umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
   }
-  int64_t groups = 0;
-  double lo[AT_SCREEN_MOST], hi[AT_SCREEN_MOST];
+  int64_t groups = 0, nfull = 0, full[32];
+  const int64_t most = (r1 - r0 + 31) / 32;
+  float lo[2 * AT_SCREEN_MOST + AT_NR];
+  double hi[2 * AT_SCREEN_MOST + AT_NR];
   for (int64_t r = r0; r < r1; r++) {
-    float *V = L->vals + (r - r0) * L->width;
-    int32_t *C = L->cols + (r - r0) * L->width;
+    const float *V = L->vals + (r - r0) * L->width;
+    const int32_t *C = L->cols + (r - r0) * L->width;
+    const int64_t n = L->count[r - r0];
     const at_row_eps e = E[r - r0];
-    // Exactly the keep best (the list holds at least that many: N > keep); no unlisted h is above hk.
-    const uint32_t tk = at_mth_ord(V, L->count[r - r0], keep);
-    at_keep_from(V, C, L->count[r - r0], tk, keep);
-    const double hk = at_unord(tk);
-    for (int64_t q = 0; q < keep; q++) {
+    for (int64_t q = 0; q < n; q++) {
       const int32_t c = C[q];
       const double h = V[q], eps = e.a * u0[c] + e.b * u1[c] + e.g * u2[c] + j->d0;
-      lo[q] = h - 2.02 * eps - 0x1p-22 * fabs(h), hi[q] = h + 0x1p-22 * fabs(h) + 0x1p-20 * eps;
+      const double l = h - 2.02 * eps - 0x1p-22 * fabs(h);
+      // lo in f32 rounded down, for the vector search below.
+      lo[q] = (float)l, lo[q] = (double)lo[q] > l ? nextafterf(lo[q], -INFINITY) : lo[q];
+      hi[q] = h + 0x1p-22 * fabs(h) + 0x1p-20 * eps;
     }
-    // L: the k-th largest lo (lo is not sorted; a copy is selected).
-    double t[AT_SCREEN_MOST];
-    memcpy(t, lo, sizeof(double) * (size_t)keep);
-    for (int64_t q = 0; q < k; q++) {
-      int64_t best = q;
-      for (int64_t p = q + 1; p < keep; p++) best = t[p] > t[best] ? p : best;
-      const double x = t[q];
-      t[q] = t[best], t[best] = x;
-    }
-    const double Lk = t[k - 1];
+    const double Lk = at_unord(at_mth_ord(lo, n, k));
+    // The threshold is NaN until the list is first cut: then every column is listed.
+    const double hk = L->thr[r - r0];
     const double emax = e.a * umax[0] + e.b * umax[1] + e.g * umax[2] + j->d0;
-    if (hk + 0x1p-22 * fabs(hk) + 0x1p-20 * emax >= Lk) return -6;
-    int64_t n = 0;
-    for (int64_t q = 0; q < keep; q++) {
-      if (hi[q] < Lk) continue;
-      G->cols[16 * groups + n % 16] = C[q];
-      if (++n % 16 == 0) G->row[groups] = (int32_t)r, G->live[groups] = 0xffff, groups++;
+    if (hk == hk && hk + 0x1p-22 * fabs(hk) + 0x1p-20 * emax >= Lk) {
+      if (nfull == most) return -6;
+      full[nfull++] = r;
+      continue;
     }
-    if (n % 16) {
-      for (int64_t e2 = n % 16; e2 < 16; e2++) G->cols[16 * groups + e2] = G->cols[16 * groups];
-      G->row[groups] = (int32_t)r, G->live[groups] = at_lanes_below(n % 16), groups++;
+    int64_t m = 0;
+    for (int64_t q = 0; q < n; q++) {
+      if (hi[q] < Lk) continue;
+      G->cols[16 * groups + m % 16] = C[q];
+      if (++m % 16 == 0) G->row[groups] = (int32_t)r, G->live[groups] = 0xffff, groups++;
+    }
+    if (m % 16) {
+      for (int64_t e2 = m % 16; e2 < 16; e2++) G->cols[16 * groups + e2] = G->cols[16 * groups];
+      G->row[groups] = (int32_t)r, G->live[groups] = at_lanes_below(m % 16), groups++;
     }
   }
   at_exact(j, G, groups);
   // Each row's exact k best among its candidates (in column order, as the list was).
-  float V[AT_SCREEN_MOST + 16];
-  int32_t C[AT_SCREEN_MOST + 16];
+  float V[2 * AT_SCREEN_MOST + AT_NR];
+  int32_t C[2 * AT_SCREEN_MOST + AT_NR];
   for (int64_t g = 0; g < groups;) {
     const int32_t r = G->row[g];
     int64_t n = 0;
@@ -689,6 +703,9 @@ static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const
     }
     at_best(V, C, n, k, j->values + r * k, j->indices + r * k);
   }
+  for (int64_t f = 0; f < nfull; f++)
+    if (!at_full_row(j, full[f])) return -4;
+  __atomic_fetch_add(&at_full_rows, nfull, __ATOMIC_RELAXED);
   return -1;
 }
 
@@ -701,12 +718,11 @@ static void *at_amx_task(void *p) {
   const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
   amx_configure();
   uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
-  const uint16_t *packed2 = packed + Kp * slivers * 32;
   float *tile = at_alloc(sizeof(float) * 32 * 32);
   at_lists L = at_lists_new(R, j->keep ? j->keep : k);
   at_row_eps *E = j->keep ? malloc(sizeof(at_row_eps) * (size_t)R) : 0;
   // The screen's exact sums: at most ⌈keep/16⌉ groups a row.
-  const int64_t most = j->keep ? R * ((j->keep + 15) / 16) : 0;
+  const int64_t most = j->keep ? R * ((2 * j->keep + AT_NR + 15) / 16) : 0;
   at_exact_groups G = {at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
                        at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
   j->status = -1;
@@ -719,7 +735,7 @@ static void *at_amx_task(void *p) {
     const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
     // The screen's bound for each row first: a row out of its range declines the call at once.
     for (int64_t i = 0; j->keep && i < rows; i++) {
-      double sq[4];
+      double sq[3];
       if (!at_screen_norms(j->x + (r0 + i) * K, K, sq)) {
         j->status = -6;
         goto done;
@@ -732,7 +748,7 @@ static void *at_amx_task(void *p) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-        amx_block(A + i0 * Kp, packed + js * Kp * 32, j->keep ? packed2 + js * Kp * 32 : 0, Kp, tile);
+        amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *t = tile + (i - i0) * 32;
           __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), b0), v1 = _mm512_add_ps(_mm512_load_ps(t + 16), b1);
@@ -803,7 +819,7 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 #endif
 
 // x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: 2·⌈K/32⌉·32·⌈N/32⌉·32
-// floats of scratch (the screen keeps W's bf16 split and a transposed copy there). values/indices
+// floats of scratch (the screen keeps W in bf16 and a transposed copy there). values/indices
 // [M, k]: each row's k largest of x·W + b, best first. `bf16`:
 // the product on AMX tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
@@ -824,7 +840,7 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
   int nt = clamp_threads(threads);
 #ifdef SC_AMX
   if (bf16) {
-    amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt, 0);
+    amx_pack_all(w, wT, wT ? K : N, K, N, (uint16_t *)(void *)packed, nt);
     const int32_t status = at_amx(x, M, K, w, wT, N, bias, k, packed, values, indices, nt, 0, 0, 0, 0);
     free(bias);
     return status;
@@ -836,7 +852,7 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     float *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
     double bmax = 0;
     for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
-    // The scratch: both bf16 terms (Kp·Np floats' room), then W transposed.
+    // The scratch: W in bf16 (Kp·Np / 2 floats' room), then W transposed.
     float *wt = packed + amx_kp(K) * Np;
     if (ucol && bmax <= 0x1p50 && at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)) {
       const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;

@@ -45,8 +45,8 @@ static inline uint16_t amx_bf16(float f) {
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-// What bf16 rounding leaves of v: v − bf16(v), exact in f32. Packing it as bf16 again gives the
-// second term of a two-term split v ≈ bf16(v) + bf16(v − bf16(v)) (about 16 significant bits).
+// What bf16 rounding leaves of v: v − bf16(v), exact in f32 (the f32 top-k's screen bounds it,
+// affine_topk.c).
 static inline float amx_resid(float v) {
   const uint32_t h = (uint32_t)amx_bf16(v) << 16;
   float r;
@@ -62,24 +62,26 @@ static inline __m512 amx_resid16(__m512 v) {
 // K rounded up to whole tile steps (32 bf16).
 static inline int64_t amx_kp(int64_t K) { return (K + 31) / 32 * 32; }
 
+// Rows k (lo) and k + 1 (hi) of 16 columns as 16 VNNI pairs (k even): converted together, then
+// interleaved column by column into dst (32 values).
+static inline void amx_pack_pair(__m512 lo, __m512 hi, uint16_t *dst) {
+  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  _mm512_storeu_si512((void *)dst, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+}
+
 // Column sliver s (32 columns) of B ([K, N] with row stride ldb, or stored [N, K] when bT) in
 // VNNI form: two halves of 16 columns, each Kp/2 rows of (k even, k odd) pairs per column;
 // zero past K and N. dst holds Kp · 32 values.
 static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, int64_t N, int64_t s,
-                              uint16_t *dst, int resid) {
+                              uint16_t *dst) {
   const int64_t Kp = amx_kp(K);
   if (!bT && (s + 1) * 32 <= N) {
-    // Rows k and k + 1 of the sliver, 16 columns at a time: converted together, then interleaved.
-    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int64_t k = 0; k < Kp; k += 2)
       for (int64_t h = 0; h < 2; h++) {
         const float *r0 = b + k * ldb + s * 32 + h * 16;
-        __m512 lo = k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps();
-        __m512 hi = k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps();
-        if (resid) lo = amx_resid16(lo), hi = amx_resid16(hi);
-        const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-        _mm512_storeu_si512((void *)(dst + h * Kp * 16 + (k >> 1) * 32), _mm512_permutexvar_epi16(pairs, v));
+        amx_pack_pair(k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps(),
+                      k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps(), dst + h * Kp * 16 + (k >> 1) * 32);
       }
     return;
   }
@@ -89,7 +91,7 @@ static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, in
       const int64_t c = s * 32 + h * 16 + n;
       for (int64_t k = 0; k < Kp; k++) {
         const float v = c < N && k < K ? (bT ? b[c * ldb + k] : b[k * ldb + c]) : 0.0f;
-        d[(k >> 1) * 32 + n * 2 + (k & 1)] = amx_bf16(resid ? amx_resid(v) : v);
+        d[(k >> 1) * 32 + n * 2 + (k & 1)] = amx_bf16(v);
       }
     }
   }
@@ -99,26 +101,25 @@ typedef struct {
   const float *b;
   uint16_t *packed;
   int64_t ldb, K, N, s0, s1;
-  int bT, resid;
+  int bT;
 } amx_pack_job;
 
 static void *amx_pack_task(void *p) {
   const amx_pack_job *j = p;
   const int64_t Kp = amx_kp(j->K);
   for (int64_t s = j->s0; s < j->s1; s++)
-    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32, j->resid);
+    amx_pack_b(j->b, j->bT, j->ldb, j->K, j->N, s, j->packed + s * Kp * 32);
   return 0;
 }
 
-// All of B's slivers into packed (⌈K/32⌉·32 · ⌈N/32⌉·32 values), split over nt threads; with
-// `resid`, the bf16 rounding of what bf16 rounding leaves of each value (amx_resid).
+// All of B's slivers into packed (⌈K/32⌉·32 · ⌈N/32⌉·32 values), split over nt threads.
 static inline void amx_pack_all(const float *b, int bT, int64_t ldb, int64_t K, int64_t N,
-                                uint16_t *packed, int nt, int resid) {
+                                uint16_t *packed, int nt) {
   const int64_t slivers = (N + 31) / 32;
   amx_pack_job jobs[MAX_THREADS];
   const int np = nt < slivers ? nt : (int)slivers;
   for (int t = 0; t < np; t++)
-    jobs[t] = (amx_pack_job){b, packed, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT, resid};
+    jobs[t] = (amx_pack_job){b, packed, ldb, K, N, slivers * t / np, slivers * (t + 1) / np, bT};
   run_tasks(amx_pack_task, jobs, sizeof(amx_pack_job), np);
 }
 
@@ -158,11 +159,8 @@ static inline void amx_pack_a(const float *a, int aT, int64_t lda, int64_t M, in
   }
 }
 
-// C[32][32] (row stride 32) = A[32 rows of Kp] · B (a sliver from amx_pack_b), summed in f32; with
-// B2 (the same sliver packed with `resid`), A·(B + B2): W as a two-term bf16 split (the f32 top-k's
-// screen, affine_topk.c).
-static inline void amx_block(const uint16_t *A, const uint16_t *B, const uint16_t *B2, int64_t Kp,
-                             float *C) {
+// C[32][32] (row stride 32) = A[32 rows of Kp] · B (a sliver from amx_pack_b), summed in f32.
+static inline void amx_block(const uint16_t *A, const uint16_t *B, int64_t Kp, float *C) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -170,15 +168,12 @@ static inline void amx_block(const uint16_t *A, const uint16_t *B, const uint16_
   for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
     _tile_loadd(4, A + k0, Kp * 2);
     _tile_loadd(5, A + 16 * Kp + k0, Kp * 2);
-    for (int term = 0; term < (B2 ? 2 : 1); term++) {
-      const uint16_t *b = term ? B2 : B;
-      _tile_loadd(6, b + k0 * 16, 64);
-      _tile_loadd(7, b + Kp * 16 + k0 * 16, 64);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
+    _tile_loadd(6, B + k0 * 16, 64);
+    _tile_loadd(7, B + Kp * 16 + k0 * 16, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
   }
   _tile_stored(0, C, 128);
   _tile_stored(1, C + 16, 128);

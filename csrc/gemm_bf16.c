@@ -39,7 +39,7 @@ static void *gb_task(void *p) {
     for (int64_t js = 0; js < slivers; js++) {
       const int64_t c0 = js * 32, n = N - c0 < 32 ? N - c0 : 32;
       for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-        amx_block(A + i0 * Kp, j->packed + js * Kp * 32, 0, Kp, tile);
+        amx_block(A + i0 * Kp, j->packed + js * Kp * 32, Kp, tile);
         for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
           float *out = j->c + (r0 + i) * j->ldc + c0;
           const float *t = tile + (i - i0) * 32;
@@ -66,7 +66,7 @@ int32_t sc_gemm_bf16_f32(const float *a, int32_t aT, int64_t lda, const float *b
   const int64_t groups = (M + 31) / 32;
   int nt = clamp_threads(threads);
   uint16_t *p16 = (uint16_t *)(void *)packed;
-  amx_pack_all(b, bT, ldb, K, N, p16, nt, 0);
+  amx_pack_all(b, bT, ldb, K, N, p16, nt);
   if (nt > groups) nt = (int)groups;
   gb_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {

@@ -144,7 +144,7 @@ test("fusedAffineTopk: the oracle's bits and selection on random floats, every b
     [12, 513, 40, 40, true],
     [14, 1000, 48, 6, false],
     [30, 64, 33, 1, false],
-    // The sorted lists at k = 17 (a partial vector) and their largest k; the key lists above it.
+    // k = 17 (a partial vector), k = 128 and 129, 256 (the most the candidate lists take).
     [26, 40, 300, 17, false],
     [9, 70, 400, 128, true],
     [11, 64, 500, 129, false],
@@ -196,11 +196,28 @@ test("f32 through the bf16 screen (AMX): the oracle's bits; near-ties and odd op
     const x = randomF32(M * K, 3 + K), W = randomF32(K * N, 4 + N), b = randomF32(N, 5 + k);
     assertEquals(check(x, W, b, M, K, k), 1, `${M}x${K}x${N} k ${k}: answered through the screen`);
   }
-  // Two distinct columns, each 128 times: more columns tie with the k-th than the list holds, so
-  // the screen declines and the f32 kernel answers.
-  const M = 6, K = 64, N = 256, k = 40;
+  // One row whose best columns are 100 copies of one column (the others point away from it): more
+  // columns tie with its k-th than its list holds, so that row alone is summed in full.
+  {
+    const M = 40, K = 64, N = 512, k = 8, copies = 100, row = 5;
+    const u = randomF32(K, 13), W = randomF32(K * N, 14), x = randomF32(M * K, 15);
+    for (let q = 0; q < K; q++) for (let j = 0; j < copies; j++) W[q * N + j] = u[q];
+    const uu = u.reduce((s, v) => s + v * v, 0);
+    for (let r = 0; r < M; r++) {
+      const xr = x.subarray(r * K, (r + 1) * K);
+      if (r === row) xr.set(u.map((v) => 4 * v));
+      const dot = xr.reduce((s, v, q) => s + v * u[q], 0);
+      if (r !== row && dot > 0) xr.forEach((v, q) => (xr[q] = Math.fround(v - (2 * dot * u[q]) / uu)));
+    }
+    const full = nat.topkFullRows();
+    assertEquals(check(x, W, new Float32Array(N), M, K, k), 1, "one near-tie row: still screened");
+    assertEquals(nat.topkFullRows() - full, 1, "one near-tie row: that row summed in full");
+  }
+  // Two distinct columns, each 256 times, in every row: more rows cannot be vouched for than the
+  // screen sums in full, so it declines and the f32 kernel answers.
+  const M = 6, K = 64, N = 512, k = 40;
   const x = randomF32(M * K, 8), two = randomF32(K * 2, 9), W = new Float32Array(K * N);
-  for (let q = 0; q < K; q++) for (let j = 0; j < N; j++) W[q * N + j] = two[q * 2 + (j >> 7)];
+  for (let q = 0; q < K; q++) for (let j = 0; j < N; j++) W[q * N + j] = two[q * 2 + (j >> 8)];
   const b = new Float32Array(N);
   assertEquals(check(x, W, b, M, K, k), 0, "near-ties: declined");
   // A subnormal operand is outside the screen's bound (AMX reads it as zero): declined.

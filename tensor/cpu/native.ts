@@ -195,6 +195,11 @@ export interface Native extends NativeTrain {
    */
   topkScreened(): number;
   /**
+   * How many rows such calls summed in full because the screen could not vouch for them (more
+   * columns near the row's k-th best than its list holds): for tests of that path.
+   */
+  topkFullRows(): number;
+  /**
    * c [M, N] (row stride ldc) = a·b + beta·c from bf16-rounded a [M, K] (stored [K, M] when aT;
    * row stride lda) and b [K, N] (stored [N, K] when bT), summed in f32 on AMX tiles
    * (csrc/gemm_bf16.c): cblas_sbgemm's product. `packed`: scratch of ⌈K/32⌉·32·⌈N/32⌉·32 / 2
@@ -359,6 +364,7 @@ const ONE_WIDTH: Record<string, FfiSig> = {
   },
   sc_amx_bf16_ready: { args: [], ret: "i32" },
   sc_affine_topk_screened: { args: [], ret: "i64" },
+  sc_affine_topk_full_rows: { args: [], ret: "i64" },
 };
 
 /** The cached library for this source, compiler flags and CPU, compiled now if missing. */
@@ -495,6 +501,7 @@ function bind(path: string, raw: Raw): Native {
     },
     amxBf16: () => raw.amx_bf16_ready() === 1,
     topkScreened: () => Number(raw.affine_topk_screened()),
+    topkFullRows: () => Number(raw.affine_topk_full_rows()),
     gemmBf16(a, aT, lda, b, bT, ldb, M, N, K, beta, c, ldc, packed, threads) {
       const k = "gemmBf16";
       for (
