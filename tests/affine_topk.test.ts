@@ -207,7 +207,9 @@ test("f32 through the bf16 screen (AMX): the oracle's bits; near-ties and odd op
       const xr = x.subarray(r * K, (r + 1) * K);
       if (r === row) xr.set(u.map((v) => 4 * v));
       const dot = xr.reduce((s, v, q) => s + v * u[q], 0);
-      if (r !== row && dot > 0) xr.forEach((v, q) => (xr[q] = Math.fround(v - (2 * dot * u[q]) / uu)));
+      if (r !== row && dot > 0) {
+        xr.forEach((v, q) => (xr[q] = Math.fround(v - (2 * dot * u[q]) / uu)));
+      }
     }
     const full = nat.topkFullRows();
     assertEquals(check(x, W, new Float32Array(N), M, K, k), 1, "one near-tie row: still screened");
