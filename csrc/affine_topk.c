@@ -134,13 +134,13 @@ typedef struct {
                                       // (bf16: rows [s0, s1), `block` rows at a time)
   float *values;
   int32_t *indices;
-  int status;  // -1, -2, -4, or -6 (the bf16 screen cannot vouch for a row: see at_screen)
+  int status;  // -1, -2, -4, or -6 (the bf16 screen cannot vouch for enough rows: see at_screen)
   // The f32 product through a bf16 screen (at_screen): W as given, its largest column norm, and
   // how many approximate candidates each row keeps (0: plain bf16, no screen).
   const float *w, *wt;  // wt: W transposed ([N, K]), for the screen's exact sums
   int32_t wT;
   int64_t keep;
-  const float *ucol;  // per column (padded to whole slivers with zeros): ‖w_c‖, ‖δ²w_c‖, ‖w_c‖ + 2‖δw_c‖
+  const float *ucol;  // per column (padded to whole slivers with zeros): ‖w_c‖, ‖δw_c‖, ‖w_c‖ + ‖δw_c‖
   double d0;          // the bound's constant term (at_screen_eps)
 } at_job;
 
@@ -209,7 +209,8 @@ static int64_t at_keep_from(float *V, int32_t *C, int64_t n, uint32_t t, int64_t
     const __mmask16 live = at_lanes_below(n - 16 * q);
     __mmask16 eq = _mm512_mask_cmpeq_epu32_mask(live, o, tv);
     // The first `ties` equal ones, in column order.
-    for (int64_t e = __builtin_popcount(eq); e > ties; e--) eq &= (__mmask16)~(0x8000u >> __builtin_clz((uint32_t)eq << 16));
+    for (int64_t e = __builtin_popcount(eq); e > ties; e--)
+      eq &= (__mmask16)~(0x8000u >> __builtin_clz((uint32_t)eq << 16));  // the last one out
     ties -= __builtin_popcount(eq);
     const __mmask16 m = _mm512_mask_cmpgt_epu32_mask(live, o, tv) | eq;
     // Stores go no further than the buffer's own entries: w ≤ 16·q.
@@ -291,7 +292,8 @@ static inline int at_offer(at_lists *L, int64_t i, const float *t, int64_t c0, i
   const __mmask16 h0 = _mm512_mask_cmp_ps_mask(r0, v0, thr, _CMP_NLE_UQ);
   const __mmask16 h1 = _mm512_mask_cmp_ps_mask(r1, v1, thr, _CMP_NLE_UQ);
   if (!(h0 | h1)) return 1;
-  if (_mm512_mask_cmp_ps_mask(r0, v0, v0, _CMP_UNORD_Q) | _mm512_mask_cmp_ps_mask(r1, v1, v1, _CMP_UNORD_Q)) return 0;
+  if (_mm512_mask_cmp_ps_mask(r0, v0, v0, _CMP_UNORD_Q) | _mm512_mask_cmp_ps_mask(r1, v1, v1, _CMP_UNORD_Q))
+    return 0;
   float *V = L->vals + i * L->width;
   int32_t *C = L->cols + i * L->width;
   int64_t m = L->count[i];
@@ -368,9 +370,9 @@ done:
 #ifdef SC_AMX
 // ---- The f32 top-k through a bf16 screen ----------------------------------------------------
 // The exact f32 top-k (the sums above, to the bit) for about the cost of a bf16 GEMM: AMX computes
-// every entry a = x̃·w̃ + b from x̃ = bf16(x) and w̃ = bf16(w); each row keeps the `keep` best upper
-// bounds a + ε; only the columns the bound cannot rule out are summed again exactly, and their
-// exact k best are the answer.
+// every entry a = x̃·w̃ + b from x̃ = bf16(x) and w̃ = bf16(w); each row keeps at least the `keep`
+// best upper bounds a + ε; only the columns the bound cannot rule out are summed again exactly, and
+// their exact k best are the answer.
 //
 // The bound. With δx = x − x̃ and δw = w − w̃, x·w − x̃·w̃ = δx·w + x̃·δw, so the products' sum moves
 // by at most ‖δx‖·‖w_c‖ + ‖x̃‖·‖δw_c‖ (Cauchy–Schwarz on the rounding errors themselves: about
@@ -383,9 +385,10 @@ done:
 // below 2⁻¹²⁶: operands lie in [2⁻¹⁰⁰, 2⁵⁰] or are 0, so no operand is subnormal in bf16).
 // Each row's list ranks the upper bounds h = a + ε_c; at_screen takes the k-th largest lower bound L
 // among the listed (at most the exact k-th best), keeps the listed columns whose upper bound reaches
-// L, and vouches for the row when every unlisted column's h (at most the list's cut, hk) is below
-// L. When it is not (more than `keep` columns near the k-th best), the call returns -6, for the f32
-// kernel to redo. Operands outside that range keep the screen out.
+// L, and vouches for the row when every unlisted column's h (at most the list's threshold) is below
+// L. A row it cannot vouch for (more columns near the k-th best than its list holds) is summed in
+// full; past one such row in 32 the call returns -6, for the f32 kernel to redo. Operands outside
+// that range keep the screen out.
 
 // Room in a row's list: three times the k best (ε is ~2⁻⁸ of ‖x‖·‖w‖, so columns beyond the k best
 // come within it: about 1.6k of them on random operands), at most AT_SCREEN_MOST.
@@ -612,25 +615,27 @@ static void at_exact(const at_job *j, const at_exact_groups *G, int64_t groups) 
 }
 
 // Row r's exact k best from all N columns (a row the screen could not vouch for): every column's
-// exact sum, 16 at a time, offered to a one-row list. 0 when a sum is NaN or memory runs out.
+// exact sum, 16 at a time, offered to a one-row list. -1 done, -2 out of memory, -4 a NaN.
 static int at_full_row(const at_job *j, int64_t r) {
   const int64_t N = j->N, groups = (N + 15) / 16;
-  at_exact_groups F = {at_alloc(sizeof(int32_t) * (size_t)(16 * groups)), at_alloc(sizeof(int32_t) * (size_t)groups),
-                       at_alloc(sizeof(__mmask16) * (size_t)groups), at_alloc(sizeof(float) * (size_t)(16 * groups + AT_NR))};
+  at_exact_groups F = {at_alloc(sizeof(int32_t) * (size_t)(16 * groups)),
+                       at_alloc(sizeof(int32_t) * (size_t)groups), at_alloc(sizeof(__mmask16) * (size_t)groups),
+                       at_alloc(sizeof(float) * (size_t)(16 * groups + AT_NR))};
   at_lists L = at_lists_new(1, j->k);
-  int ok = F.cols && F.row && F.live && F.sum && at_lists_ok(&L);
-  if (ok) {
+  int status = F.cols && F.row && F.live && F.sum && at_lists_ok(&L) ? -1 : -2;
+  if (status == -1) {
     for (int64_t g = 0; g < groups; g++) {
       for (int64_t l = 0; l < 16; l++) F.cols[16 * g + l] = (int32_t)(16 * g + l < N ? 16 * g + l : N - 1);
       F.row[g] = (int32_t)r, F.live[g] = at_lanes_below(N - 16 * g);
     }
     at_exact(j, &F, groups);
     at_lists_reset(&L, 1);
-    for (int64_t c0 = 0; ok && c0 < N; c0 += AT_NR) ok = at_offer(&L, 0, F.sum + c0, c0, N - c0);
-    if (ok) at_lists_write(&L, r, r + 1, j->k, j->values, j->indices);
+    for (int64_t c0 = 0; status == -1 && c0 < N; c0 += AT_NR)
+      if (!at_offer(&L, 0, F.sum + c0, c0, N - c0)) status = -4;
+    if (status == -1) at_lists_write(&L, r, r + 1, j->k, j->values, j->indices);
   }
   free(F.cols), free(F.row), free(F.live), free(F.sum), at_lists_free(&L);
-  return ok;
+  return status;
 }
 
 // Rows [r0, r1)'s screened lists (list i is row r0 + i: the columns whose upper bound a + ε beat
@@ -703,8 +708,10 @@ static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const
     }
     at_best(V, C, n, k, j->values + r * k, j->indices + r * k);
   }
-  for (int64_t f = 0; f < nfull; f++)
-    if (!at_full_row(j, full[f])) return -4;
+  for (int64_t f = 0; f < nfull; f++) {
+    const int status = at_full_row(j, full[f]);
+    if (status != -1) return status;
+  }
   __atomic_fetch_add(&at_full_rows, nfull, __ATOMIC_RELAXED);
   return -1;
 }
@@ -810,8 +817,8 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
   if (nt > groups) nt = (int)groups;
   at_job jobs[MAX_THREADS];
   for (int t = 0; t < nt; t++) {
-    jobs[t] = (at_job){x,       packed, bias, M, K,  N,    k, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
-                       R,       values, indices, -1, w, wt, wT, keep, ucol, d0};
+    jobs[t] = (at_job){x, packed, bias, M, K,  N,  k,  amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt),
+                       R, values, indices, -1, w, wt, wT, keep, ucol, d0};
   }
   run_tasks(at_amx_task, jobs, sizeof(at_job), nt);
   return at_status(jobs, nt);

@@ -80,8 +80,9 @@ static inline void amx_pack_b(const float *b, int bT, int64_t ldb, int64_t K, in
     for (int64_t k = 0; k < Kp; k += 2)
       for (int64_t h = 0; h < 2; h++) {
         const float *r0 = b + k * ldb + s * 32 + h * 16;
-        amx_pack_pair(k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps(),
-                      k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps(), dst + h * Kp * 16 + (k >> 1) * 32);
+        const __m512 lo = k < K ? _mm512_loadu_ps(r0) : _mm512_setzero_ps();
+        const __m512 hi = k + 1 < K ? _mm512_loadu_ps(r0 + ldb) : _mm512_setzero_ps();
+        amx_pack_pair(lo, hi, dst + h * Kp * 16 + (k >> 1) * 32);
       }
     return;
   }
