@@ -825,10 +825,10 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 }
 #endif
 
-// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: 2·⌈K/32⌉·32·⌈N/32⌉·32
-// floats of scratch (the screen keeps W in bf16 and a transposed copy there). values/indices
-// [M, k]: each row's k largest of x·W + b, best first. `bf16`:
-// the product on AMX tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
+// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: 3/2·⌈K/32⌉·32 ·
+// ⌈N/32⌉·32 floats of scratch (W packed in f32; or, for the screen, W in bf16 and W transposed).
+// values/indices [M, k]: each row's k largest of x·W + b, best first. `bf16`: the product on AMX
+// tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
                            const float *b, int64_t k, float *packed, float *values, int32_t *indices,
                            int32_t bf16, int32_t threads) {
@@ -859,8 +859,8 @@ int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w,
     float *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
     double bmax = 0;
     for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
-    // The scratch: W in bf16 (Kp·Np / 2 floats' room), then W transposed.
-    float *wt = packed + amx_kp(K) * Np;
+    // The scratch: W in bf16 (Kp·Np / 2 floats' room), then W transposed (K·N floats).
+    float *wt = packed + amx_kp(K) * Np / 2;
     if (ucol && bmax <= 0x1p50 && at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)) {
       const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
       const int32_t status =
