@@ -825,14 +825,16 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 }
 #endif
 
-// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; packed: 3/2·⌈K/32⌉·32 ·
-// ⌈N/32⌉·32 floats of scratch (W packed in f32; or, for the screen, W in bf16 and W transposed).
+// x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; scratch: 3/2·⌈K/32⌉·32 ·
+// ⌈N/32⌉·32 + 16 floats (W packed in f32; or, for the screen, W in bf16 and W transposed; from its
+// first 64-byte boundary, so that tile loads and the transposed rows do not straddle cache lines).
 // values/indices [M, k]: each row's k largest of x·W + b, best first. `bf16`: the product on AMX
 // tiles from bf16-rounded operands (-5 where this build or the OS has no AMX).
 int32_t sc_affine_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int32_t wT, int64_t N,
-                           const float *b, int64_t k, float *packed, float *values, int32_t *indices,
+                           const float *b, int64_t k, float *scratch, float *values, int32_t *indices,
                            int32_t bf16, int32_t threads) {
   if (k < 1 || k > N || M < 1 || K < 1) return -3;
+  float *packed = (float *)(void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
   if (k > AT_MAX_K) return -5;
 #ifdef SC_AMX
   if (bf16 && !amx_ready()) return -5;

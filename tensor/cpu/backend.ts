@@ -669,7 +669,9 @@ export const cpu: Backend = {
         (N === 1 && w.strides[0] === 1);
       const wT = !rowOrder && transposedMatrix(w);
       if (!wT && !rowOrder) return null;
-      const packed = takeArray("f32", 1.5 * Math.ceil(Kd / 32) * 32 * Math.ceil(N / 32) * 32) as F;
+      // W in bf16 and W transposed (or W packed in f32), from the first 64-byte boundary.
+      const room = 1.5 * Math.ceil(Kd / 32) * 32 * Math.ceil(N / 32) * 32 + 16;
+      const packed = takeArray("f32", room) as F;
       const values = takeArray("f32", M * k) as F, indices = takeArray("i32", M * k) as Int32Array;
       const r = nat.affineTopk(
         own(x, M * Kd) as F,

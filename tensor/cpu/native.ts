@@ -169,7 +169,7 @@ export interface Native extends NativeTrain {
    * Each row's k largest of x [M, K] · w + b (w [K, N], or [N, K] with `wT`; b [N]) into values
    * and indices [M, k], best first, without writing the product (csrc/affine_topk.c): "done", or
    * "compose" where this build or k has no fused kernel or the product holds a NaN. `bf16`: the
-   * product from bf16-rounded operands on AMX tiles. `packed` is scratch of 3/2·⌈K/32⌉·32·⌈N/32⌉·32
+   * product from bf16-rounded operands on AMX tiles. `packed` is scratch of 3/2·⌈K/32⌉·32·⌈N/32⌉·32 + 16
    * elements.
    */
   affineTopk(
@@ -530,7 +530,13 @@ function bind(path: string, raw: Raw): Native {
       if (kk < 1 || kk > N) throw new RangeError(`native ${k}: k = ${kk} is not in [1, ${N}]`);
       checkFloats(k, "x", x, M * K, x), checkFloats(k, "w", w, K * N, x);
       checkFloats(k, "b", b, N, x);
-      checkFloats(k, "packed", packed, 1.5 * Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 32, x);
+      checkFloats(
+        k,
+        "packed",
+        packed,
+        1.5 * Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 32 + 16,
+        x,
+      );
       checkFloats(k, "values", values, M * kk, x), checkIndices(k, "indices", indices, M * kk);
       const r = fn("affine_topk", x)(
         x,
