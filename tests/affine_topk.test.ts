@@ -166,7 +166,7 @@ test("fusedAffineTopk: the oracle's bits and selection on random floats, every b
   }
 });
 
-test("f32 through the bf16 screen (AMX): the oracle's bits; near-ties and odd operands decline it", () => {
+test("f32 through the bf16 screen (AMX): the oracle's bits; a near-tie row summed in full; near-ties everywhere and odd operands decline it", () => {
   const nat = native();
   if (!here || !nat?.amxBf16()) {
     console.log(

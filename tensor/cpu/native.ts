@@ -169,8 +169,8 @@ export interface Native extends NativeTrain {
    * Each row's k largest of x [M, K] · w + b (w [K, N], or [N, K] with `wT`; b [N]) into values
    * and indices [M, k], best first, without writing the product (csrc/affine_topk.c): "done", or
    * "compose" where this build or k has no fused kernel or the product holds a NaN. `bf16`: the
-   * product from bf16-rounded operands on AMX tiles. `packed` is scratch of 3/2·⌈K/32⌉·32·⌈N/32⌉·32 + 16
-   * elements.
+   * product from bf16-rounded operands on AMX tiles. `packed` is scratch of
+   * 3/2·⌈K/32⌉·32·⌈N/32⌉·32 + 16 elements.
    */
   affineTopk(
     x: F,
