@@ -655,6 +655,7 @@ static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const
   for (int64_t c = 0; c < j->N; c++) {
     umax[0] = fmax(umax[0], u0[c]), umax[1] = fmax(umax[1], u1[c]), umax[2] = fmax(umax[2], u2[c]);
   }
+  // Rows summed in full: at most one in 32 of a block (amx_block_rows: at most 512 rows).
   int64_t groups = 0, nfull = 0, full[32];
   const int64_t most = (r1 - r0 + 31) / 32;
   float lo[2 * AT_SCREEN_MOST + AT_NR];
@@ -728,7 +729,7 @@ static void *at_amx_task(void *p) {
   float *tile = at_alloc(sizeof(float) * 32 * 32);
   at_lists L = at_lists_new(R, j->keep ? j->keep : k);
   at_row_eps *E = j->keep ? malloc(sizeof(at_row_eps) * (size_t)R) : 0;
-  // The screen's exact sums: at most ⌈keep/16⌉ groups a row.
+  // The screen's exact sums: at most a list's width (2·keep + one offer) in groups of 16, a row.
   const int64_t most = j->keep ? R * ((2 * j->keep + AT_NR + 15) / 16) : 0;
   at_exact_groups G = {at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
                        at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
