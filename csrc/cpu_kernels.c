@@ -930,6 +930,33 @@ static void rows8_sumsq_f32(const float *w, int64_t C, double *out) {
   for (int r = 0; r < 8; r++)
     for (int64_t t = c; t < C; t++) out[r] += (double)w[r * C + t] * (double)w[r * C + t];
 }
+
+// Σ w² and Σ g·w for rows 0 … 7 alike (the decoder-gradient projection's two sums), each in
+// double in index order; products of two floats are exact in double, so again one rounding a step.
+static void rows8_dots_f32(const float *g, const float *w, int64_t C, double *ww, double *gw) {
+  __m256d wl = _mm256_setzero_pd(), wh = wl, gl = wl, gh = wl;
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 W[8], G[8];
+    for (int r = 0; r < 8; r++) W[r] = _mm256_loadu_ps(w + r * C + c), G[r] = _mm256_loadu_ps(g + r * C + c);
+    transpose8_ps(W), transpose8_ps(G);
+    for (int i = 0; i < 8; i++) {
+      const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(W[i]));
+      const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(W[i], 1));
+      const __m256d x = _mm256_cvtps_pd(_mm256_castps256_ps128(G[i]));
+      const __m256d y = _mm256_cvtps_pd(_mm256_extractf128_ps(G[i], 1));
+      wl = _mm256_fmadd_pd(a, a, wl), wh = _mm256_fmadd_pd(b, b, wh);
+      gl = _mm256_fmadd_pd(x, a, gl), gh = _mm256_fmadd_pd(y, b, gh);
+    }
+  }
+  _mm256_storeu_pd(ww, wl), _mm256_storeu_pd(ww + 4, wh);
+  _mm256_storeu_pd(gw, gl), _mm256_storeu_pd(gw + 4, gh);
+  for (int r = 0; r < 8; r++)
+    for (int64_t t = c; t < C; t++) {
+      ww[r] += (double)w[r * C + t] * (double)w[r * C + t];
+      gw[r] += (double)g[r * C + t] * (double)w[r * C + t];
+    }
+}
 #endif
 
 // ---- Adam applied: the new parameter in one pass ------------------------------------------
@@ -1067,19 +1094,23 @@ ADAM_APPLY(double, sc_adam_apply_f64)
 
 #define PROJECT_OUT_ROWS(T, NAME)                                                                  \
   ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols)                                     \
+  static inline void NAME##_row(const T *g, const T *w, T *o, int64_t C, double ww, double gw) {  \
+    const double s = gw / ww;                                                                      \
+    for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                  \
+  }                                                                                                \
   static void *NAME##_task(void *q) {                                                              \
     NAME##_job *j = q;                                                                             \
     const int64_t C = j->cols;                                                                     \
-    for (int64_t r = j->lo; r < j->hi; r++) {                                                      \
+    int64_t r = j->lo;                                                                             \
+    PROJECT_ROWS8_##T(j, C, r, NAME)                                                               \
+    for (; r < j->hi; r++) {                                                                       \
       const T *g = j->g + r * C, *w = j->w + r * C;                                                \
-      T *o = j->out + r * C;                                                                       \
       double ww = 0, gw = 0;                                                                       \
       for (int64_t c = 0; c < C; c++) {                                                            \
         ww += (double)w[c] * (double)w[c];                                                         \
         gw += (double)g[c] * (double)w[c];                                                         \
       }                                                                                            \
-      const double s = gw / ww;                                                                    \
-      for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                \
+      NAME##_row(g, w, j->out + r * C, C, ww, gw);                                                 \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -1091,6 +1122,20 @@ ADAM_APPLY(double, sc_adam_apply_f64)
       jobs[t] = (NAME##_job){g, w, out, cols, rows * t / nt, rows * (t + 1) / nt};                 \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
   }
+// One row's two sums are chains of dependent adds (4 cycles each, 3 ms a step for [8192, 512]):
+// f32 rows go eight at a time through rows8_dots_f32, the same sums side by side.
+#ifdef SC_AVX2
+#define PROJECT_ROWS8_float(j, C, r, NAME)                                                         \
+  for (; r + 8 <= j->hi; r += 8) {                                                                 \
+    double ww[8], gw[8];                                                                           \
+    rows8_dots_f32(j->g + r * C, j->w + r * C, C, ww, gw);                                         \
+    for (int q = 0; q < 8; q++)                                                                    \
+      NAME##_row(j->g + (r + q) * C, j->w + (r + q) * C, j->out + (r + q) * C, C, ww[q], gw[q]);   \
+  }
+#else
+#define PROJECT_ROWS8_float(j, C, r, NAME)
+#endif
+#define PROJECT_ROWS8_double(j, C, r, NAME)
 
 PROJECT_OUT_ROWS(float, sc_project_out_rows_f32)
 PROJECT_OUT_ROWS(double, sc_project_out_rows_f64)

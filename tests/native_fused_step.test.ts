@@ -243,13 +243,15 @@ test("native add, sub and mul of a matrix and a broadcast row (or of one shape) 
   );
 });
 
-test("native decoder-gradient projection gives the TypeScript loop's bits", () => {
+test("native decoder-gradient projection gives the TypeScript loop's bits (eight rows at a time and one)", () => {
   if (!status.native) return;
   for (
     const [R, C, f64] of [
       [1, 1, false],
       [7, 33, false],
       [19, 37, false],
+      [16, 5, false],
+      [9, 1, false],
       [5, 9, true],
       [600, 512, false],
     ] as const
