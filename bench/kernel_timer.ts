@@ -18,15 +18,21 @@ export interface KernelTimes {
   report(per: number, minMs: number): number;
 }
 
-export function timeKernels(): KernelTimes {
+/**
+ * With `sync` (a GPU backend's synchronise), each call is timed from a synchronised start to a
+ * synchronised end: the kernel's real time plus one synchronisation, not its launch time.
+ */
+export function timeKernels(o: { sync?: () => void } = {}): KernelTimes {
   const times = new Map<string, [ms: number, calls: number]>();
   const instrument = (obj: Table, prefix: string): void => {
     for (const name of Object.keys(obj)) {
       const f = obj[name];
       if (typeof f !== "function" || SKIP.has(name)) continue;
       obj[name] = function (this: unknown, ...args: unknown[]) {
+        o.sync?.();
         const t0 = performance.now();
         const r = f.apply(this, args);
+        o.sync?.();
         const dt = performance.now() - t0;
         const shapes = args
           .filter((a): a is t.View => !!a && typeof a === "object" && "shape" in a)
@@ -34,7 +40,15 @@ export function timeKernels(): KernelTimes {
             v.shape.join("x") +
             (v.strides.length && v.strides[v.strides.length - 1] !== 1 ? "T" : "")
           );
-        const key = `${prefix}${name}${typeof args[0] === "string" ? ":" + args[0] : ""} ${
+        // The arguments that change the work besides the shapes: reduced axes, k, spmm's side.
+        const extra = name === "reduce"
+          ? ` axes=[${args[2]}]`
+          : name === "topk"
+          ? ` k=${args[1]}`
+          : name === "spmm"
+          ? ` ${args[4] ? "T" : "N"} outRows=${args[5]}`
+          : "";
+        const key = `${prefix}${name}${typeof args[0] === "string" ? ":" + args[0] : ""}${extra} ${
           shapes.join(",")
         }`;
         const e = times.get(key) ?? [0, 0];

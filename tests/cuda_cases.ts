@@ -111,6 +111,9 @@ for (const axes of [[0], [1], [0, 2], [2], [0, 1, 2]]) {
   add(`max ${axes}`, (b) => t.max(on(b, [7, 65, 9], 11), axes));
   add(`min ${axes}`, (b) => t.min(on(b, [7, 65, 9], 12), axes));
 }
+// Few outputs over many elements: split in chunks whose partials a second kernel combines.
+add("sum of 21000 in chunks", (b) => t.sum(on(b, [300, 70], 19)), 1e-4);
+add("max of 21000 in chunks", (b) => t.max(on(b, [300, 70], 20)));
 add("sum of a transposed view", (b) => t.sum(t.transpose(on(b, [300, 70], 13)), 1), 1e-4);
 add("sum bf16", (b) => t.sum(on(b, [64, 40], 14, { dtype: "bf16" }), 1), 1e-2);
 add(
@@ -222,6 +225,33 @@ add("spmm / spmmT / sddmm", (b) => {
 }, 1e-4);
 
 /** A TopK SAE loss, its gradients and one Adam update. */
+/**
+ * A clipped, constrained Adam step of a TopK SAE as training takes it (applyStep: the fused Adam
+ * applied to each parameter, ∂W_enc transposed as the sparse product gives it, clipping's sums of
+ * squares, W_dec's rows renormalised), from saeGrads's gradients.
+ */
+export const saeStep = (b: Backend): T[] => {
+  const [, gWenc, gbenc, gWdec, gbdec] = saeGrads(b);
+  const p = {
+    W_enc: on(b, [32, 128], 50, { lo: -0.3, hi: 0.3 }),
+    b_enc: on(b, [128], 51, { lo: -0.1, hi: 0.1 }),
+    W_dec: on(b, [128, 32], 52, { lo: -0.3, hi: 0.3 }),
+    b_dec: on(b, [32], 53),
+  };
+  const g = { W_enc: gWenc, b_enc: gbenc, W_dec: gWdec, b_dec: gbdec };
+  const opt = t.chain(t.clipByGlobalNorm(0.05), t.adam({ lr: 1e-2 }));
+  let state = opt.init(p), params = p;
+  for (let i = 0; i < 2; i++) {
+    [params, state] = t.applyStep(opt, g, state, params, {
+      unitRows: {
+        leaves: new Set([params.W_dec]),
+        rows: (w) => t.div(w, t.norm(w, -1, { keepdims: true })),
+      },
+    });
+  }
+  return [params.W_enc, params.b_enc, params.W_dec, params.b_dec, t.globalNorm(g)];
+};
+
 export const saeGrads = (b: Backend): T[] => {
   const p = {
     W_enc: on(b, [32, 128], 50, { lo: -0.3, hi: 0.3 }),

@@ -6,7 +6,7 @@
  */
 import { assert, test } from "./harness.ts";
 import { installRuntime } from "../tensor/cuda/runtime.ts";
-import { CASES, saeGrads, same } from "./cuda_cases.ts";
+import { CASES, saeGrads, saeStep, same } from "./cuda_cases.ts";
 import { emulatedRuntime } from "./cuda_emu/runtime.ts";
 import { skip, which } from "./cuda_tools.ts";
 
@@ -19,6 +19,7 @@ test("cuda kernels emulated on the CPU agree with the cpu backend on every op ca
   try {
     for (const [name, make, rtol, atol] of CASES) await same(name, make, rtol, atol);
     await same("topk SAE loss, grads, adam", saeGrads, 1e-4, 1e-5);
+    await same("topk SAE clipped constrained adam steps", saeStep, 1e-4, 1e-5);
     const s = rt.allocator.stats();
     assert(
       s.inUse <= 16 + 512,

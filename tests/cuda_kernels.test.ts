@@ -122,6 +122,7 @@ function exercise(): void {
   cuda.reduce("sum", view([30, 9000], "f32"), [0], "f32");
   cuda.reduce("sum", view([3, 4, 5], "bf16"), [0, 2], "bf16");
   cuda.reduce("min", view([10], "i32"), [0], "i32");
+  cuda.reduce("sum", view([512, 8192], "f32"), [0, 1], "f32");
   cuda.argReduce("argmax", x, 1);
   cuda.argReduce("argmin", xt, 0);
   cuda.matmul(view([4, 6], "f32"), view([6, 5], "f32"), "f32");
@@ -151,6 +152,21 @@ function exercise(): void {
   const h = { b1: 0.9, b2: 0.999, eps: 1e-8, c2: 0.5, scale: -1e-3, decay: 0.01 };
   cuda.fused!.adam!(x, x, x, x, h);
   cuda.fused!.adam!(view([7], "f64"), view([7], "f64"), view([7], "f64"), null, h);
+  const p64 = view([6, 4], "f32"), scale = view([1], "f32");
+  cuda.fused!.adamApply!(p64, xt, p64, p64, scale, h, { decay: true, unitRows: true });
+  cuda.fused!.adamApply!(
+    view([7], "f64"),
+    view([7], "f64"),
+    view([7], "f64"),
+    view([7], "f64"),
+    null,
+    h,
+    {
+      decay: false,
+      unitRows: false,
+    },
+  );
+  cuda.fused!.sumSquares!(view([5000], "f32"));
   cuda.fused!.unitRows!(x);
   cuda.fused!.projectOutRows!(x, x);
 }
@@ -217,6 +233,8 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
       const fam of [
         "reduce_warp",
         "reduce_thread",
+        "reduce_split",
+        "reduce_parts",
         "arg_reduce",
         "cumsum",
         "topk_init",
@@ -229,6 +247,8 @@ test("cuda kernels: every source compiles with nvcc, and every launch matches it
         "spmm",
         "sddmm",
         "adam",
+        "adam_apply",
+        "sum_squares_split",
         "unit_rows",
         "project_out_rows",
       ]

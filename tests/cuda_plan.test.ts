@@ -217,6 +217,8 @@ test("cuda reduce plan: kept and reduced axes enumerate the input exactly once, 
           red = offsets(p.reduced.shape, p.reduced.strides, 0);
         assertEquals(kept.length, p.nOut);
         assertEquals(red.length, p.rn);
+        // A split leaves every chunk 1024 elements or more (never an empty one).
+        assert(p.parts === 1 || (p.warp && p.rn / p.parts >= 1024), `parts ${p.parts} of ${p.rn}`);
         // Expected: for each output (kept axes in order), the offsets of its reduced elements.
         const keptAxes = shape.map((_, d) => d).filter((d) => !pick[d]);
         const all = offsets(shape, v.strides, v.offset);
@@ -246,6 +248,15 @@ test("cuda reduce plan: kept and reduced axes enumerate the input exactly once, 
     planReduce([65536, 512], [512, 1], [0], 132).warp,
     "few outputs: a warp each, for parallelism",
   );
+  // Too few outputs to fill the GPU even a warp each: each output's elements in chunks.
+  assertEquals(
+    planReduce([8192, 512], [512, 1], [0, 1], 132).parts,
+    1024,
+    "a full sum: 1024 chunks",
+  );
+  assertEquals(planReduce([64, 4096], [4096, 1], [1], 132).parts, 4, "64 rows of 4096: 4 each");
+  assertEquals(planReduce([65536, 512], [512, 1], [1], 132).parts, 1, "many rows: no split");
+  assertEquals(planReduce([512, 65536], [65536, 1], [0], 132).parts, 1, "a thread per output");
 });
 
 test("cuda allocator: blocks reused by rounded size; 10,000 steps hold flat memory; OOM empties the cache once", () => {

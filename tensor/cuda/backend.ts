@@ -23,7 +23,13 @@ import {
 import { SUFFIX } from "./kernels/prelude.ts";
 import { indexDigits, KEY_BYTES } from "./kernels/select.ts";
 import { arg, type KernelArg } from "./params.ts";
-import { blocksFor, planElementwise, planReduce, type StridedPart } from "./plan.ts";
+import {
+  blocksFor,
+  planElementwise,
+  planReduce,
+  type ReducePlan,
+  type StridedPart,
+} from "./plan.ts";
 import {
   type CudaRuntime,
   cudaRuntime,
@@ -150,6 +156,9 @@ function launchMain(
 }
 
 const ERR_TEXT: Record<number, string> = { 1: "gather", 2: "scatterAdd", 3: "spmm", 4: "sddmm" };
+/** The cpu backend's wording of each index error (sparse products count rows). */
+const ERR_RANGE = (code: number, size: number) =>
+  code === 3 || code === 4 ? `${size} rows` : `an axis of size ${size}`;
 
 /** Throw the first index error a kernel recorded since the last readback (and clear it). */
 function checkDeviceErrors(r: CudaRuntime): void {
@@ -159,8 +168,8 @@ function checkDeviceErrors(r: CudaRuntime): void {
   if (w[0] === 0) return;
   r.driver.memsetD8(r.errWord.ptr, 0, 16, r.stream);
   throw new RangeError(
-    `${ERR_TEXT[w[0]] ?? "kernel"}: index ${w[1]} is out of range for an axis of size ${
-      w[2]
+    `${ERR_TEXT[w[0]] ?? "kernel"}: index ${w[1]} is out of range for ${
+      ERR_RANGE(w[0], w[2])
     } (found on the GPU, reported at this readback)`,
   );
 }
@@ -277,7 +286,7 @@ function topk(x: View, k: number): [CudaBuf, CudaBuf] {
       arg.ptr(state.ptr),
       arg.ptr(hist.ptr),
     ]);
-    launchMain("topk_pick", [blocksFor(rows, 256, r.device.sms)], 256, [
+    launchMain("topk_pick", [blocksFor(rows * 32, 256, r.device.sms)], 256, [
       arg.i32(pass),
       arg.i32(vd),
       arg.i32(id),
@@ -318,7 +327,8 @@ function reduce(
   const r = rt();
   const p = planReduce(x.shape, x.strides, axes, r.device.sms);
   const out = allocRaw(x.dtype, p.nOut);
-  if (p.nOut > 0) {
+  if (p.nOut > 0 && p.parts > 1) reduceSplit(p, op, x, out);
+  else if (p.nOut > 0) {
     const opCode = op === "sum" ? 0 : op === "max" ? 1 : 2;
     const grid = p.warp
       ? blocksFor(p.nOut * 32, 256, r.device.sms)
@@ -349,6 +359,35 @@ function reduce(
   }]);
   release(out);
   return c;
+}
+
+/** A reduction split in chunks (planReduce's `parts`): partials in f64, then each output's. */
+function reduceSplit(p: ReducePlan, op: "sum" | "max" | "min", x: View, out: CudaBuf): void {
+  const r = rt(), sfx = SUFFIX[x.dtype], opCode = op === "sum" ? 0 : op === "max" ? 1 : 2;
+  const part = allocRaw("f64", p.nOut * p.parts);
+  launchMain(`reduce_split_${sfx}`, [blocksFor(p.nOut * p.parts * 32, 256, r.device.sms)], 256, [
+    arg.i32(opCode),
+    arg.i64(p.nOut),
+    arg.i32(p.kept.shape.length),
+    dims(p.kept.shape),
+    dims(p.kept.strides),
+    arg.i32(p.reduced.shape.length),
+    dims(p.reduced.shape),
+    dims(p.reduced.strides),
+    arg.i64(p.rn),
+    arg.i64(x.offset),
+    arg.ptr(blk(x.buf).ptr),
+    arg.i64(p.parts),
+    arg.ptr(part.ptr),
+  ]);
+  launchMain(`reduce_parts_${sfx}`, [blocksFor(p.nOut * 32, 256, r.device.sms)], 256, [
+    arg.i32(opCode),
+    arg.i64(p.nOut),
+    arg.i64(p.parts),
+    arg.ptr(part.ptr),
+    arg.ptr(out.ptr),
+  ]);
+  release(part);
 }
 
 /** Kept axes of a view (all but `axis`), merged: for kernels that walk one axis per output. */
@@ -603,6 +642,63 @@ export const cuda: Backend = {
         ]);
       }
       return [u, m2, v2];
+    },
+    adamApply(param, g, mu, nu, gradScale, h, o) {
+      const n = sizeOf(param.shape), dt = param.dtype;
+      const [R, C] = param.shape.length === 2 ? param.shape : [1, n];
+      // The gradient as the parameter lies, or its transpose (∂W_enc from the sparse product).
+      const gT = param.shape.length === 2 && g.strides[0] === 1 && g.strides[1] === R && R > 1;
+      if (!gT && g.strides.some((s, d) => s !== contiguousStrides(g.shape)[d])) return null;
+      if (Math.ceil(R / 32) > 65535) return null;
+      const [p2, m2, v2] = [allocRaw(dt, n), allocRaw(dt, n), allocRaw(dt, n)];
+      if (n > 0) {
+        launchMain(`adam_apply_${SUFFIX[dt]}`, [Math.ceil(C / 32), Math.ceil(R / 32)], 256, [
+          arg.i64(R),
+          arg.i64(C),
+          arg.ptr(addr(g)),
+          arg.i32(gT ? 1 : 0),
+          arg.ptr(gradScale ? addr(gradScale) : 0n),
+          arg.ptr(addr(mu)),
+          arg.ptr(addr(nu)),
+          arg.ptr(addr(param)),
+          arg.ptr(p2.ptr),
+          arg.ptr(m2.ptr),
+          arg.ptr(v2.ptr),
+          arg.f64(h.b1),
+          arg.f64(h.b2),
+          arg.f64(h.eps),
+          arg.f64(h.c2),
+          arg.f64(h.scale),
+          arg.f64(o.decay ? h.decay : 0),
+        ]);
+      }
+      if (!o.unitRows) return [p2, m2, v2];
+      const rows = rowKernel("unit_rows", [
+        { buf: p2, dtype: dt, shape: [R, C], strides: [C, 1], offset: 0 },
+      ]);
+      release(p2);
+      return [rows, m2, v2];
+    },
+    sumSquares(x) {
+      const r = rt(), n = sizeOf(x.shape), sfx = SUFFIX[x.dtype], out = allocZero(x.dtype, 1);
+      if (n === 0) return out;
+      const parts = Math.max(1, Math.min(r.device.sms * 32, Math.floor(n / 1024), 1024));
+      const part = allocRaw("f64", parts);
+      launchMain(`sum_squares_split_${sfx}`, [blocksFor(parts * 32, 256, r.device.sms)], 256, [
+        arg.i64(n),
+        arg.i64(parts),
+        arg.ptr(addr(x)),
+        arg.ptr(part.ptr),
+      ]);
+      launchMain(`reduce_parts_${sfx}`, [1], 256, [
+        arg.i32(0),
+        arg.i64(1),
+        arg.i64(parts),
+        arg.ptr(part.ptr),
+        arg.ptr(out.ptr),
+      ]);
+      release(part);
+      return out;
     },
     unitRows: (w) => rowKernel("unit_rows", [w]),
     projectOutRows: (g, w) => rowKernel("project_out_rows", [g, w]),

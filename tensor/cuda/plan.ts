@@ -90,7 +90,15 @@ export interface ReducePlan {
   rn: number;
   /** A warp per output (the reduced axes hold the unit stride, or outputs are few) or a thread per output. */
   warp: boolean;
+  /**
+   * Chunks each output's elements are split into (a warp each, partials combined by a second
+   * kernel) when the outputs alone are too few warps to fill the GPU; 1: no split.
+   */
+  parts: number;
 }
+
+/** Elements a split reduction's chunk holds at least (32 per lane), and the most chunks. */
+const MIN_PART = 1024, MAX_PARTS = 1024;
 
 /** Split x's axes into kept (indexing the contiguous output, in order) and reduced. */
 export function planReduce(
@@ -109,12 +117,15 @@ export function planReduce(
   }
   const unitReduced = r.strides[0].some((s, i) => Math.abs(s) === 1 && r.shape[i] > 1);
   const warp = rn > 1 && (unitReduced || nOut < sms * 64);
+  const fill = Math.ceil((sms * 32) / Math.max(nOut, 1));
+  const parts = warp ? Math.max(1, Math.min(fill, Math.floor(rn / MIN_PART), MAX_PARTS)) : 1;
   return {
     nOut,
     kept: { shape: k.shape, strides: k.strides[0] },
     reduced: { shape: r.shape, strides: r.strides[0] },
     rn,
     warp,
+    parts,
   };
 }
 

@@ -1,6 +1,7 @@
 /**
  * Fused kernels of the optimiser and the decoder constraint: one Adam pass (instead of thirteen
- * elementwise ops), rows scaled to unit norm, and the component of each gradient row along its
+ * elementwise ops), Adam applied to the parameter (clipping's scale and a transposed gradient
+ * folded in), clipping's sum of squares, rows scaled to unit norm, and the component of each gradient row along its
  * decoder row removed. One block per row for the row kernels (256 threads, f64 sums).
  */
 import type { DType } from "../../dtype.ts";
@@ -18,6 +19,53 @@ __device__ void adam_impl(ll n, const T* g, const T* mu, const T* nu, const T* p
     mu2[i] = m;
     nu2[i] = v;
     u[i] = ((T)scale * m) / (sqrt(v / (T)c2) + (T)eps) - (p ? (T)decay * p[i] : (T)0);
+  }
+}
+
+// Adam applied (fusedAdamApply): p' = p + u with u, m', v' as adam_impl, after the gradient is
+// multiplied by gs[0] (rounded to T, as mul by a scalar tensor) when gs is given. The parameter is
+// [R, C]; with gT its gradient is stored transposed ([C, R], as ∂W_enc comes from the sparse
+// product) and read through 32×32 tiles in shared memory, so both sides stay coalesced. 256
+// threads a block (8 rows of 32), grid (⌈C/32⌉, ⌈R/32⌉).
+template <class T>
+__device__ void adam_apply_impl(ll R, ll C, const T* g, int gT, const T* gs, const T* mu, const T* nu, const T* p, T* p2, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay) {
+  __shared__ T tile[32][33];
+  const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+  const ll r0 = (ll)blockIdx.y * 32, c0 = (ll)blockIdx.x * 32;
+  if (gT) {
+    for (int j = ty; j < 32; j += 8) {
+      const ll c = c0 + j, r = r0 + tx;
+      if (c < C && r < R) tile[j][tx] = g[c * R + r];
+    }
+    __syncthreads();
+  }
+  for (int j = ty; j < 32; j += 8) {
+    const ll r = r0 + j, c = c0 + tx;
+    if (r >= R || c >= C) continue;
+    const ll i = r * C + c;
+    T gi = gT ? tile[tx][j] : g[i];
+    if (gs) gi = gi * gs[0];
+    T m = (T)b1 * mu[i] + (T)(1 - b1) * gi;
+    T v = (T)b2 * nu[i] + (T)(1 - b2) * gi * gi;
+    mu2[i] = m;
+    nu2[i] = v;
+    T u = ((T)scale * m) / (sqrt(v / (T)c2) + (T)eps) - (decay != 0 ? (T)decay * p[i] : (T)0);
+    p2[i] = p[i] + u;
+  }
+}
+
+// Σ x² over n contiguous elements in \`parts\` chunks, a warp each: each square rounded to T (as
+// square() gives it), summed in double; reduce_parts (op 0) adds the partials.
+template <class T>
+__device__ void sum_squares_split_impl(ll n, ll parts, const T* x, double* part) {
+  int lane = threadIdx.x & 31;
+  ll warp = gtid() >> 5, warps = gstride() >> 5, chunk = (n + parts - 1) / parts;
+  for (ll s = warp; s < parts; s += warps) {
+    ll j0 = s * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
+    double acc = 0;
+    for (ll j = j0 + lane; j < j1; j += 32) { const T e = x[j]; const T q = e * e; acc += (double)q; }
+    for (int sft = 16; sft > 0; sft >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, sft);
+    if (lane == 0) part[s] = acc;
   }
 }
 
@@ -68,6 +116,16 @@ export function fusedSource(): string {
       "adam",
       "ll n, const T* g, const T* mu, const T* nu, const T* p, T* u, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay",
       "adam_impl<T>(n, g, mu, nu, p, u, mu2, nu2, b1, b2, eps, c2, scale, decay)",
+    ],
+    [
+      "adam_apply",
+      "ll R, ll C, const T* g, int gT, const T* gs, const T* mu, const T* nu, const T* p, T* p2, T* mu2, T* nu2, double b1, double b2, double eps, double c2, double scale, double decay",
+      "adam_apply_impl<T>(R, C, g, gT, gs, mu, nu, p, p2, mu2, nu2, b1, b2, eps, c2, scale, decay)",
+    ],
+    [
+      "sum_squares_split",
+      "ll n, ll parts, const T* x, double* part",
+      "sum_squares_split_impl<T>(n, parts, x, part)",
     ],
     ["unit_rows", "ll R, ll C, const T* w, T* out", "unit_rows_impl<T>(R, C, w, out)"],
     [

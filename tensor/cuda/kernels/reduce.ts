@@ -2,7 +2,8 @@
  * Reductions over any set of axes of a strided view (no copy, no transpose): the kept axes index
  * the output, the reduced axes are walked by each output's reducer. A warp per output when the
  * reduced axes include the unit-stride one (lanes read neighbours); a thread per output otherwise
- * (neighbouring threads then read neighbours). Sums accumulate in f64, like the CPU backend.
+ * (neighbouring threads then read neighbours); few outputs over many elements are split in chunks
+ * whose partials a second kernel combines. Sums accumulate in f64, like the CPU backend.
  * Also argmax/argmin along one axis and cumsum (a block-wide scan per line).
  */
 import type { DType } from "../../dtype.ts";
@@ -21,6 +22,7 @@ __device__ __forceinline__ double rinit(int op) { return op == 0 ? 0.0 : (op == 
 
 // Offset of element j of the reduced sub-array, and of output o over the kept axes.
 __device__ __forceinline__ ll sub_offset(ll j, int nd, const Dims& shape, const Dims& str) {
+  if (nd == 1) return j * str.d[0];  // j < shape.d[0]: no 64-bit division per element
   ll off = 0;
   for (int d = nd - 1; d >= 0; d--) { ll e = shape.d[d], q = j / e; off += (j - q * e) * str.d[d]; j = q; }
   return off;
@@ -34,6 +36,36 @@ __device__ void reduce_warp(int op, ll nOut, int nk, Dims kshape, Dims kstr, int
     ll base = off + sub_offset(o, nk, kshape, kstr);
     double acc = rinit(op);
     for (ll j = lane; j < rn; j += 32) acc = rcombine(op, acc, (double)ld(x, base + sub_offset(j, nr, rshape, rstr)));
+    for (int s = 16; s > 0; s >>= 1) acc = rcombine(op, acc, __shfl_xor_sync(0xffffffffu, acc, s));
+    if (lane == 0) st(out, o, acc);
+  }
+}
+
+// Few outputs over many elements: each output's elements in \`parts\` contiguous chunks, a warp
+// each, partials kept in double (part[o·parts + s]); reduce_parts then combines each output's
+// partials. One warp walking millions of elements alone (a full sum) waits a memory round trip
+// per 32 of them.
+template <class T>
+__device__ void reduce_split(int op, ll nOut, int nk, Dims kshape, Dims kstr, int nr, Dims rshape, Dims rstr, ll rn, ll off, const T* x, ll parts, double* part) {
+  int lane = threadIdx.x & 31;
+  ll warp = gtid() >> 5, warps = gstride() >> 5, chunk = (rn + parts - 1) / parts;
+  for (ll v = warp; v < nOut * parts; v += warps) {
+    ll o = v / parts, j0 = (v - o * parts) * chunk, j1 = j0 + chunk < rn ? j0 + chunk : rn;
+    ll base = off + sub_offset(o, nk, kshape, kstr);
+    double acc = rinit(op);
+    for (ll j = j0 + lane; j < j1; j += 32) acc = rcombine(op, acc, (double)ld(x, base + sub_offset(j, nr, rshape, rstr)));
+    for (int s = 16; s > 0; s >>= 1) acc = rcombine(op, acc, __shfl_xor_sync(0xffffffffu, acc, s));
+    if (lane == 0) part[v] = acc;
+  }
+}
+
+template <class T>
+__device__ void reduce_parts(int op, ll nOut, ll parts, const double* part, T* out) {
+  int lane = threadIdx.x & 31;
+  ll warp = gtid() >> 5, warps = gstride() >> 5;
+  for (ll o = warp; o < nOut; o += warps) {
+    double acc = rinit(op);
+    for (ll j = lane; j < parts; j += 32) acc = rcombine(op, acc, part[o * parts + j]);
     for (int s = 16; s > 0; s >>= 1) acc = rcombine(op, acc, __shfl_xor_sync(0xffffffffu, acc, s));
     if (lane == 0) st(out, o, acc);
   }
@@ -110,6 +142,16 @@ export function reduceSource(): string {
   return BODY + instantiateAll(REDUCE_DTYPES, [
     ["reduce_warp", RP, `reduce_warp<T>(${RA})`],
     ["reduce_thread", RP, `reduce_thread<T>(${RA})`],
+    [
+      "reduce_split",
+      RP.replace("T* out", "ll parts, double* part"),
+      `reduce_split<T>(${RA.replace("out", "parts, part")})`,
+    ],
+    [
+      "reduce_parts",
+      "int op, ll nOut, ll parts, const double* part, T* out",
+      "reduce_parts<T>(op, nOut, parts, part, out)",
+    ],
     [
       "arg_reduce",
       "int isMax, ll nOut, int nk, Dims kshape, Dims kstr, ll n, ll sa, ll off, const T* x, int* out",
