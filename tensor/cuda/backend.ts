@@ -319,7 +319,7 @@ function topk(x: View, k: number): [CudaBuf, CudaBuf] {
 }
 
 function reduce(
-  op: "sum" | "max" | "min",
+  op: ReduceOp,
   x: View,
   axes: readonly number[],
   outDtype: DType,
@@ -329,22 +329,11 @@ function reduce(
   const out = allocRaw(x.dtype, p.nOut);
   if (p.nOut > 0 && p.parts > 1) reduceSplit(p, op, x, out);
   else if (p.nOut > 0) {
-    const opCode = op === "sum" ? 0 : op === "max" ? 1 : 2;
     const grid = p.warp
       ? blocksFor(p.nOut * 32, 256, r.device.sms)
       : blocksFor(p.nOut, 256, r.device.sms);
     launchMain(`reduce_${p.warp ? "warp" : "thread"}_${SUFFIX[x.dtype]}`, [grid], 256, [
-      arg.i32(opCode),
-      arg.i64(p.nOut),
-      arg.i32(p.kept.shape.length),
-      dims(p.kept.shape),
-      dims(p.kept.strides),
-      arg.i32(p.reduced.shape.length),
-      dims(p.reduced.shape),
-      dims(p.reduced.strides),
-      arg.i64(p.rn),
-      arg.i64(x.offset),
-      arg.ptr(blk(x.buf).ptr),
+      ...reduceArgs(p, op, x),
       arg.ptr(out.ptr),
     ]);
   }
@@ -361,12 +350,13 @@ function reduce(
   return c;
 }
 
-/** A reduction split in chunks (planReduce's `parts`): partials in f64, then each output's. */
-function reduceSplit(p: ReducePlan, op: "sum" | "max" | "min", x: View, out: CudaBuf): void {
-  const r = rt(), sfx = SUFFIX[x.dtype], opCode = op === "sum" ? 0 : op === "max" ? 1 : 2;
-  const part = allocRaw("f64", p.nOut * p.parts);
-  launchMain(`reduce_split_${sfx}`, [blocksFor(p.nOut * p.parts * 32, 256, r.device.sms)], 256, [
-    arg.i32(opCode),
+type ReduceOp = "sum" | "max" | "min";
+const REDUCE_OP: Record<ReduceOp, number> = { sum: 0, max: 1, min: 2 };
+
+/** What every reduce kernel takes first: the op, the outputs and the input's kept/reduced axes. */
+function reduceArgs(p: ReducePlan, op: ReduceOp, x: View): KernelArg[] {
+  return [
+    arg.i32(REDUCE_OP[op]),
     arg.i64(p.nOut),
     arg.i32(p.kept.shape.length),
     dims(p.kept.shape),
@@ -377,11 +367,20 @@ function reduceSplit(p: ReducePlan, op: "sum" | "max" | "min", x: View, out: Cud
     arg.i64(p.rn),
     arg.i64(x.offset),
     arg.ptr(blk(x.buf).ptr),
+  ];
+}
+
+/** A reduction split in chunks (planReduce's `parts`): partials in f64, then each output's. */
+function reduceSplit(p: ReducePlan, op: ReduceOp, x: View, out: CudaBuf): void {
+  const r = rt(), sfx = SUFFIX[x.dtype];
+  const part = allocRaw("f64", p.nOut * p.parts);
+  launchMain(`reduce_split_${sfx}`, [blocksFor(p.nOut * p.parts * 32, 256, r.device.sms)], 256, [
+    ...reduceArgs(p, op, x),
     arg.i64(p.parts),
     arg.ptr(part.ptr),
   ]);
   launchMain(`reduce_parts_${sfx}`, [blocksFor(p.nOut * 32, 256, r.device.sms)], 256, [
-    arg.i32(opCode),
+    arg.i32(REDUCE_OP[op]),
     arg.i64(p.nOut),
     arg.i64(p.parts),
     arg.ptr(part.ptr),
