@@ -2,7 +2,7 @@
 // Loading is optional: loadBlas() never throws and explains why BLAS is absent.
 
 import { checkGemmArgs, gemmTs } from "./gemm.ts";
-import { readEnv, setEnv } from "../platform/env.ts";
+import { readEnv, setNativeEnv } from "../platform/env.ts";
 import {
   type Ffi,
   type FfiFn,
@@ -231,7 +231,7 @@ function makeBlas(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>): Bl
  */
 function quietBlasThreads(): void {
   // Without env access the library keeps its default.
-  if (readEnv("OPENBLAS_THREAD_TIMEOUT") === undefined) setEnv("OPENBLAS_THREAD_TIMEOUT", "4");
+  if (readEnv("OPENBLAS_THREAD_TIMEOUT") === undefined) setNativeEnv("OPENBLAS_THREAD_TIMEOUT", "4");
 }
 
 function tryLoad(): BlasStatus {
