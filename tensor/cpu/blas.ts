@@ -231,7 +231,9 @@ function makeBlas(ffi: Ffi, path: string, fns: Record<string, FfiFn | null>): Bl
  */
 function quietBlasThreads(): void {
   // Without env access the library keeps its default.
-  if (readEnv("OPENBLAS_THREAD_TIMEOUT") === undefined) setNativeEnv("OPENBLAS_THREAD_TIMEOUT", "4");
+  if (readEnv("OPENBLAS_THREAD_TIMEOUT") === undefined) {
+    setNativeEnv("OPENBLAS_THREAD_TIMEOUT", "4");
+  }
 }
 
 function tryLoad(): BlasStatus {
