@@ -224,7 +224,6 @@ add("spmm / spmmT / sddmm", (b) => {
   ];
 }, 1e-4);
 
-/** A TopK SAE loss, its gradients and one Adam update. */
 /**
  * A clipped, constrained Adam step of a TopK SAE as training takes it (applyStep: the fused Adam
  * applied to each parameter, ∂W_enc transposed as the sparse product gives it, clipping's sums of
@@ -252,6 +251,7 @@ export const saeStep = (b: Backend): T[] => {
   return [params.W_enc, params.b_enc, params.W_dec, params.b_dec, t.globalNorm(g)];
 };
 
+/** A TopK SAE loss, its gradients and one Adam update. */
 export const saeGrads = (b: Backend): T[] => {
   const p = {
     W_enc: on(b, [32, 128], 50, { lo: -0.3, hi: 0.3 }),

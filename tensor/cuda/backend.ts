@@ -28,6 +28,7 @@ import {
   planElementwise,
   planReduce,
   type ReducePlan,
+  splitParts,
   type StridedPart,
 } from "./plan.ts";
 import {
@@ -681,7 +682,7 @@ export const cuda: Backend = {
     sumSquares(x) {
       const r = rt(), n = sizeOf(x.shape), sfx = SUFFIX[x.dtype], out = allocZero(x.dtype, 1);
       if (n === 0) return out;
-      const parts = Math.max(1, Math.min(r.device.sms * 32, Math.floor(n / 1024), 1024));
+      const parts = splitParts(1, n, r.device.sms);
       const part = allocRaw("f64", parts);
       launchMain(`sum_squares_split_${sfx}`, [blocksFor(parts * 32, 256, r.device.sms)], 256, [
         arg.i64(n),

@@ -100,6 +100,15 @@ export interface ReducePlan {
 /** Elements a split reduction's chunk holds at least (32 per lane), and the most chunks. */
 const MIN_PART = 1024, MAX_PARTS = 1024;
 
+/**
+ * Chunks to split each of `nOut` reductions of `rn` elements into, a warp each, so that together
+ * they fill the GPU (32 warps per SM) while each chunk keeps at least MIN_PART elements.
+ */
+export function splitParts(nOut: number, rn: number, sms: number): number {
+  const fill = Math.ceil((sms * 32) / Math.max(nOut, 1));
+  return Math.max(1, Math.min(fill, Math.floor(rn / MIN_PART), MAX_PARTS));
+}
+
 /** Split x's axes into kept (indexing the contiguous output, in order) and reduced. */
 export function planReduce(
   shape: readonly number[],
@@ -117,8 +126,7 @@ export function planReduce(
   }
   const unitReduced = r.strides[0].some((s, i) => Math.abs(s) === 1 && r.shape[i] > 1);
   const warp = rn > 1 && (unitReduced || nOut < sms * 64);
-  const fill = Math.ceil((sms * 32) / Math.max(nOut, 1));
-  const parts = warp ? Math.max(1, Math.min(fill, Math.floor(rn / MIN_PART), MAX_PARTS)) : 1;
+  const parts = warp ? splitParts(nOut, rn, sms) : 1;
   return {
     nOut,
     kept: { shape: k.shape, strides: k.strides[0] },

@@ -1,8 +1,9 @@
 /**
  * Fused kernels of the optimiser and the decoder constraint: one Adam pass (instead of thirteen
  * elementwise ops), Adam applied to the parameter (clipping's scale and a transposed gradient
- * folded in), clipping's sum of squares, rows scaled to unit norm, and the component of each gradient row along its
- * decoder row removed. One block per row for the row kernels (256 threads, f64 sums).
+ * folded in), clipping's sum of squares, rows scaled to unit norm, and the component of each
+ * gradient row along its decoder row removed. One block per row for the row kernels (256 threads,
+ * f64 sums).
  */
 import type { DType } from "../../dtype.ts";
 import { instantiateAll } from "./prelude.ts";
