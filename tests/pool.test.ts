@@ -1,0 +1,32 @@
+/**
+ * The CPU backend's array pool: large arrays start on a cache line (the native kernels stream them
+ * with vector loads), come back for reuse, and only the pool's own arrays are taken back.
+ */
+import { assert, assertEquals, test } from "./harness.ts";
+import { allocShared, giveArray, pooledBytes, takeArray } from "../tensor/cpu/pool.ts";
+import { getFfi } from "../tensor/platform/ffi.ts";
+
+test("pooled arrays start on a 64-byte boundary, and come back for reuse", () => {
+  const ffi = getFfi();
+  for (const dt of ["f32", "f64", "i32"] as const) {
+    const a = takeArray(dt, 1 << 17);
+    assertEquals(a.length, 1 << 17, `${dt} length`);
+    assert(a.buffer instanceof SharedArrayBuffer, `${dt} in shared memory`);
+    if (ffi) assertEquals(Number(ffi.addressOf(a) % 64n), 0, `${dt} address modulo 64`);
+    const before = pooledBytes();
+    giveArray(a);
+    assertEquals(pooledBytes(), before + a.byteLength, `${dt} taken back`);
+    assert(takeArray(dt, 1 << 17) === a, `${dt} handed out again`);
+  }
+});
+
+test("the pool takes back only its own arrays: not views into them, not other shared arrays", () => {
+  const a = allocShared("f32", 1 << 17), before = pooledBytes();
+  giveArray(a.subarray(0, (1 << 17) - 4));
+  giveArray(new Float32Array(new SharedArrayBuffer(1 << 19)));
+  giveArray(new Float32Array(1 << 17));
+  assertEquals(pooledBytes(), before, "nothing pooled");
+  giveArray(a);
+  assertEquals(pooledBytes(), before + a.byteLength, "its own array pooled");
+  assert(takeArray("f32", 1 << 17) === a, "and handed out again");
+});
