@@ -37,9 +37,9 @@ export function takeArray(dtype: DType, n: number): StorageArray {
 
 /**
  * A zeroed array; large ones in shared memory so worker threads can fill them (threads.ts), from
- * the buffer's first 64-byte boundary: Deno's shared buffers begin 16 bytes past one, so every
- * 32-byte load of the native kernels' streams straddled two cache lines (Adam on [8192, 512]:
- * 5.2–5.7 ms aligned against 5.7–5.9 ms 16 bytes off, in C).
+ * the buffer's first 64-byte boundary: Deno's shared buffers begin 16 or 32 bytes past one, so
+ * every 32-byte load of the native kernels' streams straddled two cache lines (Adam on [8192,
+ * 512]: 5.2–5.7 ms aligned against 5.7–5.9 ms 16 bytes off, in C).
  */
 export function allocShared(dtype: DType, n: number, always = false): StorageArray {
   const bytes = n * byteSize(dtype);
