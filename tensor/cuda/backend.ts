@@ -5,7 +5,7 @@
  * come from one fixed module; both are compiled by NVRTC once per process. Matmul goes to cuBLAS
  * (f32 by default; TF32 or bf16 compute with f32 accumulation by option).
  */
-import type { Backend, Buf, View } from "../backend.ts";
+import type { AdamHyper, Backend, Buf, View } from "../backend.ts";
 import { allocStorage, byteSize, type DType, type StorageArray } from "../dtype.ts";
 import { contiguousStrides, type Shape, sizeOf } from "../shape.ts";
 import type { Block } from "./allocator.ts";
@@ -499,6 +499,10 @@ function rowKernel(name: string, views: View[]): CudaBuf {
   return out;
 }
 
+/** Adam's hyperparameters as its kernels take them, after the arrays. */
+const adamArgs = (h: AdamHyper, decay: number): KernelArg[] =>
+  [h.b1, h.b2, h.eps, h.c2, h.scale, decay].map((v) => arg.f64(v));
+
 export const cuda: Backend = {
   name: "cuda",
   hostMemory: false,
@@ -633,12 +637,7 @@ export const cuda: Backend = {
           arg.ptr(u.ptr),
           arg.ptr(m2.ptr),
           arg.ptr(v2.ptr),
-          arg.f64(h.b1),
-          arg.f64(h.b2),
-          arg.f64(h.eps),
-          arg.f64(h.c2),
-          arg.f64(h.scale),
-          arg.f64(param ? h.decay : 0),
+          ...adamArgs(h, param ? h.decay : 0),
         ]);
       }
       return [u, m2, v2];
@@ -664,12 +663,7 @@ export const cuda: Backend = {
           arg.ptr(p2.ptr),
           arg.ptr(m2.ptr),
           arg.ptr(v2.ptr),
-          arg.f64(h.b1),
-          arg.f64(h.b2),
-          arg.f64(h.eps),
-          arg.f64(h.c2),
-          arg.f64(h.scale),
-          arg.f64(o.decay ? h.decay : 0),
+          ...adamArgs(h, o.decay ? h.decay : 0),
         ]);
       }
       if (!o.unitRows) return [p2, m2, v2];
