@@ -28,6 +28,10 @@
 
 #include "threads.h"
 #include "topk_key.h"
+#include "sum_squares.h"
+
+void sc_sum_squares_f32(const float *x, int64_t n, float *out, int32_t threads);
+void sc_sum_squares_f64(const double *x, int64_t n, double *out, int32_t threads);
 
 // Where slice t of nt over [0, n) starts: multiples of 16 elements, so slices share no cache line.
 static int64_t slice_start(int64_t n, int t, int nt) { return t >= nt ? n : n * t / nt / 16 * 16; }
@@ -274,6 +278,7 @@ typedef struct {
   const float *w, *dense;
   float *out, *slab;
   int64_t d, in_rows, out_rows, b0, b1; // bands [b0, b1) of SPMM_TT_BAND columns
+  double *bs;                           // Σ out² by blocks (sum_squares.h), or null
 } spmm_tt_job;
 
 // Rows r[0..8) of an 8×8 block become its columns, in place.
@@ -297,6 +302,7 @@ static void *spmm_tt_task(void *p) {
   const int64_t d = j->d, R = j->out_rows;
   float *slab = j->slab;
   float tile[8][SPMM_TT_BAND];
+  int64_t next = 0;
   for (int64_t band = j->b0; band < j->b1; band++) {
     const int64_t c0 = band * SPMM_TT_BAND;
     for (int64_t b = 0; b < j->in_rows; b++)
@@ -337,6 +343,8 @@ static void *spmm_tt_task(void *p) {
         }
       }
     }
+    // The band's rows of out (1 MB at R = 8192, still in L2) into their blocks' sums.
+    ss_upto_f32(j->out, d * R, j->b0 * SPMM_TT_BAND * R, (band + 1) * SPMM_TT_BAND * R, &next, j->bs);
   }
   return 0;
 }
@@ -344,7 +352,7 @@ static void *spmm_tt_task(void *p) {
 
 int32_t sc_spmm_tt_f32(const int32_t *dst, const int32_t *src, const float *vals, int32_t nnz,
                        const float *dense, int32_t inRows, int32_t d, float *out, int32_t outRows,
-                       int32_t threads) {
+                       int32_t threads, float *sumsq) {
 #ifdef SC_AVX2
   // (the row form's bits only: where spmm sums source-major, so must its transpose)
   if (d % SPMM_TT_BAND != 0 || spmm_src_major_pays(nnz, inRows, outRows)) return -3;
@@ -357,8 +365,9 @@ int32_t sc_spmm_tt_f32(const int32_t *dst, const int32_t *src, const float *vals
   int32_t *sorted_src = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));
   float *w = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
   float *slab = malloc(sizeof(float) * SPMM_TT_BAND * ((size_t)inRows + 1) * (size_t)n);
-  if (!start || !sorted_src || !w || !slab) {
-    free(start), free(sorted_src), free(w), free(slab);
+  double *bs = sumsq ? ss_todo((int64_t)d * outRows) : 0;
+  if (!start || !sorted_src || !w || !slab || (sumsq && !bs)) {
+    free(start), free(sorted_src), free(w), free(slab), free(bs);
     return -2;
   }
   // A stable counting sort by output row: each row's entries keep their order.
@@ -373,22 +382,23 @@ int32_t sc_spmm_tt_f32(const int32_t *dst, const int32_t *src, const float *vals
   spmm_tt_job jobs[MAX_THREADS];
   for (int t = 0; t < n; t++)
     jobs[t] = (spmm_tt_job){start, sorted_src, w, dense, out, slab + (size_t)t * SPMM_TT_BAND * ((size_t)inRows + 1),
-                            d, inRows, outRows, bands * t / n, bands * (t + 1) / n};
+                            d, inRows, outRows, bands * t / n, bands * (t + 1) / n, bs};
   run_tasks(spmm_tt_task, jobs, sizeof(spmm_tt_job), n);
-  free(start), free(sorted_src), free(w), free(slab);
+  if (sumsq) sumsq[0] = ss_total_f32(out, (int64_t)d * outRows, bs);
+  free(start), free(sorted_src), free(w), free(slab), free(bs);
   return -1;
 #else
   (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
-  (void)outRows, (void)threads;
+  (void)outRows, (void)threads, (void)sumsq;
   return -3;
 #endif
 }
 // (f64 products keep their row form: sparse.ts's bits)
 int32_t sc_spmm_tt_f64(const int32_t *dst, const int32_t *src, const double *vals, int32_t nnz,
                        const double *dense, int32_t inRows, int32_t d, double *out, int32_t outRows,
-                       int32_t threads) {
+                       int32_t threads, double *sumsq) {
   (void)dst, (void)src, (void)vals, (void)nnz, (void)dense, (void)inRows, (void)d, (void)out;
-  (void)outRows, (void)threads;
+  (void)outRows, (void)threads, (void)sumsq;
   return -3;
 }
 
@@ -1090,19 +1100,21 @@ ADAM_APPLY(float, sc_adam_apply_f32)
 ADAM_APPLY(double, sc_adam_apply_f64)
 
 // ---- Decoder-gradient projection: out = g − ((g·w)/‖w‖²)·w per row ------------------------------
-// fused.ts's projectOutRowsLoop term for term (both dot products in double in index order).
+// fused.ts's projectOutRowsLoop term for term (both dot products in double in index order). With
+// `sumsq`, also Σ out² (sum_squares.h: the bits of sc_sum_squares), each block summed as soon as
+// its rows are written, while they are in cache: the global norm's pass over the gradient saved.
 
-#define PROJECT_OUT_ROWS(T, NAME)                                                                  \
-  ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols)                                     \
+#define PROJECT_OUT_ROWS(T, NAME, SUF)                                                             \
+  ROW_JOBS(NAME, const T *g; const T *w; T *out; int64_t cols; double *bs; int64_t n_all)                         \
   static inline void NAME##_row(const T *g, const T *w, T *o, int64_t C, double ww, double gw) {  \
     const double s = gw / ww;                                                                      \
     for (int64_t c = 0; c < C; c++) o[c] = (T)((double)g[c] - s * (double)w[c]);                  \
   }                                                                                                \
   static void *NAME##_task(void *q) {                                                              \
     NAME##_job *j = q;                                                                             \
-    const int64_t C = j->cols;                                                                     \
-    int64_t r = j->lo;                                                                             \
-    PROJECT_ROWS8_##T(j, C, r, NAME)                                                               \
+    const int64_t C = j->cols, n = j->n_all, lo = j->lo * C;                       \
+    int64_t r = j->lo, next = 0;                                                                   \
+    PROJECT_ROWS8_##T(j, C, r, NAME, SUF)                                                          \
     for (; r < j->hi; r++) {                                                                       \
       const T *g = j->g + r * C, *w = j->w + r * C;                                                \
       double ww = 0, gw = 0;                                                                       \
@@ -1111,73 +1123,82 @@ ADAM_APPLY(double, sc_adam_apply_f64)
         gw += (double)g[c] * (double)w[c];                                                         \
       }                                                                                            \
       NAME##_row(g, w, j->out + r * C, C, ww, gw);                                                 \
+      ss_upto_##SUF(j->out, n, lo, (r + 1) * C, &next, j->bs);                                     \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
-  void NAME(const T *g, const T *w, T *out, int64_t rows, int64_t cols, int32_t threads) {         \
+  void NAME(const T *g, const T *w, T *out, int64_t rows, int64_t cols, int32_t threads, T *sumsq) { \
     int nt = clamp_threads(threads);                                                               \
     if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    double *bs = sumsq ? ss_todo(rows * cols) : 0;                                                 \
     NAME##_job jobs[MAX_THREADS];                                                                  \
     for (int t = 0; t < nt; t++)                                                                   \
-      jobs[t] = (NAME##_job){g, w, out, cols, rows * t / nt, rows * (t + 1) / nt};                 \
+      jobs[t] = (NAME##_job){g, w, out, cols, bs, rows * cols, rows * t / nt, rows * (t + 1) / nt}; \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+    if (sumsq) {                                                                                   \
+      if (bs) sumsq[0] = ss_total_##SUF(out, rows * cols, bs);                                     \
+      else sc_sum_squares_##SUF(out, rows * cols, sumsq, 1);                                       \
+    }                                                                                              \
+    free(bs);                                                                                      \
   }
 // One row's two sums are chains of dependent adds (4 cycles each, 3 ms a step for [8192, 512]):
 // f32 rows go eight at a time through rows8_dots_f32, the same sums side by side.
 #ifdef SC_AVX2
-#define PROJECT_ROWS8_float(j, C, r, NAME)                                                         \
+#define PROJECT_ROWS8_float(j, C, r, NAME, SUF)                                                    \
   for (; r + 8 <= j->hi; r += 8) {                                                                 \
     double ww[8], gw[8];                                                                           \
     rows8_dots_f32(j->g + r * C, j->w + r * C, C, ww, gw);                                         \
     for (int q = 0; q < 8; q++)                                                                    \
       NAME##_row(j->g + (r + q) * C, j->w + (r + q) * C, j->out + (r + q) * C, C, ww[q], gw[q]);   \
+    ss_upto_##SUF(j->out, n, lo, (r + 8) * C, &next, j->bs);                                       \
   }
 #else
-#define PROJECT_ROWS8_float(j, C, r, NAME)
+#define PROJECT_ROWS8_float(j, C, r, NAME, SUF)
 #endif
-#define PROJECT_ROWS8_double(j, C, r, NAME)
+#define PROJECT_ROWS8_double(j, C, r, NAME, SUF)
 
-PROJECT_OUT_ROWS(float, sc_project_out_rows_f32)
-PROJECT_OUT_ROWS(double, sc_project_out_rows_f64)
+PROJECT_OUT_ROWS(float, sc_project_out_rows_f32, f32)
+PROJECT_OUT_ROWS(double, sc_project_out_rows_f64, f64)
 
 // ---- Sum of squares -------------------------------------------------------------------------
-// Σ x² with each square rounded to T (as square() then sum() would give it), accumulated in
-// double: eight running sums per thread, then the threads' partials in order. The order differs
-// from sum()'s one running sum: in f32 the result may differ from sum(square(x)) by one rounding
-// (the double sums agree to ~n·2⁻⁵³ relative), in f64 by n·2⁻⁵² relative
-// (tests/native_fused_step.test.ts checks both).
+// Σ x² in sum_squares.h's order (blocks summed by the threads, then added in order). That order
+// differs from sum()'s one running sum: in f32 the result may differ from sum(square(x)) by one
+// rounding (the double sums agree to ~n·2⁻⁵³ relative), in f64 by n·2⁻⁵² relative
+// (tests/native_fused_step.test.ts checks both, and that the kernels below that hand it back on
+// the way give these bits).
 
-#define SUM_SQUARES(T, NAME)                                                                       \
-  ROW_JOBS(NAME, const T *x; double s)                                                             \
-  static void *NAME##_task(void *q) {                                                              \
-    NAME##_job *j = q;                                                                             \
-    double s[8] = {0};                                                                             \
-    int64_t i = j->lo;                                                                             \
-    for (; i + 8 <= j->hi; i += 8)                                                                 \
-      for (int r = 0; r < 8; r++) {                                                                \
-        const T sq = j->x[i + r] * j->x[i + r];                                                    \
-        s[r] += (double)sq;                                                                        \
-      }                                                                                            \
-    for (; i < j->hi; i++) {                                                                       \
-      const T sq = j->x[i] * j->x[i];                                                              \
-      s[0] += (double)sq;                                                                          \
-    }                                                                                              \
-    j->s = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                      \
+#define SUM_SQUARES(T, SUF)                                                                        \
+  typedef struct {                                                                                 \
+    const T *x;                                                                                    \
+    double *bs;                                                                                    \
+    int64_t n, b0, b1;                                                                             \
+  } ss_##SUF##_job;                                                                                \
+  static void *ss_##SUF##_task(void *q) {                                                          \
+    ss_##SUF##_job *j = q;                                                                         \
+    ss_range_##SUF(j->x, j->n, j->b0, j->b1, j->bs);                                               \
     return 0;                                                                                      \
   }                                                                                                \
-  void NAME(const T *x, int64_t n, T *out, int32_t threads) {                                      \
+  void sc_sum_squares_##SUF(const T *x, int64_t n, T *out, int32_t threads) {                      \
+    const int64_t nb = ss_blocks(n);                                                               \
+    double *bs = ss_todo(n);                                                                       \
+    if (!bs) { /* one thread needs no list of the blocks' sums */                                  \
+      double s = 0;                                                                                \
+      for (int64_t b = 0; b < nb; b++)                                                             \
+        s += ss_block_##SUF(x + b * SS_BLOCK, n - b * SS_BLOCK < SS_BLOCK ? n - b * SS_BLOCK : SS_BLOCK); \
+      out[0] = (T)s;                                                                               \
+      return;                                                                                      \
+    }                                                                                              \
     int nt = clamp_threads(threads);                                                               \
-    NAME##_job jobs[MAX_THREADS];                                                                  \
-    for (int t = 0; t < nt; t++)                                                                   \
-      jobs[t] = (NAME##_job){x, 0, slice_start(n, t, nt), slice_start(n, t + 1, nt)};              \
-    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
-    double s = 0;                                                                                  \
-    for (int t = 0; t < nt; t++) s += jobs[t].s;                                                   \
-    out[0] = (T)s;                                                                                 \
+    if (nt > nb) nt = nb < 1 ? 1 : (int)nb;                                                        \
+    ss_##SUF##_job jobs[MAX_THREADS];                                                              \
+    for (int t = 0; t < nt; t++) jobs[t] = (ss_##SUF##_job){x, bs, n, nb * t / nt, nb * (t + 1) / nt}; \
+    run_tasks(ss_##SUF##_task, jobs, sizeof(ss_##SUF##_job), nt);                                  \
+    out[0] = ss_total_##SUF(x, n, bs);                                                             \
+    free(bs);                                                                                      \
   }
 
-SUM_SQUARES(float, sc_sum_squares_f32)
-SUM_SQUARES(double, sc_sum_squares_f64)
+SUM_SQUARES(float, f32)
+SUM_SQUARES(double, f64)
 
 // ---- Σ over columns of the variance over rows, of x or of x − y ------------------------------
 // FVU's numerator and denominator: Σ_j var_j over the rows of a [rows, cols] matrix (biased, as

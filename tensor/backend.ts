@@ -19,6 +19,12 @@ export interface View {
   readonly offset: number;
 }
 
+/**
+ * Receives Σx² of a kernel's result as a [] buffer with the bits the backend's fused.sumSquares
+ * would give it, when the kernel computed it while writing the result (a pass saved).
+ */
+export type SumSquaresOnTheWay = (sum: Buf) => void;
+
 export type UnaryOp =
   | "neg"
   | "abs"
@@ -166,15 +172,26 @@ export interface Backend {
     /**
      * Sᵀ·dense for COO entries (rows, cols: i32; vals) and a contiguous float dense [rows', d],
      * written as its transpose [d, outRows]: the bits of the backend's spmm (transpose) then a
-     * copy of its transpose, in one pass. Null: compose it.
+     * copy of its transpose, in one pass. Null: compose it. A backend that sums the result's
+     * squares on the way may hand them to `sumSquares` (see SumSquaresOnTheWay).
      */
-    spmmTransposed?(rows: View, cols: View, vals: View, dense: View, outRows: number): Buf | null;
+    spmmTransposed?(
+      rows: View,
+      cols: View,
+      vals: View,
+      dense: View,
+      outRows: number,
+      sumSquares?: SumSquaresOnTheWay,
+    ): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */
     unitRows?(w: View): Buf;
-    /** g − (g·ŵ)ŵ row by row, ŵ the unit rows of w (both contiguous, one shape). */
-    projectOutRows?(g: View, w: View): Buf;
+    /**
+     * g − (g·ŵ)ŵ row by row, ŵ the unit rows of w (both contiguous, one shape); Σ of the result's
+     * squares to `sumSquares` where the backend computes it on the way.
+     */
+    projectOutRows?(g: View, w: View, sumSquares?: SumSquaresOnTheWay): Buf;
     /** A copy of a contiguous view with element spans [start, end) (pairs, ascending, disjoint) set to 0. */
     zeroSpans?(x: View, spans: Int32Array): Buf;
     // Inference kernels: one pass for a composition of ops, within f32 rounding of it. Operands

@@ -138,8 +138,10 @@ export function fusedSpmmTransposed(s: Coo, dense: Tensor, features: number): Te
   for (const t of [rows, cols, values, dense]) {
     if (t.backend !== dense.backend || !t.isContiguous() || isWatched(t)) return null;
   }
-  const buf = k(rows.view(), cols.view(), values.view(), dense.view(), features);
-  return buf ? wrap(dense.backend, buf, [dense.shape[1], features], dense.dtype) : null;
+  let sq: Buf | null = null;
+  const buf = k(rows.view(), cols.view(), values.view(), dense.view(), features, (b) => sq = b);
+  if (!buf) return null;
+  return withSumSquares(wrap(dense.backend, buf, [dense.shape[1], features], dense.dtype), sq);
 }
 
 /** g·step(x), the relu's cotangent. */
@@ -194,10 +196,28 @@ export function fusedAdamApply(
 }
 
 /**
+ * Σx² of tensors whose kernel summed their squares while writing them (the bits fusedSumSquares
+ * would compute), held until fusedSumSquares takes it, once: a gradient's global norm then reads
+ * the gradient no more. Keyed by the tensor, whose contents never change while it lives.
+ */
+const onTheWay = new WeakMap<Tensor, Tensor>();
+
+function withSumSquares(x: Tensor, sum: Buf | null): Tensor {
+  if (sum !== null) onTheWay.set(x, wrap(x.backend, sum, [], x.dtype));
+  return x;
+}
+
+/**
  * Σx² as a scalar tensor: sum(square(x)) but for the order of the sum (see Backend); a transposed
  * matrix is summed in its storage order. Null: compose it.
  */
 export function fusedSumSquares(x: Tensor): Tensor | null {
+  const known = onTheWay.get(x);
+  if (known) {
+    onTheWay.delete(x);
+    // (a traced x needs the primitives; a nested tidy may have released the sum)
+    if (!known.disposed && !isWatched(x)) return known;
+  }
   if (!isTransposedMatrix(x)) {
     const buf = kernel("sumSquares", [x])?.(x.view());
     return buf ? wrap(x.backend, buf, [], x.dtype) : null;
@@ -228,7 +248,10 @@ export function fusedUnitRows(w: Tensor): Tensor | null {
 /** g − (g·ŵ)ŵ row by row, ŵ the unit rows of w. */
 export function fusedProjectOutRows(g: Tensor, w: Tensor): Tensor | null {
   const k = kernel("projectOutRows", [g, w]);
-  return k ? like(g, k(g.view(), w.view())) : null;
+  if (!k) return null;
+  let sq: Buf | null = null;
+  const out = like(g, k(g.view(), w.view(), (b) => sq = b));
+  return withSumSquares(out, sq);
 }
 
 /**

@@ -608,12 +608,13 @@ export const cpu: Backend = {
       );
       return out;
     },
-    spmmTransposed(rows, cols, vals, dense, outRows) {
+    spmmTransposed(rows, cols, vals, dense, outRows, onSumSquares) {
       const nat = native(), nnz = sizeOf(vals.shape), [inRows, d] = dense.shape;
       if (!nat || nnz === 0 || d === 0 || !sameFloat(own(vals, nnz), own(dense, inRows * d))) {
         return null;
       }
       const out = takeArray(dense.dtype, outRows * d) as F;
+      const sumsq = onSumSquares ? takeArray(dense.dtype, 1) as F : null;
       const dst = own(cols, nnz) as Int32Array, src = own(rows, nnz) as Int32Array;
       const r = nat.spmmTransposed(
         dst,
@@ -626,10 +627,15 @@ export const cpu: Backend = {
         out,
         outRows,
         nativeThreads(nnz * d),
+        sumsq,
       );
       if (r >= 0) S.check("spmm", dst[r], outRows), S.check("spmm", src[r], inRows);
-      if (r === -1) return out;
+      if (r === -1) {
+        if (sumsq) onSumSquares!(sumsq);
+        return out;
+      }
       giveArray(out);
+      if (sumsq) giveArray(sumsq);
       if (r === -2) throw new Error(`native spmmTransposed: out of memory for ${nnz} entries`);
       return null;
     },
@@ -699,12 +705,14 @@ export const cpu: Backend = {
       rowJobs("unitRows", typeKey(W, out), R, C, [W, out], []);
       return out;
     },
-    projectOutRows(g, w) {
+    projectOutRows(g, w, onSumSquares) {
       const [R, C] = w.shape;
       const nat = native(), n = R * C;
       if (nat && n > 0 && sameFloat(g.buf, w.buf)) {
         const out = takeArray(g.dtype, n) as F;
-        nat.projectOutRows(own(g, n) as F, own(w, n) as F, out, R, C, nativeThreads(n));
+        const sumsq = onSumSquares ? takeArray(g.dtype, 1) as F : null;
+        nat.projectOutRows(own(g, n) as F, own(w, n) as F, out, R, C, nativeThreads(n), sumsq);
+        if (sumsq) onSumSquares!(sumsq);
         return out;
       }
       const G = g.buf as F, W = w.buf as F, out = takeArray(g.dtype, R * C) as F;

@@ -19,7 +19,6 @@ import { bindTrain, type NativeTrain, TRAIN_SIGS } from "./native_train.ts";
 
 type F = Float32Array | Float64Array;
 
-/** Each returns -1 on success or the position of the first entry whose index is out of range. */
 /** A sparse × dense product's entry point: -1 done, or a status (see each). */
 type SpmmFn = (
   dst: Int32Array,
@@ -32,6 +31,8 @@ type SpmmFn = (
   out: F,
   outRows: number,
   threads: number,
+  /** (spmmTransposed only) where to put Σ out², the bits sumSquares would give. */
+  sumsq?: F | null,
 ) => number;
 
 export interface Native extends NativeTrain {
@@ -106,9 +107,23 @@ export interface Native extends NativeTrain {
     gTransposed: boolean,
     threads: number,
   ): void;
-  /** out = g − ((g·w)/‖w‖²)·w for each row of [rows, cols] (fused.ts's projectOutRowsLoop). */
-  projectOutRows(g: F, w: F, out: F, rows: number, cols: number, threads: number): void;
-  /** out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double). */
+  /**
+   * out = g − ((g·w)/‖w‖²)·w for each row of [rows, cols] (fused.ts's projectOutRowsLoop); with
+   * `sumsq`, sumsq[0] = Σ out², the bits sumSquares would give.
+   */
+  projectOutRows(
+    g: F,
+    w: F,
+    out: F,
+    rows: number,
+    cols: number,
+    threads: number,
+    sumsq: F | null,
+  ): void;
+  /**
+   * out[0] = Σ x² over the first n elements (squares rounded to the width, summed in double in
+   * csrc/sum_squares.h's order, which no thread count changes).
+   */
   sumSquares(x: F, n: number, out: F, threads: number): void;
   /** out[0] = Σ_j var_j over the rows of x [rows, cols] (or of x − y), biased, in double. */
   colVarSum(x: F, y: F | null, rows: number, cols: number, out: F, threads: number): void;
@@ -252,7 +267,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   spmm_tt: {
-    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32"],
+    args: ["buf", "buf", "buf", "i32", "buf", "i32", "i32", "buf", "i32", "i32", "buf"],
     ret: "i32",
   },
   sddmm: {
@@ -301,7 +316,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "void",
   },
   sum_squares: { args: ["buf", "i64", "buf", "i32"], ret: "void" },
-  project_out_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32"], ret: "void" },
+  project_out_rows: { args: ["buf", "buf", "buf", "i64", "i64", "i32", "buf"], ret: "void" },
   transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
   col_var_sum: { args: ["buf", "buf", "i64", "i64", "buf", "i32"], ret: "i32" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
@@ -372,7 +387,8 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const at = (f: string) => fileURLToPath(new URL(`../../csrc/${f}`, import.meta.url));
   return compileCached({
     src: at("cpu_kernels.c"),
-    more: ["affine_topk.c", "gemm_bf16.c", "amx_bf16.h", "threads.h", "topk_key.h"].map(at),
+    more: ["affine_topk.c", "gemm_bf16.c", "amx_bf16.h", "threads.h", "topk_key.h", "sum_squares.h"]
+      .map(at),
     cc,
     flags: FLAGS,
     libs: ["-lm"],
@@ -419,24 +435,15 @@ function bind(path: string, raw: Raw): Native {
   };
   const spmmOf =
     (k: string, name: string): SpmmFn =>
-    (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads) => {
+    (dst, src, vals, nnz, dense, inRows, d, out, outRows, threads, sumsq) => {
       checkCount(k, "nnz", nnz), checkCount(k, "d", d), checkCount(k, "threads", threads);
       checkCount(k, "inRows", inRows), checkCount(k, "outRows", outRows);
       checkIndices(k, "dst", dst, nnz), checkIndices(k, "src", src, nnz);
       checkFloats(k, "vals", vals, nnz, dense), checkFloats(k, "dense", dense, inRows * d, dense);
       checkFloats(k, "out", out, outRows * d, dense);
-      return fn(name, dense)(
-        dst,
-        src,
-        vals,
-        nnz,
-        dense,
-        inRows,
-        d,
-        out,
-        outRows,
-        threads,
-      ) as number;
+      if (sumsq) checkFloats(k, "sumsq", sumsq, 1, dense);
+      const args = [dst, src, vals, nnz, dense, inRows, d, out, outRows, threads];
+      return fn(name, dense)(...args, ...(name === "spmm_tt" ? [sumsq ?? null] : [])) as number;
     };
   return {
     path,
@@ -557,14 +564,15 @@ function bind(path: string, raw: Raw): Native {
       if (r === -2) throw new Error(`native ${k}: out of memory for ${M} rows`);
       return "compose";
     },
-    projectOutRows(gr, w, out, rows, cols, threads) {
+    projectOutRows(gr, w, out, rows, cols, threads, sumsq) {
       const k = "projectOutRows";
       checkCount(k, "rows", rows, I64_MAX), checkCount(k, "cols", cols, I64_MAX);
       checkCount(k, "threads", threads);
       const n = rows * cols;
       checkFloats(k, "g", gr, n, gr), checkFloats(k, "w", w, n, gr);
       checkFloats(k, "out", out, n, gr);
-      fn("project_out_rows", gr)(gr, w, out, rows, cols, threads);
+      if (sumsq) checkFloats(k, "sumsq", sumsq, 1, gr);
+      fn("project_out_rows", gr)(gr, w, out, rows, cols, threads, sumsq);
     },
     sumSquares(x, n, out, threads) {
       const k = "sumSquares";
