@@ -50,7 +50,9 @@ console.log(
 // The floor: the encoder's one dense matmul (the costliest matmul entry, its bias fused or not,
 // or the GEMM with its top-k fused); the rest is overhead.
 const gemm =
-  timer.entries().filter(([key]) => /^(matmul|fused\.affine|fused\.affineTopk) /.test(key))
+  timer.entries().filter(([key]) =>
+    /^(matmul|fused\.affine|fused\.affineTopk|fused\.affineBatchTopk) /.test(key)
+  )
     .sort((a, b) => b[1][0] - a[1][0])[0];
 if (gemm) {
   console.log(

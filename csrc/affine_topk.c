@@ -826,6 +826,332 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 }
 #endif
 
+#ifdef SC_AMX
+// ---- The batch's `total` largest through the same screen --------------------------------------
+// BatchTopK keeps the `total` largest entries of the whole product x·W + b, ranked as sc_topk_f32
+// ranks the flattened [M, N] product (larger first, ties to the lower flat index), with the f32
+// sums' bits (at_exact's, the f32 GEMM's). The screen's bound holds entry by entry, so one AMX
+// pass keeps, per thread, the entries whose upper bound can still reach the batch's cut: a thread
+// that holds `total` entries of lower bound ≥ τ knows the batch's `total`-th largest lower bound L is
+// ≥ τ, and drops every entry whose upper bound hi' is below τ (cut when its list fills, in
+// at_screen's double arithmetic). The lists joined give L; the entries with hi' ≥ L hold every
+// winner (an exact value e ≤ hi' < L ≤ the total-th best cannot place, ties included); their exact
+// sums (at_exact), in flat order, are ranked by abt_best. The [M, N] product is never written: on
+// AMX at d 512, F 8192, batch 2048, k 32 the selection takes ~36 ms against ~61 ms for the f32 GEMM
+// and top-k over its 16.8 M entries.
+
+// The total best of n values (flat indices `at`, ascending) into values/indices, ranked as
+// sc_topk_f32 ranks them (larger first, −0 as +0, ties to the lower index; no NaN here): 64-bit
+// keys (order key, then the complement of the position) sorted by an LSD radix sort, 8 bits a
+// pass. 0 when out of memory.
+static int abt_best(const float *v, const int32_t *at, int64_t n, int64_t total, float *values, int32_t *indices) {
+  uint64_t *a = malloc(sizeof(uint64_t) * (size_t)n), *b = malloc(sizeof(uint64_t) * (size_t)n);
+  if (!a || !b) {
+    free(a), free(b);
+    return 0;
+  }
+  for (int64_t q = 0; q < n; q += 16) {
+    const __mmask16 live = at_lanes_below(n - q);
+    uint32_t o[16];
+    _mm512_storeu_si512(o, at_ord16(_mm512_maskz_loadu_ps(live, v + q)));
+    for (int64_t l = 0; l < 16 && q + l < n; l++) a[q + l] = (uint64_t)o[l] << 32 | (uint32_t)~(uint32_t)(q + l);
+  }
+  for (int shift = 0; shift < 64; shift += 8) {
+    int64_t count[257] = {0};
+    for (int64_t q = 0; q < n; q++) count[(a[q] >> shift & 0xff) + 1]++;
+    for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+    for (int64_t q = 0; q < n; q++) b[count[a[q] >> shift & 0xff]++] = a[q];
+    uint64_t *t = a;
+    a = b, b = t;
+  }
+  for (int64_t q = 0; q < total; q++) {
+    const uint32_t i = ~(uint32_t)a[n - 1 - q];
+    values[q] = v[i], indices[q] = at[i];
+  }
+  free(a), free(b);
+  return 1;
+}
+
+// The largest float at most l (l finite or -inf).
+static inline float abt_down(double l) {
+  float f = (float)l;
+  if ((double)f <= l) return f;
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  u = f > 0 ? u - 1 : f < 0 ? u + 1 : 0x80000001u;  // one step towards -inf (from ±0: -2⁻¹⁴⁹)
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// at_mth_ord for lists of any length (V is overwritten with the values' order keys).
+static uint32_t abt_mth_ord(float *V, int64_t n, int64_t m) {
+  uint32_t *o = (uint32_t *)(void *)V, lo = UINT32_MAX, hi = 0;
+  for (int64_t q = 0; q < n; q += 16) {
+    const __mmask16 live = at_lanes_below(n - q);
+    _mm512_mask_storeu_epi32(o + q, live, at_ord16(_mm512_maskz_loadu_ps(live, V + q)));
+  }
+  for (int64_t q = 0; q < n; q++) lo = o[q] < lo ? o[q] : lo, hi = o[q] > hi ? o[q] : hi;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2 + 1;
+    const __m512i mv = _mm512_set1_epi32((int)mid);
+    int64_t c = 0, q = 0;
+    for (; q + 16 <= n; q += 16) c += __builtin_popcount(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(o + q), mv));
+    for (; q < n; q++) c += o[q] >= mid;
+    if (c == m) return mid;
+    lo = c > m ? mid : lo;
+    hi = c > m ? hi : mid - 1;
+  }
+  return lo;
+}
+
+// A thread's kept entries: upper bound h = fl(a + ε̂) as the epilogue made it, ε̂ (the f32 bound,
+// at least ε: its coefficients were rounded up by more than its three roundings), row and column.
+// With ε̂ for ε, at_screen's interval [lo, hi'] only widens.
+typedef struct {
+  int64_t n, cap;
+  float *h, *e;
+  int64_t *rc;  // row << 32 | column
+  double tau;   // the cut: -inf until the list first holds `total`
+  float tau_f;  // τ rounded down to f32: a lane below it is below τ
+} abt_list;
+
+// The list's cut raised to the total-th largest lower bound lo it holds (when it holds that many),
+// and its entries cut to those whose hi' reaches it (a NaN stays: its exact sum declines the call),
+// in order. lo: scratch for n floats.
+static void abt_cut(abt_list *L, int64_t total, float *lo) {
+  const __m512d c202 = _mm512_set1_pd(2.02), c22 = _mm512_set1_pd(0x1p-22), c20 = _mm512_set1_pd(0x1p-20);
+  if (L->n >= total) {
+    for (int64_t q = 0; q < L->n; q += 8) {
+      const __mmask8 m = (__mmask8)at_lanes_below(L->n - q);
+      const __m512d h = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, L->h + q));
+      const __m512d e = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, L->e + q));
+      const __m512d l = _mm512_sub_pd(_mm512_sub_pd(h, _mm512_mul_pd(c202, e)), _mm512_mul_pd(c22, _mm512_abs_pd(h)));
+      _mm256_mask_storeu_ps(lo + q, m, _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    }
+    const double t = at_unord(abt_mth_ord(lo, L->n, total));
+    if (t > L->tau) L->tau = t, L->tau_f = abt_down(t);
+  }
+  const __m512d tau = _mm512_set1_pd(L->tau);
+  int64_t kept = 0;
+  for (int64_t q = 0; q < L->n; q += 8) {
+    const __mmask8 m = (__mmask8)at_lanes_below(L->n - q);
+    const __m256 hf = _mm256_maskz_loadu_ps(m, L->h + q), ef = _mm256_maskz_loadu_ps(m, L->e + q);
+    const __m512d h = _mm512_cvtps_pd(hf), e = _mm512_cvtps_pd(ef);
+    const __m512d hi = _mm512_add_pd(_mm512_add_pd(h, _mm512_mul_pd(c22, _mm512_abs_pd(h))), _mm512_mul_pd(c20, e));
+    const __mmask8 keep = m & _mm512_cmp_pd_mask(hi, tau, _CMP_NLT_UQ);
+    _mm256_mask_compressstoreu_ps(L->h + kept, keep, hf);
+    _mm256_mask_compressstoreu_ps(L->e + kept, keep, ef);
+    _mm512_mask_compressstoreu_epi64(L->rc + kept, keep, _mm512_maskz_loadu_epi64(m, L->rc + q));
+    kept += __builtin_popcount(keep);
+  }
+  L->n = kept;
+}
+
+typedef struct {
+  at_job at;  // x, packed, bias, M, K, N, rows [s0, s1), block, ucol, d0
+  const at_row_eps *E;  // per row of the whole product
+  int64_t total;
+  abt_list L;
+  float *lo;  // scratch for abt_cut: cap
+  int status;
+} abt_job;
+
+static void *abt_amx_task(void *p) {
+  abt_job *jb = p;
+  const at_job *j = &jb->at;
+  const int64_t K = j->K, N = j->N, R = j->block, Kp = amx_kp(K), slivers = (N + 31) / 32;
+  const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
+  abt_list *L = &jb->L;
+  amx_configure();
+  uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
+  float *tile = at_alloc(sizeof(float) * 32 * 32);
+  jb->status = A && tile ? -1 : -2;
+  for (int64_t r0 = j->s0; jb->status == -1 && r0 < j->s1; r0 += R) {
+    const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
+    amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
+    for (int64_t js = 0; jb->status == -1 && js < slivers; js++) {
+      const int64_t c0 = js * 32;
+      const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
+      const float *u0 = j->ucol + c0, *u1 = u0 + slivers * 32, *u2 = u1 + slivers * 32;
+      for (int64_t i0 = 0; jb->status == -1 && i0 < rows; i0 += 32) {
+        amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
+        for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
+          const at_row_eps e = jb->E[r0 + i];
+          const __m512 ea = _mm512_set1_ps((float)(e.a * (1 + 0x1p-20)));
+          const __m512 eb = _mm512_set1_ps((float)(e.b * (1 + 0x1p-20)));
+          const __m512 eg = _mm512_set1_ps((float)(e.g * (1 + 0x1p-20)));
+          const __m512 ed = _mm512_set1_ps((float)(j->d0 * (1 + 0x1p-20)));
+          const __m512 tau = _mm512_set1_ps(L->tau_f);
+          for (int hv = 0; hv < 2; hv++) {
+            const __m512 eps = _mm512_fmadd_ps(
+                ea, _mm512_load_ps(u0 + 16 * hv),
+                _mm512_fmadd_ps(eb, _mm512_load_ps(u1 + 16 * hv), _mm512_fmadd_ps(eg, _mm512_load_ps(u2 + 16 * hv), ed)));
+            const __m512 a = _mm512_add_ps(_mm512_load_ps(tile + (i - i0) * 32 + 16 * hv), hv ? b1 : b0);
+            const __m512 h = _mm512_add_ps(a, eps);
+            // An upper bound of hi' in f32 (twice its terms: more than this sum's roundings), so a
+            // lane below τ (rounded down) is one abt_cut would drop too. NaN lanes are kept.
+            const __m512 up = _mm512_add_ps(
+                h, _mm512_fmadd_ps(_mm512_abs_ps(h), _mm512_set1_ps(0x1p-21f), _mm512_mul_ps(eps, _mm512_set1_ps(0x1p-19f))));
+            const __mmask16 keep = at_lanes_below(N - c0 - 16 * hv) & ~_mm512_cmp_ps_mask(up, tau, _CMP_LT_OQ);
+            if (!keep) continue;
+            if (L->n + 16 > L->cap) {
+              abt_cut(L, jb->total, jb->lo);
+              if (L->n > L->cap - L->cap / 4) {  // too many near the cut to be worth it
+                jb->status = -6;
+                break;
+              }
+            }
+            _mm512_mask_compressstoreu_ps(L->h + L->n, keep, h);
+            _mm512_mask_compressstoreu_ps(L->e + L->n, keep, eps);
+            const int64_t rc0 = (r0 + i) << 32 | (c0 + 16 * hv);
+            const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm512_mask_compressstoreu_epi64(L->rc + L->n, (__mmask8)keep, _mm512_add_epi64(_mm512_set1_epi64(rc0), lanes));
+            _mm512_mask_compressstoreu_epi64(L->rc + L->n + __builtin_popcount(keep & 0xff), (__mmask8)(keep >> 8),
+                                             _mm512_add_epi64(_mm512_set1_epi64(rc0 + 8), lanes));
+            L->n += __builtin_popcount(keep);
+          }
+          if (jb->status != -1) break;
+        }
+      }
+    }
+  }
+  if (jb->status == -1) abt_cut(L, jb->total, jb->lo);
+  _tile_release();
+  free(A), free(tile);
+  return 0;
+}
+
+typedef struct {
+  const at_job *at;
+  const at_exact_groups *G;
+  int64_t g0, g1;
+} abt_exact_job;
+
+static void *abt_exact_task(void *p) {
+  abt_exact_job *e = p;
+  const at_exact_groups G = {e->G->cols + 16 * e->g0, e->G->row + e->g0, e->G->live + e->g0, e->G->sum + 16 * e->g0};
+  at_exact(e->at, &G, e->g1 - e->g0);
+  return 0;
+}
+
+// x [M, K] and W [K, N] contiguous, b [N]; `scratch` as sc_affine_topk_f32's (the screen's W in
+// bf16 and transposed). values/indices [total]: the batch's total largest and their flat indices
+// (r·N + c), best first. -1 done, -2 out of memory, -4 a NaN among the candidates' sums, -5 not here
+// (no AMX, M·N ≥ 2³¹, K > 2¹⁴), -6 an operand out of the screen's range or too many entries near the
+// cut (the caller composes: the GEMM, then top-k).
+static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
+                       int64_t total, float *scratch, float *values, int32_t *indices, int nt) {
+  const int64_t slivers = (N + AT_NR - 1) / AT_NR, Np = slivers * AT_NR, Kp = amx_kp(K);
+  float *packed = (float *)(void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *wt = packed + Kp * Np / 2;
+  float *bias = at_alloc(sizeof(float) * (size_t)Np), *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
+  at_row_eps *E = malloc(sizeof(at_row_eps) * (size_t)M);
+  int32_t status = bias && ucol && E ? -1 : -2;
+  double bmax = 0;
+  for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
+  if (status == -1 && (!(bmax <= 0x1p50) || !at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)))
+    status = -6;
+  for (int64_t r = 0; status == -1 && r < M; r++) {
+    double sq[3];
+    if (!at_screen_norms(x + r * K, K, sq)) status = -6;
+    else E[r] = at_screen_row(sq, K);
+  }
+  abt_job jobs[MAX_THREADS];
+  const int64_t groups32 = (M + 31) / 32, R = amx_block_rows(Kp);
+  if (nt > groups32) nt = (int)groups32;
+  const int64_t cap = 4 * total + 64;
+  const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
+  for (int t = 0; t < nt; t++) {
+    jobs[t] = (abt_job){{x, packed, bias, M, K, N, total, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt), R,
+                         0, 0, -1, w, wt, 0, 0, ucol, d0},
+                        E,
+                        total,
+                        {0, cap, at_alloc(sizeof(float) * (size_t)cap), at_alloc(sizeof(float) * (size_t)cap),
+                         at_alloc(sizeof(int64_t) * (size_t)cap), -INFINITY, -INFINITY},
+                        at_alloc(sizeof(float) * (size_t)cap),
+                        -1};
+    if (!jobs[t].L.h || !jobs[t].L.e || !jobs[t].L.rc || !jobs[t].lo) status = status == -1 ? -2 : status;
+  }
+  if (status == -1) {
+    memcpy(bias, b, sizeof(float) * (size_t)N);
+    memset(bias + N, 0, sizeof(float) * (size_t)(Np - N));
+    run_tasks(abt_amx_task, jobs, sizeof(abt_job), nt);
+    for (int t = 0; t < nt; t++) {
+      const int s = jobs[t].status;
+      if (s == -2 || (s == -6 && status != -2)) status = s;
+    }
+  }
+  // The lists joined (threads own rows in order), the batch's cut L, and the entries that reach it.
+  int64_t n = 0;
+  for (int t = 0; t < nt; t++) n += jobs[t].L.n;
+  abt_list all = {0, n, 0, 0, 0, -INFINITY, -INFINITY};
+  float *lo = 0, *sums = 0;
+  int32_t *at = 0, *pos = 0;
+  int64_t *start = 0;
+  at_exact_groups G = {0, 0, 0, 0};
+  if (status == -1) {
+    all.h = at_alloc(sizeof(float) * (size_t)(n + 1)), all.e = at_alloc(sizeof(float) * (size_t)(n + 1));
+    all.rc = at_alloc(sizeof(int64_t) * (size_t)(n + 1)), lo = at_alloc(sizeof(float) * (size_t)(n + 1));
+    if (!all.h || !all.e || !all.rc || !lo) status = -2;
+  }
+  if (status == -1) {
+    for (int t = 0; t < nt; t++) {
+      memcpy(all.h + all.n, jobs[t].L.h, sizeof(float) * (size_t)jobs[t].L.n);
+      memcpy(all.e + all.n, jobs[t].L.e, sizeof(float) * (size_t)jobs[t].L.n);
+      memcpy(all.rc + all.n, jobs[t].L.rc, sizeof(int64_t) * (size_t)jobs[t].L.n);
+      all.n += jobs[t].L.n;
+    }
+    abt_cut(&all, total, lo);
+    if (all.n < total) status = -6;  // (cannot happen: every entry whose lo reaches L stays)
+  }
+  // The candidates in flat order: a stable counting sort by row (each row's columns came in order),
+  // in groups of up to 16 columns of one row (at_exact's unit).
+  int64_t groups = 0;
+  if (status == -1) {
+    start = calloc((size_t)M + 1, sizeof(int64_t));
+    at = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
+    const int64_t most = all.n / 16 + M + 1;
+    G = (at_exact_groups){at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
+                          at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
+    pos = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
+    sums = at_alloc(sizeof(float) * (size_t)(all.n + 1));
+    if (!start || !at || !G.cols || !G.row || !G.live || !G.sum || !pos || !sums) status = -2;
+  }
+  if (status == -1) {
+    for (int64_t q = 0; q < all.n; q++) start[(all.rc[q] >> 32) + 1]++;
+    for (int64_t r = 0; r < M; r++) start[r + 1] += start[r];
+    for (int64_t q = 0; q < all.n; q++) at[start[all.rc[q] >> 32]++] = (int32_t)q;
+    for (int64_t q = 0; q < all.n;) {
+      const int64_t r = all.rc[at[q]] >> 32;
+      int m = 0;
+      for (; q < all.n && m < 16 && all.rc[at[q]] >> 32 == r; q++, m++)
+        G.cols[16 * groups + m] = (int32_t)(all.rc[at[q]] & 0xffffffff);
+      for (int e2 = m; e2 < 16; e2++) G.cols[16 * groups + e2] = G.cols[16 * groups];
+      G.row[groups] = (int32_t)r, G.live[groups] = at_lanes_below(m), groups++;
+    }
+  }
+  if (status == -1) {
+    abt_exact_job ej[MAX_THREADS];
+    for (int t = 0; t < nt; t++) ej[t] = (abt_exact_job){&jobs[0].at, &G, groups * t / nt, groups * (t + 1) / nt};
+    run_tasks(abt_exact_task, ej, sizeof(abt_exact_job), nt);
+    int64_t m = 0;
+    for (int64_t g = 0; g < groups; g++)
+      for (int l = 0; l < 16; l++)
+        if (G.live[g] >> l & 1) {
+          const float v = G.sum[16 * g + l];
+          if (v != v) status = -4;
+          pos[m] = (int32_t)(G.row[g] * N + G.cols[16 * g + l]), sums[m++] = v;
+        }
+    if (status == -1 && !abt_best(sums, pos, m, total, values, indices)) status = -2;
+  }
+  for (int t = 0; t < nt; t++) free(jobs[t].L.h), free(jobs[t].L.e), free(jobs[t].L.rc), free(jobs[t].lo);
+  free(bias), free(ucol), free(E), free(all.h), free(all.e), free(all.rc), free(lo), free(start), free(at), free(pos);
+  free(sums);
+  free(G.cols), free(G.row), free(G.live), free(G.sum);
+  return status;
+}
+
+#endif
+
 // x [M, K] contiguous; W [K, N] contiguous (or [N, K] when wT); b [N]; scratch: 3/2·⌈K/32⌉·32 ·
 // ⌈N/32⌉·32 + 16 floats (W packed in f32; or, for the screen, W in bf16 and W transposed; from its
 // first 64-byte boundary, so that tile loads and the transposed rows do not straddle cache lines).
@@ -918,4 +1244,26 @@ int32_t sc_affine_topk_f64(const double *x, int64_t M, int64_t K, const double *
   (void)x, (void)M, (void)K, (void)w, (void)wT, (void)b, (void)packed, (void)values, (void)indices;
   (void)bf16, (void)threads;
   return k < 1 || k > N ? -3 : -5;
+}
+
+// The batch's `total` largest of x·W + b (see abt_run); -3 bad sizes, -5 not here (no AVX-512 or
+// AMX, the screen switched off, M·N ≥ 2³¹ or K > 2¹⁴): the caller composes.
+int32_t sc_affine_batch_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
+                                 int64_t total, float *scratch, float *values, int32_t *indices, int32_t threads) {
+  if (M < 1 || K < 1 || N < 1 || total < 1 || total > M * N) return -3;
+#if defined(__AVX512F__) && defined(SC_AMX)
+  // (at_screen_wanted(1, …): K within the bound's range and SPARSECODER_TOPK_SCREEN not 0)
+  if (M * N >= ((int64_t)1 << 31) || !at_screen_wanted(1, K, N) || !amx_ready()) return -5;
+  return abt_run(x, M, K, w, N, b, total, scratch, values, indices, clamp_threads(threads));
+#else
+  (void)x, (void)w, (void)b, (void)scratch, (void)values, (void)indices, (void)threads;
+  return -5;
+#endif
+}
+
+// f64 has no fused kernel: the caller composes.
+int32_t sc_affine_batch_topk_f64(const double *x, int64_t M, int64_t K, const double *w, int64_t N, const double *b,
+                                 int64_t total, double *scratch, double *values, int32_t *indices, int32_t threads) {
+  (void)x, (void)w, (void)b, (void)scratch, (void)values, (void)indices, (void)threads;
+  return M < 1 || K < 1 || N < 1 || total < 1 || total > M * N ? -3 : -5;
 }

@@ -170,6 +170,12 @@ export interface Backend {
      */
     affineTopk?(x: View, w: View, b: View, k: number): [values: Buf, indices: Buf] | null;
     /**
+     * The `total` largest entries of the whole product x·w + b (as affineTopk's operands; 1 ≤
+     * total ≤ M·N) as [values [total], flat indices r·N + c [total] (i32)], ranked as topk ranks the
+     * flattened product, with affine's bits, without the [M, N] product in memory; null: compose it.
+     */
+    affineBatchTopk?(x: View, w: View, b: View, total: number): [values: Buf, indices: Buf] | null;
+    /**
      * Sᵀ·dense for COO entries (rows, cols: i32; vals) and a contiguous float dense [rows', d],
      * written as its transpose [d, outRows]: the bits of the backend's spmm (transpose) then a
      * copy of its transpose, in one pass. Null: compose it. A backend that sums the result's

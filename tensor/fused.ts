@@ -32,6 +32,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   sumSquares: { float: true, matrix: false },
   affine: { float: true, matrix: true },
   affineTopk: { float: true, matrix: true },
+  affineBatchTopk: { float: true, matrix: true },
   columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
@@ -123,6 +124,32 @@ export function fusedAffineTopk(
   if (!r) return null;
   const shape = [x.shape[0], k];
   return [wrap(x.backend, r[0], shape, x.dtype), wrap(x.backend, r[1], shape, "i32")];
+}
+
+/**
+ * topk(reshape(x·W + b, [-1]), total) for matrices x [M, K], W [K, N] and a row b [N] (BatchTopK's
+ * selection over the whole batch), the product never held in memory: [values, flat indices] as
+ * that topk gives them, with fusedAffine's bits where the backend's kernel vouches for them. Null:
+ * compose it (no kernel here, an operand traced or of another dtype, or the kernel declines).
+ */
+export function fusedAffineBatchTopk(
+  x: Tensor,
+  W: Tensor,
+  b: Tensor,
+  total: number,
+): [Tensor, Tensor] | null {
+  const kern = x.backend.fused?.affineBatchTopk;
+  if (
+    !kern || x.ndim !== 2 || W.ndim !== 2 || b.ndim !== 1 || x.shape[1] !== W.shape[0] ||
+    b.shape[0] !== W.shape[1] || !Number.isInteger(total) || total < 1 ||
+    total > x.shape[0] * W.shape[1] || x.shape[1] === 0
+  ) return null;
+  for (const t of [x, W, b]) {
+    if (t.backend !== x.backend || t.dtype !== x.dtype || isWatched(t)) return null;
+  }
+  const r = kern(x.view(), W.view(), b.view(), total);
+  if (!r) return null;
+  return [wrap(x.backend, r[0], [total], x.dtype), wrap(x.backend, r[1], [total], "i32")];
 }
 
 /**

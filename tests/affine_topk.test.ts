@@ -23,58 +23,7 @@ import { fusedAffineTopk } from "../tensor/fused.ts";
 import { topkEncode } from "../sae/arch/topk_encode.ts";
 import { native, setNativeKernels } from "../tensor/cpu/native.ts";
 import { bf16ToF32, f32ToBf16 } from "../tensor/dtype.ts";
-
-const f32 = new Float32Array(1), bits = new Uint32Array(f32.buffer);
-
-/** The f32 next to the f32 `r`, towards `towards`. */
-function neighbour(r: number, towards: number): number {
-  f32[0] = r;
-  const up = towards > r;
-  if (r === 0) {
-    bits[0] = 1;
-    return up ? f32[0] : -f32[0];
-  }
-  bits[0] += (r > 0) === up ? 1 : -1;
-  return f32[0];
-}
-
-/** fmaf(a, b, c) for f32 a, b, c: one rounding of a·b + c (the product is exact in double). */
-function fmaf(a: number, b: number, c: number): number {
-  const p = a * b, s = p + c, v = s - p, e = (p - (s - v)) + (c - v); // s + e = p + c exactly
-  const r = Math.fround(s);
-  if (e === 0 || r === s) return r;
-  // Rounding s to f32 is a second rounding; it errs only when s is a midpoint: e decides.
-  const o = neighbour(r, s);
-  if (s - r !== o - s) return r;
-  return (e > 0) === (o > r) ? o : r;
-}
-
-/** Where the chunk of K that starts at ls ends: OpenBLAS SkylakeX's split (GEMM_Q 448). */
-function chunkEnd(ls: number, K: number): number {
-  let n = K - ls;
-  if (n >= 2 * 448) n = 448;
-  else if (n > 448) n = Math.ceil(n / 2);
-  return ls + n;
-}
-
-/** Each entry in the kernel's order: b, then each chunk's partial sum added. */
-function oracle(x: Float32Array, W: Float32Array, b: Float32Array, M: number, K: number) {
-  const N = b.length, out = new Float32Array(M * N);
-  for (let i = 0; i < M; i++) {
-    for (let j = 0; j < N; j++) {
-      let v = b[j];
-      for (let k0 = 0; k0 < K; k0 = chunkEnd(k0, K)) {
-        let acc = 0;
-        for (let k = k0; k < chunkEnd(k0, K); k++) {
-          acc = fmaf(x[i * K + k], W[k * N + j], acc);
-        }
-        v = Math.fround(v + acc);
-      }
-      out[i * N + j] = v;
-    }
-  }
-  return out;
-}
+import { oracle, randomF32, sameBits } from "./affine_oracle.ts";
 
 /** The k best of each row: larger first, −0 as +0, ties to the lower index. */
 function topkRows(pre: Float32Array, M: number, N: number, k: number) {
@@ -86,22 +35,6 @@ function topkRows(pre: Float32Array, M: number, N: number, k: number) {
   }
   return { values, indices };
 }
-
-function randomF32(n: number, seed: number, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32 - 0.5) * scale * (i % 5 === 0 ? 8 : 1);
-  }
-  return out;
-}
-
-const sameBits = (a: Float32Array, b: Float32Array, what: string) => {
-  for (let i = 0; i < a.length; i++) {
-    if (!Object.is(a[i], b[i])) throw new Error(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
-  }
-};
 
 /** Runs the fused kernel on these operands, or says why this build has none. */
 function fused(

@@ -7,7 +7,7 @@ import { cast, gt, mul, relu } from "../../tensor/ops/elementwise.ts";
 import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { preActivations } from "./topk_encode.ts";
-import { batchTopkEncode, batchTopkSelect } from "./topk_encode.ts";
+import { batchTopkEncode, batchTopkSelectOf } from "./topk_encode.ts";
 import { topkFamilyLoss } from "./topk.ts";
 import { initParams } from "../params.ts";
 import { single } from "../threshold.ts";
@@ -48,6 +48,6 @@ export const batchTopkSae: Architecture = {
       y ?? x,
       cfg,
       ctx,
-      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0], ctx.batchShare),
+      batchTopkSelectOf(cfg.k * x.shape[0], ctx.batchShare),
     ),
 };

@@ -10,7 +10,7 @@ import { type Architecture, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import { reconstruction } from "./losses.ts";
 import { batchTopkSae } from "./batchtopk.ts";
-import { batchTopkSelect } from "./topk_encode.ts";
+import { batchTopkSelectOf } from "./topk_encode.ts";
 import { topkFamilyLoss } from "./topk.ts";
 import { initParams } from "../params.ts";
 
@@ -67,7 +67,7 @@ export const matryoshkaSae: Architecture = {
       y ?? x,
       cfg,
       ctx,
-      (pre) => batchTopkSelect(pre, cfg.k * x.shape[0], ctx.batchShare),
+      batchTopkSelectOf(cfg.k * x.shape[0], ctx.batchShare),
       (code, target) => {
         const coo = (code as Extract<Code, { kind: "coo" }>).coo;
         let total: Tensor | null = null, xhat: Tensor | null = null, end = 0;

@@ -22,7 +22,12 @@ import {
   transpose,
 } from "../../tensor/ops/shape.ts";
 import { type Coo, cooFromRows, spmm, spmmT } from "../../tensor/ops/sparse.ts";
-import { fusedAffine, fusedAffineTopk, fusedSpmmTransposed } from "../../tensor/fused.ts";
+import {
+  fusedAffine,
+  fusedAffineBatchTopk,
+  fusedAffineTopk,
+  fusedSpmmTransposed,
+} from "../../tensor/fused.ts";
 
 export interface TopKCode {
   /** [B, k] activations (≥ 0) and their feature indices (i32), largest first. */
@@ -85,20 +90,33 @@ export type SelectedCoo = Coo & { linear?: boolean };
 type Residuals = { xin: Tensor; W: Tensor; coos: SelectedCoo[] };
 
 /**
- * A selection of kept pre-activations; `rowTopk` marks the plain per-row top-k (ReLU'd), which
- * the encoder may find inside the GEMM without the [B, F] pre-activations (fusedAffineTopk).
+ * A selection of kept pre-activations; `rowTopk` marks the plain per-row top-k and `batchTopk`
+ * the batch's top-`total` (both ReLU'd), which the encoder may find inside the GEMM without the
+ * [B, F] pre-activations (fusedAffineTopk, fusedAffineBatchTopk).
  */
-export type Select = ((pre: Tensor) => SelectedCoo) & { rowTopk?: number };
+export type Select = ((pre: Tensor) => SelectedCoo) & { rowTopk?: number; batchTopk?: number };
 
 /** The k largest pre-activations of each row, ReLU'd (topkSelect), marked as fusible. */
 export const rowTopkSelect = (k: number): Select =>
   Object.assign((pre: Tensor) => topkSelect(pre, k), { rowTopk: k });
 
-/** The selections' kept entries: fused with the GEMM when the only one is a row top-k. */
+/** The batch's `total` largest pre-activations, ReLU'd (batchTopkSelect); fusible on one rank. */
+export const batchTopkSelectOf = (total: number, share?: BatchShare): Select =>
+  Object.assign(
+    (pre: Tensor) => batchTopkSelect(pre, total, share),
+    !share || share.ranks === 1 ? { batchTopk: total } : {},
+  );
+
+/** The selections' kept entries: fused with the GEMM when the only one is a row or batch top-k. */
 function select(xin: Tensor, W: Tensor, b: Tensor, selects: Select[]): SelectedCoo[] {
-  const k = selects.length === 1 ? selects[0].rowTopk : undefined;
-  const fused = k === undefined ? null : fusedAffineTopk(xin, W, b, k);
-  if (fused) return [cooFromRows(fused[1], relu(fused[0]))];
+  const only = selects.length === 1 ? selects[0] : undefined;
+  if (only?.rowTopk !== undefined) {
+    const fused = fusedAffineTopk(xin, W, b, only.rowTopk);
+    if (fused) return [cooFromRows(fused[1], relu(fused[0]))];
+  } else if (only?.batchTopk !== undefined) {
+    const fused = fusedAffineBatchTopk(xin, W, b, only.batchTopk);
+    if (fused) return [cooFromFlat(fused[1], relu(fused[0]), W.shape[1])];
+  }
   const pre = affine(xin, W, b);
   return selects.map((s) => s(pre));
 }
@@ -170,9 +188,7 @@ export function batchTopkEncode(
   b_dec: Tensor | null,
   total: number,
 ): Coo {
-  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, [
-    (pre) => batchTopkSelect(pre, total),
-  ])[0];
+  return sparseEncoder("batchTopkEncode", x, W_enc, b_enc, b_dec, [batchTopkSelectOf(total)])[0];
 }
 
 /** The k largest pre-activations of each row, ReLU'd, as COO entries (row-major [B, k]). */
@@ -207,10 +223,16 @@ export function batchTopk(scores: Tensor, total: number, share?: BatchShare): [T
 
 /** The `total` largest pre-activations of the whole batch, ReLU'd, as COO entries. */
 export function batchTopkSelect(pre: Tensor, total: number, share?: BatchShare): Coo {
-  const F = pre.shape[1];
   const [v, flat] = batchTopk(reshape(pre, [-1]), total, share);
-  return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(v) };
+  return cooFromFlat(flat, relu(v), pre.shape[1]);
 }
+
+/** COO entries from flat indices r·F + c into a [B, F] matrix. */
+const cooFromFlat = (flat: Tensor, values: Tensor, F: number): Coo => ({
+  rows: floorDiv(flat, F),
+  cols: mod(flat, F),
+  values,
+});
 
 /** x̂ = Σ_j values[b, j]·W_dec[indices[b, j]] + b_dec, in O(B·k·d). */
 export function sparseDecode(code: TopKCode, W_dec: Tensor, b_dec: Tensor): Tensor {

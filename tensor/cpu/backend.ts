@@ -699,6 +699,36 @@ export const cpu: Backend = {
       giveArray(values), giveArray(indices);
       return null;
     },
+    affineBatchTopk(x, w, b, total) {
+      const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
+      // Only where the answer has affine's f32 bits: the screen's exact sums are sgemm's order.
+      if (!nat || cpuMatmulPrecision().running !== "f32" || x.dtype !== "f32" || !fusedTopkOn) {
+        return null;
+      }
+      if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(w) || !contiguous(b)) {
+        return null;
+      }
+      const room = 1.5 * Math.ceil(Kd / 32) * 32 * Math.ceil(N / 32) * 32 + 16;
+      const scratch = takeArray("f32", room) as F;
+      const values = takeArray("f32", total) as F, indices = takeArray("i32", total) as Int32Array;
+      const r = nat.affineBatchTopk(
+        own(x, M * Kd) as F,
+        M,
+        Kd,
+        own(w, Kd * N) as F,
+        N,
+        own(b, N) as F,
+        total,
+        scratch,
+        values,
+        indices,
+        nativeThreads(M * N),
+      );
+      giveArray(scratch);
+      if (r === "done") return [values, indices];
+      giveArray(values), giveArray(indices);
+      return null;
+    },
     unitRows(w) {
       const [R, C] = w.shape;
       const W = w.buf as F, out = takeArray(w.dtype, R * C) as F;

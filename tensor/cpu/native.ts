@@ -202,6 +202,26 @@ export interface Native extends NativeTrain {
     bf16: boolean,
     threads: number,
   ): "done" | "compose";
+  /**
+   * The batch's `total` largest entries of x·W + b (x [M, K], W [K, N], both contiguous, b [N])
+   * into values and flat indices (r·N + c) [total], best first, ranked as topk ranks the flattened
+   * product, with the f32 GEMM's bits, through the bf16 screen on AMX tiles without writing the
+   * product (csrc/affine_topk.c): "done", or "compose" where this build has no such kernel or the
+   * screen declines. `scratch` as affineTopk's `packed`.
+   */
+  affineBatchTopk(
+    x: F,
+    M: number,
+    K: number,
+    w: F,
+    N: number,
+    b: F,
+    total: number,
+    scratch: F,
+    values: F,
+    indices: Int32Array,
+    threads: number,
+  ): "done" | "compose";
   /** Whether this build has AMX-BF16 and the OS granted this process its tiles (the bf16 kernels). */
   amxBf16(): boolean;
   /**
@@ -351,6 +371,10 @@ const SIGS: Record<string, FfiSig> = {
       "i32",
       "i32",
     ],
+    ret: "i32",
+  },
+  affine_batch_topk: {
+    args: ["buf", "i64", "i64", "buf", "i64", "buf", "i64", "buf", "buf", "buf", "i32"],
     ret: "i32",
   },
   ...TRAIN_SIGS,
@@ -505,6 +529,42 @@ function bind(path: string, raw: Raw): Native {
         +gT,
         threads,
       );
+    },
+    affineBatchTopk(x, M, K, w, N, b, total, scratch, values, indices, threads) {
+      const k = "affineBatchTopk";
+      for (const [name, v] of [["M", M], ["K", K], ["N", N], ["total", total]] as const) {
+        checkCount(k, name, v, I64_MAX);
+      }
+      checkCount(k, "threads", threads);
+      if (total < 1 || total > M * N) {
+        throw new RangeError(`native ${k}: total = ${total} is not in [1, ${M * N}]`);
+      }
+      checkFloats(k, "x", x, M * K, x), checkFloats(k, "w", w, K * N, x);
+      checkFloats(k, "b", b, N, x);
+      checkFloats(
+        k,
+        "scratch",
+        scratch,
+        1.5 * Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 32 + 16,
+        x,
+      );
+      checkFloats(k, "values", values, total, x), checkIndices(k, "indices", indices, total);
+      const r = fn("affine_batch_topk", x)(
+        x,
+        M,
+        K,
+        w,
+        N,
+        b,
+        total,
+        scratch,
+        values,
+        indices,
+        threads,
+      );
+      if (r === -1) return "done";
+      if (r === -2) throw new Error(`native ${k}: out of memory for ${M}x${N} entries`);
+      return "compose";
     },
     amxBf16: () => raw.amx_bf16_ready() === 1,
     topkScreened: () => Number(raw.affine_topk_screened()),

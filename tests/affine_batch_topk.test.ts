@@ -1,0 +1,202 @@
+/**
+ * BatchTopK's selection through the bf16 screen (fusedAffineBatchTopk, csrc/affine_topk.c): the
+ * `total` largest entries of the whole product x·W + b, never written, against the oracle's sums
+ * (tests/affine_oracle.ts) flattened and ranked as topk ranks them (larger first, −0 as +0, ties to
+ * the lower flat index): the same values, bits and indices on random floats (every blocking tail,
+ * total from 1 to a large share of the batch), and against the composition on integers (exact sums,
+ * full of ties) whenever the screen answers; a NaN, a traced operand, a bf16 matmul or ties beyond
+ * the screen send the caller back to the composition; and BatchTopK's encoder and training step
+ * give the same bits with the kernel and without.
+ */
+import fc from "fast-check";
+import * as t from "../mod.ts";
+import { fusedAffineBatchTopk } from "../tensor/fused.ts";
+import { batchTopkEncode } from "../sae/arch/topk_encode.ts";
+import { native } from "../tensor/cpu/native.ts";
+import { resolveConfig } from "../sae/config.ts";
+import { resolveTrainConfig } from "../sae/train/config.ts";
+import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
+import { assert, assertEquals, test } from "./harness.ts";
+import { oracle, randomF32, sameBits } from "./affine_oracle.ts";
+
+/** The total best entries of a flattened [M, N] product: larger first, −0 as +0, lower index first. */
+function batchBest(pre: Float32Array, total: number) {
+  const order = Array.from({ length: pre.length }, (_, j) => j).sort((a, b) =>
+    pre[b] - pre[a] || a - b
+  );
+  const values = new Float32Array(total), indices = new Int32Array(total);
+  for (let q = 0; q < total; q++) values[q] = pre[order[q]], indices[q] = order[q];
+  return { values, indices };
+}
+
+const tensors = (x: Float32Array, W: Float32Array, b: Float32Array, M: number, K: number) => ({
+  x: t.tensor(x, { shape: [M, K] }),
+  W: t.tensor(W, { shape: [K, b.length] }),
+  b: t.tensor(b),
+});
+
+function fused(
+  x: Float32Array,
+  W: Float32Array,
+  b: Float32Array,
+  M: number,
+  K: number,
+  total: number,
+) {
+  const o = tensors(x, W, b, M, K);
+  return fusedAffineBatchTopk(o.x, o.W, o.b, total);
+}
+
+// The kernel runs where AVX-512 and AMX tiles are (the bf16 screen); elsewhere the composition.
+const amx = native()?.amxBf16() ?? false;
+if (!amx) {
+  console.log(
+    "affine_batch_topk: no AMX-BF16 tiles here (or no native kernels); the tests below check that " +
+      "the composition runs",
+  );
+}
+
+test("fusedAffineBatchTopk: the oracle's bits and ranking on random floats, every blocking tail", () => {
+  const cases = [
+    [40, 512, 2048, 2560], // K past 448; total 32 a row
+    [33, 1000, 700, 1], // K past 896, odd; one winner
+    [17, 97, 300, 2000], // a large share of the batch (2000 of 5100)
+    [70, 64, 200, 140],
+    [9, 33, 257, 50],
+  ];
+  for (const [M, K, N, total] of cases) {
+    const x = randomF32(M * K, 3 + K), W = randomF32(K * N, 4 + N), b = randomF32(N, 5 + total);
+    const got = fused(x, W, b, M, K, total);
+    const tag = `${M}x${K}x${N} total ${total}`;
+    if (!amx) {
+      assert(got === null, `${tag}: no kernel here, the composition runs`);
+      continue;
+    }
+    assert(got !== null, `${tag}: answered through the screen`);
+    const want = batchBest(oracle(x, W, b, M, K), total);
+    assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `${tag} indices`);
+    sameBits(got[0].dataSync() as Float32Array, want.values, `${tag} values`);
+  }
+});
+
+test("fusedAffineBatchTopk: integer operands (exact sums, many ties) equal topk(reshape(x·W + b)) when answered", () => {
+  let answered = 0;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 200 }),
+      fc.integer({ min: 20, max: 300 }),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (M, K, N, seed) => {
+        const int = (n: number, s: number, span: number) =>
+          Float32Array.from(randomF32(n, s), (v) => Math.round(v * span) || (v < 0 ? -0 : 0));
+        const x = int(M * K, seed, 2), W = int(K * N, seed + 1, 2), b = int(N, seed + 2, 4);
+        const total = 1 + (seed % Math.min(M * N, 4 * M));
+        const got = fused(x, W, b, M, K, total);
+        if (!got) return true; // (ties beyond the screen, or no kernel: the composition runs)
+        answered++;
+        const o = tensors(x, W, b, M, K);
+        const [v, i] = t.topk(t.reshape(t.add(t.matmul(o.x, o.W), o.b), [-1]), total);
+        assertEquals(Array.from(got[1].dataSync()), Array.from(i.dataSync()), "indices");
+        sameBits(got[0].dataSync() as Float32Array, v.dataSync() as Float32Array, "values");
+        return true;
+      },
+    ),
+    { numRuns: 40 },
+  );
+  if (amx) assert(answered > 0, "the screen answered none of the integer cases");
+});
+
+test("fusedAffineBatchTopk: null for a NaN, a traced operand, a bf16 matmul, or ties beyond the screen", () => {
+  const M = 6, K = 20, N = 40, total = 30;
+  const x = randomF32(M * K, 3), W = randomF32(K * N, 4), b = randomF32(N, 5);
+  x[2 * K + 7] = NaN;
+  assert(fused(x, W, b, M, K, total) === null, "a NaN in x must send the caller back");
+  x[2 * K + 7] = 0.5;
+  const o = tensors(x, W, b, M, K);
+  let traced: unknown = "not run";
+  t.grad((w: t.Tensor) => {
+    traced = fusedAffineBatchTopk(o.x, w, o.b, total);
+    return t.sum(w);
+  })(o.W);
+  assert(traced === null, "a traced W must not take the fused kernel");
+  const prior = t.cpuMatmulPrecision().asked;
+  t.setCpuMatmulPrecision("bf16", { emulate: true });
+  try {
+    assert(
+      fusedAffineBatchTopk(o.x, o.W, o.b, total) === null,
+      "a bf16 matmul is the composition's",
+    );
+  } finally {
+    t.setCpuMatmulPrecision(prior);
+  }
+  // Every column the same: the whole batch ties within the bound, more than the lists hold.
+  const same = new Float32Array(K * 512);
+  const col = randomF32(K, 6);
+  for (let q = 0; q < K; q++) same.fill(col[q], q * 512, (q + 1) * 512);
+  assert(
+    fused(randomF32(64 * K, 7), same, new Float32Array(512), 64, K, 64) === null,
+    "near-ties: declined",
+  );
+});
+
+test("BatchTopK's encoder and a training step give the same bits with the fused selection and without", async () => {
+  // deno-lint-ignore no-explicit-any
+  const table = t.getBackend().fused as Record<string, any>;
+  const kernel = table.affineBatchTopk;
+  let ran = 0;
+  const both = async <T>(run: () => Promise<T> | T): Promise<[T, T]> => {
+    table.affineBatchTopk = kernel && ((...a: unknown[]) => {
+      const r = kernel(...a);
+      if (r) ran++;
+      return r;
+    });
+    let a: T, c: T;
+    try {
+      a = await run();
+    } finally {
+      table.affineBatchTopk = undefined;
+    }
+    try {
+      c = await run();
+    } finally {
+      table.affineBatchTopk = kernel;
+    }
+    return [a, c];
+  };
+  const x = t.random.normal(t.random.key(1), [96, 64]);
+  const W = t.random.normal(t.random.key(2), [64, 300]);
+  const b = t.random.normal(t.random.key(3), [300]);
+  const bd = t.random.normal(t.random.key(4), [64]);
+  const [enc, encComposed] = await both(() => {
+    const coo = batchTopkEncode(x, W, b, bd, 8 * 96);
+    return [coo.rows, coo.cols, coo.values].map((v) => Array.from(v.dataSync()));
+  });
+  assertEquals(enc, encComposed, "the code");
+  const cfg = resolveConfig({ arch: "batchtopk", d_in: 64, d_sae: 256, k: 8 });
+  const tc = resolveTrainConfig(cfg, {
+    steps: 10,
+    batch_size: 128,
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
+  const xs = t.random.normal(t.random.key(7), [128, 64]);
+  const [trained, trainedComposed] = await both(async () => {
+    let state = await initTrainState(t.random.key(0), cfg, tc, []);
+    for (let i = 0; i < 3; i++) {
+      const { state: next } = await trainStep(state, { x: xs }, cfg, tc);
+      t.disposeReplaced(stateTensors(state), stateTensors(next));
+      state = next;
+    }
+    const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
+    return await Promise.all(leaves.map(async (v) => Array.from(await (v as t.Tensor).data())));
+  });
+  if (amx) assert(ran >= 4, `the fused selection ran (${ran} calls)`);
+  trained.forEach((a, i) => {
+    for (let j = 0; j < a.length; j++) {
+      if (!Object.is(a[j], trainedComposed[i][j])) {
+        throw new Error(`state ${i}[${j}]: ${a[j]} vs ${trainedComposed[i][j]}`);
+      }
+    }
+  });
+});
