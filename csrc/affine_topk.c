@@ -830,7 +830,8 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 // ---- The batch's `total` largest through the same screen --------------------------------------
 // BatchTopK keeps the `total` largest entries of the whole product x·W + b, ranked as sc_topk_f32
 // ranks the flattened [M, N] product (larger first, ties to the lower flat index), with the f32
-// sums' bits (at_exact's, the f32 GEMM's). The screen's bound holds entry by entry, so one AMX
+// sums' bits (at_exact's, the f32 GEMM's); the crosscoder ranks them by fl(e·s_c) instead, for a
+// column scale s ≥ 0 (its f·‖W_dec‖), which scales the bounds below. The screen's bound holds entry by entry, so one AMX
 // pass keeps, per thread, the entries whose upper bound can still reach the batch's cut: a thread
 // that holds `total` entries of lower bound ≥ τ knows the batch's `total`-th largest lower bound L is
 // ≥ τ, and drops every entry whose upper bound hi' is below τ (cut when its list fills, in
@@ -840,11 +841,12 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 // AMX at d 512, F 8192, batch 2048, k 32 the selection takes ~36 ms against ~61 ms for the f32 GEMM
 // and top-k over its 16.8 M entries.
 
-// The total best of n values (flat indices `at`, ascending) into values/indices, ranked as
-// sc_topk_f32 ranks them (larger first, −0 as +0, ties to the lower index; no NaN here): 64-bit
-// keys (order key, then the complement of the position) sorted by an LSD radix sort, 8 bits a
-// pass. 0 when out of memory.
-static int abt_best(const float *v, const int32_t *at, int64_t n, int64_t total, float *values, int32_t *indices) {
+// The total best of n entries (flat indices `at`, ascending) by `key` into values (their `v`) and
+// indices, ranked as sc_topk_f32 ranks keys (larger first, −0 as +0, ties to the lower index; no
+// NaN here): 64-bit keys (order key, then the complement of the position) sorted by an LSD radix
+// sort, 8 bits a pass. 0 when out of memory.
+static int abt_best(const float *key, const float *v, const int32_t *at, int64_t n, int64_t total, float *values,
+                    int32_t *indices) {
   uint64_t *a = malloc(sizeof(uint64_t) * (size_t)n), *b = malloc(sizeof(uint64_t) * (size_t)n);
   if (!a || !b) {
     free(a), free(b);
@@ -853,7 +855,7 @@ static int abt_best(const float *v, const int32_t *at, int64_t n, int64_t total,
   for (int64_t q = 0; q < n; q += 16) {
     const __mmask16 live = at_lanes_below(n - q);
     uint32_t o[16];
-    _mm512_storeu_si512(o, at_ord16(_mm512_maskz_loadu_ps(live, v + q)));
+    _mm512_storeu_si512(o, at_ord16(_mm512_maskz_loadu_ps(live, key + q)));
     for (int64_t l = 0; l < 16 && q + l < n; l++) a[q + l] = (uint64_t)o[l] << 32 | (uint32_t)~(uint32_t)(q + l);
   }
   for (int shift = 0; shift < 64; shift += 8) {
@@ -904,55 +906,67 @@ static uint32_t abt_mth_ord(float *V, int64_t n, int64_t m) {
   return lo;
 }
 
-// A thread's kept entries: upper bound h = fl(a + ε̂) as the epilogue made it, ε̂ (the f32 bound,
-// at least ε: its coefficients were rounded up by more than its three roundings), row and column.
-// With ε̂ for ε, at_screen's interval [lo, hi'] only widens.
+// A thread's kept entries: bounds [lo, hi] of each one's ranking key (its exact value e, or
+// fl(e·s_c) with a column scale s), f32 rounded outwards, with its row and column.
 typedef struct {
   int64_t n, cap;
-  float *h, *e;
+  float *lo, *hi;
   int64_t *rc;  // row << 32 | column
   double tau;   // the cut: -inf until the list first holds `total`
-  float tau_f;  // τ rounded down to f32: a lane below it is below τ
+  float tau_f;  // τ rounded down to f32: a key bound below it is below τ
 } abt_list;
 
-// The list's cut raised to the total-th largest lower bound lo it holds (when it holds that many),
-// and its entries cut to those whose hi' reaches it (a NaN stays: its exact sum declines the call),
-// in order. lo: scratch for n floats.
-static void abt_cut(abt_list *L, int64_t total, float *lo) {
-  const __m512d c202 = _mm512_set1_pd(2.02), c22 = _mm512_set1_pd(0x1p-22), c20 = _mm512_set1_pd(0x1p-20);
+// The list's cut raised to the total-th largest lower bound it holds (when it holds that many),
+// and its entries cut to those whose upper bound reaches it (a NaN stays: its exact sum declines
+// the call), in order. scratch: room for n floats.
+static void abt_cut(abt_list *L, int64_t total, float *scratch) {
   if (L->n >= total) {
-    for (int64_t q = 0; q < L->n; q += 8) {
-      const __mmask8 m = (__mmask8)at_lanes_below(L->n - q);
-      const __m512d h = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, L->h + q));
-      const __m512d e = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, L->e + q));
-      const __m512d l = _mm512_sub_pd(_mm512_sub_pd(h, _mm512_mul_pd(c202, e)), _mm512_mul_pd(c22, _mm512_abs_pd(h)));
-      _mm256_mask_storeu_ps(lo + q, m, _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    }
-    const double t = at_unord(abt_mth_ord(lo, L->n, total));
+    memcpy(scratch, L->lo, sizeof(float) * (size_t)L->n);
+    const double t = at_unord(abt_mth_ord(scratch, L->n, total));
     if (t > L->tau) L->tau = t, L->tau_f = abt_down(t);
   }
-  const __m512d tau = _mm512_set1_pd(L->tau);
+  const __m512 tau = _mm512_set1_ps(L->tau_f);
   int64_t kept = 0;
-  for (int64_t q = 0; q < L->n; q += 8) {
-    const __mmask8 m = (__mmask8)at_lanes_below(L->n - q);
-    const __m256 hf = _mm256_maskz_loadu_ps(m, L->h + q), ef = _mm256_maskz_loadu_ps(m, L->e + q);
-    const __m512d h = _mm512_cvtps_pd(hf), e = _mm512_cvtps_pd(ef);
-    const __m512d hi = _mm512_add_pd(_mm512_add_pd(h, _mm512_mul_pd(c22, _mm512_abs_pd(h))), _mm512_mul_pd(c20, e));
-    const __mmask8 keep = m & _mm512_cmp_pd_mask(hi, tau, _CMP_NLT_UQ);
-    _mm256_mask_compressstoreu_ps(L->h + kept, keep, hf);
-    _mm256_mask_compressstoreu_ps(L->e + kept, keep, ef);
-    _mm512_mask_compressstoreu_epi64(L->rc + kept, keep, _mm512_maskz_loadu_epi64(m, L->rc + q));
+  for (int64_t q = 0; q < L->n; q += 16) {
+    const __mmask16 m = at_lanes_below(L->n - q);
+    const __m512 lo = _mm512_maskz_loadu_ps(m, L->lo + q), hi = _mm512_maskz_loadu_ps(m, L->hi + q);
+    const __mmask16 keep = m & ~_mm512_cmp_ps_mask(hi, tau, _CMP_LT_OQ);
+    _mm512_mask_compressstoreu_ps(L->lo + kept, keep, lo);
+    _mm512_mask_compressstoreu_ps(L->hi + kept, keep, hi);
+    _mm512_mask_compressstoreu_epi64(L->rc + kept, (__mmask8)keep, _mm512_loadu_epi64(L->rc + q));
+    _mm512_mask_compressstoreu_epi64(L->rc + kept + __builtin_popcount(keep & 0xff), (__mmask8)(keep >> 8),
+                                     _mm512_maskz_loadu_epi64((__mmask8)(m >> 8), L->rc + q + 8));
     kept += __builtin_popcount(keep);
   }
   L->n = kept;
 }
 
+// Eight entries' key bounds, f32 rounded outwards, from their upper bounds h = fl(a + ε̂) and ε̂ (at
+// least ε: its coefficients were rounded up by more than its three roundings): at_screen's
+// [h − 2.02·ε − 2⁻²²·|h|, h + 2⁻²²·|h| + 2⁻²⁰·ε] (only wider with ε̂), times the scale s ≥ 0 when
+// there is one (widened by 2⁻⁵⁰ for the double products' rounding).
+static inline void abt_bounds8(__m256 hf, __m256 ef, const float *s, __m256 *lo, __m256 *hi) {
+  const __m512d h = _mm512_cvtps_pd(hf), e = _mm512_cvtps_pd(ef), ah = _mm512_abs_pd(h);
+  __m512d l = _mm512_sub_pd(_mm512_sub_pd(h, _mm512_mul_pd(_mm512_set1_pd(2.02), e)),
+                            _mm512_mul_pd(_mm512_set1_pd(0x1p-22), ah));
+  __m512d u = _mm512_add_pd(_mm512_add_pd(h, _mm512_mul_pd(_mm512_set1_pd(0x1p-22), ah)),
+                            _mm512_mul_pd(_mm512_set1_pd(0x1p-20), e));
+  if (s) {
+    const __m512d sd = _mm512_cvtps_pd(_mm256_loadu_ps(s)), w = _mm512_set1_pd(0x1p-50);
+    l = _mm512_mul_pd(l, sd), u = _mm512_mul_pd(u, sd);
+    l = _mm512_sub_pd(l, _mm512_mul_pd(w, _mm512_abs_pd(l))), u = _mm512_add_pd(u, _mm512_mul_pd(w, _mm512_abs_pd(u)));
+  }
+  *lo = _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  *hi = _mm512_cvt_roundpd_ps(u, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+}
+
 typedef struct {
   at_job at;  // x, packed, bias, M, K, N, rows [s0, s1), block, ucol, d0
   const at_row_eps *E;  // per row of the whole product
+  const float *scale;   // the ranking's column scale (zero past N), or null
   int64_t total;
   abt_list L;
-  float *lo;  // scratch for abt_cut: cap
+  float *scratch;  // for abt_cut: cap
   int status;
 } abt_job;
 
@@ -988,21 +1002,34 @@ static void *abt_amx_task(void *p) {
                 _mm512_fmadd_ps(eb, _mm512_load_ps(u1 + 16 * hv), _mm512_fmadd_ps(eg, _mm512_load_ps(u2 + 16 * hv), ed)));
             const __m512 a = _mm512_add_ps(_mm512_load_ps(tile + (i - i0) * 32 + 16 * hv), hv ? b1 : b0);
             const __m512 h = _mm512_add_ps(a, eps);
-            // An upper bound of hi' in f32 (twice its terms: more than this sum's roundings), so a
-            // lane below τ (rounded down) is one abt_cut would drop too. NaN lanes are kept.
-            const __m512 up = _mm512_add_ps(
+            // An upper bound of the key's bound in f32 (twice its terms: more than this sum's
+            // roundings; scaled, widened by 2⁻²² for the product's), so a lane below τ (rounded
+            // down) is one abt_cut would drop too. NaN lanes are kept.
+            __m512 up = _mm512_add_ps(
                 h, _mm512_fmadd_ps(_mm512_abs_ps(h), _mm512_set1_ps(0x1p-21f), _mm512_mul_ps(eps, _mm512_set1_ps(0x1p-19f))));
+            if (jb->scale) {
+              up = _mm512_mul_ps(up, _mm512_load_ps(jb->scale + c0 + 16 * hv));
+              up = _mm512_fmadd_ps(_mm512_abs_ps(up), _mm512_set1_ps(0x1p-22f), up);
+            }
             const __mmask16 keep = at_lanes_below(N - c0 - 16 * hv) & ~_mm512_cmp_ps_mask(up, tau, _CMP_LT_OQ);
             if (!keep) continue;
             if (L->n + 16 > L->cap) {
-              abt_cut(L, jb->total, jb->lo);
+              abt_cut(L, jb->total, jb->scratch);
               if (L->n > L->cap - L->cap / 4) {  // too many near the cut to be worth it
                 jb->status = -6;
                 break;
               }
             }
-            _mm512_mask_compressstoreu_ps(L->h + L->n, keep, h);
-            _mm512_mask_compressstoreu_ps(L->e + L->n, keep, eps);
+            for (int half = 0; half < 2; half++) {
+              const __mmask8 k8 = (__mmask8)(keep >> (8 * half));
+              if (!k8) continue;
+              __m256 lo, hi;
+              abt_bounds8(_mm512_extractf32x8_ps(h, half), _mm512_extractf32x8_ps(eps, half),
+                          jb->scale ? jb->scale + c0 + 16 * hv + 8 * half : 0, &lo, &hi);
+              const int64_t at = L->n + (half ? __builtin_popcount(keep & 0xff) : 0);
+              _mm256_mask_compressstoreu_ps(L->lo + at, k8, lo);
+              _mm256_mask_compressstoreu_ps(L->hi + at, k8, hi);
+            }
             const int64_t rc0 = (r0 + i) << 32 | (c0 + 16 * hv);
             const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
             _mm512_mask_compressstoreu_epi64(L->rc + L->n, (__mmask8)keep, _mm512_add_epi64(_mm512_set1_epi64(rc0), lanes));
@@ -1015,7 +1042,7 @@ static void *abt_amx_task(void *p) {
       }
     }
   }
-  if (jb->status == -1) abt_cut(L, jb->total, jb->lo);
+  if (jb->status == -1) abt_cut(L, jb->total, jb->scratch);
   _tile_release();
   free(A), free(tile);
   return 0;
@@ -1034,20 +1061,25 @@ static void *abt_exact_task(void *p) {
   return 0;
 }
 
-// x [M, K] and W [K, N] contiguous, b [N]; `scratch` as sc_affine_topk_f32's (the screen's W in
-// bf16 and transposed). values/indices [total]: the batch's total largest and their flat indices
-// (r·N + c), best first. -1 done, -2 out of memory, -4 a NaN among the candidates' sums, -5 not here
-// (no AMX, M·N ≥ 2³¹, K > 2¹⁴), -6 an operand out of the screen's range or too many entries near the
-// cut (the caller composes: the GEMM, then top-k).
+// x [M, K] and W [K, N] contiguous, b [N], `scale` [N] (≥ 0, finite) or null; `scratch` as
+// sc_affine_topk_f32's (the screen's W in bf16 and transposed). values/indices [total]: the batch's
+// total best entries by key (e, or fl(e·scale_c)), their values e and flat indices (r·N + c), best
+// first. -1 done, -2 out of memory, -4 a NaN among the candidates' sums, -6 an operand out of the
+// screen's range or too many entries near the cut (the caller composes: the GEMM, then top-k).
 static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
-                       int64_t total, float *scratch, float *values, int32_t *indices, int nt) {
+                       const float *scale, int64_t total, float *scratch, float *values, int32_t *indices, int nt) {
   const int64_t slivers = (N + AT_NR - 1) / AT_NR, Np = slivers * AT_NR, Kp = amx_kp(K);
   float *packed = (float *)(void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *wt = packed + Kp * Np / 2;
   float *bias = at_alloc(sizeof(float) * (size_t)Np), *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
+  float *sc = scale ? at_alloc(sizeof(float) * (size_t)Np) : 0;
   at_row_eps *E = malloc(sizeof(at_row_eps) * (size_t)M);
-  int32_t status = bias && ucol && E ? -1 : -2;
+  int32_t status = bias && ucol && E && (sc || !scale) ? -1 : -2;
   double bmax = 0;
   for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
+  for (int64_t c = 0; status == -1 && scale && c < Np; c++) {
+    sc[c] = c < N ? scale[c] : 0;
+    if (!(sc[c] >= 0 && sc[c] <= 0x1p100f)) status = -6;  // (a NaN, an infinity or a negative scale)
+  }
   if (status == -1 && (!(bmax <= 0x1p50) || !at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)))
     status = -6;
   for (int64_t r = 0; status == -1 && r < M; r++) {
@@ -1064,12 +1096,13 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     jobs[t] = (abt_job){{x, packed, bias, M, K, N, total, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt), R,
                          0, 0, -1, w, wt, 0, 0, ucol, d0},
                         E,
+                        sc,
                         total,
                         {0, cap, at_alloc(sizeof(float) * (size_t)cap), at_alloc(sizeof(float) * (size_t)cap),
                          at_alloc(sizeof(int64_t) * (size_t)cap), -INFINITY, -INFINITY},
                         at_alloc(sizeof(float) * (size_t)cap),
                         -1};
-    if (!jobs[t].L.h || !jobs[t].L.e || !jobs[t].L.rc || !jobs[t].lo) status = status == -1 ? -2 : status;
+    if (!jobs[t].L.lo || !jobs[t].L.hi || !jobs[t].L.rc || !jobs[t].scratch) status = status == -1 ? -2 : status;
   }
   if (status == -1) {
     memcpy(bias, b, sizeof(float) * (size_t)N);
@@ -1084,23 +1117,23 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
   int64_t n = 0;
   for (int t = 0; t < nt; t++) n += jobs[t].L.n;
   abt_list all = {0, n, 0, 0, 0, -INFINITY, -INFINITY};
-  float *lo = 0, *sums = 0;
+  float *tmp = 0, *keys = 0, *sums = 0;
   int32_t *at = 0, *pos = 0;
   int64_t *start = 0;
   at_exact_groups G = {0, 0, 0, 0};
   if (status == -1) {
-    all.h = at_alloc(sizeof(float) * (size_t)(n + 1)), all.e = at_alloc(sizeof(float) * (size_t)(n + 1));
-    all.rc = at_alloc(sizeof(int64_t) * (size_t)(n + 1)), lo = at_alloc(sizeof(float) * (size_t)(n + 1));
-    if (!all.h || !all.e || !all.rc || !lo) status = -2;
+    all.lo = at_alloc(sizeof(float) * (size_t)(n + 1)), all.hi = at_alloc(sizeof(float) * (size_t)(n + 1));
+    all.rc = at_alloc(sizeof(int64_t) * (size_t)(n + 1)), tmp = at_alloc(sizeof(float) * (size_t)(n + 1));
+    if (!all.lo || !all.hi || !all.rc || !tmp) status = -2;
   }
   if (status == -1) {
     for (int t = 0; t < nt; t++) {
-      memcpy(all.h + all.n, jobs[t].L.h, sizeof(float) * (size_t)jobs[t].L.n);
-      memcpy(all.e + all.n, jobs[t].L.e, sizeof(float) * (size_t)jobs[t].L.n);
+      memcpy(all.lo + all.n, jobs[t].L.lo, sizeof(float) * (size_t)jobs[t].L.n);
+      memcpy(all.hi + all.n, jobs[t].L.hi, sizeof(float) * (size_t)jobs[t].L.n);
       memcpy(all.rc + all.n, jobs[t].L.rc, sizeof(int64_t) * (size_t)jobs[t].L.n);
       all.n += jobs[t].L.n;
     }
-    abt_cut(&all, total, lo);
+    abt_cut(&all, total, tmp);
     if (all.n < total) status = -6;  // (cannot happen: every entry whose lo reaches L stays)
   }
   // The candidates in flat order: a stable counting sort by row (each row's columns came in order),
@@ -1113,8 +1146,8 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     G = (at_exact_groups){at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
                           at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
     pos = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
-    sums = at_alloc(sizeof(float) * (size_t)(all.n + 1));
-    if (!start || !at || !G.cols || !G.row || !G.live || !G.sum || !pos || !sums) status = -2;
+    sums = at_alloc(sizeof(float) * (size_t)(all.n + 1)), keys = at_alloc(sizeof(float) * (size_t)(all.n + 1));
+    if (!start || !at || !G.cols || !G.row || !G.live || !G.sum || !pos || !sums || !keys) status = -2;
   }
   if (status == -1) {
     for (int64_t q = 0; q < all.n; q++) start[(all.rc[q] >> 32) + 1]++;
@@ -1138,14 +1171,16 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
       for (int l = 0; l < 16; l++)
         if (G.live[g] >> l & 1) {
           const float v = G.sum[16 * g + l];
+          const int32_t c = G.cols[16 * g + l];
           if (v != v) status = -4;
-          pos[m] = (int32_t)(G.row[g] * N + G.cols[16 * g + l]), sums[m++] = v;
+          // The key as the composition forms it: mul(pre, scale), one f32 rounding.
+          pos[m] = (int32_t)(G.row[g] * N + c), sums[m] = v, keys[m++] = sc ? v * sc[c] : v;
         }
-    if (status == -1 && !abt_best(sums, pos, m, total, values, indices)) status = -2;
+    if (status == -1 && !abt_best(keys, sums, pos, m, total, values, indices)) status = -2;
   }
-  for (int t = 0; t < nt; t++) free(jobs[t].L.h), free(jobs[t].L.e), free(jobs[t].L.rc), free(jobs[t].lo);
-  free(bias), free(ucol), free(E), free(all.h), free(all.e), free(all.rc), free(lo), free(start), free(at), free(pos);
-  free(sums);
+  for (int t = 0; t < nt; t++) free(jobs[t].L.lo), free(jobs[t].L.hi), free(jobs[t].L.rc), free(jobs[t].scratch);
+  free(bias), free(ucol), free(sc), free(E), free(all.lo), free(all.hi), free(all.rc), free(tmp), free(start);
+  free(at), free(pos), free(sums), free(keys);
   free(G.cols), free(G.row), free(G.live), free(G.sum);
   return status;
 }
@@ -1246,24 +1281,26 @@ int32_t sc_affine_topk_f64(const double *x, int64_t M, int64_t K, const double *
   return k < 1 || k > N ? -3 : -5;
 }
 
-// The batch's `total` largest of x·W + b (see abt_run); -3 bad sizes, -5 not here (no AVX-512 or
+// The batch's `total` best of x·W + b, by value or value·scale_c (see abt_run); -3 bad sizes, -5 not here (no AVX-512 or
 // AMX, the screen switched off, M·N ≥ 2³¹ or K > 2¹⁴): the caller composes.
 int32_t sc_affine_batch_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
-                                 int64_t total, float *scratch, float *values, int32_t *indices, int32_t threads) {
+                                 const float *scale, int64_t total, float *scratch, float *values, int32_t *indices,
+                                 int32_t threads) {
   if (M < 1 || K < 1 || N < 1 || total < 1 || total > M * N) return -3;
 #if defined(__AVX512F__) && defined(SC_AMX)
   // (at_screen_wanted(1, …): K within the bound's range and SPARSECODER_TOPK_SCREEN not 0)
   if (M * N >= ((int64_t)1 << 31) || !at_screen_wanted(1, K, N) || !amx_ready()) return -5;
-  return abt_run(x, M, K, w, N, b, total, scratch, values, indices, clamp_threads(threads));
+  return abt_run(x, M, K, w, N, b, scale, total, scratch, values, indices, clamp_threads(threads));
 #else
-  (void)x, (void)w, (void)b, (void)scratch, (void)values, (void)indices, (void)threads;
+  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)threads;
   return -5;
 #endif
 }
 
 // f64 has no fused kernel: the caller composes.
 int32_t sc_affine_batch_topk_f64(const double *x, int64_t M, int64_t K, const double *w, int64_t N, const double *b,
-                                 int64_t total, double *scratch, double *values, int32_t *indices, int32_t threads) {
-  (void)x, (void)w, (void)b, (void)scratch, (void)values, (void)indices, (void)threads;
+                                 const double *scale, int64_t total, double *scratch, double *values, int32_t *indices,
+                                 int32_t threads) {
+  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)threads;
   return M < 1 || K < 1 || N < 1 || total < 1 || total > M * N ? -3 : -5;
 }

@@ -171,10 +171,17 @@ export interface Backend {
     affineTopk?(x: View, w: View, b: View, k: number): [values: Buf, indices: Buf] | null;
     /**
      * The `total` largest entries of the whole product x·w + b (as affineTopk's operands; 1 ≤
-     * total ≤ M·N) as [values [total], flat indices r·N + c [total] (i32)], ranked as topk ranks the
-     * flattened product, with affine's bits, without the [M, N] product in memory; null: compose it.
+     * total ≤ M·N), ranked by value or, with a contiguous `scale` [N], by mul(value, scale) as topk
+     * ranks the flattened product: [values [total], flat indices r·N + c [total] (i32)], with
+     * affine's bits, without the [M, N] product in memory; null: compose it.
      */
-    affineBatchTopk?(x: View, w: View, b: View, total: number): [values: Buf, indices: Buf] | null;
+    affineBatchTopk?(
+      x: View,
+      w: View,
+      b: View,
+      total: number,
+      scale: View | null,
+    ): [values: Buf, indices: Buf] | null;
     /**
      * Sᵀ·dense for COO entries (rows, cols: i32; vals) and a contiguous float dense [rows', d],
      * written as its transpose [d, outRows]: the bits of the backend's spmm (transpose) then a

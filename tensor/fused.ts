@@ -127,27 +127,31 @@ export function fusedAffineTopk(
 }
 
 /**
- * topk(reshape(x·W + b, [-1]), total) for matrices x [M, K], W [K, N] and a row b [N] (BatchTopK's
- * selection over the whole batch), the product never held in memory: [values, flat indices] as
- * that topk gives them, with fusedAffine's bits where the backend's kernel vouches for them. Null:
- * compose it (no kernel here, an operand traced or of another dtype, or the kernel declines).
+ * The `total` best entries of the whole product x·W + b for matrices x [M, K], W [K, N] and a row
+ * b [N] (BatchTopK's selection over the batch), ranked as topk(reshape(pre, [-1]), total) ranks
+ * them, or with `scale` [N] (≥ 0) as topk(reshape(mul(pre, scale), [-1]), total) does (the
+ * crosscoder's f·‖W_dec‖ ranking), the product never held in memory: [pre's values at them, flat
+ * indices], with fusedAffine's bits where the backend's kernel vouches for them. Null: compose it
+ * (no kernel here, an operand traced or of another dtype, or the kernel declines).
  */
 export function fusedAffineBatchTopk(
   x: Tensor,
   W: Tensor,
   b: Tensor,
   total: number,
+  scale: Tensor | null = null,
 ): [Tensor, Tensor] | null {
   const kern = x.backend.fused?.affineBatchTopk;
   if (
     !kern || x.ndim !== 2 || W.ndim !== 2 || b.ndim !== 1 || x.shape[1] !== W.shape[0] ||
     b.shape[0] !== W.shape[1] || !Number.isInteger(total) || total < 1 ||
-    total > x.shape[0] * W.shape[1] || x.shape[1] === 0
+    total > x.shape[0] * W.shape[1] || x.shape[1] === 0 ||
+    (scale && !shapesEqual(scale.shape, b.shape))
   ) return null;
-  for (const t of [x, W, b]) {
+  for (const t of scale ? [x, W, b, scale] : [x, W, b]) {
     if (t.backend !== x.backend || t.dtype !== x.dtype || isWatched(t)) return null;
   }
-  const r = kern(x.view(), W.view(), b.view(), total);
+  const r = kern(x.view(), W.view(), b.view(), total, scale?.view() ?? null);
   if (!r) return null;
   return [wrap(x.backend, r[0], [total], x.dtype), wrap(x.backend, r[1], [total], "i32")];
 }

@@ -6,7 +6,8 @@
  * total from 1 to a large share of the batch), and against the composition on integers (exact sums,
  * full of ties) whenever the screen answers; a NaN, a traced operand, a bf16 matmul or ties beyond
  * the screen send the caller back to the composition; and BatchTopK's encoder and training step
- * give the same bits with the kernel and without.
+ * give the same bits with the kernel and without; with a column scale (the crosscoder's ranking by
+ * f·‖W_dec‖), ranked by fl(pre·s) with pre's values, and the crosscoder's step the same both ways.
  */
 import fc from "fast-check";
 import * as t from "../mod.ts";
@@ -76,6 +77,47 @@ test("fusedAffineBatchTopk: the oracle's bits and ranking on random floats, ever
     const want = batchBest(oracle(x, W, b, M, K), total);
     assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `${tag} indices`);
     sameBits(got[0].dataSync() as Float32Array, want.values, `${tag} values`);
+  }
+});
+
+test("fusedAffineBatchTopk with a column scale: ranked by fl(pre·s) as the crosscoder ranks, pre's values", () => {
+  const cases = [[40, 512, 2048, 2560], [17, 97, 300, 600], [9, 33, 257, 1]];
+  for (const [M, K, N, total] of cases) {
+    const x = randomF32(M * K, 7 + K), W = randomF32(K * N, 8 + N), b = randomF32(N, 9 + total);
+    // Non-negative scales, some zero (their keys tie at 0).
+    const s = Float32Array.from(
+      randomF32(N, 10 + M),
+      (v, c) => (c % 13 === 4 ? 0 : Math.abs(v) + 0.25),
+    );
+    const o = tensors(x, W, b, M, K);
+    const got = fusedAffineBatchTopk(o.x, o.W, o.b, total, t.tensor(s));
+    const tag = `${M}x${K}x${N} total ${total}`;
+    if (!amx) {
+      assert(got === null, `${tag}: no kernel here, the composition runs`);
+      continue;
+    }
+    assert(got !== null, `${tag}: answered through the screen`);
+    const pre = oracle(x, W, b, M, K);
+    const want = batchBest(pre.map((v, i) => Math.fround(v * s[i % N])), total);
+    assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `${tag} indices`);
+    sameBits(
+      got[0].dataSync() as Float32Array,
+      Float32Array.from(want.indices, (i) => pre[i]),
+      `${tag} values`,
+    );
+  }
+  // A negative or NaN scale is outside what the ranking's bound covers: declined.
+  const M = 8,
+    K = 16,
+    N = 64,
+    x = randomF32(M * K, 1),
+    W = randomF32(K * N, 2),
+    b = randomF32(N, 3);
+  const o = tensors(x, W, b, M, K);
+  for (const bad of [-1, NaN]) {
+    const s = new Float32Array(N).fill(1);
+    s[5] = bad;
+    assert(fusedAffineBatchTopk(o.x, o.W, o.b, 10, t.tensor(s)) === null, `scale ${bad}: declined`);
   }
 });
 
@@ -173,6 +215,32 @@ test("BatchTopK's encoder and a training step give the same bits with the fused 
     return [coo.rows, coo.cols, coo.values].map((v) => Array.from(v.dataSync()));
   });
   assertEquals(enc, encComposed, "the code");
+  // The crosscoder ranks f·‖W_dec‖ (a column scale): its training step, both ways.
+  const xcfg = resolveConfig({
+    arch: "batchtopk-crosscoder",
+    d_in: 32,
+    d_sae: 256,
+    k: 8,
+    n_inputs: 2,
+  });
+  const xtc = resolveTrainConfig(xcfg, {
+    steps: 10,
+    batch_size: 64,
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
+  const xx = t.random.normal(t.random.key(8), [64, 2, 32]);
+  const [crossed, crossedComposed] = await both(async () => {
+    let state = await initTrainState(t.random.key(0), xcfg, xtc, []);
+    for (let i = 0; i < 3; i++) {
+      const { state: next } = await trainStep(state, { x: xx }, xcfg, xtc);
+      t.disposeReplaced(stateTensors(state), stateTensors(next));
+      state = next;
+    }
+    const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
+    return await Promise.all(leaves.map(async (v) => Array.from(await (v as t.Tensor).data())));
+  });
+  assertEquals(crossed, crossedComposed, "the crosscoder's state after three steps");
   const cfg = resolveConfig({ arch: "batchtopk", d_in: 64, d_sae: 256, k: 8 });
   const tc = resolveTrainConfig(cfg, {
     steps: 10,
@@ -191,7 +259,7 @@ test("BatchTopK's encoder and a training step give the same bits with the fused 
     const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
     return await Promise.all(leaves.map(async (v) => Array.from(await (v as t.Tensor).data())));
   });
-  if (amx) assert(ran >= 4, `the fused selection ran (${ran} calls)`);
+  if (amx) assert(ran >= 7, `the fused selection ran (${ran} calls)`);
   trained.forEach((a, i) => {
     for (let j = 0; j < a.length; j++) {
       if (!Object.is(a[j], trainedComposed[i][j])) {

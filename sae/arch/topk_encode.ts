@@ -94,7 +94,12 @@ type Residuals = { xin: Tensor; W: Tensor; coos: SelectedCoo[] };
  * the batch's top-`total` (both ReLU'd), which the encoder may find inside the GEMM without the
  * [B, F] pre-activations (fusedAffineTopk, fusedAffineBatchTopk).
  */
-export type Select = ((pre: Tensor) => SelectedCoo) & { rowTopk?: number; batchTopk?: number };
+export type Select = ((pre: Tensor) => SelectedCoo) & {
+  rowTopk?: number;
+  batchTopk?: number;
+  /** The batch top-k ranks mul(pre, batchScale) (a row [F], ≥ 0), keeping pre's values. */
+  batchScale?: Tensor;
+};
 
 /** The k largest pre-activations of each row, ReLU'd (topkSelect), marked as fusible. */
 export const rowTopkSelect = (k: number): Select =>
@@ -114,7 +119,7 @@ function select(xin: Tensor, W: Tensor, b: Tensor, selects: Select[]): SelectedC
     const fused = fusedAffineTopk(xin, W, b, only.rowTopk);
     if (fused) return [cooFromRows(fused[1], relu(fused[0]))];
   } else if (only?.batchTopk !== undefined) {
-    const fused = fusedAffineBatchTopk(xin, W, b, only.batchTopk);
+    const fused = fusedAffineBatchTopk(xin, W, b, only.batchTopk, only.batchScale ?? null);
     if (fused) return [cooFromFlat(fused[1], relu(fused[0]), W.shape[1])];
   }
   const pre = affine(xin, W, b);

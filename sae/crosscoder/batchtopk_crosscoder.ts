@@ -35,7 +35,7 @@ import {
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
-import { type BatchShare, batchTopk, sparseEncoder } from "../arch/topk_encode.ts";
+import { type BatchShare, batchTopk, type Select, sparseEncoder } from "../arch/topk_encode.ts";
 import { auxTerm, encodeWithAux, topkFamilyLoss } from "../arch/topk.ts";
 import {
   codeWeights,
@@ -67,6 +67,13 @@ export function scaledBatchTopkSelect(
   const [, flat] = batchTopk(reshape(mul(pre, w), [-1]), total, share);
   return { rows: floorDiv(flat, F), cols: mod(flat, F), values: relu(take(flatPre, flat, 0)) };
 }
+
+/** scaledBatchTopkSelect as a selection the encoder may fuse with its GEMM (on one rank). */
+export const scaledBatchTopkSelectOf = (w: Tensor, total: number, share?: BatchShare): Select =>
+  Object.assign(
+    (pre: Tensor) => scaledBatchTopkSelect(pre, w, total, share),
+    !share || share.ranks === 1 ? { batchTopk: total, batchScale: w } : {},
+  );
 
 /**
  * Decoupled selection: for each input l, the `total` entries of the batch with the largest
@@ -142,7 +149,7 @@ function encodeTrain(p: SaeParams, x: Tensor, cfg: SaeConfig): Code {
     reshape(p.W_enc, [-1, cfg.d_sae]),
     p.b_enc!,
     null,
-    [(pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0])],
+    [scaledBatchTopkSelectOf(w, cfg.k * x.shape[0])],
   );
   return { kind: "coo", coo, batch: x.shape[0] };
 }
@@ -231,7 +238,7 @@ export const batchTopkCrosscoder: Architecture = {
       xf,
       cfg,
       ctx,
-      (pre) => scaledBatchTopkSelect(pre, w, cfg.k * x.shape[0], ctx.batchShare),
+      scaledBatchTopkSelectOf(w, cfg.k * x.shape[0], ctx.batchShare),
       (code, target) => {
         const xhat = decodeWith(code, flat.W_dec, flat.b_dec);
         return { recon: crosscoderRecon(target, xhat, cfg), xhat };

@@ -699,15 +699,19 @@ export const cpu: Backend = {
       giveArray(values), giveArray(indices);
       return null;
     },
-    affineBatchTopk(x, w, b, total) {
+    affineBatchTopk(x, w, b, total, scale) {
       const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
       // Only where the answer has affine's f32 bits: the screen's exact sums are sgemm's order.
       if (!nat || cpuMatmulPrecision().running !== "f32" || x.dtype !== "f32" || !fusedTopkOn) {
         return null;
       }
-      if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(w) || !contiguous(b)) {
+      const s = scale ? [scale.buf] : [];
+      if (
+        !sameFloat(x.buf, w.buf, b.buf, ...s) || !contiguous(x) || !contiguous(w) || !contiguous(b)
+      ) {
         return null;
       }
+      if (scale && !contiguous(scale)) return null;
       const room = 1.5 * Math.ceil(Kd / 32) * 32 * Math.ceil(N / 32) * 32 + 16;
       const scratch = takeArray("f32", room) as F;
       const values = takeArray("f32", total) as F, indices = takeArray("i32", total) as Int32Array;
@@ -718,6 +722,7 @@ export const cpu: Backend = {
         own(w, Kd * N) as F,
         N,
         own(b, N) as F,
+        scale ? own(scale, N) as F : null,
         total,
         scratch,
         values,

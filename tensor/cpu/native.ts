@@ -203,11 +203,12 @@ export interface Native extends NativeTrain {
     threads: number,
   ): "done" | "compose";
   /**
-   * The batch's `total` largest entries of x·W + b (x [M, K], W [K, N], both contiguous, b [N])
-   * into values and flat indices (r·N + c) [total], best first, ranked as topk ranks the flattened
-   * product, with the f32 GEMM's bits, through the bf16 screen on AMX tiles without writing the
-   * product (csrc/affine_topk.c): "done", or "compose" where this build has no such kernel or the
-   * screen declines. `scratch` as affineTopk's `packed`.
+   * The batch's `total` largest entries of x·W + b (x [M, K], W [K, N], both contiguous, b [N]),
+   * ranked by their values or, with `scale` [N] (≥ 0), by value·scale[c] in f32, as topk ranks the
+   * flattened product: their values and flat indices (r·N + c) [total], best first, with the f32
+   * GEMM's bits, through the bf16 screen on AMX tiles without writing the product
+   * (csrc/affine_topk.c): "done", or "compose" where this build has no such kernel or the screen
+   * declines. `scratch` as affineTopk's `packed`.
    */
   affineBatchTopk(
     x: F,
@@ -216,6 +217,7 @@ export interface Native extends NativeTrain {
     w: F,
     N: number,
     b: F,
+    scale: F | null,
     total: number,
     scratch: F,
     values: F,
@@ -374,7 +376,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   affine_batch_topk: {
-    args: ["buf", "i64", "i64", "buf", "i64", "buf", "i64", "buf", "buf", "buf", "i32"],
+    args: ["buf", "i64", "i64", "buf", "i64", "buf", "buf", "i64", "buf", "buf", "buf", "i32"],
     ret: "i32",
   },
   ...TRAIN_SIGS,
@@ -530,7 +532,7 @@ function bind(path: string, raw: Raw): Native {
         threads,
       );
     },
-    affineBatchTopk(x, M, K, w, N, b, total, scratch, values, indices, threads) {
+    affineBatchTopk(x, M, K, w, N, b, scale, total, scratch, values, indices, threads) {
       const k = "affineBatchTopk";
       for (const [name, v] of [["M", M], ["K", K], ["N", N], ["total", total]] as const) {
         checkCount(k, name, v, I64_MAX);
@@ -548,6 +550,7 @@ function bind(path: string, raw: Raw): Native {
         1.5 * Math.ceil(K / 32) * 32 * Math.ceil(N / 32) * 32 + 16,
         x,
       );
+      if (scale) checkFloats(k, "scale", scale, N, x);
       checkFloats(k, "values", values, total, x), checkIndices(k, "indices", indices, total);
       const r = fn("affine_batch_topk", x)(
         x,
@@ -556,6 +559,7 @@ function bind(path: string, raw: Raw): Native {
         w,
         N,
         b,
+        scale,
         total,
         scratch,
         values,
