@@ -1524,6 +1524,50 @@ ROWS_OP(double, sc_mul_rows_f64, *)
 FILL_ROWS(float, sc_fill_rows_f32)
 FILL_ROWS(double, sc_fill_rows_f64)
 
+// ---- A copy with element spans zeroed (the DFC's gradient masks) -----------------------------
+// out = src but for elements [spans[2i], spans[2i + 1]) (ascending, disjoint; elements of `size`
+// bytes), which are zero bytes: each byte written once, threads on equal slices of the bytes.
+typedef struct {
+  const uint8_t *src;
+  uint8_t *out;
+  const int32_t *spans;
+  int64_t nsp, size, lo, hi;
+} zero_spans_job;
+
+static void *zero_spans_task(void *p) {
+  const zero_spans_job *j = p;
+  // The first span that ends past this slice's start.
+  int64_t s = 0, e = j->nsp;
+  while (s < e) {
+    const int64_t m = (s + e) / 2;
+    if ((int64_t)j->spans[2 * m + 1] * j->size <= j->lo) s = m + 1;
+    else e = m;
+  }
+  for (int64_t at = j->lo; at < j->hi; s++) {
+    int64_t a = j->hi, b = j->hi;
+    if (s < j->nsp) {
+      a = (int64_t)j->spans[2 * s] * j->size, b = (int64_t)j->spans[2 * s + 1] * j->size;
+      a = a < at ? at : a > j->hi ? j->hi : a;
+      b = b > j->hi ? j->hi : b < a ? a : b;
+    }
+    if (a > at) memcpy(j->out + at, j->src + at, (size_t)(a - at));
+    if (b > a) memset(j->out + a, 0, (size_t)(b - a));
+    at = b;
+  }
+  return 0;
+}
+
+void sc_zero_spans(const uint8_t *src, uint8_t *out, int64_t n, int32_t size, const int32_t *spans, int64_t nsp,
+                   int32_t threads) {
+  const int64_t bytes = n * size;
+  int nt = clamp_threads(threads);
+  zero_spans_job jobs[MAX_THREADS];
+  for (int t = 0; t < nt; t++)
+    jobs[t] = (zero_spans_job){src, out, spans, nsp, size, t == 0 ? 0 : bytes * t / nt / 64 * 64,
+                               t == nt - 1 ? bytes : bytes * (t + 1) / nt / 64 * 64};
+  run_tasks(zero_spans_task, jobs, sizeof(zero_spans_job), nt);
+}
+
 // ---- Training kernels: forward and backward of fused ops under autodiff ---------------------
 // autodiff/fused_ops.ts wraps these in customVjp rules: the forward pass keeps what the backward
 // needs (a row's log-sum-exp) and the backward pass reads the inputs again rather than keeping

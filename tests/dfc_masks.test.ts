@@ -15,6 +15,8 @@ import {
   partitionMasks,
 } from "../sae/crosscoder/grad_mask.ts";
 import { makePartition } from "../sae/crosscoder/partition.ts";
+import { fusedZeroSpans } from "../tensor/fused.ts";
+import { native, setNativeKernels } from "../tensor/cpu/native.ts";
 import { resolveConfig } from "../sae/config.ts";
 import type { SaeParams } from "../sae/params.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
@@ -29,7 +31,7 @@ import {
   saeConfigArb,
   TestFailure,
 } from "../testing/mod.ts";
-import { assert, assertEquals, test } from "./harness.ts";
+import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 
 type Term = "total" | "recon" | "auxk" | "sparsity";
 
@@ -356,5 +358,41 @@ test("dfc masks: the span copy (cpu) and the `where` over broadcast masks give t
       },
     ),
     { numRuns: 40 },
+  );
+});
+
+test("dfc masks: the native span copy on several threads gives the TypeScript loop's bits (spans across the threads' slices; f32, f64, i32)", () => {
+  const n = 100_003;
+  // Spans of every length, some across the slices' boundaries at ~n/2 and ~n/3, one at each end.
+  const ends = [0, 5, 9, 9, 40_000, 50_010, 66_000, 66_001, 70_000, 99_000, 99_990, n];
+  const spans = Int32Array.from(ends);
+  for (const dtype of ["f32", "f64", "i32"] as const) {
+    const x = t.cast(t.random.normal(t.random.key(4), [n]), dtype);
+    for (const threads of [1, 2, 3]) {
+      const before = t.setCpuThreads(threads);
+      try {
+        const got = fusedZeroSpans(x, () => spans);
+        const was = setNativeKernels(false);
+        let want: t.Tensor | null;
+        try {
+          want = fusedZeroSpans(x, () => spans);
+        } finally {
+          setNativeKernels(was);
+        }
+        assert(got !== null && want !== null, "both ran");
+        const a = new Uint8Array(got.dataSync().buffer), b = new Uint8Array(want.dataSync().buffer);
+        assertEquals(a.length, b.length, `${dtype} bytes`);
+        for (let i = 0; i < a.length; i++) {
+          if (a[i] !== b[i]) throw new Error(`${dtype}, ${threads} threads: byte ${i} differs`);
+        }
+        t.dispose([got, want]);
+      } finally {
+        t.setCpuThreads(before);
+      }
+    }
+  }
+  assertThrows(
+    () => native()?.zeroSpans(new Float32Array(4), new Float32Array(4), 4, Int32Array.of(3, 2), 1),
+    "span 0",
   );
 });

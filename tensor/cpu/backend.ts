@@ -640,8 +640,14 @@ export const cpu: Backend = {
       return null;
     },
     zeroSpans(x, spans) {
-      // Copies between the spans and fills inside them: each element written once, at memcpy speed.
+      // Copies between the spans and fills inside them: each element written once, at memcpy speed
+      // (natively on every thread: one JavaScript thread's copies took 40–70 ms of a 165 ms DFC step).
       const n = sizeOf(x.shape), src = own(x, n), out = takeArray(x.dtype, n) as Num;
+      const nat = native();
+      if (nat) {
+        nat.zeroSpans(src, out, n, spans, nativeThreads(n));
+        return out;
+      }
       let at = 0;
       for (let s = 0; s < spans.length; s += 2) {
         out.set(src.subarray(at, spans[s]), at);

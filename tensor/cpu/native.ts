@@ -224,6 +224,17 @@ export interface Native extends NativeTrain {
     indices: Int32Array,
     threads: number,
   ): "done" | "compose";
+  /**
+   * out = the first n elements of src (one typed-array kind, any width) with elements [spans[2i],
+   * spans[2i + 1]) zero (ascending, disjoint, within n), copied on `threads` threads.
+   */
+  zeroSpans(
+    src: ArrayBufferView,
+    out: ArrayBufferView,
+    n: number,
+    spans: Int32Array,
+    threads: number,
+  ): void;
   /** Whether this build has AMX-BF16 and the OS granted this process its tiles (the bf16 kernels). */
   amxBf16(): boolean;
   /**
@@ -403,6 +414,7 @@ const ONE_WIDTH: Record<string, FfiSig> = {
     ],
     ret: "i32",
   },
+  sc_zero_spans: { args: ["buf", "buf", "i64", "i32", "buf", "i64", "i32"], ret: "void" },
   sc_amx_bf16_ready: { args: [], ret: "i32" },
   sc_affine_topk_screened: { args: [], ret: "i64" },
   sc_affine_topk_full_rows: { args: [], ret: "i64" },
@@ -569,6 +581,33 @@ function bind(path: string, raw: Raw): Native {
       if (r === -1) return "done";
       if (r === -2) throw new Error(`native ${k}: out of memory for ${M}x${N} entries`);
       return "compose";
+    },
+    zeroSpans(src, out, n, spans, threads) {
+      const k = "zeroSpans";
+      checkCount(k, "n", n, I64_MAX), checkCount(k, "threads", threads);
+      const size = (src as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+      if (out.constructor !== src.constructor || !(size > 0)) {
+        throw new TypeError(`native ${k}: src and out must be typed arrays of one kind`);
+      }
+      for (const [name, a] of [["src", src], ["out", out]] as const) {
+        if (a.byteLength < n * size) {
+          throw new RangeError(
+            `native ${k}: ${name} holds ${a.byteLength / size} elements, not ${n}`,
+          );
+        }
+      }
+      if (spans.length % 2 !== 0) throw new RangeError(`native ${k}: ${spans.length} span ends`);
+      for (let i = 0, last = 0; i < spans.length; i += 2) {
+        if (spans[i] < last || spans[i + 1] < spans[i] || spans[i + 1] > n) {
+          throw new RangeError(
+            `native ${k}: span ${i / 2} [${spans[i]}, ${
+              spans[i + 1]
+            }) is out of order or past ${n}`,
+          );
+        }
+        last = spans[i + 1];
+      }
+      raw.zero_spans(src, out, n, size, spans, spans.length / 2, threads);
     },
     amxBf16: () => raw.amx_bf16_ready() === 1,
     topkScreened: () => Number(raw.affine_topk_screened()),
