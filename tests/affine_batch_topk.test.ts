@@ -14,7 +14,7 @@ import * as t from "../mod.ts";
 import { fusedAffineBatchTopk } from "../tensor/fused.ts";
 import { batchTopkEncode } from "../sae/arch/topk_encode.ts";
 import { native } from "../tensor/cpu/native.ts";
-import { resolveConfig } from "../sae/config.ts";
+import { resolveConfig, type SaeConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train/config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { assert, assertEquals, test } from "./harness.ts";
@@ -46,6 +46,27 @@ function fused(
 ) {
   const o = tensors(x, W, b, M, K);
   return fusedAffineBatchTopk(o.x, o.W, o.b, total);
+}
+
+/** The training state's arrays after `steps` steps on one random batch of `shape`. */
+async function stateAfterSteps(cfg: SaeConfig, shape: readonly number[], steps: number) {
+  const tc = resolveTrainConfig(cfg, {
+    steps: 10,
+    batch_size: shape[0],
+    geometric_median_init: false,
+    normalize_activations: false,
+  });
+  const x = t.random.normal(t.random.key(7), [...shape]);
+  let state = await initTrainState(t.random.key(0), cfg, tc, []);
+  for (let i = 0; i < steps; i++) {
+    const { state: next } = await trainStep(state, { x }, cfg, tc);
+    t.disposeReplaced(stateTensors(state), stateTensors(next));
+    state = next;
+  }
+  const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
+  return await Promise.all(
+    leaves.map(async (v) => Array.from(await (v as t.Tensor).data() as ArrayLike<number>)),
+  );
 }
 
 // The kernel runs where AVX-512 and AMX tiles are (the bf16 screen); elsewhere the composition.
@@ -215,50 +236,16 @@ test("BatchTopK's encoder and a training step give the same bits with the fused 
     return [coo.rows, coo.cols, coo.values].map((v) => Array.from(v.dataSync()));
   });
   assertEquals(enc, encComposed, "the code");
-  // The crosscoder ranks f·‖W_dec‖ (a column scale): its training step, both ways.
-  const xcfg = resolveConfig({
-    arch: "batchtopk-crosscoder",
-    d_in: 32,
-    d_sae: 256,
-    k: 8,
-    n_inputs: 2,
-  });
-  const xtc = resolveTrainConfig(xcfg, {
-    steps: 10,
-    batch_size: 64,
-    geometric_median_init: false,
-    normalize_activations: false,
-  });
-  const xx = t.random.normal(t.random.key(8), [64, 2, 32]);
-  const [crossed, crossedComposed] = await both(async () => {
-    let state = await initTrainState(t.random.key(0), xcfg, xtc, []);
-    for (let i = 0; i < 3; i++) {
-      const { state: next } = await trainStep(state, { x: xx }, xcfg, xtc);
-      t.disposeReplaced(stateTensors(state), stateTensors(next));
-      state = next;
-    }
-    const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
-    return await Promise.all(leaves.map(async (v) => Array.from(await (v as t.Tensor).data())));
-  });
-  assertEquals(crossed, crossedComposed, "the crosscoder's state after three steps");
-  const cfg = resolveConfig({ arch: "batchtopk", d_in: 64, d_sae: 256, k: 8 });
-  const tc = resolveTrainConfig(cfg, {
-    steps: 10,
-    batch_size: 128,
-    geometric_median_init: false,
-    normalize_activations: false,
-  });
-  const xs = t.random.normal(t.random.key(7), [128, 64]);
-  const [trained, trainedComposed] = await both(async () => {
-    let state = await initTrainState(t.random.key(0), cfg, tc, []);
-    for (let i = 0; i < 3; i++) {
-      const { state: next } = await trainStep(state, { x: xs }, cfg, tc);
-      t.disposeReplaced(stateTensors(state), stateTensors(next));
-      state = next;
-    }
-    const leaves = t.treeLeaves(stateTensors(state)).filter((v) => v instanceof t.Tensor);
-    return await Promise.all(leaves.map(async (v) => Array.from(await (v as t.Tensor).data())));
-  });
+  // BatchTopK's training step, and the crosscoder's, which ranks f·‖W_dec‖ (a column scale).
+  const runs = [
+    [{ arch: "batchtopk", d_in: 64, d_sae: 256, k: 8 }, [128, 64]],
+    [{ arch: "batchtopk-crosscoder", d_in: 32, d_sae: 256, k: 8, n_inputs: 2 }, [64, 2, 32]],
+  ] as const;
+  const trained: ArrayLike<number>[] = [], trainedComposed: ArrayLike<number>[] = [];
+  for (const [c, shape] of runs) {
+    const [a, b] = await both(() => stateAfterSteps(resolveConfig(c), shape, 3));
+    trained.push(...a), trainedComposed.push(...b);
+  }
   if (amx) assert(ran >= 7, `the fused selection ran (${ran} calls)`);
   trained.forEach((a, i) => {
     for (let j = 0; j < a.length; j++) {

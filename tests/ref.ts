@@ -3,6 +3,7 @@
  * written index-by-index, deliberately unlike the library's strided kernels.
  */
 import fc from "fast-check";
+import { readFileSync } from "node:fs";
 import * as t from "../mod.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { test } from "./harness.ts";
@@ -335,3 +336,12 @@ export function prop<A>(
 
 export const I32 = (a: Nd): t.Tensor => T(a, "i32");
 export const BOOL = (a: Nd): t.Tensor => T(a, "bool");
+
+/** Whether /proc/cpuinfo lists `flag` (false where it cannot be read): which native paths exist. */
+export function cpuHas(flag: string): boolean {
+  try {
+    return new RegExp(`\\b${flag}\\b`).test(readFileSync("/proc/cpuinfo", "utf8"));
+  } catch {
+    return false;
+  }
+}

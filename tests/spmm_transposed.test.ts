@@ -5,14 +5,13 @@
  * on one thread and several; the TopK encoder's ∂W_enc is the same with and without it.
  */
 import fc from "fast-check";
-import { readFileSync } from "node:fs";
 import * as t from "../mod.ts";
 import { loadNative } from "../tensor/cpu/native.ts";
 import { fusedSpmmTransposed } from "../tensor/fused.ts";
 import { topkEncode } from "../sae/arch/topk_encode.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { assert, assertEquals, test } from "./harness.ts";
-import { runs } from "./ref.ts";
+import { cpuHas, runs } from "./ref.ts";
 
 const status = loadNative();
 if (!status.native) {
@@ -22,15 +21,7 @@ if (!status.native) {
   console.log(`skip: transposed sparse product: ${status.reason}`);
 }
 // The kernel is AVX2 code: elsewhere it declines and the composition runs (still checked below).
-const avx2 = status.native !== null && /avx2/.test(readCpuFlags());
-
-function readCpuFlags(): string {
-  try {
-    return readFileSync("/proc/cpuinfo", "utf8");
-  } catch {
-    return "";
-  }
-}
+const avx2 = status.native !== null && cpuHas("avx2");
 
 function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   assertEquals(a.length, b.length, `${what} length`);

@@ -7,7 +7,6 @@
  * global norm, constrained decoder) gives the same bits with the by-products and without.
  */
 import fc from "fast-check";
-import { readFileSync } from "node:fs";
 import * as t from "../mod.ts";
 import { loadNative } from "../tensor/cpu/native.ts";
 import { fusedProjectOutRows, fusedSpmmTransposed, fusedSumSquares } from "../tensor/fused.ts";
@@ -16,7 +15,7 @@ import { resolveTrainConfig } from "../sae/train/config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { readEnv } from "../tensor/platform/env.ts";
 import { assert, assertEquals, test } from "./harness.ts";
-import { runs } from "./ref.ts";
+import { cpuHas, runs } from "./ref.ts";
 
 const status = loadNative();
 if (!status.native) {
@@ -26,15 +25,7 @@ if (!status.native) {
   console.log(`skip: sums of squares on the way: ${status.reason}`);
 }
 // The transposed sparse product is AVX2 code: elsewhere it declines (and hands back nothing).
-const avx2 = status.native !== null && /avx2/.test(readCpuFlags());
-
-function readCpuFlags(): string {
-  try {
-    return readFileSync("/proc/cpuinfo", "utf8");
-  } catch {
-    return "";
-  }
-}
+const avx2 = status.native !== null && cpuHas("avx2");
 
 /** csrc/sum_squares.h's order: each square rounded to the dtype, the sums in double. */
 function blockOrderSumSquares(x: ArrayLike<number>, f32: boolean): number {
