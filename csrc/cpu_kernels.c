@@ -411,10 +411,32 @@ int32_t sc_spmm_tt_f64(const int32_t *dst, const int32_t *src, const double *val
 
 typedef double sc_v4d __attribute__((vector_size(32)));
 
+// Entries out of row order (BatchTopK's code comes best first) gather a row of `a` each; visited
+// grouped by row (a stable counting sort) each row is read once for all its entries. Each entry's
+// sum is the same, so are its bits. Null: keep the given order (already by row, few entries, or
+// out of memory).
+static int32_t *sddmm_by_row(const int32_t *rows, int32_t nnz, int32_t na) {
+  int32_t i = 1;
+  while (i < nnz && rows[i] >= rows[i - 1]) i++;
+  if (i >= nnz || nnz < 1024) return 0;
+  int64_t *start = calloc((size_t)na + 1, sizeof(int64_t));
+  int32_t *order = malloc(sizeof(int32_t) * (size_t)nnz);
+  if (!start || !order) {
+    free(start), free(order);
+    return 0;
+  }
+  for (int32_t q = 0; q < nnz; q++) start[rows[q] + 1]++;
+  for (int32_t r = 0; r < na; r++) start[r + 1] += start[r];
+  for (int32_t q = 0; q < nnz; q++) order[start[rows[q]]++] = q;
+  free(start);
+  return order;
+}
+
 #define SDDMM(T, NAME)                                                                             \
   typedef struct {                                                                                 \
     const T *a, *b;                                                                                \
     const int32_t *rows, *cols;                                                                    \
+    const int32_t *order; /* entries by row (sddmm_by_row), or null: as given */                   \
     T *out;                                                                                        \
     int32_t d, lo, hi;                                                                             \
   } NAME##_job;                                                                                    \
@@ -431,16 +453,21 @@ typedef double sc_v4d __attribute__((vector_size(32)));
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
     const int64_t d = j->d, d4 = d / 4 * 4;                                                        \
+    const int32_t *o = j->order;                                                                   \
     int32_t i = j->lo;                                                                             \
     for (; i + 4 <= j->hi; i += 4) {                                                               \
-      const T *x0 = j->a + j->rows[i] * d, *y0 = j->b + j->cols[i] * d;                            \
-      const T *x1 = j->a + j->rows[i + 1] * d, *y1 = j->b + j->cols[i + 1] * d;                    \
-      const T *x2 = j->a + j->rows[i + 2] * d, *y2 = j->b + j->cols[i + 2] * d;                    \
-      const T *x3 = j->a + j->rows[i + 3] * d, *y3 = j->b + j->cols[i + 3] * d;                    \
+      const int32_t e0 = o ? o[i] : i, e1 = o ? o[i + 1] : i + 1;                                  \
+      const int32_t e2 = o ? o[i + 2] : i + 2, e3 = o ? o[i + 3] : i + 3;                          \
+      const T *x0 = j->a + j->rows[e0] * d, *y0 = j->b + j->cols[e0] * d;                          \
+      const T *x1 = j->a + j->rows[e1] * d, *y1 = j->b + j->cols[e1] * d;                          \
+      const T *x2 = j->a + j->rows[e2] * d, *y2 = j->b + j->cols[e2] * d;                          \
+      const T *x3 = j->a + j->rows[e3] * d, *y3 = j->b + j->cols[e3] * d;                          \
       sc_v4d s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0;                                         \
       const int nx = i + 8 <= j->hi;                                                               \
-      const T *n0 = nx ? j->b + j->cols[i + 4] * d : y0, *n1 = nx ? j->b + j->cols[i + 5] * d : y0; \
-      const T *n2 = nx ? j->b + j->cols[i + 6] * d : y0, *n3 = nx ? j->b + j->cols[i + 7] * d : y0; \
+      const T *n0 = nx ? j->b + j->cols[o ? o[i + 4] : i + 4] * d : y0;                            \
+      const T *n1 = nx ? j->b + j->cols[o ? o[i + 5] : i + 5] * d : y0;                            \
+      const T *n2 = nx ? j->b + j->cols[o ? o[i + 6] : i + 6] * d : y0;                            \
+      const T *n3 = nx ? j->b + j->cols[o ? o[i + 7] : i + 7] * d : y0;                            \
       for (int64_t c = 0; c < d4; c += 4) {                                                        \
         if ((c & (64 / sizeof(T) - 1)) == 0) {                                                     \
           __builtin_prefetch(n0 + c), __builtin_prefetch(n1 + c);                                  \
@@ -451,16 +478,17 @@ typedef double sc_v4d __attribute__((vector_size(32)));
         s2 += NAME##_quad(x2 + c, y2 + c);                                                         \
         s3 += NAME##_quad(x3 + c, y3 + c);                                                         \
       }                                                                                            \
-      j->out[i] = NAME##_finish(s0, x0, y0, d4, d);                                                \
-      j->out[i + 1] = NAME##_finish(s1, x1, y1, d4, d);                                            \
-      j->out[i + 2] = NAME##_finish(s2, x2, y2, d4, d);                                            \
-      j->out[i + 3] = NAME##_finish(s3, x3, y3, d4, d);                                            \
+      j->out[e0] = NAME##_finish(s0, x0, y0, d4, d);                                               \
+      j->out[e1] = NAME##_finish(s1, x1, y1, d4, d);                                               \
+      j->out[e2] = NAME##_finish(s2, x2, y2, d4, d);                                               \
+      j->out[e3] = NAME##_finish(s3, x3, y3, d4, d);                                               \
     }                                                                                              \
     for (; i < j->hi; i++) {                                                                       \
-      const T *x = j->a + j->rows[i] * d, *y = j->b + j->cols[i] * d;                              \
+      const int32_t e = o ? o[i] : i;                                                              \
+      const T *x = j->a + j->rows[e] * d, *y = j->b + j->cols[e] * d;                              \
       sc_v4d s = {0, 0, 0, 0};                                                                     \
       for (int64_t c = 0; c < d4; c += 4) s += NAME##_quad(x + c, y + c);                          \
-      j->out[i] = NAME##_finish(s, x, y, d4, d);                                                   \
+      j->out[e] = NAME##_finish(s, x, y, d4, d);                                                   \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
@@ -469,11 +497,13 @@ typedef double sc_v4d __attribute__((vector_size(32)));
     for (int32_t i = 0; i < nnz; i++)                                                              \
       if ((uint32_t)rows[i] >= (uint32_t)na || (uint32_t)cols[i] >= (uint32_t)nb) return i;        \
     int n = clamp_threads(threads);                                                                \
+    int32_t *order = sddmm_by_row(rows, nnz, na);                                                  \
     NAME##_job jobs[MAX_THREADS];                                                                  \
     for (int t = 0; t < n; t++)                                                                    \
-      jobs[t] = (NAME##_job){a, b, rows, cols, out, d, (int32_t)((int64_t)nnz * t / n),            \
+      jobs[t] = (NAME##_job){a, b, rows, cols, order, out, d, (int32_t)((int64_t)nnz * t / n),     \
                              (int32_t)((int64_t)nnz * (t + 1) / n)};                               \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), n);                                           \
+    free(order);                                                                                   \
     return -1;                                                                                     \
   }
 

@@ -158,6 +158,26 @@ test("native spmm / spmmT / sddmm give the TypeScript kernels' bits (f32 spmm: t
   );
 });
 
+test("native sddmm over entries out of row order (visited grouped by row) gives the TypeScript kernel's bits", () => {
+  if (!nat) return;
+  for (const f64 of [false, true]) {
+    const W = widths[+f64];
+    let s = 5 + +f64;
+    const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const R = 97, C = 300, d = 37, nnz = 4000; // past the 1024 entries where it groups them
+    const rows = Int32Array.from({ length: nnz }, () => Math.floor(rnd() * R));
+    const cols = Int32Array.from({ length: nnz }, () => Math.floor(rnd() * C));
+    const a = make(f64, R * d, () => rnd() - 0.5), b = make(f64, C * d, () => rnd() - 0.5);
+    const want = new W(nnz);
+    S.sddmm(a, b, rows, cols, d, want);
+    for (const threads of [1, 2, 3]) {
+      const got = new W(nnz);
+      assertEquals(nat.sddmm(a, R, b, C, rows, cols, nnz, d, got, threads), -1);
+      sameBits(got, want, `sddmm ${f64 ? "f64" : "f32"} on ${threads} threads`);
+    }
+  }
+});
+
 test("native top-k gives the TypeScript kernel's values and indices (ties, NaNs, long rows merged)", () => {
   if (!nat) return;
   fc.assert(
