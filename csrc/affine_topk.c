@@ -843,8 +843,9 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 
 // The total best of n entries (flat indices `at`, ascending) by `key` into values (their `v`) and
 // indices, ranked as sc_topk_f32 ranks keys (larger first, −0 as +0, ties to the lower index; no
-// NaN here): 64-bit keys (order key, then the complement of the position) sorted by an LSD radix
-// sort, 8 bits a pass. 0 when out of memory.
+// NaN here): the complements of the keys' order keys sorted by a stable LSD radix sort (8 bits a
+// pass), each carrying its position, so that equal keys keep their ascending positions. 0 when out
+// of memory.
 static int abt_best(const float *key, const float *v, const int32_t *at, int64_t n, int64_t total, float *values,
                     int32_t *indices) {
   uint64_t *a = malloc(sizeof(uint64_t) * (size_t)n), *b = malloc(sizeof(uint64_t) * (size_t)n);
@@ -856,9 +857,9 @@ static int abt_best(const float *key, const float *v, const int32_t *at, int64_t
     const __mmask16 live = at_lanes_below(n - q);
     uint32_t o[16];
     _mm512_storeu_si512(o, at_ord16(_mm512_maskz_loadu_ps(live, key + q)));
-    for (int64_t l = 0; l < 16 && q + l < n; l++) a[q + l] = (uint64_t)o[l] << 32 | (uint32_t)~(uint32_t)(q + l);
+    for (int64_t l = 0; l < 16 && q + l < n; l++) a[q + l] = (uint64_t)~o[l] << 32 | (uint32_t)(q + l);
   }
-  for (int shift = 0; shift < 64; shift += 8) {
+  for (int shift = 32; shift < 64; shift += 8) {
     int64_t count[257] = {0};
     for (int64_t q = 0; q < n; q++) count[(a[q] >> shift & 0xff) + 1]++;
     for (int d = 0; d < 256; d++) count[d + 1] += count[d];
@@ -867,7 +868,7 @@ static int abt_best(const float *key, const float *v, const int32_t *at, int64_t
     a = b, b = t;
   }
   for (int64_t q = 0; q < total; q++) {
-    const uint32_t i = ~(uint32_t)a[n - 1 - q];
+    const uint32_t i = (uint32_t)a[q];
     values[q] = v[i], indices[q] = at[i];
   }
   free(a), free(b);
