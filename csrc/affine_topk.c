@@ -912,6 +912,7 @@ static uint32_t abt_mth_ord(float *V, int64_t n, int64_t m) {
 typedef struct {
   int64_t n, cap;
   float *lo, *hi;
+  float *v;     // bf16: each entry's value (lo = hi = its key); null for the f32 screen
   int64_t *rc;  // row << 32 | column
   double tau;   // the cut: -inf until the list first holds `total`
   float tau_f;  // τ rounded down to f32: a key bound below it is below τ
@@ -934,6 +935,7 @@ static void abt_cut(abt_list *L, int64_t total, float *scratch) {
     const __mmask16 keep = m & ~_mm512_cmp_ps_mask(hi, tau, _CMP_LT_OQ);
     _mm512_mask_compressstoreu_ps(L->lo + kept, keep, lo);
     _mm512_mask_compressstoreu_ps(L->hi + kept, keep, hi);
+    if (L->v) _mm512_mask_compressstoreu_ps(L->v + kept, keep, _mm512_maskz_loadu_ps(m, L->v + q));
     _mm512_mask_compressstoreu_epi64(L->rc + kept, (__mmask8)keep, _mm512_loadu_epi64(L->rc + q));
     _mm512_mask_compressstoreu_epi64(L->rc + kept + __builtin_popcount(keep & 0xff), (__mmask8)(keep >> 8),
                                      _mm512_maskz_loadu_epi64((__mmask8)(m >> 8), L->rc + q + 8));
@@ -965,11 +967,43 @@ typedef struct {
   at_job at;  // x, packed, bias, M, K, N, rows [s0, s1), block, ucol, d0
   const at_row_eps *E;  // per row of the whole product
   const float *scale;   // the ranking's column scale (zero past N), or null
+  int bf16;             // the product itself from bf16 operands: keys exact, no screen, no E
   int64_t total;
   abt_list L;
   float *scratch;  // for abt_cut: cap
   int status;
 } abt_job;
+
+// bf16: one row's 32 values from c0 (the tile's sums plus the bias: the bf16 GEMM's bits), those
+// whose key (the value, or fl(value·s_c)) reaches the thread's cut appended with lo = hi = key. 0
+// when the status is set: a NaN key (-4: the caller composes, as topk ranks NaN first) or a list
+// full of ties at the cut (-6).
+static int abt_offer_bf16(abt_job *jb, const float *t, __m512 b0, __m512 b1, int64_t r, int64_t c0) {
+  abt_list *L = &jb->L;
+  const int64_t N = jb->at.N;
+  for (int hv = 0; hv < 2; hv++) {
+    const __mmask16 lanes = at_lanes_below(N - c0 - 16 * hv);
+    const __m512 a = _mm512_add_ps(_mm512_load_ps(t + 16 * hv), hv ? b1 : b0);
+    const __m512 key = jb->scale ? _mm512_mul_ps(a, _mm512_load_ps(jb->scale + c0 + 16 * hv)) : a;
+    if (_mm512_cmp_ps_mask(key, key, _CMP_UNORD_Q) & lanes) return jb->status = -4, 0;
+    const __mmask16 keep = lanes & ~_mm512_cmp_ps_mask(key, _mm512_set1_ps(L->tau_f), _CMP_LT_OQ);
+    if (!keep) continue;
+    if (L->n + 16 > L->cap) {
+      abt_cut(L, jb->total, jb->scratch);
+      if (L->n > L->cap - L->cap / 4) return jb->status = -6, 0;
+    }
+    _mm512_mask_compressstoreu_ps(L->lo + L->n, keep, key);
+    _mm512_mask_compressstoreu_ps(L->hi + L->n, keep, key);
+    _mm512_mask_compressstoreu_ps(L->v + L->n, keep, a);
+    const int64_t rc0 = r << 32 | (c0 + 16 * hv);
+    const __m512i lanes8 = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm512_mask_compressstoreu_epi64(L->rc + L->n, (__mmask8)keep, _mm512_add_epi64(_mm512_set1_epi64(rc0), lanes8));
+    _mm512_mask_compressstoreu_epi64(L->rc + L->n + __builtin_popcount(keep & 0xff), (__mmask8)(keep >> 8),
+                                     _mm512_add_epi64(_mm512_set1_epi64(rc0 + 8), lanes8));
+    L->n += __builtin_popcount(keep);
+  }
+  return 1;
+}
 
 static void *abt_amx_task(void *p) {
   abt_job *jb = p;
@@ -987,10 +1021,13 @@ static void *abt_amx_task(void *p) {
     for (int64_t js = 0; jb->status == -1 && js < slivers; js++) {
       const int64_t c0 = js * 32;
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
-      const float *u0 = j->ucol + c0, *u1 = u0 + slivers * 32, *u2 = u1 + slivers * 32;
+      const float *u0 = 0, *u1 = 0, *u2 = 0;
+      if (!jb->bf16) u0 = j->ucol + c0, u1 = u0 + slivers * 32, u2 = u1 + slivers * 32;
       for (int64_t i0 = 0; jb->status == -1 && i0 < rows; i0 += 32) {
         amx_block(A + i0 * Kp, packed + js * Kp * 32, Kp, tile);
-        for (int64_t i = i0; i < rows && i < i0 + 32; i++) {
+        for (int64_t i = i0; jb->bf16 && i < rows && i < i0 + 32; i++)
+          if (!abt_offer_bf16(jb, tile + (i - i0) * 32, b0, b1, r0 + i, c0)) break;
+        for (int64_t i = i0; !jb->bf16 && i < rows && i < i0 + 32; i++) {
           const at_row_eps e = jb->E[r0 + i];
           const __m512 ea = _mm512_set1_ps((float)(e.a * (1 + 0x1p-20)));
           const __m512 eb = _mm512_set1_ps((float)(e.b * (1 + 0x1p-20)));
@@ -1067,23 +1104,29 @@ static void *abt_exact_task(void *p) {
 // total best entries by key (e, or fl(e·scale_c)), their values e and flat indices (r·N + c), best
 // first. -1 done, -2 out of memory, -4 a NaN among the candidates' sums, -6 an operand out of the
 // screen's range or too many entries near the cut (the caller composes: the GEMM, then top-k).
+// With `bf16` the product is the bf16 GEMM's (sc_gemm_bf16_f32 onto the bias: the same tiles, then
+// one f32 addition), every key exact: no screen, no bounds, no second sum; any finite scale.
 static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
-                       const float *scale, int64_t total, float *scratch, float *values, int32_t *indices, int nt) {
+                       const float *scale, int64_t total, float *scratch, float *values, int32_t *indices, int nt,
+                       int bf16) {
   const int64_t slivers = (N + AT_NR - 1) / AT_NR, Np = slivers * AT_NR, Kp = amx_kp(K);
   float *packed = (float *)(void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *wt = packed + Kp * Np / 2;
-  float *bias = at_alloc(sizeof(float) * (size_t)Np), *ucol = at_alloc(sizeof(float) * (size_t)(3 * Np));
+  float *bias = at_alloc(sizeof(float) * (size_t)Np), *ucol = bf16 ? 0 : at_alloc(sizeof(float) * (size_t)(3 * Np));
   float *sc = scale ? at_alloc(sizeof(float) * (size_t)Np) : 0;
-  at_row_eps *E = malloc(sizeof(at_row_eps) * (size_t)M);
-  int32_t status = bias && ucol && E && (sc || !scale) ? -1 : -2;
+  at_row_eps *E = bf16 ? 0 : malloc(sizeof(at_row_eps) * (size_t)M);
+  int32_t status = bias && (ucol || bf16) && (E || bf16) && (sc || !scale) ? -1 : -2;
   double bmax = 0;
   for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
   for (int64_t c = 0; status == -1 && scale && c < Np; c++) {
     sc[c] = c < N ? scale[c] : 0;
-    if (!(sc[c] >= 0 && sc[c] <= 0x1p100f)) status = -6;  // (a NaN, an infinity or a negative scale)
+    // (a NaN, an infinity or a negative scale: the screen's bounds need s ≥ 0; bf16's keys are exact)
+    if (!bf16 && !(sc[c] >= 0 && sc[c] <= 0x1p100f)) status = -6;
   }
-  if (status == -1 && (!(bmax <= 0x1p50) || !at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)))
+  if (bf16 && status == -1) amx_pack_all(w, 0, N, K, N, (uint16_t *)(void *)packed, nt);
+  if (!bf16 && status == -1 &&
+      (!(bmax <= 0x1p50) || !at_screen_prep(w, K, N, nt, (uint16_t *)(void *)packed, wt, ucol, Np)))
     status = -6;
-  for (int64_t r = 0; status == -1 && r < M; r++) {
+  for (int64_t r = 0; !bf16 && status == -1 && r < M; r++) {
     double sq[3];
     if (!at_screen_norms(x + r * K, K, sq)) status = -6;
     else E[r] = at_screen_row(sq, K);
@@ -1098,12 +1141,15 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
                          0, 0, -1, w, wt, 0, 0, ucol, d0},
                         E,
                         sc,
+                        bf16,
                         total,
                         {0, cap, at_alloc(sizeof(float) * (size_t)cap), at_alloc(sizeof(float) * (size_t)cap),
-                         at_alloc(sizeof(int64_t) * (size_t)cap), -INFINITY, -INFINITY},
+                         bf16 ? at_alloc(sizeof(float) * (size_t)cap) : 0, at_alloc(sizeof(int64_t) * (size_t)cap),
+                         -INFINITY, -INFINITY},
                         at_alloc(sizeof(float) * (size_t)cap),
                         -1};
-    if (!jobs[t].L.lo || !jobs[t].L.hi || !jobs[t].L.rc || !jobs[t].scratch) status = status == -1 ? -2 : status;
+    if (!jobs[t].L.lo || !jobs[t].L.hi || (bf16 && !jobs[t].L.v) || !jobs[t].L.rc || !jobs[t].scratch)
+      status = status == -1 ? -2 : status;
   }
   if (status == -1) {
     memcpy(bias, b, sizeof(float) * (size_t)N);
@@ -1111,13 +1157,13 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     run_tasks(abt_amx_task, jobs, sizeof(abt_job), nt);
     for (int t = 0; t < nt; t++) {
       const int s = jobs[t].status;
-      if (s == -2 || (s == -6 && status != -2)) status = s;
+      if (s == -2 || (s != -1 && status == -1)) status = s;
     }
   }
   // The lists joined (threads own rows in order), the batch's cut L, and the entries that reach it.
   int64_t n = 0;
   for (int t = 0; t < nt; t++) n += jobs[t].L.n;
-  abt_list all = {0, n, 0, 0, 0, -INFINITY, -INFINITY};
+  abt_list all = {0, n, 0, 0, 0, 0, -INFINITY, -INFINITY};
   float *tmp = 0, *keys = 0, *sums = 0;
   int32_t *at = 0, *pos = 0;
   int64_t *start = 0;
@@ -1125,36 +1171,48 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
   if (status == -1) {
     all.lo = at_alloc(sizeof(float) * (size_t)(n + 1)), all.hi = at_alloc(sizeof(float) * (size_t)(n + 1));
     all.rc = at_alloc(sizeof(int64_t) * (size_t)(n + 1)), tmp = at_alloc(sizeof(float) * (size_t)(n + 1));
-    if (!all.lo || !all.hi || !all.rc || !tmp) status = -2;
+    if (bf16) all.v = at_alloc(sizeof(float) * (size_t)(n + 1));
+    if (!all.lo || !all.hi || !all.rc || !tmp || (bf16 && !all.v)) status = -2;
   }
   if (status == -1) {
     for (int t = 0; t < nt; t++) {
       memcpy(all.lo + all.n, jobs[t].L.lo, sizeof(float) * (size_t)jobs[t].L.n);
       memcpy(all.hi + all.n, jobs[t].L.hi, sizeof(float) * (size_t)jobs[t].L.n);
+      if (bf16) memcpy(all.v + all.n, jobs[t].L.v, sizeof(float) * (size_t)jobs[t].L.n);
       memcpy(all.rc + all.n, jobs[t].L.rc, sizeof(int64_t) * (size_t)jobs[t].L.n);
       all.n += jobs[t].L.n;
     }
     abt_cut(&all, total, tmp);
     if (all.n < total) status = -6;  // (cannot happen: every entry whose lo reaches L stays)
   }
-  // The candidates in flat order: a stable counting sort by row (each row's columns came in order),
-  // in groups of up to 16 columns of one row (at_exact's unit).
-  int64_t groups = 0;
+  // The candidates in flat order: a stable counting sort by row (each row's columns came in order).
   if (status == -1) {
     start = calloc((size_t)M + 1, sizeof(int64_t));
     at = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
-    const int64_t most = all.n / 16 + M + 1;
-    G = (at_exact_groups){at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
-                          at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
     pos = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
     sums = at_alloc(sizeof(float) * (size_t)(all.n + 1)), keys = at_alloc(sizeof(float) * (size_t)(all.n + 1));
-    if (!start || !at || !G.cols || !G.row || !G.live || !G.sum || !pos || !sums || !keys) status = -2;
+    if (!start || !at || !pos || !sums || !keys) status = -2;
   }
   if (status == -1) {
     for (int64_t q = 0; q < all.n; q++) start[(all.rc[q] >> 32) + 1]++;
     for (int64_t r = 0; r < M; r++) start[r + 1] += start[r];
     for (int64_t q = 0; q < all.n; q++) at[start[all.rc[q] >> 32]++] = (int32_t)q;
-    for (int64_t q = 0; q < all.n;) {
+  }
+  if (status == -1 && bf16) {
+    // The keys are exact: rank them as they are.
+    for (int64_t q = 0; q < all.n; q++) {
+      const int64_t rc = all.rc[at[q]];
+      pos[q] = (int32_t)((rc >> 32) * N + (rc & 0xffffffff)), sums[q] = all.v[at[q]], keys[q] = all.lo[at[q]];
+    }
+    if (!abt_best(keys, sums, pos, all.n, total, values, indices)) status = -2;
+  } else if (status == -1) {
+    // Their exact sums, in groups of up to 16 columns of one row (at_exact's unit).
+    int64_t groups = 0;
+    const int64_t most = all.n / 16 + M + 1;
+    G = (at_exact_groups){at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
+                          at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
+    if (!G.cols || !G.row || !G.live || !G.sum) status = -2;
+    for (int64_t q = 0; status == -1 && q < all.n;) {
       const int64_t r = all.rc[at[q]] >> 32;
       int m = 0;
       for (; q < all.n && m < 16 && all.rc[at[q]] >> 32 == r; q++, m++)
@@ -1162,26 +1220,27 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
       for (int e2 = m; e2 < 16; e2++) G.cols[16 * groups + e2] = G.cols[16 * groups];
       G.row[groups] = (int32_t)r, G.live[groups] = at_lanes_below(m), groups++;
     }
+    if (status == -1) {
+      abt_exact_job ej[MAX_THREADS];
+      for (int t = 0; t < nt; t++) ej[t] = (abt_exact_job){&jobs[0].at, &G, groups * t / nt, groups * (t + 1) / nt};
+      run_tasks(abt_exact_task, ej, sizeof(abt_exact_job), nt);
+      int64_t m = 0;
+      for (int64_t g = 0; g < groups; g++)
+        for (int l = 0; l < 16; l++)
+          if (G.live[g] >> l & 1) {
+            const float v = G.sum[16 * g + l];
+            const int32_t c = G.cols[16 * g + l];
+            if (v != v) status = -4;
+            // The key as the composition forms it: mul(pre, scale), one f32 rounding.
+            pos[m] = (int32_t)(G.row[g] * N + c), sums[m] = v, keys[m++] = sc ? v * sc[c] : v;
+          }
+      if (status == -1 && !abt_best(keys, sums, pos, m, total, values, indices)) status = -2;
+    }
   }
-  if (status == -1) {
-    abt_exact_job ej[MAX_THREADS];
-    for (int t = 0; t < nt; t++) ej[t] = (abt_exact_job){&jobs[0].at, &G, groups * t / nt, groups * (t + 1) / nt};
-    run_tasks(abt_exact_task, ej, sizeof(abt_exact_job), nt);
-    int64_t m = 0;
-    for (int64_t g = 0; g < groups; g++)
-      for (int l = 0; l < 16; l++)
-        if (G.live[g] >> l & 1) {
-          const float v = G.sum[16 * g + l];
-          const int32_t c = G.cols[16 * g + l];
-          if (v != v) status = -4;
-          // The key as the composition forms it: mul(pre, scale), one f32 rounding.
-          pos[m] = (int32_t)(G.row[g] * N + c), sums[m] = v, keys[m++] = sc ? v * sc[c] : v;
-        }
-    if (status == -1 && !abt_best(keys, sums, pos, m, total, values, indices)) status = -2;
-  }
-  for (int t = 0; t < nt; t++) free(jobs[t].L.lo), free(jobs[t].L.hi), free(jobs[t].L.rc), free(jobs[t].scratch);
-  free(bias), free(ucol), free(sc), free(E), free(all.lo), free(all.hi), free(all.rc), free(tmp), free(start);
-  free(at), free(pos), free(sums), free(keys);
+  for (int t = 0; t < nt; t++)
+    free(jobs[t].L.lo), free(jobs[t].L.hi), free(jobs[t].L.v), free(jobs[t].L.rc), free(jobs[t].scratch);
+  free(bias), free(ucol), free(sc), free(E), free(all.lo), free(all.hi), free(all.v), free(all.rc), free(tmp);
+  free(start), free(at), free(pos), free(sums), free(keys);
   free(G.cols), free(G.row), free(G.live), free(G.sum);
   return status;
 }
@@ -1282,18 +1341,19 @@ int32_t sc_affine_topk_f64(const double *x, int64_t M, int64_t K, const double *
   return k < 1 || k > N ? -3 : -5;
 }
 
-// The batch's `total` best of x·W + b, by value or value·scale_c (see abt_run); -3 bad sizes, -5 not here (no AVX-512 or
-// AMX, the screen switched off, M·N ≥ 2³¹ or K > 2¹⁴): the caller composes.
+// The batch's `total` best of x·W + b, by value or value·scale_c (see abt_run); with `bf16` of the
+// bf16 GEMM's product. -3 bad sizes, -5 not here (no AVX-512 or AMX, M·N ≥ 2³¹; for f32 the screen
+// switched off or K > 2¹⁴): the caller composes.
 int32_t sc_affine_batch_topk_f32(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *b,
                                  const float *scale, int64_t total, float *scratch, float *values, int32_t *indices,
-                                 int32_t threads) {
+                                 int32_t bf16, int32_t threads) {
   if (M < 1 || K < 1 || N < 1 || total < 1 || total > M * N) return -3;
 #if defined(__AVX512F__) && defined(SC_AMX)
   // (at_screen_wanted(1, …): K within the bound's range and SPARSECODER_TOPK_SCREEN not 0)
-  if (M * N >= ((int64_t)1 << 31) || !at_screen_wanted(1, K, N) || !amx_ready()) return -5;
-  return abt_run(x, M, K, w, N, b, scale, total, scratch, values, indices, clamp_threads(threads));
+  if (M * N >= ((int64_t)1 << 31) || (!bf16 && !at_screen_wanted(1, K, N)) || !amx_ready()) return -5;
+  return abt_run(x, M, K, w, N, b, scale, total, scratch, values, indices, clamp_threads(threads), bf16);
 #else
-  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)threads;
+  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)bf16, (void)threads;
   return -5;
 #endif
 }
@@ -1301,7 +1361,7 @@ int32_t sc_affine_batch_topk_f32(const float *x, int64_t M, int64_t K, const flo
 // f64 has no fused kernel: the caller composes.
 int32_t sc_affine_batch_topk_f64(const double *x, int64_t M, int64_t K, const double *w, int64_t N, const double *b,
                                  const double *scale, int64_t total, double *scratch, double *values, int32_t *indices,
-                                 int32_t threads) {
-  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)threads;
+                                 int32_t bf16, int32_t threads) {
+  (void)x, (void)w, (void)b, (void)scale, (void)scratch, (void)values, (void)indices, (void)bf16, (void)threads;
   return M < 1 || K < 1 || N < 1 || total < 1 || total > M * N ? -3 : -5;
 }

@@ -6,10 +6,11 @@
  * Exact bits, on random floats (tails of every blocking: rows not a multiple of 12, columns not a
  * multiple of 32, K past 256, 448 and 896, odd, k = 1 and k = N, W transposed) and on integers,
  * whose sums are exact in any order and full of ties, against the
- * composition topk(x·W + b). A NaN, a traced operand or a bf16 matmul sends the caller back to
+ * composition topk(x·W + b). A NaN, a traced operand or emulated bf16 sends the caller back to
  * the composition; the encoder gives the composition's code either way. Under bf16 on AMX tiles:
  * each value within f32 summation of the bf16-rounded operands' exact product, and the selection
- * the k best of those exact values up to that tolerance.
+ * the k best of those exact values up to that tolerance; a product too small for matmul to take
+ * bf16 (under BF16_MIN_WORK multiply-adds) keeps f32, the oracle's bits, as matmul does.
  */
 import fc from "fast-check";
 import { spawnSync } from "node:child_process";
@@ -23,6 +24,7 @@ import { fusedAffineTopk } from "../tensor/fused.ts";
 import { topkEncode } from "../sae/arch/topk_encode.ts";
 import { native, setNativeKernels } from "../tensor/cpu/native.ts";
 import { bf16ToF32, f32ToBf16 } from "../tensor/dtype.ts";
+import { BF16_MIN_WORK } from "../tensor/cpu/matmul_precision.ts";
 import { oracle, randomF32, sameBits } from "./affine_oracle.ts";
 
 /** The k best of each row: larger first, −0 as +0, ties to the lower index. */
@@ -192,7 +194,7 @@ test("fusedAffineTopk: integer operands (exact sums, many ties) equal topk(x·W 
   );
 });
 
-test("fusedAffineTopk: null for a NaN, a traced operand or a bf16 matmul; the encoder composes", () => {
+test("fusedAffineTopk: null for a NaN, a traced operand or emulated bf16; the encoder composes", () => {
   const M = 6, K = 20, N = 40, k = 4;
   const x = randomF32(M * K, 3), W = randomF32(K * N, 4), b = randomF32(N, 5);
   x[2 * K + 7] = NaN;
@@ -209,7 +211,17 @@ test("fusedAffineTopk: null for a NaN, a traced operand or a bf16 matmul; the en
   const s = t.setCpuMatmulPrecision("bf16", { emulate: true });
   try {
     if (s.running === "bf16-emulated") {
-      assert(fusedAffineTopk(xt, Wt, bt, k) === null, "emulated bf16 is the composition's");
+      // (from BF16_MIN_WORK multiply-adds matmul takes bf16: 64·512·520 of them)
+      const big = [randomF32(64 * 512, 8), randomF32(512 * 520, 9), randomF32(520, 10)] as const;
+      assert(fused(...big, 64, 512, k, false) === null, "emulated bf16 is the composition's");
+    }
+    // A product this small stays f32 under any precision, in matmul and so here.
+    if (here) {
+      sameBits(
+        fusedAffineTopk(xt, Wt, bt, k)![0].dataSync() as Float32Array,
+        topkRows(oracle(x, W, b, M, K), M, N, k).values,
+        "a small product under bf16: f32",
+      );
     }
   } finally {
     t.setCpuMatmulPrecision(prior);
@@ -245,17 +257,20 @@ test("fusedAffineTopk under bf16 on AMX tiles: bf16-rounded operands, f32 sums, 
   const s = t.setCpuMatmulPrecision("bf16");
   try {
     assertEquals([s.running, s.via], ["bf16", "amx"]);
-    for (const [M, K, N, k, wT] of [[40, 512, 300, 32, false], [7, 45, 70, 5, true]] as const) {
+    // (products of at least BF16_MIN_WORK multiply-adds: smaller ones stay f32, tested above)
+    for (const [M, K, N, k, wT] of [[40, 512, 1024, 32, false], [37, 909, 520, 5, true]] as const) {
+      assert(M * K * N >= BF16_MIN_WORK, `${M}x${K}x${N} is large enough for bf16`);
       const x = randomF32(M * K, 5 + K), W = randomF32(K * N, 6 + N), b = randomF32(N, 7);
       const got = fused(x, W, b, M, K, k, wT)!;
       assert(got, `${M}x${K}x${N}: a result`);
       const r = (v: number) => bf16ToF32(f32ToBf16(v));
+      const xr = Float64Array.from(x, r), Wr = Float64Array.from(W, r);
       const exact = new Float64Array(M * N), mag = new Float64Array(M * N);
       for (let i = 0; i < M; i++) {
         for (let j = 0; j < N; j++) {
           let e = b[j], a = Math.abs(b[j]);
           for (let q = 0; q < K; q++) {
-            const p = r(x[i * K + q]) * r(W[q * N + j]);
+            const p = xr[i * K + q] * Wr[q * N + j];
             e += p, a += Math.abs(p);
           }
           exact[i * N + j] = e, mag[i * N + j] = a;

@@ -14,7 +14,7 @@ import { gatherRows, scatterAddRows } from "./rows.ts";
 
 type F = Float32Array | Float64Array;
 import { loadBlas } from "./blas.ts";
-import { cpuMatmulPrecision } from "./matmul_precision.ts";
+import { BF16_MIN_WORK, cpuMatmulPrecision } from "./matmul_precision.ts";
 import { readEnv } from "../platform/env.ts";
 
 type Num = Float32Array | Float64Array | Int32Array | Uint8Array;
@@ -114,6 +114,16 @@ const sameFloat = (first: unknown, ...rest: unknown[]) =>
 /** Threads for a native kernel of this much work (it starts its own; no worker is involved). */
 const nativeThreads = (work: number) => (work >= PARALLEL_MIN ? threadCap() : 1);
 const fusedTopkOn = readEnv("SPARSECODER_FUSED_TOPK") !== "0";
+
+/**
+ * The precision matmul takes for x [M, K] · W [K, N] (bf16 only through BLAS and from
+ * BF16_MIN_WORK multiply-adds, as kernels.ts's matmul decides), so that a fused encoder's product
+ * is the composition's at every size.
+ */
+function matmulPrecisionAt(M: number, K: number, N: number): "f32" | "bf16" | "bf16-emulated" {
+  const bf16 = M * K * N >= BF16_MIN_WORK && loadBlas().blas !== null;
+  return bf16 ? cpuMatmulPrecision().running : "f32";
+}
 
 /**
  * m when a view reads its first m elements contiguously as its trailing axes and repeats them
@@ -671,9 +681,10 @@ export const cpu: Backend = {
     },
     affineTopk(x, w, b, k) {
       const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
-      // f32: sgemm's sums; bf16 on AMX tiles; emulated bf16 is the composition's alone.
-      // SPARSECODER_FUSED_TOPK=0 composes instead (the same bits in f32: for measuring both).
-      const precision = cpuMatmulPrecision().running;
+      // f32: sgemm's sums; bf16 on AMX tiles where matmul would take bf16; emulated
+      // bf16 is the composition's alone. SPARSECODER_FUSED_TOPK=0 composes instead (the same bits
+      // in f32: for measuring both).
+      const precision = matmulPrecisionAt(M, Kd, N);
       if (!nat || precision === "bf16-emulated" || x.dtype !== "f32" || !fusedTopkOn) return null;
       if (!sameFloat(x.buf, w.buf, b.buf) || !contiguous(x) || !contiguous(b)) return null;
       // A [K, 1] or [1, N] view lies in row order whatever its other stride says.
@@ -707,8 +718,11 @@ export const cpu: Backend = {
     },
     affineBatchTopk(x, w, b, total, scale) {
       const nat = native(), [M, Kd] = x.shape, N = w.shape[1];
-      // Only where the answer has affine's f32 bits: the screen's exact sums are sgemm's order.
-      if (!nat || cpuMatmulPrecision().running !== "f32" || x.dtype !== "f32" || !fusedTopkOn) {
+      // Only where the answer has affine's bits: in f32 the screen's exact sums are sgemm's order;
+      // in bf16 the product is the native AMX GEMM's (not OpenBLAS's sbgemm, nor emulated bf16).
+      const precision = matmulPrecisionAt(M, Kd, N);
+      if (!nat || x.dtype !== "f32" || !fusedTopkOn) return null;
+      if (precision !== "f32" && (precision !== "bf16" || cpuMatmulPrecision().via !== "amx")) {
         return null;
       }
       const s = scale ? [scale.buf] : [];
@@ -733,6 +747,7 @@ export const cpu: Backend = {
         scratch,
         values,
         indices,
+        precision === "bf16",
         nativeThreads(M * N),
       );
       giveArray(scratch);

@@ -207,8 +207,9 @@ export interface Native extends NativeTrain {
    * ranked by their values or, with `scale` [N] (≥ 0), by value·scale[c] in f32, as topk ranks the
    * flattened product: their values and flat indices (r·N + c) [total], best first, with the f32
    * GEMM's bits, through the bf16 screen on AMX tiles without writing the product
-   * (csrc/affine_topk.c): "done", or "compose" where this build has no such kernel or the screen
-   * declines. `scratch` as affineTopk's `packed`.
+   * (csrc/affine_topk.c); with `bf16`, of the bf16 GEMM's product (gemmBf16 onto the bias), on the
+   * same tiles. "done", or "compose" where this build has no such kernel or the screen declines.
+   * `scratch` as affineTopk's `packed`.
    */
   affineBatchTopk(
     x: F,
@@ -222,6 +223,7 @@ export interface Native extends NativeTrain {
     scratch: F,
     values: F,
     indices: Int32Array,
+    bf16: boolean,
     threads: number,
   ): "done" | "compose";
   /**
@@ -387,7 +389,21 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   affine_batch_topk: {
-    args: ["buf", "i64", "i64", "buf", "i64", "buf", "buf", "i64", "buf", "buf", "buf", "i32"],
+    args: [
+      "buf",
+      "i64",
+      "i64",
+      "buf",
+      "i64",
+      "buf",
+      "buf",
+      "i64",
+      "buf",
+      "buf",
+      "buf",
+      "i32",
+      "i32",
+    ],
     ret: "i32",
   },
   ...TRAIN_SIGS,
@@ -544,7 +560,7 @@ function bind(path: string, raw: Raw): Native {
         threads,
       );
     },
-    affineBatchTopk(x, M, K, w, N, b, scale, total, scratch, values, indices, threads) {
+    affineBatchTopk(x, M, K, w, N, b, scale, total, scratch, values, indices, bf16, threads) {
       const k = "affineBatchTopk";
       for (const [name, v] of [["M", M], ["K", K], ["N", N], ["total", total]] as const) {
         checkCount(k, name, v, I64_MAX);
@@ -576,6 +592,7 @@ function bind(path: string, raw: Raw): Native {
         scratch,
         values,
         indices,
+        +bf16,
         threads,
       );
       if (r === -1) return "done";
