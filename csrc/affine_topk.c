@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "amx_bf16.h"
+#include "reuse.h"
 #include "threads.h"
 #include "topk_key.h"
 
@@ -844,15 +845,10 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 // The total best of n entries (flat indices `at`, ascending) by `key` into values (their `v`) and
 // indices, ranked as sc_topk_f32 ranks keys (larger first, −0 as +0, ties to the lower index; no
 // NaN here): the complements of the keys' order keys sorted by a stable LSD radix sort (8 bits a
-// pass), each carrying its position, so that equal keys keep their ascending positions. 0 when out
-// of memory.
-static int abt_best(const float *key, const float *v, const int32_t *at, int64_t n, int64_t total, float *values,
-                    int32_t *indices) {
-  uint64_t *a = malloc(sizeof(uint64_t) * (size_t)n), *b = malloc(sizeof(uint64_t) * (size_t)n);
-  if (!a || !b) {
-    free(a), free(b);
-    return 0;
-  }
+// pass), each carrying its position, so that equal keys keep their ascending positions. a, b: room
+// for n each.
+static void abt_best(const float *key, const float *v, const int32_t *at, int64_t n, int64_t total, float *values,
+                     int32_t *indices, uint64_t *a, uint64_t *b) {
   for (int64_t q = 0; q < n; q += 16) {
     const __mmask16 live = at_lanes_below(n - q);
     uint32_t o[16];
@@ -871,8 +867,6 @@ static int abt_best(const float *key, const float *v, const int32_t *at, int64_t
     const uint32_t i = (uint32_t)a[q];
     values[q] = v[i], indices[q] = at[i];
   }
-  free(a), free(b);
-  return 1;
 }
 
 // The largest float at most l (l finite or -inf).
@@ -971,6 +965,8 @@ typedef struct {
   int64_t total;
   abt_list L;
   float *scratch;  // for abt_cut: cap
+  uint16_t *A;     // x's rows in bf16, a block at a time
+  float *tile;     // 32 × 32 sums
   int status;
 } abt_job;
 
@@ -1011,10 +1007,10 @@ static void *abt_amx_task(void *p) {
   const int64_t K = j->K, N = j->N, R = j->block, Kp = amx_kp(K), slivers = (N + 31) / 32;
   const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
   abt_list *L = &jb->L;
+  uint16_t *A = jb->A;
+  float *tile = jb->tile;
   amx_configure();
-  uint16_t *A = at_alloc(sizeof(uint16_t) * (size_t)((R + 31) / 32 * 32 * Kp));
-  float *tile = at_alloc(sizeof(float) * 32 * 32);
-  jb->status = A && tile ? -1 : -2;
+  jb->status = -1;
   for (int64_t r0 = j->s0; jb->status == -1 && r0 < j->s1; r0 += R) {
     const int64_t r1 = r0 + R < j->s1 ? r0 + R : j->s1, rows = r1 - r0;
     amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
@@ -1082,7 +1078,6 @@ static void *abt_amx_task(void *p) {
   }
   if (jb->status == -1) abt_cut(L, jb->total, jb->scratch);
   _tile_release();
-  free(A), free(tile);
   return 0;
 }
 
@@ -1099,6 +1094,79 @@ static void *abt_exact_task(void *p) {
   return 0;
 }
 
+// abt_run's arrays, a phase at a time, each phase carved from one block kept for the next call
+// (reuse.h): sized by a counting pass of the same layout function, so the two cannot disagree.
+#define ABT_CARVE(a, ptr, count) (((ptr) = reuse_carve(a, sizeof(*(ptr)) * (size_t)(count))) != 0)
+
+// The AMX pass: the bias and bound terms, and each thread's list, cut scratch and tiles.
+typedef struct {
+  float *bias, *ucol, *sc;
+  at_row_eps *E;
+  abt_list L[MAX_THREADS];
+  float *cut[MAX_THREADS], *tile[MAX_THREADS];
+  uint16_t *A[MAX_THREADS];
+} abt_pass_mem;
+
+static int abt_pass_lay(reuse_arena *a, abt_pass_mem *m, int64_t M, int64_t K, int64_t N, int64_t cap, int bf16,
+                        int scaled, int nt) {
+  const int64_t Np = (N + AT_NR - 1) / AT_NR * AT_NR, Kp = amx_kp(K), R = amx_block_rows(Kp);
+  int ok = ABT_CARVE(a, m->bias, Np);
+  m->ucol = 0, m->sc = 0, m->E = 0;
+  if (!bf16) ok &= ABT_CARVE(a, m->ucol, 3 * Np) & ABT_CARVE(a, m->E, M);
+  if (scaled) ok &= ABT_CARVE(a, m->sc, Np);
+  for (int t = 0; t < nt; t++) {
+    abt_list *L = &m->L[t];
+    *L = (abt_list){0, cap, 0, 0, 0, 0, -INFINITY, -INFINITY};
+    ok &= ABT_CARVE(a, L->lo, cap) & ABT_CARVE(a, L->hi, cap) & ABT_CARVE(a, L->rc, cap);
+    ok &= ABT_CARVE(a, m->cut[t], cap) & ABT_CARVE(a, m->A[t], (R + 31) / 32 * 32 * Kp);
+    ok &= ABT_CARVE(a, m->tile[t], 32 * 32);
+    if (bf16) ok &= ABT_CARVE(a, L->v, cap);
+  }
+  return ok;
+}
+
+// The threads' lists joined (n entries).
+static int abt_join_lay(reuse_arena *a, abt_list *all, float **tmp, int64_t n, int bf16) {
+  *all = (abt_list){0, n, 0, 0, 0, 0, -INFINITY, -INFINITY};
+  int ok = ABT_CARVE(a, all->lo, n + 1) & ABT_CARVE(a, all->hi, n + 1) & ABT_CARVE(a, all->rc, n + 1);
+  ok &= ABT_CARVE(a, *tmp, n + 1);
+  if (bf16) ok &= ABT_CARVE(a, all->v, n + 1);
+  return ok;
+}
+
+// The n candidates past the batch's cut: flat order, keys, values, ranking, and (f32) their exact
+// sums in groups of up to 16 columns of one row.
+typedef struct {
+  int64_t *start;
+  int32_t *at, *pos;
+  float *sums, *keys;
+  uint64_t *ra, *rb;
+  at_exact_groups G;
+} abt_rank_mem;
+
+static int abt_rank_lay(reuse_arena *a, abt_rank_mem *m, int64_t n, int64_t M, int bf16) {
+  int ok = ABT_CARVE(a, m->start, M + 1) & ABT_CARVE(a, m->at, n + 1) & ABT_CARVE(a, m->pos, n + 1);
+  ok &= ABT_CARVE(a, m->sums, n + 1) & ABT_CARVE(a, m->keys, n + 1);
+  ok &= ABT_CARVE(a, m->ra, n + 1) & ABT_CARVE(a, m->rb, n + 1);
+  m->G = (at_exact_groups){0, 0, 0, 0};
+  const int64_t most = n / 16 + M + 1;
+  if (!bf16)
+    ok &= ABT_CARVE(a, m->G.cols, 16 * most) & ABT_CARVE(a, m->G.row, most) & ABT_CARVE(a, m->G.live, most) &
+          ABT_CARVE(a, m->G.sum, 16 * most);
+  return ok;
+}
+
+// A phase's block: sized by the layout's counting pass, taken, carved; null when out of memory.
+#define ABT_PHASE(lay, ...)                                                   \
+  ({                                                                          \
+    reuse_arena c_ = reuse_counting();                                        \
+    lay(&c_, __VA_ARGS__);                                                    \
+    void *b_ = reuse_take(reuse_counted(&c_));                                \
+    reuse_arena r_ = reuse_over(b_, reuse_counted(&c_));                      \
+    if (b_ && !lay(&r_, __VA_ARGS__)) reuse_give(b_), b_ = 0;                 \
+    b_;                                                                       \
+  })
+
 // x [M, K] and W [K, N] contiguous, b [N], `scale` [N] (≥ 0, finite) or null; `scratch` as
 // sc_affine_topk_f32's (the screen's W in bf16 and transposed). values/indices [total]: the batch's
 // total best entries by key (e, or fl(e·scale_c)), their values e and flat indices (r·N + c), best
@@ -1111,10 +1179,13 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
                        int bf16) {
   const int64_t slivers = (N + AT_NR - 1) / AT_NR, Np = slivers * AT_NR, Kp = amx_kp(K);
   float *packed = (float *)(void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *wt = packed + Kp * Np / 2;
-  float *bias = at_alloc(sizeof(float) * (size_t)Np), *ucol = bf16 ? 0 : at_alloc(sizeof(float) * (size_t)(3 * Np));
-  float *sc = scale ? at_alloc(sizeof(float) * (size_t)Np) : 0;
-  at_row_eps *E = bf16 ? 0 : malloc(sizeof(at_row_eps) * (size_t)M);
-  int32_t status = bias && (ucol || bf16) && (E || bf16) && (sc || !scale) ? -1 : -2;
+  const int64_t groups32 = (M + 31) / 32, R = amx_block_rows(Kp), cap = 4 * total + 64;
+  if (nt > groups32) nt = (int)groups32;
+  abt_pass_mem pm;
+  void *pass = ABT_PHASE(abt_pass_lay, &pm, M, K, N, cap, bf16, scale != 0, nt);
+  int32_t status = pass ? -1 : -2;
+  float *bias = pm.bias, *ucol = pm.ucol, *sc = pm.sc;
+  at_row_eps *E = pm.E;
   double bmax = 0;
   for (int64_t c = 0; c < N; c++) bmax = fmax(bmax, fabs((double)b[c]));
   for (int64_t c = 0; status == -1 && scale && c < Np; c++) {
@@ -1132,26 +1203,12 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     else E[r] = at_screen_row(sq, K);
   }
   abt_job jobs[MAX_THREADS];
-  const int64_t groups32 = (M + 31) / 32, R = amx_block_rows(Kp);
-  if (nt > groups32) nt = (int)groups32;
-  const int64_t cap = 4 * total + 64;
   const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = (abt_job){{x, packed, bias, M, K, N, total, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt), R,
-                         0, 0, -1, w, wt, 0, 0, ucol, d0},
-                        E,
-                        sc,
-                        bf16,
-                        total,
-                        {0, cap, at_alloc(sizeof(float) * (size_t)cap), at_alloc(sizeof(float) * (size_t)cap),
-                         bf16 ? at_alloc(sizeof(float) * (size_t)cap) : 0, at_alloc(sizeof(int64_t) * (size_t)cap),
-                         -INFINITY, -INFINITY},
-                        at_alloc(sizeof(float) * (size_t)cap),
-                        -1};
-    if (!jobs[t].L.lo || !jobs[t].L.hi || (bf16 && !jobs[t].L.v) || !jobs[t].L.rc || !jobs[t].scratch)
-      status = status == -1 ? -2 : status;
-  }
   if (status == -1) {
+    for (int t = 0; t < nt; t++)
+      jobs[t] = (abt_job){{x, packed, bias, M, K, N, total, amx_row_start(M, t, nt), amx_row_start(M, t + 1, nt), R,
+                           0, 0, -1, w, wt, 0, 0, ucol, d0},
+                          E, sc, bf16, total, pm.L[t], pm.cut[t], pm.A[t], pm.tile[t], -1};
     memcpy(bias, b, sizeof(float) * (size_t)N);
     memset(bias + N, 0, sizeof(float) * (size_t)(Np - N));
     run_tasks(abt_amx_task, jobs, sizeof(abt_job), nt);
@@ -1161,18 +1218,14 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     }
   }
   // The lists joined (threads own rows in order), the batch's cut L, and the entries that reach it.
-  int64_t n = 0;
-  for (int t = 0; t < nt; t++) n += jobs[t].L.n;
-  abt_list all = {0, n, 0, 0, 0, 0, -INFINITY, -INFINITY};
-  float *tmp = 0, *keys = 0, *sums = 0;
-  int32_t *at = 0, *pos = 0;
-  int64_t *start = 0;
-  at_exact_groups G = {0, 0, 0, 0};
+  abt_list all;
+  float *tmp;
+  void *join = 0, *rank = 0;
   if (status == -1) {
-    all.lo = at_alloc(sizeof(float) * (size_t)(n + 1)), all.hi = at_alloc(sizeof(float) * (size_t)(n + 1));
-    all.rc = at_alloc(sizeof(int64_t) * (size_t)(n + 1)), tmp = at_alloc(sizeof(float) * (size_t)(n + 1));
-    if (bf16) all.v = at_alloc(sizeof(float) * (size_t)(n + 1));
-    if (!all.lo || !all.hi || !all.rc || !tmp || (bf16 && !all.v)) status = -2;
+    int64_t n = 0;
+    for (int t = 0; t < nt; t++) n += jobs[t].L.n;
+    join = ABT_PHASE(abt_join_lay, &all, &tmp, n, bf16);
+    if (!join) status = -2;
   }
   if (status == -1) {
     for (int t = 0; t < nt; t++) {
@@ -1186,62 +1239,53 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     if (all.n < total) status = -6;  // (cannot happen: every entry whose lo reaches L stays)
   }
   // The candidates in flat order: a stable counting sort by row (each row's columns came in order).
+  abt_rank_mem rm;
   if (status == -1) {
-    start = calloc((size_t)M + 1, sizeof(int64_t));
-    at = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
-    pos = malloc(sizeof(int32_t) * (size_t)(all.n + 1));
-    sums = at_alloc(sizeof(float) * (size_t)(all.n + 1)), keys = at_alloc(sizeof(float) * (size_t)(all.n + 1));
-    if (!start || !at || !pos || !sums || !keys) status = -2;
+    rank = ABT_PHASE(abt_rank_lay, &rm, all.n, M, bf16);
+    if (!rank) status = -2;
   }
   if (status == -1) {
-    for (int64_t q = 0; q < all.n; q++) start[(all.rc[q] >> 32) + 1]++;
-    for (int64_t r = 0; r < M; r++) start[r + 1] += start[r];
-    for (int64_t q = 0; q < all.n; q++) at[start[all.rc[q] >> 32]++] = (int32_t)q;
+    memset(rm.start, 0, sizeof(int64_t) * (size_t)(M + 1));
+    for (int64_t q = 0; q < all.n; q++) rm.start[(all.rc[q] >> 32) + 1]++;
+    for (int64_t r = 0; r < M; r++) rm.start[r + 1] += rm.start[r];
+    for (int64_t q = 0; q < all.n; q++) rm.at[rm.start[all.rc[q] >> 32]++] = (int32_t)q;
   }
   if (status == -1 && bf16) {
     // The keys are exact: rank them as they are.
     for (int64_t q = 0; q < all.n; q++) {
-      const int64_t rc = all.rc[at[q]];
-      pos[q] = (int32_t)((rc >> 32) * N + (rc & 0xffffffff)), sums[q] = all.v[at[q]], keys[q] = all.lo[at[q]];
+      const int64_t rc = all.rc[rm.at[q]];
+      rm.pos[q] = (int32_t)((rc >> 32) * N + (rc & 0xffffffff)), rm.sums[q] = all.v[rm.at[q]];
+      rm.keys[q] = all.lo[rm.at[q]];
     }
-    if (!abt_best(keys, sums, pos, all.n, total, values, indices)) status = -2;
+    abt_best(rm.keys, rm.sums, rm.pos, all.n, total, values, indices, rm.ra, rm.rb);
   } else if (status == -1) {
     // Their exact sums, in groups of up to 16 columns of one row (at_exact's unit).
+    const at_exact_groups G = rm.G;
     int64_t groups = 0;
-    const int64_t most = all.n / 16 + M + 1;
-    G = (at_exact_groups){at_alloc(sizeof(int32_t) * (size_t)(16 * most)), at_alloc(sizeof(int32_t) * (size_t)most),
-                          at_alloc(sizeof(__mmask16) * (size_t)most), at_alloc(sizeof(float) * (size_t)(16 * most))};
-    if (!G.cols || !G.row || !G.live || !G.sum) status = -2;
-    for (int64_t q = 0; status == -1 && q < all.n;) {
-      const int64_t r = all.rc[at[q]] >> 32;
+    for (int64_t q = 0; q < all.n;) {
+      const int64_t r = all.rc[rm.at[q]] >> 32;
       int m = 0;
-      for (; q < all.n && m < 16 && all.rc[at[q]] >> 32 == r; q++, m++)
-        G.cols[16 * groups + m] = (int32_t)(all.rc[at[q]] & 0xffffffff);
+      for (; q < all.n && m < 16 && all.rc[rm.at[q]] >> 32 == r; q++, m++)
+        G.cols[16 * groups + m] = (int32_t)(all.rc[rm.at[q]] & 0xffffffff);
       for (int e2 = m; e2 < 16; e2++) G.cols[16 * groups + e2] = G.cols[16 * groups];
       G.row[groups] = (int32_t)r, G.live[groups] = at_lanes_below(m), groups++;
     }
-    if (status == -1) {
-      abt_exact_job ej[MAX_THREADS];
-      for (int t = 0; t < nt; t++) ej[t] = (abt_exact_job){&jobs[0].at, &G, groups * t / nt, groups * (t + 1) / nt};
-      run_tasks(abt_exact_task, ej, sizeof(abt_exact_job), nt);
-      int64_t m = 0;
-      for (int64_t g = 0; g < groups; g++)
-        for (int l = 0; l < 16; l++)
-          if (G.live[g] >> l & 1) {
-            const float v = G.sum[16 * g + l];
-            const int32_t c = G.cols[16 * g + l];
-            if (v != v) status = -4;
-            // The key as the composition forms it: mul(pre, scale), one f32 rounding.
-            pos[m] = (int32_t)(G.row[g] * N + c), sums[m] = v, keys[m++] = sc ? v * sc[c] : v;
-          }
-      if (status == -1 && !abt_best(keys, sums, pos, m, total, values, indices)) status = -2;
-    }
+    abt_exact_job ej[MAX_THREADS];
+    for (int t = 0; t < nt; t++) ej[t] = (abt_exact_job){&jobs[0].at, &G, groups * t / nt, groups * (t + 1) / nt};
+    run_tasks(abt_exact_task, ej, sizeof(abt_exact_job), nt);
+    int64_t m = 0;
+    for (int64_t g = 0; g < groups; g++)
+      for (int l = 0; l < 16; l++)
+        if (G.live[g] >> l & 1) {
+          const float v = G.sum[16 * g + l];
+          const int32_t c = G.cols[16 * g + l];
+          if (v != v) status = -4;
+          // The key as the composition forms it: mul(pre, scale), one f32 rounding.
+          rm.pos[m] = (int32_t)(G.row[g] * N + c), rm.sums[m] = v, rm.keys[m++] = sc ? v * sc[c] : v;
+        }
+    if (status == -1) abt_best(rm.keys, rm.sums, rm.pos, m, total, values, indices, rm.ra, rm.rb);
   }
-  for (int t = 0; t < nt; t++)
-    free(jobs[t].L.lo), free(jobs[t].L.hi), free(jobs[t].L.v), free(jobs[t].L.rc), free(jobs[t].scratch);
-  free(bias), free(ucol), free(sc), free(E), free(all.lo), free(all.hi), free(all.v), free(all.rc), free(tmp);
-  free(start), free(at), free(pos), free(sums), free(keys);
-  free(G.cols), free(G.row), free(G.live), free(G.sum);
+  reuse_give(rank), reuse_give(join), reuse_give(pass);
   return status;
 }
 

@@ -441,7 +441,15 @@ function build(cc: string, dir: string): { path: string; compiled: boolean } {
   const at = (f: string) => fileURLToPath(new URL(`../../csrc/${f}`, import.meta.url));
   return compileCached({
     src: at("cpu_kernels.c"),
-    more: ["affine_topk.c", "gemm_bf16.c", "amx_bf16.h", "threads.h", "topk_key.h", "sum_squares.h"]
+    more: [
+      "affine_topk.c",
+      "gemm_bf16.c",
+      "amx_bf16.h",
+      "threads.h",
+      "topk_key.h",
+      "sum_squares.h",
+      "reuse.h",
+    ]
       .map(at),
     cc,
     flags: FLAGS,
