@@ -14,7 +14,12 @@ const MIN_BYTES = 1 << 16;
  * bounded by a quarter of the machine's memory.
  */
 const MAX_POOLED_BYTES = Math.min(4 * 2 ** 30, Math.floor(totalmem() / 4));
-const PER_SIZE = 16;
+/**
+ * Arrays kept per size: a 12-layer forward releases ~70 activations of one shape at the end of its
+ * tidy; keeping only 16 of them re-faulted the rest on every forward (under Bun the GPT-2-small
+ * bench went 707 → 908 tok/s with 256). MAX_POOLED_BYTES still bounds the total.
+ */
+const PER_SIZE = 256;
 
 const pools = new Map<string, StorageArray[]>();
 let pooled = 0;
