@@ -938,23 +938,22 @@ static void abt_cut(abt_list *L, int64_t total, float *scratch) {
   L->n = kept;
 }
 
-// Eight entries' key bounds, f32 rounded outwards, from their upper bounds h = fl(a + ε̂) and ε̂ (at
-// least ε: its coefficients were rounded up by more than its three roundings): at_screen's
-// [h − 2.02·ε − 2⁻²²·|h|, h + 2⁻²²·|h| + 2⁻²⁰·ε] (only wider with ε̂), times the scale s ≥ 0 when
-// there is one (widened by 2⁻⁵⁰ for the double products' rounding).
-static inline void abt_bounds8(__m256 hf, __m256 ef, const float *s, __m256 *lo, __m256 *hi) {
-  const __m512d h = _mm512_cvtps_pd(hf), e = _mm512_cvtps_pd(ef), ah = _mm512_abs_pd(h);
-  __m512d l = _mm512_sub_pd(_mm512_sub_pd(h, _mm512_mul_pd(_mm512_set1_pd(2.02), e)),
-                            _mm512_mul_pd(_mm512_set1_pd(0x1p-22), ah));
-  __m512d u = _mm512_add_pd(_mm512_add_pd(h, _mm512_mul_pd(_mm512_set1_pd(0x1p-22), ah)),
-                            _mm512_mul_pd(_mm512_set1_pd(0x1p-20), e));
+// Sixteen entries' key bounds from their upper bounds h = fl(a + ε̂) and ε̂ (at least ε: its
+// coefficients were rounded up by more than its three roundings): at_screen's [h − 2.02·ε −
+// 2⁻²²·|h|, h + 2⁻²²·|h| + 2⁻²⁰·ε] (only wider with ε̂, and with 2.03 for 2.02), times the scale
+// s ≥ 0 when there is one, in f32 with every operation rounded outwards, so the interval only
+// widens (a wider one keeps more candidates, never a wrong one).
+#define ABT_DOWN (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+#define ABT_UP (_MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC)
+static inline void abt_bounds16(__m512 h, __m512 e, const float *s, __m512 *lo, __m512 *hi) {
+  const __m512 rel = _mm512_mul_round_ps(_mm512_set1_ps(0x1p-22f), _mm512_abs_ps(h), ABT_UP);
+  __m512 l = _mm512_sub_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(2.03f), e, rel, ABT_UP), ABT_DOWN);
+  __m512 u = _mm512_add_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(0x1p-20f), e, rel, ABT_UP), ABT_UP);
   if (s) {
-    const __m512d sd = _mm512_cvtps_pd(_mm256_loadu_ps(s)), w = _mm512_set1_pd(0x1p-50);
-    l = _mm512_mul_pd(l, sd), u = _mm512_mul_pd(u, sd);
-    l = _mm512_sub_pd(l, _mm512_mul_pd(w, _mm512_abs_pd(l))), u = _mm512_add_pd(u, _mm512_mul_pd(w, _mm512_abs_pd(u)));
+    const __m512 sv = _mm512_load_ps(s);
+    l = _mm512_mul_round_ps(l, sv, ABT_DOWN), u = _mm512_mul_round_ps(u, sv, ABT_UP);
   }
-  *lo = _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  *hi = _mm512_cvt_roundpd_ps(u, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+  *lo = l, *hi = u;
 }
 
 typedef struct {
@@ -1054,16 +1053,10 @@ static void *abt_amx_task(void *p) {
                 break;
               }
             }
-            for (int half = 0; half < 2; half++) {
-              const __mmask8 k8 = (__mmask8)(keep >> (8 * half));
-              if (!k8) continue;
-              __m256 lo, hi;
-              abt_bounds8(_mm512_extractf32x8_ps(h, half), _mm512_extractf32x8_ps(eps, half),
-                          jb->scale ? jb->scale + c0 + 16 * hv + 8 * half : 0, &lo, &hi);
-              const int64_t at = L->n + (half ? __builtin_popcount(keep & 0xff) : 0);
-              _mm256_mask_compressstoreu_ps(L->lo + at, k8, lo);
-              _mm256_mask_compressstoreu_ps(L->hi + at, k8, hi);
-            }
+            __m512 lo, hi;
+            abt_bounds16(h, eps, jb->scale ? jb->scale + c0 + 16 * hv : 0, &lo, &hi);
+            _mm512_mask_compressstoreu_ps(L->lo + L->n, keep, lo);
+            _mm512_mask_compressstoreu_ps(L->hi + L->n, keep, hi);
             const int64_t rc0 = (r0 + i) << 32 | (c0 + 16 * hv);
             const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
             _mm512_mask_compressstoreu_epi64(L->rc + L->n, (__mmask8)keep, _mm512_add_epi64(_mm512_set1_epi64(rc0), lanes));
