@@ -639,6 +639,16 @@ static int at_full_row(const at_job *j, int64_t r) {
   return status;
 }
 
+// Rounding modes of the outward-rounded bounds (at_screen, abt_bounds16).
+#define AT_DOWN (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+#define AT_UP (_MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC)
+
+// The least f32 at or above d (d ≥ 0 and finite).
+static inline float at_up_f32(double d) {
+  const float f = (float)d;
+  return (double)f < d ? nextafterf(f, INFINITY) : f;
+}
+
 // Rows [r0, r1)'s screened lists (list i is row r0 + i: the columns whose upper bound a + ε beat
 // its threshold) into values/indices; -1 done, -2 out of memory, -4 a NaN among the exact sums, -6
 // more rows than the screen could vouch for (1 in 32; the few others are summed in full).
@@ -659,20 +669,30 @@ static int at_screen(const at_job *j, at_lists *L, int64_t r0, int64_t r1, const
   // Rows summed in full: at most one in 32 of a block (amx_block_rows: at most 512 rows).
   int64_t groups = 0, nfull = 0, full[32];
   const int64_t most = (r1 - r0 + 31) / 32;
-  float lo[2 * AT_SCREEN_MOST + AT_NR];
-  double hi[2 * AT_SCREEN_MOST + AT_NR];
+  float lo[2 * AT_SCREEN_MOST + AT_NR + 16], hi[2 * AT_SCREEN_MOST + AT_NR + 16];
+  const __m512 ed = _mm512_set1_ps(at_up_f32(j->d0));
   for (int64_t r = r0; r < r1; r++) {
     const float *V = L->vals + (r - r0) * L->width;
     const int32_t *C = L->cols + (r - r0) * L->width;
     const int64_t n = L->count[r - r0];
     const at_row_eps e = E[r - r0];
-    for (int64_t q = 0; q < n; q++) {
-      const int32_t c = C[q];
-      const double h = V[q], eps = e.a * u0[c] + e.b * u1[c] + e.g * u2[c] + j->d0;
-      const double l = h - 2.02 * eps - 0x1p-22 * fabs(h);
-      // lo in f32 rounded down, for the vector search below.
-      lo[q] = (float)l, lo[q] = (double)lo[q] > l ? nextafterf(lo[q], -INFINITY) : lo[q];
-      hi[q] = h + 0x1p-22 * fabs(h) + 0x1p-20 * eps;
+    // Each listed column's ε (its coefficients and every operation rounded up: at least the exact
+    // one) and [lo, hi] as below with 2.03 for 2.02, each operation rounded outwards, 16 at a time.
+    const __m512 ea = _mm512_set1_ps(at_up_f32(e.a)), eb = _mm512_set1_ps(at_up_f32(e.b));
+    const __m512 eg = _mm512_set1_ps(at_up_f32(e.g));
+    for (int64_t q = 0; q < n; q += 16) {
+      const __mmask16 m = at_lanes_below(n - q);
+      const __m512i c = _mm512_maskz_loadu_epi32(m, C + q);
+      const __m512 h = _mm512_maskz_loadu_ps(m, V + q), z = _mm512_setzero_ps();
+      const __m512 g0 = _mm512_mask_i32gather_ps(z, m, c, u0, 4), g1 = _mm512_mask_i32gather_ps(z, m, c, u1, 4);
+      const __m512 g2 = _mm512_mask_i32gather_ps(z, m, c, u2, 4);
+      const __m512 eps = _mm512_fmadd_round_ps(
+          ea, g0, _mm512_fmadd_round_ps(eb, g1, _mm512_fmadd_round_ps(eg, g2, ed, AT_UP), AT_UP), AT_UP);
+      const __m512 rel = _mm512_mul_round_ps(_mm512_set1_ps(0x1p-22f), _mm512_abs_ps(h), AT_UP);
+      _mm512_storeu_ps(lo + q, _mm512_sub_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(2.03f), eps, rel, AT_UP),
+                                                   AT_DOWN));
+      _mm512_storeu_ps(hi + q, _mm512_add_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(0x1p-20f), eps, rel, AT_UP),
+                                                   AT_UP));
     }
     const double Lk = at_unord(at_mth_ord(lo, n, k));
     // The threshold is NaN until the list is first cut: then every column is listed.
@@ -943,15 +963,13 @@ static void abt_cut(abt_list *L, int64_t total, float *scratch) {
 // 2⁻²²·|h|, h + 2⁻²²·|h| + 2⁻²⁰·ε] (only wider with ε̂, and with 2.03 for 2.02), times the scale
 // s ≥ 0 when there is one, in f32 with every operation rounded outwards, so the interval only
 // widens (a wider one keeps more candidates, never a wrong one).
-#define ABT_DOWN (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
-#define ABT_UP (_MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC)
 static inline void abt_bounds16(__m512 h, __m512 e, const float *s, __m512 *lo, __m512 *hi) {
-  const __m512 rel = _mm512_mul_round_ps(_mm512_set1_ps(0x1p-22f), _mm512_abs_ps(h), ABT_UP);
-  __m512 l = _mm512_sub_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(2.03f), e, rel, ABT_UP), ABT_DOWN);
-  __m512 u = _mm512_add_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(0x1p-20f), e, rel, ABT_UP), ABT_UP);
+  const __m512 rel = _mm512_mul_round_ps(_mm512_set1_ps(0x1p-22f), _mm512_abs_ps(h), AT_UP);
+  __m512 l = _mm512_sub_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(2.03f), e, rel, AT_UP), AT_DOWN);
+  __m512 u = _mm512_add_round_ps(h, _mm512_fmadd_round_ps(_mm512_set1_ps(0x1p-20f), e, rel, AT_UP), AT_UP);
   if (s) {
     const __m512 sv = _mm512_load_ps(s);
-    l = _mm512_mul_round_ps(l, sv, ABT_DOWN), u = _mm512_mul_round_ps(u, sv, ABT_UP);
+    l = _mm512_mul_round_ps(l, sv, AT_DOWN), u = _mm512_mul_round_ps(u, sv, AT_UP);
   }
   *lo = l, *hi = u;
 }
