@@ -21,7 +21,7 @@ import { resolveConfig, type SaeConfig } from "../sae/config.ts";
 import { resolveTrainConfig } from "../sae/train/config.ts";
 import { initTrainState, stateTensors, trainStep } from "../sae/train/step.ts";
 import { assert, assertEquals, test } from "./harness.ts";
-import { oracle, randomF32, sameBits } from "./affine_oracle.ts";
+import { bf16SizedOperands, oracle, randomF32, sameBits } from "./affine_oracle.ts";
 import { BF16_MIN_WORK } from "../tensor/cpu/matmul_precision.ts";
 
 /** The total best entries of a flattened [M, N] product: larger first, −0 as +0, lower index first. */
@@ -289,9 +289,8 @@ test("fusedAffineBatchTopk: null for a NaN, a traced operand, emulated bf16, or 
   const s = t.setCpuMatmulPrecision("bf16", { emulate: true });
   try {
     if (s.running === "bf16-emulated") {
-      // (from BF16_MIN_WORK multiply-adds matmul takes bf16: 64·512·520 of them)
-      const big = [randomF32(64 * 512, 8), randomF32(512 * 520, 9), randomF32(520, 10)] as const;
-      assert(fused(...big, 64, 512, total) === null, "emulated bf16 is the composition's");
+      const big = bf16SizedOperands();
+      assert(fused(big.x, big.W, big.b, big.M, big.K, total) === null, "emulated bf16 composes");
     }
   } finally {
     t.setCpuMatmulPrecision(prior);

@@ -4,6 +4,8 @@
  * multiply-add per term, in order, from zero, K split as OpenBLAS's SkylakeX sgemm splits it (448
  * at a time, a remainder above 448 halved) — and the operands the tests draw.
  */
+import { BF16_MIN_WORK } from "../tensor/cpu/matmul_precision.ts";
+
 const f32 = new Float32Array(1), bits = new Uint32Array(f32.buffer);
 
 /** The f32 next to the f32 `r`, towards `towards`. */
@@ -64,6 +66,13 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
     out[i] = (s / 2 ** 32 - 0.5) * scale * (i % 5 === 0 ? 8 : 1);
   }
   return out;
+}
+
+/** x [64, 512], W [512, 520], b [520]: a product past BF16_MIN_WORK, so matmul takes bf16 for it. */
+export function bf16SizedOperands() {
+  const M = 64, K = 512, N = 520;
+  if (M * K * N < BF16_MIN_WORK) throw new Error("bf16SizedOperands: below BF16_MIN_WORK");
+  return { x: randomF32(M * K, 8), W: randomF32(K * N, 9), b: randomF32(N, 10), M, K };
 }
 
 export const sameBits = (a: Float32Array, b: Float32Array, what: string) => {

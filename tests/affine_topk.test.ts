@@ -25,7 +25,7 @@ import { topkEncode } from "../sae/arch/topk_encode.ts";
 import { native, setNativeKernels } from "../tensor/cpu/native.ts";
 import { bf16ToF32, f32ToBf16 } from "../tensor/dtype.ts";
 import { BF16_MIN_WORK } from "../tensor/cpu/matmul_precision.ts";
-import { oracle, randomF32, sameBits } from "./affine_oracle.ts";
+import { bf16SizedOperands, oracle, randomF32, sameBits } from "./affine_oracle.ts";
 
 /** The k best of each row: larger first, −0 as +0, ties to the lower index. */
 function topkRows(pre: Float32Array, M: number, N: number, k: number) {
@@ -211,9 +211,8 @@ test("fusedAffineTopk: null for a NaN, a traced operand or emulated bf16; the en
   const s = t.setCpuMatmulPrecision("bf16", { emulate: true });
   try {
     if (s.running === "bf16-emulated") {
-      // (from BF16_MIN_WORK multiply-adds matmul takes bf16: 64·512·520 of them)
-      const big = [randomF32(64 * 512, 8), randomF32(512 * 520, 9), randomF32(520, 10)] as const;
-      assert(fused(...big, 64, 512, k, false) === null, "emulated bf16 is the composition's");
+      const big = bf16SizedOperands();
+      assert(fused(big.x, big.W, big.b, big.M, big.K, k, false) === null, "emulated bf16 composes");
     }
     // A product this small stays f32 under any precision, in matmul and so here.
     if (here) {
