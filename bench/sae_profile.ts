@@ -3,7 +3,9 @@
  * prints the per-step time of each primitive (with operand shapes; "T" marks a transposed view).
  *   deno run -A --v8-flags=--no-maglev bench/sae_profile.ts [arch] [steps]     bun bench/sae_profile.ts …
  * CPU kernels are synchronous, so the times are the kernels' own; on a GPU backend they would
- * only be launch times. The last line gives the encoder GEMM's share of the step (the floor).
+ * only be launch times. The last lines give the encoder kernel's share of the step and the floor:
+ * a plain GEMM of the encoder's shape ([B, d]·[d, F], the backend's matmul at the step's precision,
+ * no bias or selection), timed in the same run, as a share of the step.
  */
 import { loadavg } from "node:os";
 import * as t from "../mod.ts";
@@ -61,4 +63,24 @@ if (gemm) {
     }% of the step (load average ${loadavg().map((v) => v.toFixed(2)).join(" ")})`,
   );
 }
-t.dispose([stateTensors(state), x]);
+// The floor as the plain dense product would set it: what the encoder costs without a fused
+// selection. The fused encoder may run under it (it screens in bf16 and sums in f32 only where
+// the selection needs it), so its own share of the step is the lower of the two figures.
+const W = t.random.normal(t.random.key(2), [d, F]);
+const gemmMs: number[] = [];
+for (let i = 0; i < 6; i++) {
+  const t0 = performance.now();
+  const y = t.matmul(x, W); // CPU kernels run synchronously: no read-back in the time
+  if (i > 0) gemmMs.push(performance.now() - t0);
+  y.dispose();
+}
+const floor = gemmMs.sort((a, b) => a - b)[gemmMs.length >> 1];
+const precision = t.getBackend().name === "cpu"
+  ? t.cpuMatmulPrecision().running
+  : "backend default";
+console.log(
+  `floor, a plain GEMM [${B}x${d}]·[${d}x${F}] (${precision}, median of ${gemmMs.length}): ${
+    floor.toFixed(1)
+  } ms, ${(100 * floor / (total / steps)).toFixed(1)}% of the step`,
+);
+t.dispose([stateTensors(state), x, W]);
