@@ -852,14 +852,18 @@ static int32_t at_amx(const float *x, int64_t M, int64_t K, const float *w, int3
 // BatchTopK keeps the `total` largest entries of the whole product x·W + b, ranked as sc_topk_f32
 // ranks the flattened [M, N] product (larger first, ties to the lower flat index), with the f32
 // sums' bits (at_exact's, the f32 GEMM's); the crosscoder ranks them by fl(e·s_c) instead, for a
-// column scale s ≥ 0 (its f·‖W_dec‖), which scales the bounds below. The screen's bound holds entry by entry, so one AMX
-// pass keeps, per thread, the entries whose upper bound can still reach the batch's cut: a thread
-// that holds `total` entries of lower bound ≥ τ knows the batch's `total`-th largest lower bound L is
-// ≥ τ, and drops every entry whose upper bound hi' is below τ (cut when its list fills, in
-// at_screen's double arithmetic). The lists joined give L; the entries with hi' ≥ L hold every
+// column scale s ≥ 0 (its f·‖W_dec‖), which scales the bounds below. The screen's bound holds
+// entry by entry, so one AMX pass keeps, per thread, the entries whose upper bound can still reach
+// the batch's cut: a thread that holds `total` entries of lower bound ≥ τ knows the batch's
+// `total`-th largest lower bound L is ≥ τ, and drops every entry whose upper bound hi' is below τ
+// (cut at 1.5·total entries and when its list fills, in at_screen's double arithmetic). The
+// threads also prove a cut together, as a thread alone sees only its share of the rows: each
+// publishes the m-th largest lower bound it holds, m = ⌈total/nt⌉, and the least published bound
+// has at least nt·m ≥ total entries at or above it (a thread never drops those m: its own cut
+// never passes what it published). The lists joined give L; the entries with hi' ≥ L hold every
 // winner (an exact value e ≤ hi' < L ≤ the total-th best cannot place, ties included); their exact
 // sums (at_exact), in flat order, are ranked by abt_best. The [M, N] product is never written: on
-// AMX at d 512, F 8192, batch 2048, k 32 the selection takes ~36 ms against ~61 ms for the f32 GEMM
+// AMX at d 512, F 8192, batch 2048, k 32 the selection takes ~28 ms against ~61 ms for the f32 GEMM
 // and top-k over its 16.8 M entries.
 
 // The total best of n entries (flat indices `at`, ascending) by `key` into values (their `v`) and
@@ -900,13 +904,19 @@ static inline float abt_down(double l) {
   return f;
 }
 
-// at_mth_ord for lists of any length (V is overwritten with the values' order keys).
-static uint32_t abt_mth_ord(float *V, int64_t n, int64_t m) {
-  uint32_t *o = (uint32_t *)(void *)V, lo = UINT32_MAX, hi = 0;
+// The values' order keys, in place (V becomes n uint32 keys).
+static const uint32_t *abt_ords(float *V, int64_t n) {
+  uint32_t *o = (uint32_t *)(void *)V;
   for (int64_t q = 0; q < n; q += 16) {
     const __mmask16 live = at_lanes_below(n - q);
     _mm512_mask_storeu_epi32(o + q, live, at_ord16(_mm512_maskz_loadu_ps(live, V + q)));
   }
+  return o;
+}
+
+// at_mth_ord for lists of any length, over order keys (abt_ords).
+static uint32_t abt_mth(const uint32_t *o, int64_t n, int64_t m) {
+  uint32_t lo = UINT32_MAX, hi = 0;
   for (int64_t q = 0; q < n; q++) lo = o[q] < lo ? o[q] : lo, hi = o[q] > hi ? o[q] : hi;
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo) / 2 + 1;
@@ -930,16 +940,42 @@ typedef struct {
   int64_t *rc;  // row << 32 | column
   double tau;   // the cut: -inf until the list first holds `total`
   float tau_f;  // τ rounded down to f32: a key bound below it is below τ
+  int64_t kept;   // entries after the last cut
+  double *share;  // the threads' published m-th largest lower bounds (null: one list alone)
+  int nt, me;     // how many publish, and which one is this list's
 } abt_list;
 
-// The list's cut raised to the total-th largest lower bound it holds (when it holds that many),
-// and its entries cut to those whose upper bound reaches it (a NaN stays: its exact sum declines
-// the call), in order. scratch: room for n floats.
+static void abt_raise(abt_list *L, double t) {
+  if (t > L->tau) L->tau = t, L->tau_f = abt_down(t);
+}
+
+// The cut the threads prove together: the least of their published bounds (-inf until all have one).
+static double abt_shared(const abt_list *L) {
+  double t = INFINITY;
+  for (int q = 0; q < L->nt; q++) {
+    double v;
+    __atomic_load(&L->share[q], &v, __ATOMIC_RELAXED);
+    t = v < t ? v : t;
+  }
+  return t;
+}
+
+// The list's cut raised to the total-th largest lower bound it holds (when it holds that many) and
+// to the threads' shared one (this list's m-th published first), and its entries cut to those whose
+// upper bound reaches it (a NaN stays: its exact sum declines the call), in order. scratch: room
+// for n floats.
 static void abt_cut(abt_list *L, int64_t total, float *scratch) {
-  if (L->n >= total) {
+  const int64_t m = L->share ? (total + L->nt - 1) / L->nt : total;
+  if (L->n >= m) {
     memcpy(scratch, L->lo, sizeof(float) * (size_t)L->n);
-    const double t = at_unord(abt_mth_ord(scratch, L->n, total));
-    if (t > L->tau) L->tau = t, L->tau_f = abt_down(t);
+    const uint32_t *o = abt_ords(scratch, L->n);
+    if (L->n >= total) abt_raise(L, at_unord(abt_mth(o, L->n, total)));
+    if (L->share) {
+      // Only this thread writes its slot, and what it holds at or above the m-th never leaves.
+      const double mine = at_unord(abt_mth(o, L->n, m));
+      if (mine > L->share[L->me]) __atomic_store(&L->share[L->me], &mine, __ATOMIC_RELAXED);
+      abt_raise(L, abt_shared(L));
+    }
   }
   const __m512 tau = _mm512_set1_ps(L->tau_f);
   int64_t kept = 0;
@@ -955,7 +991,7 @@ static void abt_cut(abt_list *L, int64_t total, float *scratch) {
                                      _mm512_maskz_loadu_epi64((__mmask8)(m >> 8), L->rc + q + 8));
     kept += __builtin_popcount(keep);
   }
-  L->n = kept;
+  L->n = L->kept = kept;
 }
 
 // Sixteen entries' key bounds from their upper bounds h = fl(a + ε̂) and ε̂ (at least ε: its
@@ -1022,6 +1058,7 @@ static void *abt_amx_task(void *p) {
   abt_job *jb = p;
   const at_job *j = &jb->at;
   const int64_t K = j->K, N = j->N, R = j->block, Kp = amx_kp(K), slivers = (N + 31) / 32;
+  const int64_t total15 = jb->total + jb->total / 2;
   const uint16_t *packed = (const uint16_t *)(const void *)j->packed;
   abt_list *L = &jb->L;
   uint16_t *A = jb->A;
@@ -1033,6 +1070,7 @@ static void *abt_amx_task(void *p) {
     amx_pack_a(j->x, 0, K, j->M, K, r0, rows, A);
     for (int64_t js = 0; jb->status == -1 && js < slivers; js++) {
       const int64_t c0 = js * 32;
+      if (L->share) abt_raise(L, abt_shared(L));  // (another thread's cut may have raised it)
       const __m512 b0 = _mm512_load_ps(j->bias + c0), b1 = _mm512_load_ps(j->bias + c0 + 16);
       const float *u0 = 0, *u1 = 0, *u2 = 0;
       if (!jb->bf16) u0 = j->ucol + c0, u1 = u0 + slivers * 32, u2 = u1 + slivers * 32;
@@ -1064,9 +1102,13 @@ static void *abt_amx_task(void *p) {
             }
             const __mmask16 keep = at_lanes_below(N - c0 - 16 * hv) & ~_mm512_cmp_ps_mask(up, tau, _CMP_LT_OQ);
             if (!keep) continue;
-            if (L->n + 16 > L->cap) {
+            // Cut at 1.5·total (and a quarter of total since the last cut), long before the list
+            // fills: the raised τ keeps later entries out (half as many stored on the bench's
+            // shape). Too many near the cut is judged only on a full list.
+            const int full = L->n + 16 > L->cap;
+            if (full || (L->n >= total15 && L->n >= L->kept + jb->total / 4)) {
               abt_cut(L, jb->total, jb->scratch);
-              if (L->n > L->cap - L->cap / 4) {  // too many near the cut to be worth it
+              if (full && L->n > L->cap - L->cap / 4) {  // too many near the cut to be worth it
                 jb->status = -6;
                 break;
               }
@@ -1127,7 +1169,7 @@ static int abt_pass_lay(reuse_arena *a, abt_pass_mem *m, int64_t M, int64_t K, i
   if (scaled) ok &= ABT_CARVE(a, m->sc, Np);
   for (int t = 0; t < nt; t++) {
     abt_list *L = &m->L[t];
-    *L = (abt_list){0, cap, 0, 0, 0, 0, -INFINITY, -INFINITY};
+    *L = (abt_list){0, cap, 0, 0, 0, 0, -INFINITY, -INFINITY, 0, 0, 0, 0};
     ok &= ABT_CARVE(a, L->lo, cap) & ABT_CARVE(a, L->hi, cap) & ABT_CARVE(a, L->rc, cap);
     ok &= ABT_CARVE(a, m->cut[t], cap) & ABT_CARVE(a, m->A[t], (R + 31) / 32 * 32 * Kp);
     ok &= ABT_CARVE(a, m->tile[t], 32 * 32);
@@ -1138,7 +1180,7 @@ static int abt_pass_lay(reuse_arena *a, abt_pass_mem *m, int64_t M, int64_t K, i
 
 // The threads' lists joined (n entries).
 static int abt_join_lay(reuse_arena *a, abt_list *all, float **tmp, int64_t n, int bf16) {
-  *all = (abt_list){0, n, 0, 0, 0, 0, -INFINITY, -INFINITY};
+  *all = (abt_list){0, n, 0, 0, 0, 0, -INFINITY, -INFINITY, 0, 0, 0, 0};
   int ok = ABT_CARVE(a, all->lo, n + 1) & ABT_CARVE(a, all->hi, n + 1) & ABT_CARVE(a, all->rc, n + 1);
   ok &= ABT_CARVE(a, *tmp, n + 1);
   if (bf16) ok &= ABT_CARVE(a, all->v, n + 1);
@@ -1214,6 +1256,11 @@ static int32_t abt_run(const float *x, int64_t M, int64_t K, const float *w, int
     else E[r] = at_screen_row(sq, K);
   }
   abt_job jobs[MAX_THREADS];
+  double share[MAX_THREADS];
+  for (int t = 0; t < nt; t++) {
+    share[t] = -INFINITY;
+    if (nt > 1) pm.L[t].share = share, pm.L[t].nt = nt, pm.L[t].me = t;
+  }
   const double d0 = 1.01 * 0x1p-21 * bmax + 0x1p-100;
   if (status == -1) {
     for (int t = 0; t < nt; t++)

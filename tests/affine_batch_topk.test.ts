@@ -183,6 +183,29 @@ test("fusedAffineBatchTopk: the oracle's bits and ranking on random floats, ever
   }
 });
 
+test("fusedAffineBatchTopk: threads that share their cut keep every winner when most lie in later rows", () => {
+  // M·N past the backend's threshold for several threads: each thread owns a band of rows and
+  // publishes the m-th best lower bound it holds; the later rows' larger values must not cut the
+  // earlier rows' winners (the cut is the least published bound, never the largest).
+  const M = 256, K = 64, N = 1024;
+  const x = Float32Array.from(randomF32(M * K, 61), (v, q) => (q >= (M / 2) * K ? 1.5 * v : v));
+  const W = randomF32(K * N, 62), b = randomF32(N, 63);
+  const pre = oracle(x, W, b, M, K);
+  for (const total of [4096, 4097, 20000]) {
+    const got = fused(x, W, b, M, K, total);
+    if (!amx) {
+      assert(got === null, "no kernel here, the composition runs");
+      continue;
+    }
+    assert(got !== null, `total ${total}: answered through the screen`);
+    const want = batchBest(pre, total);
+    const early = want.indices.filter((i) => i < (M / 2) * N).length;
+    assert(early > total / 10, `total ${total}: the earlier rows hold winners too (${early})`);
+    assertEquals(Array.from(got[1].dataSync()), Array.from(want.indices), `total ${total} indices`);
+    sameBits(got[0].dataSync() as Float32Array, want.values, `total ${total} values`);
+  }
+});
+
 test("fusedAffineBatchTopk with a column scale: ranked by fl(pre·s) as the crosscoder ranks, pre's values", () => {
   const cases = [[40, 512, 2048, 2560], [17, 97, 300, 600], [9, 33, 257, 1]];
   for (const [M, K, N, total] of cases) {
