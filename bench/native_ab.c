@@ -17,8 +17,9 @@ enum { B = 2048, K = 32, D = 512, F = 8192 };
 
 typedef int32_t (*spmm_fn)(const int32_t *, const int32_t *, const float *, int32_t, const float *,
                            int32_t, int32_t, float *, int32_t, int32_t);
+// (segs = 1 and the stride: b's rows whole; a build from before those arguments ignores them)
 typedef int32_t (*sddmm_fn)(const float *, int32_t, const float *, int32_t, const int32_t *,
-                            const int32_t *, int32_t, int32_t, float *, int32_t);
+                            const int32_t *, int32_t, int32_t, float *, int32_t, int32_t, int64_t);
 typedef int32_t (*topk_fn)(const float *, int32_t, int32_t, int32_t, float *, int32_t *, int32_t);
 
 typedef struct {
@@ -108,7 +109,7 @@ int main(int argc, char **argv) {
         const double t0 = now_ms();
         if (kind == 0) L[v].spmm(rows, idx, vals, B * K, W, F, D, out[v], B, threads);
         if (kind == 1) L[v].spmm(idx, rows, vals, B * K, g, B, D, out[v], F, threads);
-        if (kind == 2) L[v].sddmm(g, B, W, F, rows, idx, B * K, D, out[v], threads);
+        if (kind == 2) L[v].sddmm(g, B, W, F, rows, idx, B * K, D, out[v], threads, 1, 0);
         if (kind == 3) L[v].topk(pre, B, F, K, tv[v], ti[v], threads);
         if (r >= 0) ms[v][r] = now_ms() - t0;
       }

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 rev=${1:-HEAD}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-flags=(-O3 -march=native -ffp-contract=off -fPIC -shared -pthread)
+flags=(-O3 -march=native -ffp-contract=off -fno-math-errno -fPIC -shared -pthread -Icsrc)
 git show "$rev:csrc/cpu_kernels.c" >"$dir/old.c"
 ${CC:-cc} "${flags[@]}" "$dir/old.c" -o "$dir/old.so" -lm
 ${CC:-cc} "${flags[@]}" csrc/cpu_kernels.c -o "$dir/new.so" -lm

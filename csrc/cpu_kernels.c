@@ -432,13 +432,17 @@ static int32_t *sddmm_by_row(const int32_t *rows, int32_t nnz, int32_t na) {
   return order;
 }
 
+// b's row i may be stored in `segs` pieces of d/segs (a decoder kept per input, [L, F, d], read as
+// its [F, L·d] flattening without that copy): piece l at b + l·seg_stride + i·(d/segs). Each sum
+// runs over the pieces in order, so it is the flat row's sum, bit for bit.
 #define SDDMM(T, NAME)                                                                             \
   typedef struct {                                                                                 \
     const T *a, *b;                                                                                \
     const int32_t *rows, *cols;                                                                    \
     const int32_t *order; /* entries by row (sddmm_by_row), or null: as given */                   \
     T *out;                                                                                        \
-    int32_t d, lo, hi;                                                                             \
+    int32_t d, lo, hi, segs;                                                                       \
+    int64_t seg_stride;                                                                            \
   } NAME##_job;                                                                                    \
   static inline sc_v4d NAME##_quad(const T *x, const T *y) {                                       \
     const sc_v4d xv = {x[0], x[1], x[2], x[3]}, yv = {y[0], y[1], y[2], y[3]};                     \
@@ -452,48 +456,56 @@ static int32_t *sddmm_by_row(const int32_t *rows, int32_t nnz, int32_t na) {
   }                                                                                                \
   static void *NAME##_task(void *p) {                                                              \
     NAME##_job *j = p;                                                                             \
-    const int64_t d = j->d, d4 = d / 4 * 4;                                                        \
+    /* seg: a piece's width (d when whole); d4: the quads of a piece, the rest summed at the end */ \
+    const int64_t d = j->d, seg = d / j->segs, d4 = seg / 4 * 4, ss = j->seg_stride;               \
     const int32_t *o = j->order;                                                                   \
     int32_t i = j->lo;                                                                             \
     for (; i + 4 <= j->hi; i += 4) {                                                               \
       const int32_t e0 = o ? o[i] : i, e1 = o ? o[i + 1] : i + 1;                                  \
       const int32_t e2 = o ? o[i + 2] : i + 2, e3 = o ? o[i + 3] : i + 3;                          \
-      const T *x0 = j->a + j->rows[e0] * d, *y0 = j->b + j->cols[e0] * d;                          \
-      const T *x1 = j->a + j->rows[e1] * d, *y1 = j->b + j->cols[e1] * d;                          \
-      const T *x2 = j->a + j->rows[e2] * d, *y2 = j->b + j->cols[e2] * d;                          \
-      const T *x3 = j->a + j->rows[e3] * d, *y3 = j->b + j->cols[e3] * d;                          \
+      const T *x0 = j->a + j->rows[e0] * d, *y0 = j->b + j->cols[e0] * seg;                        \
+      const T *x1 = j->a + j->rows[e1] * d, *y1 = j->b + j->cols[e1] * seg;                        \
+      const T *x2 = j->a + j->rows[e2] * d, *y2 = j->b + j->cols[e2] * seg;                        \
+      const T *x3 = j->a + j->rows[e3] * d, *y3 = j->b + j->cols[e3] * seg;                        \
       sc_v4d s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0;                                         \
       const int nx = i + 8 <= j->hi;                                                               \
-      const T *n0 = nx ? j->b + j->cols[o ? o[i + 4] : i + 4] * d : y0;                            \
-      const T *n1 = nx ? j->b + j->cols[o ? o[i + 5] : i + 5] * d : y0;                            \
-      const T *n2 = nx ? j->b + j->cols[o ? o[i + 6] : i + 6] * d : y0;                            \
-      const T *n3 = nx ? j->b + j->cols[o ? o[i + 7] : i + 7] * d : y0;                            \
-      for (int64_t c = 0; c < d4; c += 4) {                                                        \
-        if ((c & (64 / sizeof(T) - 1)) == 0) {                                                     \
-          __builtin_prefetch(n0 + c), __builtin_prefetch(n1 + c);                                  \
-          __builtin_prefetch(n2 + c), __builtin_prefetch(n3 + c);                                  \
+      const T *n0 = nx ? j->b + j->cols[o ? o[i + 4] : i + 4] * seg : y0;                          \
+      const T *n1 = nx ? j->b + j->cols[o ? o[i + 5] : i + 5] * seg : y0;                          \
+      const T *n2 = nx ? j->b + j->cols[o ? o[i + 6] : i + 6] * seg : y0;                          \
+      const T *n3 = nx ? j->b + j->cols[o ? o[i + 7] : i + 7] * seg : y0;                          \
+      for (int32_t l = 0; l < j->segs; l++) {                                                      \
+        const int64_t xo = l * seg, yo = l * ss;                                                   \
+        for (int64_t c = 0; c < d4; c += 4) {                                                      \
+          if ((c & (64 / sizeof(T) - 1)) == 0) {                                                   \
+            __builtin_prefetch(n0 + yo + c), __builtin_prefetch(n1 + yo + c);                      \
+            __builtin_prefetch(n2 + yo + c), __builtin_prefetch(n3 + yo + c);                      \
+          }                                                                                        \
+          s0 += NAME##_quad(x0 + xo + c, y0 + yo + c);                                             \
+          s1 += NAME##_quad(x1 + xo + c, y1 + yo + c);                                             \
+          s2 += NAME##_quad(x2 + xo + c, y2 + yo + c);                                             \
+          s3 += NAME##_quad(x3 + xo + c, y3 + yo + c);                                             \
         }                                                                                          \
-        s0 += NAME##_quad(x0 + c, y0 + c);                                                         \
-        s1 += NAME##_quad(x1 + c, y1 + c);                                                         \
-        s2 += NAME##_quad(x2 + c, y2 + c);                                                         \
-        s3 += NAME##_quad(x3 + c, y3 + c);                                                         \
       }                                                                                            \
-      j->out[e0] = NAME##_finish(s0, x0, y0, d4, d);                                               \
-      j->out[e1] = NAME##_finish(s1, x1, y1, d4, d);                                               \
-      j->out[e2] = NAME##_finish(s2, x2, y2, d4, d);                                               \
-      j->out[e3] = NAME##_finish(s3, x3, y3, d4, d);                                               \
+      j->out[e0] = NAME##_finish(s0, x0, y0, d4, seg);                                             \
+      j->out[e1] = NAME##_finish(s1, x1, y1, d4, seg);                                             \
+      j->out[e2] = NAME##_finish(s2, x2, y2, d4, seg);                                             \
+      j->out[e3] = NAME##_finish(s3, x3, y3, d4, seg);                                             \
     }                                                                                              \
     for (; i < j->hi; i++) {                                                                       \
       const int32_t e = o ? o[i] : i;                                                              \
-      const T *x = j->a + j->rows[e] * d, *y = j->b + j->cols[e] * d;                              \
+      const T *x = j->a + j->rows[e] * d, *y = j->b + j->cols[e] * seg;                            \
       sc_v4d s = {0, 0, 0, 0};                                                                     \
-      for (int64_t c = 0; c < d4; c += 4) s += NAME##_quad(x + c, y + c);                          \
-      j->out[e] = NAME##_finish(s, x, y, d4, d);                                                   \
+      for (int32_t l = 0; l < j->segs; l++)                                                        \
+        for (int64_t c = 0; c < d4; c += 4) s += NAME##_quad(x + l * seg + c, y + l * ss + c);     \
+      j->out[e] = NAME##_finish(s, x, y, d4, seg);                                                 \
     }                                                                                              \
     return 0;                                                                                      \
   }                                                                                                \
+  /* segs > 1 needs pieces of a multiple of 4 (no tail between them); -3 otherwise. */             \
   int32_t NAME(const T *a, int32_t na, const T *b, int32_t nb, const int32_t *rows,                \
-               const int32_t *cols, int32_t nnz, int32_t d, T *out, int32_t threads) {             \
+               const int32_t *cols, int32_t nnz, int32_t d, T *out, int32_t threads, int32_t segs, \
+               int64_t seg_stride) {                                                               \
+    if (segs < 1 || d % segs != 0 || (segs > 1 && (d / segs) % 4 != 0)) return -3;               \
     for (int32_t i = 0; i < nnz; i++)                                                              \
       if ((uint32_t)rows[i] >= (uint32_t)na || (uint32_t)cols[i] >= (uint32_t)nb) return i;        \
     int n = clamp_threads(threads);                                                                \
@@ -501,7 +513,7 @@ static int32_t *sddmm_by_row(const int32_t *rows, int32_t nnz, int32_t na) {
     NAME##_job jobs[MAX_THREADS];                                                                  \
     for (int t = 0; t < n; t++)                                                                    \
       jobs[t] = (NAME##_job){a, b, rows, cols, order, out, d, (int32_t)((int64_t)nnz * t / n),     \
-                             (int32_t)((int64_t)nnz * (t + 1) / n)};                               \
+                             (int32_t)((int64_t)nnz * (t + 1) / n), segs, seg_stride};             \
     run_tasks(NAME##_task, jobs, sizeof(NAME##_job), n);                                           \
     free(order);                                                                                   \
     return -1;                                                                                     \

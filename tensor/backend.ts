@@ -196,6 +196,12 @@ export interface Backend {
       outRows: number,
       sumSquares?: SumSquaresOnTheWay,
     ): Buf | null;
+    /**
+     * sddmm(a, b′, rows, cols) where b′ [F, L·d] is a contiguous float b [L, F, d] flattened per
+     * row (transpose(b, [1, 0, 2]) reshaped: a decoder kept per input), for a contiguous a
+     * [n, L·d], without that copy: the bits of sddmm on it. Null: compose it.
+     */
+    sddmmPerInput?(a: View, b: View, rows: View, cols: View): Buf | null;
     /** g·step(x), the relu's cotangent, over contiguous float views of one shape. */
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */

@@ -49,6 +49,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   squaredErrorGrad: { float: true, matrix: false },
   squaredErrorRows: { float: true, matrix: false },
   spmmTransposed: { float: true, matrix: true },
+  sddmmPerInput: { float: true, matrix: true },
 };
 
 /**
@@ -173,6 +174,32 @@ export function fusedSpmmTransposed(s: Coo, dense: Tensor, features: number): Te
   const buf = k(rows.view(), cols.view(), values.view(), dense.view(), features, (b) => sq = b);
   if (!buf) return null;
   return withSumSquares(wrap(dense.backend, buf, [dense.shape[1], features], dense.dtype), sq);
+}
+
+/**
+ * The sampled product a·b′ᵀ at (rows, cols) for b [L, F, d] read as b′ [F, L·d] (each feature's L
+ * rows side by side: a crosscoder's decoder as its flattened [F, L·d]), without that copy: the
+ * bits of sddmm(a, reshape(contiguous(transpose(b, [1, 0, 2])), [F, L·d]), rows, cols). Null:
+ * compose it.
+ */
+export function fusedSddmmPerInput(
+  a: Tensor,
+  b: Tensor,
+  rows: Tensor,
+  cols: Tensor,
+): Tensor | null {
+  const k = a.backend.fused?.sddmmPerInput;
+  if (
+    !k || a.ndim !== 2 || b.ndim !== 3 || a.shape[1] !== b.shape[0] * b.shape[2] ||
+    (a.dtype !== "f32" && a.dtype !== "f64") || rows.dtype !== "i32" || cols.dtype !== "i32" ||
+    rows.ndim !== 1 || cols.ndim !== 1 || rows.size !== cols.size
+  ) return null;
+  for (const t of [a, b, rows, cols]) {
+    if (t.backend !== a.backend || !t.isContiguous() || isWatched(t)) return null;
+  }
+  if (b.dtype !== a.dtype) return null;
+  const buf = k(a.view(), b.view(), rows.view(), cols.view());
+  return buf ? wrap(a.backend, buf, [rows.size], a.dtype) : null;
 }
 
 /** g·step(x), the relu's cotangent. */

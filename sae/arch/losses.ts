@@ -32,12 +32,21 @@ export function l1Penalty(
 }
 
 /**
+ * A decoder as its matrix W_dec [F, d], or as the product code·W_dec it stands for ([B, d]; a
+ * crosscoder's decoder kept per input decodes without its flattened copy).
+ */
+export type Decoder = Tensor | ((code: Coo) => Tensor);
+
+const decodeAux = (aux: Coo, W_dec: Decoder, batch: number): Tensor =>
+  typeof W_dec === "function" ? W_dec(aux) : spmm(aux, W_dec, batch);
+
+/**
  * AuxK (dictionary_learning): the dead-feature code `aux` decoded without bias should fit the
  * residual e = x − x̂ (taken without gradient); the error is normalised by e's variance about its
  * batch mean, and a 0/0 (no residual) counts as 0.
  */
-export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Tensor): Tensor {
-  const ehat = spmm(aux, W_dec, residual.shape[0]);
+export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Decoder): Tensor {
+  const ehat = decodeAux(aux, W_dec, residual.shape[0]);
   const err = squaredError(residual, ehat);
   const denom = mean(sum(square(sub(residual, mean(residual, 0, { keepdims: true }))), -1));
   const r = div(err, denom);
@@ -48,10 +57,10 @@ export function auxkLoss(residual: Tensor, aux: Coo, W_dec: Tensor): Tensor {
 export function auxkLossSaeLens(
   residual: Tensor,
   aux: Coo,
-  W_dec: Tensor,
+  W_dec: Decoder,
   b_dec: Tensor,
   scale: number,
 ): Tensor {
-  const ehat = add(spmm(aux, W_dec, residual.shape[0]), b_dec);
+  const ehat = add(decodeAux(aux, W_dec, residual.shape[0]), b_dec);
   return mul(squaredError(ehat, residual), scale);
 }

@@ -10,7 +10,7 @@ import type { Coo } from "../../tensor/ops/sparse.ts";
 import { type Architecture, type LossContext, saeShapes, targetOrInput } from "./architecture.ts";
 import { type Code, decodeWith } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
-import { auxkLoss, auxkLossSaeLens, reconstruction } from "./losses.ts";
+import { auxkLoss, auxkLossSaeLens, type Decoder, reconstruction } from "./losses.ts";
 import { initParams, type SaeParams } from "../params.ts";
 import { rowTopkSelect, type Select, sparseEncoder, topkSelect } from "./topk_encode.ts";
 
@@ -33,26 +33,30 @@ export function encodeWithAux(
   return { main, aux: aux ?? null };
 }
 
-/** The AuxK term in the configured variant. */
+/** The AuxK term in the configured variant; `decoder` decodes the dead code (p.W_dec by default). */
 export function auxTerm(
   p: SaeParams,
   cfg: SaeConfig,
   ctx: LossContext,
   residual: Tensor,
   aux: Coo,
+  decoder: Decoder = p.W_dec,
 ): Tensor {
-  if (cfg.auxk_variant === "dl") return auxkLoss(residual, aux, p.W_dec);
+  if (cfg.auxk_variant === "dl") return auxkLoss(residual, aux, decoder);
   const kAux = Math.min(cfg.auxk_k, ctx.numDead ?? 0, cfg.d_sae);
   return auxkLossSaeLens(
     residual,
     aux,
-    p.W_dec,
+    decoder,
     p.b_dec,
     Math.min((ctx.numDead ?? 0) / cfg.auxk_k, 1) * (kAux > 0 ? 1 : 0),
   );
 }
 
-/** Reconstruction + α·AuxK for any TopK-family selection; `decodeMain` may weight prefixes (Matryoshka). */
+/**
+ * Reconstruction + α·AuxK for any TopK-family selection; `recon` may weight prefixes (Matryoshka)
+ * or decode otherwise (crosscoders), and `decoder` then decodes AuxK's dead code.
+ */
 export function topkFamilyLoss(
   p: SaeParams,
   x: Tensor,
@@ -64,6 +68,7 @@ export function topkFamilyLoss(
     const xhat = decodeWith(code, p.W_dec, p.b_dec);
     return { recon: reconstruction(t, xhat), xhat };
   },
+  decoder: Decoder = p.W_dec,
 ) {
   const { main, aux } = encodeWithAux(p, x, cfg, ctx, selectMain);
   const code: Code = { kind: "coo", coo: main, batch: x.shape[0] };
@@ -74,7 +79,7 @@ export function topkFamilyLoss(
       { recon: Tensor; code: Code; xhat: Tensor; auxk?: Tensor },
     ];
   }
-  const auxk = auxTerm(p, cfg, ctx, stopGradient(sub(target, r.xhat)), aux);
+  const auxk = auxTerm(p, cfg, ctx, stopGradient(sub(target, r.xhat)), aux, decoder);
   return [add(r.recon, mul(auxk, cfg.auxk_alpha)), {
     recon: r.recon,
     auxk,

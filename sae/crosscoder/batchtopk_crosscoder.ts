@@ -32,7 +32,7 @@ import {
   type LossContext,
   targetOrInput,
 } from "../arch/architecture.ts";
-import { type Code, decodeWith } from "../code.ts";
+import type { Code } from "../code.ts";
 import type { SaeConfig } from "../config.ts";
 import type { SaeParams } from "../params.ts";
 import { type BatchShare, batchTopk, type Select, sparseEncoder } from "../arch/topk_encode.ts";
@@ -42,8 +42,8 @@ import {
   crosscoderRecon,
   crosscoderShapes,
   decodeCrosscoder,
+  decodeShared,
   flatInput,
-  flatParams,
   initCrosscoder,
   perInputWeights,
 } from "./crosscoder.ts";
@@ -198,8 +198,24 @@ function decoupledLoss(
   );
   if (!aux) return [recon, { recon, code, xhat, thresholdValues }];
   // AuxK: the dead features' shared code over the flattened L·d residual, as without decoupling.
-  const auxk = auxTerm(flatParams(p), cfg, ctx, stopGradient(sub(xf, xhatFlat)), aux);
+  const auxk = auxTerm(
+    sharedParams(p),
+    cfg,
+    ctx,
+    stopGradient(sub(xf, xhatFlat)),
+    aux,
+    (c) => decodeShared(c, p.W_dec, B),
+  );
   return [add(recon, mul(auxk, cfg.auxk_alpha)), { recon, auxk, code, xhat, thresholdValues }];
+}
+
+/**
+ * The flattened crosscoder's encoder and biases (flatParams) with W_dec left [L, F, d]: every
+ * decode here is decodeShared, which reads it in place.
+ */
+function sharedParams(p: SaeParams): SaeParams {
+  const [L, d, F] = p.W_enc.shape;
+  return { ...p, W_enc: reshape(p.W_enc, [L * d, F]), b_dec: reshape(p.b_dec, [L * d]) };
 }
 
 export const batchTopkCrosscoder: Architecture = {
@@ -229,20 +245,22 @@ export const batchTopkCrosscoder: Architecture = {
   decode: (p, code) => decodeCrosscoder(p, code),
   loss(p, { x }, cfg, ctx) {
     if (decoupled(cfg)) return decoupledLoss(p, x, cfg, ctx);
-    const flat = flatParams(p);
+    const flat = sharedParams(p), B = x.shape[0];
     const w = stopGradient(codeWeights(p.W_dec, cfg));
     const xf = flatInput(x, cfg);
+    const decoder = (c: Coo) => decodeShared(c, p.W_dec, B);
     const [total, aux] = topkFamilyLoss(
       flat,
       xf,
       xf,
       cfg,
       ctx,
-      scaledBatchTopkSelectOf(w, cfg.k * x.shape[0], ctx.batchShare),
+      scaledBatchTopkSelectOf(w, cfg.k * B, ctx.batchShare),
       (code, target) => {
-        const xhat = decodeWith(code, flat.W_dec, flat.b_dec);
+        const xhat = add(decoder((code as { coo: Coo }).coo), flat.b_dec);
         return { recon: crosscoderRecon(target, xhat, cfg), xhat };
       },
+      decoder,
     );
     const coo = (aux.code as { coo: Coo }).coo;
     // θ lives on the scaled code, like the selection; these are the kept entries' f·w.

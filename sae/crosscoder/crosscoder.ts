@@ -5,8 +5,8 @@
  *   f = ReLU(Σ_l x_l W_enc[l] + b_enc),  x̂_l = f W_dec[l] + b_dec[l],
  *   loss = recon + λ·s(t)·mean_b Σ_i f_i w_i   (w: the code-norm weighting, config.ts).
  * Σ_l x_l W_enc[l] is one matmul of the flattened [B, L·d] input with W_enc seen as [L·d, F] (a
- * view). The decoder is used as [F, L·d] (one transposed copy per loss), so decoding, sparse codes
- * and AuxK are exactly the single-SAE machinery on the flattened vector.
+ * view). Decoding is the single-SAE machinery on the flattened vector with the decoder as [F, L·d]:
+ * a sparse code reads W_dec in place (decodeShared), a dense one through that transposed copy.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { PRNGKey } from "../../tensor/random.ts";
@@ -15,13 +15,22 @@ import { ones, zeros } from "../../tensor/ops/create.ts";
 import { add, mul, relu, sqrt, square, sub } from "../../tensor/ops/elementwise.ts";
 import { mean, norm, sum } from "../../tensor/ops/reduce.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
-import { contiguous, reshape, sliceAxis, stack, transpose } from "../../tensor/ops/shape.ts";
+import {
+  concat,
+  contiguous,
+  reshape,
+  sliceAxis,
+  stack,
+  transpose,
+} from "../../tensor/ops/shape.ts";
 import { dispose, tidy } from "../../tensor/scope.ts";
 import { geometricMedian } from "../train/geometric_median.ts";
 import { fmt, ShapeError } from "../../tensor/shape.ts";
 import { type Architecture, targetOrInput } from "../arch/architecture.ts";
-import { type Code, decodeWith } from "../code.ts";
-import { spmm } from "../../tensor/ops/sparse.ts";
+import { asCoo, batchSize, type Code, decodeWith } from "../code.ts";
+import { type Coo, sddmm, spmm, spmmT } from "../../tensor/ops/sparse.ts";
+import { customVjp } from "../../autodiff/grad.ts";
+import { fusedSddmmPerInput } from "../../tensor/fused.ts";
 import type { SaeConfig } from "../config.ts";
 import { type SaeParams, unitRows } from "../params.ts";
 import { resolveCrosscoderFields } from "./config.ts";
@@ -71,15 +80,56 @@ export function flatInput(x: Tensor, cfg: SaeConfig, op = "crosscoder"): Tensor 
   return reshape(x, [x.shape[0], L * cfg.d_in]);
 }
 
+/** W_dec [L, F, d] as the flattened crosscoder's [F, L·d] (a copy). */
+export function flatDecoder(W_dec: Tensor): Tensor {
+  const [L, F, d] = W_dec.shape;
+  return reshape(contiguous(transpose(W_dec, [1, 0, 2])), [F, L * d]);
+}
+
 /** The crosscoder as a single SAE over the flattened input: W_enc [L·d, F], W_dec [F, L·d], b_dec [L·d]. */
 export function flatParams(p: SaeParams): SaeParams {
   const [L, d, F] = p.W_enc.shape;
   return {
     W_enc: reshape(p.W_enc, [L * d, F]),
-    W_dec: reshape(contiguous(transpose(p.W_dec, [1, 0, 2])), [F, L * d]),
+    W_dec: flatDecoder(p.W_dec),
     b_enc: p.b_enc,
     b_dec: reshape(p.b_dec, [L * d]),
   };
+}
+
+/**
+ * code·W′ [batch, L·d] for a shared COO code and W′ = flatDecoder(W_dec), without that copy: each
+ * entry (b, i, v) becomes L entries (b·L + l, l·F + i, v) over W_dec seen as [L·F, d] (a free
+ * reshape), which spmm sums in W′'s order (per output element the same terms in the same order:
+ * the same bits), and ∂W_dec comes out in W_dec's own layout instead of as a transposed view. The
+ * values' gradient is W′'s sampled product, read from W_dec in place where the backend can.
+ */
+export function decodeShared(coo: Coo, W_dec: Tensor, batch: number): Tensor {
+  const [L, F, d] = W_dec.shape;
+  const perInput = (f: (l: number) => Tensor) => concat(Array.from({ length: L }, (_, l) => f(l)));
+  const rows = perInput((l) => add(mul(coo.rows, L), l));
+  const cols = perInput((l) => add(coo.cols, l * F));
+  const spread = (values: Tensor): Coo => ({ rows, cols, values: perInput(() => values) });
+  const product = customVjp(
+    (values: Tensor, W: Tensor) => {
+      const out = spmm(spread(values), reshape(W, [L * F, d]), batch * L);
+      return [reshape(out, [batch, L * d]), { values, W }] as [
+        Tensor,
+        { values: Tensor; W: Tensor },
+      ];
+    },
+    (r, g, needs) => [
+      needs[0]
+        ? fusedSddmmPerInput(g, r.W, coo.rows, coo.cols) ??
+          sddmm(g, flatDecoder(r.W), coo.rows, coo.cols)
+        : null,
+      needs[1]
+        ? reshape(spmmT(spread(r.values), reshape(g, [batch * L, d]), L * F), [L, F, d])
+        : null,
+    ],
+    "decodeShared",
+  );
+  return product(coo.values, W_dec);
 }
 
 /** ‖W_dec[l, i]‖ [L, F]: the "decoupled" code norm's weight of feature i in input l. */
@@ -130,6 +180,11 @@ export function decodeCrosscoder(p: SaeParams, code: Code, flat?: SaeParams): Te
       code.batch * L,
     );
     return add(reshape(out, [code.batch, L, d]), p.b_dec);
+  }
+  const coo = asCoo(code);
+  if (coo) {
+    const out = add(decodeShared(coo, p.W_dec, batchSize(code)), reshape(p.b_dec, [L * d]));
+    return reshape(out, [out.shape[0], L, d]);
   }
   const f = flat ?? flatParams(p);
   const out = decodeWith(code, f.W_dec, f.b_dec);

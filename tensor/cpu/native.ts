@@ -48,7 +48,11 @@ export interface Native extends NativeTrain {
    * memory, or the first bad entry.
    */
   spmmTransposed: SpmmFn;
-  /** out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). */
+  /**
+   * out[i] = a[rows[i]] · b[cols[i]] for i < nnz (rows of width d). With segs > 1, b's row c is
+   * stored in segs pieces of d/segs (a multiple of 4), piece l at l·segStride + c·(d/segs): the
+   * sums of the flat row, bit for bit (-3: pieces not a multiple of 4).
+   */
   sddmm(
     a: F,
     na: number,
@@ -60,6 +64,8 @@ export interface Native extends NativeTrain {
     d: number,
     out: F,
     threads: number,
+    segs?: number,
+    segStride?: number,
   ): number;
   /** The k best of each contiguous row of x [rows, n], best first. */
   topk(
@@ -306,7 +312,7 @@ const SIGS: Record<string, FfiSig> = {
     ret: "i32",
   },
   sddmm: {
-    args: ["buf", "i32", "buf", "i32", "buf", "buf", "i32", "i32", "buf", "i32"],
+    args: ["buf", "i32", "buf", "i32", "buf", "buf", "i32", "i32", "buf", "i32", "i32", "i64"],
     ret: "i32",
   },
   topk: { args: ["buf", "i32", "i32", "i32", "buf", "buf", "i32"], ret: "i32" },
@@ -512,14 +518,19 @@ function bind(path: string, raw: Raw): Native {
     ...bindTrain(fn),
     spmm: spmmOf("spmm", "spmm"),
     spmmTransposed: spmmOf("spmmTransposed", "spmm_tt"),
-    sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads) {
+    sddmm(a, na, b, nb, rows, cols, nnz, d, out, threads, segs = 1, segStride = 0) {
       const k = "sddmm";
       checkCount(k, "na", na), checkCount(k, "nb", nb), checkCount(k, "nnz", nnz);
-      checkCount(k, "d", d), checkCount(k, "threads", threads);
-      checkFloats(k, "a", a, na * d, a), checkFloats(k, "b", b, nb * d, a);
+      checkCount(k, "d", d), checkCount(k, "threads", threads), checkCount(k, "segs", segs);
+      checkCount(k, "segStride", segStride, I64_MAX);
+      if (segs < 1 || d % segs !== 0) {
+        throw new RangeError(`native ${k}: d ${d} not in ${segs} pieces`);
+      }
+      const seg = d / segs, bLen = segs === 1 ? nb * d : (segs - 1) * segStride + nb * seg;
+      checkFloats(k, "a", a, na * d, a), checkFloats(k, "b", b, bLen, a);
       checkIndices(k, "rows", rows, nnz), checkIndices(k, "cols", cols, nnz);
       checkFloats(k, "out", out, nnz, a);
-      return fn(k, a)(a, na, b, nb, rows, cols, nnz, d, out, threads) as number;
+      return fn(k, a)(a, na, b, nb, rows, cols, nnz, d, out, threads, segs, segStride) as number;
     },
     topk(x, rows, n, kk, values, indices, threads) {
       const k = "topk";
