@@ -951,6 +951,49 @@ ELEMENTWISE(double, sc_relu_grad_f64, RELU_GRAD_EXPR)
 SUM(float, sc_sum_f32)
 SUM(double, sc_sum_f64)
 
+// ---- L2 norm of each row: sqrt(sum(square(x), -1)) --------------------------------------------
+// The composition's bits in one read: each square rounded to T (the elementwise product), added
+// in double in index order and rounded once (the sum), then the square root of that T (eight rows
+// side by side, as the sum runs them, so the adds do not wait on each other).
+#define ROW_NORMS(T, NAME, SQRT)                                                                   \
+  typedef struct {                                                                                 \
+    const T *x;                                                                                    \
+    T *out;                                                                                        \
+    int64_t n, r0, r1;                                                                             \
+  } NAME##_job;                                                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t n = j->n;                                                                        \
+    int64_t r = j->r0;                                                                             \
+    for (; r + 8 <= j->r1; r += 8) {                                                               \
+      double s[8] = {0};                                                                           \
+      for (int64_t k = 0; k < n; k++)                                                              \
+        for (int q = 0; q < 8; q++) {                                                              \
+          const T v = j->x[(r + q) * n + k], sq = v * v;                                           \
+          s[q] += sq;                                                                              \
+        }                                                                                          \
+      for (int q = 0; q < 8; q++) j->out[r + q] = SQRT((T)s[q]);                                   \
+    }                                                                                              \
+    for (; r < j->r1; r++) {                                                                       \
+      double s = 0;                                                                                \
+      for (int64_t k = 0; k < n; k++) {                                                            \
+        const T v = j->x[r * n + k], sq = v * v;                                                   \
+        s += sq;                                                                                   \
+      }                                                                                            \
+      j->out[r] = SQRT((T)s);                                                                      \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, int64_t rows, int64_t n, T *out, int32_t threads) {                        \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) jobs[t] = (NAME##_job){x, out, n, rows * t / nt, rows * (t + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+ROW_NORMS(float, sc_row_norms_f32, sqrtf)
+ROW_NORMS(double, sc_row_norms_f64, sqrt)
+
 // Rows of `cols` split over threads: job t takes rows [lo, hi).
 #define ROW_JOBS(NAME, FIELDS)                                                                     \
   typedef struct {                                                                                 \

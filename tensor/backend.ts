@@ -206,6 +206,8 @@ export interface Backend {
     reluGrad?(g: View, x: View): Buf;
     /** Rows of a contiguous float matrix scaled to unit L2 norm. */
     unitRows?(w: View): Buf;
+    /** Each row's L2 norm over the last axis of a contiguous float view: sqrt(sum(square(x), -1))'s bits. */
+    rowNorms?(x: View): Buf;
     /**
      * g − (g·ŵ)ŵ row by row, ŵ the unit rows of w (both contiguous, one shape); Σ of the result's
      * squares to `sumSquares` where the backend computes it on the way.

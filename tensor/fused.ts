@@ -36,6 +36,7 @@ const NEEDS: { [K in keyof Kernels]-?: Needs } = {
   columnVarianceSum: { float: true, matrix: true },
   reluGrad: { float: true, matrix: false },
   unitRows: { float: true, matrix: true },
+  rowNorms: { float: true, matrix: false },
   projectOutRows: { float: true, matrix: true },
   zeroSpans: { float: false, matrix: false },
   rowNorm: { float: true, matrix: false },
@@ -200,6 +201,12 @@ export function fusedSddmmPerInput(
   if (b.dtype !== a.dtype) return null;
   const buf = k(a.view(), b.view(), rows.view(), cols.view());
   return buf ? wrap(a.backend, buf, [rows.size], a.dtype) : null;
+}
+
+/** norm(x, -1) (the L2 norm over the last axis) in one pass, the composition's bits. */
+export function fusedRowNorms(x: Tensor): Tensor | null {
+  const k = x.ndim >= 1 ? kernel("rowNorms", [x]) : undefined;
+  return k ? wrap(x.backend, k(x.view()), x.shape.slice(0, -1), x.dtype) : null;
 }
 
 /** g·step(x), the relu's cotangent. */

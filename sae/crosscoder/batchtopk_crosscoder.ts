@@ -140,9 +140,9 @@ function encodeDecoupled(
 function encodeTrain(p: SaeParams, x: Tensor, cfg: SaeConfig): Code {
   const xf = flatInput(x, cfg);
   if (decoupled(cfg)) {
-    return encodeDecoupled(p, xf, cfg, {}, stopGradient(perInputWeights(p.W_dec))).code;
+    return encodeDecoupled(p, xf, cfg, {}, perInputWeights(stopGradient(p.W_dec))).code;
   }
-  const w = stopGradient(codeWeights(p.W_dec, cfg));
+  const w = codeWeights(stopGradient(p.W_dec), cfg);
   const [coo] = sparseEncoder(
     "batchTopkCrosscoder",
     xf,
@@ -184,7 +184,7 @@ function decoupledLoss(
 ): [Tensor, LossAux] {
   const [B, L] = x.shape;
   const F = cfg.d_sae;
-  const wL = stopGradient(perInputWeights(p.W_dec));
+  const wL = perInputWeights(stopGradient(p.W_dec));
   const xf = flatInput(x, cfg);
   const { code, aux } = encodeDecoupled(p, xf, cfg, ctx, wL);
   const xhat = decodeCrosscoder(p, code);
@@ -246,7 +246,7 @@ export const batchTopkCrosscoder: Architecture = {
   loss(p, { x }, cfg, ctx) {
     if (decoupled(cfg)) return decoupledLoss(p, x, cfg, ctx);
     const flat = sharedParams(p), B = x.shape[0];
-    const w = stopGradient(codeWeights(p.W_dec, cfg));
+    const w = codeWeights(stopGradient(p.W_dec), cfg);
     const xf = flatInput(x, cfg);
     const decoder = (c: Coo) => decodeShared(c, p.W_dec, B);
     const [total, aux] = topkFamilyLoss(

@@ -30,7 +30,7 @@ import { type Architecture, targetOrInput } from "../arch/architecture.ts";
 import { asCoo, batchSize, type Code, decodeWith } from "../code.ts";
 import { type Coo, sddmm, spmm, spmmT } from "../../tensor/ops/sparse.ts";
 import { customVjp } from "../../autodiff/grad.ts";
-import { fusedSddmmPerInput } from "../../tensor/fused.ts";
+import { fusedRowNorms, fusedSddmmPerInput } from "../../tensor/fused.ts";
 import type { SaeConfig } from "../config.ts";
 import { type SaeParams, unitRows } from "../params.ts";
 import { resolveCrosscoderFields } from "./config.ts";
@@ -132,8 +132,8 @@ export function decodeShared(coo: Coo, W_dec: Tensor, batch: number): Tensor {
   return product(coo.values, W_dec);
 }
 
-/** ‖W_dec[l, i]‖ [L, F]: the "decoupled" code norm's weight of feature i in input l. */
-export const perInputWeights = (W_dec: Tensor): Tensor => norm(W_dec, -1);
+/** ‖W_dec[l, i]‖ [L, F]: the "decoupled" code norm's weight of feature i in input l (one pass where fused). */
+export const perInputWeights = (W_dec: Tensor): Tensor => fusedRowNorms(W_dec) ?? norm(W_dec, -1);
 
 /** The code-norm weight w_i of each feature, [F] (differentiable in W_dec). */
 export function codeWeights(W_dec: Tensor, cfg: SaeConfig): Tensor {

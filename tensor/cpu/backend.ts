@@ -787,6 +787,22 @@ export const cpu: Backend = {
       rowJobs("unitRows", typeKey(W, out), R, C, [W, out], []);
       return out;
     },
+    rowNorms(x) {
+      const n = x.shape[x.shape.length - 1], rows = sizeOf(x.shape) / Math.max(n, 1);
+      const X = own(x, rows * n) as F, out = takeArray(x.dtype, rows) as F, nat = native();
+      if (nat && rows * n > 0) {
+        nat.rowNorms(X, rows, n, out, nativeThreads(rows * n));
+        return out;
+      }
+      // The composition's arithmetic: squares rounded to the dtype, summed in double, one rounding.
+      const round = x.dtype === "f32" ? Math.fround : (v: number) => v;
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        for (let c = r * n; c < (r + 1) * n; c++) s += round(X[c] * X[c]);
+        out[r] = Math.sqrt(round(s));
+      }
+      return out;
+    },
     projectOutRows(g, w, onSumSquares) {
       const [R, C] = w.shape;
       const nat = native(), n = R * C;

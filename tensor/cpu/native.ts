@@ -137,6 +137,8 @@ export interface Native extends NativeTrain {
   transpose(x: F, rows: number, cols: number, out: F, threads: number): void;
   /** out = relu(x) over the first n elements. */
   relu(x: F, out: F, n: number, threads: number): void;
+  /** out[r] = sqrt(sum(square(x[r]))) for the rows of a contiguous [rows, n]: that composition's bits. */
+  rowNorms(x: F, rows: number, n: number, out: F, threads: number): void;
   /** out = g·step(x), the relu's cotangent, over the first n elements. */
   reluGrad(g: F, x: F, out: F, n: number, threads: number): void;
   /** Sums over the middle axis of a contiguous [outer, n, inner] into out [outer, inner]. */
@@ -361,6 +363,7 @@ const SIGS: Record<string, FfiSig> = {
   transpose: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
   col_var_sum: { args: ["buf", "buf", "i64", "i64", "buf", "i32"], ret: "i32" },
   relu: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
+  row_norms: { args: ["buf", "i64", "i64", "buf", "i32"], ret: "void" },
   relu_grad: { args: ["buf", "buf", "buf", "i64", "i32"], ret: "void" },
   sum: { args: ["buf", "i64", "i64", "i64", "buf", "i32"], ret: "i32" },
   row_norm: {
@@ -735,6 +738,13 @@ function bind(path: string, raw: Raw): Native {
       checkCount(k, "threads", threads);
       checkFloats(k, "x", x, rows * cols, x), checkFloats(k, "out", out, rows * cols, x);
       fn(k, x)(x, rows, cols, out, threads);
+    },
+    rowNorms(x, rows, n, out, threads) {
+      const k = "rowNorms";
+      checkCount(k, "rows", rows, I64_MAX), checkCount(k, "n", n, I64_MAX);
+      checkCount(k, "threads", threads);
+      checkFloats(k, "x", x, rows * n, x), checkFloats(k, "out", out, rows, x);
+      fn("row_norms", x)(x, rows, n, out, threads);
     },
     relu(x, out, n, threads) {
       const k = "relu";
