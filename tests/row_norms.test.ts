@@ -48,5 +48,8 @@ test("fusedRowNorms: overflowing, vanishing, NaN and zero rows as the compositio
     const got = fusedRowNorms(x);
     if (!got) continue;
     assertEquals(bits(got), bits(t.norm(x, -1)), dtype);
+    // Rows of no elements: norm 0 each.
+    const empty = fusedRowNorms(t.zeros([4, 0], dtype));
+    assertEquals(empty ? bits(empty) : null, ["0", "0", "0", "0"], `${dtype}, empty rows`);
   }
 });

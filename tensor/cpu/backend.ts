@@ -788,7 +788,7 @@ export const cpu: Backend = {
       return out;
     },
     rowNorms(x) {
-      const n = x.shape[x.shape.length - 1], rows = sizeOf(x.shape) / Math.max(n, 1);
+      const n = x.shape[x.shape.length - 1], rows = sizeOf(x.shape.slice(0, -1));
       const X = own(x, rows * n) as F, out = takeArray(x.dtype, rows) as F, nat = native();
       if (nat && rows * n > 0) {
         nat.rowNorms(X, rows, n, out, nativeThreads(rows * n));
