@@ -951,49 +951,6 @@ ELEMENTWISE(double, sc_relu_grad_f64, RELU_GRAD_EXPR)
 SUM(float, sc_sum_f32)
 SUM(double, sc_sum_f64)
 
-// ---- L2 norm of each row: sqrt(sum(square(x), -1)) --------------------------------------------
-// The composition's bits in one read: each square rounded to T (the elementwise product), added
-// in double in index order and rounded once (the sum), then the square root of that T (eight rows
-// side by side, as the sum runs them, so the adds do not wait on each other).
-#define ROW_NORMS(T, NAME, SQRT)                                                                   \
-  typedef struct {                                                                                 \
-    const T *x;                                                                                    \
-    T *out;                                                                                        \
-    int64_t n, r0, r1;                                                                             \
-  } NAME##_job;                                                                                    \
-  static void *NAME##_task(void *p) {                                                              \
-    NAME##_job *j = p;                                                                             \
-    const int64_t n = j->n;                                                                        \
-    int64_t r = j->r0;                                                                             \
-    for (; r + 8 <= j->r1; r += 8) {                                                               \
-      double s[8] = {0};                                                                           \
-      for (int64_t k = 0; k < n; k++)                                                              \
-        for (int q = 0; q < 8; q++) {                                                              \
-          const T v = j->x[(r + q) * n + k], sq = v * v;                                           \
-          s[q] += sq;                                                                              \
-        }                                                                                          \
-      for (int q = 0; q < 8; q++) j->out[r + q] = SQRT((T)s[q]);                                   \
-    }                                                                                              \
-    for (; r < j->r1; r++) {                                                                       \
-      double s = 0;                                                                                \
-      for (int64_t k = 0; k < n; k++) {                                                            \
-        const T v = j->x[r * n + k], sq = v * v;                                                   \
-        s += sq;                                                                                   \
-      }                                                                                            \
-      j->out[r] = SQRT((T)s);                                                                      \
-    }                                                                                              \
-    return 0;                                                                                      \
-  }                                                                                                \
-  void NAME(const T *x, int64_t rows, int64_t n, T *out, int32_t threads) {                        \
-    int nt = clamp_threads(threads);                                                               \
-    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
-    NAME##_job jobs[MAX_THREADS];                                                                  \
-    for (int t = 0; t < nt; t++) jobs[t] = (NAME##_job){x, out, n, rows * t / nt, rows * (t + 1) / nt}; \
-    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
-  }
-ROW_NORMS(float, sc_row_norms_f32, sqrtf)
-ROW_NORMS(double, sc_row_norms_f64, sqrt)
-
 // Rows of `cols` split over threads: job t takes rows [lo, hi).
 #define ROW_JOBS(NAME, FIELDS)                                                                     \
   typedef struct {                                                                                 \
@@ -1004,11 +961,12 @@ ROW_NORMS(double, sc_row_norms_f64, sqrt)
 // ---- Row sums of squares in double, eight rows side by side --------------------------------
 // Σ_c w[r][c]² for rows r = 0 … 7 (row stride C), each summed in double in index order as a loop
 // per row would: the f32 squares are exact in double, so each step rounds once whether it is a
-// multiply then an add or one fused multiply-add. One row's sum is a chain of dependent adds (4
-// cycles each); eight rows' chains side by side, columns turned into row vectors by 8×8
-// transposes, take the time of one.
+// multiply then an add or one fused multiply-add. With `rounded`, each square is rounded to f32
+// first (what square() then sum() add up). One row's sum is a chain of dependent adds (4 cycles
+// each); eight rows' chains side by side, columns turned into row vectors by 8×8 transposes, take
+// the time of one.
 #ifdef SC_AVX2
-static void rows8_sumsq_f32(const float *w, int64_t C, double *out) {
+static inline void rows8_sumsq_f32(const float *w, int64_t C, double *out, int rounded) {
   __m256d lo = _mm256_setzero_pd(), hi = lo;  // rows 0–3 and 4–7
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
@@ -1016,14 +974,23 @@ static void rows8_sumsq_f32(const float *w, int64_t C, double *out) {
     for (int r = 0; r < 8; r++) A[r] = _mm256_loadu_ps(w + r * C + c);
     transpose8_ps(A);
     for (int i = 0; i < 8; i++) {
-      const __m256d l = _mm256_cvtps_pd(_mm256_castps256_ps128(A[i]));
-      const __m256d h = _mm256_cvtps_pd(_mm256_extractf128_ps(A[i], 1));
-      lo = _mm256_fmadd_pd(l, l, lo), hi = _mm256_fmadd_pd(h, h, hi);
+      if (rounded) {
+        const __m256 q = _mm256_mul_ps(A[i], A[i]);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
+      } else {
+        const __m256d l = _mm256_cvtps_pd(_mm256_castps256_ps128(A[i]));
+        const __m256d h = _mm256_cvtps_pd(_mm256_extractf128_ps(A[i], 1));
+        lo = _mm256_fmadd_pd(l, l, lo), hi = _mm256_fmadd_pd(h, h, hi);
+      }
     }
   }
   _mm256_storeu_pd(out, lo), _mm256_storeu_pd(out + 4, hi);
   for (int r = 0; r < 8; r++)
-    for (int64_t t = c; t < C; t++) out[r] += (double)w[r * C + t] * (double)w[r * C + t];
+    for (int64_t t = c; t < C; t++) {
+      const float v = w[r * C + t], q = v * v;
+      out[r] += rounded ? (double)q : (double)v * (double)v;
+    }
 }
 
 // Σ w² and Σ g·w for rows 0 … 7 alike (the decoder-gradient projection's two sums), each in
@@ -1171,13 +1138,55 @@ static void rows8_dots_f32(const float *g, const float *w, int64_t C, double *ww
 #define UNIT_ROWS8_float(w, C, n, r, NAME)                                                         \
   for (; r + 8 <= n; r += 8) {                                                                     \
     double s8[8];                                                                                  \
-    rows8_sumsq_f32(w + r * C, C, s8);                                                    \
+    rows8_sumsq_f32(w + r * C, C, s8, 0);                                                 \
     for (int q = 0; q < 8; q++) NAME##_scale_row(w + (r + q) * C, C, s8[q]);                       \
   }
 #else
 #define UNIT_ROWS8_float(w, C, n, r, NAME)
 #endif
 #define UNIT_ROWS8_double(w, C, n, r, NAME)
+
+// ---- L2 norm of each row: sqrt(sum(square(x), -1)) --------------------------------------------
+// The composition's bits in one read: each square rounded to T (the elementwise product), added
+// in double in index order and rounded once (the sum), then the square root of that T; f32 rows
+// eight at a time through rows8_sumsq_f32 (the same sums).
+#define ROW_NORMS(T, NAME, SQRT)                                                                   \
+  ROW_JOBS(NAME, const T *x; T *out; int64_t n)                                                    \
+  static void *NAME##_task(void *p) {                                                              \
+    NAME##_job *j = p;                                                                             \
+    const int64_t n = j->n;                                                                        \
+    int64_t r = j->lo;                                                                             \
+    ROW_NORMS8_##T(j, n, r, SQRT)                                                                  \
+    for (; r < j->hi; r++) {                                                                       \
+      double s = 0;                                                                                \
+      for (int64_t k = 0; k < n; k++) {                                                            \
+        const T v = j->x[r * n + k], sq = v * v;                                                   \
+        s += sq;                                                                                   \
+      }                                                                                            \
+      j->out[r] = SQRT((T)s);                                                                      \
+    }                                                                                              \
+    return 0;                                                                                      \
+  }                                                                                                \
+  void NAME(const T *x, int64_t rows, int64_t n, T *out, int32_t threads) {                        \
+    int nt = clamp_threads(threads);                                                               \
+    if (nt > rows) nt = rows < 1 ? 1 : (int)rows;                                                  \
+    NAME##_job jobs[MAX_THREADS];                                                                  \
+    for (int t = 0; t < nt; t++) jobs[t] = (NAME##_job){x, out, n, rows * t / nt, rows * (t + 1) / nt}; \
+    run_tasks(NAME##_task, jobs, sizeof(NAME##_job), nt);                                          \
+  }
+#ifdef SC_AVX2
+#define ROW_NORMS8_float(j, n, r, SQRT)                                                            \
+  for (; r + 8 <= j->hi; r += 8) {                                                                 \
+    double s8[8];                                                                                  \
+    rows8_sumsq_f32(j->x + r * n, n, s8, 1);                                                       \
+    for (int q = 0; q < 8; q++) j->out[r + q] = SQRT((float)s8[q]);                                \
+  }
+#else
+#define ROW_NORMS8_float(j, n, r, SQRT)
+#endif
+#define ROW_NORMS8_double(j, n, r, SQRT)
+ROW_NORMS(float, sc_row_norms_f32, sqrtf)
+ROW_NORMS(double, sc_row_norms_f64, sqrt)
 
 UNIT_ROW(float, sc_adam_apply_f32)
 UNIT_ROW(double, sc_adam_apply_f64)
